@@ -1,0 +1,520 @@
+/*
+ * herald/core.h - the sans-I/O WebSocket protocol core (RFC 6455).
+ *
+ * The core turns bytes into events and sends into bytes. It owns no socket,
+ * reads no clock, writes no log and allocates only through the herald_mem
+ * hooks of the config it was created with. Any split of the input yields the
+ * same events.
+ *
+ * Typical use (server role):
+ *
+ *   herald_config cfg;
+ *   herald_config_init(&cfg, HERALD_ROLE_SERVER);
+ *   herald_conn *c;
+ *   herald_conn_new(&c, &cfg);
+ *   ... bytes arrive in buf[0..len) ...
+ *   size_t off = 0;
+ *   for (;;) {
+ *     herald_event ev;
+ *     int n = herald_conn_recv(c, buf + off, len - off, &ev);
+ *     if (n < 0) break;                       // c queued a close or an HTTP
+ *     off += (size_t)n;                       // error; flush it, then close
+ *     if (ev.type == HERALD_EV_NONE) break;   // keep buf[off..len) for later
+ *     handle(&ev);
+ *   }
+ *   struct iovec iov[64];
+ *   int cnt = herald_conn_output(c, iov, 64);
+ *   ssize_t w = writev(fd, iov, cnt);
+ *   herald_conn_output_consumed(c, (size_t)w);
+ *
+ * Threading: a herald_conn is not thread-safe; use each from one thread at a
+ * time. A herald_config may be shared by many connections and threads as long
+ * as nobody modifies it.
+ */
+#ifndef HERALD_CORE_H
+#define HERALD_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h> /* struct iovec: output is handed out ready for writev */
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define HERALD_API __attribute__((visibility("default")))
+#else
+#define HERALD_API
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * One negative enum for the whole library, in bands:
+ *   -1xx  the peer broke the protocol: the connection is failed and the core
+ *         has queued the close frame (or HTTP refusal) that answers it;
+ *   -3xx  the caller misused the API: nothing happened, the connection is
+ *         still usable;
+ *   -5xx  fatal resource errors: only herald_conn_del() is allowed after.
+ * 0 means success. herald_err_close_code() maps each to its close code.
+ *
+ * X(name, value, close code or 0, message)
+ */
+#define HERALD_ERRORS(X)                                                       \
+  X(PROTO, -100, 1002, "protocol error")                                       \
+  X(BAD_UTF8, -101, 1007, "invalid UTF-8 in text")                             \
+  X(TOO_BIG, -102, 1009, "message too big")                                    \
+  X(POLICY, -103, 1008, "policy limit exceeded")                               \
+  X(BAD_CLOSE, -104, 1002, "invalid close frame")                              \
+  X(HTTP, -110, 0, "malformed HTTP head")                                      \
+  X(HEAD_TOO_BIG, -111, 0, "HTTP head too large")                              \
+  X(HANDSHAKE, -112, 0, "WebSocket handshake refused")                         \
+  X(EXTENSION, -113, 1010, "extension negotiation failed")                     \
+  X(INFLATE, -114, 1007, "invalid compressed data")                            \
+  X(INVALID_ARG, -300, 0, "invalid argument")                                  \
+  X(BAD_STATE, -301, 0, "not allowed in this connection state")                \
+  X(CLOSED, -302, 0, "connection is closing or closed")                        \
+  X(NOMEM, -500, 1011, "out of memory")                                        \
+  X(INTERNAL, -501, 1011, "internal error")
+
+typedef enum herald_err {
+  HERALD_OK = 0,
+#define HERALD_ERR_ENUM_(name, value, code, msg) HERALD_ERR_##name = value,
+  HERALD_ERRORS(HERALD_ERR_ENUM_)
+#undef HERALD_ERR_ENUM_
+} herald_err;
+
+/* Returns a static, human-readable message for err ("unknown error" for a
+ * value that is not a herald_err). Never NULL. */
+HERALD_API const char *herald_strerror(int err);
+
+/* Returns the symbolic name of err ("HERALD_ERR_PROTO"), or "UNKNOWN". */
+HERALD_API const char *herald_err_name(int err);
+
+/* Returns 1 if err is fatal (band -5xx): the connection must be deleted. */
+HERALD_API int herald_err_is_fatal(int err);
+
+/* Returns the close code that answers err (1002, 1007, 1008, 1009, 1010,
+ * 1011), or 0 when no close frame applies. */
+HERALD_API uint16_t herald_err_close_code(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Memory                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Allocation hooks. Every allocation of the core goes through these, so a
+ * test can fail the Nth one. NULL in a config means malloc/realloc/free. */
+typedef struct herald_mem {
+  void *(*malloc)(size_t size, void *user_data);
+  void *(*realloc)(void *ptr, size_t size, void *user_data);
+  void (*free)(void *ptr, void *user_data);
+  void *user_data;
+} herald_mem;
+
+/* ------------------------------------------------------------------------ */
+/* Plain data shared by the handshake and the HTTP layer                     */
+/* ------------------------------------------------------------------------ */
+
+/* A borrowed byte span; ptr is not NUL-terminated. len 0 means absent or
+ * empty (ptr may then be NULL). */
+typedef struct herald_str {
+  const char *ptr;
+  size_t len;
+} herald_str;
+
+typedef struct herald_header {
+  herald_str name;  /* as sent; compare case-insensitively */
+  herald_str value; /* leading and trailing whitespace removed */
+} herald_header;
+
+/* A parsed HTTP/1.1 request head. Every span points into the bytes passed to
+ * herald_conn_recv(); they stay valid while the caller keeps those bytes
+ * unchanged and at most until the next herald_conn_* call that changes the
+ * connection's state (accept, reject, reset, del). */
+typedef struct herald_request {
+  herald_str method;
+  herald_str target; /* request-target as sent: path?query */
+  herald_str path;   /* target up to '?' (for an absolute-form target,
+                        "http://host/x", that includes scheme and host) */
+  herald_str query;  /* after '?', without it; empty if none */
+  int version_minor; /* HTTP/1.<minor> */
+  const herald_header *headers;
+  size_t nheaders;
+  size_t head_len; /* bytes of the head, through the empty line */
+
+  /* Filled for every request: */
+  int websocket; /* 1: a valid WebSocket upgrade (RFC 6455 4.2.1) */
+  herald_str host;
+  herald_str origin;
+  herald_str content_length; /* raw value, empty if absent */
+  /* Filled when websocket == 1: */
+  herald_str key;        /* Sec-WebSocket-Key */
+  herald_str protocols;  /* Sec-WebSocket-Protocol, comma list (first line) */
+  herald_str extensions; /* Sec-WebSocket-Extensions (first line) */
+} herald_request;
+
+/* A parsed HTTP/1.1 response head (client role). Same lifetime rules. */
+typedef struct herald_response {
+  int status;
+  herald_str reason;
+  int version_minor;
+  const herald_header *headers;
+  size_t nheaders;
+  size_t head_len;
+  herald_str protocol;   /* Sec-WebSocket-Protocol chosen by the server */
+  herald_str extensions; /* Sec-WebSocket-Extensions accepted */
+} herald_response;
+
+/* Looks up the first header named name (case-insensitive) in headers.
+ * Returns 1 and fills *value if found, 0 otherwise. */
+HERALD_API int herald_header_find(const herald_header *headers, size_t n,
+                                  const char *name, herald_str *value);
+
+/* Iterates a comma-separated token list (RFC 9110 5.6.1), skipping empty
+ * elements and whitespace. *pos starts at 0. Returns 1 and fills *token while
+ * tokens remain, 0 at the end. */
+HERALD_API int herald_list_next(herald_str list, size_t *pos,
+                                herald_str *token);
+
+/* ------------------------------------------------------------------------ */
+/* Configuration and limits                                                  */
+/* ------------------------------------------------------------------------ */
+
+typedef enum herald_role {
+  HERALD_ROLE_SERVER = 0,
+  HERALD_ROLE_CLIENT = 1
+} herald_role;
+
+/* Fills buf with len cryptographically secure random bytes. Returns 0 on
+ * success, nonzero on failure. */
+typedef int (*herald_random_fn)(void *buf, size_t len, void *user_data);
+
+/*
+ * Everything a peer can make grow has a limit here, with its default and the
+ * reaction when it is passed. Initialise with herald_config_init(), then
+ * override fields. A connection borrows its config: the config must outlive
+ * every connection created with it, and must not change while they live.
+ */
+typedef struct herald_config {
+  herald_role role;
+  const herald_mem *mem; /* NULL: libc */
+
+  /* Opening handshake. */
+  size_t max_head_bytes; /* 8192: HTTP head bytes -> 431 (server) or
+                            HERALD_ERR_HEAD_TOO_BIG (client) */
+  size_t max_headers;    /* 64: header lines -> 431 */
+
+  /* Frames and messages. */
+  uint64_t max_frame_size;   /* 16 MiB: one frame's payload -> close 1009 */
+  uint64_t max_message_size; /* 16 MiB: one message's payload, after any
+                                decompression -> close 1009 */
+  uint32_t max_fragments;    /* 65536: frames in one message -> close 1008 */
+
+  /* Delivery. 0 (default): each message is delivered whole, reassembled from
+   * its fragments. 1: each frame's payload is delivered as it arrives, in
+   * chunks (ev.fin marks the last), and nothing is buffered; UTF-8 is still
+   * validated incrementally and max_message_size still applies. */
+  int stream_messages;
+
+  /* Send path. Payloads shorter than copy_threshold bytes are copied into the
+   * connection's output buffer (cheaper than one more iovec); longer ones are
+   * referenced when the caller supplies a release callback. Default 1024. */
+  size_t copy_threshold;
+
+  /* Client role: source of Sec-WebSocket-Key and masking keys. NULL: the
+   * core's own generator (getrandom(2), buffered). */
+  herald_random_fn random;
+  void *random_user_data;
+} herald_config;
+
+/* Fills cfg with the documented defaults for role. */
+HERALD_API void herald_config_init(herald_config *cfg, herald_role role);
+
+/* ------------------------------------------------------------------------ */
+/* Connection                                                                */
+/* ------------------------------------------------------------------------ */
+
+typedef struct herald_conn herald_conn;
+
+/* RFC 6455 section 7 states, as seen from this endpoint. */
+typedef enum herald_state {
+  HERALD_STATE_CONNECTING = 0, /* opening handshake in progress */
+  HERALD_STATE_OPEN = 1,       /* messages flow both ways */
+  HERALD_STATE_CLOSING = 2,    /* we sent a close frame, the peer has not */
+  HERALD_STATE_CLOSED = 3      /* close handshake done, connection failed,
+                                  or HTTP request refused */
+} herald_state;
+
+typedef enum herald_opcode {
+  HERALD_OP_CONT = 0x0,
+  HERALD_OP_TEXT = 0x1,
+  HERALD_OP_BINARY = 0x2,
+  HERALD_OP_CLOSE = 0x8,
+  HERALD_OP_PING = 0x9,
+  HERALD_OP_PONG = 0xA
+} herald_opcode;
+
+/* Close codes of RFC 6455 section 7.4.1 (and 1012-1014 from the IANA
+ * registry). 1005 and 1006 are never sent; they only appear in events. */
+enum {
+  HERALD_CLOSE_NORMAL = 1000,
+  HERALD_CLOSE_GOING_AWAY = 1001,
+  HERALD_CLOSE_PROTOCOL = 1002,
+  HERALD_CLOSE_UNSUPPORTED = 1003,
+  HERALD_CLOSE_NO_STATUS = 1005,
+  HERALD_CLOSE_ABNORMAL = 1006,
+  HERALD_CLOSE_BAD_DATA = 1007,
+  HERALD_CLOSE_POLICY = 1008,
+  HERALD_CLOSE_TOO_BIG = 1009,
+  HERALD_CLOSE_EXTENSION = 1010,
+  HERALD_CLOSE_INTERNAL = 1011,
+  HERALD_CLOSE_RESTART = 1012,
+  HERALD_CLOSE_TRY_LATER = 1013,
+  HERALD_CLOSE_BAD_GATEWAY = 1014
+};
+
+/* Returns 1 if code may appear in a close frame on the wire (RFC 6455 7.4):
+ * 1000-1003, 1007-1014 and 3000-4999. */
+HERALD_API int herald_close_code_valid(uint32_t code);
+
+typedef enum herald_event_type {
+  HERALD_EV_NONE = 0, /* the input was consumed and no event is complete */
+  HERALD_EV_REQUEST,  /* server: an HTTP request head arrived (ev.request) */
+  HERALD_EV_OPEN,     /* client: the server accepted (ev.response) */
+  HERALD_EV_TEXT,     /* a text message or chunk (ev.data, ev.len, ev.fin) */
+  HERALD_EV_BINARY,   /* a binary message or chunk */
+  HERALD_EV_PING,     /* a ping; the pong is already queued */
+  HERALD_EV_PONG,     /* a pong */
+  HERALD_EV_CLOSE     /* the peer closed (ev.code, ev.data = reason), or the
+                         transport ended (code 1006) */
+} herald_event_type;
+
+/*
+ * One event. Its pointers are borrowed: data points either into the caller's
+ * input buffer (which the core unmasks in place) or into the connection's own
+ * message buffer, and is valid until the next herald_conn_* call on the same
+ * connection or until the caller changes that input, whichever comes first.
+ * Copy what you keep.
+ */
+typedef struct herald_event {
+  herald_event_type type;
+  uint8_t *data; /* payload, reason of a close; writable, not NUL-terminated */
+  size_t len;
+  int first;     /* TEXT/BINARY: 1 on the first chunk of a message */
+  int fin;       /* TEXT/BINARY: 1 on the last chunk (always in whole mode) */
+  uint16_t code; /* CLOSE: the peer's code, 1005 if it sent none, 1006 when
+                    the transport ended without a close frame */
+  const herald_request *request;   /* REQUEST */
+  const herald_response *response; /* OPEN */
+} herald_event;
+
+/* Creates a connection in state CONNECTING for cfg->role. cfg is borrowed for
+ * the connection's whole life. Returns 0 and sets *pconn, or
+ * HERALD_ERR_NOMEM / HERALD_ERR_INVALID_ARG (leaving *pconn unchanged). */
+HERALD_API int herald_conn_new(herald_conn **pconn, const herald_config *cfg);
+
+/* Frees conn. Payloads still queued for output have their release callbacks
+ * called. conn may be NULL. */
+HERALD_API void herald_conn_del(herald_conn *conn);
+
+HERALD_API herald_state herald_conn_state(const herald_conn *conn);
+
+/*
+ * Feeds received bytes and returns at most one event.
+ *
+ * in: the caller's buffer; the core unmasks payloads in place, so it must be
+ * writable. It is borrowed for the call, and event data may point into it.
+ *
+ * Returns the number of bytes consumed (>= 0, at most 1 GiB per call) and
+ * fills *ev. Type NONE means every byte was consumed or the bytes left are an
+ * incomplete unit; after an event, call again with the bytes that remain. Bytes
+ * not consumed must be presented again, followed by newer bytes, on the next
+ * call: the core leaves an incomplete HTTP head (up to cfg->max_head_bytes) or
+ * an incomplete frame header or control frame (up to 14 + 125 bytes) in the
+ * caller's buffer rather than copying it. Data payloads are always consumed as
+ * they arrive.
+ *
+ * Returns a negative herald_err when the peer broke the protocol. The core has
+ * then queued the answer (a close frame with herald_err_close_code(), or an
+ * HTTP 4xx refusal), moved to CLOSED, and returns the same error on every
+ * later call (the error is sticky). herald_conn_error_reason() says what was
+ * wrong. The caller should flush the output, then close the transport.
+ *
+ * After HERALD_EV_REQUEST the caller must answer with herald_conn_accept(),
+ * herald_conn_reject(), or (for plain HTTP) serve it and call
+ * herald_conn_reset(); until then recv returns HERALD_ERR_BAD_STATE.
+ * In CLOSED (after the close handshake) input is discarded.
+ */
+HERALD_API int herald_conn_recv(herald_conn *conn, uint8_t *in, size_t inlen,
+                                herald_event *ev);
+
+/* Tells the core the transport has ended (EOF or error). If neither the
+ * peer's close frame arrived nor the connection failed (an error was already
+ * returned), fills *ev with HERALD_EV_CLOSE code 1006 (RFC 6455 7.1.5) and
+ * returns 1; otherwise fills HERALD_EV_NONE and returns 0. The connection is
+ * CLOSED afterwards and later input is discarded. */
+HERALD_API int herald_conn_recv_eof(herald_conn *conn, herald_event *ev);
+
+/* A short static description of the protocol error that failed the
+ * connection, citing the RFC section; "" if none. */
+HERALD_API const char *herald_conn_error_reason(const herald_conn *conn);
+
+/* ---- opening handshake ------------------------------------------------- */
+
+typedef struct herald_accept {
+  const char *subprotocol;      /* one of the offered ones, or NULL */
+  const herald_header *headers; /* extra response headers, or NULL */
+  size_t nheaders;
+} herald_accept;
+
+/* Server: accepts the WebSocket request of the last HERALD_EV_REQUEST. Queues
+ * the 101 response (copied) and moves to OPEN. opts may be NULL.
+ * Returns 0, HERALD_ERR_BAD_STATE (no pending upgrade request),
+ * HERALD_ERR_INVALID_ARG (subprotocol not offered, or a header with CR/LF),
+ * or HERALD_ERR_NOMEM. */
+HERALD_API int herald_conn_accept(herald_conn *conn, const herald_accept *opts);
+
+/* Server: refuses the pending request with an HTTP status (400-599) and a
+ * short plain-text reason (may be NULL). Queues the response (copied) and
+ * moves to CLOSED; the caller closes the transport once it is flushed.
+ * Returns 0, HERALD_ERR_BAD_STATE, HERALD_ERR_INVALID_ARG or
+ * HERALD_ERR_NOMEM. */
+HERALD_API int herald_conn_reject(herald_conn *conn, int status,
+                                  const char *reason,
+                                  const herald_header *headers,
+                                  size_t nheaders);
+
+/* Server: after serving a plain HTTP request yourself, makes the connection
+ * wait for the next request head (HTTP keep-alive). Bytes of the served
+ * request (head and body) must have been consumed by the caller. Returns 0
+ * or HERALD_ERR_BAD_STATE. */
+HERALD_API int herald_conn_reset(herald_conn *conn);
+
+typedef struct herald_client_opts {
+  const char *host;   /* Host header value, with ":port" when not default */
+  const char *path;   /* request-target, "/" if NULL */
+  const char *origin; /* NULL: no Origin header */
+  const char *const *subprotocols; /* offered, in order of preference */
+  size_t nsubprotocols;
+  const herald_header *headers; /* extra request headers */
+  size_t nheaders;
+} herald_client_opts;
+
+/* Client: queues the opening handshake request (with a fresh random key).
+ * All strings are copied. Returns 0, HERALD_ERR_BAD_STATE (not a client in
+ * CONNECTING, or already started), HERALD_ERR_INVALID_ARG (missing host,
+ * CR/LF in a value, bad subprotocol token), HERALD_ERR_INTERNAL (random
+ * source failed) or HERALD_ERR_NOMEM. The response is validated by
+ * herald_conn_recv(), which returns HERALD_EV_OPEN or HERALD_ERR_HANDSHAKE. */
+HERALD_API int herald_conn_client_start(herald_conn *conn,
+                                        const herald_client_opts *opts);
+
+/* ---- sending ------------------------------------------------------------ */
+
+/* Called once when the core no longer needs a referenced payload. */
+typedef void (*herald_release_fn)(void *ctx);
+
+/* Send flags. */
+enum {
+  HERALD_SEND_MORE = 1 /* more fragments of this message follow (FIN = 0) */
+};
+
+/*
+ * Queues a data message, or one fragment of it.
+ *
+ * op: HERALD_OP_TEXT or HERALD_OP_BINARY, the same on every fragment of a
+ * message (the core writes CONT on the wire for all but the first).
+ * data/len: the payload. The core does not validate outgoing UTF-8.
+ *
+ * Ownership: if release is NULL, or len < cfg->copy_threshold, or the role is
+ * client (payloads are masked into the output buffer), the payload is copied
+ * and release (if any) is called before this function returns. Otherwise the
+ * core keeps the pointer, and data must stay valid and unchanged until the
+ * core calls release(ctx), exactly once, after the bytes were reported
+ * written by herald_conn_output_consumed() or when the connection is deleted.
+ * On error release is not called and nothing was queued.
+ *
+ * Returns 0, HERALD_ERR_CLOSED (a close frame was already sent or the
+ * connection is CLOSED: nothing is written after close), HERALD_ERR_BAD_STATE
+ * (CONNECTING, or op differs from the message in progress),
+ * HERALD_ERR_INVALID_ARG, or HERALD_ERR_NOMEM.
+ */
+HERALD_API int herald_conn_send(herald_conn *conn, herald_opcode op,
+                                const void *data, size_t len, unsigned flags,
+                                herald_release_fn release, void *ctx);
+
+/* Queues a ping (len <= 125, copied). Returns 0, HERALD_ERR_CLOSED,
+ * HERALD_ERR_BAD_STATE, HERALD_ERR_INVALID_ARG or HERALD_ERR_NOMEM. */
+HERALD_API int herald_conn_ping(herald_conn *conn, const void *data,
+                                size_t len);
+
+/* Queues an unsolicited pong (len <= 125, copied). Same returns as ping. */
+HERALD_API int herald_conn_pong(herald_conn *conn, const void *data,
+                                size_t len);
+
+/* Starts the close handshake: queues a close frame with code (a valid code,
+ * see herald_close_code_valid(), or 0 for a close without a code) and reason
+ * (UTF-8, at most 123 bytes, copied), and moves to CLOSING, or to CLOSED when
+ * the peer's close already arrived. Returns 0, HERALD_ERR_CLOSED (already
+ * sent), HERALD_ERR_BAD_STATE (CONNECTING), HERALD_ERR_INVALID_ARG (code or
+ * reason) or HERALD_ERR_NOMEM. */
+HERALD_API int herald_conn_close(herald_conn *conn, uint16_t code,
+                                 const char *reason, size_t reasonlen);
+
+/* ---- output ------------------------------------------------------------- */
+
+/* Fills iov[0..iovcnt) with the pending output in order and returns the
+ * number of entries used (0: nothing to write). The memory is owned by the
+ * connection (or by the sender of a referenced payload) and stays valid
+ * until herald_conn_output_consumed() or the next send on conn. */
+HERALD_API int herald_conn_output(herald_conn *conn, struct iovec *iov,
+                                  int iovcnt);
+
+/* Reports that the first n bytes of the pending output were written. Calls
+ * the release callbacks of payloads now fully written. Returns 0, or
+ * HERALD_ERR_INVALID_ARG if n exceeds the pending output. */
+HERALD_API int herald_conn_output_consumed(herald_conn *conn, size_t n);
+
+/* Bytes queued and not yet reported written. */
+HERALD_API size_t herald_conn_output_size(const herald_conn *conn);
+
+/* Releases the output and message buffers while they are empty, so an idle
+ * connection holds only its own struct. Call it when a connection goes idle;
+ * buffers are allocated again on demand. */
+HERALD_API void herald_conn_trim(herald_conn *conn);
+
+/* Returns 1 when the transport should now be closed: the connection is
+ * CLOSED and all its output has been consumed. */
+HERALD_API int herald_conn_done(const herald_conn *conn);
+
+/* ------------------------------------------------------------------------ */
+/* Standalone helpers (no connection needed)                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Largest frame header: 2 + 8 (length) + 4 (mask). */
+#define HERALD_MAX_FRAME_HEADER 14
+
+/* Writes a frame header into out (at least HERALD_MAX_FRAME_HEADER bytes) and
+ * returns its length. mask: NULL for an unmasked (server) frame, else the 4
+ * key bytes (the caller masks the payload). rsv: RSV1-3 bits (0x40, 0x20,
+ * 0x10) to set. Used for encode-once broadcast: a server frame's bytes are the
+ * same for every recipient. */
+HERALD_API size_t herald_frame_header(uint8_t *out, herald_opcode op, int fin,
+                                      unsigned rsv, uint64_t len,
+                                      const uint8_t *mask);
+
+/* Computes Sec-WebSocket-Accept for key (RFC 6455 4.2.2): writes 28
+ * characters and a NUL into out. */
+HERALD_API void herald_accept_key(const char *key, size_t keylen, char out[29]);
+
+/* Validates UTF-8 in one go. Returns 1 if p[0..n) is complete, valid UTF-8. */
+HERALD_API int herald_utf8_valid(const void *p, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HERALD_CORE_H */

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Everything `make test` checks, in order of cost. Any failure stops the run.
+#   1. formatting against .clang-format
+#   2. layer rule: src/core includes no libuv, OpenSSL or socket header
+#   3. gcc build with ASan+UBSan and -Werror, every CTest test
+#   4. clang build with ASan+UBSan and -Werror, every CTest test
+#   5. the libFuzzer targets, FUZZ_SECONDS (default 60) each
+#   6. the release build (build/herald) that `make run` uses
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+step() { printf '\n== %s\n' "$*"; }
+
+step "format (clang-format $(clang-format --version | grep -o '[0-9][0-9.]*' | head -1))"
+files=$(git ls-files '*.c' '*.h' 2>/dev/null || find src include tests fuzz bench -name '*.[ch]')
+clang-format --dry-run --Werror $files
+echo "formatting ok"
+
+step "layer check: src/core is sans-I/O"
+if grep -nE '#\s*include\s*[<"](uv\.h|uv/|openssl/|sys/socket\.h|netinet/|arpa/|netdb\.h|sys/epoll\.h|poll\.h)' src/core/*.[ch]; then
+  echo "src/core must not include libuv, OpenSSL or socket headers" >&2
+  exit 1
+fi
+echo "src/core includes only libc and zlib"
+
+for cc in gcc clang; do
+  step "$cc: ASan+UBSan, -Werror"
+  dir=build/test-$cc
+  CC=$cc cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+    -DHERALD_SANITIZE=ON -DHERALD_WERROR=ON >/dev/null
+  cmake --build "$dir" -j "$jobs"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+done
+
+step "fuzz (${FUZZ_SECONDS:-60} s per target)"
+scripts/fuzz.sh
+
+step "release build"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$jobs"
+build/herald --version
+
+step "all checks passed"

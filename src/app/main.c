@@ -1,0 +1,37 @@
+/* main.c - the herald program. Every tool is a subcommand; this file only
+ * dispatches. */
+#include <stdio.h>
+#include <string.h>
+
+#include "herald/core.h"
+
+#ifndef HERALD_VERSION_STRING
+#define HERALD_VERSION_STRING "0.0.0"
+#endif
+
+static void usage(FILE *out) {
+  fprintf(out, "usage: herald [--version] [--help] <command> [options]\n"
+               "\n"
+               "Herald is a WebSocket library and real-time push server.\n"
+               "\n"
+               "options:\n"
+               "  --version   print the version and exit\n"
+               "  --help      print this help and exit\n");
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+    printf("herald %s\n", HERALD_VERSION_STRING);
+    return 0;
+  }
+  if (argc >= 2 &&
+      (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    usage(stdout);
+    return 0;
+  }
+  if (argc >= 2) {
+    fprintf(stderr, "herald: unknown command '%s'\n", argv[1]);
+  }
+  usage(stderr);
+  return 2;
+}

@@ -1,0 +1,1189 @@
+/* conn_test.c - the connection state machine: frames, messages, control
+ * frames, close, handshake glue and the output queue. Every input is fed
+ * whole, one byte at a time and at every two-way split, in whole-message and
+ * streaming mode, and must give the same events. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test.h"
+#include "wsfeed.h"
+
+/* ---- helpers --------------------------------------------------------- */
+
+static void noop_release(void *ctx) {
+  (void)ctx;
+}
+
+static herald_config cfg_server, cfg_client;
+
+static void configs(void) {
+  herald_config_init(&cfg_server, HERALD_ROLE_SERVER);
+  herald_config_init(&cfg_client, HERALD_ROLE_CLIENT);
+}
+
+static const char sample_request[] =
+    "GET /chat?room=1 HTTP/1.1\r\n"
+    "Host: server.example.com\r\n"
+    "Upgrade: websocket\r\n"
+    "Connection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Origin: http://example.com\r\n"
+    "Sec-WebSocket-Protocol: chat, superchat\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+    "\r\n";
+
+/* A server connection that has accepted the sample request, with the 101
+ * response already drained. */
+static herald_conn *open_server(const herald_config *cfg) {
+  herald_conn *c = NULL;
+  if (herald_conn_new(&c, cfg) != 0) {
+    return NULL;
+  }
+  herald_event ev;
+  uint8_t buf[sizeof(sample_request)];
+  memcpy(buf, sample_request, sizeof(buf));
+  int rv = herald_conn_recv(c, buf, sizeof(sample_request) - 1, &ev);
+  CHECK_EQ(rv, sizeof(sample_request) - 1);
+  CHECK_EQ(ev.type, HERALD_EV_REQUEST);
+  CHECK_EQ(herald_conn_accept(c, NULL), 0);
+  size_t n;
+  free(drain(c, &n));
+  return c;
+}
+
+/* Moves all output of `from` into `to`, logging events of `to`. */
+static void pump(herald_conn *from, herald_conn *to, feeder *f) {
+  size_t n;
+  uint8_t *out = drain(from, &n);
+  feed(to, out, n, 0, f);
+  free(out);
+}
+
+/* A client and a server connection after a completed handshake. */
+static void open_pair(herald_conn **srv, herald_conn **cli) {
+  CHECK_EQ(herald_conn_new(srv, &cfg_server), 0);
+  CHECK_EQ(herald_conn_new(cli, &cfg_client), 0);
+  const char *protos[] = {"chat", "superchat"};
+  herald_client_opts o = {.host = "example.com:8080",
+                          .path = "/ws",
+                          .origin = "http://example.com",
+                          .subprotocols = protos,
+                          .nsubprotocols = 2};
+  CHECK_EQ(herald_conn_client_start(*cli, &o), 0);
+  feeder f = {0};
+  pump(*cli, *srv, &f);
+  CHECK(strstr(f.log.s, "REQUEST(ws=1)") != NULL);
+  herald_accept a = {.subprotocol = "superchat"};
+  CHECK_EQ(herald_conn_accept(*srv, &a), 0);
+  pump(*srv, *cli, &f);
+  CHECK(strstr(f.log.s, "OPEN") != NULL);
+  CHECK_EQ(herald_conn_state(*srv), HERALD_STATE_OPEN);
+  CHECK_EQ(herald_conn_state(*cli), HERALD_STATE_OPEN);
+  feeder_free(&f);
+}
+
+/*
+ * Feeds `in` to fresh connections of the given role, whole, one byte at a
+ * time and at every two-way split (for inputs up to 300 bytes), in both
+ * delivery modes, and checks every run logs `expect`. Returns the output the
+ * whole-input run produced (caller frees) when out is not NULL.
+ */
+static void expect_events(herald_role role, const uint8_t *in, size_t n,
+                          const char *expect) {
+  for (int stream = 0; stream <= 1; stream++) {
+    herald_config cfg;
+    herald_config_init(&cfg, role);
+    cfg.stream_messages = stream;
+    cfg.max_message_size = cfg.max_frame_size = 1 << 20;
+    size_t nsplits = n <= 300 ? n + 2 : 3;
+    for (size_t s = 0; s < nsplits; s++) {
+      herald_conn *c;
+      if (role == HERALD_ROLE_SERVER) {
+        c = open_server(&cfg);
+      } else {
+        /* A client that skips its handshake: feed a valid response. */
+        herald_conn *srv, *cli;
+        herald_config scfg = cfg_server;
+        CHECK_EQ(herald_conn_new(&srv, &scfg), 0);
+        CHECK_EQ(herald_conn_new(&cli, &cfg), 0);
+        herald_client_opts o = {.host = "h"};
+        CHECK_EQ(herald_conn_client_start(cli, &o), 0);
+        feeder f0 = {0};
+        pump(cli, srv, &f0);
+        CHECK_EQ(herald_conn_accept(srv, NULL), 0);
+        pump(srv, cli, &f0);
+        feeder_free(&f0);
+        herald_conn_del(srv);
+        c = cli;
+      }
+      uint8_t *copy = malloc(n + 1);
+      memcpy(copy, in, n);
+      feeder f = {0};
+      if (s == 0) {
+        feed(c, copy, n, 0, &f); /* whole */
+      } else if (s == 1) {
+        feed(c, copy, n, 1, &f); /* byte at a time */
+      } else {
+        /* two pieces: [0, s-2) and the rest */
+        size_t cut = s - 2;
+        feeder_free(&f);
+        uint8_t *buf = malloc(n + 1);
+        size_t have = 0;
+        size_t parts[2] = {cut, n - cut};
+        size_t pos = 0;
+        for (int k = 0; k < 2 && !f.err; k++) {
+          memcpy(buf + have, copy + pos, parts[k]);
+          have += parts[k];
+          pos += parts[k];
+          size_t off = 0;
+          for (;;) {
+            herald_event ev;
+            int rv = herald_conn_recv(c, buf + off, have - off, &ev);
+            if (rv < 0) {
+              f.err = rv;
+              tlog_printf(&f.log, "ERR(%s) ", herald_err_name(rv));
+              break;
+            }
+            off += (size_t)rv;
+            if (ev.type == HERALD_EV_NONE) {
+              break;
+            }
+            log_event(&f, &ev);
+          }
+          memmove(buf, buf + off, have - off);
+          have -= off;
+        }
+        free(buf);
+      }
+      const char *got = f.log.s ? f.log.s : "";
+      if (strcmp(got, expect) != 0) {
+        fprintf(stderr,
+                "role=%d stream=%d split=%zu\n  got:    %s\n"
+                "  expect: %s\n",
+                role, stream, s, got, expect);
+        CHECK(0);
+      }
+      CHECK(!f.bad_first);
+      feeder_free(&f);
+      free(copy);
+      herald_conn_del(c);
+    }
+  }
+}
+
+/* Builds a masked client frame into buf at *n. */
+static void cframe(uint8_t *buf, size_t *n, int fin, unsigned rsv, unsigned op,
+                   const void *p, size_t len) {
+  *n += mkframe(buf + *n, fin, rsv, op, p, len, test_key);
+}
+
+/* Feeds in to an open server and returns the close code it sent back
+ * (0 if none), checking the returned error is err. */
+static unsigned server_close_code(const uint8_t *in, size_t n, int err) {
+  herald_conn *c = open_server(&cfg_server);
+  uint8_t *copy = malloc(n + 1);
+  memcpy(copy, in, n);
+  feeder f = {0};
+  feed(c, copy, n, 0, &f);
+  CHECK_EQ(f.err, err);
+  size_t olen;
+  uint8_t *out = drain(c, &olen);
+  unsigned code = 0;
+  /* The last frame of the output is the close: 0x88, len, code. */
+  for (size_t i = 0; i + 3 < olen + 0; i++) {
+    if (out[i] == 0x88 && out[i + 1] >= 2 && out[i + 1] <= 125 &&
+        i + 2 + out[i + 1] == olen) {
+      code = (unsigned)(out[i + 2] << 8 | out[i + 3]);
+    }
+  }
+  if (err != 0) {
+    CHECK_EQ(herald_conn_state(c), HERALD_STATE_CLOSED);
+    CHECK(herald_conn_done(c));
+    /* Sticky: the same error again, whatever comes next. */
+    herald_event ev;
+    uint8_t more[2] = {0x81, 0x80};
+    CHECK_EQ(herald_conn_recv(c, more, 2, &ev), err);
+  }
+  free(out);
+  free(copy);
+  feeder_free(&f);
+  herald_conn_del(c);
+  return code;
+}
+
+/* ---- RFC 6455 5.7 examples ---------------------------------------------- */
+
+static void test_rfc_examples_client(void) {
+  /* A single-frame unmasked text message "Hello". */
+  const uint8_t hello[] = {0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f};
+  expect_events(HERALD_ROLE_CLIENT, hello, sizeof(hello), "TEXT(48656c6c6f) ");
+  /* A fragmented unmasked text message: "Hel" then "lo". */
+  const uint8_t frag[] = {0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f};
+  expect_events(HERALD_ROLE_CLIENT, frag, sizeof(frag), "TEXT(48656c6c6f) ");
+  /* Unmasked ping "Hello". */
+  const uint8_t ping[] = {0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f};
+  expect_events(HERALD_ROLE_CLIENT, ping, sizeof(ping), "PING(48656c6c6f) ");
+  /* 256 bytes binary in a single unmasked frame (16-bit length). */
+  uint8_t b256[4 + 256] = {0x82, 0x7e, 0x01, 0x00};
+  for (int i = 0; i < 256; i++) {
+    b256[4 + i] = (uint8_t)i;
+  }
+  tlog expect = {0};
+  tlog_printf(&expect, "BIN(");
+  tlog_data(&expect, b256 + 4, 256);
+  tlog_printf(&expect, ") ");
+  expect_events(HERALD_ROLE_CLIENT, b256, sizeof(b256), expect.s);
+  free(expect.s);
+  /* 64 KiB binary in a single unmasked frame (64-bit length). */
+  size_t big = 65536;
+  uint8_t *b64 = malloc(10 + big);
+  const uint8_t h64[10] = {0x82, 0x7f, 0, 0, 0, 0, 0, 1, 0, 0};
+  memcpy(b64, h64, 10);
+  memset(b64 + 10, 0xab, big);
+  tlog e2 = {0};
+  tlog_printf(&e2, "BIN(");
+  tlog_data(&e2, b64 + 10, big);
+  tlog_printf(&e2, ") ");
+  expect_events(HERALD_ROLE_CLIENT, b64, 10 + big, e2.s);
+  free(e2.s);
+  free(b64);
+}
+
+static void test_rfc_examples_server(void) {
+  /* A single-frame masked text message "Hello" (RFC 6455 5.7). */
+  const uint8_t masked[] = {0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d,
+                            0x7f, 0x9f, 0x4d, 0x51, 0x58};
+  expect_events(HERALD_ROLE_SERVER, masked, sizeof(masked),
+                "TEXT(48656c6c6f) ");
+  /* The masked pong of the example, as a server receives it. */
+  const uint8_t pong[] = {0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d,
+                          0x7f, 0x9f, 0x4d, 0x51, 0x58};
+  expect_events(HERALD_ROLE_SERVER, pong, sizeof(pong), "PONG(48656c6c6f) ");
+}
+
+/* The client answers the example ping with a masked pong of "Hello". */
+static void test_auto_pong(void) {
+  herald_conn *srv, *cli;
+  open_pair(&srv, &cli);
+  CHECK_EQ(herald_conn_ping(srv, "Hello", 5), 0);
+  feeder f = {0};
+  pump(srv, cli, &f);
+  CHECK(strcmp(f.log.s, "PING(48656c6c6f) ") == 0);
+  size_t n;
+  uint8_t *out = drain(cli, &n);
+  CHECK_EQ(n, 11);
+  CHECK_EQ(out[0], 0x8a);
+  CHECK_EQ(out[1], 0x85);
+  for (int i = 0; i < 5; i++) {
+    CHECK_EQ(out[6 + i] ^ out[2 + (i & 3)], "Hello"[i]);
+  }
+  feeder f2 = {0};
+  feed(srv, out, n, 0, &f2);
+  CHECK(strcmp(f2.log.s, "PONG(48656c6c6f) ") == 0);
+  free(out);
+  feeder_free(&f);
+  feeder_free(&f2);
+  herald_conn_del(srv);
+  herald_conn_del(cli);
+}
+
+/* Several pings before the output is taken: answering the latest suffices. */
+static void test_pong_latest_only(void) {
+  herald_conn *c = open_server(&cfg_server);
+  uint8_t in[512];
+  size_t n = 0;
+  for (int i = 0; i < 10; i++) {
+    char p[8];
+    int len = snprintf(p, sizeof(p), "p%d", i);
+    cframe(in, &n, 1, 0, HERALD_OP_PING, p, (size_t)len);
+  }
+  feeder f = {0};
+  feed(c, in, n, 0, &f);
+  CHECK_EQ(f.err, 0);
+  size_t olen;
+  uint8_t *out = drain(c, &olen);
+  const uint8_t want[] = {0x8a, 0x02, 'p', '9'};
+  CHECK_EQ(olen, sizeof(want));
+  CHECK_MEM(out, want, sizeof(want));
+  free(out);
+  feeder_free(&f);
+  herald_conn_del(c);
+}
+
+/* A pong goes ahead of queued data, but never into the middle of a frame. */
+static void test_pong_priority(void) {
+  herald_config cfg = cfg_server;
+  herald_conn *c = open_server(&cfg);
+  static uint8_t big[4096];
+  memset(big, 'x', sizeof(big));
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, big, sizeof(big), 0,
+                            noop_release, NULL),
+           0);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "after", 5, 0, NULL, NULL), 0);
+  /* Write part of the first frame, then a ping arrives. */
+  struct iovec iov[8];
+  CHECK(herald_conn_output(c, iov, 8) >= 2);
+  CHECK_EQ(herald_conn_output_consumed(c, 100), 0);
+  uint8_t in[16];
+  size_t n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_PING, "hi", 2);
+  feeder f = {0};
+  feed(c, in, n, 0, &f);
+  size_t olen;
+  uint8_t *out = drain(c, &olen);
+  /* Remaining: rest of big frame, then pong, then "after". */
+  size_t rest = 4 + sizeof(big) - 100;
+  CHECK_EQ(olen, rest + 4 + 7);
+  CHECK_EQ(out[rest], 0x8a);
+  CHECK_EQ(out[rest + 1], 2);
+  CHECK_EQ(out[rest + 4], 0x81);
+  free(out);
+  feeder_free(&f);
+  herald_conn_del(c);
+}
+
+/* ---- messages ----------------------------------------------------------- */
+
+static void test_fragmented_with_control(void) {
+  uint8_t in[256];
+  size_t n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_TEXT, "frag", 4);
+  cframe(in, &n, 1, 0, HERALD_OP_PING, "x", 1);
+  cframe(in, &n, 0, 0, HERALD_OP_CONT, "", 0);
+  cframe(in, &n, 1, 0, HERALD_OP_PONG, "", 0);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, "ment", 4);
+  cframe(in, &n, 1, 0, HERALD_OP_BINARY, "\x00\xff", 2);
+  cframe(in, &n, 1, 0, HERALD_OP_TEXT, "", 0);
+  expect_events(HERALD_ROLE_SERVER, in, n,
+                "PING(78) PONG() TEXT(667261676d656e74) BIN(00ff) TEXT() ");
+}
+
+static void test_utf8_across_fragments(void) {
+  /* "κόσμε" split inside a character, across three fragments. */
+  const char *k = "\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5";
+  uint8_t in[128];
+  size_t n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_TEXT, k, 1);
+  cframe(in, &n, 0, 0, HERALD_OP_CONT, k + 1, 3);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, k + 4, 7);
+  expect_events(HERALD_ROLE_SERVER, in, n, "TEXT(cebae1bdb9cf83cebcceb5) ");
+}
+
+static void test_streaming_large(void) {
+  /* 1 MiB in 4 fragments, streamed: every chunk arrives, nothing buffered. */
+  size_t total = 1 << 20, part = total / 4;
+  uint8_t *payload = malloc(total);
+  for (size_t i = 0; i < total; i++) {
+    payload[i] = (uint8_t)('a' + i % 26);
+  }
+  uint8_t *in = malloc(total + 64);
+  size_t n = 0;
+  for (int i = 0; i < 4; i++) {
+    cframe(in, &n, i == 3, 0, i ? HERALD_OP_CONT : HERALD_OP_TEXT,
+           payload + part * (size_t)i, part);
+  }
+  herald_config cfg = cfg_server;
+  cfg.stream_messages = 1;
+  herald_conn *c = open_server(&cfg);
+  size_t got = 0, events = 0, firsts = 0, fins = 0, ok = 1;
+  /* Feed in 4 KiB reads; each chunk must be in order. */
+  size_t pos = 0, have = 0;
+  uint8_t buf[8192];
+  while (pos < n) {
+    size_t take = n - pos < 4096 ? n - pos : 4096;
+    memcpy(buf + have, in + pos, take);
+    have += take;
+    pos += take;
+    size_t off = 0;
+    for (;;) {
+      herald_event ev;
+      int rv = herald_conn_recv(c, buf + off, have - off, &ev);
+      CHECK(rv >= 0);
+      if (rv < 0) {
+        break;
+      }
+      off += (size_t)rv;
+      if (ev.type == HERALD_EV_NONE) {
+        break;
+      }
+      events++;
+      firsts += (size_t)ev.first;
+      fins += (size_t)ev.fin;
+      if (memcmp(ev.data, payload + got, ev.len) != 0) {
+        ok = 0;
+      }
+      got += ev.len;
+    }
+    memmove(buf, buf + off, have - off);
+    have -= off;
+  }
+  CHECK(ok);
+  CHECK_EQ(got, total);
+  CHECK(events > 4);
+  CHECK_EQ(firsts, 1);
+  CHECK_EQ(fins, 1);
+  free(payload);
+  free(in);
+  herald_conn_del(c);
+}
+
+/* Whole mode: an unfragmented message in one buffer is delivered in place. */
+static void test_zero_copy_delivery(void) {
+  herald_conn *c = open_server(&cfg_server);
+  uint8_t in[64];
+  size_t n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_BINARY, "abcdef", 6);
+  herald_event ev;
+  CHECK_EQ(herald_conn_recv(c, in, n, &ev), (int)n);
+  CHECK_EQ(ev.type, HERALD_EV_BINARY);
+  CHECK(ev.data == in + 6);
+  CHECK_MEM(ev.data, "abcdef", 6);
+  herald_conn_del(c);
+}
+
+/* ---- protocol errors: each answered by its close code ------------------- */
+
+static void test_protocol_errors(void) {
+  uint8_t in[512];
+  size_t n;
+  uint8_t big[200];
+  memset(big, 'a', sizeof(big));
+
+#define EXPECT_CLOSE(err, code) CHECK_EQ(server_close_code(in, n, err), code)
+
+  n = 0; /* RSV1 without an extension */
+  cframe(in, &n, 1, 0x40, HERALD_OP_TEXT, "x", 1);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  n = 0; /* RSV3 on a ping */
+  cframe(in, &n, 1, 0x10, HERALD_OP_PING, "", 0);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  for (unsigned op = 3; op <= 15; op++) {
+    if (op >= 8 && op <= 10) {
+      continue;
+    }
+    n = 0; /* reserved opcodes */
+    cframe(in, &n, 1, 0, op, "", 0);
+    EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  }
+  n = 0; /* fragmented ping */
+  cframe(in, &n, 0, 0, HERALD_OP_PING, "", 0);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  n = 0; /* ping of 126 bytes */
+  cframe(in, &n, 1, 0, HERALD_OP_PING, big, 126);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  n = 0; /* continuation with nothing to continue */
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, "x", 1);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  n = 0; /* a new message inside a fragmented one */
+  cframe(in, &n, 0, 0, HERALD_OP_TEXT, "x", 1);
+  cframe(in, &n, 1, 0, HERALD_OP_TEXT, "y", 1);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  n = 0; /* unmasked frame to a server */
+  n += mkframe(in, 1, 0, HERALD_OP_TEXT, "x", 1, NULL);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  /* non-minimal 16-bit length */
+  const uint8_t nm16[] = {0x82, 0xfe, 0x00, 0x05, 1, 2, 3, 4, 0, 0, 0, 0, 0};
+  memcpy(in, nm16, sizeof(nm16));
+  n = sizeof(nm16);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  /* 64-bit length with the top bit set */
+  const uint8_t top[] = {0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4};
+  memcpy(in, top, sizeof(top));
+  n = sizeof(top);
+  EXPECT_CLOSE(HERALD_ERR_PROTO, 1002);
+  /* invalid UTF-8 in a text frame: 1007 */
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_TEXT, "\xc0\xaf", 2);
+  EXPECT_CLOSE(HERALD_ERR_BAD_UTF8, 1007);
+  /* text ending inside a sequence */
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_TEXT, "a\xe2\x82", 3);
+  EXPECT_CLOSE(HERALD_ERR_BAD_UTF8, 1007);
+  /* close with a 1-byte payload */
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_CLOSE, "\x03", 1);
+  EXPECT_CLOSE(HERALD_ERR_BAD_CLOSE, 1002);
+  /* close reason that is not UTF-8 */
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_CLOSE, "\x03\xe8\xff", 3);
+  EXPECT_CLOSE(HERALD_ERR_BAD_UTF8, 1007);
+#undef EXPECT_CLOSE
+}
+
+/* A client fails a masked frame from the server. */
+static void test_client_rejects_masked(void) {
+  uint8_t in[32];
+  size_t n = mkframe(in, 1, 0, HERALD_OP_TEXT, "x", 1, test_key);
+  expect_events(HERALD_ROLE_CLIENT, in, n, "ERR(HERALD_ERR_PROTO) ");
+}
+
+/* Fail fast: the invalid byte fails the connection before the frame ends. */
+static void test_utf8_fail_fast(void) {
+  herald_conn *c = open_server(&cfg_server);
+  /* A text frame announcing 100 bytes; only the first 8 arrive, and byte 6
+   * is invalid (F4 90 is above U+10FFFF). */
+  uint8_t payload[100];
+  memset(payload, 'a', sizeof(payload));
+  payload[5] = 0xf4;
+  payload[6] = 0x90;
+  uint8_t in[128];
+  size_t n = mkframe(in, 1, 0, HERALD_OP_TEXT, payload, 100, test_key);
+  herald_event ev;
+  int rv = herald_conn_recv(c, in, 8 + 8, &ev); /* header 6 + 10 bytes */
+  CHECK_EQ(rv, HERALD_ERR_BAD_UTF8);
+  (void)n;
+  herald_conn_del(c);
+}
+
+static void test_limits(void) {
+  herald_config cfg = cfg_server;
+  cfg.max_frame_size = 100;
+  cfg.max_message_size = 150;
+  cfg.max_fragments = 3;
+  uint8_t in[1024], p[200];
+  memset(p, 'z', sizeof(p));
+  size_t n;
+  feeder f = {0};
+  herald_conn *c;
+
+  /* Exactly at the frame limit: fine. One over: 1009, before the payload. */
+  c = open_server(&cfg);
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_BINARY, p, 100);
+  feed(c, in, n, 0, &f);
+  CHECK_EQ(f.err, 0);
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_BINARY, p, 101);
+  herald_event ev;
+  CHECK_EQ(herald_conn_recv(c, in, 8, &ev), HERALD_ERR_TOO_BIG);
+  size_t olen;
+  uint8_t *out = drain(c, &olen);
+  CHECK(olen >= 4 && out[0] == 0x88 && (out[2] << 8 | out[3]) == 1009);
+  free(out);
+  herald_conn_del(c);
+  feeder_free(&f);
+
+  /* Message limit across fragments: 100 + 50 ok, 100 + 51 is 1009. */
+  c = open_server(&cfg);
+  n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_BINARY, p, 100);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, p, 50);
+  cframe(in, &n, 0, 0, HERALD_OP_BINARY, p, 100);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, p, 51);
+  feed(c, in, n, 0, &f);
+  CHECK_EQ(f.err, HERALD_ERR_TOO_BIG);
+  CHECK(strncmp(f.log.s, "BIN(len=150", 11) == 0);
+  herald_conn_del(c);
+  feeder_free(&f);
+
+  /* Fragment count: 3 fine, 4 is 1008. */
+  c = open_server(&cfg);
+  n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_TEXT, "a", 1);
+  cframe(in, &n, 0, 0, HERALD_OP_CONT, "b", 1);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, "c", 1);
+  cframe(in, &n, 0, 0, HERALD_OP_TEXT, "a", 1);
+  cframe(in, &n, 0, 0, HERALD_OP_CONT, "", 0);
+  cframe(in, &n, 0, 0, HERALD_OP_CONT, "", 0);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, "", 0);
+  feed(c, in, n, 0, &f);
+  CHECK(strcmp(f.log.s, "TEXT(616263) ERR(HERALD_ERR_POLICY) ") == 0);
+  out = drain(c, &olen);
+  CHECK(olen >= 4 && (out[2] << 8 | out[3]) == 1008);
+  free(out);
+  herald_conn_del(c);
+  feeder_free(&f);
+}
+
+/* ---- close -------------------------------------------------------------- */
+
+static void test_close_codes(void) {
+  /* Every code from 0 to 5000 and a few beyond, as the peer's close. */
+  for (uint32_t code = 0; code <= 5000; code++) {
+    int valid = (code >= 1000 && code <= 1003) ||
+                (code >= 1007 && code <= 1014) ||
+                (code >= 3000 && code <= 4999);
+    CHECK_EQ(herald_close_code_valid(code), valid);
+  }
+  CHECK(!herald_close_code_valid(65535));
+  const uint32_t sample[] = {0,    999,  1000, 1001, 1002, 1003, 1004, 1005,
+                             1006, 1007, 1011, 1012, 1014, 1015, 1016, 2000,
+                             2999, 3000, 3999, 4000, 4999, 5000, 65535};
+  for (size_t i = 0; i < sizeof(sample) / sizeof(sample[0]); i++) {
+    uint32_t code = sample[i];
+    uint8_t body[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    uint8_t in[16];
+    size_t n = 0;
+    cframe(in, &n, 1, 0, HERALD_OP_CLOSE, body, 2);
+    if (herald_close_code_valid(code)) {
+      /* Echoed back. */
+      CHECK_EQ(server_close_code(in, n, 0), code);
+    } else {
+      CHECK_EQ(server_close_code(in, n, HERALD_ERR_BAD_CLOSE), 1002);
+    }
+  }
+}
+
+static void test_close_handshake_server_first(void) {
+  herald_conn *srv, *cli;
+  open_pair(&srv, &cli);
+  CHECK_EQ(herald_conn_close(srv, 1000, "bye", 3), 0);
+  CHECK_EQ(herald_conn_state(srv), HERALD_STATE_CLOSING);
+  CHECK_EQ(herald_conn_send(srv, HERALD_OP_TEXT, "x", 1, 0, NULL, NULL),
+           HERALD_ERR_CLOSED);
+  CHECK_EQ(herald_conn_close(srv, 1000, NULL, 0), HERALD_ERR_CLOSED);
+  feeder f = {0};
+  pump(srv, cli, &f);
+  CHECK(strcmp(f.log.s, "CLOSE(1000,627965) ") == 0);
+  CHECK_EQ(herald_conn_state(cli), HERALD_STATE_CLOSED);
+  CHECK(!herald_conn_done(cli)); /* its echo is still to be written */
+  feeder f2 = {0};
+  pump(cli, srv, &f2);
+  CHECK(herald_conn_done(cli));
+  CHECK(strcmp(f2.log.s, "CLOSE(1000,) ") == 0);
+  CHECK_EQ(herald_conn_state(srv), HERALD_STATE_CLOSED);
+  CHECK(herald_conn_done(srv));
+  /* Nothing may be sent after close, and later input is ignored. */
+  CHECK_EQ(herald_conn_ping(srv, "", 0), HERALD_ERR_CLOSED);
+  CHECK_EQ(herald_conn_send(cli, HERALD_OP_BINARY, "x", 1, 0, NULL, NULL),
+           HERALD_ERR_CLOSED);
+  CHECK_EQ(herald_conn_output_size(srv), 0);
+  herald_event ev;
+  uint8_t junk[3] = {1, 2, 3};
+  CHECK_EQ(herald_conn_recv(srv, junk, 3, &ev), 3);
+  CHECK_EQ(ev.type, HERALD_EV_NONE);
+  herald_event eof;
+  CHECK_EQ(herald_conn_recv_eof(srv, &eof), 0);
+  feeder_free(&f);
+  feeder_free(&f2);
+  herald_conn_del(srv);
+  herald_conn_del(cli);
+}
+
+static void test_close_handshake_client_first(void) {
+  herald_conn *srv, *cli;
+  open_pair(&srv, &cli);
+  CHECK_EQ(herald_conn_send(cli, HERALD_OP_TEXT, "last", 4, 0, NULL, NULL), 0);
+  CHECK_EQ(herald_conn_close(cli, 0, NULL, 0), 0); /* no status code */
+  feeder f = {0};
+  pump(cli, srv, &f);
+  CHECK(strcmp(f.log.s, "TEXT(6c617374) CLOSE(1005,) ") == 0);
+  CHECK_EQ(herald_conn_state(srv), HERALD_STATE_CLOSED);
+  feeder f2 = {0};
+  pump(srv, cli, &f2);
+  CHECK(strcmp(f2.log.s, "CLOSE(1005,) ") == 0);
+  CHECK(herald_conn_done(srv) && herald_conn_done(cli));
+  feeder_free(&f);
+  feeder_free(&f2);
+  herald_conn_del(srv);
+  herald_conn_del(cli);
+}
+
+static void test_close_args(void) {
+  herald_conn *c = open_server(&cfg_server);
+  CHECK_EQ(herald_conn_close(c, 1005, NULL, 0), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_close(c, 1006, NULL, 0), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_close(c, 999, NULL, 0), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_close(c, 0, "x", 1), HERALD_ERR_INVALID_ARG);
+  char r[124];
+  memset(r, 'r', sizeof(r));
+  CHECK_EQ(herald_conn_close(c, 1000, r, 124), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_close(c, 1000, "\xff", 1), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_state(c), HERALD_STATE_OPEN);
+  CHECK_EQ(herald_conn_close(c, 4000, r, 123), 0);
+  herald_conn_del(c);
+}
+
+static void test_eof(void) {
+  herald_conn *c = open_server(&cfg_server);
+  herald_event ev;
+  CHECK_EQ(herald_conn_recv_eof(c, &ev), 1);
+  CHECK_EQ(ev.type, HERALD_EV_CLOSE);
+  CHECK_EQ(ev.code, 1006);
+  CHECK_EQ(herald_conn_state(c), HERALD_STATE_CLOSED);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "x", 1, 0, NULL, NULL),
+           HERALD_ERR_CLOSED);
+  herald_conn_del(c);
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static int release_count;
+static void count_release(void *ctx) {
+  (void)ctx;
+  release_count++;
+}
+
+static void test_send_states_and_args(void) {
+  herald_conn *c;
+  CHECK_EQ(herald_conn_new(&c, &cfg_server), 0);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "x", 1, 0, NULL, NULL),
+           HERALD_ERR_BAD_STATE);
+  CHECK_EQ(herald_conn_close(c, 1000, NULL, 0), HERALD_ERR_BAD_STATE);
+  herald_conn_del(c);
+  c = open_server(&cfg_server);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_PING, "x", 1, 0, NULL, NULL),
+           HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, NULL, 1, 0, NULL, NULL),
+           HERALD_ERR_INVALID_ARG);
+  uint8_t p[126] = {0};
+  CHECK_EQ(herald_conn_ping(c, p, 126), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_pong(c, p, 125), 0);
+  /* Fragmented send: the type must not change mid-message. */
+  CHECK_EQ(
+      herald_conn_send(c, HERALD_OP_TEXT, "a", 1, HERALD_SEND_MORE, NULL, NULL),
+      0);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, "b", 1, 0, NULL, NULL),
+           HERALD_ERR_BAD_STATE);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "b", 1, 0, NULL, NULL), 0);
+  size_t n;
+  uint8_t *out = drain(c, &n);
+  const uint8_t want[] = {0x8a, 125};
+  CHECK_MEM(out, want, 2);
+  const uint8_t frames[] = {0x01, 1, 'a', 0x80, 1, 'b'};
+  CHECK_EQ(n, 127 + sizeof(frames));
+  CHECK_MEM(out + 127, frames, sizeof(frames));
+  free(out);
+  herald_conn_del(c);
+}
+
+/* Large payloads are referenced, small ones copied; releases happen once,
+ * after the bytes are consumed, or at delete. */
+static void test_send_zero_copy(void) {
+  herald_conn *c = open_server(&cfg_server);
+  static uint8_t big[5000];
+  memset(big, 'b', sizeof(big));
+  release_count = 0;
+  CHECK_EQ(
+      herald_conn_send(c, HERALD_OP_BINARY, "tiny", 4, 0, count_release, NULL),
+      0);
+  CHECK_EQ(release_count, 1); /* copied: released at once */
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, big, sizeof(big), 0,
+                            count_release, NULL),
+           0);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "t2", 2, 0, NULL, NULL), 0);
+  struct iovec iov[8];
+  int cnt = herald_conn_output(c, iov, 8);
+  /* [tiny frame + big's header] [big payload, in place] [t2 frame] */
+  CHECK_EQ(cnt, 3);
+  CHECK(iov[1].iov_base == big);
+  CHECK_EQ(iov[0].iov_len, 6 + 4);
+  CHECK_EQ(herald_conn_output_size(c), 6 + 4 + 5000 + 4);
+  CHECK_EQ(herald_conn_output_consumed(c, 6 + 4 + 4999), 0);
+  CHECK_EQ(release_count, 1);
+  CHECK_EQ(herald_conn_output_consumed(c, 1), 0);
+  CHECK_EQ(release_count, 2);
+  CHECK_EQ(herald_conn_output_consumed(c, 5), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, big, sizeof(big), 0,
+                            count_release, NULL),
+           0);
+  herald_conn_del(c);
+  CHECK_EQ(release_count, 3);
+}
+
+/* Many small frames make few iovecs: one per run of copied frames. */
+static void test_output_merging(void) {
+  herald_conn *c = open_server(&cfg_server);
+  for (int i = 0; i < 100; i++) {
+    CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "0123456789abcdef", 16, 0,
+                              NULL, NULL),
+             0);
+  }
+  struct iovec iov[4];
+  CHECK_EQ(herald_conn_output(c, iov, 4), 1);
+  CHECK_EQ(iov[0].iov_len, 100 * 18);
+  /* Partial writes interleaved with more sends keep the byte order. */
+  CHECK_EQ(herald_conn_output_consumed(c, 17), 0);
+  for (int i = 0; i < 1000; i++) {
+    CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "0123456789abcdef", 16, 0,
+                              NULL, NULL),
+             0);
+    if (i % 7 == 0) {
+      herald_conn_output_consumed(c, 5);
+    }
+  }
+  size_t n;
+  uint8_t *out = drain(c, &n);
+  size_t total = 1100 * 18 - 17 - 5 * 143;
+  CHECK_EQ(n, total);
+  /* Every frame boundary lines up: the stream ends with whole frames. */
+  CHECK_MEM(out + n - 18,
+            "\x81\x10"
+            "0123456789abcdef",
+            18);
+  free(out);
+  herald_conn_trim(c);
+  herald_conn_del(c);
+}
+
+/* ---- handshake glue ----------------------------------------------------- */
+
+static void test_server_handshake(void) {
+  herald_conn *c;
+  CHECK_EQ(herald_conn_new(&c, &cfg_server), 0);
+  uint8_t buf[sizeof(sample_request)];
+  memcpy(buf, sample_request, sizeof(buf));
+  herald_event ev;
+  /* Incomplete heads are left unconsumed. */
+  CHECK_EQ(herald_conn_recv(c, buf, 50, &ev), 0);
+  CHECK_EQ(ev.type, HERALD_EV_NONE);
+  size_t len = sizeof(sample_request) - 1;
+  CHECK_EQ(herald_conn_recv(c, buf, len, &ev), (int)len);
+  CHECK_EQ(ev.type, HERALD_EV_REQUEST);
+  const herald_request *r = ev.request;
+  CHECK(r->websocket);
+  CHECK_STR(r->path, "/chat");
+  CHECK_STR(r->query, "room=1");
+  CHECK_STR(r->origin, "http://example.com");
+  CHECK_STR(r->host, "server.example.com");
+  /* Until the application decides, input is refused. */
+  CHECK_EQ(herald_conn_recv(c, buf, 1, &ev), HERALD_ERR_BAD_STATE);
+  herald_accept bad = {.subprotocol = "other"};
+  CHECK_EQ(herald_conn_accept(c, &bad), HERALD_ERR_INVALID_ARG);
+  herald_header evil = {{"X-A", 3}, {"a\r\nb", 4}};
+  herald_accept bad2 = {.headers = &evil, .nheaders = 1};
+  CHECK_EQ(herald_conn_accept(c, &bad2), HERALD_ERR_INVALID_ARG);
+  herald_header extra = {{"X-Server", 8}, {"herald", 6}};
+  herald_accept a = {.subprotocol = "chat", .headers = &extra, .nheaders = 1};
+  CHECK_EQ(herald_conn_accept(c, &a), 0);
+  CHECK_EQ(herald_conn_state(c), HERALD_STATE_OPEN);
+  size_t n;
+  char *out = (char *)drain(c, &n);
+  out[n] = 0;
+  CHECK(strncmp(out, "HTTP/1.1 101 Switching Protocols\r\n", 34) == 0);
+  CHECK(strstr(out, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+  CHECK(strstr(out, "Sec-WebSocket-Protocol: chat\r\n"));
+  CHECK(strstr(out, "X-Server: herald\r\n"));
+  CHECK(n >= 4 && memcmp(out + n - 4, "\r\n\r\n", 4) == 0);
+  free(out);
+  CHECK_EQ(herald_conn_accept(c, NULL), HERALD_ERR_BAD_STATE);
+  herald_conn_del(c);
+}
+
+static char *refusal(const char *req, int *err) {
+  herald_conn *c;
+  herald_config cfg = cfg_server;
+  cfg.max_head_bytes = 1024;
+  cfg.max_headers = 8;
+  herald_conn_new(&c, &cfg);
+  size_t len = strlen(req);
+  uint8_t *buf = malloc(len + 1);
+  memcpy(buf, req, len);
+  herald_event ev;
+  *err = herald_conn_recv(c, buf, len, &ev);
+  size_t n;
+  char *out = (char *)drain(c, &n);
+  out[n] = 0;
+  if (*err < 0) {
+    CHECK(herald_conn_done(c));
+    CHECK(strlen(herald_conn_error_reason(c)) > 0);
+  }
+  free(buf);
+  herald_conn_del(c);
+  return out;
+}
+
+static void test_handshake_refusals(void) {
+  int err;
+  char *out;
+  out = refusal("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: "
+                "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+                &err);
+  CHECK_EQ(err, HERALD_ERR_HANDSHAKE);
+  CHECK(strncmp(out, "HTTP/1.1 426 ", 13) == 0);
+  CHECK(strstr(out, "\r\nSec-WebSocket-Version: 13\r\n") != NULL);
+  free(out);
+  out = refusal("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: short\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n",
+                &err);
+  CHECK_EQ(err, HERALD_ERR_HANDSHAKE);
+  CHECK(strncmp(out, "HTTP/1.1 400 ", 13) == 0);
+  free(out);
+  out = refusal("GET / HTTP/1.1\nHost: a\n\n", &err);
+  CHECK_EQ(err, HERALD_ERR_HTTP);
+  CHECK(strncmp(out, "HTTP/1.1 400 ", 13) == 0);
+  free(out);
+  /* Too many headers: 431. */
+  out = refusal("GET / HTTP/1.1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\n"
+                "A: 1\r\nA: 1\r\nA: 1\r\nA: 1\r\n\r\n",
+                &err);
+  CHECK_EQ(err, HERALD_ERR_HEAD_TOO_BIG);
+  CHECK(strncmp(out, "HTTP/1.1 431 ", 13) == 0);
+  free(out);
+  /* A head that never ends within max_head_bytes: 431. */
+  char big[1100];
+  memset(big, 'a', sizeof(big));
+  memcpy(big, "GET /", 5);
+  big[sizeof(big) - 1] = 0;
+  out = refusal(big, &err);
+  CHECK_EQ(err, HERALD_ERR_HEAD_TOO_BIG);
+  CHECK(strncmp(out, "HTTP/1.1 431 ", 13) == 0);
+  free(out);
+}
+
+/* RFC 9112: empty lines before a request are skipped (a few); a plain
+ * HTTP/1.1 request needs exactly one Host. */
+static void test_plain_http_checks(void) {
+  int err;
+  char *out = refusal("GET / HTTP/1.1\r\nX: y\r\n\r\n", &err);
+  CHECK_EQ(err, HERALD_ERR_HTTP);
+  CHECK(strncmp(out, "HTTP/1.1 400 ", 13) == 0);
+  CHECK(strstr(out, "Host") != NULL);
+  free(out);
+  out = refusal("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", &err);
+  CHECK_EQ(err, HERALD_ERR_HTTP);
+  free(out);
+  out = refusal("\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", &err);
+  CHECK_EQ(err, HERALD_ERR_HTTP);
+  free(out);
+  /* HTTP/1.0 without Host is fine; one leading CRLF is skipped. */
+  herald_conn *c;
+  CHECK_EQ(herald_conn_new(&c, &cfg_server), 0);
+  const char *req = "\r\nGET /x HTTP/1.0\r\n\r\n";
+  feeder f = {0};
+  feed(c, (const uint8_t *)req, strlen(req), 1, &f);
+  CHECK(f.log.s && strcmp(f.log.s, "REQUEST(ws=0) ") == 0);
+  feeder_free(&f);
+  herald_conn_del(c);
+}
+
+/* A plain HTTP request is handed over; reset waits for the next one, and
+ * reject answers with a status. */
+static void test_plain_http(void) {
+  herald_conn *c;
+  CHECK_EQ(herald_conn_new(&c, &cfg_server), 0);
+  const char *req = "GET /health HTTP/1.1\r\nHost: a\r\n\r\n"
+                    "POST /api/publish HTTP/1.1\r\nHost: a\r\n"
+                    "Content-Length: 2\r\n\r\n{}";
+  size_t len = strlen(req);
+  uint8_t *buf = malloc(len);
+  memcpy(buf, req, len);
+  herald_event ev;
+  int rv = herald_conn_recv(c, buf, len, &ev);
+  CHECK_EQ(ev.type, HERALD_EV_REQUEST);
+  CHECK(!ev.request->websocket);
+  CHECK_STR(ev.request->path, "/health");
+  CHECK_EQ(herald_conn_accept(c, NULL), HERALD_ERR_BAD_STATE);
+  CHECK_EQ(herald_conn_reset(c), 0);
+  size_t off = (size_t)rv;
+  rv = herald_conn_recv(c, buf + off, len - off, &ev);
+  CHECK_EQ(ev.type, HERALD_EV_REQUEST);
+  CHECK_STR(ev.request->method, "POST");
+  CHECK_STR(ev.request->content_length, "2");
+  CHECK_EQ(herald_conn_reject(c, 200, NULL, NULL, 0), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_reject(c, 404, "no such endpoint", NULL, 0), 0);
+  CHECK_EQ(herald_conn_state(c), HERALD_STATE_CLOSED);
+  size_t n;
+  char *out = (char *)drain(c, &n);
+  out[n] = 0;
+  CHECK(strncmp(out, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
+  CHECK(strstr(out, "\r\n\r\nno such endpoint\n") != NULL);
+  free(out);
+  free(buf);
+  herald_conn_del(c);
+}
+
+static void test_client_handshake_failures(void) {
+  const char *responses[] = {
+      "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n",
+      "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n",
+      "garbage\r\n\r\n",
+  };
+  for (size_t i = 0; i < sizeof(responses) / sizeof(responses[0]); i++) {
+    herald_conn *c;
+    CHECK_EQ(herald_conn_new(&c, &cfg_client), 0);
+    herald_client_opts o = {.host = "h", .path = "/"};
+    CHECK_EQ(herald_conn_client_start(c, &o), 0);
+    CHECK_EQ(herald_conn_client_start(c, &o), HERALD_ERR_BAD_STATE);
+    size_t n;
+    free(drain(c, &n));
+    size_t len = strlen(responses[i]);
+    uint8_t *buf = malloc(len);
+    memcpy(buf, responses[i], len);
+    herald_event ev;
+    int rv = herald_conn_recv(c, buf, len, &ev);
+    CHECK(rv == HERALD_ERR_HANDSHAKE || rv == HERALD_ERR_HTTP);
+    CHECK(strlen(herald_conn_error_reason(c)) > 0);
+    CHECK_EQ(herald_conn_state(c), HERALD_STATE_CLOSED);
+    CHECK(herald_conn_done(c));
+    free(buf);
+    herald_conn_del(c);
+  }
+  herald_conn *c;
+  CHECK_EQ(herald_conn_new(&c, &cfg_client), 0);
+  herald_client_opts bad = {.host = "h\r\nX: y"};
+  CHECK_EQ(herald_conn_client_start(c, &bad), HERALD_ERR_INVALID_ARG);
+  const char *p[] = {"bad token"};
+  herald_client_opts bad2 = {
+      .host = "h", .subprotocols = p, .nsubprotocols = 1};
+  CHECK_EQ(herald_conn_client_start(c, &bad2), HERALD_ERR_INVALID_ARG);
+  CHECK_EQ(herald_conn_client_start(c, NULL), HERALD_ERR_INVALID_ARG);
+  herald_conn_del(c);
+}
+
+/* A full conversation between our client and our server. */
+static void test_pair_conversation(void) {
+  herald_conn *srv, *cli;
+  open_pair(&srv, &cli);
+  static uint8_t big[70000];
+  for (size_t i = 0; i < sizeof(big); i++) {
+    big[i] = (uint8_t)(i * 7);
+  }
+  CHECK_EQ(
+      herald_conn_send(cli, HERALD_OP_BINARY, big, sizeof(big), 0, NULL, NULL),
+      0);
+  CHECK_EQ(herald_conn_send(cli, HERALD_OP_TEXT, "h\xc3\xa9", 3, 0, NULL, NULL),
+           0);
+  feeder f = {0};
+  pump(cli, srv, &f);
+  tlog want = {0};
+  tlog_printf(&want, "BIN(");
+  tlog_data(&want, big, sizeof(big));
+  tlog_printf(&want, ") TEXT(68c3a9) ");
+  CHECK(strcmp(f.log.s, want.s) == 0);
+  CHECK_EQ(herald_conn_send(srv, HERALD_OP_BINARY, big, sizeof(big), 0,
+                            count_release, NULL),
+           0);
+  feeder f2 = {0};
+  pump(srv, cli, &f2);
+  CHECK(strcmp(f2.log.s, want.s + 0) != 0); /* only the binary went back */
+  CHECK(strncmp(f2.log.s, want.s, strlen("BIN(len=70000")) == 0);
+  free(want.s);
+  feeder_free(&f);
+  feeder_free(&f2);
+  herald_conn_del(srv);
+  herald_conn_del(cli);
+}
+
+/* ---- failing allocator -------------------------------------------------- */
+
+static int fail_at, alloc_count;
+static void *fm_malloc(size_t n, void *ud) {
+  (void)ud;
+  return ++alloc_count == fail_at ? NULL : malloc(n);
+}
+static void *fm_realloc(void *p, size_t n, void *ud) {
+  (void)ud;
+  return ++alloc_count == fail_at ? NULL : realloc(p, n);
+}
+static void fm_free(void *p, void *ud) {
+  (void)ud;
+  free(p);
+}
+
+/* Runs a whole conversation failing the 1st, 2nd, ... allocation: each run
+ * must end in a clean error, never a crash or a leak (ASan checks). */
+static void test_failmalloc(void) {
+  herald_mem fm = {fm_malloc, fm_realloc, fm_free, NULL};
+  int completed = 0;
+  for (fail_at = 1; fail_at < 60 && !completed; fail_at++) {
+    alloc_count = 0;
+    herald_config scfg = cfg_server, ccfg = cfg_client;
+    scfg.mem = &fm;
+    ccfg.mem = &fm;
+    herald_conn *srv = NULL, *cli = NULL;
+    if (herald_conn_new(&srv, &scfg) != 0 ||
+        herald_conn_new(&cli, &ccfg) != 0) {
+      herald_conn_del(srv);
+      continue;
+    }
+    herald_client_opts o = {.host = "h"};
+    int ok = herald_conn_client_start(cli, &o) == 0;
+    feeder f = {0};
+    if (ok) {
+      pump(cli, srv, &f);
+      ok = f.err == 0 && herald_conn_accept(srv, NULL) == 0;
+    }
+    if (ok) {
+      pump(srv, cli, &f);
+      ok = f.err == 0 &&
+           herald_conn_send(cli, HERALD_OP_TEXT, "a", 1, HERALD_SEND_MORE, NULL,
+                            NULL) == 0 &&
+           herald_conn_send(cli, HERALD_OP_TEXT, "b", 1, 0, NULL, NULL) == 0 &&
+           herald_conn_ping(cli, "p", 1) == 0;
+    }
+    if (ok) {
+      pump(cli, srv, &f);
+      ok = f.err == 0 && herald_conn_close(srv, 1000, "", 0) == 0;
+    }
+    if (ok) {
+      pump(srv, cli, &f);
+      pump(cli, srv, &f);
+      completed = f.err == 0 && herald_conn_done(srv) && herald_conn_done(cli);
+    }
+    feeder_free(&f);
+    herald_conn_del(srv);
+    herald_conn_del(cli);
+  }
+  CHECK(completed); /* eventually every allocation succeeds */
+}
+
+/* ---- standalone helpers ------------------------------------------------- */
+
+static void test_errors_table(void) {
+  CHECK_EQ(herald_err_close_code(HERALD_ERR_PROTO), 1002);
+  CHECK_EQ(herald_err_close_code(HERALD_ERR_BAD_UTF8), 1007);
+  CHECK_EQ(herald_err_close_code(HERALD_ERR_POLICY), 1008);
+  CHECK_EQ(herald_err_close_code(HERALD_ERR_TOO_BIG), 1009);
+  CHECK_EQ(herald_err_close_code(HERALD_ERR_INVALID_ARG), 0);
+  CHECK(herald_err_is_fatal(HERALD_ERR_NOMEM));
+  CHECK(!herald_err_is_fatal(HERALD_ERR_PROTO));
+  CHECK(strcmp(herald_err_name(HERALD_ERR_CLOSED), "HERALD_ERR_CLOSED") == 0);
+  CHECK(strcmp(herald_strerror(12345), "unknown error") == 0);
+  CHECK(strcmp(herald_strerror(0), "success") == 0);
+}
+
+static void test_frame_header(void) {
+  uint8_t h[HERALD_MAX_FRAME_HEADER];
+  CHECK_EQ(herald_frame_header(h, HERALD_OP_TEXT, 1, 0, 125, NULL), 2);
+  CHECK_EQ(herald_frame_header(h, HERALD_OP_TEXT, 1, 0, 126, NULL), 4);
+  CHECK_EQ(herald_frame_header(h, HERALD_OP_TEXT, 1, 0, 65535, NULL), 4);
+  CHECK_EQ(herald_frame_header(h, HERALD_OP_TEXT, 1, 0, 65536, NULL), 10);
+  CHECK_EQ(herald_frame_header(h, HERALD_OP_BINARY, 0, 0x40, 65536, test_key),
+           14);
+  CHECK_EQ(h[0], 0x42);
+  CHECK_EQ(h[1], 0xff);
+  CHECK_EQ(h[7], 1);
+  CHECK_MEM(h + 10, test_key, 4);
+}
+
+int main(void) {
+  configs();
+  RUN(test_errors_table);
+  RUN(test_frame_header);
+  RUN(test_rfc_examples_client);
+  RUN(test_rfc_examples_server);
+  RUN(test_auto_pong);
+  RUN(test_pong_latest_only);
+  RUN(test_pong_priority);
+  RUN(test_fragmented_with_control);
+  RUN(test_utf8_across_fragments);
+  RUN(test_streaming_large);
+  RUN(test_zero_copy_delivery);
+  RUN(test_protocol_errors);
+  RUN(test_client_rejects_masked);
+  RUN(test_utf8_fail_fast);
+  RUN(test_limits);
+  RUN(test_close_codes);
+  RUN(test_close_handshake_server_first);
+  RUN(test_close_handshake_client_first);
+  RUN(test_close_args);
+  RUN(test_eof);
+  RUN(test_send_states_and_args);
+  RUN(test_send_zero_copy);
+  RUN(test_output_merging);
+  RUN(test_server_handshake);
+  RUN(test_handshake_refusals);
+  RUN(test_plain_http);
+  RUN(test_plain_http_checks);
+  RUN(test_client_handshake_failures);
+  RUN(test_pair_conversation);
+  RUN(test_failmalloc);
+  return TEST_REPORT();
+}
