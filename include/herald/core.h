@@ -53,32 +53,34 @@ extern "C" {
 /* ------------------------------------------------------------------------ */
 
 /*
- * One negative enum for the whole library, in bands:
- *   -1xx  the peer broke the protocol: the connection is failed and the core
- *         has queued the close frame (or HTTP refusal) that answers it;
- *   -3xx  the caller misused the API: nothing happened, the connection is
- *         still usable;
- *   -5xx  fatal resource errors: only herald_conn_del() is allowed after.
+ * One negative enum for the whole library, in bands that stay clear of the
+ * negative errno values libuv returns (-1..-4095 never reaches -1100..-1599
+ * except through UV_EAI_* at -3000 and below):
+ *   -11xx  the peer broke the protocol: the connection is failed and the core
+ *          has queued the close frame (or HTTP refusal) that answers it;
+ *   -13xx  the caller misused the API: nothing happened, the connection is
+ *          still usable;
+ *   -15xx  fatal resource errors: only herald_conn_del() is allowed after.
  * 0 means success. herald_err_close_code() maps each to its close code.
  *
  * X(name, value, close code or 0, message)
  */
 #define HERALD_ERRORS(X)                                                       \
-  X(PROTO, -100, 1002, "protocol error")                                       \
-  X(BAD_UTF8, -101, 1007, "invalid UTF-8 in text")                             \
-  X(TOO_BIG, -102, 1009, "message too big")                                    \
-  X(POLICY, -103, 1008, "policy limit exceeded")                               \
-  X(BAD_CLOSE, -104, 1002, "invalid close frame")                              \
-  X(HTTP, -110, 0, "malformed HTTP head")                                      \
-  X(HEAD_TOO_BIG, -111, 0, "HTTP head too large")                              \
-  X(HANDSHAKE, -112, 0, "WebSocket handshake refused")                         \
-  X(EXTENSION, -113, 1010, "extension negotiation failed")                     \
-  X(INFLATE, -114, 1007, "invalid compressed data")                            \
-  X(INVALID_ARG, -300, 0, "invalid argument")                                  \
-  X(BAD_STATE, -301, 0, "not allowed in this connection state")                \
-  X(CLOSED, -302, 0, "connection is closing or closed")                        \
-  X(NOMEM, -500, 1011, "out of memory")                                        \
-  X(INTERNAL, -501, 1011, "internal error")
+  X(PROTO, -1100, 1002, "protocol error")                                      \
+  X(BAD_UTF8, -1101, 1007, "invalid UTF-8 in text")                            \
+  X(TOO_BIG, -1102, 1009, "message too big")                                   \
+  X(POLICY, -1103, 1008, "policy limit exceeded")                              \
+  X(BAD_CLOSE, -1104, 1002, "invalid close frame")                             \
+  X(HTTP, -1110, 0, "malformed HTTP head")                                     \
+  X(HEAD_TOO_BIG, -1111, 0, "HTTP head too large")                             \
+  X(HANDSHAKE, -1112, 0, "WebSocket handshake refused")                        \
+  X(EXTENSION, -1113, 1010, "extension negotiation failed")                    \
+  X(INFLATE, -1114, 1007, "invalid compressed data")                           \
+  X(INVALID_ARG, -1300, 0, "invalid argument")                                 \
+  X(BAD_STATE, -1301, 0, "not allowed in this connection state")               \
+  X(CLOSED, -1302, 0, "connection is closing or closed")                       \
+  X(NOMEM, -1500, 1011, "out of memory")                                       \
+  X(INTERNAL, -1501, 1011, "internal error")
 
 typedef enum herald_err {
   HERALD_OK = 0,
@@ -94,7 +96,7 @@ HERALD_API const char *herald_strerror(int err);
 /* Returns the symbolic name of err ("HERALD_ERR_PROTO"), or "UNKNOWN". */
 HERALD_API const char *herald_err_name(int err);
 
-/* Returns 1 if err is fatal (band -5xx): the connection must be deleted. */
+/* Returns 1 if err is fatal (band -15xx): the connection must be deleted. */
 HERALD_API int herald_err_is_fatal(int err);
 
 /* Returns the close code that answers err (1002, 1007, 1008, 1009, 1010,
@@ -322,6 +324,10 @@ HERALD_API void herald_conn_del(herald_conn *conn);
 
 HERALD_API herald_state herald_conn_state(const herald_conn *conn);
 
+/* Turns streaming delivery on (1) or off (0) for this connection, overriding
+ * cfg->stream_messages. Takes effect from the next message. */
+HERALD_API void herald_conn_set_streaming(herald_conn *conn, int on);
+
 /*
  * Feeds received bytes and returns at most one event.
  *
@@ -386,6 +392,18 @@ HERALD_API int herald_conn_reject(herald_conn *conn, int status,
                                   const char *reason,
                                   const herald_header *headers,
                                   size_t nheaders);
+
+/* Server: answers the pending plain HTTP request (websocket == 0) with a
+ * complete response: status (100-599 except 101), extra headers, and body
+ * (copied; Content-Length is added). keep_alive: 1 to wait for the next
+ * request on this connection (the caller must have consumed the request's
+ * body), 0 to add "Connection: close" and move to CLOSED. Returns 0,
+ * HERALD_ERR_BAD_STATE (no pending plain request), HERALD_ERR_INVALID_ARG
+ * (status, or CR/LF in a header) or HERALD_ERR_NOMEM. */
+HERALD_API int herald_conn_respond(herald_conn *conn, int status,
+                                   const herald_header *headers,
+                                   size_t nheaders, const void *body,
+                                   size_t bodylen, int keep_alive);
 
 /* Server: after serving a plain HTTP request yourself, makes the connection
  * wait for the next request head (HTTP keep-alive). Bytes of the served

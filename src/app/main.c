@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "app/cli.h"
 #include "herald/core.h"
 
 #ifndef HERALD_VERSION_STRING
@@ -13,6 +14,9 @@ static void usage(FILE *out) {
   fprintf(out, "usage: herald [--version] [--help] <command> [options]\n"
                "\n"
                "Herald is a WebSocket library and real-time push server.\n"
+               "\n"
+               "commands:\n"
+               "  echo        an echo server (conformance, benchmarks)\n"
                "\n"
                "options:\n"
                "  --version   print the version and exit\n"
@@ -28,6 +32,9 @@ int main(int argc, char **argv) {
       (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     usage(stdout);
     return 0;
+  }
+  if (argc >= 2 && strcmp(argv[1], "echo") == 0) {
+    return herald_cmd_echo(argc - 1, argv + 1);
   }
   if (argc >= 2) {
     fprintf(stderr, "herald: unknown command '%s'\n", argv[1]);

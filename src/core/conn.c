@@ -61,7 +61,8 @@ enum {
   F_PONG_PENDING = 1 << 3,   /* pongbuf holds a pong to queue */
   F_HEAD_MID_FRAME = 1 << 4, /* the head output entry continues a frame */
   F_FRAG_SENDING = 1 << 5,   /* a fragmented message is being sent */
-  F_HS_STALE = 1 << 6        /* hs may be freed on the next call */
+  F_HS_STALE = 1 << 6,       /* hs may be freed on the next call */
+  F_STREAM = 1 << 7          /* deliver chunks (herald_conn_set_streaming) */
 };
 
 /* One output entry. ext == NULL: bytes [off, off+len) of obuf. */
@@ -592,6 +593,14 @@ HERALD_API void herald_conn_del(herald_conn *c) {
   mem_free(c, c);
 }
 
+HERALD_API void herald_conn_set_streaming(herald_conn *c, int on) {
+  if (on) {
+    c->flags |= F_STREAM;
+  } else {
+    c->flags &= (uint8_t)~F_STREAM;
+  }
+}
+
 HERALD_API herald_state herald_conn_state(const herald_conn *c) {
   return (herald_state)c->state;
 }
@@ -850,7 +859,7 @@ static int read_payload(herald_conn *c, uint8_t *p, size_t avail, int whole,
   }
   c->reader = frame_done ? RD_HEAD : RD_PAYLOAD;
 
-  if (c->cfg->stream_messages) {
+  if (c->cfg->stream_messages || (c->flags & F_STREAM)) {
     if (n > 0 || msg_done) {
       ev->type =
           (herald_event_type)(c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT
@@ -1292,6 +1301,52 @@ HERALD_API int herald_conn_reject(herald_conn *c, int status,
   hs_free(c);
   c->state = HERALD_STATE_CLOSED;
   c->reader = RD_DISCARD;
+  return 0;
+}
+
+static void build_response(text *t, int status, const herald_header *h,
+                           size_t n, size_t bodylen, int keep_alive) {
+  char line[96];
+  int len = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status,
+                     herald__http_status_text(status));
+  text_put(t, line, (size_t)len);
+  text_headers(t, h, n);
+  len = snprintf(line, sizeof(line), "Content-Length: %zu\r\n%s\r\n", bodylen,
+                 keep_alive ? "" : "Connection: close\r\n");
+  text_put(t, line, (size_t)len);
+}
+
+HERALD_API int herald_conn_respond(herald_conn *c, int status,
+                                   const herald_header *headers,
+                                   size_t nheaders, const void *body,
+                                   size_t bodylen, int keep_alive) {
+  if (c->reader != RD_DECIDE || c->hs->req.websocket) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  if (status < 100 || status > 599 || status == 101 ||
+      !headers_safe(headers, nheaders) || (body == NULL && bodylen > 0)) {
+    return HERALD_ERR_INVALID_ARG;
+  }
+  text t = {NULL, 0};
+  build_response(&t, status, headers, nheaders, bodylen, keep_alive);
+  size_t headlen = t.len;
+  t.p = out_append(c, headlen + bodylen, 1);
+  if (t.p == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  t.len = 0;
+  build_response(&t, status, headers, nheaders, bodylen, keep_alive);
+  if (bodylen > 0) {
+    memcpy(t.p + headlen, body, bodylen);
+  }
+  if (keep_alive) {
+    c->hs->last_len = 0;
+    c->reader = RD_REQUEST;
+  } else {
+    hs_free(c);
+    c->state = HERALD_STATE_CLOSED;
+    c->reader = RD_DISCARD;
+  }
   return 0;
 }
 

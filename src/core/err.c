@@ -31,7 +31,7 @@ HERALD_API const char *herald_err_name(int err) {
 }
 
 HERALD_API int herald_err_is_fatal(int err) {
-  return err <= -500;
+  return err <= -1500 && err > -1600;
 }
 
 HERALD_API uint16_t herald_err_close_code(int err) {

@@ -925,6 +925,44 @@ static void test_handshake_refusals(void) {
   free(out);
 }
 
+/* Plain HTTP answered by the core: keep-alive, then close. */
+static void test_respond(void) {
+  herald_conn *c;
+  CHECK_EQ(herald_conn_new(&c, &cfg_server), 0);
+  const char *req = "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+                    "GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+  size_t len = strlen(req);
+  uint8_t *buf = malloc(len);
+  memcpy(buf, req, len);
+  herald_event ev;
+  int rv = herald_conn_recv(c, buf, len, &ev);
+  CHECK_EQ(ev.type, HERALD_EV_REQUEST);
+  CHECK_EQ(herald_conn_respond(c, 101, NULL, 0, NULL, 0, 1),
+           HERALD_ERR_INVALID_ARG);
+  herald_header ct = {{"Content-Type", 12}, {"text/plain", 10}};
+  CHECK_EQ(herald_conn_respond(c, 200, &ct, 1, "ok", 2, 1), 0);
+  CHECK_EQ(herald_conn_state(c), HERALD_STATE_CONNECTING);
+  size_t n;
+  char *out = (char *)drain(c, &n);
+  out[n] = 0;
+  CHECK(strcmp(out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                    "Content-Length: 2\r\n\r\nok") == 0);
+  free(out);
+  rv = herald_conn_recv(c, buf + rv, len - (size_t)rv, &ev);
+  CHECK_EQ(ev.type, HERALD_EV_REQUEST);
+  CHECK_STR(ev.request->path, "/b");
+  CHECK_EQ(herald_conn_respond(c, 503, NULL, 0, NULL, 0, 0), 0);
+  CHECK_EQ(herald_conn_respond(c, 503, NULL, 0, NULL, 0, 0),
+           HERALD_ERR_BAD_STATE);
+  out = (char *)drain(c, &n);
+  out[n] = 0;
+  CHECK(strstr(out, "Connection: close\r\n") != NULL);
+  CHECK(herald_conn_done(c));
+  free(out);
+  free(buf);
+  herald_conn_del(c);
+}
+
 /* RFC 9112: empty lines before a request are skipped (a few); a plain
  * HTTP/1.1 request needs exactly one Host. */
 static void test_plain_http_checks(void) {
@@ -990,8 +1028,8 @@ static void test_plain_http(void) {
 static void test_client_handshake_failures(void) {
   const char *responses[] = {
       "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
-      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-      "Connection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n",
+      ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+       "Connection: Upgrade\r\nSec-WebSocket-Accept: wrong\r\n\r\n"),
       "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n",
       "garbage\r\n\r\n",
   };
@@ -1182,6 +1220,7 @@ int main(void) {
   RUN(test_handshake_refusals);
   RUN(test_plain_http);
   RUN(test_plain_http_checks);
+  RUN(test_respond);
   RUN(test_client_handshake_failures);
   RUN(test_pair_conversation);
   RUN(test_failmalloc);

@@ -1,0 +1,317 @@
+/*
+ * herald/rt.h - the runtime: WebSocket servers and clients on libuv.
+ *
+ * A herald_loop is one event loop on one thread: its sockets, its timers and
+ * its read buffer. A herald_server runs one loop per worker thread, each with
+ * its own SO_REUSEPORT listeners, so connections never move between threads;
+ * every callback of a connection runs on its loop's thread. Sends made during
+ * one loop pass are written with one writev per connection, before the loop
+ * sleeps.
+ *
+ * Echo server in a few lines:
+ *
+ *   static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
+ *                          size_t len, void *ud) {
+ *     herald_ws_send(ws, op, data, len);
+ *   }
+ *   int main(void) {
+ *     herald_server_config cfg;
+ *     herald_server_config_init(&cfg);
+ *     const char *listen[] = {"127.0.0.1:9001"};
+ *     cfg.listen = listen;
+ *     cfg.nlisten = 1;
+ *     herald_ws_callbacks cb = {.on_message = on_message};
+ *     herald_server *srv;
+ *     if (herald_server_new(&srv, &cfg) != 0) return 1;
+ *     herald_server_route(srv, "*", &cb, NULL);
+ *     return herald_server_run(srv);  // until SIGINT/SIGTERM
+ *   }
+ *
+ * Errors are the negative herald_err values of herald/core.h, plus the
+ * negative libuv error codes (UV_E*) for system failures; herald_rt_strerror()
+ * names both.
+ */
+#ifndef HERALD_RT_H
+#define HERALD_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct herald_loop herald_loop;
+typedef struct herald_server herald_server;
+typedef struct herald_ws herald_ws;
+typedef struct herald_http herald_http;
+
+/* Returns a static message for a herald_err or a libuv error code. */
+HERALD_API const char *herald_rt_strerror(int err);
+
+/* ------------------------------------------------------------------------ */
+/* Limits and timeouts                                                      */
+/* ------------------------------------------------------------------------ */
+
+typedef enum herald_slow_policy {
+  HERALD_SLOW_CLOSE = 0, /* over the hard cap: close with 1008 */
+  HERALD_SLOW_DROP = 1   /* over the hard cap: drop the message */
+} herald_slow_policy;
+
+/* Runtime limits of one connection. Every field has a default set by
+ * herald_rt_limits_init(); 0 turns a timeout off. */
+typedef struct herald_rt_limits {
+  uint32_t handshake_timeout_ms;  /* 10000: opening handshake (slowloris) */
+  uint32_t idle_timeout_ms;       /* 0 (off): no bytes received -> 1001 */
+  uint32_t ping_interval_ms;      /* 0 (off): send a ping every N ms */
+  uint32_t pong_timeout_ms;       /* 10000: no pong after a ping -> 1006 */
+  uint32_t close_timeout_ms;      /* 3000: close handshake grace, then TCP
+                                     close */
+  size_t send_high_water;         /* 1 MiB: sends return BACKPRESSURE above */
+  size_t send_low_water;          /* 256 KiB: on_drain once below */
+  size_t send_hard_cap;           /* 16 MiB: the slow-consumer policy applies */
+  herald_slow_policy slow_policy; /* HERALD_SLOW_CLOSE */
+  uint32_t max_pings_per_sec;     /* 100: ping flood -> close 1008 */
+  size_t max_http_body;           /* 1 MiB: plain HTTP request body -> 413 */
+} herald_rt_limits;
+
+HERALD_API void herald_rt_limits_init(herald_rt_limits *limits);
+
+/* ------------------------------------------------------------------------ */
+/* Loop                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Creates a loop. uv: an existing libuv loop to attach to (the caller runs
+ * it), or NULL for a loop of its own (run with herald_loop_run()). Returns 0,
+ * HERALD_ERR_NOMEM, or a UV_E* code. */
+HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop);
+
+/* Runs the loop until it has nothing left to do or herald_loop_stop(). */
+HERALD_API int herald_loop_run(herald_loop *loop);
+
+/* Thread-safe: asks the loop to return from herald_loop_run(). */
+HERALD_API void herald_loop_stop(herald_loop *loop);
+
+/* Frees the loop. Every connection on it must be closed first (on_close
+ * called). */
+HERALD_API void herald_loop_del(herald_loop *loop);
+
+/* The loop's uv_loop_t, for the caller's own timers and handles. */
+HERALD_API void *herald_loop_uv(herald_loop *loop);
+
+/* Thread-safe: runs fn(arg) on the loop's thread during its next pass.
+ * Returns 0, HERALD_ERR_NOMEM, or HERALD_ERR_CLOSED when the loop is
+ * shutting down (fn will not run). */
+HERALD_API int herald_loop_post(herald_loop *loop, void (*fn)(void *arg),
+                                void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* Connections                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* How a connection ended, passed to on_close. */
+typedef struct herald_close_info {
+  uint16_t code;      /* the peer's code; 1005 when it sent none; 1006 when
+                         the connection ended without a close handshake */
+  const char *reason; /* the peer's reason (UTF-8, not NUL-terminated) */
+  size_t reasonlen;
+  int remote;        /* 1: the peer sent a close frame */
+  const char *error; /* NULL, or our diagnostic: why we failed or dropped
+                        the connection ("pong timeout", a protocol error,
+                        "connection refused") */
+} herald_close_info;
+
+/* Callbacks of a connection. ud is the user_data given with them (route or
+ * connect). Every callback may send, close, and set user data; none may free
+ * the connection (the runtime does, after on_close). */
+typedef struct herald_ws_callbacks {
+  /* Server: decide on an upgrade request. Return 0 to accept (optionally
+   * choose accept->subprotocol or add accept->headers; the strings must live
+   * until the call returns), or an HTTP status 400-599 to refuse. NULL:
+   * accept every request with no subprotocol. */
+  int (*on_upgrade)(herald_ws *ws, const herald_request *req,
+                    herald_accept *accept, void *ud);
+  /* The connection is open: messages may flow. */
+  void (*on_open)(herald_ws *ws, void *ud);
+  /* A whole message. data is writable and valid only during the call. */
+  void (*on_message)(herald_ws *ws, herald_opcode op, uint8_t *data, size_t len,
+                     void *ud);
+  /* Streaming: when set, messages arrive here in chunks as they are read
+   * and on_message is not used. first/fin mark the message's edges. */
+  void (*on_chunk)(herald_ws *ws, herald_opcode op, uint8_t *data, size_t len,
+                   int first, int fin, void *ud);
+  /* A ping arrived (the pong is already queued), or a pong. */
+  void (*on_ping)(herald_ws *ws, const uint8_t *data, size_t len, void *ud);
+  void (*on_pong)(herald_ws *ws, const uint8_t *data, size_t len, void *ud);
+  /* The send buffer fell below send_low_water after a BACKPRESSURE. */
+  void (*on_drain)(herald_ws *ws, void *ud);
+  /* The connection is gone: the last callback. ws is freed on return. For a
+   * client whose connection never opened, on_open was not called. */
+  void (*on_close)(herald_ws *ws, const herald_close_info *info, void *ud);
+} herald_ws_callbacks;
+
+/* Results of a send (>= 0); errors are negative herald_err values. */
+typedef enum herald_send_result {
+  HERALD_SEND_OK = 0,           /* queued */
+  HERALD_SEND_BACKPRESSURE = 1, /* queued, but buffered > send_high_water */
+  HERALD_SEND_DROPPED = 2       /* not queued: over send_hard_cap (with
+                                   HERALD_SLOW_CLOSE the connection is also
+                                   being closed with 1008) */
+} herald_send_result;
+
+/* Queues a message; data is copied, so it is borrowed for the call only.
+ * op: HERALD_OP_TEXT or HERALD_OP_BINARY. Returns a herald_send_result, or
+ * HERALD_ERR_CLOSED (close already sent), HERALD_ERR_BAD_STATE (not open),
+ * HERALD_ERR_INVALID_ARG, HERALD_ERR_NOMEM. */
+HERALD_API int herald_ws_send(herald_ws *ws, herald_opcode op, const void *data,
+                              size_t len);
+
+/* As herald_ws_send, without copying: data must stay valid until release(ctx)
+ * is called (once; also when the send fails or the connection dies). */
+HERALD_API int herald_ws_send_ref(herald_ws *ws, herald_opcode op,
+                                  const void *data, size_t len,
+                                  herald_release_fn release, void *ctx);
+
+/* Queues one fragment of a message (fin = 0 until the last). Same returns. */
+HERALD_API int herald_ws_send_fragment(herald_ws *ws, herald_opcode op,
+                                       const void *data, size_t len, int fin);
+
+/* Queues a ping (len <= 125). Returns 0 or a negative herald_err. */
+HERALD_API int herald_ws_ping(herald_ws *ws, const void *data, size_t len);
+
+/* Starts the close handshake (code 0: no code). The connection is closed
+ * once the peer answers, or after close_timeout_ms. Returns 0,
+ * HERALD_ERR_CLOSED, HERALD_ERR_INVALID_ARG. Safe to call on a connection
+ * that is already closing. */
+HERALD_API int herald_ws_close(herald_ws *ws, uint16_t code, const char *reason,
+                               size_t reasonlen);
+
+/* Bytes queued and not yet written. */
+HERALD_API size_t herald_ws_buffered(const herald_ws *ws);
+
+HERALD_API void herald_ws_set_data(herald_ws *ws, void *data);
+HERALD_API void *herald_ws_data(const herald_ws *ws);
+
+/* The loop the connection lives on. */
+HERALD_API herald_loop *herald_ws_loop(const herald_ws *ws);
+
+/* The subprotocol agreed on, "" if none. Valid for the connection's life. */
+HERALD_API const char *herald_ws_subprotocol(const herald_ws *ws);
+
+/* The peer's address as text ("127.0.0.1:53211"). */
+HERALD_API const char *herald_ws_peer(const herald_ws *ws);
+
+/* ------------------------------------------------------------------------ */
+/* Plain HTTP on a server's port                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Called for a request that is not a WebSocket upgrade, with its whole body
+ * (Content-Length; chunked bodies are refused with 411). The handler must
+ * call herald_http_respond() exactly once, now or later on the same loop;
+ * req, its spans and body are valid only during the call. */
+typedef void (*herald_http_fn)(herald_http *h, const herald_request *req,
+                               const uint8_t *body, size_t bodylen, void *ud);
+
+/* Sends a complete response (copied) with Content-Length. Keeps the
+ * connection alive for the next request unless the client asked to close.
+ * Returns 0, HERALD_ERR_BAD_STATE (already answered), HERALD_ERR_INVALID_ARG
+ * or HERALD_ERR_NOMEM. If the client went away, the call still succeeds and
+ * the response is discarded. */
+HERALD_API int herald_http_respond(herald_http *h, int status,
+                                   const herald_header *headers,
+                                   size_t nheaders, const void *body,
+                                   size_t bodylen);
+
+/* ------------------------------------------------------------------------ */
+/* Server                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct herald_server_config {
+  const char *const *listen; /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
+  size_t nlisten;
+  int threads;        /* loops (threads) to run; 0: one per core. Default 1 */
+  int handle_signals; /* 1 (default): SIGINT/SIGTERM start a graceful
+                         shutdown in herald_server_run() */
+  uint32_t shutdown_grace_ms; /* 5000: wait for close handshakes, then exit */
+  int backlog;                /* 1024 */
+  herald_config core;         /* protocol limits (role is forced to server) */
+  herald_rt_limits limits;
+  herald_http_fn on_http; /* NULL: plain requests get 426 */
+  void *http_user_data;
+} herald_server_config;
+
+/* Fills cfg with defaults (no listen address). */
+HERALD_API void herald_server_config_init(herald_server_config *cfg);
+
+/* Creates a server; cfg is copied (the strings it points to must live as
+ * long as the server). Listening starts in herald_server_run(). Returns 0,
+ * HERALD_ERR_INVALID_ARG (no listen address, bad address) or
+ * HERALD_ERR_NOMEM. */
+HERALD_API int herald_server_new(herald_server **psrv,
+                                 const herald_server_config *cfg);
+
+/* Routes upgrade requests for path (exact match on the path, without query)
+ * to cb; "*" matches any path without a route of its own. cb is copied. Call
+ * before herald_server_run(). Returns 0, HERALD_ERR_INVALID_ARG,
+ * HERALD_ERR_NOMEM. Requests for unrouted paths get 404. */
+HERALD_API int herald_server_route(herald_server *srv, const char *path,
+                                   const herald_ws_callbacks *cb, void *ud);
+
+/* Binds every listener (on every thread), then runs until
+ * herald_server_stop() or a signal, and shuts down gracefully: stop
+ * accepting, close every connection with 1001, wait for the close
+ * handshakes up to shutdown_grace_ms. Returns 0 after a clean shutdown, or a
+ * negative error if a listener could not be bound (nothing runs then). */
+HERALD_API int herald_server_run(herald_server *srv);
+
+/* Thread-safe and async-signal-safe: starts the graceful shutdown. */
+HERALD_API void herald_server_stop(herald_server *srv);
+
+/* The port the first listener is bound to (useful with port 0), once
+ * herald_server_run() has bound it; 0 before. */
+HERALD_API int herald_server_port(const herald_server *srv);
+
+/* Called on each worker loop when it starts, before it accepts; lets the
+ * application keep per-thread state. Set before herald_server_run(). */
+HERALD_API void
+herald_server_on_loop_start(herald_server *srv,
+                            void (*fn)(herald_loop *loop, void *ud), void *ud);
+
+HERALD_API void herald_server_del(herald_server *srv);
+
+/* ------------------------------------------------------------------------ */
+/* Client                                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct herald_client_config {
+  const char *url;    /* ws://host[:port]/path?query */
+  const char *origin; /* NULL: none */
+  const char *const *subprotocols;
+  size_t nsubprotocols;
+  const herald_header *headers;
+  size_t nheaders;
+  uint32_t connect_timeout_ms; /* 10000: DNS + TCP + handshake */
+  const char *bind_address;    /* NULL, or a local source IP (127.0.0.2) */
+  herald_config core;          /* role is forced to client */
+  herald_rt_limits limits;
+} herald_client_config;
+
+HERALD_API void herald_client_config_init(herald_client_config *cfg);
+
+/* Starts connecting; everything in cfg is copied. On success the
+ * connection's callbacks follow: on_open, or on_close with info->error when
+ * it fails (DNS, refused, timeout, handshake refused). Returns 0 and sets
+ * *pws (may be NULL), or HERALD_ERR_INVALID_ARG (bad URL) / HERALD_ERR_NOMEM;
+ * then no callback is called. */
+HERALD_API int herald_connect(herald_loop *loop,
+                              const herald_client_config *cfg,
+                              const herald_ws_callbacks *cb, void *ud,
+                              herald_ws **pws);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* HERALD_RT_H */

@@ -1,0 +1,134 @@
+/* echo.c - `herald echo`: an echo server for conformance tests and
+ * benchmarks. Every text and binary message goes back unchanged. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/cli.h"
+#include "herald/rt.h"
+
+static void echo_usage(FILE *out) {
+  fprintf(out,
+          "usage: herald echo [options]\n"
+          "\n"
+          "An echo server: every text and binary message is sent back.\n"
+          "\n"
+          "  --listen ADDR        address to listen on, host:port or "
+          "[v6]:port;\n"
+          "                       repeat for several (default "
+          "127.0.0.1:9001)\n"
+          "  --threads N          event loops (threads); 0 = one per core "
+          "(default 1)\n"
+          "  --max-message SIZE   largest message accepted (default 64M)\n"
+          "  --no-deflate         do not offer permessage-deflate (not "
+          "implemented yet:\n"
+          "                       the server never offers it today)\n"
+          "  --help               this text\n"
+          "\n"
+          "Prints \"listening on HOST:PORT\" once it accepts connections; port "
+          "0 picks a\nfree port. SIGINT or SIGTERM closes every connection "
+          "with 1001 and exits 0.\n");
+}
+
+static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
+                       size_t len, void *ud) {
+  (void)ud;
+  herald_ws_send(ws, op, data, len);
+}
+
+static const char *first_listen;
+
+static void on_start(herald_loop *loop, void *ud) {
+  static atomic_int printed;
+  (void)loop;
+  herald_server *srv = ud;
+  if (atomic_exchange(&printed, 1)) {
+    return; /* once, not once per worker */
+  }
+  /* Print the address with the port actually bound. */
+  const char *spec = first_listen;
+  const char *colon = strrchr(spec, ':');
+  int hostlen = (int)(colon - spec);
+  printf("listening on %.*s:%d\n", hostlen, spec, herald_server_port(srv));
+  fflush(stdout);
+}
+
+int herald_cmd_echo(int argc, char **argv) {
+  herald_server_config cfg;
+  herald_server_config_init(&cfg);
+  const char *listen[16];
+  size_t nlisten = 0;
+  uint64_t max_message = 64u << 20;
+  for (int i = 1; i < argc;) {
+    const char *v;
+    int r;
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      echo_usage(stdout);
+      return 0;
+    }
+    if (strcmp(argv[i], "--no-deflate") == 0) {
+      i++;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--listen", &v)) != 0) {
+      if (r < 0) {
+        return 2;
+      }
+      if (nlisten == sizeof(listen) / sizeof(listen[0])) {
+        fprintf(stderr, "herald echo: too many --listen\n");
+        return 2;
+      }
+      listen[nlisten++] = v;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--threads", &v)) != 0) {
+      uint64_t n;
+      if (r < 0 || cli_parse_uint(v, 256, &n) != 0) {
+        fprintf(stderr, "herald echo: --threads takes 0..256\n");
+        return 2;
+      }
+      cfg.threads = (int)n;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--max-message", &v)) != 0) {
+      if (r < 0 || cli_parse_size(v, &max_message) != 0 || max_message == 0) {
+        fprintf(stderr, "herald echo: --max-message takes a size (64M)\n");
+        return 2;
+      }
+      continue;
+    }
+    fprintf(stderr, "herald echo: unknown option '%s'\n", argv[i]);
+    echo_usage(stderr);
+    return 2;
+  }
+  if (nlisten == 0) {
+    listen[nlisten++] = "127.0.0.1:9001";
+  }
+  first_listen = listen[0];
+  cfg.listen = listen;
+  cfg.nlisten = nlisten;
+  cfg.core.max_message_size = max_message;
+  cfg.core.max_frame_size = max_message;
+  /* Autobahn-style fragmentation cases split 16 MiB into 64-byte frames. */
+  cfg.core.max_fragments = 1u << 20;
+  /* A large echoed message may sit in the send buffer whole. */
+  cfg.limits.send_hard_cap = 2 * max_message + (1u << 20);
+  cfg.limits.send_high_water = max_message;
+  herald_server *srv;
+  int rv = herald_server_new(&srv, &cfg);
+  if (rv != 0) {
+    fprintf(stderr, "herald echo: %s\n", herald_rt_strerror(rv));
+    return 2;
+  }
+  herald_ws_callbacks cb = {.on_message = on_message};
+  herald_server_route(srv, "*", &cb, NULL);
+  herald_server_on_loop_start(srv, on_start, srv);
+  rv = herald_server_run(srv);
+  herald_server_del(srv);
+  if (rv != 0) {
+    fprintf(stderr, "herald echo: cannot listen: %s\n", herald_rt_strerror(rv));
+    return 1;
+  }
+  return 0;
+}

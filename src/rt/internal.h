@@ -1,0 +1,163 @@
+/* internal.h - the runtime's private structures, shared by its files. */
+#ifndef HERALD_RT_INTERNAL_H
+#define HERALD_RT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <uv.h>
+
+#include "herald/core.h"
+#include "herald/rt.h"
+
+/* Every object registered in a loop's epoll set starts with this header, so
+ * one dispatch reaches listeners and connections alike. */
+enum io_kind { IO_LISTENER, IO_WS };
+typedef struct io_item {
+  uint8_t kind;
+  int fd;
+} io_item;
+
+/* Timer wheel: one libuv timer per loop ticks every WHEEL_TICK_MS; each
+ * connection sits in at most one slot, keyed by its next deadline. */
+#define WHEEL_TICK_MS 100
+#define WHEEL_SLOTS 512
+
+/* The shared read buffer of a loop. Event data points into it during
+ * callbacks; nothing outlives a callback in it. */
+#define READ_BUFFER_SIZE (256 * 1024)
+
+/* herald_ws.flags */
+enum {
+  WS_DIRTY = 1 << 0,        /* on the loop's dirty list */
+  WS_WANT_WRITE = 1 << 1,   /* EPOLLOUT registered: the kernel was full */
+  WS_CLIENT = 1 << 2,       /* client role */
+  WS_OPEN = 1 << 3,         /* on_open was called */
+  WS_BACKPRESSURE = 1 << 4, /* a send returned BACKPRESSURE: owe a drain */
+  WS_SHUTDOWN = 1 << 5,     /* we sent FIN; draining until EOF */
+  WS_DEAD = 1 << 6,         /* fd closed, on_close called; free at reap */
+  WS_CONNECTING = 1 << 7,   /* client: DNS or TCP connect in progress */
+  WS_READ_PAUSED = 1 << 8,  /* EPOLLIN removed (HTTP response pending) */
+  WS_PING_SENT = 1 << 9,    /* keepalive ping awaiting its pong */
+  WS_IN_EPOLL = 1 << 10,    /* fd registered */
+  WS_RESUME = 1 << 11       /* on the loop's resume list */
+};
+
+struct herald_http {
+  herald_ws *ws;  /* NULL once the connection is gone */
+  int responded;  /* 0 not yet, 1 answered, -1 handler returned unanswered */
+  int keep_alive; /* the request allows another one after it */
+};
+
+struct herald_ws {
+  io_item io;
+  uint16_t flags;
+  uint8_t in_wheel;
+  herald_loop *loop;
+  herald_conn *conn;
+  const herald_ws_callbacks *cb;
+  void *ud;
+  void *data;
+  const herald_rt_limits *limits;
+
+  herald_ws *prev, *next; /* loop->all */
+  herald_ws *dirty_next;  /* loop->dirty */
+  herald_ws *resume_next; /* loop->resume */
+  herald_ws *wheel_prev, *wheel_next;
+  uint64_t deadline;     /* ms, loop time; 0: none */
+  uint64_t last_rx;      /* ms: last bytes received */
+  uint64_t ping_sent_at; /* ms */
+  uint64_t ping_window;  /* s: start of the ping-rate window */
+  uint32_t pings_in_window;
+
+  uint8_t *tail; /* unconsumed input kept between reads */
+  size_t tail_len, tail_cap;
+
+  herald_http *http; /* pending plain HTTP request */
+  uint8_t *body;     /* head + body being collected */
+  size_t body_len, body_need;
+
+  herald_server *srv;       /* server connections: their server */
+  struct client_state *cli; /* client connections: connect state */
+  char *subprotocol;
+  char peer[48];
+
+  /* How it ended, for on_close. */
+  uint16_t close_code;
+  uint8_t close_remote;
+  char *close_reason;
+  size_t close_reason_len;
+  const char *error;
+};
+
+typedef struct post_item {
+  void (*fn)(void *arg);
+  void *arg;
+  struct post_item *next;
+} post_item;
+
+struct herald_loop {
+  uv_loop_t *uv;
+  uv_loop_t uv_own;
+  int own_uv;
+  int epfd;
+  uv_poll_t epoll_watch;
+  uv_prepare_t prepare;
+  uv_timer_t tick;
+  uv_async_t async;
+  int handles_open;
+
+  pthread_mutex_t post_mu;
+  post_item *posts, *posts_tail;
+  int stopping; /* herald_loop_stop() asked */
+
+  uint8_t *rbuf;
+  herald_ws *all;
+  size_t nconns;
+  herald_ws *dirty;
+  herald_ws *resume;
+  herald_ws *reap;
+  herald_ws *wheel[WHEEL_SLOTS];
+  uint64_t wheel_now; /* ms: the tick processed last */
+
+  /* Set by the server for its worker loops. */
+  herald_server *srv;
+  void (*on_idle)(herald_loop *loop); /* nconns fell to 0 while stopping */
+};
+
+/* loop.c */
+uint64_t herald__now(herald_loop *loop);
+int herald__epoll_add(herald_loop *loop, io_item *io, uint32_t events);
+int herald__epoll_mod(herald_loop *loop, io_item *io, uint32_t events);
+void herald__epoll_del(herald_loop *loop, io_item *io);
+void herald__wheel_set(herald_ws *ws, uint64_t deadline);
+void herald__wheel_remove(herald_ws *ws);
+void herald__mark_dirty(herald_ws *ws);
+void herald__mark_resume(herald_ws *ws);
+/* Dispatch hooks implemented by server.c and ws.c. */
+void herald__listener_ready(herald_loop *loop, io_item *io);
+void herald__ws_ready(herald_ws *ws, uint32_t events);
+void herald__ws_timer(herald_ws *ws, uint64_t now);
+void herald__ws_flush(herald_ws *ws);
+void herald__ws_resume(herald_ws *ws);
+void herald__ws_free(herald_ws *ws);
+void herald__listeners_retry(herald_loop *loop);
+
+/* ws.c */
+herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
+                          const herald_rt_limits *limits);
+void herald__ws_start(herald_ws *ws); /* register fd, set timers */
+void herald__ws_abort(herald_ws *ws, const char *error);
+void herald__ws_shutdown(herald_ws *ws); /* graceful: 1001 or close */
+
+/* server.c: per-connection server context. */
+
+const herald_ws_callbacks *herald__server_route(herald_server *srv,
+                                                herald_str path, void **ud);
+int herald__server_http(herald_server *srv, herald_http_fn *fn, void **ud);
+
+/* client.c */
+void herald__client_free(struct client_state *cli);
+void herald__client_connected(herald_ws *ws);
+
+#endif

@@ -1,0 +1,358 @@
+/*
+ * loop.c - one event loop: libuv runs it, and our sockets live in an epoll
+ * set of their own that libuv watches through a single uv_poll_t.
+ *
+ * Why not a uv_tcp_t per connection: libuv's stream reads allocate through a
+ * callback per read and write through a request per write, and the handle is
+ * 248 bytes. Driving our own non-blocking sockets lets one readable socket
+ * cost exactly one read() and one writev() per loop pass, with a read buffer
+ * shared by every connection of the loop, and keeps an idle connection
+ * small. libuv still runs the loop, the timers, signals, DNS and threads.
+ *
+ * Order of work in one pass:
+ *   poll phase   epoll_wait(0) on our set: readable sockets are read and
+ *                their events delivered; each connection is flushed right
+ *                after its own events (one writev)
+ *   prepare      (just before the loop sleeps) connections made dirty by
+ *                other paths (timers, posts, sends to other connections)
+ *                are flushed, each with one writev
+ *   timer        every WHEEL_TICK_MS the wheel slot that is due is scanned
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rt/internal.h"
+
+uint64_t herald__now(herald_loop *loop) {
+  return uv_now(loop->uv);
+}
+
+int herald__epoll_add(herald_loop *loop, io_item *io, uint32_t events) {
+  struct epoll_event ev = {.events = events, .data.ptr = io};
+  return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) == 0 ? 0 : -errno;
+}
+
+int herald__epoll_mod(herald_loop *loop, io_item *io, uint32_t events) {
+  struct epoll_event ev = {.events = events, .data.ptr = io};
+  return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) == 0 ? 0 : -errno;
+}
+
+void herald__epoll_del(herald_loop *loop, io_item *io) {
+  struct epoll_event ev = {0};
+  (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, &ev);
+}
+
+/* ---- timer wheel -------------------------------------------------------- */
+
+static size_t slot_of(uint64_t t) {
+  return (size_t)((t / WHEEL_TICK_MS) % WHEEL_SLOTS);
+}
+
+void herald__wheel_remove(herald_ws *ws) {
+  if (!ws->in_wheel) {
+    return;
+  }
+  herald_loop *loop = ws->loop;
+  if (ws->wheel_prev) {
+    ws->wheel_prev->wheel_next = ws->wheel_next;
+  } else {
+    loop->wheel[slot_of(ws->deadline)] = ws->wheel_next;
+  }
+  if (ws->wheel_next) {
+    ws->wheel_next->wheel_prev = ws->wheel_prev;
+  }
+  ws->wheel_prev = ws->wheel_next = NULL;
+  ws->in_wheel = 0;
+}
+
+/* Deadlines further than one turn of the wheel sit in their slot and are put
+ * back when their slot comes round early. */
+void herald__wheel_set(herald_ws *ws, uint64_t deadline) {
+  herald__wheel_remove(ws);
+  ws->deadline = deadline;
+  if (deadline == 0) {
+    return;
+  }
+  herald_loop *loop = ws->loop;
+  if (deadline <= loop->wheel_now) {
+    deadline = loop->wheel_now + WHEEL_TICK_MS; /* next tick */
+    ws->deadline = deadline;
+  }
+  size_t s = slot_of(deadline);
+  ws->wheel_prev = NULL;
+  ws->wheel_next = loop->wheel[s];
+  if (ws->wheel_next) {
+    ws->wheel_next->wheel_prev = ws;
+  }
+  loop->wheel[s] = ws;
+  ws->in_wheel = 1;
+}
+
+static void on_tick(uv_timer_t *t) {
+  herald_loop *loop = t->data;
+  uint64_t now = herald__now(loop);
+  while (loop->wheel_now + WHEEL_TICK_MS <= now) {
+    loop->wheel_now += WHEEL_TICK_MS;
+    size_t s = slot_of(loop->wheel_now);
+    /* Detach the slot: handlers may re-arm into any slot, this one too. */
+    herald_ws *ws = loop->wheel[s];
+    loop->wheel[s] = NULL;
+    while (ws) {
+      herald_ws *next = ws->wheel_next;
+      ws->in_wheel = 0;
+      ws->wheel_prev = ws->wheel_next = NULL;
+      if (ws->deadline <= loop->wheel_now) {
+        uint64_t d = ws->deadline;
+        ws->deadline = 0;
+        (void)d;
+        herald__ws_timer(ws, now);
+      } else {
+        herald__wheel_set(ws, ws->deadline);
+      }
+      ws = next;
+    }
+  }
+  herald__listeners_retry(loop);
+}
+
+/* ---- dirty and resume lists --------------------------------------------- */
+
+void herald__mark_dirty(herald_ws *ws) {
+  if (!(ws->flags & WS_DIRTY)) {
+    ws->flags |= WS_DIRTY;
+    ws->dirty_next = ws->loop->dirty;
+    ws->loop->dirty = ws;
+  }
+}
+
+void herald__mark_resume(herald_ws *ws) {
+  if (!(ws->flags & WS_RESUME)) {
+    ws->flags |= WS_RESUME;
+    ws->resume_next = ws->loop->resume;
+    ws->loop->resume = ws;
+  }
+}
+
+/* Frees connections that finished during this pass. They are unlinked from
+ * every list by then; freeing waits for a safe point because their last
+ * callback may have been deep in the stack. */
+static void reap(herald_loop *loop) {
+  while (loop->reap) {
+    herald_ws *ws = loop->reap;
+    loop->reap = ws->next;
+    herald__ws_free(ws);
+  }
+}
+
+static void flush_dirty(herald_loop *loop) {
+  while (loop->resume) {
+    herald_ws *ws = loop->resume;
+    loop->resume = ws->resume_next;
+    ws->flags &= (uint16_t)~WS_RESUME;
+    if (!(ws->flags & WS_DEAD)) {
+      herald__ws_resume(ws);
+    }
+  }
+  while (loop->dirty) {
+    herald_ws *ws = loop->dirty;
+    loop->dirty = ws->dirty_next;
+    ws->flags &= (uint16_t)~WS_DIRTY;
+    if (!(ws->flags & WS_DEAD)) {
+      herald__ws_flush(ws);
+    }
+  }
+}
+
+static void on_prepare(uv_prepare_t *p) {
+  herald_loop *loop = p->data;
+  flush_dirty(loop);
+  reap(loop);
+}
+
+/* ---- the epoll set ------------------------------------------------------ */
+
+static void on_epoll(uv_poll_t *p, int status, int events) {
+  herald_loop *loop = p->data;
+  (void)status;
+  (void)events;
+  struct epoll_event evs[256];
+  int n = epoll_wait(loop->epfd, evs, 256, 0);
+  for (int i = 0; i < n; i++) {
+    io_item *io = evs[i].data.ptr;
+    if (io->kind == IO_LISTENER) {
+      herald__listener_ready(loop, io);
+    } else {
+      herald_ws *ws = (herald_ws *)io;
+      if (!(ws->flags & WS_DEAD)) {
+        herald__ws_ready(ws, evs[i].events);
+      }
+    }
+  }
+  reap(loop);
+}
+
+/* ---- posts -------------------------------------------------------------- */
+
+static void on_async(uv_async_t *a) {
+  herald_loop *loop = a->data;
+  pthread_mutex_lock(&loop->post_mu);
+  post_item *p = loop->posts;
+  loop->posts = loop->posts_tail = NULL;
+  int stop = loop->stopping;
+  pthread_mutex_unlock(&loop->post_mu);
+  while (p) {
+    post_item *next = p->next;
+    p->fn(p->arg);
+    free(p);
+    p = next;
+  }
+  if (stop) {
+    uv_stop(loop->uv);
+  }
+}
+
+HERALD_API int herald_loop_post(herald_loop *loop, void (*fn)(void *arg),
+                                void *arg) {
+  post_item *p = malloc(sizeof(*p));
+  if (p == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  p->fn = fn;
+  p->arg = arg;
+  p->next = NULL;
+  pthread_mutex_lock(&loop->post_mu);
+  if (loop->posts_tail) {
+    loop->posts_tail->next = p;
+  } else {
+    loop->posts = p;
+  }
+  loop->posts_tail = p;
+  pthread_mutex_unlock(&loop->post_mu);
+  uv_async_send(&loop->async);
+  return 0;
+}
+
+HERALD_API void herald_loop_stop(herald_loop *loop) {
+  pthread_mutex_lock(&loop->post_mu);
+  loop->stopping = 1;
+  pthread_mutex_unlock(&loop->post_mu);
+  uv_async_send(&loop->async);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop) {
+  herald_loop *loop = calloc(1, sizeof(*loop));
+  if (loop == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  int rv = 0;
+  loop->rbuf = malloc(READ_BUFFER_SIZE);
+  if (loop->rbuf == NULL) {
+    free(loop);
+    return HERALD_ERR_NOMEM;
+  }
+  if (uv_loop) {
+    loop->uv = uv_loop;
+  } else {
+    rv = uv_loop_init(&loop->uv_own);
+    if (rv != 0) {
+      free(loop->rbuf);
+      free(loop);
+      return rv;
+    }
+    loop->uv = &loop->uv_own;
+    loop->own_uv = 1;
+  }
+  loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (loop->epfd < 0) {
+    rv = -errno;
+    if (loop->own_uv) {
+      uv_loop_close(loop->uv);
+    }
+    free(loop->rbuf);
+    free(loop);
+    return rv;
+  }
+  pthread_mutex_init(&loop->post_mu, NULL);
+  uv_poll_init(loop->uv, &loop->epoll_watch, loop->epfd);
+  loop->epoll_watch.data = loop;
+  uv_poll_start(&loop->epoll_watch, UV_READABLE, on_epoll);
+  uv_prepare_init(loop->uv, &loop->prepare);
+  loop->prepare.data = loop;
+  uv_prepare_start(&loop->prepare, on_prepare);
+  uv_timer_init(loop->uv, &loop->tick);
+  loop->tick.data = loop;
+  uv_timer_start(&loop->tick, on_tick, WHEEL_TICK_MS, WHEEL_TICK_MS);
+  uv_async_init(loop->uv, &loop->async, on_async);
+  loop->async.data = loop;
+  loop->wheel_now = herald__now(loop);
+  loop->handles_open = 4;
+  *ploop = loop;
+  return 0;
+}
+
+HERALD_API int herald_loop_run(herald_loop *loop) {
+  return uv_run(loop->uv, UV_RUN_DEFAULT);
+}
+
+HERALD_API void *herald_loop_uv(herald_loop *loop) {
+  return loop->uv;
+}
+
+static void on_handle_closed(uv_handle_t *h) {
+  herald_loop *loop = h->data;
+  loop->handles_open--;
+}
+
+HERALD_API void herald_loop_del(herald_loop *loop) {
+  if (loop == NULL) {
+    return;
+  }
+  flush_dirty(loop);
+  reap(loop);
+  uv_close((uv_handle_t *)&loop->epoll_watch, on_handle_closed);
+  uv_close((uv_handle_t *)&loop->prepare, on_handle_closed);
+  uv_close((uv_handle_t *)&loop->tick, on_handle_closed);
+  uv_close((uv_handle_t *)&loop->async, on_handle_closed);
+  while (loop->handles_open > 0) {
+    uv_run(loop->uv, UV_RUN_NOWAIT);
+  }
+  post_item *p = loop->posts;
+  while (p) {
+    post_item *next = p->next;
+    free(p);
+    p = next;
+  }
+  close(loop->epfd);
+  if (loop->own_uv) {
+    uv_loop_close(loop->uv);
+  }
+  pthread_mutex_destroy(&loop->post_mu);
+  free(loop->rbuf);
+  free(loop);
+}
+
+HERALD_API const char *herald_rt_strerror(int err) {
+  if (err <= -1100 && err >= -1599) {
+    return herald_strerror(err);
+  }
+  return uv_strerror(err);
+}
+
+HERALD_API void herald_rt_limits_init(herald_rt_limits *l) {
+  memset(l, 0, sizeof(*l));
+  l->handshake_timeout_ms = 10000;
+  l->idle_timeout_ms = 0;
+  l->ping_interval_ms = 0;
+  l->pong_timeout_ms = 10000;
+  l->close_timeout_ms = 3000;
+  l->send_high_water = 1u << 20;
+  l->send_low_water = 256u << 10;
+  l->send_hard_cap = 16u << 20;
+  l->slow_policy = HERALD_SLOW_CLOSE;
+  l->max_pings_per_sec = 100;
+  l->max_http_body = 1u << 20;
+}

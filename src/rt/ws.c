@@ -1,0 +1,861 @@
+/*
+ * ws.c - a connection on a loop: bytes from the socket into the core, the
+ * core's events into callbacks, the core's output into one writev, and the
+ * end of the connection in the right order.
+ *
+ * A connection ends in three steps:
+ *   1. the protocol finishes: the close handshake completed, the connection
+ *      failed (the core queued its close frame or HTTP refusal), or the
+ *      request was answered with "Connection: close";
+ *   2. once its output is flushed we shut down our side (FIN) and keep
+ *      reading and discarding until the peer's FIN, so that a peer still
+ *      sending does not make the kernel reset the connection and destroy the
+ *      close frame we just sent (the "lingering close" of HTTP servers),
+ *      bounded by close_timeout_ms;
+ *   3. finish: the descriptor is closed, on_close runs, and the memory is
+ *      freed at the end of the loop pass.
+ * An error on the socket, or a timeout, jumps straight to step 3.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "rt/internal.h"
+
+#define MAX_IOV 64
+
+static void ws_finish(herald_ws *ws);
+static void ws_process(herald_ws *ws, uint8_t *buf, size_t len);
+static void ws_arm_open_timers(herald_ws *ws);
+
+herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
+                          const herald_rt_limits *limits) {
+  herald_ws *ws = calloc(1, sizeof(*ws));
+  if (ws == NULL) {
+    return NULL;
+  }
+  if (herald_conn_new(&ws->conn, core) != 0) {
+    free(ws);
+    return NULL;
+  }
+  ws->io.kind = IO_WS;
+  ws->io.fd = fd;
+  ws->loop = loop;
+  ws->limits = limits;
+  ws->next = loop->all;
+  if (loop->all) {
+    loop->all->prev = ws;
+  }
+  loop->all = ws;
+  loop->nconns++;
+  return ws;
+}
+
+void herald__ws_start(herald_ws *ws) {
+  if (herald__epoll_add(ws->loop, &ws->io, EPOLLIN | EPOLLRDHUP) == 0) {
+    ws->flags |= WS_IN_EPOLL;
+  }
+  ws->last_rx = herald__now(ws->loop);
+  if (ws->limits->handshake_timeout_ms) {
+    herald__wheel_set(ws, ws->last_rx + ws->limits->handshake_timeout_ms);
+  }
+}
+
+void herald__ws_free(herald_ws *ws) {
+  herald_conn_del(ws->conn);
+  free(ws->tail);
+  free(ws->body);
+  free(ws->subprotocol);
+  free(ws->close_reason);
+  free(ws);
+}
+
+/* Registers the events the connection waits for now. */
+static void ws_update_events(herald_ws *ws) {
+  if (!(ws->flags & WS_IN_EPOLL)) {
+    return;
+  }
+  uint32_t ev = EPOLLRDHUP;
+  if (!(ws->flags & WS_READ_PAUSED)) {
+    ev |= EPOLLIN;
+  }
+  if (ws->flags & (WS_WANT_WRITE | WS_CONNECTING)) {
+    ev |= EPOLLOUT;
+  }
+  (void)herald__epoll_mod(ws->loop, &ws->io, ev);
+}
+
+/* ---- ending ------------------------------------------------------------- */
+
+static void ws_record_error(herald_ws *ws, const char *error) {
+  if (ws->error == NULL) {
+    ws->error = error;
+  }
+}
+
+/* Step 3: close the descriptor, tell the application, free later. */
+static void ws_finish(herald_ws *ws) {
+  if (ws->flags & WS_DEAD) {
+    return;
+  }
+  herald_loop *loop = ws->loop;
+  ws->flags |= WS_DEAD;
+  herald__wheel_remove(ws);
+  if (ws->flags & WS_IN_EPOLL) {
+    herald__epoll_del(loop, &ws->io);
+    ws->flags &= (uint16_t)~WS_IN_EPOLL;
+  }
+  if (ws->io.fd >= 0) {
+    close(ws->io.fd);
+    ws->io.fd = -1;
+  }
+  if (ws->http) {
+    ws->http->ws = NULL; /* a late herald_http_respond() is discarded */
+    ws->http = NULL;
+  }
+  /* Unlink from the loop's list before the callback, so a shutdown that
+   * walks the list never meets a finished connection. */
+  if (ws->prev) {
+    ws->prev->next = ws->next;
+  } else {
+    loop->all = ws->next;
+  }
+  if (ws->next) {
+    ws->next->prev = ws->prev;
+  }
+  loop->nconns--;
+  /* on_close goes to connections the application knows about: opened ones,
+   * and clients (whose failure to connect must be reported). */
+  if (ws->cb && ws->cb->on_close &&
+      ((ws->flags & WS_OPEN) || (ws->flags & WS_CLIENT))) {
+    herald_close_info info = {0};
+    info.code = ws->close_code ? ws->close_code : HERALD_CLOSE_ABNORMAL;
+    info.reason = ws->close_reason ? ws->close_reason : "";
+    info.reasonlen = ws->close_reason_len;
+    info.remote = ws->close_remote;
+    info.error = ws->error;
+    ws->cb->on_close(ws, &info, ws->ud);
+  }
+  if (ws->cli) {
+    /* A client's callbacks live in its connect state: free it only now. */
+    herald__client_free(ws->cli);
+    ws->cli = NULL;
+    ws->cb = NULL;
+  }
+  ws->next = loop->reap;
+  ws->prev = NULL;
+  loop->reap = ws;
+  if (loop->nconns == 0 && loop->on_idle) {
+    loop->on_idle(loop);
+  }
+}
+
+void herald__ws_abort(herald_ws *ws, const char *error) {
+  ws_record_error(ws, error);
+  ws_finish(ws);
+}
+
+/* Step 2: the protocol is done and flushed; send FIN and wait for the
+ * peer's, discarding what it still sends. */
+static void ws_shutdown_write(herald_ws *ws) {
+  if (ws->flags & WS_SHUTDOWN) {
+    return;
+  }
+  ws->flags |= WS_SHUTDOWN;
+  ws->flags &= (uint16_t)~WS_READ_PAUSED;
+  if (ws->io.fd < 0 || shutdown(ws->io.fd, SHUT_WR) != 0) {
+    ws_finish(ws);
+    return;
+  }
+  ws_update_events(ws);
+  uint32_t grace = ws->limits->close_timeout_ms;
+  herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+void herald__ws_flush(herald_ws *ws) {
+  if ((ws->flags & (WS_DEAD | WS_CONNECTING)) || ws->io.fd < 0) {
+    return;
+  }
+  struct iovec iov[MAX_IOV];
+  for (;;) {
+    int cnt = herald_conn_output(ws->conn, iov, MAX_IOV);
+    if (cnt <= 0) {
+      ws->flags &= (uint16_t)~WS_WANT_WRITE;
+      break;
+    }
+    size_t want = 0;
+    for (int i = 0; i < cnt; i++) {
+      want += iov[i].iov_len;
+    }
+    ssize_t n = writev(ws->io.fd, iov, cnt);
+    if (n < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        ws->flags |= WS_WANT_WRITE;
+        break;
+      }
+      herald__ws_abort(ws, "write failed");
+      return;
+    }
+    herald_conn_output_consumed(ws->conn, (size_t)n);
+    if ((size_t)n < want) {
+      ws->flags |= WS_WANT_WRITE;
+      break;
+    }
+    if (cnt < MAX_IOV) {
+      ws->flags &= (uint16_t)~WS_WANT_WRITE;
+      break;
+    }
+  }
+  ws_update_events(ws);
+  if ((ws->flags & WS_BACKPRESSURE) &&
+      herald_conn_output_size(ws->conn) <= ws->limits->send_low_water) {
+    ws->flags &= (uint16_t)~WS_BACKPRESSURE;
+    if (ws->cb && ws->cb->on_drain && (ws->flags & WS_OPEN)) {
+      ws->cb->on_drain(ws, ws->ud);
+    }
+  }
+  if (!(ws->flags & WS_DEAD) && herald_conn_done(ws->conn)) {
+    ws_shutdown_write(ws);
+  }
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+/* Re-arms the wheel for an open connection: the earliest of the idle
+ * deadline, the next ping, and the pong deadline. */
+static void ws_arm_open_timers(herald_ws *ws) {
+  const herald_rt_limits *l = ws->limits;
+  uint64_t d = 0;
+  if (l->idle_timeout_ms) {
+    d = ws->last_rx + l->idle_timeout_ms;
+  }
+  if (l->ping_interval_ms) {
+    uint64_t p = (ws->flags & WS_PING_SENT)
+                     ? ws->ping_sent_at + l->pong_timeout_ms
+                     : ws->ping_sent_at + l->ping_interval_ms;
+    if (d == 0 || p < d) {
+      d = p;
+    }
+  }
+  herald__wheel_set(ws, d);
+}
+
+void herald__ws_timer(herald_ws *ws, uint64_t now) {
+  if (ws->flags & WS_DEAD) {
+    return;
+  }
+  if (ws->flags & WS_SHUTDOWN) {
+    ws_finish(ws); /* the peer never sent its FIN */
+    return;
+  }
+  herald_state st = herald_conn_state(ws->conn);
+  if (st == HERALD_STATE_CONNECTING) {
+    herald__ws_abort(ws, (ws->flags & WS_CLIENT) ? "connect timeout"
+                                                 : "handshake timeout");
+    return;
+  }
+  if (st != HERALD_STATE_OPEN) {
+    /* CLOSING or CLOSED with output stuck: the close grace is over. */
+    herald__ws_abort(ws, "close handshake timeout");
+    return;
+  }
+  const herald_rt_limits *l = ws->limits;
+  if (l->idle_timeout_ms && now >= ws->last_rx + l->idle_timeout_ms) {
+    herald_ws_close(ws, HERALD_CLOSE_GOING_AWAY, "idle timeout", 12);
+    return;
+  }
+  if (l->ping_interval_ms) {
+    if (ws->flags & WS_PING_SENT) {
+      if (now >= ws->ping_sent_at + l->pong_timeout_ms) {
+        herald__ws_abort(ws, "pong timeout");
+        return;
+      }
+    } else if (now >= ws->ping_sent_at + l->ping_interval_ms) {
+      if (herald_conn_ping(ws->conn, "", 0) == 0) {
+        ws->flags |= WS_PING_SENT;
+        ws->ping_sent_at = now;
+        herald__mark_dirty(ws);
+      }
+    }
+  }
+  ws_arm_open_timers(ws);
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+/* Keeps buf[0..len) for the next read. */
+static int ws_keep_tail(herald_ws *ws, const uint8_t *buf, size_t len) {
+  if (len == 0) {
+    if (ws->tail_cap > 4096) {
+      free(ws->tail);
+      ws->tail = NULL;
+      ws->tail_cap = 0;
+    }
+    ws->tail_len = 0;
+    return 0;
+  }
+  if (len > ws->tail_cap) {
+    uint8_t *t = realloc(ws->tail, len);
+    if (t == NULL) {
+      return -1;
+    }
+    ws->tail = t;
+    ws->tail_cap = len;
+  }
+  memmove(ws->tail, buf, len);
+  ws->tail_len = len;
+  return 0;
+}
+
+static void ws_on_eof(herald_ws *ws) {
+  herald_event ev;
+  if (herald_conn_recv_eof(ws->conn, &ev) == 1 && ws->close_code == 0) {
+    ws->close_code = HERALD_CLOSE_ABNORMAL;
+  }
+  ws_finish(ws);
+}
+
+static void ws_read(herald_ws *ws) {
+  uint8_t *buf = ws->loop->rbuf;
+  if (ws->flags & WS_SHUTDOWN) {
+    /* Lingering: discard until the peer's FIN. */
+    for (;;) {
+      ssize_t n = read(ws->io.fd, buf, READ_BUFFER_SIZE);
+      if (n > 0) {
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return;
+      }
+      if (n < 0 && errno == EINTR) {
+        continue;
+      }
+      ws_finish(ws);
+      return;
+    }
+  }
+  size_t have = ws->tail_len;
+  if (have) {
+    memcpy(buf, ws->tail, have);
+  }
+  ssize_t n;
+  do {
+    n = read(ws->io.fd, buf + have, READ_BUFFER_SIZE - have);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return;
+    }
+    herald__ws_abort(ws, "read failed");
+    return;
+  }
+  if (n == 0) {
+    ws_on_eof(ws);
+    return;
+  }
+  ws->last_rx = herald__now(ws->loop);
+  ws_process(ws, buf, have + (size_t)n);
+  if (!(ws->flags & WS_DEAD)) {
+    herald__ws_flush(ws);
+  }
+}
+
+void herald__ws_ready(herald_ws *ws, uint32_t events) {
+  if (ws->flags & WS_CONNECTING) {
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
+      herald__client_connected(ws);
+    }
+    return;
+  }
+  if ((events & EPOLLOUT) && (ws->flags & WS_WANT_WRITE)) {
+    herald__ws_flush(ws);
+    if (ws->flags & WS_DEAD) {
+      return;
+    }
+  }
+  if (events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) {
+    if (ws->flags & WS_READ_PAUSED) {
+      return;
+    }
+    ws_read(ws);
+  }
+}
+
+/* ---- plain HTTP --------------------------------------------------------- */
+
+/* Returns 1 if the request wants the connection closed after the answer. */
+static int wants_close(const herald_request *req) {
+  herald_str v;
+  if (herald_header_find(req->headers, req->nheaders, "connection", &v)) {
+    size_t pos = 0;
+    herald_str tok;
+    while (herald_list_next(v, &pos, &tok)) {
+      if (tok.len == 5 && strncasecmp(tok.ptr, "close", 5) == 0) {
+        return 1;
+      }
+      if (tok.len == 10 && strncasecmp(tok.ptr, "keep-alive", 10) == 0) {
+        return 0;
+      }
+    }
+  }
+  return req->version_minor == 0;
+}
+
+static void ws_call_http(herald_ws *ws, const herald_request *req,
+                         const uint8_t *body, size_t bodylen) {
+  herald_http_fn fn = NULL;
+  void *ud = NULL;
+  herald__server_http(ws->srv, &fn, &ud);
+  herald_http *h = calloc(1, sizeof(*h));
+  if (h == NULL) {
+    herald_conn_respond(ws->conn, 503, NULL, 0, NULL, 0, 0);
+    return;
+  }
+  h->ws = ws;
+  h->keep_alive = !wants_close(req);
+  ws->http = h;
+  fn(h, req, body, bodylen, ud);
+  if (h->responded) {
+    free(h);
+  } else if (ws->http == h) {
+    h->responded = -1; /* answered later: herald_http_respond frees it */
+    ws->flags |= WS_READ_PAUSED;
+    ws_update_events(ws);
+  } else {
+    /* The connection died inside the handler. */
+    h->responded = -1;
+  }
+}
+
+/* A plain request arrived; its body (Content-Length bytes) follows at
+ * buf[0..avail). Returns the body bytes consumed, or -1 to stop processing
+ * (the rest of the input stays for later). */
+static long ws_on_http_request(herald_ws *ws, const herald_request *req,
+                               uint8_t *buf, size_t avail) {
+  herald_http_fn fn = NULL;
+  void *ud = NULL;
+  if (ws->srv == NULL || !herald__server_http(ws->srv, &fn, &ud)) {
+    static const char msg[] = "this endpoint speaks WebSocket only\n";
+    herald_header h = {{"Upgrade", 7}, {"websocket", 9}};
+    herald_conn_respond(ws->conn, 426, &h, 1, msg, sizeof(msg) - 1, 0);
+    return -1;
+  }
+  herald_str te;
+  if (herald_header_find(req->headers, req->nheaders, "transfer-encoding",
+                         &te)) {
+    static const char msg[] = "send the body with Content-Length\n";
+    herald_conn_respond(ws->conn, 411, NULL, 0, msg, sizeof(msg) - 1, 0);
+    return -1;
+  }
+  uint64_t clen = 0;
+  for (size_t i = 0; i < req->content_length.len; i++) {
+    char ch = req->content_length.ptr[i];
+    if (ch < '0' || ch > '9' || clen > (UINT64_MAX - 9) / 10) {
+      static const char msg[] = "invalid Content-Length\n";
+      herald_conn_respond(ws->conn, 400, NULL, 0, msg, sizeof(msg) - 1, 0);
+      return -1;
+    }
+    clen = clen * 10 + (uint64_t)(ch - '0');
+  }
+  if (clen > ws->limits->max_http_body) {
+    static const char msg[] = "request body too large\n";
+    herald_conn_respond(ws->conn, 413, NULL, 0, msg, sizeof(msg) - 1, 0);
+    return -1;
+  }
+  if (clen <= avail) {
+    ws_call_http(ws, req, buf, (size_t)clen);
+    return (long)clen;
+  }
+  /* The body spans reads: keep head and body together in one buffer, and
+   * parse the head again from there once the body is complete. */
+  size_t head = req->head_len;
+  ws->body = malloc(head + (size_t)clen);
+  if (ws->body == NULL) {
+    herald_conn_respond(ws->conn, 503, NULL, 0, NULL, 0, 0);
+    return -1;
+  }
+  memcpy(ws->body, buf - head, head + avail);
+  ws->body_len = head + avail;
+  ws->body_need = head + (size_t)clen;
+  return (long)avail;
+}
+
+/* The body is complete in ws->body: replay the head and call the handler. */
+static void ws_body_complete(herald_ws *ws) {
+  herald_event ev;
+  uint8_t *body = ws->body;
+  size_t total = ws->body_need;
+  ws->body = NULL;
+  ws->body_len = ws->body_need = 0;
+  if (herald_conn_reset(ws->conn) == 0 &&
+      herald_conn_recv(ws->conn, body, total, &ev) > 0 &&
+      ev.type == HERALD_EV_REQUEST) {
+    size_t head = ev.request->head_len;
+    ws_call_http(ws, ev.request, body + head, total - head);
+  }
+  free(body);
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
+  void *ud = NULL;
+  const herald_ws_callbacks *cb =
+      ws->srv ? herald__server_route(ws->srv, req->path, &ud) : NULL;
+  if (cb == NULL) {
+    herald_conn_reject(ws->conn, 404, "no WebSocket endpoint at this path",
+                       NULL, 0);
+    return;
+  }
+  ws->cb = cb;
+  ws->ud = ud;
+  herald_accept acc = {0};
+  int status = cb->on_upgrade ? cb->on_upgrade(ws, req, &acc, ud) : 0;
+  if (status != 0) {
+    if (status < 400 || status > 599) {
+      status = 403;
+    }
+    herald_conn_reject(ws->conn, status, NULL, NULL, 0);
+    return;
+  }
+  if (herald_conn_accept(ws->conn, &acc) != 0) {
+    herald_conn_reject(ws->conn, 500, "could not accept", NULL, 0);
+    return;
+  }
+  if (acc.subprotocol) {
+    ws->subprotocol = strdup(acc.subprotocol);
+  }
+  if (cb->on_chunk) {
+    herald_conn_set_streaming(ws->conn, 1);
+  }
+  ws->flags |= WS_OPEN;
+  ws->ping_sent_at = herald__now(ws->loop);
+  ws_arm_open_timers(ws);
+  if (cb->on_open) {
+    cb->on_open(ws, ud);
+  }
+}
+
+static void ws_on_ping(herald_ws *ws, const herald_event *ev) {
+  uint64_t sec = herald__now(ws->loop) / 1000;
+  if (sec != ws->ping_window) {
+    ws->ping_window = sec;
+    ws->pings_in_window = 0;
+  }
+  if (ws->limits->max_pings_per_sec &&
+      ++ws->pings_in_window > ws->limits->max_pings_per_sec) {
+    ws_record_error(ws, "ping flood");
+    herald_ws_close(ws, HERALD_CLOSE_POLICY, "ping flood", 10);
+    return;
+  }
+  if (ws->cb->on_ping) {
+    ws->cb->on_ping(ws, ev->data, ev->len, ws->ud);
+  }
+}
+
+static void ws_on_close_frame(herald_ws *ws, const herald_event *ev) {
+  ws->close_code = ev->code;
+  ws->close_remote = 1;
+  if (ev->len > 0) {
+    ws->close_reason = malloc(ev->len);
+    if (ws->close_reason) {
+      memcpy(ws->close_reason, ev->data, ev->len);
+      ws->close_reason_len = ev->len;
+    }
+  }
+}
+
+static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
+  switch (ev->type) {
+  case HERALD_EV_OPEN:
+    ws->flags |= WS_OPEN;
+    ws->ping_sent_at = herald__now(ws->loop);
+    if (herald_conn_state(ws->conn) == HERALD_STATE_OPEN) {
+      ws_arm_open_timers(ws);
+    }
+    if (ev->response->protocol.len) {
+      ws->subprotocol =
+          strndup(ev->response->protocol.ptr, ev->response->protocol.len);
+    }
+    if (ws->cb->on_chunk) {
+      herald_conn_set_streaming(ws->conn, 1);
+    }
+    if (ws->cb->on_open) {
+      ws->cb->on_open(ws, ws->ud);
+    }
+    break;
+  case HERALD_EV_TEXT:
+  case HERALD_EV_BINARY: {
+    herald_opcode op =
+        ev->type == HERALD_EV_TEXT ? HERALD_OP_TEXT : HERALD_OP_BINARY;
+    if (ws->cb->on_chunk) {
+      ws->cb->on_chunk(ws, op, ev->data, ev->len, ev->first, ev->fin, ws->ud);
+    } else if (ws->cb->on_message) {
+      ws->cb->on_message(ws, op, ev->data, ev->len, ws->ud);
+    }
+    break;
+  }
+  case HERALD_EV_PING:
+    ws_on_ping(ws, ev);
+    break;
+  case HERALD_EV_PONG:
+    if (ws->flags & WS_PING_SENT) {
+      ws->flags &= (uint16_t)~WS_PING_SENT;
+      ws->ping_sent_at = herald__now(ws->loop);
+      ws_arm_open_timers(ws);
+    }
+    if (ws->cb->on_pong) {
+      ws->cb->on_pong(ws, ev->data, ev->len, ws->ud);
+    }
+    break;
+  case HERALD_EV_CLOSE:
+    ws_on_close_frame(ws, ev);
+    break;
+  default:
+    break;
+  }
+}
+
+/* Feeds buf[0..len) to the core and delivers the events. What the core
+ * leaves unconsumed is kept as the tail for the next read. */
+static void ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
+  size_t off = 0;
+  while (!(ws->flags & (WS_DEAD | WS_READ_PAUSED))) {
+    if (ws->body) {
+      size_t take = ws->body_need - ws->body_len;
+      if (take > len - off) {
+        take = len - off;
+      }
+      memcpy(ws->body + ws->body_len, buf + off, take);
+      ws->body_len += take;
+      off += take;
+      if (ws->body_len < ws->body_need) {
+        break;
+      }
+      ws_body_complete(ws);
+      continue;
+    }
+    herald_event ev;
+    int rv = herald_conn_recv(ws->conn, buf + off, len - off, &ev);
+    if (rv < 0) {
+      /* The core queued the answer (close frame or HTTP error); flushing
+       * it ends the connection. */
+      ws_record_error(ws, herald_conn_error_reason(ws->conn));
+      if (ws->close_code == 0) {
+        uint16_t code = herald_err_close_code(rv);
+        ws->close_code = code ? code : HERALD_CLOSE_ABNORMAL;
+      }
+      if (herald_conn_output_size(ws->conn) == 0) {
+        herald__ws_abort(ws, herald_conn_error_reason(ws->conn));
+      } else {
+        uint32_t grace = ws->limits->close_timeout_ms;
+        herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
+      }
+      off = len;
+      break;
+    }
+    off += (size_t)rv;
+    if (ev.type == HERALD_EV_NONE) {
+      break;
+    }
+    if (ev.type == HERALD_EV_REQUEST) {
+      if (ev.request->websocket) {
+        ws_on_upgrade(ws, ev.request);
+      } else {
+        long used = ws_on_http_request(ws, ev.request, buf + off, len - off);
+        if (used < 0) {
+          off = len; /* refused with Connection: close */
+          break;
+        }
+        off += (size_t)used;
+        if (!(ws->flags & WS_READ_PAUSED) && !ws->body &&
+            herald_conn_state(ws->conn) == HERALD_STATE_CONNECTING &&
+            ws->limits->handshake_timeout_ms) {
+          /* Keep-alive: the next request has the same deadline. */
+          herald__wheel_set(ws, herald__now(ws->loop) +
+                                    ws->limits->handshake_timeout_ms);
+        }
+      }
+      continue;
+    }
+    ws_dispatch(ws, &ev);
+  }
+  if (!(ws->flags & WS_DEAD) && ws_keep_tail(ws, buf + off, len - off) != 0) {
+    herald__ws_abort(ws, "out of memory");
+  }
+}
+
+/* Continues a connection whose HTTP answer came later: process the input
+ * kept meanwhile and read again. */
+void herald__ws_resume(herald_ws *ws) {
+  ws->flags &= (uint16_t)~WS_READ_PAUSED;
+  ws_update_events(ws);
+  if (ws->tail_len) {
+    uint8_t *buf = ws->loop->rbuf;
+    size_t n = ws->tail_len;
+    memcpy(buf, ws->tail, n);
+    ws->tail_len = 0;
+    ws_process(ws, buf, n);
+  }
+  if (!(ws->flags & WS_DEAD)) {
+    herald__ws_flush(ws);
+  }
+}
+
+HERALD_API int herald_http_respond(herald_http *h, int status,
+                                   const herald_header *headers,
+                                   size_t nheaders, const void *body,
+                                   size_t bodylen) {
+  if (h->responded > 0) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  int later = h->responded < 0;
+  herald_ws *ws = h->ws;
+  if (ws == NULL) {
+    free(h);
+    return 0;
+  }
+  int rv = herald_conn_respond(ws->conn, status, headers, nheaders, body,
+                               bodylen, h->keep_alive);
+  if (rv != 0) {
+    return rv;
+  }
+  ws->http = NULL;
+  herald__mark_dirty(ws);
+  if (later) {
+    free(h);
+    herald__mark_resume(ws);
+  } else {
+    h->responded = 1;
+  }
+  return 0;
+}
+
+/* ---- sending ------------------------------------------------------------ */
+
+static int ws_send(herald_ws *ws, herald_opcode op, const void *data,
+                   size_t len, int fin, herald_release_fn release, void *ctx) {
+  if (ws->flags & WS_DEAD) {
+    if (release) {
+      release(ctx);
+    }
+    return HERALD_ERR_CLOSED;
+  }
+  size_t buffered = herald_conn_output_size(ws->conn);
+  if (buffered + len > ws->limits->send_hard_cap) {
+    if (release) {
+      release(ctx);
+    }
+    if (ws->limits->slow_policy == HERALD_SLOW_CLOSE) {
+      ws_record_error(ws, "slow consumer");
+      herald_ws_close(ws, HERALD_CLOSE_POLICY, "slow consumer", 13);
+    }
+    return HERALD_SEND_DROPPED;
+  }
+  int rv = herald_conn_send(ws->conn, op, data, len, fin ? 0 : HERALD_SEND_MORE,
+                            release, ctx);
+  if (rv != 0) {
+    if (release) {
+      release(ctx);
+    }
+    return rv;
+  }
+  herald__mark_dirty(ws);
+  if (buffered + len > ws->limits->send_high_water) {
+    ws->flags |= WS_BACKPRESSURE;
+    return HERALD_SEND_BACKPRESSURE;
+  }
+  return HERALD_SEND_OK;
+}
+
+HERALD_API int herald_ws_send(herald_ws *ws, herald_opcode op, const void *data,
+                              size_t len) {
+  return ws_send(ws, op, data, len, 1, NULL, NULL);
+}
+
+HERALD_API int herald_ws_send_ref(herald_ws *ws, herald_opcode op,
+                                  const void *data, size_t len,
+                                  herald_release_fn release, void *ctx) {
+  return ws_send(ws, op, data, len, 1, release, ctx);
+}
+
+HERALD_API int herald_ws_send_fragment(herald_ws *ws, herald_opcode op,
+                                       const void *data, size_t len, int fin) {
+  return ws_send(ws, op, data, len, fin, NULL, NULL);
+}
+
+HERALD_API int herald_ws_ping(herald_ws *ws, const void *data, size_t len) {
+  if (ws->flags & WS_DEAD) {
+    return HERALD_ERR_CLOSED;
+  }
+  int rv = herald_conn_ping(ws->conn, data, len);
+  if (rv == 0) {
+    herald__mark_dirty(ws);
+  }
+  return rv;
+}
+
+HERALD_API int herald_ws_close(herald_ws *ws, uint16_t code, const char *reason,
+                               size_t reasonlen) {
+  if (ws->flags & WS_DEAD) {
+    return HERALD_ERR_CLOSED;
+  }
+  int rv = herald_conn_close(ws->conn, code, reason, reasonlen);
+  if (rv != 0) {
+    return rv;
+  }
+  if (!ws->close_remote) {
+    ws->close_code = code ? code : HERALD_CLOSE_NO_STATUS;
+  }
+  herald__mark_dirty(ws);
+  uint32_t grace = ws->limits->close_timeout_ms;
+  herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
+  return 0;
+}
+
+/* Graceful server shutdown: open connections get 1001, the rest end now. */
+void herald__ws_shutdown(herald_ws *ws) {
+  if (ws->flags & WS_DEAD) {
+    return;
+  }
+  herald_state st = herald_conn_state(ws->conn);
+  if (st == HERALD_STATE_OPEN) {
+    herald_ws_close(ws, HERALD_CLOSE_GOING_AWAY, "server shutting down", 20);
+  } else if (st == HERALD_STATE_CONNECTING || (ws->flags & WS_SHUTDOWN)) {
+    herald__ws_abort(ws, "server shutting down");
+  }
+}
+
+HERALD_API size_t herald_ws_buffered(const herald_ws *ws) {
+  return herald_conn_output_size(ws->conn);
+}
+
+HERALD_API void herald_ws_set_data(herald_ws *ws, void *data) {
+  ws->data = data;
+}
+
+HERALD_API void *herald_ws_data(const herald_ws *ws) {
+  return ws->data;
+}
+
+HERALD_API herald_loop *herald_ws_loop(const herald_ws *ws) {
+  return ws->loop;
+}
+
+HERALD_API const char *herald_ws_subprotocol(const herald_ws *ws) {
+  return ws->subprotocol ? ws->subprotocol : "";
+}
+
+HERALD_API const char *herald_ws_peer(const herald_ws *ws) {
+  return ws->peer;
+}
