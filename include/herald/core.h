@@ -288,7 +288,8 @@ typedef enum herald_event_type {
   HERALD_EV_OPEN,     /* client: the server accepted (ev.response) */
   HERALD_EV_TEXT,     /* a text message or chunk (ev.data, ev.len, ev.fin) */
   HERALD_EV_BINARY,   /* a binary message or chunk */
-  HERALD_EV_PING,     /* a ping; the pong is already queued */
+  HERALD_EV_PING,     /* a ping; the pong is already queued (unless our
+                         close frame went out first: then none is owed) */
   HERALD_EV_PONG,     /* a pong */
   HERALD_EV_CLOSE     /* the peer closed (ev.code, ev.data = reason), or the
                          transport ended (code 1006) */
@@ -325,7 +326,9 @@ HERALD_API void herald_conn_del(herald_conn *conn);
 HERALD_API herald_state herald_conn_state(const herald_conn *conn);
 
 /* Turns streaming delivery on (1) or off (0) for this connection, overriding
- * cfg->stream_messages. Takes effect from the next message. */
+ * cfg->stream_messages. Called between messages it applies at once; called
+ * while a message is arriving, that message keeps its mode and the change
+ * applies from the next one. */
 HERALD_API void herald_conn_set_streaming(herald_conn *conn, int on);
 
 /*
@@ -357,11 +360,12 @@ HERALD_API void herald_conn_set_streaming(herald_conn *conn, int on);
 HERALD_API int herald_conn_recv(herald_conn *conn, uint8_t *in, size_t inlen,
                                 herald_event *ev);
 
-/* Tells the core the transport has ended (EOF or error). If neither the
- * peer's close frame arrived nor the connection failed (an error was already
- * returned), fills *ev with HERALD_EV_CLOSE code 1006 (RFC 6455 7.1.5) and
- * returns 1; otherwise fills HERALD_EV_NONE and returns 0. The connection is
- * CLOSED afterwards and later input is discarded. */
+/* Tells the core the transport has ended (EOF or error). If the connection
+ * was OPEN or CLOSING (no close frame from the peer yet, no failure), fills
+ * *ev with HERALD_EV_CLOSE code 1006 (RFC 6455 7.1.5) and returns 1; in every
+ * other state (still in the handshake, refused, failed, already closed) fills
+ * HERALD_EV_NONE and returns 0. The connection is CLOSED afterwards and later
+ * input is discarded; later calls return 0. */
 HERALD_API int herald_conn_recv_eof(herald_conn *conn, herald_event *ev);
 
 /* A short static description of the protocol error that failed the
@@ -405,10 +409,10 @@ HERALD_API int herald_conn_respond(herald_conn *conn, int status,
                                    size_t nheaders, const void *body,
                                    size_t bodylen, int keep_alive);
 
-/* Server: after serving a plain HTTP request yourself, makes the connection
- * wait for the next request head (HTTP keep-alive). Bytes of the served
- * request (head and body) must have been consumed by the caller. Returns 0
- * or HERALD_ERR_BAD_STATE. */
+/* Server: after serving a plain HTTP request (websocket == 0) yourself, makes
+ * the connection wait for the next request head (HTTP keep-alive). Bytes of
+ * the served request (head and body) must have been consumed by the caller.
+ * Returns 0, or HERALD_ERR_BAD_STATE (no pending plain request). */
 HERALD_API int herald_conn_reset(herald_conn *conn);
 
 typedef struct herald_client_opts {
@@ -487,7 +491,9 @@ HERALD_API int herald_conn_close(herald_conn *conn, uint16_t code,
 /* Fills iov[0..iovcnt) with the pending output in order and returns the
  * number of entries used (0: nothing to write). The memory is owned by the
  * connection (or by the sender of a referenced payload) and stays valid
- * until herald_conn_output_consumed() or the next send on conn. */
+ * until the next call on conn that may add output or consume it (any send,
+ * close, accept, reject, respond, recv, or herald_conn_output() itself): take
+ * the iovecs, write them, report what was written, in that order. */
 HERALD_API int herald_conn_output(herald_conn *conn, struct iovec *iov,
                                   int iovcnt);
 
@@ -518,8 +524,8 @@ HERALD_API int herald_conn_done(const herald_conn *conn);
 /* Writes a frame header into out (at least HERALD_MAX_FRAME_HEADER bytes) and
  * returns its length. mask: NULL for an unmasked (server) frame, else the 4
  * key bytes (the caller masks the payload). rsv: RSV1-3 bits (0x40, 0x20,
- * 0x10) to set. Used for encode-once broadcast: a server frame's bytes are the
- * same for every recipient. */
+ * 0x10) to set. A server frame's bytes are the same for every recipient, so
+ * this is the building block of encode-once broadcast. */
 HERALD_API size_t herald_frame_header(uint8_t *out, herald_opcode op, int fin,
                                       unsigned rsv, uint64_t len,
                                       const uint8_t *mask);

@@ -62,7 +62,8 @@ enum {
   F_HEAD_MID_FRAME = 1 << 4, /* the head output entry continues a frame */
   F_FRAG_SENDING = 1 << 5,   /* a fragmented message is being sent */
   F_HS_STALE = 1 << 6,       /* hs may be freed on the next call */
-  F_STREAM = 1 << 7          /* deliver chunks (herald_conn_set_streaming) */
+  F_STREAM = 1 << 7,         /* this message is delivered in chunks */
+  F_STREAM_NEXT = 1 << 8     /* messages from the next one on are streamed */
 };
 
 /* One output entry. ext == NULL: bytes [off, off+len) of obuf. */
@@ -93,7 +94,7 @@ struct herald_conn {
   uint8_t role;
   uint8_t state;  /* herald_state */
   uint8_t reader; /* enum reader */
-  uint8_t flags;
+  uint16_t flags;
   int err;            /* sticky error once RD_FAILED */
   const char *reason; /* static text for err */
 
@@ -436,7 +437,7 @@ static int out_insert_pong(herald_conn *c) {
   c->ocount++;
   c->olen += hlen + len;
   c->ototal += hlen + len;
-  c->flags &= (uint8_t)~F_PONG_PENDING;
+  c->flags &= (uint16_t)~F_PONG_PENDING;
   mem_free(c, c->pongbuf);
   c->pongbuf = NULL;
   return 0;
@@ -475,7 +476,7 @@ HERALD_API int herald_conn_output_consumed(herald_conn *c, size_t n) {
     n -= left;
     c->odone = 0;
     if (e->ends_frame) {
-      c->flags &= (uint8_t)~F_HEAD_MID_FRAME;
+      c->flags &= (uint16_t)~F_HEAD_MID_FRAME;
     } else {
       c->flags |= F_HEAD_MID_FRAME;
     }
@@ -524,7 +525,7 @@ HERALD_API void herald_conn_trim(herald_conn *c) {
     mem_free(c, c->mbuf);
     c->mbuf = NULL;
     c->mlen = c->mcap = 0;
-    c->flags &= (uint8_t)~F_MSG_DELIVERED;
+    c->flags &= (uint16_t)~F_MSG_DELIVERED;
   }
 }
 
@@ -555,7 +556,7 @@ static void hs_free(herald_conn *c) {
   mem_free(c, c->hs->offered);
   mem_free(c, c->hs);
   c->hs = NULL;
-  c->flags &= (uint8_t)~F_HS_STALE;
+  c->flags &= (uint16_t)~F_HS_STALE;
 }
 
 HERALD_API int herald_conn_new(herald_conn **pconn, const herald_config *cfg) {
@@ -575,6 +576,9 @@ HERALD_API int herald_conn_new(herald_conn **pconn, const herald_config *cfg) {
   c->role = (uint8_t)cfg->role;
   c->state = HERALD_STATE_CONNECTING;
   c->reader = cfg->role == HERALD_ROLE_SERVER ? RD_REQUEST : RD_IDLE;
+  if (cfg->stream_messages) {
+    c->flags |= F_STREAM | F_STREAM_NEXT;
+  }
   c->reason = "";
   *pconn = c;
   return 0;
@@ -595,9 +599,13 @@ HERALD_API void herald_conn_del(herald_conn *c) {
 
 HERALD_API void herald_conn_set_streaming(herald_conn *c, int on) {
   if (on) {
-    c->flags |= F_STREAM;
+    c->flags |= F_STREAM_NEXT;
   } else {
-    c->flags &= (uint8_t)~F_STREAM;
+    c->flags &= (uint16_t)~F_STREAM_NEXT;
+  }
+  if (c->mop == 0) {
+    /* Between messages: applies at once. */
+    c->flags = (uint16_t)((c->flags & ~F_STREAM) | (on ? F_STREAM : 0));
   }
 }
 
@@ -627,7 +635,7 @@ static int queue_close(herald_conn *c, uint16_t code, const char *reason,
   if (c->flags & F_PONG_PENDING) {
     /* A pong the peer is owed goes out before our close, never after. */
     (void)out_insert_pong(c);
-    c->flags &= (uint8_t)~F_PONG_PENDING;
+    c->flags &= (uint16_t)~F_PONG_PENDING;
   }
   int rv = out_frame_copy(c, HERALD_OP_CLOSE, 1, payload, len);
   if (rv == 0) {
@@ -698,7 +706,9 @@ static int fail(herald_conn *c, int err, const char *reason) {
     (void)queue_close(c, herald_err_close_code(err), reason, rlen);
   } else if (c->state == HERALD_STATE_CONNECTING &&
              c->role == HERALD_ROLE_SERVER) {
-    int status = err == HERALD_ERR_HEAD_TOO_BIG ? 431 : 400;
+    int status = err == HERALD_ERR_HEAD_TOO_BIG ? 431
+                 : err == HERALD_ERR_NOMEM      ? 503
+                                                : 400;
     (void)queue_http(c, status, reason, NULL, NULL, 0);
   }
   c->state = HERALD_STATE_CLOSED;
@@ -859,7 +869,7 @@ static int read_payload(herald_conn *c, uint8_t *p, size_t avail, int whole,
   }
   c->reader = frame_done ? RD_HEAD : RD_PAYLOAD;
 
-  if (c->cfg->stream_messages || (c->flags & F_STREAM)) {
+  if (c->flags & F_STREAM) {
     if (n > 0 || msg_done) {
       ev->type =
           (herald_event_type)(c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT
@@ -955,7 +965,7 @@ static int read_control(herald_conn *c, unsigned op, uint8_t *p, size_t len,
     }
     c->state = HERALD_STATE_CLOSED;
     c->reader = RD_DISCARD;
-    c->flags &= (uint8_t)~F_PONG_PENDING;
+    c->flags &= (uint16_t)~F_PONG_PENDING;
     ev->type = HERALD_EV_CLOSE;
     ev->code = code;
     break;
@@ -1066,6 +1076,8 @@ static int read_frame(herald_conn *c, uint8_t *in, size_t inlen,
     return fail(c, HERALD_ERR_TOO_BIG, "message larger than max_message_size");
   }
   if (op != HERALD_OP_CONT) {
+    c->flags = (uint16_t)((c->flags & ~F_STREAM) |
+                          ((c->flags & F_STREAM_NEXT) ? F_STREAM : 0));
     c->mop = (uint8_t)op;
     c->mfirst = 1;
     c->nfrags = 0;
@@ -1115,7 +1127,7 @@ HERALD_API int herald_conn_recv(herald_conn *c, uint8_t *in, size_t inlen,
                                 herald_event *ev) {
   memset(ev, 0, sizeof(*ev));
   if (c->flags & F_MSG_DELIVERED) {
-    c->flags &= (uint8_t)~F_MSG_DELIVERED;
+    c->flags &= (uint16_t)~F_MSG_DELIVERED;
     c->mlen = 0;
     if (c->mcap > 65536) {
       mem_free(c, c->mbuf);
@@ -1149,12 +1161,15 @@ HERALD_API int herald_conn_recv(herald_conn *c, uint8_t *in, size_t inlen,
 
 HERALD_API int herald_conn_recv_eof(herald_conn *c, herald_event *ev) {
   memset(ev, 0, sizeof(*ev));
-  int report = !(c->flags & F_CLOSE_RECEIVED) && c->reader != RD_FAILED;
+  /* Only a WebSocket connection that was open and not yet closed by either
+   * side's close handshake or by a failure ends "abnormally". */
+  int report =
+      c->state == HERALD_STATE_OPEN || c->state == HERALD_STATE_CLOSING;
   if (c->reader != RD_FAILED) {
     c->reader = RD_DISCARD;
   }
   c->state = HERALD_STATE_CLOSED;
-  c->flags &= (uint8_t)~F_PONG_PENDING;
+  c->flags &= (uint16_t)~F_PONG_PENDING;
   if (!report) {
     return 0;
   }
@@ -1351,7 +1366,7 @@ HERALD_API int herald_conn_respond(herald_conn *c, int status,
 }
 
 HERALD_API int herald_conn_reset(herald_conn *c) {
-  if (c->reader != RD_DECIDE) {
+  if (c->reader != RD_DECIDE || c->hs->req.websocket) {
     return HERALD_ERR_BAD_STATE;
   }
   c->hs->last_len = 0;
@@ -1513,7 +1528,7 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
     }
   }
   if (fin) {
-    c->flags &= (uint8_t)~F_FRAG_SENDING;
+    c->flags &= (uint16_t)~F_FRAG_SENDING;
   } else {
     c->flags |= F_FRAG_SENDING;
     c->sop = (uint8_t)op;

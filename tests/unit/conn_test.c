@@ -213,6 +213,8 @@ static unsigned server_close_code(const uint8_t *in, size_t n, int err) {
   return code;
 }
 
+static char *refusal(const char *req, int *err);
+
 /* ---- RFC 6455 5.7 examples ---------------------------------------------- */
 
 static void test_rfc_examples_client(void) {
@@ -705,6 +707,70 @@ static void test_eof(void) {
   CHECK_EQ(herald_conn_state(c), HERALD_STATE_CLOSED);
   CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "x", 1, 0, NULL, NULL),
            HERALD_ERR_CLOSED);
+  herald_conn_del(c);
+}
+
+/* Switching to streaming mid-message keeps that message whole; the next one
+ * streams. Switching between messages applies at once. */
+static void test_streaming_switch(void) {
+  herald_conn *c = open_server(&cfg_server);
+  uint8_t in[64];
+  size_t n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_TEXT, "abc", 3);
+  feeder f = {0};
+  feed(c, in, n, 0, &f);
+  herald_conn_set_streaming(c, 1);
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, "def", 3);
+  cframe(in, &n, 0, 0, HERALD_OP_BINARY, "x", 1);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, "y", 1);
+  herald_event ev;
+  int events = 0, chunks = 0;
+  size_t off = 0;
+  for (;;) {
+    int rv = herald_conn_recv(c, in + off, n - off, &ev);
+    CHECK(rv >= 0);
+    if (rv < 0 || ev.type == HERALD_EV_NONE) {
+      break;
+    }
+    off += (size_t)rv;
+    events++;
+    if (ev.type == HERALD_EV_TEXT) {
+      CHECK_EQ(ev.len, 6);
+      CHECK_MEM(ev.data, "abcdef", 6);
+    } else {
+      chunks++;
+      CHECK_EQ(ev.len, 1);
+    }
+  }
+  CHECK_EQ(events, 3);
+  CHECK_EQ(chunks, 2);
+  /* Off again, between messages: whole delivery at once. */
+  herald_conn_set_streaming(c, 0);
+  n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_BINARY, "p", 1);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, "q", 1);
+  feeder f2 = {0};
+  feed(c, in, n, 0, &f2);
+  CHECK(strcmp(f2.log.s, "BIN(7071) ") == 0);
+  feeder_free(&f);
+  feeder_free(&f2);
+  herald_conn_del(c);
+}
+
+/* EOF reports 1006 only for a connection that was open. */
+static void test_eof_states(void) {
+  herald_conn *c;
+  CHECK_EQ(herald_conn_new(&c, &cfg_server), 0);
+  herald_event ev;
+  CHECK_EQ(herald_conn_recv_eof(c, &ev), 0); /* during the handshake */
+  herald_conn_del(c);
+  int err;
+  char *out = refusal("GET / HTTP/1.1\r\n\r\n", &err);
+  free(out);
+  c = open_server(&cfg_server);
+  CHECK_EQ(herald_conn_recv_eof(c, &ev), 1);
+  CHECK_EQ(herald_conn_recv_eof(c, &ev), 0); /* once */
   herald_conn_del(c);
 }
 
@@ -1213,6 +1279,8 @@ int main(void) {
   RUN(test_close_handshake_client_first);
   RUN(test_close_args);
   RUN(test_eof);
+  RUN(test_eof_states);
+  RUN(test_streaming_switch);
   RUN(test_send_states_and_args);
   RUN(test_send_zero_copy);
   RUN(test_output_merging);
