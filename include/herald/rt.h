@@ -200,7 +200,9 @@ HERALD_API herald_loop *herald_ws_loop(const herald_ws *ws);
 /* The subprotocol agreed on, "" if none. Valid for the connection's life. */
 HERALD_API const char *herald_ws_subprotocol(const herald_ws *ws);
 
-/* The peer's address as text ("127.0.0.1:53211"). */
+/* The peer's address as text ("127.0.0.1:53211"), "" when unknown. The
+ * text is in a thread-local buffer, valid until the next call on the same
+ * thread. */
 HERALD_API const char *herald_ws_peer(const herald_ws *ws);
 
 /* ------------------------------------------------------------------------ */

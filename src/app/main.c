@@ -17,6 +17,8 @@ static void usage(FILE *out) {
                "\n"
                "commands:\n"
                "  echo        an echo server (conformance, benchmarks)\n"
+               "  client      an interactive client (stdin/stdout)\n"
+               "  bench       a load generator (echo, connect, idle)\n"
                "\n"
                "options:\n"
                "  --version   print the version and exit\n"
@@ -35,6 +37,12 @@ int main(int argc, char **argv) {
   }
   if (argc >= 2 && strcmp(argv[1], "echo") == 0) {
     return herald_cmd_echo(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && strcmp(argv[1], "client") == 0) {
+    return herald_cmd_client(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && strcmp(argv[1], "bench") == 0) {
+    return herald_cmd_bench(argc - 1, argv + 1);
   }
   if (argc >= 2) {
     fprintf(stderr, "herald: unknown command '%s'\n", argv[1]);

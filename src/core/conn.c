@@ -629,7 +629,9 @@ static int queue_close(herald_conn *c, uint16_t code, const char *reason,
   if (code != 0) {
     payload[0] = (uint8_t)(code >> 8);
     payload[1] = (uint8_t)code;
-    memcpy(payload + 2, reason, reasonlen);
+    if (reasonlen > 0) {
+      memcpy(payload + 2, reason, reasonlen);
+    }
     len = 2 + reasonlen;
   }
   if (c->flags & F_PONG_PENDING) {

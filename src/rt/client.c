@@ -57,7 +57,7 @@ static void client_free_strings(struct client_state *c) {
   free(c->headers);
   free(c->bind_address);
   if (c->addrs) {
-    uv_freeaddrinfo(c->addrs);
+    freeaddrinfo(c->addrs); /* from getaddrinfo, directly or via libuv */
   }
 }
 
@@ -163,7 +163,9 @@ void herald__client_connected(herald_ws *ws) {
     herald__ws_abort(ws, "could not build the handshake request");
     return;
   }
-  (void)herald__epoll_mod(ws->loop, &ws->io, EPOLLIN | EPOLLRDHUP);
+  if (herald__epoll_mod(ws->loop, &ws->io, EPOLLIN | EPOLLRDHUP) == 0) {
+    ws->events = 1;
+  }
   herald__ws_flush(ws);
 }
 
@@ -199,15 +201,9 @@ static void try_next_address(herald_ws *ws) {
       continue;
     }
     ws->io.fd = fd;
-    char peer[INET6_ADDRSTRLEN] = "?";
-    if (ai->ai_family == AF_INET) {
-      uv_ip4_name((struct sockaddr_in *)ai->ai_addr, peer, sizeof(peer));
-    } else {
-      uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, peer, sizeof(peer));
-    }
-    snprintf(ws->peer, sizeof(ws->peer), "%s", peer);
     if (herald__epoll_add(ws->loop, &ws->io, EPOLLOUT | EPOLLRDHUP) == 0) {
       ws->flags |= WS_IN_EPOLL;
+      ws->events = 2;
       return;
     }
     close(fd);
@@ -307,6 +303,17 @@ HERALD_API int herald_connect(herald_loop *loop,
   struct addrinfo hints = {0};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
+  /* A numeric address needs no resolver: skip libuv's thread pool. */
+  struct addrinfo numeric = hints, *res = NULL;
+  numeric.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  if (getaddrinfo(c->host, portstr, &numeric, &res) == 0) {
+    c->addrs = c->next_addr = res;
+    if (pws) {
+      *pws = ws;
+    }
+    try_next_address(ws);
+    return 0;
+  }
   c->dns.data = c;
   rv = uv_getaddrinfo(loop->uv, &c->dns, on_dns, c->host, portstr, &hints);
   if (rv != 0) {

@@ -40,7 +40,9 @@ enum {
   WS_READ_PAUSED = 1 << 8,  /* EPOLLIN removed (HTTP response pending) */
   WS_PING_SENT = 1 << 9,    /* keepalive ping awaiting its pong */
   WS_IN_EPOLL = 1 << 10,    /* fd registered */
-  WS_RESUME = 1 << 11       /* on the loop's resume list */
+  WS_RESUME = 1 << 11,      /* on the loop's resume list */
+  WS_NEEDS_FLUSH = 1 << 12, /* output queued since the last flush */
+  WS_TRIM = 1 << 13         /* release buffers once the 101 is written */
 };
 
 struct herald_http {
@@ -53,6 +55,7 @@ struct herald_ws {
   io_item io;
   uint16_t flags;
   uint8_t in_wheel;
+  uint8_t events; /* epoll events registered: EV_IN | EV_OUT */
   herald_loop *loop;
   herald_conn *conn;
   const herald_ws_callbacks *cb;
@@ -80,7 +83,6 @@ struct herald_ws {
   herald_server *srv;       /* server connections: their server */
   struct client_state *cli; /* client connections: connect state */
   char *subprotocol;
-  char peer[48];
 
   /* How it ended, for on_close. */
   uint16_t close_code;
@@ -127,6 +129,9 @@ struct herald_loop {
 
 /* loop.c */
 uint64_t herald__now(herald_loop *loop);
+/* Counts a connection in (+1) or out (-1); the loop stays alive while any
+ * connection exists. */
+void herald__loop_ref(herald_loop *loop, int delta);
 int herald__epoll_add(herald_loop *loop, io_item *io, uint32_t events);
 int herald__epoll_mod(herald_loop *loop, io_item *io, uint32_t events);
 void herald__epoll_del(herald_loop *loop, io_item *io);

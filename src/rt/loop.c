@@ -29,6 +29,16 @@ uint64_t herald__now(herald_loop *loop) {
   return uv_now(loop->uv);
 }
 
+void herald__loop_ref(herald_loop *loop, int delta) {
+  size_t before = loop->nconns;
+  loop->nconns = (size_t)((long)loop->nconns + delta);
+  if (before == 0 && loop->nconns > 0) {
+    uv_ref((uv_handle_t *)&loop->epoll_watch);
+  } else if (before > 0 && loop->nconns == 0) {
+    uv_unref((uv_handle_t *)&loop->epoll_watch);
+  }
+}
+
 int herald__epoll_add(herald_loop *loop, io_item *io, uint32_t events) {
   struct epoll_event ev = {.events = events, .data.ptr = io};
   return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) == 0 ? 0 : -errno;
@@ -46,8 +56,11 @@ void herald__epoll_del(herald_loop *loop, io_item *io) {
 
 /* ---- timer wheel -------------------------------------------------------- */
 
+/* Ticks fall on multiples of WHEEL_TICK_MS. A deadline goes into the slot of
+ * the first tick at or after it, so the tick that visits a slot finds every
+ * deadline of this turn already due. */
 static size_t slot_of(uint64_t t) {
-  return (size_t)((t / WHEEL_TICK_MS) % WHEEL_SLOTS);
+  return (size_t)(((t + WHEEL_TICK_MS - 1) / WHEEL_TICK_MS) % WHEEL_SLOTS);
 }
 
 void herald__wheel_remove(herald_ws *ws) {
@@ -104,9 +117,7 @@ static void on_tick(uv_timer_t *t) {
       ws->in_wheel = 0;
       ws->wheel_prev = ws->wheel_next = NULL;
       if (ws->deadline <= loop->wheel_now) {
-        uint64_t d = ws->deadline;
         ws->deadline = 0;
-        (void)d;
         herald__ws_timer(ws, now);
       } else {
         herald__wheel_set(ws, ws->deadline);
@@ -120,6 +131,7 @@ static void on_tick(uv_timer_t *t) {
 /* ---- dirty and resume lists --------------------------------------------- */
 
 void herald__mark_dirty(herald_ws *ws) {
+  ws->flags |= WS_NEEDS_FLUSH;
   if (!(ws->flags & WS_DIRTY)) {
     ws->flags |= WS_DIRTY;
     ws->dirty_next = ws->loop->dirty;
@@ -159,7 +171,8 @@ static void flush_dirty(herald_loop *loop) {
     herald_ws *ws = loop->dirty;
     loop->dirty = ws->dirty_next;
     ws->flags &= (uint16_t)~WS_DIRTY;
-    if (!(ws->flags & WS_DEAD)) {
+    /* Skip connections already flushed after their own read. */
+    if ((ws->flags & (WS_DEAD | WS_NEEDS_FLUSH)) == WS_NEEDS_FLUSH) {
       herald__ws_flush(ws);
     }
   }
@@ -190,7 +203,8 @@ static void on_epoll(uv_poll_t *p, int status, int events) {
       }
     }
   }
-  reap(loop);
+  /* No reaping here: a finished connection may still be on the dirty or
+   * resume list, which only on_prepare walks and then reaps. */
 }
 
 /* ---- posts -------------------------------------------------------------- */
@@ -288,8 +302,15 @@ HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop) {
   uv_timer_start(&loop->tick, on_tick, WHEEL_TICK_MS, WHEEL_TICK_MS);
   uv_async_init(loop->uv, &loop->async, on_async);
   loop->async.data = loop;
-  loop->wheel_now = herald__now(loop);
+  loop->wheel_now = herald__now(loop) - herald__now(loop) % WHEEL_TICK_MS;
   loop->handles_open = 4;
+  /* Our own handles never keep herald_loop_run() going by themselves: a
+   * loop runs while it has connections (herald__loop_ref) or while its
+   * owner keeps a handle of its own (a server's workers do). */
+  uv_unref((uv_handle_t *)&loop->epoll_watch);
+  uv_unref((uv_handle_t *)&loop->prepare);
+  uv_unref((uv_handle_t *)&loop->tick);
+  uv_unref((uv_handle_t *)&loop->async);
   *ploop = loop;
   return 0;
 }

@@ -46,6 +46,7 @@ typedef struct worker {
   uv_async_t stop_async;
   uv_timer_t grace;
   uv_signal_t sigint, sigterm;
+  int has_handles; /* stop_async and grace are initialised */
   int has_signals;
   int stopping;
 } worker;
@@ -189,25 +190,6 @@ HERALD_API int herald_server_port(const herald_server *srv) {
 
 /* ---- accepting ---------------------------------------------------------- */
 
-static void peer_text(const struct sockaddr_storage *ss, char *out,
-                      size_t cap) {
-  char ip[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (ss->ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-    uv_ip4_name(a, ip, sizeof(ip));
-    port = ntohs(a->sin_port);
-    snprintf(out, cap, "%s:%d", ip, port);
-  } else if (ss->ss_family == AF_INET6) {
-    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-    uv_ip6_name(a, ip, sizeof(ip));
-    port = ntohs(a->sin6_port);
-    snprintf(out, cap, "[%s]:%d", ip, port);
-  } else {
-    snprintf(out, cap, "?");
-  }
-}
-
 void herald__listener_ready(herald_loop *loop, io_item *io) {
   listener *l = (listener *)io;
   herald_server *srv = loop->srv;
@@ -238,7 +220,6 @@ void herald__listener_ready(herald_loop *loop, io_item *io) {
       continue;
     }
     ws->srv = srv;
-    peer_text(&ss, ws->peer, sizeof(ws->peer));
     herald__ws_start(ws);
   }
 }
@@ -377,7 +358,7 @@ HERALD_API void herald_server_stop(herald_server *srv) {
   atomic_store(&srv->stop_requested, 1);
   if (srv->workers) {
     for (int i = 0; i < srv->nworkers; i++) {
-      if (srv->workers[i].loop) {
+      if (srv->workers[i].has_handles) {
         uv_async_send(&srv->workers[i].stop_async);
       }
     }
@@ -410,8 +391,10 @@ static void worker_cleanup(worker *w) {
     return;
   }
   close_listeners(w);
-  uv_close((uv_handle_t *)&w->stop_async, noop_close);
-  uv_close((uv_handle_t *)&w->grace, noop_close);
+  if (w->has_handles) {
+    uv_close((uv_handle_t *)&w->stop_async, noop_close);
+    uv_close((uv_handle_t *)&w->grace, noop_close);
+  }
   if (w->has_signals) {
     uv_close((uv_handle_t *)&w->sigint, noop_close);
     uv_close((uv_handle_t *)&w->sigterm, noop_close);
@@ -473,6 +456,7 @@ HERALD_API int herald_server_run(herald_server *srv) {
     w->stop_async.data = w;
     uv_timer_init(w->loop->uv, &w->grace);
     w->grace.data = w;
+    w->has_handles = 1;
     if (i == 0 && srv->cfg.handle_signals) {
       uv_signal_init(w->loop->uv, &w->sigint);
       uv_signal_init(w->loop->uv, &w->sigterm);

@@ -17,6 +17,7 @@
  * An error on the socket, or a timeout, jumps straight to step 3.
  */
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,13 +53,14 @@ herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
     loop->all->prev = ws;
   }
   loop->all = ws;
-  loop->nconns++;
+  herald__loop_ref(loop, 1);
   return ws;
 }
 
 void herald__ws_start(herald_ws *ws) {
   if (herald__epoll_add(ws->loop, &ws->io, EPOLLIN | EPOLLRDHUP) == 0) {
     ws->flags |= WS_IN_EPOLL;
+    ws->events = 1;
   }
   ws->last_rx = herald__now(ws->loop);
   if (ws->limits->handshake_timeout_ms) {
@@ -80,14 +82,17 @@ static void ws_update_events(herald_ws *ws) {
   if (!(ws->flags & WS_IN_EPOLL)) {
     return;
   }
-  uint32_t ev = EPOLLRDHUP;
-  if (!(ws->flags & WS_READ_PAUSED)) {
-    ev |= EPOLLIN;
+  uint8_t want =
+      (uint8_t)((ws->flags & WS_READ_PAUSED ? 0 : 1) |
+                (ws->flags & (WS_WANT_WRITE | WS_CONNECTING) ? 2 : 0));
+  if (want == ws->events) {
+    return; /* the common case costs no syscall */
   }
-  if (ws->flags & (WS_WANT_WRITE | WS_CONNECTING)) {
-    ev |= EPOLLOUT;
+  uint32_t ev =
+      EPOLLRDHUP | (want & 1 ? EPOLLIN : 0) | (want & 2 ? EPOLLOUT : 0);
+  if (herald__epoll_mod(ws->loop, &ws->io, ev) == 0) {
+    ws->events = want;
   }
-  (void)herald__epoll_mod(ws->loop, &ws->io, ev);
 }
 
 /* ---- ending ------------------------------------------------------------- */
@@ -128,7 +133,7 @@ static void ws_finish(herald_ws *ws) {
   if (ws->next) {
     ws->next->prev = ws->prev;
   }
-  loop->nconns--;
+  herald__loop_ref(loop, -1);
   /* on_close goes to connections the application knows about: opened ones,
    * and clients (whose failure to connect must be reported). */
   if (ws->cb && ws->cb->on_close &&
@@ -183,6 +188,7 @@ void herald__ws_flush(herald_ws *ws) {
   if ((ws->flags & (WS_DEAD | WS_CONNECTING)) || ws->io.fd < 0) {
     return;
   }
+  ws->flags &= (uint16_t)~WS_NEEDS_FLUSH;
   struct iovec iov[MAX_IOV];
   for (;;) {
     int cnt = herald_conn_output(ws->conn, iov, MAX_IOV);
@@ -194,7 +200,11 @@ void herald__ws_flush(herald_ws *ws) {
     for (int i = 0; i < cnt; i++) {
       want += iov[i].iov_len;
     }
-    ssize_t n = writev(ws->io.fd, iov, cnt);
+    /* sendmsg rather than writev: the same single syscall, plus
+     * MSG_NOSIGNAL so a peer that reset the connection cannot kill the
+     * process with SIGPIPE. */
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+    ssize_t n = sendmsg(ws->io.fd, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) {
         continue;
@@ -217,6 +227,17 @@ void herald__ws_flush(herald_ws *ws) {
     }
   }
   ws_update_events(ws);
+  if ((ws->flags & WS_TRIM) && herald_conn_output_size(ws->conn) == 0) {
+    /* The handshake is written: a connection that now sits idle keeps no
+     * buffers. Busy ones allocate again on their next message. */
+    ws->flags &= (uint16_t)~WS_TRIM;
+    herald_conn_trim(ws->conn);
+    if (ws->tail_len == 0) {
+      free(ws->tail);
+      ws->tail = NULL;
+      ws->tail_cap = 0;
+    }
+  }
   if ((ws->flags & WS_BACKPRESSURE) &&
       herald_conn_output_size(ws->conn) <= ws->limits->send_low_water) {
     ws->flags &= (uint16_t)~WS_BACKPRESSURE;
@@ -538,7 +559,7 @@ static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
   if (cb->on_chunk) {
     herald_conn_set_streaming(ws->conn, 1);
   }
-  ws->flags |= WS_OPEN;
+  ws->flags |= WS_OPEN | WS_TRIM;
   ws->ping_sent_at = herald__now(ws->loop);
   ws_arm_open_timers(ws);
   if (cb->on_open) {
@@ -578,7 +599,7 @@ static void ws_on_close_frame(herald_ws *ws, const herald_event *ev) {
 static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
   switch (ev->type) {
   case HERALD_EV_OPEN:
-    ws->flags |= WS_OPEN;
+    ws->flags |= WS_OPEN | WS_TRIM;
     ws->ping_sent_at = herald__now(ws->loop);
     if (herald_conn_state(ws->conn) == HERALD_STATE_OPEN) {
       ws_arm_open_timers(ws);
@@ -856,6 +877,25 @@ HERALD_API const char *herald_ws_subprotocol(const herald_ws *ws) {
   return ws->subprotocol ? ws->subprotocol : "";
 }
 
+/* Formatted on demand: an idle connection does not carry 48 bytes of text
+ * for a call most applications never make. */
 HERALD_API const char *herald_ws_peer(const herald_ws *ws) {
-  return ws->peer;
+  static _Thread_local char text[64];
+  struct sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  char ip[INET6_ADDRSTRLEN] = "?";
+  text[0] = 0;
+  if (ws->io.fd < 0 || getpeername(ws->io.fd, (struct sockaddr *)&ss, &len)) {
+    return text;
+  }
+  if (ss.ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+    uv_ip4_name(a, ip, sizeof(ip));
+    snprintf(text, sizeof(text), "%s:%d", ip, ntohs(a->sin_port));
+  } else if (ss.ss_family == AF_INET6) {
+    const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+    uv_ip6_name(a, ip, sizeof(ip));
+    snprintf(text, sizeof(text), "[%s]:%d", ip, ntohs(a->sin6_port));
+  }
+  return text;
 }

@@ -1,0 +1,362 @@
+#!/usr/bin/env bash
+# bench/compare/run.sh - `herald bench` against herald echo and other echo
+# servers, side by side in one run: Node `ws`, Bun (uWebSockets inside),
+# libwebsockets (lws_echo.c) and a minimal epoll WebSocket echo (raw_echo.c).
+#
+# Every server runs on 127.0.0.1, pinned to one core; the load generator is
+# pinned to the other. Each case is run --runs times per server, the servers
+# taking turns, and the medians go into a Markdown table on stdout and into
+# docs/performance.md between <!-- compare:begin --> and <!-- compare:end -->.
+#
+# usage: bench/compare/run.sh [--quick] [--runs N] [--duration S]
+#                             [--warmup S] [--only a,b] [--no-doc]
+set -u
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DOC="$ROOT/docs/performance.md"
+RUNS=3
+DURATION=4
+WARMUP=1
+ONLY=""
+WRITE_DOC=1
+QUICK=0
+
+usage() {
+  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  cat <<'EOF'
+
+  --quick       one run of 2 s per case and server (about 2 minutes)
+  --runs N      runs per case and server; the median is reported (3)
+  --duration S  measured seconds per run (4)
+  --warmup S    warm-up seconds per run, not measured (1)
+  --only LIST   servers to run, of herald,raw,lws,ws,bun (all)
+  --no-doc      do not update docs/performance.md
+
+Environment: HERALD=path/to/herald (default build/herald, built if missing).
+EOF
+}
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --quick) QUICK=1; RUNS=1; DURATION=2; WARMUP=0.5 ;;
+  --runs) RUNS=$2; shift ;;
+  --duration) DURATION=$2; shift ;;
+  --warmup) WARMUP=$2; shift ;;
+  --only) ONLY=$2; shift ;;
+  --no-doc) WRITE_DOC=0 ;;
+  -h | --help) usage; exit 0 ;;
+  *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+  shift
+done
+
+log() { echo "compare: $*" >&2; }
+
+WORK=$(mktemp -d /tmp/herald-compare.XXXXXX)
+SERVER_PIDS=()
+cleanup() {
+  # Only the servers this script started, by their PIDs.
+  for p in "${SERVER_PIDS[@]}"; do
+    kill "$p" 2>/dev/null
+  done
+  for p in "${SERVER_PIDS[@]}"; do
+    wait "$p" 2>/dev/null
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+# ---- pinning ---------------------------------------------------------------
+SERVER_PIN=()
+LOAD_PIN=()
+NCPU=$(nproc 2>/dev/null || echo 1)
+if command -v taskset >/dev/null && [ "$NCPU" -ge 2 ]; then
+  SERVER_PIN=(taskset -c 1)
+  LOAD_PIN=(taskset -c 0)
+  PIN_NOTE="server pinned to CPU 1, load generator to CPU 0"
+else
+  PIN_NOTE="not pinned (taskset missing or one CPU)"
+  log "warning: $PIN_NOTE"
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+
+# ---- herald ----------------------------------------------------------------
+HERALD=${HERALD:-$ROOT/build/herald}
+if [ ! -x "$HERALD" ]; then
+  log "building herald"
+  (cmake -S "$ROOT" -B "$ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release &&
+    cmake --build "$ROOT/build") >&2 || { log "cannot build herald"; exit 1; }
+fi
+CC=${CC:-cc}
+
+# ---- peers: install and build what they need, or skip them -----------------
+as_root() {
+  if [ "$(id -u)" = 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo "$@"
+  else
+    return 1
+  fi
+}
+
+PEERS=()
+PEER_NOTE=()
+want herald && PEERS+=(herald)
+
+if want raw; then
+  if $CC -O2 -std=c17 -D_GNU_SOURCE -o "$WORK/raw_echo" "$HERE/raw_echo.c"; then
+    PEERS+=(raw)
+  else
+    log "skipping raw: raw_echo.c does not build"
+  fi
+fi
+
+if want lws; then
+  if ! pkg-config --exists libwebsockets 2>/dev/null; then
+    log "installing libwebsockets-dev"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+      libwebsockets-dev >"$WORK/apt.log" 2>&1 ||
+      { as_root apt-get update >>"$WORK/apt.log" 2>&1 &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y \
+          libwebsockets-dev >>"$WORK/apt.log" 2>&1; }
+  fi
+  if pkg-config --exists libwebsockets 2>/dev/null &&
+    $CC -O2 -std=c17 -D_GNU_SOURCE -o "$WORK/lws_echo" "$HERE/lws_echo.c" \
+      $(pkg-config --cflags --libs libwebsockets); then
+    PEERS+=(lws)
+    PEER_NOTE+=("libwebsockets $(pkg-config --modversion libwebsockets | sed "s/-$//")")
+  else
+    log "skipping lws: libwebsockets-dev cannot be installed or lws_echo.c" \
+      "does not build (see apt-get install libwebsockets-dev)"
+  fi
+fi
+
+BUN=""
+if want ws || want bun; then
+  if command -v npm >/dev/null &&
+    { [ ! -d "$HERE/node_modules/ws" ] || [ ! -d "$HERE/node_modules/bun" ]; }; then
+    log "npm install (ws, bun) into bench/compare/node_modules"
+    (cd "$HERE" && npm install --no-audit --no-fund) >"$WORK/npm.log" 2>&1 ||
+      log "npm install failed: $(tail -3 "$WORK/npm.log")"
+  fi
+fi
+if want ws; then
+  if command -v node >/dev/null && [ -d "$HERE/node_modules/ws" ]; then
+    PEERS+=(ws)
+    WSV=$(node -p "require('$HERE/node_modules/ws/package.json').version")
+    PEER_NOTE+=("Node $(node --version) with ws $WSV")
+  else
+    log "skipping ws: node or the npm package ws is missing"
+  fi
+fi
+if want bun; then
+  # The native binary, not a wrapper, so that --server-pid sees its CPU.
+  for b in "$HERE"/node_modules/@oven/bun-linux-*/bin/bun \
+    "$HERE/node_modules/bun/bin/bun.exe"; do
+    if [ -x "$b" ] && [ "$(head -c 4 "$b" | tail -c 3)" = ELF ] &&
+      "$b" --version >/dev/null 2>&1; then
+      BUN=$b
+      break
+    fi
+  done
+  if [ -n "$BUN" ]; then
+    PEERS+=(bun)
+    PEER_NOTE+=("Bun $("$BUN" --version)")
+  else
+    log "skipping bun: the npm package bun did not provide a working binary"
+  fi
+fi
+
+# ---- servers ---------------------------------------------------------------
+free_port() {
+  python3 -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+declare -A PID PORT
+start_server() { # name: starts it, fills PID[name] and PORT[name]
+  local name=$1 port
+  port=$(free_port)
+  local out="$WORK/$name.log"
+  case "$name" in
+  herald) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 >"$out" 2>&1 & ;;
+  raw) "${SERVER_PIN[@]}" "$WORK/raw_echo" "$port" >"$out" 2>&1 & ;;
+  lws) "${SERVER_PIN[@]}" "$WORK/lws_echo" "$port" >"$out" 2>&1 & ;;
+  ws) (cd "$HERE" && exec "${SERVER_PIN[@]}" node ws_echo.js "$port") >"$out" 2>&1 & ;;
+  bun) (cd "$HERE" && exec "${SERVER_PIN[@]}" "$BUN" bun_echo.js "$port") >"$out" 2>&1 & ;;
+  esac
+  local pid=$!
+  SERVER_PIDS+=("$pid")
+  for _ in $(seq 100); do
+    if grep -q "listening on" "$out" 2>/dev/null; then
+      PID[$name]=$pid
+      PORT[$name]=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out" | head -1)
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  log "skipping $name: it did not start ($(tail -2 "$out" | tr '\n' ' '))"
+  kill "$pid" 2>/dev/null
+  return 1
+}
+
+RUNNING=()
+for p in "${PEERS[@]}"; do
+  start_server "$p" && RUNNING+=("$p")
+done
+[ ${#RUNNING[@]} -gt 0 ] || { log "no server to measure"; exit 1; }
+log "servers: ${RUNNING[*]}; $RUNS run(s) of ${DURATION}s per case; $PIN_NOTE"
+
+# ---- runs ------------------------------------------------------------------
+# name|herald bench options
+# 64 KiB messages run with 4 in flight: 16 x 64 KiB per connection overflows
+# the caches and every server, the raw baseline too, loses about half.
+CASES=(
+  "32 B, 1 conn x 16|--size 32 --connections 1 --inflight 16"
+  "32 B, 100 conns x 16|--size 32 --connections 100 --inflight 16"
+  "32 B, 1000 conns x 16|--size 32 --connections 1000 --inflight 16"
+  "64 KiB text, 1 conn x 4|--size 64K --connections 1 --inflight 4"
+  "64 KiB text, 10 conns x 4|--size 64K --connections 10 --inflight 4"
+)
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+limit=$(python3 -c "print(int($DURATION + $WARMUP + 30))")
+for c in "${CASES[@]}"; do
+  cname=${c%%|*}
+  opts=${c#*|}
+  for r in $(seq "$RUNS"); do
+    for s in "${RUNNING[@]}"; do
+      if ! kill -0 "${PID[$s]}" 2>/dev/null; then
+        log "$s is gone; no more runs against it"
+        continue
+      fi
+      # shellcheck disable=SC2086
+      line=$(timeout "$limit" "${LOAD_PIN[@]}" "$HERALD" bench \
+        "ws://127.0.0.1:${PORT[$s]}/" $opts --duration "$DURATION" \
+        --warmup "$WARMUP" --server-pid "${PID[$s]}" --json 2>>"$WORK/bench.err")
+      rc=$?
+      [ -n "$line" ] || line=null
+      printf '{"case":"%s","server":"%s","run":%d,"rc":%d,"r":%s}\n' \
+        "$cname" "$s" "$r" "$rc" "$line" >>"$RESULTS"
+      log "$cname, run $r, $s: rc $rc $(echo "$line" | python3 -c \
+        'import json,sys
+d=json.loads(sys.stdin.read() or "null")
+print("" if not d else "%.0f msgs/s, %s us/msg" % (d["msgs_per_s"], d.get("server_cpu_us_per_msg")))' 2>/dev/null)"
+    done
+  done
+done
+
+# ---- table -----------------------------------------------------------------
+HVER=$("$HERALD" --version 2>/dev/null | awk '{print $2}')
+HCOMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
+NOTE=$(printf '%s; ' "${PEER_NOTE[@]}")
+TABLE="$WORK/table.md"
+python3 - "$RESULTS" "$RUNS" "$DURATION" "$WARMUP" "$PIN_NOTE" \
+  "herald $HVER (commit $HCOMMIT); ${NOTE%; }" "$QUICK" >"$TABLE" <<'EOF'
+import json, statistics, sys, platform, datetime, os
+path, runs, dur, warm, pin, versions, quick = sys.argv[1:8]
+rows = [json.loads(l) for l in open(path)]
+cases, servers = [], []
+for r in rows:
+    if r["case"] not in cases:
+        cases.append(r["case"])
+    if r["server"] not in servers:
+        servers.append(r["server"])
+names = {"herald": "herald echo", "raw": "raw epoll (baseline)",
+         "lws": "libwebsockets", "ws": "Node ws", "bun": "Bun"}
+
+def med(case, server, key, sub=None):
+    vals = []
+    for r in rows:
+        if r["case"] != case or r["server"] != server or not r["r"]:
+            continue
+        d = r["r"]
+        if d.get("errors", 0) or r["rc"] != 0:
+            continue
+        v = d[key] if sub is None else d[key][sub]
+        if v is not None:
+            vals.append(v)
+    return (statistics.median(vals), len(vals)) if vals else (None, 0)
+
+def fmt(v, digits=0):
+    if v is None:
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+out = []
+out.append("## Echo servers compared (bench/compare)")
+out.append("")
+when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+out.append(f"Generated by `bench/compare/run.sh{' --quick' if quick == '1' else ''}` "
+           f"on {when}, {os.cpu_count()} CPUs, Linux {platform.release()}; "
+           f"{pin}. Load: `herald bench` (one thread); a case \"N conns x M\" "
+           f"keeps M messages in flight on each of N connections. Median of {runs} run(s) of {dur} s each after "
+           f"{warm} s of warm-up; the servers take turns within each run.")
+out.append("")
+out.append("- **msgs/s**: messages echoed back per second. **MB/s**: payload "
+           "bytes echoed back per second, each message counted once (not "
+           "sent + received), MB = 10^6 bytes.")
+out.append("- **CPU µs/msg**: the server's user + system CPU time over the "
+           "measured window (/proc/PID/stat) divided by the messages echoed. "
+           "On this 2-core machine the load generator is often the "
+           "bottleneck, so this is the robust comparison; msgs/s mostly "
+           "shows which side saturates first.")
+out.append("- **vs herald**: msgs/s ratio = peer / herald (above 1: the peer "
+           "moved more); CPU ratio = peer / herald (above 1: the peer spent "
+           "more CPU per message than herald).")
+out.append("- raw epoll is `bench/compare/raw_echo.c`: handshake, then one "
+           "read, unmask into server frames, one write per readable socket; "
+           "no validation at all. It is the floor, not a usable server.")
+out.append("")
+out.append("| case | server | msgs/s | MB/s | CPU µs/msg | p50 µs | "
+           "msgs/s vs herald | CPU vs herald |")
+out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+for c in cases:
+    hm, _ = med(c, "herald", "msgs_per_s")
+    hc, _ = med(c, "herald", "server_cpu_us_per_msg")
+    for s in servers:
+        m, n = med(c, s, "msgs_per_s")
+        if n == 0:
+            fails = [r for r in rows if r["case"] == c and r["server"] == s]
+            out.append(f"| {c} | {names.get(s, s)} | failed ({len(fails)} "
+                       f"run(s) with errors) | | | | | |")
+            continue
+        mb, _ = med(c, s, "mb_per_s")
+        cpu, _ = med(c, s, "server_cpu_us_per_msg")
+        p50, _ = med(c, s, "latency_us", "p50")
+        rm = f"{m / hm:.2f}" if hm and m is not None else "n/a"
+        rc = f"{cpu / hc:.2f}" if hc and cpu is not None else "n/a"
+        mbd = 1 if mb is not None and mb < 100 else 0
+        out.append(f"| {c} | {names.get(s, s)} | {fmt(m)} | {fmt(mb, mbd)} | "
+                   f"{fmt(cpu, 3)} | {fmt(p50, 0)} | {rm} | {rc} |")
+out.append("")
+out.append(f"Versions: {versions}.")
+print("\n".join(out))
+EOF
+cat "$TABLE"
+
+if [ "$WRITE_DOC" = 1 ]; then
+  python3 - "$DOC" "$TABLE" <<'EOF'
+import os, sys
+doc, table = sys.argv[1], sys.argv[2]
+begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
+block = begin + "\n" + open(table).read().rstrip("\n") + "\n" + end
+text = open(doc).read() if os.path.exists(doc) else "# Performance\n"
+if begin in text and end in text and text.index(begin) < text.index(end):
+    a = text.index(begin)
+    b = text.index(end) + len(end)
+    text = text[:a] + block + text[b:]
+else:
+    text = text.rstrip("\n") + "\n\n" + block + "\n"
+tmp = doc + ".compare.tmp"
+open(tmp, "w").write(text)
+os.replace(tmp, doc)
+EOF
+  log "table written to docs/performance.md"
+fi

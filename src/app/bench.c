@@ -1,0 +1,982 @@
+/* bench.c - `herald bench`: a WebSocket load generator on the runtime's
+ * client. One herald_loop on one thread drives every connection.
+ *
+ * Modes:
+ *   echo     each connection keeps --inflight messages outstanding; every
+ *            echo that comes back is timed and answered with the next
+ *            message from inside on_message, so the loop's one writev per
+ *            connection and pass carries them.
+ *   connect  --connections connection attempts are kept going at once; each
+ *            one that opens is closed again (close handshake) and replaced.
+ *   idle     --connections connections are opened and held, silent.
+ *
+ * Phases: setup (opening, paced so that at most --connect-inflight connects
+ * are outstanding), warm-up (not measured), the measured window, then drain
+ * (close every connection and wait for the close handshakes, bounded).
+ *
+ * Latency is kept in a fixed log-linear histogram: exact below 256 ns, then
+ * 128 linear steps per power of two (0.8 % resolution) up to 60 s. Recording
+ * a sample is an index computation and an increment; nothing is allocated. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "app/cli.h"
+#include "herald/rt.h"
+
+/* ---- histogram ---------------------------------------------------------- */
+
+#define HIST_SUB_BITS 7
+#define HIST_SUB (1u << HIST_SUB_BITS) /* linear steps per power of two */
+#define HIST_LINEAR (2u * HIST_SUB)    /* values below this are exact */
+#define HIST_MAX_NS 60000000000ull     /* 60 s: larger values are clamped */
+#define HIST_OCTAVES 28                /* 2^8 .. 2^35 ns */
+#define HIST_BUCKETS (HIST_LINEAR + HIST_OCTAVES * HIST_SUB)
+
+typedef struct hist {
+  uint64_t count[HIST_BUCKETS];
+  uint64_t total;
+  uint64_t max;
+  double sum;
+} hist;
+
+static size_t hist_index(uint64_t v) {
+  if (v < HIST_LINEAR) {
+    return (size_t)v;
+  }
+  unsigned msb = 63u - (unsigned)__builtin_clzll(v); /* >= 8 */
+  unsigned shift = msb - HIST_SUB_BITS;
+  return HIST_LINEAR + (size_t)(msb - 8) * HIST_SUB +
+         (size_t)((v >> shift) - HIST_SUB);
+}
+
+/* The lowest value of bucket i, and its width. */
+static uint64_t hist_low(size_t i, uint64_t *width) {
+  if (i < HIST_LINEAR) {
+    *width = 1;
+    return i;
+  }
+  size_t o = (i - HIST_LINEAR) / HIST_SUB, s = (i - HIST_LINEAR) % HIST_SUB;
+  unsigned shift = (unsigned)o + 8 - HIST_SUB_BITS;
+  *width = (uint64_t)1 << shift;
+  return (uint64_t)(HIST_SUB + s) << shift;
+}
+
+static void hist_record(hist *h, uint64_t ns) {
+  if (ns > HIST_MAX_NS) {
+    ns = HIST_MAX_NS;
+  }
+  h->count[hist_index(ns)]++;
+  h->total++;
+  h->sum += (double)ns;
+  if (ns > h->max) {
+    h->max = ns;
+  }
+}
+
+/* The value at quantile q (0..1) in microseconds: the middle of the bucket
+ * that holds the ceil(q * total)-th smallest sample; 0 with no samples. */
+static double hist_quantile_us(const hist *h, double q) {
+  if (h->total == 0) {
+    return 0;
+  }
+  uint64_t rank = (uint64_t)(q * (double)h->total + 0.999999);
+  if (rank < 1) {
+    rank = 1;
+  }
+  uint64_t seen = 0;
+  for (size_t i = 0; i < HIST_BUCKETS; i++) {
+    seen += h->count[i];
+    if (seen >= rank) {
+      uint64_t width;
+      uint64_t low = hist_low(i, &width);
+      double mid = (double)low + (double)(width - 1) / 2.0;
+      if (mid > (double)h->max) {
+        mid = (double)h->max;
+      }
+      return mid / 1000.0;
+    }
+  }
+  return (double)h->max / 1000.0;
+}
+
+/* ---- state -------------------------------------------------------------- */
+
+enum mode { MODE_ECHO, MODE_CONNECT, MODE_IDLE };
+enum phase { PH_SETUP, PH_WARMUP, PH_MEASURE, PH_DRAIN };
+enum cstate { C_NONE, C_CONNECTING, C_OPEN, C_CLOSING, C_DONE };
+
+struct bench;
+
+typedef struct bconn {
+  struct bench *b;
+  herald_ws *ws;
+  uint64_t *sent; /* ring of send times (ns) of the messages in flight */
+  uint32_t head, count;
+  uint64_t started; /* ns: herald_connect() called */
+  uint8_t state;
+} bconn;
+
+typedef struct bench {
+  /* options */
+  const char *url;
+  enum mode mode;
+  size_t nconns;
+  uint32_t inflight;
+  size_t size;
+  int binary;
+  double duration, warmup;
+  char **sources;
+  size_t nsources;
+  int json;
+  long server_pid;
+  size_t connect_inflight;
+  herald_client_config ccfg;
+
+  herald_loop *loop;
+  uv_timer_t phase_timer;
+  int timer_live;
+  enum phase phase;
+  bconn *conns;
+  uint8_t *payload;
+  herald_opcode op;
+  size_t next_start; /* setup: next connection to start */
+  size_t connecting; /* connects outstanding */
+  size_t open;       /* open now */
+  size_t live;       /* connections not yet closed (any state) */
+  uint64_t src_rr;   /* connect mode: source address round robin */
+
+  /* counted during the measured window only */
+  uint64_t msgs, bytes, connects;
+  hist lat;
+  /* counted over the whole run */
+  uint64_t opened, failed, lost, bad_echo, send_errors;
+  uint64_t setup_start, setup_end;
+
+  /* the measured window */
+  uint64_t t0, t1;
+  double cpu0, cpu1;
+  double srv0, srv1;
+  int srv_ok;
+} bench;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double self_cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* utime + stime of a process (all its threads) in seconds, from
+ * /proc/PID/stat fields 14 and 15; -1 if it cannot be read. */
+static double proc_cpu_s(long pid) {
+  char path[64], buf[1024];
+  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    return -1;
+  }
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+  if (p == NULL) {
+    return -1;
+  }
+  p++;
+  unsigned long long ut = 0, st = 0;
+  /* After ')': field 3 (state) first, so utime is the 12th token. */
+  for (int field = 3; field <= 15; field++) {
+    while (*p == ' ') {
+      p++;
+    }
+    if (*p == 0) {
+      return -1;
+    }
+    if (field == 14) {
+      ut = strtoull(p, NULL, 10);
+    } else if (field == 15) {
+      st = strtoull(p, NULL, 10);
+    }
+    while (*p && *p != ' ') {
+      p++;
+    }
+  }
+  long tck = sysconf(_SC_CLK_TCK);
+  return (double)(ut + st) / (double)(tck > 0 ? tck : 100);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static void start_conn(bench *b, bconn *c, size_t srcidx);
+static void setup_progress(bench *b);
+static void begin_drain(bench *b);
+
+static void conn_send(bconn *c, uint64_t t) {
+  bench *b = c->b;
+  int rv = herald_ws_send(c->ws, b->op, b->payload, b->size);
+  if (rv < 0 || rv == HERALD_SEND_DROPPED) {
+    b->send_errors++;
+    return;
+  }
+  uint32_t tail = c->head + c->count;
+  if (tail >= b->inflight) {
+    tail -= b->inflight;
+  }
+  c->sent[tail] = t;
+  c->count++;
+}
+
+static void on_open(herald_ws *ws, void *ud) {
+  bconn *c = ud;
+  bench *b = c->b;
+  uint64_t t = now_ns();
+  c->state = C_OPEN;
+  b->connecting--;
+  b->open++;
+  b->opened++;
+  switch (b->mode) {
+  case MODE_ECHO:
+    /* Traffic starts once every connection is set up (start_traffic), so
+     * that a slow server is not flooded while it still accepts. */
+    break;
+  case MODE_CONNECT:
+    if (b->phase == PH_MEASURE) {
+      b->connects++;
+      hist_record(&b->lat, t - c->started);
+    }
+    c->state = C_CLOSING;
+    herald_ws_close(ws, HERALD_CLOSE_NORMAL, NULL, 0);
+    break;
+  case MODE_IDLE:
+    break;
+  }
+  if (b->phase == PH_DRAIN && c->state == C_OPEN) {
+    c->state = C_CLOSING;
+    herald_ws_close(ws, HERALD_CLOSE_NORMAL, NULL, 0);
+  }
+  if (b->phase == PH_SETUP) {
+    setup_progress(b);
+  }
+}
+
+static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
+                       size_t len, void *ud) {
+  (void)ws;
+  (void)op;
+  (void)data;
+  bconn *c = ud;
+  bench *b = c->b;
+  if (b->mode != MODE_ECHO || c->count == 0) {
+    b->bad_echo++; /* nothing was in flight */
+    return;
+  }
+  uint64_t t = now_ns();
+  uint64_t sent = c->sent[c->head];
+  if (++c->head == b->inflight) {
+    c->head = 0;
+  }
+  c->count--;
+  if (len != b->size) {
+    b->bad_echo++;
+  }
+  if (b->phase == PH_MEASURE) {
+    b->msgs++;
+    b->bytes += len;
+    hist_record(&b->lat, t - sent);
+  }
+  if (b->phase != PH_DRAIN && c->state == C_OPEN) {
+    conn_send(c, t);
+  }
+}
+
+static void on_close(herald_ws *ws, const herald_close_info *info, void *ud) {
+  (void)ws;
+  bconn *c = ud;
+  bench *b = c->b;
+  uint8_t was = c->state;
+  c->state = C_DONE;
+  c->ws = NULL;
+  c->count = 0;
+  c->head = 0;
+  b->live--;
+  if (was == C_CONNECTING) {
+    b->connecting--;
+    if (b->phase != PH_DRAIN) {
+      b->failed++;
+      if (!b->json && b->failed <= 5) {
+        fprintf(stderr, "herald bench: connect failed: %s\n",
+                info->error ? info->error : "closed");
+      }
+    }
+  } else {
+    b->open--;
+    /* In connect mode we close every connection ourselves. */
+    int expected = b->phase == PH_DRAIN || was == C_CLOSING;
+    if (!expected) {
+      b->lost++;
+      if (!b->json && b->lost <= 5) {
+        fprintf(stderr, "herald bench: connection closed: code %u%s%s\n",
+                info->code, info->error ? ", " : "",
+                info->error ? info->error : "");
+      }
+    }
+  }
+  if (b->phase == PH_DRAIN) {
+    if (b->live == 0) {
+      herald_loop_stop(b->loop);
+    }
+    return;
+  }
+  if (b->mode == MODE_CONNECT) {
+    start_conn(b, c, (size_t)(b->src_rr++ % (b->nsources ? b->nsources : 1)));
+    return;
+  }
+  if (b->phase == PH_SETUP) {
+    setup_progress(b);
+  }
+}
+
+static const herald_ws_callbacks conn_cb = {
+    .on_open = on_open,
+    .on_message = on_message,
+    .on_close = on_close,
+};
+
+static void start_conn(bench *b, bconn *c, size_t srcidx) {
+  b->ccfg.bind_address = b->nsources ? b->sources[srcidx] : NULL;
+  c->b = b;
+  c->state = C_CONNECTING;
+  c->started = now_ns();
+  c->count = 0;
+  c->head = 0;
+  b->connecting++;
+  b->live++;
+  int rv = herald_connect(b->loop, &b->ccfg, &conn_cb, c, &c->ws);
+  if (rv != 0) {
+    c->state = C_DONE;
+    b->connecting--;
+    b->live--;
+    b->failed++;
+    if (!b->json && b->failed <= 5) {
+      fprintf(stderr, "herald bench: cannot connect: %s\n",
+              herald_rt_strerror(rv));
+    }
+  }
+}
+
+/* ---- phases ------------------------------------------------------------- */
+
+static void start_traffic(bench *b) {
+  uint64_t t = now_ns();
+  for (size_t i = 0; i < b->nconns; i++) {
+    bconn *c = &b->conns[i];
+    if (c->state == C_OPEN) {
+      for (uint32_t j = 0; j < b->inflight; j++) {
+        conn_send(c, t);
+      }
+    }
+  }
+}
+
+static void phase_timer_start(bench *b, uv_timer_cb cb, double seconds) {
+  uint64_t ms = (uint64_t)(seconds * 1000.0 + 0.5);
+  uv_timer_start(&b->phase_timer, cb, ms, 0);
+}
+
+static void on_measure_end(uv_timer_t *t) {
+  bench *b = t->data;
+  b->t1 = now_ns();
+  b->cpu1 = self_cpu_s();
+  if (b->server_pid > 0) {
+    b->srv1 = proc_cpu_s(b->server_pid);
+    b->srv_ok = b->srv0 >= 0 && b->srv1 >= 0;
+  }
+  begin_drain(b);
+}
+
+static void on_warmup_end(uv_timer_t *t) {
+  bench *b = t->data;
+  b->phase = PH_MEASURE;
+  b->msgs = b->bytes = b->connects = 0;
+  memset(&b->lat, 0, sizeof(b->lat));
+  if (b->server_pid > 0) {
+    b->srv0 = proc_cpu_s(b->server_pid);
+  }
+  b->cpu0 = self_cpu_s();
+  b->t0 = now_ns();
+  phase_timer_start(b, on_measure_end, b->duration);
+}
+
+static void on_drain_timeout(uv_timer_t *t) {
+  bench *b = t->data;
+  herald_loop_stop(b->loop);
+}
+
+static void begin_drain(bench *b) {
+  b->phase = PH_DRAIN;
+  for (size_t i = 0; i < b->nconns; i++) {
+    bconn *c = &b->conns[i];
+    if (c->state == C_OPEN) {
+      c->state = C_CLOSING;
+      herald_ws_close(c->ws, HERALD_CLOSE_NORMAL, NULL, 0);
+    }
+  }
+  if (b->live == 0) {
+    herald_loop_stop(b->loop);
+    return;
+  }
+  /* The close handshakes should take milliseconds; do not wait forever. */
+  phase_timer_start(b, on_drain_timeout, b->mode == MODE_IDLE ? 10.0 : 3.0);
+}
+
+/* Setup: keep up to connect_inflight connects going until every connection
+ * was started, then move on once none is outstanding. */
+static void setup_progress(bench *b) {
+  while (b->next_start < b->nconns && b->connecting < b->connect_inflight) {
+    size_t i = b->next_start++;
+    start_conn(b, &b->conns[i], b->nsources ? i % b->nsources : 0);
+  }
+  if (b->next_start < b->nconns || b->connecting > 0 || b->phase != PH_SETUP) {
+    return;
+  }
+  b->setup_end = now_ns();
+  if (b->mode == MODE_IDLE) {
+    /* Scripts wait for this line before they measure the server. */
+    fprintf(stderr,
+            "herald bench: %" PRIu64 " of %zu connections open, "
+            "holding for %g s\n",
+            b->opened, b->nconns, b->duration);
+    fflush(stderr);
+    on_warmup_end(&b->phase_timer); /* the hold is the measured window */
+    return;
+  }
+  if (b->open == 0) {
+    begin_drain(b); /* nothing to measure */
+    return;
+  }
+  b->phase = PH_WARMUP;
+  start_traffic(b);
+  if (b->warmup > 0) {
+    phase_timer_start(b, on_warmup_end, b->warmup);
+  } else {
+    on_warmup_end(&b->phase_timer);
+  }
+}
+
+/* ---- options ------------------------------------------------------------ */
+
+static void bench_usage(FILE *out) {
+  fprintf(out,
+          "usage: herald bench URL [options]\n"
+          "\n"
+          "A WebSocket load generator (one event loop, one thread).\n"
+          "\n"
+          "  --mode echo|connect|idle  echo: throughput and latency "
+          "(default);\n"
+          "                       connect: open and close connections as "
+          "fast as\n"
+          "                       possible; idle: open and hold "
+          "connections\n"
+          "  --connections N      connections (connect mode: attempts at "
+          "once) (1)\n"
+          "  --inflight N         echo: messages in flight per connection "
+          "(1)\n"
+          "  --size BYTES         message size, K/M suffixes (32)\n"
+          "  --binary             binary messages (default: text, ASCII)\n"
+          "  --duration S         measured seconds; idle: seconds held (5)\n"
+          "  --warmup S           seconds before measuring, not measured "
+          "(1)\n"
+          "  --source ADDRS       local source addresses to spread "
+          "connections over:\n"
+          "                       a range 127.0.0.1-127.0.0.8 or a list "
+          "a,b,c\n"
+          "  --connect-inflight N connects outstanding at once during "
+          "setup (256)\n"
+          "  --server-pid PID     report the server's CPU time over the "
+          "measured\n"
+          "                       window (from /proc/PID/stat)\n"
+          "  --json               print only the JSON result line\n"
+          "  --help               this text\n"
+          "\n"
+          "msgs/s counts messages echoed back; MB/s counts their payload "
+          "bytes once\n"
+          "(received back, not sent + received), MB = 10^6 bytes. "
+          "Latency is from the\n"
+          "send call to the echo's arrival. Exit status: 0 ok, 1 a "
+          "connection failed\n"
+          "or was lost, 2 usage error.\n");
+}
+
+static int parse_seconds(const char *s, double *out) {
+  if (s == NULL || *s < '0' || *s > '9') {
+    return -1;
+  }
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno != 0 || *end != 0 || v < 0 || v > 86400) {
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+static int add_source(bench *b, const char *s, size_t len) {
+  char buf[INET6_ADDRSTRLEN];
+  struct in6_addr a6;
+  if (len == 0 || len >= sizeof(buf)) {
+    return -1;
+  }
+  memcpy(buf, s, len);
+  buf[len] = 0;
+  if (inet_pton(AF_INET, buf, &a6) != 1 && inet_pton(AF_INET6, buf, &a6) != 1) {
+    return -1;
+  }
+  char **n = realloc(b->sources, (b->nsources + 1) * sizeof(char *));
+  if (n == NULL) {
+    return -1;
+  }
+  b->sources = n;
+  if ((b->sources[b->nsources] = strdup(buf)) == NULL) {
+    return -1;
+  }
+  b->nsources++;
+  return 0;
+}
+
+/* "A-B" (IPv4, B >= A, at most 65536 addresses) or "a,b,c". */
+static int parse_sources(bench *b, const char *s) {
+  const char *dash = strchr(s, '-');
+  if (dash && strchr(s, ',') == NULL) {
+    char lo[INET_ADDRSTRLEN], hi[INET_ADDRSTRLEN];
+    size_t l1 = (size_t)(dash - s), l2 = strlen(dash + 1);
+    if (l1 == 0 || l1 >= sizeof(lo) || l2 == 0 || l2 >= sizeof(hi)) {
+      return -1;
+    }
+    memcpy(lo, s, l1);
+    lo[l1] = 0;
+    memcpy(hi, dash + 1, l2 + 1);
+    struct in_addr a, z;
+    if (inet_pton(AF_INET, lo, &a) != 1 || inet_pton(AF_INET, hi, &z) != 1) {
+      return -1;
+    }
+    uint32_t x = ntohl(a.s_addr), y = ntohl(z.s_addr);
+    if (y < x || y - x >= 65536) {
+      return -1;
+    }
+    for (uint64_t v = x; v <= y; v++) {
+      struct in_addr cur = {.s_addr = htonl((uint32_t)v)};
+      char txt[INET_ADDRSTRLEN];
+      inet_ntop(AF_INET, &cur, txt, sizeof(txt));
+      if (add_source(b, txt, strlen(txt)) != 0) {
+        return -1;
+      }
+    }
+    return 0;
+  }
+  while (*s) {
+    const char *comma = strchr(s, ',');
+    size_t len = comma ? (size_t)(comma - s) : strlen(s);
+    if (add_source(b, s, len) != 0) {
+      return -1;
+    }
+    s += len + (comma ? 1 : 0);
+  }
+  return b->nsources ? 0 : -1;
+}
+
+/* Returns 0, or 2 after printing a usage error. */
+static int parse_args(bench *b, int argc, char **argv) {
+  for (int i = 1; i < argc;) {
+    const char *v;
+    int r;
+    uint64_t n;
+    if (strcmp(argv[i], "--binary") == 0) {
+      b->binary = 1;
+      i++;
+      continue;
+    }
+    if (strcmp(argv[i], "--json") == 0) {
+      b->json = 1;
+      i++;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--mode", &v)) != 0) {
+      if (r < 0) {
+        return 2;
+      }
+      if (strcmp(v, "echo") == 0) {
+        b->mode = MODE_ECHO;
+      } else if (strcmp(v, "connect") == 0) {
+        b->mode = MODE_CONNECT;
+      } else if (strcmp(v, "idle") == 0) {
+        b->mode = MODE_IDLE;
+      } else {
+        fprintf(stderr, "herald bench: --mode takes echo, connect or idle\n");
+        return 2;
+      }
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--connections", &v)) != 0) {
+      if (r < 0 || cli_parse_uint(v, 1000000, &n) != 0 || n == 0) {
+        fprintf(stderr, "herald bench: --connections takes 1..1000000\n");
+        return 2;
+      }
+      b->nconns = (size_t)n;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--inflight", &v)) != 0) {
+      if (r < 0 || cli_parse_uint(v, 65536, &n) != 0 || n == 0) {
+        fprintf(stderr, "herald bench: --inflight takes 1..65536\n");
+        return 2;
+      }
+      b->inflight = (uint32_t)n;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--connect-inflight", &v)) != 0) {
+      if (r < 0 || cli_parse_uint(v, 100000, &n) != 0 || n == 0) {
+        fprintf(stderr, "herald bench: --connect-inflight takes 1..100000\n");
+        return 2;
+      }
+      b->connect_inflight = (size_t)n;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--size", &v)) != 0) {
+      if (r < 0 || cli_parse_size(v, &n) != 0 || n > (1u << 30)) {
+        fprintf(stderr, "herald bench: --size takes 0..1G (32, 64K)\n");
+        return 2;
+      }
+      b->size = (size_t)n;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--duration", &v)) != 0) {
+      if (r < 0 || parse_seconds(v, &b->duration) != 0 || b->duration <= 0) {
+        fprintf(stderr, "herald bench: --duration takes seconds > 0\n");
+        return 2;
+      }
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--warmup", &v)) != 0) {
+      if (r < 0 || parse_seconds(v, &b->warmup) != 0) {
+        fprintf(stderr, "herald bench: --warmup takes seconds >= 0\n");
+        return 2;
+      }
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--source", &v)) != 0) {
+      if (r < 0 || parse_sources(b, v) != 0) {
+        fprintf(stderr, "herald bench: --source takes 127.0.0.1-127.0.0.8 "
+                        "or a comma list of addresses\n");
+        return 2;
+      }
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--server-pid", &v)) != 0) {
+      if (r < 0 || cli_parse_uint(v, 1u << 30, &n) != 0 || n == 0) {
+        fprintf(stderr, "herald bench: --server-pid takes a process id\n");
+        return 2;
+      }
+      b->server_pid = (long)n;
+      continue;
+    }
+    if (argv[i][0] == '-') {
+      fprintf(stderr, "herald bench: unknown option '%s'\n", argv[i]);
+      bench_usage(stderr);
+      return 2;
+    }
+    if (b->url) {
+      fprintf(stderr, "herald bench: one URL only ('%s')\n", argv[i]);
+      return 2;
+    }
+    b->url = argv[i++];
+  }
+  if (b->url == NULL) {
+    fprintf(stderr, "herald bench: which URL? (ws://127.0.0.1:9001/)\n");
+    bench_usage(stderr);
+    return 2;
+  }
+  return 0;
+}
+
+/* ---- report ------------------------------------------------------------- */
+
+static const char *mode_name(enum mode m) {
+  return m == MODE_ECHO ? "echo" : m == MODE_CONNECT ? "connect" : "idle";
+}
+
+static void report(const bench *b) {
+  double secs = b->t1 > b->t0 ? (double)(b->t1 - b->t0) / 1e9 : 0;
+  double cpu = b->cpu1 - b->cpu0;
+  double rate = 0, mbs = 0;
+  uint64_t count = b->mode == MODE_ECHO ? b->msgs : b->connects;
+  if (secs > 0) {
+    rate = (double)count / secs;
+    mbs = (double)b->bytes / secs / 1e6;
+  }
+  double p50 = hist_quantile_us(&b->lat, 0.50);
+  double p99 = hist_quantile_us(&b->lat, 0.99);
+  double p999 = hist_quantile_us(&b->lat, 0.999);
+  double pmax = (double)b->lat.max / 1000.0;
+  double mean = b->lat.total ? b->lat.sum / (double)b->lat.total / 1000 : 0;
+  double srv = b->srv_ok ? b->srv1 - b->srv0 : -1;
+  double srv_us = b->srv_ok && count ? srv * 1e6 / (double)count : -1;
+  double setup = b->setup_end > b->setup_start
+                     ? (double)(b->setup_end - b->setup_start) / 1e9
+                     : 0;
+  uint64_t errors = b->failed + b->lost + b->bad_echo + b->send_errors;
+
+  if (!b->json) {
+    printf("herald bench %s %s\n", mode_name(b->mode), b->url);
+    printf("  connections   %zu (%" PRIu64 " opened, %" PRIu64
+           " failed, %" PRIu64 " lost)",
+           b->nconns, b->opened, b->failed, b->lost);
+    if (b->nsources) {
+      printf(" over %zu source addresses", b->nsources);
+    }
+    printf("\n");
+    if (b->mode == MODE_ECHO) {
+      printf("  messages      %zu B %s, %u in flight per connection\n", b->size,
+             b->binary ? "binary" : "text", b->inflight);
+    }
+    printf("  setup         %.3f s\n", setup);
+    printf("  measured      %.3f s\n", secs);
+    if (b->mode == MODE_ECHO) {
+      printf("  throughput    %.0f msgs/s, %.2f MB/s (payload echoed back, "
+             "counted once)\n",
+             rate, mbs);
+      printf("  latency       p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max "
+             "%.1f us, mean %.1f us\n",
+             p50, p99, p999, pmax, mean);
+    } else if (b->mode == MODE_CONNECT) {
+      printf("  connects      %.0f /s (%" PRIu64 " opened and closed)\n", rate,
+             b->connects);
+      printf("  handshake     p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max "
+             "%.1f us\n",
+             p50, p99, p999, pmax);
+    } else {
+      printf("  held          %" PRIu64 " of %zu connections\n",
+             b->opened - b->lost, b->nconns);
+    }
+    printf("  bench CPU     %.2f s (%.0f %% of one core)\n", cpu,
+           secs > 0 ? 100 * cpu / secs : 0);
+    if (b->server_pid > 0) {
+      if (b->srv_ok) {
+        printf("  server CPU    %.2f s (%.0f %% of one core)", srv,
+               secs > 0 ? 100 * srv / secs : 0);
+        if (count && b->mode != MODE_IDLE) {
+          printf(", %.3f us per %s", srv_us,
+                 b->mode == MODE_ECHO ? "message" : "connection");
+        }
+        printf("\n");
+      } else {
+        printf("  server CPU    unknown (cannot read /proc/%ld/stat)\n",
+               b->server_pid);
+      }
+    }
+    printf("  errors        %" PRIu64 " (failed %" PRIu64 ", lost %" PRIu64
+           ", bad echoes %" PRIu64 ", send errors %" PRIu64 ")\n",
+           errors, b->failed, b->lost, b->bad_echo, b->send_errors);
+  }
+  printf("{\"mode\":\"%s\",\"url\":\"%s\",\"connections\":%zu,"
+         "\"inflight\":%u,\"size\":%zu,\"binary\":%s,\"sources\":%zu,"
+         "\"setup_s\":%.3f,\"duration_s\":%.3f,",
+         mode_name(b->mode), b->url, b->nconns, b->inflight, b->size,
+         b->binary ? "true" : "false", b->nsources, setup, secs);
+  if (b->mode == MODE_ECHO) {
+    printf("\"msgs\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,",
+           b->msgs, rate, mbs);
+  } else if (b->mode == MODE_CONNECT) {
+    printf("\"connects\":%" PRIu64 ",\"connects_per_s\":%.1f,", b->connects,
+           rate);
+  } else {
+    printf("\"held\":%" PRIu64 ",", b->opened - b->lost);
+  }
+  if (b->mode != MODE_IDLE) {
+    printf("\"latency_us\":{\"p50\":%.1f,\"p99\":%.1f,\"p999\":%.1f,"
+           "\"max\":%.1f,\"mean\":%.1f},",
+           p50, p99, p999, pmax, mean);
+  }
+  printf("\"bench_cpu_s\":%.3f,", cpu);
+  if (b->srv_ok) {
+    printf("\"server_cpu_s\":%.3f,", srv);
+    if (b->mode == MODE_IDLE) {
+      /* nothing is counted per unit while idle */
+    } else if (count) {
+      printf("\"server_cpu_us_per_%s\":%.4f,",
+             b->mode == MODE_ECHO ? "msg" : "connect", srv_us);
+    } else {
+      printf("\"server_cpu_us_per_%s\":null,",
+             b->mode == MODE_ECHO ? "msg" : "connect");
+    }
+  } else {
+    printf("\"server_cpu_s\":null,");
+  }
+  printf("\"opened\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"lost\":%" PRIu64
+         ",\"bad_echoes\":%" PRIu64 ",\"send_errors\":%" PRIu64
+         ",\"errors\":%" PRIu64 "}\n",
+         b->opened, b->failed, b->lost, b->bad_echo, b->send_errors, errors);
+  fflush(stdout);
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+/* Idle mode needs one descriptor per connection: raise the soft limit to
+ * the hard one when that is short. */
+static void raise_nofile(size_t need) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need) {
+    return;
+  }
+  rl.rlim_cur = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need
+                    ? rl.rlim_max
+                    : (rlim_t)need;
+  (void)setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+static void free_bench(bench *b) {
+  if (b->conns) {
+    for (size_t i = 0; i < b->nconns; i++) {
+      free(b->conns[i].sent);
+    }
+  }
+  free(b->conns);
+  free(b->payload);
+  for (size_t i = 0; i < b->nsources; i++) {
+    free(b->sources[i]);
+  }
+  free(b->sources);
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  bench *b = h->data;
+  b->timer_live = 0;
+}
+
+int herald_cmd_bench(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      bench_usage(stdout);
+      return 0;
+    }
+  }
+  static bench bs; /* the histogram is 30 KB: keep it off the stack */
+  bench *b = &bs;
+  memset(b, 0, sizeof(*b));
+  b->mode = MODE_ECHO;
+  b->nconns = 1;
+  b->inflight = 1;
+  b->size = 32;
+  b->duration = 5;
+  b->warmup = 1;
+  b->connect_inflight = 256;
+  b->server_pid = -1;
+  int rv = parse_args(b, argc, argv);
+  if (rv != 0) {
+    free_bench(b);
+    return rv;
+  }
+  if (b->mode != MODE_ECHO) {
+    b->inflight = 1;
+  }
+  if (b->mode == MODE_CONNECT) {
+    b->connect_inflight = b->nconns; /* every slot reconnects at once */
+  }
+  raise_nofile(b->nconns + 64);
+
+  herald_client_config_init(&b->ccfg);
+  b->ccfg.url = b->url;
+  b->ccfg.core.max_message_size = b->size + 1024;
+  b->ccfg.core.max_frame_size = b->size + 1024;
+  /* Keep the in-flight messages of one connection under the high-water
+   * mark, so sends never report backpressure. */
+  size_t window = (size_t)b->inflight * (b->size + 14);
+  if (window + (1u << 20) > b->ccfg.limits.send_high_water) {
+    b->ccfg.limits.send_high_water = window + (1u << 20);
+    b->ccfg.limits.send_hard_cap = 2 * window + (16u << 20);
+  }
+  b->op = b->binary ? HERALD_OP_BINARY : HERALD_OP_TEXT;
+  b->payload = malloc(b->size ? b->size : 1);
+  b->conns = calloc(b->nconns, sizeof(bconn));
+  if (b->payload == NULL || b->conns == NULL) {
+    fprintf(stderr, "herald bench: out of memory\n");
+    free_bench(b);
+    return 1;
+  }
+  for (size_t i = 0; i < b->size; i++) {
+    /* Text: printable ASCII; binary: every byte value. */
+    b->payload[i] =
+        b->binary ? (uint8_t)(i * 131u + 7u) : (uint8_t)('a' + i % 26);
+  }
+  if (b->mode == MODE_ECHO) {
+    for (size_t i = 0; i < b->nconns; i++) {
+      b->conns[i].sent = malloc(b->inflight * sizeof(uint64_t));
+      if (b->conns[i].sent == NULL) {
+        fprintf(stderr, "herald bench: out of memory\n");
+        free_bench(b);
+        return 1;
+      }
+    }
+  }
+  rv = herald_loop_new(&b->loop, NULL);
+  if (rv != 0) {
+    fprintf(stderr, "herald bench: %s\n", herald_rt_strerror(rv));
+    free_bench(b);
+    return 1;
+  }
+  uv_timer_init(herald_loop_uv(b->loop), &b->phase_timer);
+  b->phase_timer.data = b;
+  b->timer_live = 1;
+  b->setup_start = now_ns();
+  if (b->mode == MODE_CONNECT) {
+    /* No setup phase: every slot starts now and the warm-up begins. */
+    for (size_t i = 0; i < b->nconns; i++) {
+      start_conn(b, &b->conns[i],
+                 (size_t)(b->src_rr++ % (b->nsources ? b->nsources : 1)));
+    }
+    b->next_start = b->nconns;
+    b->setup_end = now_ns();
+    b->phase = PH_WARMUP;
+    if (b->warmup > 0) {
+      phase_timer_start(b, on_warmup_end, b->warmup);
+    } else {
+      on_warmup_end(&b->phase_timer);
+    }
+  } else {
+    setup_progress(b);
+  }
+  herald_loop_run(b->loop);
+
+  report(b);
+  uint64_t errors = b->failed + b->lost + b->bad_echo + b->send_errors;
+  int status = 0;
+  if (b->mode != MODE_CONNECT && errors > 0) {
+    status = 1;
+  }
+  if (b->mode == MODE_CONNECT && b->connects == 0) {
+    status = 1;
+  }
+  uv_close((uv_handle_t *)&b->phase_timer, on_timer_closed);
+  if (b->live == 0) {
+    /* Clean teardown; with connections still closing, exiting frees them. */
+    while (b->timer_live) {
+      uv_run(herald_loop_uv(b->loop), UV_RUN_NOWAIT);
+    }
+    herald_loop_del(b->loop);
+    free_bench(b);
+  }
+  return status;
+}

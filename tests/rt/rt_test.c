@@ -1,0 +1,685 @@
+/* rt_test.c - the runtime over real loopback sockets. A server runs on its
+ * own thread; the tests talk to it with plain blocking sockets (so every
+ * byte on the wire is chosen by the test) and with our own client. Each
+ * limit and timeout of herald_rt_limits is hit at least once. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "herald/rt.h"
+#include "test.h"
+
+/* ---- a server on a thread --------------------------------------------- */
+
+typedef struct test_server {
+  herald_server *srv;
+  pthread_t thread;
+  int run_result;
+  int port;
+  atomic_int closes;
+  atomic_int drains;
+  atomic_int backpressure_seen;
+  atomic_int dropped_seen;
+  atomic_int last_close_code;
+  atomic_int pong_timeouts;
+  atomic_int slow_closes;
+} test_server;
+
+static test_server ts;
+
+static void *server_thread(void *arg) {
+  test_server *t = arg;
+  t->run_result = herald_server_run(t->srv);
+  return NULL;
+}
+
+static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
+                       size_t len, void *ud) {
+  (void)ud;
+  if (len == 5 && memcmp(data, "flood", 5) == 0) {
+    /* Send until the client (which is not reading) pushes back. */
+    static uint8_t block[64 * 1024];
+    for (int i = 0; i < 4096; i++) {
+      int rv = herald_ws_send(ws, HERALD_OP_BINARY, block, sizeof(block));
+      if (rv == HERALD_SEND_BACKPRESSURE) {
+        atomic_store(&ts.backpressure_seen, 1);
+      }
+      if (rv == HERALD_SEND_DROPPED) {
+        atomic_store(&ts.dropped_seen, 1);
+        break;
+      }
+      if (rv < 0) {
+        break;
+      }
+    }
+    return;
+  }
+  herald_ws_send(ws, op, data, len);
+}
+
+static void on_drain(herald_ws *ws, void *ud) {
+  (void)ws;
+  (void)ud;
+  atomic_fetch_add(&ts.drains, 1);
+}
+
+static void on_close(herald_ws *ws, const herald_close_info *info, void *ud) {
+  (void)ws;
+  (void)ud;
+  if (getenv("RT_DEBUG"))
+    fprintf(stderr, "on_close code=%u error=%s\n", info->code,
+            info->error ? info->error : "-");
+  atomic_store(&ts.last_close_code, info->code);
+  if (info->error && strcmp(info->error, "pong timeout") == 0 &&
+      info->code == 1006) {
+    atomic_fetch_add(&ts.pong_timeouts, 1);
+  }
+  if (info->error && strcmp(info->error, "slow consumer") == 0 &&
+      info->code == 1008) {
+    atomic_fetch_add(&ts.slow_closes, 1);
+  }
+  atomic_fetch_add(&ts.closes, 1);
+}
+
+static int on_upgrade(herald_ws *ws, const herald_request *req,
+                      herald_accept *acc, void *ud) {
+  (void)ws;
+  (void)ud;
+  (void)acc;
+  if (req->query.len == 6 && memcmp(req->query.ptr, "deny=1", 6) == 0) {
+    return 403;
+  }
+  return 0;
+}
+
+static herald_http *later; /* an HTTP request answered on the next ping */
+
+static void on_http(herald_http *h, const herald_request *req,
+                    const uint8_t *body, size_t len, void *ud) {
+  (void)ud;
+  char out[128];
+  if (req->path.len == 6 && memcmp(req->path.ptr, "/later", 6) == 0) {
+    later = h;
+    return;
+  }
+  int n = snprintf(out, sizeof(out), "%.*s %.*s %zu", (int)req->method.len,
+                   req->method.ptr, (int)req->path.len, req->path.ptr, len);
+  if (len >= 4) {
+    n += snprintf(out + n, sizeof(out) - (size_t)n, " %.4s", body);
+  }
+  herald_header ct = {{"Content-Type", 12}, {"text/plain", 10}};
+  herald_http_respond(h, 200, &ct, 1, out, (size_t)n);
+}
+
+static void on_ping(herald_ws *ws, const uint8_t *data, size_t len, void *ud) {
+  (void)ws;
+  (void)ud;
+  if (later && len == 5 && memcmp(data, "later", 5) == 0) {
+    herald_http_respond(later, 202, NULL, 0, "late", 4);
+    later = NULL;
+  }
+}
+
+static void start_server(void) {
+  herald_server_config cfg;
+  herald_server_config_init(&cfg);
+  static const char *listen[] = {"127.0.0.1:0"};
+  cfg.listen = listen;
+  cfg.nlisten = 1;
+  cfg.handle_signals = 0;
+  cfg.threads = 1; /* the async HTTP test answers from another connection's
+                      callback, which must be on the same loop */
+  cfg.shutdown_grace_ms = 2000;
+  cfg.core.max_fragments = 100;
+  cfg.limits.handshake_timeout_ms = 500;
+  cfg.limits.ping_interval_ms = 300;
+  cfg.limits.pong_timeout_ms = 300;
+  cfg.limits.close_timeout_ms = 500;
+  cfg.limits.send_high_water = 256 * 1024;
+  cfg.limits.send_low_water = 64 * 1024;
+  cfg.limits.send_hard_cap = 4 * 1024 * 1024;
+  cfg.limits.max_pings_per_sec = 20;
+  cfg.limits.max_http_body = 100000;
+  cfg.on_http = on_http;
+  CHECK_EQ(herald_server_new(&ts.srv, &cfg), 0);
+  herald_ws_callbacks cb = {.on_upgrade = on_upgrade,
+                            .on_message = on_message,
+                            .on_drain = on_drain,
+                            .on_ping = on_ping,
+                            .on_close = on_close};
+  CHECK_EQ(herald_server_route(ts.srv, "/ws", &cb, NULL), 0);
+  pthread_create(&ts.thread, NULL, server_thread, &ts);
+  for (int i = 0; i < 200 && herald_server_port(ts.srv) == 0; i++) {
+    usleep(10000);
+  }
+  ts.port = herald_server_port(ts.srv);
+  CHECK(ts.port > 0);
+}
+
+/* ---- a raw client ------------------------------------------------------ */
+
+static int raw_connect(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)ts.port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    close(fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
+static void raw_write(int fd, const void *p, size_t n) {
+  const uint8_t *b = p;
+  while (n > 0) {
+    ssize_t w = write(fd, b, n);
+    if (w <= 0) {
+      return;
+    }
+    b += w;
+    n -= (size_t)w;
+  }
+}
+
+/* Reads up to cap bytes, waiting at most ms for each chunk; returns bytes
+ * read before EOF/timeout, and sets *eof when the peer closed. */
+static size_t raw_read(int fd, uint8_t *buf, size_t cap, int ms, int *eof) {
+  size_t n = 0;
+  *eof = 0;
+  while (n < cap) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, ms) <= 0) {
+      break;
+    }
+    ssize_t r = read(fd, buf + n, cap - n);
+    if (r <= 0) {
+      *eof = 1;
+      break;
+    }
+    n += (size_t)r;
+  }
+  return n;
+}
+
+/* Reads the 101 response; returns 1 if it came. */
+static int raw_handshake(int fd, const char *path) {
+  char req[512];
+  int n = snprintf(req, sizeof(req),
+                   "GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: "
+                   "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "
+                   "13\r\n\r\n",
+                   path);
+  raw_write(fd, req, (size_t)n);
+  char resp[1024];
+  size_t got = 0;
+  while (got < sizeof(resp) - 1) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, 2000) <= 0) {
+      return 0;
+    }
+    ssize_t r = read(fd, resp + got, 1); /* byte by byte: stop at the end */
+    if (r <= 0) {
+      return 0;
+    }
+    got++;
+    resp[got] = 0;
+    if (got >= 4 && memcmp(resp + got - 4, "\r\n\r\n", 4) == 0) {
+      return strncmp(resp, "HTTP/1.1 101", 12) == 0;
+    }
+  }
+  return 0;
+}
+
+static void raw_frame(int fd, int fin, unsigned op, const void *p, size_t n) {
+  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
+  static const uint8_t key[4] = {1, 2, 3, 4};
+  size_t h = herald_frame_header(hdr, (herald_opcode)op, fin, 0, n, key);
+  uint8_t *f = malloc(h + n);
+  memcpy(f, hdr, h);
+  for (size_t i = 0; i < n; i++) {
+    f[h + i] = ((const uint8_t *)p)[i] ^ key[i & 3];
+  }
+  raw_write(fd, f, h + n);
+  free(f);
+}
+
+/* Reads frames until a close frame; returns its code, 0 if the connection
+ * ended without one, -1 on timeout. */
+static int raw_until_close(int fd, int ms) {
+  uint8_t buf[1 << 16];
+  size_t have = 0;
+  struct timespec t0;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    while (have >= 2) {
+      size_t len = buf[1] & 0x7f, h = 2;
+      if (len == 126) {
+        if (have < 4) {
+          break;
+        }
+        len = (size_t)buf[2] << 8 | buf[3];
+        h = 4;
+      } else if (len == 127) {
+        if (have < 10) {
+          break;
+        }
+        len = 0;
+        for (int i = 0; i < 8; i++) {
+          len = len << 8 | buf[2 + i];
+        }
+        h = 10;
+      }
+      if ((buf[0] & 0x0f) == HERALD_OP_CLOSE && have >= h + 2) {
+        return buf[h] << 8 | buf[h + 1];
+      }
+      if (have < h + len) {
+        if (h + len > sizeof(buf)) {
+          /* Skip a big frame's payload as it streams. */
+          size_t skip = have;
+          have = 0;
+          size_t left = h + len - skip;
+          while (left > 0) {
+            int eof;
+            size_t r = raw_read(
+                fd, buf, left < sizeof(buf) ? left : sizeof(buf), ms, &eof);
+            if (r == 0) {
+              return eof ? 0 : -1;
+            }
+            left -= r;
+          }
+          continue;
+        }
+        break;
+      }
+      memmove(buf, buf + h + len, have - h - len);
+      have -= h + len;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int elapsed = (int)((t1.tv_sec - t0.tv_sec) * 1000 +
+                        (t1.tv_nsec - t0.tv_nsec) / 1000000);
+    if (elapsed > ms || poll(&p, 1, ms - elapsed) <= 0) {
+      return -1;
+    }
+    ssize_t r = read(fd, buf + have, sizeof(buf) - have);
+    if (r <= 0) {
+      return 0;
+    }
+    have += (size_t)r;
+  }
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_echo_raw(void) {
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  raw_frame(fd, 1, HERALD_OP_TEXT, "hello", 5);
+  uint8_t buf[64];
+  int eof;
+  size_t n = raw_read(fd, buf, 7, 2000, &eof);
+  CHECK_EQ(n, 7);
+  CHECK_EQ(buf[0], 0x81);
+  CHECK_EQ(buf[1], 5);
+  CHECK_MEM(buf + 2, "hello", 5);
+  raw_frame(fd, 1, HERALD_OP_CLOSE, "\x03\xe8", 2);
+  n = raw_read(fd, buf, sizeof(buf), 2000, &eof);
+  CHECK(n >= 4 && buf[0] == 0x88 && (buf[2] << 8 | buf[3]) == 1000);
+  CHECK(eof); /* the server closes TCP after the close handshake */
+  close(fd);
+}
+
+static void test_refusals(void) {
+  int fd = raw_connect();
+  const char *req = "GET /nope HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+                    "Connection: Upgrade\r\nSec-WebSocket-Key: "
+                    "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "
+                    "13\r\n\r\n";
+  raw_write(fd, req, strlen(req));
+  uint8_t buf[512];
+  int eof;
+  size_t n = raw_read(fd, buf, sizeof(buf) - 1, 2000, &eof);
+  buf[n] = 0;
+  CHECK(strncmp((char *)buf, "HTTP/1.1 404 ", 13) == 0);
+  close(fd);
+  fd = raw_connect();
+  CHECK(!raw_handshake(fd, "/ws?deny=1"));
+  close(fd);
+}
+
+/* Slowloris: a head that never completes is cut at handshake_timeout. */
+static void test_slowloris(void) {
+  int fd = raw_connect();
+  raw_write(fd, "GET /ws HTTP/1.1\r\nHost: t\r\n", 27);
+  uint8_t buf[64];
+  int eof;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  raw_read(fd, buf, sizeof(buf), 3000, &eof);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  CHECK(eof);
+  double s = (double)(t1.tv_sec - t0.tv_sec) +
+             (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+  CHECK(s >= 0.3 && s < 2.0);
+  close(fd);
+}
+
+/* A flood of tiny fragments is stopped by max_fragments with 1008. */
+static void test_fragment_flood(void) {
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  raw_frame(fd, 0, HERALD_OP_TEXT, "", 0);
+  for (int i = 0; i < 200; i++) {
+    raw_frame(fd, 0, HERALD_OP_CONT, "", 0);
+  }
+  CHECK_EQ(raw_until_close(fd, 2000), 1008);
+  close(fd);
+}
+
+/* A ping flood is closed with 1008 after max_pings_per_sec. */
+static void test_ping_flood(void) {
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  for (int i = 0; i < 100; i++) {
+    raw_frame(fd, 1, HERALD_OP_PING, "x", 1);
+  }
+  CHECK_EQ(raw_until_close(fd, 2000), 1008);
+  close(fd);
+}
+
+/* Half-open: a peer that never answers pings is dropped at pong_timeout. */
+static void test_half_open(void) {
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  /* Read nothing, answer nothing: after ping_interval + pong_timeout
+   * (and a tick or two) the server gives up. */
+  for (int i = 0; i < 30 && atomic_load(&ts.pong_timeouts) == 0; i++) {
+    usleep(100000);
+  }
+  CHECK_EQ(atomic_load(&ts.pong_timeouts), 1);
+  close(fd);
+}
+
+/* Backpressure: a client that does not read makes sends return
+ * BACKPRESSURE and then DROPPED, and the slow consumer is closed with 1008
+ * within close_timeout (its close frame is queued behind data it never
+ * reads, so the grace runs out and the connection is cut). */
+static void test_backpressure(void) {
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  raw_frame(fd, 1, HERALD_OP_TEXT, "flood", 5);
+  for (int i = 0; i < 100 && !atomic_load(&ts.slow_closes); i++) {
+    usleep(20000);
+  }
+  CHECK(atomic_load(&ts.backpressure_seen));
+  CHECK(atomic_load(&ts.dropped_seen));
+  CHECK_EQ(atomic_load(&ts.slow_closes), 1);
+  close(fd);
+}
+
+/* on_drain: a reader that falls behind and catches up gets drained. */
+static void test_drain(void) {
+  int before = atomic_load(&ts.drains);
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  /* 600 KiB echoed back: over send_high_water (256 KiB) while the client
+   * is not reading; then reading it all lets the queue fall below
+   * send_low_water. */
+  static uint8_t big[600 * 1024];
+  memset(big, 'd', sizeof(big));
+  raw_frame(fd, 1, HERALD_OP_BINARY, big, sizeof(big));
+  uint8_t *buf = malloc(sizeof(big) + 16);
+  int eof;
+  size_t n = raw_read(fd, buf, sizeof(big) + 10, 3000, &eof);
+  CHECK_EQ(n, sizeof(big) + 10);
+  for (int i = 0; i < 50 && atomic_load(&ts.drains) == before; i++) {
+    usleep(20000);
+  }
+  CHECK(atomic_load(&ts.drains) > before);
+  free(buf);
+  close(fd);
+}
+
+static char *http(const char *req, int ms) {
+  int fd = raw_connect();
+  raw_write(fd, req, strlen(req));
+  static char buf[4096];
+  int eof;
+  size_t n = raw_read(fd, (uint8_t *)buf, sizeof(buf) - 1, ms, &eof);
+  buf[n] = 0;
+  close(fd);
+  return buf;
+}
+
+static void test_http(void) {
+  const char *r = http("GET /health HTTP/1.1\r\nHost: t\r\n\r\n", 300);
+  CHECK(strncmp(r, "HTTP/1.1 200 OK\r\n", 17) == 0);
+  CHECK(strstr(r, "\r\n\r\nGET /health 0") != NULL);
+  /* Keep-alive: two requests on one connection, both answered. */
+  const char *two = "GET /a HTTP/1.1\r\nHost: t\r\n\r\n"
+                    "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\n"
+                    "body";
+  r = http(two, 300);
+  CHECK(strstr(r, "GET /a 0") != NULL);
+  CHECK(strstr(r, "POST /b 4 body") != NULL);
+  /* Too large, chunked, bad length. */
+  r = http("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100001\r\n\r\n",
+           500);
+  CHECK(strncmp(r, "HTTP/1.1 413 ", 13) == 0);
+  r = http("POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+           500);
+  if (strncmp(r, "HTTP/1.1 411 ", 13) != 0) {
+    fprintf(stderr, "411 test got: %s\n", r);
+  }
+  CHECK(strncmp(r, "HTTP/1.1 411 ", 13) == 0);
+  r = http("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n", 500);
+  CHECK(strncmp(r, "HTTP/1.1 400 ", 13) == 0);
+}
+
+/* A body that arrives in several reads, slowly. */
+static void test_http_body_spans_reads(void) {
+  int fd = raw_connect();
+  const char *head = "POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 50000\r\n"
+                     "Connection: close\r\n\r\n";
+  raw_write(fd, head, strlen(head));
+  static char body[50000];
+  memset(body, 'z', sizeof(body));
+  memcpy(body, "ABCD", 4);
+  for (size_t off = 0; off < sizeof(body); off += 10000) {
+    raw_write(fd, body + off, 10000);
+    usleep(20000);
+  }
+  char buf[1024];
+  int eof;
+  size_t n = raw_read(fd, (uint8_t *)buf, sizeof(buf) - 1, 2000, &eof);
+  buf[n] = 0;
+  CHECK(strstr(buf, "POST /up 50000 ABCD") != NULL);
+  CHECK(strstr(buf, "Connection: close\r\n") != NULL);
+  CHECK(eof);
+  close(fd);
+}
+
+/* A response given later, from another connection's callback. */
+static void test_http_async(void) {
+  int hfd = raw_connect();
+  const char *req = "GET /later HTTP/1.1\r\nHost: t\r\n\r\n"
+                    "GET /after HTTP/1.1\r\nHost: t\r\n\r\n";
+  raw_write(hfd, req, strlen(req));
+  usleep(100000);
+  /* `later` is answered from the ping callback of a WebSocket connection
+   * on the same loop. */
+  char buf[1024];
+  size_t n = 0;
+  int eof = 0;
+  for (int attempt = 0; attempt < 20 && n == 0; attempt++) {
+    int ws = raw_connect();
+    if (raw_handshake(ws, "/ws")) {
+      raw_frame(ws, 1, HERALD_OP_PING, "later", 5);
+    }
+    n = raw_read(hfd, (uint8_t *)buf, sizeof(buf) - 1, 100, &eof);
+    close(ws);
+  }
+  size_t more =
+      raw_read(hfd, (uint8_t *)buf + n, sizeof(buf) - 1 - n, 300, &eof);
+  n += more;
+  buf[n] = 0;
+  CHECK(strstr(buf, "HTTP/1.1 202 Accepted\r\n") != NULL);
+  CHECK(strstr(buf, "GET /after 0") != NULL); /* pipelined one, after */
+  close(hfd);
+}
+
+/* Our own client against our server, including a 4 MiB message. */
+typedef struct client_run {
+  herald_loop *loop;
+  int opened, got, closed;
+  uint16_t code;
+  size_t biggest;
+  const char *error;
+} client_run;
+
+static void c_open(herald_ws *ws, void *ud) {
+  client_run *r = ud;
+  r->opened = 1;
+  herald_ws_send(ws, HERALD_OP_TEXT, "one", 3);
+  static uint8_t big[4 << 20];
+  memset(big, 'b', sizeof(big));
+  herald_ws_send(ws, HERALD_OP_BINARY, big, sizeof(big));
+}
+
+static void c_message(herald_ws *ws, herald_opcode op, uint8_t *data,
+                      size_t len, void *ud) {
+  client_run *r = ud;
+  (void)op;
+  (void)data;
+  r->got++;
+  if (len > r->biggest) {
+    r->biggest = len;
+  }
+  if (r->got == 2) {
+    herald_ws_close(ws, 1000, "done", 4);
+  }
+}
+
+static void c_close(herald_ws *ws, const herald_close_info *info, void *ud) {
+  client_run *r = ud;
+  (void)ws;
+  r->closed = 1;
+  r->code = info->code;
+  r->error = info->error;
+}
+
+static void run_client(const char *url, client_run *r) {
+  memset(r, 0, sizeof(*r));
+  CHECK_EQ(herald_loop_new(&r->loop, NULL), 0);
+  herald_client_config cfg;
+  herald_client_config_init(&cfg);
+  cfg.url = url;
+  cfg.connect_timeout_ms = 2000;
+  herald_ws_callbacks cb = {
+      .on_open = c_open, .on_message = c_message, .on_close = c_close};
+  herald_ws *ws = NULL;
+  CHECK_EQ(herald_connect(r->loop, &cfg, &cb, r, &ws), 0);
+  herald_loop_run(r->loop);
+  herald_loop_del(r->loop);
+}
+
+static void test_client(void) {
+  char url[64];
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", ts.port);
+  client_run r;
+  run_client(url, &r);
+  CHECK(r.opened);
+  CHECK_EQ(r.got, 2);
+  CHECK_EQ(r.biggest, 4 << 20);
+  CHECK(r.closed);
+  CHECK_EQ(r.code, 1000);
+  /* Refused: a closed port, a bad host, a refused upgrade. */
+  run_client("ws://127.0.0.1:1/", &r);
+  CHECK(!r.opened && r.closed && r.error != NULL);
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/nope", ts.port);
+  run_client(url, &r);
+  CHECK(!r.opened && r.closed && r.error != NULL);
+  /* (A name that does not resolve is not tested here: with no network the
+   * resolver may take many seconds to give up.) */
+  herald_loop *loop;
+  CHECK_EQ(herald_loop_new(&loop, NULL), 0);
+  herald_client_config cfg;
+  herald_client_config_init(&cfg);
+  herald_ws_callbacks cb = {0};
+  cfg.url = "http://x/";
+  CHECK_EQ(herald_connect(loop, &cfg, &cb, NULL, NULL), HERALD_ERR_INVALID_ARG);
+  cfg.url = "ws://host:99999/";
+  CHECK_EQ(herald_connect(loop, &cfg, &cb, NULL, NULL), HERALD_ERR_INVALID_ARG);
+  herald_loop_del(loop);
+}
+
+/* Graceful shutdown: open connections get 1001 and run() returns 0. */
+static void test_shutdown(void) {
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  herald_server_stop(ts.srv);
+  uint8_t buf[64];
+  int eof;
+  size_t n = raw_read(fd, buf, 4, 2000, &eof);
+  CHECK(n == 4 && buf[0] == 0x88 && (buf[2] << 8 | buf[3]) == 1001);
+  raw_frame(fd, 1, HERALD_OP_CLOSE, "\x03\xe9", 2);
+  pthread_join(ts.thread, NULL);
+  CHECK_EQ(ts.run_result, 0);
+  close(fd);
+  herald_server_del(ts.srv);
+}
+
+static void test_config_errors(void) {
+  herald_server_config cfg;
+  herald_server_config_init(&cfg);
+  herald_server *srv;
+  CHECK_EQ(herald_server_new(&srv, &cfg), HERALD_ERR_INVALID_ARG);
+  const char *bad[] = {"127.0.0.1"};
+  cfg.listen = bad;
+  cfg.nlisten = 1;
+  CHECK_EQ(herald_server_new(&srv, &cfg), HERALD_ERR_INVALID_ARG);
+  const char *busy[] = {"127.0.0.1:1"}; /* privileged or taken */
+  cfg.listen = busy;
+  cfg.handle_signals = 0;
+  if (geteuid() != 0) {
+    CHECK_EQ(herald_server_new(&srv, &cfg), 0);
+    CHECK(herald_server_run(srv) < 0);
+    herald_server_del(srv);
+  }
+  CHECK(strlen(herald_rt_strerror(-111)) > 0);
+  CHECK(strcmp(herald_rt_strerror(HERALD_ERR_PROTO), "protocol error") == 0);
+}
+
+int main(void) {
+  setvbuf(stdout, NULL, _IONBF, 0);
+  RUN(test_config_errors);
+  start_server();
+  RUN(test_echo_raw);
+  RUN(test_refusals);
+  RUN(test_slowloris);
+  RUN(test_fragment_flood);
+  RUN(test_ping_flood);
+  RUN(test_half_open);
+  RUN(test_backpressure);
+  RUN(test_drain);
+  RUN(test_http);
+  RUN(test_http_body_spans_reads);
+  RUN(test_http_async);
+  RUN(test_client);
+  RUN(test_shutdown);
+  return TEST_REPORT();
+}
