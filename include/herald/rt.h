@@ -230,6 +230,26 @@ HERALD_API int herald_http_respond(herald_http *h, int status,
 /* Server                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------ */
+/* TLS (OpenSSL 3)                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* One certificate chain (PEM, leaf first) and its private key (PEM). */
+typedef struct herald_tls_cert {
+  const char *cert_file;
+  const char *key_file;
+} herald_tls_cert;
+
+/* Server TLS. With ncerts > 0 every listener of the server speaks TLS 1.2 or
+ * 1.3 only (OpenSSL's default cipher suites, server preference, no
+ * compression, no renegotiation), offers ALPN "http/1.1", and chooses among
+ * certs by SNI: the first certificate whose names match the requested host
+ * name, else certs[0]. */
+typedef struct herald_tls_server_config {
+  const herald_tls_cert *certs;
+  size_t ncerts;
+} herald_tls_server_config;
+
 typedef struct herald_server_config {
   const char *const *listen; /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
   size_t nlisten;
@@ -242,6 +262,11 @@ typedef struct herald_server_config {
   herald_rt_limits limits;
   herald_http_fn on_http; /* NULL: plain requests get 426 */
   void *http_user_data;
+  herald_tls_server_config tls; /* ncerts == 0: plain TCP */
+  /* Called on worker 0's thread after each SIGHUP-triggered certificate
+   * reload with its result (0 or a negative error); NULL: ignored. */
+  void (*on_tls_reload)(int result, const char *error, void *ud);
+  void *tls_reload_user_data;
 } herald_server_config;
 
 /* Fills cfg with defaults (no listen address). */
@@ -268,6 +293,13 @@ HERALD_API int herald_server_route(herald_server *srv, const char *path,
  * negative error if a listener could not be bound (nothing runs then). */
 HERALD_API int herald_server_run(herald_server *srv);
 
+/* Reads the certificate and key files of cfg.tls again and uses them for
+ * new connections; open connections keep theirs. Thread-safe. With
+ * handle_signals, SIGHUP calls it. Returns 0, or HERALD_ERR_INVALID_ARG when
+ * a file cannot be loaded (the old certificates stay in use; *error, if not
+ * NULL, is set to a static description). */
+HERALD_API int herald_server_reload_tls(herald_server *srv, const char **error);
+
 /* Thread-safe and async-signal-safe: starts the graceful shutdown. */
 HERALD_API void herald_server_stop(herald_server *srv);
 
@@ -288,7 +320,7 @@ HERALD_API void herald_server_del(herald_server *srv);
 /* ------------------------------------------------------------------------ */
 
 typedef struct herald_client_config {
-  const char *url;    /* ws://host[:port]/path?query */
+  const char *url;    /* ws://host[:port]/path?query, or wss:// (TLS) */
   const char *origin; /* NULL: none */
   const char *const *subprotocols;
   size_t nsubprotocols;
@@ -296,7 +328,13 @@ typedef struct herald_client_config {
   size_t nheaders;
   uint32_t connect_timeout_ms; /* 10000: DNS + TCP + handshake */
   const char *bind_address;    /* NULL, or a local source IP (127.0.0.2) */
-  herald_config core;          /* role is forced to client */
+  /* wss:// only. The server's certificate is verified against the system's
+   * CA store (or tls_ca_file) and its name against the URL's host (or
+   * tls_server_name, also sent as SNI), unless tls_insecure is 1. */
+  const char *tls_ca_file;
+  const char *tls_server_name;
+  int tls_insecure;
+  herald_config core; /* role is forced to client */
   herald_rt_limits limits;
 } herald_client_config;
 
@@ -304,9 +342,9 @@ HERALD_API void herald_client_config_init(herald_client_config *cfg);
 
 /* Starts connecting; everything in cfg is copied. On success the
  * connection's callbacks follow: on_open, or on_close with info->error when
- * it fails (DNS, refused, timeout, handshake refused). Returns 0 and sets
- * *pws (may be NULL), or HERALD_ERR_INVALID_ARG (bad URL) / HERALD_ERR_NOMEM;
- * then no callback is called. */
+ * it fails (DNS, refused, timeout, TLS verification, handshake refused).
+ * Returns 0 and sets *pws (may be NULL), or HERALD_ERR_INVALID_ARG (bad URL) /
+ * HERALD_ERR_NOMEM; then no callback is called. */
 HERALD_API int herald_connect(herald_loop *loop,
                               const herald_client_config *cfg,
                               const herald_ws_callbacks *cb, void *ud,

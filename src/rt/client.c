@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "rt/internal.h"
+#include "rt/tls.h"
 
 struct client_state {
   herald_ws *ws; /* NULL once the connection is gone (DNS may outlive it) */
@@ -29,6 +30,10 @@ struct client_state {
   herald_header *headers;
   size_t nheaders;
   char *bind_address;
+  int tls;
+  int tls_insecure;
+  char *tls_ca_file;
+  char *tls_server_name;
   herald_config core;
   herald_rt_limits limits;
   herald_ws_callbacks cb;
@@ -56,6 +61,8 @@ static void client_free_strings(struct client_state *c) {
   }
   free(c->headers);
   free(c->bind_address);
+  free(c->tls_ca_file);
+  free(c->tls_server_name);
   if (c->addrs) {
     freeaddrinfo(c->addrs); /* from getaddrinfo, directly or via libuv */
   }
@@ -74,10 +81,15 @@ void herald__client_free(struct client_state *c) {
 
 /* Splits ws://host[:port]/path into parts. Returns 0 or INVALID_ARG. */
 static int parse_url(const char *url, struct client_state *c, int *port) {
-  if (strncmp(url, "ws://", 5) != 0) {
-    return HERALD_ERR_INVALID_ARG; /* wss:// arrives with TLS */
+  const char *h;
+  if (strncmp(url, "ws://", 5) == 0) {
+    h = url + 5;
+  } else if (strncmp(url, "wss://", 6) == 0) {
+    h = url + 6;
+    c->tls = 1;
+  } else {
+    return HERALD_ERR_INVALID_ARG;
   }
-  const char *h = url + 5;
   const char *slash = strchr(h, '/');
   const char *q = strchr(h, '?');
   const char *end = slash ? slash : (q ? q : h + strlen(h));
@@ -102,7 +114,7 @@ static int parse_url(const char *url, struct client_state *c, int *port) {
     hend = colon ? colon : end;
     c->host = strndup(h, (size_t)(hend - h));
   }
-  *port = 80;
+  *port = c->tls ? 443 : 80;
   if (colon) {
     char *pend;
     long p = strtol(colon + 1, &pend, 10);
@@ -148,6 +160,15 @@ void herald__client_connected(herald_ws *ws) {
   }
   ws->error = NULL;
   ws->flags &= (uint16_t)~WS_CONNECTING;
+  if (c->tls) {
+    const char *why = NULL;
+    if (herald__tls_attach_client(
+            ws, c->tls_server_name ? c->tls_server_name : c->host,
+            c->tls_ca_file, c->tls_insecure, &why) != 0) {
+      herald__ws_abort(ws, why);
+      return;
+    }
+  }
   int one = 1;
   (void)setsockopt(ws->io.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   herald_client_opts o = {
@@ -248,6 +269,15 @@ HERALD_API int herald_connect(herald_loop *loop,
   if (rv == 0 && cfg->origin && (c->origin = strdup(cfg->origin)) == NULL) {
     rv = HERALD_ERR_NOMEM;
   }
+  if (rv == 0 && cfg->tls_ca_file &&
+      (c->tls_ca_file = strdup(cfg->tls_ca_file)) == NULL) {
+    rv = HERALD_ERR_NOMEM;
+  }
+  if (rv == 0 && cfg->tls_server_name &&
+      (c->tls_server_name = strdup(cfg->tls_server_name)) == NULL) {
+    rv = HERALD_ERR_NOMEM;
+  }
+  c->tls_insecure = cfg->tls_insecure;
   if (rv == 0 && cfg->bind_address &&
       (c->bind_address = strdup(cfg->bind_address)) == NULL) {
     rv = HERALD_ERR_NOMEM;

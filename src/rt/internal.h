@@ -45,6 +45,9 @@ enum {
   WS_TRIM = 1 << 13         /* release buffers once the 101 is written */
 };
 
+typedef struct herald_tls_set herald_tls_set;
+typedef struct tls_state tls_state;
+
 struct herald_http {
   herald_ws *ws;  /* NULL once the connection is gone */
   int responded;  /* 0 not yet, 1 answered, -1 handler returned unanswered */
@@ -83,6 +86,7 @@ struct herald_ws {
   herald_server *srv;       /* server connections: their server */
   struct client_state *cli; /* client connections: connect state */
   char *subprotocol;
+  tls_state *tls; /* NULL: plain TCP */
 
   /* How it ended, for on_close. */
   uint16_t close_code;
@@ -154,6 +158,7 @@ herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
 void herald__ws_start(herald_ws *ws); /* register fd, set timers */
 void herald__ws_abort(herald_ws *ws, const char *error);
 void herald__ws_shutdown(herald_ws *ws); /* graceful: 1001 or close */
+void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len);
 
 /* server.c: per-connection server context. */
 

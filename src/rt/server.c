@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "rt/internal.h"
+#include "rt/tls.h"
 
 typedef struct route {
   char *path; /* "*" for the default */
@@ -45,7 +46,7 @@ typedef struct worker {
   listener *listeners;
   uv_async_t stop_async;
   uv_timer_t grace;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
   int has_handles; /* stop_async and grace are initialised */
   int has_signals;
   int stopping;
@@ -61,6 +62,8 @@ struct herald_server {
   int port;
   void (*on_loop_start)(herald_loop *loop, void *ud);
   void *on_loop_start_ud;
+  pthread_mutex_t tls_mu; /* guards tls: swapped by reloads */
+  herald_tls_set *tls;
 };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -126,6 +129,16 @@ HERALD_API int herald_server_new(herald_server **psrv,
     return HERALD_ERR_NOMEM;
   }
   srv->cfg = *cfg;
+  pthread_mutex_init(&srv->tls_mu, NULL);
+  if (cfg->tls.ncerts > 0) {
+    const char *why;
+    int rv = herald__tls_set_new(&cfg->tls, &srv->tls, &why);
+    if (rv != 0) {
+      pthread_mutex_destroy(&srv->tls_mu);
+      free(srv);
+      return rv;
+    }
+  }
   srv->core = cfg->core;
   srv->core.role = HERALD_ROLE_SERVER;
   srv->nworkers =
@@ -220,6 +233,17 @@ void herald__listener_ready(herald_loop *loop, io_item *io) {
       continue;
     }
     ws->srv = srv;
+    if (srv->tls) {
+      pthread_mutex_lock(&srv->tls_mu);
+      herald_tls_set *set = herald__tls_set_ref(srv->tls);
+      pthread_mutex_unlock(&srv->tls_mu);
+      int rv = herald__tls_attach_server(ws, set);
+      herald__tls_set_unref(set);
+      if (rv != 0) {
+        herald__ws_abort(ws, "out of memory");
+        continue;
+      }
+    }
     herald__ws_start(ws);
   }
 }
@@ -365,10 +389,41 @@ HERALD_API void herald_server_stop(herald_server *srv) {
   }
 }
 
+HERALD_API int herald_server_reload_tls(herald_server *srv,
+                                        const char **error) {
+  const char *why = "no TLS certificates configured";
+  herald_tls_set *set = NULL;
+  int rv = HERALD_ERR_INVALID_ARG;
+  if (srv->cfg.tls.ncerts > 0) {
+    rv = herald__tls_set_new(&srv->cfg.tls, &set, &why);
+  }
+  if (rv != 0) {
+    if (error) {
+      *error = why;
+    }
+    return rv;
+  }
+  pthread_mutex_lock(&srv->tls_mu);
+  herald_tls_set *old = srv->tls;
+  srv->tls = set;
+  pthread_mutex_unlock(&srv->tls_mu);
+  herald__tls_set_unref(old); /* open connections hold their own refs */
+  return 0;
+}
+
 static void on_signal(uv_signal_t *s, int signum) {
-  (void)signum;
   worker *w = s->data;
-  herald_server_stop(w->srv);
+  herald_server *srv = w->srv;
+  if (signum == SIGHUP) {
+    const char *why = NULL;
+    int rv = herald_server_reload_tls(srv, &why);
+    if (srv->cfg.on_tls_reload) {
+      srv->cfg.on_tls_reload(rv, rv ? why : NULL,
+                             srv->cfg.tls_reload_user_data);
+    }
+    return;
+  }
+  herald_server_stop(srv);
 }
 
 /* ---- running ------------------------------------------------------------ */
@@ -398,6 +453,7 @@ static void worker_cleanup(worker *w) {
   if (w->has_signals) {
     uv_close((uv_handle_t *)&w->sigint, noop_close);
     uv_close((uv_handle_t *)&w->sigterm, noop_close);
+    uv_close((uv_handle_t *)&w->sighup, noop_close);
   }
   while (w->loop->all) {
     herald__ws_abort(w->loop->all, "server stopped");
@@ -461,8 +517,13 @@ HERALD_API int herald_server_run(herald_server *srv) {
       uv_signal_init(w->loop->uv, &w->sigint);
       uv_signal_init(w->loop->uv, &w->sigterm);
       w->sigint.data = w->sigterm.data = w;
+      uv_signal_init(w->loop->uv, &w->sighup);
+      w->sighup.data = w;
       uv_signal_start(&w->sigint, on_signal, SIGINT);
       uv_signal_start(&w->sigterm, on_signal, SIGTERM);
+      if (srv->tls) {
+        uv_signal_start(&w->sighup, on_signal, SIGHUP);
+      }
       w->has_signals = 1;
     }
   }
@@ -501,6 +562,8 @@ HERALD_API void herald_server_del(herald_server *srv) {
   if (srv == NULL) {
     return;
   }
+  herald__tls_set_unref(srv->tls);
+  pthread_mutex_destroy(&srv->tls_mu);
   while (srv->routes) {
     route *next = srv->routes->next;
     free(srv->routes->path);

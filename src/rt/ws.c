@@ -27,11 +27,11 @@
 #include <unistd.h>
 
 #include "rt/internal.h"
+#include "rt/tls.h"
 
 #define MAX_IOV 64
 
 static void ws_finish(herald_ws *ws);
-static void ws_process(herald_ws *ws, uint8_t *buf, size_t len);
 static void ws_arm_open_timers(herald_ws *ws);
 
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
@@ -69,6 +69,7 @@ void herald__ws_start(herald_ws *ws) {
 }
 
 void herald__ws_free(herald_ws *ws) {
+  herald__tls_free(ws);
   herald_conn_del(ws->conn);
   free(ws->tail);
   free(ws->body);
@@ -189,41 +190,47 @@ void herald__ws_flush(herald_ws *ws) {
     return;
   }
   ws->flags &= (uint16_t)~WS_NEEDS_FLUSH;
-  struct iovec iov[MAX_IOV];
-  for (;;) {
-    int cnt = herald_conn_output(ws->conn, iov, MAX_IOV);
-    if (cnt <= 0) {
-      ws->flags &= (uint16_t)~WS_WANT_WRITE;
-      break;
+  if (ws->tls) {
+    if (herald__tls_flush(ws) < 0) {
+      return;
     }
-    size_t want = 0;
-    for (int i = 0; i < cnt; i++) {
-      want += iov[i].iov_len;
-    }
-    /* sendmsg rather than writev: the same single syscall, plus
-     * MSG_NOSIGNAL so a peer that reset the connection cannot kill the
-     * process with SIGPIPE. */
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-    ssize_t n = sendmsg(ws->io.fd, &msg, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) {
-        continue;
+  } else {
+    struct iovec iov[MAX_IOV];
+    for (;;) {
+      int cnt = herald_conn_output(ws->conn, iov, MAX_IOV);
+      if (cnt <= 0) {
+        ws->flags &= (uint16_t)~WS_WANT_WRITE;
+        break;
       }
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      size_t want = 0;
+      for (int i = 0; i < cnt; i++) {
+        want += iov[i].iov_len;
+      }
+      /* sendmsg rather than writev: the same single syscall, plus
+       * MSG_NOSIGNAL so a peer that reset the connection cannot kill the
+       * process with SIGPIPE. */
+      struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+      ssize_t n = sendmsg(ws->io.fd, &msg, MSG_NOSIGNAL);
+      if (n < 0) {
+        if (errno == EINTR) {
+          continue;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+          ws->flags |= WS_WANT_WRITE;
+          break;
+        }
+        herald__ws_abort(ws, "write failed");
+        return;
+      }
+      herald_conn_output_consumed(ws->conn, (size_t)n);
+      if ((size_t)n < want) {
         ws->flags |= WS_WANT_WRITE;
         break;
       }
-      herald__ws_abort(ws, "write failed");
-      return;
-    }
-    herald_conn_output_consumed(ws->conn, (size_t)n);
-    if ((size_t)n < want) {
-      ws->flags |= WS_WANT_WRITE;
-      break;
-    }
-    if (cnt < MAX_IOV) {
-      ws->flags &= (uint16_t)~WS_WANT_WRITE;
-      break;
+      if (cnt < MAX_IOV) {
+        ws->flags &= (uint16_t)~WS_WANT_WRITE;
+        break;
+      }
     }
   }
   ws_update_events(ws);
@@ -245,7 +252,8 @@ void herald__ws_flush(herald_ws *ws) {
       ws->cb->on_drain(ws, ws->ud);
     }
   }
-  if (!(ws->flags & WS_DEAD) && herald_conn_done(ws->conn)) {
+  if (!(ws->flags & WS_DEAD) && herald_conn_done(ws->conn) &&
+      (ws->tls == NULL || herald__tls_pending(ws) == 0)) {
     ws_shutdown_write(ws);
   }
 }
@@ -365,6 +373,15 @@ static void ws_read(herald_ws *ws) {
       return;
     }
   }
+  if (ws->tls) {
+    int r = herald__tls_read(ws);
+    if (r == 1) {
+      ws_on_eof(ws);
+    } else if (r == 0 && !(ws->flags & WS_DEAD)) {
+      herald__ws_flush(ws);
+    }
+    return;
+  }
   size_t have = ws->tail_len;
   if (have) {
     memcpy(buf, ws->tail, have);
@@ -385,7 +402,7 @@ static void ws_read(herald_ws *ws) {
     return;
   }
   ws->last_rx = herald__now(ws->loop);
-  ws_process(ws, buf, have + (size_t)n);
+  herald__ws_process(ws, buf, have + (size_t)n);
   if (!(ws->flags & WS_DEAD)) {
     herald__ws_flush(ws);
   }
@@ -649,7 +666,7 @@ static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
 
 /* Feeds buf[0..len) to the core and delivers the events. What the core
  * leaves unconsumed is kept as the tail for the next read. */
-static void ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
+void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
   size_t off = 0;
   while (!(ws->flags & (WS_DEAD | WS_READ_PAUSED))) {
     if (ws->body) {
@@ -726,7 +743,7 @@ void herald__ws_resume(herald_ws *ws) {
     size_t n = ws->tail_len;
     memcpy(buf, ws->tail, n);
     ws->tail_len = 0;
-    ws_process(ws, buf, n);
+    herald__ws_process(ws, buf, n);
   }
   if (!(ws->flags & WS_DEAD)) {
     herald__ws_flush(ws);
@@ -858,7 +875,8 @@ void herald__ws_shutdown(herald_ws *ws) {
 }
 
 HERALD_API size_t herald_ws_buffered(const herald_ws *ws) {
-  return herald_conn_output_size(ws->conn);
+  return herald_conn_output_size(ws->conn) +
+         (ws->tls ? herald__tls_pending(ws) : 0);
 }
 
 HERALD_API void herald_ws_set_data(herald_ws *ws, void *data) {

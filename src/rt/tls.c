@@ -1,0 +1,487 @@
+/*
+ * tls.c - TLS between the socket and the protocol core, with OpenSSL 3 over
+ * memory BIOs: ciphertext read from the socket is written into the read
+ * BIO, SSL_read turns it into plaintext for the core; the core's output goes
+ * through SSL_write into the write BIO, whose ciphertext we send ourselves.
+ * OpenSSL never touches the descriptor, so reads and writes keep the
+ * runtime's one-read-one-write shape and its backpressure accounting.
+ *
+ * Certificates live in a refcounted set (one SSL_CTX per certificate, the
+ * first the default). Each connection holds a reference to the set it was
+ * accepted with, so a reload (SIGHUP) swaps the set for new connections
+ * while open ones keep theirs.
+ */
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "rt/internal.h"
+#include "rt/tls.h"
+
+/* Plaintext is handed to SSL_write in records of up to this size: small
+ * frames are coalesced so that they do not each cost a TLS record. */
+#define TLS_RECORD 16384
+/* Ciphertext waiting for the socket is taken from the BIO this much at a
+ * time. */
+#define TLS_CHUNK 65536
+/* SSL_write stops while this much ciphertext waits for the socket, so the
+ * rest stays in the core's queue where backpressure counts it. */
+#define TLS_MAX_PENDING (256 * 1024)
+
+struct herald_tls_set {
+  atomic_int refs;
+  SSL_CTX **ctx;
+  size_t n;
+};
+
+struct tls_state {
+  SSL *ssl;
+  BIO *rbio; /* ciphertext from the peer, for OpenSSL to read */
+  BIO *wbio; /* ciphertext from OpenSSL, for us to send */
+  herald_tls_set *set;
+  uint8_t *out; /* ciphertext taken from wbio, [out_off, out_len) unsent */
+  size_t out_len, out_off;
+  int shutdown_sent;
+};
+
+/* ---- errors ------------------------------------------------------------- */
+
+/* A static text for the last failure on ssl: verification results first,
+ * since they are what users need to see ("certificate has expired"). */
+static const char *tls_error(SSL *ssl, int ret) {
+  long vr = SSL_get_verify_result(ssl);
+  if (vr != X509_V_OK) {
+    return X509_verify_cert_error_string(vr);
+  }
+  unsigned long e = ERR_peek_last_error();
+  int code = SSL_get_error(ssl, ret);
+  ERR_clear_error();
+  if (e != 0) {
+    const char *r = ERR_reason_error_string(e);
+    if (r) {
+      return r;
+    }
+  }
+  if (code == SSL_ERROR_SYSCALL) {
+    return "TLS: connection closed during the handshake";
+  }
+  return "TLS handshake failed";
+}
+
+/* ---- certificate sets --------------------------------------------------- */
+
+static int alpn_select(SSL *ssl, const unsigned char **out,
+                       unsigned char *outlen, const unsigned char *in,
+                       unsigned int inlen, void *arg) {
+  (void)ssl;
+  (void)arg;
+  /* We speak HTTP/1.1 only (WebSocket upgrades and the HTTP API). */
+  for (unsigned i = 0; i + 1 <= inlen;) {
+    unsigned len = in[i];
+    if (i + 1 + len > inlen) {
+      break;
+    }
+    if (len == 8 && memcmp(in + i + 1, "http/1.1", 8) == 0) {
+      *out = in + i + 1;
+      *outlen = (unsigned char)len;
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_NOACK;
+}
+
+/* SNI: move the connection to the context whose certificate names the
+ * requested host; the default (first) otherwise. */
+static int servername(SSL *ssl, int *al, void *arg) {
+  (void)al;
+  herald_tls_set *set = arg;
+  const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (name == NULL) {
+    return SSL_TLSEXT_ERR_OK;
+  }
+  for (size_t i = 0; i < set->n; i++) {
+    X509 *cert = SSL_CTX_get0_certificate(set->ctx[i]);
+    if (cert && X509_check_host(cert, name, 0, 0, NULL) == 1) {
+      if (i > 0) {
+        SSL_set_SSL_CTX(ssl, set->ctx[i]);
+      }
+      return SSL_TLSEXT_ERR_OK;
+    }
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+static void set_common(SSL_CTX *ctx) {
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+}
+
+void herald__tls_set_unref(herald_tls_set *set) {
+  if (set == NULL || atomic_fetch_sub(&set->refs, 1) != 1) {
+    return;
+  }
+  for (size_t i = 0; i < set->n; i++) {
+    SSL_CTX_free(set->ctx[i]);
+  }
+  free(set->ctx);
+  free(set);
+}
+
+herald_tls_set *herald__tls_set_ref(herald_tls_set *set) {
+  atomic_fetch_add(&set->refs, 1);
+  return set;
+}
+
+int herald__tls_set_new(const herald_tls_server_config *cfg,
+                        herald_tls_set **pset, const char **error) {
+  herald_tls_set *set = calloc(1, sizeof(*set));
+  if (set == NULL ||
+      (set->ctx = calloc(cfg->ncerts, sizeof(SSL_CTX *))) == NULL) {
+    free(set);
+    *error = "out of memory";
+    return HERALD_ERR_NOMEM;
+  }
+  atomic_init(&set->refs, 1);
+  for (size_t i = 0; i < cfg->ncerts; i++) {
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (ctx == NULL) {
+      *error = "cannot create a TLS context";
+      herald__tls_set_unref(set);
+      return HERALD_ERR_NOMEM;
+    }
+    set->ctx[set->n++] = ctx;
+    set_common(ctx);
+    if (cfg->certs[i].cert_file == NULL || cfg->certs[i].key_file == NULL ||
+        SSL_CTX_use_certificate_chain_file(ctx, cfg->certs[i].cert_file) != 1) {
+      *error = "cannot load the certificate chain file";
+      ERR_clear_error();
+      herald__tls_set_unref(set);
+      return HERALD_ERR_INVALID_ARG;
+    }
+    if (SSL_CTX_use_PrivateKey_file(ctx, cfg->certs[i].key_file,
+                                    SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+      *error = "cannot load the private key, or it does not match the "
+               "certificate";
+      ERR_clear_error();
+      herald__tls_set_unref(set);
+      return HERALD_ERR_INVALID_ARG;
+    }
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+    SSL_CTX_set_tlsext_servername_callback(ctx, servername);
+    SSL_CTX_set_tlsext_servername_arg(ctx, set);
+  }
+  *pset = set;
+  return 0;
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static int tls_state_new(herald_ws *ws, SSL_CTX *ctx) {
+  tls_state *t = calloc(1, sizeof(*t));
+  if (t == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  t->ssl = SSL_new(ctx);
+  t->rbio = BIO_new(BIO_s_mem());
+  t->wbio = BIO_new(BIO_s_mem());
+  if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
+    SSL_free(t->ssl);
+    BIO_free(t->rbio);
+    BIO_free(t->wbio);
+    free(t);
+    return HERALD_ERR_NOMEM;
+  }
+  /* An empty memory BIO reports "retry", not EOF. */
+  BIO_set_mem_eof_return(t->rbio, -1);
+  BIO_set_mem_eof_return(t->wbio, -1);
+  SSL_set_bio(t->ssl, t->rbio, t->wbio);
+  ws->tls = t;
+  return 0;
+}
+
+int herald__tls_attach_server(herald_ws *ws, herald_tls_set *set) {
+  int rv = tls_state_new(ws, set->ctx[0]);
+  if (rv != 0) {
+    return rv;
+  }
+  ws->tls->set = herald__tls_set_ref(set);
+  SSL_set_accept_state(ws->tls->ssl);
+  return 0;
+}
+
+int herald__tls_attach_client(herald_ws *ws, const char *host,
+                              const char *ca_file, int insecure,
+                              const char **error) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == NULL) {
+    *error = "cannot create a TLS context";
+    return HERALD_ERR_NOMEM;
+  }
+  set_common(ctx);
+  if (!insecure) {
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if ((ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                 : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+      SSL_CTX_free(ctx);
+      ERR_clear_error();
+      *error = "cannot load the CA certificates";
+      return HERALD_ERR_INVALID_ARG;
+    }
+  }
+  static const unsigned char alpn[] = "\x08http/1.1";
+  SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn) - 1);
+  int rv = tls_state_new(ws, ctx);
+  SSL_CTX_free(ctx); /* the SSL holds its own reference */
+  if (rv != 0) {
+    *error = "out of memory";
+    return rv;
+  }
+  SSL *ssl = ws->tls->ssl;
+  SSL_set_connect_state(ssl);
+  /* SNI and name checks take a host name, never an IP literal's brackets. */
+  SSL_set_tlsext_host_name(ssl, host);
+  if (!insecure) {
+    SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (SSL_set1_host(ssl, host) != 1) {
+      *error = "invalid host name for verification";
+      return HERALD_ERR_INVALID_ARG;
+    }
+  }
+  return 0;
+}
+
+void herald__tls_free(herald_ws *ws) {
+  tls_state *t = ws->tls;
+  if (t == NULL) {
+    return;
+  }
+  SSL_free(t->ssl); /* frees both BIOs */
+  herald__tls_set_unref(t->set);
+  free(t->out);
+  free(t);
+  ws->tls = NULL;
+}
+
+size_t herald__tls_pending(const herald_ws *ws) {
+  const tls_state *t = ws->tls;
+  return (t->out_len - t->out_off) + (size_t)BIO_ctrl_pending(t->wbio);
+}
+
+/* Sends ciphertext from the write BIO. Returns 0 when all of it went out,
+ * 1 when the socket is full, -1 after aborting the connection. */
+static int tls_send(herald_ws *ws) {
+  tls_state *t = ws->tls;
+  for (;;) {
+    if (t->out_off == t->out_len) {
+      t->out_off = t->out_len = 0;
+      if (BIO_ctrl_pending(t->wbio) == 0) {
+        free(t->out);
+        t->out = NULL;
+        return 0;
+      }
+      if (t->out == NULL && (t->out = malloc(TLS_CHUNK)) == NULL) {
+        herald__ws_abort(ws, "out of memory");
+        return -1;
+      }
+      int n = BIO_read(t->wbio, t->out, TLS_CHUNK);
+      if (n <= 0) {
+        return 0;
+      }
+      t->out_len = (size_t)n;
+    }
+    ssize_t w = send(ws->io.fd, t->out + t->out_off, t->out_len - t->out_off,
+                     MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return 1;
+      }
+      herald__ws_abort(ws, "write failed");
+      return -1;
+    }
+    t->out_off += (size_t)w;
+  }
+}
+
+/* Drives the handshake. Returns 1 once established, 0 while it continues,
+ * -1 after aborting. */
+static int tls_handshake(herald_ws *ws) {
+  tls_state *t = ws->tls;
+  if (SSL_is_init_finished(t->ssl)) {
+    return 1;
+  }
+  int r = SSL_do_handshake(t->ssl);
+  if (r == 1) {
+    return 1;
+  }
+  int e = SSL_get_error(t->ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    return 0;
+  }
+  const char *why = tls_error(t->ssl, r);
+  (void)tls_send(ws); /* the alert, if the socket takes it */
+  herald__ws_abort(ws, why);
+  return -1;
+}
+
+/*
+ * Encrypts what the core has queued (once the handshake is done) and sends
+ * the ciphertext. Returns 0, or -1 if the connection was aborted. Sets
+ * WS_WANT_WRITE when the socket is full.
+ */
+int herald__tls_flush(herald_ws *ws) {
+  tls_state *t = ws->tls;
+  int hs = tls_handshake(ws);
+  if (hs < 0) {
+    return -1;
+  }
+  if (hs == 1) {
+    uint8_t *rec = ws->loop->rbuf + READ_BUFFER_SIZE - TLS_RECORD;
+    struct iovec iov[64];
+    int cnt;
+    while (herald__tls_pending(ws) < TLS_MAX_PENDING &&
+           (cnt = herald_conn_output(ws->conn, iov, 64)) > 0) {
+      size_t done = 0;
+      for (int i = 0; i < cnt; i++) {
+        const uint8_t *p = iov[i].iov_base;
+        size_t len = iov[i].iov_len;
+        if (len >= TLS_RECORD) {
+          int w =
+              SSL_write(t->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
+          if (w <= 0) {
+            herald__ws_abort(ws, tls_error(t->ssl, w));
+            return -1;
+          }
+          done += (size_t)w;
+          if ((size_t)w < len) {
+            break;
+          }
+          continue;
+        }
+        /* Coalesce small pieces into one record. */
+        size_t fill = 0;
+        while (i < cnt && iov[i].iov_len < TLS_RECORD &&
+               fill + iov[i].iov_len <= TLS_RECORD) {
+          memcpy(rec + fill, iov[i].iov_base, iov[i].iov_len);
+          fill += iov[i].iov_len;
+          i++;
+        }
+        i--;
+        if (fill == 0) {
+          /* A piece that does not fit after others: write it alone. */
+          continue;
+        }
+        int w = SSL_write(t->ssl, rec, (int)fill);
+        if (w <= 0 || (size_t)w != fill) {
+          herald__ws_abort(ws, tls_error(t->ssl, w));
+          return -1;
+        }
+        done += fill;
+      }
+      herald_conn_output_consumed(ws->conn, done);
+      if (done == 0) {
+        break;
+      }
+    }
+    if (herald_conn_done(ws->conn) && !t->shutdown_sent) {
+      /* The WebSocket is closed: end TLS with close_notify before FIN. */
+      t->shutdown_sent = 1;
+      (void)SSL_shutdown(t->ssl);
+    }
+  }
+  int s = tls_send(ws);
+  if (s < 0) {
+    return -1;
+  }
+  if (s == 1) {
+    ws->flags |= WS_WANT_WRITE;
+  } else if (herald_conn_output_size(ws->conn) == 0 || hs != 1) {
+    ws->flags &= (uint16_t)~WS_WANT_WRITE;
+  } else {
+    ws->flags |= WS_WANT_WRITE; /* more plaintext waits for the socket */
+  }
+  return 0;
+}
+
+/*
+ * Reads ciphertext from the socket, completes the handshake, and delivers
+ * the plaintext to the core. Returns 0, 1 at EOF (the caller ends the
+ * connection), or -1 if the connection was aborted.
+ */
+int herald__tls_read(herald_ws *ws) {
+  tls_state *t = ws->tls;
+  uint8_t *buf = ws->loop->rbuf;
+  /* Ciphertext goes in the second half of the read buffer; plaintext is
+   * produced into the first half. */
+  uint8_t *cbuf = buf + READ_BUFFER_SIZE / 2;
+  ssize_t n;
+  do {
+    n = read(ws->io.fd, cbuf, READ_BUFFER_SIZE / 2);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return 0;
+    }
+    herald__ws_abort(ws, "read failed");
+    return -1;
+  }
+  if (n == 0) {
+    if (!SSL_is_init_finished(t->ssl)) {
+      herald__ws_abort(ws, "TLS: connection closed during the handshake");
+      return -1;
+    }
+    return 1;
+  }
+  BIO_write(t->rbio, cbuf, (int)n);
+  int hs = tls_handshake(ws);
+  if (hs < 0) {
+    return -1;
+  }
+  if (hs == 0) {
+    return tls_send(ws) < 0 ? -1 : 0;
+  }
+  ws->last_rx = herald__now(ws->loop);
+  size_t cap = READ_BUFFER_SIZE / 2;
+  for (;;) {
+    size_t have = ws->tail_len;
+    if (have) {
+      memcpy(buf, ws->tail, have);
+      ws->tail_len = 0;
+    }
+    int r = SSL_read(t->ssl, buf + have, (int)(cap - have));
+    if (r <= 0) {
+      int e = SSL_get_error(t->ssl, r);
+      if (have) {
+        ws->tail_len = have; /* still in ws->tail */
+      }
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        break;
+      }
+      if (e == SSL_ERROR_ZERO_RETURN) {
+        return 1; /* close_notify: EOF */
+      }
+      herald__ws_abort(ws, tls_error(t->ssl, r));
+      return -1;
+    }
+    herald__ws_process(ws, buf, have + (size_t)r);
+    if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
+      break;
+    }
+  }
+  return 0;
+}

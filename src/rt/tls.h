@@ -1,0 +1,28 @@
+/* tls.h - the runtime's TLS layer (OpenSSL over memory BIOs). Internal. */
+#ifndef HERALD_RT_TLS_H
+#define HERALD_RT_TLS_H
+
+#include "rt/internal.h"
+
+/* A refcounted set of server contexts, one per certificate. */
+int herald__tls_set_new(const herald_tls_server_config *cfg,
+                        herald_tls_set **pset, const char **error);
+herald_tls_set *herald__tls_set_ref(herald_tls_set *set);
+void herald__tls_set_unref(herald_tls_set *set);
+
+/* Puts TLS under a connection: server side with set, client side verifying
+ * host (unless insecure) against ca_file or the system store. Return 0 or a
+ * negative error (with *error set for the client). */
+int herald__tls_attach_server(herald_ws *ws, herald_tls_set *set);
+int herald__tls_attach_client(herald_ws *ws, const char *host,
+                              const char *ca_file, int insecure,
+                              const char **error);
+void herald__tls_free(herald_ws *ws);
+
+/* I/O in place of read()/sendmsg(): see tls.c. */
+int herald__tls_read(herald_ws *ws);
+int herald__tls_flush(herald_ws *ws);
+/* Ciphertext not yet sent. */
+size_t herald__tls_pending(const herald_ws *ws);
+
+#endif
