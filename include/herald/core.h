@@ -195,6 +195,47 @@ typedef enum herald_role {
 typedef int (*herald_random_fn)(void *buf, size_t len, void *user_data);
 
 /*
+ * permessage-deflate (RFC 7692) policy. Off by default. The four window and
+ * context fields are what a client offers and what a server accepts; the
+ * rest steer our own compressor. Memory per direction and connection is
+ * documented in docs/performance.md (about 2^(bits+2) + 2^(mem_level+9)
+ * bytes to compress, 2^bits + 7 KiB to decompress, each allocated when the
+ * first compressed message needs it).
+ */
+typedef struct herald_deflate_config {
+  int enabled; /* 0: never offered or accepted (default) */
+  /* 0 (default). Client: ask the server not to keep its compression context
+   * between messages (saves our inflate window between messages). Server:
+   * always answer with it (needed for herald_conn_send_frame() of
+   * compressed frames). An offer that asks for it is always accepted. */
+  int server_no_context_takeover;
+  /* 0 (default). Client: promise to reset our compressor after every
+   * message. Server: always ask the client to (our inflater is reset
+   * between messages). An offer that asks for it is always accepted. */
+  int client_no_context_takeover;
+  /* 15 (default), 8..15: the largest LZ77 window, in bits, the server
+   * compresses with. Client: offered when below 15. Server: the answer is
+   * min(offer, this); zlib cannot compress with an 8-bit window, so 8 acts
+   * as 9 and an offer that demands 8 is declined. */
+  int server_max_window_bits;
+  /* 15 (default), 8..15: the largest window the client compresses with.
+   * Client: offered (valueless when 15). Server: below 15, offers that do
+   * not let us limit the client's window are declined. A client whose
+   * agreed window is 8 sends its messages uncompressed (legal: compression
+   * is per message). */
+  int client_max_window_bits;
+  /* 64: whole messages shorter than this are sent uncompressed. */
+  size_t threshold;
+  /* 3: zlib level, 0..9 or -1 (zlib's default, 6). On JSON-like text 6
+   * is about 15 % smaller than 3 but about 40 % slower (docs/performance.md).
+   */
+  int level;
+  /* 8: zlib memLevel, 1..9: the compressor's hash table is
+   * 2^(mem_level+9) bytes. */
+  int mem_level;
+} herald_deflate_config;
+
+/*
  * Everything a peer can make grow has a limit here, with its default and the
  * reaction when it is passed. Initialise with herald_config_init(), then
  * override fields. A connection borrows its config: the config must outlive
@@ -230,6 +271,14 @@ typedef struct herald_config {
    * core's own generator (getrandom(2), buffered). */
   herald_random_fn random;
   void *random_user_data;
+
+  /* permessage-deflate; see herald_deflate_config. A compressed message's
+   * size limits: max_frame_size applies to each compressed frame as sent,
+   * max_message_size to the inflated message (checked while inflating: a
+   * peer can never make the core hold more), and the compressed bytes of
+   * one message may not exceed max_message_size + max_message_size / 8 +
+   * 64 KiB (close 1009). */
+  herald_deflate_config deflate;
 } herald_config;
 
 /* Fills cfg with the documented defaults for role. */
@@ -378,10 +427,18 @@ typedef struct herald_accept {
   const char *subprotocol;      /* one of the offered ones, or NULL */
   const herald_header *headers; /* extra response headers, or NULL */
   size_t nheaders;
+  int no_deflate; /* 1: no permessage-deflate for this connection, even if
+                     cfg->deflate.enabled and the client offers it */
 } herald_accept;
 
 /* Server: accepts the WebSocket request of the last HERALD_EV_REQUEST. Queues
  * the 101 response (copied) and moves to OPEN. opts may be NULL.
+ * With cfg->deflate.enabled (and not opts->no_deflate), the first
+ * permessage-deflate offer that the policy accepts, across every
+ * Sec-WebSocket-Extensions header of the request, is answered in the 101
+ * (RFC 7692 5); herald_conn_deflate() then reports the agreed parameters.
+ * Unacceptable offers are declined silently: the connection opens without
+ * compression.
  * Returns 0, HERALD_ERR_BAD_STATE (no pending upgrade request),
  * HERALD_ERR_INVALID_ARG (subprotocol not offered, or a header with CR/LF),
  * or HERALD_ERR_NOMEM. */
@@ -426,6 +483,11 @@ typedef struct herald_client_opts {
 } herald_client_opts;
 
 /* Client: queues the opening handshake request (with a fresh random key).
+ * With cfg->deflate.enabled it offers permessage-deflate (RFC 7692 5, the
+ * parameters from cfg->deflate); the response is then checked: an
+ * extension we did not offer, or a permessage-deflate answer with invalid,
+ * repeated, unknown or inconsistent parameters, fails the handshake with
+ * HERALD_ERR_EXTENSION (herald_conn_error_reason() says which).
  * All strings are copied. Returns 0, HERALD_ERR_BAD_STATE (not a client in
  * CONNECTING, or already started), HERALD_ERR_INVALID_ARG (missing host,
  * CR/LF in a value, bad subprotocol token), HERALD_ERR_INTERNAL (random
@@ -434,6 +496,20 @@ typedef struct herald_client_opts {
 HERALD_API int herald_conn_client_start(herald_conn *conn,
                                         const herald_client_opts *opts);
 
+/* The permessage-deflate parameters in force (RFC 7692 7.1), as the
+ * server's response stated them. */
+typedef struct herald_deflate_params {
+  int server_no_context_takeover;
+  int client_no_context_takeover;
+  int server_max_window_bits; /* 8..15; 15 when the response omitted it */
+  int client_max_window_bits; /* 8..15; 15 when the response omitted it */
+} herald_deflate_params;
+
+/* Returns 1 and fills *out (may be NULL) if permessage-deflate was agreed
+ * in the opening handshake, 0 otherwise (out is zeroed). */
+HERALD_API int herald_conn_deflate(const herald_conn *conn,
+                                   herald_deflate_params *out);
+
 /* ---- sending ------------------------------------------------------------ */
 
 /* Called once when the core no longer needs a referenced payload. */
@@ -441,7 +517,10 @@ typedef void (*herald_release_fn)(void *ctx);
 
 /* Send flags. */
 enum {
-  HERALD_SEND_MORE = 1 /* more fragments of this message follow (FIN = 0) */
+  HERALD_SEND_MORE = 1,       /* more fragments of this message follow (FIN
+                                 = 0) */
+  HERALD_SEND_NO_COMPRESS = 2 /* send this message uncompressed even if
+                                 permessage-deflate was agreed */
 };
 
 /*
@@ -450,6 +529,12 @@ enum {
  * op: HERALD_OP_TEXT or HERALD_OP_BINARY, the same on every fragment of a
  * message (the core writes CONT on the wire for all but the first).
  * data/len: the payload. The core does not validate outgoing UTF-8.
+ *
+ * Compression: when permessage-deflate was agreed, a whole message (no
+ * HERALD_SEND_MORE, not a fragment) of at least cfg->deflate.threshold
+ * bytes is compressed into the output buffer (so the payload is always
+ * copied, and release is called before return), unless flags has
+ * HERALD_SEND_NO_COMPRESS. Fragmented messages go out uncompressed.
  *
  * Ownership: if release is NULL, or len < cfg->copy_threshold, or the role is
  * client (payloads are masked into the output buffer), the payload is copied
@@ -462,7 +547,8 @@ enum {
  * Returns 0, HERALD_ERR_CLOSED (a close frame was already sent or the
  * connection is CLOSED: nothing is written after close), HERALD_ERR_BAD_STATE
  * (CONNECTING, or op differs from the message in progress),
- * HERALD_ERR_INVALID_ARG, or HERALD_ERR_NOMEM.
+ * HERALD_ERR_INVALID_ARG, HERALD_ERR_NOMEM, or HERALD_ERR_INTERNAL (zlib
+ * failed; nothing was queued).
  */
 HERALD_API int herald_conn_send(herald_conn *conn, herald_opcode op,
                                 const void *data, size_t len, unsigned flags,
@@ -506,8 +592,10 @@ HERALD_API int herald_conn_output_consumed(herald_conn *conn, size_t n);
 HERALD_API size_t herald_conn_output_size(const herald_conn *conn);
 
 /* Releases the output and message buffers while they are empty, so an idle
- * connection holds only its own struct. Call it when a connection goes idle;
- * buffers are allocated again on demand. */
+ * connection holds only its own struct, and the zlib streams of directions
+ * without context takeover (with takeover, the window is the context and
+ * stays). Call it when a connection goes idle; everything is allocated again
+ * on demand. */
 HERALD_API void herald_conn_trim(herald_conn *conn);
 
 /* Returns 1 when the transport should now be closed: the connection is
@@ -530,12 +618,76 @@ HERALD_API size_t herald_frame_header(uint8_t *out, herald_opcode op, int fin,
                                       unsigned rsv, uint64_t len,
                                       const uint8_t *mask);
 
+/*
+ * Encode once, send to many (server role). Builds one complete, unmasked,
+ * final frame holding a whole message: compressed with a fresh raw-deflate
+ * stream of 2^window_bits bytes (9..15) at zlib level (-1..9), or plain
+ * when window_bits is 0 or when compressing did not make it smaller. The
+ * frame is allocated through mem (NULL: malloc) and belongs to the caller,
+ * who frees it with herald_frame_free(mem, frame) once every connection it
+ * was queued on has released it. *compressed (may be NULL) receives
+ * window_bits if the frame is compressed, else 0: pass it to
+ * herald_conn_send_frame(). Returns 0, HERALD_ERR_INVALID_ARG,
+ * HERALD_ERR_NOMEM or HERALD_ERR_INTERNAL.
+ */
+HERALD_API int herald_frame_prepare(herald_opcode op, const void *data,
+                                    size_t len, int window_bits, int level,
+                                    const herald_mem *mem, uint8_t **frame,
+                                    size_t *framelen, int *compressed);
+
+/* Frees a frame from herald_frame_prepare() (NULL is fine). */
+HERALD_API void herald_frame_free(const herald_mem *mem, uint8_t *frame);
+
+/*
+ * Queues a frame built by herald_frame_prepare() (or any single unmasked
+ * final text/binary frame) on a server connection, between messages.
+ * compressed: 0 for a plain frame, else the window bits it was compressed
+ * with; such a frame is taken only if the connection agreed
+ * permessage-deflate with server_no_context_takeover and a server window of
+ * at least that many bits (our compressor keeps no context there, so a
+ * message compressed elsewhere cannot upset it).
+ * Ownership as herald_conn_send(): with release NULL or a frame shorter than
+ * cfg->copy_threshold it is copied (and release called); otherwise it is
+ * referenced until release(ctx). Returns 0, HERALD_ERR_CLOSED,
+ * HERALD_ERR_BAD_STATE (client role, CONNECTING, a fragmented message in
+ * progress, or compressed frames not allowed on this connection: send the
+ * plain frame instead), HERALD_ERR_INVALID_ARG (not one well-formed frame,
+ * or RSV1 disagrees with compressed) or HERALD_ERR_NOMEM.
+ */
+HERALD_API int herald_conn_send_frame(herald_conn *conn, const uint8_t *frame,
+                                      size_t len, int compressed,
+                                      herald_release_fn release, void *ctx);
+
 /* Computes Sec-WebSocket-Accept for key (RFC 6455 4.2.2): writes 28
  * characters and a NUL into out. */
 HERALD_API void herald_accept_key(const char *key, size_t keylen, char out[29]);
 
 /* Validates UTF-8 in one go. Returns 1 if p[0..n) is complete, valid UTF-8. */
 HERALD_API int herald_utf8_valid(const void *p, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Streaming HTTP responses                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Server: answers the pending plain HTTP request with a response whose body
+ * is streamed (Server-Sent Events): queues the head (status 200-599, extra
+ * headers, "Connection: close", no Content-Length), after which the body is
+ * whatever herald_conn_stream_write() queues, until herald_conn_stream_end()
+ * (then CLOSED: the caller closes the transport once flushed). Further input
+ * is discarded. Returns 0, HERALD_ERR_BAD_STATE (no pending plain request),
+ * HERALD_ERR_INVALID_ARG or HERALD_ERR_NOMEM. */
+HERALD_API int herald_conn_stream_start(herald_conn *conn, int status,
+                                        const herald_header *headers,
+                                        size_t nheaders);
+
+/* Queues body bytes of a streaming response (copied). Returns 0,
+ * HERALD_ERR_BAD_STATE (not streaming), HERALD_ERR_INVALID_ARG or
+ * HERALD_ERR_NOMEM. */
+HERALD_API int herald_conn_stream_write(herald_conn *conn, const void *data,
+                                        size_t len);
+
+/* Ends a streaming response. Returns 0 or HERALD_ERR_BAD_STATE. */
+HERALD_API int herald_conn_stream_end(herald_conn *conn);
 
 #ifdef __cplusplus
 }

@@ -226,6 +226,28 @@ HERALD_API int herald_http_respond(herald_http *h, int status,
                                    size_t nheaders, const void *body,
                                    size_t bodylen);
 
+/* Starts a streamed response instead of herald_http_respond(): sends the
+ * head (status and headers, no Content-Length, "Connection: close"), then
+ * herald_http_write() adds body bytes (Server-Sent Events, long polls). When
+ * the client goes away first, on_gone(h, ud) runs once on the loop's thread;
+ * h stays valid until herald_http_end(), which the application must call in
+ * every case (it finishes the response if the client is still there, and
+ * frees h). Returns 0, HERALD_ERR_BAD_STATE (already answered),
+ * HERALD_ERR_INVALID_ARG or HERALD_ERR_NOMEM. */
+HERALD_API int herald_http_stream(herald_http *h, int status,
+                                  const herald_header *headers, size_t nheaders,
+                                  void (*on_gone)(herald_http *h, void *ud),
+                                  void *ud);
+
+/* Queues body bytes of a streamed response (copied). Returns a
+ * herald_send_result (DROPPED when over send_hard_cap: the bytes were not
+ * queued), HERALD_ERR_CLOSED when the client is gone, or
+ * HERALD_ERR_BAD_STATE when h is not streaming. */
+HERALD_API int herald_http_write(herald_http *h, const void *data, size_t len);
+
+/* Ends a streamed response and frees h. */
+HERALD_API void herald_http_end(herald_http *h);
+
 /* ------------------------------------------------------------------------ */
 /* Server                                                                   */
 /* ------------------------------------------------------------------------ */

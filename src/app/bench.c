@@ -132,6 +132,7 @@ typedef struct bench {
   uint32_t inflight;
   size_t size;
   int binary;
+  int deflate;
   double duration, warmup;
   char **sources;
   size_t nsources;
@@ -497,6 +498,9 @@ static void bench_usage(FILE *out) {
           "(1)\n"
           "  --size BYTES         message size, K/M suffixes (32)\n"
           "  --binary             binary messages (default: text, ASCII)\n"
+          "  --deflate            offer permessage-deflate (RFC 7692); "
+          "messages are\n"
+          "                       compressed when the server accepts\n"
           "  --duration S         measured seconds; idle: seconds held (5)\n"
           "  --warmup S           seconds before measuring, not measured "
           "(1)\n"
@@ -607,6 +611,11 @@ static int parse_args(bench *b, int argc, char **argv) {
     uint64_t n;
     if (strcmp(argv[i], "--binary") == 0) {
       b->binary = 1;
+      i++;
+      continue;
+    }
+    if (strcmp(argv[i], "--deflate") == 0) {
+      b->deflate = 1;
       i++;
       continue;
     }
@@ -901,6 +910,7 @@ int herald_cmd_bench(int argc, char **argv) {
   b->ccfg.url = b->url;
   b->ccfg.core.max_message_size = b->size + 1024;
   b->ccfg.core.max_frame_size = b->size + 1024;
+  b->ccfg.core.deflate.enabled = b->deflate;
   /* Keep the in-flight messages of one connection under the high-water
    * mark, so sends never report backpressure. */
   size_t window = (size_t)b->inflight * (b->size + 14);

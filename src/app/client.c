@@ -87,6 +87,7 @@ static void client_usage(FILE *out) {
           "binary);\n"
           "                        nothing is printed\n"
           "  --quiet               do not print received messages\n"
+          "  --deflate             offer permessage-deflate (RFC 7692)\n"
           "  --help                this text\n"
           "\n"
           "URL is ws://host[:port]/path?query. SIGINT or SIGTERM closes with "
@@ -530,7 +531,7 @@ struct client_options {
   uint32_t ping_ms;
   uint32_t connect_ms;
   uint64_t max_message;
-  int binary, echo, quiet;
+  int binary, echo, quiet, deflate;
 };
 
 /* Returns -1 to go on, or the exit code (0 after --help, 2 on errors). */
@@ -546,7 +547,8 @@ static int parse_args(int argc, char **argv, struct client_options *o) {
     int *flag = strcmp(a, "--binary") == 0                          ? &o->binary
                 : strcmp(a, "--echo") == 0                          ? &o->echo
                 : strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0 ? &o->quiet
-                                                                    : NULL;
+                : strcmp(a, "--deflate") == 0 ? &o->deflate
+                                              : NULL;
     if (flag) {
       *flag = 1;
       i++;
@@ -635,6 +637,7 @@ static int client_run(const struct client_options *o) {
   cfg.core.max_message_size = o->max_message;
   cfg.core.max_frame_size = o->max_message;
   cfg.core.max_fragments = 1u << 20;
+  cfg.core.deflate.enabled = o->deflate;
   cfg.limits.ping_interval_ms = o->ping_ms;
   if (o->ping_ms) {
     cfg.limits.pong_timeout_ms = o->ping_ms;

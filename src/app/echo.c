@@ -21,9 +21,9 @@ static void echo_usage(FILE *out) {
           "  --threads N          event loops (threads); 0 = one per core "
           "(default 1)\n"
           "  --max-message SIZE   largest message accepted (default 64M)\n"
-          "  --no-deflate         do not offer permessage-deflate (not "
-          "implemented yet:\n"
-          "                       the server never offers it today)\n"
+          "  --no-deflate         do not accept permessage-deflate (RFC "
+          "7692); by default\n"
+          "                       a client's offer is accepted\n"
           "  --help               this text\n"
           "\n"
           "Prints \"listening on HOST:PORT\" once it accepts connections; port "
@@ -60,6 +60,7 @@ int herald_cmd_echo(int argc, char **argv) {
   const char *listen[16];
   size_t nlisten = 0;
   uint64_t max_message = 64u << 20;
+  int deflate = 1;
   for (int i = 1; i < argc;) {
     const char *v;
     int r;
@@ -68,6 +69,7 @@ int herald_cmd_echo(int argc, char **argv) {
       return 0;
     }
     if (strcmp(argv[i], "--no-deflate") == 0) {
+      deflate = 0;
       i++;
       continue;
     }
@@ -112,6 +114,7 @@ int herald_cmd_echo(int argc, char **argv) {
   cfg.core.max_frame_size = max_message;
   /* Autobahn-style fragmentation cases split 16 MiB into 64-byte frames. */
   cfg.core.max_fragments = 1u << 20;
+  cfg.core.deflate.enabled = deflate;
   /* A large echoed message may sit in the send buffer whole. */
   cfg.limits.send_hard_cap = 2 * max_message + (1u << 20);
   cfg.limits.send_high_water = max_message;

@@ -15,6 +15,8 @@
  *     RD_RESPONSE     client: the HTTP response head
  *     RD_HEAD         a frame header (and, for a control frame, its payload)
  *     RD_PAYLOAD      the rest of a data frame's payload
+ *     RD_INFLATE      streaming: a compressed message's input is all in, its
+ *                     inflated tail is still being handed out in chunks
  *     RD_DISCARD      after the peer's close frame: input is ignored
  *     RD_FAILED       sticky error: every call returns conn->err
  *
@@ -29,6 +31,15 @@
  * output buffer (headers, small or masked payloads, handshake text; many
  * small frames share one span) or a caller's payload referenced in place.
  * herald_conn_output() hands the queue out as iovecs.
+ *
+ * permessage-deflate (RFC 7692, negotiation and zlib in deflate.c): a
+ * compressed message's payload is unmasked in place and inflated, in bounded
+ * steps, into the message buffer (whole mode, never past max_message_size)
+ * or into one 16 KiB chunk at a time (streaming mode; the rest of the input
+ * is left unconsumed, masked again, for the next call). The inflated bytes
+ * are what UTF-8 validation and max_message_size see. Whole messages at or
+ * above the threshold are compressed on send, straight into the output
+ * buffer.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +48,7 @@
 #include <sys/random.h>
 
 #include "core/base64.h"
+#include "core/deflate.h"
 #include "core/http1.h"
 #include "core/mask.h"
 #include "core/utf8.h"
@@ -49,6 +61,7 @@ enum reader {
   RD_RESPONSE,
   RD_HEAD,
   RD_PAYLOAD,
+  RD_INFLATE,
   RD_DISCARD,
   RD_FAILED
 };
@@ -115,6 +128,19 @@ struct herald_conn {
   uint8_t *mbuf; /* whole mode: reassembly buffer */
   size_t mlen, mcap;
 
+  /* permessage-deflate, once negotiated (pmd_on). rx: the peer's messages,
+   * tx: ours. *_reset: no context takeover in that direction. tx_bits 0:
+   * we never compress (an agreed 8-bit window zlib cannot honour). */
+  uint8_t pmd_on;
+  uint8_t rx_reset, tx_reset, rx_bits, tx_bits;
+  herald__pmd pmd; /* the parameters of the agreed response */
+  uint8_t mcomp;   /* the message being received is compressed */
+  uint8_t zend;    /* its deflate stream ended (BFINAL): drop the rest */
+  uint8_t ztail;   /* bytes of the 00 00 FF FF tail fed to the inflater */
+  uint64_t mwire;  /* compressed bytes of the message so far */
+  herald__zstream *inf, *def;
+  uint8_t *zbuf; /* streaming: one chunk of inflated output */
+
   /* Output. */
   oentry *ent; /* entries [ohead, ohead + ocount) are pending */
   uint32_t ohead, ocount, ocap;
@@ -127,6 +153,10 @@ struct herald_conn {
 
   handshake *hs;
 };
+
+/* RFC 7692 7.2.1/7.2.2: the end of a sync flush; the sender strips it from
+ * a compressed message, the receiver appends it again. */
+static const uint8_t pmd_tail[4] = {0x00, 0x00, 0xff, 0xff};
 
 /* ------------------------------------------------------------------------ */
 /* Memory                                                                    */
@@ -213,6 +243,11 @@ HERALD_API void herald_config_init(herald_config *cfg, herald_role role) {
   cfg->max_message_size = 16u << 20;
   cfg->max_fragments = 65536;
   cfg->copy_threshold = 1024;
+  cfg->deflate.server_max_window_bits = 15;
+  cfg->deflate.client_max_window_bits = 15;
+  cfg->deflate.threshold = 64;
+  cfg->deflate.level = 3;
+  cfg->deflate.mem_level = 8;
 }
 
 HERALD_API int herald_close_code_valid(uint32_t code) {
@@ -358,8 +393,8 @@ static int out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
 
 /* Queues one complete frame whose payload is copied (and masked when we are
  * the client). */
-static int out_frame_copy(herald_conn *c, herald_opcode op, int fin,
-                          const void *data, size_t len) {
+static int out_frame_rsv(herald_conn *c, herald_opcode op, int fin,
+                         unsigned rsv, const void *data, size_t len) {
   uint8_t key[4];
   const uint8_t *mask = NULL;
   if (c->role == HERALD_ROLE_CLIENT) {
@@ -369,7 +404,7 @@ static int out_frame_copy(herald_conn *c, herald_opcode op, int fin,
     mask = key;
   }
   uint8_t hdr[HERALD_MAX_FRAME_HEADER];
-  size_t hlen = herald_frame_header(hdr, op, fin, 0, len, mask);
+  size_t hlen = herald_frame_header(hdr, op, fin, rsv, len, mask);
   uint8_t *p = out_append(c, hlen + len, 1);
   if (p == NULL) {
     return HERALD_ERR_NOMEM;
@@ -382,6 +417,90 @@ static int out_frame_copy(herald_conn *c, herald_opcode op, int fin,
       memcpy(p + hlen, data, len);
     }
   }
+  return 0;
+}
+
+static int out_frame_copy(herald_conn *c, herald_opcode op, int fin,
+                          const void *data, size_t len) {
+  return out_frame_rsv(c, op, fin, 0, data, len);
+}
+
+/* Takes back the last n bytes appended with out_append(). */
+static void out_truncate(herald_conn *c, size_t n) {
+  oentry *last = &c->ent[c->ohead + c->ocount - 1];
+  last->len -= n;
+  last->ends_frame = 1;
+  c->olen -= n;
+  c->ototal -= n;
+  if (last->len == 0) {
+    c->ocount--;
+  }
+}
+
+/*
+ * Queues one whole message compressed (RFC 7692 7.2.1): raw deflate with a
+ * sync flush, written straight into the output buffer behind room for the
+ * largest header, the trailing 00 00 FF FF dropped, RSV1 set on the frame,
+ * masked in place when we are the client. Without context takeover the
+ * compressor is reset after each message, and a message that did not shrink
+ * goes out uncompressed instead (the peer's window does not depend on it).
+ * Returns 0 or an error with nothing queued.
+ */
+static int out_frame_deflate(herald_conn *c, herald_opcode op, const void *data,
+                             size_t len) {
+  const herald_deflate_config *dc = &c->cfg->deflate;
+  if (len == 0) {
+    /* RFC 7692 7.2.3.6: an empty stored block, 0x00 once the tail is gone
+     * (zlib refuses a second sync flush with no input in between). */
+    uint8_t z = 0;
+    return out_frame_rsv(c, op, 1, 0x40, &z, 1);
+  }
+  if (c->def == NULL) {
+    int rv = herald__zdeflate_new(&c->def, c->mem, c->tx_bits, dc->level,
+                                  dc->mem_level);
+    if (rv != 0) {
+      return rv;
+    }
+  }
+  size_t bound = herald__zdeflate_bound(c->def, len);
+  size_t room = HERALD_MAX_FRAME_HEADER + bound;
+  uint8_t *p = out_append(c, room, 1);
+  if (p == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  uint8_t *z = p + HERALD_MAX_FRAME_HEADER;
+  int64_t zlen = herald__zdeflate(c->def, data, len, z, bound);
+  if (zlen < 4 || memcmp(z + zlen - 4, pmd_tail, 4) != 0) {
+    /* The compressor may hold part of this message: start it over. */
+    herald__zstream_reset(c->def);
+    out_truncate(c, room);
+    return HERALD_ERR_INTERNAL;
+  }
+  size_t clen = (size_t)zlen - 4;
+  if (c->tx_reset) {
+    herald__zstream_reset(c->def);
+    if (clen >= len) {
+      out_truncate(c, room);
+      return out_frame_copy(c, op, 1, data, len);
+    }
+  }
+  uint8_t key[4];
+  const uint8_t *mask = NULL;
+  if (c->role == HERALD_ROLE_CLIENT) {
+    if (get_random(c, key, 4) != 0) {
+      out_truncate(c, room);
+      return HERALD_ERR_INTERNAL;
+    }
+    mask = key;
+  }
+  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
+  size_t hlen = herald_frame_header(hdr, op, 1, 0x40, clen, mask);
+  memmove(p + hlen, z, clen);
+  memcpy(p, hdr, hlen);
+  if (mask) {
+    herald__mask(p + hlen, clen, key, 0);
+  }
+  out_truncate(c, room - hlen - clen);
   return 0;
 }
 
@@ -526,6 +645,18 @@ HERALD_API void herald_conn_trim(herald_conn *c) {
     c->mbuf = NULL;
     c->mlen = c->mcap = 0;
     c->flags &= (uint16_t)~F_MSG_DELIVERED;
+    mem_free(c, c->zbuf);
+    c->zbuf = NULL;
+    /* Without context takeover a stream holds nothing between messages.
+     * With it, the window is the context: it must stay. */
+    if (c->rx_reset) {
+      herald__zstream_del(c->inf);
+      c->inf = NULL;
+    }
+  }
+  if (c->tx_reset) {
+    herald__zstream_del(c->def);
+    c->def = NULL;
   }
 }
 
@@ -565,6 +696,14 @@ HERALD_API int herald_conn_new(herald_conn **pconn, const herald_config *cfg) {
       cfg->max_headers == 0 || cfg->max_head_bytes == 0) {
     return HERALD_ERR_INVALID_ARG;
   }
+  const herald_deflate_config *dc = &cfg->deflate;
+  if (dc->enabled &&
+      (dc->server_max_window_bits < 8 || dc->server_max_window_bits > 15 ||
+       dc->client_max_window_bits < 8 || dc->client_max_window_bits > 15 ||
+       dc->level < -1 || dc->level > 9 || dc->mem_level < 1 ||
+       dc->mem_level > 9)) {
+    return HERALD_ERR_INVALID_ARG;
+  }
   const herald_mem *mem = cfg->mem ? cfg->mem : &libc_mem;
   herald_conn *c = mem->malloc(sizeof(*c), mem->user_data);
   if (c == NULL) {
@@ -594,6 +733,9 @@ HERALD_API void herald_conn_del(herald_conn *c) {
   mem_free(c, c->obuf);
   mem_free(c, c->mbuf);
   mem_free(c, c->pongbuf);
+  mem_free(c, c->zbuf);
+  herald__zstream_del(c->inf);
+  herald__zstream_del(c->def);
   mem_free(c, c);
 }
 
@@ -615,6 +757,43 @@ HERALD_API herald_state herald_conn_state(const herald_conn *c) {
 
 HERALD_API const char *herald_conn_error_reason(const herald_conn *c) {
   return c->reason;
+}
+
+/* Records the agreed permessage-deflate parameters (the response's) and
+ * derives each direction's window and context rule (RFC 7692 7.1). */
+static void pmd_agree(herald_conn *c, const herald__pmd *r) {
+  int server = c->role == HERALD_ROLE_SERVER;
+  int sbits = r->smwb ? r->smwb : 15, cbits = r->cmwb >= 8 ? r->cmwb : 15;
+  c->pmd_on = 1;
+  c->pmd = *r;
+  c->rx_reset = server ? r->cnct : r->snct;
+  c->tx_reset = server ? r->snct : r->cnct;
+  c->rx_bits = (uint8_t)(server ? cbits : sbits);
+  if (server) {
+    c->tx_bits = (uint8_t)sbits; /* >= 9: herald__pmd_accept saw to it */
+  } else {
+    int mine = c->cfg->deflate.client_max_window_bits;
+    int bits = cbits < mine ? cbits : mine;
+    /* zlib cannot compress within 8 bits: send uncompressed instead. */
+    c->tx_bits = (uint8_t)(bits < 9 ? 0 : bits);
+  }
+}
+
+HERALD_API int herald_conn_deflate(const herald_conn *c,
+                                   herald_deflate_params *out) {
+  if (!c->pmd_on) {
+    if (out) {
+      memset(out, 0, sizeof(*out));
+    }
+    return 0;
+  }
+  if (out) {
+    out->server_no_context_takeover = c->pmd.snct;
+    out->client_no_context_takeover = c->pmd.cnct;
+    out->server_max_window_bits = c->pmd.smwb ? c->pmd.smwb : 15;
+    out->client_max_window_bits = c->pmd.cmwb >= 8 ? c->pmd.cmwb : 15;
+  }
+  return 1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -798,10 +977,22 @@ static int read_response(herald_conn *c, uint8_t *in, size_t inlen,
   if (rv < 0) {
     return fail(c, rv, why);
   }
+  const herald_deflate_config *dc = &c->cfg->deflate;
   if (herald__hs_check_response(&hs->resp, hs->key,
                                 (const char *const *)hs->offered, hs->noffered,
-                                0, &why) != 0) {
+                                dc->enabled, &why) != 0) {
     return fail(c, HERALD_ERR_HANDSHAKE, why);
+  }
+  if (dc->enabled) {
+    herald__pmd agreed;
+    int pmd = herald__pmd_check_response(dc, hs->resp.headers,
+                                         hs->resp.nheaders, &agreed, &why);
+    if (pmd < 0) {
+      return fail(c, HERALD_ERR_EXTENSION, why);
+    }
+    if (pmd) {
+      pmd_agree(c, &agreed);
+    }
   }
   c->state = HERALD_STATE_OPEN;
   c->reader = RD_HEAD;
@@ -844,6 +1035,212 @@ static int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
   return 0;
 }
 
+/* ---- compressed messages (RFC 7692 7.2.2) ------------------------------- */
+
+#define ZCHUNK 16384 /* streaming: inflated bytes per event */
+
+static herald_event_type msg_event(const herald_conn *c) {
+  return c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT : HERALD_EV_BINARY;
+}
+
+/* Checks and counts n freshly inflated bytes at p. */
+static int inflated(herald_conn *c, const uint8_t *p, size_t n) {
+  if (n > c->cfg->max_message_size - c->msize) {
+    return fail(c, HERALD_ERR_TOO_BIG,
+                "inflated message larger than max_message_size");
+  }
+  c->msize += n;
+  if (c->mop == HERALD_OP_TEXT && herald__utf8_validate(&c->utf8, p, n) != 0) {
+    return fail(c, HERALD_ERR_BAD_UTF8, "invalid UTF-8 in text (RFC 6455 8.1)");
+  }
+  return 0;
+}
+
+/*
+ * Inflates from *in (*n bytes) until the input is used up and zlib holds
+ * nothing more, or the output is full: in whole mode the message buffer, grown
+ * in steps and never past max_message_size; in streaming mode the chunk zbuf
+ * (*have bytes of it are already filled). Each step's output is counted and
+ * validated before the next, so a bomb fails as soon as it passes the
+ * limit. Returns 1 when the output filled up (more may be pending), 0 when
+ * drained, or an error (the connection has failed).
+ */
+static int inflate_run(herald_conn *c, const uint8_t **in, size_t *n,
+                       size_t *have) {
+  int stream = (c->flags & F_STREAM) != 0;
+  for (;;) {
+    if (c->zend) {
+      /* After a final block the rest of the message is ignored. */
+      *in += *n;
+      *n = 0;
+      return 0;
+    }
+    uint8_t *dst;
+    size_t room;
+    uint8_t probe;
+    uint64_t max = c->cfg->max_message_size;
+    if (stream) {
+      if (c->zbuf == NULL && (c->zbuf = mem_alloc(c, ZCHUNK)) == NULL) {
+        return fail(c, HERALD_ERR_NOMEM, "out of memory");
+      }
+      if (*have == ZCHUNK) {
+        return 1;
+      }
+      dst = c->zbuf + *have;
+      room = ZCHUNK - *have;
+    } else if (c->mlen >= max) {
+      /* At the limit: one more byte of output is one too many. */
+      dst = &probe;
+      room = 1;
+    } else {
+      if (c->mcap == c->mlen) {
+        size_t ncap = c->mcap ? c->mcap * 2 : 4096;
+        if (ncap > max) {
+          ncap = (size_t)max;
+        }
+        uint8_t *nb = mem_realloc(c, c->mbuf, ncap);
+        if (nb == NULL) {
+          return fail(c, HERALD_ERR_NOMEM, "out of memory");
+        }
+        c->mbuf = nb;
+        c->mcap = ncap;
+      }
+      dst = c->mbuf + c->mlen;
+      room = c->mcap - c->mlen;
+    }
+    size_t before = *n, got;
+    int rv = herald__zinflate(c->inf, in, n, dst, room, &got);
+    /* What came out before a data error is checked first, so the error
+     * reported does not depend on how the input was split. */
+    if (inflated(c, dst, got) != 0) {
+      return c->err;
+    }
+    if (rv < 0) {
+      return fail(c, rv,
+                  rv == HERALD_ERR_NOMEM
+                      ? "out of memory"
+                      : "invalid compressed data (RFC 7692 7.2.2)");
+    }
+    if (stream) {
+      *have += got;
+    } else {
+      c->mlen += got;
+    }
+    if (rv == 1) {
+      c->zend = 1;
+      continue;
+    }
+    if (got < room && *n == 0) {
+      return 0; /* zlib had room to spare: nothing is pending */
+    }
+    if (got == 0 && *n == before) {
+      return fail(c, HERALD_ERR_INFLATE,
+                  "invalid compressed data (RFC 7692 7.2.2)");
+    }
+  }
+}
+
+/* Feeds the rest of the 4-byte tail and drains the inflater. Returns 1 if
+ * output is still pending (streaming: the chunk is full), 0 when the
+ * message is complete, or an error. */
+static int inflate_finish(herald_conn *c, size_t *have) {
+  if (c->zend) {
+    c->ztail = sizeof(pmd_tail);
+  }
+  const uint8_t *t = pmd_tail + c->ztail;
+  size_t left = sizeof(pmd_tail) - c->ztail;
+  int rv = inflate_run(c, &t, &left, have);
+  c->ztail = (uint8_t)(sizeof(pmd_tail) - left);
+  if (rv != 0) {
+    return rv;
+  }
+  if (c->ztail < sizeof(pmd_tail)) {
+    return 1;
+  }
+  if (c->mop == HERALD_OP_TEXT && c->utf8 != HERALD_UTF8_ACCEPT) {
+    return fail(c, HERALD_ERR_BAD_UTF8,
+                "text ends inside a UTF-8 sequence (RFC 6455 8.1)");
+  }
+  /* RFC 7692 7.1.1: without context takeover the next message starts from
+   * an empty window; after a final block zlib must start over anyway. */
+  if (c->rx_reset || c->zend) {
+    herald__zstream_reset(c->inf);
+  }
+  return 0;
+}
+
+/* Fills *ev with what a compressed message produced: a chunk (streaming) or
+ * the whole message; done: the message is complete. */
+static void inflate_event(herald_conn *c, size_t have, int done,
+                          herald_event *ev) {
+  if (c->flags & F_STREAM) {
+    if (have == 0 && !done) {
+      return;
+    }
+    ev->type = msg_event(c);
+    ev->data = c->zbuf;
+    ev->len = have;
+    ev->first = c->mfirst;
+    ev->fin = done;
+    c->mfirst = 0;
+  } else if (done) {
+    ev->type = msg_event(c);
+    ev->data = c->mbuf;
+    ev->len = c->mlen;
+    ev->first = 1;
+    ev->fin = 1;
+    c->flags |= F_MSG_DELIVERED;
+  }
+  if (done) {
+    c->mop = 0;
+    c->reader = RD_HEAD;
+  }
+}
+
+/* RD_INFLATE (streaming): all of the message's input is in; hands out the
+ * next chunk of what the inflater still holds. Consumes no input. */
+static int inflate_drain(herald_conn *c, herald_event *ev) {
+  size_t have = 0;
+  int rv = inflate_finish(c, &have);
+  if (rv < 0) {
+    return rv;
+  }
+  inflate_event(c, have, rv == 0, ev);
+  return 0;
+}
+
+/* The compressed counterpart of read_payload: n unmasked payload bytes at
+ * p. In streaming mode it may stop early with a full chunk; the bytes it
+ * did not take are masked again and left to the next call. */
+static int read_compressed(herald_conn *c, uint8_t *p, size_t n,
+                           uint8_t mask_off, herald_event *ev) {
+  const uint8_t *in = p;
+  size_t left = n, have = 0;
+  int rv = inflate_run(c, &in, &left, &have);
+  if (rv < 0) {
+    return rv;
+  }
+  size_t used = n - left;
+  if (left > 0 && c->fmasked) {
+    /* Unmasking is its own inverse: the next call unmasks these again. */
+    (void)herald__mask(p + used, left, c->mask, (mask_off + used) & 3);
+    c->mask_off = (uint8_t)((mask_off + used) & 3);
+  }
+  c->fremain -= used;
+  int done = 0;
+  c->reader = c->fremain == 0 ? RD_HEAD : RD_PAYLOAD;
+  if (c->fremain == 0 && c->ffin) {
+    rv = rv == 0 ? inflate_finish(c, &have) : 1;
+    if (rv < 0) {
+      return rv;
+    }
+    done = rv == 0;
+    c->reader = done ? RD_HEAD : RD_INFLATE;
+  }
+  inflate_event(c, have, done, ev);
+  return (int)used;
+}
+
 /*
  * Consumes up to avail bytes of the current data frame's payload at p.
  * whole: p holds this frame's entire payload and nothing of it was consumed
@@ -853,8 +1250,12 @@ static int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
 static int read_payload(herald_conn *c, uint8_t *p, size_t avail, int whole,
                         herald_event *ev) {
   size_t n = avail < c->fremain ? avail : (size_t)c->fremain;
+  uint8_t mask_off = c->mask_off;
   if (c->fmasked) {
     c->mask_off = (uint8_t)herald__mask(p, n, c->mask, c->mask_off);
+  }
+  if (c->mcomp) {
+    return read_compressed(c, p, n, mask_off, ev);
   }
   /* RFC 6455 8.1: text must be UTF-8; checked as it arrives so invalid text
    * fails on the chunk that holds the first bad byte. */
@@ -992,10 +1393,26 @@ static int read_frame(herald_conn *c, uint8_t *in, size_t inlen,
   unsigned fin = b0 >> 7, rsv = b0 & 0x70, op = b0 & 0x0f;
   unsigned masked = b1 >> 7, len7 = b1 & 0x7f;
 
-  /* RFC 6455 5.2: RSV bits must be 0 unless an extension defines them. */
-  if (rsv != 0) {
+  /* RFC 6455 5.2: RSV bits must be 0 unless an extension defines them.
+   * permessage-deflate defines RSV1, on the first frame of a data message
+   * only (RFC 7692 6.1). */
+  if (rsv & 0x30) {
     return fail(c, HERALD_ERR_PROTO,
                 "reserved bits set without an extension (RFC 6455 5.2)");
+  }
+  if (rsv) {
+    if (!c->pmd_on) {
+      return fail(c, HERALD_ERR_PROTO,
+                  "RSV1 set without permessage-deflate (RFC 6455 5.2)");
+    }
+    if (op >= 8) {
+      return fail(c, HERALD_ERR_PROTO,
+                  "RSV1 set on a control frame (RFC 7692 6.1)");
+    }
+    if (op == HERALD_OP_CONT) {
+      return fail(c, HERALD_ERR_PROTO,
+                  "RSV1 set on a continuation frame (RFC 7692 6.1)");
+    }
   }
   if (!is_valid_opcode(op)) {
     return fail(c, HERALD_ERR_PROTO, "reserved opcode (RFC 6455 5.2)");
@@ -1073,9 +1490,24 @@ static int read_frame(herald_conn *c, uint8_t *in, size_t inlen,
   if (len > c->cfg->max_frame_size) {
     return fail(c, HERALD_ERR_TOO_BIG, "frame larger than max_frame_size");
   }
-  uint64_t before = op == HERALD_OP_CONT ? c->msize : 0;
-  if (len > c->cfg->max_message_size - before) {
-    return fail(c, HERALD_ERR_TOO_BIG, "message larger than max_message_size");
+  int comp = op == HERALD_OP_CONT ? c->mcomp : rsv != 0;
+  if (comp) {
+    /* The inflated size is checked while inflating; here only the
+     * compressed bytes are bounded, generously. */
+    uint64_t max = c->cfg->max_message_size;
+    uint64_t wire = max + max / 8 + 65536;
+    wire = wire < max ? UINT64_MAX : wire;
+    uint64_t before = op == HERALD_OP_CONT ? c->mwire : 0;
+    if (len > wire - before) {
+      return fail(c, HERALD_ERR_TOO_BIG,
+                  "compressed message larger than max_message_size allows");
+    }
+  } else {
+    uint64_t before = op == HERALD_OP_CONT ? c->msize : 0;
+    if (len > c->cfg->max_message_size - before) {
+      return fail(c, HERALD_ERR_TOO_BIG,
+                  "message larger than max_message_size");
+    }
   }
   if (op != HERALD_OP_CONT) {
     c->flags = (uint16_t)((c->flags & ~F_STREAM) |
@@ -1085,7 +1517,18 @@ static int read_frame(herald_conn *c, uint8_t *in, size_t inlen,
     c->nfrags = 0;
     c->msize = 0;
     c->utf8 = HERALD_UTF8_ACCEPT;
+    c->mcomp = (uint8_t)comp;
+    c->mwire = 0;
+    c->zend = 0;
+    c->ztail = 0;
+    if (comp && c->inf == NULL) {
+      int rv = herald__zinflate_new(&c->inf, c->mem, c->rx_bits);
+      if (rv != 0) {
+        return fail(c, rv, "out of memory");
+      }
+    }
   }
+  c->mwire += len;
   if (++c->nfrags > c->cfg->max_fragments) {
     return fail(c, HERALD_ERR_POLICY, "more fragments than max_fragments");
   }
@@ -1117,6 +1560,8 @@ static int step(herald_conn *c, uint8_t *in, size_t inlen, herald_event *ev) {
     return read_frame(c, in, inlen, ev);
   case RD_PAYLOAD:
     return read_payload(c, in, inlen, 0, ev);
+  case RD_INFLATE:
+    return inflate_drain(c, ev);
   case RD_DISCARD:
     return (int)inlen;
   case RD_FAILED:
@@ -1248,11 +1693,17 @@ static void text_headers(text *t, const herald_header *h, size_t n) {
   }
 }
 
-static void build_101(text *t, const char *accept, const herald_accept *o) {
+static void build_101(text *t, const char *accept, const herald_accept *o,
+                      const char *ext, size_t extlen) {
   text_puts(t, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                "Connection: Upgrade\r\nSec-WebSocket-Accept: ");
   text_put(t, accept, 28);
   text_put(t, "\r\n", 2);
+  if (extlen > 0) {
+    text_puts(t, "Sec-WebSocket-Extensions: ");
+    text_put(t, ext, extlen);
+    text_put(t, "\r\n", 2);
+  }
   if (o && o->subprotocol) {
     text_puts(t, "Sec-WebSocket-Protocol: ");
     text_puts(t, o->subprotocol);
@@ -1286,14 +1737,24 @@ HERALD_API int herald_conn_accept(herald_conn *c, const herald_accept *opts) {
   }
   char accept[29];
   herald_accept_key(req->key.ptr, req->key.len, accept);
+  /* RFC 7692 5: the first acceptable permessage-deflate offer, if any. */
+  char ext[HERALD__PMD_TEXT_MAX];
+  size_t extlen = 0;
+  herald__pmd agreed;
+  int pmd = c->cfg->deflate.enabled && !(opts && opts->no_deflate) &&
+            herald__pmd_accept(&c->cfg->deflate, req->headers, req->nheaders,
+                               &agreed, ext, &extlen);
   text t = {NULL, 0};
-  build_101(&t, accept, opts);
+  build_101(&t, accept, opts, ext, extlen);
   t.p = out_append(c, t.len, 1);
   if (t.p == NULL) {
     return HERALD_ERR_NOMEM;
   }
   t.len = 0;
-  build_101(&t, accept, opts);
+  build_101(&t, accept, opts, ext, extlen);
+  if (pmd) {
+    pmd_agree(c, &agreed);
+  }
   hs_free(c);
   c->state = HERALD_STATE_OPEN;
   c->reader = RD_HEAD;
@@ -1376,8 +1837,8 @@ HERALD_API int herald_conn_reset(herald_conn *c) {
   return 0;
 }
 
-static void build_request(text *t, const herald_client_opts *o,
-                          const char *key) {
+static void build_request(text *t, const herald_client_opts *o, const char *key,
+                          const char *ext) {
   text_puts(t, "GET ");
   text_puts(t, o->path ? o->path : "/");
   text_puts(t, " HTTP/1.1\r\nHost: ");
@@ -1399,6 +1860,11 @@ static void build_request(text *t, const herald_client_opts *o,
       }
       text_puts(t, o->subprotocols[i]);
     }
+    text_put(t, "\r\n", 2);
+  }
+  if (ext) {
+    text_puts(t, "Sec-WebSocket-Extensions: ");
+    text_puts(t, ext);
     text_put(t, "\r\n", 2);
   }
   text_headers(t, o->headers, o->nheaders);
@@ -1454,15 +1920,20 @@ HERALD_API int herald_conn_client_start(herald_conn *c,
   }
   herald__base64_encode(hs->key, nonce, sizeof(nonce));
   hs->key[24] = 0;
+  char ext[HERALD__PMD_TEXT_MAX + 1];
+  if (c->cfg->deflate.enabled) {
+    ext[herald__pmd_offer(&c->cfg->deflate, ext)] = 0;
+  }
+  const char *offer = c->cfg->deflate.enabled ? ext : NULL;
   text t = {NULL, 0};
-  build_request(&t, o, hs->key);
+  build_request(&t, o, hs->key, offer);
   t.p = out_append(c, t.len, 1);
   if (t.p == NULL) {
     hs_free(c);
     return HERALD_ERR_NOMEM;
   }
   t.len = 0;
-  build_request(&t, o, hs->key);
+  build_request(&t, o, hs->key, offer);
   c->reader = RD_RESPONSE;
   return 0;
 }
@@ -1489,7 +1960,8 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
     return rv;
   }
   if ((op != HERALD_OP_TEXT && op != HERALD_OP_BINARY) ||
-      (data == NULL && len > 0) || (flags & ~(unsigned)HERALD_SEND_MORE)) {
+      (data == NULL && len > 0) ||
+      (flags & ~(unsigned)(HERALD_SEND_MORE | HERALD_SEND_NO_COMPRESS))) {
     return HERALD_ERR_INVALID_ARG;
   }
   if ((c->flags & F_FRAG_SENDING) && c->sop != op) {
@@ -1497,6 +1969,16 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
   }
   herald_opcode wire = (c->flags & F_FRAG_SENDING) ? HERALD_OP_CONT : op;
   int fin = !(flags & HERALD_SEND_MORE);
+  /* RFC 7692 6: compression is per message; a fragmented message goes out
+   * uncompressed, as do short ones and those the caller opts out. */
+  if (c->pmd_on && c->tx_bits != 0 && fin && wire != HERALD_OP_CONT &&
+      !(flags & HERALD_SEND_NO_COMPRESS) && len >= c->cfg->deflate.threshold) {
+    rv = out_frame_deflate(c, op, data, len);
+    if (rv == 0 && release) {
+      release(ctx);
+    }
+    return rv;
+  }
   if (release == NULL || len < c->cfg->copy_threshold ||
       c->role == HERALD_ROLE_CLIENT) {
     rv = out_frame_copy(c, wire, fin, data, len);
@@ -1578,5 +2060,216 @@ HERALD_API int herald_conn_close(herald_conn *c, uint16_t code,
   }
   c->state = (c->flags & F_CLOSE_RECEIVED) ? HERALD_STATE_CLOSED
                                            : HERALD_STATE_CLOSING;
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Encode once, send to many                                                 */
+/* ------------------------------------------------------------------------ */
+
+HERALD_API int herald_frame_prepare(herald_opcode op, const void *data,
+                                    size_t len, int window_bits, int level,
+                                    const herald_mem *mem, uint8_t **frame,
+                                    size_t *framelen, int *compressed) {
+  if ((op != HERALD_OP_TEXT && op != HERALD_OP_BINARY) ||
+      (data == NULL && len > 0) || frame == NULL || framelen == NULL ||
+      (window_bits != 0 && (window_bits < 9 || window_bits > 15)) ||
+      level < -1 || level > 9) {
+    return HERALD_ERR_INVALID_ARG;
+  }
+  if (mem == NULL) {
+    mem = &libc_mem;
+  }
+  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
+  if (window_bits != 0) {
+    /* A fresh stream per message: no context, so any connection whose
+     * agreed window is at least window_bits can take it (RFC 7692 7.1.1). */
+    herald__zstream *z;
+    int rv = herald__zdeflate_new(&z, mem, window_bits, level, 8);
+    if (rv != 0) {
+      return rv;
+    }
+    size_t bound = herald__zdeflate_bound(z, len);
+    uint8_t *out = mem->malloc(HERALD_MAX_FRAME_HEADER + bound, mem->user_data);
+    if (out == NULL) {
+      herald__zstream_del(z);
+      return HERALD_ERR_NOMEM;
+    }
+    uint8_t *zp = out + HERALD_MAX_FRAME_HEADER;
+    int64_t zlen = herald__zdeflate(z, data, len, zp, bound);
+    herald__zstream_del(z);
+    if (zlen < 4) {
+      mem->free(out, mem->user_data);
+      return HERALD_ERR_INTERNAL;
+    }
+    size_t clen = (size_t)zlen - 4;
+    if (clen < len) {
+      size_t hlen = herald_frame_header(hdr, op, 1, 0x40, clen, NULL);
+      memmove(out + hlen, zp, clen);
+      memcpy(out, hdr, hlen);
+      *frame = out;
+      *framelen = hlen + clen;
+      if (compressed) {
+        *compressed = window_bits;
+      }
+      return 0;
+    }
+    mem->free(out, mem->user_data); /* did not shrink: send it plain */
+  }
+  size_t hlen = herald_frame_header(hdr, op, 1, 0, len, NULL);
+  uint8_t *out = mem->malloc(hlen + len, mem->user_data);
+  if (out == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  memcpy(out, hdr, hlen);
+  if (len > 0) {
+    memcpy(out + hlen, data, len);
+  }
+  *frame = out;
+  *framelen = hlen + len;
+  if (compressed) {
+    *compressed = 0;
+  }
+  return 0;
+}
+
+HERALD_API void herald_frame_free(const herald_mem *mem, uint8_t *frame) {
+  if (frame != NULL) {
+    if (mem == NULL) {
+      mem = &libc_mem;
+    }
+    mem->free(frame, mem->user_data);
+  }
+}
+
+/* Checks that frame[0..len) is exactly one unmasked, final text or binary
+ * frame with RSV1 set iff compressed. */
+static int frame_well_formed(const uint8_t *f, size_t len, int compressed) {
+  if (len < 2) {
+    return 0;
+  }
+  unsigned op = f[0] & 0x0f, rsv = f[0] & 0x70;
+  if (!(f[0] & 0x80) || (op != HERALD_OP_TEXT && op != HERALD_OP_BINARY) ||
+      rsv != (compressed ? 0x40u : 0u) || (f[1] & 0x80)) {
+    return 0;
+  }
+  uint64_t plen = f[1] & 0x7f;
+  size_t hlen = 2;
+  if (plen >= 126) {
+    hlen = plen == 126 ? 4 : 10;
+    if (len < hlen) {
+      return 0;
+    }
+    plen = 0;
+    for (size_t i = 2; i < hlen; i++) {
+      plen = plen << 8 | f[i];
+    }
+  }
+  return len - hlen == plen;
+}
+
+HERALD_API int herald_conn_send_frame(herald_conn *c, const uint8_t *frame,
+                                      size_t len, int compressed,
+                                      herald_release_fn release, void *ctx) {
+  if (c->role != HERALD_ROLE_SERVER) {
+    return HERALD_ERR_BAD_STATE; /* client frames are masked per frame */
+  }
+  int rv = send_allowed(c);
+  if (rv != 0) {
+    return rv;
+  }
+  if (frame == NULL ||
+      (compressed != 0 && (compressed < 9 || compressed > 15)) ||
+      !frame_well_formed(frame, len, compressed)) {
+    return HERALD_ERR_INVALID_ARG;
+  }
+  if (c->flags & F_FRAG_SENDING) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  /* RFC 7692 7.1.1.1, 7.1.2.1: a message compressed without context fits
+   * only a connection whose own compressor keeps none, within its window. */
+  if (compressed &&
+      (!c->pmd_on || !c->tx_reset || c->tx_bits < (unsigned)compressed)) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  if (release == NULL || len < c->cfg->copy_threshold) {
+    uint8_t *p = out_append(c, len, 1);
+    if (p == NULL) {
+      return HERALD_ERR_NOMEM;
+    }
+    memcpy(p, frame, len);
+    if (release) {
+      release(ctx);
+    }
+    return 0;
+  }
+  return out_append_ext(c, frame, len, release, ctx);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Streaming HTTP responses (Server-Sent Events)                             */
+/* ------------------------------------------------------------------------ */
+
+/* A streaming response keeps the connection in CONNECTING with input
+ * discarded: the one combination no other path produces, so it needs no
+ * state of its own. It ends in CLOSED. */
+static int streaming(const herald_conn *c) {
+  return c->reader == RD_DISCARD && c->state == HERALD_STATE_CONNECTING;
+}
+
+HERALD_API int herald_conn_stream_start(herald_conn *c, int status,
+                                        const herald_header *headers,
+                                        size_t nheaders) {
+  if (c->reader != RD_DECIDE || c->hs->req.websocket) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  if (status < 200 || status > 599 || !headers_safe(headers, nheaders)) {
+    return HERALD_ERR_INVALID_ARG;
+  }
+  char line[96];
+  int len = snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n", status,
+                     herald__http_status_text(status));
+  static const char tail[] = "Connection: close\r\n\r\n";
+  text t = {NULL, 0};
+  text_put(&t, line, (size_t)len);
+  text_headers(&t, headers, nheaders);
+  text_put(&t, tail, sizeof(tail) - 1);
+  t.p = out_append(c, t.len, 1);
+  if (t.p == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  t.len = 0;
+  text_put(&t, line, (size_t)len);
+  text_headers(&t, headers, nheaders);
+  text_put(&t, tail, sizeof(tail) - 1);
+  hs_free(c);
+  c->reader = RD_DISCARD;
+  return 0;
+}
+
+HERALD_API int herald_conn_stream_write(herald_conn *c, const void *data,
+                                        size_t len) {
+  if (!streaming(c)) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  if (len == 0) {
+    return 0;
+  }
+  if (data == NULL) {
+    return HERALD_ERR_INVALID_ARG;
+  }
+  uint8_t *p = out_append(c, len, 1);
+  if (p == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  memcpy(p, data, len);
+  return 0;
+}
+
+HERALD_API int herald_conn_stream_end(herald_conn *c) {
+  if (!streaming(c)) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  c->state = HERALD_STATE_CLOSED;
   return 0;
 }

@@ -49,6 +49,11 @@ typedef struct herald_tls_set herald_tls_set;
 typedef struct tls_state tls_state;
 
 struct herald_http {
+  void (*on_gone)(herald_http *h, void *ud); /* streamed responses */
+  void *gone_ud;
+  int streaming;
+  int in_call; /* the handler is running: herald_http_end defers the free */
+  int ended;
   herald_ws *ws;  /* NULL once the connection is gone */
   int responded;  /* 0 not yet, 1 answered, -1 handler returned unanswered */
   int keep_alive; /* the request allows another one after it */

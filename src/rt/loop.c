@@ -328,12 +328,25 @@ static void on_handle_closed(uv_handle_t *h) {
   loop->handles_open--;
 }
 
+static void close_leftover(uv_handle_t *h, void *arg) {
+  herald_loop *loop = arg;
+  if (uv_is_closing(h) || h == (uv_handle_t *)&loop->epoll_watch ||
+      h == (uv_handle_t *)&loop->prepare || h == (uv_handle_t *)&loop->tick ||
+      h == (uv_handle_t *)&loop->async) {
+    return;
+  }
+  uv_close(h, NULL);
+}
+
 HERALD_API void herald_loop_del(herald_loop *loop) {
   if (loop == NULL) {
     return;
   }
   flush_dirty(loop);
   reap(loop);
+  /* Handles the application left open on a loop it asked us to delete are
+   * closed too, or the loop could never be closed. */
+  uv_walk(loop->uv, close_leftover, loop);
   uv_close((uv_handle_t *)&loop->epoll_watch, on_handle_closed);
   uv_close((uv_handle_t *)&loop->prepare, on_handle_closed);
   uv_close((uv_handle_t *)&loop->tick, on_handle_closed);

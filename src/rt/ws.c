@@ -121,8 +121,12 @@ static void ws_finish(herald_ws *ws) {
     ws->io.fd = -1;
   }
   if (ws->http) {
-    ws->http->ws = NULL; /* a late herald_http_respond() is discarded */
+    herald_http *h = ws->http;
+    h->ws = NULL; /* a late herald_http_respond() is discarded */
     ws->http = NULL;
+    if (h->streaming && h->on_gone) {
+      h->on_gone(h, h->gone_ud);
+    }
   }
   /* Unlink from the loop's list before the callback, so a shutdown that
    * walks the list never meets a finished connection. */
@@ -462,7 +466,16 @@ static void ws_call_http(herald_ws *ws, const herald_request *req,
   h->ws = ws;
   h->keep_alive = !wants_close(req);
   ws->http = h;
+  h->in_call = 1;
   fn(h, req, body, bodylen, ud);
+  h->in_call = 0;
+  if (h->ended) {
+    free(h); /* herald_http_end() ran inside the handler */
+    return;
+  }
+  if (h->streaming) {
+    return; /* h lives until herald_http_end() */
+  }
   if (h->responded) {
     free(h);
   } else if (ws->http == h) {
@@ -916,4 +929,77 @@ HERALD_API const char *herald_ws_peer(const herald_ws *ws) {
     snprintf(text, sizeof(text), "[%s]:%d", ip, ntohs(a->sin6_port));
   }
   return text;
+}
+
+/* ---- streamed HTTP responses -------------------------------------------- */
+
+HERALD_API int herald_http_stream(herald_http *h, int status,
+                                  const herald_header *headers, size_t nheaders,
+                                  void (*on_gone)(herald_http *h, void *ud),
+                                  void *ud) {
+  if (h->responded > 0 || h->streaming) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  herald_ws *ws = h->ws;
+  if (ws == NULL) {
+    return HERALD_ERR_CLOSED;
+  }
+  int rv = herald_conn_stream_start(ws->conn, status, headers, nheaders);
+  if (rv != 0) {
+    return rv;
+  }
+  int later = h->responded < 0;
+  h->streaming = 1;
+  h->responded = 1;
+  h->on_gone = on_gone;
+  h->gone_ud = ud;
+  /* The stream has no deadline of its own: the handshake timer must not cut
+   * it. Keepalive is the application's (SSE comments). */
+  herald__wheel_set(ws, 0);
+  if (later) {
+    herald__mark_resume(ws);
+  }
+  herald__mark_dirty(ws);
+  return 0;
+}
+
+HERALD_API int herald_http_write(herald_http *h, const void *data, size_t len) {
+  if (!h->streaming) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  herald_ws *ws = h->ws;
+  if (ws == NULL || (ws->flags & WS_DEAD)) {
+    return HERALD_ERR_CLOSED;
+  }
+  size_t buffered = herald_ws_buffered(ws);
+  if (buffered + len > ws->limits->send_hard_cap) {
+    return HERALD_SEND_DROPPED;
+  }
+  int rv = herald_conn_stream_write(ws->conn, data, len);
+  if (rv != 0) {
+    return rv;
+  }
+  herald__mark_dirty(ws);
+  return buffered + len > ws->limits->send_high_water ? HERALD_SEND_BACKPRESSURE
+                                                      : HERALD_SEND_OK;
+}
+
+HERALD_API void herald_http_end(herald_http *h) {
+  herald_ws *ws = h->ws;
+  if (ws != NULL && h->streaming) {
+    ws->http = NULL;
+    if (herald_conn_stream_end(ws->conn) == 0) {
+      herald__mark_dirty(ws);
+      uint32_t grace = ws->limits->close_timeout_ms;
+      herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
+    }
+  } else if (ws != NULL) {
+    ws->http = NULL;
+  }
+  h->ws = NULL;
+  if (h->in_call) {
+    h->ended = 1; /* freed when the handler returns */
+    return;
+  }
+  free(h);
 }

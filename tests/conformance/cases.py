@@ -1,8 +1,8 @@
 """The case catalogue and the verdict rules.
 
 The catalogue follows the numbering and intent of the Autobahn|Testsuite
-sections 1-7, 9 and 10 (sections 12 and 13, permessage-deflate, are not
-covered).  Every case is data: an id, a title, a small function that sends
+sections 1-7, 9 and 10, and 12 and 13 (permessage-deflate, RFC 7692: the
+runner compresses and decompresses with Python's zlib).  Every case is data: an id, a title, a small function that sends
 octets through a session.Session, what the peer must send back (the
 "events": echoed messages and pongs), and how the connection must end:
 
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from session import F
+import struct
+
 from wire import (OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
                   close_payload)
 
@@ -46,6 +48,8 @@ SECTIONS = {
     "7": "Close Handling",
     "9": "Limits/Performance",
     "10": "Misc (auto-fragmentation)",
+    "12": "WebSocket Compression (different payloads)",
+    "13": "WebSocket Compression (different parameters)",
 }
 
 FAIL_FAST_WAIT = 1.0   # pause between the parts of a 6.4.x message
@@ -66,6 +70,11 @@ class Case:
     info: bool = False         # outcome is INFORMATIONAL by design
     quick: bool = True         # part of the --quick subset
     timeout: Optional[float] = None  # None: the default for its section
+    # permessage-deflate (sections 12, 13)
+    offer: tuple = ()          # server mode: our Sec-WebSocket-Extensions
+    response: Optional[str] = None  # client mode: our answer to its offer
+    expect_pmd: bool = True    # the peer must agree to compress
+    full: bool = False         # only with --deflate-full
 
     @property
     def section(self):
@@ -598,6 +607,187 @@ big = fragments(OP_TEXT, p, 1300)
 add("10.1.1", "Text message of 64 KiB in frames of 1300 octets",
     sender(big), ok=[("text", p)])
 
+# --------------------------------------------------------------------------
+# 12, 13: permessage-deflate (RFC 7692).  Each case opens a connection that
+# agrees on compression (server mode: we offer case.offer; client mode: we
+# answer the client's offer with case.response), sends `count` compressed
+# messages and expects them back.  The quick form (default) runs a subset
+# with 50 messages; --deflate-full runs every size with 1000 messages, as
+# Autobahn does.
+
+PMD = "permessage-deflate"
+PMD_SIZES = [16, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072]
+PMD_FRAG = 256        # frame size of the fragmented variants (x.y.11-18)
+PMD_QUICK = {1, 4, 7, 10, 14}
+PMD_QUICK_COUNT = 50
+PMD_FULL_COUNT = 1000
+
+
+def _corpus(kind):
+    """256 KiB of one payload kind (deterministic)."""
+    import hashlib
+    import json
+    out = bytearray()
+    i = 0
+    while len(out) < 1 << 18:
+        if kind == "json":
+            out += json.dumps({"id": i, "channel": "room-%d" % (i % 17),
+                               "user": {"name": ["ada", "bob", "cy"][i % 3],
+                                        "score": i * 37 % 1000},
+                               "tags": ["a", "bb", "ccc"][:i % 4],
+                               "ok": i % 2 == 0}).encode() + b"\n"
+        elif kind == "records":
+            out += struct.pack("!IHHQd", i, i % 7, 0xBEEF, i * i, i / 3.0)
+        elif kind == "html":
+            out += ('<tr class="row%d"><td><a href="/item/%d">Item %d</a>'
+                    '</td><td>%d.%02d</td></tr>\n'
+                    % (i % 2, i, i, i % 100, i % 97)).encode()
+        elif kind == "random":
+            out += hashlib.sha256(b"%d" % i).digest()
+        i += 1
+    return bytes(out)
+
+
+_GERMAN = ("Habe nun, ach! Philosophie, Juristerei und Medizin, und leider "
+           "auch Theologie durchaus studiert, mit heißem Bemühn. Da steh ich "
+           "nun, ich armer Tor! Und bin so klug als wie zuvor; heiße Magister"
+           ", heiße Doktor gar. Straße, Größe, Übermut, Äpfel, Öl. ")
+
+
+def pmd_payload(kind, size, i):
+    """Message i of `size` octets of kind."""
+    if kind == "prose":
+        text = _GERMAN * (size // 40 + 2)
+        start = (i * 13) % len(_GERMAN)
+        data = text[start:].encode("utf-8")[:size]
+        # Cut on a character boundary, pad with ASCII to the exact size.
+        data = data.decode("utf-8", "ignore").encode("utf-8")
+        return data + b"." * (size - len(data))
+    if kind not in _CORPORA:
+        _CORPORA[kind] = _corpus(kind)
+    base = _CORPORA[kind]
+    off = (i * 7919) % (len(base) - size)
+    return base[off:off + size]
+
+
+_CORPORA = {}
+PMD_KINDS = [  # (section 12 subsection, kind, opcode, description)
+    (1, "json", OP_TEXT, "JSON text"),
+    (2, "records", OP_BINARY, "binary records"),
+    (3, "prose", OP_TEXT, "UTF-8 prose (German)"),
+    (4, "html", OP_TEXT, "HTML text"),
+    (5, "random", OP_BINARY, "random binary (incompressible)"),
+]
+
+
+# Messages per case: run.py sets PMD_COUNT[0] = PMD_FULL_COUNT for
+# --deflate-full.
+PMD_COUNT = [PMD_QUICK_COUNT]
+
+
+class PmdEvents:
+    """The expected events of a compression case, made on demand (1000
+    messages of 128 KiB should not sit in memory for every case)."""
+
+    def __init__(self, kind, op, size):
+        self.args = (kind, op, size)
+
+    def _list(self):
+        kind, op, size = self.args
+        name = "text" if op == OP_TEXT else "binary"
+        return [(name, pmd_payload(kind, size, i)) for i in range(len(self))]
+
+    def __len__(self):
+        return PMD_COUNT[0]
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def __getitem__(self, i):
+        return self._list()[i]
+
+    def __eq__(self, other):
+        return self._list() == list(other)
+
+    def __ne__(self, other):
+        return not self.__eq__(other)
+
+
+def pmd_sender(kind, op, size, frag):
+    def run(s):
+        frames = []
+        for i in range(PMD_COUNT[0]):
+            m = pmd_payload(kind, size, i)
+            if s.deflate is not None and s.deflate.can_compress():
+                c = s.deflate.compress(m)
+                if frag and len(c) > frag:
+                    parts = [c[j:j + frag] for j in range(0, len(c), frag)]
+                    for j, part in enumerate(parts):
+                        frames.append(F(op if j == 0 else OP_CONT, part,
+                                        j == len(parts) - 1, 4 if j == 0
+                                        else 0))
+                else:
+                    frames.append(F(op, c, True, 4))
+            else:
+                frames.append(F(op, m))
+            if len(frames) >= 64:
+                s.send(frames)
+                frames = []
+        if frames:
+            s.send(frames)
+    return run
+
+
+def pmd_cases(section, sub, title, kind, op, offer, response,
+              expect_pmd=True):
+    for y in range(1, 19):
+        if y <= 10:
+            size, frag = PMD_SIZES[y - 1], None
+            how = ""
+        else:
+            size, frag = PMD_SIZES[y - 9], PMD_FRAG
+            how = ", compressed data in %d-octet frames" % frag
+        add("%d.%d.%d" % (section, sub, y),
+            "%s: compressed messages of %d octets%s" % (title, size, how),
+            pmd_sender(kind, op, size, frag), PmdEvents(kind, op, size),
+            offer=offer, response=response, expect_pmd=expect_pmd,
+            full=y not in PMD_QUICK, timeout=120.0)
+
+
+for _sub, _kind, _op, _desc in PMD_KINDS:
+    pmd_cases(12, _sub, _desc, _kind, _op, (PMD + "; client_max_window_bits",),
+              PMD)
+
+# Section 13: the parameters.  (server-mode offer lines, client-mode answer)
+PMD_PARAMS = [
+    (1, (PMD,), PMD),
+    (2, (PMD + "; client_no_context_takeover; client_max_window_bits",),
+     PMD + "; client_no_context_takeover"),
+    (3, (PMD + "; server_max_window_bits=9",),
+     PMD + "; server_max_window_bits=9"),
+    (4, (PMD + "; server_max_window_bits=15",),
+     PMD + "; server_max_window_bits=15"),
+    (5, (PMD + "; server_no_context_takeover; server_max_window_bits=9",),
+     PMD + "; server_no_context_takeover; server_max_window_bits=9"),
+    (6, (PMD + "; server_no_context_takeover; server_max_window_bits=15",),
+     PMD + "; server_no_context_takeover; server_max_window_bits=15"),
+    (7, (PMD + "; server_no_context_takeover; server_max_window_bits=9, "
+         + PMD + "; server_no_context_takeover, " + PMD,),
+     PMD + "; server_no_context_takeover; client_no_context_takeover"),
+    (8, (PMD + "; client_max_window_bits=9",),
+     PMD + "; client_max_window_bits=9"),
+    (9, (PMD + "; server_no_context_takeover; client_no_context_takeover; "
+         "server_max_window_bits=10; client_max_window_bits",),
+     PMD + "; server_no_context_takeover; client_no_context_takeover; "
+     "server_max_window_bits=10; client_max_window_bits=10"),
+    (10, ("x-unknown-extension; a=1", PMD + "; server_max_window_bits=12; "
+          "client_max_window_bits=\"12\""),
+     PMD + "; server_max_window_bits=12; client_max_window_bits=12"),
+]
+for _sub, _offer, _resp in PMD_PARAMS:
+    pmd_cases(13, _sub, "offer %s" % " / ".join(_offer), "json", OP_TEXT,
+              _offer, _resp)
+
 CATALOGUE.sort(key=Case.key)
 BY_ID = {c.id: c for c in CATALOGUE}
 assert len(BY_ID) == len(CATALOGUE), "duplicate case ids"
@@ -653,6 +843,11 @@ def judge(case, s):
 
     for v in s.violations:
         note(FAILED, "peer protocol violation: " + v)
+    if case.offer or case.response:
+        if s.deflate is None and case.expect_pmd:
+            note(UNIMPLEMENTED, "permessage-deflate was not agreed")
+        elif s.deflate is not None and not case.expect_pmd:
+            note(FAILED, "permessage-deflate agreed where it must not be")
     if s.timed_out:
         note(FAILED, "case timed out")
 

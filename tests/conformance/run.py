@@ -92,21 +92,48 @@ class ServerUnderTest:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             key = wire.new_key()
             sock.sendall(wire.client_request(self.host, self.port, self.path,
-                                             key))
+                                             key, case.offer))
             head, rest = read_head(sock, deadline, "handshake response")
-            problem = wire.check_response(head, key)
+            problem = wire.check_response(head, key, bool(case.offer))
             if problem:
                 raise HandshakeFailed(problem)
+            deflate = None
+            if case.offer:
+                deflate = accepted_deflate(head)
         except (HandshakeFailed, OSError) as e:
             sock.close()
             raise HandshakeFailed(str(e))
-        return Session(sock, rest, "client", deadline, self.tcp_wait)
+        s = Session(sock, rest, "client", deadline, self.tcp_wait)
+        s.deflate = deflate
+        if deflate is not None:
+            s.log("permessage-deflate agreed: %r" % (deflate.params,))
+        return s
 
     def after(self, case, session):
         return []
 
     def close(self):
         pass
+
+
+def accepted_deflate(head):
+    """Server mode: the wire.Deflate the server's response agreed to, or
+    None; HandshakeFailed when its extension answer is invalid (RFC 7692 5:
+    one permessage-deflate, valid parameters)."""
+    _, headers = wire.parse_head(head)
+    try:
+        exts = wire.parse_extensions(headers.get("sec-websocket-extensions",
+                                                 []))
+    except ValueError as e:
+        raise HandshakeFailed("malformed Sec-WebSocket-Extensions: %s" % e)
+    if not exts:
+        return None
+    if len(exts) != 1 or exts[0][0] != "permessage-deflate":
+        raise HandshakeFailed("server accepted %r" % [n for n, _ in exts])
+    problem = wire.pmd_problem(exts[0][1])
+    if problem:
+        raise HandshakeFailed("permessage-deflate answer: " + problem)
+    return wire.Deflate(exts[0][1], "client")
 
 
 class StartedServer:
@@ -231,8 +258,26 @@ class ClientUnderTest:
                              b"Content-Length: 0\r\n\r\n")
                 sock.close()
                 raise HandshakeFailed("bad opening handshake: " + problem)
-            sock.sendall(wire.server_response(key))
-            return Session(sock, rest, "server", deadline, self.tcp_wait)
+            answer, deflate = None, None
+            if case.response:
+                _, headers = wire.parse_head(head)
+                try:
+                    offers = wire.parse_extensions(
+                        headers.get("sec-websocket-extensions", []))
+                except ValueError:
+                    offers = []
+                pmd = [p for n, p in offers if n == "permessage-deflate" and
+                       wire.pmd_problem(p, response=False) is None]
+                if pmd:
+                    answer = case.response
+                    deflate = wire.Deflate(
+                        wire.parse_extensions([answer])[0][1], "server")
+            sock.sendall(wire.server_response(key, answer))
+            s = Session(sock, rest, "server", deadline, self.tcp_wait)
+            s.deflate = deflate
+            if deflate is not None:
+                s.log("permessage-deflate agreed: %s" % answer)
+            return s
 
     def after(self, case, session):
         """Reap the client; kill it (by its PID) if it outlives the case."""
@@ -291,7 +336,7 @@ def finish(case, s, opts):
     """After the case body: end the connection the way the case expects."""
     if case.close == "normal":
         if not s.peer_gone():
-            settle = s.remaining() if case.section in ("9", "10") \
+            settle = s.remaining() if case.section in ("9", "10", "12", "13") \
                 else opts.settle
             s.wait_events(len(case.ok), min(settle, s.remaining()))
             s.close(1000)
@@ -340,9 +385,11 @@ def run_case(target, case, number, opts):
                   s.full_trace() + ([error] if error else []))
 
 
-def select_cases(patterns, excludes, quick):
+def select_cases(patterns, excludes, quick, deflate_full=False):
     chosen = []
     for number, case in enumerate(cases.CATALOGUE, 1):
+        if case.full and not deflate_full:
+            continue
         if patterns and not any(_match(case.id, p) for p in patterns):
             continue
         if any(_match(case.id, p) for p in excludes):
@@ -451,8 +498,8 @@ def report_section(results, title, target_desc, elapsed, quick, crash=None):
 REPORT_INTRO = """# WebSocket conformance
 
 Results of `tests/conformance/run.py`, Herald's own Autobahn|Testsuite-style
-case runner (sections 1-7, 9 and 10 of the Autobahn catalogue; no
-permessage-deflate).  How to run it and the verdict rules are in
+case runner (sections 1-7, 9, 10, 12 and 13 of the Autobahn catalogue;
+12 and 13 are permessage-deflate).  How to run it and the verdict rules are in
 `tests/conformance/README.md`.  Each section below is written by
 `run.py --report docs/conformance.md --title TITLE` and replaced on the next
 run with the same title.
@@ -503,6 +550,10 @@ def parse_args(argv):
     ap.add_argument("--exclude", default="", help="patterns to leave out")
     ap.add_argument("--quick", action="store_true",
                     help="a smaller section 9 (messages up to 1 MiB)")
+    ap.add_argument("--deflate-full", action="store_true",
+                    help="sections 12 and 13 in full (18 cases per "
+                    "subsection, 1000 messages each) instead of the quick "
+                    "form (5 per subsection, 50 messages)")
     ap.add_argument("--list", action="store_true",
                     help="print the catalogue and exit")
     ap.add_argument("--report", metavar="FILE",
@@ -544,7 +595,9 @@ def main(argv=None):
     opts = parse_args(argv)
     patterns = [p for p in opts.cases.split(",") if p.strip()]
     excludes = [p for p in opts.exclude.split(",") if p.strip()]
-    chosen = select_cases(patterns, excludes, opts.quick)
+    chosen = select_cases(patterns, excludes, opts.quick, opts.deflate_full)
+    if opts.deflate_full:
+        cases.PMD_COUNT[0] = cases.PMD_FULL_COUNT
 
     if opts.list:
         for number, case in chosen:

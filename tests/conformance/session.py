@@ -67,6 +67,10 @@ class Session:
 
         self._msg_op = None
         self._msg_parts = []
+        self._msg_comp = False
+        # permessage-deflate (wire.Deflate) when the handshake agreed it
+        self.deflate = None
+        self.compressed_in = 0  # peer's messages that came compressed
         self._pending = []      # control frames to write between steps
         self._dropped = False
 
@@ -336,7 +340,13 @@ class Session:
             self._violation("%s frame after its close frame"
                             % wire.opname(f.opcode))
             return
-        if f.rsv:
+        # RSV1 marks a compressed message, on its first frame only (RFC
+        # 7692 6.1); anything else is a violation.
+        rsv = f.rsv
+        if (rsv == 4 and self.deflate is not None and
+                f.opcode in (OP_TEXT, OP_BINARY)):
+            rsv = 0
+        if rsv:
             self._violation("%s frame with RSV=%d" % (wire.opname(f.opcode),
                                                       f.rsv))
         if f.opcode >= 8:
@@ -385,6 +395,7 @@ class Session:
                                 % wire.opname(f.opcode))
             self._msg_op = f.opcode
             self._msg_parts = [f.payload]
+            self._msg_comp = bool(f.rsv & 4) and self.deflate is not None
         else:
             self._violation("reserved data opcode %d" % f.opcode)
             return
@@ -392,6 +403,13 @@ class Session:
             payload = b"".join(self._msg_parts)
             kind = wire.opname(self._msg_op)
             self._msg_op, self._msg_parts = None, []
+            if self._msg_comp:
+                self.compressed_in += 1
+                try:
+                    payload = self.deflate.decompress(payload)
+                except Exception as e:  # zlib.error
+                    self._violation("invalid compressed data: %s" % e)
+                    return
             if kind == "text" and not wire.is_valid_utf8(payload):
                 self._violation("text message that is not valid UTF-8")
             self.log("recv %s message(%d)" % (kind, len(payload)))

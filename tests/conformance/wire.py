@@ -11,6 +11,7 @@ import base64
 import hashlib
 import os
 import struct
+import zlib
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -200,23 +201,29 @@ def accept_for(key):
     return base64.b64encode(digest).decode("ascii")
 
 
-def client_request(host, port, path, key):
+def client_request(host, port, path, key, extensions=()):
+    """extensions: Sec-WebSocket-Extensions values, one header line each."""
+    ext = "".join("Sec-WebSocket-Extensions: %s\r\n" % e for e in extensions)
     return ("GET %s HTTP/1.1\r\n"
             "Host: %s:%d\r\n"
             "Upgrade: websocket\r\n"
             "Connection: Upgrade\r\n"
             "Sec-WebSocket-Key: %s\r\n"
             "Sec-WebSocket-Version: 13\r\n"
+            "%s"
             "User-Agent: herald-conformance\r\n"
-            "\r\n" % (path, host, port, key)).encode("ascii")
+            "\r\n" % (path, host, port, key, ext)).encode("ascii")
 
 
-def server_response(key):
+def server_response(key, extension=None):
+    ext = ("Sec-WebSocket-Extensions: %s\r\n" % extension
+           if extension else "")
     return ("HTTP/1.1 101 Switching Protocols\r\n"
             "Upgrade: websocket\r\n"
             "Connection: Upgrade\r\n"
             "Sec-WebSocket-Accept: %s\r\n"
-            "\r\n" % accept_for(key)).encode("ascii")
+            "%s"
+            "\r\n" % (accept_for(key), ext)).encode("ascii")
 
 
 def split_head(buf):
@@ -246,7 +253,7 @@ def _tokens(headers, name):
     return out
 
 
-def check_response(head, key):
+def check_response(head, key, allow_extensions=False):
     """None if head is a valid 101 answer to our key, else what is wrong."""
     start, headers = parse_head(head)
     parts = start.split(" ", 2)
@@ -261,7 +268,7 @@ def check_response(head, key):
     got = headers.get("sec-websocket-accept", [""])
     if got != [accept_for(key)]:
         return "wrong Sec-WebSocket-Accept %r" % got
-    if headers.get("sec-websocket-extensions"):
+    if headers.get("sec-websocket-extensions") and not allow_extensions:
         return "server chose extensions we did not offer: %r" % (
             headers["sec-websocket-extensions"],)
     if headers.get("sec-websocket-protocol"):
@@ -296,3 +303,126 @@ def check_request(head):
     if len(raw) != 16:
         return path, None, "Sec-WebSocket-Key is not 16 bytes in base64"
     return path, keys[0], None
+
+
+# --------------------------------------------------------------------------
+# permessage-deflate (RFC 7692)
+
+def parse_extensions(values):
+    """[(name, {param: value or True})] from Sec-WebSocket-Extensions header
+    values (a list, one per header line).  Raises ValueError when malformed.
+    Quoted-string values are unquoted; repeated parameters raise."""
+    out = []
+    for value in values:
+        i, n = 0, len(value)
+
+        def token():
+            nonlocal i
+            j = i
+            while i < n and (value[i].isalnum() or value[i] in
+                             "!#$%&'*+-.^_`|~"):
+                i += 1
+            if i == j:
+                raise ValueError("expected a token at %r" % value[j:])
+            return value[j:i]
+
+        def ows():
+            nonlocal i
+            while i < n and value[i] in " \t":
+                i += 1
+
+        while True:
+            ows()
+            while i < n and value[i] == ",":
+                i += 1
+                ows()
+            if i >= n:
+                break
+            name = token().lower()
+            params = {}
+            while True:
+                ows()
+                if i >= n or value[i] == ",":
+                    break
+                if value[i] != ";":
+                    raise ValueError("expected ';' in %r" % value)
+                i += 1
+                ows()
+                pname = token().lower()
+                ows()
+                pval = True
+                if i < n and value[i] == "=":
+                    i += 1
+                    ows()
+                    if i < n and value[i] == '"':
+                        j = value.index('"', i + 1)
+                        pval = value[i + 1:j].replace("\\", "")
+                        i = j + 1
+                    else:
+                        pval = token()
+                if pname in params:
+                    raise ValueError("repeated parameter %s" % pname)
+                params[pname] = pval
+            out.append((name, params))
+    return out
+
+
+PMD_PARAMS = {"server_no_context_takeover", "client_no_context_takeover",
+              "server_max_window_bits", "client_max_window_bits"}
+
+
+def pmd_problem(params, response=True):
+    """None if params are valid for permessage-deflate, else why."""
+    for k, v in params.items():
+        if k not in PMD_PARAMS:
+            return "unknown parameter %s" % k
+        if k.endswith("no_context_takeover") and v is not True:
+            return "%s with a value" % k
+        if k.endswith("max_window_bits"):
+            if v is True:
+                if k == "server_max_window_bits" or response:
+                    return "%s without a value" % k
+                continue
+            if not v.isdigit() or v != str(int(v)) or not 8 <= int(v) <= 15:
+                return "%s=%s is not 8..15" % (k, v)
+    return None
+
+
+class Deflate:
+    """One connection's permessage-deflate state.  role: the side *we* play
+    ("client" or "server"); params: the agreed (response) parameters."""
+
+    def __init__(self, params, role):
+        snct = "server_no_context_takeover" in params
+        cnct = "client_no_context_takeover" in params
+        sbits = int(params.get("server_max_window_bits", 15))
+        cbits = params.get("client_max_window_bits", 15)
+        cbits = 15 if cbits is True else int(cbits)
+        self.params = params
+        if role == "client":
+            self.tx_bits, self.tx_reset = cbits, cnct
+            self.rx_bits, self.rx_reset = sbits, snct
+        else:
+            self.tx_bits, self.tx_reset = sbits, snct
+            self.rx_bits, self.rx_reset = cbits, cnct
+        self._c = None
+        self._d = None
+
+    def can_compress(self):
+        return self.tx_bits >= 9  # zlib cannot deflate with an 8-bit window
+
+    def compress(self, data):
+        """One whole message, compressed (RFC 7692 7.2.1)."""
+        if self._c is None or self.tx_reset:
+            self._c = zlib.compressobj(6, zlib.DEFLATED, -self.tx_bits)
+        out = self._c.compress(bytes(data)) + self._c.flush(zlib.Z_SYNC_FLUSH)
+        assert out.endswith(b"\x00\x00\xff\xff")
+        return out[:-4]
+
+    def decompress(self, data):
+        """One whole compressed message (RFC 7692 7.2.2), inflated with the
+        agreed window (9 when 8 was agreed), so that a peer overshooting it
+        is caught.  Raises zlib.error on bad data."""
+        if self._d is None or self.rx_reset:
+            self._d = zlib.decompressobj(-max(9, self.rx_bits))
+        return self._d.decompress(bytes(data) + b"\x00\x00\xff\xff")

@@ -649,6 +649,94 @@ async function serverVsClient() {
   await new Promise((r) => wss.close(r));
 }
 
+// ---- permessage-deflate (RFC 7692) ---------------------------------------------
+
+function deflateMsgs() {
+  const js = Array.from({ length: 4000 }, (_, i) => `{"id": ${i}, "channel": "news"}, `).join('');
+  return [['hi', false], ['h\u00e9llo \u{1F600}'.repeat(20), false], [js, false],
+    [Buffer.alloc(100, 1), true], [Buffer.alloc(300000), true],
+    [crypto.randomBytes(70000), true], ['', false], [Buffer.alloc(0), true]];
+}
+
+const PAYLOAD = deflateMsgs().reduce((n, [d]) => n + Buffer.byteLength(d), 0);
+
+async function deflateChecks() {
+  const echo = await startEcho();
+  const plain = await startEcho('--no-deflate');
+  const roundtrips = async (ws) => {
+    for (const [data, isBinary] of deflateMsgs()) {
+      ws.send(data, { binary: isBinary });
+      const got = await ws.next();
+      expect(sameMessage(got, data, isBinary), `echo of ${isBinary ? 'binary' : 'text'} ${data.length}`);
+    }
+  };
+  for (const [name, pmd] of [
+    ['defaults', true],
+    ['no_context_takeover both ways, windows 10/10',
+      { serverNoContextTakeover: true, clientNoContextTakeover: true,
+        serverMaxWindowBits: 10, clientMaxWindowBits: 10 }],
+    ['windows 9/9', { serverMaxWindowBits: 9, clientMaxWindowBits: 9 }],
+  ]) {
+    await check(`deflate: node->echo ${name}: negotiated, 8 messages round-trip compressed`, async () => {
+      const ws = await connect(echo.url, { perMessageDeflate: pmd });
+      expect(/permessage-deflate/.test(ws.extensions), `extensions '${ws.extensions}'`);
+      await roundtrips(ws);
+      // Far fewer bytes came in than the payloads: herald compressed them.
+      const read = ws._socket.bytesRead;
+      expect(read < PAYLOAD / 2, `read ${read} bytes for ${PAYLOAD} of payload`);
+      ws.close(1000);
+      await ws.closed;
+      return `herald answered '${ws.extensions}', ${read} bytes read for ${PAYLOAD}`;
+    });
+  }
+  await check('deflate: echo --no-deflate declines the offer', async () => {
+    const ws = await connect(plain.url, { perMessageDeflate: true });
+    expect(ws.extensions === '', `extensions '${ws.extensions}'`);
+    ws.send('x'.repeat(1000));
+    expect(sameMessage(await ws.next(), 'x'.repeat(1000), false), 'echo');
+    ws.close(1000);
+    await ws.closed;
+  });
+
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: 64 << 20, perMessageDeflate: true });
+  await new Promise((r) => wss.once('listening', r));
+  const url = `ws://127.0.0.1:${wss.address().port}/`;
+  for (const [args, want] of [[['--deflate'], true], [[], false]]) {
+    await check(`deflate: client --echo ${args.join(' ') || '(no --deflate)'} <- node server: ${want ? 'negotiated, round-trip compressed' : 'nothing offered'}`, async () => {
+      const res = new Promise((resolve, reject) => {
+        wss.once('connection', (ws, req) => {
+          attachQueue(ws);
+          (async () => {
+            const offer = req.headers['sec-websocket-extensions'];
+            const agreed = Object.keys(ws._extensions || {});
+            await roundtrips(ws);
+            const read = ws._socket.bytesRead;
+            ws.close(1000);
+            await ws.closed;
+            return { offer, agreed, read };
+          })().then(resolve, reject);
+        });
+      });
+      const cl = new Client(url, '--echo', ...args);
+      const { offer, agreed, read } = await res;
+      const rc = await cl.wait();
+      expect(rc === 0, `exit ${rc}: ${cl.err}`);
+      if (want) {
+        expect(agreed.includes('permessage-deflate'), `offer '${offer}', agreed ${agreed}`);
+        expect(read < PAYLOAD / 2, `read ${read} bytes for ${PAYLOAD} of payload`);
+      } else {
+        expect(offer === undefined && agreed.length === 0, `offer '${offer}'`);
+      }
+      return `herald offered '${offer}', ${read} bytes read`;
+    });
+  }
+  wss.close();
+  for (const e of [echo, plain]) {
+    const rc = await stopChild(e.child);
+    expect(rc === 0, `echo exit ${rc}`);
+  }
+}
+
 async function main() {
   if (process.argv.length !== 3) {
     console.error('usage: run_node.mjs HERALD_BINARY');
@@ -665,6 +753,7 @@ async function main() {
   try {
     await clientVsEcho();
     await serverVsClient();
+    await deflateChecks();
   } catch (e) {
     report('run', false, e.stack);
   }

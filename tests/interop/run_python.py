@@ -711,9 +711,128 @@ async def ping_interval():
     expect(rc == 3, f"exit {rc}, want 3: {cl.stderr()}")
 
 
+# ---- permessage-deflate (RFC 7692) ----------------------------------------
+
+# Counts the compressed frames websockets decodes (RSV1 set), per
+# connection, by wrapping PerMessageDeflate.decode: proof that herald really
+# compressed, not just agreed to.
+from websockets.extensions import permessage_deflate as _pmd  # noqa: E402
+
+COMPRESSED_IN = {"n": 0}
+_orig_decode = _pmd.PerMessageDeflate.decode
+
+
+def _counting_decode(self, frame, *args, **kw):
+    if frame.rsv1:
+        COMPRESSED_IN["n"] += 1
+    return _orig_decode(self, frame, *args, **kw)
+
+
+_pmd.PerMessageDeflate.decode = _counting_decode
+
+
+def deflate_msgs():
+    """Small/large, text/binary, compressible and not."""
+    js = ('{"id": %d, "channel": "news", "text": "hello world"}, ' * 4000)
+    return ["hi", "h\u00e9llo \U0001F600" * 20, js % tuple(range(4000)),
+            b"\x00\x01" * 50, bytes(300000), os.urandom(70000), "", b""]
+
+
+def pmd_agreed(ws):
+    return [e for e in ws.extensions if e.name == "permessage-deflate"]
+
+
+async def deflate_checks():
+    echo = await Echo().start()
+    plain = await Echo("--no-deflate").start()
+    url = echo.url + "/"
+
+    async def py_to_echo(**params):
+        ext = None
+        if params:
+            ext = [_pmd.ClientPerMessageDeflateFactory(**params)]
+        COMPRESSED_IN["n"] = 0
+        kw = {"extensions": ext} if ext else {"compression": "deflate"}
+        async with websockets.connect(url, max_size=None, **kw) as ws:
+            agreed = pmd_agreed(ws)
+            expect(len(agreed) == 1, f"extensions {ws.extensions!r}")
+            for m in deflate_msgs():
+                await ws.send(m)
+                got = await ws.recv()
+                expect(type(got) is type(m) and got == m,
+                       f"sent {type(m).__name__} of {len(m)}, got "
+                       f"{type(got).__name__} of {len(got)}")
+            hdr = ws.response_headers.get("Sec-WebSocket-Extensions", "")
+        # The compressible messages at or above the threshold came back
+        # compressed (random bytes may go either way).
+        expect(COMPRESSED_IN["n"] >= 4, f"{COMPRESSED_IN['n']} compressed "
+               "frames from herald echo")
+        return True, f"herald answered {hdr!r}"
+
+    await check("deflate: py->echo negotiated, 8 messages round-trip "
+                "compressed", py_to_echo())
+    await check("deflate: py->echo no_context_takeover both ways, windows "
+                "10/10", py_to_echo(server_no_context_takeover=True,
+                                    client_no_context_takeover=True,
+                                    server_max_window_bits=10,
+                                    client_max_window_bits=10))
+    await check("deflate: py->echo server_max_window_bits=9, "
+                "client_max_window_bits=9",
+                py_to_echo(server_max_window_bits=9,
+                           client_max_window_bits=9))
+
+    async def py_to_plain_echo():
+        async with websockets.connect(plain.url + "/", max_size=None,
+                                      compression="deflate") as ws:
+            expect(pmd_agreed(ws) == [], f"extensions {ws.extensions!r}")
+            await ws.send("x" * 1000)
+            expect(await ws.recv() == "x" * 1000, "echo")
+    await check("deflate: echo --no-deflate declines the offer",
+                py_to_plain_echo())
+
+    srv = await PyServer().start()
+
+    async def echo_client(args, want):
+        async def handler(ws):
+            COMPRESSED_IN["n"] = 0
+            agreed = pmd_agreed(ws)
+            for m in deflate_msgs():
+                await ws.send(m)
+                got = await ws.recv()
+                expect(type(got) is type(m) and got == m,
+                       f"sent {type(m).__name__} of {len(m)}, got "
+                       f"{type(got).__name__} of {len(got)}")
+            offer = ws.request_headers.get("Sec-WebSocket-Extensions")
+            n = COMPRESSED_IN["n"]
+            await ws.close(1000)
+            return agreed, offer, n
+        fut = srv.on("/deflate", handler)
+        cl = await Client(srv.url("/deflate"), "--echo", *args).start()
+        agreed, offer, n = await fut
+        rc = await cl.wait()
+        expect(rc == 0, f"exit {rc}: {cl.stderr()}")
+        if want:
+            expect(len(agreed) == 1, f"no permessage-deflate; offer {offer!r}")
+            expect(n >= 4, f"{n} compressed frames from herald client")
+        else:
+            expect(agreed == [] and offer is None, f"offer {offer!r}")
+            expect(n == 0, f"{n} compressed frames")
+        return True, f"herald offered {offer!r}"
+    await check("deflate: client --deflate --echo <- py server, negotiated, "
+                "8 messages round-trip compressed",
+                echo_client(["--deflate"], True))
+    await check("deflate: client without --deflate offers nothing",
+                echo_client([], False))
+    await srv.close()
+    for e in (echo, plain):
+        rc = await e.stop()
+        expect(rc == 0, f"echo exit {rc}")
+
+
 async def main():
     await client_vs_echo()
     await server_vs_client()
+    await deflate_checks()
 
 
 if __name__ == "__main__":
