@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+int herald_cmd_serve(int argc, char **argv);
 int herald_cmd_echo(int argc, char **argv);
 int herald_cmd_client(int argc, char **argv);
 int herald_cmd_bench(int argc, char **argv);

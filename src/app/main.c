@@ -11,11 +11,14 @@
 #endif
 
 static void usage(FILE *out) {
-  fprintf(out, "usage: herald [--version] [--help] <command> [options]\n"
+  fprintf(out, "usage: herald [--version] [--help] [<command>] [options]\n"
                "\n"
                "Herald is a WebSocket library and real-time push server.\n"
+               "Without a command (or with options only) it runs `serve`.\n"
                "\n"
                "commands:\n"
+               "  serve       the push server (default; see herald serve "
+               "--help)\n"
                "  echo        an echo server (conformance, benchmarks)\n"
                "  client      an interactive client (stdin/stdout)\n"
                "  bench       a load generator (echo, connect, idle)\n"
@@ -34,6 +37,13 @@ int main(int argc, char **argv) {
       (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
     usage(stdout);
     return 0;
+  }
+  if (argc < 2 || argv[1][0] == '-') {
+    /* `herald` and `herald --listen ...` run the push server. */
+    return herald_cmd_serve(argc, argv);
+  }
+  if (strcmp(argv[1], "serve") == 0) {
+    return herald_cmd_serve(argc - 1, argv + 1);
   }
   if (argc >= 2 && strcmp(argv[1], "echo") == 0) {
     return herald_cmd_echo(argc - 1, argv + 1);

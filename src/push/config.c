@@ -1,0 +1,541 @@
+/* config.c - `herald serve` configuration: defaults, the JSON file and the
+ * command-line flags, in that order of precedence (flags win). Every key is
+ * documented in docs/config.md. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "app/cli.h"
+#include "push/server.h"
+
+int push_log_level = PUSH_LOG_INFO;
+
+void push__log(int level, const char *fmt, ...) {
+  static const char *names[] = {"debug", "info", "warn", "error"};
+  char ts[32];
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  struct tm tm;
+  gmtime_r(&now.tv_sec, &tm);
+  strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+  fprintf(stderr, "ts=%s.%03ldZ level=%s ", ts, now.tv_nsec / 1000000,
+          names[level]);
+  va_list ap;
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+static void err_set(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void err_set(char *err, size_t errlen, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+static int add_ns(push_config *c, const push_ns *ns) {
+  for (size_t i = 0; i < c->nns; i++) {
+    if (strcmp(c->ns[i].name, ns->name) == 0) {
+      c->ns[i] = *ns; /* a later definition replaces an earlier one */
+      return 0;
+    }
+  }
+  push_ns *n = realloc(c->ns, (c->nns + 1) * sizeof(*n));
+  if (n == NULL) {
+    return -1;
+  }
+  c->ns = n;
+  c->ns[c->nns++] = *ns;
+  return 0;
+}
+
+int push_config_defaults(push_config *c) {
+  memset(c, 0, sizeof(*c));
+  c->listen[0] = strdup("127.0.0.1:8080");
+  c->nlisten = 1;
+  c->anonymous = 1;
+  c->jwt_require_exp = 1;
+  c->max_channels = 128;
+  c->max_command_bytes = 64 * 1024;
+  c->output_cap = 4u << 20;
+  c->ping_interval_s = 25;
+  c->pong_timeout_s = 10;
+  c->max_http_body = 1u << 20;
+  c->sse_keepalive_s = 15;
+  c->shutdown_grace_s = 5;
+  c->log_level = PUSH_LOG_INFO;
+  /* The default namespace: history for recovery, presence; publishing is
+   * for the backend (HTTP API) unless the configuration allows clients. */
+  push_ns def = {
+      .name = "", .presence = 1, .history_size = 100, .history_ttl_s = 300};
+  if (c->listen[0] == NULL || add_ns(c, &def) != 0) {
+    return -1;
+  }
+  return 0;
+}
+
+/* The namespaces the demo page uses. */
+static int add_demo(push_config *c) {
+  push_ns chat = {.name = "chat",
+                  .publish = 1,
+                  .presence = 1,
+                  .join_leave = 1,
+                  .history_size = 100,
+                  .history_ttl_s = 3600};
+  push_ns ticker = {.name = "ticker", .history_size = 50, .history_ttl_s = 600};
+  return add_ns(c, &chat) || add_ns(c, &ticker) ? -1 : 0;
+}
+
+static char *read_file(const char *path) {
+  FILE *f = fopen(path, "rb");
+  if (f == NULL) {
+    return NULL;
+  }
+  char *buf = NULL;
+  size_t len = 0, cap = 0;
+  for (;;) {
+    if (len + 4096 + 1 > cap) {
+      cap = cap ? cap * 2 : 8192;
+      char *n = realloc(buf, cap);
+      if (n == NULL) {
+        free(buf);
+        fclose(f);
+        return NULL;
+      }
+      buf = n;
+    }
+    size_t r = fread(buf + len, 1, 4096, f);
+    len += r;
+    if (r < 4096) {
+      break;
+    }
+    if (len > (16u << 20)) { /* a config or key file is small */
+      free(buf);
+      fclose(f);
+      return NULL;
+    }
+  }
+  fclose(f);
+  buf[len] = 0;
+  return buf;
+}
+
+static int json_bool(push_json v, int *out) {
+  push_json_type t = push_json_type_of(v);
+  if (t != PUSH_JSON_TRUE && t != PUSH_JSON_FALSE) {
+    return -1;
+  }
+  *out = t == PUSH_JSON_TRUE;
+  return 0;
+}
+
+static int json_u32(push_json v, uint32_t *out) {
+  uint64_t x;
+  if (push_json_u64(v, &x) != 0 || x > UINT32_MAX) {
+    return -1;
+  }
+  *out = (uint32_t)x;
+  return 0;
+}
+
+static int json_size(push_json v, size_t *out) {
+  uint64_t x;
+  if (push_json_u64(v, &x) != 0) {
+    return -1;
+  }
+  *out = (size_t)x;
+  return 0;
+}
+
+static char *json_strdup(push_json v) {
+  char tmp[4096];
+  long n = push_json_str(v, tmp, sizeof(tmp));
+  return n < 0 ? NULL : strdup(tmp);
+}
+
+static int parse_level(const char *s) {
+  static const char *names[] = {"debug", "info", "warn", "error"};
+  for (int i = 0; i < 4; i++) {
+    if (strcmp(s, names[i]) == 0) {
+      return i;
+    }
+  }
+  return -1;
+}
+
+/* Reads a PEM key file named by a string value. */
+static int load_pem(push_json v, char **out, char *err, size_t errlen) {
+  char *path = json_strdup(v);
+  if (path == NULL) {
+    err_set(err, errlen, "a key file must be a string");
+    return -1;
+  }
+  char *pem = read_file(path);
+  if (pem == NULL) {
+    err_set(err, errlen, "cannot read key file %s", path);
+    free(path);
+    return -1;
+  }
+  free(path);
+  free(*out);
+  *out = pem;
+  return 0;
+}
+
+static int load_namespace(push_config *c, push_json o, char *err,
+                          size_t errlen) {
+  push_ns ns = {0};
+  push_json v;
+  if (push_json_type_of(o) != PUSH_JSON_OBJECT ||
+      !push_json_get(o, "name", &v) ||
+      push_json_str(v, ns.name, sizeof(ns.name)) < 0 ||
+      strchr(ns.name, ':') != NULL) {
+    err_set(err, errlen, "each namespace needs a \"name\" without ':'");
+    return -1;
+  }
+  size_t pos = 0;
+  push_json key;
+  while (push_json_next(o, &pos, &key, &v)) {
+    char k[64];
+    if (push_json_str(key, k, sizeof(k)) < 0) {
+      continue;
+    }
+    int bad = 0;
+    if (strcmp(k, "name") == 0) {
+      continue;
+    } else if (strcmp(k, "publish") == 0) {
+      bad = json_bool(v, &ns.publish);
+    } else if (strcmp(k, "presence") == 0) {
+      bad = json_bool(v, &ns.presence);
+    } else if (strcmp(k, "join_leave") == 0) {
+      bad = json_bool(v, &ns.join_leave);
+    } else if (strcmp(k, "private") == 0) {
+      bad = json_bool(v, &ns.private_channels);
+    } else if (strcmp(k, "history_size") == 0) {
+      bad = json_u32(v, &ns.history_size);
+    } else if (strcmp(k, "history_ttl") == 0) {
+      bad = json_u32(v, &ns.history_ttl_s);
+    } else {
+      err_set(err, errlen, "namespace \"%s\": unknown key \"%s\"", ns.name, k);
+      return -1;
+    }
+    if (bad) {
+      err_set(err, errlen, "namespace \"%s\": bad value for \"%s\"", ns.name,
+              k);
+      return -1;
+    }
+  }
+  if (ns.join_leave && !ns.presence) {
+    err_set(err, errlen, "namespace \"%s\": join_leave needs presence",
+            ns.name);
+    return -1;
+  }
+  return add_ns(c, &ns);
+}
+
+static int set_listen(push_config *c, push_json arr, char *err, size_t errlen) {
+  for (size_t i = 0; i < c->nlisten; i++) {
+    free(c->listen[i]);
+  }
+  c->nlisten = 0;
+  size_t pos = 0;
+  push_json v;
+  while (push_json_next(arr, &pos, NULL, &v)) {
+    if (c->nlisten == 8) {
+      err_set(err, errlen, "at most 8 listen addresses");
+      return -1;
+    }
+    if ((c->listen[c->nlisten] = json_strdup(v)) == NULL) {
+      err_set(err, errlen, "listen addresses are strings");
+      return -1;
+    }
+    c->nlisten++;
+  }
+  return 0;
+}
+
+static int add_origin(push_config *c, const char *o) {
+  char **n = realloc(c->origins, (c->norigins + 1) * sizeof(char *));
+  if (n == NULL) {
+    return -1;
+  }
+  c->origins = n;
+  if ((c->origins[c->norigins] = strdup(o)) == NULL) {
+    return -1;
+  }
+  c->norigins++;
+  return 0;
+}
+
+int push_config_load(push_config *c, const char *path, char *err,
+                     size_t errlen) {
+  char *text = read_file(path);
+  if (text == NULL) {
+    err_set(err, errlen, "cannot read %s", path);
+    return -1;
+  }
+  push_json root;
+  int rv = -1;
+  if (push_json_parse(text, strlen(text), &root) != 0 ||
+      push_json_type_of(root) != PUSH_JSON_OBJECT) {
+    err_set(err, errlen, "%s: not a JSON object", path);
+    goto out;
+  }
+  size_t pos = 0;
+  push_json key, v;
+  while (push_json_next(root, &pos, &key, &v)) {
+    char k[64];
+    int bad = 0;
+    if (push_json_str(key, k, sizeof(k)) < 0) {
+      err_set(err, errlen, "%s: key too long", path);
+      goto out;
+    }
+    if (strcmp(k, "listen") == 0) {
+      if (push_json_type_of(v) != PUSH_JSON_ARRAY ||
+          set_listen(c, v, err, errlen) != 0) {
+        if (!err[0]) {
+          err_set(err, errlen, "\"listen\" is an array of strings");
+        }
+        goto out;
+      }
+    } else if (strcmp(k, "anonymous") == 0) {
+      bad = json_bool(v, &c->anonymous);
+    } else if (strcmp(k, "allowed_origins") == 0) {
+      size_t p2 = 0;
+      push_json o;
+      char tmp[512];
+      while (push_json_next(v, &p2, NULL, &o)) {
+        if (push_json_str(o, tmp, sizeof(tmp)) < 0 || add_origin(c, tmp)) {
+          bad = 1;
+          break;
+        }
+      }
+    } else if (strcmp(k, "api_key") == 0) {
+      free(c->api_key);
+      bad = (c->api_key = json_strdup(v)) == NULL;
+    } else if (strcmp(k, "jwt") == 0) {
+      size_t p2 = 0;
+      push_json jk, jv;
+      while (!bad && push_json_next(v, &p2, &jk, &jv)) {
+        char name[64];
+        push_json_str(jk, name, sizeof(name));
+        if (strcmp(name, "hmac_secret") == 0) {
+          free(c->jwt_hmac_secret);
+          bad = (c->jwt_hmac_secret = json_strdup(jv)) == NULL;
+        } else if (strcmp(name, "rsa_public_key_file") == 0) {
+          if (load_pem(jv, &c->jwt_rsa_pem, err, errlen) != 0) {
+            goto out;
+          }
+        } else if (strcmp(name, "ec_public_key_file") == 0) {
+          if (load_pem(jv, &c->jwt_ec_pem, err, errlen) != 0) {
+            goto out;
+          }
+        } else if (strcmp(name, "require_exp") == 0) {
+          bad = json_bool(jv, &c->jwt_require_exp);
+        } else {
+          err_set(err, errlen, "jwt: unknown key \"%s\"", name);
+          goto out;
+        }
+      }
+    } else if (strcmp(k, "namespaces") == 0) {
+      size_t p2 = 0;
+      push_json o;
+      while (push_json_next(v, &p2, NULL, &o)) {
+        if (load_namespace(c, o, err, errlen) != 0) {
+          goto out;
+        }
+      }
+    } else if (strcmp(k, "max_channels") == 0) {
+      bad = json_u32(v, &c->max_channels);
+    } else if (strcmp(k, "max_command_bytes") == 0) {
+      bad = json_size(v, &c->max_command_bytes);
+    } else if (strcmp(k, "client_output_cap") == 0) {
+      bad = json_size(v, &c->output_cap);
+    } else if (strcmp(k, "ping_interval") == 0) {
+      bad = json_u32(v, &c->ping_interval_s);
+    } else if (strcmp(k, "pong_timeout") == 0) {
+      bad = json_u32(v, &c->pong_timeout_s);
+    } else if (strcmp(k, "max_http_body") == 0) {
+      bad = json_size(v, &c->max_http_body);
+    } else if (strcmp(k, "sse_keepalive") == 0) {
+      bad = json_u32(v, &c->sse_keepalive_s);
+    } else if (strcmp(k, "shutdown_grace") == 0) {
+      bad = json_u32(v, &c->shutdown_grace_s);
+    } else if (strcmp(k, "log_level") == 0) {
+      char lvl[16];
+      bad = push_json_str(v, lvl, sizeof(lvl)) < 0 ||
+            (c->log_level = parse_level(lvl)) < 0;
+    } else if (strcmp(k, "demo") == 0) {
+      bad = json_bool(v, &c->demo);
+    } else if (strcmp(k, "tls_cert") == 0) {
+      free(c->tls_cert);
+      bad = (c->tls_cert = json_strdup(v)) == NULL;
+    } else if (strcmp(k, "tls_key") == 0) {
+      free(c->tls_key);
+      bad = (c->tls_key = json_strdup(v)) == NULL;
+    } else {
+      err_set(err, errlen, "%s: unknown key \"%s\"", path, k);
+      goto out;
+    }
+    if (bad) {
+      err_set(err, errlen, "%s: bad value for \"%s\"", path, k);
+      goto out;
+    }
+  }
+  rv = 0;
+out:
+  free(text);
+  return rv;
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: herald [serve] [options]\n"
+          "\n"
+          "The Herald push server: channels over WebSocket and SSE, an HTTP\n"
+          "API for backends, history with recovery, presence, JWT auth.\n"
+          "With no options it listens on 127.0.0.1:8080 in anonymous mode.\n"
+          "\n"
+          "  --config FILE        JSON configuration (docs/config.md)\n"
+          "  --listen ADDR        host:port, [v6]:port or :port (repeatable, "
+          "up to 8;\n"
+          "                       replaces the configured addresses)\n"
+          "  --api-key KEY        key for the HTTP API (Authorization: apikey "
+          "KEY)\n"
+          "  --anonymous          allow connecting without a token\n"
+          "  --no-anonymous       require a JWT to connect\n"
+          "  --jwt-hmac SECRET    HS256 secret for tokens\n"
+          "  --allow-origin O     allowed Origin (repeatable; * allows any)\n"
+          "  --demo               demo namespaces chat and ticker, and the "
+          "ticker\n"
+          "                       publisher\n"
+          "  --tls-cert FILE      serve wss:// and https:// with this chain\n"
+          "  --tls-key FILE       and this key\n"
+          "  --log-level LEVEL    debug, info, warn or error (default info)\n"
+          "  --help, -h           this text\n"
+          "\n"
+          "Signals: SIGINT/SIGTERM disconnect every client with 3001 and exit "
+          "0;\n"
+          "SIGHUP reloads the TLS certificate.\n"
+          "Exit status: 0 after a clean shutdown, 1 when it cannot listen, 2 "
+          "for a\n"
+          "usage or configuration error.\n");
+}
+
+int push_config_flags(push_config *c, int argc, char **argv, char *err,
+                      size_t errlen) {
+  int listen_set = 0;
+  for (int i = 1; i < argc;) {
+    const char *v = NULL;
+    int r;
+    const char *a = argv[i];
+    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+      usage(stdout);
+      return 1;
+    }
+    if (strcmp(a, "--demo") == 0) {
+      c->demo = 1;
+      i++;
+      continue;
+    }
+    if (strcmp(a, "--anonymous") == 0 || strcmp(a, "--no-anonymous") == 0) {
+      c->anonymous = a[2] == 'a';
+      i++;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--config", &v)) != 0) {
+      if (r < 0 || push_config_load(c, v, err, errlen) != 0) {
+        return -1;
+      }
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--listen", &v)) != 0) {
+      if (r < 0) {
+        return -1;
+      }
+      if (!listen_set) {
+        for (size_t k = 0; k < c->nlisten; k++) {
+          free(c->listen[k]);
+        }
+        c->nlisten = 0;
+        listen_set = 1;
+      }
+      if (c->nlisten == 8) {
+        err_set(err, errlen, "at most 8 --listen");
+        return -1;
+      }
+      c->listen[c->nlisten++] = strdup(v);
+      continue;
+    }
+    char **slot = NULL;
+    if ((r = cli_option(argc, argv, &i, "--api-key", &v)) != 0) {
+      slot = &c->api_key;
+    } else if ((r = cli_option(argc, argv, &i, "--jwt-hmac", &v)) != 0) {
+      slot = &c->jwt_hmac_secret;
+    } else if ((r = cli_option(argc, argv, &i, "--tls-cert", &v)) != 0) {
+      slot = &c->tls_cert;
+    } else if ((r = cli_option(argc, argv, &i, "--tls-key", &v)) != 0) {
+      slot = &c->tls_key;
+    }
+    if (slot) {
+      if (r < 0) {
+        return -1;
+      }
+      free(*slot);
+      *slot = strdup(v);
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--allow-origin", &v)) != 0) {
+      if (r < 0 || add_origin(c, v) != 0) {
+        return -1;
+      }
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--log-level", &v)) != 0) {
+      if (r < 0 || (c->log_level = parse_level(v)) < 0) {
+        err_set(err, errlen, "--log-level takes debug, info, warn or error");
+        return -1;
+      }
+      continue;
+    }
+    err_set(err, errlen, "unknown option '%s' (see --help)", a);
+    return -1;
+  }
+  if (c->demo && add_demo(c) != 0) {
+    err_set(err, errlen, "out of memory");
+    return -1;
+  }
+  if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+    err_set(err, errlen, "--tls-cert and --tls-key go together");
+    return -1;
+  }
+  if (!c->anonymous && !c->jwt_hmac_secret && !c->jwt_rsa_pem &&
+      !c->jwt_ec_pem) {
+    err_set(err, errlen, "tokens are required but no JWT key is configured");
+    return -1;
+  }
+  return 0;
+}
+
+void push_config_free(push_config *c) {
+  for (size_t i = 0; i < c->nlisten; i++) {
+    free(c->listen[i]);
+  }
+  for (size_t i = 0; i < c->norigins; i++) {
+    free(c->origins[i]);
+  }
+  free(c->origins);
+  free(c->api_key);
+  free(c->jwt_hmac_secret);
+  free(c->jwt_rsa_pem);
+  free(c->jwt_ec_pem);
+  free(c->ns);
+  free(c->tls_cert);
+  free(c->tls_key);
+  memset(c, 0, sizeof(*c));
+}

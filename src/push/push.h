@@ -1,0 +1,336 @@
+/*
+ * push.h - the push server's building blocks, as plain data structures and
+ * pure functions (no loop, no sockets): JSON scanning and writing, the
+ * client protocol, JWT verification, and the hub of channels with their
+ * history and presence. src/push/server.c binds them to the runtime.
+ *
+ * Why our own JSON code: published data is embedded in pushes byte for byte
+ * (never re-encoded, so what a backend publishes is exactly what clients
+ * get, and one encoding serves every subscriber). That needs the raw text of
+ * a member, which DOM libraries such as cJSON do not keep. The scanner here
+ * validates (RFC 8259) and hands out spans of the input instead.
+ */
+#ifndef HERALD_PUSH_H
+#define HERALD_PUSH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------ */
+/* JSON (json.c)                                                            */
+/* ------------------------------------------------------------------------ */
+
+typedef enum push_json_type {
+  PUSH_JSON_INVALID = 0,
+  PUSH_JSON_NULL,
+  PUSH_JSON_FALSE,
+  PUSH_JSON_TRUE,
+  PUSH_JSON_NUMBER,
+  PUSH_JSON_STRING,
+  PUSH_JSON_ARRAY,
+  PUSH_JSON_OBJECT
+} push_json_type;
+
+/* A JSON value: a span of validated text (leading/trailing whitespace
+ * excluded). Borrowed from the input it was found in. */
+typedef struct push_json {
+  const char *p;
+  size_t n;
+} push_json;
+
+#define PUSH_JSON_MAX_DEPTH 64
+
+/* Validates p[0..n) as exactly one JSON value (RFC 8259: UTF-8, no trailing
+ * commas, no comments, depth <= PUSH_JSON_MAX_DEPTH), whitespace around it
+ * allowed. Returns 0 and sets *out to the value's span, or -1. */
+int push_json_parse(const char *p, size_t n, push_json *out);
+
+/* The type of an already validated value (looks at its first byte). */
+push_json_type push_json_type_of(push_json v);
+
+/* Finds the member named key (compared after unescaping the member name) in
+ * an object; the first match wins. Returns 1 and sets *out, 0 if absent or
+ * obj is not an object. */
+int push_json_get(push_json obj, const char *key, push_json *out);
+
+/* Iterates an array's elements or an object's members: *pos starts at 0.
+ * Returns 1 with the next element (for objects *key is the member name as a
+ * raw string value, quotes included; key may be NULL), 0 at the end. */
+int push_json_next(push_json v, size_t *pos, push_json *key,
+                   push_json *value);
+
+/* Unescapes a string value into out (cap bytes, NUL added). Returns the
+ * length, or -1 if v is not a string or does not fit. */
+long push_json_str(push_json v, char *out, size_t cap);
+
+/* Reads a non-negative integer (no fraction, no exponent, <= 2^53). Returns
+ * 0 or -1. */
+int push_json_u64(push_json v, uint64_t *out);
+
+/* A growable output buffer. Functions return 0, or -1 when out of memory
+ * (the buffer then keeps what it had). */
+typedef struct push_buf {
+  char *p;
+  size_t len, cap;
+} push_buf;
+
+int push_buf_raw(push_buf *b, const char *p, size_t n);
+int push_buf_str(push_buf *b, const char *s, size_t n); /* as a JSON string,
+                                                           escaped */
+int push_buf_u64(push_buf *b, uint64_t v);
+void push_buf_free(push_buf *b);
+
+/* ------------------------------------------------------------------------ */
+/* Client protocol (proto.c): docs/protocol.md                              */
+/* ------------------------------------------------------------------------ */
+
+typedef enum push_method {
+  PUSH_CONNECT = 1,
+  PUSH_SUBSCRIBE,
+  PUSH_UNSUBSCRIBE,
+  PUSH_PUBLISH,
+  PUSH_PRESENCE,
+  PUSH_HISTORY,
+  PUSH_PING
+} push_method;
+
+/* Error codes of docs/protocol.md. */
+enum {
+  PUSH_E_INTERNAL = 100,
+  PUSH_E_UNAUTHORIZED = 101,
+  PUSH_E_UNKNOWN_NAMESPACE = 102,
+  PUSH_E_PERMISSION = 103,
+  PUSH_E_METHOD = 104,
+  PUSH_E_ALREADY_SUBSCRIBED = 105,
+  PUSH_E_LIMIT = 106,
+  PUSH_E_BAD_REQUEST = 107,
+  PUSH_E_NOT_AVAILABLE = 108,
+  PUSH_E_TOKEN_EXPIRED = 109,
+  PUSH_E_TOO_MANY = 110,
+  PUSH_E_NOT_SUBSCRIBED = 111,
+  PUSH_E_ENGINE = 112
+};
+
+/* Disconnect codes (WebSocket close codes) of docs/protocol.md. */
+enum {
+  PUSH_D_NORMAL = 3000,
+  PUSH_D_SHUTDOWN = 3001,
+  PUSH_D_SLOW = 3004,
+  PUSH_D_NO_PING = 3005,
+  PUSH_D_TOKEN_EXPIRED = 3006,
+  PUSH_D_INVALID_TOKEN = 3500,
+  PUSH_D_BAD_REQUEST = 3501,
+  PUSH_D_FORCED = 3502,
+  PUSH_D_ORIGIN = 3503
+};
+
+#define PUSH_EPOCH_MAX 16
+#define PUSH_CHANNEL_MAX 255
+
+/* A stream position. set == 0: none given. */
+typedef struct push_pos {
+  char epoch[PUSH_EPOCH_MAX + 1];
+  uint64_t offset;
+  int set;
+} push_pos;
+
+/* One decoded command. Spans borrow the frame text. */
+typedef struct push_cmd {
+  uint64_t id;
+  push_method method;
+  char channel[PUSH_CHANNEL_MAX + 1]; /* unescaped, validated name */
+  push_json token;                    /* string value, or n == 0 */
+  push_json name;
+  push_json data; /* publish: the raw JSON of "data", or n == 0 */
+  push_json b64;  /* publish: the base64 string, or n == 0 */
+  push_pos since;
+  uint64_t limit; /* history: 0 = server default */
+} push_cmd;
+
+/* Returns 1 if name is a valid channel name (1..255 bytes of letters,
+ * digits and _ - . : @ / = ,). */
+int push_channel_valid(const char *name, size_t n);
+
+/*
+ * Decodes the next command of a frame: frames may hold several commands
+ * separated by '\n'. *pos starts at 0. Returns 1 with *cmd filled, 0 at the
+ * end of the frame, or -1 on a malformed command: then *err is the error
+ * code to answer (107 or 104), *errmsg a static text, and cmd->id the id if
+ * one could be read (0 otherwise). Decoding continues after a bad command.
+ */
+int push_cmd_next(const char *frame, size_t n, size_t *pos, push_cmd *cmd,
+                  int *err, const char **errmsg);
+
+/* Replies and pushes, appended to b. Each returns 0 or -1 (out of memory).
+ * result_json: the raw JSON object of the result ("{}" if empty). */
+int push_reply(push_buf *b, uint64_t id, const char *result_json, size_t n);
+int push_reply_error(push_buf *b, uint64_t id, int code, const char *message,
+                     int temporary);
+
+/* {"offset":N,"data":DATA} or {"offset":N,"b64":"..."}, plus "info" when
+ * client is not NULL: {"client":..., "user":...}. The publication object that
+ * history stores and pushes embed. */
+int push_pub_encode(push_buf *b, uint64_t offset, push_json data,
+                    push_json b64, const char *client, const char *user);
+
+/* {"push":{"channel":C,"pub":PUB}} around an encoded publication. */
+int push_push_pub(push_buf *b, const char *channel, const char *pub,
+                  size_t publen);
+int push_push_join(push_buf *b, const char *channel, const char *client,
+                   const char *user, push_json info, int leave);
+int push_push_disconnect(push_buf *b, int code, const char *reason,
+                         int reconnect);
+
+/* ------------------------------------------------------------------------ */
+/* JWT (jwt.c, OpenSSL)                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef struct push_jwt_keys {
+  const char *hmac_secret;  /* HS256, or NULL */
+  const char *rsa_pem;      /* RS256 public key (PEM text), or NULL */
+  const char *ec_pem;       /* ES256 public key (PEM text), or NULL */
+} push_jwt_keys;
+
+typedef struct push_jwt_claims {
+  char sub[256];
+  int64_t exp; /* 0: absent */
+  char channel[PUSH_CHANNEL_MAX + 1]; /* subscription tokens */
+  char *info;     /* raw JSON of "info", malloc'd, or NULL */
+  char **channels; /* "channels" claim, malloc'd array, or NULL */
+  size_t nchannels;
+} push_jwt_claims;
+
+enum {
+  PUSH_JWT_OK = 0,
+  PUSH_JWT_MALFORMED = -1, /* not three base64url parts, bad JSON */
+  PUSH_JWT_BAD_SIG = -2,   /* forged, wrong key, or alg not configured */
+  PUSH_JWT_EXPIRED = -3,   /* exp <= now */
+  PUSH_JWT_NO_EXP = -4     /* exp required and absent */
+};
+
+/* Verifies token (alg from its header must be HS256, RS256 or ES256 and
+ * have a key; "none" and everything else are refused), then its claims at
+ * time now (seconds). require_exp: refuse tokens without exp. Fills *claims
+ * on PUSH_JWT_OK (free with push_jwt_claims_free). */
+int push_jwt_verify(const char *token, size_t n, const push_jwt_keys *keys,
+                    int64_t now, int require_exp, push_jwt_claims *claims);
+void push_jwt_claims_free(push_jwt_claims *claims);
+
+/* ------------------------------------------------------------------------ */
+/* Hub: channels, history, presence (hub.c)                                 */
+/* ------------------------------------------------------------------------ */
+
+/* A publication shared by history and every subscriber's send queue. json is
+ * the encoded publication (push_pub_encode); frame is the whole push text
+ * ({"push":{"channel":...,"pub":...}}) sent to subscribers: encoded once. */
+typedef struct push_pub {
+  uint32_t refs;
+  uint64_t offset;
+  int64_t time_ms;
+  size_t json_off, json_len; /* the pub object inside frame */
+  size_t frame_len;
+  char frame[];
+} push_pub;
+
+push_pub *push_pub_ref(push_pub *p);
+void push_pub_unref(push_pub *p);
+
+/* Namespace options (docs/config.md). */
+typedef struct push_ns {
+  char name[64];           /* "" for the default namespace */
+  int publish;             /* clients may publish */
+  int presence;            /* presence is kept */
+  int join_leave;          /* join/leave pushes */
+  int private_channels;    /* subscribing needs a subscription token */
+  uint32_t history_size;   /* publications kept per channel; 0: none */
+  uint32_t history_ttl_s;  /* seconds a publication is kept; 0: forever */
+} push_ns;
+
+typedef struct push_hub push_hub;
+
+/* A subscriber as the hub sees it: an opaque pointer (never NULL) and its
+ * delivery function, called once per publication with a reference the callee
+ * must eventually push_pub_unref. Callbacks may unsubscribe (themselves or
+ * others) and change presence; they must not delete the hub. Functions that
+ * take a channel return -1 when its namespace is not configured: check
+ * push_hub_ns() first to answer 102. */
+typedef struct push_sub {
+  void *client;
+  void (*deliver)(void *client, push_pub *pub);
+  void (*presence_event)(void *client, const char *frame, size_t len);
+} push_sub;
+
+/* Creates a hub with its namespaces (copied). Epochs come from
+ * getrandom(2). Returns NULL when out of memory. */
+push_hub *push_hub_new(const push_ns *ns, size_t nns);
+void push_hub_del(push_hub *hub);
+
+/* The namespace of a channel, or NULL when it has none configured. */
+const push_ns *push_hub_ns(push_hub *hub, const char *channel);
+
+/*
+ * Publishes: assigns the next offset, encodes the publication and its push
+ * frame once, appends it to the channel's history (bounded by history_size
+ * and history_ttl_s), and delivers it to every subscriber. Returns 0 and the
+ * new position in *pos, or -1: out of memory, the channel's namespace is not
+ * configured, or a publish to the same channel from inside one of its own
+ * deliver callbacks (it would reorder the stream). Nothing was published.
+ */
+int push_hub_publish(push_hub *hub, const char *channel, push_json data,
+                     push_json b64, const char *client, const char *user,
+                     int64_t now_ms, push_pos *pos);
+
+/* The result of a subscribe or a history query. pubs: references the caller
+ * must release with push_result_free. */
+typedef struct push_result {
+  push_pos pos; /* the stream's current position */
+  int recovered;
+  push_pub **pubs;
+  size_t npubs;
+} push_result;
+void push_result_free(push_result *r);
+
+/*
+ * Subscribes sub to channel. since (may be NULL or unset): recover from that
+ * position: r->recovered = 1 and r->pubs hold every publication after it if
+ * the epoch matches and history has them all, else r->recovered = 0 and no
+ * pubs. The subscription and the history read happen together, so nothing
+ * published is missed or delivered twice. Returns 0, 1 if sub was already
+ * subscribed (nothing changed), or -1 (out of memory).
+ */
+int push_hub_subscribe(push_hub *hub, const char *channel,
+                       const push_sub *sub, const push_pos *since,
+                       int64_t now_ms, push_result *r);
+
+/* Returns 0, or 1 if sub was not subscribed. */
+int push_hub_unsubscribe(push_hub *hub, const char *channel, void *client);
+
+/* History after since (or the latest limit entries when since is unset),
+ * at most limit (0: all kept). r->recovered says whether since could be
+ * honoured. Returns 0 or -1. */
+int push_hub_history(push_hub *hub, const char *channel, uint64_t limit,
+                     const push_pos *since, int64_t now_ms, push_result *r);
+
+/* Presence: one entry per (channel, client). info: raw JSON or NULL. Join
+ * and leave pushes go to the channel's subscribers through
+ * sub->presence_event when the namespace has join_leave. */
+int push_hub_presence_add(push_hub *hub, const char *channel,
+                          const char *client, const char *user,
+                          const char *info);
+void push_hub_presence_remove(push_hub *hub, const char *channel,
+                              const char *client);
+/* Writes {"clients":{id:{"user":..., "info":...}}} into b. */
+int push_hub_presence_json(push_hub *hub, const char *channel, push_buf *b);
+
+/* Writes {"channels":{name:{"subscribers":n}}} into b. */
+int push_hub_channels_json(push_hub *hub, push_buf *b);
+
+/* Drops history past its TTL and forgets channels with no subscribers, no
+ * presence and no history. Call about once a second. */
+void push_hub_tick(push_hub *hub, int64_t now_ms);
+
+/* Counts for metrics. */
+size_t push_hub_nchannels(const push_hub *hub);
+size_t push_hub_nsubscriptions(const push_hub *hub);
+
+#endif

@@ -1,0 +1,1545 @@
+/*
+ * server.c - `herald serve`: the push modules on the runtime.
+ *
+ * One loop runs everything: the hub is a plain single-threaded structure, so
+ * every client, publication and HTTP request of the server lives on that
+ * loop's thread and no lock is taken on the message path. Fan-out encodes a
+ * publication once (the hub builds its push text) and every subscriber's
+ * send references those bytes (herald_ws_send_ref) until its socket took
+ * them.
+ *
+ * A subscriber whose send buffer passes client_output_cap is cut off with
+ * 3004 (reconnect and recover): it never slows the others, and it loses
+ * nothing it cannot get back from history.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <uv.h>
+
+#include "app/cli.h"
+#include "herald/rt.h"
+#include "push/server.h"
+#include "push/web.h"
+
+#ifndef HERALD_VERSION_STRING
+#define HERALD_VERSION_STRING "0.0.0"
+#endif
+
+typedef struct push_server push_server;
+
+typedef struct client {
+  push_server *ps;
+  herald_ws *ws;    /* WebSocket clients */
+  herald_http *sse; /* SSE clients */
+  char id[24];
+  char user[256];
+  char *info;     /* raw JSON from the token, or NULL */
+  char **allowed; /* the token's "channels" claim */
+  size_t nallowed;
+  int connected;
+  int gone; /* closing: deliver nothing more */
+  char **subs;
+  size_t nsubs, capsubs;
+  char sse_epoch[PUSH_EPOCH_MAX + 1];
+  struct client *prev, *next;
+} client;
+
+#define LAT_BUCKETS 12
+static const double lat_bounds[LAT_BUCKETS] = {0.00005, 0.0001, 0.00025, 0.0005,
+                                               0.001,   0.0025, 0.005,   0.01,
+                                               0.025,   0.05,   0.1,     0.5};
+
+struct push_server {
+  push_config *cfg;
+  herald_server *srv;
+  herald_loop *loop;
+  push_hub *hub;
+  push_jwt_keys keys;
+  uint64_t next_id;
+  client *clients;
+  size_t nclients;
+  uv_timer_t tick, demo;
+  uv_signal_t sigint, sigterm, sighup;
+  int timers_started;
+  int stopping;
+  int64_t started_ms;
+  uint64_t publish_start_us; /* set around hub publishes for latency */
+  double demo_price[5];
+  /* metrics */
+  uint64_t messages_in, messages_out, bytes_in, bytes_out, publications;
+  uint64_t drops, slow_disconnects, connects_total, auth_failures;
+  uint64_t lat_count, lat_bucket[LAT_BUCKETS + 1];
+  double lat_sum;
+};
+
+static push_server g_server; /* one per process: signal handlers need it */
+
+/* ---- time ------------------------------------------------------------- */
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint64_t mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- clients ---------------------------------------------------------- */
+
+static client *client_new(push_server *ps) {
+  client *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    return NULL;
+  }
+  c->ps = ps;
+  snprintf(c->id, sizeof(c->id), "c%" PRIu64, ++ps->next_id);
+  c->next = ps->clients;
+  if (ps->clients) {
+    ps->clients->prev = c;
+  }
+  ps->clients = c;
+  ps->nclients++;
+  return c;
+}
+
+static int client_subscribed(const client *c, const char *channel) {
+  for (size_t i = 0; i < c->nsubs; i++) {
+    if (strcmp(c->subs[i], channel) == 0) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void client_drop_sub(client *c, const char *channel) {
+  for (size_t i = 0; i < c->nsubs; i++) {
+    if (strcmp(c->subs[i], channel) == 0) {
+      free(c->subs[i]);
+      c->subs[i] = c->subs[--c->nsubs];
+      return;
+    }
+  }
+}
+
+/* Leaves every channel and frees the client. */
+static void client_free(client *c) {
+  push_server *ps = c->ps;
+  for (size_t i = 0; i < c->nsubs; i++) {
+    const push_ns *ns = push_hub_ns(ps->hub, c->subs[i]);
+    push_hub_unsubscribe(ps->hub, c->subs[i], c);
+    if (ns && ns->presence) {
+      push_hub_presence_remove(ps->hub, c->subs[i], c->id);
+    }
+    free(c->subs[i]);
+  }
+  free(c->subs);
+  for (size_t i = 0; i < c->nallowed; i++) {
+    free(c->allowed[i]);
+  }
+  free(c->allowed);
+  free(c->info);
+  if (c->prev) {
+    c->prev->next = c->next;
+  } else {
+    ps->clients = c->next;
+  }
+  if (c->next) {
+    c->next->prev = c->prev;
+  }
+  ps->nclients--;
+  free(c);
+}
+
+static void client_disconnect(client *c, int code, const char *reason);
+
+/* Sends one reply or push. A client whose queue is over client_output_cap
+ * gets nothing more: it is disconnected as a slow consumer (3004), so that
+ * a dropped reply can never look like an answered one. */
+static void send_text(client *c, const char *p, size_t n) {
+  if (c->ws == NULL || c->gone) {
+    return;
+  }
+  int rv = herald_ws_send(c->ws, HERALD_OP_TEXT, p, n);
+  if (rv == HERALD_SEND_DROPPED) {
+    c->ps->drops++;
+    c->ps->slow_disconnects++;
+    client_disconnect(c, PUSH_D_SLOW, "slow consumer");
+    return;
+  }
+  if (rv >= 0) {
+    c->ps->messages_out++;
+    c->ps->bytes_out += n;
+  }
+}
+
+/* Sends the disconnect push, then closes with the same code. */
+static void client_disconnect(client *c, int code, const char *reason) {
+  if (c->gone) {
+    return;
+  }
+  if (c->ws) {
+    push_buf b = {0};
+    c->gone = 1;
+    if (push_push_disconnect(&b, code, reason, code < 3500) == 0) {
+      /* Best effort: a client over its cap does not get it. */
+      herald_ws_send(c->ws, HERALD_OP_TEXT, b.p, b.len);
+    }
+    push_buf_free(&b);
+    herald_ws_close(c->ws, (uint16_t)code, reason, strlen(reason));
+  } else if (c->sse) {
+    c->gone = 1;
+    herald_http *h = c->sse;
+    c->sse = NULL;
+    herald_http_end(h);
+    client_free(c);
+    return;
+  }
+  push_log(PUSH_LOG_INFO, "ev=disconnect client=%s code=%d reason=\"%s\"",
+           c->id, code, reason);
+}
+
+/* ---- delivery --------------------------------------------------------- */
+
+static void pub_release(void *ctx) {
+  push_pub_unref(ctx);
+}
+
+static void record_latency(push_server *ps) {
+  if (ps->publish_start_us == 0) {
+    return;
+  }
+  double s = (double)(mono_us() - ps->publish_start_us) / 1e6;
+  int b = 0;
+  while (b < LAT_BUCKETS && s > lat_bounds[b]) {
+    b++;
+  }
+  ps->lat_bucket[b]++;
+  ps->lat_count++;
+  ps->lat_sum += s;
+}
+
+/* SSE: "id: epoch:offset" and the publication, one data line per line of
+ * its JSON (published JSON may contain newlines between tokens). */
+/* Returns 0, or -1 when the client was disconnected (and freed) for being
+ * over its output cap. */
+static int sse_send_pub(client *c, const char *channel, push_pub *pub) {
+  push_buf b = {0};
+  char head[96];
+  int n = snprintf(head, sizeof(head),
+                   "id: %s:%" PRIu64 "\ndata: ", c->sse_epoch, pub->offset);
+  push_buf_raw(&b, head, (size_t)n);
+  push_buf_raw(&b, "{\"channel\":", 11);
+  push_buf_str(&b, channel, strlen(channel));
+  push_buf_raw(&b, ",\"pub\":", 7);
+  const char *j = pub->frame + pub->json_off;
+  size_t start = 0;
+  for (size_t i = 0; i < pub->json_len; i++) {
+    if (j[i] == '\n' || j[i] == '\r') {
+      push_buf_raw(&b, j + start, i - start);
+      push_buf_raw(&b, "\ndata: ", 7);
+      start = i + 1;
+    }
+  }
+  push_buf_raw(&b, j + start, pub->json_len - start);
+  push_buf_raw(&b, "}\n\n", 3);
+  if (b.p && herald_http_write(c->sse, b.p, b.len) == HERALD_SEND_DROPPED) {
+    c->ps->drops++;
+    c->ps->slow_disconnects++;
+    push_buf_free(&b);
+    client_disconnect(c, PUSH_D_SLOW, "slow consumer");
+    return -1;
+  }
+  c->ps->messages_out++;
+  c->ps->bytes_out += b.len;
+  push_buf_free(&b);
+  return 0;
+}
+
+static void deliver(void *cl, push_pub *pub) {
+  client *c = cl;
+  push_server *ps = c->ps;
+  if (c->gone) {
+    push_pub_unref(pub);
+    return;
+  }
+  if (c->sse) {
+    /* The channel is the SSE client's only subscription. */
+    sse_send_pub(c, c->nsubs ? c->subs[0] : "", pub);
+    push_pub_unref(pub);
+    record_latency(ps);
+    return;
+  }
+  int rv = herald_ws_send_ref(c->ws, HERALD_OP_TEXT, pub->frame, pub->frame_len,
+                              pub_release, pub);
+  record_latency(ps);
+  if (rv == HERALD_SEND_DROPPED) {
+    ps->drops++;
+    ps->slow_disconnects++;
+    push_log(PUSH_LOG_WARN, "ev=slow_consumer client=%s buffered=%zu", c->id,
+             herald_ws_buffered(c->ws));
+    client_disconnect(c, PUSH_D_SLOW, "slow consumer");
+    return;
+  }
+  if (rv >= 0) {
+    ps->messages_out++;
+    ps->bytes_out += pub->frame_len;
+  }
+}
+
+static void presence_event(void *cl, const char *frame, size_t len) {
+  client *c = cl;
+  if (c->ws) {
+    send_text(c, frame, len);
+  }
+}
+
+/* ---- publishing ------------------------------------------------------- */
+
+static int publish(push_server *ps, const char *channel, push_json data,
+                   push_json b64, const char *cid, const char *user,
+                   push_pos *pos) {
+  ps->publish_start_us = mono_us();
+  int rv =
+      push_hub_publish(ps->hub, channel, data, b64, cid, user, now_ms(), pos);
+  ps->publish_start_us = 0;
+  if (rv == 0) {
+    ps->publications++;
+  }
+  return rv;
+}
+
+/* ---- commands --------------------------------------------------------- */
+
+static void reply_error(client *c, uint64_t id, int code, const char *msg,
+                        int temporary) {
+  push_buf b = {0};
+  if (push_reply_error(&b, id, code, msg, temporary) == 0) {
+    send_text(c, b.p, b.len);
+  }
+  push_buf_free(&b);
+}
+
+static void reply(client *c, uint64_t id, const push_buf *result) {
+  push_buf b = {0};
+  if (push_reply(&b, id, result->p, result->len) == 0) {
+    send_text(c, b.p, b.len);
+  }
+  push_buf_free(&b);
+}
+
+/* Writes "epoch":...,"offset":N into b (no braces). */
+static void put_pos(push_buf *b, const push_pos *pos) {
+  push_buf_raw(b, "\"epoch\":", 8);
+  push_buf_str(b, pos->epoch, strlen(pos->epoch));
+  push_buf_raw(b, ",\"offset\":", 10);
+  push_buf_u64(b, pos->offset);
+}
+
+static size_t pubs_size(const push_result *r) {
+  size_t n = 0;
+  for (size_t i = 0; i < r->npubs; i++) {
+    n += r->pubs[i]->json_len + 1;
+  }
+  return n;
+}
+
+static void put_pubs(push_buf *b, const push_result *r) {
+  push_buf_raw(b, ",\"publications\":[", 17);
+  for (size_t i = 0; i < r->npubs; i++) {
+    if (i) {
+      push_buf_raw(b, ",", 1);
+    }
+    push_buf_raw(b, r->pubs[i]->frame + r->pubs[i]->json_off,
+                 r->pubs[i]->json_len);
+  }
+  push_buf_raw(b, "]", 1);
+}
+
+/* Verifies a JWT; on failure answers and disconnects. Returns 0 or -1. */
+static int check_token(client *c, uint64_t id, push_json tok,
+                       push_jwt_claims *claims) {
+  char text[8192];
+  long n = push_json_str(tok, text, sizeof(text));
+  int rv = n < 0
+               ? PUSH_JWT_MALFORMED
+               : push_jwt_verify(text, (size_t)n, &c->ps->keys, now_ms() / 1000,
+                                 c->ps->cfg->jwt_require_exp, claims);
+  if (rv == PUSH_JWT_OK) {
+    return 0;
+  }
+  c->ps->auth_failures++;
+  if (rv == PUSH_JWT_EXPIRED) {
+    reply_error(c, id, PUSH_E_TOKEN_EXPIRED, "token expired", 0);
+    client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
+  } else {
+    reply_error(c, id, PUSH_E_UNAUTHORIZED,
+                rv == PUSH_JWT_BAD_SIG  ? "invalid token signature"
+                : rv == PUSH_JWT_NO_EXP ? "token has no exp"
+                                        : "malformed token",
+                0);
+    client_disconnect(c, PUSH_D_INVALID_TOKEN, "invalid token");
+  }
+  return -1;
+}
+
+static void cmd_connect(client *c, const push_cmd *cmd) {
+  push_server *ps = c->ps;
+  if (c->connected) {
+    reply_error(c, cmd->id, PUSH_E_BAD_REQUEST, "already connected", 0);
+    return;
+  }
+  if (cmd->token.n > 0) {
+    push_jwt_claims cl;
+    memset(&cl, 0, sizeof(cl));
+    if (check_token(c, cmd->id, cmd->token, &cl) != 0) {
+      return;
+    }
+    snprintf(c->user, sizeof(c->user), "%s", cl.sub);
+    c->info = cl.info;
+    cl.info = NULL;
+    c->allowed = cl.channels;
+    c->nallowed = cl.nchannels;
+    cl.channels = NULL;
+    cl.nchannels = 0;
+    push_jwt_claims_free(&cl);
+  } else if (!ps->cfg->anonymous) {
+    ps->auth_failures++;
+    reply_error(c, cmd->id, PUSH_E_UNAUTHORIZED, "a token is required", 0);
+    client_disconnect(c, PUSH_D_INVALID_TOKEN, "token required");
+    return;
+  }
+  if (c->info == NULL && cmd->name.n > 0) {
+    /* A name the client gives itself is shown in presence as info.name;
+     * it is never taken for the user id, which only a token can set. */
+    char name[128];
+    long n = push_json_str(cmd->name, name, sizeof(name));
+    push_buf b = {0};
+    if (n > 0 && push_buf_raw(&b, "{\"name\":", 8) == 0 &&
+        push_buf_str(&b, name, (size_t)n) == 0 &&
+        push_buf_raw(&b, "}", 1) == 0 && push_buf_raw(&b, "", 1) == 0) {
+      c->info = b.p; /* NUL-terminated by the last append */
+      b.p = NULL;
+    }
+    push_buf_free(&b);
+  }
+  c->connected = 1;
+  ps->connects_total++;
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"client\":", 10);
+  push_buf_str(&b, c->id, strlen(c->id));
+  push_buf_raw(&b, ",\"user\":", 8);
+  push_buf_str(&b, c->user, strlen(c->user));
+  push_buf_raw(&b, ",\"version\":\"" HERALD_VERSION_STRING "\",\"ping\":",
+               sizeof(",\"version\":\"" HERALD_VERSION_STRING "\",\"ping\":") -
+                   1);
+  push_buf_u64(&b, ps->cfg->ping_interval_s);
+  push_buf_raw(&b, "}", 1);
+  reply(c, cmd->id, &b);
+  push_buf_free(&b);
+  push_log(PUSH_LOG_INFO, "ev=connect client=%s user=\"%s\"", c->id, c->user);
+}
+
+/* May this client subscribe to channel of namespace ns? */
+static int may_subscribe(client *c, const push_ns *ns, const push_cmd *cmd) {
+  for (size_t i = 0; i < c->nallowed; i++) {
+    if (strcmp(c->allowed[i], cmd->channel) == 0) {
+      return 1;
+    }
+  }
+  if (!ns->private_channels) {
+    return 1;
+  }
+  if (cmd->token.n == 0) {
+    return 0;
+  }
+  push_jwt_claims cl;
+  memset(&cl, 0, sizeof(cl));
+  char text[8192];
+  long n = push_json_str(cmd->token, text, sizeof(text));
+  int ok = n >= 0 &&
+           push_jwt_verify(text, (size_t)n, &c->ps->keys, now_ms() / 1000, 1,
+                           &cl) == PUSH_JWT_OK &&
+           strcmp(cl.sub, c->user) == 0 &&
+           strcmp(cl.channel, cmd->channel) == 0;
+  if (n >= 0 && ok) {
+    push_jwt_claims_free(&cl);
+  } else if (cl.info || cl.channels) {
+    push_jwt_claims_free(&cl);
+  }
+  return ok;
+}
+
+static void cmd_subscribe(client *c, const push_cmd *cmd) {
+  push_server *ps = c->ps;
+  const push_ns *ns = push_hub_ns(ps->hub, cmd->channel);
+  if (ns == NULL) {
+    reply_error(c, cmd->id, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", 0);
+    return;
+  }
+  if (client_subscribed(c, cmd->channel)) {
+    reply_error(c, cmd->id, PUSH_E_ALREADY_SUBSCRIBED, "already subscribed", 0);
+    return;
+  }
+  if (c->nsubs >= ps->cfg->max_channels) {
+    reply_error(c, cmd->id, PUSH_E_LIMIT, "too many channels", 0);
+    return;
+  }
+  if (!may_subscribe(c, ns, cmd)) {
+    ps->auth_failures++;
+    reply_error(c, cmd->id, PUSH_E_PERMISSION,
+                "this channel needs a valid subscription token", 0);
+    return;
+  }
+  if (c->nsubs == c->capsubs) {
+    size_t ncap = c->capsubs ? c->capsubs * 2 : 4;
+    char **n = realloc(c->subs, ncap * sizeof(char *));
+    if (n == NULL) {
+      reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+      return;
+    }
+    c->subs = n;
+    c->capsubs = ncap;
+  }
+  char *name = strdup(cmd->channel);
+  push_sub sub = {c, deliver, presence_event};
+  push_result r;
+  memset(&r, 0, sizeof(r));
+  if (name == NULL || push_hub_subscribe(ps->hub, cmd->channel, &sub,
+                                         &cmd->since, now_ms(), &r) < 0) {
+    free(name);
+    reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+    return;
+  }
+  c->subs[c->nsubs++] = name;
+  if (r.recovered && pubs_size(&r) > ps->cfg->output_cap / 2) {
+    /* More to replay than the client may have queued: say so rather than
+     * drop it. The client reloads its state (docs/protocol.md). */
+    push_log(PUSH_LOG_INFO,
+             "ev=unrecovered client=%s channel=%s reason=too_large pubs=%zu",
+             c->id, cmd->channel, r.npubs);
+    r.recovered = 0;
+  }
+  push_buf b = {0};
+  push_buf_raw(&b, "{", 1);
+  put_pos(&b, &r.pos);
+  if (cmd->since.set) {
+    push_buf_raw(&b,
+                 r.recovered ? ",\"recovered\":true" : ",\"recovered\":false",
+                 r.recovered ? 17 : 18);
+    if (r.recovered) {
+      put_pubs(&b, &r);
+    }
+  }
+  push_buf_raw(&b, "}", 1);
+  reply(c, cmd->id, &b);
+  push_buf_free(&b);
+  push_result_free(&r);
+  if (ns->presence) {
+    push_hub_presence_add(ps->hub, cmd->channel, c->id, c->user, c->info);
+  }
+  push_log(PUSH_LOG_DEBUG, "ev=subscribe client=%s channel=%s", c->id,
+           cmd->channel);
+}
+
+static void cmd_unsubscribe(client *c, const push_cmd *cmd) {
+  if (!client_subscribed(c, cmd->channel)) {
+    reply_error(c, cmd->id, PUSH_E_NOT_SUBSCRIBED, "not subscribed", 0);
+    return;
+  }
+  const push_ns *ns = push_hub_ns(c->ps->hub, cmd->channel);
+  push_hub_unsubscribe(c->ps->hub, cmd->channel, c);
+  if (ns && ns->presence) {
+    push_hub_presence_remove(c->ps->hub, cmd->channel, c->id);
+  }
+  client_drop_sub(c, cmd->channel);
+  push_buf b = {0};
+  push_buf_raw(&b, "{}", 2);
+  reply(c, cmd->id, &b);
+  push_buf_free(&b);
+}
+
+static void cmd_publish(client *c, const push_cmd *cmd) {
+  const push_ns *ns = push_hub_ns(c->ps->hub, cmd->channel);
+  if (ns == NULL) {
+    reply_error(c, cmd->id, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", 0);
+    return;
+  }
+  if (!ns->publish) {
+    reply_error(c, cmd->id, PUSH_E_PERMISSION,
+                "clients may not publish in this namespace", 0);
+    return;
+  }
+  push_pos pos;
+  if (publish(c->ps, cmd->channel, cmd->data, cmd->b64, c->id, c->user, &pos) !=
+      0) {
+    reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+    return;
+  }
+  push_buf b = {0};
+  push_buf_raw(&b, "{", 1);
+  put_pos(&b, &pos);
+  push_buf_raw(&b, "}", 1);
+  reply(c, cmd->id, &b);
+  push_buf_free(&b);
+}
+
+static void cmd_presence(client *c, const push_cmd *cmd) {
+  const push_ns *ns = push_hub_ns(c->ps->hub, cmd->channel);
+  if (ns == NULL) {
+    reply_error(c, cmd->id, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", 0);
+    return;
+  }
+  if (!ns->presence) {
+    reply_error(c, cmd->id, PUSH_E_NOT_AVAILABLE,
+                "presence is off in this namespace", 0);
+    return;
+  }
+  if (ns->private_channels && !client_subscribed(c, cmd->channel)) {
+    reply_error(c, cmd->id, PUSH_E_PERMISSION, "subscribe first", 0);
+    return;
+  }
+  push_buf b = {0};
+  if (push_hub_presence_json(c->ps->hub, cmd->channel, &b) == 0) {
+    reply(c, cmd->id, &b);
+  }
+  push_buf_free(&b);
+}
+
+static void cmd_history(client *c, const push_cmd *cmd) {
+  const push_ns *ns = push_hub_ns(c->ps->hub, cmd->channel);
+  if (ns == NULL) {
+    reply_error(c, cmd->id, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", 0);
+    return;
+  }
+  if (ns->history_size == 0) {
+    reply_error(c, cmd->id, PUSH_E_NOT_AVAILABLE,
+                "history is off in this namespace", 0);
+    return;
+  }
+  if (ns->private_channels && !client_subscribed(c, cmd->channel)) {
+    reply_error(c, cmd->id, PUSH_E_PERMISSION, "subscribe first", 0);
+    return;
+  }
+  push_result r;
+  memset(&r, 0, sizeof(r));
+  if (push_hub_history(c->ps->hub, cmd->channel, cmd->limit, &cmd->since,
+                       now_ms(), &r) != 0) {
+    reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+    return;
+  }
+  if (pubs_size(&r) > c->ps->cfg->output_cap / 2) {
+    push_result_free(&r);
+    reply_error(c, cmd->id, PUSH_E_LIMIT,
+                "history reply too large: ask for a smaller limit", 0);
+    return;
+  }
+  push_buf b = {0};
+  push_buf_raw(&b, "{", 1);
+  put_pos(&b, &r.pos);
+  if (cmd->since.set) {
+    push_buf_raw(&b,
+                 r.recovered ? ",\"recovered\":true" : ",\"recovered\":false",
+                 r.recovered ? 17 : 18);
+  }
+  put_pubs(&b, &r);
+  push_buf_raw(&b, "}", 1);
+  reply(c, cmd->id, &b);
+  push_buf_free(&b);
+  push_result_free(&r);
+}
+
+static void dispatch(client *c, const push_cmd *cmd) {
+  if (!c->connected && cmd->method != PUSH_CONNECT) {
+    reply_error(c, cmd->id, PUSH_E_UNAUTHORIZED, "connect first", 0);
+    client_disconnect(c, PUSH_D_BAD_REQUEST, "connect first");
+    return;
+  }
+  switch (cmd->method) {
+  case PUSH_CONNECT:
+    cmd_connect(c, cmd);
+    break;
+  case PUSH_SUBSCRIBE:
+    cmd_subscribe(c, cmd);
+    break;
+  case PUSH_UNSUBSCRIBE:
+    cmd_unsubscribe(c, cmd);
+    break;
+  case PUSH_PUBLISH:
+    cmd_publish(c, cmd);
+    break;
+  case PUSH_PRESENCE:
+    cmd_presence(c, cmd);
+    break;
+  case PUSH_HISTORY:
+    cmd_history(c, cmd);
+    break;
+  case PUSH_PING: {
+    push_buf b = {0};
+    push_buf_raw(&b, "{}", 2);
+    reply(c, cmd->id, &b);
+    push_buf_free(&b);
+    break;
+  }
+  }
+}
+
+/* ---- WebSocket callbacks ---------------------------------------------- */
+
+/* An Origin header, when present, must be allowed: listed, "*", or the same
+ * host the request was sent to. */
+static int origin_ok(push_server *ps, const herald_request *req) {
+  if (req->origin.len == 0) {
+    return 1; /* not a browser */
+  }
+  for (size_t i = 0; i < ps->cfg->norigins; i++) {
+    const char *o = ps->cfg->origins[i];
+    if (strcmp(o, "*") == 0 ||
+        (strlen(o) == req->origin.len &&
+         strncasecmp(o, req->origin.ptr, req->origin.len) == 0)) {
+      return 1;
+    }
+  }
+  /* Same origin: "scheme://" + Host. */
+  const char *p = memchr(req->origin.ptr, ':', req->origin.len);
+  if (p && (size_t)(p - req->origin.ptr) + 3 <= req->origin.len &&
+      p[1] == '/' && p[2] == '/') {
+    const char *host = p + 3;
+    size_t hlen = req->origin.len - (size_t)(host - req->origin.ptr);
+    return hlen == req->host.len && strncasecmp(host, req->host.ptr, hlen) == 0;
+  }
+  return 0;
+}
+
+static int ws_upgrade(herald_ws *ws, const herald_request *req,
+                      herald_accept *acc, void *ud) {
+  push_server *ps = ud;
+  (void)ws;
+  (void)acc;
+  if (ps->stopping) {
+    return 503;
+  }
+  if (!origin_ok(ps, req)) {
+    push_log(PUSH_LOG_WARN, "ev=refused reason=origin origin=\"%.*s\"",
+             (int)req->origin.len, req->origin.ptr);
+    return 403;
+  }
+  return 0;
+}
+
+static void ws_open(herald_ws *ws, void *ud) {
+  push_server *ps = ud;
+  client *c = client_new(ps);
+  if (c == NULL) {
+    herald_ws_close(ws, HERALD_CLOSE_TRY_LATER, "out of memory", 13);
+    return;
+  }
+  c->ws = ws;
+  herald_ws_set_data(ws, c);
+}
+
+static void ws_message(herald_ws *ws, herald_opcode op, uint8_t *data,
+                       size_t len, void *ud) {
+  push_server *ps = ud;
+  client *c = herald_ws_data(ws);
+  if (c == NULL || c->gone) {
+    return;
+  }
+  ps->messages_in++;
+  ps->bytes_in += len;
+  if (op != HERALD_OP_TEXT) {
+    reply_error(c, 0, PUSH_E_BAD_REQUEST, "commands are text frames", 0);
+    client_disconnect(c, PUSH_D_BAD_REQUEST, "binary frame");
+    return;
+  }
+  size_t pos = 0;
+  for (;;) {
+    push_cmd cmd;
+    int err = 0;
+    const char *msg = NULL;
+    int rv = push_cmd_next((const char *)data, len, &pos, &cmd, &err, &msg);
+    if (rv == 0 || c->gone) {
+      break;
+    }
+    if (rv < 0) {
+      reply_error(c, cmd.id, err, msg, 0);
+      if (!c->connected) {
+        client_disconnect(c, PUSH_D_BAD_REQUEST, msg);
+        break;
+      }
+      continue;
+    }
+    dispatch(c, &cmd);
+  }
+}
+
+static void ws_close(herald_ws *ws, const herald_close_info *info, void *ud) {
+  (void)ud;
+  client *c = herald_ws_data(ws);
+  if (c == NULL) {
+    return;
+  }
+  push_log(PUSH_LOG_INFO, "ev=close client=%s code=%u%s%s", c->id, info->code,
+           info->error ? " error=" : "", info->error ? info->error : "");
+  c->ws = NULL;
+  client_free(c);
+}
+
+/* ---- HTTP ------------------------------------------------------------- */
+
+static void http_json(herald_http *h, int status, const char *body,
+                      size_t len) {
+  herald_header ct = {{"Content-Type", 12}, {"application/json", 16}};
+  herald_http_respond(h, status, &ct, 1, body, len);
+}
+
+static void http_error(herald_http *h, int status, int code, const char *msg) {
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"error\":{\"code\":", 17);
+  push_buf_u64(&b, (uint64_t)code);
+  push_buf_raw(&b, ",\"message\":", 11);
+  push_buf_str(&b, msg, strlen(msg));
+  push_buf_raw(&b, "}}", 2);
+  if (b.p) {
+    http_json(h, status, b.p, b.len);
+  } else {
+    herald_http_respond(h, 503, NULL, 0, NULL, 0);
+  }
+  push_buf_free(&b);
+}
+
+static void http_result(herald_http *h, const push_buf *result) {
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"result\":", 10);
+  push_buf_raw(&b, result->p, result->len);
+  push_buf_raw(&b, "}", 1);
+  if (b.p) {
+    http_json(h, 200, b.p, b.len);
+  } else {
+    herald_http_respond(h, 503, NULL, 0, NULL, 0);
+  }
+  push_buf_free(&b);
+}
+
+static int hexval(char ch) {
+  if (ch >= '0' && ch <= '9') {
+    return ch - '0';
+  }
+  if (ch >= 'a' && ch <= 'f') {
+    return ch - 'a' + 10;
+  }
+  if (ch >= 'A' && ch <= 'F') {
+    return ch - 'A' + 10;
+  }
+  return -1;
+}
+
+/* Finds query parameter name and URL-decodes it into out. Returns 1 if
+ * present and decodable, 0 otherwise. */
+static int query_param(herald_str q, const char *name, char *out, size_t cap) {
+  size_t nlen = strlen(name), i = 0;
+  while (i < q.len) {
+    size_t end = i;
+    while (end < q.len && q.ptr[end] != '&') {
+      end++;
+    }
+    if (end - i > nlen && memcmp(q.ptr + i, name, nlen) == 0 &&
+        q.ptr[i + nlen] == '=') {
+      size_t o = 0;
+      for (size_t k = i + nlen + 1; k < end; k++) {
+        char ch = q.ptr[k];
+        if (ch == '+') {
+          ch = ' ';
+        } else if (ch == '%') {
+          if (k + 2 >= end) {
+            return 0;
+          }
+          int hi = hexval(q.ptr[k + 1]), lo = hexval(q.ptr[k + 2]);
+          if (hi < 0 || lo < 0) {
+            return 0;
+          }
+          ch = (char)(hi * 16 + lo);
+          k += 2;
+        }
+        if (o + 1 >= cap) {
+          return 0;
+        }
+        out[o++] = ch;
+      }
+      out[o] = 0;
+      return 1;
+    }
+    i = end + 1;
+  }
+  return 0;
+}
+
+static int path_is(const herald_request *req, const char *p) {
+  return req->path.len == strlen(p) &&
+         memcmp(req->path.ptr, p, req->path.len) == 0;
+}
+
+static int method_is(const herald_request *req, const char *m) {
+  return req->method.len == strlen(m) &&
+         memcmp(req->method.ptr, m, req->method.len) == 0;
+}
+
+static void serve_metrics(push_server *ps, herald_http *h) {
+  push_buf b = {0};
+  char line[256];
+  struct {
+    const char *name, *type, *help;
+    double value;
+  } m[] = {
+      {"herald_connections", "gauge", "Open WebSocket and SSE clients.",
+       (double)ps->nclients},
+      {"herald_subscriptions", "gauge", "Channel subscriptions.",
+       (double)push_hub_nsubscriptions(ps->hub)},
+      {"herald_channels", "gauge", "Channels with subscribers or history.",
+       (double)push_hub_nchannels(ps->hub)},
+      {"herald_connects_total", "counter", "Successful connect commands.",
+       (double)ps->connects_total},
+      {"herald_auth_failures_total", "counter", "Refused tokens.",
+       (double)ps->auth_failures},
+      {"herald_messages_in_total", "counter", "WebSocket messages received.",
+       (double)ps->messages_in},
+      {"herald_messages_out_total", "counter", "Messages sent to clients.",
+       (double)ps->messages_out},
+      {"herald_bytes_in_total", "counter", "Bytes of messages received.",
+       (double)ps->bytes_in},
+      {"herald_bytes_out_total", "counter", "Bytes of messages sent.",
+       (double)ps->bytes_out},
+      {"herald_publications_total", "counter", "Publications.",
+       (double)ps->publications},
+      {"herald_drops_total", "counter",
+       "Messages not queued because a client was over its output cap.",
+       (double)ps->drops},
+      {"herald_slow_consumer_disconnects_total", "counter",
+       "Clients cut off for being too slow.", (double)ps->slow_disconnects},
+  };
+  for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+    int n = snprintf(line, sizeof(line),
+                     "# HELP %s %s\n# TYPE %s %s\n%s %.0f\n", m[i].name,
+                     m[i].help, m[i].name, m[i].type, m[i].name, m[i].value);
+    push_buf_raw(&b, line, (size_t)n);
+  }
+  static const char hist[] =
+      "# HELP herald_delivery_latency_seconds Time from a publish to the "
+      "publication being queued for each subscriber.\n"
+      "# TYPE herald_delivery_latency_seconds histogram\n";
+  push_buf_raw(&b, hist, sizeof(hist) - 1);
+  uint64_t cum = 0;
+  for (int i = 0; i <= LAT_BUCKETS; i++) {
+    cum += ps->lat_bucket[i];
+    int n =
+        i < LAT_BUCKETS
+            ? snprintf(line, sizeof(line),
+                       "herald_delivery_latency_seconds_bucket{le=\"%g\"} "
+                       "%" PRIu64 "\n",
+                       lat_bounds[i], cum)
+            : snprintf(line, sizeof(line),
+                       "herald_delivery_latency_seconds_bucket{le=\"+Inf\"} "
+                       "%" PRIu64 "\n",
+                       cum);
+    push_buf_raw(&b, line, (size_t)n);
+  }
+  int n = snprintf(line, sizeof(line),
+                   "herald_delivery_latency_seconds_sum %.6f\n"
+                   "herald_delivery_latency_seconds_count %" PRIu64 "\n",
+                   ps->lat_sum, ps->lat_count);
+  push_buf_raw(&b, line, (size_t)n);
+  herald_header ct = {{"Content-Type", 12}, {"text/plain; version=0.0.4", 25}};
+  herald_http_respond(h, 200, &ct, 1, b.p, b.len);
+  push_buf_free(&b);
+}
+
+/* ---- SSE -------------------------------------------------------------- */
+
+static void sse_gone(herald_http *h, void *ud) {
+  client *c = ud;
+  (void)h;
+  if (c->sse == NULL) {
+    return;
+  }
+  c->sse = NULL;
+  c->gone = 1;
+  herald_http_end(h);
+  client_free(c);
+}
+
+static void serve_sse(push_server *ps, herald_http *h,
+                      const herald_request *req) {
+  char channel[PUSH_CHANNEL_MAX + 1], token[8192], last[64];
+  if (!origin_ok(ps, req)) {
+    http_error(h, 403, PUSH_E_PERMISSION, "origin not allowed");
+    return;
+  }
+  if (!query_param(req->query, "channel", channel, sizeof(channel)) ||
+      !push_channel_valid(channel, strlen(channel))) {
+    http_error(h, 400, PUSH_E_BAD_REQUEST, "?channel= is missing or invalid");
+    return;
+  }
+  const push_ns *ns = push_hub_ns(ps->hub, channel);
+  if (ns == NULL) {
+    http_error(h, 404, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace");
+    return;
+  }
+  client *c = client_new(ps);
+  if (c == NULL) {
+    http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    return;
+  }
+  if (query_param(req->query, "token", token, sizeof(token))) {
+    push_jwt_claims cl;
+    memset(&cl, 0, sizeof(cl));
+    int rv = push_jwt_verify(token, strlen(token), &ps->keys, now_ms() / 1000,
+                             ps->cfg->jwt_require_exp, &cl);
+    if (rv != PUSH_JWT_OK) {
+      ps->auth_failures++;
+      client_free(c);
+      http_error(h, 401,
+                 rv == PUSH_JWT_EXPIRED ? PUSH_E_TOKEN_EXPIRED
+                                        : PUSH_E_UNAUTHORIZED,
+                 rv == PUSH_JWT_EXPIRED ? "token expired" : "invalid token");
+      return;
+    }
+    snprintf(c->user, sizeof(c->user), "%s", cl.sub);
+    c->allowed = cl.channels;
+    c->nallowed = cl.nchannels;
+    cl.channels = NULL;
+    cl.nchannels = 0;
+    push_jwt_claims_free(&cl);
+  } else if (!ps->cfg->anonymous) {
+    ps->auth_failures++;
+    client_free(c);
+    http_error(h, 401, PUSH_E_UNAUTHORIZED, "a token is required");
+    return;
+  }
+  push_cmd cmd;
+  memset(&cmd, 0, sizeof(cmd));
+  snprintf(cmd.channel, sizeof(cmd.channel), "%s", channel);
+  if (!may_subscribe(c, ns, &cmd)) {
+    client_free(c);
+    http_error(h, 403, PUSH_E_PERMISSION, "private channel");
+    return;
+  }
+  /* Last-Event-ID: "epoch:offset" */
+  herald_str lei;
+  if (herald_header_find(req->headers, req->nheaders, "last-event-id", &lei) &&
+      lei.len < sizeof(last)) {
+    memcpy(last, lei.ptr, lei.len);
+    last[lei.len] = 0;
+    char *colon = strrchr(last, ':');
+    if (colon && (size_t)(colon - last) <= PUSH_EPOCH_MAX) {
+      *colon = 0;
+      char *end;
+      unsigned long long off = strtoull(colon + 1, &end, 10);
+      if (*end == 0 && colon[1] != 0) {
+        memcpy(cmd.since.epoch, last, (size_t)(colon - last) + 1);
+        cmd.since.offset = off;
+        cmd.since.set = 1;
+      }
+    }
+  }
+  c->subs = malloc(sizeof(char *));
+  char *name = strdup(channel);
+  if (c->subs == NULL || name == NULL) {
+    free(name);
+    client_free(c);
+    http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    return;
+  }
+  herald_header hdrs[] = {{{"Content-Type", 12}, {"text/event-stream", 17}},
+                          {{"Cache-Control", 13}, {"no-cache", 8}},
+                          {{"X-Accel-Buffering", 17}, {"no", 2}}};
+  if (herald_http_stream(h, 200, hdrs, 3, sse_gone, c) != 0) {
+    free(name);
+    client_free(c);
+    http_error(h, 503, PUSH_E_INTERNAL, "cannot stream");
+    return;
+  }
+  c->sse = h;
+  c->connected = 1;
+  push_sub sub = {c, deliver, presence_event};
+  push_result r;
+  memset(&r, 0, sizeof(r));
+  if (push_hub_subscribe(ps->hub, channel, &sub, &cmd.since, now_ms(), &r) <
+      0) {
+    free(name);
+    client_disconnect(c, PUSH_D_SHUTDOWN, "out of memory");
+    return;
+  }
+  c->subs[0] = name;
+  c->nsubs = c->capsubs = 1;
+  snprintf(c->sse_epoch, sizeof(c->sse_epoch), "%s", r.pos.epoch);
+  /* A retry hint, then what was missed (or the news that it is gone). */
+  herald_http_write(h, "retry: 2000\n\n", 13);
+  if (cmd.since.set && !r.recovered) {
+    char ev[96];
+    int n = snprintf(ev, sizeof(ev),
+                     "event: unrecovered\nid: %s:%" PRIu64 "\ndata: {}\n\n",
+                     r.pos.epoch, r.pos.offset);
+    herald_http_write(h, ev, (size_t)n);
+  }
+  push_log(PUSH_LOG_INFO, "ev=sse client=%s channel=%s", c->id, channel);
+  for (size_t i = 0; i < r.npubs; i++) {
+    if (sse_send_pub(c, channel, r.pubs[i]) != 0) {
+      break; /* c is gone: over its output cap */
+    }
+  }
+  push_result_free(&r);
+}
+
+/* ---- the HTTP API ----------------------------------------------------- */
+
+static int api_key_ok(push_server *ps, const herald_request *req) {
+  herald_str auth;
+  if (ps->cfg->api_key == NULL ||
+      !herald_header_find(req->headers, req->nheaders, "authorization",
+                          &auth) ||
+      auth.len < 7 || strncasecmp(auth.ptr, "apikey ", 7) != 0) {
+    return 0;
+  }
+  size_t klen = strlen(ps->cfg->api_key);
+  const char *k = auth.ptr + 7;
+  size_t n = auth.len - 7;
+  /* Constant time in the key's length. */
+  unsigned diff = (unsigned)(n != klen);
+  for (size_t i = 0; i < klen; i++) {
+    diff |= (unsigned)(ps->cfg->api_key[i] ^ (i < n ? k[i] : 0));
+  }
+  return diff == 0;
+}
+
+static void api_publish(push_server *ps, herald_http *h, push_json body,
+                        int broadcast) {
+  push_json data, b64, chv;
+  int has_data = push_json_get(body, "data", &data);
+  int has_b64 = push_json_get(body, "b64", &b64);
+  if (has_data == has_b64) {
+    http_error(h, 400, PUSH_E_BAD_REQUEST, "give exactly one of data or b64");
+    return;
+  }
+  if (!has_data) {
+    data.p = NULL;
+    data.n = 0;
+  }
+  if (!has_b64) {
+    b64.p = NULL;
+    b64.n = 0;
+  }
+  push_json list;
+  if (broadcast) {
+    if (!push_json_get(body, "channels", &list) ||
+        push_json_type_of(list) != PUSH_JSON_ARRAY) {
+      http_error(h, 400, PUSH_E_BAD_REQUEST, "channels must be an array");
+      return;
+    }
+  } else if (!push_json_get(body, "channel", &chv)) {
+    http_error(h, 400, PUSH_E_BAD_REQUEST, "channel is missing");
+    return;
+  }
+  push_buf out = {0};
+  if (broadcast) {
+    push_buf_raw(&out, "{\"responses\":[", 14);
+  }
+  size_t pos = 0, count = 0;
+  for (;;) {
+    push_json v;
+    if (broadcast) {
+      if (!push_json_next(list, &pos, NULL, &v)) {
+        break;
+      }
+    } else {
+      if (count == 1) {
+        break;
+      }
+      v = chv;
+    }
+    char channel[PUSH_CHANNEL_MAX + 1];
+    long n = push_json_str(v, channel, sizeof(channel));
+    if (broadcast && count > 0) {
+      push_buf_raw(&out, ",", 1);
+    }
+    count++;
+    const char *err = NULL;
+    int code = 0;
+    if (n < 0 || !push_channel_valid(channel, (size_t)n)) {
+      err = "invalid channel name";
+      code = PUSH_E_BAD_REQUEST;
+    } else if (push_hub_ns(ps->hub, channel) == NULL) {
+      err = "unknown namespace";
+      code = PUSH_E_UNKNOWN_NAMESPACE;
+    }
+    push_pos p;
+    if (err == NULL && publish(ps, channel, data, b64, NULL, NULL, &p) != 0) {
+      err = "out of memory";
+      code = PUSH_E_INTERNAL;
+    }
+    if (err) {
+      if (!broadcast) {
+        http_error(h, code == PUSH_E_INTERNAL ? 503 : 400, code, err);
+        push_buf_free(&out);
+        return;
+      }
+      push_buf_raw(&out, "{\"error\":{\"code\":", 17);
+      push_buf_u64(&out, (uint64_t)code);
+      push_buf_raw(&out, ",\"message\":", 11);
+      push_buf_str(&out, err, strlen(err));
+      push_buf_raw(&out, "}}", 2);
+      continue;
+    }
+    push_buf_raw(&out, "{", 1);
+    put_pos(&out, &p);
+    push_buf_raw(&out, "}", 1);
+  }
+  if (broadcast) {
+    push_buf_raw(&out, "]}", 2);
+  }
+  http_result(h, &out);
+  push_buf_free(&out);
+}
+
+static void api_disconnect(push_server *ps, herald_http *h, push_json body) {
+  char user[256] = "", cid[24] = "";
+  push_json v;
+  int has_user = push_json_get(body, "user", &v) &&
+                 push_json_str(v, user, sizeof(user)) >= 0;
+  int has_client = push_json_get(body, "client", &v) &&
+                   push_json_str(v, cid, sizeof(cid)) >= 0;
+  uint64_t code = PUSH_D_FORCED;
+  if (push_json_get(body, "code", &v) &&
+      (push_json_u64(v, &code) != 0 || code < 3000 || code > 4999)) {
+    http_error(h, 400, PUSH_E_BAD_REQUEST, "code must be 3000-4999");
+    return;
+  }
+  if (!has_user && !has_client) {
+    http_error(h, 400, PUSH_E_BAD_REQUEST, "give user or client");
+    return;
+  }
+  size_t n = 0;
+  for (client *c = ps->clients, *next; c; c = next) {
+    next = c->next;
+    if (c->gone || (has_user && (!c->connected || strcmp(c->user, user))) ||
+        (has_client && strcmp(c->id, cid))) {
+      continue;
+    }
+    n++;
+    client_disconnect(c, (int)code, "disconnected by the server");
+  }
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"disconnected\":", 16);
+  push_buf_u64(&b, n);
+  push_buf_raw(&b, "}", 1);
+  http_result(h, &b);
+  push_buf_free(&b);
+}
+
+static void api_get(push_server *ps, herald_http *h,
+                    const herald_request *req) {
+  char channel[PUSH_CHANNEL_MAX + 1], lim[32];
+  push_buf b = {0};
+  if (path_is(req, "/api/channels")) {
+    push_hub_channels_json(ps->hub, &b);
+    http_result(h, &b);
+  } else if (path_is(req, "/api/info")) {
+    char tmp[256];
+    int n = snprintf(
+        tmp, sizeof(tmp),
+        "{\"nodes\":[{\"name\":\"local\",\"version\":\"%s\","
+        "\"connections\":%zu,\"subscriptions\":%zu,"
+        "\"channels\":%zu,\"uptime\":%" PRId64 "}]}",
+        HERALD_VERSION_STRING, ps->nclients, push_hub_nsubscriptions(ps->hub),
+        push_hub_nchannels(ps->hub), (now_ms() - ps->started_ms) / 1000);
+    push_buf_raw(&b, tmp, (size_t)n);
+    http_result(h, &b);
+  } else if (path_is(req, "/api/presence") || path_is(req, "/api/history")) {
+    if (!query_param(req->query, "channel", channel, sizeof(channel)) ||
+        !push_channel_valid(channel, strlen(channel))) {
+      http_error(h, 400, PUSH_E_BAD_REQUEST, "?channel= is missing or invalid");
+    } else if (push_hub_ns(ps->hub, channel) == NULL) {
+      http_error(h, 404, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace");
+    } else if (path_is(req, "/api/presence")) {
+      push_hub_presence_json(ps->hub, channel, &b);
+      http_result(h, &b);
+    } else {
+      uint64_t limit = 0;
+      if (query_param(req->query, "limit", lim, sizeof(lim)) &&
+          cli_parse_uint(lim, 1u << 30, &limit) != 0) {
+        http_error(h, 400, PUSH_E_BAD_REQUEST, "limit must be a number");
+        push_buf_free(&b);
+        return;
+      }
+      push_result r;
+      memset(&r, 0, sizeof(r));
+      push_pos none = {0};
+      push_hub_history(ps->hub, channel, limit, &none, now_ms(), &r);
+      push_buf_raw(&b, "{", 1);
+      put_pos(&b, &r.pos);
+      put_pubs(&b, &r);
+      push_buf_raw(&b, "}", 1);
+      push_result_free(&r);
+      http_result(h, &b);
+    }
+  } else {
+    http_error(h, 404, PUSH_E_BAD_REQUEST, "no such endpoint");
+  }
+  push_buf_free(&b);
+}
+
+static void on_http(herald_http *h, const herald_request *req,
+                    const uint8_t *body, size_t len, void *ud) {
+  push_server *ps = ud;
+  if (req->path.len >= 5 && memcmp(req->path.ptr, "/api/", 5) == 0) {
+    if (!api_key_ok(ps, req)) {
+      http_error(h, 401, PUSH_E_UNAUTHORIZED,
+                 ps->cfg->api_key ? "missing or wrong API key"
+                                  : "the HTTP API needs api_key configured");
+      return;
+    }
+    int post = path_is(req, "/api/publish") || path_is(req, "/api/broadcast") ||
+               path_is(req, "/api/disconnect");
+    if (post != method_is(req, "POST") || (!post && !method_is(req, "GET"))) {
+      http_error(h, 405, PUSH_E_BAD_REQUEST, post ? "use POST" : "use GET");
+      return;
+    }
+    if (!post) {
+      api_get(ps, h, req);
+      return;
+    }
+    push_json root;
+    if (push_json_parse((const char *)body, len, &root) != 0 ||
+        push_json_type_of(root) != PUSH_JSON_OBJECT) {
+      http_error(h, 400, PUSH_E_BAD_REQUEST, "the body must be a JSON object");
+      return;
+    }
+    if (path_is(req, "/api/disconnect")) {
+      api_disconnect(ps, h, root);
+    } else {
+      api_publish(ps, h, root, path_is(req, "/api/broadcast"));
+    }
+    return;
+  }
+  if (!method_is(req, "GET") && !method_is(req, "HEAD")) {
+    http_error(h, 405, PUSH_E_BAD_REQUEST, "use GET");
+    return;
+  }
+  if (path_is(req, "/health")) {
+    static const char ok[] = "{\"status\":\"ok\"}";
+    http_json(h, 200, ok, sizeof(ok) - 1);
+  } else if (path_is(req, "/metrics")) {
+    serve_metrics(ps, h);
+  } else if (path_is(req, "/sse")) {
+    serve_sse(ps, h, req);
+  } else {
+    const push_web_file *f = push_web_find(req->path.ptr, req->path.len);
+    if (f == NULL) {
+      http_error(h, 404, PUSH_E_BAD_REQUEST, "not found");
+      return;
+    }
+    herald_header hdrs[] = {{{"Content-Type", 12}, {f->type, strlen(f->type)}},
+                            {{"Cache-Control", 13}, {"no-cache", 8}}};
+    herald_http_respond(h, 200, hdrs, 2, f->data, f->len);
+  }
+}
+
+/* ---- timers: hub upkeep, SSE keepalive, the demo publisher ------------ */
+
+static void on_tick(uv_timer_t *t) {
+  push_server *ps = t->data;
+  static unsigned ticks;
+  push_hub_tick(ps->hub, now_ms());
+  if (ps->cfg->sse_keepalive_s && ++ticks % ps->cfg->sse_keepalive_s == 0) {
+    for (client *c = ps->clients, *next; c; c = next) {
+      next = c->next;
+      if (c->sse && !c->gone) {
+        herald_http_write(c->sse, ": ping\n\n", 8);
+      }
+    }
+  }
+}
+
+static void on_demo(uv_timer_t *t) {
+  push_server *ps = t->data;
+  static const char *sym[5] = {"HRLD", "WSKT", "UVLP", "ZLIB", "TLS3"};
+  for (int i = 0; i < 5; i++) {
+    uint32_t r;
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r)) {
+      r = (uint32_t)rand();
+    }
+    double step = ((double)(r % 2001) - 1000.0) / 1000.0 * 0.006;
+    double old = ps->demo_price[i];
+    double price = old * (1.0 + step);
+    ps->demo_price[i] = price;
+    char json[160];
+    int n = snprintf(json, sizeof(json),
+                     "{\"symbol\":\"%s\",\"price\":%.2f,\"change\":%.2f}",
+                     sym[i], price, price - old);
+    push_json data = {json, (size_t)n}, none = {NULL, 0};
+    push_pos pos;
+    publish(ps, "ticker:prices", data, none, NULL, NULL, &pos);
+  }
+}
+
+static void on_loop_start(herald_loop *loop, void *ud) {
+  push_server *ps = ud;
+  static const char *first;
+  ps->loop = loop;
+  uv_loop_t *uv = herald_loop_uv(loop);
+  uv_timer_init(uv, &ps->tick);
+  ps->tick.data = ps;
+  uv_timer_start(&ps->tick, on_tick, 1000, 1000);
+  uv_unref((uv_handle_t *)&ps->tick);
+  if (ps->cfg->demo) {
+    static const double start[5] = {123.45, 87.10, 42.00, 12.34, 256.00};
+    memcpy(ps->demo_price, start, sizeof(start));
+    uv_timer_init(uv, &ps->demo);
+    ps->demo.data = ps;
+    uv_timer_start(&ps->demo, on_demo, 500, 500);
+    uv_unref((uv_handle_t *)&ps->demo);
+  }
+  ps->timers_started = 1;
+  first = ps->cfg->listen[0];
+  const char *colon = strrchr(first, ':');
+  printf("listening on %.*s:%d\n", (int)(colon - first), first,
+         herald_server_port(ps->srv));
+  fflush(stdout);
+  push_log(PUSH_LOG_INFO, "ev=start listen=%.*s:%d demo=%d anonymous=%d",
+           (int)(colon - first), first, herald_server_port(ps->srv),
+           ps->cfg->demo, ps->cfg->anonymous);
+}
+
+/* Graceful shutdown: tell every client to reconnect (3001), end SSE
+ * streams, stop the timers, then let the runtime drain and stop. */
+static void on_signal(uv_signal_t *s, int signum) {
+  push_server *ps = s->data;
+  if (ps->stopping) {
+    return;
+  }
+  ps->stopping = 1;
+  push_log(PUSH_LOG_INFO, "ev=shutdown signal=%d clients=%zu", signum,
+           ps->nclients);
+  for (client *c = ps->clients, *next; c; c = next) {
+    next = c->next;
+    client_disconnect(c, PUSH_D_SHUTDOWN, "server shutting down");
+  }
+  if (ps->timers_started) {
+    uv_timer_stop(&ps->tick);
+    uv_timer_stop(&ps->demo);
+  }
+  uv_signal_stop(&ps->sigint);
+  uv_signal_stop(&ps->sigterm);
+  uv_signal_stop(&ps->sighup);
+  herald_server_stop(ps->srv);
+}
+
+/* SIGHUP: reload the TLS certificate for new connections. */
+static void on_hup(uv_signal_t *s, int signum) {
+  push_server *ps = s->data;
+  (void)signum;
+  if (ps->cfg->tls_cert == NULL) {
+    push_log(PUSH_LOG_INFO, "ev=reload tls=off");
+    return;
+  }
+  const char *why = NULL;
+  int rv = herald_server_reload_tls(ps->srv, &why);
+  if (rv == 0) {
+    push_log(PUSH_LOG_INFO, "ev=reload tls=ok");
+  } else {
+    push_log(PUSH_LOG_ERROR, "ev=reload tls=failed error=\"%s\"", why);
+  }
+}
+
+static void on_start_signals(herald_loop *loop, void *ud) {
+  push_server *ps = ud;
+  uv_loop_t *uv = herald_loop_uv(loop);
+  uv_signal_init(uv, &ps->sigint);
+  uv_signal_init(uv, &ps->sigterm);
+  ps->sigint.data = ps->sigterm.data = ps;
+  uv_signal_start(&ps->sigint, on_signal, SIGINT);
+  uv_signal_start(&ps->sigterm, on_signal, SIGTERM);
+  uv_signal_init(uv, &ps->sighup);
+  ps->sighup.data = ps;
+  uv_signal_start(&ps->sighup, on_hup, SIGHUP);
+  uv_unref((uv_handle_t *)&ps->sigint);
+  uv_unref((uv_handle_t *)&ps->sigterm);
+  uv_unref((uv_handle_t *)&ps->sighup);
+  on_loop_start(loop, ud);
+}
+
+/* ---- main ------------------------------------------------------------- */
+
+int push_server_main(push_config *cfg) {
+  push_server *ps = &g_server;
+  memset(ps, 0, sizeof(*ps));
+  ps->cfg = cfg;
+  ps->started_ms = now_ms();
+  push_log_level = cfg->log_level;
+  ps->keys.hmac_secret = cfg->jwt_hmac_secret;
+  ps->keys.rsa_pem = cfg->jwt_rsa_pem;
+  ps->keys.ec_pem = cfg->jwt_ec_pem;
+  ps->hub = push_hub_new(cfg->ns, cfg->nns);
+  if (ps->hub == NULL) {
+    fprintf(stderr, "herald: out of memory\n");
+    return 1;
+  }
+  herald_server_config sc;
+  herald_server_config_init(&sc);
+  sc.listen = (const char *const *)cfg->listen;
+  sc.nlisten = cfg->nlisten;
+  sc.threads = 1; /* the hub lives on one loop: see the top comment */
+  sc.handle_signals = 0;
+  sc.shutdown_grace_ms = cfg->shutdown_grace_s * 1000;
+  sc.core.max_message_size = cfg->max_command_bytes;
+  sc.core.max_frame_size = cfg->max_command_bytes;
+  sc.limits.ping_interval_ms = cfg->ping_interval_s * 1000;
+  sc.limits.pong_timeout_ms = cfg->pong_timeout_s * 1000;
+  sc.limits.send_hard_cap = cfg->output_cap;
+  sc.limits.send_high_water = cfg->output_cap / 2;
+  sc.limits.send_low_water = cfg->output_cap / 8;
+  sc.limits.slow_policy = HERALD_SLOW_DROP; /* we answer with 3004 */
+  sc.limits.max_http_body = cfg->max_http_body;
+  sc.on_http = on_http;
+  sc.http_user_data = ps;
+  herald_tls_cert cert = {cfg->tls_cert, cfg->tls_key};
+  if (cfg->tls_cert) {
+    sc.tls.certs = &cert;
+    sc.tls.ncerts = 1;
+  }
+  int rv = herald_server_new(&ps->srv, &sc);
+  if (rv != 0) {
+    fprintf(stderr, "herald: %s\n",
+            rv == HERALD_ERR_INVALID_ARG
+                ? "invalid listen address or TLS certificate/key"
+                : herald_rt_strerror(rv));
+    push_hub_del(ps->hub);
+    return 2;
+  }
+  herald_ws_callbacks cb = {.on_upgrade = ws_upgrade,
+                            .on_open = ws_open,
+                            .on_message = ws_message,
+                            .on_close = ws_close};
+  herald_server_route(ps->srv, "*", &cb, ps);
+  herald_server_on_loop_start(ps->srv, on_start_signals, ps);
+  rv = herald_server_run(ps->srv);
+  /* Clients still here (the grace period ran out) are gone by now. */
+  while (ps->clients) {
+    client_free(ps->clients);
+  }
+  herald_server_del(ps->srv);
+  push_hub_del(ps->hub);
+  if (rv != 0) {
+    fprintf(stderr, "herald: cannot listen: %s\n", herald_rt_strerror(rv));
+    return 1;
+  }
+  push_log(PUSH_LOG_INFO, "ev=stopped");
+  return 0;
+}

@@ -1,0 +1,977 @@
+/*
+ * herald.js - the JavaScript client of the Herald push server.
+ *
+ * The protocol it speaks is docs/protocol.md. One file, no dependencies, no
+ * build step. Load it either way:
+ *
+ *   <script src="/herald.js"></script>          // defines window.Herald
+ *   <script type="module">
+ *     import "/herald.js";                       // same file as a module:
+ *     const { Herald } = globalThis;             // it defines globalThis.Herald
+ *   </script>
+ *
+ * (A single file cannot carry an `export` statement and still load as a
+ * classic script, so the module form reads the global it defines. Under
+ * CommonJS, `require("./herald.js")` returns { Herald, HeraldError }.)
+ *
+ * Usage:
+ *
+ *   const herald = new Herald("/connection/websocket", { name: "ann" });
+ *   herald.on("state", (s) => console.log(s.state, s.transport));
+ *   const sub = herald.subscribe("chat:lobby", {
+ *     onPublication(pub) { console.log(pub.offset, pub.data, pub.info); },
+ *     onJoin(info) {}, onLeave(info) {},
+ *     onSubscribed(result) {},      // every (re)subscription's result
+ *     onUnrecovered(result) {},     // messages were missed: reload state
+ *   });
+ *   herald.connect();
+ *   await herald.publish("chat:lobby", { text: "hi" });   // -> {epoch, offset}
+ *   const { clients } = await herald.presence("chat:lobby");
+ *   const { publications } = await herald.history("chat:lobby", { limit: 20 });
+ *   sub.unsubscribe();
+ *
+ * Behaviour:
+ * - Every command carries an id; its reply resolves the Promise with the
+ *   result, or rejects it with a HeraldError {code, message, temporary}.
+ *   Commands issued while (re)connecting wait for the connection; after
+ *   `timeout` ms without a reply they fail with a temporary error.
+ * - A lost connection is re-established with exponential backoff and full
+ *   jitter (minDelay .. maxDelay), but only when the close code allows it:
+ *   codes below 3500 (including 1006, network error), or a disconnect push
+ *   that says reconnect: true. Codes 3500 and above stop the client.
+ * - On reconnect every subscription is sent again with since = {epoch,
+ *   offset} of the last publication seen, so the server replays what was
+ *   missed. If it cannot (recovered: false) onUnrecovered is called and the
+ *   application reloads its state (history, for example). Publications are
+ *   also deduplicated by offset, defensively.
+ * - SSE fallback: when WebSocket fails several times in a row before it ever
+ *   opened (a proxy that blocks it), or with the option sse: "force", each
+ *   subscription becomes an EventSource on /sse?channel=NAME. That is
+ *   read-only: publish, presence and history reject with code 108 (not
+ *   available). EventSource reconnects by itself and resumes with
+ *   Last-Event-ID ("epoch:offset"); the server then sends what was missed or
+ *   an "unrecovered" event, which calls onUnrecovered.
+ * - Keepalive: a ping command every pingInterval ms (25 s); a ping left
+ *   without reply by the next one closes the socket and reconnects.
+ *
+ * Events (herald.on(name, fn), herald.off(name, fn)):
+ *   "connected"     {client, user, version, transport}
+ *   "disconnected"  {code, reason, reconnect}
+ *   "state"         {state: "disconnected" | "connecting" | "connected",
+ *                    transport: "websocket" | "sse" | null,
+ *                    retryIn: ms until the next attempt, or 0}
+ *   "error"         {error}: a subscription failed (also passed to its
+ *                    onError handler when there is one)
+ */
+(function (global) {
+  "use strict";
+
+  /* Close codes: below 3500 reconnect, from 3500 on stay disconnected. */
+  var CODE_NO_RECONNECT = 3500;
+
+  /* Errors raised by the client itself (never sent by a server). */
+  var E_CLIENT_DISCONNECTED = 0; /* the connection closed before a reply */
+  var E_CLIENT_TIMEOUT = 1; /* no reply within options.timeout */
+  var E_NOT_AVAILABLE = 108; /* the protocol's "not available": SSE mode */
+
+  /**
+   * An error reply, or a failure of the client itself.
+   * code: the protocol's error code (100..112), or 0 (disconnected) and 1
+   * (timeout) for errors of the client; temporary: retrying may succeed.
+   */
+  function HeraldError(code, message, temporary) {
+    var e = new Error(message);
+    Object.setPrototypeOf(e, HeraldError.prototype);
+    e.name = "HeraldError";
+    e.code = code;
+    e.temporary = !!temporary;
+    return e;
+  }
+  HeraldError.prototype = Object.create(Error.prototype);
+  HeraldError.prototype.constructor = HeraldError;
+
+  var DEFAULTS = {
+    token: undefined, // connection JWT; not needed in anonymous mode
+    name: undefined, // sent with connect as "name"
+    sse: "auto", // "auto", "force", false, or the SSE endpoint's URL
+    wsFailuresBeforeSse: 3, // failures before any open, then SSE ("auto")
+    minDelay: 500, // reconnect backoff, ms
+    maxDelay: 20000,
+    pingInterval: 25000, // ms; 0 disables the keepalive
+    timeout: 10000, // ms a command waits for its reply
+  };
+
+  /* Resolves a possibly relative URL against the page, with the scheme of
+   * the wanted kind ("ws" or "http"). */
+  function absoluteUrl(url, kind) {
+    var base =
+      typeof location !== "undefined" ? location.href : "http://localhost/";
+    var u = new URL(url, base);
+    var secure = u.protocol === "https:" || u.protocol === "wss:";
+    if (kind === "ws") {
+      u.protocol = secure ? "wss:" : "ws:";
+    } else {
+      u.protocol = secure ? "https:" : "http:";
+    }
+    return u;
+  }
+
+  /**
+   * A subscription to one channel; returned by Herald#subscribe.
+   * Read-only fields: channel, epoch and offset (the position of the last
+   * publication seen, null before the first subscribe result), state
+   * ("subscribing", "subscribed", "unsubscribed").
+   */
+  function Subscription(client, channel, handlers) {
+    this._client = client;
+    this.channel = channel;
+    this.handlers = handlers || {};
+    this.epoch = null;
+    this.offset = 0;
+    this.state = "subscribing";
+    this._pending = null; // pushes received before the subscribe result
+    this._es = null; // EventSource in SSE mode
+  }
+
+  /** Stops receiving publications of this channel. */
+  Subscription.prototype.unsubscribe = function () {
+    this._client._unsubscribe(this);
+  };
+
+  Subscription.prototype._call = function (name, arg) {
+    var fn = this.handlers[name];
+    if (typeof fn !== "function") {
+      return;
+    }
+    try {
+      fn.call(this, arg, this);
+    } catch (e) {
+      // An application handler's exception must not break the client.
+      setTimeout(function () {
+        throw e;
+      });
+    }
+  };
+
+  /* Delivers one publication unless its offset was seen already. */
+  Subscription.prototype._deliver = function (pub) {
+    if (typeof pub.offset === "number" && pub.offset <= this.offset) {
+      return; // a duplicate: already delivered
+    }
+    if (typeof pub.offset === "number") {
+      this.offset = pub.offset;
+    }
+    this._call("onPublication", pub);
+  };
+
+  /**
+   * new Herald(url, options): url is the WebSocket endpoint, absolute or
+   * relative to the page ("/connection/websocket"). Options: see DEFAULTS.
+   */
+  function Herald(url, options) {
+    if (!(this instanceof Herald)) {
+      return new Herald(url, options);
+    }
+    this.options = Object.assign({}, DEFAULTS, options || {});
+    this.url = absoluteUrl(url || "/connection/websocket", "ws").href;
+    this.state = "disconnected";
+    this.transport = null;
+    this.clientId = null;
+    this.user = null;
+    this._listeners = {};
+    this._subs = new Map();
+    this._nextId = 1;
+    this._calls = new Map(); // id -> {resolve, reject, timer, frame}
+    this._queue = []; // {id, frame} of commands waiting for the connection
+    this._ws = null;
+    this._wanted = false; // connect() called, disconnect() not
+    this._attempt = 0; // consecutive failed attempts, for the backoff
+    this._everOpened = false; // a WebSocket opened at least once
+    this._wsFailures = 0; // failures before any open
+    this._retryTimer = null;
+    this._pingTimer = null;
+    this._pingPending = false;
+    this._lastDisconnect = null; // the disconnect push of this socket
+    this._pingLost = false; // the socket was dropped for a missing pong
+    this._sseOpened = false; // SSE mode: a stream opened
+  }
+
+  /* -------------------------------------------------------------------- */
+  /* Events                                                               */
+  /* -------------------------------------------------------------------- */
+
+  /** Adds a listener; returns a function that removes it. */
+  Herald.prototype.on = function (name, fn) {
+    (this._listeners[name] = this._listeners[name] || []).push(fn);
+    var self = this;
+    return function () {
+      self.off(name, fn);
+    };
+  };
+
+  Herald.prototype.off = function (name, fn) {
+    var list = this._listeners[name];
+    if (list) {
+      this._listeners[name] = list.filter(function (f) {
+        return f !== fn;
+      });
+    }
+  };
+
+  Herald.prototype._emit = function (name, arg) {
+    var list = (this._listeners[name] || []).slice();
+    for (var i = 0; i < list.length; i++) {
+      try {
+        list[i].call(this, arg);
+      } catch (e) {
+        setTimeout(function () {
+          throw e;
+        });
+      }
+    }
+  };
+
+  Herald.prototype._setState = function (state, transport, retryIn) {
+    this.state = state;
+    this.transport = transport;
+    this._emit("state", {
+      state: state,
+      transport: transport,
+      retryIn: retryIn || 0,
+    });
+  };
+
+  /* -------------------------------------------------------------------- */
+  /* Connection                                                           */
+  /* -------------------------------------------------------------------- */
+
+  /** Connects (and keeps reconnecting as the close codes allow). */
+  Herald.prototype.connect = function () {
+    if (this._wanted) {
+      return this;
+    }
+    this._wanted = true;
+    this._attempt = 0;
+    if (this.options.sse === "force") {
+      this._startSse();
+    } else {
+      this._openWebSocket();
+    }
+    return this;
+  };
+
+  /** Disconnects for good (until connect() is called again). */
+  Herald.prototype.disconnect = function () {
+    var was = this.state !== "disconnected" || this._retryTimer;
+    this._wanted = false;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._stopPing();
+    if (this._ws) {
+      var ws = this._ws;
+      this._ws = null;
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(1000, "client disconnect");
+      } catch (e) {
+        /* already closed */
+      }
+    }
+    this._stopSse();
+    this._failCalls(
+      HeraldError(E_CLIENT_DISCONNECTED, "disconnected", false),
+      true
+    );
+    this._subs.forEach(function (sub) {
+      sub.state = "subscribing";
+    });
+    if (was) {
+      this._setState("disconnected", null);
+      this._emit("disconnected", {
+        code: 0,
+        reason: "client disconnect",
+        reconnect: false,
+      });
+    }
+    return this;
+  };
+
+  /**
+   * Drops the connection and connects again at once, for example after
+   * options.name or options.token changed. Subscriptions recover.
+   */
+  Herald.prototype.reconnect = function () {
+    var forced = this.transport === "sse" || this.options.sse === "force";
+    this.disconnect();
+    this._wanted = true;
+    this._attempt = 0;
+    if (forced) {
+      this._startSse();
+    } else {
+      this._openWebSocket();
+    }
+    return this;
+  };
+
+  Herald.prototype._openWebSocket = function () {
+    var self = this;
+    var ws;
+    this._setState("connecting", "websocket");
+    this._lastDisconnect = null;
+    try {
+      ws = new WebSocket(this.url);
+    } catch (e) {
+      this._wsClosed(null, 1006, String(e && e.message));
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = function () {
+      self._everOpened = true;
+      self._wsFailures = 0;
+      var params = {};
+      if (self.options.token) {
+        params.token = self.options.token;
+      }
+      if (self.options.name) {
+        params.name = String(self.options.name);
+      }
+      self
+        ._call("connect", params, true)
+        .then(function (result) {
+          self._onConnected(ws, result);
+        })
+        .catch(function (err) {
+          // 101/109 come with a close frame too (3500/3006); if not, close.
+          if (self._ws === ws && ws.readyState === WebSocket.OPEN) {
+            ws.close(err.code === 109 ? 3006 : 3500, err.message);
+          }
+        });
+    };
+    ws.onmessage = function (ev) {
+      if (self._ws === ws) {
+        self._onFrame(ev.data);
+      }
+    };
+    ws.onerror = function () {
+      /* the close event follows and decides */
+    };
+    ws.onclose = function (ev) {
+      if (self._ws === ws) {
+        self._wsClosed(ws, ev.code, ev.reason);
+      }
+    };
+  };
+
+  Herald.prototype._onConnected = function (ws, result) {
+    if (this._ws !== ws) {
+      return;
+    }
+    var self = this;
+    this._attempt = 0;
+    this.clientId = result.client;
+    this.user = result.user;
+    this._setState("connected", "websocket");
+    this._emit("connected", {
+      client: result.client,
+      user: result.user,
+      version: result.version,
+      transport: "websocket",
+    });
+    this._startPing();
+    // Subscriptions first (so they recover before new publishes), then the
+    // commands that waited for the connection.
+    this._subs.forEach(function (sub) {
+      self._sendSubscribe(sub);
+    });
+    var queue = this._queue;
+    this._queue = [];
+    queue.forEach(function (q) {
+      var call = self._calls.get(q.id);
+      if (call) {
+        call.sent = true;
+        ws.send(q.frame);
+      }
+    });
+  };
+
+  Herald.prototype._wsClosed = function (ws, code, reason) {
+    var push = this._lastDisconnect;
+    this._ws = null;
+    this._stopPing();
+    var wasConnected = this.state === "connected";
+    if (push) {
+      code = push.code;
+      reason = push.reason;
+    }
+    var reconnect;
+    if (push && typeof push.reconnect === "boolean") {
+      reconnect = push.reconnect;
+    } else if (this._pingLost) {
+      reconnect = true;
+    } else {
+      reconnect = !(code >= CODE_NO_RECONNECT);
+    }
+    this._pingLost = false;
+    // Commands that were sent get no reply any more; queued ones may wait
+    // for the next connection when there will be one.
+    this._failCalls(
+      HeraldError(E_CLIENT_DISCONNECTED, "connection closed", true),
+      !reconnect || !this._wanted
+    );
+    this._subs.forEach(function (sub) {
+      if (sub.state !== "unsubscribed") {
+        sub.state = "subscribing";
+      }
+    });
+    if (!this._everOpened) {
+      this._wsFailures++;
+    }
+    if (wasConnected || !reconnect) {
+      this._emit("disconnected", {
+        code: code,
+        reason: reason || "",
+        reconnect: reconnect && this._wanted,
+      });
+    }
+    if (!this._wanted) {
+      this._setState("disconnected", null);
+      return;
+    }
+    if (!reconnect) {
+      this._wanted = false;
+      this._setState("disconnected", null);
+      return;
+    }
+    var sse = this.options.sse;
+    if (
+      sse &&
+      typeof EventSource !== "undefined" &&
+      !this._everOpened &&
+      this._wsFailures >= this.options.wsFailuresBeforeSse
+    ) {
+      this._startSse();
+      return;
+    }
+    this._scheduleReconnect();
+  };
+
+  /* Exponential backoff with full jitter: a uniform delay between minDelay
+   * and min(maxDelay, minDelay * 2^(attempt + 1)), so that clients dropped
+   * together (a server restart) do not all come back at the same moment. */
+  Herald.prototype._backoff = function () {
+    var o = this.options;
+    var cap = Math.min(o.maxDelay, o.minDelay * Math.pow(2, this._attempt + 1));
+    this._attempt = Math.min(this._attempt + 1, 30);
+    return Math.round(o.minDelay + Math.random() * Math.max(0, cap - o.minDelay));
+  };
+
+  Herald.prototype._scheduleReconnect = function () {
+    var self = this;
+    var delay = this._backoff();
+    clearTimeout(this._retryTimer);
+    this._setState("connecting", "websocket", delay);
+    this._retryTimer = setTimeout(function () {
+      self._retryTimer = null;
+      if (self._wanted) {
+        self._openWebSocket();
+      }
+    }, delay);
+  };
+
+  Herald.prototype._startPing = function () {
+    var self = this;
+    this._stopPing();
+    if (!this.options.pingInterval) {
+      return;
+    }
+    this._pingTimer = setInterval(function () {
+      var ws = self._ws;
+      if (!ws || self.state !== "connected") {
+        return;
+      }
+      if (self._pingPending) {
+        // No reply to the last ping: the connection is dead.
+        // Give up on it at once: a dead peer may never finish the
+        // closing handshake.
+        self._pingLost = true;
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+        try {
+          ws.close(4000, "no ping reply");
+        } catch (e) {
+          /* closing anyway */
+        }
+        self._wsClosed(ws, 4000, "no ping reply");
+        return;
+      }
+      self._pingPending = true;
+      self
+        ._call("ping", {}, true)
+        .then(function () {
+          self._pingPending = false;
+        })
+        .catch(function () {
+          self._pingPending = false;
+        });
+    }, this.options.pingInterval);
+  };
+
+  Herald.prototype._stopPing = function () {
+    clearInterval(this._pingTimer);
+    this._pingTimer = null;
+    this._pingPending = false;
+  };
+
+  /* -------------------------------------------------------------------- */
+  /* Commands and replies                                                 */
+  /* -------------------------------------------------------------------- */
+
+  /*
+   * Sends {"id": n, method: params} and returns a Promise of its result.
+   * now: send even before the connect reply (connect itself and pings);
+   * otherwise the command waits in the queue until the client is connected.
+   */
+  Herald.prototype._call = function (method, params, now) {
+    var self = this;
+    if (this.transport === "sse" && this.state !== "disconnected") {
+      return Promise.reject(
+        HeraldError(
+          E_NOT_AVAILABLE,
+          method + " is not available over SSE (read-only)",
+          false
+        )
+      );
+    }
+    if (!this._wanted) {
+      return Promise.reject(
+        HeraldError(E_CLIENT_DISCONNECTED, "not connected", false)
+      );
+    }
+    var id = this._nextId++;
+    var cmd = { id: id };
+    cmd[method] = params || {};
+    var frame = JSON.stringify(cmd);
+    return new Promise(function (resolve, reject) {
+      var call = { resolve: resolve, reject: reject, timer: null, sent: false };
+      call.timer = setTimeout(function () {
+        self._calls.delete(id);
+        self._queue = self._queue.filter(function (q) {
+          return q.id !== id;
+        });
+        reject(HeraldError(E_CLIENT_TIMEOUT, method + ": timeout", true));
+      }, self.options.timeout);
+      self._calls.set(id, call);
+      var ws = self._ws;
+      if (
+        ws &&
+        ws.readyState === WebSocket.OPEN &&
+        (now || self.state === "connected")
+      ) {
+        call.sent = true;
+        ws.send(frame);
+      } else {
+        self._queue.push({ id: id, frame: frame });
+      }
+    });
+  };
+
+  /* Rejects the calls sent on the closed connection; queued calls too when
+   * all: there will be no connection to send them on. */
+  Herald.prototype._failCalls = function (err, all) {
+    var self = this;
+    this._calls.forEach(function (call, id) {
+      if (call.sent || all) {
+        clearTimeout(call.timer);
+        self._calls.delete(id);
+        call.reject(err);
+      }
+    });
+    if (all) {
+      this._queue = [];
+    }
+  };
+
+  /* A frame holds one JSON object, or several separated by newlines. */
+  Herald.prototype._onFrame = function (text) {
+    if (typeof text !== "string") {
+      return; // the protocol uses text frames only
+    }
+    var lines = text.indexOf("\n") < 0 ? [text] : text.split("\n");
+    for (var i = 0; i < lines.length; i++) {
+      if (!lines[i].trim()) {
+        continue;
+      }
+      var msg;
+      try {
+        msg = JSON.parse(lines[i]);
+      } catch (e) {
+        continue;
+      }
+      if (msg && typeof msg.id === "number" && msg.id > 0) {
+        this._onReply(msg);
+      } else if (msg && msg.push) {
+        this._onPush(msg.push);
+      }
+    }
+  };
+
+  Herald.prototype._onReply = function (msg) {
+    var call = this._calls.get(msg.id);
+    if (!call) {
+      return; // timed out already
+    }
+    this._calls.delete(msg.id);
+    clearTimeout(call.timer);
+    if (msg.error) {
+      var e = msg.error;
+      call.reject(HeraldError(e.code, e.message || "error", e.temporary));
+    } else {
+      call.resolve(msg.result || {});
+    }
+  };
+
+  Herald.prototype._onPush = function (push) {
+    if (push.disconnect) {
+      // The close frame with the same code follows.
+      this._lastDisconnect = push.disconnect;
+      return;
+    }
+    var sub = this._subs.get(push.channel);
+    if (!sub || sub.state === "unsubscribed") {
+      return;
+    }
+    if (sub.state === "subscribing") {
+      // Arrived before our subscribe result: keep it for after the result.
+      (sub._pending = sub._pending || []).push(push);
+      return;
+    }
+    this._dispatch(sub, push);
+  };
+
+  Herald.prototype._dispatch = function (sub, push) {
+    if (push.pub) {
+      sub._deliver(push.pub);
+    } else if (push.join) {
+      sub._call("onJoin", push.join);
+    } else if (push.leave) {
+      sub._call("onLeave", push.leave);
+    }
+  };
+
+  /* -------------------------------------------------------------------- */
+  /* Subscriptions                                                        */
+  /* -------------------------------------------------------------------- */
+
+  /**
+   * Subscribes to channel. handlers: onPublication(pub), onJoin(info),
+   * onLeave(info), onSubscribed(result), onUnrecovered(result),
+   * onError(error); options.token for private channels (a subscription
+   * JWT). Works before connect(): the subscription is sent once connected,
+   * and again, recovering, after every reconnect. Throws if the channel is
+   * already subscribed.
+   */
+  Herald.prototype.subscribe = function (channel, handlers, options) {
+    if (this._subs.has(channel)) {
+      throw new Error("herald: already subscribed to " + channel);
+    }
+    var sub = new Subscription(this, channel, handlers);
+    sub.token = options && options.token;
+    this._subs.set(channel, sub);
+    if (this.state === "connected") {
+      if (this.transport === "sse") {
+        this._sseOpen(sub);
+      } else {
+        this._sendSubscribe(sub);
+      }
+    }
+    return sub;
+  };
+
+  /** The subscription of channel, or undefined. */
+  Herald.prototype.getSubscription = function (channel) {
+    return this._subs.get(channel);
+  };
+
+  Herald.prototype._sendSubscribe = function (sub) {
+    var self = this;
+    var params = { channel: sub.channel };
+    if (sub.token) {
+      params.token = sub.token;
+    }
+    var since = sub.epoch !== null;
+    if (since) {
+      params.since = { epoch: sub.epoch, offset: sub.offset };
+    }
+    sub.state = "subscribing";
+    sub._pending = null;
+    this._call("subscribe", params, false).then(
+      function (result) {
+        if (self._subs.get(sub.channel) !== sub) {
+          return; // unsubscribed meanwhile
+        }
+        self._onSubscribed(sub, result, since);
+      },
+      function (err) {
+        if (self._subs.get(sub.channel) !== sub) {
+          return;
+        }
+        if (err.code === E_CLIENT_DISCONNECTED && err.temporary) {
+          return; // resubscribed on the next connection
+        }
+        if (err.code === 105) {
+          // Already subscribed on this connection: nothing was lost.
+          sub.state = "subscribed";
+          return;
+        }
+        if (err.temporary && self.state === "connected") {
+          setTimeout(function () {
+            if (self._subs.get(sub.channel) === sub && self.state === "connected") {
+              self._sendSubscribe(sub);
+            }
+          }, self._backoff());
+          return;
+        }
+        sub.state = "unsubscribed";
+        self._subs.delete(sub.channel);
+        sub._call("onError", err);
+        self._emit("error", { error: err, channel: sub.channel });
+      }
+    );
+  };
+
+  Herald.prototype._onSubscribed = function (sub, result, since) {
+    var pending = sub._pending || [];
+    sub._pending = null;
+    sub.state = "subscribed";
+    var lost = since && result.recovered === false;
+    if (lost || sub.epoch !== result.epoch) {
+      // A new stream (or the old position is gone): start from its present.
+      sub.epoch = result.epoch;
+      sub.offset = 0;
+    }
+    var pubs = result.publications || [];
+    for (var i = 0; i < pubs.length; i++) {
+      sub._deliver(pubs[i]);
+    }
+    if (typeof result.offset === "number" && result.offset > sub.offset) {
+      sub.offset = result.offset;
+    }
+    sub._call("onSubscribed", result);
+    if (lost) {
+      sub._call("onUnrecovered", result);
+    }
+    for (var j = 0; j < pending.length; j++) {
+      this._dispatch(sub, pending[j]);
+    }
+  };
+
+  Herald.prototype._unsubscribe = function (sub) {
+    if (this._subs.get(sub.channel) !== sub) {
+      return;
+    }
+    this._subs.delete(sub.channel);
+    var wasActive = sub.state === "subscribed";
+    sub.state = "unsubscribed";
+    if (sub._es) {
+      sub._es.close();
+      sub._es = null;
+    }
+    if (wasActive && this.transport === "websocket" && this.state === "connected") {
+      this._call("unsubscribe", { channel: sub.channel }, false).catch(
+        function () {
+          /* the connection is gone: so is the subscription */
+        }
+      );
+    }
+  };
+
+  /* -------------------------------------------------------------------- */
+  /* Other commands                                                       */
+  /* -------------------------------------------------------------------- */
+
+  /** Publishes JSON data to channel: Promise of {epoch, offset}. */
+  Herald.prototype.publish = function (channel, data) {
+    return this._call("publish", { channel: channel, data: data }, false);
+  };
+
+  /** Who is subscribed: Promise of {clients: {id: {user, info}}}. */
+  Herald.prototype.presence = function (channel) {
+    return this._call("presence", { channel: channel }, false);
+  };
+
+  /**
+   * Stored publications: Promise of {epoch, offset, publications}.
+   * options.limit: the latest n; options.since: {epoch, offset}.
+   */
+  Herald.prototype.history = function (channel, options) {
+    var params = { channel: channel };
+    if (options && options.limit) {
+      params.limit = options.limit;
+    }
+    if (options && options.since) {
+      params.since = options.since;
+    }
+    return this._call("history", params, false);
+  };
+
+  /* -------------------------------------------------------------------- */
+  /* SSE fallback                                                         */
+  /* -------------------------------------------------------------------- */
+
+  Herald.prototype._sseUrl = function (channel) {
+    var o = this.options.sse;
+    var u;
+    if (typeof o === "string" && o !== "auto" && o !== "force") {
+      u = absoluteUrl(o, "http");
+    } else {
+      u = absoluteUrl(this.url, "http");
+      u.pathname = "/sse";
+      u.search = "";
+    }
+    u.searchParams.set("channel", channel);
+    if (this.options.token) {
+      u.searchParams.set("token", this.options.token);
+    }
+    return u.href;
+  };
+
+  Herald.prototype._startSse = function () {
+    var self = this;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    this._sseOpened = false;
+    this._failCalls(
+      HeraldError(E_NOT_AVAILABLE, "not available over SSE (read-only)", false),
+      true
+    );
+    // "connected" once the first stream opens; with no subscription yet,
+    // at once (there is nothing to open).
+    this._setState("connecting", "sse");
+    if (this._subs.size === 0) {
+      this._sseConnected();
+    }
+    this._subs.forEach(function (sub) {
+      self._sseOpen(sub);
+    });
+  };
+
+  Herald.prototype._sseConnected = function () {
+    if (this._sseOpened) {
+      return;
+    }
+    this._sseOpened = true;
+    this._setState("connected", "sse");
+    this._emit("connected", {
+      client: null,
+      user: null,
+      version: null,
+      transport: "sse",
+    });
+  };
+
+  Herald.prototype._sseOpen = function (sub) {
+    var self = this;
+    if (typeof EventSource === "undefined") {
+      return;
+    }
+    var es = new EventSource(this._sseUrl(sub.channel));
+    sub._es = es;
+    sub._pending = null;
+    var first = true;
+    es.onopen = function () {
+      sub.state = "subscribed";
+      self._sseConnected();
+      if (first) {
+        first = false;
+        sub._call("onSubscribed", {
+          epoch: sub.epoch,
+          offset: sub.offset,
+          transport: "sse",
+        });
+      }
+    };
+    es.onmessage = function (ev) {
+      var msg;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      // id: "epoch:offset" (the epoch may itself hold no colon; split at
+      // the last one to be safe).
+      var id = ev.lastEventId || "";
+      var colon = id.lastIndexOf(":");
+      if (colon > 0) {
+        var epoch = id.slice(0, colon);
+        if (sub.epoch !== epoch) {
+          sub.epoch = epoch;
+          sub.offset = 0;
+        }
+      }
+      // {"channel", "pub": {offset, data, info?}}, or the publication's
+      // fields next to "channel" ({"channel", "offset", "data"}).
+      var p = msg && typeof msg.pub === "object" && msg.pub ? msg.pub : msg;
+      var pub = { offset: p.offset, data: p.data };
+      if (p.b64 !== undefined) {
+        pub.b64 = p.b64;
+      }
+      if (p.info !== undefined) {
+        pub.info = p.info;
+      }
+      if (typeof pub.offset !== "number" && colon > 0) {
+        pub.offset = Number(id.slice(colon + 1));
+      }
+      sub._deliver(pub);
+    };
+    es.addEventListener("unrecovered", function () {
+      sub.offset = 0;
+      sub.epoch = null;
+      sub._call("onUnrecovered", { recovered: false, transport: "sse" });
+    });
+    es.onerror = function () {
+      if (es.readyState === EventSource.CLOSED) {
+        // Refused for good (4xx): EventSource does not retry.
+        sub._es = null;
+        var anyOpen = false;
+        self._subs.forEach(function (s) {
+          if (s._es) {
+            anyOpen = true;
+          }
+        });
+        if (!anyOpen && self._subs.size > 0) {
+          self._wanted = false;
+          self._setState("disconnected", null);
+          self._emit("disconnected", {
+            code: 0,
+            reason: "SSE stream refused",
+            reconnect: false,
+          });
+        }
+        return;
+      }
+      // CONNECTING: the browser retries and resumes with Last-Event-ID.
+      if (self.state === "connected") {
+        self._sseOpened = false;
+        self._setState("connecting", "sse");
+      }
+    };
+  };
+
+  Herald.prototype._stopSse = function () {
+    this._subs.forEach(function (sub) {
+      if (sub._es) {
+        sub._es.close();
+        sub._es = null;
+      }
+    });
+    this._sseOpened = false;
+  };
+
+  Herald.HeraldError = HeraldError;
+  Herald.version = "1.0.0";
+
+  global.Herald = Herald;
+  global.HeraldError = HeraldError;
+  if (typeof module === "object" && module && module.exports) {
+    module.exports = { Herald: Herald, HeraldError: HeraldError };
+  }
+})(typeof globalThis !== "undefined" ? globalThis : this);
