@@ -4,7 +4,7 @@ BUILD ?= build
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: all deps build run test fuzz bench format clean
+.PHONY: all deps build install run test fuzz bench format clean
 
 all: build
 
@@ -14,6 +14,11 @@ deps:
 build: deps
 	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD)
+
+# make install PREFIX=/opt/herald (default /usr/local); DESTDIR is honoured.
+PREFIX ?= /usr/local
+install: build
+	@cmake --install $(BUILD) --prefix $(PREFIX)
 
 run: build
 	$(BUILD)/herald serve --listen $(HOST):$(PORT) --demo

@@ -42,4 +42,6 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$jobs"
 build/herald --version
 
+scripts/check-install.sh
+
 step "all checks passed"
