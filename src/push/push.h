@@ -56,8 +56,7 @@ int push_json_get(push_json obj, const char *key, push_json *out);
 /* Iterates an array's elements or an object's members: *pos starts at 0.
  * Returns 1 with the next element (for objects *key is the member name as a
  * raw string value, quotes included; key may be NULL), 0 at the end. */
-int push_json_next(push_json v, size_t *pos, push_json *key,
-                   push_json *value);
+int push_json_next(push_json v, size_t *pos, push_json *key, push_json *value);
 
 /* Unescapes a string value into out (cap bytes, NUL added). Returns the
  * length, or -1 if v is not a string or does not fit. */
@@ -170,8 +169,8 @@ int push_reply_error(push_buf *b, uint64_t id, int code, const char *message,
 /* {"offset":N,"data":DATA} or {"offset":N,"b64":"..."}, plus "info" when
  * client is not NULL: {"client":..., "user":...}. The publication object that
  * history stores and pushes embed. */
-int push_pub_encode(push_buf *b, uint64_t offset, push_json data,
-                    push_json b64, const char *client, const char *user);
+int push_pub_encode(push_buf *b, uint64_t offset, push_json data, push_json b64,
+                    const char *client, const char *user);
 
 /* {"push":{"channel":C,"pub":PUB}} around an encoded publication. */
 int push_push_pub(push_buf *b, const char *channel, const char *pub,
@@ -186,16 +185,16 @@ int push_push_disconnect(push_buf *b, int code, const char *reason,
 /* ------------------------------------------------------------------------ */
 
 typedef struct push_jwt_keys {
-  const char *hmac_secret;  /* HS256, or NULL */
-  const char *rsa_pem;      /* RS256 public key (PEM text), or NULL */
-  const char *ec_pem;       /* ES256 public key (PEM text), or NULL */
+  const char *hmac_secret; /* HS256, or NULL */
+  const char *rsa_pem;     /* RS256 public key (PEM text), or NULL */
+  const char *ec_pem;      /* ES256 public key (PEM text), or NULL */
 } push_jwt_keys;
 
 typedef struct push_jwt_claims {
   char sub[256];
-  int64_t exp; /* 0: absent */
+  int64_t exp;                        /* 0: absent */
   char channel[PUSH_CHANNEL_MAX + 1]; /* subscription tokens */
-  char *info;     /* raw JSON of "info", malloc'd, or NULL */
+  char *info;      /* raw JSON of "info", malloc'd, or NULL */
   char **channels; /* "channels" claim, malloc'd array, or NULL */
   size_t nchannels;
 } push_jwt_claims;
@@ -237,13 +236,13 @@ void push_pub_unref(push_pub *p);
 
 /* Namespace options (docs/config.md). */
 typedef struct push_ns {
-  char name[64];           /* "" for the default namespace */
-  int publish;             /* clients may publish */
-  int presence;            /* presence is kept */
-  int join_leave;          /* join/leave pushes */
-  int private_channels;    /* subscribing needs a subscription token */
-  uint32_t history_size;   /* publications kept per channel; 0: none */
-  uint32_t history_ttl_s;  /* seconds a publication is kept; 0: forever */
+  char name[64];          /* "" for the default namespace */
+  int publish;            /* clients may publish */
+  int presence;           /* presence is kept */
+  int join_leave;         /* join/leave pushes */
+  int private_channels;   /* subscribing needs a subscription token */
+  uint32_t history_size;  /* publications kept per channel; 0: none */
+  uint32_t history_ttl_s; /* seconds a publication is kept; 0: forever */
 } push_ns;
 
 typedef struct push_hub push_hub;
@@ -298,9 +297,8 @@ void push_result_free(push_result *r);
  * published is missed or delivered twice. Returns 0, 1 if sub was already
  * subscribed (nothing changed), or -1 (out of memory).
  */
-int push_hub_subscribe(push_hub *hub, const char *channel,
-                       const push_sub *sub, const push_pos *since,
-                       int64_t now_ms, push_result *r);
+int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
+                       const push_pos *since, int64_t now_ms, push_result *r);
 
 /* Returns 0, or 1 if sub was not subscribed. */
 int push_hub_unsubscribe(push_hub *hub, const char *channel, void *client);
