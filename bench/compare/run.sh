@@ -8,8 +8,13 @@
 # taking turns, and the medians go into a Markdown table on stdout and into
 # docs/performance.md between <!-- compare:begin --> and <!-- compare:end -->.
 #
-# usage: bench/compare/run.sh [--quick] [--runs N] [--duration S]
-#                             [--warmup S] [--only a,b] [--no-doc]
+# --variant deflate and --variant tls measure permessage-deflate and wss://
+# the same way, against herald, Node ws and Bun with the same options, beside
+# herald's own plain (ws://, uncompressed) figures in the same run.
+#
+# usage: bench/compare/run.sh [--variant plain|deflate|tls] [--quick]
+#                             [--runs N] [--duration S] [--warmup S]
+#                             [--only a,b] [--no-doc]
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -21,11 +26,14 @@ WARMUP=1
 ONLY=""
 WRITE_DOC=1
 QUICK=0
+VARIANT=plain
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 
+  --variant V   plain (default), deflate (every peer negotiates
+                permessage-deflate) or tls (every peer serves wss://)
   --quick       one run of 2 s per case and server (about 2 minutes)
   --runs N      runs per case and server; the median is reported (3)
   --duration S  measured seconds per run (4)
@@ -39,6 +47,7 @@ EOF
 
 while [ $# -gt 0 ]; do
   case "$1" in
+  --variant) VARIANT=$2; shift ;;
   --quick) QUICK=1; RUNS=1; DURATION=2; WARMUP=0.5 ;;
   --runs) RUNS=$2; shift ;;
   --duration) DURATION=$2; shift ;;
@@ -52,6 +61,10 @@ while [ $# -gt 0 ]; do
 done
 
 log() { echo "compare: $*" >&2; }
+case "$VARIANT" in
+plain | deflate | tls) ;;
+*) echo "run.sh: --variant takes plain, deflate or tls" >&2; exit 2 ;;
+esac
 
 WORK=$(mktemp -d /tmp/herald-compare.XXXXXX)
 SERVER_PIDS=()
@@ -107,6 +120,12 @@ as_root() {
 PEERS=()
 PEER_NOTE=()
 want herald && PEERS+=(herald)
+if [ "$VARIANT" != plain ]; then
+  # herald's own plain figures, in the same run; no raw or lws variant.
+  want herald && PEERS+=(herald-plain)
+  ONLY=${ONLY:-herald,ws,bun}
+  ONLY=$(echo ",$ONLY," | sed 's/,raw,/,/; s/,lws,/,/; s/^,//; s/,$//')
+fi
 
 if want raw; then
   if $CC -O2 -std=c17 -D_GNU_SOURCE -o "$WORK/raw_echo" "$HERE/raw_echo.c"; then
@@ -172,6 +191,34 @@ if want bun; then
   fi
 fi
 
+# ---- variant options ---------------------------------------------------------
+# BENCH_OPTS go to every `herald bench` but herald-plain's; SCHEME is ws or wss.
+SCHEME=ws
+BENCH_OPTS=()
+HERALD_OPTS=()
+VARIANT_NOTE=""
+if [ "$VARIANT" = tls ]; then
+  SCHEME=wss
+  ( cd "$WORK" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout ca.key -out ca.pem -days 2 -subj /CN=bench-ca \
+      -addext basicConstraints=critical,CA:TRUE &&
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout srv.key -out srv.csr -subj /CN=127.0.0.1 &&
+    printf 'subjectAltName=IP:127.0.0.1\n' >san.ext &&
+    openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -days 2 -extfile san.ext -out srv.pem ) >"$WORK/openssl.log" 2>&1 ||
+    { log "openssl cannot make the certificates"; exit 1; }
+  export TLS_CERT="$WORK/srv.pem" TLS_KEY="$WORK/srv.key"
+  BENCH_OPTS=(--ca "$WORK/ca.pem")
+  HERALD_OPTS=(--tls-cert "$TLS_CERT" --tls-key "$TLS_KEY")
+  VARIANT_NOTE="Every server serves wss:// with the same P-256 ECDSA certificate (OpenSSL picks TLS 1.3 with its default suites); the load verifies it against its CA. herald (plain) is ws:// in the same run."
+elif [ "$VARIANT" = deflate ]; then
+  export DEFLATE=1
+  BENCH_OPTS=(--deflate)
+  VARIANT_NOTE="Every server accepts permessage-deflate with context takeover, window 15, zlib level 3 (herald's default; ws and Bun are set to match as far as they allow: ws threshold 64 and level 3; Bun's dedicated compressor, whose level uWebSockets fixes) and the load (herald bench --deflate, level 3) compresses too; the payload is \`abc...z\` repeated, very compressible. herald (plain) is uncompressed, in the same run."
+fi
+
 # ---- servers ---------------------------------------------------------------
 free_port() {
   python3 -c 'import socket
@@ -184,7 +231,10 @@ start_server() { # name: starts it, fills PID[name] and PORT[name]
   port=$(free_port)
   local out="$WORK/$name.log"
   case "$name" in
-  herald) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 >"$out" 2>&1 & ;;
+  herald) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
+    "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
+  herald-plain) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
+    --no-deflate >"$out" 2>&1 & ;;
   raw) "${SERVER_PIN[@]}" "$WORK/raw_echo" "$port" >"$out" 2>&1 & ;;
   lws) "${SERVER_PIN[@]}" "$WORK/lws_echo" "$port" >"$out" 2>&1 & ;;
   ws) (cd "$HERE" && exec "${SERVER_PIN[@]}" node ws_echo.js "$port") >"$out" 2>&1 & ;;
@@ -217,13 +267,28 @@ log "servers: ${RUNNING[*]}; $RUNS run(s) of ${DURATION}s per case; $PIN_NOTE"
 # name|herald bench options
 # 64 KiB messages run with 4 in flight: 16 x 64 KiB per connection overflows
 # the caches and every server, the raw baseline too, loses about half.
-CASES=(
-  "32 B, 1 conn x 16|--size 32 --connections 1 --inflight 16"
-  "32 B, 100 conns x 16|--size 32 --connections 100 --inflight 16"
-  "32 B, 1000 conns x 16|--size 32 --connections 1000 --inflight 16"
-  "64 KiB text, 1 conn x 4|--size 64K --connections 1 --inflight 4"
-  "64 KiB text, 10 conns x 4|--size 64K --connections 10 --inflight 4"
-)
+case "$VARIANT" in
+plain)
+  CASES=(
+    "32 B, 1 conn x 16|--size 32 --connections 1 --inflight 16"
+    "32 B, 100 conns x 16|--size 32 --connections 100 --inflight 16"
+    "32 B, 1000 conns x 16|--size 32 --connections 1000 --inflight 16"
+    "64 KiB text, 1 conn x 4|--size 64K --connections 1 --inflight 4"
+    "64 KiB text, 10 conns x 4|--size 64K --connections 10 --inflight 4"
+  ) ;;
+deflate)
+  CASES=(
+    "256 B text, 100 conns x 8|--size 256 --connections 100 --inflight 8"
+    "4 KiB text, 10 conns x 8|--size 4K --connections 10 --inflight 8"
+    "64 KiB text, 1 conn x 4|--size 64K --connections 1 --inflight 4"
+  ) ;;
+tls)
+  CASES=(
+    "32 B, 100 conns x 16|--size 32 --connections 100 --inflight 16"
+    "4 KiB binary, 10 conns x 8|--size 4K --binary --connections 10 --inflight 8"
+    "64 KiB text, 10 conns x 4|--size 64K --connections 10 --inflight 4"
+  ) ;;
+esac
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 limit=$(python3 -c "print(int($DURATION + $WARMUP + 30))")
@@ -237,8 +302,14 @@ for c in "${CASES[@]}"; do
         continue
       fi
       # shellcheck disable=SC2086
+      url="$SCHEME://127.0.0.1:${PORT[$s]}/"
+      vopts=("${BENCH_OPTS[@]}")
+      if [ "$s" = herald-plain ]; then
+        url="ws://127.0.0.1:${PORT[$s]}/"
+        vopts=()
+      fi
       line=$(timeout "$limit" "${LOAD_PIN[@]}" "$HERALD" bench \
-        "ws://127.0.0.1:${PORT[$s]}/" $opts --duration "$DURATION" \
+        "$url" "${vopts[@]}" $opts --duration "$DURATION" \
         --warmup "$WARMUP" --server-pid "${PID[$s]}" --json 2>>"$WORK/bench.err")
       rc=$?
       [ -n "$line" ] || line=null
@@ -258,9 +329,10 @@ HCOMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 NOTE=$(printf '%s; ' "${PEER_NOTE[@]}")
 TABLE="$WORK/table.md"
 python3 - "$RESULTS" "$RUNS" "$DURATION" "$WARMUP" "$PIN_NOTE" \
-  "herald $HVER (commit $HCOMMIT); ${NOTE%; }" "$QUICK" >"$TABLE" <<'EOF'
+  "herald $HVER (commit $HCOMMIT); ${NOTE%; }" "$QUICK" "$VARIANT" \
+  "$VARIANT_NOTE" >"$TABLE" <<'EOF'
 import json, statistics, sys, platform, datetime, os
-path, runs, dur, warm, pin, versions, quick = sys.argv[1:8]
+path, runs, dur, warm, pin, versions, quick, variant, vnote = sys.argv[1:10]
 rows = [json.loads(l) for l in open(path)]
 cases, servers = [], []
 for r in rows:
@@ -268,7 +340,8 @@ for r in rows:
         cases.append(r["case"])
     if r["server"] not in servers:
         servers.append(r["server"])
-names = {"herald": "herald echo", "raw": "raw epoll (baseline)",
+names = {"herald": "herald echo", "herald-plain": "herald (plain)",
+         "raw": "raw epoll (baseline)",
          "lws": "libwebsockets", "ws": "Node ws", "bun": "Bun"}
 
 def med(case, server, key, sub=None):
@@ -290,10 +363,16 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 out = []
-out.append("## Echo servers compared (bench/compare)")
+title = {"plain": "Echo servers compared (bench/compare)",
+         "deflate": "Echo servers compared with permessage-deflate "
+                    "(bench/compare --variant deflate)",
+         "tls": "Echo servers compared over TLS (bench/compare --variant tls)"}
+out.append("## " + title[variant])
 out.append("")
+flag = (" --quick" if quick == "1" else "") + \
+    (f" --variant {variant}" if variant != "plain" else "")
 when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-out.append(f"Generated by `bench/compare/run.sh{' --quick' if quick == '1' else ''}` "
+out.append(f"Generated by `bench/compare/run.sh{flag}` "
            f"on {when}, {os.cpu_count()} CPUs, Linux {platform.release()}; "
            f"{pin}. Load: `herald bench` (one thread); a case \"N conns x M\" "
            f"keeps M messages in flight on each of N connections. Median of {runs} run(s) of {dur} s each after "
@@ -310,9 +389,13 @@ out.append("- **CPU µs/msg**: the server's user + system CPU time over the "
 out.append("- **vs herald**: msgs/s ratio = peer / herald (above 1: the peer "
            "moved more); CPU ratio = peer / herald (above 1: the peer spent "
            "more CPU per message than herald).")
-out.append("- raw epoll is `bench/compare/raw_echo.c`: handshake, then one "
-           "read, unmask into server frames, one write per readable socket; "
-           "no validation at all. It is the floor, not a usable server.")
+if variant == "plain":
+    out.append("- raw epoll is `bench/compare/raw_echo.c`: handshake, then one "
+               "read, unmask into server frames, one write per readable "
+               "socket; no validation at all. It is the floor, not a usable "
+               "server.")
+else:
+    out.append("- " + vnote)
 out.append("")
 out.append("| case | server | msgs/s | MB/s | CPU µs/msg | p50 µs | "
            "msgs/s vs herald | CPU vs herald |")
@@ -342,10 +425,11 @@ EOF
 cat "$TABLE"
 
 if [ "$WRITE_DOC" = 1 ]; then
-  python3 - "$DOC" "$TABLE" <<'EOF'
+  python3 - "$DOC" "$TABLE" "$VARIANT" <<'EOF'
 import os, sys
-doc, table = sys.argv[1], sys.argv[2]
-begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
+doc, table, variant = sys.argv[1], sys.argv[2], sys.argv[3]
+tag = "compare" if variant == "plain" else "compare-" + variant
+begin, end = f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->"
 block = begin + "\n" + open(table).read().rstrip("\n") + "\n" + end
 text = open(doc).read() if os.path.exists(doc) else "# Performance\n"
 if begin in text and end in text and text.index(begin) < text.index(end):

@@ -272,6 +272,15 @@ typedef struct herald_tls_server_config {
   size_t ncerts;
 } herald_tls_server_config;
 
+/* Loads every certificate and key of cfg the way herald_server_new() would,
+ * then frees them: lets a program say why TLS cannot start before it builds
+ * a server. Returns 0, HERALD_ERR_INVALID_ARG (a file is missing or
+ * unreadable, or a key does not match its certificate) or HERALD_ERR_NOMEM,
+ * and sets *error (when error is not NULL) to a static English sentence
+ * naming the failure, or NULL on success. */
+HERALD_API int herald_tls_check(const herald_tls_server_config *cfg,
+                                const char **error);
+
 typedef struct herald_server_config {
   const char *const *listen; /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
   size_t nlisten;

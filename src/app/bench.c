@@ -31,81 +31,7 @@
 #include "app/cli.h"
 #include "herald/rt.h"
 
-/* ---- histogram ---------------------------------------------------------- */
-
-#define HIST_SUB_BITS 7
-#define HIST_SUB (1u << HIST_SUB_BITS) /* linear steps per power of two */
-#define HIST_LINEAR (2u * HIST_SUB)    /* values below this are exact */
-#define HIST_MAX_NS 60000000000ull     /* 60 s: larger values are clamped */
-#define HIST_OCTAVES 28                /* 2^8 .. 2^35 ns */
-#define HIST_BUCKETS (HIST_LINEAR + HIST_OCTAVES * HIST_SUB)
-
-typedef struct hist {
-  uint64_t count[HIST_BUCKETS];
-  uint64_t total;
-  uint64_t max;
-  double sum;
-} hist;
-
-static size_t hist_index(uint64_t v) {
-  if (v < HIST_LINEAR) {
-    return (size_t)v;
-  }
-  unsigned msb = 63u - (unsigned)__builtin_clzll(v); /* >= 8 */
-  unsigned shift = msb - HIST_SUB_BITS;
-  return HIST_LINEAR + (size_t)(msb - 8) * HIST_SUB +
-         (size_t)((v >> shift) - HIST_SUB);
-}
-
-/* The lowest value of bucket i, and its width. */
-static uint64_t hist_low(size_t i, uint64_t *width) {
-  if (i < HIST_LINEAR) {
-    *width = 1;
-    return i;
-  }
-  size_t o = (i - HIST_LINEAR) / HIST_SUB, s = (i - HIST_LINEAR) % HIST_SUB;
-  unsigned shift = (unsigned)o + 8 - HIST_SUB_BITS;
-  *width = (uint64_t)1 << shift;
-  return (uint64_t)(HIST_SUB + s) << shift;
-}
-
-static void hist_record(hist *h, uint64_t ns) {
-  if (ns > HIST_MAX_NS) {
-    ns = HIST_MAX_NS;
-  }
-  h->count[hist_index(ns)]++;
-  h->total++;
-  h->sum += (double)ns;
-  if (ns > h->max) {
-    h->max = ns;
-  }
-}
-
-/* The value at quantile q (0..1) in microseconds: the middle of the bucket
- * that holds the ceil(q * total)-th smallest sample; 0 with no samples. */
-static double hist_quantile_us(const hist *h, double q) {
-  if (h->total == 0) {
-    return 0;
-  }
-  uint64_t rank = (uint64_t)(q * (double)h->total + 0.999999);
-  if (rank < 1) {
-    rank = 1;
-  }
-  uint64_t seen = 0;
-  for (size_t i = 0; i < HIST_BUCKETS; i++) {
-    seen += h->count[i];
-    if (seen >= rank) {
-      uint64_t width;
-      uint64_t low = hist_low(i, &width);
-      double mid = (double)low + (double)(width - 1) / 2.0;
-      if (mid > (double)h->max) {
-        mid = (double)h->max;
-      }
-      return mid / 1000.0;
-    }
-  }
-  return (double)h->max / 1000.0;
-}
+#include "app/hist.h"
 
 /* ---- state -------------------------------------------------------------- */
 
@@ -133,6 +59,8 @@ typedef struct bench {
   size_t size;
   int binary;
   int deflate;
+  int insecure;
+  const char *ca_file;
   double duration, warmup;
   char **sources;
   size_t nsources;
@@ -486,12 +414,15 @@ static void bench_usage(FILE *out) {
           "\n"
           "A WebSocket load generator (one event loop, one thread).\n"
           "\n"
-          "  --mode echo|connect|idle  echo: throughput and latency "
+          "  --mode echo|connect|idle|fanout  echo: throughput and latency "
           "(default);\n"
           "                       connect: open and close connections as "
           "fast as\n"
           "                       possible; idle: open and hold "
-          "connections\n"
+          "connections;\n"
+          "                       fanout: subscribers and publishers of a "
+          "push server\n"
+          "                       (herald bench --mode fanout --help)\n"
           "  --connections N      connections (connect mode: attempts at "
           "once) (1)\n"
           "  --inflight N         echo: messages in flight per connection "
@@ -501,6 +432,10 @@ static void bench_usage(FILE *out) {
           "  --deflate            offer permessage-deflate (RFC 7692); "
           "messages are\n"
           "                       compressed when the server accepts\n"
+          "  --ca FILE            wss://: trust the CA certificates in FILE "
+          "(PEM)\n"
+          "  --insecure           wss://: do not verify the server's "
+          "certificate\n"
           "  --duration S         measured seconds; idle: seconds held (5)\n"
           "  --warmup S           seconds before measuring, not measured "
           "(1)\n"
@@ -617,6 +552,18 @@ static int parse_args(bench *b, int argc, char **argv) {
     if (strcmp(argv[i], "--deflate") == 0) {
       b->deflate = 1;
       i++;
+      continue;
+    }
+    if (strcmp(argv[i], "--insecure") == 0) {
+      b->insecure = 1;
+      i++;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--ca", &v)) != 0) {
+      if (r < 0) {
+        return 2;
+      }
+      b->ca_file = v;
       continue;
     }
     if (strcmp(argv[i], "--json") == 0) {
@@ -877,6 +824,13 @@ static void on_timer_closed(uv_handle_t *h) {
 
 int herald_cmd_bench(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
+    if ((strcmp(argv[i], "--mode") == 0 && i + 1 < argc &&
+         strcmp(argv[i + 1], "fanout") == 0) ||
+        strcmp(argv[i], "--mode=fanout") == 0) {
+      return herald_bench_fanout(argc, argv);
+    }
+  }
+  for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
       bench_usage(stdout);
       return 0;
@@ -911,6 +865,8 @@ int herald_cmd_bench(int argc, char **argv) {
   b->ccfg.core.max_message_size = b->size + 1024;
   b->ccfg.core.max_frame_size = b->size + 1024;
   b->ccfg.core.deflate.enabled = b->deflate;
+  b->ccfg.tls_ca_file = b->ca_file;
+  b->ccfg.tls_insecure = b->insecure;
   /* Keep the in-flight messages of one connection under the high-water
    * mark, so sends never report backpressure. */
   size_t window = (size_t)b->inflight * (b->size + 14);

@@ -10,6 +10,8 @@ int herald_cmd_serve(int argc, char **argv);
 int herald_cmd_echo(int argc, char **argv);
 int herald_cmd_client(int argc, char **argv);
 int herald_cmd_bench(int argc, char **argv);
+/* `herald bench --mode fanout` (fanout.c). */
+int herald_bench_fanout(int argc, char **argv);
 
 /* Parses a byte size with an optional K, M or G suffix (powers of 1024).
  * Returns 0 and sets *out, or -1. */

@@ -88,6 +88,14 @@ static void client_usage(FILE *out) {
           "                        nothing is printed\n"
           "  --quiet               do not print received messages\n"
           "  --deflate             offer permessage-deflate (RFC 7692)\n"
+          "  --ca FILE             wss://: trust the CA certificates in FILE "
+          "(PEM)\n"
+          "                        instead of the system store\n"
+          "  --server-name NAME    wss://: verify and send SNI for NAME "
+          "instead of\n"
+          "                        the URL's host\n"
+          "  --insecure            wss://: do not verify the server's "
+          "certificate\n"
           "  --help                this text\n"
           "\n"
           "URL is ws://host[:port]/path?query. SIGINT or SIGTERM closes with "
@@ -524,6 +532,8 @@ static int parse_header(const char *arg, herald_header *h) {
 struct client_options {
   const char *url;
   const char *origin;
+  const char *ca_file;
+  const char *server_name;
   const char **protocols;
   size_t nprotocols;
   herald_header *headers;
@@ -531,7 +541,7 @@ struct client_options {
   uint32_t ping_ms;
   uint32_t connect_ms;
   uint64_t max_message;
-  int binary, echo, quiet, deflate;
+  int binary, echo, quiet, deflate, insecure;
 };
 
 /* Returns -1 to go on, or the exit code (0 after --help, 2 on errors). */
@@ -547,8 +557,9 @@ static int parse_args(int argc, char **argv, struct client_options *o) {
     int *flag = strcmp(a, "--binary") == 0                          ? &o->binary
                 : strcmp(a, "--echo") == 0                          ? &o->echo
                 : strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0 ? &o->quiet
-                : strcmp(a, "--deflate") == 0 ? &o->deflate
-                                              : NULL;
+                : strcmp(a, "--deflate") == 0  ? &o->deflate
+                : strcmp(a, "--insecure") == 0 ? &o->insecure
+                                               : NULL;
     if (flag) {
       *flag = 1;
       i++;
@@ -571,6 +582,20 @@ static int parse_args(int argc, char **argv, struct client_options *o) {
         return EXIT_USAGE;
       }
       o->protocols[o->nprotocols++] = v;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--ca", &v)) != 0) {
+      if (r < 0) {
+        return EXIT_USAGE;
+      }
+      o->ca_file = v;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--server-name", &v)) != 0) {
+      if (r < 0) {
+        return EXIT_USAGE;
+      }
+      o->server_name = v;
       continue;
     }
     if ((r = cli_option(argc, argv, &i, "--origin", &v)) != 0) {
@@ -627,6 +652,9 @@ static int client_run(const struct client_options *o) {
   herald_client_config_init(&cfg);
   cfg.url = o->url;
   cfg.origin = o->origin;
+  cfg.tls_ca_file = o->ca_file;
+  cfg.tls_server_name = o->server_name;
+  cfg.tls_insecure = o->insecure;
   cfg.subprotocols = o->protocols;
   cfg.nsubprotocols = o->nprotocols;
   cfg.headers = o->headers;

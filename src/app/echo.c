@@ -24,11 +24,19 @@ static void echo_usage(FILE *out) {
           "  --no-deflate         do not accept permessage-deflate (RFC "
           "7692); by default\n"
           "                       a client's offer is accepted\n"
+          "  --tls-cert FILE      serve wss:// with this PEM certificate "
+          "chain (leaf first);\n"
+          "                       repeat with --tls-key for more names "
+          "(chosen by SNI)\n"
+          "  --tls-key FILE       the PEM private key of the last "
+          "--tls-cert\n"
           "  --help               this text\n"
           "\n"
           "Prints \"listening on HOST:PORT\" once it accepts connections; port "
           "0 picks a\nfree port. SIGINT or SIGTERM closes every connection "
-          "with 1001 and exits 0.\n");
+          "with 1001 and exits 0; SIGHUP reloads the TLS certificates.\n"
+          "Exit codes: 0 after a clean shutdown, 1 if it cannot listen or "
+          "load the\ncertificates, 2 on a usage error.\n");
 }
 
 static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
@@ -61,6 +69,8 @@ int herald_cmd_echo(int argc, char **argv) {
   size_t nlisten = 0;
   uint64_t max_message = 64u << 20;
   int deflate = 1;
+  herald_tls_cert certs[8];
+  size_t ncert = 0, nkey = 0;
   for (int i = 1; i < argc;) {
     const char *v;
     int r;
@@ -84,6 +94,29 @@ int herald_cmd_echo(int argc, char **argv) {
       listen[nlisten++] = v;
       continue;
     }
+    if ((r = cli_option(argc, argv, &i, "--tls-cert", &v)) != 0) {
+      if (r < 0) {
+        return 2;
+      }
+      if (ncert != nkey || ncert == sizeof(certs) / sizeof(certs[0])) {
+        fprintf(stderr, "herald echo: each --tls-cert needs its --tls-key "
+                        "(at most 8 pairs)\n");
+        return 2;
+      }
+      certs[ncert++].cert_file = v;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--tls-key", &v)) != 0) {
+      if (r < 0) {
+        return 2;
+      }
+      if (nkey + 1 != ncert) {
+        fprintf(stderr, "herald echo: --tls-key must follow its --tls-cert\n");
+        return 2;
+      }
+      certs[nkey++].key_file = v;
+      continue;
+    }
     if ((r = cli_option(argc, argv, &i, "--threads", &v)) != 0) {
       uint64_t n;
       if (r < 0 || cli_parse_uint(v, 256, &n) != 0) {
@@ -103,6 +136,18 @@ int herald_cmd_echo(int argc, char **argv) {
     fprintf(stderr, "herald echo: unknown option '%s'\n", argv[i]);
     echo_usage(stderr);
     return 2;
+  }
+  if (ncert != nkey) {
+    fprintf(stderr, "herald echo: --tls-cert %s has no --tls-key\n",
+            certs[ncert - 1].cert_file);
+    return 2;
+  }
+  cfg.tls.certs = certs;
+  cfg.tls.ncerts = ncert;
+  const char *why;
+  if (ncert > 0 && herald_tls_check(&cfg.tls, &why) != 0) {
+    fprintf(stderr, "herald echo: TLS: %s\n", why);
+    return 1;
   }
   if (nlisten == 0) {
     listen[nlisten++] = "127.0.0.1:9001";

@@ -1513,13 +1513,19 @@ int push_server_main(push_config *cfg) {
   if (cfg->tls_cert) {
     sc.tls.certs = &cert;
     sc.tls.ncerts = 1;
+    const char *why;
+    if (herald_tls_check(&sc.tls, &why) != 0) {
+      fprintf(stderr, "herald: TLS (%s, %s): %s\n", cfg->tls_cert,
+              cfg->tls_key ? cfg->tls_key : "no key", why);
+      push_hub_del(ps->hub);
+      return 2;
+    }
   }
   int rv = herald_server_new(&ps->srv, &sc);
   if (rv != 0) {
     fprintf(stderr, "herald: %s\n",
-            rv == HERALD_ERR_INVALID_ARG
-                ? "invalid listen address or TLS certificate/key"
-                : herald_rt_strerror(rv));
+            rv == HERALD_ERR_INVALID_ARG ? "invalid listen address"
+                                         : herald_rt_strerror(rv));
     push_hub_del(ps->hub);
     return 2;
   }

@@ -187,6 +187,23 @@ int herald__tls_set_new(const herald_tls_server_config *cfg,
   return 0;
 }
 
+HERALD_API int herald_tls_check(const herald_tls_server_config *cfg,
+                                const char **error) {
+  const char *why = NULL;
+  herald_tls_set *set = NULL;
+  int rv = HERALD_ERR_INVALID_ARG;
+  if (cfg == NULL || cfg->ncerts == 0) {
+    why = "no certificate given";
+  } else if ((rv = herald__tls_set_new(cfg, &set, &why)) == 0) {
+    herald__tls_set_unref(set);
+    why = NULL;
+  }
+  if (error) {
+    *error = why;
+  }
+  return rv;
+}
+
 /* ---- connections -------------------------------------------------------- */
 
 static int tls_state_new(herald_ws *ws, SSL_CTX *ctx) {

@@ -6,6 +6,10 @@
 Part 1: a websockets client against `herald echo`.
 Part 2: a websockets server (plus a raw socket server for the frames
 websockets refuses to send) against `herald client`.
+Then the same with permessage-deflate, and over TLS (wss://) both ways with
+certificates made by the openssl CLI: a trusted chain, a wrong host name, an
+expired and an untrusted certificate, plain HTTP to a TLS port and TLS to a
+plain port.
 
 Prints one line per check and ends with "N passed, N failed"; exits 1 on any
 failure, 77 when python3-websockets is missing.
@@ -15,9 +19,13 @@ import asyncio
 import base64
 import hashlib
 import os
+import shutil
 import signal
+import ssl
 import struct
+import subprocess
 import sys
+import tempfile
 
 try:
     import websockets
@@ -829,10 +837,236 @@ async def deflate_checks():
         expect(rc == 0, f"echo exit {rc}")
 
 
+# ---- TLS (wss://), both ways ---------------------------------------------------
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def make_certs(d):
+    """A CA, a server certificate it signed for localhost/127.0.0.1, an
+    expired one and a self-signed (untrusted) one; returns their paths."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem",
+            "-days", "2", "-subj", "/CN=Herald Interop CA",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign", cwd=d)
+    with open(os.path.join(d, "san.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, days in (("good", "2"), ("expired", "-1")):
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                "-subj", "/CN=localhost", cwd=d)
+        # A negative -days puts notAfter in the past (openssl x509 allows it).
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem",
+                "-CAkey", "ca.key", "-CAcreateserial", "-days", days,
+                "-extfile", "san.ext", "-out", f"{name}.pem", cwd=d)
+    openssl("req", "-x509", *ec, "-keyout", "self.key", "-out", "self.pem",
+            "-days", "2", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", cwd=d)
+    return {n: os.path.join(d, n) for n in os.listdir(d)}
+
+
+async def tls_checks():
+    if shutil.which("openssl") is None:
+        report("tls: openssl CLI", False, "not installed")
+        return
+    tmp = tempfile.mkdtemp(prefix="herald-tls-")
+    try:
+        await tls_checks_in(make_certs(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def tls_checks_in(c):
+    echo = await Echo("--tls-cert", c["good.pem"], "--tls-key",
+                      c["good.key"]).start()
+    plain = await Echo().start()
+    wss = f"wss://localhost:{echo.port}/"
+    trust = ssl.create_default_context(cafile=c["ca.pem"])
+
+    async def py_to_echo():
+        async with websockets.connect(wss, ssl=trust, max_size=None,
+                                      compression="deflate") as ws:
+            tls = ws.transport.get_extra_info("ssl_object")
+            msgs = ["hello over TLS", b"\x00\xff" * 40000,
+                    "é" * 300000, b""]
+            for m in msgs:
+                await ws.send(m)
+                got = await ws.recv()
+                expect(type(got) is type(m) and got == m,
+                       f"sent {type(m).__name__} of {len(m)}")
+            ver = tls.version()
+            alpn = tls.selected_alpn_protocol()
+            await ws.close(1000, "bye")
+            expect(ws.close_code == 1000, f"close {ws.close_code}")
+        expect(ver in ("TLSv1.2", "TLSv1.3"), f"version {ver}")
+        return True, f"{ver}, deflate, ALPN {alpn}"
+    await check("tls: py (verifying) -> echo --tls-cert: text, binary, "
+                "600 KB UTF-8, empty, close", py_to_echo())
+
+    async def py_tls12():
+        ctx = ssl.create_default_context(cafile=c["ca.pem"])
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_alpn_protocols(["http/1.1"])
+        async with websockets.connect(wss, ssl=ctx) as ws:
+            await ws.send("twelve")
+            expect(await ws.recv() == "twelve", "echo")
+            tls = ws.transport.get_extra_info("ssl_object")
+            expect(tls.version() == "TLSv1.2", tls.version())
+            expect(tls.selected_alpn_protocol() == "http/1.1",
+                   f"ALPN {tls.selected_alpn_protocol()}")
+    await check("tls: py -> echo over TLS 1.2 with ALPN http/1.1", py_tls12())
+
+    async def py_old_tls_refused():
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            ctx.minimum_version = ssl.TLSVersion.TLSv1
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        except (ValueError, ssl.SSLError):
+            return True, "this OpenSSL cannot even offer TLS 1.1"
+        try:
+            async with websockets.connect(wss, ssl=ctx, open_timeout=5):
+                pass
+        except (ssl.SSLError, OSError) as e:
+            return True, f"refused: {type(e).__name__}"
+        return False, "TLS 1.1 accepted"
+    await check("tls: echo refuses TLS 1.0/1.1", py_old_tls_refused())
+
+    async def py_plain_http_to_tls():
+        reader, writer = await asyncio.open_connection("127.0.0.1", echo.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        await writer.drain()
+        got = await asyncio.wait_for(reader.read(4096), 10)
+        writer.close()
+        # Not an HTTP answer: a TLS alert record (0x15) or a plain close.
+        expect(not got.startswith(b"HTTP/"), f"answered {got[:40]!r}")
+        expect(echo.proc.returncode is None, "echo died")
+        async with websockets.connect(wss, ssl=trust) as ws:
+            await ws.send("after")
+            expect(await ws.recv() == "after", "echo after the bad peer")
+        return True, f"got {len(got)} bytes, then EOF"
+    await check("tls: plain HTTP to the TLS port is dropped; server goes on",
+                py_plain_http_to_tls())
+
+    async def py_tls_to_plain():
+        try:
+            async with websockets.connect(f"wss://127.0.0.1:{plain.port}/",
+                                          ssl=trust, open_timeout=5):
+                pass
+        except (ssl.SSLError, OSError, websockets.InvalidMessage,
+                websockets.InvalidHandshake) as e:
+            expect(plain.proc.returncode is None, "plain echo died")
+            return True, f"{type(e).__name__}"
+        return False, "handshake succeeded"
+    await check("tls: TLS to a plain port fails cleanly", py_tls_to_plain())
+
+    # herald client -> a websockets server over TLS.
+    servers = []
+
+    async def py_server(cert, key):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(c[cert], c[key])
+        srv = PyServer()
+        srv.server = await websockets.serve(srv._handler, "127.0.0.1", 0,
+                                            max_size=None, ssl=ctx)
+        srv.port = srv.server.sockets[0].getsockname()[1]
+        servers.append(srv)
+        return srv
+
+    good = await py_server("good.pem", "good.key")
+    expired = await py_server("expired.pem", "expired.key")
+    untrusted = await py_server("self.pem", "self.key")
+
+    async def client_ok(args, host="localhost"):
+        async def handler(ws):
+            tls = ws.transport.get_extra_info("ssl_object")
+            sni = tls.server_hostname if tls else None
+            for m in ("one", b"\x01" * 70000, "ünïcode"):
+                await ws.send(m)
+                got = await ws.recv()
+                expect(got == m, f"echo of {type(m).__name__} {len(m)}")
+            await ws.close(1000)
+            return sni
+        fut = good.on("/tls", handler)
+        cl = await Client(f"wss://{host}:{good.port}/tls", "--echo",
+                          *args).start()
+        sni = await fut
+        rc = await cl.wait()
+        expect(rc == 0, f"exit {rc}: {cl.stderr()}")
+        return True, f"SNI {sni!r}"
+    await check("tls: client --ca -> py wss server, echo, close 1000",
+                client_ok(["--ca", c["ca.pem"], "--deflate"]))
+    await check("tls: client --ca --server-name localhost via 127.0.0.1",
+                client_ok(["--ca", c["ca.pem"], "--server-name", "localhost"],
+                          host="127.0.0.1"))
+
+    async def client_fails(srv, args, want_err, host="localhost"):
+        cl = await Client(f"wss://{host}:{srv.port}/tls", "--echo",
+                          *args).start()
+        rc = await cl.wait()
+        err = cl.stderr()
+        expect(rc == 1, f"exit {rc} (want 1, connect failed): {err}")
+        expect(any(w in err.lower() for w in want_err),
+               f"stderr {err!r} names none of {want_err}")
+        return True, err
+    await check("tls: client refuses a certificate for another host",
+                client_fails(good, ["--ca", c["ca.pem"], "--server-name",
+                                    "wrong.example"],
+                             ["hostname", "host name", "mismatch"]))
+    await check("tls: client refuses an expired certificate",
+                client_fails(expired, ["--ca", c["ca.pem"]], ["expired"]))
+    await check("tls: client refuses an untrusted (self-signed) certificate",
+                client_fails(untrusted, [], ["self-signed", "self signed",
+                                             "issuer", "verify"]))
+    await check("tls: client refuses a chain its --ca does not sign",
+                client_fails(untrusted, ["--ca", c["ca.pem"]],
+                             ["self-signed", "self signed", "issuer",
+                              "verify"]))
+
+    async def client_insecure():
+        async def handler(ws):
+            await ws.send("insecure but asked for")
+            await ws.close(1000)
+        untrusted.on("/tls", handler)
+        cl = await Client(f"wss://localhost:{untrusted.port}/tls",
+                          "--insecure").start()
+        cl.close_stdin()
+        rc = await cl.wait()
+        expect(rc == 0, f"exit {rc}: {cl.stderr()}")
+        expect(cl.out == b"insecure but asked for\n", f"stdout {cl.out!r}")
+    await check("tls: client --insecure accepts an untrusted certificate",
+                client_insecure())
+
+    async def client_wss_to_plain_server():
+        plain_srv = PyServer()
+        plain_srv.server = await websockets.serve(plain_srv._handler,
+                                                  "127.0.0.1", 0)
+        port = plain_srv.server.sockets[0].getsockname()[1]
+        servers.append(plain_srv)
+        cl = await Client(f"wss://127.0.0.1:{port}/tls", "--insecure",
+                          "--connect-timeout", "5").start()
+        rc = await cl.wait()
+        expect(rc == 1, f"exit {rc}: {cl.stderr()}")
+        return True, cl.stderr()
+    await check("tls: client wss:// to a plain server fails with a reason",
+                client_wss_to_plain_server())
+
+    for srv in servers:
+        await srv.close()
+    for e in (echo, plain):
+        rc = await e.stop()
+        expect(rc == 0, f"echo exit {rc}")
+
+
 async def main():
     await client_vs_echo()
     await server_vs_client()
     await deflate_checks()
+    await tls_checks()
 
 
 if __name__ == "__main__":
