@@ -174,6 +174,20 @@ HERALD_API int herald_ws_send_ref(herald_ws *ws, herald_opcode op,
                                   const void *data, size_t len,
                                   herald_release_fn release, void *ctx);
 
+/* Queues a complete frame built once for many connections (server role):
+ * herald_frame_prepare(), or herald_frame_header() followed by the payload
+ * in one block. No copy when release is given and len >= the connection's
+ * core.copy_threshold: the connection references frame until release(ctx),
+ * so a broadcast costs each recipient a queue entry, not the bytes.
+ * compressed as herald_conn_send_frame(). Returns as herald_ws_send(), and
+ * HERALD_ERR_INVALID_ARG when frame is not one final, unmasked text or
+ * binary frame, HERALD_ERR_BAD_STATE when compressed does not fit the
+ * connection (see herald_conn_send_frame); release(ctx) is called on every
+ * failure. */
+HERALD_API int herald_ws_send_frame(herald_ws *ws, const uint8_t *frame,
+                                    size_t len, int compressed,
+                                    herald_release_fn release, void *ctx);
+
 /* Queues one fragment of a message (fin = 0 until the last). Same returns. */
 HERALD_API int herald_ws_send_fragment(herald_ws *ws, herald_opcode op,
                                        const void *data, size_t len, int fin);
@@ -190,6 +204,20 @@ HERALD_API int herald_ws_close(herald_ws *ws, uint16_t code, const char *reason,
 
 /* Bytes queued and not yet written. */
 HERALD_API size_t herald_ws_buffered(const herald_ws *ws);
+
+/* Flow control of input. herald_ws_pause_read() stops reading the
+ * connection: no more callbacks for its input after the one running (if
+ * any) returns; what was read and not yet handled is kept, and the kernel's
+ * buffer then pushes back on the peer (TCP flow control). Timers keep
+ * running, so a connection paused longer than idle_timeout_ms is dropped.
+ * herald_ws_resume_read() continues it on the loop's next pass, after the
+ * output queued so far has been written: a server that pauses a connection
+ * whose messages fan out to many others, and resumes it at once, lets those
+ * messages reach the sockets before it reads more (herald serve does this
+ * for publishers). Both are no-ops on a closed connection and may be called
+ * from any callback of the connection's loop. */
+HERALD_API void herald_ws_pause_read(herald_ws *ws);
+HERALD_API void herald_ws_resume_read(herald_ws *ws);
 
 HERALD_API void herald_ws_set_data(herald_ws *ws, void *data);
 HERALD_API void *herald_ws_data(const herald_ws *ws);

@@ -289,13 +289,16 @@ HERALD_API size_t herald_frame_header(uint8_t *out, herald_opcode op, int fin,
 /* Output queue                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Makes room for one more entry at the end of the pending range. */
+/* Makes room for one more entry at the end of the pending range: slides
+ * the pending entries down when at least half of the array is done ones
+ * (as out_reserve_bytes, so each entry moves O(1) times), else grows it. */
 static int out_reserve_entry(herald_conn *c) {
-  if (c->ohead > 0 && c->ohead + c->ocount == c->ocap) {
+  if (c->ohead + c->ocount < c->ocap) {
+    return 0;
+  }
+  if (c->ohead > 0 && c->ohead >= c->ocap / 2) {
     memmove(c->ent, c->ent + c->ohead, c->ocount * sizeof(oentry));
     c->ohead = 0;
-  }
-  if (c->ohead + c->ocount < c->ocap) {
     return 0;
   }
   uint32_t ncap = c->ocap ? c->ocap * 2 : 8;
@@ -308,50 +311,61 @@ static int out_reserve_entry(herald_conn *c) {
   return 0;
 }
 
-/* Makes room for n more bytes at the end of obuf. When growing, first
- * slides the live bytes down over what was already written. */
+/* Makes room for n more bytes at the end of obuf. The bytes before the
+ * first live inline byte were written already. When those dead bytes are
+ * at least half of the buffer, the live ones slide down over them; when not,
+ * the live bytes move to a new buffer at least twice their size. Either way
+ * a byte is moved O(1) times on average, however slowly the socket drains
+ * (sliding a large, mostly live buffer down a little at a time would make
+ * a slow reader quadratic). */
 static int out_reserve_bytes(herald_conn *c, size_t n) {
   if (c->ocap_bytes - c->olen >= n) {
     return 0;
   }
+  /* Inline entries sit in obuf in queue order: the first is the lowest. */
   size_t lo = c->olen;
   for (uint32_t i = c->ohead; i < c->ohead + c->ocount; i++) {
     if (c->ent[i].ext == NULL) {
-      size_t start = c->ent[i].off + (i == c->ohead ? c->odone : 0);
-      if (start < lo) {
-        lo = start;
-      }
+      lo = c->ent[i].off + (i == c->ohead ? c->odone : 0);
+      break;
     }
   }
-  if (lo > 0) {
-    memmove(c->obuf, c->obuf + lo, c->olen - lo);
-    c->olen -= lo;
-    for (uint32_t i = c->ohead; i < c->ohead + c->ocount; i++) {
-      if (c->ent[i].ext == NULL) {
-        if (i == c->ohead) {
-          /* The written part of the head entry is gone: drop it. */
-          c->ent[i].off += c->odone;
-          c->ent[i].len -= c->odone;
-          c->odone = 0;
-        }
-        c->ent[i].off -= lo;
-      }
-    }
-    if (c->ocap_bytes - c->olen >= n) {
-      return 0;
-    }
-  }
-  size_t need = c->olen + n;
-  size_t ncap = c->ocap_bytes ? c->ocap_bytes : 256;
-  while (ncap < need) {
-    ncap *= 2;
-  }
-  uint8_t *nb = mem_realloc(c, c->obuf, ncap);
-  if (nb == NULL) {
+  size_t live = c->olen - lo;
+  if (live + n > SIZE_MAX / 4) {
     return HERALD_ERR_NOMEM;
   }
-  c->obuf = nb;
-  c->ocap_bytes = ncap;
+  uint8_t *dst = c->obuf;
+  size_t ncap = c->ocap_bytes;
+  if (live + n > ncap / 2) {
+    ncap = ncap ? ncap : 256;
+    while (ncap < 2 * (live + n)) {
+      ncap *= 2;
+    }
+    dst = mem_alloc(c, ncap);
+    if (dst == NULL) {
+      return HERALD_ERR_NOMEM;
+    }
+  }
+  if (live > 0) {
+    memmove(dst, c->obuf + lo, live);
+  }
+  if (dst != c->obuf) {
+    mem_free(c, c->obuf);
+    c->obuf = dst;
+    c->ocap_bytes = ncap;
+  }
+  c->olen = live;
+  for (uint32_t i = c->ohead; i < c->ohead + c->ocount; i++) {
+    if (c->ent[i].ext == NULL) {
+      if (i == c->ohead && c->odone) {
+        /* The written part of the head entry is gone: drop it. */
+        c->ent[i].off += c->odone;
+        c->ent[i].len -= c->odone;
+        c->odone = 0;
+      }
+      c->ent[i].off -= lo;
+    }
+  }
   return 0;
 }
 

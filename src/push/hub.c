@@ -43,10 +43,12 @@
  * push_hub_del must not be called.
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
+#include "herald/core.h"
 #include "push/push.h"
 
 /* Scratch buffers that grew past this are released after use, so one huge
@@ -413,6 +415,15 @@ static push_pub *pub_build(push_hub *hub, const hub_channel *ch,
   pub->json_off = off;
   pub->json_len = pb->len;
   pub->frame_len = fb->len;
+  /* A char array follows a uint8_t array with no padding: the header
+   * written at the end of wshdr is contiguous with frame. */
+  _Static_assert(offsetof(push_pub, frame) ==
+                     offsetof(push_pub, wshdr) + PUSH_WSHDR_MAX,
+                 "wshdr must end where frame begins");
+  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
+  size_t hlen = herald_frame_header(hdr, HERALD_OP_TEXT, 1, 0, fb->len, NULL);
+  pub->wshdr_len = (uint8_t)hlen;
+  memcpy(pub->wshdr + PUSH_WSHDR_MAX - hlen, hdr, hlen);
   memcpy(pub->frame, fb->p, fb->len);
   pub->frame[fb->len] = '\0';
 done:

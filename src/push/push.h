@@ -228,8 +228,22 @@ typedef struct push_pub {
   int64_t time_ms;
   size_t json_off, json_len; /* the pub object inside frame */
   size_t frame_len;
+  /* The WebSocket header of frame (a final, unmasked text frame) ends
+   * exactly where frame begins: wshdr + PUSH_WSHDR_MAX - wshdr_len is one
+   * complete WebSocket frame of wshdr_len + frame_len bytes that every
+   * subscriber's queue references (push_pub_ws_frame). */
+  uint8_t wshdr_len;
+  uint8_t wshdr[14];
   char frame[];
 } push_pub;
+
+#define PUSH_WSHDR_MAX 14
+
+/* The WebSocket frame of p and its length. */
+static inline const uint8_t *push_pub_ws_frame(const push_pub *p, size_t *len) {
+  *len = p->wshdr_len + p->frame_len;
+  return p->wshdr + PUSH_WSHDR_MAX - p->wshdr_len;
+}
 
 push_pub *push_pub_ref(push_pub *p);
 void push_pub_unref(push_pub *p);

@@ -64,6 +64,8 @@ struct push_server {
   client *clients;
   size_t nclients;
   uv_timer_t tick, demo;
+  uv_check_t pass_end; /* after each loop pass: pass_out = 0 */
+  uint64_t pass_out;   /* bytes fanned out during this pass */
   uv_signal_t sigint, sigterm, sighup;
   int timers_started;
   int stopping;
@@ -76,6 +78,21 @@ struct push_server {
   uint64_t lat_count, lat_bucket[LAT_BUCKETS + 1];
   double lat_sum;
 };
+
+/* Bytes of pushes one loop pass may queue before the client whose commands
+ * caused them is paused until they are written (ws_message): 16 KiB per
+ * client, so that each subscriber's write carries many pushes (one syscall
+ * for many frames is what makes fan-out fast), within 8..256 MiB. */
+#define PASS_FANOUT_PER_CLIENT (16u << 10)
+#define PASS_FANOUT_MIN ((uint64_t)8 << 20)
+#define PASS_FANOUT_MAX ((uint64_t)256 << 20)
+
+static uint64_t pass_budget(const push_server *ps) {
+  uint64_t b = (uint64_t)ps->nclients * PASS_FANOUT_PER_CLIENT;
+  return b < PASS_FANOUT_MIN   ? PASS_FANOUT_MIN
+         : b > PASS_FANOUT_MAX ? PASS_FANOUT_MAX
+                               : b;
+}
 
 static push_server g_server; /* one per process: signal handlers need it */
 
@@ -278,8 +295,9 @@ static void deliver(void *cl, push_pub *pub) {
     record_latency(ps);
     return;
   }
-  int rv = herald_ws_send_ref(c->ws, HERALD_OP_TEXT, pub->frame, pub->frame_len,
-                              pub_release, pub);
+  size_t flen;
+  const uint8_t *frame = push_pub_ws_frame(pub, &flen);
+  int rv = herald_ws_send_frame(c->ws, frame, flen, 0, pub_release, pub);
   record_latency(ps);
   if (rv == HERALD_SEND_DROPPED) {
     ps->drops++;
@@ -292,6 +310,7 @@ static void deliver(void *cl, push_pub *pub) {
   if (rv >= 0) {
     ps->messages_out++;
     ps->bytes_out += pub->frame_len;
+    ps->pass_out += pub->frame_len;
   }
 }
 
@@ -778,6 +797,14 @@ static void ws_message(herald_ws *ws, herald_opcode op, uint8_t *data,
       continue;
     }
     dispatch(c, &cmd);
+  }
+  if (ps->pass_out > pass_budget(ps) && c->ws && !c->gone) {
+    /* This pass has queued a lot for subscribers: read no more from this
+     * client until the runtime has written that out (the resume waits for
+     * the flush). Without it one read of 256 KiB of publish commands, fanned
+     * out to every subscriber before any write, can queue gigabytes. */
+    herald_ws_pause_read(c->ws);
+    herald_ws_resume_read(c->ws);
   }
 }
 
@@ -1389,6 +1416,11 @@ static void on_demo(uv_timer_t *t) {
   }
 }
 
+static void on_pass_end(uv_check_t *h) {
+  push_server *ps = h->data;
+  ps->pass_out = 0;
+}
+
 static void on_loop_start(herald_loop *loop, void *ud) {
   push_server *ps = ud;
   static const char *first;
@@ -1398,6 +1430,10 @@ static void on_loop_start(herald_loop *loop, void *ud) {
   ps->tick.data = ps;
   uv_timer_start(&ps->tick, on_tick, 1000, 1000);
   uv_unref((uv_handle_t *)&ps->tick);
+  uv_check_init(uv, &ps->pass_end);
+  ps->pass_end.data = ps;
+  uv_check_start(&ps->pass_end, on_pass_end);
+  uv_unref((uv_handle_t *)&ps->pass_end);
   if (ps->cfg->demo) {
     static const double start[5] = {123.45, 87.10, 42.00, 12.34, 256.00};
     memcpy(ps->demo_price, start, sizeof(start));
@@ -1434,6 +1470,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   if (ps->timers_started) {
     uv_timer_stop(&ps->tick);
     uv_timer_stop(&ps->demo);
+    uv_check_stop(&ps->pass_end);
   }
   uv_signal_stop(&ps->sigint);
   uv_signal_stop(&ps->sigterm);
@@ -1500,6 +1537,9 @@ int push_server_main(push_config *cfg) {
   sc.shutdown_grace_ms = cfg->shutdown_grace_s * 1000;
   sc.core.max_message_size = cfg->max_command_bytes;
   sc.core.max_frame_size = cfg->max_command_bytes;
+  /* Pushes are referenced, never copied, however small: a subscriber's
+   * queue holds entries pointing at the one encoded frame. */
+  sc.core.copy_threshold = 0;
   sc.limits.ping_interval_ms = cfg->ping_interval_s * 1000;
   sc.limits.pong_timeout_ms = cfg->pong_timeout_s * 1000;
   sc.limits.send_hard_cap = cfg->output_cap;

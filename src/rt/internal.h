@@ -114,6 +114,7 @@ struct herald_loop {
   int epfd;
   uv_poll_t epoll_watch;
   uv_prepare_t prepare;
+  uv_idle_t spin; /* runs while resumes wait: the loop must not sleep */
   uv_timer_t tick;
   uv_async_t async;
   int handles_open;

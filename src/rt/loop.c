@@ -158,15 +158,11 @@ static void reap(herald_loop *loop) {
   }
 }
 
-static void flush_dirty(herald_loop *loop) {
-  while (loop->resume) {
-    herald_ws *ws = loop->resume;
-    loop->resume = ws->resume_next;
-    ws->flags &= (uint16_t)~WS_RESUME;
-    if (!(ws->flags & WS_DEAD)) {
-      herald__ws_resume(ws);
-    }
-  }
+static void on_spin(uv_idle_t *h) {
+  (void)h; /* the prepare phase that follows does the work */
+}
+
+static void flush_list(herald_loop *loop) {
   while (loop->dirty) {
     herald_ws *ws = loop->dirty;
     loop->dirty = ws->dirty_next;
@@ -175,6 +171,33 @@ static void flush_dirty(herald_loop *loop) {
     if ((ws->flags & (WS_DEAD | WS_NEEDS_FLUSH)) == WS_NEEDS_FLUSH) {
       herald__ws_flush(ws);
     }
+  }
+}
+
+/* Writes what this pass queued, then continues the connections whose
+ * reading was resumed (an HTTP answer given later, herald_ws_resume_read),
+ * then writes what they queued. The output goes first so that a connection
+ * paused because its input made a lot of output (a publisher fanning out)
+ * continues only once that output reached the sockets. Resumes asked for
+ * while resuming wait for the next pass, and the idle handle keeps the loop
+ * from sleeping until then. */
+static void flush_dirty(herald_loop *loop) {
+  flush_list(loop);
+  herald_ws *list = loop->resume;
+  loop->resume = NULL;
+  while (list) {
+    herald_ws *ws = list;
+    list = ws->resume_next;
+    ws->flags &= (uint16_t)~WS_RESUME;
+    if (!(ws->flags & WS_DEAD)) {
+      herald__ws_resume(ws);
+    }
+  }
+  flush_list(loop);
+  if (loop->resume) {
+    uv_idle_start(&loop->spin, on_spin);
+  } else {
+    uv_idle_stop(&loop->spin);
   }
 }
 
@@ -297,18 +320,21 @@ HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop) {
   uv_prepare_init(loop->uv, &loop->prepare);
   loop->prepare.data = loop;
   uv_prepare_start(&loop->prepare, on_prepare);
+  uv_idle_init(loop->uv, &loop->spin);
+  loop->spin.data = loop;
   uv_timer_init(loop->uv, &loop->tick);
   loop->tick.data = loop;
   uv_timer_start(&loop->tick, on_tick, WHEEL_TICK_MS, WHEEL_TICK_MS);
   uv_async_init(loop->uv, &loop->async, on_async);
   loop->async.data = loop;
   loop->wheel_now = herald__now(loop) - herald__now(loop) % WHEEL_TICK_MS;
-  loop->handles_open = 4;
+  loop->handles_open = 5;
   /* Our own handles never keep herald_loop_run() going by themselves: a
    * loop runs while it has connections (herald__loop_ref) or while its
    * owner keeps a handle of its own (a server's workers do). */
   uv_unref((uv_handle_t *)&loop->epoll_watch);
   uv_unref((uv_handle_t *)&loop->prepare);
+  uv_unref((uv_handle_t *)&loop->spin);
   uv_unref((uv_handle_t *)&loop->tick);
   uv_unref((uv_handle_t *)&loop->async);
   *ploop = loop;
@@ -331,8 +357,8 @@ static void on_handle_closed(uv_handle_t *h) {
 static void close_leftover(uv_handle_t *h, void *arg) {
   herald_loop *loop = arg;
   if (uv_is_closing(h) || h == (uv_handle_t *)&loop->epoll_watch ||
-      h == (uv_handle_t *)&loop->prepare || h == (uv_handle_t *)&loop->tick ||
-      h == (uv_handle_t *)&loop->async) {
+      h == (uv_handle_t *)&loop->prepare || h == (uv_handle_t *)&loop->spin ||
+      h == (uv_handle_t *)&loop->tick || h == (uv_handle_t *)&loop->async) {
     return;
   }
   uv_close(h, NULL);
@@ -349,6 +375,7 @@ HERALD_API void herald_loop_del(herald_loop *loop) {
   uv_walk(loop->uv, close_leftover, loop);
   uv_close((uv_handle_t *)&loop->epoll_watch, on_handle_closed);
   uv_close((uv_handle_t *)&loop->prepare, on_handle_closed);
+  uv_close((uv_handle_t *)&loop->spin, on_handle_closed);
   uv_close((uv_handle_t *)&loop->tick, on_handle_closed);
   uv_close((uv_handle_t *)&loop->async, on_handle_closed);
   while (loop->handles_open > 0) {

@@ -473,7 +473,32 @@ int herald__tls_read(herald_ws *ws) {
     return tls_send(ws) < 0 ? -1 : 0;
   }
   ws->last_rx = herald__now(ws->loop);
+  return herald__tls_drain(ws);
+}
+
+/*
+ * Decrypts what OpenSSL holds and delivers it, until it needs more
+ * ciphertext or the connection pauses. Returns 0, 1 at close_notify (EOF),
+ * or -1 after aborting. Also continues a resumed connection: records that
+ * arrived while it was paused are still in the read BIO.
+ */
+int herald__tls_drain(herald_ws *ws) {
+  tls_state *t = ws->tls;
+  uint8_t *buf = ws->loop->rbuf;
   size_t cap = READ_BUFFER_SIZE / 2;
+  if (!SSL_is_init_finished(t->ssl)) {
+    return 0;
+  }
+  if (ws->tail_len) {
+    /* Plaintext kept by a pause goes first. */
+    size_t n = ws->tail_len;
+    memcpy(buf, ws->tail, n);
+    ws->tail_len = 0;
+    herald__ws_process(ws, buf, n);
+    if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
+      return 0;
+    }
+  }
   for (;;) {
     size_t have = ws->tail_len;
     if (have) {

@@ -21,6 +21,7 @@ void herald__tls_free(herald_ws *ws);
 
 /* I/O in place of read()/sendmsg(): see tls.c. */
 int herald__tls_read(herald_ws *ws);
+int herald__tls_drain(herald_ws *ws);
 int herald__tls_flush(herald_ws *ws);
 /* Ciphertext not yet sent. */
 size_t herald__tls_pending(const herald_ws *ws);

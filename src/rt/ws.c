@@ -746,17 +746,29 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
   }
 }
 
-/* Continues a connection whose HTTP answer came later: process the input
- * kept meanwhile and read again. */
+/* Continues a connection whose reading was paused (an HTTP answer given
+ * later, herald_ws_resume_read): process the input kept meanwhile, then
+ * what TLS still holds decrypted or not; the socket is read again when
+ * epoll says so. */
 void herald__ws_resume(herald_ws *ws) {
   ws->flags &= (uint16_t)~WS_READ_PAUSED;
   ws_update_events(ws);
-  if (ws->tail_len) {
+  if (ws->tail_len && !ws->tls) {
     uint8_t *buf = ws->loop->rbuf;
     size_t n = ws->tail_len;
     memcpy(buf, ws->tail, n);
     ws->tail_len = 0;
     herald__ws_process(ws, buf, n);
+  } else if (ws->tls) {
+    /* The drain starts with the kept plaintext, then decrypts the rest. */
+    int r = herald__tls_drain(ws);
+    if (r < 0) {
+      return;
+    }
+    if (r == 1 && !(ws->flags & WS_DEAD)) {
+      ws_on_eof(ws);
+      return;
+    }
   }
   if (!(ws->flags & WS_DEAD)) {
     herald__ws_flush(ws);
@@ -840,6 +852,42 @@ HERALD_API int herald_ws_send_ref(herald_ws *ws, herald_opcode op,
   return ws_send(ws, op, data, len, 1, release, ctx);
 }
 
+HERALD_API int herald_ws_send_frame(herald_ws *ws, const uint8_t *frame,
+                                    size_t len, int compressed,
+                                    herald_release_fn release, void *ctx) {
+  if (ws->flags & WS_DEAD) {
+    if (release) {
+      release(ctx);
+    }
+    return HERALD_ERR_CLOSED;
+  }
+  size_t buffered = herald_conn_output_size(ws->conn);
+  if (buffered + len > ws->limits->send_hard_cap) {
+    if (release) {
+      release(ctx);
+    }
+    if (ws->limits->slow_policy == HERALD_SLOW_CLOSE) {
+      ws_record_error(ws, "slow consumer");
+      herald_ws_close(ws, HERALD_CLOSE_POLICY, "slow consumer", 13);
+    }
+    return HERALD_SEND_DROPPED;
+  }
+  int rv =
+      herald_conn_send_frame(ws->conn, frame, len, compressed, release, ctx);
+  if (rv != 0) {
+    if (release) {
+      release(ctx);
+    }
+    return rv;
+  }
+  herald__mark_dirty(ws);
+  if (buffered + len > ws->limits->send_high_water) {
+    ws->flags |= WS_BACKPRESSURE;
+    return HERALD_SEND_BACKPRESSURE;
+  }
+  return HERALD_SEND_OK;
+}
+
 HERALD_API int herald_ws_send_fragment(herald_ws *ws, herald_opcode op,
                                        const void *data, size_t len, int fin) {
   return ws_send(ws, op, data, len, fin, NULL, NULL);
@@ -890,6 +938,22 @@ void herald__ws_shutdown(herald_ws *ws) {
 HERALD_API size_t herald_ws_buffered(const herald_ws *ws) {
   return herald_conn_output_size(ws->conn) +
          (ws->tls ? herald__tls_pending(ws) : 0);
+}
+
+HERALD_API void herald_ws_pause_read(herald_ws *ws) {
+  /* An HTTP exchange uses the same flag for its own pause (ws->http). */
+  if ((ws->flags & (WS_DEAD | WS_SHUTDOWN | WS_READ_PAUSED)) || ws->http) {
+    return;
+  }
+  ws->flags |= WS_READ_PAUSED;
+  ws_update_events(ws);
+}
+
+HERALD_API void herald_ws_resume_read(herald_ws *ws) {
+  if ((ws->flags & WS_DEAD) || !(ws->flags & WS_READ_PAUSED) || ws->http) {
+    return;
+  }
+  herald__mark_resume(ws);
 }
 
 HERALD_API void herald_ws_set_data(herald_ws *ws, void *data) {

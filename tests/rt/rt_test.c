@@ -42,9 +42,47 @@ static void *server_thread(void *arg) {
   return NULL;
 }
 
+static atomic_int frame_releases;
+
+static void frame_release(void *ctx) {
+  (void)ctx;
+  atomic_fetch_add(&frame_releases, 1);
+}
+
 static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
                        size_t len, void *ud) {
   (void)ud;
+  if (len == 8 && memcmp(data, "yield-on", 8) == 0) {
+    herald_ws_set_data(ws, ws); /* mark: yield after every message */
+    return;
+  }
+  if (herald_ws_data(ws) == ws) {
+    /* Echo, then give the loop back: the rest of what was read waits
+     * until this echo has been written (herald_ws_resume_read). */
+    herald_ws_send(ws, op, data, len);
+    herald_ws_pause_read(ws);
+    herald_ws_resume_read(ws);
+    return;
+  }
+  if (len == 6 && memcmp(data, "frames", 6) == 0) {
+    /* One prepared frame referenced twice, and two malformed ones. */
+    static uint8_t frame[2 + 12];
+    herald_frame_header(frame, HERALD_OP_TEXT, 1, 0, 12, NULL);
+    memcpy(frame + 2, "from a frame", 12);
+    CHECK_EQ(
+        herald_ws_send_frame(ws, frame, sizeof frame, 0, frame_release, NULL),
+        HERALD_SEND_OK);
+    CHECK_EQ(
+        herald_ws_send_frame(ws, frame, sizeof frame, 0, frame_release, NULL),
+        HERALD_SEND_OK);
+    CHECK_EQ(herald_ws_send_frame(ws, frame, sizeof frame - 1, 0, frame_release,
+                                  NULL),
+             HERALD_ERR_INVALID_ARG); /* length does not match */
+    CHECK_EQ(
+        herald_ws_send_frame(ws, frame, sizeof frame, 15, frame_release, NULL),
+        HERALD_ERR_INVALID_ARG); /* "compressed" without RSV1 */
+    return;
+  }
   if (len == 5 && memcmp(data, "flood", 5) == 0) {
     /* Send until the client (which is not reading) pushes back. */
     static uint8_t block[64 * 1024];
@@ -324,6 +362,107 @@ static int raw_until_close(int fd, int ms) {
 }
 
 /* ---- tests -------------------------------------------------------------- */
+
+/* Reads n unmasked server frames of at most 125 bytes into out (payloads
+ * joined by '|'); returns how many arrived within ms. */
+static int raw_small_frames(int fd, int n, char *out, size_t cap, int ms) {
+  uint8_t buf[1 << 16];
+  size_t have = 0, o = 0;
+  int got = 0;
+  while (got < n) {
+    while (have >= 2 && have >= 2u + (buf[1] & 0x7f) && got < n) {
+      size_t len = buf[1] & 0x7f;
+      if (o + len + 1 < cap) {
+        memcpy(out + o, buf + 2, len);
+        o += len;
+        out[o++] = '|';
+      }
+      memmove(buf, buf + 2 + len, have - 2 - len);
+      have -= 2 + len;
+      got++;
+    }
+    if (got == n) {
+      break;
+    }
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, ms) <= 0) {
+      break;
+    }
+    ssize_t r = read(fd, buf + have, sizeof(buf) - have);
+    if (r <= 0) {
+      break;
+    }
+    have += (size_t)r;
+  }
+  out[o] = 0;
+  return got;
+}
+
+/* A connection that pauses and resumes its reading after every message
+ * still gets all of them, in order, from one write of many frames: the kept
+ * input goes on after each flush, with no new data to wake the loop. */
+static void test_pause_resume(void) {
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  raw_frame(fd, 1, HERALD_OP_TEXT, "yield-on", 8);
+  enum { N = 300 };
+  size_t cap = N * 16, len = 0;
+  uint8_t *all = malloc(cap);
+  char expect[N * 8 + 1];
+  size_t e = 0;
+  for (int i = 0; i < N; i++) {
+    char m[8];
+    int n = snprintf(m, sizeof m, "m%d", i);
+    uint8_t hdr[HERALD_MAX_FRAME_HEADER];
+    static const uint8_t key[4] = {9, 8, 7, 6};
+    size_t h = herald_frame_header(hdr, HERALD_OP_TEXT, 1, 0, (size_t)n, key);
+    memcpy(all + len, hdr, h);
+    for (int k = 0; k < n; k++) {
+      all[len + h + (size_t)k] = (uint8_t)(m[k] ^ key[k & 3]);
+    }
+    len += h + (size_t)n;
+    memcpy(expect + e, m, (size_t)n);
+    e += (size_t)n;
+    expect[e++] = '|';
+  }
+  expect[e] = 0;
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  raw_write(fd, all, len);
+  free(all);
+  char *got = malloc(N * 8 + 1);
+  CHECK_EQ(raw_small_frames(fd, N, got, N * 8 + 1, 3000), N);
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  if (getenv("RT_DEBUG")) {
+    fprintf(stderr, "pause/resume: %d echoes in %ld ms\n", N,
+            (long)((t1.tv_sec - t0.tv_sec) * 1000 +
+                   (t1.tv_nsec - t0.tv_nsec) / 1000000));
+  }
+  CHECK(strcmp(got, expect) == 0);
+  free(got);
+  raw_frame(fd, 1, HERALD_OP_CLOSE, "\x03\xe8", 2);
+  CHECK_EQ(raw_until_close(fd, 2000), 1000);
+  close(fd);
+}
+
+/* herald_ws_send_frame: a prepared frame goes out as is, referenced; bad
+ * frames are refused and released. */
+static void test_send_frame(void) {
+  atomic_store(&frame_releases, 0);
+  int fd = raw_connect();
+  CHECK(raw_handshake(fd, "/ws"));
+  raw_frame(fd, 1, HERALD_OP_TEXT, "frames", 6);
+  char got[64];
+  CHECK_EQ(raw_small_frames(fd, 2, got, sizeof got, 2000), 2);
+  CHECK(strcmp(got, "from a frame|from a frame|") == 0);
+  raw_frame(fd, 1, HERALD_OP_CLOSE, "\x03\xe8", 2);
+  CHECK_EQ(raw_until_close(fd, 2000), 1000);
+  close(fd);
+  for (int i = 0; i < 100 && atomic_load(&frame_releases) < 4; i++) {
+    usleep(10000);
+  }
+  CHECK_EQ(atomic_load(&frame_releases), 4);
+}
 
 static void test_echo_raw(void) {
   int fd = raw_connect();
@@ -669,6 +808,8 @@ int main(void) {
   RUN(test_config_errors);
   start_server();
   RUN(test_echo_raw);
+  RUN(test_pause_resume);
+  RUN(test_send_frame);
   RUN(test_refusals);
   RUN(test_slowloris);
   RUN(test_fragment_flood);
