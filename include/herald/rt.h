@@ -65,7 +65,11 @@ typedef enum herald_slow_policy {
 typedef struct herald_rt_limits {
   uint32_t handshake_timeout_ms;  /* 10000: opening handshake (slowloris) */
   uint32_t idle_timeout_ms;       /* 0 (off): no bytes received -> 1001 */
-  uint32_t ping_interval_ms;      /* 0 (off): send a ping every N ms */
+  uint32_t ping_interval_ms;      /* 0 (off): send a ping every N ms; a
+                                     connection that received nothing for
+                                     N ms also frees its idle buffers and
+                                     its context-free zlib streams then
+                                     (herald_conn_trim) */
   uint32_t pong_timeout_ms;       /* 10000: no pong after a ping -> 1006 */
   uint32_t close_timeout_ms;      /* 3000: close handshake grace, then TCP
                                      close */

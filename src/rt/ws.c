@@ -314,6 +314,12 @@ void herald__ws_timer(herald_ws *ws, uint64_t now) {
         return;
       }
     } else if (now >= ws->ping_sent_at + l->ping_interval_ms) {
+      if (now >= ws->last_rx + l->ping_interval_ms &&
+          herald_conn_output_size(ws->conn) == 0) {
+        /* Quiet for a whole interval: give back the buffers, and the zlib
+         * streams that hold no context (no context takeover). */
+        herald_conn_trim(ws->conn);
+      }
       if (herald_conn_ping(ws->conn, "", 0) == 0) {
         ws->flags |= WS_PING_SENT;
         ws->ping_sent_at = now;
