@@ -812,8 +812,13 @@ HERALD_API int herald_http_respond(herald_http *h, int status,
 
 /* ---- sending ------------------------------------------------------------ */
 
-static int ws_send(herald_ws *ws, herald_opcode op, const void *data,
-                   size_t len, int fin, herald_release_fn release, void *ctx) {
+/* The part of every send around the core's queueing: refuse on a dead
+ * connection or past the hard cap, then mark the connection for the flush
+ * and report backpressure. queue() is the core call; release(ctx) is called
+ * exactly once on every failure (the core calls it itself on success). */
+static int ws_send_with(herald_ws *ws, size_t len, herald_release_fn release,
+                        void *ctx, int (*queue)(herald_ws *, const void *),
+                        const void *arg) {
   if (ws->flags & WS_DEAD) {
     if (release) {
       release(ctx);
@@ -831,8 +836,7 @@ static int ws_send(herald_ws *ws, herald_opcode op, const void *data,
     }
     return HERALD_SEND_DROPPED;
   }
-  int rv = herald_conn_send(ws->conn, op, data, len, fin ? 0 : HERALD_SEND_MORE,
-                            release, ctx);
+  int rv = queue(ws, arg);
   if (rv != 0) {
     if (release) {
       release(ctx);
@@ -845,6 +849,33 @@ static int ws_send(herald_ws *ws, herald_opcode op, const void *data,
     return HERALD_SEND_BACKPRESSURE;
   }
   return HERALD_SEND_OK;
+}
+
+typedef struct send_args {
+  herald_opcode op;
+  const void *data;
+  size_t len;
+  int fin, compressed;
+  herald_release_fn release;
+  void *ctx;
+} send_args;
+
+static int queue_message(herald_ws *ws, const void *arg) {
+  const send_args *a = arg;
+  return herald_conn_send(ws->conn, a->op, a->data, a->len,
+                          a->fin ? 0 : HERALD_SEND_MORE, a->release, a->ctx);
+}
+
+static int queue_frame(herald_ws *ws, const void *arg) {
+  const send_args *a = arg;
+  return herald_conn_send_frame(ws->conn, a->data, a->len, a->compressed,
+                                a->release, a->ctx);
+}
+
+static int ws_send(herald_ws *ws, herald_opcode op, const void *data,
+                   size_t len, int fin, herald_release_fn release, void *ctx) {
+  send_args a = {op, data, len, fin, 0, release, ctx};
+  return ws_send_with(ws, len, release, ctx, queue_message, &a);
 }
 
 HERALD_API int herald_ws_send(herald_ws *ws, herald_opcode op, const void *data,
@@ -861,37 +892,8 @@ HERALD_API int herald_ws_send_ref(herald_ws *ws, herald_opcode op,
 HERALD_API int herald_ws_send_frame(herald_ws *ws, const uint8_t *frame,
                                     size_t len, int compressed,
                                     herald_release_fn release, void *ctx) {
-  if (ws->flags & WS_DEAD) {
-    if (release) {
-      release(ctx);
-    }
-    return HERALD_ERR_CLOSED;
-  }
-  size_t buffered = herald_conn_output_size(ws->conn);
-  if (buffered + len > ws->limits->send_hard_cap) {
-    if (release) {
-      release(ctx);
-    }
-    if (ws->limits->slow_policy == HERALD_SLOW_CLOSE) {
-      ws_record_error(ws, "slow consumer");
-      herald_ws_close(ws, HERALD_CLOSE_POLICY, "slow consumer", 13);
-    }
-    return HERALD_SEND_DROPPED;
-  }
-  int rv =
-      herald_conn_send_frame(ws->conn, frame, len, compressed, release, ctx);
-  if (rv != 0) {
-    if (release) {
-      release(ctx);
-    }
-    return rv;
-  }
-  herald__mark_dirty(ws);
-  if (buffered + len > ws->limits->send_high_water) {
-    ws->flags |= WS_BACKPRESSURE;
-    return HERALD_SEND_BACKPRESSURE;
-  }
-  return HERALD_SEND_OK;
+  send_args a = {HERALD_OP_TEXT, frame, len, 1, compressed, release, ctx};
+  return ws_send_with(ws, len, release, ctx, queue_frame, &a);
 }
 
 HERALD_API int herald_ws_send_fragment(herald_ws *ws, herald_opcode op,
