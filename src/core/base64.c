@@ -38,9 +38,9 @@ size_t herald__base64_encode(char *out, const uint8_t *in, size_t n) {
   return o;
 }
 
-/* Maps one alphabet character to its 6-bit value, or -1. Computed rather than
- * looked up so that no 256-entry table has to be kept in sync by hand. */
-static int b64_value(unsigned char c) {
+/* Computed rather than looked up so that no 256-entry table has to be kept
+ * in sync by hand. */
+int herald__base64_value(unsigned char c, char c62, char c63) {
   if (c >= 'A' && c <= 'Z') {
     return c - 'A';
   }
@@ -50,13 +50,17 @@ static int b64_value(unsigned char c) {
   if (c >= '0' && c <= '9') {
     return c - '0' + 52;
   }
-  if (c == '+') {
+  if (c == (unsigned char)c62) {
     return 62;
   }
-  if (c == '/') {
+  if (c == (unsigned char)c63) {
     return 63;
   }
   return -1;
+}
+
+static int b64_value(unsigned char c) {
+  return herald__base64_value(c, '+', '/');
 }
 
 long herald__base64_decode(uint8_t *out, size_t outcap, const char *in,

@@ -9,6 +9,11 @@
  * NUL. Returns the number of characters written. */
 size_t herald__base64_encode(char *out, const uint8_t *in, size_t n);
 
+/* The 6-bit value of one base64 character, or -1: c62 and c63 are the
+ * alphabet's last two characters ('+' '/' for RFC 4648 section 4, '-' '_'
+ * for base64url, section 5). Shared by every base64 reader in the tree. */
+int herald__base64_value(unsigned char c, char c62, char c63);
+
 /* Decodes the canonical padded form only (length a multiple of 4, '=' only
  * as the last one or two characters, unused bits zero). Writes at most outcap
  * bytes. Returns the decoded length, or -1 if in is not canonical base64 or

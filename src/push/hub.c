@@ -371,14 +371,6 @@ void push_result_free(push_result *r) {
   r->npubs = 0;
 }
 
-static void scratch_done(push_buf *b) {
-  if (b->cap > HUB_SCRATCH_KEEP) {
-    push_buf_free(b);
-    memset(b, 0, sizeof *b);
-  }
-  b->len = 0;
-}
-
 /* Encodes the publication, then the push around it, and copies the push
  * into one refcounted block (one reference, the caller's). The scratch
  * buffers make this the only allocation of a publish in the steady state. */
@@ -427,8 +419,8 @@ static push_pub *pub_build(push_hub *hub, const hub_channel *ch,
   memcpy(pub->frame, fb->p, fb->len);
   pub->frame[fb->len] = '\0';
 done:
-  scratch_done(pb);
-  scratch_done(fb);
+  push_buf_done(pb, HUB_SCRATCH_KEEP);
+  push_buf_done(fb, HUB_SCRATCH_KEEP);
   return pub;
 }
 

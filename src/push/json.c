@@ -760,6 +760,13 @@ int push_buf_u64(push_buf *b, uint64_t v) {
   return push_buf_raw(b, tmp + k, sizeof tmp - k);
 }
 
+void push_buf_done(push_buf *b, size_t keep) {
+  if (b->cap > keep) {
+    push_buf_free(b);
+  }
+  b->len = 0;
+}
+
 void push_buf_free(push_buf *b) {
   free(b->p);
   b->p = NULL;

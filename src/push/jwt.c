@@ -23,28 +23,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/base64.h"
+
 /* ------------------------------------------------------------------------ */
 /* base64url                                                                 */
 /* ------------------------------------------------------------------------ */
-
-static int b64url_value(char c) {
-  if (c >= 'A' && c <= 'Z') {
-    return c - 'A';
-  }
-  if (c >= 'a' && c <= 'z') {
-    return c - 'a' + 26;
-  }
-  if (c >= '0' && c <= '9') {
-    return c - '0' + 52;
-  }
-  if (c == '-') {
-    return 62;
-  }
-  if (c == '_') {
-    return 63;
-  }
-  return -1;
-}
 
 /* Decodes base64url without padding (RFC 7515 section 2, RFC 4648 section
  * 5) into out, which has room for n bytes. Padding, the '+' and '/' of
@@ -59,7 +42,7 @@ static long b64url_decode(const char *in, size_t n, unsigned char *out) {
     return -1;
   }
   for (size_t i = 0; i < n; i++) {
-    int v = b64url_value(in[i]);
+    int v = herald__base64_value((unsigned char)in[i], '-', '_');
     if (v < 0) {
       return -1;
     }

@@ -12,6 +12,8 @@
 
 #include <string.h>
 
+#include "core/base64.h"
+
 /* ------------------------------------------------------------------------ */
 /* Channels                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -37,25 +39,6 @@ int push_channel_valid(const char *name, size_t n) {
 /* ------------------------------------------------------------------------ */
 /* Base64 (RFC 4648 section 4) inside a JSON string                          */
 /* ------------------------------------------------------------------------ */
-
-static int b64_value(int c) {
-  if (c >= 'A' && c <= 'Z') {
-    return c - 'A';
-  }
-  if (c >= 'a' && c <= 'z') {
-    return c - 'a' + 26;
-  }
-  if (c >= '0' && c <= '9') {
-    return c - '0' + 52;
-  }
-  if (c == '+') {
-    return 62;
-  }
-  if (c == '/') {
-    return 63;
-  }
-  return -1;
-}
 
 /* The ASCII character at p[*pi] of a string's contents, unescaped, or -1
  * when it is not one. Encoders may write '/' as "\/" (PHP does), and any
@@ -105,7 +88,7 @@ static int b64_valid(push_json s) {
         return 0;
       }
     } else {
-      int v = b64_value(c);
+      int v = c < 0 ? -1 : herald__base64_value((unsigned char)c, '+', '/');
       if (v < 0 || pad > 0) {
         return 0;
       }

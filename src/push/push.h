@@ -78,6 +78,9 @@ int push_buf_str(push_buf *b, const char *s, size_t n); /* as a JSON string,
                                                            escaped */
 int push_buf_u64(push_buf *b, uint64_t v);
 void push_buf_free(push_buf *b);
+/* Empties b for reuse as a scratch buffer, keeping its memory unless it grew
+ * past keep bytes (then it is freed, so one huge message does not pin it). */
+void push_buf_done(push_buf *b, size_t keep);
 
 /* ------------------------------------------------------------------------ */
 /* Client protocol (proto.c): docs/protocol.md                              */

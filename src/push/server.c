@@ -65,7 +65,10 @@ struct push_server {
   size_t nclients;
   uv_timer_t tick, demo;
   uv_check_t pass_end; /* after each loop pass: pass_out = 0 */
-  uint64_t pass_out;   /* bytes fanned out during this pass */
+  /* Scratch for replies: a command's result, then its envelope. Replies
+   * are copied into the connection, so these are free again at once. */
+  push_buf result, envelope;
+  uint64_t pass_out; /* bytes fanned out during this pass */
   uv_signal_t sigint, sigterm, sighup;
   int timers_started;
   int stopping;
@@ -347,12 +350,14 @@ static void reply_error(client *c, uint64_t id, int code, const char *msg,
   push_buf_free(&b);
 }
 
+#define SCRATCH_KEEP (64 * 1024)
+
 static void reply(client *c, uint64_t id, const push_buf *result) {
-  push_buf b = {0};
-  if (push_reply(&b, id, result->p, result->len) == 0) {
-    send_text(c, b.p, b.len);
+  push_buf *b = &c->ps->envelope;
+  if (push_reply(b, id, result->p, result->len) == 0) {
+    send_text(c, b->p, b->len);
   }
-  push_buf_free(&b);
+  push_buf_done(b, SCRATCH_KEEP);
 }
 
 /* Writes "epoch":...,"offset":N into b (no braces). */
@@ -603,12 +608,13 @@ static void cmd_publish(client *c, const push_cmd *cmd) {
     reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
     return;
   }
-  push_buf b = {0};
-  push_buf_raw(&b, "{", 1);
-  put_pos(&b, &pos);
-  push_buf_raw(&b, "}", 1);
-  reply(c, cmd->id, &b);
-  push_buf_free(&b);
+  /* The hot command: its result goes through the scratch buffer too. */
+  push_buf *b = &c->ps->result;
+  push_buf_raw(b, "{", 1);
+  put_pos(b, &pos);
+  push_buf_raw(b, "}", 1);
+  reply(c, cmd->id, b);
+  push_buf_done(b, SCRATCH_KEEP);
 }
 
 static void cmd_presence(client *c, const push_cmd *cmd) {
@@ -1582,6 +1588,8 @@ int push_server_main(push_config *cfg) {
   }
   herald_server_del(ps->srv);
   push_hub_del(ps->hub);
+  push_buf_free(&ps->result);
+  push_buf_free(&ps->envelope);
   if (rv != 0) {
     fprintf(stderr, "herald: cannot listen: %s\n", herald_rt_strerror(rv));
     return 1;
