@@ -87,6 +87,7 @@ typedef struct oentry {
   herald_release_fn release;
   void *ctx;
   int ends_frame;
+  int pong; /* a pong alone: never merged, later pongs queue behind it */
 } oentry;
 
 /* Handshake state, allocated only while the connection is CONNECTING (or
@@ -322,12 +323,15 @@ static int out_reserve_bytes(herald_conn *c, size_t n) {
   if (c->ocap_bytes - c->olen >= n) {
     return 0;
   }
-  /* Inline entries sit in obuf in queue order: the first is the lowest. */
+  /* The lowest live inline byte. Not always the first entry's: a pong is
+   * written at the end of obuf but queued ahead of frames written before it
+   * (out_insert_pong), so the offsets are not in queue order. */
   size_t lo = c->olen;
   for (uint32_t i = c->ohead; i < c->ohead + c->ocount; i++) {
-    if (c->ent[i].ext == NULL) {
-      lo = c->ent[i].off + (i == c->ohead ? c->odone : 0);
-      break;
+    const oentry *e = &c->ent[i];
+    size_t start = e->off + (i == c->ohead ? c->odone : 0);
+    if (e->ext == NULL && start < lo) {
+      lo = start;
     }
   }
   size_t live = c->olen - lo;
@@ -379,13 +383,13 @@ static uint8_t *out_append(herald_conn *c, size_t n, int ends_frame) {
   }
   uint8_t *p = c->obuf + c->olen;
   oentry *last = c->ocount ? &c->ent[c->ohead + c->ocount - 1] : NULL;
-  if (last && last->ext == NULL && last->ends_frame &&
+  if (last && last->ext == NULL && last->ends_frame && !last->pong &&
       last->off + last->len == c->olen) {
     last->len += n;
     last->ends_frame = ends_frame;
   } else {
     c->ent[c->ohead + c->ocount] =
-        (oentry){NULL, c->olen, n, NULL, NULL, ends_frame};
+        (oentry){NULL, c->olen, n, NULL, NULL, ends_frame, 0};
     c->ocount++;
   }
   c->olen += n;
@@ -399,7 +403,7 @@ static int out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
   if (rv != 0) {
     return rv;
   }
-  c->ent[c->ohead + c->ocount] = (oentry){p, 0, n, release, ctx, 1};
+  c->ent[c->ohead + c->ocount] = (oentry){p, 0, n, release, ctx, 1, 0};
   c->ocount++;
   c->ototal += n;
   return 0;
@@ -557,6 +561,9 @@ static int out_insert_pong(herald_conn *c) {
     }
     k++; /* after the entry that ends the frame in progress */
   }
+  while (k < c->ohead + c->ocount && c->ent[k].pong) {
+    k++; /* pongs go out in the order of their pings */
+  }
   uint8_t *p = c->obuf + c->olen;
   memcpy(p, hdr, hlen);
   if (mask) {
@@ -566,7 +573,7 @@ static int out_insert_pong(herald_conn *c) {
   }
   uint32_t end = c->ohead + c->ocount;
   memmove(&c->ent[k + 1], &c->ent[k], (end - k) * sizeof(oentry));
-  c->ent[k] = (oentry){NULL, c->olen, hlen + len, NULL, NULL, 1};
+  c->ent[k] = (oentry){NULL, c->olen, hlen + len, NULL, NULL, 1, 1};
   c->ocount++;
   c->olen += hlen + len;
   c->ototal += hlen + len;

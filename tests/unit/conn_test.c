@@ -988,6 +988,98 @@ static void test_output_slow_reader(void) {
   CHECK_EQ(mem_live, 0);
 }
 
+/* Pings arrive while a slow reader leaves the head frame half written:
+ * each pong goes out between frames, ahead of frames queued before it, so
+ * the output buffer's offsets are out of queue order when it compacts. The
+ * stream must still be every data frame in order plus one pong per ping. */
+static void test_output_pongs_slow_reader(void) {
+  herald_conn *c = open_server(&cfg_server);
+  enum { N = 4000 };
+  static uint8_t big[1500];
+  memset(big, 'B', sizeof big);
+  uint8_t *expect = malloc((size_t)N * 1600), *got = malloc((size_t)N * 1800);
+  size_t elen = 0, glen = 0;
+  int pings = 0;
+  feeder f = {0};
+  for (int i = 0; i < N; i++) {
+    char small[64];
+    const uint8_t *p = big;
+    size_t n = sizeof big;
+    if (i % 7 == 3) {
+      CHECK_EQ(
+          herald_conn_send(c, HERALD_OP_BINARY, p, n, 0, noop_release, NULL),
+          0);
+    } else {
+      n = (size_t)snprintf(small, sizeof small, "message %d", i);
+      p = (const uint8_t *)small;
+      CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, p, n, 0, NULL, NULL), 0);
+    }
+    elen += herald_frame_header(expect + elen,
+                                i % 7 == 3 ? HERALD_OP_BINARY : HERALD_OP_TEXT,
+                                1, 0, n, NULL);
+    memcpy(expect + elen, p, n);
+    elen += n;
+    if (i % 3 != 0) {
+      char ping[125];
+      size_t plen = (size_t)snprintf(ping, sizeof ping, "%d", pings);
+      memset(ping + plen, '.', (size_t)(i % 90));
+      plen += (size_t)(i % 90);
+      uint8_t in[140];
+      size_t inlen = 0;
+      cframe(in, &inlen, 1, 0, HERALD_OP_PING, ping, plen);
+      feed(c, in, inlen, 0, &f);
+      pings++;
+    }
+    size_t want = (size_t)(i % 13) * 29 + 5;
+    struct iovec iov[4];
+    int cnt = herald_conn_output(c, iov, 4);
+    size_t took = 0;
+    for (int k = 0; k < cnt && took < want; k++) {
+      size_t m = iov[k].iov_len < want - took ? iov[k].iov_len : want - took;
+      memcpy(got + glen, iov[k].iov_base, m);
+      glen += m;
+      took += m;
+    }
+    CHECK_EQ(herald_conn_output_consumed(c, took), 0);
+  }
+  size_t n;
+  uint8_t *rest = drain(c, &n);
+  memcpy(got + glen, rest, n);
+  glen += n;
+  free(rest);
+  /* Split the stream into pongs and data frames. */
+  uint8_t *data = malloc(glen);
+  size_t dlen = 0, pos = 0;
+  int pongs = 0;
+  while (pos < glen) {
+    CHECK(glen - pos >= 2);
+    size_t len = got[pos + 1] & 0x7f, hl = 2;
+    if (len == 126) {
+      len = (size_t)got[pos + 2] << 8 | got[pos + 3];
+      hl = 4;
+    }
+    CHECK(pos + hl + len <= glen);
+    if (got[pos] == 0x8a) {
+      char want_id[16];
+      int wl = snprintf(want_id, sizeof want_id, "%d", pongs);
+      CHECK(len >= (size_t)wl && memcmp(got + pos + hl, want_id, wl) == 0);
+      pongs++;
+    } else {
+      memcpy(data + dlen, got + pos, hl + len);
+      dlen += hl + len;
+    }
+    pos += hl + len;
+  }
+  CHECK_EQ(pongs, pings);
+  CHECK_EQ(dlen, elen);
+  CHECK(memcmp(data, expect, elen) == 0);
+  free(data);
+  free(expect);
+  free(got);
+  feeder_free(&f);
+  herald_conn_del(c);
+}
+
 /* ---- handshake glue ----------------------------------------------------- */
 
 static void test_server_handshake(void) {
@@ -1389,6 +1481,7 @@ int main(void) {
   RUN(test_send_zero_copy);
   RUN(test_output_merging);
   RUN(test_output_slow_reader);
+  RUN(test_output_pongs_slow_reader);
   RUN(test_server_handshake);
   RUN(test_handshake_refusals);
   RUN(test_plain_http);
