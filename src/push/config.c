@@ -69,6 +69,9 @@ int push_config_defaults(push_config *c) {
   c->sse_keepalive_s = 15;
   c->shutdown_grace_s = 5;
   c->log_level = PUSH_LOG_INFO;
+  c->redis.sharded = 1;
+  c->redis.presence_ttl_s = 30;
+  c->redis.ping_timeout_ms = 3000;
   /* The default namespace: history for recovery, presence; publishing is
    * for the backend (HTTP API) unless the configuration allows clients. */
   push_ns def = {
@@ -259,6 +262,102 @@ static int set_listen(push_config *c, push_json arr, char *err, size_t errlen) {
   return 0;
 }
 
+static int add_redis_addr(push_config *c, const char *a, char *err,
+                          size_t errlen) {
+  if (c->redis.naddrs == PUSH_REDIS_MAX_SHARDS) {
+    err_set(err, errlen, "at most %d Redis addresses", PUSH_REDIS_MAX_SHARDS);
+    return -1;
+  }
+  if ((c->redis.addrs[c->redis.naddrs] = strdup(a)) == NULL) {
+    err_set(err, errlen, "out of memory");
+    return -1;
+  }
+  c->redis.naddrs++;
+  return 0;
+}
+
+static void clear_redis_addrs(push_config *c) {
+  for (size_t i = 0; i < c->redis.naddrs; i++) {
+    free(c->redis.addrs[i]);
+  }
+  c->redis.naddrs = 0;
+}
+
+/* The "redis" object (docs/config.md). */
+static int load_redis(push_config *c, push_json o, char *err, size_t errlen) {
+  if (push_json_type_of(o) != PUSH_JSON_OBJECT) {
+    err_set(err, errlen, "\"redis\" is an object");
+    return -1;
+  }
+  push_redis_config *r = &c->redis;
+  size_t pos = 0;
+  push_json key, v;
+  while (push_json_next(o, &pos, &key, &v)) {
+    char k[64];
+    int bad = 0;
+    push_json_str(key, k, sizeof(k));
+    char **slot = NULL;
+    if (strcmp(k, "addresses") == 0) {
+      clear_redis_addrs(c);
+      size_t p2 = 0;
+      push_json a;
+      char tmp[300];
+      bad = push_json_type_of(v) != PUSH_JSON_ARRAY;
+      while (!bad && push_json_next(v, &p2, NULL, &a)) {
+        if (push_json_str(a, tmp, sizeof(tmp)) < 0) {
+          bad = 1;
+        } else if (add_redis_addr(c, tmp, err, errlen) != 0) {
+          return -1;
+        }
+      }
+    } else if (strcmp(k, "user") == 0) {
+      slot = &r->user;
+    } else if (strcmp(k, "password") == 0) {
+      slot = &r->password;
+    } else if (strcmp(k, "prefix") == 0) {
+      slot = &r->prefix;
+    } else if (strcmp(k, "tls") == 0) {
+      bad = json_bool(v, &r->tls);
+    } else if (strcmp(k, "tls_ca") == 0) {
+      slot = &r->tls_ca;
+    } else if (strcmp(k, "tls_server_name") == 0) {
+      slot = &r->tls_server_name;
+    } else if (strcmp(k, "tls_insecure") == 0) {
+      bad = json_bool(v, &r->tls_insecure);
+    } else if (strcmp(k, "sharded_pubsub") == 0) {
+      bad = json_bool(v, &r->sharded);
+    } else if (strcmp(k, "presence_ttl") == 0) {
+      bad = json_u32(v, &r->presence_ttl_s) || r->presence_ttl_s < 3;
+    } else if (strcmp(k, "ping_timeout_ms") == 0) {
+      bad = json_u32(v, &r->ping_timeout_ms) || r->ping_timeout_ms < 100;
+    } else {
+      err_set(err, errlen, "redis: unknown key \"%s\"", k);
+      return -1;
+    }
+    if (slot != NULL) {
+      free(*slot);
+      bad = (*slot = json_strdup(v)) == NULL;
+    }
+    if (bad) {
+      err_set(err, errlen, "redis: bad value for \"%s\"", k);
+      return -1;
+    }
+  }
+  if (r->prefix && (strlen(r->prefix) == 0 || strlen(r->prefix) > 32 ||
+                    strpbrk(r->prefix, "{} ") != NULL)) {
+    err_set(err, errlen, "redis: prefix must be 1-32 characters, no braces");
+    return -1;
+  }
+  return 0;
+}
+
+static int node_name_valid(const char *n) {
+  size_t len = strlen(n);
+  return len > 0 && len <= 12 &&
+         strspn(n, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                   "0123456789_") == len;
+}
+
 static int add_origin(push_config *c, const char *o) {
   char **n = realloc(c->origins, (c->norigins + 1) * sizeof(char *));
   if (n == NULL) {
@@ -378,6 +477,19 @@ int push_config_load(push_config *c, const char *path, char *err,
     } else if (strcmp(k, "tls_key") == 0) {
       free(c->tls_key);
       bad = (c->tls_key = json_strdup(v)) == NULL;
+    } else if (strcmp(k, "engine") == 0) {
+      char e[16];
+      bad = push_json_str(v, e, sizeof(e)) < 0 ||
+            (strcmp(e, "redis") != 0 && strcmp(e, "memory") != 0);
+      c->engine_redis = !bad && strcmp(e, "redis") == 0;
+    } else if (strcmp(k, "redis") == 0) {
+      if (load_redis(c, v, err, errlen) != 0) {
+        goto out;
+      }
+    } else if (strcmp(k, "node_name") == 0) {
+      free(c->node_name);
+      bad = (c->node_name = json_strdup(v)) == NULL ||
+            !node_name_valid(c->node_name);
     } else {
       err_set(err, errlen, "%s: unknown key \"%s\"", path, k);
       goto out;
@@ -416,6 +528,10 @@ static void usage(FILE *out) {
           "                       publisher\n"
           "  --tls-cert FILE      serve wss:// and https:// with this chain\n"
           "  --tls-key FILE       and this key\n"
+          "  --redis HOST:PORT    scale out over Redis (repeatable: one "
+          "shard each)\n"
+          "  --node-name NAME     this node's name among the nodes (default "
+          "random)\n"
           "  --log-level LEVEL    debug, info, warn or error (default info)\n"
           "  --help, -h           this text\n"
           "\n"
@@ -429,7 +545,7 @@ static void usage(FILE *out) {
 
 int push_config_flags(push_config *c, int argc, char **argv, char *err,
                       size_t errlen) {
-  int listen_set = 0;
+  int listen_set = 0, redis_set = 0;
   for (int i = 1; i < argc;) {
     const char *v = NULL;
     int r;
@@ -490,6 +606,33 @@ int push_config_flags(push_config *c, int argc, char **argv, char *err,
       *slot = strdup(v);
       continue;
     }
+    if ((r = cli_option(argc, argv, &i, "--redis", &v)) != 0) {
+      if (r < 0) {
+        return -1;
+      }
+      if (!redis_set) {
+        clear_redis_addrs(c);
+        redis_set = 1;
+      }
+      if (add_redis_addr(c, v, err, errlen) != 0) {
+        return -1;
+      }
+      c->engine_redis = 1;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--node-name", &v)) != 0) {
+      if (r < 0) {
+        return -1;
+      }
+      if (!node_name_valid(v)) {
+        err_set(err, errlen,
+                "--node-name: 1-12 letters, digits or underscores");
+        return -1;
+      }
+      free(c->node_name);
+      c->node_name = strdup(v);
+      continue;
+    }
     if ((r = cli_option(argc, argv, &i, "--allow-origin", &v)) != 0) {
       if (r < 0 || add_origin(c, v) != 0) {
         return -1;
@@ -512,6 +655,12 @@ int push_config_flags(push_config *c, int argc, char **argv, char *err,
   }
   if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
     err_set(err, errlen, "--tls-cert and --tls-key go together");
+    return -1;
+  }
+  if (c->engine_redis && c->redis.naddrs == 0) {
+    err_set(err, errlen,
+            "the redis engine needs an address (--redis HOST:PORT or "
+            "redis.addresses)");
     return -1;
   }
   if (!c->anonymous && !c->jwt_hmac_secret && !c->jwt_rsa_pem &&
@@ -537,5 +686,12 @@ void push_config_free(push_config *c) {
   free(c->ns);
   free(c->tls_cert);
   free(c->tls_key);
+  clear_redis_addrs(c);
+  free(c->redis.user);
+  free(c->redis.password);
+  free(c->redis.prefix);
+  free(c->redis.tls_ca);
+  free(c->redis.tls_server_name);
+  free(c->node_name);
   memset(c, 0, sizeof(*c));
 }

@@ -44,6 +44,7 @@
  */
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -221,7 +222,7 @@ static void sip_round(uint64_t v[4]) {
 
 /* SipHash-1-3 (one compression round, three finalization rounds: the
  * variant Rust and Python use for hash tables). */
-static uint32_t hash_str(const uint64_t key[2], const char *s, size_t n) {
+uint32_t push_hash_str(const uint64_t key[2], const char *s, size_t n) {
   uint64_t v[4] = {
       0x736f6d6570736575ULL ^ key[0], 0x646f72616e646f6dULL ^ key[1],
       0x6c7967656e657261ULL ^ key[0], 0x7465646279746573ULL ^ key[1]};
@@ -374,16 +375,44 @@ void push_result_free(push_result *r) {
 /* Encodes the publication, then the push around it, and copies the push
  * into one refcounted block (one reference, the caller's). The scratch
  * buffers make this the only allocation of a publish in the steady state. */
+static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
+                          int64_t now_ms);
+
 static push_pub *pub_build(push_hub *hub, const hub_channel *ch,
                            uint64_t offset, push_json data, push_json b64,
                            const char *client, const char *user,
                            int64_t now_ms) {
+  hub->scratch.len = 0;
+  if (push_pub_encode(&hub->scratch, offset, data, b64, client, user) != 0) {
+    push_buf_done(&hub->scratch, HUB_SCRATCH_KEEP);
+    return NULL;
+  }
+  return pub_wrap(hub, ch, offset, now_ms);
+}
+
+/* The same from an engine's form: {"offset":N then the tail as published
+ * (push_pub_tail). */
+static push_pub *pub_build_tail(push_hub *hub, const hub_channel *ch,
+                                const push_ext_pub *e) {
+  push_buf *pb = &hub->scratch;
+  pb->len = 0;
+  if (push_buf_raw(pb, "{\"offset\":", 10) != 0 ||
+      push_buf_u64(pb, e->offset) != 0 ||
+      push_buf_raw(pb, e->tail, e->tail_len) != 0) {
+    push_buf_done(pb, HUB_SCRATCH_KEEP);
+    return NULL;
+  }
+  return pub_wrap(hub, ch, e->offset, e->time_ms);
+}
+
+/* Wraps the publication encoded in hub->scratch into its push and the
+ * refcounted block. */
+static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
+                          int64_t now_ms) {
   push_buf *pb = &hub->scratch, *fb = &hub->scratch2;
   push_pub *pub = NULL;
-  pb->len = 0;
   fb->len = 0;
-  if (push_pub_encode(pb, offset, data, b64, client, user) != 0 ||
-      push_push_pub(fb, ch->name, pb->p, pb->len) != 0 || fb->len < pb->len ||
+  if (push_push_pub(fb, ch->name, pb->p, pb->len) != 0 || fb->len < pb->len ||
       fb->len > SIZE_MAX - sizeof *pub - 1) {
     goto done;
   }
@@ -596,7 +625,7 @@ static void channel_free(hub_channel *ch) {
  * NULL if absent, unconfigured or out of memory. */
 static hub_channel *channel_get(push_hub *hub, const char *name, int create) {
   size_t n = strlen(name);
-  uint32_t hash = hash_str(hub->key, name, n);
+  uint32_t hash = push_hash_str(hub->key, name, n);
   size_t at = channel_find(hub, name, hash, NULL);
   if (at != IDX_NONE) {
     return hub->chans[at];
@@ -847,6 +876,142 @@ int push_hub_history(push_hub *hub, const char *channel, uint64_t limit,
 }
 
 /* ------------------------------------------------------------------------ */
+/* Streams fed by an engine (redis.c)                                       */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * The engine owns offsets and epochs; the hub is then a replica of each
+ * active channel's stream: load sets the position and history from the
+ * engine's copy, append adds the publications that follow, in order.
+ * Subscribers stay through a load: the engine delivers what they missed
+ * with append first, or disconnects them when it cannot.
+ */
+int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
+                  uint64_t offset, const push_ext_pub *e, size_t n,
+                  int64_t now_ms) {
+  hub_channel *ch = channel_get(hub, channel, 1);
+  if (ch == NULL || ch->busy) {
+    return -1;
+  }
+  /* Only the entries that end exactly at offset, with no hole, can serve
+   * recovery (the ring invariant at the top). */
+  size_t first = n;
+  while (first > 0 && e[first - 1].offset == offset - (n - first)) {
+    first--;
+  }
+  size_t keep = n - first;
+  if (keep > ch->ns->history_size) {
+    first += keep - ch->ns->history_size;
+    keep = ch->ns->history_size;
+  }
+  push_pub **ring = NULL;
+  size_t cap = 0;
+  if (keep > 0) {
+    cap = keep < HUB_MIN_RING ? HUB_MIN_RING : keep;
+    if (cap > ch->ns->history_size) {
+      cap = ch->ns->history_size;
+    }
+    ring = calloc(cap, sizeof *ring);
+    if (ring == NULL) {
+      return -1;
+    }
+    for (size_t i = 0; i < keep; i++) {
+      ring[i] = pub_build_tail(hub, ch, &e[first + i]);
+      if (ring[i] == NULL) {
+        while (i-- > 0) {
+          push_pub_unref(ring[i]);
+        }
+        free(ring);
+        return -1;
+      }
+    }
+  }
+  while (ch->rlen > 0) {
+    ring_drop_front(ch);
+  }
+  free(ch->ring);
+  ch->ring = ring;
+  ch->rcap = cap;
+  ch->rhead = 0;
+  ch->rlen = keep;
+  snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
+  ch->offset = offset;
+  ring_prune(ch, now_ms);
+  return 0;
+}
+
+int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
+                    const push_ext_pub *e) {
+  hub_channel *ch = channel_get(hub, channel, 0);
+  if (ch == NULL || ch->busy) {
+    return -1;
+  }
+  if (strncmp(epoch, ch->epoch, sizeof ch->epoch) != 0 ||
+      e->offset != ch->offset + 1) {
+    return 1;
+  }
+  ring_prune(ch, e->time_ms);
+  push_pub *pub = pub_build_tail(hub, ch, e);
+  if (pub == NULL || ring_reserve(ch) != 0) {
+    push_pub_unref(pub);
+    return -1;
+  }
+  ch->offset++;
+  ring_push(ch, pub);
+  size_t nsubs = ch->nsubs;
+  channel_enter(hub, ch);
+  for (size_t i = 0; i < nsubs; i++) {
+    push_sub s = ch->subs[i];
+    if (s.client != NULL && s.deliver != NULL) {
+      s.deliver(s.client, push_pub_ref(pub));
+    }
+  }
+  channel_leave(hub, ch);
+  push_pub_unref(pub);
+  return 0;
+}
+
+int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos) {
+  hub_channel *ch = channel_get(hub, channel, 0);
+  if (ch == NULL) {
+    return -1;
+  }
+  channel_pos(ch, pos);
+  return 0;
+}
+
+size_t push_hub_nsubscribers(push_hub *hub, const char *channel) {
+  hub_channel *ch = channel_get(hub, channel, 0);
+  return ch != NULL ? ch->nsubs - ch->ndead : 0;
+}
+
+void push_hub_each_subscriber(push_hub *hub, const char *channel,
+                              void (*fn)(void *client, void *ud), void *ud) {
+  hub_channel *ch = channel_get(hub, channel, 0);
+  if (ch == NULL) {
+    return;
+  }
+  size_t n = ch->nsubs;
+  channel_enter(hub, ch);
+  for (size_t i = 0; i < n; i++) {
+    if (ch->subs[i].client != NULL) {
+      fn(ch->subs[i].client, ud);
+    }
+  }
+  channel_leave(hub, ch);
+}
+
+void push_hub_drop_history(push_hub *hub, const char *channel) {
+  hub_channel *ch = channel_get(hub, channel, 0);
+  if (ch == NULL || ch->busy) {
+    return;
+  }
+  while (ch->rlen > 0) {
+    ring_drop_front(ch);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
 /* Presence                                                                 */
 /* ------------------------------------------------------------------------ */
 
@@ -868,6 +1033,15 @@ static void presence_broadcast(push_hub *hub, hub_channel *ch,
     }
   }
   channel_leave(hub, ch);
+}
+
+void push_hub_broadcast_raw(push_hub *hub, const char *channel,
+                            const char *frame, size_t len) {
+  hub_channel *ch = channel_get(hub, channel, 0);
+  if (ch != NULL) {
+    push_buf b = {(char *)frame, len, len};
+    presence_broadcast(hub, ch, &b);
+  }
 }
 
 static push_json info_json(const char *info) {
@@ -900,7 +1074,7 @@ int push_hub_presence_add(push_hub *hub, const char *channel,
   if (e == NULL) {
     return -1;
   }
-  e->hash = hash_str(hub->key, client, cn);
+  e->hash = push_hash_str(hub->key, client, cn);
   memcpy(e->client, client, cn + 1);
   char *u = e->client + cn + 1;
   memcpy(u, user, un + 1);
@@ -946,7 +1120,7 @@ void push_hub_presence_remove(push_hub *hub, const char *channel,
   if (ch == NULL) {
     return;
   }
-  uint32_t hash = hash_str(hub->key, client, strlen(client));
+  uint32_t hash = push_hash_str(hub->key, client, strlen(client));
   size_t slot = idx_find(&ch->presidx, hash, pres_eq, ch->pres, client);
   if (slot == IDX_NONE) {
     return;

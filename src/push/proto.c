@@ -429,6 +429,23 @@ int push_pub_encode(push_buf *b, uint64_t offset, push_json data, push_json b64,
   return rv ? undo(b, len) : 0;
 }
 
+int push_pub_tail(push_buf *b, push_json data, push_json b64,
+                  const char *client, const char *user) {
+  size_t len = b->len;
+  if (client != NULL && user == NULL) {
+    user = "";
+  }
+  if (push_pub_encode(b, 0, data, b64, client, user) != 0) {
+    return -1;
+  }
+  /* Drop the {"offset":0 the encoder starts with. */
+  static const char head[] = "{\"offset\":0";
+  size_t hl = sizeof(head) - 1;
+  memmove(b->p + len, b->p + len + hl, b->len - len - hl);
+  b->len -= hl;
+  return 0;
+}
+
 int push_push_pub(push_buf *b, const char *channel, const char *pub,
                   size_t publen) {
   size_t len = b->len;

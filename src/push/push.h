@@ -120,6 +120,7 @@ enum {
   PUSH_D_SLOW = 3004,
   PUSH_D_NO_PING = 3005,
   PUSH_D_TOKEN_EXPIRED = 3006,
+  PUSH_D_INSUFFICIENT = 3010, /* missed what the engine no longer has */
   PUSH_D_INVALID_TOKEN = 3500,
   PUSH_D_BAD_REQUEST = 3501,
   PUSH_D_FORCED = 3502,
@@ -343,6 +344,58 @@ int push_hub_channels_json(push_hub *hub, push_buf *b);
 /* Drops history past its TTL and forgets channels with no subscribers, no
  * presence and no history. Call about once a second. */
 void push_hub_tick(push_hub *hub, int64_t now_ms);
+
+/* ---- streams fed by an engine (the Redis engine, redis.c) ---- */
+
+/* A publication as an engine stores it: offset, time, and its encoding
+ * minus the leading {"offset":N (push_pub_tail), which the hub puts back. */
+typedef struct push_ext_pub {
+  uint64_t offset;
+  int64_t time_ms;
+  const char *tail;
+  size_t tail_len;
+} push_ext_pub;
+
+/* Encodes a publication's tail: push_pub_encode without the offset. */
+int push_pub_tail(push_buf *b, push_json data, push_json b64,
+                  const char *client, const char *user);
+
+/* Sets channel's position to epoch/offset and its history to e[0..n)
+ * (oldest first; only the entries that lead without a hole up to offset are
+ * kept, at most history_size). Subscribers stay and get nothing: deliver
+ * what they missed with push_hub_append before. Creates the channel.
+ * Returns 0, or -1 (out of memory, unconfigured namespace, or called from a
+ * callback of this channel). */
+int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
+                  uint64_t offset, const push_ext_pub *e, size_t n,
+                  int64_t now_ms);
+
+/* Appends e and delivers it to every subscriber, if it follows the
+ * channel's position (same epoch, offset + 1). Returns 0, 1 when it does not
+ * follow (nothing changed: the caller resynchronizes), or -1 (out of
+ * memory, no such channel, or from a callback of this channel). */
+int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
+                    const push_ext_pub *e);
+
+/* The channel's position; -1 if the hub has no such channel. */
+int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos);
+
+/* Live subscribers of channel, and a walk over them (fn may unsubscribe). */
+size_t push_hub_nsubscribers(push_hub *hub, const char *channel);
+void push_hub_each_subscriber(push_hub *hub, const char *channel,
+                              void (*fn)(void *client, void *ud), void *ud);
+
+/* Sends a push frame made elsewhere (a join or leave from another node) to
+ * the channel's subscribers through presence_event. */
+void push_hub_broadcast_raw(push_hub *hub, const char *channel,
+                            const char *frame, size_t len);
+
+/* Forgets the channel's history (a replica no longer kept current). */
+void push_hub_drop_history(push_hub *hub, const char *channel);
+
+/* SipHash-1-3 of s under key, folded to 32 bits: for tables whose keys
+ * peers choose. */
+uint32_t push_hash_str(const uint64_t key[2], const char *s, size_t n);
 
 /* Counts for metrics. */
 size_t push_hub_nchannels(const push_hub *hub);

@@ -23,6 +23,7 @@
 
 #include "app/cli.h"
 #include "herald/rt.h"
+#include "push/redis.h"
 #include "push/server.h"
 #include "push/web.h"
 
@@ -31,6 +32,7 @@
 #endif
 
 typedef struct push_server push_server;
+typedef struct pending_op pending_op;
 
 typedef struct client {
   push_server *ps;
@@ -46,8 +48,42 @@ typedef struct client {
   char **subs;
   size_t nsubs, capsubs;
   char sse_epoch[PUSH_EPOCH_MAX + 1];
+  pending_op *ops; /* engine calls in flight for this client */
   struct client *prev, *next;
 } client;
+
+/* An engine call in flight (the Redis engine answers later): what to do
+ * with the answer. c becomes NULL when the client goes first; h, an HTTP
+ * request, must be answered in every case. */
+enum {
+  OP_SUBSCRIBE,
+  OP_HISTORY,
+  OP_PUBLISH,
+  OP_PRESENCE,
+  OP_SSE,
+  OP_API_HISTORY,
+  OP_API_PRESENCE,
+  OP_API_INFO,
+  OP_API_PUBLISH,
+  OP_DEMO
+};
+
+typedef struct bcast bcast;
+
+struct pending_op {
+  push_server *ps;
+  client *c;
+  herald_http *h;
+  int kind;
+  int cancelled; /* unsubscribed before the subscribe completed */
+  uint64_t id;
+  char channel[PUSH_CHANNEL_MAX + 1];
+  push_pos since;
+  uint64_t limit;
+  bcast *bc; /* OP_API_PUBLISH: the request it is part of */
+  size_t bc_index;
+  pending_op *prev, *next; /* in c->ops */
+};
 
 #define LAT_BUCKETS 12
 static const double lat_bounds[LAT_BUCKETS] = {0.00005, 0.0001, 0.00025, 0.0005,
@@ -59,6 +95,10 @@ struct push_server {
   herald_server *srv;
   herald_loop *loop;
   push_hub *hub;
+  push_redis *redis; /* the Redis engine, or NULL (memory, or stopped) */
+  char node[16];     /* this node's name: client ids start with it */
+  int64_t presence_refresh_ms;
+  int exit_code;
   push_jwt_keys keys;
   uint64_t next_id;
   client *clients;
@@ -78,6 +118,7 @@ struct push_server {
   /* metrics */
   uint64_t messages_in, messages_out, bytes_in, bytes_out, publications;
   uint64_t drops, slow_disconnects, connects_total, auth_failures;
+  uint64_t engine_unavailable;
   uint64_t lat_count, lat_bucket[LAT_BUCKETS + 1];
   double lat_sum;
 };
@@ -121,7 +162,13 @@ static client *client_new(push_server *ps) {
     return NULL;
   }
   c->ps = ps;
-  snprintf(c->id, sizeof(c->id), "c%" PRIu64, ++ps->next_id);
+  /* With several nodes, ids must be unique among them: the node's name
+   * leads. */
+  if (ps->cfg->engine_redis) {
+    snprintf(c->id, sizeof(c->id), "%s-%" PRIu64, ps->node, ++ps->next_id);
+  } else {
+    snprintf(c->id, sizeof(c->id), "c%" PRIu64, ++ps->next_id);
+  }
   c->next = ps->clients;
   if (ps->clients) {
     ps->clients->prev = c;
@@ -150,18 +197,27 @@ static void client_drop_sub(client *c, const char *channel) {
   }
 }
 
-/* Leaves every channel and frees the client. */
+static void engine_presence_remove(push_server *ps, const client *c,
+                                   const char *channel);
+static void engine_release(push_server *ps, const char *channel);
+
+/* Leaves every channel and frees the client. Engine calls still in flight
+ * for it finish without it. */
 static void client_free(client *c) {
   push_server *ps = c->ps;
   for (size_t i = 0; i < c->nsubs; i++) {
     const push_ns *ns = push_hub_ns(ps->hub, c->subs[i]);
     push_hub_unsubscribe(ps->hub, c->subs[i], c);
     if (ns && ns->presence) {
-      push_hub_presence_remove(ps->hub, c->subs[i], c->id);
+      engine_presence_remove(ps, c, c->subs[i]);
     }
+    engine_release(ps, c->subs[i]);
     free(c->subs[i]);
   }
   free(c->subs);
+  for (pending_op *op = c->ops; op; op = op->next) {
+    op->c = NULL;
+  }
   for (size_t i = 0; i < c->nallowed; i++) {
     free(c->allowed[i]);
   }
@@ -388,6 +444,145 @@ static void put_pubs(push_buf *b, const push_result *r) {
   push_buf_raw(b, "]", 1);
 }
 
+/* ---- the engine: memory (the hub alone) or Redis ---------------------- */
+
+static pending_op *op_new(push_server *ps, client *c, herald_http *h, int kind,
+                          uint64_t id, const char *channel) {
+  pending_op *op = calloc(1, sizeof(*op));
+  if (op == NULL) {
+    return NULL;
+  }
+  op->ps = ps;
+  op->c = c;
+  op->h = h;
+  op->kind = kind;
+  op->id = id;
+  if (channel) {
+    snprintf(op->channel, sizeof(op->channel), "%s", channel);
+  }
+  if (c) {
+    op->next = c->ops;
+    if (c->ops) {
+      c->ops->prev = op;
+    }
+    c->ops = op;
+  }
+  return op;
+}
+
+static void op_free(pending_op *op) {
+  if (op->c) {
+    if (op->prev) {
+      op->prev->next = op->next;
+    } else {
+      op->c->ops = op->next;
+    }
+    if (op->next) {
+      op->next->prev = op->prev;
+    }
+  }
+  free(op);
+}
+
+/* The subscribe of c to channel still waiting for the engine, or NULL. */
+static pending_op *op_pending_sub(const client *c, const char *channel) {
+  for (pending_op *op = c->ops; op; op = op->next) {
+    if (op->kind == OP_SUBSCRIBE && !op->cancelled &&
+        strcmp(op->channel, channel) == 0) {
+      return op;
+    }
+  }
+  return NULL;
+}
+
+static size_t npending_subs(const client *c) {
+  size_t n = 0;
+  for (pending_op *op = c->ops; op; op = op->next) {
+    n += op->kind == OP_SUBSCRIBE && !op->cancelled;
+  }
+  return n;
+}
+
+static void engine_release(push_server *ps, const char *channel) {
+  if (ps->redis) {
+    push_redis_release(ps->redis, channel);
+  }
+}
+
+/* {"user":...,"info":...}: a presence entry as stored in Redis, the same
+ * shape the hub writes. NUL-terminated. */
+static int presence_entry(push_buf *b, const client *c) {
+  return push_buf_raw(b, "{\"user\":", 8) ||
+         push_buf_str(b, c->user, strlen(c->user)) ||
+         (c->info && (push_buf_raw(b, ",\"info\":", 8) ||
+                      push_buf_raw(b, c->info, strlen(c->info)))) ||
+         push_buf_raw(b, "}", 1) || push_buf_raw(b, "", 1);
+}
+
+static void engine_presence_add(push_server *ps, const client *c,
+                                const char *channel, int announce) {
+  if (!ps->cfg->engine_redis) {
+    push_hub_presence_add(ps->hub, channel, c->id, c->user, c->info);
+    return;
+  }
+  if (ps->redis == NULL) {
+    return;
+  }
+  const push_ns *ns = push_hub_ns(ps->hub, channel);
+  push_buf e = {0}, join = {0};
+  push_json info = {c->info, c->info ? strlen(c->info) : 0};
+  int want_join = announce && ns && ns->join_leave;
+  if (presence_entry(&e, c) == 0 &&
+      (!want_join ||
+       push_push_join(&join, channel, c->id, c->user, info, 0) == 0)) {
+    push_redis_presence_add(ps->redis, channel, c->id, e.p,
+                            want_join ? &join : NULL);
+  }
+  push_buf_free(&e);
+  push_buf_free(&join);
+}
+
+static void engine_presence_remove(push_server *ps, const client *c,
+                                   const char *channel) {
+  if (!ps->cfg->engine_redis) {
+    push_hub_presence_remove(ps->hub, channel, c->id);
+    return;
+  }
+  if (ps->redis == NULL) {
+    return;
+  }
+  const push_ns *ns = push_hub_ns(ps->hub, channel);
+  push_buf leave = {0};
+  push_json none = {NULL, 0};
+  int want = ns && ns->join_leave &&
+             push_push_join(&leave, channel, c->id, c->user, none, 1) == 0;
+  push_redis_presence_remove(ps->redis, channel, c->id, want ? &leave : NULL);
+  push_buf_free(&leave);
+}
+
+static void op_synced(pending_op *op, int status);
+
+static void on_synced(void *ud, const push_redis_reply *rep) {
+  op_synced(ud, rep->status);
+}
+
+/* Runs op once the hub's copy of op->channel is current: at once with the
+ * memory engine or a channel this node already follows, else when Redis
+ * has answered. With Redis, a PUSH_REDIS_OK holds a reference on the
+ * channel that the op's handler keeps or releases. */
+static void op_sync(pending_op *op) {
+  push_server *ps = op->ps;
+  if (!ps->cfg->engine_redis) {
+    op_synced(op, PUSH_REDIS_OK);
+    return;
+  }
+  int rv = ps->redis ? push_redis_sync(ps->redis, op->channel, on_synced, op)
+                     : PUSH_REDIS_DOWN;
+  if (rv <= 0) {
+    op_synced(op, rv);
+  }
+}
+
 /* Verifies a JWT; on failure answers and disconnects. Returns 0 or -1. */
 static int check_token(client *c, uint64_t id, push_json tok,
                        push_jwt_claims *claims) {
@@ -502,6 +697,11 @@ static int may_subscribe(client *c, const push_ns *ns, const push_cmd *cmd) {
   return ok;
 }
 
+static void reply_engine_down(client *c, uint64_t id) {
+  c->ps->engine_unavailable++;
+  reply_error(c, id, PUSH_E_ENGINE, "engine unavailable: try again later", 1);
+}
+
 static void cmd_subscribe(client *c, const push_cmd *cmd) {
   push_server *ps = c->ps;
   const push_ns *ns = push_hub_ns(ps->hub, cmd->channel);
@@ -509,11 +709,12 @@ static void cmd_subscribe(client *c, const push_cmd *cmd) {
     reply_error(c, cmd->id, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", 0);
     return;
   }
-  if (client_subscribed(c, cmd->channel)) {
+  if (client_subscribed(c, cmd->channel) ||
+      op_pending_sub(c, cmd->channel) != NULL) {
     reply_error(c, cmd->id, PUSH_E_ALREADY_SUBSCRIBED, "already subscribed", 0);
     return;
   }
-  if (c->nsubs >= ps->cfg->max_channels) {
+  if (c->nsubs + npending_subs(c) >= ps->cfg->max_channels) {
     reply_error(c, cmd->id, PUSH_E_LIMIT, "too many channels", 0);
     return;
   }
@@ -523,25 +724,49 @@ static void cmd_subscribe(client *c, const push_cmd *cmd) {
                 "this channel needs a valid subscription token", 0);
     return;
   }
+  pending_op *op = op_new(ps, c, NULL, OP_SUBSCRIBE, cmd->id, cmd->channel);
+  if (op == NULL) {
+    reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+    return;
+  }
+  op->since = cmd->since;
+  op_sync(op);
+}
+
+/* The second half of subscribe, once the channel is current. */
+static void subscribe_done(pending_op *op, int status) {
+  push_server *ps = op->ps;
+  client *c = op->c;
+  const char *channel = op->channel;
+  int ok = status == PUSH_REDIS_OK;
+  if (c == NULL || c->gone || op->cancelled) {
+    if (ok) {
+      engine_release(ps, channel);
+    }
+    return;
+  }
+  if (!ok) {
+    reply_engine_down(c, op->id);
+    return;
+  }
+  const push_ns *ns = push_hub_ns(ps->hub, channel);
+  char *name = NULL;
   if (c->nsubs == c->capsubs) {
     size_t ncap = c->capsubs ? c->capsubs * 2 : 4;
     char **n = realloc(c->subs, ncap * sizeof(char *));
     if (n == NULL) {
-      reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
-      return;
+      goto nomem;
     }
     c->subs = n;
     c->capsubs = ncap;
   }
-  char *name = strdup(cmd->channel);
+  name = strdup(channel);
   push_sub sub = {c, deliver, presence_event};
   push_result r;
   memset(&r, 0, sizeof(r));
-  if (name == NULL || push_hub_subscribe(ps->hub, cmd->channel, &sub,
-                                         &cmd->since, now_ms(), &r) < 0) {
-    free(name);
-    reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
-    return;
+  if (name == NULL || push_hub_subscribe(ps->hub, channel, &sub, &op->since,
+                                         now_ms(), &r) < 0) {
+    goto nomem;
   }
   c->subs[c->nsubs++] = name;
   if (r.recovered && pubs_size(&r) > ps->cfg->output_cap / 2) {
@@ -549,13 +774,13 @@ static void cmd_subscribe(client *c, const push_cmd *cmd) {
      * drop it. The client reloads its state (docs/protocol.md). */
     push_log(PUSH_LOG_INFO,
              "ev=unrecovered client=%s channel=%s reason=too_large pubs=%zu",
-             c->id, cmd->channel, r.npubs);
+             c->id, channel, r.npubs);
     r.recovered = 0;
   }
   push_buf b = {0};
   push_buf_raw(&b, "{", 1);
   put_pos(&b, &r.pos);
-  if (cmd->since.set) {
+  if (op->since.set) {
     push_buf_raw(&b,
                  r.recovered ? ",\"recovered\":true" : ",\"recovered\":false",
                  r.recovered ? 17 : 18);
@@ -564,31 +789,75 @@ static void cmd_subscribe(client *c, const push_cmd *cmd) {
     }
   }
   push_buf_raw(&b, "}", 1);
-  reply(c, cmd->id, &b);
+  reply(c, op->id, &b);
   push_buf_free(&b);
   push_result_free(&r);
-  if (ns->presence) {
-    push_hub_presence_add(ps->hub, cmd->channel, c->id, c->user, c->info);
+  if (ns && ns->presence && !c->gone) {
+    engine_presence_add(ps, c, channel, 1);
   }
-  push_log(PUSH_LOG_DEBUG, "ev=subscribe client=%s channel=%s", c->id,
-           cmd->channel);
+  push_log(PUSH_LOG_DEBUG, "ev=subscribe client=%s channel=%s", c->id, channel);
+  return;
+nomem:
+  free(name);
+  engine_release(ps, channel);
+  reply_error(c, op->id, PUSH_E_INTERNAL, "out of memory", 1);
 }
 
 static void cmd_unsubscribe(client *c, const push_cmd *cmd) {
-  if (!client_subscribed(c, cmd->channel)) {
+  pending_op *op = op_pending_sub(c, cmd->channel);
+  if (op != NULL) {
+    op->cancelled = 1; /* its completion lets the channel go */
+  } else if (!client_subscribed(c, cmd->channel)) {
     reply_error(c, cmd->id, PUSH_E_NOT_SUBSCRIBED, "not subscribed", 0);
     return;
+  } else {
+    push_server *ps = c->ps;
+    const push_ns *ns = push_hub_ns(ps->hub, cmd->channel);
+    push_hub_unsubscribe(ps->hub, cmd->channel, c);
+    if (ns && ns->presence) {
+      engine_presence_remove(ps, c, cmd->channel);
+    }
+    engine_release(ps, cmd->channel);
+    client_drop_sub(c, cmd->channel);
   }
-  const push_ns *ns = push_hub_ns(c->ps->hub, cmd->channel);
-  push_hub_unsubscribe(c->ps->hub, cmd->channel, c);
-  if (ns && ns->presence) {
-    push_hub_presence_remove(c->ps->hub, cmd->channel, c->id);
-  }
-  client_drop_sub(c, cmd->channel);
   push_buf b = {0};
   push_buf_raw(&b, "{}", 2);
   reply(c, cmd->id, &b);
   push_buf_free(&b);
+}
+
+static void on_published(void *ud, const push_redis_reply *rep);
+
+/* Publishes data or b64 to channel. Memory engine: done at once (returns 0
+ * with *pos, or -1 out of memory). Redis: returns 1 and op gets the outcome
+ * (on_published), or -2 when Redis is unreachable (op untouched). */
+static int engine_publish(push_server *ps, const char *channel, push_json data,
+                          push_json b64, const char *cid, const char *user,
+                          push_pos *pos, pending_op *op) {
+  if (!ps->cfg->engine_redis) {
+    return publish(ps, channel, data, b64, cid, user, pos);
+  }
+  push_buf *t = &ps->result;
+  int rv = -2;
+  if (ps->redis != NULL && push_pub_tail(t, data, b64, cid, user) == 0 &&
+      push_redis_publish(ps->redis, channel, t->p, t->len, on_published, op) ==
+          1) {
+    rv = 1;
+  }
+  push_buf_done(t, SCRATCH_KEEP);
+  if (rv != 1) {
+    ps->engine_unavailable++;
+  }
+  return rv;
+}
+
+static void reply_pos(client *c, uint64_t id, const push_pos *pos) {
+  push_buf *b = &c->ps->result;
+  push_buf_raw(b, "{", 1);
+  put_pos(b, pos);
+  push_buf_raw(b, "}", 1);
+  reply(c, id, b);
+  push_buf_done(b, SCRATCH_KEEP);
 }
 
 static void cmd_publish(client *c, const push_cmd *cmd) {
@@ -603,22 +872,32 @@ static void cmd_publish(client *c, const push_cmd *cmd) {
     return;
   }
   push_pos pos;
-  if (publish(c->ps, cmd->channel, cmd->data, cmd->b64, c->id, c->user, &pos) !=
-      0) {
+  pending_op *op = NULL;
+  if (c->ps->cfg->engine_redis &&
+      (op = op_new(c->ps, c, NULL, OP_PUBLISH, cmd->id, cmd->channel)) ==
+          NULL) {
     reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
     return;
   }
-  /* The hot command: its result goes through the scratch buffer too. */
-  push_buf *b = &c->ps->result;
-  push_buf_raw(b, "{", 1);
-  put_pos(b, &pos);
-  push_buf_raw(b, "}", 1);
-  reply(c, cmd->id, b);
-  push_buf_done(b, SCRATCH_KEEP);
+  int rv = engine_publish(c->ps, cmd->channel, cmd->data, cmd->b64, c->id,
+                          c->user, &pos, op);
+  if (rv == 0) {
+    /* The hot command: its result goes through the scratch buffer too. */
+    reply_pos(c, cmd->id, &pos);
+  } else if (rv == -1) {
+    reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+  } else if (rv == -2) {
+    op_free(op);
+    reply_error(c, cmd->id, PUSH_E_ENGINE,
+                "engine unavailable: try again later", 1);
+  }
 }
 
+static void on_presence_reply(void *ud, const push_redis_reply *rep);
+
 static void cmd_presence(client *c, const push_cmd *cmd) {
-  const push_ns *ns = push_hub_ns(c->ps->hub, cmd->channel);
+  push_server *ps = c->ps;
+  const push_ns *ns = push_hub_ns(ps->hub, cmd->channel);
   if (ns == NULL) {
     reply_error(c, cmd->id, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", 0);
     return;
@@ -632,8 +911,20 @@ static void cmd_presence(client *c, const push_cmd *cmd) {
     reply_error(c, cmd->id, PUSH_E_PERMISSION, "subscribe first", 0);
     return;
   }
+  if (ps->cfg->engine_redis) {
+    pending_op *op = op_new(ps, c, NULL, OP_PRESENCE, cmd->id, cmd->channel);
+    if (op == NULL || ps->redis == NULL ||
+        push_redis_presence_get(ps->redis, cmd->channel, on_presence_reply,
+                                op) != 1) {
+      if (op) {
+        op_free(op);
+      }
+      reply_engine_down(c, cmd->id);
+    }
+    return;
+  }
   push_buf b = {0};
-  if (push_hub_presence_json(c->ps->hub, cmd->channel, &b) == 0) {
+  if (push_hub_presence_json(ps->hub, cmd->channel, &b) == 0) {
     reply(c, cmd->id, &b);
   }
   push_buf_free(&b);
@@ -654,30 +945,56 @@ static void cmd_history(client *c, const push_cmd *cmd) {
     reply_error(c, cmd->id, PUSH_E_PERMISSION, "subscribe first", 0);
     return;
   }
-  push_result r;
-  memset(&r, 0, sizeof(r));
-  if (push_hub_history(c->ps->hub, cmd->channel, cmd->limit, &cmd->since,
-                       now_ms(), &r) != 0) {
+  pending_op *op = op_new(c->ps, c, NULL, OP_HISTORY, cmd->id, cmd->channel);
+  if (op == NULL) {
     reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
     return;
   }
-  if (pubs_size(&r) > c->ps->cfg->output_cap / 2) {
+  op->since = cmd->since;
+  op->limit = cmd->limit;
+  op_sync(op);
+}
+
+static void history_done(pending_op *op, int status) {
+  push_server *ps = op->ps;
+  client *c = op->c;
+  if (status == PUSH_REDIS_OK && (c == NULL || c->gone)) {
+    engine_release(ps, op->channel);
+    return;
+  }
+  if (c == NULL || c->gone) {
+    return;
+  }
+  if (status != PUSH_REDIS_OK) {
+    reply_engine_down(c, op->id);
+    return;
+  }
+  push_result r;
+  memset(&r, 0, sizeof(r));
+  int rv = push_hub_history(ps->hub, op->channel, op->limit, &op->since,
+                            now_ms(), &r);
+  engine_release(ps, op->channel);
+  if (rv != 0) {
+    reply_error(c, op->id, PUSH_E_INTERNAL, "out of memory", 1);
+    return;
+  }
+  if (pubs_size(&r) > ps->cfg->output_cap / 2) {
     push_result_free(&r);
-    reply_error(c, cmd->id, PUSH_E_LIMIT,
+    reply_error(c, op->id, PUSH_E_LIMIT,
                 "history reply too large: ask for a smaller limit", 0);
     return;
   }
   push_buf b = {0};
   push_buf_raw(&b, "{", 1);
   put_pos(&b, &r.pos);
-  if (cmd->since.set) {
+  if (op->since.set) {
     push_buf_raw(&b,
                  r.recovered ? ",\"recovered\":true" : ",\"recovered\":false",
                  r.recovered ? 17 : 18);
   }
   put_pubs(&b, &r);
   push_buf_raw(&b, "}", 1);
-  reply(c, cmd->id, &b);
+  reply(c, op->id, &b);
   push_buf_free(&b);
   push_result_free(&r);
 }
@@ -984,6 +1301,45 @@ static void serve_metrics(push_server *ps, herald_http *h) {
                        cum);
     push_buf_raw(&b, line, (size_t)n);
   }
+  if (ps->cfg->engine_redis) {
+    push_redis_stats st = {0};
+    if (ps->redis) {
+      push_redis_get_stats(ps->redis, &st);
+    }
+    struct {
+      const char *name, *type, *help;
+      double value;
+    } r[] = {
+        {"herald_engine_healthy", "gauge",
+         "1 when every Redis shard is connected and ready.",
+         (double)(ps->redis && push_redis_healthy(ps->redis))},
+        {"herald_redis_shards", "gauge", "Configured Redis shards.",
+         (double)st.shards},
+        {"herald_redis_shards_up", "gauge", "Redis shards connected.",
+         (double)st.shards_up},
+        {"herald_redis_reconnects_total", "counter",
+         "Times a Redis shard was lost and a reconnect scheduled.",
+         (double)st.reconnects},
+        {"herald_redis_errors_total", "counter", "Redis error replies.",
+         (double)st.errors},
+        {"herald_redis_resyncs_total", "counter",
+         "Channels read again from Redis after a gap.", (double)st.resyncs},
+        {"herald_redis_lost_total", "counter",
+         "Resyncs that could not fill the gap (subscribers were told).",
+         (double)st.lost},
+        {"herald_redis_channels", "gauge",
+         "Channels this node follows in Redis.", (double)st.channels},
+        {"herald_engine_unavailable_total", "counter",
+         "Requests refused because Redis was unreachable.",
+         (double)ps->engine_unavailable},
+    };
+    for (size_t i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+      int k = snprintf(line, sizeof(line),
+                       "# HELP %s %s\n# TYPE %s %s\n%s %.0f\n", r[i].name,
+                       r[i].help, r[i].name, r[i].type, r[i].name, r[i].value);
+      push_buf_raw(&b, line, (size_t)k);
+    }
+  }
   int n = snprintf(line, sizeof(line),
                    "herald_delivery_latency_seconds_sum %.6f\n"
                    "herald_delivery_latency_seconds_count %" PRIu64 "\n",
@@ -1082,10 +1438,40 @@ static void serve_sse(push_server *ps, herald_http *h,
       }
     }
   }
+  pending_op *op = op_new(ps, c, h, OP_SSE, 0, channel);
+  if (op == NULL) {
+    client_free(c);
+    http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    return;
+  }
+  op->since = cmd.since;
+  op_sync(op);
+}
+
+/* The second half of an SSE request, once the channel is current. */
+static void sse_done(pending_op *op, int status) {
+  push_server *ps = op->ps;
+  client *c = op->c;
+  herald_http *h = op->h;
+  const char *channel = op->channel;
+  int ok = status == PUSH_REDIS_OK;
+  if (c == NULL || !ok || ps->stopping) {
+    if (ok) {
+      engine_release(ps, channel);
+    }
+    if (c != NULL) {
+      client_free(c);
+    }
+    ps->engine_unavailable += !ok;
+    http_error(h, 503, ok ? PUSH_E_INTERNAL : PUSH_E_ENGINE,
+               ok ? "shutting down" : "engine unavailable: try again later");
+    return;
+  }
   c->subs = malloc(sizeof(char *));
   char *name = strdup(channel);
   if (c->subs == NULL || name == NULL) {
     free(name);
+    engine_release(ps, channel);
     client_free(c);
     http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
     return;
@@ -1095,6 +1481,7 @@ static void serve_sse(push_server *ps, herald_http *h,
                           {{"X-Accel-Buffering", 17}, {"no", 2}}};
   if (herald_http_stream(h, 200, hdrs, 3, sse_gone, c) != 0) {
     free(name);
+    engine_release(ps, channel);
     client_free(c);
     http_error(h, 503, PUSH_E_INTERNAL, "cannot stream");
     return;
@@ -1104,9 +1491,10 @@ static void serve_sse(push_server *ps, herald_http *h,
   push_sub sub = {c, deliver, presence_event};
   push_result r;
   memset(&r, 0, sizeof(r));
-  if (push_hub_subscribe(ps->hub, channel, &sub, &cmd.since, now_ms(), &r) <
+  if (push_hub_subscribe(ps->hub, channel, &sub, &op->since, now_ms(), &r) <
       0) {
     free(name);
+    engine_release(ps, channel);
     client_disconnect(c, PUSH_D_SHUTDOWN, "out of memory");
     return;
   }
@@ -1115,7 +1503,7 @@ static void serve_sse(push_server *ps, herald_http *h,
   snprintf(c->sse_epoch, sizeof(c->sse_epoch), "%s", r.pos.epoch);
   /* A retry hint, then what was missed (or the news that it is gone). */
   herald_http_write(h, "retry: 2000\n\n", 13);
-  if (cmd.since.set && !r.recovered) {
+  if (op->since.set && !r.recovered) {
     char ev[96];
     int n = snprintf(ev, sizeof(ev),
                      "event: unrecovered\nid: %s:%" PRIu64 "\ndata: {}\n\n",
@@ -1152,9 +1540,103 @@ static int api_key_ok(push_server *ps, const herald_request *req) {
   return diff == 0;
 }
 
+/* One /api/publish or /api/broadcast request: a result per channel, sent
+ * when the last one is known (with Redis they come back one by one). */
+struct bcast {
+  herald_http *h;
+  int broadcast;
+  size_t n, left;
+  struct bres {
+    int code; /* 0: published */
+    const char *err;
+    push_pos pos;
+  } * res;
+};
+
+static void bcast_finish(bcast *bc) {
+  herald_http *h = bc->h;
+  if (!bc->broadcast) {
+    struct bres *r = &bc->res[0];
+    if (r->code != 0) {
+      http_error(h,
+                 r->code == PUSH_E_ENGINE || r->code == PUSH_E_INTERNAL ? 503
+                 : r->code == PUSH_E_UNKNOWN_NAMESPACE                  ? 404
+                                                                        : 400,
+                 r->code, r->err);
+    } else {
+      push_buf b = {0};
+      push_buf_raw(&b, "{", 1);
+      put_pos(&b, &r->pos);
+      push_buf_raw(&b, "}", 1);
+      http_result(h, &b);
+      push_buf_free(&b);
+    }
+  } else {
+    push_buf out = {0};
+    push_buf_raw(&out, "{\"responses\":[", 14);
+    for (size_t i = 0; i < bc->n; i++) {
+      struct bres *r = &bc->res[i];
+      if (i) {
+        push_buf_raw(&out, ",", 1);
+      }
+      if (r->code != 0) {
+        push_buf_raw(&out, "{\"error\":{\"code\":", 17);
+        push_buf_u64(&out, (uint64_t)r->code);
+        push_buf_raw(&out, ",\"message\":", 11);
+        push_buf_str(&out, r->err, strlen(r->err));
+        push_buf_raw(&out, "}}", 2);
+      } else {
+        push_buf_raw(&out, "{", 1);
+        put_pos(&out, &r->pos);
+        push_buf_raw(&out, "}", 1);
+      }
+    }
+    push_buf_raw(&out, "]}", 2);
+    http_result(h, &out);
+    push_buf_free(&out);
+  }
+  free(bc->res);
+  free(bc);
+}
+
+static void bcast_set(bcast *bc, size_t i, int code, const char *err,
+                      const push_pos *pos) {
+  bc->res[i].code = code;
+  bc->res[i].err = err;
+  if (pos) {
+    bc->res[i].pos = *pos;
+  }
+  if (--bc->left == 0) {
+    bcast_finish(bc);
+  }
+}
+
+static void on_published(void *ud, const push_redis_reply *rep) {
+  pending_op *op = ud;
+  push_server *ps = op->ps;
+  int ok = rep->status == PUSH_REDIS_OK;
+  if (ok) {
+    ps->publications++;
+  } else {
+    ps->engine_unavailable++;
+  }
+  if (op->kind == OP_PUBLISH && op->c != NULL && !op->c->gone) {
+    if (ok) {
+      reply_pos(op->c, op->id, &rep->pos);
+    } else {
+      reply_error(op->c, op->id, PUSH_E_ENGINE,
+                  "engine unavailable: try again later", 1);
+    }
+  } else if (op->kind == OP_API_PUBLISH) {
+    bcast_set(op->bc, op->bc_index, ok ? 0 : PUSH_E_ENGINE,
+              ok ? NULL : "engine unavailable: try again later", &rep->pos);
+  }
+  op_free(op);
+}
+
 static void api_publish(push_server *ps, herald_http *h, push_json body,
                         int broadcast) {
-  push_json data, b64, chv;
+  push_json data, b64, chv = {NULL, 0};
   int has_data = push_json_get(body, "data", &data);
   int has_b64 = push_json_get(body, "b64", &b64);
   if (has_data == has_b64) {
@@ -1170,75 +1652,74 @@ static void api_publish(push_server *ps, herald_http *h, push_json body,
     b64.n = 0;
   }
   push_json list;
+  size_t n = 1;
   if (broadcast) {
     if (!push_json_get(body, "channels", &list) ||
         push_json_type_of(list) != PUSH_JSON_ARRAY) {
       http_error(h, 400, PUSH_E_BAD_REQUEST, "channels must be an array");
       return;
     }
+    push_json v;
+    size_t pos = 0;
+    for (n = 0; push_json_next(list, &pos, NULL, &v); n++) {
+    }
   } else if (!push_json_get(body, "channel", &chv)) {
     http_error(h, 400, PUSH_E_BAD_REQUEST, "channel is missing");
     return;
   }
-  push_buf out = {0};
-  if (broadcast) {
-    push_buf_raw(&out, "{\"responses\":[", 14);
+  bcast *bc = calloc(1, sizeof(*bc));
+  if (bc == NULL || (bc->res = calloc(n ? n : 1, sizeof(*bc->res))) == NULL) {
+    free(bc);
+    http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    return;
   }
-  size_t pos = 0, count = 0;
-  for (;;) {
-    push_json v;
+  bc->h = h;
+  bc->broadcast = broadcast;
+  bc->n = n;
+  /* One extra count held while the loop runs, so that results arriving
+   * at once (memory engine, errors) cannot finish the request early. */
+  bc->left = n + 1;
+  size_t pos = 0;
+  for (size_t i = 0; i < n; i++) {
+    push_json v = chv;
     if (broadcast) {
-      if (!push_json_next(list, &pos, NULL, &v)) {
-        break;
-      }
-    } else {
-      if (count == 1) {
-        break;
-      }
-      v = chv;
+      push_json_next(list, &pos, NULL, &v);
     }
     char channel[PUSH_CHANNEL_MAX + 1];
-    long n = push_json_str(v, channel, sizeof(channel));
-    if (broadcast && count > 0) {
-      push_buf_raw(&out, ",", 1);
-    }
-    count++;
-    const char *err = NULL;
-    int code = 0;
-    if (n < 0 || !push_channel_valid(channel, (size_t)n)) {
-      err = "invalid channel name";
-      code = PUSH_E_BAD_REQUEST;
-    } else if (push_hub_ns(ps->hub, channel) == NULL) {
-      err = "unknown namespace";
-      code = PUSH_E_UNKNOWN_NAMESPACE;
-    }
-    push_pos p;
-    if (err == NULL && publish(ps, channel, data, b64, NULL, NULL, &p) != 0) {
-      err = "out of memory";
-      code = PUSH_E_INTERNAL;
-    }
-    if (err) {
-      if (!broadcast) {
-        http_error(h, code == PUSH_E_INTERNAL ? 503 : 400, code, err);
-        push_buf_free(&out);
-        return;
-      }
-      push_buf_raw(&out, "{\"error\":{\"code\":", 17);
-      push_buf_u64(&out, (uint64_t)code);
-      push_buf_raw(&out, ",\"message\":", 11);
-      push_buf_str(&out, err, strlen(err));
-      push_buf_raw(&out, "}}", 2);
+    long len = push_json_str(v, channel, sizeof(channel));
+    if (len < 0 || !push_channel_valid(channel, (size_t)len)) {
+      bcast_set(bc, i, PUSH_E_BAD_REQUEST, "invalid channel name", NULL);
       continue;
     }
-    push_buf_raw(&out, "{", 1);
-    put_pos(&out, &p);
-    push_buf_raw(&out, "}", 1);
+    if (push_hub_ns(ps->hub, channel) == NULL) {
+      bcast_set(bc, i, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", NULL);
+      continue;
+    }
+    pending_op *op = NULL;
+    if (ps->cfg->engine_redis) {
+      op = op_new(ps, NULL, h, OP_API_PUBLISH, 0, channel);
+      if (op == NULL) {
+        bcast_set(bc, i, PUSH_E_INTERNAL, "out of memory", NULL);
+        continue;
+      }
+      op->bc = bc;
+      op->bc_index = i;
+    }
+    push_pos p;
+    int rv = engine_publish(ps, channel, data, b64, NULL, NULL, &p, op);
+    if (rv == 0) {
+      bcast_set(bc, i, 0, NULL, &p);
+    } else if (rv == -1) {
+      bcast_set(bc, i, PUSH_E_INTERNAL, "out of memory", NULL);
+    } else if (rv == -2) {
+      op_free(op);
+      bcast_set(bc, i, PUSH_E_ENGINE, "engine unavailable: try again later",
+                NULL);
+    }
   }
-  if (broadcast) {
-    push_buf_raw(&out, "]}", 2);
+  if (--bc->left == 0) {
+    bcast_finish(bc);
   }
-  http_result(h, &out);
-  push_buf_free(&out);
 }
 
 static void api_disconnect(push_server *ps, herald_http *h, push_json body) {
@@ -1276,51 +1757,165 @@ static void api_disconnect(push_server *ps, herald_http *h, push_json body) {
   push_buf_free(&b);
 }
 
+static void on_presence_reply(void *ud, const push_redis_reply *rep) {
+  pending_op *op = ud;
+  int ok = rep->status == PUSH_REDIS_OK;
+  push_buf b = {(char *)rep->json, rep->len, rep->len};
+  if (op->kind == OP_PRESENCE && op->c != NULL && !op->c->gone) {
+    if (ok) {
+      reply(op->c, op->id, &b);
+    } else {
+      reply_engine_down(op->c, op->id);
+    }
+  } else if (op->kind == OP_API_PRESENCE) {
+    if (ok) {
+      http_result(op->h, &b);
+    } else {
+      op->ps->engine_unavailable++;
+      http_error(op->h, 503, PUSH_E_ENGINE,
+                 "engine unavailable: try again later");
+    }
+  }
+  op_free(op);
+}
+
+static void on_nodes_reply(void *ud, const push_redis_reply *rep) {
+  pending_op *op = ud;
+  if (rep->status == PUSH_REDIS_OK) {
+    push_buf b = {0};
+    push_buf_raw(&b, "{\"nodes\":", 9);
+    push_buf_raw(&b, rep->json, rep->len);
+    push_buf_raw(&b, "}", 1);
+    http_result(op->h, &b);
+    push_buf_free(&b);
+  } else {
+    op->ps->engine_unavailable++;
+    http_error(op->h, 503, PUSH_E_ENGINE,
+               "engine unavailable: try again later");
+  }
+  op_free(op);
+}
+
+/* This node's entry in /api/info (and in Redis' node list). */
+static void node_json(void *ud, push_buf *b) {
+  push_server *ps = ud;
+  char tmp[320];
+  int n =
+      snprintf(tmp, sizeof(tmp),
+               "{\"name\":\"%s\",\"version\":\"%s\","
+               "\"connections\":%zu,\"subscriptions\":%zu,"
+               "\"channels\":%zu,\"uptime\":%" PRId64 "}",
+               ps->node, HERALD_VERSION_STRING, ps->nclients,
+               push_hub_nsubscriptions(ps->hub), push_hub_nchannels(ps->hub),
+               (now_ms() - ps->started_ms) / 1000);
+  push_buf_raw(b, tmp, (size_t)n);
+}
+
+static void api_history_done(pending_op *op, int status) {
+  push_server *ps = op->ps;
+  herald_http *h = op->h;
+  if (status != PUSH_REDIS_OK) {
+    ps->engine_unavailable++;
+    http_error(h, 503, PUSH_E_ENGINE, "engine unavailable: try again later");
+    return;
+  }
+  push_result r;
+  memset(&r, 0, sizeof(r));
+  push_pos none = {0};
+  push_buf b = {0};
+  if (push_hub_history(ps->hub, op->channel, op->limit, &none, now_ms(), &r) !=
+      0) {
+    http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+  } else {
+    push_buf_raw(&b, "{", 1);
+    put_pos(&b, &r.pos);
+    put_pubs(&b, &r);
+    push_buf_raw(&b, "}", 1);
+    http_result(h, &b);
+  }
+  engine_release(ps, op->channel);
+  push_result_free(&r);
+  push_buf_free(&b);
+}
+
+/* Where an engine call continues once its channel is current. */
+static void op_synced(pending_op *op, int status) {
+  switch (op->kind) {
+  case OP_SUBSCRIBE:
+    subscribe_done(op, status);
+    break;
+  case OP_HISTORY:
+    history_done(op, status);
+    break;
+  case OP_SSE:
+    sse_done(op, status);
+    break;
+  case OP_API_HISTORY:
+    api_history_done(op, status);
+    break;
+  default:
+    break;
+  }
+  op_free(op);
+}
+
 static void api_get(push_server *ps, herald_http *h,
                     const herald_request *req) {
   char channel[PUSH_CHANNEL_MAX + 1], lim[32];
   push_buf b = {0};
+  int redis = ps->cfg->engine_redis;
   if (path_is(req, "/api/channels")) {
     push_hub_channels_json(ps->hub, &b);
     http_result(h, &b);
   } else if (path_is(req, "/api/info")) {
-    char tmp[256];
-    int n = snprintf(
-        tmp, sizeof(tmp),
-        "{\"nodes\":[{\"name\":\"local\",\"version\":\"%s\","
-        "\"connections\":%zu,\"subscriptions\":%zu,"
-        "\"channels\":%zu,\"uptime\":%" PRId64 "}]}",
-        HERALD_VERSION_STRING, ps->nclients, push_hub_nsubscriptions(ps->hub),
-        push_hub_nchannels(ps->hub), (now_ms() - ps->started_ms) / 1000);
-    push_buf_raw(&b, tmp, (size_t)n);
-    http_result(h, &b);
+    if (redis) {
+      pending_op *op = op_new(ps, NULL, h, OP_API_INFO, 0, NULL);
+      if (op == NULL || ps->redis == NULL ||
+          push_redis_nodes(ps->redis, on_nodes_reply, op) != 1) {
+        free(op);
+        ps->engine_unavailable++;
+        http_error(h, 503, PUSH_E_ENGINE,
+                   "engine unavailable: try again later");
+      }
+    } else {
+      push_buf_raw(&b, "{\"nodes\":[", 10);
+      node_json(ps, &b);
+      push_buf_raw(&b, "]}", 2);
+      http_result(h, &b);
+    }
   } else if (path_is(req, "/api/presence") || path_is(req, "/api/history")) {
+    uint64_t limit = 0;
     if (!query_param(req->query, "channel", channel, sizeof(channel)) ||
         !push_channel_valid(channel, strlen(channel))) {
       http_error(h, 400, PUSH_E_BAD_REQUEST, "?channel= is missing or invalid");
     } else if (push_hub_ns(ps->hub, channel) == NULL) {
       http_error(h, 404, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace");
     } else if (path_is(req, "/api/presence")) {
-      push_hub_presence_json(ps->hub, channel, &b);
-      http_result(h, &b);
-    } else {
-      uint64_t limit = 0;
-      if (query_param(req->query, "limit", lim, sizeof(lim)) &&
-          cli_parse_uint(lim, 1u << 30, &limit) != 0) {
-        http_error(h, 400, PUSH_E_BAD_REQUEST, "limit must be a number");
-        push_buf_free(&b);
-        return;
+      if (!redis) {
+        push_hub_presence_json(ps->hub, channel, &b);
+        http_result(h, &b);
+      } else {
+        pending_op *op = op_new(ps, NULL, h, OP_API_PRESENCE, 0, channel);
+        if (op == NULL || ps->redis == NULL ||
+            push_redis_presence_get(ps->redis, channel, on_presence_reply,
+                                    op) != 1) {
+          free(op);
+          ps->engine_unavailable++;
+          http_error(h, 503, PUSH_E_ENGINE,
+                     "engine unavailable: try again later");
+        }
       }
-      push_result r;
-      memset(&r, 0, sizeof(r));
-      push_pos none = {0};
-      push_hub_history(ps->hub, channel, limit, &none, now_ms(), &r);
-      push_buf_raw(&b, "{", 1);
-      put_pos(&b, &r.pos);
-      put_pubs(&b, &r);
-      push_buf_raw(&b, "}", 1);
-      push_result_free(&r);
-      http_result(h, &b);
+    } else if (query_param(req->query, "limit", lim, sizeof(lim)) &&
+               cli_parse_uint(lim, 1u << 30, &limit) != 0) {
+      http_error(h, 400, PUSH_E_BAD_REQUEST, "limit must be a number");
+    } else {
+      pending_op *op = op_new(ps, NULL, h, OP_API_HISTORY, 0, channel);
+      if (op == NULL) {
+        http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+      } else {
+        op->limit = limit;
+        op_sync(op);
+      }
     }
   } else {
     http_error(h, 404, PUSH_E_BAD_REQUEST, "no such endpoint");
@@ -1366,8 +1961,18 @@ static void on_http(herald_http *h, const herald_request *req,
     return;
   }
   if (path_is(req, "/health")) {
-    static const char ok[] = "{\"status\":\"ok\"}";
-    http_json(h, 200, ok, sizeof(ok) - 1);
+    /* A node that cannot reach Redis is not healthy, even though its
+     * clients stay connected: a load balancer should send new ones
+     * elsewhere, and an operator should hear about it. */
+    if (ps->cfg->engine_redis &&
+        (ps->redis == NULL || !push_redis_healthy(ps->redis))) {
+      static const char bad[] = "{\"status\":\"degraded\",\"engine\":\"redis\","
+                                "\"error\":\"Redis unreachable\"}";
+      http_json(h, 503, bad, sizeof(bad) - 1);
+    } else {
+      static const char ok[] = "{\"status\":\"ok\"}";
+      http_json(h, 200, ok, sizeof(ok) - 1);
+    }
   } else if (path_is(req, "/metrics")) {
     serve_metrics(ps, h);
   } else if (path_is(req, "/sse")) {
@@ -1386,10 +1991,35 @@ static void on_http(herald_http *h, const herald_request *req,
 
 /* ---- timers: hub upkeep, SSE keepalive, the demo publisher ------------ */
 
+/* Presence entries in Redis expire unless their node refreshes them: a
+ * node that dies takes its clients' entries with it after presence_ttl. */
+static void presence_refresh(push_server *ps) {
+  for (client *c = ps->clients; c; c = c->next) {
+    if (c->gone) {
+      continue;
+    }
+    for (size_t i = 0; i < c->nsubs; i++) {
+      const push_ns *ns = push_hub_ns(ps->hub, c->subs[i]);
+      if (ns && ns->presence) {
+        engine_presence_add(ps, c, c->subs[i], 0);
+      }
+    }
+  }
+}
+
 static void on_tick(uv_timer_t *t) {
   push_server *ps = t->data;
   static unsigned ticks;
-  push_hub_tick(ps->hub, now_ms());
+  int64_t now = now_ms();
+  push_hub_tick(ps->hub, now);
+  if (ps->redis) {
+    push_redis_tick(ps->redis, now);
+    uint32_t every = ps->cfg->redis.presence_ttl_s / 3;
+    if (now - ps->presence_refresh_ms >= (int64_t)(every ? every : 1) * 1000) {
+      ps->presence_refresh_ms = now;
+      presence_refresh(ps);
+    }
+  }
   if (ps->cfg->sse_keepalive_s && ++ticks % ps->cfg->sse_keepalive_s == 0) {
     for (client *c = ps->clients, *next; c; c = next) {
       next = c->next;
@@ -1418,7 +2048,15 @@ static void on_demo(uv_timer_t *t) {
                      sym[i], price, price - old);
     push_json data = {json, (size_t)n}, none = {NULL, 0};
     push_pos pos;
-    publish(ps, "ticker:prices", data, none, NULL, NULL, &pos);
+    pending_op *op = NULL;
+    if (ps->cfg->engine_redis &&
+        (op = op_new(ps, NULL, NULL, OP_DEMO, 0, "ticker:prices")) == NULL) {
+      continue;
+    }
+    if (engine_publish(ps, "ticker:prices", data, none, NULL, NULL, &pos, op) ==
+        -2) {
+      op_free(op);
+    }
   }
 }
 
@@ -1427,11 +2065,40 @@ static void on_pass_end(uv_check_t *h) {
   ps->pass_out = 0;
 }
 
+static void lost_one(void *cl, void *ud) {
+  (void)ud;
+  client_disconnect(cl, PUSH_D_INSUFFICIENT, "insufficient state");
+}
+
+/* Redis no longer holds publications this node's subscribers of channel
+ * missed (a long outage, or Redis lost its data): rather than leave a
+ * silent gap, they are disconnected to reconnect and resubscribe, which
+ * tells them "recovered": false. */
+static void on_lost(void *ud, const char *channel) {
+  push_server *ps = ud;
+  push_log(PUSH_LOG_WARN, "ev=insufficient_state channel=%s subscribers=%zu",
+           channel, push_hub_nsubscribers(ps->hub, channel));
+  push_hub_each_subscriber(ps->hub, channel, lost_one, ps);
+}
+
 static void on_loop_start(herald_loop *loop, void *ud) {
   push_server *ps = ud;
   static const char *first;
   ps->loop = loop;
   uv_loop_t *uv = herald_loop_uv(loop);
+  if (ps->cfg->engine_redis) {
+    char err[256] = "";
+    push_redis_events ev = {on_lost, node_json, ps};
+    ps->redis = push_redis_new(uv, &ps->cfg->redis, ps->hub, ps->node, &ev, err,
+                               sizeof(err));
+    if (ps->redis == NULL) {
+      fprintf(stderr, "herald: %s\n", err);
+      ps->exit_code = 2;
+      ps->stopping = 1;
+      herald_server_stop(ps->srv);
+      return;
+    }
+  }
   uv_timer_init(uv, &ps->tick);
   ps->tick.data = ps;
   uv_timer_start(&ps->tick, on_tick, 1000, 1000);
@@ -1469,9 +2136,26 @@ static void on_signal(uv_signal_t *s, int signum) {
   ps->stopping = 1;
   push_log(PUSH_LOG_INFO, "ev=shutdown signal=%d clients=%zu", signum,
            ps->nclients);
+  if (ps->redis) {
+    /* Our clients leave every channel's presence now, while Redis is
+     * still there to hear it. */
+    for (client *c = ps->clients; c; c = c->next) {
+      for (size_t i = 0; i < c->nsubs; i++) {
+        const push_ns *ns = push_hub_ns(ps->hub, c->subs[i]);
+        if (ns && ns->presence) {
+          engine_presence_remove(ps, c, c->subs[i]);
+        }
+      }
+    }
+  }
   for (client *c = ps->clients, *next; c; c = next) {
     next = c->next;
     client_disconnect(c, PUSH_D_SHUTDOWN, "server shutting down");
+  }
+  if (ps->redis) {
+    push_redis *r = ps->redis;
+    ps->redis = NULL; /* from now on the engine is unavailable */
+    push_redis_del(r);
   }
   if (ps->timers_started) {
     uv_timer_stop(&ps->tick);
@@ -1529,6 +2213,19 @@ int push_server_main(push_config *cfg) {
   ps->keys.hmac_secret = cfg->jwt_hmac_secret;
   ps->keys.rsa_pem = cfg->jwt_rsa_pem;
   ps->keys.ec_pem = cfg->jwt_ec_pem;
+  if (cfg->node_name) {
+    snprintf(ps->node, sizeof(ps->node), "%s", cfg->node_name);
+  } else {
+    /* 8 random [a-z0-9]: unique enough among a cluster's nodes. */
+    unsigned char rnd[8];
+    if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
+      memset(rnd, 0, sizeof(rnd));
+    }
+    for (int i = 0; i < 8; i++) {
+      ps->node[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rnd[i] % 36];
+    }
+    ps->node[8] = 0;
+  }
   ps->hub = push_hub_new(cfg->ns, cfg->nns);
   if (ps->hub == NULL) {
     fprintf(stderr, "herald: out of memory\n");
@@ -1595,5 +2292,5 @@ int push_server_main(push_config *cfg) {
     return 1;
   }
   push_log(PUSH_LOG_INFO, "ev=stopped");
-  return 0;
+  return ps->exit_code;
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "push/push.h"
+#include "push/redis.h"
 
 enum { PUSH_LOG_DEBUG, PUSH_LOG_INFO, PUSH_LOG_WARN, PUSH_LOG_ERROR };
 
@@ -36,6 +37,10 @@ typedef struct push_config {
   int demo; /* demo namespaces and the ticker publisher */
   char *tls_cert;
   char *tls_key;
+  /* Scale-out: "engine": "redis" (docs/scaling.md). */
+  int engine_redis;
+  push_redis_config redis;
+  char *node_name; /* NULL: random */
 } push_config;
 
 /* Safe local defaults (docs/config.md). Returns 0 or -1 (out of memory). */

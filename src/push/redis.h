@@ -1,0 +1,127 @@
+/* redis.h - the Redis engine: several herald nodes as one server.
+ *
+ * Redis holds each channel's stream (a Redis stream trimmed to the
+ * namespace's history_size, plus a small hash with its epoch and last
+ * offset), presence and the node list; a Lua script publishes atomically
+ * (offset, stream append and the sharded pub/sub message in one step), so
+ * every node sees the same offsets in the same order. Each node keeps a
+ * replica of the channels its clients use in its hub (push.h): it loads the
+ * channel's position and history when its first local subscriber arrives,
+ * then appends what pub/sub brings. Subscribes, recovery and history reads
+ * are then answered from the replica, as in the memory engine.
+ *
+ * A gap in what pub/sub brings (a lost connection, a restarted Redis) is
+ * repaired from the Redis stream before anything after it is delivered;
+ * when the stream no longer holds what is missing, the channel's local
+ * subscribers are told (on_lost) instead of being left with a silent hole.
+ *
+ * Everything runs on one libuv loop. hiredis provides the RESP reader and
+ * the command formatter; the connections (TCP or TLS, reconnect with
+ * backoff, health pings) are ours: see docs/design.md for why not hiredis'
+ * own async layer.
+ */
+#ifndef HERALD_PUSH_REDIS_H
+#define HERALD_PUSH_REDIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "push/push.h"
+
+#define PUSH_REDIS_MAX_SHARDS 16
+
+typedef struct push_redis_config {
+  char *addrs[PUSH_REDIS_MAX_SHARDS]; /* host:port, one per shard */
+  size_t naddrs;
+  char *user;               /* ACL user, or NULL */
+  char *password;           /* AUTH, or NULL */
+  char *prefix;             /* key prefix; NULL: "herald" */
+  int tls;                  /* connect with TLS */
+  char *tls_ca;             /* CA file; NULL: the system's */
+  char *tls_server_name;    /* NULL: the host of each address */
+  int tls_insecure;         /* do not verify the server */
+  int sharded;              /* 1: SSUBSCRIBE/SPUBLISH, 0: SUBSCRIBE/PUBLISH */
+  uint32_t presence_ttl_s;  /* presence entries live this long unrefreshed */
+  uint32_t ping_timeout_ms; /* a connection silent this long is dropped */
+} push_redis_config;
+
+typedef struct push_redis push_redis;
+
+/* The outcome of an asynchronous call. */
+enum { PUSH_REDIS_OK = 0, PUSH_REDIS_DOWN = -1, PUSH_REDIS_ERROR = -2 };
+
+typedef struct push_redis_reply {
+  int status;       /* PUSH_REDIS_OK, _DOWN (not connected) or _ERROR */
+  push_pos pos;     /* publish: the new position */
+  const char *json; /* presence, nodes: a JSON text (valid during the call) */
+  size_t len;
+} push_redis_reply;
+
+typedef void (*push_redis_cb)(void *ud, const push_redis_reply *rep);
+
+typedef struct push_redis_events {
+  /* Channel subscribers missed publications that Redis no longer holds:
+   * they must be told (the server disconnects them to recover). */
+  void (*on_lost)(void *ud, const char *channel);
+  /* Writes this node's entry for /api/info (a JSON object). */
+  void (*node_json)(void *ud, push_buf *b);
+  void *ud;
+} push_redis_events;
+
+/* Creates the engine and starts connecting. cfg is copied; hub must outlive
+ * the engine. node: this node's name (unique among the nodes). Returns NULL
+ * with a message in err (bad address, TLS setup, out of memory). */
+push_redis *push_redis_new(uv_loop_t *loop, const push_redis_config *cfg,
+                           push_hub *hub, const char *node,
+                           const push_redis_events *ev, char *err,
+                           size_t errlen);
+
+/* Removes this node from the node list (best effort), closes everything.
+ * Pending callbacks are called with PUSH_REDIS_DOWN first. */
+void push_redis_del(push_redis *r);
+
+/* 1 when every shard is connected and ready. */
+int push_redis_healthy(const push_redis *r);
+
+/*
+ * Makes the hub's replica of channel current and keeps it so (one
+ * reference; push_redis_release drops it). Returns 0 when it already is
+ * (cb is not called), 1 when cb will be called once with the outcome (the
+ * reference is kept only on PUSH_REDIS_OK), or PUSH_REDIS_DOWN.
+ */
+int push_redis_sync(push_redis *r, const char *channel, push_redis_cb cb,
+                    void *ud);
+void push_redis_release(push_redis *r, const char *channel);
+
+/* Publishes a publication's tail (push_pub_tail). Returns 1 (cb will be
+ * called with the position) or PUSH_REDIS_DOWN. */
+int push_redis_publish(push_redis *r, const char *channel, const char *tail,
+                       size_t len, push_redis_cb cb, void *ud);
+
+/* Presence. join: the join or leave push to send to the channel's
+ * subscribers on every node when the entry appears or goes (NULL: none).
+ * add also refreshes an entry's TTL. Return 0 or PUSH_REDIS_DOWN. */
+int push_redis_presence_add(push_redis *r, const char *channel,
+                            const char *client, const char *entry_json,
+                            const push_buf *join);
+int push_redis_presence_remove(push_redis *r, const char *channel,
+                               const char *client, const push_buf *leave);
+/* cb gets {"clients":{...}}. Returns 1 or PUSH_REDIS_DOWN. */
+int push_redis_presence_get(push_redis *r, const char *channel,
+                            push_redis_cb cb, void *ud);
+
+/* cb gets [node, ...] of the live nodes. Returns 1 or PUSH_REDIS_DOWN. */
+int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud);
+
+/* Call once a second: heartbeats, health pings, idle channels. */
+void push_redis_tick(push_redis *r, int64_t now_ms);
+
+typedef struct push_redis_stats {
+  size_t shards, shards_up;
+  uint64_t reconnects, errors, resyncs, lost;
+  size_t channels;
+} push_redis_stats;
+void push_redis_get_stats(const push_redis *r, push_redis_stats *s);
+
+#endif
