@@ -55,6 +55,8 @@ struct fanout {
   /* state */
   herald_loop *loop;
   herald_client_config ccfg;
+  herald_client_config pcfg; /* publishers: ccfg, or --publish-url */
+  const char *pub_url;
   fconn *subs, *pubs;
   size_t next_start, connecting, ready, live, pubs_ready;
   int pubs_started;
@@ -280,7 +282,8 @@ static void start_conn(fanout *f, fconn *c) {
   c->state = S_CONNECTING;
   f->connecting++;
   f->live++;
-  int rv = herald_connect(f->loop, &f->ccfg, &conn_cb, c, &c->ws);
+  int rv = herald_connect(f->loop, c->publisher ? &f->pcfg : &f->ccfg,
+                          &conn_cb, c, &c->ws);
   if (rv != 0) {
     f->connecting--;
     f->live--;
@@ -454,6 +457,8 @@ static void fanout_usage(FILE *out) {
           "none,\n"
           "                       only hold the subscriptions\n"
           "  --publishers N       publishing connections (1)\n"
+          "  --publish-url URL    publishers connect here instead (another "
+          "node)\n"
           "  --size BYTES         publish command size, about (100)\n"
           "  --duration S         measured seconds (5)\n"
           "  --warmup S           seconds before measuring (1)\n"
@@ -506,6 +511,13 @@ static int parse_args(fanout *f, int argc, char **argv) {
 #undef SIZE_OPT
     if ((r = cli_option(argc, argv, &i, "--mode", &v)) != 0) {
       continue; /* fanout: how we got here */
+    }
+    if ((r = cli_option(argc, argv, &i, "--publish-url", &v)) != 0) {
+      if (r < 0) {
+        return 2;
+      }
+      f->pub_url = v;
+      continue;
     }
     if ((r = cli_option(argc, argv, &i, "--prefix", &v)) != 0) {
       if (r < 0 || strlen(v) > 100) {
@@ -688,6 +700,10 @@ int herald_bench_fanout(int argc, char **argv) {
   f->ccfg.core.max_frame_size = 4u << 20;
   f->ccfg.limits.send_high_water = 16u << 20;
   f->ccfg.limits.send_hard_cap = 256u << 20;
+  f->pcfg = f->ccfg;
+  if (f->pub_url) {
+    f->pcfg.url = f->pub_url;
+  }
   f->msg_cap = f->size + 512;
   f->msg = malloc(f->msg_cap);
   f->subs = calloc(f->nsubs, sizeof(fconn));

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,8 @@ class Redis:
     """A redis-server of our own. persist: append-only file with fsync on
     every write, so a restart keeps the streams."""
 
-    def __init__(self, persist=False, password=None):
+    def __init__(self, persist=False, password=None, tls=None):
+        self.tls = tls  # (cert, key) files: TLS only
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="herald-redis-test-")
         self.persist = persist
@@ -62,6 +64,10 @@ class Redis:
             args += ["--appendonly", "no"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port),
+                         "--tls-cert-file", self.tls[0], "--tls-key-file",
+                         self.tls[1], "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL)
@@ -77,6 +83,11 @@ class Redis:
     def cmd(self, *args):
         """One command over a fresh connection; the raw reply."""
         s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s)
         try:
             out = b""
             if self.password:
@@ -600,6 +611,57 @@ def test_auth():
     bad.stop()
 
 
+def test_tls():
+    d = tempfile.mkdtemp(prefix="herald-redis-tls-")
+
+    def run(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True,
+                       cwd=d)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+        "-out", "ca.pem", "-days", "2", "-subj", "/CN=herald test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out",
+        "srv.csr", "-subj", "/CN=redis.test")
+    with open(os.path.join(d, "ext.cnf"), "w") as f:
+        f.write("subjectAltName=DNS:redis.test\n")
+    run("x509", "-req", "-in", "srv.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "srv.pem", "-days", "2", "-extfile",
+        "ext.cnf")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+        "other.key", "-out", "other.pem", "-days", "2", "-subj", "/CN=other")
+    try:
+        rd = Redis(tls=(os.path.join(d, "srv.pem"), os.path.join(d, "srv.key")))
+    except RuntimeError:
+        check("redis-server without TLS support: skipped", True)
+        return
+    tls = {"tls": True, "tls_ca": os.path.join(d, "ca.pem"),
+           "tls_server_name": "redis.test"}
+    a = node([rd], "ta", extra={"redis": tls})
+    b = node([rd], "tb", extra={"redis": tls})
+    check("node a healthy over TLS", wait_healthy(a))
+    check("node b healthy over TLS", wait_healthy(b))
+    w, _ = sub(b, "feed:tls")
+    a.publish("feed:tls", {"i": 1})
+    eq("cross-node delivery over TLS",
+       [p["data"]["i"] for p in w.pubs("feed:tls", 1)], [1])
+    bad = node([rd], "tc", extra={"redis": dict(
+        tls, tls_ca=os.path.join(d, "other.pem"))})
+    wrongname = node([rd], "td", extra={"redis": dict(
+        tls, tls_server_name="not-redis.test")})
+    time.sleep(1.0)
+    eq("a foreign CA: not healthy", http_req(bad.port, "GET", "/health")[0],
+       503)
+    check("a foreign CA is logged", "TLS" in bad.stderr(),
+          bad.stderr()[-300:])
+    eq("a wrong server name: not healthy",
+       http_req(wrongname.port, "GET", "/health")[0], 503)
+    ins = node([rd], "te", extra={"redis": {"tls": True,
+                                            "tls_insecure": True}})
+    check("tls_insecure connects without verifying", wait_healthy(ins))
+    for n in (a, b, bad, wrongname, ins):
+        n.stop()
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def test_config_errors():
     d = tempfile.mkdtemp()
     for what, conf in [
@@ -662,7 +724,7 @@ TESTS = [test_gap_repair, test_two_nodes_fanout, test_three_nodes_presence,
          test_history_and_recovery_across_nodes, test_node_restart,
          test_redis_restart_persistent, test_redis_restart_data_lost,
          test_node_killed_under_load, test_redis_down_at_start, test_shards,
-         test_auth, test_config_errors]
+         test_auth, test_tls, test_config_errors]
 
 
 def main():
