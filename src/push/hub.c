@@ -740,6 +740,28 @@ void push_hub_del(push_hub *hub) {
   free(hub);
 }
 
+/* Appends pub (whose offset is the channel's next, with room reserved in
+ * the ring) and hands it to every subscriber; takes the caller's reference.
+ * Subscribers added by the callbacks (past n) already have this
+ * publication in their subscribe result's position: not theirs. The entry
+ * is copied because a callback may grow (move) the array. Our own
+ * reference is held to the end: a callback's subscribe or history read may
+ * prune the history's. */
+static void append_deliver(push_hub *hub, hub_channel *ch, push_pub *pub) {
+  ch->offset++;
+  ring_push(ch, pub);
+  size_t n = ch->nsubs;
+  channel_enter(hub, ch);
+  for (size_t i = 0; i < n; i++) {
+    push_sub s = ch->subs[i];
+    if (s.client != NULL && s.deliver != NULL) {
+      s.deliver(s.client, push_pub_ref(pub));
+    }
+  }
+  channel_leave(hub, ch);
+  push_pub_unref(pub);
+}
+
 int push_hub_publish(push_hub *hub, const char *channel, push_json data,
                      push_json b64, const char *client, const char *user,
                      int64_t now_ms, push_pos *pos) {
@@ -760,26 +782,12 @@ int push_hub_publish(push_hub *hub, const char *channel, push_json data,
     push_pub_unref(pub);
     return -1;
   }
-  ch->offset++;
-  ring_push(ch, pub);
   if (pos != NULL) {
-    channel_pos(ch, pos);
+    memcpy(pos->epoch, ch->epoch, sizeof pos->epoch);
+    pos->offset = ch->offset + 1;
+    pos->set = 1;
   }
-  /* Subscribers added by the callbacks (past n) already have this
-   * publication in their subscribe result's position: not theirs. The
-   * entry is copied because a callback may grow (move) the array. Our own
-   * reference is held to the end: a callback's subscribe or history read
-   * may prune the history's. */
-  size_t n = ch->nsubs;
-  channel_enter(hub, ch);
-  for (size_t i = 0; i < n; i++) {
-    push_sub s = ch->subs[i];
-    if (s.client != NULL && s.deliver != NULL) {
-      s.deliver(s.client, push_pub_ref(pub));
-    }
-  }
-  channel_leave(hub, ch);
-  push_pub_unref(pub);
+  append_deliver(hub, ch, pub);
   return 0;
 }
 
@@ -956,18 +964,7 @@ int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
     push_pub_unref(pub);
     return -1;
   }
-  ch->offset++;
-  ring_push(ch, pub);
-  size_t nsubs = ch->nsubs;
-  channel_enter(hub, ch);
-  for (size_t i = 0; i < nsubs; i++) {
-    push_sub s = ch->subs[i];
-    if (s.client != NULL && s.deliver != NULL) {
-      s.deliver(s.client, push_pub_ref(pub));
-    }
-  }
-  channel_leave(hub, ch);
-  push_pub_unref(pub);
+  append_deliver(hub, ch, pub);
   return 0;
 }
 
