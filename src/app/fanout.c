@@ -282,8 +282,8 @@ static void start_conn(fanout *f, fconn *c) {
   c->state = S_CONNECTING;
   f->connecting++;
   f->live++;
-  int rv = herald_connect(f->loop, c->publisher ? &f->pcfg : &f->ccfg,
-                          &conn_cb, c, &c->ws);
+  int rv = herald_connect(f->loop, c->publisher ? &f->pcfg : &f->ccfg, &conn_cb,
+                          c, &c->ws);
   if (rv != 0) {
     f->connecting--;
     f->live--;
