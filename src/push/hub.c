@@ -279,23 +279,23 @@ static int fill_random(void *out, size_t n) {
   return 0;
 }
 
-/* 16 characters of [a-z0-9]. Bytes >= 252 are rejected so that each of the
- * 36 characters is equally likely (252 = 7 * 36). */
-static int make_epoch(char out[PUSH_EPOCH_MAX + 1]) {
+/* n characters of [a-z0-9] and a NUL. Bytes >= 252 are rejected so that
+ * each of the 36 characters is equally likely (252 = 7 * 36). */
+int push_random_id(char *out, size_t n) {
   static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  size_t n = 0;
-  while (n < PUSH_EPOCH_MAX) {
+  size_t k = 0;
+  while (k < n) {
     unsigned char rnd[32];
     if (fill_random(rnd, sizeof rnd) != 0) {
       return -1;
     }
-    for (size_t i = 0; i < sizeof rnd && n < PUSH_EPOCH_MAX; i++) {
+    for (size_t i = 0; i < sizeof rnd && k < n; i++) {
       if (rnd[i] < 252) {
-        out[n++] = alphabet[rnd[i] % 36];
+        out[k++] = alphabet[rnd[i] % 36];
       }
     }
   }
-  out[n] = '\0';
+  out[k] = '\0';
   return 0;
 }
 
@@ -644,7 +644,7 @@ static hub_channel *channel_get(push_hub *hub, const char *name, int create) {
   if (ch == NULL) {
     return NULL;
   }
-  if (make_epoch(ch->epoch) != 0) {
+  if (push_random_id(ch->epoch, PUSH_EPOCH_MAX) != 0) {
     free(ch);
     return NULL;
   }

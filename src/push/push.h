@@ -393,6 +393,10 @@ void push_hub_broadcast_raw(push_hub *hub, const char *channel,
 /* Forgets the channel's history (a replica no longer kept current). */
 void push_hub_drop_history(push_hub *hub, const char *channel);
 
+/* Writes n random characters of [a-z0-9] (uniform, from getrandom) and a
+ * NUL into out: epochs, node names. Returns 0 or -1. */
+int push_random_id(char *out, size_t n);
+
 /* SipHash-1-3 of s under key, folded to 32 bits: for tables whose keys
  * peers choose. */
 uint32_t push_hash_str(const uint64_t key[2], const char *s, size_t n);

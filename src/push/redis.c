@@ -113,24 +113,26 @@ static const char lua_load[] =
     "end "
     "return {e, o, items}";
 
-/* KEYS: hash, zset. ARGV: client, entry, ttl (ms), pubsub channel, join
- * push or '', publish command. Returns 1 if the entry is new. */
+/* The presence scripts take KEYS hash, zset and ARGV pubsub channel,
+ * publish command first (presence_script), then their own arguments. */
+
+/* ARGV 3..: client, entry, ttl (ms), join push or ''. Returns 1 if the
+ * entry is new. */
 static const char lua_presence_add[] =
-    LUA_NOW "local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
-            "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1]) "
-            "redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3])) "
-            "redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[3])) "
-            "if new == 1 and ARGV[5] ~= '' then "
-            "  redis.call(ARGV[6], ARGV[4], 'j' .. ARGV[5]) end "
+    LUA_NOW "local new = redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) "
+            "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[3]) "
+            "redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[5])) "
+            "redis.call('PEXPIRE', KEYS[2], 2 * tonumber(ARGV[5])) "
+            "if new == 1 and ARGV[6] ~= '' then "
+            "  redis.call(ARGV[2], ARGV[1], 'j' .. ARGV[6]) end "
             "return new";
 
-/* KEYS: hash, zset. ARGV: client, pubsub channel, leave push or '',
- * publish command. */
+/* ARGV 3..: client, leave push or ''. */
 static const char lua_presence_remove[] =
-    "local had = redis.call('HDEL', KEYS[1], ARGV[1]) "
-    "redis.call('ZREM', KEYS[2], ARGV[1]) "
-    "if had == 1 and ARGV[3] ~= '' then "
-    "  redis.call(ARGV[4], ARGV[2], 'j' .. ARGV[3]) end "
+    "local had = redis.call('HDEL', KEYS[1], ARGV[3]) "
+    "redis.call('ZREM', KEYS[2], ARGV[3]) "
+    "if had == 1 and ARGV[4] ~= '' then "
+    "  redis.call(ARGV[2], ARGV[1], 'j' .. ARGV[4]) end "
     "return had";
 
 /* KEYS: hash, zset. Drops expired entries (their node stopped refreshing
@@ -179,13 +181,18 @@ static const char *const scripts[NSCRIPTS] = {
 typedef struct rshard rshard;
 typedef struct rconn rconn;
 
-/* A reply callback; reply is NULL when the connection went down first. */
-typedef void (*reply_fn)(rconn *c, redisReply *reply, void *ud);
+typedef struct pending pending;
 
-typedef struct pending {
+/* A reply callback; reply is NULL when the connection went down first. */
+typedef void (*reply_fn)(rconn *c, redisReply *reply, const pending *p);
+
+/* What to do with one reply: fn, and for the API's calls the caller's
+ * callback (cb, ud), carried here so that a call costs no allocation. */
+struct pending {
   reply_fn fn;
+  push_redis_cb cb;
   void *ud;
-} pending;
+};
 
 typedef enum {
   RC_DOWN,
@@ -270,6 +277,8 @@ struct push_redis {
   size_t nbuckets, nchans;
   uint64_t hkey[2];
   SSL_CTX *ssl_ctx;
+  char epoch_base[9];
+  uint64_t epoch_seq;
   int closing;
   unsigned open_handles; /* freed when the last close callback ran */
   push_buf scratch;
@@ -336,12 +345,12 @@ static void conn_close(rconn *c) {
     pending p = c->q[c->qhead];
     c->qhead = (c->qhead + 1) % c->qcap;
     c->qlen--;
-    p.fn(c, NULL, p.ud);
+    p.fn(c, NULL, &p);
   }
   c->qhead = 0;
 }
 
-static int queue_push(rconn *c, reply_fn fn, void *ud) {
+static int queue_push(rconn *c, reply_fn fn, push_redis_cb cb, void *ud) {
   if (c->qlen == c->qcap) {
     size_t ncap = c->qcap ? c->qcap * 2 : 64;
     pending *n = malloc(ncap * sizeof *n);
@@ -356,30 +365,41 @@ static int queue_push(rconn *c, reply_fn fn, void *ud) {
     c->qcap = ncap;
     c->qhead = 0;
   }
-  c->q[(c->qhead + c->qlen) % c->qcap] = (pending){fn, ud};
+  c->q[(c->qhead + c->qlen) % c->qcap] = (pending){fn, cb, ud};
   c->qlen++;
   return 0;
 }
 
-/* Queues a command; fn gets its reply. Returns 0, or -1 when the connection
- * is not up or memory ran out (fn is not called). */
-static int conn_cmd(rconn *c, reply_fn fn, void *ud, int argc,
-                    const char **argv, const size_t *lens) {
+/* Queues a command, written in RESP straight into the output buffer (no
+ * intermediate allocation: this is every publish's path); fn gets its reply
+ * with cb and ud. Returns 0, or -1 when the connection is not up or memory
+ * ran out (nothing queued, fn is not called). */
+static int conn_cmd_cb(rconn *c, reply_fn fn, push_redis_cb cb, void *ud,
+                       int argc, const char **argv, const size_t *lens) {
   if (c->state != RC_UP) {
     return -1;
   }
-  char *cmd;
-  int n = redisFormatCommandArgv(&cmd, argc, argv, lens);
-  if (n < 0) {
-    return -1;
+  push_buf *b = &c->out;
+  size_t len0 = b->len;
+  char head[32];
+  int n = snprintf(head, sizeof head, "*%d\r\n", argc);
+  int rv = push_buf_raw(b, head, (size_t)n);
+  for (int i = 0; i < argc && rv == 0; i++) {
+    n = snprintf(head, sizeof head, "$%zu\r\n", lens[i]);
+    rv = push_buf_raw(b, head, (size_t)n) ||
+         push_buf_raw(b, argv[i], lens[i]) || push_buf_raw(b, "\r\n", 2);
   }
-  int rv = push_buf_raw(&c->out, cmd, (size_t)n);
-  redisFreeCommand(cmd);
-  if (rv != 0 || queue_push(c, fn, ud) != 0) {
+  if (rv != 0 || queue_push(c, fn, cb, ud) != 0) {
+    b->len = len0;
     return -1;
   }
   conn_watch(c, UV_READABLE | UV_WRITABLE);
   return 0;
+}
+
+static int conn_cmd(rconn *c, reply_fn fn, void *ud, int argc,
+                    const char **argv, const size_t *lens) {
+  return conn_cmd_cb(c, fn, NULL, ud, argc, argv, lens);
 }
 
 static void conn_fail(rconn *c, const char *why) {
@@ -708,7 +728,8 @@ static void shard_connect(rshard *sh) {
 
 /* ---- connection setup: AUTH, the pub/sub flavour, the scripts ---------- */
 
-static void on_setup_reply(rconn *c, redisReply *reply, void *ud) {
+static void on_setup_reply(rconn *c, redisReply *reply, const pending *p) {
+  void *ud = p->ud;
   (void)ud;
   if (reply == NULL) {
     return;
@@ -720,7 +741,8 @@ static void on_setup_reply(rconn *c, redisReply *reply, void *ud) {
   }
 }
 
-static void on_script_loaded(rconn *c, redisReply *reply, void *ud) {
+static void on_script_loaded(rconn *c, redisReply *reply, const pending *p) {
+  void *ud = p->ud;
   rshard *sh = c->sh;
   size_t i = (size_t)(uintptr_t)ud;
   if (reply == NULL) {
@@ -738,7 +760,8 @@ static void on_script_loaded(rconn *c, redisReply *reply, void *ud) {
 }
 
 /* COMMAND INFO SPUBLISH: an array holding nil when Redis predates 7. */
-static void on_command_info(rconn *c, redisReply *reply, void *ud) {
+static void on_command_info(rconn *c, redisReply *reply, const pending *p) {
+  void *ud = p->ud;
   (void)ud;
   if (reply == NULL) {
     return;
@@ -784,7 +807,8 @@ static void conn_ready(rconn *c) {
 
 /* ---- health pings ------------------------------------------------------ */
 
-static void on_pong(rconn *c, redisReply *reply, void *ud) {
+static void on_pong(rconn *c, redisReply *reply, const pending *p) {
+  void *ud = p->ud;
   (void)ud;
   if (reply != NULL) {
     c->ping_sent_ms = 0;
@@ -850,15 +874,52 @@ static rshard *shard_of(push_redis *r, const char *channel) {
                               (int32_t)r->nshards)];
 }
 
-/* prefix.{channel}suffix: the braces are a Redis Cluster hash tag, so a
+#define KEY_MAX (64 + PUSH_CHANNEL_MAX + 8)
+
+/* A channel's keys (docs/scaling.md): prefix.{channel} is its pub/sub
+ * channel, and with a suffix its stream (.s), meta hash (.m) and presence
+ * hash and zset (.p, .z). The braces are a Redis Cluster hash tag, so a
  * channel's keys would also stay together in a cluster. */
-static size_t chan_key(const push_redis *r, char *out, size_t cap,
-                       const char *channel, const char *suffix) {
-  int n = snprintf(out, cap, "%s.{%s}%s", r->prefix, channel, suffix);
-  return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+typedef struct ckeys {
+  char ps[KEY_MAX], s[KEY_MAX], m[KEY_MAX], p[KEY_MAX], z[KEY_MAX];
+  size_t len;  /* of ps; the others are one... */
+  size_t slen; /* ...or two characters longer (s, m, p, z: len + 2) */
+} ckeys;
+
+static void ckeys_make(const push_redis *r, const char *channel, ckeys *k) {
+  int n = snprintf(k->ps, sizeof k->ps, "%s.{%s}", r->prefix, channel);
+  k->len = n < 0 ? 0 : (size_t)n; /* fits: prefix <= 32, channel <= 255 */
+  k->slen = k->len + 2;
+  char *const dst[4] = {k->s, k->m, k->p, k->z};
+  static const char suffix[4] = {'s', 'm', 'p', 'z'};
+  for (int i = 0; i < 4; i++) {
+    memcpy(dst[i], k->ps, k->len);
+    dst[i][k->len] = '.';
+    dst[i][k->len + 1] = suffix[i];
+    dst[i][k->len + 2] = 0;
+  }
 }
 
-#define KEY_MAX (64 + PUSH_CHANNEL_MAX + 16)
+/* TTL of a channel's meta hash (s; 0: none): kept at least a day past the
+ * last publish, so that the epoch outlives the history; forever when the
+ * history is kept forever. */
+static uint32_t meta_ttl(const push_ns *ns) {
+  uint32_t t = ns->history_ttl_s;
+  return ns->history_size > 0 && t == 0 ? 0 : t > 86400 ? t : 86400;
+}
+
+/* An epoch for a channel that turns out to be new: this node's random
+ * 8 characters, then a counter, so that no two candidates are alike across
+ * nodes and restarts, without a syscall per publish. */
+static void next_epoch(push_redis *r, char out[PUSH_EPOCH_MAX + 1]) {
+  uint64_t n = ++r->epoch_seq;
+  memcpy(out, r->epoch_base, 8);
+  for (int i = 15; i >= 8; i--) {
+    out[i] = "0123456789abcdefghijklmnopqrstuvwxyz"[n % 36];
+    n /= 36;
+  }
+  out[16] = 0;
+}
 
 /* ------------------------------------------------------------------------ */
 /* Channels                                                                 */
@@ -977,7 +1038,8 @@ static void chan_shard_down(rchan *ch) {
   chan_wake(ch, PUSH_REDIS_DOWN);
 }
 
-static void on_subscribed(rconn *c, redisReply *reply, void *ud) {
+static void on_subscribed(rconn *c, redisReply *reply, const pending *p) {
+  void *ud = p->ud;
   rchan *ch = ud;
   (void)c;
   ch->inflight--;
@@ -998,10 +1060,10 @@ static void on_subscribed(rconn *c, redisReply *reply, void *ud) {
 
 static void chan_subscribe(rchan *ch) {
   rshard *sh = ch->sh;
-  char key[KEY_MAX];
-  size_t klen = chan_key(sh->r, key, sizeof key, ch->name, "");
-  const char *argv[2] = {sh->sharded ? "SSUBSCRIBE" : "SUBSCRIBE", key};
-  size_t lens[2] = {strlen(argv[0]), klen};
+  ckeys k;
+  ckeys_make(sh->r, ch->name, &k);
+  const char *argv[2] = {sh->sharded ? "SSUBSCRIBE" : "SUBSCRIBE", k.ps};
+  size_t lens[2] = {strlen(argv[0]), k.len};
   ch->state = CH_SUBSCRIBING;
   chan_clear_buffer(ch);
   if (conn_cmd(&sh->sub, on_subscribed, ch, 2, argv, lens) != 0) {
@@ -1059,7 +1121,8 @@ static int chan_apply_buffer(push_redis *r, rchan *ch) {
   return gap || ch->overflow;
 }
 
-static void on_loaded(rconn *c, redisReply *reply, void *ud) {
+static void on_loaded(rconn *c, redisReply *reply, const pending *p) {
+  void *ud = p->ud;
   rchan *ch = ud;
   push_redis *r = c->sh->r;
   ch->inflight--;
@@ -1176,30 +1239,15 @@ static void on_loaded(rconn *c, redisReply *reply, void *ud) {
 
 static void chan_load(rchan *ch) {
   rshard *sh = ch->sh;
-  push_redis *r = sh->r;
-  char skey[KEY_MAX], mkey[KEY_MAX], count[24], mttl[24], epoch[32];
-  size_t sl = chan_key(r, skey, sizeof skey, ch->name, ".s");
-  size_t ml = chan_key(r, mkey, sizeof mkey, ch->name, ".m");
+  ckeys k;
+  ckeys_make(sh->r, ch->name, &k);
+  char count[24], mttl[24], epoch[PUSH_EPOCH_MAX + 1];
   snprintf(count, sizeof count, "%" PRIu32, ch->ns->history_size);
-  uint32_t ttl = ch->ns->history_ttl_s;
-  snprintf(mttl, sizeof mttl, "%" PRIu32,
-           ch->ns->history_size > 0 && ttl == 0 ? 0
-           : ttl > 86400                        ? ttl
-                                                : 86400);
-  /* A fresh epoch in case the channel is new: 16 random [a-z0-9]. */
-  unsigned char rnd[16];
-  if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
-    ch->state = CH_IDLE;
-    chan_wake(ch, PUSH_REDIS_ERROR);
-    return;
-  }
-  for (int i = 0; i < 16; i++) {
-    epoch[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rnd[i] % 36];
-  }
-  epoch[16] = 0;
-  const char *argv[] = {"EVALSHA", sh->sha[S_LOAD], "2",   skey,
-                        mkey,      count,           epoch, mttl};
-  size_t lens[] = {7, 40, 1, sl, ml, strlen(count), 16, strlen(mttl)};
+  snprintf(mttl, sizeof mttl, "%" PRIu32, meta_ttl(ch->ns));
+  next_epoch(sh->r, epoch);
+  const char *argv[] = {"EVALSHA", sh->sha[S_LOAD], "2",   k.s,
+                        k.m,       count,           epoch, mttl};
+  size_t lens[] = {7, 40, 1, k.slen, k.slen, strlen(count), 16, strlen(mttl)};
   ch->state = CH_LOADING;
   if (conn_cmd(&sh->cmd, on_loaded, ch, 8, argv, lens) != 0) {
     ch->state = CH_IDLE;
@@ -1316,11 +1364,19 @@ static void conn_dispatch(rconn *c, redisReply *reply) {
   pending p = c->q[c->qhead];
   c->qhead = (c->qhead + 1) % c->qcap;
   c->qlen--;
+  int noscript = 0;
   if (reply->type == REDIS_REPLY_ERROR && p.fn != on_setup_reply &&
       p.fn != on_script_loaded) {
     c->sh->r->st.errors++;
+    noscript = reply->len >= 8 && memcmp(reply->str, "NOSCRIPT", 8) == 0;
   }
-  p.fn(c, reply, p.ud);
+  p.fn(c, reply, &p);
+  if (noscript && c->state == RC_UP) {
+    /* SCRIPT FLUSH, or a failover to a server that never loaded them:
+     * every script call would fail from now on. Reconnecting loads them
+     * again; the calls that failed were answered with an error. */
+    conn_fail(c, "NOSCRIPT: Redis lost the scripts, reconnecting");
+  }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1378,24 +1434,7 @@ void push_redis_release(push_redis *r, const char *channel) {
   }
 }
 
-typedef struct op {
-  push_redis *r;
-  push_redis_cb cb;
-  void *ud;
-} op;
-
-static op *op_new(push_redis *r, push_redis_cb cb, void *ud) {
-  op *o = malloc(sizeof *o);
-  if (o != NULL) {
-    o->r = r;
-    o->cb = cb;
-    o->ud = ud;
-  }
-  return o;
-}
-
-static void on_published(rconn *c, redisReply *reply, void *ud) {
-  op *o = ud;
+static void on_published(rconn *c, redisReply *reply, const pending *p) {
   (void)c;
   push_redis_reply rep = {.status = PUSH_REDIS_DOWN};
   if (reply != NULL) {
@@ -1414,8 +1453,7 @@ static void on_published(rconn *c, redisReply *reply, void *ud) {
                reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
     }
   }
-  o->cb(o->ud, &rep);
-  free(o);
+  p->cb(p->ud, &rep);
 }
 
 int push_redis_publish(push_redis *r, const char *channel, const char *tail,
@@ -1425,200 +1463,156 @@ int push_redis_publish(push_redis *r, const char *channel, const char *tail,
   if (!sh->up || ns == NULL) {
     return PUSH_REDIS_DOWN;
   }
-  char skey[KEY_MAX], mkey[KEY_MAX], pkey[KEY_MAX];
-  char size[24], ttl[24], mttl[24], epoch[17];
-  size_t sl = chan_key(r, skey, sizeof skey, channel, ".s");
-  size_t ml = chan_key(r, mkey, sizeof mkey, channel, ".m");
-  size_t pl = chan_key(r, pkey, sizeof pkey, channel, "");
+  ckeys k;
+  ckeys_make(r, channel, &k);
+  char size[24], ttl[24], mttl[24], epoch[PUSH_EPOCH_MAX + 1];
   snprintf(size, sizeof size, "%" PRIu32, ns->history_size);
   snprintf(ttl, sizeof ttl, "%" PRIu32, ns->history_ttl_s);
-  uint32_t t = ns->history_ttl_s;
-  snprintf(mttl, sizeof mttl, "%" PRIu32,
-           ns->history_size > 0 && t == 0 ? 0
-           : t > 86400                    ? t
-                                          : 86400);
-  unsigned char rnd[16];
-  if (getrandom(rnd, sizeof rnd, 0) != sizeof rnd) {
-    return PUSH_REDIS_DOWN;
-  }
-  for (int i = 0; i < 16; i++) {
-    epoch[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rnd[i] % 36];
-  }
-  epoch[16] = 0;
+  snprintf(mttl, sizeof mttl, "%" PRIu32, meta_ttl(ns));
+  next_epoch(r, epoch);
   const char *pubcmd = sh->sharded ? "SPUBLISH" : "PUBLISH";
   const char *argv[] = {"EVALSHA", sh->sha[S_PUBLISH],
-                        "2",       skey,
-                        mkey,      pkey,
+                        "2",       k.s,
+                        k.m,       k.ps,
                         tail,      size,
                         ttl,       epoch,
                         mttl,      pubcmd};
   size_t lens[] = {
-      7,   40,           1,           sl, ml,           pl,
-      len, strlen(size), strlen(ttl), 16, strlen(mttl), strlen(pubcmd)};
-  op *o = op_new(r, cb, ud);
-  if (o == NULL) {
-    return PUSH_REDIS_DOWN;
-  }
-  if (conn_cmd(&sh->cmd, on_published, o, 12, argv, lens) != 0) {
-    free(o);
-    return PUSH_REDIS_DOWN;
-  }
-  return 1;
+      7,   40,           1,           k.slen, k.slen,       k.len,
+      len, strlen(size), strlen(ttl), 16,     strlen(mttl), strlen(pubcmd)};
+  return conn_cmd_cb(&sh->cmd, on_published, cb, ud, 12, argv, lens) == 0
+             ? 1
+             : PUSH_REDIS_DOWN;
 }
 
-static void on_ignored(rconn *c, redisReply *reply, void *ud) {
+static void on_ignored(rconn *c, redisReply *reply, const pending *p) {
   (void)c;
-  (void)ud;
+  (void)p;
   if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
     push_log(PUSH_LOG_WARN, "ev=redis_error error=\"%s\"", reply->str);
   }
 }
 
-int push_redis_presence_add(push_redis *r, const char *channel,
-                            const char *client, const char *entry_json,
-                            const push_buf *join) {
+/* Runs a presence script with the channel's keys, its pub/sub channel and
+ * publish command, then nargs more arguments. */
+static int presence_script(push_redis *r, const char *channel, int script,
+                           reply_fn fn, push_redis_cb cb, void *ud, int nargs,
+                           const char **args, const size_t *lens) {
   rshard *sh = shard_of(r, channel);
   if (!sh->up) {
     return PUSH_REDIS_DOWN;
   }
-  char hkey[KEY_MAX], zkey[KEY_MAX], pkey[KEY_MAX], ttl[24];
-  size_t hl = chan_key(r, hkey, sizeof hkey, channel, ".p");
-  size_t zl = chan_key(r, zkey, sizeof zkey, channel, ".z");
-  size_t pl = chan_key(r, pkey, sizeof pkey, channel, "");
-  snprintf(ttl, sizeof ttl, "%" PRIu64, (uint64_t)r->cfg.presence_ttl_s * 1000);
+  ckeys k;
+  ckeys_make(r, channel, &k);
   const char *pubcmd = sh->sharded ? "SPUBLISH" : "PUBLISH";
-  const char *argv[] = {
-      "EVALSHA", sh->sha[S_PADD], "2", hkey, zkey,
-      client,    entry_json,      ttl, pkey, join ? join->p : "",
-      pubcmd};
-  size_t lens[] = {7,
-                   40,
-                   1,
-                   hl,
-                   zl,
-                   strlen(client),
-                   strlen(entry_json),
-                   strlen(ttl),
-                   pl,
-                   join ? join->len : 0,
-                   strlen(pubcmd)};
-  return conn_cmd(&sh->cmd, on_ignored, NULL, 11, argv, lens) == 0
+  const char *argv[12] = {"EVALSHA", sh->sha[script], "2", k.p, k.z,
+                          k.ps,      pubcmd};
+  size_t al[12] = {7, 40, 1, k.slen, k.slen, k.len, strlen(pubcmd)};
+  for (int i = 0; i < nargs && i < 5; i++) {
+    argv[7 + i] = args[i];
+    al[7 + i] = lens[i];
+  }
+  return conn_cmd_cb(&sh->cmd, fn, cb, ud, 7 + nargs, argv, al) == 0
+             ? 1
+             : PUSH_REDIS_DOWN;
+}
+
+int push_redis_presence_add(push_redis *r, const char *channel,
+                            const char *client, const char *entry_json,
+                            const push_buf *join) {
+  char ttl[24];
+  snprintf(ttl, sizeof ttl, "%" PRIu64, (uint64_t)r->cfg.presence_ttl_s * 1000);
+  const char *args[] = {client, entry_json, ttl, join ? join->p : ""};
+  size_t lens[] = {strlen(client), strlen(entry_json), strlen(ttl),
+                   join ? join->len : 0};
+  return presence_script(r, channel, S_PADD, on_ignored, NULL, NULL, 4, args,
+                         lens) == 1
              ? 0
              : PUSH_REDIS_DOWN;
 }
 
 int push_redis_presence_remove(push_redis *r, const char *channel,
                                const char *client, const push_buf *leave) {
-  rshard *sh = shard_of(r, channel);
-  if (!sh->up) {
-    return PUSH_REDIS_DOWN;
-  }
-  char hkey[KEY_MAX], zkey[KEY_MAX], pkey[KEY_MAX];
-  size_t hl = chan_key(r, hkey, sizeof hkey, channel, ".p");
-  size_t zl = chan_key(r, zkey, sizeof zkey, channel, ".z");
-  size_t pl = chan_key(r, pkey, sizeof pkey, channel, "");
-  const char *pubcmd = sh->sharded ? "SPUBLISH" : "PUBLISH";
-  const char *argv[] = {
-      "EVALSHA", sh->sha[S_PREMOVE],    "2",   hkey, zkey, client,
-      pkey,      leave ? leave->p : "", pubcmd};
-  size_t lens[] = {7,
-                   40,
-                   1,
-                   hl,
-                   zl,
-                   strlen(client),
-                   pl,
-                   leave ? leave->len : 0,
-                   strlen(pubcmd)};
-  return conn_cmd(&sh->cmd, on_ignored, NULL, 9, argv, lens) == 0
+  const char *args[] = {client, leave ? leave->p : ""};
+  size_t lens[] = {strlen(client), leave ? leave->len : 0};
+  return presence_script(r, channel, S_PREMOVE, on_ignored, NULL, NULL, 2, args,
+                         lens) == 1
              ? 0
              : PUSH_REDIS_DOWN;
 }
 
-static void on_presence(rconn *c, redisReply *reply, void *ud) {
-  op *o = ud;
-  push_redis *r = o->r;
-  (void)c;
+/* Answers p->cb with a JSON text made from an array reply: write() turns
+ * the reply into JSON in b, returning 0 or -1. */
+static void answer_json(rconn *c, redisReply *reply, const pending *p,
+                        int (*write)(push_buf *b, const redisReply *a)) {
+  push_redis *r = c->sh->r;
   push_redis_reply rep = {.status = PUSH_REDIS_DOWN};
   push_buf *b = &r->scratch;
   b->len = 0;
   if (reply != NULL) {
     rep.status = PUSH_REDIS_ERROR;
-    if (reply->type == REDIS_REPLY_ARRAY) {
-      int rc = push_buf_raw(b, "{\"clients\":{", 12);
-      int first = 1;
-      for (size_t i = 0; i + 1 < reply->elements && rc == 0; i += 2) {
-        redisReply *k = reply->element[i], *v = reply->element[i + 1];
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
-          continue;
-        }
-        rc = (first ? 0 : push_buf_raw(b, ",", 1)) ||
-             push_buf_str(b, k->str, k->len) || push_buf_raw(b, ":", 1) ||
-             push_buf_raw(b, v->str, v->len);
-        first = 0;
-      }
-      if (rc == 0 && push_buf_raw(b, "}}", 2) == 0) {
-        rep.status = PUSH_REDIS_OK;
-        rep.json = b->p;
-        rep.len = b->len;
-      }
+    if (reply->type == REDIS_REPLY_ARRAY && write(b, reply) == 0) {
+      rep.status = PUSH_REDIS_OK;
+      rep.json = b->p;
+      rep.len = b->len;
     }
   }
-  o->cb(o->ud, &rep);
+  p->cb(p->ud, &rep);
   push_buf_done(b, 1 << 16);
-  free(o);
+}
+
+/* HGETALL pairs -> {"clients":{id:entry,...}} */
+static int write_presence(push_buf *b, const redisReply *a) {
+  int rc = push_buf_raw(b, "{\"clients\":{", 12);
+  int first = 1;
+  for (size_t i = 0; i + 1 < a->elements && rc == 0; i += 2) {
+    const redisReply *k = a->element[i], *v = a->element[i + 1];
+    if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) {
+      continue;
+    }
+    rc = (first ? 0 : push_buf_raw(b, ",", 1)) ||
+         push_buf_str(b, k->str, k->len) || push_buf_raw(b, ":", 1) ||
+         push_buf_raw(b, v->str, v->len);
+    first = 0;
+  }
+  return rc || push_buf_raw(b, "}}", 2);
+}
+
+/* node entries -> [entry,...] */
+static int write_nodes(push_buf *b, const redisReply *a) {
+  int rc = push_buf_raw(b, "[", 1);
+  int first = 1;
+  for (size_t i = 0; i < a->elements && rc == 0; i++) {
+    const redisReply *v = a->element[i];
+    if (v->type != REDIS_REPLY_STRING) {
+      continue;
+    }
+    rc = (first ? 0 : push_buf_raw(b, ",", 1)) ||
+         push_buf_raw(b, v->str, v->len);
+    first = 0;
+  }
+  return rc || push_buf_raw(b, "]", 1);
+}
+
+static void on_presence(rconn *c, redisReply *reply, const pending *p) {
+  answer_json(c, reply, p, write_presence);
+}
+
+static void on_nodes(rconn *c, redisReply *reply, const pending *p) {
+  answer_json(c, reply, p, write_nodes);
 }
 
 int push_redis_presence_get(push_redis *r, const char *channel,
                             push_redis_cb cb, void *ud) {
-  rshard *sh = shard_of(r, channel);
-  if (!sh->up) {
-    return PUSH_REDIS_DOWN;
-  }
-  char hkey[KEY_MAX], zkey[KEY_MAX];
-  size_t hl = chan_key(r, hkey, sizeof hkey, channel, ".p");
-  size_t zl = chan_key(r, zkey, sizeof zkey, channel, ".z");
-  const char *argv[] = {"EVALSHA", sh->sha[S_PGET], "2", hkey, zkey};
-  size_t lens[] = {7, 40, 1, hl, zl};
-  op *o = op_new(r, cb, ud);
-  if (o == NULL || conn_cmd(&sh->cmd, on_presence, o, 5, argv, lens) != 0) {
-    free(o);
-    return PUSH_REDIS_DOWN;
-  }
-  return 1;
+  return presence_script(r, channel, S_PGET, on_presence, cb, ud, 0, NULL,
+                         NULL);
 }
 
-static void on_nodes(rconn *c, redisReply *reply, void *ud) {
-  op *o = ud;
-  push_redis *r = o->r;
-  (void)c;
-  push_redis_reply rep = {.status = PUSH_REDIS_DOWN};
-  push_buf *b = &r->scratch;
-  b->len = 0;
-  if (reply != NULL) {
-    rep.status = PUSH_REDIS_ERROR;
-    if (reply->type == REDIS_REPLY_ARRAY) {
-      int rc = push_buf_raw(b, "[", 1);
-      int first = 1;
-      for (size_t i = 0; i < reply->elements && rc == 0; i++) {
-        redisReply *v = reply->element[i];
-        if (v->type != REDIS_REPLY_STRING) {
-          continue;
-        }
-        rc = (first ? 0 : push_buf_raw(b, ",", 1)) ||
-             push_buf_raw(b, v->str, v->len);
-        first = 0;
-      }
-      if (rc == 0 && push_buf_raw(b, "]", 1) == 0) {
-        rep.status = PUSH_REDIS_OK;
-        rep.json = b->p;
-        rep.len = b->len;
-      }
-    }
-  }
-  o->cb(o->ud, &rep);
-  push_buf_done(b, 1 << 16);
-  free(o);
+/* The node list's keys. */
+static void node_keys(const push_redis *r, char h[96], size_t *hl, char z[96],
+                      size_t *zl) {
+  *hl = (size_t)snprintf(h, 96, "%s.nodes", r->prefix);
+  *zl = (size_t)snprintf(z, 96, "%s.nodes.z", r->prefix);
 }
 
 int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud) {
@@ -1627,16 +1621,13 @@ int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud) {
     return PUSH_REDIS_DOWN;
   }
   char hkey[96], zkey[96];
-  int hl = snprintf(hkey, sizeof hkey, "%s.nodes", r->prefix);
-  int zl = snprintf(zkey, sizeof zkey, "%s.nodes.z", r->prefix);
+  size_t hl, zl;
+  node_keys(r, hkey, &hl, zkey, &zl);
   const char *argv[] = {"EVALSHA", sh->sha[S_NODES], "2", hkey, zkey};
-  size_t lens[] = {7, 40, 1, (size_t)hl, (size_t)zl};
-  op *o = op_new(r, cb, ud);
-  if (o == NULL || conn_cmd(&sh->cmd, on_nodes, o, 5, argv, lens) != 0) {
-    free(o);
-    return PUSH_REDIS_DOWN;
-  }
-  return 1;
+  size_t lens[] = {7, 40, 1, hl, zl};
+  return conn_cmd_cb(&sh->cmd, on_nodes, cb, ud, 5, argv, lens) == 0
+             ? 1
+             : PUSH_REDIS_DOWN;
 }
 
 static void heartbeat(push_redis *r) {
@@ -1650,13 +1641,12 @@ static void heartbeat(push_redis *r) {
     return;
   }
   char hkey[96], zkey[96], ttl[24];
-  int hl = snprintf(hkey, sizeof hkey, "%s.nodes", r->prefix);
-  int zl = snprintf(zkey, sizeof zkey, "%s.nodes.z", r->prefix);
+  size_t hl, zl;
+  node_keys(r, hkey, &hl, zkey, &zl);
   snprintf(ttl, sizeof ttl, "%d", NODE_TTL_MS);
   const char *argv[] = {"EVALSHA", sh->sha[S_BEAT], "2", hkey,
                         zkey,      r->node,         b.p, ttl};
-  size_t lens[] = {
-      7, 40, 1, (size_t)hl, (size_t)zl, strlen(r->node), b.len, strlen(ttl)};
+  size_t lens[] = {7, 40, 1, hl, zl, strlen(r->node), b.len, strlen(ttl)};
   conn_cmd(&sh->cmd, on_ignored, NULL, 8, argv, lens);
   push_buf_free(&b);
 }
@@ -1684,11 +1674,11 @@ void push_redis_tick(push_redis *r, int64_t now_ms) {
         continue;
       }
       if (ch->state != CH_IDLE && ch->sh->up) {
-        char key[KEY_MAX];
-        size_t kl = chan_key(r, key, sizeof key, ch->name, "");
+        ckeys k;
+        ckeys_make(r, ch->name, &k);
         const char *argv[2] = {ch->sh->sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE",
-                               key};
-        size_t lens[2] = {strlen(argv[0]), kl};
+                               k.ps};
+        size_t lens[2] = {strlen(argv[0]), k.len};
         conn_cmd(&ch->sh->sub, on_ignored, NULL, 2, argv, lens);
       }
       push_hub_drop_history(r->hub, ch->name);
@@ -1777,7 +1767,8 @@ push_redis *push_redis_new(uv_loop_t *loop, const push_redis_config *cfg,
   snprintf(r->node, sizeof r->node, "%s", node);
   snprintf(r->prefix, sizeof r->prefix, "%s",
            cfg->prefix ? cfg->prefix : "herald");
-  if (getrandom(r->hkey, sizeof r->hkey, 0) != sizeof r->hkey) {
+  if (getrandom(r->hkey, sizeof r->hkey, 0) != sizeof r->hkey ||
+      push_random_id(r->epoch_base, 8) != 0) {
     snprintf(err, errlen, "getrandom failed");
     goto fail;
   }
@@ -1886,11 +1877,11 @@ void push_redis_del(push_redis *r) {
   rshard *s0 = &r->shards[0];
   if (s0->up && s0->cmd.out.len == s0->cmd.out_off) {
     char hkey[96], zkey[96];
-    int hl = snprintf(hkey, sizeof hkey, "%s.nodes", r->prefix);
-    int zl = snprintf(zkey, sizeof zkey, "%s.nodes.z", r->prefix);
+    size_t hl, zl;
+    node_keys(r, hkey, &hl, zkey, &zl);
     const char *a1[] = {"HDEL", hkey, r->node}, *a2[] = {"ZREM", zkey, r->node};
-    size_t l1[] = {4, (size_t)hl, strlen(r->node)};
-    size_t l2[] = {4, (size_t)zl, strlen(r->node)};
+    size_t l1[] = {4, hl, strlen(r->node)};
+    size_t l2[] = {4, zl, strlen(r->node)};
     conn_cmd(&s0->cmd, on_ignored, NULL, 3, a1, l1);
     conn_cmd(&s0->cmd, on_ignored, NULL, 3, a2, l2);
     conn_flush(&s0->cmd);

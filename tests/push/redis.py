@@ -556,6 +556,8 @@ def test_redis_down_at_start():
         "code"), 112)
     st, _, _ = a.api("GET", "/api/history?channel=feed:d")
     eq("history API without Redis: 503", st, 503)
+    eq("metrics: each refusal counted once",
+       a.metrics().get("herald_engine_unavailable_total"), 3)
     rd.port = port
     rd.start()
     check("healthy once Redis is there", wait_healthy(a, 200, 15))
@@ -662,6 +664,30 @@ def test_tls():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def test_scripts_flushed():
+    """SCRIPT FLUSH (or a failover to a server without our scripts): the
+    call that meets NOSCRIPT fails with 112, the node reconnects, loads the
+    scripts again and works."""
+    rd = Redis()
+    a = node([rd], "fa")
+    wait_healthy(a)
+    w, _ = sub(a, "feed:f")
+    a.publish("feed:f", {"i": 0})
+    eq("works before", w.pubs("feed:f", 1)[0]["data"]["i"], 0)
+    eq("SCRIPT FLUSH", rd.cmd("SCRIPT", "FLUSH"), b"+OK\r\n")
+    st, js, _ = a.api("POST", "/api/publish",
+                      {"channel": "feed:f", "data": {"i": 1}})
+    eq("the publish that meets NOSCRIPT: 503", st, 503)
+    eq("... code 112", (js.get("error") or {}).get("code")
+       if isinstance(js, dict) else js, 112)
+    check("the node is healthy again", wait_healthy(a, 200, 10))
+    a.publish("feed:f", {"i": 2})
+    eq("publishing works after the reload",
+       w.pubs("feed:f", 1)[0]["data"]["i"], 2)
+    check("NOSCRIPT is logged", "NOSCRIPT" in a.stderr(), a.stderr()[-300:])
+    a.stop()
+
+
 def test_config_errors():
     d = tempfile.mkdtemp()
     for what, conf in [
@@ -670,6 +696,12 @@ def test_config_errors():
         ("an unknown redis key", '{"redis": {"adress": []}}'),
         ("a bad redis address",
          '{"engine":"redis","redis":{"addresses":["nohost:99999"]}}'),
+        ("a prefix with braces", '{"redis": {"prefix": "a{b}"}}'),
+        ("a presence_ttl under 3 s", '{"redis": {"presence_ttl": 1}}'),
+        ("a ping_timeout_ms under 100", '{"redis": {"ping_timeout_ms": 5}}'),
+        ("a node name with a dash", '{"node_name": "a-b"}'),
+        ("17 Redis shards", '{"redis": {"addresses": [%s]}}' %
+         ",".join(['"127.0.0.1:1"'] * 17)),
     ]:
         p = os.path.join(d, "c.json")
         with open(p, "w") as f:
@@ -724,7 +756,7 @@ TESTS = [test_gap_repair, test_two_nodes_fanout, test_three_nodes_presence,
          test_history_and_recovery_across_nodes, test_node_restart,
          test_redis_restart_persistent, test_redis_restart_data_lost,
          test_node_killed_under_load, test_redis_down_at_start, test_shards,
-         test_auth, test_tls, test_config_errors]
+         test_auth, test_tls, test_scripts_flushed, test_config_errors]
 
 
 def main():
