@@ -444,6 +444,32 @@ static void put_pubs(push_buf *b, const push_result *r) {
   push_buf_raw(b, "]", 1);
 }
 
+/* The result of subscribe and history: {"epoch","offset"}, then
+ * "recovered" when the request gave a position, then the publications. */
+static void put_result(push_buf *b, const push_result *r, int with_recovered,
+                       int with_pubs) {
+  push_buf_raw(b, "{", 1);
+  put_pos(b, &r->pos);
+  if (with_recovered) {
+    push_buf_raw(b,
+                 r->recovered ? ",\"recovered\":true" : ",\"recovered\":false",
+                 r->recovered ? 17 : 18);
+  }
+  if (with_pubs) {
+    put_pubs(b, r);
+  }
+  push_buf_raw(b, "}", 1);
+}
+
+/* {"error":{"code":N,"message":"..."}} */
+static void put_error(push_buf *b, int code, const char *msg) {
+  push_buf_raw(b, "{\"error\":{\"code\":", 17);
+  push_buf_u64(b, (uint64_t)code);
+  push_buf_raw(b, ",\"message\":", 11);
+  push_buf_str(b, msg, strlen(msg));
+  push_buf_raw(b, "}}", 2);
+}
+
 /* ---- the engine: memory (the hub alone) or Redis ---------------------- */
 
 static pending_op *op_new(push_server *ps, client *c, herald_http *h, int kind,
@@ -697,9 +723,31 @@ static int may_subscribe(client *c, const push_ns *ns, const push_cmd *cmd) {
   return ok;
 }
 
+#define ENGINE_DOWN "engine unavailable: try again later"
+
+static void http_error(herald_http *h, int status, int code, const char *msg);
+
+/* The answers to a request refused because Redis is unreachable (112,
+ * temporary; HTTP 503). Each counts one in herald_engine_unavailable_total:
+ * counting happens here and nowhere else. */
 static void reply_engine_down(client *c, uint64_t id) {
   c->ps->engine_unavailable++;
-  reply_error(c, id, PUSH_E_ENGINE, "engine unavailable: try again later", 1);
+  reply_error(c, id, PUSH_E_ENGINE, ENGINE_DOWN, 1);
+}
+
+static void http_engine_down(push_server *ps, herald_http *h) {
+  ps->engine_unavailable++;
+  http_error(h, 503, PUSH_E_ENGINE, ENGINE_DOWN);
+}
+
+/* ... to whoever op is for: its HTTP request, or its client if still
+ * there. */
+static void op_engine_down(pending_op *op) {
+  if (op->h != NULL) {
+    http_engine_down(op->ps, op->h);
+  } else if (op->c != NULL && !op->c->gone) {
+    reply_engine_down(op->c, op->id);
+  }
 }
 
 static void cmd_subscribe(client *c, const push_cmd *cmd) {
@@ -778,17 +826,7 @@ static void subscribe_done(pending_op *op, int status) {
     r.recovered = 0;
   }
   push_buf b = {0};
-  push_buf_raw(&b, "{", 1);
-  put_pos(&b, &r.pos);
-  if (op->since.set) {
-    push_buf_raw(&b,
-                 r.recovered ? ",\"recovered\":true" : ",\"recovered\":false",
-                 r.recovered ? 17 : 18);
-    if (r.recovered) {
-      put_pubs(&b, &r);
-    }
-  }
-  push_buf_raw(&b, "}", 1);
+  put_result(&b, &r, op->since.set, op->since.set && r.recovered);
   reply(c, op->id, &b);
   push_buf_free(&b);
   push_result_free(&r);
@@ -845,9 +883,6 @@ static int engine_publish(push_server *ps, const char *channel, push_json data,
     rv = 1;
   }
   push_buf_done(t, SCRATCH_KEEP);
-  if (rv != 1) {
-    ps->engine_unavailable++;
-  }
   return rv;
 }
 
@@ -888,8 +923,7 @@ static void cmd_publish(client *c, const push_cmd *cmd) {
     reply_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
   } else if (rv == -2) {
     op_free(op);
-    reply_error(c, cmd->id, PUSH_E_ENGINE,
-                "engine unavailable: try again later", 1);
+    reply_engine_down(c, cmd->id);
   }
 }
 
@@ -985,15 +1019,7 @@ static void history_done(pending_op *op, int status) {
     return;
   }
   push_buf b = {0};
-  push_buf_raw(&b, "{", 1);
-  put_pos(&b, &r.pos);
-  if (op->since.set) {
-    push_buf_raw(&b,
-                 r.recovered ? ",\"recovered\":true" : ",\"recovered\":false",
-                 r.recovered ? 17 : 18);
-  }
-  put_pubs(&b, &r);
-  push_buf_raw(&b, "}", 1);
+  put_result(&b, &r, op->since.set, 1);
   reply(c, op->id, &b);
   push_buf_free(&b);
   push_result_free(&r);
@@ -1153,11 +1179,7 @@ static void http_json(herald_http *h, int status, const char *body,
 
 static void http_error(herald_http *h, int status, int code, const char *msg) {
   push_buf b = {0};
-  push_buf_raw(&b, "{\"error\":{\"code\":", 17);
-  push_buf_u64(&b, (uint64_t)code);
-  push_buf_raw(&b, ",\"message\":", 11);
-  push_buf_str(&b, msg, strlen(msg));
-  push_buf_raw(&b, "}}", 2);
+  put_error(&b, code, msg);
   if (b.p) {
     http_json(h, status, b.p, b.len);
   } else {
@@ -1462,9 +1484,11 @@ static void sse_done(pending_op *op, int status) {
     if (c != NULL) {
       client_free(c);
     }
-    ps->engine_unavailable += !ok;
-    http_error(h, 503, ok ? PUSH_E_INTERNAL : PUSH_E_ENGINE,
-               ok ? "shutting down" : "engine unavailable: try again later");
+    if (ok) {
+      http_error(h, 503, PUSH_E_INTERNAL, "shutting down");
+    } else {
+      http_engine_down(ps, h);
+    }
     return;
   }
   c->subs = malloc(sizeof(char *));
@@ -1543,6 +1567,7 @@ static int api_key_ok(push_server *ps, const herald_request *req) {
 /* One /api/publish or /api/broadcast request: a result per channel, sent
  * when the last one is known (with Redis they come back one by one). */
 struct bcast {
+  push_server *ps;
   herald_http *h;
   int broadcast;
   size_t n, left;
@@ -1580,11 +1605,7 @@ static void bcast_finish(bcast *bc) {
         push_buf_raw(&out, ",", 1);
       }
       if (r->code != 0) {
-        push_buf_raw(&out, "{\"error\":{\"code\":", 17);
-        push_buf_u64(&out, (uint64_t)r->code);
-        push_buf_raw(&out, ",\"message\":", 11);
-        push_buf_str(&out, r->err, strlen(r->err));
-        push_buf_raw(&out, "}}", 2);
+        put_error(&out, r->code, r->err);
       } else {
         push_buf_raw(&out, "{", 1);
         put_pos(&out, &r->pos);
@@ -1603,6 +1624,7 @@ static void bcast_set(bcast *bc, size_t i, int code, const char *err,
                       const push_pos *pos) {
   bc->res[i].code = code;
   bc->res[i].err = err;
+  bc->ps->engine_unavailable += code == PUSH_E_ENGINE;
   if (pos) {
     bc->res[i].pos = *pos;
   }
@@ -1615,21 +1637,14 @@ static void on_published(void *ud, const push_redis_reply *rep) {
   pending_op *op = ud;
   push_server *ps = op->ps;
   int ok = rep->status == PUSH_REDIS_OK;
-  if (ok) {
-    ps->publications++;
-  } else {
-    ps->engine_unavailable++;
-  }
-  if (op->kind == OP_PUBLISH && op->c != NULL && !op->c->gone) {
-    if (ok) {
-      reply_pos(op->c, op->id, &rep->pos);
-    } else {
-      reply_error(op->c, op->id, PUSH_E_ENGINE,
-                  "engine unavailable: try again later", 1);
-    }
-  } else if (op->kind == OP_API_PUBLISH) {
+  ps->publications += ok;
+  if (op->kind == OP_API_PUBLISH) {
     bcast_set(op->bc, op->bc_index, ok ? 0 : PUSH_E_ENGINE,
-              ok ? NULL : "engine unavailable: try again later", &rep->pos);
+              ok ? NULL : ENGINE_DOWN, &rep->pos);
+  } else if (op->kind == OP_PUBLISH && !ok) {
+    op_engine_down(op);
+  } else if (op->kind == OP_PUBLISH && op->c != NULL && !op->c->gone) {
+    reply_pos(op->c, op->id, &rep->pos);
   }
   op_free(op);
 }
@@ -1673,6 +1688,7 @@ static void api_publish(push_server *ps, herald_http *h, push_json body,
     http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
     return;
   }
+  bc->ps = ps;
   bc->h = h;
   bc->broadcast = broadcast;
   bc->n = n;
@@ -1713,8 +1729,7 @@ static void api_publish(push_server *ps, herald_http *h, push_json body,
       bcast_set(bc, i, PUSH_E_INTERNAL, "out of memory", NULL);
     } else if (rv == -2) {
       op_free(op);
-      bcast_set(bc, i, PUSH_E_ENGINE, "engine unavailable: try again later",
-                NULL);
+      bcast_set(bc, i, PUSH_E_ENGINE, ENGINE_DOWN, NULL);
     }
   }
   if (--bc->left == 0) {
@@ -1761,20 +1776,12 @@ static void on_presence_reply(void *ud, const push_redis_reply *rep) {
   pending_op *op = ud;
   int ok = rep->status == PUSH_REDIS_OK;
   push_buf b = {(char *)rep->json, rep->len, rep->len};
-  if (op->kind == OP_PRESENCE && op->c != NULL && !op->c->gone) {
-    if (ok) {
-      reply(op->c, op->id, &b);
-    } else {
-      reply_engine_down(op->c, op->id);
-    }
-  } else if (op->kind == OP_API_PRESENCE) {
-    if (ok) {
-      http_result(op->h, &b);
-    } else {
-      op->ps->engine_unavailable++;
-      http_error(op->h, 503, PUSH_E_ENGINE,
-                 "engine unavailable: try again later");
-    }
+  if (!ok) {
+    op_engine_down(op);
+  } else if (op->h != NULL) {
+    http_result(op->h, &b);
+  } else if (op->c != NULL && !op->c->gone) {
+    reply(op->c, op->id, &b);
   }
   op_free(op);
 }
@@ -1789,9 +1796,7 @@ static void on_nodes_reply(void *ud, const push_redis_reply *rep) {
     http_result(op->h, &b);
     push_buf_free(&b);
   } else {
-    op->ps->engine_unavailable++;
-    http_error(op->h, 503, PUSH_E_ENGINE,
-               "engine unavailable: try again later");
+    op_engine_down(op);
   }
   op_free(op);
 }
@@ -1815,8 +1820,7 @@ static void api_history_done(pending_op *op, int status) {
   push_server *ps = op->ps;
   herald_http *h = op->h;
   if (status != PUSH_REDIS_OK) {
-    ps->engine_unavailable++;
-    http_error(h, 503, PUSH_E_ENGINE, "engine unavailable: try again later");
+    op_engine_down(op);
     return;
   }
   push_result r;
@@ -1827,10 +1831,7 @@ static void api_history_done(pending_op *op, int status) {
       0) {
     http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
   } else {
-    push_buf_raw(&b, "{", 1);
-    put_pos(&b, &r.pos);
-    put_pubs(&b, &r);
-    push_buf_raw(&b, "}", 1);
+    put_result(&b, &r, 0, 1);
     http_result(h, &b);
   }
   engine_release(ps, op->channel);
@@ -1873,9 +1874,7 @@ static void api_get(push_server *ps, herald_http *h,
       if (op == NULL || ps->redis == NULL ||
           push_redis_nodes(ps->redis, on_nodes_reply, op) != 1) {
         free(op);
-        ps->engine_unavailable++;
-        http_error(h, 503, PUSH_E_ENGINE,
-                   "engine unavailable: try again later");
+        http_engine_down(ps, h);
       }
     } else {
       push_buf_raw(&b, "{\"nodes\":[", 10);
@@ -1900,9 +1899,7 @@ static void api_get(push_server *ps, herald_http *h,
             push_redis_presence_get(ps->redis, channel, on_presence_reply,
                                     op) != 1) {
           free(op);
-          ps->engine_unavailable++;
-          http_error(h, 503, PUSH_E_ENGINE,
-                     "engine unavailable: try again later");
+          http_engine_down(ps, h);
         }
       }
     } else if (query_param(req->query, "limit", lim, sizeof(lim)) &&
@@ -2215,16 +2212,10 @@ int push_server_main(push_config *cfg) {
   ps->keys.ec_pem = cfg->jwt_ec_pem;
   if (cfg->node_name) {
     snprintf(ps->node, sizeof(ps->node), "%s", cfg->node_name);
-  } else {
+  } else if (push_random_id(ps->node, 8) != 0) {
     /* 8 random [a-z0-9]: unique enough among a cluster's nodes. */
-    unsigned char rnd[8];
-    if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd)) {
-      memset(rnd, 0, sizeof(rnd));
-    }
-    for (int i = 0; i < 8; i++) {
-      ps->node[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rnd[i] % 36];
-    }
-    ps->node[8] = 0;
+    fprintf(stderr, "herald: getrandom failed\n");
+    return 1;
   }
   ps->hub = push_hub_new(cfg->ns, cfg->nns);
   if (ps->hub == NULL) {
