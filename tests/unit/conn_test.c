@@ -920,6 +920,21 @@ static void *count_realloc(void *q, size_t n, void *ud) {
   return r;
 }
 
+/* A slow reader: takes up to want bytes of the pending output into out
+ * (as a partial write would) and returns how many. */
+static size_t drain_part(herald_conn *c, size_t want, uint8_t *out) {
+  struct iovec iov[4];
+  int cnt = herald_conn_output(c, iov, 4);
+  size_t took = 0;
+  for (int k = 0; k < cnt && took < want; k++) {
+    size_t m = iov[k].iov_len < want - took ? iov[k].iov_len : want - took;
+    memcpy(out + took, iov[k].iov_base, m);
+    took += m;
+  }
+  CHECK_EQ(herald_conn_output_consumed(c, took), 0);
+  return took;
+}
+
 static void test_output_slow_reader(void) {
   herald_config cfg = cfg_server;
   herald_mem mem = {count_malloc, count_realloc, count_free, NULL};
@@ -956,17 +971,7 @@ static void test_output_slow_reader(void) {
     memcpy(expect + elen, p, n);
     elen += n;
     /* Drain a little less than was queued: the backlog grows. */
-    size_t want = (size_t)(i % 11) * 37 + 3;
-    struct iovec iov[4];
-    int cnt = herald_conn_output(c, iov, 4);
-    size_t took = 0;
-    for (int k = 0; k < cnt && took < want; k++) {
-      size_t m = iov[k].iov_len < want - took ? iov[k].iov_len : want - took;
-      memcpy(got + glen, iov[k].iov_base, m);
-      glen += m;
-      took += m;
-    }
-    CHECK_EQ(herald_conn_output_consumed(c, took), 0);
+    glen += drain_part(c, (size_t)(i % 11) * 37 + 3, got + glen);
     if (herald_conn_output_size(c) > pending_peak) {
       pending_peak = herald_conn_output_size(c);
     }
@@ -1030,17 +1035,7 @@ static void test_output_pongs_slow_reader(void) {
       feed(c, in, inlen, 0, &f);
       pings++;
     }
-    size_t want = (size_t)(i % 13) * 29 + 5;
-    struct iovec iov[4];
-    int cnt = herald_conn_output(c, iov, 4);
-    size_t took = 0;
-    for (int k = 0; k < cnt && took < want; k++) {
-      size_t m = iov[k].iov_len < want - took ? iov[k].iov_len : want - took;
-      memcpy(got + glen, iov[k].iov_base, m);
-      glen += m;
-      took += m;
-    }
-    CHECK_EQ(herald_conn_output_consumed(c, took), 0);
+    glen += drain_part(c, (size_t)(i % 13) * 29 + 5, got + glen);
   }
   size_t n;
   uint8_t *rest = drain(c, &n);
