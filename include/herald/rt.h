@@ -92,8 +92,28 @@ HERALD_API void herald_rt_limits_init(herald_rt_limits *limits);
  * HERALD_ERR_NOMEM, or a UV_E* code. */
 HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop);
 
-/* Runs the loop until it has nothing left to do or herald_loop_stop(). */
+/* Runs the loop until it has nothing left to do or herald_loop_stop().
+ * Returns 0 when nothing was left, nonzero when stopped with work left.
+ *
+ * On a loop of its own (herald_loop_new(.., NULL)) the thread sleeps in
+ * herald's epoll set, which holds libuv's backend fd: a pass costs one
+ * epoll_wait, and libuv runs (uv_run(UV_RUN_NOWAIT)) only on the passes
+ * where it has something to do: one of its fds is ready, a timer is due,
+ * or it has idle or pending work. Timers, signals, async handles, DNS and
+ * the application's own handles work as usual; only prepare and check
+ * handles see fewer passes, so per-pass work belongs in
+ * herald_loop_on_pass(). Stop such a loop with herald_loop_stop() (or
+ * uv_stop() from a herald callback). On a loop attached to the caller's
+ * uv_loop_t this is uv_run(UV_RUN_DEFAULT), and herald's set is one fd in
+ * libuv's. */
 HERALD_API int herald_loop_run(herald_loop *loop);
+
+/* Sets fn(loop, ud) to run once per loop pass, after the pass's I/O and
+ * timers and before its output is written; NULL removes it. One hook per
+ * loop (a second call replaces the first). Loop thread only. */
+HERALD_API void herald_loop_on_pass(herald_loop *loop,
+                                    void (*fn)(herald_loop *loop, void *ud),
+                                    void *ud);
 
 /* Thread-safe: asks the loop to return from herald_loop_run(). */
 HERALD_API void herald_loop_stop(herald_loop *loop);

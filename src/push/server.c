@@ -104,7 +104,6 @@ struct push_server {
   client *clients;
   size_t nclients;
   uv_timer_t tick, demo;
-  uv_check_t pass_end; /* after each loop pass: pass_out = 0 */
   /* Scratch for replies: a command's result, then its envelope. Replies
    * are copied into the connection, so these are free again at once. */
   push_buf result, envelope;
@@ -2057,8 +2056,9 @@ static void on_demo(uv_timer_t *t) {
   }
 }
 
-static void on_pass_end(uv_check_t *h) {
-  push_server *ps = h->data;
+static void on_pass_end(herald_loop *loop, void *ud) {
+  (void)loop;
+  push_server *ps = ud;
   ps->pass_out = 0;
 }
 
@@ -2100,10 +2100,7 @@ static void on_loop_start(herald_loop *loop, void *ud) {
   ps->tick.data = ps;
   uv_timer_start(&ps->tick, on_tick, 1000, 1000);
   uv_unref((uv_handle_t *)&ps->tick);
-  uv_check_init(uv, &ps->pass_end);
-  ps->pass_end.data = ps;
-  uv_check_start(&ps->pass_end, on_pass_end);
-  uv_unref((uv_handle_t *)&ps->pass_end);
+  herald_loop_on_pass(loop, on_pass_end, ps);
   if (ps->cfg->demo) {
     static const double start[5] = {123.45, 87.10, 42.00, 12.34, 256.00};
     memcpy(ps->demo_price, start, sizeof(start));
@@ -2157,7 +2154,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   if (ps->timers_started) {
     uv_timer_stop(&ps->tick);
     uv_timer_stop(&ps->demo);
-    uv_check_stop(&ps->pass_end);
+    herald_loop_on_pass(ps->loop, NULL, NULL);
   }
   uv_signal_stop(&ps->sigint);
   uv_signal_stop(&ps->sigterm);

@@ -12,7 +12,7 @@
 
 /* Every object registered in a loop's epoll set starts with this header, so
  * one dispatch reaches listeners and connections alike. */
-enum io_kind { IO_LISTENER, IO_WS };
+enum io_kind { IO_LISTENER, IO_WS, IO_UV };
 typedef struct io_item {
   uint8_t kind;
   int fd;
@@ -123,6 +123,14 @@ struct herald_loop {
   post_item *posts, *posts_tail;
   int stopping; /* herald_loop_stop() asked */
 
+  /* herald_loop_run() on a loop of our own: our epoll set is the one the
+   * thread sleeps in, and libuv's backend fd sits in it (see loop.c). */
+  int driving;
+  int stop_now; /* herald_loop_stop() reached the loop's thread */
+  io_item uv_io;
+  void (*pass_fn)(herald_loop *loop, void *ud);
+  void *pass_ud;
+
   uint8_t *rbuf;
   herald_ws *all;
   size_t nconns;
@@ -142,6 +150,8 @@ uint64_t herald__now(herald_loop *loop);
 /* Counts a connection in (+1) or out (-1); the loop stays alive while any
  * connection exists. */
 void herald__loop_ref(herald_loop *loop, int delta);
+/* Makes herald_loop_run() return at the end of this pass (loop thread). */
+void herald__loop_stop_now(herald_loop *loop);
 int herald__epoll_add(herald_loop *loop, io_item *io, uint32_t events);
 int herald__epoll_mod(herald_loop *loop, io_item *io, uint32_t events);
 void herald__epoll_del(herald_loop *loop, io_item *io);

@@ -32,10 +32,12 @@ uint64_t herald__now(herald_loop *loop) {
 void herald__loop_ref(herald_loop *loop, int delta) {
   size_t before = loop->nconns;
   loop->nconns = (size_t)((long)loop->nconns + delta);
+  /* The tick timer is always active: ref'd, it keeps the loop alive and
+   * gives uv_backend_timeout() a deadline, in both modes. */
   if (before == 0 && loop->nconns > 0) {
-    uv_ref((uv_handle_t *)&loop->epoll_watch);
+    uv_ref((uv_handle_t *)&loop->tick);
   } else if (before > 0 && loop->nconns == 0) {
-    uv_unref((uv_handle_t *)&loop->epoll_watch);
+    uv_unref((uv_handle_t *)&loop->tick);
   }
 }
 
@@ -201,33 +203,106 @@ static void flush_dirty(herald_loop *loop) {
   }
 }
 
-static void on_prepare(uv_prepare_t *p) {
-  herald_loop *loop = p->data;
+/* The end of a pass: the owner's pass hook, then the output. */
+static void end_pass(herald_loop *loop) {
+  if (loop->pass_fn) {
+    loop->pass_fn(loop, loop->pass_ud);
+  }
   flush_dirty(loop);
   reap(loop);
 }
 
+static void on_prepare(uv_prepare_t *p) {
+  herald_loop *loop = p->data;
+  if (!loop->driving) { /* the driver ends its passes itself */
+    end_pass(loop);
+  }
+}
+
 /* ---- the epoll set ------------------------------------------------------ */
 
-static void on_epoll(uv_poll_t *p, int status, int events) {
-  herald_loop *loop = p->data;
-  (void)status;
-  (void)events;
-  struct epoll_event evs[256];
-  int n = epoll_wait(loop->epfd, evs, 256, 0);
+#define MAX_EVENTS 256
+
+/* Delivers what epoll_wait reported. Returns 1 if libuv's backend fd was
+ * among it (only while driving). No reaping here: a finished connection may
+ * still be on the dirty or resume list, which end_pass walks, then reaps. */
+static int dispatch(herald_loop *loop, const struct epoll_event *evs, int n) {
+  int uv_ready = 0;
   for (int i = 0; i < n; i++) {
     io_item *io = evs[i].data.ptr;
-    if (io->kind == IO_LISTENER) {
-      herald__listener_ready(loop, io);
-    } else {
+    if (io->kind == IO_WS) {
       herald_ws *ws = (herald_ws *)io;
       if (!(ws->flags & WS_DEAD)) {
         herald__ws_ready(ws, evs[i].events);
       }
+    } else if (io->kind == IO_LISTENER) {
+      herald__listener_ready(loop, io);
+    } else {
+      uv_ready = 1;
     }
   }
-  /* No reaping here: a finished connection may still be on the dirty or
-   * resume list, which only on_prepare walks and then reaps. */
+  return uv_ready;
+}
+
+/* Nested mode: libuv sleeps in its own epoll set and reports ours as one
+ * readable fd. */
+static void on_epoll(uv_poll_t *p, int status, int events) {
+  herald_loop *loop = p->data;
+  (void)status;
+  (void)events;
+  struct epoll_event evs[MAX_EVENTS];
+  dispatch(loop, evs, epoll_wait(loop->epfd, evs, MAX_EVENTS, 0));
+}
+
+/* Driven mode, for herald_loop_run() on a loop of our own. Nested, every
+ * pass costs two epoll_wait calls (libuv's, then ours); here the thread
+ * sleeps in our set, which holds libuv's backend fd, so a pass costs one,
+ * plus one from libuv on the passes where it has something to do: one of
+ * its fds is ready (async posts, signals, DNS and thread-pool completions,
+ * the application's handles), a timer is due, or it has idle or pending
+ * work (uv_backend_timeout() says 0). Between those passes libuv is not
+ * entered at all, so an application's prepare and check handles run only
+ * on them; per-pass work belongs in herald_loop_on_pass(). */
+static int drive(herald_loop *loop) {
+  uv_loop_t *uv = loop->uv;
+  loop->uv_io.kind = IO_UV;
+  loop->uv_io.fd = uv_backend_fd(uv);
+  uv_poll_stop(&loop->epoll_watch);
+  if (loop->uv_io.fd < 0 ||
+      herald__epoll_add(loop, &loop->uv_io, EPOLLIN) != 0) {
+    uv_poll_start(&loop->epoll_watch, UV_READABLE, on_epoll);
+    return uv_run(uv, UV_RUN_DEFAULT);
+  }
+  loop->driving = 1;
+  loop->stop_now = 0;
+  int alive = uv_run(uv, UV_RUN_NOWAIT);
+  struct epoll_event evs[MAX_EVENTS];
+  while (!loop->stop_now) {
+    end_pass(loop);
+    if (uv->stop_flag) { /* uv_stop() from one of our callbacks */
+      uv->stop_flag = 0;
+      break;
+    }
+    alive = alive || uv_loop_alive(uv);
+    if (!alive) {
+      break;
+    }
+    int timeout = uv_backend_timeout(uv);
+    uint64_t due = timeout >= 0 ? uv_now(uv) + (uint64_t)timeout : UINT64_MAX;
+    int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
+    uv_update_time(uv);
+    int uv_ready = dispatch(loop, evs, n > 0 ? n : 0);
+    if (uv_ready || uv_now(uv) >= due) {
+      alive = uv_run(uv, UV_RUN_NOWAIT);
+    } else {
+      alive = 0; /* ask uv_loop_alive() at the top */
+    }
+  }
+  end_pass(loop);
+  herald__epoll_del(loop, &loop->uv_io);
+  loop->driving = 0;
+  uv_poll_start(&loop->epoll_watch, UV_READABLE, on_epoll);
+  return uv_loop_alive(uv);
 }
 
 /* ---- posts -------------------------------------------------------------- */
@@ -246,7 +321,7 @@ static void on_async(uv_async_t *a) {
     p = next;
   }
   if (stop) {
-    uv_stop(loop->uv);
+    herald__loop_stop_now(loop);
   }
 }
 
@@ -342,7 +417,22 @@ HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop) {
 }
 
 HERALD_API int herald_loop_run(herald_loop *loop) {
+  if (loop->own_uv && !loop->driving) {
+    return drive(loop);
+  }
   return uv_run(loop->uv, UV_RUN_DEFAULT);
+}
+
+void herald__loop_stop_now(herald_loop *loop) {
+  loop->stop_now = 1;
+  uv_stop(loop->uv);
+}
+
+HERALD_API void herald_loop_on_pass(herald_loop *loop,
+                                    void (*fn)(herald_loop *loop, void *ud),
+                                    void *ud) {
+  loop->pass_fn = fn;
+  loop->pass_ud = ud;
 }
 
 HERALD_API void *herald_loop_uv(herald_loop *loop) {

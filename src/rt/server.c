@@ -325,7 +325,7 @@ static void close_listeners(worker *w) {
 
 static void worker_done(worker *w) {
   uv_timer_stop(&w->grace);
-  uv_stop(w->loop->uv);
+  herald__loop_stop_now(w->loop);
 }
 
 static void worker_on_idle(herald_loop *loop) {

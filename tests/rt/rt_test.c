@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <uv.h>
+
 #include "herald/rt.h"
 #include "test.h"
 
@@ -766,6 +768,88 @@ static void test_client(void) {
   herald_loop_del(loop);
 }
 
+/* The two ways a loop runs: herald_loop_run() on a loop of its own (it
+ * sleeps in herald's epoll set, libuv's fd inside it) and the caller's
+ * uv_run() on a loop herald attached to (herald's set inside libuv's).
+ * In both, the application's libuv timer fires, a post runs, the pass hook
+ * runs every pass, and the client finishes its exchange. */
+typedef struct mode_run {
+  client_run r;
+  int timer_fired, posted, passes;
+  int passes_at_close;
+} mode_run;
+
+static void mode_timer(uv_timer_t *t) {
+  mode_run *m = t->data;
+  m->timer_fired++;
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void mode_post(void *arg) {
+  ((mode_run *)arg)->posted++;
+}
+
+static void mode_pass(herald_loop *loop, void *ud) {
+  (void)loop;
+  mode_run *m = ud;
+  m->passes++;
+  if (m->r.closed && m->passes_at_close == 0) {
+    m->passes_at_close = m->passes;
+  }
+}
+
+static void run_mode(int attached) {
+  char url[64];
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", ts.port);
+  mode_run m;
+  memset(&m, 0, sizeof(m));
+  uv_loop_t uv;
+  if (attached) {
+    CHECK_EQ(uv_loop_init(&uv), 0);
+  }
+  CHECK_EQ(herald_loop_new(&m.r.loop, attached ? &uv : NULL), 0);
+  herald_loop_on_pass(m.r.loop, mode_pass, &m);
+  uv_timer_t timer;
+  uv_timer_init(herald_loop_uv(m.r.loop), &timer);
+  timer.data = &m;
+  uv_timer_start(&timer, mode_timer, 20, 0);
+  CHECK_EQ(herald_loop_post(m.r.loop, mode_post, &m), 0);
+  herald_client_config cfg;
+  herald_client_config_init(&cfg);
+  cfg.url = url;
+  cfg.connect_timeout_ms = 2000;
+  herald_ws_callbacks cb = {
+      .on_open = c_open, .on_message = c_message, .on_close = c_close};
+  CHECK_EQ(herald_connect(m.r.loop, &cfg, &cb, &m.r, NULL), 0);
+  if (attached) {
+    CHECK_EQ(uv_run(&uv, UV_RUN_DEFAULT), 0);
+  } else {
+    CHECK_EQ(herald_loop_run(m.r.loop), 0);
+  }
+  CHECK(m.r.opened);
+  CHECK_EQ(m.r.got, 2);
+  CHECK_EQ(m.r.biggest, 4 << 20);
+  CHECK(m.r.closed);
+  CHECK_EQ(m.r.code, 1000);
+  CHECK_EQ(m.timer_fired, 1);
+  CHECK_EQ(m.posted, 1);
+  /* Several passes: the 4 MiB echo alone takes many reads. */
+  CHECK(m.passes > 4);
+  /* Driven, the pass that closed the connection ends with the hook too;
+   * attached, uv_run() returns as soon as nothing holds the loop, and
+   * herald_loop_del() does that pass's flushing. */
+  CHECK(attached || m.passes_at_close > 0);
+  herald_loop_del(m.r.loop);
+  if (attached) {
+    CHECK_EQ(uv_loop_close(&uv), 0);
+  }
+}
+
+static void test_run_modes(void) {
+  run_mode(0);
+  run_mode(1);
+}
+
 /* Graceful shutdown: open connections get 1001 and run() returns 0. */
 static void test_shutdown(void) {
   int fd = raw_connect();
@@ -821,6 +905,7 @@ int main(void) {
   RUN(test_http_body_spans_reads);
   RUN(test_http_async);
   RUN(test_client);
+  RUN(test_run_modes);
   RUN(test_shutdown);
   return TEST_REPORT();
 }
