@@ -76,7 +76,10 @@ enum {
   F_FRAG_SENDING = 1 << 5,   /* a fragmented message is being sent */
   F_HS_STALE = 1 << 6,       /* hs may be freed on the next call */
   F_STREAM = 1 << 7,         /* this message is delivered in chunks */
-  F_STREAM_NEXT = 1 << 8     /* messages from the next one on are streamed */
+  F_STREAM_NEXT = 1 << 8,    /* messages from the next one on are streamed */
+  F_FIN = 1 << 9,            /* the frame being received is final */
+  F_MASKED = 1 << 10,        /* the frame being received is masked */
+  F_MFIRST = 1 << 11         /* streaming: the next chunk is the first */
 };
 
 /* One output entry. ext == NULL: bytes [off, off+len) of obuf. */
@@ -102,56 +105,60 @@ typedef struct handshake {
   herald_header headers[]; /* cfg->max_headers entries */
 } handshake;
 
-struct herald_conn {
-  const herald_config *cfg;
-  const herald_mem *mem;
-  uint8_t role;
-  uint8_t state;  /* herald_state */
-  uint8_t reader; /* enum reader */
-  uint16_t flags;
-  int err;            /* sticky error once RD_FAILED */
-  const char *reason; /* static text for err */
+/* The output queue, allocated with the first output and freed by
+ * herald_conn_trim() once empty: an idle connection holds none. */
+typedef struct outq {
+  oentry *ent; /* entries [ohead, ohead + ocount) are pending */
+  uint32_t ohead, ocount, ocap;
+  size_t odone; /* bytes of ent[ohead] already written */
+  uint8_t *obuf;
+  size_t olen, ocap_bytes;
+} outq;
 
-  /* Frame being received. */
-  uint8_t fop; /* opcode of the current data frame */
-  uint8_t ffin;
-  uint8_t fmasked;
-  uint8_t mask_off;
-  uint8_t mask[4];
-  uint64_t fremain; /* payload bytes still to come in this frame */
-
-  /* Message being received. mop == 0: none in progress. */
-  uint8_t mop;
-  uint8_t mfirst; /* streaming: the next chunk is the message's first */
-  uint32_t nfrags;
-  uint32_t utf8;
-  uint64_t msize;
-  uint8_t *mbuf; /* whole mode: reassembly buffer */
-  size_t mlen, mcap;
-
-  /* permessage-deflate, once negotiated (pmd_on). rx: the peer's messages,
-   * tx: ours. *_reset: no context takeover in that direction. tx_bits 0:
-   * we never compress (an agreed 8-bit window zlib cannot honour). */
-  uint8_t pmd_on;
+/* permessage-deflate state, allocated when it is agreed. rx: the peer's
+ * messages, tx: ours. *_reset: no context takeover in that direction.
+ * tx_bits 0: we never compress (an agreed 8-bit window zlib cannot
+ * honour). */
+typedef struct zstate {
   uint8_t rx_reset, tx_reset, rx_bits, tx_bits;
   herald__pmd pmd; /* the parameters of the agreed response */
-  uint8_t mcomp;   /* the message being received is compressed */
-  uint8_t zend;    /* its deflate stream ended (BFINAL): drop the rest */
+  uint8_t zend;    /* the message's deflate stream ended (BFINAL) */
   uint8_t ztail;   /* bytes of the 00 00 FF FF tail fed to the inflater */
   uint64_t mwire;  /* compressed bytes of the message so far */
   herald__zstream *inf, *def;
   uint8_t *zbuf; /* streaming: one chunk of inflated output */
+} zstate;
 
-  /* Output. */
-  oentry *ent; /* entries [ohead, ohead + ocount) are pending */
-  uint32_t ohead, ocount, ocap;
-  size_t odone;  /* bytes of ent[ohead] already written */
-  size_t ototal; /* pending bytes in all entries */
-  uint8_t *obuf;
-  size_t olen, ocap_bytes;
-  uint8_t sop;      /* opcode of the message being sent in fragments */
+/* Laid out to fit 120 bytes: what an idle, open connection holds is this
+ * struct alone (docs/design.md, "Memory per connection"). */
+struct herald_conn {
+  const herald_config *cfg; /* its mem (or libc) allocates everything */
+  uint8_t role;
+  uint8_t state;  /* herald_state */
+  uint8_t reader; /* enum reader */
+  uint8_t mask_off;
+  uint16_t flags;
+  int16_t err;        /* sticky error once RD_FAILED */
+  const char *reason; /* static text for err */
+
+  /* Frame being received (and F_FIN, F_MASKED). */
+  uint8_t fop; /* opcode of the current data frame */
+  uint8_t mask[4];
+  /* Message being received (and F_MFIRST). mop == 0: none in progress. */
+  uint8_t mop;
+  uint8_t mcomp; /* the message being received is compressed */
+  uint8_t sop;   /* opcode of the message being sent in fragments */
+  uint32_t nfrags;
+  uint32_t utf8;
+  uint64_t fremain; /* payload bytes still to come in this frame */
+  uint64_t msize;
+  uint8_t *mbuf; /* whole mode: reassembly buffer */
+  size_t mlen, mcap;
+
+  zstate *z;        /* NULL: no permessage-deflate */
+  outq *o;          /* NULL: no output since the last trim */
+  size_t ototal;    /* pending output bytes in all entries */
   uint8_t *pongbuf; /* [0] = length, then up to 125 payload bytes */
-
   handshake *hs;
 };
 
@@ -177,15 +184,21 @@ static void libc_free(void *p, void *ud) {
 }
 static const herald_mem libc_mem = {libc_malloc, libc_realloc, libc_free, NULL};
 
+static const herald_mem *conn_mem(const herald_conn *c) {
+  return c->cfg->mem ? c->cfg->mem : &libc_mem;
+}
 static void *mem_alloc(herald_conn *c, size_t n) {
-  return c->mem->malloc(n, c->mem->user_data);
+  const herald_mem *m = conn_mem(c);
+  return m->malloc(n, m->user_data);
 }
 static void *mem_realloc(herald_conn *c, void *p, size_t n) {
-  return c->mem->realloc(p, n, c->mem->user_data);
+  const herald_mem *m = conn_mem(c);
+  return m->realloc(p, n, m->user_data);
 }
 static void mem_free(herald_conn *c, void *p) {
   if (p != NULL) {
-    c->mem->free(p, c->mem->user_data);
+    const herald_mem *m = conn_mem(c);
+    m->free(p, m->user_data);
   }
 }
 
@@ -293,22 +306,37 @@ HERALD_API size_t herald_frame_header(uint8_t *out, herald_opcode op, int fin,
 /* Makes room for one more entry at the end of the pending range: slides
  * the pending entries down when at least half of the array is done ones
  * (as out_reserve_bytes, so each entry moves O(1) times), else grows it. */
+/* The queue itself, allocated on first use. */
+static int out_ensure(herald_conn *c) {
+  if (c->o == NULL) {
+    c->o = mem_alloc(c, sizeof(outq));
+    if (c->o == NULL) {
+      return HERALD_ERR_NOMEM;
+    }
+    memset(c->o, 0, sizeof(outq));
+  }
+  return 0;
+}
+
 static int out_reserve_entry(herald_conn *c) {
-  if (c->ohead + c->ocount < c->ocap) {
+  if (out_ensure(c) != 0) {
+    return HERALD_ERR_NOMEM;
+  }
+  if (c->o->ohead + c->o->ocount < c->o->ocap) {
     return 0;
   }
-  if (c->ohead > 0 && c->ohead >= c->ocap / 2) {
-    memmove(c->ent, c->ent + c->ohead, c->ocount * sizeof(oentry));
-    c->ohead = 0;
+  if (c->o->ohead > 0 && c->o->ohead >= c->o->ocap / 2) {
+    memmove(c->o->ent, c->o->ent + c->o->ohead, c->o->ocount * sizeof(oentry));
+    c->o->ohead = 0;
     return 0;
   }
-  uint32_t ncap = c->ocap ? c->ocap * 2 : 8;
-  oentry *n = mem_realloc(c, c->ent, ncap * sizeof(oentry));
+  uint32_t ncap = c->o->ocap ? c->o->ocap * 2 : 8;
+  oentry *n = mem_realloc(c, c->o->ent, ncap * sizeof(oentry));
   if (n == NULL) {
     return HERALD_ERR_NOMEM;
   }
-  c->ent = n;
-  c->ocap = ncap;
+  c->o->ent = n;
+  c->o->ocap = ncap;
   return 0;
 }
 
@@ -320,26 +348,29 @@ static int out_reserve_entry(herald_conn *c) {
  * (sliding a large, mostly live buffer down a little at a time would make
  * a slow reader quadratic). */
 static int out_reserve_bytes(herald_conn *c, size_t n) {
-  if (c->ocap_bytes - c->olen >= n) {
+  if (out_ensure(c) != 0) {
+    return HERALD_ERR_NOMEM;
+  }
+  if (c->o->ocap_bytes - c->o->olen >= n) {
     return 0;
   }
   /* The lowest live inline byte. Not always the first entry's: a pong is
    * written at the end of obuf but queued ahead of frames written before it
    * (out_insert_pong), so the offsets are not in queue order. */
-  size_t lo = c->olen;
-  for (uint32_t i = c->ohead; i < c->ohead + c->ocount; i++) {
-    const oentry *e = &c->ent[i];
-    size_t start = e->off + (i == c->ohead ? c->odone : 0);
+  size_t lo = c->o->olen;
+  for (uint32_t i = c->o->ohead; i < c->o->ohead + c->o->ocount; i++) {
+    const oentry *e = &c->o->ent[i];
+    size_t start = e->off + (i == c->o->ohead ? c->o->odone : 0);
     if (e->ext == NULL && start < lo) {
       lo = start;
     }
   }
-  size_t live = c->olen - lo;
+  size_t live = c->o->olen - lo;
   if (live + n > SIZE_MAX / 4) {
     return HERALD_ERR_NOMEM;
   }
-  uint8_t *dst = c->obuf;
-  size_t ncap = c->ocap_bytes;
+  uint8_t *dst = c->o->obuf;
+  size_t ncap = c->o->ocap_bytes;
   if (live + n > ncap / 2) {
     ncap = ncap ? ncap : 256;
     while (ncap < 2 * (live + n)) {
@@ -351,23 +382,23 @@ static int out_reserve_bytes(herald_conn *c, size_t n) {
     }
   }
   if (live > 0) {
-    memmove(dst, c->obuf + lo, live);
+    memmove(dst, c->o->obuf + lo, live);
   }
-  if (dst != c->obuf) {
-    mem_free(c, c->obuf);
-    c->obuf = dst;
-    c->ocap_bytes = ncap;
+  if (dst != c->o->obuf) {
+    mem_free(c, c->o->obuf);
+    c->o->obuf = dst;
+    c->o->ocap_bytes = ncap;
   }
-  c->olen = live;
-  for (uint32_t i = c->ohead; i < c->ohead + c->ocount; i++) {
-    if (c->ent[i].ext == NULL) {
-      if (i == c->ohead && c->odone) {
+  c->o->olen = live;
+  for (uint32_t i = c->o->ohead; i < c->o->ohead + c->o->ocount; i++) {
+    if (c->o->ent[i].ext == NULL) {
+      if (i == c->o->ohead && c->o->odone) {
         /* The written part of the head entry is gone: drop it. */
-        c->ent[i].off += c->odone;
-        c->ent[i].len -= c->odone;
-        c->odone = 0;
+        c->o->ent[i].off += c->o->odone;
+        c->o->ent[i].len -= c->o->odone;
+        c->o->odone = 0;
       }
-      c->ent[i].off -= lo;
+      c->o->ent[i].off -= lo;
     }
   }
   return 0;
@@ -381,18 +412,19 @@ static uint8_t *out_append(herald_conn *c, size_t n, int ends_frame) {
   if (out_reserve_bytes(c, n) != 0 || out_reserve_entry(c) != 0) {
     return NULL;
   }
-  uint8_t *p = c->obuf + c->olen;
-  oentry *last = c->ocount ? &c->ent[c->ohead + c->ocount - 1] : NULL;
+  uint8_t *p = c->o->obuf + c->o->olen;
+  oentry *last =
+      c->o->ocount ? &c->o->ent[c->o->ohead + c->o->ocount - 1] : NULL;
   if (last && last->ext == NULL && last->ends_frame && !last->pong &&
-      last->off + last->len == c->olen) {
+      last->off + last->len == c->o->olen) {
     last->len += n;
     last->ends_frame = ends_frame;
   } else {
-    c->ent[c->ohead + c->ocount] =
-        (oentry){NULL, c->olen, n, NULL, NULL, ends_frame, 0};
-    c->ocount++;
+    c->o->ent[c->o->ohead + c->o->ocount] =
+        (oentry){NULL, c->o->olen, n, NULL, NULL, ends_frame, 0};
+    c->o->ocount++;
   }
-  c->olen += n;
+  c->o->olen += n;
   c->ototal += n;
   return p;
 }
@@ -403,8 +435,8 @@ static int out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
   if (rv != 0) {
     return rv;
   }
-  c->ent[c->ohead + c->ocount] = (oentry){p, 0, n, release, ctx, 1, 0};
-  c->ocount++;
+  c->o->ent[c->o->ohead + c->o->ocount] = (oentry){p, 0, n, release, ctx, 1, 0};
+  c->o->ocount++;
   c->ototal += n;
   return 0;
 }
@@ -445,13 +477,13 @@ static int out_frame_copy(herald_conn *c, herald_opcode op, int fin,
 
 /* Takes back the last n bytes appended with out_append(). */
 static void out_truncate(herald_conn *c, size_t n) {
-  oentry *last = &c->ent[c->ohead + c->ocount - 1];
+  oentry *last = &c->o->ent[c->o->ohead + c->o->ocount - 1];
   last->len -= n;
   last->ends_frame = 1;
-  c->olen -= n;
+  c->o->olen -= n;
   c->ototal -= n;
   if (last->len == 0) {
-    c->ocount--;
+    c->o->ocount--;
   }
 }
 
@@ -473,30 +505,30 @@ static int out_frame_deflate(herald_conn *c, herald_opcode op, const void *data,
     uint8_t z = 0;
     return out_frame_rsv(c, op, 1, 0x40, &z, 1);
   }
-  if (c->def == NULL) {
-    int rv = herald__zdeflate_new(&c->def, c->mem, c->tx_bits, dc->level,
-                                  dc->mem_level);
+  if (c->z->def == NULL) {
+    int rv = herald__zdeflate_new(&c->z->def, conn_mem(c), c->z->tx_bits,
+                                  dc->level, dc->mem_level);
     if (rv != 0) {
       return rv;
     }
   }
-  size_t bound = herald__zdeflate_bound(c->def, len);
+  size_t bound = herald__zdeflate_bound(c->z->def, len);
   size_t room = HERALD_MAX_FRAME_HEADER + bound;
   uint8_t *p = out_append(c, room, 1);
   if (p == NULL) {
     return HERALD_ERR_NOMEM;
   }
   uint8_t *z = p + HERALD_MAX_FRAME_HEADER;
-  int64_t zlen = herald__zdeflate(c->def, data, len, z, bound);
+  int64_t zlen = herald__zdeflate(c->z->def, data, len, z, bound);
   if (zlen < 4 || memcmp(z + zlen - 4, pmd_tail, 4) != 0) {
     /* The compressor may hold part of this message: start it over. */
-    herald__zstream_reset(c->def);
+    herald__zstream_reset(c->z->def);
     out_truncate(c, room);
     return HERALD_ERR_INTERNAL;
   }
   size_t clen = (size_t)zlen - 4;
-  if (c->tx_reset) {
-    herald__zstream_reset(c->def);
+  if (c->z->tx_reset) {
+    herald__zstream_reset(c->z->def);
     if (clen >= len) {
       out_truncate(c, room);
       return out_frame_copy(c, op, 1, data, len);
@@ -523,13 +555,16 @@ static int out_frame_deflate(herald_conn *c, herald_opcode op, const void *data,
 }
 
 static void out_release_all(herald_conn *c) {
-  for (uint32_t i = c->ohead; i < c->ohead + c->ocount; i++) {
-    if (c->ent[i].release) {
-      c->ent[i].release(c->ent[i].ctx);
+  if (c->o == NULL) {
+    return;
+  }
+  for (uint32_t i = c->o->ohead; i < c->o->ohead + c->o->ocount; i++) {
+    if (c->o->ent[i].release) {
+      c->o->ent[i].release(c->o->ent[i].ctx);
     }
   }
-  c->ohead = c->ocount = 0;
-  c->ototal = c->olen = c->odone = 0;
+  c->o->ohead = c->o->ocount = 0;
+  c->ototal = c->o->olen = c->o->odone = 0;
 }
 
 /* Inserts the pending pong at the first frame boundary not yet written:
@@ -554,28 +589,28 @@ static int out_insert_pong(herald_conn *c) {
   if (rv != 0) {
     return rv;
   }
-  uint32_t k = c->ohead;
-  if (c->ocount > 0 && (c->odone > 0 || (c->flags & F_HEAD_MID_FRAME))) {
-    while (k < c->ohead + c->ocount && !c->ent[k].ends_frame) {
+  uint32_t k = c->o->ohead;
+  if (c->o->ocount > 0 && (c->o->odone > 0 || (c->flags & F_HEAD_MID_FRAME))) {
+    while (k < c->o->ohead + c->o->ocount && !c->o->ent[k].ends_frame) {
       k++;
     }
     k++; /* after the entry that ends the frame in progress */
   }
-  while (k < c->ohead + c->ocount && c->ent[k].pong) {
+  while (k < c->o->ohead + c->o->ocount && c->o->ent[k].pong) {
     k++; /* pongs go out in the order of their pings */
   }
-  uint8_t *p = c->obuf + c->olen;
+  uint8_t *p = c->o->obuf + c->o->olen;
   memcpy(p, hdr, hlen);
   if (mask) {
     herald__mask_copy(p + hlen, c->pongbuf + 1, len, key, 0);
   } else {
     memcpy(p + hlen, c->pongbuf + 1, len);
   }
-  uint32_t end = c->ohead + c->ocount;
-  memmove(&c->ent[k + 1], &c->ent[k], (end - k) * sizeof(oentry));
-  c->ent[k] = (oentry){NULL, c->olen, hlen + len, NULL, NULL, 1, 1};
-  c->ocount++;
-  c->olen += hlen + len;
+  uint32_t end = c->o->ohead + c->o->ocount;
+  memmove(&c->o->ent[k + 1], &c->o->ent[k], (end - k) * sizeof(oentry));
+  c->o->ent[k] = (oentry){NULL, c->o->olen, hlen + len, NULL, NULL, 1, 1};
+  c->o->ocount++;
+  c->o->olen += hlen + len;
   c->ototal += hlen + len;
   c->flags &= (uint16_t)~F_PONG_PENDING;
   mem_free(c, c->pongbuf);
@@ -589,11 +624,15 @@ HERALD_API int herald_conn_output(herald_conn *c, struct iovec *iov,
     /* On NOMEM the pong stays pending and the data still goes out. */
     (void)out_insert_pong(c);
   }
+  if (c->o == NULL) {
+    return 0;
+  }
   int n = 0;
-  for (uint32_t i = c->ohead; i < c->ohead + c->ocount && n < iovcnt; i++) {
-    const oentry *e = &c->ent[i];
-    size_t skip = i == c->ohead ? c->odone : 0;
-    const uint8_t *base = e->ext ? e->ext : c->obuf + e->off;
+  for (uint32_t i = c->o->ohead; i < c->o->ohead + c->o->ocount && n < iovcnt;
+       i++) {
+    const oentry *e = &c->o->ent[i];
+    size_t skip = i == c->o->ohead ? c->o->odone : 0;
+    const uint8_t *base = e->ext ? e->ext : c->o->obuf + e->off;
     iov[n].iov_base = (void *)(base + skip);
     iov[n].iov_len = e->len - skip;
     n++;
@@ -605,16 +644,19 @@ HERALD_API int herald_conn_output_consumed(herald_conn *c, size_t n) {
   if (n > c->ototal) {
     return HERALD_ERR_INVALID_ARG;
   }
+  if (c->o == NULL) {
+    return 0; /* nothing was pending, and n is 0 */
+  }
   c->ototal -= n;
   while (n > 0) {
-    oentry *e = &c->ent[c->ohead];
-    size_t left = e->len - c->odone;
+    oentry *e = &c->o->ent[c->o->ohead];
+    size_t left = e->len - c->o->odone;
     if (n < left) {
-      c->odone += n;
+      c->o->odone += n;
       break;
     }
     n -= left;
-    c->odone = 0;
+    c->o->odone = 0;
     if (e->ends_frame) {
       c->flags &= (uint16_t)~F_HEAD_MID_FRAME;
     } else {
@@ -623,18 +665,18 @@ HERALD_API int herald_conn_output_consumed(herald_conn *c, size_t n) {
     if (e->release) {
       e->release(e->ctx);
     }
-    c->ohead++;
-    c->ocount--;
+    c->o->ohead++;
+    c->o->ocount--;
   }
-  if (c->ocount == 0) {
-    c->ohead = 0;
-    c->olen = 0;
-    c->odone = 0;
+  if (c->o->ocount == 0) {
+    c->o->ohead = 0;
+    c->o->olen = 0;
+    c->o->odone = 0;
     /* Keep small buffers for the next burst; return big ones. */
-    if (c->ocap_bytes > 16384) {
-      mem_free(c, c->obuf);
-      c->obuf = NULL;
-      c->ocap_bytes = 0;
+    if (c->o->ocap_bytes > 16384) {
+      mem_free(c, c->o->obuf);
+      c->o->obuf = NULL;
+      c->o->ocap_bytes = 0;
     }
   }
   return 0;
@@ -653,31 +695,31 @@ HERALD_API int herald_conn_done(const herald_conn *c) {
 }
 
 HERALD_API void herald_conn_trim(herald_conn *c) {
-  if (c->ocount == 0) {
-    mem_free(c, c->obuf);
-    c->obuf = NULL;
-    c->ocap_bytes = 0;
-    mem_free(c, c->ent);
-    c->ent = NULL;
-    c->ocap = 0;
+  if (c->o && c->o->ocount == 0) {
+    mem_free(c, c->o->obuf);
+    mem_free(c, c->o->ent);
+    mem_free(c, c->o);
+    c->o = NULL;
   }
   if (c->mop == 0 || (c->flags & F_MSG_DELIVERED)) {
     mem_free(c, c->mbuf);
     c->mbuf = NULL;
     c->mlen = c->mcap = 0;
     c->flags &= (uint16_t)~F_MSG_DELIVERED;
-    mem_free(c, c->zbuf);
-    c->zbuf = NULL;
+    if (c->z) {
+      mem_free(c, c->z->zbuf);
+      c->z->zbuf = NULL;
+    }
     /* Without context takeover a stream holds nothing between messages.
      * With it, the window is the context: it must stay. */
-    if (c->rx_reset) {
-      herald__zstream_del(c->inf);
-      c->inf = NULL;
+    if (c->z && c->z->rx_reset) {
+      herald__zstream_del(c->z->inf);
+      c->z->inf = NULL;
     }
   }
-  if (c->tx_reset) {
-    herald__zstream_del(c->def);
-    c->def = NULL;
+  if (c->z && c->z->tx_reset) {
+    herald__zstream_del(c->z->def);
+    c->z->def = NULL;
   }
 }
 
@@ -732,7 +774,6 @@ HERALD_API int herald_conn_new(herald_conn **pconn, const herald_config *cfg) {
   }
   memset(c, 0, sizeof(*c));
   c->cfg = cfg;
-  c->mem = mem;
   c->role = (uint8_t)cfg->role;
   c->state = HERALD_STATE_CONNECTING;
   c->reader = cfg->role == HERALD_ROLE_SERVER ? RD_REQUEST : RD_IDLE;
@@ -750,13 +791,19 @@ HERALD_API void herald_conn_del(herald_conn *c) {
   }
   out_release_all(c);
   hs_free(c);
-  mem_free(c, c->ent);
-  mem_free(c, c->obuf);
+  if (c->o) {
+    mem_free(c, c->o->ent);
+    mem_free(c, c->o->obuf);
+    mem_free(c, c->o);
+  }
   mem_free(c, c->mbuf);
   mem_free(c, c->pongbuf);
-  mem_free(c, c->zbuf);
-  herald__zstream_del(c->inf);
-  herald__zstream_del(c->def);
+  if (c->z) {
+    mem_free(c, c->z->zbuf);
+    herald__zstream_del(c->z->inf);
+    herald__zstream_del(c->z->def);
+    mem_free(c, c->z);
+  }
   mem_free(c, c);
 }
 
@@ -782,37 +829,42 @@ HERALD_API const char *herald_conn_error_reason(const herald_conn *c) {
 
 /* Records the agreed permessage-deflate parameters (the response's) and
  * derives each direction's window and context rule (RFC 7692 7.1). */
-static void pmd_agree(herald_conn *c, const herald__pmd *r) {
+static int pmd_agree(herald_conn *c, const herald__pmd *r) {
   int server = c->role == HERALD_ROLE_SERVER;
   int sbits = r->smwb ? r->smwb : 15, cbits = r->cmwb >= 8 ? r->cmwb : 15;
-  c->pmd_on = 1;
-  c->pmd = *r;
-  c->rx_reset = server ? r->cnct : r->snct;
-  c->tx_reset = server ? r->snct : r->cnct;
-  c->rx_bits = (uint8_t)(server ? cbits : sbits);
+  c->z = mem_alloc(c, sizeof(zstate));
+  if (c->z == NULL) {
+    return HERALD_ERR_NOMEM;
+  }
+  memset(c->z, 0, sizeof(zstate));
+  c->z->pmd = *r;
+  c->z->rx_reset = server ? r->cnct : r->snct;
+  c->z->tx_reset = server ? r->snct : r->cnct;
+  c->z->rx_bits = (uint8_t)(server ? cbits : sbits);
   if (server) {
-    c->tx_bits = (uint8_t)sbits; /* >= 9: herald__pmd_accept saw to it */
+    c->z->tx_bits = (uint8_t)sbits; /* >= 9: herald__pmd_accept saw to it */
   } else {
     int mine = c->cfg->deflate.client_max_window_bits;
     int bits = cbits < mine ? cbits : mine;
     /* zlib cannot compress within 8 bits: send uncompressed instead. */
-    c->tx_bits = (uint8_t)(bits < 9 ? 0 : bits);
+    c->z->tx_bits = (uint8_t)(bits < 9 ? 0 : bits);
   }
+  return 0;
 }
 
 HERALD_API int herald_conn_deflate(const herald_conn *c,
                                    herald_deflate_params *out) {
-  if (!c->pmd_on) {
+  if (c->z == NULL) {
     if (out) {
       memset(out, 0, sizeof(*out));
     }
     return 0;
   }
   if (out) {
-    out->server_no_context_takeover = c->pmd.snct;
-    out->client_no_context_takeover = c->pmd.cnct;
-    out->server_max_window_bits = c->pmd.smwb ? c->pmd.smwb : 15;
-    out->client_max_window_bits = c->pmd.cmwb >= 8 ? c->pmd.cmwb : 15;
+    out->server_no_context_takeover = c->z->pmd.snct;
+    out->client_no_context_takeover = c->z->pmd.cnct;
+    out->server_max_window_bits = c->z->pmd.smwb ? c->z->pmd.smwb : 15;
+    out->client_max_window_bits = c->z->pmd.cmwb >= 8 ? c->z->pmd.cmwb : 15;
   }
   return 1;
 }
@@ -1011,8 +1063,8 @@ static int read_response(herald_conn *c, uint8_t *in, size_t inlen,
     if (pmd < 0) {
       return fail(c, HERALD_ERR_EXTENSION, why);
     }
-    if (pmd) {
-      pmd_agree(c, &agreed);
+    if (pmd && pmd_agree(c, &agreed) != 0) {
+      return fail(c, HERALD_ERR_NOMEM, "out of memory");
     }
   }
   c->state = HERALD_STATE_OPEN;
@@ -1090,7 +1142,7 @@ static int inflate_run(herald_conn *c, const uint8_t **in, size_t *n,
                        size_t *have) {
   int stream = (c->flags & F_STREAM) != 0;
   for (;;) {
-    if (c->zend) {
+    if (c->z->zend) {
       /* After a final block the rest of the message is ignored. */
       *in += *n;
       *n = 0;
@@ -1101,13 +1153,13 @@ static int inflate_run(herald_conn *c, const uint8_t **in, size_t *n,
     uint8_t probe;
     uint64_t max = c->cfg->max_message_size;
     if (stream) {
-      if (c->zbuf == NULL && (c->zbuf = mem_alloc(c, ZCHUNK)) == NULL) {
+      if (c->z->zbuf == NULL && (c->z->zbuf = mem_alloc(c, ZCHUNK)) == NULL) {
         return fail(c, HERALD_ERR_NOMEM, "out of memory");
       }
       if (*have == ZCHUNK) {
         return 1;
       }
-      dst = c->zbuf + *have;
+      dst = c->z->zbuf + *have;
       room = ZCHUNK - *have;
     } else if (c->mlen >= max) {
       /* At the limit: one more byte of output is one too many. */
@@ -1130,7 +1182,7 @@ static int inflate_run(herald_conn *c, const uint8_t **in, size_t *n,
       room = c->mcap - c->mlen;
     }
     size_t before = *n, got;
-    int rv = herald__zinflate(c->inf, in, n, dst, room, &got);
+    int rv = herald__zinflate(c->z->inf, in, n, dst, room, &got);
     /* What came out before a data error is checked first, so the error
      * reported does not depend on how the input was split. */
     if (inflated(c, dst, got) != 0) {
@@ -1148,7 +1200,7 @@ static int inflate_run(herald_conn *c, const uint8_t **in, size_t *n,
       c->mlen += got;
     }
     if (rv == 1) {
-      c->zend = 1;
+      c->z->zend = 1;
       continue;
     }
     if (got < room && *n == 0) {
@@ -1165,17 +1217,17 @@ static int inflate_run(herald_conn *c, const uint8_t **in, size_t *n,
  * output is still pending (streaming: the chunk is full), 0 when the
  * message is complete, or an error. */
 static int inflate_finish(herald_conn *c, size_t *have) {
-  if (c->zend) {
-    c->ztail = sizeof(pmd_tail);
+  if (c->z->zend) {
+    c->z->ztail = sizeof(pmd_tail);
   }
-  const uint8_t *t = pmd_tail + c->ztail;
-  size_t left = sizeof(pmd_tail) - c->ztail;
+  const uint8_t *t = pmd_tail + c->z->ztail;
+  size_t left = sizeof(pmd_tail) - c->z->ztail;
   int rv = inflate_run(c, &t, &left, have);
-  c->ztail = (uint8_t)(sizeof(pmd_tail) - left);
+  c->z->ztail = (uint8_t)(sizeof(pmd_tail) - left);
   if (rv != 0) {
     return rv;
   }
-  if (c->ztail < sizeof(pmd_tail)) {
+  if (c->z->ztail < sizeof(pmd_tail)) {
     return 1;
   }
   if (c->mop == HERALD_OP_TEXT && c->utf8 != HERALD_UTF8_ACCEPT) {
@@ -1184,8 +1236,8 @@ static int inflate_finish(herald_conn *c, size_t *have) {
   }
   /* RFC 7692 7.1.1: without context takeover the next message starts from
    * an empty window; after a final block zlib must start over anyway. */
-  if (c->rx_reset || c->zend) {
-    herald__zstream_reset(c->inf);
+  if (c->z->rx_reset || c->z->zend) {
+    herald__zstream_reset(c->z->inf);
   }
   return 0;
 }
@@ -1199,11 +1251,11 @@ static void inflate_event(herald_conn *c, size_t have, int done,
       return;
     }
     ev->type = msg_event(c);
-    ev->data = c->zbuf;
+    ev->data = c->z->zbuf;
     ev->len = have;
-    ev->first = c->mfirst;
+    ev->first = (c->flags & F_MFIRST) != 0;
     ev->fin = done;
-    c->mfirst = 0;
+    c->flags &= (uint16_t)~F_MFIRST;
   } else if (done) {
     ev->type = msg_event(c);
     ev->data = c->mbuf;
@@ -1242,7 +1294,7 @@ static int read_compressed(herald_conn *c, uint8_t *p, size_t n,
     return rv;
   }
   size_t used = n - left;
-  if (left > 0 && c->fmasked) {
+  if (left > 0 && (c->flags & F_MASKED)) {
     /* Unmasking is its own inverse: the next call unmasks these again. */
     (void)herald__mask(p + used, left, c->mask, (mask_off + used) & 3);
     c->mask_off = (uint8_t)((mask_off + used) & 3);
@@ -1250,7 +1302,7 @@ static int read_compressed(herald_conn *c, uint8_t *p, size_t n,
   c->fremain -= used;
   int done = 0;
   c->reader = c->fremain == 0 ? RD_HEAD : RD_PAYLOAD;
-  if (c->fremain == 0 && c->ffin) {
+  if (c->fremain == 0 && (c->flags & F_FIN)) {
     rv = rv == 0 ? inflate_finish(c, &have) : 1;
     if (rv < 0) {
       return rv;
@@ -1272,7 +1324,7 @@ static int read_payload(herald_conn *c, uint8_t *p, size_t avail, int whole,
                         herald_event *ev) {
   size_t n = avail < c->fremain ? avail : (size_t)c->fremain;
   uint8_t mask_off = c->mask_off;
-  if (c->fmasked) {
+  if ((c->flags & F_MASKED)) {
     c->mask_off = (uint8_t)herald__mask(p, n, c->mask, c->mask_off);
   }
   if (c->mcomp) {
@@ -1286,7 +1338,7 @@ static int read_payload(herald_conn *c, uint8_t *p, size_t avail, int whole,
   c->fremain -= n;
   c->msize += n;
   int frame_done = c->fremain == 0;
-  int msg_done = frame_done && c->ffin;
+  int msg_done = frame_done && (c->flags & F_FIN) != 0;
   if (msg_done && c->mop == HERALD_OP_TEXT && c->utf8 != HERALD_UTF8_ACCEPT) {
     return fail(c, HERALD_ERR_BAD_UTF8,
                 "text ends inside a UTF-8 sequence (RFC 6455 8.1)");
@@ -1300,9 +1352,9 @@ static int read_payload(herald_conn *c, uint8_t *p, size_t avail, int whole,
                                                        : HERALD_EV_BINARY);
       ev->data = p;
       ev->len = n;
-      ev->first = c->mfirst;
+      ev->first = (c->flags & F_MFIRST) != 0;
       ev->fin = msg_done;
-      c->mfirst = 0;
+      c->flags &= (uint16_t)~F_MFIRST;
     }
   } else if (msg_done && whole && c->mlen == 0) {
     ev->type = (herald_event_type)(c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT
@@ -1422,7 +1474,7 @@ static int read_frame(herald_conn *c, uint8_t *in, size_t inlen,
                 "reserved bits set without an extension (RFC 6455 5.2)");
   }
   if (rsv) {
-    if (!c->pmd_on) {
+    if (c->z == NULL) {
       return fail(c, HERALD_ERR_PROTO,
                   "RSV1 set without permessage-deflate (RFC 6455 5.2)");
     }
@@ -1518,7 +1570,7 @@ static int read_frame(herald_conn *c, uint8_t *in, size_t inlen,
     uint64_t max = c->cfg->max_message_size;
     uint64_t wire = max + max / 8 + 65536;
     wire = wire < max ? UINT64_MAX : wire;
-    uint64_t before = op == HERALD_OP_CONT ? c->mwire : 0;
+    uint64_t before = op == HERALD_OP_CONT ? c->z->mwire : 0;
     if (len > wire - before) {
       return fail(c, HERALD_ERR_TOO_BIG,
                   "compressed message larger than max_message_size allows");
@@ -1534,27 +1586,31 @@ static int read_frame(herald_conn *c, uint8_t *in, size_t inlen,
     c->flags = (uint16_t)((c->flags & ~F_STREAM) |
                           ((c->flags & F_STREAM_NEXT) ? F_STREAM : 0));
     c->mop = (uint8_t)op;
-    c->mfirst = 1;
+    c->flags |= F_MFIRST;
     c->nfrags = 0;
     c->msize = 0;
     c->utf8 = HERALD_UTF8_ACCEPT;
     c->mcomp = (uint8_t)comp;
-    c->mwire = 0;
-    c->zend = 0;
-    c->ztail = 0;
-    if (comp && c->inf == NULL) {
-      int rv = herald__zinflate_new(&c->inf, c->mem, c->rx_bits);
+    if (c->z) {
+      c->z->mwire = 0;
+      c->z->zend = 0;
+      c->z->ztail = 0;
+    }
+    if (comp && c->z->inf == NULL) {
+      int rv = herald__zinflate_new(&c->z->inf, conn_mem(c), c->z->rx_bits);
       if (rv != 0) {
         return fail(c, rv, "out of memory");
       }
     }
   }
-  c->mwire += len;
+  if (comp) {
+    c->z->mwire += len;
+  }
   if (++c->nfrags > c->cfg->max_fragments) {
     return fail(c, HERALD_ERR_POLICY, "more fragments than max_fragments");
   }
-  c->ffin = (uint8_t)fin;
-  c->fmasked = (uint8_t)masked;
+  c->flags = (uint16_t)((c->flags & ~(F_FIN | F_MASKED)) | (fin ? F_FIN : 0) |
+                        (masked ? F_MASKED : 0));
   if (key) {
     memcpy(c->mask, key, 4);
   }
@@ -1765,17 +1821,19 @@ HERALD_API int herald_conn_accept(herald_conn *c, const herald_accept *opts) {
   int pmd = c->cfg->deflate.enabled && !(opts && opts->no_deflate) &&
             herald__pmd_accept(&c->cfg->deflate, req->headers, req->nheaders,
                                &agreed, ext, &extlen);
+  if (pmd && pmd_agree(c, &agreed) != 0) {
+    return HERALD_ERR_NOMEM;
+  }
   text t = {NULL, 0};
   build_101(&t, accept, opts, ext, extlen);
   t.p = out_append(c, t.len, 1);
   if (t.p == NULL) {
+    mem_free(c, c->z);
+    c->z = NULL;
     return HERALD_ERR_NOMEM;
   }
   t.len = 0;
   build_101(&t, accept, opts, ext, extlen);
-  if (pmd) {
-    pmd_agree(c, &agreed);
-  }
   hs_free(c);
   c->state = HERALD_STATE_OPEN;
   c->reader = RD_HEAD;
@@ -1992,7 +2050,7 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
   int fin = !(flags & HERALD_SEND_MORE);
   /* RFC 7692 6: compression is per message; a fragmented message goes out
    * uncompressed, as do short ones and those the caller opts out. */
-  if (c->pmd_on && c->tx_bits != 0 && fin && wire != HERALD_OP_CONT &&
+  if (c->z != NULL && c->z->tx_bits != 0 && fin && wire != HERALD_OP_CONT &&
       !(flags & HERALD_SEND_NO_COMPRESS) && len >= c->cfg->deflate.threshold) {
     rv = out_frame_deflate(c, op, data, len);
     if (rv == 0 && release) {
@@ -2016,15 +2074,16 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
     if (out_reserve_bytes(c, hlen) != 0 || out_reserve_entry(c) != 0) {
       return HERALD_ERR_NOMEM;
     }
-    uint32_t save_count = c->ocount;
-    size_t save_len = c->olen, save_total = c->ototal;
-    oentry *last = c->ocount ? &c->ent[c->ohead + c->ocount - 1] : NULL;
+    uint32_t save_count = c->o->ocount;
+    size_t save_len = c->o->olen, save_total = c->ototal;
+    oentry *last =
+        c->o->ocount ? &c->o->ent[c->o->ohead + c->o->ocount - 1] : NULL;
     oentry save_last = last ? *last : (oentry){0};
     uint8_t *p = out_append(c, hlen, 0);
     memcpy(p, hdr, hlen);
     if (out_append_ext(c, data, len, release, ctx) != 0) {
-      c->ocount = save_count;
-      c->olen = save_len;
+      c->o->ocount = save_count;
+      c->o->olen = save_len;
       c->ototal = save_total;
       if (last) {
         *last = save_last;
@@ -2209,8 +2268,8 @@ HERALD_API int herald_conn_send_frame(herald_conn *c, const uint8_t *frame,
   }
   /* RFC 7692 7.1.1.1, 7.1.2.1: a message compressed without context fits
    * only a connection whose own compressor keeps none, within its window. */
-  if (compressed &&
-      (!c->pmd_on || !c->tx_reset || c->tx_bits < (unsigned)compressed)) {
+  if (compressed && (c->z == NULL || !c->z->tx_reset ||
+                     c->z->tx_bits < (unsigned)compressed)) {
     return HERALD_ERR_BAD_STATE;
   }
   if (release == NULL || len < c->cfg->copy_threshold) {
