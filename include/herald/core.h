@@ -364,7 +364,8 @@ typedef struct herald_event {
 } herald_event;
 
 /* Creates a connection in state CONNECTING for cfg->role. cfg is borrowed for
- * the connection's whole life. Returns 0 and sets *pconn, or
+ * the connection's whole life, until herald_conn_del() returns (which frees
+ * through cfg->mem). Returns 0 and sets *pconn, or
  * HERALD_ERR_NOMEM / HERALD_ERR_INVALID_ARG (leaving *pconn unchanged). */
 HERALD_API int herald_conn_new(herald_conn **pconn, const herald_config *cfg);
 

@@ -17,9 +17,10 @@
 #include "rt/tls.h"
 
 struct client_state {
-  herald_ws *ws; /* NULL once the connection is gone (DNS may outlive it) */
+  herald_ws *ws; /* NULL once the connection ended (DNS may outlive it) */
   uv_getaddrinfo_t dns;
   int dns_pending;
+  int orphan; /* the connection was freed while DNS was pending */
   struct addrinfo *addrs, *next_addr;
   char *host;     /* for DNS */
   char *hostport; /* Host header */
@@ -68,12 +69,22 @@ static void client_free_strings(struct client_state *c) {
   }
 }
 
-/* The connection is gone; free now unless DNS still holds the state. */
-void herald__client_free(struct client_state *c) {
+/* The connection ended: a pending DNS request is cancelled and, when it
+ * completes, touches nothing. The state stays until herald__client_free:
+ * the core connection borrows its config until it is deleted. */
+void herald__client_detach(struct client_state *c) {
   c->ws = NULL;
   if (c->dns_pending) {
     uv_cancel((uv_req_t *)&c->dns);
-    return; /* on_dns frees it */
+  }
+}
+
+/* The connection is freed; free now unless DNS still holds the state. */
+void herald__client_free(struct client_state *c) {
+  c->ws = NULL;
+  if (c->dns_pending) {
+    c->orphan = 1; /* on_dns frees it */
+    return;
   }
   client_free_strings(c);
   free(c);
@@ -143,7 +154,7 @@ static int parse_url(const char *url, struct client_state *c, int *port) {
 static void try_next_address(herald_ws *ws);
 
 void herald__client_connected(herald_ws *ws) {
-  struct client_state *c = ws->cli;
+  struct client_state *c = ws->cold->cli;
   int err = 0;
   socklen_t len = sizeof(err);
   if (getsockopt(ws->io.fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
@@ -154,11 +165,12 @@ void herald__client_connected(herald_ws *ws) {
     ws->flags &= (uint16_t)~WS_IN_EPOLL;
     close(ws->io.fd);
     ws->io.fd = -1;
-    ws->error = err == ECONNREFUSED ? "connection refused" : "connect failed";
+    ws->cold->error =
+        err == ECONNREFUSED ? "connection refused" : "connect failed";
     try_next_address(ws);
     return;
   }
-  ws->error = NULL;
+  ws->cold->error = NULL;
   ws->flags &= (uint16_t)~WS_CONNECTING;
   if (c->tls) {
     const char *why = NULL;
@@ -185,13 +197,13 @@ void herald__client_connected(herald_ws *ws) {
     return;
   }
   if (herald__epoll_mod(ws->loop, &ws->io, EPOLLIN | EPOLLRDHUP) == 0) {
-    ws->events = 1;
+    ws->io.events = 1;
   }
   herald__ws_flush(ws);
 }
 
 static void try_next_address(herald_ws *ws) {
-  struct client_state *c = ws->cli;
+  struct client_state *c = ws->cold->cli;
   while (c->next_addr) {
     struct addrinfo *ai = c->next_addr;
     c->next_addr = ai->ai_next;
@@ -211,12 +223,12 @@ static void try_next_address(herald_ws *ws) {
                                               : sizeof(struct sockaddr_in6);
       if (ok != 0 || bind(fd, (struct sockaddr *)&ss, sl) != 0) {
         close(fd);
-        ws->error = "could not bind the source address";
+        ws->cold->error = "could not bind the source address";
         continue;
       }
     }
     if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
-      ws->error =
+      ws->cold->error =
           errno == ECONNREFUSED ? "connection refused" : "connect failed";
       close(fd);
       continue;
@@ -224,13 +236,14 @@ static void try_next_address(herald_ws *ws) {
     ws->io.fd = fd;
     if (herald__epoll_add(ws->loop, &ws->io, EPOLLOUT | EPOLLRDHUP) == 0) {
       ws->flags |= WS_IN_EPOLL;
-      ws->events = 2;
+      ws->io.events = 2;
       return;
     }
     close(fd);
     ws->io.fd = -1;
   }
-  herald__ws_abort(ws, ws->error ? ws->error : "no address to connect to");
+  herald__ws_abort(ws, ws->cold->error ? ws->cold->error
+                                       : "no address to connect to");
 }
 
 static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -241,8 +254,10 @@ static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     if (res) {
       uv_freeaddrinfo(res);
     }
-    client_free_strings(c);
-    free(c);
+    if (c->orphan) {
+      client_free_strings(c);
+      free(c);
+    }
     return;
   }
   if (status != 0) {
@@ -319,14 +334,15 @@ HERALD_API int herald_connect(herald_loop *loop,
     free(c);
     return HERALD_ERR_NOMEM;
   }
-  ws->cli = c;
+  ws->cold->cli = c;
   c->ws = ws;
   ws->cb = &c->cb;
   ws->ud = ud;
   ws->flags |= WS_CLIENT | WS_CONNECTING;
-  ws->last_rx = herald__now(loop);
+  uint64_t now = herald__now(loop);
+  ws->last_rx = (uint32_t)now;
   if (cfg->connect_timeout_ms) {
-    herald__wheel_set(ws, ws->last_rx + cfg->connect_timeout_ms);
+    herald__wheel_set(ws, now + cfg->connect_timeout_ms);
   }
   char portstr[8];
   snprintf(portstr, sizeof(portstr), "%d", port);

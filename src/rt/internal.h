@@ -14,8 +14,9 @@
  * one dispatch reaches listeners and connections alike. */
 enum io_kind { IO_LISTENER, IO_WS, IO_UV };
 typedef struct io_item {
-  uint8_t kind;
   int fd;
+  uint8_t kind;
+  uint8_t events; /* connections: epoll events registered, EV_IN | EV_OUT */
 } io_item;
 
 /* Timer wheel: one libuv timer per loop ticks every WHEEL_TICK_MS; each
@@ -42,7 +43,9 @@ enum {
   WS_IN_EPOLL = 1 << 10,    /* fd registered */
   WS_RESUME = 1 << 11,      /* on the loop's resume list */
   WS_NEEDS_FLUSH = 1 << 12, /* output queued since the last flush */
-  WS_TRIM = 1 << 13         /* release buffers once the 101 is written */
+  WS_TRIM = 1 << 13,        /* release buffers once the 101 is written */
+  WS_IN_WHEEL = 1 << 14,    /* in a timer wheel slot */
+  WS_CLOSE_REMOTE = 1 << 15 /* the peer sent a close frame */
 };
 
 typedef struct herald_tls_set herald_tls_set;
@@ -59,11 +62,40 @@ struct herald_http {
   int keep_alive; /* the request allows another one after it */
 };
 
+/* What a connection needs only at times: during the handshake, for plain
+ * HTTP, while input is split across reads, when it ends, or for its life as
+ * a client. Allocated with the connection, freed once the connection is
+ * open with nothing in it (so an idle server connection holds none), and
+ * allocated again when needed (herald__ws_cold). */
+typedef struct ws_cold {
+  herald_server *srv;       /* server connections: their server */
+  struct client_state *cli; /* client connections: connect state */
+
+  uint8_t *tail; /* unconsumed input kept between reads */
+  size_t tail_len, tail_cap;
+
+  herald_http *http; /* pending plain HTTP request */
+  uint8_t *body;     /* head + body being collected */
+  size_t body_len, body_need;
+
+  char *subprotocol;
+  herald_ws *resume_next; /* loop->resume */
+
+  /* How it ended, for on_close. */
+  char *close_reason;
+  size_t close_reason_len;
+  const char *error;
+} ws_cold;
+
+/* 136 bytes, which malloc serves from a 144-byte chunk: with the core's
+ * 120-byte herald_conn (a 128-byte chunk) an idle server connection costs
+ * 272 bytes of heap (docs/design.md, "Memory per connection"). */
 struct herald_ws {
   io_item io;
   uint16_t flags;
-  uint8_t in_wheel;
-  uint8_t events; /* epoll events registered: EV_IN | EV_OUT */
+  uint16_t close_code;      /* how it ended, for on_close */
+  uint16_t ping_window;     /* s (low 16 bits): the ping-rate window */
+  uint16_t pings_in_window; /* saturates at 65535 */
   herald_loop *loop;
   herald_conn *conn;
   const herald_ws_callbacks *cb;
@@ -73,32 +105,13 @@ struct herald_ws {
 
   herald_ws *prev, *next; /* loop->all */
   herald_ws *dirty_next;  /* loop->dirty */
-  herald_ws *resume_next; /* loop->resume */
   herald_ws *wheel_prev, *wheel_next;
   uint64_t deadline;     /* ms, loop time; 0: none */
-  uint64_t last_rx;      /* ms: last bytes received */
-  uint64_t ping_sent_at; /* ms */
-  uint64_t ping_window;  /* s: start of the ping-rate window */
-  uint32_t pings_in_window;
+  uint32_t last_rx;      /* ms, loop time mod 2^32: last bytes received */
+  uint32_t ping_sent_at; /* ms, loop time mod 2^32 */
 
-  uint8_t *tail; /* unconsumed input kept between reads */
-  size_t tail_len, tail_cap;
-
-  herald_http *http; /* pending plain HTTP request */
-  uint8_t *body;     /* head + body being collected */
-  size_t body_len, body_need;
-
-  herald_server *srv;       /* server connections: their server */
-  struct client_state *cli; /* client connections: connect state */
-  char *subprotocol;
   tls_state *tls; /* NULL: plain TCP */
-
-  /* How it ended, for on_close. */
-  uint16_t close_code;
-  uint8_t close_remote;
-  char *close_reason;
-  size_t close_reason_len;
-  const char *error;
+  ws_cold *cold;  /* NULL: nothing cold held */
 };
 
 typedef struct post_item {
@@ -169,6 +182,8 @@ void herald__ws_free(herald_ws *ws);
 void herald__listeners_retry(herald_loop *loop);
 
 /* ws.c */
+/* The cold part, allocated if it is not there; NULL when out of memory. */
+ws_cold *herald__ws_cold(herald_ws *ws);
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
                           const herald_rt_limits *limits);
 void herald__ws_start(herald_ws *ws); /* register fd, set timers */
@@ -183,7 +198,8 @@ const herald_ws_callbacks *herald__server_route(herald_server *srv,
 int herald__server_http(herald_server *srv, herald_http_fn *fn, void **ud);
 
 /* client.c */
-void herald__client_free(struct client_state *cli);
+void herald__client_detach(struct client_state *cli); /* ws_finish */
+void herald__client_free(struct client_state *cli);   /* herald__ws_free */
 void herald__client_connected(herald_ws *ws);
 
 #endif

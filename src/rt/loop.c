@@ -66,7 +66,7 @@ static size_t slot_of(uint64_t t) {
 }
 
 void herald__wheel_remove(herald_ws *ws) {
-  if (!ws->in_wheel) {
+  if (!(ws->flags & WS_IN_WHEEL)) {
     return;
   }
   herald_loop *loop = ws->loop;
@@ -79,7 +79,7 @@ void herald__wheel_remove(herald_ws *ws) {
     ws->wheel_next->wheel_prev = ws->wheel_prev;
   }
   ws->wheel_prev = ws->wheel_next = NULL;
-  ws->in_wheel = 0;
+  ws->flags &= (uint16_t)~WS_IN_WHEEL;
 }
 
 /* Deadlines further than one turn of the wheel sit in their slot and are put
@@ -102,7 +102,7 @@ void herald__wheel_set(herald_ws *ws, uint64_t deadline) {
     ws->wheel_next->wheel_prev = ws;
   }
   loop->wheel[s] = ws;
-  ws->in_wheel = 1;
+  ws->flags |= WS_IN_WHEEL;
 }
 
 static void on_tick(uv_timer_t *t) {
@@ -116,7 +116,7 @@ static void on_tick(uv_timer_t *t) {
     loop->wheel[s] = NULL;
     while (ws) {
       herald_ws *next = ws->wheel_next;
-      ws->in_wheel = 0;
+      ws->flags &= (uint16_t)~WS_IN_WHEEL;
       ws->wheel_prev = ws->wheel_next = NULL;
       if (ws->deadline <= loop->wheel_now) {
         ws->deadline = 0;
@@ -143,8 +143,13 @@ void herald__mark_dirty(herald_ws *ws) {
 
 void herald__mark_resume(herald_ws *ws) {
   if (!(ws->flags & WS_RESUME)) {
+    ws_cold *k = herald__ws_cold(ws);
+    if (k == NULL) {
+      herald__ws_abort(ws, "out of memory");
+      return;
+    }
     ws->flags |= WS_RESUME;
-    ws->resume_next = ws->loop->resume;
+    k->resume_next = ws->loop->resume;
     ws->loop->resume = ws;
   }
 }
@@ -189,7 +194,7 @@ static void flush_dirty(herald_loop *loop) {
   loop->resume = NULL;
   while (list) {
     herald_ws *ws = list;
-    list = ws->resume_next;
+    list = ws->cold->resume_next;
     ws->flags &= (uint16_t)~WS_RESUME;
     if (!(ws->flags & WS_DEAD)) {
       herald__ws_resume(ws);

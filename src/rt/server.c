@@ -232,7 +232,7 @@ void herald__listener_ready(herald_loop *loop, io_item *io) {
       close(fd);
       continue;
     }
-    ws->srv = srv;
+    ws->cold->srv = srv;
     if (srv->tls) {
       pthread_mutex_lock(&srv->tls_mu);
       herald_tls_set *set = herald__tls_set_ref(srv->tls);

@@ -472,7 +472,7 @@ int herald__tls_read(herald_ws *ws) {
   if (hs == 0) {
     return tls_send(ws) < 0 ? -1 : 0;
   }
-  ws->last_rx = herald__now(ws->loop);
+  ws->last_rx = (uint32_t)herald__now(ws->loop);
   return herald__tls_drain(ws);
 }
 
@@ -489,27 +489,29 @@ int herald__tls_drain(herald_ws *ws) {
   if (!SSL_is_init_finished(t->ssl)) {
     return 0;
   }
-  if (ws->tail_len) {
+  ws_cold *k = ws->cold;
+  if (k && k->tail_len) {
     /* Plaintext kept by a pause goes first. */
-    size_t n = ws->tail_len;
-    memcpy(buf, ws->tail, n);
-    ws->tail_len = 0;
+    size_t n = k->tail_len;
+    memcpy(buf, k->tail, n);
+    k->tail_len = 0;
     herald__ws_process(ws, buf, n);
     if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
       return 0;
     }
   }
   for (;;) {
-    size_t have = ws->tail_len;
+    k = ws->cold; /* processing may have allocated it */
+    size_t have = k ? k->tail_len : 0;
     if (have) {
-      memcpy(buf, ws->tail, have);
-      ws->tail_len = 0;
+      memcpy(buf, k->tail, have);
+      k->tail_len = 0;
     }
     int r = SSL_read(t->ssl, buf + have, (int)(cap - have));
     if (r <= 0) {
       int e = SSL_get_error(t->ssl, r);
       if (have) {
-        ws->tail_len = have; /* still in ws->tail */
+        k->tail_len = have; /* still in k->tail */
       }
       if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
         break;

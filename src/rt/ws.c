@@ -34,13 +34,39 @@
 static void ws_finish(herald_ws *ws);
 static void ws_arm_open_timers(herald_ws *ws);
 
+ws_cold *herald__ws_cold(herald_ws *ws) {
+  if (ws->cold == NULL) {
+    ws->cold = calloc(1, sizeof(ws_cold));
+  }
+  return ws->cold;
+}
+
+/* Frees the cold part if it holds nothing: an open server connection with
+ * no input split across reads, no pending pause and no ending yet. */
+static void ws_trim_cold(herald_ws *ws) {
+  ws_cold *k = ws->cold;
+  if (k == NULL || k->cli || k->tail_len || k->http || k->body ||
+      k->subprotocol || k->close_reason || k->error ||
+      (ws->flags & WS_RESUME)) {
+    return;
+  }
+  free(k->tail);
+  free(k);
+  ws->cold = NULL;
+}
+
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
                           const herald_rt_limits *limits) {
   herald_ws *ws = calloc(1, sizeof(*ws));
   if (ws == NULL) {
     return NULL;
   }
+  if (herald__ws_cold(ws) == NULL) {
+    free(ws);
+    return NULL;
+  }
   if (herald_conn_new(&ws->conn, core) != 0) {
+    free(ws->cold);
     free(ws);
     return NULL;
   }
@@ -60,21 +86,28 @@ herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
 void herald__ws_start(herald_ws *ws) {
   if (herald__epoll_add(ws->loop, &ws->io, EPOLLIN | EPOLLRDHUP) == 0) {
     ws->flags |= WS_IN_EPOLL;
-    ws->events = 1;
+    ws->io.events = 1;
   }
-  ws->last_rx = herald__now(ws->loop);
+  uint64_t now = herald__now(ws->loop);
+  ws->last_rx = (uint32_t)now;
   if (ws->limits->handshake_timeout_ms) {
-    herald__wheel_set(ws, ws->last_rx + ws->limits->handshake_timeout_ms);
+    herald__wheel_set(ws, now + ws->limits->handshake_timeout_ms);
   }
 }
 
 void herald__ws_free(herald_ws *ws) {
   herald__tls_free(ws);
   herald_conn_del(ws->conn);
-  free(ws->tail);
-  free(ws->body);
-  free(ws->subprotocol);
-  free(ws->close_reason);
+  if (ws->cold && ws->cold->cli) {
+    herald__client_free(ws->cold->cli);
+  }
+  if (ws->cold) {
+    free(ws->cold->tail);
+    free(ws->cold->body);
+    free(ws->cold->subprotocol);
+    free(ws->cold->close_reason);
+    free(ws->cold);
+  }
   free(ws);
 }
 
@@ -86,21 +119,23 @@ static void ws_update_events(herald_ws *ws) {
   uint8_t want =
       (uint8_t)((ws->flags & WS_READ_PAUSED ? 0 : 1) |
                 (ws->flags & (WS_WANT_WRITE | WS_CONNECTING) ? 2 : 0));
-  if (want == ws->events) {
+  if (want == ws->io.events) {
     return; /* the common case costs no syscall */
   }
   uint32_t ev =
       EPOLLRDHUP | (want & 1 ? EPOLLIN : 0) | (want & 2 ? EPOLLOUT : 0);
   if (herald__epoll_mod(ws->loop, &ws->io, ev) == 0) {
-    ws->events = want;
+    ws->io.events = want;
   }
 }
 
 /* ---- ending ------------------------------------------------------------- */
 
+/* Out of memory, the error is lost and on_close reports none. */
 static void ws_record_error(herald_ws *ws, const char *error) {
-  if (ws->error == NULL) {
-    ws->error = error;
+  ws_cold *k = herald__ws_cold(ws);
+  if (k && k->error == NULL) {
+    k->error = error;
   }
 }
 
@@ -120,10 +155,11 @@ static void ws_finish(herald_ws *ws) {
     close(ws->io.fd);
     ws->io.fd = -1;
   }
-  if (ws->http) {
-    herald_http *h = ws->http;
+  ws_cold *k = ws->cold;
+  if (k && k->http) {
+    herald_http *h = k->http;
     h->ws = NULL; /* a late herald_http_respond() is discarded */
-    ws->http = NULL;
+    k->http = NULL;
     if (h->streaming && h->on_gone) {
       h->on_gone(h, h->gone_ud);
     }
@@ -145,16 +181,16 @@ static void ws_finish(herald_ws *ws) {
       ((ws->flags & WS_OPEN) || (ws->flags & WS_CLIENT))) {
     herald_close_info info = {0};
     info.code = ws->close_code ? ws->close_code : HERALD_CLOSE_ABNORMAL;
-    info.reason = ws->close_reason ? ws->close_reason : "";
-    info.reasonlen = ws->close_reason_len;
-    info.remote = ws->close_remote;
-    info.error = ws->error;
+    info.reason = k && k->close_reason ? k->close_reason : "";
+    info.reasonlen = k ? k->close_reason_len : 0;
+    info.remote = (ws->flags & WS_CLOSE_REMOTE) != 0;
+    info.error = k ? k->error : NULL;
     ws->cb->on_close(ws, &info, ws->ud);
   }
-  if (ws->cli) {
-    /* A client's callbacks live in its connect state: free it only now. */
-    herald__client_free(ws->cli);
-    ws->cli = NULL;
+  if (k && k->cli) {
+    /* A client's callbacks live in its connect state, and its core config
+     * too: both go at the reap, after the core connection. */
+    herald__client_detach(k->cli);
     ws->cb = NULL;
   }
   ws->next = loop->reap;
@@ -243,11 +279,7 @@ void herald__ws_flush(herald_ws *ws) {
      * buffers. Busy ones allocate again on their next message. */
     ws->flags &= (uint16_t)~WS_TRIM;
     herald_conn_trim(ws->conn);
-    if (ws->tail_len == 0) {
-      free(ws->tail);
-      ws->tail = NULL;
-      ws->tail_cap = 0;
-    }
+    ws_trim_cold(ws);
   }
   if ((ws->flags & WS_BACKPRESSURE) &&
       herald_conn_output_size(ws->conn) <= ws->limits->send_low_water) {
@@ -264,18 +296,27 @@ void herald__ws_flush(herald_ws *ws) {
 
 /* ---- timers ------------------------------------------------------------- */
 
+/* last_rx and ping_sent_at keep loop time mod 2^32 ms: this is the latest
+ * instant at or before now with those low bits, exact for anything less
+ * than 49 days ago (a deadline further than that has passed long since, and
+ * was acted on). */
+static uint64_t ws_when(herald_ws *ws, uint32_t t) {
+  uint64_t now = herald__now(ws->loop);
+  return now - (uint32_t)((uint32_t)now - t);
+}
+
 /* Re-arms the wheel for an open connection: the earliest of the idle
  * deadline, the next ping, and the pong deadline. */
 static void ws_arm_open_timers(herald_ws *ws) {
   const herald_rt_limits *l = ws->limits;
   uint64_t d = 0;
   if (l->idle_timeout_ms) {
-    d = ws->last_rx + l->idle_timeout_ms;
+    d = ws_when(ws, ws->last_rx) + l->idle_timeout_ms;
   }
   if (l->ping_interval_ms) {
     uint64_t p = (ws->flags & WS_PING_SENT)
-                     ? ws->ping_sent_at + l->pong_timeout_ms
-                     : ws->ping_sent_at + l->ping_interval_ms;
+                     ? ws_when(ws, ws->ping_sent_at) + l->pong_timeout_ms
+                     : ws_when(ws, ws->ping_sent_at) + l->ping_interval_ms;
     if (d == 0 || p < d) {
       d = p;
     }
@@ -303,18 +344,19 @@ void herald__ws_timer(herald_ws *ws, uint64_t now) {
     return;
   }
   const herald_rt_limits *l = ws->limits;
-  if (l->idle_timeout_ms && now >= ws->last_rx + l->idle_timeout_ms) {
+  if (l->idle_timeout_ms &&
+      now >= ws_when(ws, ws->last_rx) + l->idle_timeout_ms) {
     herald_ws_close(ws, HERALD_CLOSE_GOING_AWAY, "idle timeout", 12);
     return;
   }
   if (l->ping_interval_ms) {
     if (ws->flags & WS_PING_SENT) {
-      if (now >= ws->ping_sent_at + l->pong_timeout_ms) {
+      if (now >= ws_when(ws, ws->ping_sent_at) + l->pong_timeout_ms) {
         herald__ws_abort(ws, "pong timeout");
         return;
       }
-    } else if (now >= ws->ping_sent_at + l->ping_interval_ms) {
-      if (now >= ws->last_rx + l->ping_interval_ms &&
+    } else if (now >= ws_when(ws, ws->ping_sent_at) + l->ping_interval_ms) {
+      if (now >= ws_when(ws, ws->last_rx) + l->ping_interval_ms &&
           herald_conn_output_size(ws->conn) == 0) {
         /* Quiet for a whole interval: give back the buffers, and the zlib
          * streams that hold no context (no context takeover). */
@@ -322,7 +364,7 @@ void herald__ws_timer(herald_ws *ws, uint64_t now) {
       }
       if (herald_conn_ping(ws->conn, "", 0) == 0) {
         ws->flags |= WS_PING_SENT;
-        ws->ping_sent_at = now;
+        ws->ping_sent_at = (uint32_t)now;
         herald__mark_dirty(ws);
       }
     }
@@ -334,26 +376,43 @@ void herald__ws_timer(herald_ws *ws, uint64_t now) {
 
 /* Keeps buf[0..len) for the next read. */
 static int ws_keep_tail(herald_ws *ws, const uint8_t *buf, size_t len) {
+  ws_cold *k = ws->cold;
   if (len == 0) {
-    if (ws->tail_cap > 4096) {
-      free(ws->tail);
-      ws->tail = NULL;
-      ws->tail_cap = 0;
+    if (k) {
+      if (k->tail_cap > 4096) {
+        free(k->tail);
+        k->tail = NULL;
+        k->tail_cap = 0;
+      }
+      k->tail_len = 0;
     }
-    ws->tail_len = 0;
     return 0;
   }
-  if (len > ws->tail_cap) {
-    uint8_t *t = realloc(ws->tail, len);
+  if ((k = herald__ws_cold(ws)) == NULL) {
+    return -1;
+  }
+  if (len > k->tail_cap) {
+    uint8_t *t = realloc(k->tail, len);
     if (t == NULL) {
       return -1;
     }
-    ws->tail = t;
-    ws->tail_cap = len;
+    k->tail = t;
+    k->tail_cap = len;
   }
-  memmove(ws->tail, buf, len);
-  ws->tail_len = len;
+  memmove(k->tail, buf, len);
+  k->tail_len = len;
   return 0;
+}
+
+/* Copies the input kept from an earlier read to buf; returns its length.
+ * It stays kept until processing replaces it (ws_keep_tail). */
+static size_t ws_copy_tail(herald_ws *ws, uint8_t *buf) {
+  ws_cold *k = ws->cold;
+  if (k == NULL || k->tail_len == 0) {
+    return 0;
+  }
+  memcpy(buf, k->tail, k->tail_len);
+  return k->tail_len;
 }
 
 static void ws_on_eof(herald_ws *ws) {
@@ -392,10 +451,7 @@ static void ws_read(herald_ws *ws) {
     }
     return;
   }
-  size_t have = ws->tail_len;
-  if (have) {
-    memcpy(buf, ws->tail, have);
-  }
+  size_t have = ws_copy_tail(ws, buf);
   ssize_t n;
   do {
     n = read(ws->io.fd, buf + have, READ_BUFFER_SIZE - have);
@@ -411,7 +467,7 @@ static void ws_read(herald_ws *ws) {
     ws_on_eof(ws);
     return;
   }
-  ws->last_rx = herald__now(ws->loop);
+  ws->last_rx = (uint32_t)herald__now(ws->loop);
   herald__ws_process(ws, buf, have + (size_t)n);
   if (!(ws->flags & WS_DEAD)) {
     herald__ws_flush(ws);
@@ -463,7 +519,7 @@ static void ws_call_http(herald_ws *ws, const herald_request *req,
                          const uint8_t *body, size_t bodylen) {
   herald_http_fn fn = NULL;
   void *ud = NULL;
-  herald__server_http(ws->srv, &fn, &ud);
+  herald__server_http(ws->cold->srv, &fn, &ud);
   herald_http *h = calloc(1, sizeof(*h));
   if (h == NULL) {
     herald_conn_respond(ws->conn, 503, NULL, 0, NULL, 0, 0);
@@ -471,7 +527,7 @@ static void ws_call_http(herald_ws *ws, const herald_request *req,
   }
   h->ws = ws;
   h->keep_alive = !wants_close(req);
-  ws->http = h;
+  ws->cold->http = h;
   h->in_call = 1;
   fn(h, req, body, bodylen, ud);
   h->in_call = 0;
@@ -484,7 +540,7 @@ static void ws_call_http(herald_ws *ws, const herald_request *req,
   }
   if (h->responded) {
     free(h);
-  } else if (ws->http == h) {
+  } else if (ws->cold && ws->cold->http == h) {
     h->responded = -1; /* answered later: herald_http_respond frees it */
     ws->flags |= WS_READ_PAUSED;
     ws_update_events(ws);
@@ -501,7 +557,7 @@ static long ws_on_http_request(herald_ws *ws, const herald_request *req,
                                uint8_t *buf, size_t avail) {
   herald_http_fn fn = NULL;
   void *ud = NULL;
-  if (ws->srv == NULL || !herald__server_http(ws->srv, &fn, &ud)) {
+  if (ws->cold->srv == NULL || !herald__server_http(ws->cold->srv, &fn, &ud)) {
     static const char msg[] = "this endpoint speaks WebSocket only\n";
     herald_header h = {{"Upgrade", 7}, {"websocket", 9}};
     herald_conn_respond(ws->conn, 426, &h, 1, msg, sizeof(msg) - 1, 0);
@@ -536,24 +592,26 @@ static long ws_on_http_request(herald_ws *ws, const herald_request *req,
   /* The body spans reads: keep head and body together in one buffer, and
    * parse the head again from there once the body is complete. */
   size_t head = req->head_len;
-  ws->body = malloc(head + (size_t)clen);
-  if (ws->body == NULL) {
+  ws_cold *k = ws->cold;
+  k->body = malloc(head + (size_t)clen);
+  if (k->body == NULL) {
     herald_conn_respond(ws->conn, 503, NULL, 0, NULL, 0, 0);
     return -1;
   }
-  memcpy(ws->body, buf - head, head + avail);
-  ws->body_len = head + avail;
-  ws->body_need = head + (size_t)clen;
+  memcpy(k->body, buf - head, head + avail);
+  k->body_len = head + avail;
+  k->body_need = head + (size_t)clen;
   return (long)avail;
 }
 
-/* The body is complete in ws->body: replay the head and call the handler. */
+/* The body is complete in cold->body: replay the head, call the handler. */
 static void ws_body_complete(herald_ws *ws) {
   herald_event ev;
-  uint8_t *body = ws->body;
-  size_t total = ws->body_need;
-  ws->body = NULL;
-  ws->body_len = ws->body_need = 0;
+  ws_cold *k = ws->cold;
+  uint8_t *body = k->body;
+  size_t total = k->body_need;
+  k->body = NULL;
+  k->body_len = k->body_need = 0;
   if (herald_conn_reset(ws->conn) == 0 &&
       herald_conn_recv(ws->conn, body, total, &ev) > 0 &&
       ev.type == HERALD_EV_REQUEST) {
@@ -568,7 +626,8 @@ static void ws_body_complete(herald_ws *ws) {
 static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
   void *ud = NULL;
   const herald_ws_callbacks *cb =
-      ws->srv ? herald__server_route(ws->srv, req->path, &ud) : NULL;
+      ws->cold->srv ? herald__server_route(ws->cold->srv, req->path, &ud)
+                    : NULL;
   if (cb == NULL) {
     herald_conn_reject(ws->conn, 404, "no WebSocket endpoint at this path",
                        NULL, 0);
@@ -590,13 +649,13 @@ static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
     return;
   }
   if (acc.subprotocol) {
-    ws->subprotocol = strdup(acc.subprotocol);
+    ws->cold->subprotocol = strdup(acc.subprotocol);
   }
   if (cb->on_chunk) {
     herald_conn_set_streaming(ws->conn, 1);
   }
   ws->flags |= WS_OPEN | WS_TRIM;
-  ws->ping_sent_at = herald__now(ws->loop);
+  ws->ping_sent_at = (uint32_t)herald__now(ws->loop);
   ws_arm_open_timers(ws);
   if (cb->on_open) {
     cb->on_open(ws, ud);
@@ -604,13 +663,16 @@ static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
 }
 
 static void ws_on_ping(herald_ws *ws, const herald_event *ev) {
-  uint64_t sec = herald__now(ws->loop) / 1000;
+  uint16_t sec = (uint16_t)(herald__now(ws->loop) / 1000);
   if (sec != ws->ping_window) {
     ws->ping_window = sec;
     ws->pings_in_window = 0;
   }
+  if (ws->pings_in_window < UINT16_MAX) {
+    ws->pings_in_window++;
+  }
   if (ws->limits->max_pings_per_sec &&
-      ++ws->pings_in_window > ws->limits->max_pings_per_sec) {
+      ws->pings_in_window > ws->limits->max_pings_per_sec) {
     ws_record_error(ws, "ping flood");
     herald_ws_close(ws, HERALD_CLOSE_POLICY, "ping flood", 10);
     return;
@@ -622,12 +684,13 @@ static void ws_on_ping(herald_ws *ws, const herald_event *ev) {
 
 static void ws_on_close_frame(herald_ws *ws, const herald_event *ev) {
   ws->close_code = ev->code;
-  ws->close_remote = 1;
+  ws->flags |= WS_CLOSE_REMOTE;
   if (ev->len > 0) {
-    ws->close_reason = malloc(ev->len);
-    if (ws->close_reason) {
-      memcpy(ws->close_reason, ev->data, ev->len);
-      ws->close_reason_len = ev->len;
+    ws_cold *k = herald__ws_cold(ws);
+    /* Out of memory, on_close reports no reason. */
+    if (k && k->close_reason == NULL && (k->close_reason = malloc(ev->len))) {
+      memcpy(k->close_reason, ev->data, ev->len);
+      k->close_reason_len = ev->len;
     }
   }
 }
@@ -636,12 +699,12 @@ static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
   switch (ev->type) {
   case HERALD_EV_OPEN:
     ws->flags |= WS_OPEN | WS_TRIM;
-    ws->ping_sent_at = herald__now(ws->loop);
+    ws->ping_sent_at = (uint32_t)herald__now(ws->loop);
     if (herald_conn_state(ws->conn) == HERALD_STATE_OPEN) {
       ws_arm_open_timers(ws);
     }
     if (ev->response->protocol.len) {
-      ws->subprotocol =
+      ws->cold->subprotocol =
           strndup(ev->response->protocol.ptr, ev->response->protocol.len);
     }
     if (ws->cb->on_chunk) {
@@ -668,7 +731,7 @@ static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
   case HERALD_EV_PONG:
     if (ws->flags & WS_PING_SENT) {
       ws->flags &= (uint16_t)~WS_PING_SENT;
-      ws->ping_sent_at = herald__now(ws->loop);
+      ws->ping_sent_at = (uint32_t)herald__now(ws->loop);
       ws_arm_open_timers(ws);
     }
     if (ws->cb->on_pong) {
@@ -688,15 +751,16 @@ static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
 void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
   size_t off = 0;
   while (!(ws->flags & (WS_DEAD | WS_READ_PAUSED))) {
-    if (ws->body) {
-      size_t take = ws->body_need - ws->body_len;
+    ws_cold *k = ws->cold;
+    if (k && k->body) {
+      size_t take = k->body_need - k->body_len;
       if (take > len - off) {
         take = len - off;
       }
-      memcpy(ws->body + ws->body_len, buf + off, take);
-      ws->body_len += take;
+      memcpy(k->body + k->body_len, buf + off, take);
+      k->body_len += take;
       off += take;
-      if (ws->body_len < ws->body_need) {
+      if (k->body_len < k->body_need) {
         break;
       }
       ws_body_complete(ws);
@@ -735,7 +799,7 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
           break;
         }
         off += (size_t)used;
-        if (!(ws->flags & WS_READ_PAUSED) && !ws->body &&
+        if (!(ws->flags & WS_READ_PAUSED) && !ws->cold->body &&
             herald_conn_state(ws->conn) == HERALD_STATE_CONNECTING &&
             ws->limits->handshake_timeout_ms) {
           /* Keep-alive: the next request has the same deadline. */
@@ -759,11 +823,10 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
 void herald__ws_resume(herald_ws *ws) {
   ws->flags &= (uint16_t)~WS_READ_PAUSED;
   ws_update_events(ws);
-  if (ws->tail_len && !ws->tls) {
+  if (ws->cold && ws->cold->tail_len && !ws->tls) {
     uint8_t *buf = ws->loop->rbuf;
-    size_t n = ws->tail_len;
-    memcpy(buf, ws->tail, n);
-    ws->tail_len = 0;
+    size_t n = ws_copy_tail(ws, buf);
+    ws->cold->tail_len = 0;
     herald__ws_process(ws, buf, n);
   } else if (ws->tls) {
     /* The drain starts with the kept plaintext, then decrypts the rest. */
@@ -799,7 +862,7 @@ HERALD_API int herald_http_respond(herald_http *h, int status,
   if (rv != 0) {
     return rv;
   }
-  ws->http = NULL;
+  ws->cold->http = NULL;
   herald__mark_dirty(ws);
   if (later) {
     free(h);
@@ -921,7 +984,7 @@ HERALD_API int herald_ws_close(herald_ws *ws, uint16_t code, const char *reason,
   if (rv != 0) {
     return rv;
   }
-  if (!ws->close_remote) {
+  if (!(ws->flags & WS_CLOSE_REMOTE)) {
     ws->close_code = code ? code : HERALD_CLOSE_NO_STATUS;
   }
   herald__mark_dirty(ws);
@@ -949,8 +1012,9 @@ HERALD_API size_t herald_ws_buffered(const herald_ws *ws) {
 }
 
 HERALD_API void herald_ws_pause_read(herald_ws *ws) {
-  /* An HTTP exchange uses the same flag for its own pause (ws->http). */
-  if ((ws->flags & (WS_DEAD | WS_SHUTDOWN | WS_READ_PAUSED)) || ws->http) {
+  /* An HTTP exchange uses the same flag for its own pause (cold->http). */
+  if ((ws->flags & (WS_DEAD | WS_SHUTDOWN | WS_READ_PAUSED)) ||
+      (ws->cold && ws->cold->http)) {
     return;
   }
   ws->flags |= WS_READ_PAUSED;
@@ -958,7 +1022,8 @@ HERALD_API void herald_ws_pause_read(herald_ws *ws) {
 }
 
 HERALD_API void herald_ws_resume_read(herald_ws *ws) {
-  if ((ws->flags & WS_DEAD) || !(ws->flags & WS_READ_PAUSED) || ws->http) {
+  if ((ws->flags & WS_DEAD) || !(ws->flags & WS_READ_PAUSED) ||
+      (ws->cold && ws->cold->http)) {
     return;
   }
   herald__mark_resume(ws);
@@ -977,7 +1042,7 @@ HERALD_API herald_loop *herald_ws_loop(const herald_ws *ws) {
 }
 
 HERALD_API const char *herald_ws_subprotocol(const herald_ws *ws) {
-  return ws->subprotocol ? ws->subprotocol : "";
+  return ws->cold && ws->cold->subprotocol ? ws->cold->subprotocol : "";
 }
 
 /* Formatted on demand: an idle connection does not carry 48 bytes of text
@@ -1059,14 +1124,14 @@ HERALD_API int herald_http_write(herald_http *h, const void *data, size_t len) {
 HERALD_API void herald_http_end(herald_http *h) {
   herald_ws *ws = h->ws;
   if (ws != NULL && h->streaming) {
-    ws->http = NULL;
+    ws->cold->http = NULL;
     if (herald_conn_stream_end(ws->conn) == 0) {
       herald__mark_dirty(ws);
       uint32_t grace = ws->limits->close_timeout_ms;
       herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
     }
   } else if (ws != NULL) {
-    ws->http = NULL;
+    ws->cold->http = NULL;
   }
   h->ws = NULL;
   if (h->in_call) {
