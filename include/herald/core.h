@@ -518,10 +518,12 @@ typedef void (*herald_release_fn)(void *ctx);
 
 /* Send flags. */
 enum {
-  HERALD_SEND_MORE = 1,       /* more fragments of this message follow (FIN
-                                 = 0) */
-  HERALD_SEND_NO_COMPRESS = 2 /* send this message uncompressed even if
-                                 permessage-deflate was agreed */
+  HERALD_SEND_MORE = 1,        /* more fragments of this message follow (FIN
+                                  = 0) */
+  HERALD_SEND_NO_COMPRESS = 2, /* send this message uncompressed even if
+                                  permessage-deflate was agreed */
+  HERALD_SEND_BORROW = 4       /* with release NULL: data stays valid until
+                                  herald_conn_output_own(), see below */
 };
 
 /*
@@ -544,6 +546,14 @@ enum {
  * core calls release(ctx), exactly once, after the bytes were reported
  * written by herald_conn_output_consumed() or when the connection is deleted.
  * On error release is not called and nothing was queued.
+ *
+ * Borrowing: with HERALD_SEND_BORROW and release NULL, a payload the rules
+ * above would reference (not compressed, len >= cfg->copy_threshold, server
+ * role) is referenced without a release: data must stay valid and unchanged
+ * until the caller's next herald_conn_output_own(), which copies whatever
+ * of it is still unwritten. For a payload in a read buffer that the caller
+ * reuses only after writing: queue, write, own, reuse; the bytes written
+ * at once are never copied.
  *
  * Returns 0, HERALD_ERR_CLOSED (a close frame was already sent or the
  * connection is CLOSED: nothing is written after close), HERALD_ERR_BAD_STATE
@@ -588,6 +598,14 @@ HERALD_API int herald_conn_output(herald_conn *conn, struct iovec *iov,
  * the release callbacks of payloads now fully written. Returns 0, or
  * HERALD_ERR_INVALID_ARG if n exceeds the pending output. */
 HERALD_API int herald_conn_output_consumed(herald_conn *conn, size_t n);
+
+/* Copies into the connection's own buffer the unwritten part of every
+ * payload queued with HERALD_SEND_BORROW, after which the caller may reuse
+ * that memory. Cheap when nothing is borrowed. Returns 0 or
+ * HERALD_ERR_NOMEM (then the borrowed payloads are still referenced: the
+ * caller must keep them valid or delete the connection). Invalidates
+ * earlier iovecs. */
+HERALD_API int herald_conn_output_own(herald_conn *conn);
 
 /* Bytes queued and not yet reported written. */
 HERALD_API size_t herald_conn_output_size(const herald_conn *conn);

@@ -79,7 +79,8 @@ enum {
   F_STREAM_NEXT = 1 << 8,    /* messages from the next one on are streamed */
   F_FIN = 1 << 9,            /* the frame being received is final */
   F_MASKED = 1 << 10,        /* the frame being received is masked */
-  F_MFIRST = 1 << 11         /* streaming: the next chunk is the first */
+  F_MFIRST = 1 << 11,        /* streaming: the next chunk is the first */
+  F_BORROWED = 1 << 12       /* a borrowed payload may be queued */
 };
 
 /* One output entry. ext == NULL: bytes [off, off+len) of obuf. */
@@ -89,8 +90,9 @@ typedef struct oentry {
   size_t len;
   herald_release_fn release;
   void *ctx;
-  int ends_frame;
-  int pong; /* a pong alone: never merged, later pongs queue behind it */
+  uint8_t ends_frame;
+  uint8_t pong;     /* a pong alone: never merged, later pongs queue behind */
+  uint8_t borrowed; /* ext is the caller's until herald_conn_output_own() */
 } oentry;
 
 /* Handshake state, allocated only while the connection is CONNECTING (or
@@ -421,7 +423,7 @@ static uint8_t *out_append(herald_conn *c, size_t n, int ends_frame) {
     last->ends_frame = ends_frame;
   } else {
     c->o->ent[c->o->ohead + c->o->ocount] =
-        (oentry){NULL, c->o->olen, n, NULL, NULL, ends_frame, 0};
+        (oentry){NULL, c->o->olen, n, NULL, NULL, (uint8_t)ends_frame, 0, 0};
     c->o->ocount++;
   }
   c->o->olen += n;
@@ -435,7 +437,8 @@ static int out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
   if (rv != 0) {
     return rv;
   }
-  c->o->ent[c->o->ohead + c->o->ocount] = (oentry){p, 0, n, release, ctx, 1, 0};
+  c->o->ent[c->o->ohead + c->o->ocount] =
+      (oentry){p, 0, n, release, ctx, 1, 0, 0};
   c->o->ocount++;
   c->ototal += n;
   return 0;
@@ -608,7 +611,7 @@ static int out_insert_pong(herald_conn *c) {
   }
   uint32_t end = c->o->ohead + c->o->ocount;
   memmove(&c->o->ent[k + 1], &c->o->ent[k], (end - k) * sizeof(oentry));
-  c->o->ent[k] = (oentry){NULL, c->o->olen, hlen + len, NULL, NULL, 1, 1};
+  c->o->ent[k] = (oentry){NULL, c->o->olen, hlen + len, NULL, NULL, 1, 1, 0};
   c->o->ocount++;
   c->o->olen += hlen + len;
   c->ototal += hlen + len;
@@ -638,6 +641,37 @@ HERALD_API int herald_conn_output(herald_conn *c, struct iovec *iov,
     n++;
   }
   return n;
+}
+
+HERALD_API int herald_conn_output_own(herald_conn *c) {
+  if (!(c->flags & F_BORROWED) || c->o == NULL) {
+    c->flags &= (uint16_t)~F_BORROWED;
+    return 0;
+  }
+  for (uint32_t i = c->o->ohead; i < c->o->ohead + c->o->ocount; i++) {
+    if (!c->o->ent[i].borrowed) {
+      continue;
+    }
+    /* A borrowed entry is external, so reserving (which moves only inline
+     * bytes, and odone only for an inline head) leaves it and odone be. */
+    size_t skip = i == c->o->ohead ? c->o->odone : 0;
+    size_t n = c->o->ent[i].len - skip;
+    if (out_reserve_bytes(c, n) != 0) {
+      return HERALD_ERR_NOMEM;
+    }
+    oentry *e = &c->o->ent[i];
+    memcpy(c->o->obuf + c->o->olen, e->ext + skip, n);
+    e->ext = NULL;
+    e->off = c->o->olen;
+    e->len = n;
+    e->borrowed = 0;
+    if (skip) {
+      c->o->odone = 0;
+    }
+    c->o->olen += n;
+  }
+  c->flags &= (uint16_t)~F_BORROWED;
+  return 0;
 }
 
 HERALD_API int herald_conn_output_consumed(herald_conn *c, size_t n) {
@@ -2040,7 +2074,8 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
   }
   if ((op != HERALD_OP_TEXT && op != HERALD_OP_BINARY) ||
       (data == NULL && len > 0) ||
-      (flags & ~(unsigned)(HERALD_SEND_MORE | HERALD_SEND_NO_COMPRESS))) {
+      (flags & ~(unsigned)(HERALD_SEND_MORE | HERALD_SEND_NO_COMPRESS |
+                           HERALD_SEND_BORROW))) {
     return HERALD_ERR_INVALID_ARG;
   }
   if ((c->flags & F_FRAG_SENDING) && c->sop != op) {
@@ -2058,7 +2093,8 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
     }
     return rv;
   }
-  if (release == NULL || len < c->cfg->copy_threshold ||
+  int borrow = (flags & HERALD_SEND_BORROW) && release == NULL;
+  if ((release == NULL && !borrow) || len < c->cfg->copy_threshold ||
       c->role == HERALD_ROLE_CLIENT) {
     rv = out_frame_copy(c, wire, fin, data, len);
     if (rv != 0) {
@@ -2089,6 +2125,10 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
         *last = save_last;
       }
       return HERALD_ERR_NOMEM;
+    }
+    if (borrow) {
+      c->o->ent[c->o->ohead + c->o->ocount - 1].borrowed = 1;
+      c->flags |= F_BORROWED;
     }
   }
   if (fin) {

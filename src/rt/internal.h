@@ -145,6 +145,7 @@ struct herald_loop {
   void *pass_ud;
 
   uint8_t *rbuf;
+  herald_ws *reading; /* the connection whose input rbuf holds, while read */
   herald_ws *all;
   size_t nconns;
   herald_ws *dirty;

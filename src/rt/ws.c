@@ -468,9 +468,16 @@ static void ws_read(herald_ws *ws) {
     return;
   }
   ws->last_rx = (uint32_t)herald__now(ws->loop);
+  ws->loop->reading = ws;
   herald__ws_process(ws, buf, have + (size_t)n);
   if (!(ws->flags & WS_DEAD)) {
     herald__ws_flush(ws);
+  }
+  ws->loop->reading = NULL;
+  /* Before the buffer is read into again: copy what is left of payloads
+   * the core borrowed from it. */
+  if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
+    herald__ws_abort(ws, "out of memory");
   }
 }
 
@@ -925,8 +932,18 @@ typedef struct send_args {
 
 static int queue_message(herald_ws *ws, const void *arg) {
   const send_args *a = arg;
-  return herald_conn_send(ws->conn, a->op, a->data, a->len,
-                          a->fin ? 0 : HERALD_SEND_MORE, a->release, a->ctx);
+  unsigned flags = a->fin ? 0 : HERALD_SEND_MORE;
+  /* A payload in the read buffer, sent back on the connection being read
+   * (an echo, a reply quoting the request): the core references it, the
+   * write right after the read sends most of it, and ws_read makes the
+   * core copy what is left before the buffer is read into again. */
+  uintptr_t lo = (uintptr_t)ws->loop->rbuf, p = (uintptr_t)a->data;
+  if (ws->loop->reading == ws && a->release == NULL && p >= lo &&
+      a->len <= READ_BUFFER_SIZE && p - lo <= READ_BUFFER_SIZE - a->len) {
+    flags |= HERALD_SEND_BORROW;
+  }
+  return herald_conn_send(ws->conn, a->op, a->data, a->len, flags, a->release,
+                          a->ctx);
 }
 
 static int queue_frame(herald_ws *ws, const void *arg) {

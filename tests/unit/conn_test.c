@@ -849,6 +849,91 @@ static void test_send_zero_copy(void) {
   CHECK_EQ(release_count, 3);
 }
 
+static int fail_at, alloc_count;
+static void *fm_malloc(size_t n, void *ud);
+static void *fm_realloc(void *p, size_t n, void *ud);
+static void fm_free(void *p, void *ud);
+static size_t drain_part(herald_conn *c, size_t want, uint8_t *out);
+
+/* HERALD_SEND_BORROW: referenced until herald_conn_output_own(), which
+ * copies the unwritten rest, so the caller may then overwrite its buffer;
+ * small payloads, a release, or no own() needed are the ordinary paths. */
+static void test_send_borrow(void) {
+  herald_conn *c = open_server(&cfg_server);
+  uint8_t buf[6000], want[2 * (4 + 6000) + 4 + 2];
+  for (size_t i = 0; i < sizeof(buf); i++) {
+    buf[i] = (uint8_t)(i * 7);
+  }
+  /* Expected wire: two 6000-byte frames of buf, then a small one. */
+  size_t w = 0;
+  for (int k = 0; k < 2; k++) {
+    w += herald_frame_header(want + w, HERALD_OP_BINARY, 1, 0, 6000, NULL);
+    memcpy(want + w, buf, 6000);
+    w += 6000;
+  }
+  w += herald_frame_header(want + w, HERALD_OP_TEXT, 1, 0, 2, NULL);
+  memcpy(want + w, "ok", 2);
+  w += 2;
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, buf, 6000, HERALD_SEND_BORROW,
+                            NULL, NULL),
+           0);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, buf, 6000, HERALD_SEND_BORROW,
+                            NULL, NULL),
+           0);
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_TEXT, "ok", 2, HERALD_SEND_BORROW,
+                            NULL, NULL),
+           0);
+  struct iovec iov[8];
+  int cnt = herald_conn_output(c, iov, 8);
+  CHECK(cnt >= 3);
+  CHECK(iov[1].iov_base == buf); /* referenced, not copied */
+  /* A partial write: the first frame and part of the second. */
+  uint8_t got[sizeof(want)];
+  size_t took = drain_part(c, 4 + 6000 + 4 + 1000, got);
+  CHECK_EQ(took, 4 + 6000 + 4 + 1000);
+  CHECK_EQ(herald_conn_output_own(c), 0);
+  memset(buf, 0xEE, sizeof(buf));         /* the caller reuses its buffer */
+  CHECK_EQ(herald_conn_output_own(c), 0); /* nothing borrowed now: no-op */
+  while (herald_conn_output_size(c) > 0) {
+    took += drain_part(c, 777, got + took);
+  }
+  CHECK_EQ(took, w);
+  CHECK(memcmp(got, want, w) == 0);
+  herald_conn_del(c);
+
+  /* Out of memory while owning: an error, and the bytes stay referenced. */
+  herald_config cfg = cfg_server;
+  herald_mem fm = {fm_malloc, fm_realloc, fm_free, NULL};
+  cfg.mem = &fm;
+  fail_at = 0;
+  c = open_server(&cfg);
+  for (size_t i = 0; i < sizeof(buf); i++) {
+    buf[i] = (uint8_t)(i * 7);
+  }
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, buf, 6000, HERALD_SEND_BORROW,
+                            NULL, NULL),
+           0);
+  fail_at = alloc_count + 1;
+  CHECK_EQ(herald_conn_output_own(c), HERALD_ERR_NOMEM);
+  fail_at = 0;
+  took = 0;
+  while (herald_conn_output_size(c) > 0) {
+    took += drain_part(c, 1000, got + took);
+  }
+  CHECK_EQ(took, 4 + 6000);
+  CHECK(memcmp(got, want, took) == 0);
+  /* BORROW with a release is an ordinary reference. */
+  release_count = 0;
+  CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, buf, 6000, HERALD_SEND_BORROW,
+                            count_release, NULL),
+           0);
+  CHECK_EQ(herald_conn_output_own(c), 0);
+  cnt = herald_conn_output(c, iov, 8);
+  CHECK(cnt == 2 && iov[1].iov_base == buf);
+  herald_conn_del(c);
+  CHECK_EQ(release_count, 1);
+}
+
 /* Many small frames make few iovecs: one per run of copied frames. */
 static void test_output_merging(void) {
   herald_conn *c = open_server(&cfg_server);
@@ -1358,7 +1443,6 @@ static void test_pair_conversation(void) {
 
 /* ---- failing allocator -------------------------------------------------- */
 
-static int fail_at, alloc_count;
 static void *fm_malloc(size_t n, void *ud) {
   (void)ud;
   return ++alloc_count == fail_at ? NULL : malloc(n);
@@ -1474,6 +1558,7 @@ int main(void) {
   RUN(test_streaming_switch);
   RUN(test_send_states_and_args);
   RUN(test_send_zero_copy);
+  RUN(test_send_borrow);
   RUN(test_output_merging);
   RUN(test_output_slow_reader);
   RUN(test_output_pongs_slow_reader);

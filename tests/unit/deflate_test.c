@@ -327,7 +327,7 @@ static void test_rfc_send(void) {
   CHECK_EQ(out[0], 0x01);
   CHECK_EQ(out[7], 0x80);
   free(out);
-  CHECK_EQ(herald_conn_send(srv, HERALD_OP_TEXT, "x", 1, 4, NULL, NULL),
+  CHECK_EQ(herald_conn_send(srv, HERALD_OP_TEXT, "x", 1, 8, NULL, NULL),
            HERALD_ERR_INVALID_ARG);
   herald_conn_del(srv);
   herald_conn_del(cli);
