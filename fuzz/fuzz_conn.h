@@ -80,6 +80,9 @@ static int fuzz_conn_run(herald_role role, const uint8_t *data, size_t size) {
   static const size_t chunks[] = {1, 2, 3, 7, 16, 64, 1000, 1 << 20};
   size_t chunk = chunks[(sel >> 2) & 7];
   int sends = (sel >> 5) & 1;
+  /* Echoes borrow the input buffer (HERALD_SEND_BORROW): part of the output
+   * is written, the rest owned, and the buffer is then overwritten. */
+  int borrow = (sel >> 6) & 1;
 
   herald_conn *srv, *cli;
   if (herald_conn_new(&srv, &scfg) != 0 || herald_conn_new(&cli, &ccfg)) {
@@ -125,9 +128,26 @@ static int fuzz_conn_run(herald_role role, const uint8_t *data, size_t size) {
         abort();
       }
       if (sends && ev.type == HERALD_EV_TEXT) {
-        (void)herald_conn_send(c, HERALD_OP_TEXT, ev.data, ev.len,
-                               ev.fin ? 0 : HERALD_SEND_MORE, NULL, NULL);
+        /* Only what lies in buf, which stays until the own() below (a
+         * reassembled message lives in the core's buffer). */
+        int in_buf = (uintptr_t)ev.data >= (uintptr_t)buf &&
+                     (uintptr_t)ev.data + ev.len <= (uintptr_t)(buf + have);
+        unsigned fl = (ev.fin ? 0 : HERALD_SEND_MORE) |
+                      (borrow && in_buf ? HERALD_SEND_BORROW : 0);
+        (void)herald_conn_send(c, HERALD_OP_TEXT, ev.data, ev.len, fl, NULL,
+                               NULL);
       }
+    }
+    if (borrow) {
+      struct iovec iov[2];
+      int n = herald_conn_output(c, iov, 2);
+      if (n > 0 && herald_conn_output_consumed(c, iov[0].iov_len / 2) != 0) {
+        abort();
+      }
+      if (herald_conn_output_own(c) != 0) {
+        abort();
+      }
+      memset(buf, 0xA5, off); /* the borrowed bytes are gone */
     }
     memmove(buf, buf + off, have - off);
     have -= off;
