@@ -27,6 +27,9 @@ typedef struct io_item {
 /* The shared read buffer of a loop. Event data points into it during
  * callbacks; nothing outlives a callback in it. */
 #define READ_BUFFER_SIZE (256 * 1024)
+/* Bytes one connection may read in one loop pass while its reads keep
+ * filling the buffer (ws_read); then the others get their turn. */
+#define READ_PASS_MAX (4u * 1024 * 1024)
 
 /* herald_ws.flags */
 enum {

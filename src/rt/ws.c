@@ -451,33 +451,47 @@ static void ws_read(herald_ws *ws) {
     }
     return;
   }
-  size_t have = ws_copy_tail(ws, buf);
-  ssize_t n;
-  do {
-    n = read(ws->io.fd, buf + have, READ_BUFFER_SIZE - have);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+  /* A connection whose reads fill the buffer (a publisher, a bulk sender)
+   * reads on within the pass, up to READ_PASS_MAX bytes: what its input
+   * makes for other connections is then written once per pass in larger
+   * batches, instead of one read's worth per pass. Each round writes this
+   * connection's own output and takes over what the core borrowed from the
+   * buffer before reading into it again. */
+  size_t total = 0;
+  for (;;) {
+    size_t have = ws_copy_tail(ws, buf);
+    ssize_t n;
+    do {
+      n = read(ws->io.fd, buf + have, READ_BUFFER_SIZE - have);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        return;
+      }
+      herald__ws_abort(ws, "read failed");
       return;
     }
-    herald__ws_abort(ws, "read failed");
-    return;
-  }
-  if (n == 0) {
-    ws_on_eof(ws);
-    return;
-  }
-  ws->last_rx = (uint32_t)herald__now(ws->loop);
-  ws->loop->reading = ws;
-  herald__ws_process(ws, buf, have + (size_t)n);
-  if (!(ws->flags & WS_DEAD)) {
-    herald__ws_flush(ws);
-  }
-  ws->loop->reading = NULL;
-  /* Before the buffer is read into again: copy what is left of payloads
-   * the core borrowed from it. */
-  if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
-    herald__ws_abort(ws, "out of memory");
+    if (n == 0) {
+      ws_on_eof(ws);
+      return;
+    }
+    ws->last_rx = (uint32_t)herald__now(ws->loop);
+    ws->loop->reading = ws;
+    herald__ws_process(ws, buf, have + (size_t)n);
+    if (!(ws->flags & WS_DEAD)) {
+      herald__ws_flush(ws);
+    }
+    ws->loop->reading = NULL;
+    /* Before the buffer is read into again: copy what is left of payloads
+     * the core borrowed from it. */
+    if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
+      herald__ws_abort(ws, "out of memory");
+    }
+    total += (size_t)n;
+    if ((ws->flags & (WS_DEAD | WS_READ_PAUSED | WS_SHUTDOWN)) ||
+        (size_t)n < READ_BUFFER_SIZE - have || total >= READ_PASS_MAX) {
+      return;
+    }
   }
 }
 
