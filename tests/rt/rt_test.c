@@ -723,17 +723,21 @@ static void c_close(herald_ws *ws, const herald_close_info *info, void *ud) {
   r->error = info->error;
 }
 
-static void run_client(const char *url, client_run *r) {
-  memset(r, 0, sizeof(*r));
-  CHECK_EQ(herald_loop_new(&r->loop, NULL), 0);
+/* Starts the client exchange of c_open/c_message on r->loop. */
+static void connect_client(const char *url, client_run *r) {
   herald_client_config cfg;
   herald_client_config_init(&cfg);
   cfg.url = url;
   cfg.connect_timeout_ms = 2000;
   herald_ws_callbacks cb = {
       .on_open = c_open, .on_message = c_message, .on_close = c_close};
-  herald_ws *ws = NULL;
-  CHECK_EQ(herald_connect(r->loop, &cfg, &cb, r, &ws), 0);
+  CHECK_EQ(herald_connect(r->loop, &cfg, &cb, r, NULL), 0);
+}
+
+static void run_client(const char *url, client_run *r) {
+  memset(r, 0, sizeof(*r));
+  CHECK_EQ(herald_loop_new(&r->loop, NULL), 0);
+  connect_client(url, r);
   herald_loop_run(r->loop);
   herald_loop_del(r->loop);
 }
@@ -814,13 +818,7 @@ static void run_mode(int attached) {
   timer.data = &m;
   uv_timer_start(&timer, mode_timer, 20, 0);
   CHECK_EQ(herald_loop_post(m.r.loop, mode_post, &m), 0);
-  herald_client_config cfg;
-  herald_client_config_init(&cfg);
-  cfg.url = url;
-  cfg.connect_timeout_ms = 2000;
-  herald_ws_callbacks cb = {
-      .on_open = c_open, .on_message = c_message, .on_close = c_close};
-  CHECK_EQ(herald_connect(m.r.loop, &cfg, &cb, &m.r, NULL), 0);
+  connect_client(url, &m.r);
   if (attached) {
     CHECK_EQ(uv_run(&uv, UV_RUN_DEFAULT), 0);
   } else {
