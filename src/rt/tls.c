@@ -440,7 +440,7 @@ int herald__tls_flush(herald_ws *ws) {
  * the plaintext to the core. Returns 0, 1 at EOF (the caller ends the
  * connection), or -1 if the connection was aborted.
  */
-int herald__tls_read(herald_ws *ws) {
+int herald__tls_read(herald_ws *ws, size_t *got) {
   tls_state *t = ws->tls;
   uint8_t *buf = ws->loop->rbuf;
   /* Ciphertext goes in the second half of the read buffer; plaintext is
@@ -448,8 +448,9 @@ int herald__tls_read(herald_ws *ws) {
   uint8_t *cbuf = buf + READ_BUFFER_SIZE / 2;
   ssize_t n;
   do {
-    n = read(ws->io.fd, cbuf, READ_BUFFER_SIZE / 2);
+    n = read(ws->io.fd, cbuf, HERALD_TLS_READ_MAX);
   } while (n < 0 && errno == EINTR);
+  *got = n > 0 ? (size_t)n : 0;
   if (n < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       return 0;

@@ -19,8 +19,13 @@ int herald__tls_attach_client(herald_ws *ws, const char *host,
                               const char **error);
 void herald__tls_free(herald_ws *ws);
 
-/* I/O in place of read()/sendmsg(): see tls.c. */
-int herald__tls_read(herald_ws *ws);
+/* Ciphertext one herald__tls_read() takes from the socket at most: the
+ * second half of the loop's read buffer. */
+#define HERALD_TLS_READ_MAX (READ_BUFFER_SIZE / 2)
+
+/* I/O in place of read()/sendmsg(): see tls.c. herald__tls_read sets *got
+ * to the ciphertext bytes it read. */
+int herald__tls_read(herald_ws *ws, size_t *got);
 int herald__tls_drain(herald_ws *ws);
 int herald__tls_flush(herald_ws *ws);
 /* Ciphertext not yet sent. */

@@ -443,13 +443,25 @@ static void ws_read(herald_ws *ws) {
     }
   }
   if (ws->tls) {
-    int r = herald__tls_read(ws);
-    if (r == 1) {
-      ws_on_eof(ws);
-    } else if (r == 0 && !(ws->flags & WS_DEAD)) {
+    /* As below: read on while reads fill the buffer, up to READ_PASS_MAX. */
+    size_t total = 0;
+    for (;;) {
+      size_t got = 0;
+      int r = herald__tls_read(ws, &got);
+      if (r == 1) {
+        ws_on_eof(ws);
+        return;
+      }
+      if (r != 0 || (ws->flags & WS_DEAD)) {
+        return;
+      }
       herald__ws_flush(ws);
+      total += got;
+      if ((ws->flags & (WS_DEAD | WS_READ_PAUSED | WS_SHUTDOWN)) ||
+          got < HERALD_TLS_READ_MAX || total >= READ_PASS_MAX) {
+        return;
+      }
     }
-    return;
   }
   /* A connection whose reads fill the buffer (a publisher, a bulk sender)
    * reads on within the pass, up to READ_PASS_MAX bytes: what its input
