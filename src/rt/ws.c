@@ -423,6 +423,16 @@ static void ws_on_eof(herald_ws *ws) {
   ws_finish(ws);
 }
 
+/* After a read of got bytes into room: whether to read again in this pass
+ * (the read filled the room, the connection still reads, and *total, the
+ * pass's bytes so far, stays under READ_PASS_MAX). */
+static int ws_read_again(herald_ws *ws, size_t got, size_t room,
+                         size_t *total) {
+  *total += got;
+  return !(ws->flags & (WS_DEAD | WS_READ_PAUSED | WS_SHUTDOWN)) &&
+         got == room && *total < READ_PASS_MAX;
+}
+
 static void ws_read(herald_ws *ws) {
   uint8_t *buf = ws->loop->rbuf;
   if (ws->flags & WS_SHUTDOWN) {
@@ -456,9 +466,7 @@ static void ws_read(herald_ws *ws) {
         return;
       }
       herald__ws_flush(ws);
-      total += got;
-      if ((ws->flags & (WS_DEAD | WS_READ_PAUSED | WS_SHUTDOWN)) ||
-          got < HERALD_TLS_READ_MAX || total >= READ_PASS_MAX) {
+      if (!ws_read_again(ws, got, HERALD_TLS_READ_MAX, &total)) {
         return;
       }
     }
@@ -499,9 +507,7 @@ static void ws_read(herald_ws *ws) {
     if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
       herald__ws_abort(ws, "out of memory");
     }
-    total += (size_t)n;
-    if ((ws->flags & (WS_DEAD | WS_READ_PAUSED | WS_SHUTDOWN)) ||
-        (size_t)n < READ_BUFFER_SIZE - have || total >= READ_PASS_MAX) {
+    if (!ws_read_again(ws, (size_t)n, READ_BUFFER_SIZE - have, &total)) {
       return;
     }
   }
