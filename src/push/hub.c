@@ -41,6 +41,21 @@
  * to the channel being delivered is refused (it would reorder the stream
  * for the subscribers not yet reached), tick does nothing, and
  * push_hub_del must not be called.
+ *
+ * Publications are handed out in batches. Publishing appends to the
+ * history and to the channel's pending list, and push_hub_flush (the
+ * server calls it once per loop pass, before the runtime writes) walks each
+ * channel with pending publications once: every subscriber gets all of
+ * its publications in a row. Delivering one publication at a time would
+ * visit every subscriber's client, connection and output queue once per
+ * publication; with 10,000 subscribers those are cache misses, and at
+ * high rates they were most of the server's own CPU (docs/performance.md).
+ * Each subscriber keeps the offset it joined after, so one that subscribes
+ * between a publish and the flush (its subscribe result already carries
+ * that position) is not given the publication a second time. The pending
+ * offsets of a channel are consecutive: a load, which moves the position,
+ * flushes first, and so does a join or leave push, which keeps the order in
+ * which a subscriber sees publications and presence events.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -48,6 +63,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "herald/core.h"
 #include "push/push.h"
@@ -59,6 +75,10 @@
 /* Initial capacities; arrays then double. */
 #define HUB_MIN_ENTRIES 4
 #define HUB_MIN_RING 8
+
+/* A pending list that grew past this many entries (one huge burst) is
+ * freed after its flush rather than kept for the next pass. */
+#define HUB_PEND_KEEP 64
 
 #define IDX_NONE SIZE_MAX
 
@@ -311,13 +331,27 @@ typedef struct hub_presence {
   char client[];
 } hub_presence;
 
+/* A subscription: the caller's push_sub and the offset it starts after
+ * (the channel's position when it subscribed). */
+typedef struct hub_sub {
+  push_sub s;
+  uint64_t after;
+} hub_sub;
+
 typedef struct hub_channel {
   const push_ns *ns; /* points into the hub's copy */
   uint32_t hash;
   char epoch[PUSH_EPOCH_MAX + 1];
   uint64_t offset; /* last offset published, 0 if none */
 
-  push_sub *subs; /* client == NULL: a tombstone, see the top */
+  /* Publications not yet handed to the subscribers (push_hub_flush), with
+   * the offsets offset - npend + 1 .. offset; each holds a reference. */
+  push_pub **pend;
+  size_t npend, cappend;
+  uint64_t pend_bytes; /* frame bytes they make for the live subscribers */
+  int queued;          /* on the hub's dirty list */
+
+  hub_sub *subs; /* s.client == NULL: a tombstone, see the top */
   size_t nsubs, capsubs;
   size_t ndead;  /* tombstones in subs */
   unsigned busy; /* loops over subs running */
@@ -346,11 +380,22 @@ struct push_hub {
   size_t nsubscriptions;
   push_buf scratch, scratch2; /* encoding space reused by every publish */
   unsigned busy;              /* callbacks running */
+
+  hub_channel **dirty; /* channels with pending publications */
+  size_t ndirty, capdirty;
+  uint64_t pend_bytes; /* the sum of their pend_bytes */
 };
 
 /* ------------------------------------------------------------------------ */
 /* Publications                                                             */
 /* ------------------------------------------------------------------------ */
+
+/* Monotonic microseconds, for push_pub.born_us (delivery latency). */
+static uint64_t mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
 
 push_pub *push_pub_ref(push_pub *p) {
   p->refs++;
@@ -433,6 +478,7 @@ static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
   pub->refs = 1;
   pub->offset = offset;
   pub->time_ms = now_ms;
+  pub->born_us = mono_us();
   pub->json_off = off;
   pub->json_len = pb->len;
   pub->frame_len = fb->len;
@@ -607,6 +653,10 @@ static size_t channel_find(const push_hub *hub, const char *name, uint32_t hash,
 }
 
 static void channel_free(hub_channel *ch) {
+  for (size_t i = 0; i < ch->npend; i++) {
+    push_pub_unref(ch->pend[i]);
+  }
+  free(ch->pend);
   while (ch->rlen > 0) {
     ring_drop_front(ch);
   }
@@ -672,13 +722,13 @@ static void channel_forget(push_hub *hub, size_t at) {
  * hole is always a live one, present in the index. */
 static void subs_compact(hub_channel *ch) {
   for (size_t i = ch->nsubs; i-- > 0 && ch->ndead > 0;) {
-    if (ch->subs[i].client != NULL) {
+    if (ch->subs[i].s.client != NULL) {
       continue;
     }
     size_t last = ch->nsubs - 1;
     if (i != last) {
       ch->subs[i] = ch->subs[last];
-      size_t j = idx_slot_of(&ch->subidx, hash_ptr(ch->subs[i].client),
+      size_t j = idx_slot_of(&ch->subidx, hash_ptr(ch->subs[i].s.client),
                              (uint32_t)(last + 1));
       ch->subidx.slot[j].pos = (uint32_t)(i + 1);
     }
@@ -734,32 +784,112 @@ void push_hub_del(push_hub *hub) {
   }
   free(hub->chans);
   free(hub->chidx.slot);
+  free(hub->dirty);
   push_buf_free(&hub->scratch);
   push_buf_free(&hub->scratch2);
   free(hub->ns);
   free(hub);
 }
 
-/* Appends pub (whose offset is the channel's next, with room reserved in
- * the ring) and hands it to every subscriber; takes the caller's reference.
- * Subscribers added by the callbacks (past n) already have this
- * publication in their subscribe result's position: not theirs. The entry
- * is copied because a callback may grow (move) the array. Our own
- * reference is held to the end: a callback's subscribe or history read may
- * prune the history's. */
-static void append_deliver(push_hub *hub, hub_channel *ch, push_pub *pub) {
+/* Makes room for one more pending publication of ch, so that publishing
+ * cannot fail after the history has changed. A channel with no live
+ * subscriber queues nothing and needs none. */
+static int queue_reserve(push_hub *hub, hub_channel *ch) {
+  if (ch->nsubs == ch->ndead) {
+    return 0;
+  }
+  if (dense_reserve((void **)&ch->pend, &ch->cappend, ch->npend + 1,
+                    sizeof *ch->pend) != 0) {
+    return -1;
+  }
+  if (!ch->queued && dense_reserve((void **)&hub->dirty, &hub->capdirty,
+                                   hub->ndirty + 1, sizeof *hub->dirty) != 0) {
+    return -1;
+  }
+  return 0;
+}
+
+/* Appends pub (whose offset is the channel's next, with room reserved by
+ * ring_reserve and queue_reserve) to the history and, when the channel has
+ * subscribers, to its pending list for push_hub_flush. Takes the caller's
+ * reference. */
+static void append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
   ch->offset++;
   ring_push(ch, pub);
+  size_t live = ch->nsubs - ch->ndead;
+  if (live == 0) {
+    push_pub_unref(pub);
+    return;
+  }
+  ch->pend[ch->npend++] = pub;
+  uint64_t bytes = (uint64_t)live * (pub->wshdr_len + pub->frame_len);
+  ch->pend_bytes += bytes;
+  hub->pend_bytes += bytes;
+  if (!ch->queued) {
+    ch->queued = 1;
+    hub->dirty[hub->ndirty++] = ch;
+  }
+}
+
+/* Hands ch's pending publications to its subscribers: each subscriber all
+ * of its own in a row, in offset order, skipping those at or before the
+ * offset it subscribed after. A callback may unsubscribe anyone (a
+ * tombstone: its remaining publications are not delivered) or subscribe
+ * someone new (past n: it starts after the current offset, so none of these
+ * are its); the entry is read again after each call because a subscribe
+ * may move the array. Callbacks cannot add to the pending list: publishing
+ * to a busy channel is refused. Does nothing on a busy channel (a join or
+ * leave caused by one of its own callbacks): its flush is under way. */
+static void channel_flush(push_hub *hub, hub_channel *ch) {
+  size_t np = ch->npend;
+  if (np == 0 || ch->busy) {
+    return;
+  }
+  push_pub **pend = ch->pend;
+  uint64_t first = pend[0]->offset;
   size_t n = ch->nsubs;
   channel_enter(hub, ch);
   for (size_t i = 0; i < n; i++) {
-    push_sub s = ch->subs[i];
-    if (s.client != NULL && s.deliver != NULL) {
-      s.deliver(s.client, push_pub_ref(pub));
+    uint64_t after = ch->subs[i].after;
+    for (size_t k = after >= first ? (size_t)(after - first + 1) : 0; k < np;
+         k++) {
+      const push_sub *s = &ch->subs[i].s;
+      if (s->client == NULL || s->deliver == NULL) {
+        break;
+      }
+      s->deliver(s->client, push_pub_ref(pend[k]));
     }
   }
   channel_leave(hub, ch);
-  push_pub_unref(pub);
+  for (size_t k = 0; k < np; k++) {
+    push_pub_unref(pend[k]);
+  }
+  ch->npend = 0;
+  hub->pend_bytes -= ch->pend_bytes;
+  ch->pend_bytes = 0;
+  if (ch->cappend > HUB_PEND_KEEP) {
+    free(ch->pend);
+    ch->pend = NULL;
+    ch->cappend = 0;
+  }
+}
+
+void push_hub_flush(push_hub *hub) {
+  if (hub->busy) {
+    return; /* from a callback: the flush running will get there */
+  }
+  /* By index: a callback may publish to another channel, which appends to
+   * (and may move) the list, and is then flushed in this same walk. */
+  for (size_t i = 0; i < hub->ndirty; i++) {
+    hub_channel *ch = hub->dirty[i];
+    ch->queued = 0;
+    channel_flush(hub, ch);
+  }
+  hub->ndirty = 0;
+}
+
+uint64_t push_hub_pending_bytes(const push_hub *hub) {
+  return hub->pend_bytes;
 }
 
 int push_hub_publish(push_hub *hub, const char *channel, push_json data,
@@ -778,7 +908,7 @@ int push_hub_publish(push_hub *hub, const char *channel, push_json data,
   if (pub == NULL) {
     return -1;
   }
-  if (ring_reserve(ch) != 0) {
+  if (ring_reserve(ch) != 0 || queue_reserve(hub, ch) != 0) {
     push_pub_unref(pub);
     return -1;
   }
@@ -787,12 +917,12 @@ int push_hub_publish(push_hub *hub, const char *channel, push_json data,
     pos->offset = ch->offset + 1;
     pos->set = 1;
   }
-  append_deliver(hub, ch, pub);
+  append_queue(hub, ch, pub);
   return 0;
 }
 
 static int sub_eq(const void *entries, size_t at, const void *key) {
-  return ((const push_sub *)entries)[at].client == key;
+  return ((const hub_sub *)entries)[at].s.client == key;
 }
 
 int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
@@ -818,7 +948,7 @@ int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
     return -1;
   }
   r->recovered = recovered;
-  ch->subs[ch->nsubs++] = *sub;
+  ch->subs[ch->nsubs++] = (hub_sub){*sub, ch->offset};
   idx_insert(&ch->subidx, hash, (uint32_t)ch->nsubs);
   hub->nsubscriptions++;
   return 0;
@@ -842,7 +972,7 @@ int push_hub_unsubscribe(push_hub *hub, const char *channel, void *client) {
   } else {
     /* The last entry is live: tombstones exist only while busy. */
     idx_remove_swap(&ch->subidx, slot, at, ch->nsubs,
-                    hash_ptr(ch->subs[ch->nsubs - 1].client));
+                    hash_ptr(ch->subs[ch->nsubs - 1].s.client));
     ch->subs[at] = ch->subs[--ch->nsubs];
   }
   hub->nsubscriptions--;
@@ -901,6 +1031,8 @@ int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
   if (ch == NULL || ch->busy) {
     return -1;
   }
+  /* What is pending belongs to the old position: out with it first. */
+  channel_flush(hub, ch);
   /* Only the entries that end exactly at offset, with no hole, can serve
    * recovery (the ring invariant at the top). */
   size_t first = n;
@@ -960,11 +1092,11 @@ int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
   }
   ring_prune(ch, e->time_ms);
   push_pub *pub = pub_build_tail(hub, ch, e);
-  if (pub == NULL || ring_reserve(ch) != 0) {
+  if (pub == NULL || ring_reserve(ch) != 0 || queue_reserve(hub, ch) != 0) {
     push_pub_unref(pub);
     return -1;
   }
-  append_deliver(hub, ch, pub);
+  append_queue(hub, ch, pub);
   return 0;
 }
 
@@ -991,8 +1123,8 @@ void push_hub_each_subscriber(push_hub *hub, const char *channel,
   size_t n = ch->nsubs;
   channel_enter(hub, ch);
   for (size_t i = 0; i < n; i++) {
-    if (ch->subs[i].client != NULL) {
-      fn(ch->subs[i].client, ud);
+    if (ch->subs[i].s.client != NULL) {
+      fn(ch->subs[i].s.client, ud);
     }
   }
   channel_leave(hub, ch);
@@ -1016,15 +1148,18 @@ static int pres_eq(const void *entries, size_t at, const void *key) {
   return strcmp(((hub_presence *const *)entries)[at]->client, key) == 0;
 }
 
-/* Sends a join or leave push to every subscriber. The frame is the
- * caller's own buffer, not the hub's scratch: a callback may cause another
- * join or leave (a client dropped on the spot) while this one runs. */
+/* Sends a join or leave push to every subscriber, after the publications
+ * still pending (so each sees them in the order they happened). The frame
+ * is the caller's own buffer, not the hub's scratch: a callback may cause
+ * another join or leave (a client dropped on the spot) while this one
+ * runs. */
 static void presence_broadcast(push_hub *hub, hub_channel *ch,
                                const push_buf *frame) {
+  channel_flush(hub, ch);
   size_t n = ch->nsubs;
   channel_enter(hub, ch);
   for (size_t i = 0; i < n; i++) {
-    push_sub s = ch->subs[i];
+    push_sub s = ch->subs[i].s;
     if (s.client != NULL && s.presence_event != NULL) {
       s.presence_event(s.client, frame->p, frame->len);
     }
@@ -1204,6 +1339,7 @@ void push_hub_tick(push_hub *hub, int64_t now_ms) {
   if (hub->busy) {
     return;
   }
+  push_hub_flush(hub); /* the dirty list must not hold a forgotten channel */
   for (size_t i = hub->nchans; i-- > 0;) {
     hub_channel *ch = hub->chans[i];
     ring_prune(ch, now_ms);

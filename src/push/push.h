@@ -230,6 +230,7 @@ typedef struct push_pub {
   uint32_t refs;
   uint64_t offset;
   int64_t time_ms;
+  uint64_t born_us; /* CLOCK_MONOTONIC when this node made it: latency */
   size_t json_off, json_len; /* the pub object inside frame */
   size_t frame_len;
   /* The WebSocket header of frame (a final, unmasked text frame) ends
@@ -266,11 +267,11 @@ typedef struct push_ns {
 typedef struct push_hub push_hub;
 
 /* A subscriber as the hub sees it: an opaque pointer (never NULL) and its
- * delivery function, called once per publication with a reference the callee
- * must eventually push_pub_unref. Callbacks may unsubscribe (themselves or
- * others) and change presence; they must not delete the hub. Functions that
- * take a channel return -1 when its namespace is not configured: check
- * push_hub_ns() first to answer 102. */
+ * delivery function, called once per publication, from push_hub_flush,
+ * with a reference the callee must eventually push_pub_unref. Callbacks may
+ * unsubscribe (themselves or others) and change presence; they must not delete
+ * the hub. Functions that take a channel return -1 when its namespace is not
+ * configured: check push_hub_ns() first to answer 102. */
 typedef struct push_sub {
   void *client;
   void (*deliver)(void *client, push_pub *pub);
@@ -288,14 +289,29 @@ const push_ns *push_hub_ns(push_hub *hub, const char *channel);
 /*
  * Publishes: assigns the next offset, encodes the publication and its push
  * frame once, appends it to the channel's history (bounded by history_size
- * and history_ttl_s), and delivers it to every subscriber. Returns 0 and the
- * new position in *pos, or -1: out of memory, the channel's namespace is not
- * configured, or a publish to the same channel from inside one of its own
- * deliver callbacks (it would reorder the stream). Nothing was published.
+ * and history_ttl_s), and queues it for every current subscriber: the next
+ * push_hub_flush delivers it. Returns 0 and the new position in *pos, or
+ * -1: out of memory, the channel's namespace is not configured, or a
+ * publish to the same channel from inside one of its own deliver callbacks
+ * (it would reorder the stream). Nothing was published.
  */
 int push_hub_publish(push_hub *hub, const char *channel, push_json data,
                      push_json b64, const char *client, const char *user,
                      int64_t now_ms, push_pos *pos);
+
+/*
+ * Delivers every queued publication: channel by channel, each subscriber
+ * gets all of its pending ones in a row, in order (so its client,
+ * connection and output queue are visited once per flush, not once per
+ * publication). Call it once per loop pass, before the output is written;
+ * the hub also flushes a channel before a join or leave push on it, before
+ * a load, and at tick. From inside a callback it does nothing.
+ */
+void push_hub_flush(push_hub *hub);
+
+/* The frame bytes the queued publications will hand out (each times its
+ * live subscribers at publish time): what the next flush will queue. */
+uint64_t push_hub_pending_bytes(const push_hub *hub);
 
 /* The result of a subscribe or a history query. pubs: references the caller
  * must release with push_result_free. */
@@ -370,9 +386,9 @@ int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
                   uint64_t offset, const push_ext_pub *e, size_t n,
                   int64_t now_ms);
 
-/* Appends e and delivers it to every subscriber, if it follows the
- * channel's position (same epoch, offset + 1). Returns 0, 1 when it does not
- * follow (nothing changed: the caller resynchronizes), or -1 (out of
+/* Appends e and queues it for every subscriber (push_hub_flush), if it follows
+ * the channel's position (same epoch, offset + 1). Returns 0, 1 when it does
+ * not follow (nothing changed: the caller resynchronizes), or -1 (out of
  * memory, no such channel, or from a callback of this channel). */
 int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
                     const push_ext_pub *e);

@@ -107,12 +107,11 @@ struct push_server {
   /* Scratch for replies: a command's result, then its envelope. Replies
    * are copied into the connection, so these are free again at once. */
   push_buf result, envelope;
-  uint64_t pass_out; /* bytes fanned out during this pass */
   uv_signal_t sigint, sigterm, sighup;
   int timers_started;
   int stopping;
   int64_t started_ms;
-  uint64_t publish_start_us; /* set around hub publishes for latency */
+  uint64_t flush_us; /* during the pass's hub flush: its start */
   double demo_price[5];
   /* metrics */
   uint64_t messages_in, messages_out, bytes_in, bytes_out, publications;
@@ -122,8 +121,9 @@ struct push_server {
   double lat_sum;
 };
 
-/* Bytes of pushes one loop pass may queue before the client whose commands
- * caused them is paused until they are written (ws_message): 16 KiB per
+/* Bytes of pushes one loop pass may queue (push_hub_pending_bytes) before
+ * the client whose commands caused them is paused until they are flushed
+ * and written (ws_message): 16 KiB per
  * client, so that each subscriber's write carries many pushes (one syscall
  * for many frames is what makes fan-out fast), within 8..256 MiB. */
 #define PASS_FANOUT_PER_CLIENT (16u << 10)
@@ -288,11 +288,11 @@ static void pub_release(void *ctx) {
   push_pub_unref(ctx);
 }
 
-static void record_latency(push_server *ps) {
-  if (ps->publish_start_us == 0) {
-    return;
-  }
-  double s = (double)(mono_us() - ps->publish_start_us) / 1e6;
+/* From the publication's making to its queueing on a connection, which
+ * happens in the pass's flush: one clock read serves the whole flush. */
+static void record_latency(push_server *ps, const push_pub *pub) {
+  uint64_t now = ps->flush_us ? ps->flush_us : mono_us();
+  double s = now > pub->born_us ? (double)(now - pub->born_us) / 1e6 : 0;
   int b = 0;
   while (b < LAT_BUCKETS && s > lat_bounds[b]) {
     b++;
@@ -348,15 +348,16 @@ static void deliver(void *cl, push_pub *pub) {
   }
   if (c->sse) {
     /* The channel is the SSE client's only subscription. */
+    record_latency(ps, pub);
     sse_send_pub(c, c->nsubs ? c->subs[0] : "", pub);
     push_pub_unref(pub);
-    record_latency(ps);
     return;
   }
   size_t flen;
   const uint8_t *frame = push_pub_ws_frame(pub, &flen);
+  size_t fbytes = pub->frame_len;
+  record_latency(ps, pub);
   int rv = herald_ws_send_frame(c->ws, frame, flen, 0, pub_release, pub);
-  record_latency(ps);
   if (rv == HERALD_SEND_DROPPED) {
     ps->drops++;
     ps->slow_disconnects++;
@@ -367,8 +368,7 @@ static void deliver(void *cl, push_pub *pub) {
   }
   if (rv >= 0) {
     ps->messages_out++;
-    ps->bytes_out += pub->frame_len;
-    ps->pass_out += pub->frame_len;
+    ps->bytes_out += fbytes;
   }
 }
 
@@ -384,10 +384,8 @@ static void presence_event(void *cl, const char *frame, size_t len) {
 static int publish(push_server *ps, const char *channel, push_json data,
                    push_json b64, const char *cid, const char *user,
                    push_pos *pos) {
-  ps->publish_start_us = mono_us();
   int rv =
       push_hub_publish(ps->hub, channel, data, b64, cid, user, now_ms(), pos);
-  ps->publish_start_us = 0;
   if (rv == 0) {
     ps->publications++;
   }
@@ -1146,7 +1144,7 @@ static void ws_message(herald_ws *ws, herald_opcode op, uint8_t *data,
     }
     dispatch(c, &cmd);
   }
-  if (ps->pass_out > pass_budget(ps) && c->ws && !c->gone) {
+  if (push_hub_pending_bytes(ps->hub) > pass_budget(ps) && c->ws && !c->gone) {
     /* This pass has queued a lot for subscribers: read no more from this
      * client until the runtime has written that out (the resume waits for
      * the flush). Without it one read of 256 KiB of publish commands, fanned
@@ -2056,10 +2054,14 @@ static void on_demo(uv_timer_t *t) {
   }
 }
 
+/* Before the runtime writes: the publications of this pass go to their
+ * subscribers' queues, each subscriber's in a row. */
 static void on_pass_end(herald_loop *loop, void *ud) {
   (void)loop;
   push_server *ps = ud;
-  ps->pass_out = 0;
+  ps->flush_us = mono_us();
+  push_hub_flush(ps->hub);
+  ps->flush_us = 0;
 }
 
 static void lost_one(void *cl, void *ud) {

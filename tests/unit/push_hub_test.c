@@ -17,6 +17,7 @@ typedef struct fake_client {
   push_pub **got;
   size_t ngot, capgot;
   size_t nevents;
+  size_t ngot_at_event; /* ngot when the last presence event came */
   char last_event[512];
 } fake_client;
 
@@ -39,6 +40,7 @@ static void fake_presence(void *client, const char *frame, size_t len) {
   memcpy(c->last_event, frame, n);
   c->last_event[n] = '\0';
   c->nevents++;
+  c->ngot_at_event = c->ngot;
 }
 
 static void fake_release(fake_client *c) {
@@ -87,11 +89,14 @@ static push_json js(const char *s) {
   return j;
 }
 
+/* Publishes and flushes, as a server's pass does for one publication. */
 static int publish(push_hub *hub, const char *ch, const char *data,
                    int64_t now_ms, push_pos *pos) {
   push_pos tmp;
-  return push_hub_publish(hub, ch, js(data), no_json, NULL, NULL, now_ms,
-                          pos != NULL ? pos : &tmp);
+  int rv = push_hub_publish(hub, ch, js(data), no_json, NULL, NULL, now_ms,
+                            pos != NULL ? pos : &tmp);
+  push_hub_flush(hub);
+  return rv;
 }
 
 static push_pos pos_make(const char *epoch, uint64_t offset) {
@@ -884,6 +889,158 @@ static void test_prune_during_delivery(void) {
   push_hub_del(hub);
 }
 
+/* ---- Batched hand-out: publish queues, push_hub_flush delivers. ------ */
+
+static uint64_t frame_bytes(const push_pub *p) {
+  return p->wshdr_len + p->frame_len;
+}
+
+static void test_flush_batches(void) {
+  push_hub *hub = hub_make();
+  fake_client a, b, c;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  memset(&c, 0, sizeof c);
+  push_result r;
+  g_delivered = g_released = 0;
+  push_sub sa = sub_of(&a), sb = sub_of(&b), sc = sub_of(&c);
+  CHECK_EQ(push_hub_subscribe(hub, "news", &sa, NULL, 0, &r), 0);
+  push_result_free(&r);
+  CHECK_EQ(push_hub_subscribe(hub, "news", &sb, NULL, 0, &r), 0);
+  push_result_free(&r);
+
+  /* Nothing is delivered before the flush; what is pending is counted for
+   * the live subscribers of the moment. */
+  push_pos pos;
+  for (int i = 0; i < 2; i++) {
+    CHECK_EQ(
+        push_hub_publish(hub, "news", js("{}"), no_json, NULL, NULL, 0, &pos),
+        0);
+  }
+  CHECK_EQ(a.ngot, 0);
+  CHECK_EQ(b.ngot, 0);
+  push_result h;
+  CHECK_EQ(push_hub_history(hub, "news", 0, NULL, 0, &h), 0);
+  CHECK_EQ(h.npubs, 2); /* history has them at once */
+  CHECK_EQ(push_hub_pending_bytes(hub),
+           2 * (frame_bytes(h.pubs[0]) + frame_bytes(h.pubs[1])));
+  push_result_free(&h);
+
+  /* c subscribes between the publications and the flush: its result's
+   * position covers offsets 1 and 2, so it gets only what follows. b
+   * leaves before the flush and gets nothing. */
+  CHECK_EQ(push_hub_subscribe(hub, "news", &sc, NULL, 0, &r), 0);
+  CHECK_EQ(r.pos.offset, 2);
+  push_result_free(&r);
+  CHECK_EQ(push_hub_unsubscribe(hub, "news", &b), 0);
+  CHECK_EQ(
+      push_hub_publish(hub, "news", js("{}"), no_json, NULL, NULL, 0, &pos), 0);
+  CHECK_EQ(pos.offset, 3);
+  push_hub_flush(hub);
+  CHECK_EQ(push_hub_pending_bytes(hub), 0);
+  CHECK_EQ(a.ngot, 3);
+  for (size_t i = 0; i < a.ngot; i++) {
+    CHECK_EQ(a.got[i]->offset, i + 1);
+  }
+  CHECK_EQ(b.ngot, 0);
+  CHECK_EQ(c.ngot, 1);
+  CHECK_EQ(c.got[0]->offset, 3);
+  push_hub_flush(hub); /* nothing left: nothing twice */
+  CHECK_EQ(a.ngot, 3);
+
+  /* A burst past the kept pending capacity, delivered in order. */
+  for (int i = 0; i < 100; i++) {
+    CHECK_EQ(
+        push_hub_publish(hub, "news", js("{}"), no_json, NULL, NULL, 0, &pos),
+        0);
+  }
+  push_hub_flush(hub);
+  CHECK_EQ(a.ngot, 103);
+  CHECK_EQ(c.ngot, 101);
+  for (size_t i = 0; i < a.ngot; i++) {
+    CHECK_EQ(a.got[i]->offset, i + 1);
+  }
+
+  /* A channel nobody is subscribed to queues nothing. */
+  CHECK_EQ(
+      push_hub_publish(hub, "empty", js("{}"), no_json, NULL, NULL, 0, &pos),
+      0);
+  CHECK_EQ(push_hub_pending_bytes(hub), 0);
+
+  /* Pending publications of a channel everyone left are released at tick,
+   * which then forgets the channel (no history in "live"). */
+  push_sub sa2 = sub_of(&a);
+  CHECK_EQ(push_hub_subscribe(hub, "live:x", &sa2, NULL, 0, &r), 0);
+  push_result_free(&r);
+  CHECK_EQ(
+      push_hub_publish(hub, "live:x", js("{}"), no_json, NULL, NULL, 0, &pos),
+      0);
+  CHECK(push_hub_pending_bytes(hub) > 0);
+  size_t before = push_hub_nchannels(hub);
+  CHECK_EQ(push_hub_unsubscribe(hub, "live:x", &a), 0);
+  push_hub_tick(hub, 0);
+  CHECK_EQ(push_hub_pending_bytes(hub), 0);
+  CHECK_EQ(push_hub_nchannels(hub), before - 1);
+  CHECK_EQ(a.ngot, 103);
+
+  /* Deleting a hub with publications pending releases them (ASan). */
+  CHECK_EQ(
+      push_hub_publish(hub, "news", js("{}"), no_json, NULL, NULL, 0, &pos), 0);
+  fake_release(&a);
+  fake_release(&b);
+  fake_release(&c);
+  CHECK_EQ(g_released, g_delivered);
+  push_hub_del(hub);
+}
+
+/* A join or leave push comes after the publications made before it, and
+ * a load (the engine moving the position) delivers what was pending at the
+ * old one first. */
+static void test_flush_order(void) {
+  push_hub *hub = hub_make();
+  fake_client a;
+  memset(&a, 0, sizeof a);
+  push_result r;
+  g_delivered = g_released = 0;
+  push_sub sa = sub_of(&a);
+  CHECK_EQ(push_hub_subscribe(hub, "chat:room", &sa, NULL, 0, &r), 0);
+  push_result_free(&r);
+  push_pos pos;
+  CHECK_EQ(push_hub_publish(hub, "chat:room", js("{}"), no_json, NULL, NULL, 0,
+                            &pos),
+           0);
+  CHECK_EQ(push_hub_presence_add(hub, "chat:room", "c9", "bo", NULL), 0);
+  CHECK_EQ(a.nevents, 1);
+  CHECK_EQ(a.ngot_at_event, 1);
+  CHECK(strstr(a.last_event, "\"join\"") != NULL);
+  push_hub_flush(hub);
+  CHECK_EQ(a.ngot, 1);
+
+  /* Engine-fed: load a position, append one (pending), load another. */
+  push_buf tail = {0};
+  CHECK_EQ(push_pub_tail(&tail, js("{\"n\":1}"), no_json, NULL, NULL), 0);
+  CHECK_EQ(push_hub_load(hub, "news", "ep1", 10, NULL, 0, 0), 0);
+  push_sub sa2 = sub_of(&a);
+  CHECK_EQ(push_hub_subscribe(hub, "news", &sa2, NULL, 0, &r), 0);
+  CHECK_EQ(r.pos.offset, 10);
+  push_result_free(&r);
+  push_ext_pub e = {11, 0, tail.p, tail.len};
+  CHECK_EQ(push_hub_append(hub, "news", "ep1", &e), 0);
+  CHECK_EQ(a.ngot, 1);
+  CHECK_EQ(push_hub_load(hub, "news", "ep2", 20, NULL, 0, 0), 0);
+  CHECK_EQ(a.ngot, 2);
+  CHECK_EQ(a.got[1]->offset, 11);
+  e.offset = 21;
+  CHECK_EQ(push_hub_append(hub, "news", "ep2", &e), 0);
+  push_hub_flush(hub);
+  CHECK_EQ(a.ngot, 3);
+  CHECK_EQ(a.got[2]->offset, 21);
+  push_buf_free(&tail);
+  fake_release(&a);
+  CHECK_EQ(g_released, g_delivered);
+  push_hub_del(hub);
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -958,5 +1115,7 @@ int main(void) {
   RUN(test_reentrant_callbacks);
   RUN(test_prune_during_delivery);
   RUN(test_many_subscribers);
+  RUN(test_flush_batches);
+  RUN(test_flush_order);
   return TEST_REPORT();
 }
