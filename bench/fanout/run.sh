@@ -122,8 +122,8 @@ if [ "$QUICK" = 1 ]; then
   )
 else
   SCEN=(
-    "10,000 subscribers, 1 channel|--connections 10000 --channels 1|0 25 50 100 200 400"
-    "1,000 channels x 10 subscribers|--connections 10000 --channels 1000|0 2500 5000 10000 20000 40000 60000 80000"
+    "10,000 subscribers, 1 channel|--connections 10000 --channels 1|0 50 100 200 300 400"
+    "1,000 channels x 10 subscribers|--connections 10000 --channels 1000|0 2500 10000 40000 80000 120000 160000 200000"
   )
 fi
 RESULTS="$WORK/results.jsonl"
