@@ -410,7 +410,7 @@ static int out_reserve_bytes(herald_conn *c, size_t n) {
  * caller fills at once. ends_frame: the bytes end a frame (or a handshake).
  * Complete frames are merged into the previous entry when it also ends on a
  * frame boundary and is contiguous, so many small frames make one iovec. */
-static uint8_t *out_append(herald_conn *c, size_t n, int ends_frame) {
+static uint8_t *out_append_slow(herald_conn *c, size_t n, int ends_frame) {
   if (out_reserve_bytes(c, n) != 0 || out_reserve_entry(c) != 0) {
     return NULL;
   }
@@ -429,6 +429,25 @@ static uint8_t *out_append(herald_conn *c, size_t n, int ends_frame) {
   c->o->olen += n;
   c->ototal += n;
   return p;
+}
+
+/* The same; its common case (the bytes fit, and extend the last entry, as
+ * every frame after the first of a burst does) in a few instructions. */
+static inline uint8_t *out_append(herald_conn *c, size_t n, int ends_frame) {
+  outq *o = c->o;
+  if (o != NULL && o->ocount > 0 && o->ocap_bytes - o->olen >= n) {
+    oentry *last = &o->ent[o->ohead + o->ocount - 1];
+    if (last->ext == NULL && last->ends_frame && !last->pong &&
+        last->off + last->len == o->olen) {
+      uint8_t *p = o->obuf + o->olen;
+      last->len += n;
+      last->ends_frame = (uint8_t)ends_frame;
+      o->olen += n;
+      c->ototal += n;
+      return p;
+    }
+  }
+  return out_append_slow(c, n, ends_frame);
 }
 
 static int out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
@@ -456,13 +475,13 @@ static int out_frame_rsv(herald_conn *c, herald_opcode op, int fin,
     }
     mask = key;
   }
-  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
-  size_t hlen = herald_frame_header(hdr, op, fin, rsv, len, mask);
+  /* The header is written in place: its size follows from len alone. */
+  size_t hlen = 2 + (len < 126 ? 0 : len <= 0xffff ? 2 : 8) + (mask ? 4 : 0);
   uint8_t *p = out_append(c, hlen + len, 1);
   if (p == NULL) {
     return HERALD_ERR_NOMEM;
   }
-  memcpy(p, hdr, hlen);
+  herald_frame_header(p, op, fin, rsv, len, mask);
   if (len > 0) {
     if (mask) {
       herald__mask_copy(p + hlen, data, len, key, 0);
@@ -2068,6 +2087,27 @@ static int send_allowed(const herald_conn *c) {
 HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
                                 const void *data, size_t len, unsigned flags,
                                 herald_release_fn release, void *ctx) {
+  /* The most common send in a few steps: a whole, short, uncompressed
+   * message from a server on an open connection, copied (it is below
+   * copy_threshold, or nothing asks to reference it). Exactly what the
+   * general path below does for it; anything else goes that way. */
+  if (c->state == HERALD_STATE_OPEN && c->role == HERALD_ROLE_SERVER &&
+      !(c->flags & (F_CLOSE_SENT | F_FRAG_SENDING)) && c->z == NULL &&
+      (op == HERALD_OP_TEXT || op == HERALD_OP_BINARY) && len < 126 &&
+      (data != NULL || len == 0) && release == NULL &&
+      !(flags & ~(unsigned)(HERALD_SEND_NO_COMPRESS | HERALD_SEND_BORROW)) &&
+      (!(flags & HERALD_SEND_BORROW) || len < c->cfg->copy_threshold)) {
+    uint8_t *p = out_append(c, 2 + len, 1);
+    if (p == NULL) {
+      return HERALD_ERR_NOMEM;
+    }
+    p[0] = (uint8_t)(0x80 | op); /* RFC 6455 5.2: FIN, no RSV, opcode */
+    p[1] = (uint8_t)len;         /* unmasked, 7-bit length */
+    if (len > 0) {
+      memcpy(p + 2, data, len);
+    }
+    return 0;
+  }
   int rv = send_allowed(c);
   if (rv != 0) {
     return rv;
