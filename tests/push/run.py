@@ -1386,6 +1386,40 @@ def test_slow_consumer():
     s.stop()
 
 
+def test_fanout_burst():
+    """A burst of publish commands whose pushes are several times the fan-out
+    a loop pass may queue (8 MiB at least): the server pauses the publisher
+    between passes, and every subscriber still gets every publication once,
+    in order, and the publisher every reply."""
+    n, pad, nreaders = 300, 16000, 6  # 4.8 MB of commands, 29 MB of pushes
+    s = Server({"namespaces": [{"name": "burst", "publish": True,
+                                "history_size": 10, "history_ttl": 60}],
+                "client_output_cap": 64 << 20})
+    ch = "burst:x"
+    readers = [Reader(s, ch) for _ in range(nreaders)]
+    for r in readers:
+        r.want = n
+        r.start()
+    w = s.client(timeout=30)
+    ids = [w.cmd("publish", {"channel": ch,
+                             "data": {"seq": i, "pad": "p" * pad}})
+           for i in range(n)]
+    replies = [w.reply(cid, 30) for cid in ids]
+    check("publisher: every publish answered with its offset, in order",
+          [r.get("result", {}).get("offset") for r in replies] ==
+          list(range(1, n + 1)), short(replies[:2]))
+    for r in readers:
+        r.join(30)
+    for i, r in enumerate(readers):
+        check(f"subscriber {i}: every publication once, in order",
+              r.offsets == list(range(1, n + 1)) and r.error is None,
+              f"got {len(r.offsets)} error={r.error}")
+    w.close()
+    for r in readers:
+        r.w.close()
+    s.stop()
+
+
 def test_slow_sse_consumer():
     """An SSE subscriber that never reads is cut off too."""
     s = Server({"namespaces": [{"name": "fire", "history_size": 10}],
@@ -1566,7 +1600,7 @@ def test_shutdown():
 TESTS = [test_commands, test_auth, test_http_api, test_recovery,
          test_presence, test_sse, test_websockets_library,
          test_reconnect_under_publishing, test_slow_consumer,
-         test_slow_sse_consumer, test_big_replies, test_ping_timeout,
+         test_fanout_burst, test_slow_sse_consumer, test_big_replies, test_ping_timeout,
          test_shutdown]
 
 
