@@ -273,9 +273,16 @@ HERALD_API int herald_close_code_valid(uint32_t code) {
          (code >= 3000 && code <= 4999);
 }
 
-HERALD_API size_t herald_frame_header(uint8_t *out, herald_opcode op, int fin,
-                                      unsigned rsv, uint64_t len,
-                                      const uint8_t *mask) {
+/* The size herald_frame_header() writes for a payload of len bytes. */
+static inline size_t frame_header_len(uint64_t len, int masked) {
+  return 2 + (len < 126 ? 0 : len <= 0xffff ? 2 : 8) + (masked ? 4 : 0);
+}
+
+/* herald_frame_header(), inlined into the send paths (where a constant fin,
+ * rsv and mask reduce it to a few stores). */
+static inline size_t frame_header(uint8_t *out, herald_opcode op, int fin,
+                                  unsigned rsv, uint64_t len,
+                                  const uint8_t *mask) {
   size_t n = 2;
   out[0] = (uint8_t)((fin ? 0x80 : 0) | (rsv & 0x70) | (op & 0x0f));
   uint8_t mbit = mask ? 0x80 : 0;
@@ -299,6 +306,12 @@ HERALD_API size_t herald_frame_header(uint8_t *out, herald_opcode op, int fin,
     n += 4;
   }
   return n;
+}
+
+HERALD_API size_t herald_frame_header(uint8_t *out, herald_opcode op, int fin,
+                                      unsigned rsv, uint64_t len,
+                                      const uint8_t *mask) {
+  return frame_header(out, op, fin, rsv, len, mask);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -476,12 +489,12 @@ static int out_frame_rsv(herald_conn *c, herald_opcode op, int fin,
     mask = key;
   }
   /* The header is written in place: its size follows from len alone. */
-  size_t hlen = 2 + (len < 126 ? 0 : len <= 0xffff ? 2 : 8) + (mask ? 4 : 0);
+  size_t hlen = frame_header_len(len, mask != NULL);
   uint8_t *p = out_append(c, hlen + len, 1);
   if (p == NULL) {
     return HERALD_ERR_NOMEM;
   }
-  herald_frame_header(p, op, fin, rsv, len, mask);
+  frame_header(p, op, fin, rsv, len, mask);
   if (len > 0) {
     if (mask) {
       herald__mask_copy(p + hlen, data, len, key, 0);
@@ -2150,14 +2163,14 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
       (data != NULL || len == 0) && release == NULL &&
       !(flags & ~(unsigned)(HERALD_SEND_NO_COMPRESS | HERALD_SEND_BORROW)) &&
       (!(flags & HERALD_SEND_BORROW) || len < c->cfg->copy_threshold)) {
-    uint8_t *p = out_append(c, 2 + len, 1);
+    size_t hlen = frame_header_len(len, 0);
+    uint8_t *p = out_append(c, hlen + len, 1);
     if (p == NULL) {
       return HERALD_ERR_NOMEM;
     }
-    p[0] = (uint8_t)(0x80 | op); /* RFC 6455 5.2: FIN, no RSV, opcode */
-    p[1] = (uint8_t)len;         /* unmasked, 7-bit length */
+    frame_header(p, op, 1, 0, len, NULL);
     if (len > 0) {
-      memcpy(p + 2, data, len);
+      memcpy(p + hlen, data, len);
     }
     return 0;
   }

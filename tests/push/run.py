@@ -1312,6 +1312,25 @@ class Reader(threading.Thread):
             self.error = e
 
 
+def start_readers(s, channel, k, n):
+    """k subscribed Readers of channel, each waiting for n publications."""
+    readers = [Reader(s, channel) for _ in range(k)]
+    for r in readers:
+        r.want = n
+        r.start()
+    return readers
+
+
+def check_readers(readers, n, what):
+    """Joins the readers; each must have got offsets 1..n, in order."""
+    for r in readers:
+        r.join(30)
+    for i, r in enumerate(readers):
+        check(f"{what} {i}: every message, in order",
+              r.offsets == list(range(1, n + 1)) and r.error is None,
+              f"got {len(r.offsets)} error={r.error}")
+
+
 def test_slow_consumer():
     cap = 256 * 1024
     s = Server({"namespaces": [{"name": "fire", "history_size": 10,
@@ -1323,21 +1342,14 @@ def test_slow_consumer():
     slow.call("subscribe", {"channel": ch})
     slow_id = slow.client_id
     n, pad = 2500, 2000  # about 5 MB
-    readers = [Reader(s, ch) for _ in range(3)]
-    for r in readers:
-        r.want = n
-        r.start()
+    readers = start_readers(s, ch, 3, n)
     t0 = time.monotonic()
     pub = Publisher(s.port, ch, n, pad=pad)
     pub.run()
     t_pub = time.monotonic() - t0
     check("publisher finished", pub.error is None, short(pub.error))
-    for r in readers:
-        r.join(30)
+    check_readers(readers, n, "normal subscriber")
     for i, r in enumerate(readers):
-        check(f"normal subscriber {i}: every message, in order",
-              r.offsets == list(range(1, n + 1)) and r.error is None,
-              f"got {len(r.offsets)} error={r.error}")
         lag = (r.times[-1] - pub.done_at) if r.times else None
         check(f"normal subscriber {i}: keeps up (last message within 3 s of "
               "the last publish)", lag is not None and lag < 3.0,
@@ -1396,10 +1408,7 @@ def test_fanout_burst():
                                 "history_size": 10, "history_ttl": 60}],
                 "client_output_cap": 64 << 20})
     ch = "burst:x"
-    readers = [Reader(s, ch) for _ in range(nreaders)]
-    for r in readers:
-        r.want = n
-        r.start()
+    readers = start_readers(s, ch, nreaders, n)
     w = s.client(timeout=30)
     ids = [w.cmd("publish", {"channel": ch,
                              "data": {"seq": i, "pad": "p" * pad}})
@@ -1408,12 +1417,7 @@ def test_fanout_burst():
     check("publisher: every publish answered with its offset, in order",
           [r.get("result", {}).get("offset") for r in replies] ==
           list(range(1, n + 1)), short(replies[:2]))
-    for r in readers:
-        r.join(30)
-    for i, r in enumerate(readers):
-        check(f"subscriber {i}: every publication once, in order",
-              r.offsets == list(range(1, n + 1)) and r.error is None,
-              f"got {len(r.offsets)} error={r.error}")
+    check_readers(readers, n, "subscriber")
     w.close()
     for r in readers:
         r.w.close()
