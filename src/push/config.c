@@ -10,25 +10,6 @@
 #include "app/cli.h"
 #include "push/server.h"
 
-int push_log_level = PUSH_LOG_INFO;
-
-void push__log(int level, const char *fmt, ...) {
-  static const char *names[] = {"debug", "info", "warn", "error"};
-  char ts[32];
-  struct timespec now;
-  clock_gettime(CLOCK_REALTIME, &now);
-  struct tm tm;
-  gmtime_r(&now.tv_sec, &tm);
-  strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-  fprintf(stderr, "ts=%s.%03ldZ level=%s ", ts, now.tv_nsec / 1000000,
-          names[level]);
-  va_list ap;
-  va_start(ap, fmt);
-  vfprintf(stderr, fmt, ap);
-  va_end(ap);
-  fputc('\n', stderr);
-}
-
 static void err_set(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void err_set(char *err, size_t errlen, const char *fmt, ...) {

@@ -58,7 +58,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "push/server.h"
+#include "push/log.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 5000

@@ -7,10 +7,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "push/log.h"
 #include "push/push.h"
 #include "push/redis.h"
-
-enum { PUSH_LOG_DEBUG, PUSH_LOG_INFO, PUSH_LOG_WARN, PUSH_LOG_ERROR };
 
 typedef struct push_config {
   char *listen[8];
@@ -59,16 +58,5 @@ void push_config_free(push_config *c);
 
 /* Runs the server until SIGINT/SIGTERM; returns the process exit status. */
 int push_server_main(push_config *c);
-
-/* Logging: one line per event, key=value, to stderr. */
-extern int push_log_level;
-void push__log(int level, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-#define push_log(lvl, ...)                                                     \
-  do {                                                                         \
-    if ((lvl) >= push_log_level) {                                             \
-      push__log((lvl), __VA_ARGS__);                                           \
-    }                                                                          \
-  } while (0)
 
 #endif
