@@ -201,27 +201,32 @@ static const char *decode_since(push_json params, push_pos *since) {
   return NULL;
 }
 
-static const char *decode_publish(push_json params, push_cmd *cmd) {
-  push_json data, b64;
+const char *push_publish_decode(push_json params, push_json *data,
+                                push_json *b64) {
+  push_json d, b;
   /* "data": null is a publication of null, so null is not absence there;
    * "b64": null is the absent b64 of an option left unset. */
-  int has_data = push_json_get(params, "data", &data);
-  int has_b64 = optional(params, "b64", &b64);
+  int has_data = push_json_get(params, "data", &d);
+  int has_b64 = optional(params, "b64", &b);
   if (has_data && has_b64) {
     return msg_data_and_b64;
   }
   if (has_data) {
-    cmd->data = data;
+    *data = d;
     return NULL;
   }
   if (!has_b64) {
     return msg_no_data;
   }
-  if (push_json_type_of(b64) != PUSH_JSON_STRING || !b64_valid(b64)) {
+  if (push_json_type_of(b) != PUSH_JSON_STRING || !b64_valid(b)) {
     return msg_b64;
   }
-  cmd->b64 = b64;
+  *b64 = b;
   return NULL;
+}
+
+static const char *decode_publish(push_json params, push_cmd *cmd) {
+  return push_publish_decode(params, &cmd->data, &cmd->b64);
 }
 
 static const char *decode_params(push_json params, push_cmd *cmd) {

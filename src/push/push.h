@@ -154,6 +154,14 @@ typedef struct push_cmd {
  * digits and _ - . : @ / = ,). */
 int push_channel_valid(const char *name, size_t n);
 
+/* Reads a publication's "data" or "b64" from params (a publish command's
+ * params, or an API body): exactly one of them, b64 a string of valid
+ * base64. Sets *data or *b64 (the other is left as it was) and returns
+ * NULL, or returns the message of error 107 / HTTP 400. The one check both
+ * ways of publishing share. */
+const char *push_publish_decode(push_json params, push_json *data,
+                                push_json *b64);
+
 /*
  * Decodes the next command of a frame: frames may hold several commands
  * separated by '\n'. *pos starts at 0. Returns 1 with *cmd filled, 0 at the

@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "push/engine.h"
 #include "push/push.h"
 
 #define PUSH_REDIS_MAX_SHARDS 16
@@ -48,26 +49,16 @@ typedef struct push_redis_config {
 
 typedef struct push_redis push_redis;
 
-/* The outcome of an asynchronous call. */
-enum { PUSH_REDIS_OK = 0, PUSH_REDIS_DOWN = -1, PUSH_REDIS_ERROR = -2 };
-
-typedef struct push_redis_reply {
-  int status;       /* PUSH_REDIS_OK, _DOWN (not connected) or _ERROR */
-  push_pos pos;     /* publish: the new position */
-  const char *json; /* presence, nodes: a JSON text (valid during the call) */
-  size_t len;
-} push_redis_reply;
-
-typedef void (*push_redis_cb)(void *ud, const push_redis_reply *rep);
-
-typedef struct push_redis_events {
-  /* Channel subscribers missed publications that Redis no longer holds:
-   * they must be told (the server disconnects them to recover). */
-  void (*on_lost)(void *ud, const char *channel);
-  /* Writes this node's entry for /api/info (a JSON object). */
-  void (*node_json)(void *ud, push_buf *b);
-  void *ud;
-} push_redis_events;
+/* The outcome of an asynchronous call, the callback and the events are
+ * the engine interface's (engine.h): this is one of its engines. */
+enum {
+  PUSH_REDIS_OK = PUSH_ENGINE_OK,
+  PUSH_REDIS_DOWN = PUSH_ENGINE_DOWN,
+  PUSH_REDIS_ERROR = PUSH_ENGINE_ERROR
+};
+typedef push_engine_reply push_redis_reply;
+typedef push_engine_cb push_redis_cb;
+typedef push_engine_events push_redis_events;
 
 /* Creates the engine and starts connecting. cfg is copied; hub must outlive
  * the engine. node: this node's name (unique among the nodes). Returns NULL

@@ -1,0 +1,388 @@
+/* api.c - the HTTP API (the /api/ endpoints of docs/protocol.md): the API
+ * key, publish and broadcast, disconnect, and the reads (channels, info,
+ * presence, history). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "push/server_int.h"
+
+static int api_key_ok(push_server *ps, const herald_request *req) {
+  herald_str auth;
+  if (ps->cfg->api_key == NULL ||
+      !herald_header_find(req->headers, req->nheaders, "authorization",
+                          &auth) ||
+      auth.len < 7 || strncasecmp(auth.ptr, "apikey ", 7) != 0) {
+    return 0;
+  }
+  size_t klen = strlen(ps->cfg->api_key);
+  const char *k = auth.ptr + 7;
+  size_t n = auth.len - 7;
+  /* Constant time in the key's length. */
+  unsigned diff = (unsigned)(n != klen);
+  for (size_t i = 0; i < klen; i++) {
+    diff |= (unsigned)(ps->cfg->api_key[i] ^ (i < n ? k[i] : 0));
+  }
+  return diff == 0;
+}
+
+/* ---- publish and broadcast -------------------------------------------- */
+
+/* One /api/publish or /api/broadcast request: a result per channel, sent
+ * when the last one is known (with Redis they come back one by one). */
+struct push_bcast {
+  push_server *ps;
+  herald_http *h;
+  int broadcast;
+  size_t n, left;
+  struct bres {
+    int code; /* 0: published */
+    const char *err;
+    push_pos pos;
+  } * res;
+};
+
+static void put_bres(push_buf *b, const struct bres *r) {
+  if (r->code != 0) {
+    push_put_error(b, r->code, r->err);
+  } else {
+    push_buf_raw(b, "{", 1);
+    push_put_pos(b, &r->pos);
+    push_buf_raw(b, "}", 1);
+  }
+}
+
+static void bcast_finish(push_bcast *bc) {
+  herald_http *h = bc->h;
+  push_buf out = {0};
+  if (!bc->broadcast && bc->res[0].code != 0) {
+    int code = bc->res[0].code;
+    push_http_error(h,
+                    code == PUSH_E_ENGINE || code == PUSH_E_INTERNAL ? 503
+                    : code == PUSH_E_UNKNOWN_NAMESPACE               ? 404
+                                                                     : 400,
+                    code, bc->res[0].err);
+  } else if (!bc->broadcast) {
+    put_bres(&out, &bc->res[0]);
+    push_http_result(h, &out);
+  } else {
+    push_buf_raw(&out, "{\"responses\":[", 14);
+    for (size_t i = 0; i < bc->n; i++) {
+      if (i) {
+        push_buf_raw(&out, ",", 1);
+      }
+      put_bres(&out, &bc->res[i]);
+    }
+    push_buf_raw(&out, "]}", 2);
+    push_http_result(h, &out);
+  }
+  push_buf_free(&out);
+  free(bc->res);
+  free(bc);
+}
+
+static void bcast_set(push_bcast *bc, size_t i, int code, const char *err,
+                      const push_pos *pos) {
+  bc->res[i].code = code;
+  bc->res[i].err = err;
+  bc->ps->engine_unavailable += code == PUSH_E_ENGINE;
+  if (pos) {
+    bc->res[i].pos = *pos;
+  }
+  if (--bc->left == 0) {
+    bcast_finish(bc);
+  }
+}
+
+static void on_published(void *ud, const push_engine_reply *rep) {
+  push_op *op = ud;
+  int ok = rep->status == PUSH_ENGINE_OK;
+  op->ps->publications += ok;
+  bcast_set(op->bc, op->bc_index, ok ? 0 : PUSH_E_ENGINE,
+            ok ? NULL : PUSH_ENGINE_DOWN_MSG, &rep->pos);
+  push_op_free(op);
+}
+
+/* Publishes to the i-th channel of bc. */
+static void publish_one(push_bcast *bc, size_t i, push_json v,
+                        const push_publication *p) {
+  push_server *ps = bc->ps;
+  char channel[PUSH_CHANNEL_MAX + 1];
+  long len = push_json_str(v, channel, sizeof(channel));
+  if (len < 0 || !push_channel_valid(channel, (size_t)len)) {
+    bcast_set(bc, i, PUSH_E_BAD_REQUEST, "invalid channel name", NULL);
+    return;
+  }
+  if (push_hub_ns(ps->hub, channel) == NULL) {
+    bcast_set(bc, i, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", NULL);
+    return;
+  }
+  push_op *op = push_op_new(ps, NULL, bc->h, 0, channel);
+  if (op == NULL) {
+    bcast_set(bc, i, PUSH_E_INTERNAL, "out of memory", NULL);
+    return;
+  }
+  op->bc = bc;
+  op->bc_index = i;
+  push_pos pos;
+  int rv = push_publish(ps, channel, p, &pos, op, on_published);
+  if (rv == PUSH_ENGINE_PENDING) {
+    return;
+  }
+  push_op_free(op);
+  if (rv == PUSH_ENGINE_OK) {
+    bcast_set(bc, i, 0, NULL, &pos);
+  } else if (rv == PUSH_ENGINE_DOWN) {
+    bcast_set(bc, i, PUSH_E_ENGINE, PUSH_ENGINE_DOWN_MSG, NULL);
+  } else {
+    bcast_set(bc, i, PUSH_E_INTERNAL, "out of memory", NULL);
+  }
+}
+
+static void api_publish(push_server *ps, herald_http *h, push_json body,
+                        int broadcast) {
+  push_publication p = {{NULL, 0}, {NULL, 0}, NULL, NULL};
+  push_json chv = {NULL, 0}, list = {NULL, 0};
+  const char *bad = push_publish_decode(body, &p.data, &p.b64);
+  if (bad != NULL) {
+    push_http_error(h, 400, PUSH_E_BAD_REQUEST, bad);
+    return;
+  }
+  size_t n = 1;
+  if (broadcast) {
+    if (!push_json_get(body, "channels", &list) ||
+        push_json_type_of(list) != PUSH_JSON_ARRAY) {
+      push_http_error(h, 400, PUSH_E_BAD_REQUEST, "channels must be an array");
+      return;
+    }
+    push_json v;
+    size_t pos = 0;
+    for (n = 0; push_json_next(list, &pos, NULL, &v); n++) {
+    }
+  } else if (!push_json_get(body, "channel", &chv)) {
+    push_http_error(h, 400, PUSH_E_BAD_REQUEST, "channel is missing");
+    return;
+  }
+  push_bcast *bc = calloc(1, sizeof(*bc));
+  if (bc == NULL || (bc->res = calloc(n ? n : 1, sizeof(*bc->res))) == NULL) {
+    free(bc);
+    push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    return;
+  }
+  bc->ps = ps;
+  bc->h = h;
+  bc->broadcast = broadcast;
+  bc->n = n;
+  /* One extra count held while the loop runs, so that results arriving
+   * at once (memory engine, errors) cannot finish the request early. */
+  bc->left = n + 1;
+  size_t pos = 0;
+  for (size_t i = 0; i < n; i++) {
+    push_json v = chv;
+    if (broadcast) {
+      push_json_next(list, &pos, NULL, &v);
+    }
+    publish_one(bc, i, v, &p);
+  }
+  if (--bc->left == 0) {
+    bcast_finish(bc);
+  }
+}
+
+/* ---- disconnect ------------------------------------------------------- */
+
+static void api_disconnect(push_server *ps, herald_http *h, push_json body) {
+  char user[256] = "", cid[32] = "";
+  push_json v;
+  int has_user = push_json_get(body, "user", &v) &&
+                 push_json_str(v, user, sizeof(user)) >= 0;
+  int has_client = push_json_get(body, "client", &v) &&
+                   push_json_str(v, cid, sizeof(cid)) >= 0;
+  uint64_t code = PUSH_D_FORCED;
+  if (push_json_get(body, "code", &v) &&
+      (push_json_u64(v, &code) != 0 || code < 3000 || code > 4999)) {
+    push_http_error(h, 400, PUSH_E_BAD_REQUEST, "code must be 3000-4999");
+    return;
+  }
+  if (!has_user && !has_client) {
+    push_http_error(h, 400, PUSH_E_BAD_REQUEST, "give user or client");
+    return;
+  }
+  size_t n = 0;
+  for (push_client *c = ps->clients, *next; c; c = next) {
+    next = c->next;
+    if (c->gone || (has_user && (!c->connected || strcmp(c->user, user))) ||
+        (has_client && strcmp(c->id, cid))) {
+      continue;
+    }
+    n++;
+    push_client_disconnect(c, (int)code, "disconnected by the server");
+  }
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"disconnected\":", 16);
+  push_buf_u64(&b, n);
+  push_buf_raw(&b, "}", 1);
+  push_http_result(h, &b);
+  push_buf_free(&b);
+}
+
+/* ---- reads ------------------------------------------------------------ */
+
+/* The answer of an engine read: {"result": <prefix><json><suffix>}. */
+static void answer_read(push_op *op, const push_engine_reply *rep,
+                        const char *prefix, const char *suffix) {
+  if (rep->status != PUSH_ENGINE_OK) {
+    push_op_engine_down(op);
+  } else {
+    push_buf b = {0};
+    push_buf_raw(&b, prefix, strlen(prefix));
+    push_buf_raw(&b, rep->json, rep->len);
+    push_buf_raw(&b, suffix, strlen(suffix));
+    push_http_result(op->h, &b);
+    push_buf_free(&b);
+  }
+  push_op_free(op);
+}
+
+static void on_presence(void *ud, const push_engine_reply *rep) {
+  answer_read(ud, rep, "", "");
+}
+
+static void on_nodes(void *ud, const push_engine_reply *rep) {
+  answer_read(ud, rep, "{\"nodes\":", "}");
+}
+
+/* Starts a read (rv of the engine call for op): done now (b holds the
+ * JSON), pending, or failed. */
+static void read_started(push_op *op, int rv, const push_buf *b,
+                         push_engine_cb cb) {
+  if (rv == PUSH_ENGINE_PENDING) {
+    return;
+  }
+  push_engine_reply rep = {rv, {{0}, 0, 0}, b->p, b->len};
+  if (rv == PUSH_ENGINE_ERROR) {
+    push_http_error(op->h, 503, PUSH_E_INTERNAL, "out of memory");
+    push_op_free(op);
+    return;
+  }
+  cb(op, &rep);
+}
+
+static void api_history_done(push_op *op, int status) {
+  push_server *ps = op->ps;
+  herald_http *h = op->h;
+  if (status != PUSH_ENGINE_OK) {
+    push_op_engine_down(op);
+    return;
+  }
+  push_result r;
+  memset(&r, 0, sizeof(r));
+  push_pos none = {0};
+  push_buf b = {0};
+  if (push_hub_history(ps->hub, op->channel, op->limit, &none, push_now_ms(),
+                       &r) != 0) {
+    push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+  } else {
+    push_put_result(&b, &r, 0, 1);
+    push_http_result(h, &b);
+  }
+  push_engine_release(ps->engine, op->channel);
+  push_result_free(&r);
+  push_buf_free(&b);
+}
+
+/* Parses a decimal number no larger than max. Returns 0 or -1. */
+static int parse_uint(const char *s, uint64_t max, uint64_t *out) {
+  uint64_t v = 0;
+  if (*s == 0) {
+    return -1;
+  }
+  for (; *s; s++) {
+    if (*s < '0' || *s > '9' || v > (max - (uint64_t)(*s - '0')) / 10) {
+      return -1;
+    }
+    v = v * 10 + (uint64_t)(*s - '0');
+  }
+  *out = v;
+  return 0;
+}
+
+static void api_get(push_server *ps, herald_http *h,
+                    const herald_request *req) {
+  char channel[PUSH_CHANNEL_MAX + 1], lim[32];
+  push_buf b = {0};
+  uint64_t limit = 0;
+  int info = push_path_is(req, "/api/info");
+  int presence = push_path_is(req, "/api/presence");
+  if (push_path_is(req, "/api/channels")) {
+    push_hub_channels_json(ps->hub, &b);
+    push_http_result(h, &b);
+  } else if (!info && !presence && !push_path_is(req, "/api/history")) {
+    push_http_error(h, 404, PUSH_E_BAD_REQUEST, "no such endpoint");
+  } else if (!info && (!push_query_param(req->query, "channel", channel,
+                                         sizeof(channel)) ||
+                       !push_channel_valid(channel, strlen(channel)))) {
+    push_http_error(h, 400, PUSH_E_BAD_REQUEST,
+                    "?channel= is missing or invalid");
+  } else if (!info && push_hub_ns(ps->hub, channel) == NULL) {
+    push_http_error(h, 404, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace");
+  } else if (!info && !presence &&
+             push_query_param(req->query, "limit", lim, sizeof(lim)) &&
+             parse_uint(lim, 1u << 30, &limit) != 0) {
+    push_http_error(h, 400, PUSH_E_BAD_REQUEST, "limit must be a number");
+  } else {
+    push_op *op = push_op_new(ps, NULL, h, 0, info ? NULL : channel);
+    if (op == NULL) {
+      push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    } else if (info) {
+      read_started(op, push_engine_nodes(ps->engine, &b, on_nodes, op), &b,
+                   on_nodes);
+    } else if (presence) {
+      read_started(
+          op,
+          push_engine_presence_get(ps->engine, channel, &b, on_presence, op),
+          &b, on_presence);
+    } else {
+      op->synced = api_history_done;
+      op->limit = limit;
+      push_op_sync(op);
+    }
+  }
+  push_buf_free(&b);
+}
+
+void push_api(push_server *ps, herald_http *h, const herald_request *req,
+              const uint8_t *body, size_t len) {
+  if (!api_key_ok(ps, req)) {
+    push_http_error(h, 401, PUSH_E_UNAUTHORIZED,
+                    ps->cfg->api_key ? "missing or wrong API key"
+                                     : "the HTTP API needs api_key configured");
+    return;
+  }
+  int post = push_path_is(req, "/api/publish") ||
+             push_path_is(req, "/api/broadcast") ||
+             push_path_is(req, "/api/disconnect");
+  if (post != push_method_is(req, "POST") ||
+      (!post && !push_method_is(req, "GET"))) {
+    push_http_error(h, 405, PUSH_E_BAD_REQUEST, post ? "use POST" : "use GET");
+    return;
+  }
+  if (!post) {
+    api_get(ps, h, req);
+    return;
+  }
+  push_json root;
+  if (push_json_parse((const char *)body, len, &root) != 0 ||
+      push_json_type_of(root) != PUSH_JSON_OBJECT) {
+    push_http_error(h, 400, PUSH_E_BAD_REQUEST,
+                    "the body must be a JSON object");
+    return;
+  }
+  if (push_path_is(req, "/api/disconnect")) {
+    api_disconnect(ps, h, root);
+  } else {
+    api_publish(ps, h, root, push_path_is(req, "/api/broadcast"));
+  }
+}

@@ -1,0 +1,406 @@
+/* client.c - the server's clients (WebSocket and SSE alike): their
+ * lifecycle, subscriptions, replies and delivery, and the engine calls in
+ * flight on their behalf (push_op). */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "push/server_int.h"
+
+/* ---- time ------------------------------------------------------------- */
+
+int64_t push_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+uint64_t push_mono_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* ---- clients ---------------------------------------------------------- */
+
+push_client *push_client_new(push_server *ps) {
+  push_client *c = calloc(1, sizeof(*c));
+  if (c == NULL) {
+    return NULL;
+  }
+  c->ps = ps;
+  /* Ids must be unique among the nodes of a cluster: the node's name
+   * leads. */
+  snprintf(c->id, sizeof(c->id), "%s-%" PRIu64, ps->node, ++ps->next_id);
+  c->next = ps->clients;
+  if (ps->clients) {
+    ps->clients->prev = c;
+  }
+  ps->clients = c;
+  ps->nclients++;
+  return c;
+}
+
+int push_client_subscribed(const push_client *c, const char *channel) {
+  for (size_t i = 0; i < c->nsubs; i++) {
+    if (strcmp(c->subs[i], channel) == 0) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int push_client_add_sub(push_client *c, const char *channel) {
+  if (c->nsubs == c->capsubs) {
+    size_t ncap = c->capsubs ? c->capsubs * 2 : 4;
+    char **n = realloc(c->subs, ncap * sizeof(char *));
+    if (n == NULL) {
+      return -1;
+    }
+    c->subs = n;
+    c->capsubs = ncap;
+  }
+  char *name = strdup(channel);
+  if (name == NULL) {
+    return -1;
+  }
+  c->subs[c->nsubs++] = name;
+  return 0;
+}
+
+void push_client_drop_sub(push_client *c, const char *channel) {
+  for (size_t i = 0; i < c->nsubs; i++) {
+    if (strcmp(c->subs[i], channel) == 0) {
+      free(c->subs[i]);
+      c->subs[i] = c->subs[--c->nsubs];
+      return;
+    }
+  }
+}
+
+push_member push_client_member(const push_client *c) {
+  push_member m = {c->id, c->user, c->info};
+  return m;
+}
+
+void push_client_presence_leave(push_client *c) {
+  push_member m = push_client_member(c);
+  for (size_t i = 0; i < c->nsubs; i++) {
+    const push_ns *ns = push_hub_ns(c->ps->hub, c->subs[i]);
+    if (ns && ns->presence) {
+      push_engine_presence_remove(c->ps->engine, c->subs[i], &m);
+    }
+  }
+}
+
+void push_client_free(push_client *c) {
+  push_server *ps = c->ps;
+  push_member m = push_client_member(c);
+  for (size_t i = 0; i < c->nsubs; i++) {
+    const push_ns *ns = push_hub_ns(ps->hub, c->subs[i]);
+    push_hub_unsubscribe(ps->hub, c->subs[i], c);
+    if (ns && ns->presence) {
+      push_engine_presence_remove(ps->engine, c->subs[i], &m);
+    }
+    push_engine_release(ps->engine, c->subs[i]);
+    free(c->subs[i]);
+  }
+  free(c->subs);
+  for (push_op *op = c->ops; op; op = op->next) {
+    op->c = NULL;
+  }
+  for (size_t i = 0; i < c->nallowed; i++) {
+    free(c->allowed[i]);
+  }
+  free(c->allowed);
+  free(c->info);
+  if (c->prev) {
+    c->prev->next = c->next;
+  } else {
+    ps->clients = c->next;
+  }
+  if (c->next) {
+    c->next->prev = c->prev;
+  }
+  ps->nclients--;
+  free(c);
+}
+
+void push_client_disconnect(push_client *c, int code, const char *reason) {
+  if (c->gone) {
+    return;
+  }
+  char esc[PUSH_LOG_VAL];
+  push_log(PUSH_LOG_INFO, "ev=disconnect client=%s code=%d reason=\"%s\"",
+           c->id, code, push_log_esc(esc, sizeof(esc), reason, strlen(reason)));
+  if (c->ws) {
+    push_buf b = {0};
+    c->gone = 1;
+    if (push_push_disconnect(&b, code, reason, code < 3500) == 0) {
+      /* Best effort: a client over its cap does not get it. */
+      herald_ws_send(c->ws, HERALD_OP_TEXT, b.p, b.len);
+    }
+    push_buf_free(&b);
+    herald_ws_close(c->ws, (uint16_t)code, reason, strlen(reason));
+  } else if (c->sse) {
+    c->gone = 1;
+    herald_http *h = c->sse;
+    c->sse = NULL;
+    herald_http_end(h);
+    push_client_free(c);
+  }
+}
+
+/* ---- replies ---------------------------------------------------------- */
+
+void push_send_text(push_client *c, const char *p, size_t n) {
+  if (c->ws == NULL || c->gone) {
+    return;
+  }
+  int rv = herald_ws_send(c->ws, HERALD_OP_TEXT, p, n);
+  if (rv == HERALD_SEND_DROPPED) {
+    c->ps->drops++;
+    c->ps->slow_disconnects++;
+    push_client_disconnect(c, PUSH_D_SLOW, "slow consumer");
+    return;
+  }
+  if (rv >= 0) {
+    c->ps->messages_out++;
+    c->ps->bytes_out += n;
+  }
+}
+
+void push_client_error(push_client *c, uint64_t id, int code, const char *msg,
+                       int temporary) {
+  push_buf b = {0};
+  if (push_reply_error(&b, id, code, msg, temporary) == 0) {
+    push_send_text(c, b.p, b.len);
+  }
+  push_buf_free(&b);
+}
+
+void push_client_reply(push_client *c, uint64_t id, const push_buf *result) {
+  push_buf *b = &c->ps->envelope;
+  if (push_reply(b, id, result->p, result->len) == 0) {
+    push_send_text(c, b->p, b->len);
+  }
+  push_buf_done(b, PUSH_SCRATCH_KEEP);
+}
+
+void push_client_reply_pos(push_client *c, uint64_t id, const push_pos *pos) {
+  push_buf *b = &c->ps->result;
+  push_buf_raw(b, "{", 1);
+  push_put_pos(b, pos);
+  push_buf_raw(b, "}", 1);
+  push_client_reply(c, id, b);
+  push_buf_done(b, PUSH_SCRATCH_KEEP);
+}
+
+void push_client_engine_down(push_client *c, uint64_t id) {
+  c->ps->engine_unavailable++;
+  push_client_error(c, id, PUSH_E_ENGINE, PUSH_ENGINE_DOWN_MSG, 1);
+}
+
+void push_put_pos(push_buf *b, const push_pos *pos) {
+  push_buf_raw(b, "\"epoch\":", 8);
+  push_buf_str(b, pos->epoch, strlen(pos->epoch));
+  push_buf_raw(b, ",\"offset\":", 10);
+  push_buf_u64(b, pos->offset);
+}
+
+size_t push_result_bytes(const push_result *r) {
+  size_t n = 0;
+  for (size_t i = 0; i < r->npubs; i++) {
+    n += r->pubs[i]->json_len + 1;
+  }
+  return n;
+}
+
+void push_put_result(push_buf *b, const push_result *r, int with_recovered,
+                     int with_pubs) {
+  push_buf_raw(b, "{", 1);
+  push_put_pos(b, &r->pos);
+  if (with_recovered) {
+    push_buf_raw(b,
+                 r->recovered ? ",\"recovered\":true" : ",\"recovered\":false",
+                 r->recovered ? 17 : 18);
+  }
+  if (with_pubs) {
+    push_buf_raw(b, ",\"publications\":[", 17);
+    for (size_t i = 0; i < r->npubs; i++) {
+      if (i) {
+        push_buf_raw(b, ",", 1);
+      }
+      push_buf_raw(b, r->pubs[i]->frame + r->pubs[i]->json_off,
+                   r->pubs[i]->json_len);
+    }
+    push_buf_raw(b, "]", 1);
+  }
+  push_buf_raw(b, "}", 1);
+}
+
+void push_put_error(push_buf *b, int code, const char *msg) {
+  push_buf_raw(b, "{\"error\":{\"code\":", 17);
+  push_buf_u64(b, (uint64_t)code);
+  push_buf_raw(b, ",\"message\":", 11);
+  push_buf_str(b, msg, strlen(msg));
+  push_buf_raw(b, "}}", 2);
+}
+
+/* ---- delivery --------------------------------------------------------- */
+
+static void pub_release(void *ctx) {
+  push_pub_unref(ctx);
+}
+
+static void deliver(void *cl, push_pub *pub) {
+  push_client *c = cl;
+  push_server *ps = c->ps;
+  if (c->gone) {
+    push_pub_unref(pub);
+    return;
+  }
+  push_record_latency(ps, pub);
+  if (c->sse) {
+    /* The channel is the SSE client's only subscription. */
+    push_sse_send_pub(c, c->nsubs ? c->subs[0] : "", pub);
+    push_pub_unref(pub);
+    return;
+  }
+  size_t flen;
+  const uint8_t *frame = push_pub_ws_frame(pub, &flen);
+  size_t fbytes = pub->frame_len;
+  int rv = herald_ws_send_frame(c->ws, frame, flen, 0, pub_release, pub);
+  if (rv == HERALD_SEND_DROPPED) {
+    ps->drops++;
+    ps->slow_disconnects++;
+    push_log(PUSH_LOG_WARN, "ev=slow_consumer client=%s buffered=%zu", c->id,
+             herald_ws_buffered(c->ws));
+    push_client_disconnect(c, PUSH_D_SLOW, "slow consumer");
+    return;
+  }
+  if (rv >= 0) {
+    ps->messages_out++;
+    ps->bytes_out += fbytes;
+  }
+}
+
+static void presence_event(void *cl, const char *frame, size_t len) {
+  push_client *c = cl;
+  if (c->ws) {
+    push_send_text(c, frame, len);
+  }
+}
+
+push_sub push_client_sub(push_client *c) {
+  push_sub sub = {c, deliver, presence_event};
+  return sub;
+}
+
+/* ---- engine calls in flight ------------------------------------------- */
+
+/* Recycled calls kept at most: enough for a burst of publishes in flight
+ * to Redis, little memory when idle. */
+#define FREE_OPS_MAX 256
+
+push_op *push_op_new(push_server *ps, push_client *c, herald_http *h,
+                     uint64_t id, const char *channel) {
+  push_op *op = ps->free_ops;
+  if (op != NULL) {
+    ps->free_ops = op->next;
+    ps->nfree_ops--;
+    memset(op, 0, sizeof(*op));
+  } else if ((op = calloc(1, sizeof(*op))) == NULL) {
+    return NULL;
+  }
+  op->ps = ps;
+  op->c = c;
+  op->h = h;
+  op->id = id;
+  if (channel) {
+    snprintf(op->channel, sizeof(op->channel), "%s", channel);
+  }
+  if (c) {
+    op->next = c->ops;
+    if (c->ops) {
+      c->ops->prev = op;
+    }
+    c->ops = op;
+  }
+  return op;
+}
+
+void push_op_free(push_op *op) {
+  if (op == NULL) {
+    return;
+  }
+  if (op->c) {
+    if (op->prev) {
+      op->prev->next = op->next;
+    } else {
+      op->c->ops = op->next;
+    }
+    if (op->next) {
+      op->next->prev = op->prev;
+    }
+  }
+  push_server *ps = op->ps;
+  if (ps->nfree_ops < FREE_OPS_MAX && !ps->stopping) {
+    op->next = ps->free_ops;
+    ps->free_ops = op;
+    ps->nfree_ops++;
+  } else {
+    free(op);
+  }
+}
+
+push_op *push_op_pending_sub(const push_client *c, const char *channel) {
+  for (push_op *op = c->ops; op; op = op->next) {
+    if (op->subscribe && !op->cancelled && strcmp(op->channel, channel) == 0) {
+      return op;
+    }
+  }
+  return NULL;
+}
+
+size_t push_op_npending_subs(const push_client *c) {
+  size_t n = 0;
+  for (push_op *op = c->ops; op; op = op->next) {
+    n += op->subscribe && !op->cancelled;
+  }
+  return n;
+}
+
+void push_op_engine_down(push_op *op) {
+  if (op->h != NULL) {
+    push_http_engine_down(op->ps, op->h);
+  } else if (op->c != NULL && !op->c->gone) {
+    push_client_engine_down(op->c, op->id);
+  }
+}
+
+static void op_synced(push_op *op, int status) {
+  op->synced(op, status);
+  push_op_free(op);
+}
+
+static void on_synced(void *ud, const push_engine_reply *rep) {
+  op_synced(ud, rep->status);
+}
+
+void push_op_sync(push_op *op) {
+  int rv = push_engine_sync(op->ps->engine, op->channel, on_synced, op);
+  if (rv != PUSH_ENGINE_PENDING) {
+    op_synced(op, rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK : PUSH_ENGINE_DOWN);
+  }
+}
+
+int push_publish(push_server *ps, const char *channel,
+                 const push_publication *p, push_pos *pos, push_op *op,
+                 push_engine_cb on_done) {
+  int rv = push_engine_publish(ps->engine, channel, p, pos, on_done, op);
+  ps->publications += rv == PUSH_ENGINE_OK;
+  return rv;
+}

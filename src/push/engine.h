@@ -1,0 +1,217 @@
+/* engine.h - where channels live: the one interface between the push server
+ * and its engines.
+ *
+ * The server keeps every channel it serves in its hub (push.h): subscribers,
+ * history, presence of its own clients. An engine decides where the truth
+ * of a channel is and keeps the hub's copy current:
+ *
+ *   - the memory engine (engine.c): the hub is the truth; every call
+ *     completes at once;
+ *   - the Redis engine (engine_redis.c over redis.c): Redis is the truth and
+ *     the hub holds a replica of the channels this node uses; calls that
+ *     need Redis complete later, through a callback.
+ *
+ * The server never asks which engine it runs on: it calls these functions
+ * and handles the three outcomes every call can have (done now, pending,
+ * unavailable). Only push_engine_new() looks at the configuration.
+ *
+ * Every engine runs on the loop that created it; none of these functions
+ * may be called from another thread.
+ */
+#ifndef HERALD_PUSH_ENGINE_H
+#define HERALD_PUSH_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "push/push.h"
+
+/* The outcome of a call: returned, or given to its callback. */
+enum {
+  PUSH_ENGINE_OK = 0,      /* done (returned: done now, no callback) */
+  PUSH_ENGINE_PENDING = 1, /* returned: the callback will be called once */
+  PUSH_ENGINE_DOWN = -1,   /* unavailable (Redis unreachable, shut down) */
+  PUSH_ENGINE_ERROR = -2   /* refused (out of memory, an error reply) */
+};
+
+typedef struct push_engine_reply {
+  int status;       /* PUSH_ENGINE_OK, _DOWN or _ERROR */
+  push_pos pos;     /* publish: the new position */
+  const char *json; /* presence, nodes: a JSON text (valid during the call) */
+  size_t len;
+} push_engine_reply;
+
+typedef void (*push_engine_cb)(void *ud, const push_engine_reply *rep);
+
+/* What an engine tells the server. */
+typedef struct push_engine_events {
+  /* Channel subscribers missed publications that the engine no longer
+   * holds: they must be told (the server disconnects them with 3010 so that
+   * they resubscribe and learn "recovered": false). */
+  void (*on_lost)(void *ud, const char *channel);
+  /* Writes this node's entry for /api/info (a JSON object). */
+  void (*node_json)(void *ud, push_buf *b);
+  void *ud;
+} push_engine_events;
+
+/* A client as presence stores it. */
+typedef struct push_member {
+  const char *client; /* the client id, unique among the nodes */
+  const char *user;
+  const char *info; /* raw JSON, or NULL */
+} push_member;
+
+/* One publication to make: exactly one of data and b64 is set (the other
+ * has p == NULL); client and user may be NULL (published by the API). */
+typedef struct push_publication {
+  push_json data, b64;
+  const char *client, *user;
+} push_publication;
+
+typedef struct push_engine push_engine;
+
+/* The operations of one engine. Each returns what its wrapper below says. */
+typedef struct push_engine_vt {
+  const char *name; /* "memory", "redis": for /health and the log */
+  int (*sync)(push_engine *e, const char *channel, push_engine_cb cb, void *ud);
+  void (*release)(push_engine *e, const char *channel);
+  int (*publish)(push_engine *e, const char *channel, const push_publication *p,
+                 push_pos *pos, push_engine_cb cb, void *ud);
+  void (*presence_add)(push_engine *e, const char *channel,
+                       const push_member *m, int announce);
+  void (*presence_remove)(push_engine *e, const char *channel,
+                          const push_member *m);
+  int (*presence_get)(push_engine *e, const char *channel, push_buf *out,
+                      push_engine_cb cb, void *ud);
+  int (*nodes)(push_engine *e, push_buf *out, push_engine_cb cb, void *ud);
+  void (*tick)(push_engine *e, int64_t now_ms);
+  int (*healthy)(const push_engine *e, const char **why);
+  int (*metrics)(const push_engine *e, push_buf *out);
+  void (*shutdown)(push_engine *e);
+  void (*del)(push_engine *e);
+} push_engine_vt;
+
+/* The part every engine shares; an engine's own struct starts with it. */
+struct push_engine {
+  const push_engine_vt *vt;
+  push_hub *hub;
+  push_engine_events ev;
+  /* Presence entries expire unless refreshed this often (push_engine
+   * presence_add with announce 0 for each entry); 0: they never expire. */
+  uint32_t presence_refresh_ms;
+};
+
+struct push_config;
+
+/*
+ * Creates the engine the configuration names (cfg->engine_redis), on loop,
+ * keeping hub current. node: this node's name, unique among the nodes.
+ * Returns NULL with a message in err (bad Redis address, TLS setup, out of
+ * memory). hub, cfg and ev's ud must outlive the engine.
+ */
+push_engine *push_engine_new(const struct push_config *cfg, uv_loop_t *loop,
+                             push_hub *hub, const char *node,
+                             const push_engine_events *ev, char *err,
+                             size_t errlen);
+
+/* The two engines' constructors (push_engine_new calls them; tests may
+ * too). The Redis engine copies cfg and starts connecting. */
+push_engine *push_engine_memory_new(push_hub *hub,
+                                    const push_engine_events *ev);
+struct push_redis_config;
+push_engine *push_engine_redis_new(const struct push_redis_config *cfg,
+                                   uv_loop_t *loop, push_hub *hub,
+                                   const char *node,
+                                   const push_engine_events *ev, char *err,
+                                   size_t errlen);
+
+/*
+ * Makes the hub's copy of channel current and keeps it so, holding one
+ * reference that push_engine_release drops. Returns PUSH_ENGINE_OK when it
+ * already is (reference taken, cb not called), PUSH_ENGINE_PENDING when cb
+ * will be called once (the reference is kept only if it gets
+ * PUSH_ENGINE_OK), or PUSH_ENGINE_DOWN (no reference).
+ */
+static inline int push_engine_sync(push_engine *e, const char *channel,
+                                   push_engine_cb cb, void *ud) {
+  return e->vt->sync(e, channel, cb, ud);
+}
+
+static inline void push_engine_release(push_engine *e, const char *channel) {
+  e->vt->release(e, channel);
+}
+
+/*
+ * Publishes p to channel (its namespace must exist: push_hub_ns). Returns
+ * PUSH_ENGINE_OK with the position in *pos (cb not called),
+ * PUSH_ENGINE_PENDING (cb gets the position or the failure),
+ * PUSH_ENGINE_DOWN, or PUSH_ENGINE_ERROR (out of memory). The publication's
+ * bytes are copied before the call returns.
+ */
+static inline int push_engine_publish(push_engine *e, const char *channel,
+                                      const push_publication *p, push_pos *pos,
+                                      push_engine_cb cb, void *ud) {
+  return e->vt->publish(e, channel, p, pos, cb, ud);
+}
+
+/* Presence of m in channel. announce: send the join push to the channel's
+ * subscribers (on every node) if the entry is new and the namespace has
+ * join_leave; 0 when only refreshing. Best effort: an unavailable engine
+ * drops the call (the entry is refreshed later or expires). */
+static inline void push_engine_presence_add(push_engine *e, const char *channel,
+                                            const push_member *m,
+                                            int announce) {
+  e->vt->presence_add(e, channel, m, announce);
+}
+
+/* Removes m's entry; the leave push goes out if the namespace has
+ * join_leave and the entry was there. Best effort, as above. */
+static inline void push_engine_presence_remove(push_engine *e,
+                                               const char *channel,
+                                               const push_member *m) {
+  e->vt->presence_remove(e, channel, m);
+}
+
+/* Writes {"clients":{...}} of channel: into out with PUSH_ENGINE_OK, or to
+ * cb (rep->json) with PUSH_ENGINE_PENDING; or PUSH_ENGINE_DOWN / _ERROR. */
+static inline int push_engine_presence_get(push_engine *e, const char *channel,
+                                           push_buf *out, push_engine_cb cb,
+                                           void *ud) {
+  return e->vt->presence_get(e, channel, out, cb, ud);
+}
+
+/* Writes the live nodes' entries as a JSON array, like presence_get. */
+static inline int push_engine_nodes(push_engine *e, push_buf *out,
+                                    push_engine_cb cb, void *ud) {
+  return e->vt->nodes(e, out, cb, ud);
+}
+
+/* Call about once a second: heartbeats, health checks, idle channels. */
+static inline void push_engine_tick(push_engine *e, int64_t now_ms) {
+  e->vt->tick(e, now_ms);
+}
+
+/* 1 when the engine can serve every channel; else 0 and *why says what is
+ * wrong (a static string). */
+static inline int push_engine_healthy(const push_engine *e, const char **why) {
+  return e->vt->healthy(e, why);
+}
+
+/* Appends the engine's own Prometheus metrics to out. Returns 0 or -1. */
+static inline int push_engine_metrics(const push_engine *e, push_buf *out) {
+  return e->vt->metrics(e, out);
+}
+
+/* Stops serving: from now on calls that need the engine's store return
+ * PUSH_ENGINE_DOWN; pending callbacks are called with PUSH_ENGINE_DOWN
+ * before this returns. Presence to be removed must be removed before. */
+static inline void push_engine_shutdown(push_engine *e) {
+  e->vt->shutdown(e);
+}
+
+/* Frees the engine (after push_engine_shutdown, or without it for an engine
+ * never started). NULL is allowed. */
+void push_engine_del(push_engine *e);
+
+#endif

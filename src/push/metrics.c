@@ -1,0 +1,128 @@
+/* metrics.c - GET /metrics: the server's counters and gauges, the delivery
+ * latency histogram, and the engine's own metrics, in Prometheus' text
+ * format. */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "push/metrics.h"
+#include "push/server_int.h"
+
+static const double lat_bounds[PUSH_LAT_BUCKETS] = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+    0.005,   0.01,   0.025,   0.05,   0.1,   0.5};
+
+int push_metrics_write(push_buf *out, const push_metric *m, size_t n) {
+  char line[512];
+  for (size_t i = 0; i < n; i++) {
+    int k = snprintf(line, sizeof(line),
+                     "# HELP %s %s\n# TYPE %s %s\n%s %.0f\n", m[i].name,
+                     m[i].help, m[i].name, m[i].type, m[i].name, m[i].value);
+    if (k < 0 || (size_t)k >= sizeof(line) ||
+        push_buf_raw(out, line, (size_t)k) != 0) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* From the publication's making to its queueing on a connection, which
+ * happens in the pass's flush: one clock read serves the whole flush. */
+void push_record_latency(push_server *ps, const push_pub *pub) {
+  uint64_t now = ps->flush_us ? ps->flush_us : push_mono_us();
+  double s = now > pub->born_us ? (double)(now - pub->born_us) / 1e6 : 0;
+  int b = 0;
+  while (b < PUSH_LAT_BUCKETS && s > lat_bounds[b]) {
+    b++;
+  }
+  ps->lat_bucket[b]++;
+  ps->lat_count++;
+  ps->lat_sum += s;
+}
+
+static void write_latency(const push_server *ps, push_buf *b) {
+  char line[256];
+  static const char hist[] =
+      "# HELP herald_delivery_latency_seconds Time from a publish to the "
+      "publication being queued for each subscriber.\n"
+      "# TYPE herald_delivery_latency_seconds histogram\n";
+  push_buf_raw(b, hist, sizeof(hist) - 1);
+  uint64_t cum = 0;
+  for (int i = 0; i <= PUSH_LAT_BUCKETS; i++) {
+    cum += ps->lat_bucket[i];
+    int n =
+        i < PUSH_LAT_BUCKETS
+            ? snprintf(line, sizeof(line),
+                       "herald_delivery_latency_seconds_bucket{le=\"%g\"} "
+                       "%" PRIu64 "\n",
+                       lat_bounds[i], cum)
+            : snprintf(line, sizeof(line),
+                       "herald_delivery_latency_seconds_bucket{le=\"+Inf\"} "
+                       "%" PRIu64 "\n",
+                       cum);
+    push_buf_raw(b, line, (size_t)n);
+  }
+  int n = snprintf(line, sizeof(line),
+                   "herald_delivery_latency_seconds_sum %.6f\n"
+                   "herald_delivery_latency_seconds_count %" PRIu64 "\n",
+                   ps->lat_sum, ps->lat_count);
+  push_buf_raw(b, line, (size_t)n);
+}
+
+void push_metrics(push_server *ps, herald_http *h) {
+  push_buf b = {0};
+  const char *why;
+  const push_metric m[] = {
+      {"herald_connections", "gauge", "Open WebSocket and SSE clients.",
+       (double)ps->nclients},
+      {"herald_subscriptions", "gauge", "Channel subscriptions.",
+       (double)push_hub_nsubscriptions(ps->hub)},
+      {"herald_channels", "gauge", "Channels with subscribers or history.",
+       (double)push_hub_nchannels(ps->hub)},
+      {"herald_connects_total", "counter", "Successful connect commands.",
+       (double)ps->connects_total},
+      {"herald_auth_failures_total", "counter", "Refused tokens.",
+       (double)ps->auth_failures},
+      {"herald_messages_in_total", "counter", "WebSocket messages received.",
+       (double)ps->messages_in},
+      {"herald_messages_out_total", "counter", "Messages sent to clients.",
+       (double)ps->messages_out},
+      {"herald_bytes_in_total", "counter", "Bytes of messages received.",
+       (double)ps->bytes_in},
+      {"herald_bytes_out_total", "counter", "Bytes of messages sent.",
+       (double)ps->bytes_out},
+      {"herald_publications_total", "counter", "Publications.",
+       (double)ps->publications},
+      {"herald_drops_total", "counter",
+       "Messages not queued because a client was over its output cap.",
+       (double)ps->drops},
+      {"herald_slow_consumer_disconnects_total", "counter",
+       "Clients cut off for being too slow.", (double)ps->slow_disconnects},
+      {"herald_engine_healthy", "gauge",
+       "1 when the engine can serve every channel (Redis: every shard is "
+       "connected and ready).",
+       (double)push_engine_healthy(ps->engine, &why)},
+      {"herald_engine_unavailable_total", "counter",
+       "Requests refused because the engine was unavailable.",
+       (double)ps->engine_unavailable},
+  };
+  push_metrics_write(&b, m, sizeof(m) / sizeof(m[0]));
+  write_latency(ps, &b);
+  push_engine_metrics(ps->engine, &b);
+  herald_header ct = {{"Content-Type", 12}, {"text/plain; version=0.0.4", 25}};
+  herald_http_respond(h, 200, &ct, 1, b.p, b.len);
+  push_buf_free(&b);
+}
+
+void push_node_json(void *ud, push_buf *b) {
+  push_server *ps = ud;
+  char tmp[320];
+  int n =
+      snprintf(tmp, sizeof(tmp),
+               "{\"name\":\"%s\",\"version\":\"%s\","
+               "\"connections\":%zu,\"subscriptions\":%zu,"
+               "\"channels\":%zu,\"uptime\":%" PRId64 "}",
+               ps->node, HERALD_VERSION_STRING, ps->nclients,
+               push_hub_nsubscriptions(ps->hub), push_hub_nchannels(ps->hub),
+               (push_now_ms() - ps->started_ms) / 1000);
+  push_buf_raw(b, tmp, (size_t)n);
+}
