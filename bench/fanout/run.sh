@@ -86,7 +86,9 @@ if want bun; then
 fi
 
 cat >"$WORK/herald.json" <<'JSON'
-{"anonymous": true, "log_level": "warn",
+{"anonymous": true, "log_level": "warn", "max_channels_total": 0,
+ "rate_limits": {"commands": {"per_s": 0}, "publishes": {"per_s": 0},
+                 "subscribes": {"per_s": 0}, "connections_per_ip": {"per_s": 0}},
  "namespaces": [{"name": "bench", "publish": true, "presence": false,
                  "history_size": 100, "history_ttl": 60}]}
 JSON

@@ -73,9 +73,9 @@ start_redis() { # -> RPORT
 start_node() { # name engine -> NODE_PID NODE_PORT
   local name=$1 engine=$2 out="$WORK/$1.log" cfg="$WORK/$1.json"
   if [ "$engine" = redis ]; then
-    printf '{"anonymous":true,"log_level":"warn","engine":"redis","redis":{"addresses":["127.0.0.1:%s"]},"namespaces":[{"name":"bench","publish":true,"history_size":100,"history_ttl":60}]}' "$RPORT" >"$cfg"
+    printf '{"anonymous":true,"log_level":"warn","rate_limits":{"commands":{"per_s":0},"publishes":{"per_s":0},"subscribes":{"per_s":0},"connections_per_ip":{"per_s":0}},"engine":"redis","redis":{"addresses":["127.0.0.1:%s"]},"namespaces":[{"name":"bench","publish":true,"history_size":100,"history_ttl":60}]}' "$RPORT" >"$cfg"
   else
-    printf '{"anonymous":true,"log_level":"warn","namespaces":[{"name":"bench","publish":true,"history_size":100,"history_ttl":60}]}' >"$cfg"
+    printf '{"anonymous":true,"log_level":"warn","rate_limits":{"commands":{"per_s":0},"publishes":{"per_s":0},"subscribes":{"per_s":0},"connections_per_ip":{"per_s":0}},"namespaces":[{"name":"bench","publish":true,"history_size":100,"history_ttl":60}]}' >"$cfg"
   fi
   "$HERALD" serve --config "$cfg" --listen 127.0.0.1:0 --node-name "$name" \
     >"$out" 2>&1 &

@@ -60,9 +60,11 @@ static void bcast_finish(push_bcast *bc) {
   if (!bc->broadcast && bc->res[0].code != 0) {
     int code = bc->res[0].code;
     push_http_error(h,
-                    code == PUSH_E_ENGINE || code == PUSH_E_INTERNAL ? 503
-                    : code == PUSH_E_UNKNOWN_NAMESPACE               ? 404
-                                                                     : 400,
+                    code == PUSH_E_ENGINE || code == PUSH_E_INTERNAL ||
+                            code == PUSH_E_LIMIT
+                        ? 503
+                    : code == PUSH_E_UNKNOWN_NAMESPACE ? 404
+                                                       : 400,
                     code, bc->res[0].err);
   } else if (!bc->broadcast) {
     put_bres(&out, &bc->res[0]);
@@ -117,6 +119,10 @@ static void publish_one(push_bcast *bc, size_t i, push_json v,
   }
   if (push_hub_ns(ps->hub, channel) == NULL) {
     bcast_set(bc, i, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace", NULL);
+    return;
+  }
+  if (!push_channel_room(ps, channel)) {
+    bcast_set(bc, i, PUSH_E_LIMIT, "too many channels on this node", NULL);
     return;
   }
   push_op *op = push_op_new(ps, NULL, bc->h, 0, channel);

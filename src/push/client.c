@@ -404,3 +404,30 @@ int push_publish(push_server *ps, const char *channel,
   ps->publications += rv == PUSH_ENGINE_OK;
   return rv;
 }
+
+int push_channel_room(push_server *ps, const char *channel) {
+  push_pos pos;
+  uint32_t cap = ps->cfg->max_channels_total;
+  if (cap == 0 || push_hub_nchannels(ps->hub) < cap ||
+      push_hub_pos(ps->hub, channel, &pos) == 0) {
+    return 1;
+  }
+  ps->channel_limit_refusals++;
+  return 0;
+}
+
+const char *push_peer_ip(const char *peer) {
+  static char ip[64];
+  const char *colon = strrchr(peer, ':');
+  size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
+  if (n >= 2 && peer[0] == '[' && peer[n - 1] == ']') {
+    peer++;
+    n -= 2;
+  }
+  if (n >= sizeof(ip)) {
+    n = sizeof(ip) - 1;
+  }
+  memcpy(ip, peer, n);
+  ip[n] = 0;
+  return ip;
+}

@@ -24,6 +24,27 @@ static uint64_t pass_budget(const push_server *ps) {
                                : b;
 }
 
+/* Takes a token from bucket b at rate r; over the rate, answers 110
+ * (temporary: the client may retry later) and returns 0. */
+static int within_rate(push_client *c, uint64_t id, push_bucket *b,
+                       const push_rate *r, uint64_t *counter) {
+  if (push_bucket_take(b, r, (int64_t)(push_mono_us() / 1000))) {
+    return 1;
+  }
+  (*counter)++;
+  push_client_error(c, id, PUSH_E_TOO_MANY, "too many requests: slow down", 1);
+  return 0;
+}
+
+/* Room for channel on this node (max_channels_total), else answers 106. */
+static int channel_room(push_client *c, uint64_t id, const char *channel) {
+  if (push_channel_room(c->ps, channel)) {
+    return 1;
+  }
+  push_client_error(c, id, PUSH_E_LIMIT, "too many channels on this node", 1);
+  return 0;
+}
+
 static void reply_empty(push_client *c, uint64_t id) {
   static const push_buf empty = {(char *)"{}", 2, 2};
   push_client_reply(c, id, &empty);
@@ -71,6 +92,7 @@ static void cmd_connect(push_client *c, const push_cmd *cmd) {
       return;
     }
     snprintf(c->user, sizeof(c->user), "%s", cl.sub);
+    c->exp = cl.exp; /* the tick disconnects it then (3006) */
     c->info = cl.info;
     cl.info = NULL;
     c->allowed = cl.channels;
@@ -165,6 +187,10 @@ static void cmd_subscribe(push_client *c, const push_cmd *cmd) {
                       "already subscribed", 0);
     return;
   }
+  if (!within_rate(c, cmd->id, &c->rl_sub, &ps->cfg->rate_subscribes,
+                   &ps->limited_subscribes)) {
+    return;
+  }
   if (c->nsubs + push_op_npending_subs(c) >= ps->cfg->max_channels) {
     push_client_error(c, cmd->id, PUSH_E_LIMIT, "too many channels", 0);
     return;
@@ -173,6 +199,9 @@ static void cmd_subscribe(push_client *c, const push_cmd *cmd) {
     ps->auth_failures++;
     push_client_error(c, cmd->id, PUSH_E_PERMISSION,
                       "this channel needs a valid subscription token", 0);
+    return;
+  }
+  if (!channel_room(c, cmd->id, cmd->channel)) {
     return;
   }
   push_op *op = push_op_new(ps, c, NULL, cmd->id, cmd->channel);
@@ -239,6 +268,10 @@ nomem:
 }
 
 static void cmd_unsubscribe(push_client *c, const push_cmd *cmd) {
+  if (!within_rate(c, cmd->id, &c->rl_sub, &c->ps->cfg->rate_subscribes,
+                   &c->ps->limited_subscribes)) {
+    return;
+  }
   push_op *op = push_op_pending_sub(c, cmd->channel);
   if (op != NULL) {
     op->cancelled = 1; /* its completion lets the channel go */
@@ -284,6 +317,11 @@ static void cmd_publish(push_client *c, const push_cmd *cmd) {
   if (!ns->publish) {
     push_client_error(c, cmd->id, PUSH_E_PERMISSION,
                       "clients may not publish in this namespace", 0);
+    return;
+  }
+  if (!within_rate(c, cmd->id, &c->rl_pub, &c->ps->cfg->rate_publishes,
+                   &c->ps->limited_publishes) ||
+      !channel_room(c, cmd->id, cmd->channel)) {
     return;
   }
   push_op *op = push_op_new(c->ps, c, NULL, cmd->id, cmd->channel);
@@ -473,10 +511,18 @@ int push_origin_ok(const push_server *ps, const herald_request *req) {
 static int ws_upgrade(herald_ws *ws, const herald_request *req,
                       herald_accept *acc, void *ud) {
   push_server *ps = ud;
-  (void)ws;
   (void)acc;
   if (ps->stopping) {
     return 503;
+  }
+  int ip = push_ip_take(ps->ips, push_peer_ip(herald_ws_peer(ws)),
+                        &ps->cfg->rate_connections,
+                        (int64_t)(push_mono_us() / 1000));
+  if (ip <= 0) {
+    ps->limited_connections++;
+    push_log(PUSH_LOG_WARN, "ev=refused reason=connection_rate peer=%s",
+             herald_ws_peer(ws));
+    return ip == 0 ? 429 : 503;
   }
   if (!push_origin_ok(ps, req)) {
     char esc[PUSH_LOG_VAL];
@@ -529,7 +575,10 @@ static void ws_message(herald_ws *ws, herald_opcode op, uint8_t *data,
       }
       continue;
     }
-    dispatch(c, &cmd);
+    if (within_rate(c, cmd.id, &c->rl_cmd, &ps->cfg->rate_commands,
+                    &ps->limited_commands)) {
+      dispatch(c, &cmd);
+    }
   }
   if (push_hub_pending_bytes(ps->hub) > pass_budget(ps) && c->ws && !c->gone) {
     /* This pass has queued a lot for subscribers: read no more from this

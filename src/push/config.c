@@ -2,6 +2,7 @@
  * command-line flags, in that order of precedence (flags win). Every key is
  * documented in docs/config.md. */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,11 @@ int push_config_defaults(push_config *c) {
   c->anonymous = 1;
   c->jwt_require_exp = 1;
   c->max_channels = 128;
+  c->max_channels_total = 100000;
+  c->rate_commands = (push_rate){1000, 2000};
+  c->rate_publishes = (push_rate){500, 1000};
+  c->rate_subscribes = (push_rate){100, 200};
+  c->rate_connections = (push_rate){200, 1000};
   c->max_command_bytes = 64 * 1024;
   c->output_cap = 4u << 20;
   c->ping_interval_s = 25;
@@ -332,6 +338,53 @@ static int load_redis(push_config *c, push_json o, char *err, size_t errlen) {
   return 0;
 }
 
+/* "rate_limits": {"commands": {"per_s": N, "burst": N}, ...}. A burst
+ * below the rate would refuse what the rate allows: it is raised to it. */
+static int load_rate_limits(push_config *c, push_json v, char *err,
+                            size_t errlen) {
+  static const struct {
+    const char *name;
+    size_t off;
+  } kinds[] = {{"commands", offsetof(push_config, rate_commands)},
+               {"publishes", offsetof(push_config, rate_publishes)},
+               {"subscribes", offsetof(push_config, rate_subscribes)},
+               {"connections_per_ip", offsetof(push_config, rate_connections)}};
+  if (push_json_type_of(v) != PUSH_JSON_OBJECT) {
+    err_set(err, errlen, "\"rate_limits\" must be an object");
+    return -1;
+  }
+  size_t pos = 0;
+  push_json key, val;
+  while (push_json_next(v, &pos, &key, &val)) {
+    char k[64] = "";
+    push_json_str(key, k, sizeof(k));
+    push_rate *r = NULL;
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+      if (strcmp(k, kinds[i].name) == 0) {
+        r = (push_rate *)(void *)((char *)c + kinds[i].off);
+      }
+    }
+    if (r == NULL) {
+      err_set(err, errlen, "rate_limits: unknown key \"%s\"", k);
+      return -1;
+    }
+    push_json f;
+    if (push_json_type_of(val) != PUSH_JSON_OBJECT ||
+        (push_json_get(val, "per_s", &f) && json_u32(f, &r->per_s)) ||
+        (push_json_get(val, "burst", &f) && json_u32(f, &r->burst))) {
+      err_set(err, errlen,
+              "rate_limits.%s: give {\"per_s\": N, \"burst\": N} with "
+              "whole numbers",
+              k);
+      return -1;
+    }
+    if (r->burst < r->per_s) {
+      r->burst = r->per_s;
+    }
+  }
+  return 0;
+}
+
 static int node_name_valid(const char *n) {
   size_t len = strlen(n);
   return len > 0 && len <= 12 &&
@@ -432,6 +485,12 @@ int push_config_load(push_config *c, const char *path, char *err,
       }
     } else if (strcmp(k, "max_channels") == 0) {
       bad = json_u32(v, &c->max_channels);
+    } else if (strcmp(k, "max_channels_total") == 0) {
+      bad = json_u32(v, &c->max_channels_total);
+    } else if (strcmp(k, "rate_limits") == 0) {
+      if (load_rate_limits(c, v, err, errlen) != 0) {
+        goto out;
+      }
     } else if (strcmp(k, "max_command_bytes") == 0) {
       bad = json_size(v, &c->max_command_bytes);
     } else if (strcmp(k, "client_output_cap") == 0) {

@@ -37,12 +37,27 @@ static void presence_refresh(push_server *ps) {
   }
 }
 
+/* A connection whose token expires is told then (3006: reconnect with a
+ * new token), not left open on a credential that no longer holds. */
+static void expire_tokens(push_server *ps, int64_t now_ms) {
+  for (push_client *c = ps->clients, *next; c; c = next) {
+    next = c->next;
+    if (c->exp != 0 && !c->gone && c->exp * 1000 <= now_ms) {
+      ps->tokens_expired++;
+      push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
+    }
+  }
+}
+
 static void on_tick(uv_timer_t *t) {
   push_server *ps = t->data;
   static unsigned ticks;
   int64_t now = push_now_ms();
   push_hub_tick(ps->hub, now);
   push_engine_tick(ps->engine, now);
+  expire_tokens(ps, now);
+  push_ip_table_sweep(ps->ips, &ps->cfg->rate_connections,
+                      (int64_t)(push_mono_us() / 1000));
   uint32_t every = ps->engine->presence_refresh_ms;
   if (every && now - ps->presence_refresh_ms >= (int64_t)every) {
     ps->presence_refresh_ms = now;
@@ -229,7 +244,10 @@ int push_server_main(push_config *cfg) {
     return 1;
   }
   ps->hub = push_hub_new(cfg->ns, cfg->nns);
-  if (ps->hub == NULL) {
+  ps->ips = push_ip_table_new();
+  if (ps->hub == NULL || ps->ips == NULL) {
+    push_hub_del(ps->hub);
+    push_ip_table_del(ps->ips);
     fprintf(stderr, "herald: out of memory\n");
     return 1;
   }
@@ -268,6 +286,7 @@ int push_server_main(push_config *cfg) {
   herald_server_del(ps->srv);
   push_engine_del(ps->engine);
   push_hub_del(ps->hub);
+  push_ip_table_del(ps->ips);
   while (ps->free_ops) {
     push_op *op = ps->free_ops;
     ps->free_ops = op->next;

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "push/limits.h"
 #include "push/log.h"
 #include "push/push.h"
 #include "push/redis.h"
@@ -24,10 +25,16 @@ typedef struct push_config {
   int jwt_require_exp;
   push_ns *ns;
   size_t nns;
-  uint32_t max_channels;    /* per client */
-  size_t max_command_bytes; /* one WebSocket message of commands */
-  size_t output_cap;        /* per-client send buffer: over it -> 3004 */
-  uint32_t ping_interval_s; /* WebSocket pings; 0: off */
+  uint32_t max_channels;       /* per client */
+  uint32_t max_channels_total; /* in this node's hub; 0: no limit */
+  /* Token buckets (docs/config.md "rate_limits"); per_s 0: off. */
+  push_rate rate_commands;    /* commands per connection */
+  push_rate rate_publishes;   /* publish commands per connection */
+  push_rate rate_subscribes;  /* subscribe + unsubscribe per connection */
+  push_rate rate_connections; /* new WebSockets per client IP */
+  size_t max_command_bytes;   /* one WebSocket message of commands */
+  size_t output_cap;          /* per-client send buffer: over it -> 3004 */
+  uint32_t ping_interval_s;   /* WebSocket pings; 0: off */
   uint32_t pong_timeout_s;
   size_t max_http_body;
   uint32_t sse_keepalive_s;

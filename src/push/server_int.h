@@ -22,6 +22,7 @@
 
 #include "herald/rt.h"
 #include "push/engine.h"
+#include "push/limits.h"
 #include "push/log.h"
 #include "push/push.h"
 #include "push/server.h"
@@ -47,6 +48,8 @@ typedef struct push_client {
   char **subs;
   size_t nsubs, capsubs;
   char sse_epoch[PUSH_EPOCH_MAX + 1];
+  int64_t exp; /* the connection token's exp (s); 0: none */
+  push_bucket rl_cmd, rl_pub, rl_sub;
   push_op *ops; /* engine calls in flight for this client */
   struct push_client *prev, *next;
 } push_client;
@@ -107,6 +110,9 @@ struct push_server {
   uint64_t messages_in, messages_out, bytes_in, bytes_out, publications;
   uint64_t drops, slow_disconnects, connects_total, auth_failures;
   uint64_t engine_unavailable;
+  uint64_t limited_commands, limited_publishes, limited_subscribes;
+  uint64_t limited_connections, channel_limit_refusals, tokens_expired;
+  push_ip_table *ips; /* connection rate per client IP */
   uint64_t lat_count, lat_bucket[PUSH_LAT_BUCKETS + 1];
   double lat_sum;
 };
@@ -181,6 +187,14 @@ void push_op_engine_down(push_op *op);
 int push_publish(push_server *ps, const char *channel,
                  const push_publication *p, push_pos *pos, push_op *op,
                  push_engine_cb on_done);
+
+/* 1 when channel exists in the hub or there is room for one more under
+ * max_channels_total; else counts the refusal and returns 0 (client.c). */
+int push_channel_room(push_server *ps, const char *channel);
+
+/* The address of a peer ("1.2.3.4:5" or "[::1]:5") without its port,
+ * in a static buffer valid until the next call (client.c). */
+const char *push_peer_ip(const char *peer);
 
 /* Every presence entry of c leaves the engine (client.c). */
 void push_client_presence_leave(push_client *c);

@@ -106,6 +106,10 @@ void push_sse(push_server *ps, herald_http *h, const herald_request *req) {
     push_http_error(h, 404, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace");
     return;
   }
+  if (!push_channel_room(ps, channel)) {
+    push_http_error(h, 503, PUSH_E_LIMIT, "too many channels on this node");
+    return;
+  }
   push_client *c = push_client_new(ps);
   if (c == NULL) {
     push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
@@ -127,6 +131,7 @@ void push_sse(push_server *ps, herald_http *h, const herald_request *req) {
       return;
     }
     snprintf(c->user, sizeof(c->user), "%s", cl.sub);
+    c->exp = cl.exp;
     c->allowed = cl.channels;
     c->nallowed = cl.nchannels;
     cl.channels = NULL;
