@@ -43,6 +43,19 @@ push_client *push_client_new(push_server *ps) {
   return c;
 }
 
+void push_client_take_claims(push_client *c, push_jwt_claims *cl) {
+  snprintf(c->user, sizeof(c->user), "%s", cl->sub);
+  c->exp = cl->exp;
+  free(c->info);
+  c->info = cl->info;
+  cl->info = NULL;
+  c->allowed = cl->channels;
+  c->nallowed = cl->nchannels;
+  cl->channels = NULL;
+  cl->nchannels = 0;
+  push_jwt_claims_free(cl);
+}
+
 int push_client_subscribed(const push_client *c, const char *channel) {
   for (size_t i = 0; i < c->nsubs; i++) {
     if (strcmp(c->subs[i], channel) == 0) {

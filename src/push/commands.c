@@ -91,15 +91,7 @@ static void cmd_connect(push_client *c, const push_cmd *cmd) {
     if (check_token(c, cmd->id, cmd->token, &cl) != 0) {
       return;
     }
-    snprintf(c->user, sizeof(c->user), "%s", cl.sub);
-    c->exp = cl.exp; /* the tick disconnects it then (3006) */
-    c->info = cl.info;
-    cl.info = NULL;
-    c->allowed = cl.channels;
-    c->nallowed = cl.nchannels;
-    cl.channels = NULL;
-    cl.nchannels = 0;
-    push_jwt_claims_free(&cl);
+    push_client_take_claims(c, &cl);
   } else if (!ps->cfg->anonymous) {
     ps->auth_failures++;
     push_client_error(c, cmd->id, PUSH_E_UNAUTHORIZED, "a token is required",

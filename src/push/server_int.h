@@ -136,6 +136,9 @@ void push_client_free(push_client *c);
  * and frees the client at once). */
 void push_client_disconnect(push_client *c, int code, const char *reason);
 int push_client_subscribed(const push_client *c, const char *channel);
+/* The client becomes the token's: user, exp (the tick disconnects it then,
+ * 3006), info, channels. Takes what cl owns and frees the rest. */
+void push_client_take_claims(push_client *c, push_jwt_claims *cl);
 /* Adds channel to c's subscriptions (after push_hub_subscribe). Returns 0
  * or -1 (out of memory). */
 int push_client_add_sub(push_client *c, const char *channel);

@@ -130,13 +130,7 @@ void push_sse(push_server *ps, herald_http *h, const herald_request *req) {
           rv == PUSH_JWT_EXPIRED ? "token expired" : "invalid token");
       return;
     }
-    snprintf(c->user, sizeof(c->user), "%s", cl.sub);
-    c->exp = cl.exp;
-    c->allowed = cl.channels;
-    c->nallowed = cl.nchannels;
-    cl.channels = NULL;
-    cl.nchannels = 0;
-    push_jwt_claims_free(&cl);
+    push_client_take_claims(c, &cl);
   } else if (!ps->cfg->anonymous) {
     ps->auth_failures++;
     push_client_free(c);
