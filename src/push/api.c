@@ -125,7 +125,7 @@ static void publish_one(push_bcast *bc, size_t i, push_json v,
     bcast_set(bc, i, PUSH_E_LIMIT, "too many channels on this node", NULL);
     return;
   }
-  push_op *op = push_op_new(ps, NULL, bc->h, 0, channel);
+  push_op *op = push_op_new(ps, NULL, bc->h, 0, NULL);
   if (op == NULL) {
     bcast_set(bc, i, PUSH_E_INTERNAL, "out of memory", NULL);
     return;

@@ -316,7 +316,7 @@ static void cmd_publish(push_client *c, const push_cmd *cmd) {
       !channel_room(c, cmd->id, cmd->channel)) {
     return;
   }
-  push_op *op = push_op_new(c->ps, c, NULL, cmd->id, cmd->channel);
+  push_op *op = push_op_new(c->ps, c, NULL, cmd->id, NULL);
   if (op == NULL) {
     push_client_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
     return;

@@ -32,7 +32,7 @@ static void on_demo(uv_timer_t *t) {
                      sym[i], price, price - old);
     push_publication p = {{json, (size_t)n}, {NULL, 0}, NULL, NULL};
     push_pos pos;
-    push_op *op = push_op_new(ps, NULL, NULL, 0, "ticker:prices");
+    push_op *op = push_op_new(ps, NULL, NULL, 0, NULL);
     if (op != NULL && push_publish(ps, "ticker:prices", &p, &pos, op,
                                    on_published) != PUSH_ENGINE_PENDING) {
       push_op_free(op);
