@@ -231,7 +231,9 @@ void herald__ws_flush(herald_ws *ws) {
   }
   ws->flags &= (uint16_t)~WS_NEEDS_FLUSH;
   if (ws->tls) {
-    if (herald__tls_flush(ws) < 0) {
+    const char *why = NULL;
+    if (herald__tls_flush(ws, &why) < 0) {
+      herald__ws_abort(ws, why);
       return;
     }
   } else {
@@ -433,6 +435,57 @@ static int ws_read_again(herald_ws *ws, size_t got, size_t room,
          got == room && *total < READ_PASS_MAX;
 }
 
+/*
+ * Decrypts what TLS holds and processes it, until TLS needs more
+ * ciphertext or the connection pauses. Returns 0, 1 at close_notify (EOF),
+ * or -1 after aborting. Also continues a resumed connection: plaintext kept
+ * by the pause goes first, and records that arrived meanwhile are still in
+ * TLS's read buffer. Plaintext goes in the first half of the loop's read
+ * buffer (ciphertext is read into the second).
+ */
+static int ws_tls_drain(herald_ws *ws) {
+  uint8_t *buf = ws->loop->rbuf;
+  size_t cap = READ_BUFFER_SIZE / 2;
+  if (!herald__tls_established(ws)) {
+    return 0;
+  }
+  ws_cold *k = ws->cold;
+  if (k && k->tail_len) {
+    size_t n = k->tail_len;
+    memcpy(buf, k->tail, n);
+    k->tail_len = 0;
+    herald__ws_process(ws, buf, n);
+    if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
+      return 0;
+    }
+  }
+  for (;;) {
+    k = ws->cold; /* processing may have allocated it */
+    size_t have = k ? k->tail_len : 0;
+    if (have) {
+      memcpy(buf, k->tail, have);
+      k->tail_len = 0;
+    }
+    size_t n = 0;
+    const char *why = NULL;
+    int r = herald__tls_decrypt(ws, buf + have, cap - have, &n, &why);
+    if (r != 0 || n == 0) {
+      if (have) {
+        k->tail_len = have; /* still in k->tail */
+      }
+      if (r < 0) {
+        herald__ws_abort(ws, why);
+        return -1;
+      }
+      return r; /* 0: TLS needs more ciphertext; 1: close_notify */
+    }
+    herald__ws_process(ws, buf, have + n);
+    if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
+      return 0;
+    }
+  }
+}
+
 static void ws_read(herald_ws *ws) {
   uint8_t *buf = ws->loop->rbuf;
   if (ws->flags & WS_SHUTDOWN) {
@@ -457,7 +510,16 @@ static void ws_read(herald_ws *ws) {
     size_t total = 0;
     for (;;) {
       size_t got = 0;
-      int r = herald__tls_read(ws, &got);
+      const char *why = NULL;
+      int r = herald__tls_read(ws, &got, &why);
+      if (r < 0) {
+        herald__ws_abort(ws, why);
+        return;
+      }
+      if (r == 2) { /* ciphertext in, handshake done: decrypt */
+        ws->last_rx = (uint32_t)herald__now(ws->loop);
+        r = ws_tls_drain(ws);
+      }
       if (r == 1) {
         ws_on_eof(ws);
         return;
@@ -869,7 +931,7 @@ void herald__ws_resume(herald_ws *ws) {
     herald__ws_process(ws, buf, n);
   } else if (ws->tls) {
     /* The drain starts with the kept plaintext, then decrypts the rest. */
-    int r = herald__tls_drain(ws);
+    int r = ws_tls_drain(ws);
     if (r < 0) {
       return;
     }
