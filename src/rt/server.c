@@ -203,7 +203,8 @@ HERALD_API int herald_server_port(const herald_server *srv) {
 
 /* ---- accepting ---------------------------------------------------------- */
 
-void herald__listener_ready(herald_loop *loop, io_item *io) {
+/* loop->on_listener: accepts up to 64 connections waiting on l. */
+static void listener_ready(herald_loop *loop, io_item *io) {
   listener *l = (listener *)io;
   herald_server *srv = loop->srv;
   for (int i = 0; i < 64; i++) {
@@ -248,7 +249,9 @@ void herald__listener_ready(herald_loop *loop, io_item *io) {
   }
 }
 
-void herald__listeners_retry(herald_loop *loop) {
+/* loop->on_tick: listening again on listeners paused for lack of
+ * descriptors. */
+static void listeners_retry(herald_loop *loop) {
   herald_server *srv = loop->srv;
   if (srv == NULL || atomic_load(&srv->stop_requested)) {
     return;
@@ -483,6 +486,8 @@ HERALD_API int herald_server_run(herald_server *srv) {
       break;
     }
     w->loop->srv = srv;
+    w->loop->on_listener = listener_ready;
+    w->loop->on_tick = listeners_retry;
     for (size_t a = 0; a < srv->cfg.nlisten && rv == 0; a++) {
       listener *l = calloc(1, sizeof(*l));
       if (l == NULL) {

@@ -33,6 +33,19 @@
 
 static void ws_finish(herald_ws *ws);
 static void ws_arm_open_timers(herald_ws *ws);
+static void ws_ready(herald_ws *ws, uint32_t events);
+static void ws_timer(herald_ws *ws, uint64_t now);
+static void ws_resume(herald_ws *ws);
+static void ws_free(herald_ws *ws);
+
+/* How the loop reaches its connections (loop_conn_ops). */
+static const loop_conn_ops ws_loop_ops = {
+    .ready = ws_ready,
+    .timer = ws_timer,
+    .flush = herald__ws_flush,
+    .resume = ws_resume,
+    .free = ws_free,
+};
 
 ws_cold *herald__ws_cold(herald_ws *ws) {
   if (ws->cold == NULL) {
@@ -74,6 +87,7 @@ herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
   ws->io.fd = fd;
   ws->loop = loop;
   ws->limits = limits;
+  loop->conn_ops = &ws_loop_ops;
   ws->next = loop->all;
   if (loop->all) {
     loop->all->prev = ws;
@@ -95,7 +109,23 @@ void herald__ws_start(herald_ws *ws) {
   }
 }
 
-void herald__ws_free(herald_ws *ws) {
+/* Puts the connection on its loop's resume list: ws_resume() runs at the
+ * end of the pass (loop.c, flush_dirty). */
+static void ws_mark_resume(herald_ws *ws) {
+  if (!(ws->flags & WS_RESUME)) {
+    ws_cold *k = herald__ws_cold(ws);
+    if (k == NULL) {
+      herald__ws_abort(ws, "out of memory");
+      return;
+    }
+    ws->flags |= WS_RESUME;
+    k->resume_next = ws->loop->resume;
+    ws->loop->resume = ws;
+  }
+}
+
+/* Frees a finished connection (reaped by the loop). */
+static void ws_free(herald_ws *ws) {
   herald__tls_free(ws);
   herald_conn_del(ws->conn);
   if (ws->cold && ws->cold->cli) {
@@ -326,7 +356,7 @@ static void ws_arm_open_timers(herald_ws *ws) {
   herald__wheel_set(ws, d);
 }
 
-void herald__ws_timer(herald_ws *ws, uint64_t now) {
+static void ws_timer(herald_ws *ws, uint64_t now) {
   if (ws->flags & WS_DEAD) {
     return;
   }
@@ -575,7 +605,7 @@ static void ws_read(herald_ws *ws) {
   }
 }
 
-void herald__ws_ready(herald_ws *ws, uint32_t events) {
+static void ws_ready(herald_ws *ws, uint32_t events) {
   if (ws->flags & WS_CONNECTING) {
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
       herald__client_connected(ws);
@@ -921,7 +951,7 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
  * later, herald_ws_resume_read): process the input kept meanwhile, then
  * what TLS still holds decrypted or not; the socket is read again when
  * epoll says so. */
-void herald__ws_resume(herald_ws *ws) {
+static void ws_resume(herald_ws *ws) {
   ws->flags &= (uint16_t)~WS_READ_PAUSED;
   ws_update_events(ws);
   if (ws->cold && ws->cold->tail_len && !ws->tls) {
@@ -967,7 +997,7 @@ HERALD_API int herald_http_respond(herald_http *h, int status,
   herald__mark_dirty(ws);
   if (later) {
     free(h);
-    herald__mark_resume(ws);
+    ws_mark_resume(ws);
   } else {
     h->responded = 1;
   }
@@ -1137,7 +1167,7 @@ HERALD_API void herald_ws_resume_read(herald_ws *ws) {
       (ws->cold && ws->cold->http)) {
     return;
   }
-  herald__mark_resume(ws);
+  ws_mark_resume(ws);
 }
 
 HERALD_API void herald_ws_set_data(herald_ws *ws, void *data) {
@@ -1205,7 +1235,7 @@ HERALD_API int herald_http_stream(herald_http *h, int status,
    * it. Keepalive is the application's (SSE comments). */
   herald__wheel_set(ws, 0);
   if (later) {
-    herald__mark_resume(ws);
+    ws_mark_resume(ws);
   }
   herald__mark_dirty(ws);
   return 0;
