@@ -65,14 +65,34 @@ struct herald_http {
   int keep_alive; /* the request allows another one after it */
 };
 
+/* The server or client that made a connection, as ws.c reaches it: ws.c
+ * calls server.c and client.c only through these. A hook its side has no
+ * use for is NULL. */
+typedef struct ws_owner_ops {
+  /* Server: the callbacks (and *ud) for a WebSocket upgrade to path, or
+   * NULL when no endpoint is there. */
+  const herald_ws_callbacks *(*route)(herald_ws *ws, herald_str path,
+                                      void **ud);
+  /* Server: sets the plain-HTTP handler (and *ud); 0 when there is none. */
+  int (*http)(herald_ws *ws, herald_http_fn *fn, void **ud);
+  /* Client: the TCP connect finished or failed (EPOLLOUT, EPOLLERR or
+   * EPOLLHUP while WS_CONNECTING). */
+  void (*connected)(herald_ws *ws);
+  /* Client: the connection finished and on_close has run (ws_finish). */
+  void (*finished)(herald_ws *ws);
+  /* Client: the connection is being freed, at the reap. */
+  void (*free)(herald_ws *ws);
+} ws_owner_ops;
+
 /* What a connection needs only at times: during the handshake, for plain
  * HTTP, while input is split across reads, when it ends, or for its life as
  * a client. Allocated with the connection, freed once the connection is
  * open with nothing in it (so an idle server connection holds none), and
  * allocated again when needed (herald__ws_cold). */
 typedef struct ws_cold {
-  herald_server *srv;       /* server connections: their server */
-  struct client_state *cli; /* client connections: connect state */
+  const ws_owner_ops *owner; /* server.c's or client.c's hooks */
+  herald_server *srv;        /* server connections: their server */
+  struct client_state *cli;  /* client connections: connect state */
 
   uint8_t *tail; /* unconsumed input kept between reads */
   size_t tail_len, tail_cap;
@@ -209,15 +229,7 @@ void herald__ws_abort(herald_ws *ws, const char *error);
 void herald__ws_shutdown(herald_ws *ws); /* graceful: 1001 or close */
 void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len);
 
-/* server.c: per-connection server context. */
-
-const herald_ws_callbacks *herald__server_route(herald_server *srv,
-                                                herald_str path, void **ud);
-int herald__server_http(herald_server *srv, herald_http_fn *fn, void **ud);
-
-/* client.c */
-void herald__client_detach(struct client_state *cli); /* ws_finish */
-void herald__client_free(struct client_state *cli);   /* herald__ws_free */
-void herald__client_connected(herald_ws *ws);
+/* server.c and client.c call the files above; nothing calls them but
+ * through ws_owner_ops, loop->on_listener and loop->on_tick. */
 
 #endif

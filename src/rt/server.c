@@ -171,8 +171,10 @@ HERALD_API void herald_server_on_loop_start(herald_server *srv,
   srv->on_loop_start_ud = ud;
 }
 
-const herald_ws_callbacks *herald__server_route(herald_server *srv,
-                                                herald_str path, void **ud) {
+/* ws_owner_ops.route: the endpoint at path, else the "*" one. */
+static const herald_ws_callbacks *server_route(herald_ws *ws, herald_str path,
+                                               void **ud) {
+  herald_server *srv = ws->cold->srv;
   route *def = NULL;
   for (route *r = srv->routes; r; r = r->next) {
     if (strlen(r->path) == path.len &&
@@ -191,11 +193,16 @@ const herald_ws_callbacks *herald__server_route(herald_server *srv,
   return NULL;
 }
 
-int herald__server_http(herald_server *srv, herald_http_fn *fn, void **ud) {
+/* ws_owner_ops.http: the configured on_http. */
+static int server_http(herald_ws *ws, herald_http_fn *fn, void **ud) {
+  herald_server *srv = ws->cold->srv;
   *fn = srv->cfg.on_http;
   *ud = srv->cfg.http_user_data;
   return *fn != NULL;
 }
+
+static const ws_owner_ops server_owner = {.route = server_route,
+                                          .http = server_http};
 
 HERALD_API int herald_server_port(const herald_server *srv) {
   return srv->port;
@@ -234,6 +241,7 @@ static void listener_ready(herald_loop *loop, io_item *io) {
       continue;
     }
     ws->cold->srv = srv;
+    ws->cold->owner = &server_owner;
     if (srv->tls) {
       pthread_mutex_lock(&srv->tls_mu);
       herald_tls_set *set = herald__tls_set_ref(srv->tls);

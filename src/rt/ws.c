@@ -128,8 +128,8 @@ static void ws_mark_resume(herald_ws *ws) {
 static void ws_free(herald_ws *ws) {
   herald__tls_free(ws);
   herald_conn_del(ws->conn);
-  if (ws->cold && ws->cold->cli) {
-    herald__client_free(ws->cold->cli);
+  if (ws->cold && ws->cold->owner && ws->cold->owner->free) {
+    ws->cold->owner->free(ws);
   }
   if (ws->cold) {
     free(ws->cold->tail);
@@ -217,10 +217,10 @@ static void ws_finish(herald_ws *ws) {
     info.error = k ? k->error : NULL;
     ws->cb->on_close(ws, &info, ws->ud);
   }
-  if (k && k->cli) {
+  if (k && k->owner && k->owner->finished) {
     /* A client's callbacks live in its connect state, and its core config
      * too: both go at the reap, after the core connection. */
-    herald__client_detach(k->cli);
+    k->owner->finished(ws);
     ws->cb = NULL;
   }
   ws->next = loop->reap;
@@ -607,8 +607,10 @@ static void ws_read(herald_ws *ws) {
 
 static void ws_ready(herald_ws *ws, uint32_t events) {
   if (ws->flags & WS_CONNECTING) {
-    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-      herald__client_connected(ws);
+    ws_cold *k = ws->cold; /* a client's: never trimmed */
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && k && k->owner &&
+        k->owner->connected) {
+      k->owner->connected(ws);
     }
     return;
   }
@@ -646,11 +648,19 @@ static int wants_close(const herald_request *req) {
   return req->version_minor == 0;
 }
 
+/* The plain-HTTP handler of the connection's owner (a server's); 0 when
+ * there is none. */
+static int ws_http_handler(herald_ws *ws, herald_http_fn *fn, void **ud) {
+  ws_cold *k = ws->cold;
+  return k && k->owner && k->owner->http && k->owner->http(ws, fn, ud);
+}
+
+/* Calls the handler (ws_on_http_request made sure there is one). */
 static void ws_call_http(herald_ws *ws, const herald_request *req,
                          const uint8_t *body, size_t bodylen) {
   herald_http_fn fn = NULL;
   void *ud = NULL;
-  herald__server_http(ws->cold->srv, &fn, &ud);
+  (void)ws_http_handler(ws, &fn, &ud);
   herald_http *h = calloc(1, sizeof(*h));
   if (h == NULL) {
     herald_conn_respond(ws->conn, 503, NULL, 0, NULL, 0, 0);
@@ -688,7 +698,7 @@ static long ws_on_http_request(herald_ws *ws, const herald_request *req,
                                uint8_t *buf, size_t avail) {
   herald_http_fn fn = NULL;
   void *ud = NULL;
-  if (ws->cold->srv == NULL || !herald__server_http(ws->cold->srv, &fn, &ud)) {
+  if (!ws_http_handler(ws, &fn, &ud)) {
     static const char msg[] = "this endpoint speaks WebSocket only\n";
     herald_header h = {{"Upgrade", 7}, {"websocket", 9}};
     herald_conn_respond(ws->conn, 426, &h, 1, msg, sizeof(msg) - 1, 0);
@@ -756,9 +766,10 @@ static void ws_body_complete(herald_ws *ws) {
 
 static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
   void *ud = NULL;
-  const herald_ws_callbacks *cb =
-      ws->cold->srv ? herald__server_route(ws->cold->srv, req->path, &ud)
-                    : NULL;
+  ws_cold *k = ws->cold;
+  const herald_ws_callbacks *cb = k && k->owner && k->owner->route
+                                      ? k->owner->route(ws, req->path, &ud)
+                                      : NULL;
   if (cb == NULL) {
     herald_conn_reject(ws->conn, 404, "no WebSocket endpoint at this path",
                        NULL, 0);
