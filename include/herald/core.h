@@ -684,6 +684,49 @@ HERALD_API void herald_accept_key(const char *key, size_t keylen, char out[29]);
 /* Validates UTF-8 in one go. Returns 1 if p[0..n) is complete, valid UTF-8. */
 HERALD_API int herald_utf8_valid(const void *p, size_t n);
 
+/* ---- base64 (RFC 4648) -------------------------------------------------- */
+
+/* Characters herald_base64_encode() writes for n bytes: 4 * ceil(n / 3). */
+#define HERALD_BASE64_ENCODED_LEN(n) (4 * (((size_t)(n) + 2) / 3))
+
+/* Bytes herald_base64_decode() may write for n characters, at most. */
+#define HERALD_BASE64_DECODED_MAX(n) ((size_t)(n) / 4 * 3)
+
+/* Encodes in[0..n) as base64 with padding (RFC 4648 section 4, alphabet
+ * A-Z a-z 0-9 + /, '=' to fill the last group of four) into out[0..outcap),
+ * the caller's buffer. Writes exactly HERALD_BASE64_ENCODED_LEN(n)
+ * characters and no NUL (add one when a C string is wanted: the output
+ * never contains one). in may be NULL when n is 0; in and out must not
+ * overlap. Nothing is allocated and nothing is kept after the call.
+ * Returns the number of characters written, or HERALD_ERR_INVALID_ARG,
+ * with nothing written, when outcap is less than that. */
+HERALD_API long herald_base64_encode(char *out, size_t outcap,
+                                     const uint8_t *in, size_t n);
+
+/* Decodes in[0..n) (not NUL-terminated; may be NULL when n is 0) into
+ * out[0..outcap), the caller's buffer. Only the canonical padded form is
+ * accepted, so that a byte string has exactly one encoding: a length that
+ * is a multiple of 4, characters of the alphabet above only (no
+ * whitespace, line breaks or base64url "-_"), '=' only as the last one or
+ * two characters, and zero in the bits the padding leaves unused (RFC 4648
+ * section 3.5). Exactly the decoded length is room enough, and
+ * HERALD_BASE64_DECODED_MAX(n) always is. in and out must not overlap.
+ * Nothing is allocated and nothing is kept after the call.
+ * Returns the number of bytes written (0 for n == 0), or
+ * HERALD_ERR_INVALID_ARG when in is not canonical base64 or its bytes do
+ * not fit in outcap. After an error out[0..outcap) may have been changed;
+ * when the bytes merely did not fit, nothing was written. */
+HERALD_API long herald_base64_decode(uint8_t *out, size_t outcap,
+                                     const char *in, size_t n);
+
+/* The value (0..63) of one base64 character c, or -1 when c is not in the
+ * alphabet. c62 and c63 are the alphabet's last two characters, '+' and
+ * '/' for base64 (RFC 4648 section 4) or '-' and '_' for base64url
+ * (section 5); they must not be letters, digits or '='. The padding '='
+ * has no value. For readers the functions above do not cover: unpadded
+ * base64url (JWT), or base64 inside an escaped JSON string. */
+HERALD_API int herald_base64_value(unsigned char c, char c62, char c63);
+
 /* ------------------------------------------------------------------------ */
 /* Streaming HTTP responses                                                  */
 /* ------------------------------------------------------------------------ */

@@ -1,24 +1,34 @@
-/* base64.h - RFC 4648 section 4 base64 with padding. Internal. */
+/* base64.h - the core's former private names for base64, kept only for the
+ * core files that still use them (src/core/conn.c). The base64 functions
+ * are public now: herald_base64_encode(), herald_base64_decode() and
+ * herald_base64_value() in herald/core.h, whose contract these follow. New
+ * code uses those; once conn.c does too, delete this file. Internal. */
 #ifndef HERALD_BASE64_H
 #define HERALD_BASE64_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Encodes in[0..n) into out, which needs 4 * ((n + 2) / 3) bytes; writes no
- * NUL. Returns the number of characters written. */
-size_t herald__base64_encode(char *out, const uint8_t *in, size_t n);
+#include "herald/core.h"
 
-/* The 6-bit value of one base64 character, or -1: c62 and c63 are the
- * alphabet's last two characters ('+' '/' for RFC 4648 section 4, '-' '_'
- * for base64url, section 5). Shared by every base64 reader in the tree. */
-int herald__base64_value(unsigned char c, char c62, char c63);
+/* Encodes in[0..n) into out, which needs HERALD_BASE64_ENCODED_LEN(n)
+ * bytes; writes no NUL. Returns the number of characters written. */
+static inline size_t herald__base64_encode(char *out, const uint8_t *in,
+                                           size_t n) {
+  long r = herald_base64_encode(out, HERALD_BASE64_ENCODED_LEN(n), in, n);
+  return r < 0 ? 0 : (size_t)r;
+}
 
-/* Decodes the canonical padded form only (length a multiple of 4, '=' only
- * as the last one or two characters, unused bits zero). Writes at most outcap
- * bytes. Returns the decoded length, or -1 if in is not canonical base64 or
- * does not fit. */
-long herald__base64_decode(uint8_t *out, size_t outcap, const char *in,
-                           size_t n);
+/* herald_base64_value(). */
+static inline int herald__base64_value(unsigned char c, char c62, char c63) {
+  return herald_base64_value(c, c62, c63);
+}
+
+/* herald_base64_decode(), but -1 on every error. */
+static inline long herald__base64_decode(uint8_t *out, size_t outcap,
+                                         const char *in, size_t n) {
+  long r = herald_base64_decode(out, outcap, in, n);
+  return r < 0 ? -1 : r;
+}
 
 #endif

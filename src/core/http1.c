@@ -13,7 +13,6 @@
 #include <limits.h>
 #include <string.h>
 
-#include "core/base64.h"
 #include "core/sha1.h"
 
 /* RFC 6455 section 1.3: the GUID appended to the key before hashing. */
@@ -213,8 +212,9 @@ HERALD_API void herald_accept_key(const char *key, size_t keylen,
   }
   herald__sha1_update(&s, ws_guid, sizeof ws_guid - 1);
   herald__sha1_final(&s, digest);
-  size_t n = herald__base64_encode(out, digest, sizeof digest);
-  out[n] = '\0';
+  /* 20 bytes encode to exactly 28 characters, which out has room for. */
+  (void)herald_base64_encode(out, 28, digest, sizeof digest);
+  out[28] = '\0';
 }
 
 /* ------------------------------------------------------------------------ */
@@ -630,7 +630,7 @@ int herald__hs_check_request(herald_request *req, const char **reason) {
     return 400;
   }
   uint8_t raw[16];
-  if (herald__base64_decode(raw, sizeof raw, key.ptr, key.len) != 16) {
+  if (herald_base64_decode(raw, sizeof raw, key.ptr, key.len) != 16) {
     *reason = "Sec-WebSocket-Key is not base64 of 16 bytes (RFC 6455 4.2.1)";
     return 400;
   }

@@ -1,6 +1,7 @@
-/* config.c - `herald serve` configuration: defaults, the JSON file and the
- * command-line flags, in that order of precedence (flags win). Every key is
- * documented in docs/config.md. */
+/* config.c - `herald serve` configuration: defaults, the JSON file, and the
+ * single settings (settings.h) through which the command line of
+ * src/app/serve.c applies its flags over both. Every key is documented in
+ * docs/config.md. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -8,8 +9,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "app/cli.h"
 #include "push/server.h"
+#include "push/settings.h"
 
 static void err_set(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -228,11 +229,41 @@ static int load_namespace(push_config *c, push_json o, char *err,
   return add_ns(c, &ns);
 }
 
-static int set_listen(push_config *c, push_json arr, char *err, size_t errlen) {
+void push_config_clear_listen(push_config *c) {
   for (size_t i = 0; i < c->nlisten; i++) {
     free(c->listen[i]);
   }
   c->nlisten = 0;
+}
+
+int push_config_add_listen(push_config *c, const char *addr, char *err,
+                           size_t errlen) {
+  if (c->nlisten == 8) {
+    err_set(err, errlen, "at most 8 listen addresses");
+    return -1;
+  }
+  if ((c->listen[c->nlisten] = strdup(addr)) == NULL) {
+    err_set(err, errlen, "out of memory");
+    return -1;
+  }
+  c->nlisten++;
+  return 0;
+}
+
+int push_config_set_string(char **field, const char *value, char *err,
+                           size_t errlen) {
+  char *copy = strdup(value);
+  if (copy == NULL) {
+    err_set(err, errlen, "out of memory");
+    return -1;
+  }
+  free(*field);
+  *field = copy;
+  return 0;
+}
+
+static int set_listen(push_config *c, push_json arr, char *err, size_t errlen) {
+  push_config_clear_listen(c);
   size_t pos = 0;
   push_json v;
   while (push_json_next(arr, &pos, NULL, &v)) {
@@ -249,7 +280,7 @@ static int set_listen(push_config *c, push_json arr, char *err, size_t errlen) {
   return 0;
 }
 
-static int add_redis_addr(push_config *c, const char *a, char *err,
+int push_config_add_redis(push_config *c, const char *a, char *err,
                           size_t errlen) {
   if (c->redis.naddrs == PUSH_REDIS_MAX_SHARDS) {
     err_set(err, errlen, "at most %d Redis addresses", PUSH_REDIS_MAX_SHARDS);
@@ -263,7 +294,7 @@ static int add_redis_addr(push_config *c, const char *a, char *err,
   return 0;
 }
 
-static void clear_redis_addrs(push_config *c) {
+void push_config_clear_redis(push_config *c) {
   for (size_t i = 0; i < c->redis.naddrs; i++) {
     free(c->redis.addrs[i]);
   }
@@ -285,7 +316,7 @@ static int load_redis(push_config *c, push_json o, char *err, size_t errlen) {
     push_json_str(key, k, sizeof(k));
     char **slot = NULL;
     if (strcmp(k, "addresses") == 0) {
-      clear_redis_addrs(c);
+      push_config_clear_redis(c);
       size_t p2 = 0;
       push_json a;
       char tmp[300];
@@ -293,7 +324,7 @@ static int load_redis(push_config *c, push_json o, char *err, size_t errlen) {
       while (!bad && push_json_next(v, &p2, NULL, &a)) {
         if (push_json_str(a, tmp, sizeof(tmp)) < 0) {
           bad = 1;
-        } else if (add_redis_addr(c, tmp, err, errlen) != 0) {
+        } else if (push_config_add_redis(c, tmp, err, errlen) != 0) {
           return -1;
         }
       }
@@ -402,6 +433,42 @@ static int add_origin(push_config *c, const char *o) {
     return -1;
   }
   c->norigins++;
+  return 0;
+}
+
+int push_config_add_origin(push_config *c, const char *origin, char *err,
+                           size_t errlen) {
+  if (add_origin(c, origin) != 0) {
+    err_set(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+int push_config_set_node_name(push_config *c, const char *name, char *err,
+                              size_t errlen) {
+  char *copy;
+  if (!node_name_valid(name)) {
+    err_set(err, errlen, "node name: 1-12 letters, digits or underscores");
+    return -1;
+  }
+  if ((copy = strdup(name)) == NULL) {
+    err_set(err, errlen, "out of memory");
+    return -1;
+  }
+  free(c->node_name);
+  c->node_name = copy;
+  return 0;
+}
+
+int push_config_set_log_level(push_config *c, const char *name, char *err,
+                              size_t errlen) {
+  int level = parse_level(name);
+  if (level < 0) {
+    err_set(err, errlen, "log level: debug, info, warn or error");
+    return -1;
+  }
+  c->log_level = level;
   return 0;
 }
 
@@ -545,150 +612,7 @@ out:
   return rv;
 }
 
-static void usage(FILE *out) {
-  fprintf(out,
-          "usage: herald [serve] [options]\n"
-          "\n"
-          "The Herald push server: channels over WebSocket and SSE, an HTTP\n"
-          "API for backends, history with recovery, presence, JWT auth.\n"
-          "With no options it listens on 127.0.0.1:8080 in anonymous mode.\n"
-          "\n"
-          "  --config FILE        JSON configuration (docs/config.md)\n"
-          "  --listen ADDR        host:port, [v6]:port or :port (repeatable, "
-          "up to 8;\n"
-          "                       replaces the configured addresses)\n"
-          "  --api-key KEY        key for the HTTP API (Authorization: apikey "
-          "KEY)\n"
-          "  --anonymous          allow connecting without a token\n"
-          "  --no-anonymous       require a JWT to connect\n"
-          "  --jwt-hmac SECRET    HS256 secret for tokens\n"
-          "  --allow-origin O     allowed Origin (repeatable; * allows any)\n"
-          "  --demo               demo namespaces chat and ticker, and the "
-          "ticker\n"
-          "                       publisher\n"
-          "  --tls-cert FILE      serve wss:// and https:// with this chain\n"
-          "  --tls-key FILE       and this key\n"
-          "  --redis HOST:PORT    scale out over Redis (repeatable: one "
-          "shard each)\n"
-          "  --node-name NAME     this node's name among the nodes (default "
-          "random)\n"
-          "  --log-level LEVEL    debug, info, warn or error (default info)\n"
-          "  --help, -h           this text\n"
-          "\n"
-          "Signals: SIGINT/SIGTERM disconnect every client with 3001 and exit "
-          "0;\n"
-          "SIGHUP reloads the TLS certificate.\n"
-          "Exit status: 0 after a clean shutdown, 1 when it cannot listen, 2 "
-          "for a\n"
-          "usage or configuration error.\n");
-}
-
-int push_config_flags(push_config *c, int argc, char **argv, char *err,
-                      size_t errlen) {
-  int listen_set = 0, redis_set = 0;
-  for (int i = 1; i < argc;) {
-    const char *v = NULL;
-    int r;
-    const char *a = argv[i];
-    if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-      usage(stdout);
-      return 1;
-    }
-    if (strcmp(a, "--demo") == 0) {
-      c->demo = 1;
-      i++;
-      continue;
-    }
-    if (strcmp(a, "--anonymous") == 0 || strcmp(a, "--no-anonymous") == 0) {
-      c->anonymous = a[2] == 'a';
-      i++;
-      continue;
-    }
-    if ((r = cli_option(argc, argv, &i, "--config", &v)) != 0) {
-      if (r < 0 || push_config_load(c, v, err, errlen) != 0) {
-        return -1;
-      }
-      continue;
-    }
-    if ((r = cli_option(argc, argv, &i, "--listen", &v)) != 0) {
-      if (r < 0) {
-        return -1;
-      }
-      if (!listen_set) {
-        for (size_t k = 0; k < c->nlisten; k++) {
-          free(c->listen[k]);
-        }
-        c->nlisten = 0;
-        listen_set = 1;
-      }
-      if (c->nlisten == 8) {
-        err_set(err, errlen, "at most 8 --listen");
-        return -1;
-      }
-      c->listen[c->nlisten++] = strdup(v);
-      continue;
-    }
-    char **slot = NULL;
-    if ((r = cli_option(argc, argv, &i, "--api-key", &v)) != 0) {
-      slot = &c->api_key;
-    } else if ((r = cli_option(argc, argv, &i, "--jwt-hmac", &v)) != 0) {
-      slot = &c->jwt_hmac_secret;
-    } else if ((r = cli_option(argc, argv, &i, "--tls-cert", &v)) != 0) {
-      slot = &c->tls_cert;
-    } else if ((r = cli_option(argc, argv, &i, "--tls-key", &v)) != 0) {
-      slot = &c->tls_key;
-    }
-    if (slot) {
-      if (r < 0) {
-        return -1;
-      }
-      free(*slot);
-      *slot = strdup(v);
-      continue;
-    }
-    if ((r = cli_option(argc, argv, &i, "--redis", &v)) != 0) {
-      if (r < 0) {
-        return -1;
-      }
-      if (!redis_set) {
-        clear_redis_addrs(c);
-        redis_set = 1;
-      }
-      if (add_redis_addr(c, v, err, errlen) != 0) {
-        return -1;
-      }
-      c->engine_redis = 1;
-      continue;
-    }
-    if ((r = cli_option(argc, argv, &i, "--node-name", &v)) != 0) {
-      if (r < 0) {
-        return -1;
-      }
-      if (!node_name_valid(v)) {
-        err_set(err, errlen,
-                "--node-name: 1-12 letters, digits or underscores");
-        return -1;
-      }
-      free(c->node_name);
-      c->node_name = strdup(v);
-      continue;
-    }
-    if ((r = cli_option(argc, argv, &i, "--allow-origin", &v)) != 0) {
-      if (r < 0 || add_origin(c, v) != 0) {
-        return -1;
-      }
-      continue;
-    }
-    if ((r = cli_option(argc, argv, &i, "--log-level", &v)) != 0) {
-      if (r < 0 || (c->log_level = parse_level(v)) < 0) {
-        err_set(err, errlen, "--log-level takes debug, info, warn or error");
-        return -1;
-      }
-      continue;
-    }
-    err_set(err, errlen, "unknown option '%s' (see --help)", a);
-    return -1;
-  }
+int push_config_finish(push_config *c, char *err, size_t errlen) {
   if (c->demo && add_demo(c) != 0) {
     err_set(err, errlen, "out of memory");
     return -1;
@@ -726,7 +650,7 @@ void push_config_free(push_config *c) {
   free(c->ns);
   free(c->tls_cert);
   free(c->tls_key);
-  clear_redis_addrs(c);
+  push_config_clear_redis(c);
   free(c->redis.user);
   free(c->redis.password);
   free(c->redis.prefix);

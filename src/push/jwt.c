@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/base64.h"
+#include "herald/core.h"
 
 /* ------------------------------------------------------------------------ */
 /* base64url                                                                 */
@@ -42,7 +42,7 @@ static long b64url_decode(const char *in, size_t n, unsigned char *out) {
     return -1;
   }
   for (size_t i = 0; i < n; i++) {
-    int v = herald__base64_value((unsigned char)in[i], '-', '_');
+    int v = herald_base64_value((unsigned char)in[i], '-', '_');
     if (v < 0) {
       return -1;
     }

@@ -12,7 +12,7 @@
 
 #include <string.h>
 
-#include "core/base64.h"
+#include "herald/core.h"
 
 /* ------------------------------------------------------------------------ */
 /* Channels                                                                  */
@@ -88,7 +88,7 @@ static int b64_valid(push_json s) {
         return 0;
       }
     } else {
-      int v = c < 0 ? -1 : herald__base64_value((unsigned char)c, '+', '/');
+      int v = c < 0 ? -1 : herald_base64_value((unsigned char)c, '+', '/');
       if (v < 0 || pad > 0) {
         return 0;
       }

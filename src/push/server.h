@@ -56,11 +56,6 @@ int push_config_defaults(push_config *c);
 int push_config_load(push_config *c, const char *path, char *err,
                      size_t errlen);
 
-/* Applies command-line flags (argv[0] is the subcommand) over c. Returns 0,
- * 1 when --help was printed, or -1 with a message in err. */
-int push_config_flags(push_config *c, int argc, char **argv, char *err,
-                      size_t errlen);
-
 void push_config_free(push_config *c);
 
 /* Runs the server until SIGINT/SIGTERM; returns the process exit status. */

@@ -69,18 +69,21 @@ static void client_free_strings(struct client_state *c) {
   }
 }
 
-/* The connection ended: a pending DNS request is cancelled and, when it
- * completes, touches nothing. The state stays until herald__client_free:
- * the core connection borrows its config until it is deleted. */
-void herald__client_detach(struct client_state *c) {
+/* ws_owner_ops.finished: a pending DNS request is cancelled and, when it
+ * completes, touches nothing. The state stays until client_free: the core
+ * connection borrows its config until it is deleted. */
+static void client_finished(herald_ws *ws) {
+  struct client_state *c = ws->cold->cli;
   c->ws = NULL;
   if (c->dns_pending) {
     uv_cancel((uv_req_t *)&c->dns);
   }
 }
 
-/* The connection is freed; free now unless DNS still holds the state. */
-void herald__client_free(struct client_state *c) {
+/* ws_owner_ops.free: the connection is freed; free the state now unless
+ * DNS still holds it. */
+static void client_free(herald_ws *ws) {
+  struct client_state *c = ws->cold->cli;
   c->ws = NULL;
   if (c->dns_pending) {
     c->orphan = 1; /* on_dns frees it */
@@ -153,7 +156,9 @@ static int parse_url(const char *url, struct client_state *c, int *port) {
 
 static void try_next_address(herald_ws *ws);
 
-void herald__client_connected(herald_ws *ws) {
+/* ws_owner_ops.connected: the connect attempt ended; on success TLS and the
+ * opening handshake start, else the next address is tried. */
+static void client_connected(herald_ws *ws) {
   struct client_state *c = ws->cold->cli;
   int err = 0;
   socklen_t len = sizeof(err);
@@ -334,7 +339,11 @@ HERALD_API int herald_connect(herald_loop *loop,
     free(c);
     return HERALD_ERR_NOMEM;
   }
+  static const ws_owner_ops client_owner = {.connected = client_connected,
+                                            .finished = client_finished,
+                                            .free = client_free};
   ws->cold->cli = c;
+  ws->cold->owner = &client_owner;
   c->ws = ws;
   ws->cb = &c->cb;
   ws->ud = ud;

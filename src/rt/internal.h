@@ -65,14 +65,34 @@ struct herald_http {
   int keep_alive; /* the request allows another one after it */
 };
 
+/* The server or client that made a connection, as ws.c reaches it: ws.c
+ * calls server.c and client.c only through these. A hook its side has no
+ * use for is NULL. */
+typedef struct ws_owner_ops {
+  /* Server: the callbacks (and *ud) for a WebSocket upgrade to path, or
+   * NULL when no endpoint is there. */
+  const herald_ws_callbacks *(*route)(herald_ws *ws, herald_str path,
+                                      void **ud);
+  /* Server: sets the plain-HTTP handler (and *ud); 0 when there is none. */
+  int (*http)(herald_ws *ws, herald_http_fn *fn, void **ud);
+  /* Client: the TCP connect finished or failed (EPOLLOUT, EPOLLERR or
+   * EPOLLHUP while WS_CONNECTING). */
+  void (*connected)(herald_ws *ws);
+  /* Client: the connection finished and on_close has run (ws_finish). */
+  void (*finished)(herald_ws *ws);
+  /* Client: the connection is being freed, at the reap. */
+  void (*free)(herald_ws *ws);
+} ws_owner_ops;
+
 /* What a connection needs only at times: during the handshake, for plain
  * HTTP, while input is split across reads, when it ends, or for its life as
  * a client. Allocated with the connection, freed once the connection is
  * open with nothing in it (so an idle server connection holds none), and
  * allocated again when needed (herald__ws_cold). */
 typedef struct ws_cold {
-  herald_server *srv;       /* server connections: their server */
-  struct client_state *cli; /* client connections: connect state */
+  const ws_owner_ops *owner; /* server.c's or client.c's hooks */
+  herald_server *srv;        /* server connections: their server */
+  struct client_state *cli;  /* client connections: connect state */
 
   uint8_t *tail; /* unconsumed input kept between reads */
   size_t tail_len, tail_cap;
@@ -117,6 +137,18 @@ struct herald_ws {
   ws_cold *cold;  /* NULL: nothing cold held */
 };
 
+/* What a loop calls in the connections it runs (ws.c), so that loop.c
+ * depends on no other file of the runtime: ws.c puts its table in every
+ * loop it makes a connection on (herald__ws_new), before the loop can meet
+ * one. */
+typedef struct loop_conn_ops {
+  void (*ready)(herald_ws *ws, uint32_t events); /* epoll reported events */
+  void (*timer)(herald_ws *ws, uint64_t now);    /* its wheel deadline came */
+  void (*flush)(herald_ws *ws);                  /* it is on the dirty list */
+  void (*resume)(herald_ws *ws); /* it is on the resume list, alive */
+  void (*free)(herald_ws *ws);   /* it finished and is reaped */
+} loop_conn_ops;
+
 typedef struct post_item {
   void (*fn)(void *arg);
   void *arg;
@@ -157,13 +189,22 @@ struct herald_loop {
   herald_ws *wheel[WHEEL_SLOTS];
   uint64_t wheel_now; /* ms: the tick processed last */
 
+  const loop_conn_ops *conn_ops; /* set by ws.c: see loop_conn_ops */
+
   /* Set by the server for its worker loops. */
   herald_server *srv;
   void (*on_idle)(herald_loop *loop); /* nconns fell to 0 while stopping */
+  /* An IO_LISTENER item is readable. */
+  void (*on_listener)(herald_loop *loop, io_item *io);
+  void (*on_tick)(herald_loop *loop); /* after each tick of the wheel */
 };
 
-/* loop.c */
-uint64_t herald__now(herald_loop *loop);
+/* loop.c. Calls nothing in the other files: it reaches connections and
+ * listeners through loop->conn_ops, on_listener and on_tick. */
+/* The loop's time in ms (libuv's, cached once per pass). */
+static inline uint64_t herald__now(herald_loop *loop) {
+  return uv_now(loop->uv);
+}
 /* Counts a connection in (+1) or out (-1); the loop stays alive while any
  * connection exists. */
 void herald__loop_ref(herald_loop *loop, int delta);
@@ -175,35 +216,20 @@ void herald__epoll_del(herald_loop *loop, io_item *io);
 void herald__wheel_set(herald_ws *ws, uint64_t deadline);
 void herald__wheel_remove(herald_ws *ws);
 void herald__mark_dirty(herald_ws *ws);
-void herald__mark_resume(herald_ws *ws);
-/* Dispatch hooks implemented by server.c and ws.c. */
-void herald__listener_ready(herald_loop *loop, io_item *io);
-void herald__ws_ready(herald_ws *ws, uint32_t events);
-void herald__ws_timer(herald_ws *ws, uint64_t now);
-void herald__ws_flush(herald_ws *ws);
-void herald__ws_resume(herald_ws *ws);
-void herald__ws_free(herald_ws *ws);
-void herald__listeners_retry(herald_loop *loop);
 
-/* ws.c */
+/* ws.c. Calls loop.c and tls.c, and the server or client that made a
+ * connection only through its cold part's owner hooks. */
 /* The cold part, allocated if it is not there; NULL when out of memory. */
 ws_cold *herald__ws_cold(herald_ws *ws);
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
                           const herald_rt_limits *limits);
 void herald__ws_start(herald_ws *ws); /* register fd, set timers */
+void herald__ws_flush(herald_ws *ws); /* write what the core queued */
 void herald__ws_abort(herald_ws *ws, const char *error);
 void herald__ws_shutdown(herald_ws *ws); /* graceful: 1001 or close */
 void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len);
 
-/* server.c: per-connection server context. */
-
-const herald_ws_callbacks *herald__server_route(herald_server *srv,
-                                                herald_str path, void **ud);
-int herald__server_http(herald_server *srv, herald_http_fn *fn, void **ud);
-
-/* client.c */
-void herald__client_detach(struct client_state *cli); /* ws_finish */
-void herald__client_free(struct client_state *cli);   /* herald__ws_free */
-void herald__client_connected(herald_ws *ws);
+/* server.c and client.c call the files above; nothing calls them but
+ * through ws_owner_ops, loop->on_listener and loop->on_tick. */
 
 #endif

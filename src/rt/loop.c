@@ -17,6 +17,10 @@
  *                other paths (timers, posts, sends to other connections)
  *                are flushed, each with one writev
  *   timer        every WHEEL_TICK_MS the wheel slot that is due is scanned
+ *
+ * This file calls no other file of the runtime: the connections it runs
+ * are reached through loop->conn_ops (set by ws.c), a server's listeners
+ * through loop->on_listener and on_tick (set by server.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -24,10 +28,6 @@
 #include <unistd.h>
 
 #include "rt/internal.h"
-
-uint64_t herald__now(herald_loop *loop) {
-  return uv_now(loop->uv);
-}
 
 void herald__loop_ref(herald_loop *loop, int delta) {
   size_t before = loop->nconns;
@@ -120,14 +120,16 @@ static void on_tick(uv_timer_t *t) {
       ws->wheel_prev = ws->wheel_next = NULL;
       if (ws->deadline <= loop->wheel_now) {
         ws->deadline = 0;
-        herald__ws_timer(ws, now);
+        loop->conn_ops->timer(ws, now);
       } else {
         herald__wheel_set(ws, ws->deadline);
       }
       ws = next;
     }
   }
-  herald__listeners_retry(loop);
+  if (loop->on_tick) {
+    loop->on_tick(loop);
+  }
 }
 
 /* ---- dirty and resume lists --------------------------------------------- */
@@ -141,19 +143,6 @@ void herald__mark_dirty(herald_ws *ws) {
   }
 }
 
-void herald__mark_resume(herald_ws *ws) {
-  if (!(ws->flags & WS_RESUME)) {
-    ws_cold *k = herald__ws_cold(ws);
-    if (k == NULL) {
-      herald__ws_abort(ws, "out of memory");
-      return;
-    }
-    ws->flags |= WS_RESUME;
-    k->resume_next = ws->loop->resume;
-    ws->loop->resume = ws;
-  }
-}
-
 /* Frees connections that finished during this pass. They are unlinked from
  * every list by then; freeing waits for a safe point because their last
  * callback may have been deep in the stack. */
@@ -161,7 +150,7 @@ static void reap(herald_loop *loop) {
   while (loop->reap) {
     herald_ws *ws = loop->reap;
     loop->reap = ws->next;
-    herald__ws_free(ws);
+    loop->conn_ops->free(ws);
   }
 }
 
@@ -176,7 +165,7 @@ static void flush_list(herald_loop *loop) {
     ws->flags &= (uint16_t)~WS_DIRTY;
     /* Skip connections already flushed after their own read. */
     if ((ws->flags & (WS_DEAD | WS_NEEDS_FLUSH)) == WS_NEEDS_FLUSH) {
-      herald__ws_flush(ws);
+      loop->conn_ops->flush(ws);
     }
   }
 }
@@ -197,7 +186,7 @@ static void flush_dirty(herald_loop *loop) {
     list = ws->cold->resume_next;
     ws->flags &= (uint16_t)~WS_RESUME;
     if (!(ws->flags & WS_DEAD)) {
-      herald__ws_resume(ws);
+      loop->conn_ops->resume(ws);
     }
   }
   flush_list(loop);
@@ -238,10 +227,10 @@ static int dispatch(herald_loop *loop, const struct epoll_event *evs, int n) {
     if (io->kind == IO_WS) {
       herald_ws *ws = (herald_ws *)io;
       if (!(ws->flags & WS_DEAD)) {
-        herald__ws_ready(ws, evs[i].events);
+        loop->conn_ops->ready(ws, evs[i].events);
       }
     } else if (io->kind == IO_LISTENER) {
-      herald__listener_ready(loop, io);
+      loop->on_listener(loop, io);
     } else {
       uv_ready = 1;
     }

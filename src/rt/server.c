@@ -171,8 +171,10 @@ HERALD_API void herald_server_on_loop_start(herald_server *srv,
   srv->on_loop_start_ud = ud;
 }
 
-const herald_ws_callbacks *herald__server_route(herald_server *srv,
-                                                herald_str path, void **ud) {
+/* ws_owner_ops.route: the endpoint at path, else the "*" one. */
+static const herald_ws_callbacks *server_route(herald_ws *ws, herald_str path,
+                                               void **ud) {
+  herald_server *srv = ws->cold->srv;
   route *def = NULL;
   for (route *r = srv->routes; r; r = r->next) {
     if (strlen(r->path) == path.len &&
@@ -191,11 +193,16 @@ const herald_ws_callbacks *herald__server_route(herald_server *srv,
   return NULL;
 }
 
-int herald__server_http(herald_server *srv, herald_http_fn *fn, void **ud) {
+/* ws_owner_ops.http: the configured on_http. */
+static int server_http(herald_ws *ws, herald_http_fn *fn, void **ud) {
+  herald_server *srv = ws->cold->srv;
   *fn = srv->cfg.on_http;
   *ud = srv->cfg.http_user_data;
   return *fn != NULL;
 }
+
+static const ws_owner_ops server_owner = {.route = server_route,
+                                          .http = server_http};
 
 HERALD_API int herald_server_port(const herald_server *srv) {
   return srv->port;
@@ -203,7 +210,8 @@ HERALD_API int herald_server_port(const herald_server *srv) {
 
 /* ---- accepting ---------------------------------------------------------- */
 
-void herald__listener_ready(herald_loop *loop, io_item *io) {
+/* loop->on_listener: accepts up to 64 connections waiting on l. */
+static void listener_ready(herald_loop *loop, io_item *io) {
   listener *l = (listener *)io;
   herald_server *srv = loop->srv;
   for (int i = 0; i < 64; i++) {
@@ -233,6 +241,7 @@ void herald__listener_ready(herald_loop *loop, io_item *io) {
       continue;
     }
     ws->cold->srv = srv;
+    ws->cold->owner = &server_owner;
     if (srv->tls) {
       pthread_mutex_lock(&srv->tls_mu);
       herald_tls_set *set = herald__tls_set_ref(srv->tls);
@@ -248,7 +257,9 @@ void herald__listener_ready(herald_loop *loop, io_item *io) {
   }
 }
 
-void herald__listeners_retry(herald_loop *loop) {
+/* loop->on_tick: listening again on listeners paused for lack of
+ * descriptors. */
+static void listeners_retry(herald_loop *loop) {
   herald_server *srv = loop->srv;
   if (srv == NULL || atomic_load(&srv->stop_requested)) {
     return;
@@ -483,6 +494,8 @@ HERALD_API int herald_server_run(herald_server *srv) {
       break;
     }
     w->loop->srv = srv;
+    w->loop->on_listener = listener_ready;
+    w->loop->on_tick = listeners_retry;
     for (size_t a = 0; a < srv->cfg.nlisten && rv == 0; a++) {
       listener *l = calloc(1, sizeof(*l));
       if (l == NULL) {

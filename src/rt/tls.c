@@ -10,6 +10,11 @@
  * first the default). Each connection holds a reference to the set it was
  * accepted with, so a reload (SIGHUP) swaps the set for new connections
  * while open ones keep theirs.
+ *
+ * This file calls nothing else in the runtime: it moves bytes between the
+ * socket, OpenSSL and the core's output, and reports the end of a
+ * connection to its caller (ws.c) instead of ending it, and plaintext
+ * likewise goes back to the caller to process.
  */
 #include <errno.h>
 #include <openssl/err.h>
@@ -298,8 +303,9 @@ size_t herald__tls_pending(const herald_ws *ws) {
 }
 
 /* Sends ciphertext from the write BIO. Returns 0 when all of it went out,
- * 1 when the socket is full, -1 after aborting the connection. */
-static int tls_send(herald_ws *ws) {
+ * 1 when the socket is full, -1 with *error set when the connection must
+ * end. */
+static int tls_send(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
   for (;;) {
     if (t->out_off == t->out_len) {
@@ -310,7 +316,7 @@ static int tls_send(herald_ws *ws) {
         return 0;
       }
       if (t->out == NULL && (t->out = malloc(TLS_CHUNK)) == NULL) {
-        herald__ws_abort(ws, "out of memory");
+        *error = "out of memory";
         return -1;
       }
       int n = BIO_read(t->wbio, t->out, TLS_CHUNK);
@@ -328,7 +334,7 @@ static int tls_send(herald_ws *ws) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         return 1;
       }
-      herald__ws_abort(ws, "write failed");
+      *error = "write failed";
       return -1;
     }
     t->out_off += (size_t)w;
@@ -336,8 +342,8 @@ static int tls_send(herald_ws *ws) {
 }
 
 /* Drives the handshake. Returns 1 once established, 0 while it continues,
- * -1 after aborting. */
-static int tls_handshake(herald_ws *ws) {
+ * -1 with *error set when it failed. */
+static int tls_handshake(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
   if (SSL_is_init_finished(t->ssl)) {
     return 1;
@@ -351,19 +357,20 @@ static int tls_handshake(herald_ws *ws) {
     return 0;
   }
   const char *why = tls_error(t->ssl, r);
-  (void)tls_send(ws); /* the alert, if the socket takes it */
-  herald__ws_abort(ws, why);
+  const char *ignored;
+  (void)tls_send(ws, &ignored); /* the alert, if the socket takes it */
+  *error = why;
   return -1;
 }
 
 /*
  * Encrypts what the core has queued (once the handshake is done) and sends
- * the ciphertext. Returns 0, or -1 if the connection was aborted. Sets
- * WS_WANT_WRITE when the socket is full.
+ * the ciphertext. Returns 0, or -1 with *error set when the connection must
+ * end. Sets WS_WANT_WRITE when the socket is full.
  */
-int herald__tls_flush(herald_ws *ws) {
+int herald__tls_flush(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
-  int hs = tls_handshake(ws);
+  int hs = tls_handshake(ws, error);
   if (hs < 0) {
     return -1;
   }
@@ -381,7 +388,7 @@ int herald__tls_flush(herald_ws *ws) {
           int w =
               SSL_write(t->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
           if (w <= 0) {
-            herald__ws_abort(ws, tls_error(t->ssl, w));
+            *error = tls_error(t->ssl, w);
             return -1;
           }
           done += (size_t)w;
@@ -405,7 +412,7 @@ int herald__tls_flush(herald_ws *ws) {
         }
         int w = SSL_write(t->ssl, rec, (int)fill);
         if (w <= 0 || (size_t)w != fill) {
-          herald__ws_abort(ws, tls_error(t->ssl, w));
+          *error = tls_error(t->ssl, w);
           return -1;
         }
         done += fill;
@@ -421,7 +428,7 @@ int herald__tls_flush(herald_ws *ws) {
       (void)SSL_shutdown(t->ssl);
     }
   }
-  int s = tls_send(ws);
+  int s = tls_send(ws, error);
   if (s < 0) {
     return -1;
   }
@@ -436,16 +443,17 @@ int herald__tls_flush(herald_ws *ws) {
 }
 
 /*
- * Reads ciphertext from the socket, completes the handshake, and delivers
- * the plaintext to the core. Returns 0, 1 at EOF (the caller ends the
- * connection), or -1 if the connection was aborted.
+ * Reads ciphertext from the socket and moves the handshake on. Returns 0
+ * when there is nothing to decrypt yet (the socket was empty, or the
+ * handshake continues), 2 when ciphertext came in and the handshake is
+ * done (decrypt with herald__tls_decrypt()), 1 at EOF (the caller ends the
+ * connection), or -1 with *error set when the connection must end.
  */
-int herald__tls_read(herald_ws *ws, size_t *got) {
+int herald__tls_read(herald_ws *ws, size_t *got, const char **error) {
   tls_state *t = ws->tls;
-  uint8_t *buf = ws->loop->rbuf;
-  /* Ciphertext goes in the second half of the read buffer; plaintext is
-   * produced into the first half. */
-  uint8_t *cbuf = buf + READ_BUFFER_SIZE / 2;
+  /* Ciphertext goes in the second half of the loop's read buffer; the
+   * caller decrypts into the first half. */
+  uint8_t *cbuf = ws->loop->rbuf + READ_BUFFER_SIZE / 2;
   ssize_t n;
   do {
     n = read(ws->io.fd, cbuf, HERALD_TLS_READ_MAX);
@@ -455,78 +463,53 @@ int herald__tls_read(herald_ws *ws, size_t *got) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
       return 0;
     }
-    herald__ws_abort(ws, "read failed");
+    *error = "read failed";
     return -1;
   }
   if (n == 0) {
     if (!SSL_is_init_finished(t->ssl)) {
-      herald__ws_abort(ws, "TLS: connection closed during the handshake");
+      *error = "TLS: connection closed during the handshake";
       return -1;
     }
     return 1;
   }
   BIO_write(t->rbio, cbuf, (int)n);
-  int hs = tls_handshake(ws);
+  int hs = tls_handshake(ws, error);
   if (hs < 0) {
     return -1;
   }
   if (hs == 0) {
-    return tls_send(ws) < 0 ? -1 : 0;
+    return tls_send(ws, error) < 0 ? -1 : 0;
   }
-  ws->last_rx = (uint32_t)herald__now(ws->loop);
-  return herald__tls_drain(ws);
+  return 2;
+}
+
+int herald__tls_established(const herald_ws *ws) {
+  return SSL_is_init_finished(ws->tls->ssl);
 }
 
 /*
- * Decrypts what OpenSSL holds and delivers it, until it needs more
- * ciphertext or the connection pauses. Returns 0, 1 at close_notify (EOF),
- * or -1 after aborting. Also continues a resumed connection: records that
- * arrived while it was paused are still in the read BIO.
+ * Decrypts what OpenSSL holds into out[0..cap). Returns 0 with *n > 0
+ * bytes of plaintext, 0 with *n == 0 when OpenSSL needs more ciphertext,
+ * 1 at close_notify (EOF), or -1 with *error set when the connection must
+ * end.
  */
-int herald__tls_drain(herald_ws *ws) {
+int herald__tls_decrypt(herald_ws *ws, uint8_t *out, size_t cap, size_t *n,
+                        const char **error) {
   tls_state *t = ws->tls;
-  uint8_t *buf = ws->loop->rbuf;
-  size_t cap = READ_BUFFER_SIZE / 2;
-  if (!SSL_is_init_finished(t->ssl)) {
+  *n = 0;
+  int r = SSL_read(t->ssl, out, (int)(cap > INT32_MAX ? INT32_MAX : cap));
+  if (r > 0) {
+    *n = (size_t)r;
     return 0;
   }
-  ws_cold *k = ws->cold;
-  if (k && k->tail_len) {
-    /* Plaintext kept by a pause goes first. */
-    size_t n = k->tail_len;
-    memcpy(buf, k->tail, n);
-    k->tail_len = 0;
-    herald__ws_process(ws, buf, n);
-    if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
-      return 0;
-    }
+  int e = SSL_get_error(t->ssl, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    return 0;
   }
-  for (;;) {
-    k = ws->cold; /* processing may have allocated it */
-    size_t have = k ? k->tail_len : 0;
-    if (have) {
-      memcpy(buf, k->tail, have);
-      k->tail_len = 0;
-    }
-    int r = SSL_read(t->ssl, buf + have, (int)(cap - have));
-    if (r <= 0) {
-      int e = SSL_get_error(t->ssl, r);
-      if (have) {
-        k->tail_len = have; /* still in k->tail */
-      }
-      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-        break;
-      }
-      if (e == SSL_ERROR_ZERO_RETURN) {
-        return 1; /* close_notify: EOF */
-      }
-      herald__ws_abort(ws, tls_error(t->ssl, r));
-      return -1;
-    }
-    herald__ws_process(ws, buf, have + (size_t)r);
-    if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
-      break;
-    }
+  if (e == SSL_ERROR_ZERO_RETURN) {
+    return 1;
   }
-  return 0;
+  *error = tls_error(t->ssl, r);
+  return -1;
 }

@@ -23,11 +23,16 @@ void herald__tls_free(herald_ws *ws);
  * second half of the loop's read buffer. */
 #define HERALD_TLS_READ_MAX (READ_BUFFER_SIZE / 2)
 
-/* I/O in place of read()/sendmsg(): see tls.c. herald__tls_read sets *got
- * to the ciphertext bytes it read. */
-int herald__tls_read(herald_ws *ws, size_t *got);
-int herald__tls_drain(herald_ws *ws);
-int herald__tls_flush(herald_ws *ws);
+/* I/O in place of read()/sendmsg(), see tls.c for the return values.
+ * None of them ends the connection: an error comes back as -1 with a
+ * static text in *error, for the caller to end it with. herald__tls_read
+ * sets *got to the ciphertext bytes it read. */
+int herald__tls_read(herald_ws *ws, size_t *got, const char **error);
+int herald__tls_decrypt(herald_ws *ws, uint8_t *out, size_t cap, size_t *n,
+                        const char **error);
+int herald__tls_flush(herald_ws *ws, const char **error);
+/* Whether the handshake is complete. */
+int herald__tls_established(const herald_ws *ws);
 /* Ciphertext not yet sent. */
 size_t herald__tls_pending(const herald_ws *ws);
 

@@ -33,6 +33,19 @@
 
 static void ws_finish(herald_ws *ws);
 static void ws_arm_open_timers(herald_ws *ws);
+static void ws_ready(herald_ws *ws, uint32_t events);
+static void ws_timer(herald_ws *ws, uint64_t now);
+static void ws_resume(herald_ws *ws);
+static void ws_free(herald_ws *ws);
+
+/* How the loop reaches its connections (loop_conn_ops). */
+static const loop_conn_ops ws_loop_ops = {
+    .ready = ws_ready,
+    .timer = ws_timer,
+    .flush = herald__ws_flush,
+    .resume = ws_resume,
+    .free = ws_free,
+};
 
 ws_cold *herald__ws_cold(herald_ws *ws) {
   if (ws->cold == NULL) {
@@ -74,6 +87,7 @@ herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
   ws->io.fd = fd;
   ws->loop = loop;
   ws->limits = limits;
+  loop->conn_ops = &ws_loop_ops;
   ws->next = loop->all;
   if (loop->all) {
     loop->all->prev = ws;
@@ -95,11 +109,27 @@ void herald__ws_start(herald_ws *ws) {
   }
 }
 
-void herald__ws_free(herald_ws *ws) {
+/* Puts the connection on its loop's resume list: ws_resume() runs at the
+ * end of the pass (loop.c, flush_dirty). */
+static void ws_mark_resume(herald_ws *ws) {
+  if (!(ws->flags & WS_RESUME)) {
+    ws_cold *k = herald__ws_cold(ws);
+    if (k == NULL) {
+      herald__ws_abort(ws, "out of memory");
+      return;
+    }
+    ws->flags |= WS_RESUME;
+    k->resume_next = ws->loop->resume;
+    ws->loop->resume = ws;
+  }
+}
+
+/* Frees a finished connection (reaped by the loop). */
+static void ws_free(herald_ws *ws) {
   herald__tls_free(ws);
   herald_conn_del(ws->conn);
-  if (ws->cold && ws->cold->cli) {
-    herald__client_free(ws->cold->cli);
+  if (ws->cold && ws->cold->owner && ws->cold->owner->free) {
+    ws->cold->owner->free(ws);
   }
   if (ws->cold) {
     free(ws->cold->tail);
@@ -187,10 +217,10 @@ static void ws_finish(herald_ws *ws) {
     info.error = k ? k->error : NULL;
     ws->cb->on_close(ws, &info, ws->ud);
   }
-  if (k && k->cli) {
+  if (k && k->owner && k->owner->finished) {
     /* A client's callbacks live in its connect state, and its core config
      * too: both go at the reap, after the core connection. */
-    herald__client_detach(k->cli);
+    k->owner->finished(ws);
     ws->cb = NULL;
   }
   ws->next = loop->reap;
@@ -231,7 +261,9 @@ void herald__ws_flush(herald_ws *ws) {
   }
   ws->flags &= (uint16_t)~WS_NEEDS_FLUSH;
   if (ws->tls) {
-    if (herald__tls_flush(ws) < 0) {
+    const char *why = NULL;
+    if (herald__tls_flush(ws, &why) < 0) {
+      herald__ws_abort(ws, why);
       return;
     }
   } else {
@@ -324,7 +356,7 @@ static void ws_arm_open_timers(herald_ws *ws) {
   herald__wheel_set(ws, d);
 }
 
-void herald__ws_timer(herald_ws *ws, uint64_t now) {
+static void ws_timer(herald_ws *ws, uint64_t now) {
   if (ws->flags & WS_DEAD) {
     return;
   }
@@ -433,6 +465,57 @@ static int ws_read_again(herald_ws *ws, size_t got, size_t room,
          got == room && *total < READ_PASS_MAX;
 }
 
+/*
+ * Decrypts what TLS holds and processes it, until TLS needs more
+ * ciphertext or the connection pauses. Returns 0, 1 at close_notify (EOF),
+ * or -1 after aborting. Also continues a resumed connection: plaintext kept
+ * by the pause goes first, and records that arrived meanwhile are still in
+ * TLS's read buffer. Plaintext goes in the first half of the loop's read
+ * buffer (ciphertext is read into the second).
+ */
+static int ws_tls_drain(herald_ws *ws) {
+  uint8_t *buf = ws->loop->rbuf;
+  size_t cap = READ_BUFFER_SIZE / 2;
+  if (!herald__tls_established(ws)) {
+    return 0;
+  }
+  ws_cold *k = ws->cold;
+  if (k && k->tail_len) {
+    size_t n = k->tail_len;
+    memcpy(buf, k->tail, n);
+    k->tail_len = 0;
+    herald__ws_process(ws, buf, n);
+    if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
+      return 0;
+    }
+  }
+  for (;;) {
+    k = ws->cold; /* processing may have allocated it */
+    size_t have = k ? k->tail_len : 0;
+    if (have) {
+      memcpy(buf, k->tail, have);
+      k->tail_len = 0;
+    }
+    size_t n = 0;
+    const char *why = NULL;
+    int r = herald__tls_decrypt(ws, buf + have, cap - have, &n, &why);
+    if (r != 0 || n == 0) {
+      if (have) {
+        k->tail_len = have; /* still in k->tail */
+      }
+      if (r < 0) {
+        herald__ws_abort(ws, why);
+        return -1;
+      }
+      return r; /* 0: TLS needs more ciphertext; 1: close_notify */
+    }
+    herald__ws_process(ws, buf, have + n);
+    if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
+      return 0;
+    }
+  }
+}
+
 static void ws_read(herald_ws *ws) {
   uint8_t *buf = ws->loop->rbuf;
   if (ws->flags & WS_SHUTDOWN) {
@@ -457,7 +540,16 @@ static void ws_read(herald_ws *ws) {
     size_t total = 0;
     for (;;) {
       size_t got = 0;
-      int r = herald__tls_read(ws, &got);
+      const char *why = NULL;
+      int r = herald__tls_read(ws, &got, &why);
+      if (r < 0) {
+        herald__ws_abort(ws, why);
+        return;
+      }
+      if (r == 2) { /* ciphertext in, handshake done: decrypt */
+        ws->last_rx = (uint32_t)herald__now(ws->loop);
+        r = ws_tls_drain(ws);
+      }
       if (r == 1) {
         ws_on_eof(ws);
         return;
@@ -513,10 +605,12 @@ static void ws_read(herald_ws *ws) {
   }
 }
 
-void herald__ws_ready(herald_ws *ws, uint32_t events) {
+static void ws_ready(herald_ws *ws, uint32_t events) {
   if (ws->flags & WS_CONNECTING) {
-    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-      herald__client_connected(ws);
+    ws_cold *k = ws->cold; /* a client's: never trimmed */
+    if ((events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) && k && k->owner &&
+        k->owner->connected) {
+      k->owner->connected(ws);
     }
     return;
   }
@@ -554,11 +648,19 @@ static int wants_close(const herald_request *req) {
   return req->version_minor == 0;
 }
 
+/* The plain-HTTP handler of the connection's owner (a server's); 0 when
+ * there is none. */
+static int ws_http_handler(herald_ws *ws, herald_http_fn *fn, void **ud) {
+  ws_cold *k = ws->cold;
+  return k && k->owner && k->owner->http && k->owner->http(ws, fn, ud);
+}
+
+/* Calls the handler (ws_on_http_request made sure there is one). */
 static void ws_call_http(herald_ws *ws, const herald_request *req,
                          const uint8_t *body, size_t bodylen) {
   herald_http_fn fn = NULL;
   void *ud = NULL;
-  herald__server_http(ws->cold->srv, &fn, &ud);
+  (void)ws_http_handler(ws, &fn, &ud);
   herald_http *h = calloc(1, sizeof(*h));
   if (h == NULL) {
     herald_conn_respond(ws->conn, 503, NULL, 0, NULL, 0, 0);
@@ -596,7 +698,7 @@ static long ws_on_http_request(herald_ws *ws, const herald_request *req,
                                uint8_t *buf, size_t avail) {
   herald_http_fn fn = NULL;
   void *ud = NULL;
-  if (ws->cold->srv == NULL || !herald__server_http(ws->cold->srv, &fn, &ud)) {
+  if (!ws_http_handler(ws, &fn, &ud)) {
     static const char msg[] = "this endpoint speaks WebSocket only\n";
     herald_header h = {{"Upgrade", 7}, {"websocket", 9}};
     herald_conn_respond(ws->conn, 426, &h, 1, msg, sizeof(msg) - 1, 0);
@@ -664,9 +766,10 @@ static void ws_body_complete(herald_ws *ws) {
 
 static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
   void *ud = NULL;
-  const herald_ws_callbacks *cb =
-      ws->cold->srv ? herald__server_route(ws->cold->srv, req->path, &ud)
-                    : NULL;
+  ws_cold *k = ws->cold;
+  const herald_ws_callbacks *cb = k && k->owner && k->owner->route
+                                      ? k->owner->route(ws, req->path, &ud)
+                                      : NULL;
   if (cb == NULL) {
     herald_conn_reject(ws->conn, 404, "no WebSocket endpoint at this path",
                        NULL, 0);
@@ -859,7 +962,7 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
  * later, herald_ws_resume_read): process the input kept meanwhile, then
  * what TLS still holds decrypted or not; the socket is read again when
  * epoll says so. */
-void herald__ws_resume(herald_ws *ws) {
+static void ws_resume(herald_ws *ws) {
   ws->flags &= (uint16_t)~WS_READ_PAUSED;
   ws_update_events(ws);
   if (ws->cold && ws->cold->tail_len && !ws->tls) {
@@ -869,7 +972,7 @@ void herald__ws_resume(herald_ws *ws) {
     herald__ws_process(ws, buf, n);
   } else if (ws->tls) {
     /* The drain starts with the kept plaintext, then decrypts the rest. */
-    int r = herald__tls_drain(ws);
+    int r = ws_tls_drain(ws);
     if (r < 0) {
       return;
     }
@@ -905,7 +1008,7 @@ HERALD_API int herald_http_respond(herald_http *h, int status,
   herald__mark_dirty(ws);
   if (later) {
     free(h);
-    herald__mark_resume(ws);
+    ws_mark_resume(ws);
   } else {
     h->responded = 1;
   }
@@ -1075,7 +1178,7 @@ HERALD_API void herald_ws_resume_read(herald_ws *ws) {
       (ws->cold && ws->cold->http)) {
     return;
   }
-  herald__mark_resume(ws);
+  ws_mark_resume(ws);
 }
 
 HERALD_API void herald_ws_set_data(herald_ws *ws, void *data) {
@@ -1143,7 +1246,7 @@ HERALD_API int herald_http_stream(herald_http *h, int status,
    * it. Keepalive is the application's (SSE comments). */
   herald__wheel_set(ws, 0);
   if (later) {
-    herald__mark_resume(ws);
+    ws_mark_resume(ws);
   }
   herald__mark_dirty(ws);
   return 0;

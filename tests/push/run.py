@@ -1387,8 +1387,12 @@ def test_slow_consumer():
         code = f"{type(e).__name__}"
     check("slow subscriber: cut off with 3004 or its TCP closed",
           code in (3004, None), f"code={code}")
-    check("slow subscriber: got a gapless prefix, not everything",
-          offs == list(range(1, len(offs) + 1)) and len(offs) < n,
+    # At least the first publication: it reached the kernel's buffers
+    # before anything was queued, so an empty list means nothing arrived.
+    check("slow subscriber: got a gapless prefix from offset 1, not "
+          "everything",
+          len(offs) >= 1 and offs == list(range(1, len(offs) + 1)) and
+          len(offs) < n,
           f"{len(offs)} messages, first {offs[:3]} last {offs[-3:]}")
     print(f"     (publishing took {t_pub:.2f}s; slow one read {len(offs)} "
           f"messages before the cut, close={code}, client {slow_id})")
@@ -1501,8 +1505,11 @@ def test_big_replies():
     except (TimeoutError, OSError):
         pass
     e.close()
+    # The replay starts at offset 1 and the first events fit under the cap
+    # (about 31 of these 2 kB ones in 64 kB): no event at all is a failure.
     check("SSE replay over the cap: a gapless prefix from offset 1",
-          offs == list(range(1, len(offs) + 1)), short(offs[:5]))
+          len(offs) >= 1 and offs == list(range(1, len(offs) + 1)),
+          f"{len(offs)} events, first {offs[:3]} last {offs[-3:]}")
     time.sleep(0.3)
     check("SSE replay over the cap: the server is still running",
           s.alive(), f"server exited with {s.proc.returncode} (its stderr "

@@ -1,11 +1,12 @@
-/* base64_test.c - RFC 4648 section 10 vectors both ways, round trips of
- * every length and byte value, and rejection of everything that is not the
- * canonical padded encoding. */
+/* base64_test.c - the public base64 of herald/core.h: RFC 4648 section 10
+ * vectors both ways, round trips of every length and byte value, output
+ * buffers one byte too small, rejection of everything that is not the
+ * canonical padded encoding, and the character values of both alphabets. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/base64.h"
+#include "herald/core.h"
 #include "test.h"
 
 static const struct {
@@ -24,19 +25,40 @@ static const struct {
 static void test_encode_vectors(void) {
   for (size_t i = 0; i < sizeof rfc4648 / sizeof rfc4648[0]; i++) {
     char out[16];
-    size_t n = herald__base64_encode(out, (const uint8_t *)rfc4648[i].raw,
-                                     strlen(rfc4648[i].raw));
-    CHECK_EQ(n, strlen(rfc4648[i].enc));
-    CHECK_MEM(out, rfc4648[i].enc, n);
+    size_t rl = strlen(rfc4648[i].raw);
+    size_t el = strlen(rfc4648[i].enc);
+    long n = herald_base64_encode(out, sizeof out,
+                                  (const uint8_t *)rfc4648[i].raw, rl);
+    CHECK_EQ(n, el);
+    CHECK_EQ(HERALD_BASE64_ENCODED_LEN(rl), el);
+    CHECK_MEM(out, rfc4648[i].enc, el);
+    /* An exact-size output buffer is enough (ASan sees any write past it);
+     * one byte less is refused and nothing is written. */
+    char *exact = malloc(el ? el : 1);
+    CHECK_EQ(
+        herald_base64_encode(exact, el, (const uint8_t *)rfc4648[i].raw, rl),
+        el);
+    CHECK_MEM(exact, rfc4648[i].enc, el);
+    if (el > 0) {
+      memset(out, '#', sizeof out);
+      CHECK_EQ(herald_base64_encode(out, el - 1,
+                                    (const uint8_t *)rfc4648[i].raw, rl),
+               HERALD_ERR_INVALID_ARG);
+      CHECK_EQ(out[0], '#');
+    }
+    free(exact);
   }
+  /* No input needs no room, and in may then be NULL. */
+  CHECK_EQ(herald_base64_encode(NULL, 0, NULL, 0), 0);
 }
 
 static void test_decode_vectors(void) {
   for (size_t i = 0; i < sizeof rfc4648 / sizeof rfc4648[0]; i++) {
     uint8_t out[16];
     const char *enc = rfc4648[i].enc;
-    long n = herald__base64_decode(out, sizeof out, enc, strlen(enc));
+    long n = herald_base64_decode(out, sizeof out, enc, strlen(enc));
     CHECK_EQ(n, strlen(rfc4648[i].raw));
+    CHECK(HERALD_BASE64_DECODED_MAX(strlen(enc)) >= (size_t)n);
     CHECK_MEM(out, rfc4648[i].raw, strlen(rfc4648[i].raw));
     /* An exact-size output buffer is enough; one byte less is not. The
      * input is copied to an exact-size allocation so that ASan sees any
@@ -46,9 +68,10 @@ static void test_decode_vectors(void) {
     char *copy = malloc(el ? el : 1);
     memcpy(copy, enc, el);
     uint8_t *exact = malloc(rl ? rl : 1);
-    CHECK_EQ(herald__base64_decode(exact, rl, copy, el), rl);
+    CHECK_EQ(herald_base64_decode(exact, rl, copy, el), rl);
     if (rl > 0) {
-      CHECK_EQ(herald__base64_decode(exact, rl - 1, copy, el), -1);
+      CHECK_EQ(herald_base64_decode(exact, rl - 1, copy, el),
+               HERALD_ERR_INVALID_ARG);
     }
     free(exact);
     free(copy);
@@ -60,9 +83,9 @@ static void test_all_alphabet(void) {
   const char *enc =
       "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   uint8_t raw[48];
-  CHECK_EQ(herald__base64_decode(raw, sizeof raw, enc, 64), 48);
+  CHECK_EQ(herald_base64_decode(raw, sizeof raw, enc, 64), 48);
   char back[64];
-  CHECK_EQ(herald__base64_encode(back, raw, 48), 64);
+  CHECK_EQ(herald_base64_encode(back, sizeof back, raw, 48), 64);
   CHECK_MEM(back, enc, 64);
 }
 
@@ -74,9 +97,9 @@ static void test_roundtrip(void) {
   for (size_t n = 0; n <= sizeof raw; n++) {
     char enc[400];
     uint8_t dec[300];
-    size_t el = herald__base64_encode(enc, raw, n);
+    long el = herald_base64_encode(enc, sizeof enc, raw, n);
     CHECK_EQ(el, 4 * ((n + 2) / 3));
-    CHECK_EQ(herald__base64_decode(dec, sizeof dec, enc, el), n);
+    CHECK_EQ(herald_base64_decode(dec, sizeof dec, enc, (size_t)el), n);
     CHECK_MEM(dec, raw, n);
   }
 }
@@ -105,11 +128,11 @@ static void test_rejects(void) {
     if (i == sizeof bad / sizeof bad[0] - 1) {
       n = 4;
     }
-    long r = herald__base64_decode(out, sizeof out, bad[i], n);
-    if (r != -1) {
+    long r = herald_base64_decode(out, sizeof out, bad[i], n);
+    if (r != HERALD_ERR_INVALID_ARG) {
       fprintf(stderr, "accepted: %s\n", bad[i]);
     }
-    CHECK_EQ(r, -1);
+    CHECK_EQ(r, HERALD_ERR_INVALID_ARG);
   }
 }
 
@@ -117,9 +140,25 @@ static void test_websocket_key_size(void) {
   /* A Sec-WebSocket-Key decodes to exactly 16 bytes into a 16-byte buffer;
    * 17 bytes do not fit and are refused. */
   uint8_t out[16];
-  CHECK_EQ(herald__base64_decode(out, 16, "dGhlIHNhbXBsZSBub25jZQ==", 24), 16);
+  CHECK_EQ(herald_base64_decode(out, 16, "dGhlIHNhbXBsZSBub25jZQ==", 24), 16);
   CHECK_MEM(out, "the sample nonce", 16);
-  CHECK_EQ(herald__base64_decode(out, 16, "dGhlIHNhbXBsZSBub25jZXM=", 24), -1);
+  CHECK_EQ(herald_base64_decode(out, 16, "dGhlIHNhbXBsZSBub25jZXM=", 24),
+           HERALD_ERR_INVALID_ARG);
+}
+
+static void test_values(void) {
+  /* Each alphabet's 64 characters have the values 0..63 in order; every
+   * other byte, the padding included, has none. */
+  static const char std[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static const char url[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  for (int c = 0; c < 256; c++) {
+    const char *s = memchr(std, c, 64);
+    const char *u = memchr(url, c, 64);
+    CHECK_EQ(herald_base64_value((unsigned char)c, '+', '/'), s ? s - std : -1);
+    CHECK_EQ(herald_base64_value((unsigned char)c, '-', '_'), u ? u - url : -1);
+  }
 }
 
 int main(void) {
@@ -129,5 +168,6 @@ int main(void) {
   RUN(test_roundtrip);
   RUN(test_rejects);
   RUN(test_websocket_key_size);
+  RUN(test_values);
   return TEST_REPORT();
 }

@@ -467,8 +467,11 @@ static void test_buf_raw_u64(void) {
   push_buf_free(&b); /* twice is harmless */
 }
 
-/* Writes s as a JSON string, checks the exact text, and reads it back. */
-static void check_str(const char *s, size_t n, const char *want) {
+/* Writes s[0..n) as a JSON string, checks the exact text (want), reads it
+ * back and checks that it reads back as back[0..backlen): s itself when s
+ * is valid UTF-8, else s with U+FFFD for the bytes that are not. */
+static void check_str_as(const char *s, size_t n, const char *want,
+                         const char *back, size_t backlen) {
   push_buf b = {NULL, 0, 0};
   push_json v;
   char out[512];
@@ -477,8 +480,17 @@ static void check_str(const char *s, size_t n, const char *want) {
   CHECK_EQ(push_json_parse(b.p, b.len, &v), 0);
   CHECK_EQ(push_json_type_of(v), PUSH_JSON_STRING);
   long m = push_json_str(v, out, sizeof out);
-  CHECK(m >= 0);
+  CHECK_EQ(m, backlen);
+  if (m >= 0 && (size_t)m == backlen) {
+    CHECK_MEM(out, back, backlen);
+    CHECK_EQ(out[m], 0);
+  }
   push_buf_free(&b);
+}
+
+/* The same for valid UTF-8, which reads back as itself. */
+static void check_str(const char *s, size_t n, const char *want) {
+  check_str_as(s, n, want, s, n);
 }
 
 static void test_buf_str(void) {
@@ -489,12 +501,18 @@ static void test_buf_str(void) {
   check_str("\x01\x1f\0\x7f", 4, "\"\\u0001\\u001f\\u0000\x7f\"");
   check_str("\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80", 9,
             "\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"");
-  /* Bytes that are no UTF-8 become U+FFFD, so the output stays valid. */
-  check_str("a\xff"
-            "b",
-            3, "\"a\\ufffdb\"");
-  check_str("\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\"");
-  check_str("\xe2\x82", 2, "\"\\ufffd\\ufffd\"");
+  /* Bytes that are no UTF-8 become U+FFFD (EF BF BD), so the output stays
+   * valid. */
+  check_str_as("a\xff"
+               "b",
+               3, "\"a\\ufffdb\"",
+               "a\xef\xbf\xbd"
+               "b",
+               5);
+  check_str_as("\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\"",
+               "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd", 9);
+  check_str_as("\xe2\x82", 2, "\"\\ufffd\\ufffd\"", "\xef\xbf\xbd\xef\xbf\xbd",
+               6);
 
   /* Every byte round-trips exactly when it is valid on its own. */
   char all[128];
