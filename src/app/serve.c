@@ -1,12 +1,12 @@
 /* serve.c - `herald serve` (and `herald` with no command): the push
  * server. Configuration: defaults, then --config FILE, then the other
- * flags, which this file reads and applies through push/settings.h. */
+ * flags, which this file reads and applies through the setters of
+ * push/config.h. */
 #include <stdio.h>
 #include <string.h>
 
 #include "app/cli.h"
 #include "push/server.h"
-#include "push/settings.h"
 
 static void usage(FILE *out) {
   fprintf(out,

@@ -1,5 +1,5 @@
 /* config.c - `herald serve` configuration: defaults, the JSON file, and the
- * single settings (settings.h) through which the command line of
+ * single settings (the setters of config.h) through which the command line of
  * src/app/serve.c applies its flags over both. Every key is documented in
  * docs/config.md. */
 #include <stdarg.h>
@@ -9,8 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "push/server.h"
-#include "push/settings.h"
+#include "push/config.h"
 
 static void err_set(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

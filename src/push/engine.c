@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "push/server.h"
+#include "push/config.h"
 
 static int mem_sync(push_engine *e, const char *channel, push_engine_cb cb,
                     void *ud) {

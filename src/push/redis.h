@@ -27,25 +27,9 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "push/config.h"
 #include "push/engine.h"
 #include "push/push.h"
-
-#define PUSH_REDIS_MAX_SHARDS 16
-
-typedef struct push_redis_config {
-  char *addrs[PUSH_REDIS_MAX_SHARDS]; /* host:port, one per shard */
-  size_t naddrs;
-  char *user;               /* ACL user, or NULL */
-  char *password;           /* AUTH, or NULL */
-  char *prefix;             /* key prefix; NULL: "herald" */
-  int tls;                  /* connect with TLS */
-  char *tls_ca;             /* CA file; NULL: the system's */
-  char *tls_server_name;    /* NULL: the host of each address */
-  int tls_insecure;         /* do not verify the server */
-  int sharded;              /* 1: SSUBSCRIBE/SPUBLISH, 0: SUBSCRIBE/PUBLISH */
-  uint32_t presence_ttl_s;  /* presence entries live this long unrefreshed */
-  uint32_t ping_timeout_ms; /* a connection silent this long is dropped */
-} push_redis_config;
 
 typedef struct push_redis push_redis;
 

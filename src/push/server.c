@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "push/server.h"
 #include "push/server_int.h"
 
 static push_server g_server; /* one per process: signal handlers need it */

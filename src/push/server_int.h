@@ -21,11 +21,11 @@
 #include <uv.h>
 
 #include "herald/rt.h"
+#include "push/config.h"
 #include "push/engine.h"
 #include "push/limits.h"
 #include "push/log.h"
 #include "push/push.h"
-#include "push/server.h"
 
 #ifndef HERALD_VERSION_STRING
 #define HERALD_VERSION_STRING "0.0.0"

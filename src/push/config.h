@@ -1,0 +1,127 @@
+/* config.h - the configuration of `herald serve`: every key of
+ * docs/config.md as a field, its defaults, and the JSON file reader
+ * (config.c). Keep this file and docs/config.md in step. */
+#ifndef HERALD_PUSH_CONFIG_H
+#define HERALD_PUSH_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "push/limits.h"
+#include "push/log.h"
+#include "push/push.h"
+
+/* The Redis engine's settings ("redis" in docs/config.md). */
+#define PUSH_REDIS_MAX_SHARDS 16
+
+typedef struct push_redis_config {
+  char *addrs[PUSH_REDIS_MAX_SHARDS]; /* host:port, one per shard */
+  size_t naddrs;
+  char *user;               /* ACL user, or NULL */
+  char *password;           /* AUTH, or NULL */
+  char *prefix;             /* key prefix; NULL: "herald" */
+  int tls;                  /* connect with TLS */
+  char *tls_ca;             /* CA file; NULL: the system's */
+  char *tls_server_name;    /* NULL: the host of each address */
+  int tls_insecure;         /* do not verify the server */
+  int sharded;              /* 1: SSUBSCRIBE/SPUBLISH, 0: SUBSCRIBE/PUBLISH */
+  uint32_t presence_ttl_s;  /* presence entries live this long unrefreshed */
+  uint32_t ping_timeout_ms; /* a connection silent this long is dropped */
+} push_redis_config;
+
+typedef struct push_config {
+  char *listen[8];
+  size_t nlisten;
+  int anonymous;  /* connect without a token */
+  char **origins; /* allowed Origin values; "*" allows all */
+  size_t norigins;
+  char *api_key; /* NULL: the HTTP API is refused (401) */
+  char *jwt_hmac_secret;
+  char *jwt_rsa_pem; /* loaded file contents */
+  char *jwt_ec_pem;
+  int jwt_require_exp;
+  push_ns *ns;
+  size_t nns;
+  uint32_t max_channels;       /* per client */
+  uint32_t max_channels_total; /* in this node's hub; 0: no limit */
+  /* Token buckets (docs/config.md "rate_limits"); per_s 0: off. */
+  push_rate rate_commands;    /* commands per connection */
+  push_rate rate_publishes;   /* publish commands per connection */
+  push_rate rate_subscribes;  /* subscribe + unsubscribe per connection */
+  push_rate rate_connections; /* new WebSockets per client IP */
+  size_t max_command_bytes;   /* one WebSocket message of commands */
+  size_t output_cap;          /* per-client send buffer: over it -> 3004 */
+  uint32_t ping_interval_s;   /* WebSocket pings; 0: off */
+  uint32_t pong_timeout_s;
+  size_t max_http_body;
+  uint32_t sse_keepalive_s;
+  uint32_t shutdown_grace_s;
+  int log_level;
+  int demo; /* demo namespaces and the ticker publisher */
+  char *tls_cert;
+  char *tls_key;
+  /* Scale-out: "engine": "redis" (docs/scaling.md). */
+  int engine_redis;
+  push_redis_config redis;
+  char *node_name; /* NULL: random */
+} push_config;
+
+/* Safe local defaults (docs/config.md). Returns 0 or -1 (out of memory). */
+int push_config_defaults(push_config *c);
+
+/* Reads a JSON config file over c. Returns 0, or -1 with a message in err. */
+int push_config_load(push_config *c, const char *path, char *err,
+                     size_t errlen);
+
+void push_config_free(push_config *c);
+
+/* ---- one setting at a time -------------------------------------------
+ * For front ends that read settings from somewhere other than the JSON
+ * file: the command line of `herald serve` (src/app/serve.c). Each function
+ * checks its value as the JSON key of the same meaning does. Strings are
+ * copied: the config owns its copies and push_config_free() frees them.
+ * Every function that takes err returns 0, or -1 with a message in
+ * err[0..errlen) and c as it was. */
+
+/* Removes every listen address. */
+void push_config_clear_listen(push_config *c);
+
+/* Adds a listen address ("host:port", "[v6]:port" or ":port"; checked when
+ * the server binds it). At most 8. */
+int push_config_add_listen(push_config *c, const char *addr, char *err,
+                           size_t errlen);
+
+/* Replaces the string field *field of a config (api_key, jwt_hmac_secret,
+ * tls_cert, tls_key) with a copy of value. */
+int push_config_set_string(char **field, const char *value, char *err,
+                           size_t errlen);
+
+/* Removes every Redis address. */
+void push_config_clear_redis(push_config *c);
+
+/* Adds a Redis shard's address ("host:port"; one per shard, at most
+ * PUSH_REDIS_MAX_SHARDS). Does not choose the redis engine. */
+int push_config_add_redis(push_config *c, const char *addr, char *err,
+                          size_t errlen);
+
+/* Adds an allowed Origin value ("*" allows any). */
+int push_config_add_origin(push_config *c, const char *origin, char *err,
+                           size_t errlen);
+
+/* Sets this node's name: 1-12 letters, digits or underscores. */
+int push_config_set_node_name(push_config *c, const char *name, char *err,
+                              size_t errlen);
+
+/* Sets the log level from its name: debug, info, warn or error. */
+int push_config_set_log_level(push_config *c, const char *name, char *err,
+                              size_t errlen);
+
+/* Completes c once every source of settings was applied, and refuses an
+ * inconsistent one: adds the demo namespaces when demo is set; a TLS
+ * certificate needs a key and the reverse, the redis engine an address,
+ * and a config that requires tokens a JWT key. Call it once, last. On
+ * error c may hold the demo namespaces; push_config_free() it either
+ * way. */
+int push_config_finish(push_config *c, char *err, size_t errlen);
+
+#endif
