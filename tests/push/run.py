@@ -1601,11 +1601,103 @@ def test_shutdown():
     s.stop("server with --log-level debug")
 
 
+# ==========================================================================
+# HTTP framing (RFC 9112 6.3): no request smuggling
+# ==========================================================================
+
+
+def raw_http(port, data, timeout=5):
+    """Sends data on a new connection and reads until the server closes it
+    (or timeout). Returns (bytes received, closed by the server)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    got = b""
+    closed = False
+    try:
+        sock.sendall(data)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            got += chunk
+    finally:
+        sock.close()
+    return got, closed
+
+
+def test_http_framing():
+    s = Server({"namespaces": COMMON_NS})
+    w = s.client()
+    w.call("subscribe", {"channel": "nojl:smuggle"})
+
+    def publish_req(body, framing):
+        return (b"POST /api/publish HTTP/1.1\r\nHost: t\r\n"
+                b"Authorization: apikey K\r\n"
+                b"Content-Type: application/json\r\n" + framing +
+                b"\r\n" + body)
+
+    first = b'{"channel":"nojl:smuggle","data":"first"}'
+    body2 = b'{"channel":"nojl:smuggle","data":"smuggled"}'
+    inner = publish_req(body2, f"Content-Length: {len(body2)}\r\n".encode())
+    n1, n2 = len(first), len(first) + len(inner)
+    probes = [
+        ("two different Content-Length",
+         f"Content-Length: {n1}\r\nContent-Length: {n2}\r\n".encode()),
+        ("two different Content-Length, longer first",
+         f"Content-Length: {n2}\r\nContent-Length: {n1}\r\n".encode()),
+        ("the same Content-Length twice",
+         f"Content-Length: {n1}\r\ncontent-length: {n1}\r\n".encode()),
+        ("a Content-Length list",
+         f"Content-Length: {n1}, {n1}\r\n".encode()),
+        ("a Content-Length that is not a number",
+         f"Content-Length: +{n1}\r\n".encode()),
+        ("a Content-Length over 64 bits",
+         b"Content-Length: 18446744073709551616\r\n"),
+        ("Transfer-Encoding with Content-Length",
+         f"Transfer-Encoding: chunked\r\nContent-Length: {n1}\r\n".encode()),
+        ("Content-Length with Transfer-Encoding",
+         f"Content-Length: {n1}\r\nTransfer-Encoding: chunked\r\n".encode()),
+        ("Transfer-Encoding alone", b"Transfer-Encoding: chunked\r\n"),
+    ]
+    for what, framing in probes:
+        got, closed = raw_http(s.port, publish_req(first + inner, framing))
+        check(f"{what}: 400", got.startswith(b"HTTP/1.1 400 "), short(got))
+        check(f"{what}: the connection is closed", closed, short(got))
+        eq(f"{what}: one response, no second request",
+           got.count(b"HTTP/1.1 "), 1)
+    no_push(w, "nojl:smuggle", "nothing was published by the refused requests")
+    # The server still serves well-framed requests on the same port.
+    got, closed = raw_http(s.port, publish_req(
+        first, f"Content-Length: {n1}\r\nConnection: close\r\n".encode()))
+    check("a single Content-Length is served (200)",
+          got.startswith(b"HTTP/1.1 200 "), short(got))
+    eq("and published once", w.pubs("nojl:smuggle", 1)[0].get("data"), "first")
+    # An upgrade announcing a body is refused before any frame is read.
+    got, closed = raw_http(
+        s.port,
+        b"GET /connection/websocket HTTP/1.1\r\nHost: t\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nContent-Length: 5\r\n\r\nhello")
+    check("an upgrade with a body: 400 and closed",
+          got.startswith(b"HTTP/1.1 400 ") and closed, short(got))
+    w.close()
+    s.stop()
+
+
 TESTS = [test_commands, test_auth, test_http_api, test_recovery,
          test_presence, test_sse, test_websockets_library,
          test_reconnect_under_publishing, test_slow_consumer,
          test_fanout_burst, test_slow_sse_consumer, test_big_replies, test_ping_timeout,
-         test_shutdown]
+         test_shutdown, test_http_framing]
 
 
 def main():
