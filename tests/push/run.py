@@ -1693,11 +1693,121 @@ def test_http_framing():
     s.stop()
 
 
+# ==========================================================================
+# Duplicate JSON member names
+# ==========================================================================
+
+
+def test_duplicate_keys():
+    import hashlib
+    import hmac
+    import subprocess
+    import tempfile
+
+    s = Server({"namespaces": COMMON_NS, "anonymous": True,
+                "jwt": {"hmac_secret": SECRET}})
+    w = s.client()
+    w.call("subscribe", {"channel": "nojl:dup"})
+    w.sync()
+    w.pending.clear()
+    bad = [
+        ("the id twice", '{"id":7,"id":8,"ping":{}}'),
+        ("the same id twice", '{"id":7,"id":7,"ping":{}}'),
+        ("the method twice", '{"id":7,"ping":{},"ping":{}}'),
+        ("a param twice",
+         '{"id":7,"publish":{"channel":"nojl:dup","channel":"nojl:x",'
+         '"data":1}}'),
+        ("data twice", '{"id":7,"publish":{"channel":"nojl:dup","data":1,'
+         '"data":2}}'),
+        ("a key twice inside published data",
+         '{"id":7,"publish":{"channel":"nojl:dup","data":{"a":[{"b":1,'
+         '"b":2}]}}}'),
+        ("the same key spelled with an escape",
+         '{"id":7,"publish":{"channel":"nojl:dup","data":{"a":1,'
+         '"\\u0061":2}}}'),
+    ]
+    for what, text in bad:
+        w.send_text(text)
+        r = w.next()
+        while "push" in r:
+            r = w.next()
+        check(f"command with {what}: 107 (id 0: the id is not trusted)",
+              is_error(r, 107) and r.get("id") == 0, short(r))
+        check(f"command with {what}: the message says so",
+              "duplicate" in (r.get("error") or {}).get("message", ""),
+              short(r))
+    r = w.call("ping")
+    eq("the connection stays open", r.get("result"), {})
+    no_push(w, "nojl:dup", "nothing was published by the refused commands")
+    r = w.call("publish", {"channel": "nojl:dup", "data": {"a": 1, "A": 2}})
+    check("names that differ only in case are distinct", "result" in r,
+          short(r))
+    eq("and published", w.pubs("nojl:dup", 1)[0].get("data"),
+       {"a": 1, "A": 2})
+
+    # Before connect a bad command ends the connection, as any other.
+    w2 = WS(s.port)
+    w2.send_text('{"id":1,"connect":{},"connect":{}}')
+    expect_refusal(w2, 107, 3501, "duplicate key before connect")
+
+    # HTTP API bodies.
+    for what, body in [
+        ("the channel twice",
+         b'{"channel":"nojl:dup","channel":"nojl:x","data":1}'),
+        ("data twice", b'{"channel":"nojl:dup","data":1,"data":2}'),
+        ("a key twice inside data",
+         b'{"channel":"nojl:dup","data":{"k":{"z":1,"z":1}}}'),
+    ]:
+        st, js, _ = s.api("POST", "/api/publish", raw_body=body,
+                          headers={"Content-Type": "application/json"})
+        check(f"POST /api/publish with {what}: 400 code 107",
+              st == 400 and isinstance(js, dict) and
+              js.get("error", {}).get("code") == 107, short((st, js)))
+    st, js, _ = s.api("POST", "/api/broadcast",
+                      raw_body=b'{"channels":["nojl:dup"],"data":1,'
+                               b'"channels":["nojl:x"]}')
+    eq("POST /api/broadcast with the channels twice: 400", st, 400)
+    st, js, _ = s.api("POST", "/api/disconnect",
+                      raw_body=b'{"user":"a","user":"b"}')
+    eq("POST /api/disconnect with the user twice: 400", st, 400)
+    no_push(w, "nojl:dup", "nothing was published by the refused bodies")
+
+    # A token with a repeated claim is an invalid token (RFC 7519 section
+    # 4), even with a valid signature.
+    si = (lib.b64u('{"alg":"HS256","typ":"JWT"}') + "." +
+          lib.b64u('{"sub":"alice","sub":"root","exp":%d}' % (now() + 600)))
+    tok = si + "." + lib.b64u(hmac.new(SECRET.encode(), si.encode(),
+                                       hashlib.sha256).digest())
+    w3 = WS(s.port)
+    r = w3.connect(tok)
+    w3.pending.appendleft(r)
+    expect_refusal(w3, 101, 3500, "token with sub twice")
+    w.close()
+    s.stop()
+
+    # A configuration file with a key twice does not start.
+    d = tempfile.mkdtemp(prefix="herald-push-test-")
+    path = os.path.join(d, "config.json")
+    with open(path, "w") as f:
+        f.write('{"listen":["127.0.0.1:0"],"anonymous":false,'
+                '"anonymous":true}')
+    try:
+        p = subprocess.run([lib.HERALD, "serve", "--config", path],
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=20)
+        check("a config with a repeated key is refused at start",
+              p.returncode not in (0, None) and b"listening" not in p.stdout
+              and p.stderr.strip(), short((p.returncode, p.stderr)))
+    finally:
+        os.unlink(path)
+        os.rmdir(d)
+
+
 TESTS = [test_commands, test_auth, test_http_api, test_recovery,
          test_presence, test_sse, test_websockets_library,
          test_reconnect_under_publishing, test_slow_consumer,
          test_fanout_burst, test_slow_sse_consumer, test_big_replies, test_ping_timeout,
-         test_shutdown, test_http_framing]
+         test_shutdown, test_http_framing, test_duplicate_keys]
 
 
 def main():
