@@ -238,13 +238,17 @@ enum {
   PUSH_JWT_MALFORMED = -1, /* not three base64url parts, bad JSON */
   PUSH_JWT_BAD_SIG = -2,   /* forged, wrong key, or alg not configured */
   PUSH_JWT_EXPIRED = -3,   /* exp <= now */
-  PUSH_JWT_NO_EXP = -4     /* exp required and absent */
+  PUSH_JWT_NO_EXP = -4,    /* exp required and absent */
+  PUSH_JWT_NOT_YET = -5    /* now < nbf: not valid yet (RFC 7519 4.1.5) */
 };
 
 /* Verifies token (alg from its header must be HS256, RS256 or ES256 and
  * have a key; "none" and everything else are refused), then its claims at
  * time now (seconds). require_exp: refuse tokens without exp. Fills *claims
- * on PUSH_JWT_OK (free with push_jwt_claims_free). */
+ * on PUSH_JWT_OK (free with push_jwt_claims_free).
+ * "nbf", when present, must be a NumericDate not after now (a fraction
+ * rounds it up); "exp" must be after now (a fraction rounds it down). No
+ * leeway for clock skew either way. */
 int push_jwt_verify(const char *token, size_t n, const push_jwt_keys *keys,
                     int64_t now, int require_exp, push_jwt_claims *claims);
 void push_jwt_claims_free(push_jwt_claims *claims);
