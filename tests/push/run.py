@@ -1803,11 +1803,50 @@ def test_duplicate_keys():
         os.rmdir(d)
 
 
+# ==========================================================================
+# JWT nbf (RFC 7519 4.1.5)
+# ==========================================================================
+
+
+def test_jwt_nbf():
+    s = Server({"anonymous": False, "jwt": {"hmac_secret": SECRET},
+                "namespaces": [{"name": "chat", "publish": True},
+                               {"name": "priv", "private": True}]})
+    t = now()
+    future = jwt_hs256({"sub": "alice", "nbf": t + 3600, "exp": t + 7200},
+                       SECRET)
+    w = WS(s.port)
+    r = w.connect(future)
+    w.pending.appendleft(r)
+    expect_refusal(w, 101, 3500, "connect with nbf an hour ahead")
+    w = WS(s.port)
+    r = w.connect(jwt_hs256({"sub": "alice", "nbf": t - 60, "exp": t + 600},
+                            SECRET))
+    check("connect with nbf in the past: accepted",
+          (r.get("result") or {}).get("user") == "alice", short(r))
+    r = w.call("subscribe", {"channel": "priv:x", "token": jwt_hs256(
+        {"sub": "alice", "channel": "priv:x", "nbf": t + 3600,
+         "exp": t + 7200}, SECRET)})
+    check("subscription token with nbf ahead: 103", is_error(r, 103),
+          short(r))
+    r = w.call("subscribe", {"channel": "priv:x", "token": jwt_hs256(
+        {"sub": "alice", "channel": "priv:x", "nbf": t - 5,
+         "exp": t + 600}, SECRET)})
+    check("subscription token with nbf past: subscribed", "result" in r,
+          short(r))
+    w.close()
+    e = SSE(s.port, "channel=chat:x&token=" + future)
+    eq("SSE with nbf ahead: 401", e.status, 401)
+    e.close()
+    s.stop()
+
+
 TESTS = [test_commands, test_auth, test_http_api, test_recovery,
          test_presence, test_sse, test_websockets_library,
          test_reconnect_under_publishing, test_slow_consumer,
          test_fanout_burst, test_slow_sse_consumer, test_big_replies, test_ping_timeout,
-         test_shutdown, test_http_framing, test_duplicate_keys]
+         test_shutdown, test_http_framing, test_duplicate_keys,
+         test_jwt_nbf]
 
 
 def main():
