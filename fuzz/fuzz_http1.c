@@ -79,6 +79,55 @@ static void must_agree(const outcome *a, const outcome *b) {
   }
 }
 
+static int name_is(herald_str s, const char *lit) {
+  size_t n = strlen(lit);
+  if (s.len != n) {
+    return 0;
+  }
+  for (size_t i = 0; i < n; i++) {
+    char c = s.ptr[i];
+    if (c >= 'A' && c <= 'Z') {
+      c = (char)(c - 'A' + 'a');
+    }
+    if (c != lit[i]) {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+/* RFC 9112 6.3, judged again from the headers: an accepted head has at most
+ * one Content-Length, made of digits only, never together with
+ * Transfer-Encoding, and a request has no Transfer-Encoding at all; the
+ * request's content_length is that one value. */
+static void check_framing(const outcome *o, int response) {
+  const herald_header *h = response ? o->resp.headers : o->req.headers;
+  size_t n = response ? o->resp.nheaders : o->req.nheaders;
+  size_t ncl = 0, nte = 0;
+  herald_str cl = {NULL, 0};
+  for (size_t i = 0; i < n; i++) {
+    if (name_is(h[i].name, "content-length")) {
+      cl = h[i].value;
+      ncl++;
+    }
+    nte += name_is(h[i].name, "transfer-encoding");
+  }
+  uint64_t v;
+  if (ncl > 1 || (ncl == 1 && herald_http_content_length(cl, &v) != 0) ||
+      (nte > 0 && (ncl > 0 || !response))) {
+    abort();
+  }
+  for (size_t i = 0; i < cl.len; i++) {
+    if (cl.ptr[i] < '0' || cl.ptr[i] > '9') {
+      abort();
+    }
+  }
+  if (!response && (ncl != (o->req.content_length.len > 0) ||
+                    (ncl == 1 && o->req.content_length.ptr != cl.ptr))) {
+    abort();
+  }
+}
+
 /* A span must lie inside the head. */
 static void in_head(herald_str s, const char *buf, size_t head_len) {
   if (s.len > 0 && (s.ptr < buf || s.ptr + s.len > buf + head_len)) {
@@ -98,6 +147,7 @@ static void check_success(outcome *o, int response, const char *buf, size_t len,
   if (n > max_headers || (n > 0 && h != o->h)) {
     abort();
   }
+  check_framing(o, response);
   for (size_t i = 0; i < n; i++) {
     in_head(h[i].name, buf, head_len);
     in_head(h[i].value, buf, head_len);

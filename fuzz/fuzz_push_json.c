@@ -7,8 +7,9 @@
  *  - as a JSON text. When push_json_parse accepts it, the value is walked
  *    with push_json_next; every element must parse again on its own to the
  *    same span (the scanner and the skipper agree on boundaries), every
- *    member must be found by push_json_get at or before its place (first
- *    match wins), every string must unescape, re-encode with push_buf_str
+ *    member must be found by push_json_get at its own place and no two
+ *    members of an object may have the same unescaped name (repeats are
+ *    refused), every string must unescape, re-encode with push_buf_str
  *    and read back to the same bytes, and every integer that push_json_u64
  *    reads must print back to its own text. Whatever the verdict, the raw
  *    input written with push_buf_str must come out as one valid string.
@@ -72,6 +73,57 @@ static void check_string(push_json s, push_buf *b) {
   free(out);
 }
 
+/* No two members of an accepted object have the same unescaped name:
+ * checked pair by pair, for objects small enough. */
+static void unique_names(push_json obj) {
+  enum { MAX = 64 };
+  char *names[MAX];
+  long lens[MAX];
+  size_t count = 0, pos = 0;
+  push_json key, elem;
+  while (count < MAX && push_json_next(obj, &pos, &key, &elem)) {
+    names[count] = malloc(key.n);
+    if (names[count] == NULL) {
+      abort();
+    }
+    lens[count] = push_json_str(key, names[count], key.n);
+    if (lens[count] < 0) {
+      abort();
+    }
+    for (size_t j = 0; j < count; j++) {
+      if (lens[j] == lens[count] &&
+          memcmp(names[j], names[count], (size_t)lens[j]) == 0) {
+        abort();
+      }
+    }
+    count++;
+  }
+  for (size_t j = 0; j < count; j++) {
+    free(names[j]);
+  }
+}
+
+/* push_json_parse_ex agrees with push_json_parse, and a repeat is reported
+ * with a string value inside the input. */
+static void check_fault(const char *buf, size_t len) {
+  push_json v, w;
+  push_json_error e;
+  int rv = push_json_parse(buf, len, &v);
+  int rv2 = push_json_parse_ex(buf, len, &w, &e);
+  if (rv != rv2 || (rv == 0) != (e.fault == PUSH_JSON_OK) ||
+      (rv == 0 && (v.p != w.p || v.n != w.n))) {
+    abort();
+  }
+  if (e.fault == PUSH_JSON_DUPLICATE) {
+    inside(e.name, buf, len);
+    if (e.name.n < 2 || e.name.p[0] != '"' || e.name.p[e.name.n - 1] != '"') {
+      abort();
+    }
+  } else if (e.name.p != NULL || e.name.n != 0) {
+    abort();
+  }
+}
+
 static void walk(push_json v, int depth, push_buf *b) {
   push_json_type t = push_json_type_of(v);
   push_json again, key, elem, found;
@@ -129,10 +181,13 @@ static void walk(push_json v, int depth, push_buf *b) {
       check_string(key, b);
       len = push_json_str(key, name, sizeof name);
       if (len >= 0 && strlen(name) == (size_t)len &&
-          (!push_json_get(v, name, &found) || found.p > elem.p)) {
+          (!push_json_get(v, name, &found) || found.p != elem.p)) {
         abort();
       }
     }
+  }
+  if (t == PUSH_JSON_OBJECT) {
+    unique_names(v);
   }
   if (push_json_next(v, &pos, &key, &elem) != 0) {
     abort(); /* the end stays the end */
@@ -141,6 +196,7 @@ static void walk(push_json v, int depth, push_buf *b) {
 
 static void check_json(const char *buf, size_t len, push_buf *b) {
   push_json v;
+  check_fault(buf, len);
   if (push_json_parse(buf, len, &v) == 0) {
     inside(v, buf, len);
     walk(v, 1, b);
@@ -167,8 +223,9 @@ static void check_commands(const char *buf, size_t len, push_buf *b) {
     prev = pos;
     b->len = 0;
     if (rv < 0) {
-      if ((err != PUSH_E_BAD_REQUEST && err != PUSH_E_METHOD) || msg == NULL ||
-          push_reply_error(b, cmd.id, err, msg, 0) != 0) {
+      if ((err != PUSH_E_BAD_REQUEST && err != PUSH_E_METHOD &&
+           err != PUSH_E_INTERNAL) ||
+          msg == NULL || push_reply_error(b, cmd.id, err, msg, 0) != 0) {
         abort();
       }
       must_parse(b, PUSH_JSON_OBJECT);

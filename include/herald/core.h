@@ -170,6 +170,12 @@ typedef struct herald_response {
   herald_str extensions; /* Sec-WebSocket-Extensions accepted */
 } herald_response;
 
+/* Reads a Content-Length value (RFC 9110 section 8.6: 1*DIGIT, nothing
+ * else, not empty) into *out. Returns 0, or -1 (nothing written) if v is
+ * not one or does not fit in 64 bits. A request the core parsed has passed
+ * this check already (with the framing rules of RFC 9112 section 6.3). */
+HERALD_API int herald_http_content_length(herald_str v, uint64_t *out);
+
 /* Looks up the first header named name (case-insensitive) in headers.
  * Returns 1 and fills *value if found, 0 otherwise. */
 HERALD_API int herald_header_find(const herald_header *headers, size_t n,

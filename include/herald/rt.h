@@ -262,7 +262,8 @@ HERALD_API const char *herald_ws_peer(const herald_ws *ws);
 /* ------------------------------------------------------------------------ */
 
 /* Called for a request that is not a WebSocket upgrade, with its whole body
- * (Content-Length; chunked bodies are refused with 411). The handler must
+ * (Content-Length; any Transfer-Encoding, and ambiguous framing, is
+ * refused with 400 and the connection closed). The handler must
  * call herald_http_respond() exactly once, now or later on the same loop;
  * req, its spans and body are valid only during the call. */
 typedef void (*herald_http_fn)(herald_http *h, const herald_request *req,

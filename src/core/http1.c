@@ -11,6 +11,7 @@
 #include "core/http1.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "core/sha1.h"
@@ -198,6 +199,69 @@ static size_t count_headers(const herald_header *h, size_t n, const char *name,
     }
   }
   return count;
+}
+
+int herald_http_content_length(herald_str v, uint64_t *out) {
+  /* RFC 9110 section 8.6: Content-Length = 1*DIGIT. No sign, no
+   * whitespace inside, no list: "5, 5" is refused like "5, 6". */
+  uint64_t n = 0;
+  if (v.len == 0) {
+    return -1;
+  }
+  for (size_t i = 0; i < v.len; i++) {
+    if (!is_digit(v.ptr[i])) {
+      return -1;
+    }
+    uint64_t d = (uint64_t)(v.ptr[i] - '0');
+    if (n > (UINT64_MAX - d) / 10) {
+      return -1;
+    }
+    n = n * 10 + d;
+  }
+  *out = n;
+  return 0;
+}
+
+/*
+ * Checks how the message's body is delimited (RFC 9112 section 6.3). The
+ * parser reads heads only, and the one body framing this library delimits
+ * is a single valid Content-Length; anything that another parser might read
+ * differently is refused, since a disagreement about where a body ends is
+ * what request smuggling exploits:
+ *   - more than one Content-Length line, even with equal values (item 5
+ *     allows accepting equal ones; refusing is simpler and just as safe);
+ *   - a Content-Length that is not 1*DIGIT or does not fit in 64 bits;
+ *   - Transfer-Encoding together with Content-Length (item 3: "ought to be
+ *     handled as an error");
+ *   - for a request, any Transfer-Encoding: chunked is not implemented, and
+ *     a server must answer a coding it does not understand with an error
+ *     and close (section 6.1; item 4 for codings not ending in chunked).
+ * A response with only Transfer-Encoding is left alone: the client reads
+ * no response body (a 101 has none, RFC 9110 section 15.2.2).
+ */
+static int check_framing(const herald_header *h, size_t n, int request,
+                         const char **reason) {
+  herald_str cl, te;
+  uint64_t len;
+  size_t ncl = count_headers(h, n, "Content-Length", &cl);
+  size_t nte = count_headers(h, n, "Transfer-Encoding", &te);
+  if (ncl > 1) {
+    *reason = "several Content-Length headers (RFC 9112 6.3)";
+    return HERALD_ERR_HTTP;
+  }
+  if (ncl == 1 && herald_http_content_length(cl, &len) != 0) {
+    *reason = "invalid Content-Length (RFC 9112 6.3)";
+    return HERALD_ERR_HTTP;
+  }
+  if (nte > 0 && ncl > 0) {
+    *reason = "Transfer-Encoding with Content-Length (RFC 9112 6.3)";
+    return HERALD_ERR_HTTP;
+  }
+  if (nte > 0 && request) {
+    *reason = "Transfer-Encoding is not supported (RFC 9112 6.1)";
+    return HERALD_ERR_HTTP;
+  }
+  return 0;
 }
 
 HERALD_API void herald_accept_key(const char *key, size_t keylen,
@@ -480,11 +544,16 @@ int herald__http_parse_request(const char *buf, size_t len, size_t last_len,
   if (r < 0) {
     return r;
   }
+  r = check_framing(headers, nheaders, 1, reason);
+  if (r < 0) {
+    return r;
+  }
   out.headers = headers;
   out.nheaders = nheaders;
   out.head_len = head_len;
   /* The fields that describe every request; the first line wins here, and
-   * herald__hs_check_request looks for duplicates where they matter. */
+   * herald__hs_check_request looks for duplicates where they matter
+   * (check_framing has already refused a repeated Content-Length). */
   herald_header_find(headers, nheaders, "Host", &out.host);
   herald_header_find(headers, nheaders, "Origin", &out.origin);
   herald_header_find(headers, nheaders, "Content-Length", &out.content_length);
@@ -544,6 +613,10 @@ int herald__http_parse_response(const char *buf, size_t len, size_t last_len,
   if (r < 0) {
     return r;
   }
+  r = check_framing(headers, nheaders, 0, reason);
+  if (r < 0) {
+    return r;
+  }
   out.headers = headers;
   out.nheaders = nheaders;
   out.head_len = head_len;
@@ -590,6 +663,17 @@ int herald__hs_check_request(herald_request *req, const char **reason) {
   }
   if (req->version_minor < 1) {
     *reason = "WebSocket upgrade needs HTTP/1.1 (RFC 6455 4.2.1)";
+    return 400;
+  }
+  /* After the 101 the bytes that follow the head are frames, so an upgrade
+   * has no body. One that announces a body would be delimited one way by
+   * an intermediary that honours Content-Length (RFC 9112 section 6.3) and
+   * another way by us: refused. "Content-Length: 0" is harmless. */
+  uint64_t body_len = 0;
+  if (req->content_length.len > 0 &&
+      (herald_http_content_length(req->content_length, &body_len) != 0 ||
+       body_len > 0)) {
+    *reason = "WebSocket upgrade with a request body (RFC 9112 6.3)";
     return 400;
   }
   /* RFC 6455 section 4.2.1 item 2 and RFC 9112 section 3.2: exactly one

@@ -4,6 +4,7 @@
 #define HERALD_HTTP1_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "herald/core.h"
 
@@ -23,14 +24,23 @@
  * trimmed. headers[] has room for max_headers entries; the spans in *req and
  * headers[] point into buf. Only fields listed as "filled for every request"
  * are set by the parser (plus method/target/path/query/version/headers/
- * nheaders/head_len); websocket/key/protocols/extensions are left zero. */
+ * nheaders/head_len); websocket/key/protocols/extensions are left zero.
+ *
+ * Body framing (RFC 9112 section 6.3) is checked too, and refused as
+ * HERALD_ERR_HTTP: more than one Content-Length line (even with equal
+ * values), a Content-Length that is not 1*DIGIT within 64 bits,
+ * Transfer-Encoding with Content-Length, and any Transfer-Encoding at all
+ * (chunked is not implemented). So a parsed request's content_length is
+ * empty or a valid herald_http_content_length value. */
 int herald__http_parse_request(const char *buf, size_t len, size_t last_len,
                                size_t max_head_bytes, herald_request *req,
                                herald_header *headers, size_t max_headers,
                                const char **reason);
 
 /* The same for a response head ("HTTP/1.1 101 Switching Protocols"); fills
- * status, reason, version_minor, headers, nheaders, head_len only. */
+ * status, reason, version_minor, headers, nheaders, head_len only. The
+ * framing checks are the same except that Transfer-Encoding alone is
+ * accepted (the client reads no response body). */
 int herald__http_parse_response(const char *buf, size_t len, size_t last_len,
                                 size_t max_head_bytes, herald_response *resp,
                                 herald_header *headers, size_t max_headers,
@@ -48,7 +58,8 @@ int herald__http_parse_response(const char *buf, size_t len, size_t last_len,
  * Checks: method GET, HTTP/1.1 or later, Host present and single,
  * Upgrade contains the token "websocket" (any case), Connection contains the
  * token "upgrade" (any case), exactly one Sec-WebSocket-Key which is base64 of
- * exactly 16 bytes, Sec-WebSocket-Version exactly "13". Also fills host,
+ * exactly 16 bytes, Sec-WebSocket-Version exactly "13", no request body
+ * (Content-Length absent or 0). Also fills host,
  * origin and content_length for every request. */
 int herald__hs_check_request(herald_request *req, const char **reason);
 

@@ -380,8 +380,17 @@ void push_api(push_server *ps, herald_http *h, const herald_request *req,
     return;
   }
   push_json root;
-  if (push_json_parse((const char *)body, len, &root) != 0 ||
-      push_json_type_of(root) != PUSH_JSON_OBJECT) {
+  push_json_error jerr;
+  if (push_json_parse_ex((const char *)body, len, &root, &jerr) != 0) {
+    push_http_error(
+        h, jerr.fault == PUSH_JSON_NOMEM ? 503 : 400,
+        jerr.fault == PUSH_JSON_NOMEM ? PUSH_E_INTERNAL : PUSH_E_BAD_REQUEST,
+        jerr.fault == PUSH_JSON_DUPLICATE ? "duplicate key in JSON object"
+        : jerr.fault == PUSH_JSON_NOMEM   ? "out of memory"
+                                          : "the body is not JSON");
+    return;
+  }
+  if (push_json_type_of(root) != PUSH_JSON_OBJECT) {
     push_http_error(h, 400, PUSH_E_BAD_REQUEST,
                     "the body must be a JSON object");
     return;

@@ -70,9 +70,10 @@ static int check_token(push_client *c, uint64_t id, push_json tok,
     push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
   } else {
     push_client_error(c, id, PUSH_E_UNAUTHORIZED,
-                      rv == PUSH_JWT_BAD_SIG  ? "invalid token signature"
-                      : rv == PUSH_JWT_NO_EXP ? "token has no exp"
-                                              : "malformed token",
+                      rv == PUSH_JWT_BAD_SIG   ? "invalid token signature"
+                      : rv == PUSH_JWT_NO_EXP  ? "token has no exp"
+                      : rv == PUSH_JWT_NOT_YET ? "token not valid yet (nbf)"
+                                               : "malformed token",
                       0);
     push_client_disconnect(c, PUSH_D_INVALID_TOKEN, "invalid token");
   }

@@ -479,9 +479,22 @@ int push_config_load(push_config *c, const char *path, char *err,
     return -1;
   }
   push_json root;
+  push_json_error jerr;
   int rv = -1;
-  if (push_json_parse(text, strlen(text), &root) != 0 ||
-      push_json_type_of(root) != PUSH_JSON_OBJECT) {
+  if (push_json_parse_ex(text, strlen(text), &root, &jerr) != 0) {
+    char name[64] = "";
+    if (jerr.fault == PUSH_JSON_DUPLICATE) {
+      push_json_str(jerr.name, name, sizeof(name));
+      err_set(err, errlen, "%s: key \"%s\" appears twice in one object", path,
+              name);
+    } else {
+      err_set(err, errlen, "%s: %s", path,
+              jerr.fault == PUSH_JSON_NOMEM ? "out of memory"
+                                            : "not valid JSON");
+    }
+    goto out;
+  }
+  if (push_json_type_of(root) != PUSH_JSON_OBJECT) {
     err_set(err, errlen, "%s: not a JSON object", path);
     goto out;
   }

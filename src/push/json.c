@@ -2,13 +2,16 @@
  * input, and a growable output buffer that writes JSON strings.
  *
  * push_json_parse is the only function that looks at untrusted text: it
- * checks the whole grammar in one pass, without allocating and without
- * recursion (open containers live in a fixed stack of PUSH_JSON_MAX_DEPTH
- * bytes). Everything else works on spans it has accepted, so it only needs
- * to find boundaries (strings, brackets), not to re-check the grammar; it
- * still never reads outside the span it is given, whatever the span holds.
+ * checks the whole grammar in one pass, without recursion (open containers
+ * live in a fixed stack of PUSH_JSON_MAX_DEPTH bytes), and refuses an
+ * object that names a member twice. Everything else works on spans it has
+ * accepted, so it only needs to find boundaries (strings, brackets), not to
+ * re-check the grammar; it still never reads outside the span it is given,
+ * whatever the span holds.
  *
- * Every function is linear in the size of its input. */
+ * Every function is linear in the size of its input, except the check for
+ * repeated member names, which sorts the names of an object with more than
+ * a few: O(n log n) in the worst case, whatever the names are. */
 #include "push/push.h"
 
 #include <stdlib.h>
@@ -104,6 +107,8 @@ static size_t utf8_seq(const unsigned char *s, size_t n) {
   }
   return len;
 }
+
+static size_t str_char(const char *p, size_t n, size_t *pi, char out[4]);
 
 /* ------------------------------------------------------------------------ */
 /* Validation                                                                */
@@ -247,13 +252,199 @@ static int scan_scalar(const char *p, size_t n, size_t *pi) {
   }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Repeated member names                                                     */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * RFC 8259 section 4 only says names SHOULD be unique, and leaves what a
+ * repeated one means to each receiver: some take the first, some the last.
+ * Every reader here takes the first, so a command, an API body or a token
+ * that repeats a member could mean one thing to Herald and another to the
+ * program that wrote or checked it. Such objects are refused instead, as
+ * I-JSON (RFC 7493 section 2.3) and JWT (RFC 7519 section 4) require.
+ *
+ * Names are compared after unescaping ("\u0069d" is "id"), as RFC 8259
+ * section 8.3 asks. The names of every object still open are kept on one
+ * stack of spans; when an object closes, its own names (the top of the
+ * stack) are checked and popped. Each name is checked once, with its own
+ * object's names only, so the cost is that of sorting each object's names:
+ * O(n log n) overall with heapsort, even for hostile input (a hash table
+ * could be made to degrade, and comparing every pair is quadratic).
+ */
+
+/* A member name: the offset of its opening quote and its raw length,
+ * quotes included (for the error report), and the bytes it stands for:
+ * dlen bytes at p + off + 1 when it holds no escape (aoff == NO_ARENA),
+ * else unescaped once into the arena at aoff, so that every comparison is
+ * one memcmp whatever the spelling. */
+typedef struct json_name {
+  size_t off, len;
+  size_t aoff, dlen;
+} json_name;
+
+#define NO_ARENA SIZE_MAX
+
+/* Objects with up to this many names are checked pair by pair, which is
+ * cheaper than sorting for the small objects of commands; larger ones are
+ * sorted. */
+#define NAMES_PAIRWISE 8
+
+/* The stack starts in the caller's frame and moves to the heap only for
+ * documents with more names open at once than that. */
+#define NAMES_INLINE 32
+
+typedef struct name_stack {
+  json_name *v;
+  size_t n, cap;
+  push_buf arena; /* unescaped names, in stack order */
+  json_name inline_v[NAMES_INLINE];
+} name_stack;
+
+static int names_push(name_stack *st, const char *p, json_name nm) {
+  if (st->n == st->cap) {
+    json_name *v;
+    if (st->cap > SIZE_MAX / 2 / sizeof *v) {
+      return -1;
+    }
+    if (st->v == st->inline_v) {
+      v = malloc(st->cap * 2 * sizeof *v);
+      if (v != NULL) {
+        memcpy(v, st->v, st->n * sizeof *v);
+      }
+    } else {
+      v = realloc(st->v, st->cap * 2 * sizeof *v);
+    }
+    if (v == NULL) {
+      return -1;
+    }
+    st->v = v;
+    st->cap *= 2;
+  }
+  const char *q = p + nm.off + 1;
+  size_t qn = nm.len - 2;
+  nm.aoff = NO_ARENA;
+  nm.dlen = qn;
+  if (memchr(q, '\\', qn) != NULL) {
+    /* Unescaping never lengthens: qn bytes are enough. */
+    size_t i = 0, start = st->arena.len;
+    char c[4];
+    while (i < qn) {
+      size_t m = str_char(q, qn, &i, c);
+      if (m == 0 || push_buf_raw(&st->arena, c, m) != 0) {
+        return -1; /* m == 0 cannot happen after scan_string */
+      }
+    }
+    nm.aoff = start;
+    nm.dlen = st->arena.len - start;
+  }
+  st->v[st->n++] = nm;
+  return 0;
+}
+
+/* Pops the names from index b on. The arena is a stack too, so it ends
+ * where the earliest of them began (the least offset: the names may have
+ * been sorted). */
+static void names_pop(name_stack *st, size_t b) {
+  for (size_t i = b; i < st->n; i++) {
+    if (st->v[i].aoff < st->arena.len) {
+      st->arena.len = st->v[i].aoff;
+    }
+  }
+  st->n = b;
+}
+
+static const char *name_bytes(const char *p, const push_buf *arena,
+                              json_name nm) {
+  return nm.aoff == NO_ARENA ? p + nm.off + 1 : arena->p + nm.aoff;
+}
+
+/* Orders names by the bytes they stand for, a shorter name before a longer
+ * one it begins: < 0, 0 (the same name) or > 0. */
+static int name_cmp(const char *p, const push_buf *arena, json_name a,
+                    json_name b) {
+  size_t k = a.dlen < b.dlen ? a.dlen : b.dlen;
+  int c =
+      k > 0 ? memcmp(name_bytes(p, arena, a), name_bytes(p, arena, b), k) : 0;
+  return c != 0 ? c : a.dlen < b.dlen ? -1 : a.dlen > b.dlen;
+}
+
+static void sift_down(const char *p, const push_buf *arena, json_name *a,
+                      size_t root, size_t n) {
+  for (;;) {
+    size_t child = 2 * root + 1;
+    if (child >= n) {
+      return;
+    }
+    if (child + 1 < n && name_cmp(p, arena, a[child], a[child + 1]) < 0) {
+      child++;
+    }
+    if (name_cmp(p, arena, a[root], a[child]) >= 0) {
+      return;
+    }
+    json_name t = a[root];
+    a[root] = a[child];
+    a[child] = t;
+    root = child;
+  }
+}
+
+/* Heapsort: O(k log k) comparisons whatever the input, no extra memory. */
+static void sort_names(const char *p, const push_buf *arena, json_name *a,
+                       size_t k) {
+  for (size_t i = k / 2; i-- > 0;) {
+    sift_down(p, arena, a, i, k);
+  }
+  for (size_t end = k; end-- > 1;) {
+    json_name t = a[0];
+    a[0] = a[end];
+    a[end] = t;
+    sift_down(p, arena, a, 0, end);
+  }
+}
+
+/* Checks that the names of one object, st->v[b..n), differ. On a repeat
+ * returns -1 and sets *dup to an occurrence after the first. May reorder
+ * them. */
+static int names_unique(const char *p, name_stack *st, size_t b,
+                        json_name *dup) {
+  json_name *a = st->v + b;
+  size_t k = st->n - b;
+  if (k <= NAMES_PAIRWISE) {
+    for (size_t i = 1; i < k; i++) {
+      for (size_t j = 0; j < i; j++) {
+        if (name_cmp(p, &st->arena, a[j], a[i]) == 0) {
+          *dup = a[i];
+          return -1;
+        }
+      }
+    }
+    return 0;
+  }
+  sort_names(p, &st->arena, a, k);
+  for (size_t i = 1; i < k; i++) {
+    if (name_cmp(p, &st->arena, a[i - 1], a[i]) == 0) {
+      *dup = a[i - 1].off > a[i].off ? a[i - 1] : a[i];
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The parser                                                                */
+/* ------------------------------------------------------------------------ */
+
 /* The name and name-separator of an object member: ws string ws ':'
- * (RFC 8259 section 4). */
-static int scan_member_name(const char *p, size_t n, size_t *pi) {
+ * (RFC 8259 section 4). *name gets the string's offset and length. */
+static int scan_member_name(const char *p, size_t n, size_t *pi,
+                            json_name *name) {
   size_t i = skip_ws(p, n, *pi);
+  name->off = i;
   if (i >= n || p[i] != '"' || scan_string(p, n, &i) != 0) {
     return -1;
   }
+  name->len = i - name->off;
   i = skip_ws(p, n, i);
   if (i >= n || p[i] != ':') {
     return -1;
@@ -262,41 +453,58 @@ static int scan_member_name(const char *p, size_t n, size_t *pi) {
   return 0;
 }
 
-int push_json_parse(const char *p, size_t n, push_json *out) {
+int push_json_parse_ex(const char *p, size_t n, push_json *out,
+                       push_json_error *err) {
   /* The opening bracket of every container still open: an explicit stack
    * instead of recursion, so that the depth limit is the only bound on
-   * memory and hostile nesting cannot exhaust the C stack. */
+   * stack use and hostile nesting cannot exhaust the C stack. base[d]: for
+   * an open object, where its names start on the name stack. */
   char open[PUSH_JSON_MAX_DEPTH];
+  size_t base[PUSH_JSON_MAX_DEPTH];
   size_t depth = 0;
   size_t start = skip_ws(p, n, 0);
   size_t i = start;
+  name_stack names;
+  json_name name = {0, 0, NO_ARENA, 0};
+  push_json_fault fault = PUSH_JSON_SYNTAX;
 
+  names.v = names.inline_v;
+  names.n = 0;
+  names.cap = NAMES_INLINE;
+  names.arena.p = NULL;
+  names.arena.len = 0;
+  names.arena.cap = 0;
   for (;;) {
     /* A value is expected at i. */
     i = skip_ws(p, n, i);
     if (i >= n) {
-      return -1;
+      goto fail;
     }
     char c = p[i];
     if (c == '[' || c == '{') {
       if (depth == PUSH_JSON_MAX_DEPTH) {
-        return -1;
+        goto fail;
       }
+      base[depth] = names.n;
       open[depth++] = c;
       i = skip_ws(p, n, i + 1);
       if (i < n && p[i] == (c == '[' ? ']' : '}')) {
         depth--; /* empty container: a complete value */
         i++;
       } else if (c == '{') {
-        if (scan_member_name(p, n, &i) != 0) {
-          return -1;
+        if (scan_member_name(p, n, &i, &name) != 0) {
+          goto fail;
+        }
+        if (names_push(&names, p, name) != 0) {
+          fault = PUSH_JSON_NOMEM;
+          goto fail;
         }
         continue;
       } else {
         continue;
       }
     } else if (scan_scalar(p, n, &i) != 0) {
-      return -1;
+      goto fail;
     }
 
     /* A value just ended: close the containers it ends, or step over the
@@ -308,20 +516,33 @@ int push_json_parse(const char *p, size_t n, push_json *out) {
       }
       i = skip_ws(p, n, i);
       if (i >= n) {
-        return -1;
+        goto fail;
       }
       char top = open[depth - 1];
       if (p[i] == (top == '[' ? ']' : '}')) {
         depth--;
         i++;
+        if (top == '{') {
+          if (names_unique(p, &names, base[depth], &name) != 0) {
+            fault = PUSH_JSON_DUPLICATE;
+            goto fail;
+          }
+          names_pop(&names, base[depth]);
+        }
         continue;
       }
       if (p[i] != ',') {
-        return -1;
+        goto fail;
       }
       i++;
-      if (top == '{' && scan_member_name(p, n, &i) != 0) {
-        return -1;
+      if (top == '{') {
+        if (scan_member_name(p, n, &i, &name) != 0) {
+          goto fail;
+        }
+        if (names_push(&names, p, name) != 0) {
+          fault = PUSH_JSON_NOMEM;
+          goto fail;
+        }
       }
       break;
     }
@@ -330,11 +551,36 @@ int push_json_parse(const char *p, size_t n, push_json *out) {
 done:
   /* Section 2: JSON-text = ws value ws, and nothing else. */
   if (skip_ws(p, n, i) != n) {
-    return -1;
+    goto fail;
   }
+  if (names.v != names.inline_v) {
+    free(names.v);
+  }
+  push_buf_free(&names.arena);
   out->p = p + start;
   out->n = i - start;
+  if (err != NULL) {
+    err->fault = PUSH_JSON_OK;
+    err->name.p = NULL;
+    err->name.n = 0;
+  }
   return 0;
+
+fail:
+  if (names.v != names.inline_v) {
+    free(names.v);
+  }
+  push_buf_free(&names.arena);
+  if (err != NULL) {
+    err->fault = fault;
+    err->name.p = fault == PUSH_JSON_DUPLICATE ? p + name.off : NULL;
+    err->name.n = fault == PUSH_JSON_DUPLICATE ? name.len : 0;
+  }
+  return -1;
+}
+
+int push_json_parse(const char *p, size_t n, push_json *out) {
+  return push_json_parse_ex(p, n, out, NULL);
 }
 
 /* ------------------------------------------------------------------------ */

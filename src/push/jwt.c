@@ -209,8 +209,9 @@ static int claim_string(push_json v, char *out, size_t cap) {
 }
 
 /* A NumericDate (RFC 7519 section 2): seconds, possibly with a fraction or
- * an exponent, read down to whole seconds and clamped to int64_t. */
-static int numeric_date(push_json v, int64_t *out) {
+ * an exponent, read to whole seconds and clamped to int64_t: rounded down,
+ * or with up != 0 rounded up. */
+static int numeric_date(push_json v, int up, int64_t *out) {
   uint64_t u;
   char tmp[64];
   double d;
@@ -232,8 +233,8 @@ static int numeric_date(push_json v, int64_t *out) {
   } else if (d <= -9.2e18) {
     *out = INT64_MIN;
   } else {
-    int64_t t = (int64_t)d; /* toward zero; floor for negatives below */
-    *out = (double)t > d ? t - 1 : t;
+    int64_t t = (int64_t)d; /* toward zero, then floor or ceiling */
+    *out = up ? ((double)t < d ? t + 1 : t) : ((double)t > d ? t - 1 : t);
   }
   return 0;
 }
@@ -286,7 +287,15 @@ static int read_claims(push_json payload, int64_t now, int require_exp,
       claim_string(v, c->sub, sizeof c->sub) != 0) {
     return PUSH_JWT_MALFORMED;
   }
-  if (push_json_get(payload, "exp", &v) && numeric_date(v, &c->exp) != 0) {
+  if (push_json_get(payload, "exp", &v) && numeric_date(v, 0, &c->exp) != 0) {
+    return PUSH_JWT_MALFORMED;
+  }
+  /* nbf is rounded up and exp down: a fraction counts against the token,
+   * since now is whole seconds and the real time may be up to a second
+   * later. */
+  int64_t nbf = 0;
+  int has_nbf = push_json_get(payload, "nbf", &v);
+  if (has_nbf && numeric_date(v, 1, &nbf) != 0) {
     return PUSH_JWT_MALFORMED;
   }
   if (push_json_get(payload, "channel", &v) &&
@@ -304,12 +313,20 @@ static int read_claims(push_json payload, int64_t now, int require_exp,
   if (push_json_get(payload, "channels", &v) && claim_channels(v, c) != 0) {
     return PUSH_JWT_MALFORMED;
   }
-  if (!push_json_get(payload, "exp", &v)) {
-    return require_exp ? PUSH_JWT_NO_EXP : PUSH_JWT_OK;
+  int has_exp = push_json_get(payload, "exp", &v);
+  if (!has_exp && require_exp) {
+    return PUSH_JWT_NO_EXP;
+  }
+  /* RFC 7519 section 4.1.5: the token must not be accepted before its
+   * not-before time. Checked before exp: a token whose nbf is after its
+   * exp is never valid, and "expired" would invite a retry with it. There
+   * is no leeway for clock skew, as for exp. */
+  if (has_nbf && now < nbf) {
+    return PUSH_JWT_NOT_YET;
   }
   /* RFC 7519 section 4.1.4: the token must not be accepted on or after
    * the expiration time. */
-  return c->exp <= now ? PUSH_JWT_EXPIRED : PUSH_JWT_OK;
+  return has_exp && c->exp <= now ? PUSH_JWT_EXPIRED : PUSH_JWT_OK;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -128,6 +128,8 @@ static int optional(push_json obj, const char *key, push_json *out) {
 
 /* The static messages, one per way a command can be wrong. */
 static const char msg_json[] = "malformed JSON";
+static const char msg_dup_key[] = "duplicate key in JSON object";
+static const char msg_nomem[] = "out of memory";
 static const char msg_object[] = "command must be an object";
 static const char msg_no_id[] = "missing id";
 static const char msg_dup_id[] = "duplicate id";
@@ -274,14 +276,23 @@ static const char *decode_params(push_json params, push_cmd *cmd) {
 static int decode(const char *line, size_t n, push_cmd *cmd, int *err,
                   const char **errmsg) {
   push_json root, key, value, id = {NULL, 0}, params = {NULL, 0};
+  push_json_error jerr;
   size_t pos = 0, nid = 0, nmethods = 0;
   const char *msg;
   char name[16];
   int known = 0;
 
   *err = PUSH_E_BAD_REQUEST;
-  if (push_json_parse(line, n, &root) != 0) {
-    *errmsg = msg_json;
+  if (push_json_parse_ex(line, n, &root, &jerr) != 0) {
+    /* A repeated member name is refused by the parser, whatever the
+     * object (command, params, since or published data): it is not one
+     * command to every reader. */
+    *errmsg = jerr.fault == PUSH_JSON_DUPLICATE ? msg_dup_key
+              : jerr.fault == PUSH_JSON_NOMEM   ? msg_nomem
+                                                : msg_json;
+    if (jerr.fault == PUSH_JSON_NOMEM) {
+      *err = PUSH_E_INTERNAL;
+    }
     return -1;
   }
   if (push_json_type_of(root) != PUSH_JSON_OBJECT) {

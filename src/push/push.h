@@ -42,15 +42,42 @@ typedef struct push_json {
 
 /* Validates p[0..n) as exactly one JSON value (RFC 8259: UTF-8, no trailing
  * commas, no comments, depth <= PUSH_JSON_MAX_DEPTH), whitespace around it
- * allowed. Returns 0 and sets *out to the value's span, or -1. */
+ * allowed. Returns 0 and sets *out to the value's span, or -1.
+ * An object that names a member twice, at any depth, is refused: names are
+ * compared after unescaping, so {"id":1,"\u0069d":2} is refused too (I-JSON,
+ * RFC 7493 section 2.3; RFC 8259 section 4 leaves repeats undefined). This
+ * costs O(n log n) in the worst case, and memory for the names of the
+ * objects open at once (a small fixed buffer, then the heap). */
 int push_json_parse(const char *p, size_t n, push_json *out);
+
+/* Why push_json_parse_ex refused a text. */
+typedef enum push_json_fault {
+  PUSH_JSON_OK = 0,
+  PUSH_JSON_SYNTAX,    /* not one JSON value, or nested too deep */
+  PUSH_JSON_DUPLICATE, /* an object names a member twice */
+  PUSH_JSON_NOMEM      /* out of memory while checking member names */
+} push_json_fault;
+
+typedef struct push_json_error {
+  push_json_fault fault;
+  /* PUSH_JSON_DUPLICATE: the repeated name as written (a raw string value,
+   * quotes included, inside p; read it with push_json_str), at an
+   * occurrence after the first. Otherwise empty. */
+  push_json name;
+} push_json_error;
+
+/* push_json_parse, saying why it refused: *err (may be NULL) is set on
+ * every return. */
+int push_json_parse_ex(const char *p, size_t n, push_json *out,
+                       push_json_error *err);
 
 /* The type of an already validated value (looks at its first byte). */
 push_json_type push_json_type_of(push_json v);
 
 /* Finds the member named key (compared after unescaping the member name) in
- * an object; the first match wins. Returns 1 and sets *out, 0 if absent or
- * obj is not an object. */
+ * an object; the first match wins (an object push_json_parse accepted has
+ * no other). Returns 1 and sets *out, 0 if absent or obj is not an
+ * object. */
 int push_json_get(push_json obj, const char *key, push_json *out);
 
 /* Iterates an array's elements or an object's members: *pos starts at 0.
@@ -168,6 +195,9 @@ const char *push_publish_decode(push_json params, push_json *data,
  * end of the frame, or -1 on a malformed command: then *err is the error
  * code to answer (107 or 104), *errmsg a static text, and cmd->id the id if
  * one could be read (0 otherwise). Decoding continues after a bad command.
+ * A command whose JSON repeats a member name in any object is malformed
+ * (107, "duplicate key in JSON object", id 0); running out of memory while
+ * checking names gives 100.
  */
 int push_cmd_next(const char *frame, size_t n, size_t *pos, push_cmd *cmd,
                   int *err, const char **errmsg);
@@ -216,13 +246,17 @@ enum {
   PUSH_JWT_MALFORMED = -1, /* not three base64url parts, bad JSON */
   PUSH_JWT_BAD_SIG = -2,   /* forged, wrong key, or alg not configured */
   PUSH_JWT_EXPIRED = -3,   /* exp <= now */
-  PUSH_JWT_NO_EXP = -4     /* exp required and absent */
+  PUSH_JWT_NO_EXP = -4,    /* exp required and absent */
+  PUSH_JWT_NOT_YET = -5    /* now < nbf: not valid yet (RFC 7519 4.1.5) */
 };
 
 /* Verifies token (alg from its header must be HS256, RS256 or ES256 and
  * have a key; "none" and everything else are refused), then its claims at
  * time now (seconds). require_exp: refuse tokens without exp. Fills *claims
- * on PUSH_JWT_OK (free with push_jwt_claims_free). */
+ * on PUSH_JWT_OK (free with push_jwt_claims_free).
+ * "nbf", when present, must be a NumericDate not after now (a fraction
+ * rounds it up); "exp" must be after now (a fraction rounds it down). No
+ * leeway for clock skew either way. */
 int push_jwt_verify(const char *token, size_t n, const push_jwt_keys *keys,
                     int64_t now, int require_exp, push_jwt_claims *claims);
 void push_jwt_claims_free(push_jwt_claims *claims);

@@ -704,22 +704,16 @@ static long ws_on_http_request(herald_ws *ws, const herald_request *req,
     herald_conn_respond(ws->conn, 426, &h, 1, msg, sizeof(msg) - 1, 0);
     return -1;
   }
-  herald_str te;
-  if (herald_header_find(req->headers, req->nheaders, "transfer-encoding",
-                         &te)) {
-    static const char msg[] = "send the body with Content-Length\n";
-    herald_conn_respond(ws->conn, 411, NULL, 0, msg, sizeof(msg) - 1, 0);
-    return -1;
-  }
+  /* The head parser has already refused every framing but one valid
+   * Content-Length (RFC 9112 6.3: repeated or invalid Content-Length,
+   * Transfer-Encoding), so the body is exactly content_length bytes, or
+   * none when it is absent. The check below only guards that contract. */
   uint64_t clen = 0;
-  for (size_t i = 0; i < req->content_length.len; i++) {
-    char ch = req->content_length.ptr[i];
-    if (ch < '0' || ch > '9' || clen > (UINT64_MAX - 9) / 10) {
-      static const char msg[] = "invalid Content-Length\n";
-      herald_conn_respond(ws->conn, 400, NULL, 0, msg, sizeof(msg) - 1, 0);
-      return -1;
-    }
-    clen = clen * 10 + (uint64_t)(ch - '0');
+  if (req->content_length.len > 0 &&
+      herald_http_content_length(req->content_length, &clen) != 0) {
+    static const char msg[] = "invalid Content-Length\n";
+    herald_conn_respond(ws->conn, 400, NULL, 0, msg, sizeof(msg) - 1, 0);
+    return -1;
   }
   if (clen > ws->limits->max_http_body) {
     static const char msg[] = "request body too large\n";

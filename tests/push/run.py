@@ -1608,11 +1608,252 @@ def test_shutdown():
     s.stop("server with --log-level debug")
 
 
+# ==========================================================================
+# HTTP framing (RFC 9112 6.3): no request smuggling
+# ==========================================================================
+
+
+def raw_http(port, data, timeout=5):
+    """Sends data on a new connection and reads until the server closes it
+    (or timeout). Returns (bytes received, closed by the server)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    got = b""
+    closed = False
+    try:
+        sock.sendall(data)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            sock.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                closed = True
+                break
+            if not chunk:
+                closed = True
+                break
+            got += chunk
+    finally:
+        sock.close()
+    return got, closed
+
+
+def test_http_framing():
+    s = Server({"namespaces": COMMON_NS})
+    w = s.client()
+    w.call("subscribe", {"channel": "nojl:smuggle"})
+
+    def publish_req(body, framing):
+        return (b"POST /api/publish HTTP/1.1\r\nHost: t\r\n"
+                b"Authorization: apikey K\r\n"
+                b"Content-Type: application/json\r\n" + framing +
+                b"\r\n" + body)
+
+    first = b'{"channel":"nojl:smuggle","data":"first"}'
+    body2 = b'{"channel":"nojl:smuggle","data":"smuggled"}'
+    inner = publish_req(body2, f"Content-Length: {len(body2)}\r\n".encode())
+    n1, n2 = len(first), len(first) + len(inner)
+    probes = [
+        ("two different Content-Length",
+         f"Content-Length: {n1}\r\nContent-Length: {n2}\r\n".encode()),
+        ("two different Content-Length, longer first",
+         f"Content-Length: {n2}\r\nContent-Length: {n1}\r\n".encode()),
+        ("the same Content-Length twice",
+         f"Content-Length: {n1}\r\ncontent-length: {n1}\r\n".encode()),
+        ("a Content-Length list",
+         f"Content-Length: {n1}, {n1}\r\n".encode()),
+        ("a Content-Length that is not a number",
+         f"Content-Length: +{n1}\r\n".encode()),
+        ("a Content-Length over 64 bits",
+         b"Content-Length: 18446744073709551616\r\n"),
+        ("Transfer-Encoding with Content-Length",
+         f"Transfer-Encoding: chunked\r\nContent-Length: {n1}\r\n".encode()),
+        ("Content-Length with Transfer-Encoding",
+         f"Content-Length: {n1}\r\nTransfer-Encoding: chunked\r\n".encode()),
+        ("Transfer-Encoding alone", b"Transfer-Encoding: chunked\r\n"),
+    ]
+    for what, framing in probes:
+        got, closed = raw_http(s.port, publish_req(first + inner, framing))
+        check(f"{what}: 400", got.startswith(b"HTTP/1.1 400 "), short(got))
+        check(f"{what}: the connection is closed", closed, short(got))
+        eq(f"{what}: one response, no second request",
+           got.count(b"HTTP/1.1 "), 1)
+    no_push(w, "nojl:smuggle", "nothing was published by the refused requests")
+    # The server still serves well-framed requests on the same port.
+    got, closed = raw_http(s.port, publish_req(
+        first, f"Content-Length: {n1}\r\nConnection: close\r\n".encode()))
+    check("a single Content-Length is served (200)",
+          got.startswith(b"HTTP/1.1 200 "), short(got))
+    eq("and published once", w.pubs("nojl:smuggle", 1)[0].get("data"), "first")
+    # An upgrade announcing a body is refused before any frame is read.
+    got, closed = raw_http(
+        s.port,
+        b"GET /connection/websocket HTTP/1.1\r\nHost: t\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\nContent-Length: 5\r\n\r\nhello")
+    check("an upgrade with a body: 400 and closed",
+          got.startswith(b"HTTP/1.1 400 ") and closed, short(got))
+    w.close()
+    s.stop()
+
+
+# ==========================================================================
+# Duplicate JSON member names
+# ==========================================================================
+
+
+def test_duplicate_keys():
+    import hashlib
+    import hmac
+    import subprocess
+    import tempfile
+
+    s = Server({"namespaces": COMMON_NS, "anonymous": True,
+                "jwt": {"hmac_secret": SECRET}})
+    w = s.client()
+    w.call("subscribe", {"channel": "nojl:dup"})
+    w.sync()
+    w.pending.clear()
+    bad = [
+        ("the id twice", '{"id":7,"id":8,"ping":{}}'),
+        ("the same id twice", '{"id":7,"id":7,"ping":{}}'),
+        ("the method twice", '{"id":7,"ping":{},"ping":{}}'),
+        ("a param twice",
+         '{"id":7,"publish":{"channel":"nojl:dup","channel":"nojl:x",'
+         '"data":1}}'),
+        ("data twice", '{"id":7,"publish":{"channel":"nojl:dup","data":1,'
+         '"data":2}}'),
+        ("a key twice inside published data",
+         '{"id":7,"publish":{"channel":"nojl:dup","data":{"a":[{"b":1,'
+         '"b":2}]}}}'),
+        ("the same key spelled with an escape",
+         '{"id":7,"publish":{"channel":"nojl:dup","data":{"a":1,'
+         '"\\u0061":2}}}'),
+    ]
+    for what, text in bad:
+        w.send_text(text)
+        r = w.next()
+        while "push" in r:
+            r = w.next()
+        check(f"command with {what}: 107 (id 0: the id is not trusted)",
+              is_error(r, 107) and r.get("id") == 0, short(r))
+        check(f"command with {what}: the message says so",
+              "duplicate" in (r.get("error") or {}).get("message", ""),
+              short(r))
+    r = w.call("ping")
+    eq("the connection stays open", r.get("result"), {})
+    no_push(w, "nojl:dup", "nothing was published by the refused commands")
+    r = w.call("publish", {"channel": "nojl:dup", "data": {"a": 1, "A": 2}})
+    check("names that differ only in case are distinct", "result" in r,
+          short(r))
+    eq("and published", w.pubs("nojl:dup", 1)[0].get("data"),
+       {"a": 1, "A": 2})
+
+    # Before connect a bad command ends the connection, as any other.
+    w2 = WS(s.port)
+    w2.send_text('{"id":1,"connect":{},"connect":{}}')
+    expect_refusal(w2, 107, 3501, "duplicate key before connect")
+
+    # HTTP API bodies.
+    for what, body in [
+        ("the channel twice",
+         b'{"channel":"nojl:dup","channel":"nojl:x","data":1}'),
+        ("data twice", b'{"channel":"nojl:dup","data":1,"data":2}'),
+        ("a key twice inside data",
+         b'{"channel":"nojl:dup","data":{"k":{"z":1,"z":1}}}'),
+    ]:
+        st, js, _ = s.api("POST", "/api/publish", raw_body=body,
+                          headers={"Content-Type": "application/json"})
+        check(f"POST /api/publish with {what}: 400 code 107",
+              st == 400 and isinstance(js, dict) and
+              js.get("error", {}).get("code") == 107, short((st, js)))
+    st, js, _ = s.api("POST", "/api/broadcast",
+                      raw_body=b'{"channels":["nojl:dup"],"data":1,'
+                               b'"channels":["nojl:x"]}')
+    eq("POST /api/broadcast with the channels twice: 400", st, 400)
+    st, js, _ = s.api("POST", "/api/disconnect",
+                      raw_body=b'{"user":"a","user":"b"}')
+    eq("POST /api/disconnect with the user twice: 400", st, 400)
+    no_push(w, "nojl:dup", "nothing was published by the refused bodies")
+
+    # A token with a repeated claim is an invalid token (RFC 7519 section
+    # 4), even with a valid signature.
+    si = (lib.b64u('{"alg":"HS256","typ":"JWT"}') + "." +
+          lib.b64u('{"sub":"alice","sub":"root","exp":%d}' % (now() + 600)))
+    tok = si + "." + lib.b64u(hmac.new(SECRET.encode(), si.encode(),
+                                       hashlib.sha256).digest())
+    w3 = WS(s.port)
+    r = w3.connect(tok)
+    w3.pending.appendleft(r)
+    expect_refusal(w3, 101, 3500, "token with sub twice")
+    w.close()
+    s.stop()
+
+    # A configuration file with a key twice does not start.
+    d = tempfile.mkdtemp(prefix="herald-push-test-")
+    path = os.path.join(d, "config.json")
+    with open(path, "w") as f:
+        f.write('{"listen":["127.0.0.1:0"],"anonymous":false,'
+                '"anonymous":true}')
+    try:
+        p = subprocess.run([lib.HERALD, "serve", "--config", path],
+                           stdin=subprocess.DEVNULL, capture_output=True,
+                           timeout=20)
+        check("a config with a repeated key is refused at start",
+              p.returncode not in (0, None) and b"listening" not in p.stdout
+              and p.stderr.strip(), short((p.returncode, p.stderr)))
+    finally:
+        os.unlink(path)
+        os.rmdir(d)
+
+
+# ==========================================================================
+# JWT nbf (RFC 7519 4.1.5)
+# ==========================================================================
+
+
+def test_jwt_nbf():
+    s = Server({"anonymous": False, "jwt": {"hmac_secret": SECRET},
+                "namespaces": [{"name": "chat", "publish": True},
+                               {"name": "priv", "private": True}]})
+    t = now()
+    future = jwt_hs256({"sub": "alice", "nbf": t + 3600, "exp": t + 7200},
+                       SECRET)
+    w = WS(s.port)
+    r = w.connect(future)
+    w.pending.appendleft(r)
+    expect_refusal(w, 101, 3500, "connect with nbf an hour ahead")
+    w = WS(s.port)
+    r = w.connect(jwt_hs256({"sub": "alice", "nbf": t - 60, "exp": t + 600},
+                            SECRET))
+    check("connect with nbf in the past: accepted",
+          (r.get("result") or {}).get("user") == "alice", short(r))
+    r = w.call("subscribe", {"channel": "priv:x", "token": jwt_hs256(
+        {"sub": "alice", "channel": "priv:x", "nbf": t + 3600,
+         "exp": t + 7200}, SECRET)})
+    check("subscription token with nbf ahead: 103", is_error(r, 103),
+          short(r))
+    r = w.call("subscribe", {"channel": "priv:x", "token": jwt_hs256(
+        {"sub": "alice", "channel": "priv:x", "nbf": t - 5,
+         "exp": t + 600}, SECRET)})
+    check("subscription token with nbf past: subscribed", "result" in r,
+          short(r))
+    w.close()
+    e = SSE(s.port, "channel=chat:x&token=" + future)
+    eq("SSE with nbf ahead: 401", e.status, 401)
+    e.close()
+    s.stop()
+
+
 TESTS = [test_commands, test_auth, test_http_api, test_recovery,
          test_presence, test_sse, test_websockets_library,
          test_reconnect_under_publishing, test_slow_consumer,
          test_fanout_burst, test_slow_sse_consumer, test_big_replies, test_ping_timeout,
-         test_shutdown]
+         test_shutdown, test_http_framing, test_duplicate_keys,
+         test_jwt_nbf]
 
 
 def main():

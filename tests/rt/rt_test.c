@@ -623,12 +623,57 @@ static void test_http(void) {
   CHECK(strncmp(r, "HTTP/1.1 413 ", 13) == 0);
   r = http("POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
            500);
-  if (strncmp(r, "HTTP/1.1 411 ", 13) != 0) {
-    fprintf(stderr, "411 test got: %s\n", r);
+  if (strncmp(r, "HTTP/1.1 400 ", 13) != 0) {
+    fprintf(stderr, "chunked test got: %s\n", r);
   }
-  CHECK(strncmp(r, "HTTP/1.1 411 ", 13) == 0);
+  CHECK(strncmp(r, "HTTP/1.1 400 ", 13) == 0);
   r = http("POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 1x\r\n\r\n", 500);
   CHECK(strncmp(r, "HTTP/1.1 400 ", 13) == 0);
+}
+
+/* RFC 9112 6.3: framing that two parsers could read differently is refused
+ * with 400 and the connection closed, so that the bytes after the head are
+ * never taken for a second request (request smuggling). */
+static void test_http_framing(void) {
+  static const char *const probes[] = {
+      /* Two lengths: by the first the body is "hello" and a GET follows. */
+      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+      "Content-Length: 45\r\n\r\n",
+      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+      "Content-Length: 5\r\n\r\n",
+      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5, 5\r\n\r\n",
+      "POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+      "Transfer-Encoding: chunked\r\n\r\n",
+      "POST /x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+      "Content-Length: 5\r\n\r\n",
+      "POST /x HTTP/1.1\r\nHost: t\r\n"
+      "Content-Length: 18446744073709551621\r\n\r\n",
+      /* An upgrade with a body: its bytes would be taken for frames. */
+      "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
+      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Version: 13\r\nContent-Length: 5\r\n\r\n",
+  };
+  static const char tail[] = "helloGET /health HTTP/1.1\r\nHost: t\r\n\r\n";
+  for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+    char req[1024];
+    snprintf(req, sizeof req, "%s%s", probes[i], tail);
+    int fd = raw_connect();
+    raw_write(fd, req, strlen(req));
+    char buf[4096];
+    int eof;
+    size_t n = raw_read(fd, (uint8_t *)buf, sizeof(buf) - 1, 2000, &eof);
+    buf[n] = 0;
+    if (strncmp(buf, "HTTP/1.1 400 ", 13) != 0 || !eof ||
+        strstr(buf + 1, "HTTP/1.1") != NULL) {
+      fprintf(stderr, "probe %zu got (eof %d): %s\n", i, eof, buf);
+    }
+    CHECK(strncmp(buf, "HTTP/1.1 400 ", 13) == 0);
+    CHECK(strstr(buf, "Connection: close\r\n") != NULL);
+    CHECK(eof);                                 /* closed */
+    CHECK(strstr(buf + 1, "HTTP/1.1") == NULL); /* one response only */
+    CHECK(strstr(buf, "/health") == NULL);
+    close(fd);
+  }
 }
 
 /* A body that arrives in several reads, slowly. */
@@ -900,6 +945,7 @@ int main(void) {
   RUN(test_backpressure);
   RUN(test_drain);
   RUN(test_http);
+  RUN(test_http_framing);
   RUN(test_http_body_spans_reads);
   RUN(test_http_async);
   RUN(test_client);

@@ -439,15 +439,185 @@ static void test_first_header_wins(void) {
                            "HOST: second\r\n"
                            "origin: o1\r\n"
                            "Origin: o2\r\n"
-                           "content-length: 1\r\n"
-                           "Content-Length: 2\r\n"
                            "\r\n";
   parsed p;
   CHECK_EQ(req(&p, LIT(in)), sizeof in - 1);
   CHECK_STR(p.o.req.host, "first");
   CHECK_STR(p.o.req.origin, "o1");
-  CHECK_STR(p.o.req.content_length, "1");
   done(&p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Body framing (RFC 9112 section 6.3)                                       */
+/* ------------------------------------------------------------------------ */
+
+#define POST "POST /x HTTP/1.1\r\nHost: a\r\n"
+#define R_SEVERAL "several Content-Length headers (RFC 9112 6.3)"
+#define R_INVALID "invalid Content-Length (RFC 9112 6.3)"
+#define R_TE_CL "Transfer-Encoding with Content-Length (RFC 9112 6.3)"
+#define R_TE "Transfer-Encoding is not supported (RFC 9112 6.1)"
+
+static void test_content_length_value(void) {
+  uint64_t v = 7;
+  herald_str s;
+#define CL(lit) (s.ptr = (lit), s.len = sizeof(lit) - 1, s)
+  CHECK_EQ(herald_http_content_length(CL("0"), &v), 0);
+  CHECK_EQ(v, 0);
+  CHECK_EQ(herald_http_content_length(CL("0005"), &v), 0);
+  CHECK_EQ(v, 5);
+  CHECK_EQ(herald_http_content_length(CL("18446744073709551615"), &v), 0);
+  CHECK(v == UINT64_MAX);
+  CHECK_EQ(
+      herald_http_content_length(CL("000000000000000000000000000042"), &v), 0);
+  CHECK_EQ(v, 42);
+  v = 7;
+  static const char *const bad[] = {"",
+                                    "18446744073709551616",
+                                    "99999999999999999999",
+                                    "+5",
+                                    "-1",
+                                    "5 ",
+                                    " 5",
+                                    "5,5",
+                                    "5, 5",
+                                    "0x5",
+                                    "5.0",
+                                    "1e3",
+                                    "\xd9\xa1",
+                                    "5\t"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    s.ptr = bad[i];
+    s.len = strlen(bad[i]);
+    CHECK_EQ(herald_http_content_length(s, &v), -1);
+    CHECK_EQ(v, 7); /* untouched */
+  }
+  /* Only the span is read: what follows it does not count. */
+  s.ptr = "12x";
+  s.len = 2;
+  CHECK_EQ(herald_http_content_length(s, &v), 0);
+  CHECK_EQ(v, 12);
+#undef CL
+}
+
+static void test_framing_requests(void) {
+  const int E = HERALD_ERR_HTTP;
+  parsed p;
+  /* The smuggling probe of the review: two lengths that differ. Whatever
+   * follows the head is never parsed as a second request, because the
+   * parser refuses the first. Every test here is fed whole, one byte at a
+   * time and split in two at every position (parse_all_ways). */
+  req_fails(LIT(POST "Content-Length: 5\r\nContent-Length: 40\r\n\r\n"
+                     "helloGET /admin HTTP/1.1\r\nHost: a\r\n\r\n"),
+            E, R_SEVERAL);
+  req_fails(LIT(POST "Content-Length: 40\r\nX: y\r\ncontent-length: 5\r\n\r\n"),
+            E, R_SEVERAL);
+  /* Equal values are refused too (RFC 9112 6.3 item 5 allows either). */
+  req_fails(LIT(POST "Content-Length: 5\r\nCONTENT-LENGTH: 5\r\n\r\n"), E,
+            R_SEVERAL);
+  req_fails(LIT(POST "Content-Length: 5\r\nContent-Length: 5\r\n"
+                     "Content-Length: 5\r\n\r\n"),
+            E, R_SEVERAL);
+  /* One line, but not one number. */
+  req_fails(LIT(POST "Content-Length: 5, 5\r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length: 5,40\r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length:\r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length:   \r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length: +5\r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length: -1\r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length: 1x\r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length: 4 0\r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length: 0x10\r\n\r\n"), E, R_INVALID);
+  req_fails(LIT(POST "Content-Length: 18446744073709551616\r\n\r\n"), E,
+            R_INVALID);
+  req_fails(LIT(POST "Content-Length: 99999999999999999999999999\r\n\r\n"), E,
+            R_INVALID);
+  /* Transfer-Encoding: never with Content-Length, and not at all in a
+   * request, whatever the coding or its spelling. */
+  req_fails(LIT(POST "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            E, R_TE_CL);
+  req_fails(LIT(POST "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n"),
+            E, R_TE_CL);
+  req_fails(LIT(POST "Transfer-Encoding: chunked\r\n\r\n"), E, R_TE);
+  req_fails(LIT(POST "transfer-encoding: CHUNKED\r\n\r\n"), E, R_TE);
+  req_fails(LIT(POST "Transfer-Encoding: gzip, chunked\r\n\r\n"), E, R_TE);
+  req_fails(LIT(POST "Transfer-Encoding: chunked, identity\r\n\r\n"), E, R_TE);
+  req_fails(LIT(POST "Transfer-Encoding: identity\r\n\r\n"), E, R_TE);
+  req_fails(LIT(POST "Transfer-Encoding:\r\n\r\n"), E, R_TE);
+  req_fails(LIT(POST "Transfer-Encoding: chunked\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n"),
+            E, R_TE);
+  req_fails(LIT("GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"), E,
+            R_TE);
+  /* Names that only look alike are other headers. */
+  CHECK_EQ(req(&p, LIT(POST "Content-Length : 5\r\n\r\n")), E);
+  CHECK(strcmp(p.o.reason, "whitespace before colon in header") == 0);
+  done(&p);
+  CHECK_EQ(req(&p, LIT(POST "X-Content-Length: 5, 6\r\nContent-Lengths: x\r\n"
+                            "Transfer-Encodings: chunked\r\n\r\n")),
+           sizeof(POST "X-Content-Length: 5, 6\r\nContent-Lengths: x\r\n"
+                       "Transfer-Encodings: chunked\r\n\r\n") -
+               1);
+  CHECK_EQ(p.o.req.content_length.len, 0);
+  done(&p);
+  /* What stays accepted: one valid length, surrounded by whitespace or with
+   * leading zeros, and the largest 64-bit value. */
+  CHECK_EQ(req(&p, LIT(POST "Content-Length: \t0042 \r\n\r\n")),
+           sizeof(POST "Content-Length: \t0042 \r\n\r\n") - 1);
+  CHECK_STR(p.o.req.content_length, "0042");
+  done(&p);
+  CHECK_EQ(req(&p, LIT(POST "Content-Length: 18446744073709551615\r\n\r\n")),
+           sizeof(POST "Content-Length: 18446744073709551615\r\n\r\n") - 1);
+  CHECK_STR(p.o.req.content_length, "18446744073709551615");
+  done(&p);
+  CHECK_EQ(req(&p, LIT(POST "\r\n")), sizeof(POST "\r\n") - 1);
+  CHECK_EQ(p.o.req.content_length.len, 0);
+  done(&p);
+}
+
+static void test_framing_byte_at_a_time(void) {
+  /* The refusal is the same when the second Content-Length line arrives
+   * byte by byte after a first head-sized prefix that is still incomplete:
+   * feed the probe one byte per call with last_len carried along, and
+   * check that no call before the end says anything but "incomplete". */
+  static const char in[] = POST "Content-Length: 5\r\n"
+                                "Content-Length: 40\r\n\r\n";
+  herald_request r;
+  herald_header h[MAXH];
+  const char *why = NULL;
+  size_t last = 0;
+  for (size_t k = 1; k < sizeof in - 1; k++) {
+    CHECK_EQ(herald__http_parse_request(in, k, last, 8192, &r, h, MAXH, &why),
+             0);
+    last = k;
+  }
+  CHECK_EQ(herald__http_parse_request(in, sizeof in - 1, last, 8192, &r, h,
+                                      MAXH, &why),
+           HERALD_ERR_HTTP);
+  CHECK(why != NULL && strcmp(why, R_SEVERAL) == 0);
+}
+
+static void test_framing_responses(void) {
+  const int E = HERALD_ERR_HTTP;
+  parsed p;
+#define RESP "HTTP/1.1 101 Switching Protocols\r\n"
+  resp_fails(LIT(RESP "Content-Length: 0\r\nContent-Length: 5\r\n\r\n"), E,
+             R_SEVERAL);
+  resp_fails(LIT(RESP "Content-Length: 0\r\ncontent-length: 0\r\n\r\n"), E,
+             R_SEVERAL);
+  resp_fails(LIT(RESP "Content-Length: 0, 0\r\n\r\n"), E, R_INVALID);
+  resp_fails(LIT(RESP "Content-Length: x\r\n\r\n"), E, R_INVALID);
+  resp_fails(
+      LIT(RESP "Transfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n"), E,
+      R_TE_CL);
+  /* Transfer-Encoding alone is left to the handshake checks: the client
+   * reads no response body. One valid length is fine. */
+  CHECK_EQ(resp(&p, LIT(RESP "Transfer-Encoding: chunked\r\n\r\n")),
+           sizeof(RESP "Transfer-Encoding: chunked\r\n\r\n") - 1);
+  done(&p);
+  CHECK_EQ(resp(&p, LIT("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")),
+           sizeof("HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n") - 1);
+  done(&p);
+#undef RESP
 }
 
 /* Builds "GET / HTTP/1.1\r\n" + n header lines + "\r\n" into a malloc'd
@@ -897,6 +1067,45 @@ static void test_hs_request_refusals(void) {
                  426, "13");
 }
 
+/* An upgrade announcing a body: the bytes after the head would be frames to
+ * us and a body to an intermediary that honours Content-Length. */
+static void test_hs_request_body(void) {
+  parsed p;
+  const char *why;
+  expect_refusal(
+      LIT(GET H_HOST H_UPG H_CONN H_KEY H_VER "Content-Length: 5\r\n\r\n"), 400,
+      "request body");
+  expect_refusal(
+      LIT(GET H_HOST H_UPG H_CONN H_KEY H_VER "Content-Length: 00001\r\n\r\n"),
+      400, "request body");
+  /* A length of zero announces no body. */
+  CHECK_EQ(hs_req(&p,
+                  LIT(GET H_HOST H_UPG H_CONN H_KEY H_VER
+                      "Content-Length: 0\r\n\r\n"),
+                  &why),
+           1);
+  done(&p);
+  CHECK_EQ(hs_req(&p,
+                  LIT(GET H_HOST H_UPG H_CONN H_KEY H_VER
+                      "Content-Length: 000\r\n\r\n"),
+                  &why),
+           1);
+  done(&p);
+  /* A plain request keeps its body: that is the application's to read. */
+  CHECK_EQ(hs_req(&p, LIT(GET H_HOST "Content-Length: 5\r\n\r\n"), &why), 0);
+  CHECK_STR(p.o.req.content_length, "5");
+  done(&p);
+  /* A request that did not come from the parser is judged the same way. */
+  CHECK_EQ(hs_req(&p, LIT(GET H_HOST H_UPG H_CONN H_KEY H_VER "\r\n"), &why),
+           1);
+  p.o.req.content_length.ptr = "1x";
+  p.o.req.content_length.len = 2;
+  CHECK_EQ(herald__hs_check_request(&p.o.req, &why), 400);
+  CHECK(why != NULL && strstr(why, "request body") != NULL);
+  CHECK_EQ(p.o.req.websocket, 0);
+  done(&p);
+}
+
 /* ------------------------------------------------------------------------ */
 /* herald__hs_check_response                                                 */
 /* ------------------------------------------------------------------------ */
@@ -1283,6 +1492,10 @@ int main(void) {
   RUN(test_header_values);
   RUN(test_header_errors);
   RUN(test_first_header_wins);
+  RUN(test_content_length_value);
+  RUN(test_framing_requests);
+  RUN(test_framing_byte_at_a_time);
+  RUN(test_framing_responses);
   RUN(test_max_headers);
   RUN(test_max_head_bytes);
   RUN(test_last_len);
@@ -1294,6 +1507,7 @@ int main(void) {
   RUN(test_hs_request_first_line_only);
   RUN(test_hs_request_plain_http);
   RUN(test_hs_request_refusals);
+  RUN(test_hs_request_body);
   RUN(test_hs_response_valid);
   RUN(test_hs_response_refusals);
   RUN(test_list_next);

@@ -6,8 +6,10 @@
  * Every input is copied into a buffer of its exact size first, so that
  * AddressSanitizer reports any read past its end. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "push/push.h"
 #include "test.h"
@@ -20,6 +22,7 @@ typedef struct doc {
 /* A literal with its length: some hold NUL bytes. */
 #define D(lit)                                                                 \
   { lit, sizeof(lit) - 1 }
+#define LITN(lit) (lit), (sizeof(lit) - 1)
 
 static int parse_exact(const char *s, size_t n, push_json *out) {
   char *copy = malloc(n ? n : 1);
@@ -63,7 +66,10 @@ static const doc accepted[] = {
     D("{\"a\":{\"b\":[1,{\"c\":\"d\"}]}}"),
     D("{ \"a\" : 1 , \"b\" : [ ] }"),
     D("{\"\":0}"),
-    D("{\"a\":1,\"a\":2}"), /* section 4: names SHOULD be unique, not MUST */
+    D("{\"a\":1,\"A\":2,\"a \":3,\"\":4}"), /* names that only look alike */
+    D("{\"a\":{\"a\":{\"a\":1}},\"b\":{\"a\":2}}"), /* in other objects */
+    D("[{\"a\":1},{\"a\":2}]"),
+    D("{\"e\\u0301\":1,\"\\u00e9\":2}"), /* no Unicode normalization */
     D("\"\\\"\\\\\\/\\b\\f\\n\\r\\t\""),
     D("\"\\u0000\""),
     D("\"\\u00e9\""),
@@ -176,6 +182,21 @@ static const doc refused[] = {
     D("[\"a\",]"),
     D("{\"a\":[}"),
     D("[\"\\u0000\"\\u0000]"),
+    /* Repeated member names (I-JSON, RFC 7493 section 2.3): RFC 8259
+     * section 4 leaves their meaning to each reader. */
+    D("{\"a\":1,\"a\":2}"),
+    D("{\"a\":1,\"a\":1}"),
+    D("{\"\":1,\"\":2}"),
+    D("{\"a\":1,\"b\":2,\"a\":3}"),
+    D("{\"a\":{},\"a\":[]}"),
+    D("[1,{\"x\":{\"y\":1,\"y\":2}}]"),
+    D("{\"x\":{\"y\":1},\"z\":{\"w\":1,\"w\":1}}"),
+    D("{\"id\":1,\"\\u0069d\":2}"), /* the same name once unescaped */
+    D("{\"\\u0069d\":1,\"i\\u0064\":2}"),
+    D("{\"a/\":1,\"a\\/\":2}"),
+    D("{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}"),
+    D("{\"\\u00e9\":1,\"\xc3\xa9\":2}"),
+    D("{\"a\\u0000\":1,\"a\\u0000\":2}"),
 };
 
 static void test_accepted(void) {
@@ -279,6 +300,171 @@ static void test_depth(void) {
   }
 }
 
+/* ------------------------------------------------------------------------ */
+/* Repeated member names                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* Parses with push_json_parse_ex from an exact-size copy; returns the fault
+ * and, for a repeat, the unescaped name in name[cap]. */
+static push_json_fault parse_fault(const char *s, size_t n, char *name,
+                                   size_t cap) {
+  char *copy = malloc(n ? n : 1);
+  push_json v;
+  push_json_error e;
+  if (copy == NULL) {
+    abort();
+  }
+  memcpy(copy, s, n);
+  memset(&e, 0xa5, sizeof e);
+  int rv = push_json_parse_ex(copy, n, &v, &e);
+  CHECK_EQ(rv, e.fault == PUSH_JSON_OK ? 0 : -1);
+  if (name != NULL) {
+    name[0] = '\0';
+  }
+  if (e.fault == PUSH_JSON_DUPLICATE) {
+    /* The name is a string value inside the input. */
+    CHECK(e.name.p >= copy && e.name.p + e.name.n <= copy + n);
+    CHECK_EQ(push_json_type_of(e.name), PUSH_JSON_STRING);
+    if (name != NULL) {
+      CHECK(push_json_str(e.name, name, cap) >= 0);
+    }
+  } else {
+    CHECK(e.name.p == NULL && e.name.n == 0);
+  }
+  free(copy);
+  return e.fault;
+}
+
+/* Appends to a growing buffer (aborts when out of memory). */
+typedef struct text {
+  char *p;
+  size_t n, cap;
+} text;
+
+static void put(text *t, const char *s) {
+  size_t k = strlen(s);
+  if (t->cap - t->n < k + 1) {
+    t->cap = (t->cap + k + 1) * 2;
+    t->p = realloc(t->p, t->cap);
+    if (t->p == NULL) {
+      abort();
+    }
+  }
+  memcpy(t->p + t->n, s, k + 1);
+  t->n += k;
+}
+
+static void test_duplicate_fault(void) {
+  char name[64];
+  CHECK_EQ(parse_fault(LITN("{\"a\":1,\"b\":2}"), name, sizeof name),
+           PUSH_JSON_OK);
+  CHECK_EQ(parse_fault(LITN("{\"a\":1,}"), name, sizeof name),
+           PUSH_JSON_SYNTAX);
+  CHECK_EQ(parse_fault(LITN(""), name, sizeof name), PUSH_JSON_SYNTAX);
+  CHECK_EQ(parse_fault(LITN("{\"a\":1,\"b\":2,\"a\":3}"), name, sizeof name),
+           PUSH_JSON_DUPLICATE);
+  CHECK(strcmp(name, "a") == 0);
+  /* The innermost object is judged when it closes, before the rest of the
+   * text is read: a repeat is reported even if a syntax error follows. */
+  CHECK_EQ(parse_fault(LITN("{\"x\":{\"yy\":1,\"y\\u0079\":2}, oops"), name,
+                       sizeof name),
+           PUSH_JSON_DUPLICATE);
+  CHECK(strcmp(name, "yy") == 0);
+  /* err may be NULL, and push_json_parse says -1. */
+  push_json v;
+  CHECK_EQ(push_json_parse_ex("{\"a\":1,\"a\":1}", 13, &v, NULL), -1);
+  CHECK_EQ(push_json_parse("{\"a\":1,\"a\":1}", 13, &v), -1);
+  CHECK_EQ(push_json_parse_ex("{\"a\":1}", 7, &v, NULL), 0);
+  CHECK_EQ(v.n, 7);
+}
+
+/* Objects large enough to be sorted rather than compared pair by pair, and
+ * more names open at once than fit the parser's inline buffer. */
+static void test_duplicate_large(void) {
+  char name[64], buf[64];
+  for (int at = 0; at < 3; at++) {
+    text t = {NULL, 0, 0};
+    put(&t, "{");
+    for (int i = 0; i < 200; i++) {
+      snprintf(buf, sizeof buf, "%s\"k%03d\":%d", i ? "," : "", i, i);
+      put(&t, buf);
+    }
+    CHECK_EQ(parse_fault(t.p, t.n + 1, NULL, 0), PUSH_JSON_SYNTAX);
+    put(&t, "}");
+    CHECK_EQ(parse_fault(t.p, t.n, NULL, 0), PUSH_JSON_OK);
+    /* The same name again, spelled another way, first, in the middle or
+     * last among the names. */
+    static const char *const again[] = {"k000", "k1\\u0030\\u0030", "k199"};
+    t.n--;
+    snprintf(buf, sizeof buf, ",\"%s\":0}", again[at]);
+    put(&t, buf);
+    CHECK_EQ(parse_fault(t.p, t.n, name, sizeof name), PUSH_JSON_DUPLICATE);
+    CHECK(strcmp(name, at == 0 ? "k000" : at == 1 ? "k100" : "k199") == 0);
+    free(t.p);
+  }
+  /* Nesting with many names open at once: each object's names are its
+   * own, so the same names at every level are no repeat. */
+  for (int repeat = 0; repeat < 2; repeat++) {
+    text t = {NULL, 0, 0};
+    const int depth = PUSH_JSON_MAX_DEPTH - 2; /* room for [{...}] inside */
+    for (int d = 0; d < depth; d++) {
+      put(&t, "{");
+      for (int i = 0; i < 40; i++) {
+        snprintf(buf, sizeof buf, "\"n%d\":[{\"n%d\":1,\"m\":2}],", i, i);
+        put(&t, buf);
+      }
+      put(&t, "\"z\":");
+    }
+    put(&t, "0");
+    for (int d = 0; d < depth; d++) {
+      put(&t, repeat && d == 10 ? ",\"n7\":0}" : ",\"zz\":0}");
+    }
+    CHECK_EQ(parse_fault(t.p, t.n, name, sizeof name),
+             repeat ? PUSH_JSON_DUPLICATE : PUSH_JSON_OK);
+    CHECK(strcmp(name, repeat ? "n7" : "") == 0);
+    free(t.p);
+  }
+}
+
+/* Hostile objects: the check must stay O(n log n). Comparing every pair of
+ * 100000 names would take minutes; sorting them takes milliseconds. */
+static void test_duplicate_cost(void) {
+  char buf[96];
+  const int count = 100000;
+  text t = {NULL, 0, 0};
+  /* Distinct names with a long common prefix, in reverse order. */
+  put(&t, "{");
+  for (int i = count; i-- > 0;) {
+    snprintf(buf, sizeof buf,
+             "%s\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx%07d\":0",
+             i == count - 1 ? "" : ",", i);
+    put(&t, buf);
+  }
+  put(&t, "}");
+  clock_t t0 = clock();
+  CHECK_EQ(parse_fault(t.p, t.n, NULL, 0), PUSH_JSON_OK);
+  /* The same names, all escaped. */
+  t.n = 0;
+  put(&t, "{");
+  for (int i = 0; i < count; i++) {
+    snprintf(buf, sizeof buf, "%s\"\\u0078\\u0078%07d\":0", i ? "," : "", i);
+    put(&t, buf);
+  }
+  put(&t, "}");
+  CHECK_EQ(parse_fault(t.p, t.n, NULL, 0), PUSH_JSON_OK);
+  /* Many small objects: no sorting at all. */
+  t.n = 0;
+  put(&t, "[");
+  for (int i = 0; i < count; i++) {
+    put(&t, i ? ",{\"a\":1,\"b\":2,\"c\":{\"a\":3}}" : "{\"a\":1}");
+  }
+  put(&t, "]");
+  CHECK_EQ(parse_fault(t.p, t.n, NULL, 0), PUSH_JSON_OK);
+  double secs = (double)(clock() - t0) / CLOCKS_PER_SEC;
+  CHECK(secs < 3.0);
+  free(t.p);
+}
+
 static push_json must_parse(const char *s) {
   push_json v = {NULL, 0};
   if (push_json_parse(s, strlen(s), &v) != 0) {
@@ -310,9 +496,9 @@ static void test_type_of(void) {
 static void test_get(void) {
   push_json obj = must_parse("{\"a\" : 1, \"s\":\"]}\\\"\", \"o\":{\"a\":2},"
                              "\"arr\":[{\"a\":3},\"]\"],\"\\u0069d\":5,"
-                             "\"a\":6, \"e\\u0301\":7, \"\":8, \"z\":null}");
+                             "\"e\\u0301\":7, \"\":8, \"z\":null}");
   push_json v;
-  CHECK(push_json_get(obj, "a", &v) && span_is(v, "1")); /* first wins */
+  CHECK(push_json_get(obj, "a", &v) && span_is(v, "1"));
   CHECK(push_json_get(obj, "s", &v) && span_is(v, "\"]}\\\"\""));
   CHECK(push_json_get(obj, "o", &v) && span_is(v, "{\"a\":2}"));
   CHECK(push_json_get(obj, "arr", &v) && span_is(v, "[{\"a\":3},\"]\"]"));
@@ -540,6 +726,9 @@ int main(void) {
   RUN(test_span);
   RUN(test_prefixes);
   RUN(test_depth);
+  RUN(test_duplicate_fault);
+  RUN(test_duplicate_large);
+  RUN(test_duplicate_cost);
   RUN(test_type_of);
   RUN(test_get);
   RUN(test_next_array);

@@ -1,10 +1,10 @@
 /* push_jwt_test.c - JWT verification with tokens made here with OpenSSL:
  * an HMAC secret, and an RSA 2048 and an EC P-256 key generated at start.
  * Valid tokens of each algorithm, then every way to be refused: expired,
- * forged signature or payload, wrong key, "none", an algorithm with no key
- * configured (including the HMAC-with-the-RSA-public-key confusion),
- * malformed base64url and JSON, and each claim rule. Plus the HS256 and
- * ES256 examples of RFC 7515 appendix A.1 and A.3. */
+ * not yet valid (nbf), forged signature or payload, wrong key, "none", an
+ * algorithm with no key configured (including the HMAC-with-the-RSA-public-
+ * key confusion), malformed base64url and JSON, and each claim rule. Plus
+ * the HS256 and ES256 examples of RFC 7515 appendix A.1 and A.3. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,6 +255,72 @@ static void test_exp(void) {
            PUSH_JWT_MALFORMED); /* longer than any sensible date */
 }
 
+/* RFC 7519 section 4.1.5: not before nbf, with no leeway (as for exp). */
+static void test_nbf(void) {
+  push_jwt_keys keys = all_keys();
+  push_jwt_claims c;
+  /* In the future: refused, whatever the algorithm and whether exp is
+   * required; one second ahead is enough. */
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":1700000001}"), &keys, 0),
+           PUSH_JWT_NOT_YET);
+  CHECK_EQ(check(token(RS, "{\"sub\":\"a\",\"nbf\":1700003600,"
+                           "\"exp\":1800000000}"),
+                 &keys, 1),
+           PUSH_JWT_NOT_YET);
+  CHECK_EQ(check(token(ES, "{\"sub\":\"a\",\"exp\":1800000000,"
+                           "\"nbf\":1.8e9}"),
+                 &keys, 1),
+           PUSH_JWT_NOT_YET);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":1e300}"), &keys, 0),
+           PUSH_JWT_NOT_YET);
+  /* A fraction counts against the token: now is whole seconds. */
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":1700000000.5}"), &keys, 0),
+           PUSH_JWT_NOT_YET);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":1699999999.5}"), &keys, 0),
+           PUSH_JWT_OK);
+  /* Now or in the past: accepted, with the claims filled. */
+  CHECK_EQ(verify(token(HS, "{\"sub\":\"ann\",\"nbf\":1700000000,"
+                            "\"exp\":1700000060}"),
+                  &keys, 1, &c),
+           PUSH_JWT_OK);
+  CHECK(strcmp(c.sub, "ann") == 0 && c.exp == 1700000060);
+  push_jwt_claims_free(&c);
+  CHECK_EQ(check(token(RS, "{\"sub\":\"a\",\"nbf\":1600000000}"), &keys, 0),
+           PUSH_JWT_OK);
+  CHECK_EQ(check(token(ES, "{\"sub\":\"a\",\"nbf\":0}"), &keys, 0),
+           PUSH_JWT_OK);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":-1e300}"), &keys, 0),
+           PUSH_JWT_OK);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":-0.5}"), &keys, 0),
+           PUSH_JWT_OK);
+  /* Not a NumericDate: malformed. */
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":\"1600000000\"}"), &keys, 0),
+           PUSH_JWT_MALFORMED);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":null}"), &keys, 0),
+           PUSH_JWT_MALFORMED);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":[1]}"), &keys, 0),
+           PUSH_JWT_MALFORMED);
+  /* With exp as well: a token valid only after it expires is never valid,
+   * and says so rather than "expired"; a missing exp that is required is
+   * reported first; an expired token with a past nbf is expired. */
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":1700000100,"
+                           "\"exp\":1600000000}"),
+                 &keys, 1),
+           PUSH_JWT_NOT_YET);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":1700000100}"), &keys, 1),
+           PUSH_JWT_NO_EXP);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"nbf\":1600000000,"
+                           "\"exp\":1700000000}"),
+                 &keys, 1),
+           PUSH_JWT_EXPIRED);
+  /* A forged token is refused for its signature before its claims are
+   * read, nbf or not. */
+  CHECK_EQ(check(token_with(HS, NULL, "another secret", headers[HS],
+                            "{\"sub\":\"a\",\"nbf\":1800000000}"),
+                 &keys, 0),
+           PUSH_JWT_BAD_SIG);
+}
+
 /* Changes the character at i of a token to another base64url character.
  * Used away from the last character of a part, so the encoding stays
  * canonical and only the decoded bytes change. */
@@ -492,12 +558,31 @@ static void test_claims(void) {
   name[256] = '\0';
   snprintf(payload, sizeof payload, "{\"sub\":\"%s\"}", name);
   CHECK_EQ(check(token(HS, payload), &keys, 0), PUSH_JWT_MALFORMED);
-  /* The first "sub" wins; escapes are undone. */
-  CHECK_EQ(verify(token(HS, "{\"sub\":\"\\u0061nn\",\"sub\":\"bob\"}"), &keys,
-                  0, &c),
+  /* Escapes are undone. */
+  CHECK_EQ(verify(token(HS, "{\"sub\":\"\\u0061nn\"}"), &keys, 0, &c),
            PUSH_JWT_OK);
   CHECK(strcmp(c.sub, "ann") == 0);
   push_jwt_claims_free(&c);
+  /* RFC 7519 section 4: claim names must be unique, and a parser must
+   * reject repeats or take the last. They are rejected, however spelled,
+   * in the payload and in the header, even with a valid signature. */
+  CHECK_EQ(check(token(HS, "{\"sub\":\"ann\",\"sub\":\"bob\"}"), &keys, 0),
+           PUSH_JWT_MALFORMED);
+  CHECK_EQ(
+      check(token(HS, "{\"sub\":\"ann\",\"s\\u0075b\":\"bob\"}"), &keys, 0),
+      PUSH_JWT_MALFORMED);
+  CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"exp\":1800000000,"
+                           "\"exp\":1600000000}"),
+                 &keys, 1),
+           PUSH_JWT_MALFORMED);
+  CHECK_EQ(
+      check(token(RS, "{\"sub\":\"a\",\"info\":{\"x\":1,\"x\":2}}"), &keys, 0),
+      PUSH_JWT_MALFORMED);
+  CHECK_EQ(
+      check(token_with(HS, NULL, secret, "{\"alg\":\"HS256\",\"alg\":\"none\"}",
+                       "{\"sub\":\"a\"}"),
+            &keys, 0),
+      PUSH_JWT_MALFORMED);
   /* channel: a string that fits. */
   CHECK_EQ(check(token(HS, "{\"sub\":\"a\",\"channel\":1}"), &keys, 0),
            PUSH_JWT_MALFORMED);
@@ -658,6 +743,7 @@ int main(void) {
 
   RUN(test_valid);
   RUN(test_exp);
+  RUN(test_nbf);
   RUN(test_forged);
   RUN(test_wrong_key);
   RUN(test_alg);

@@ -222,7 +222,22 @@ static const struct {
     {"\"ping\"", 107, "command must be an object", 0},
     {"{\"ping\":{}}", 107, "missing id", 0},
     {"{}", 107, "missing id", 0},
-    {"{\"id\":1,\"id\":2,\"ping\":{}}", 107, "duplicate id", 0},
+    /* A repeated member name, in any object of the command, is refused by
+     * the parser: the id cannot be trusted either. */
+    {"{\"id\":1,\"id\":2,\"ping\":{}}", 107, "duplicate key in JSON object", 0},
+    {"{\"id\":1,\"id\":1,\"ping\":{}}", 107, "duplicate key in JSON object", 0},
+    {"{\"id\":1,\"i\\u0064\":2,\"ping\":{}}", 107,
+     "duplicate key in JSON object", 0},
+    {"{\"id\":1,\"publish\":{\"channel\":\"a\",\"channel\":\"b\",\"data\":1}}",
+     107, "duplicate key in JSON object", 0},
+    {"{\"id\":1,\"publish\":{\"channel\":\"a\",\"data\":1,\"data\":2}}", 107,
+     "duplicate key in JSON object", 0},
+    {"{\"id\":1,\"publish\":{\"channel\":\"a\",\"data\":{\"x\":[{\"y\":1,"
+     "\"y\":1}]}}}",
+     107, "duplicate key in JSON object", 0},
+    {"{\"id\":1,\"subscribe\":{\"channel\":\"a\",\"since\":{\"epoch\":\"e\","
+     "\"offset\":1,\"offset\":2}}}",
+     107, "duplicate key in JSON object", 0},
     {"{\"id\":0,\"ping\":{}}", 107, "id must be a positive integer", 0},
     {"{\"id\":-1,\"ping\":{}}", 107, "id must be a positive integer", 0},
     {"{\"id\":\"1\",\"ping\":{}}", 107, "id must be a positive integer", 0},
@@ -233,7 +248,8 @@ static const struct {
      "id must be a positive integer", 0},
     {"{\"id\":3}", 107, "missing method", 3},
     {"{\"id\":3,\"ping\":{},\"connect\":{}}", 107, "more than one method", 3},
-    {"{\"id\":3,\"ping\":{},\"ping\":{}}", 107, "more than one method", 3},
+    {"{\"id\":3,\"ping\":{},\"ping\":{}}", 107, "duplicate key in JSON object",
+     0},
     {"{\"id\":3,\"nope\":{},\"ping\":{}}", 107, "more than one method", 3},
     {"{\"id\":4,\"nope\":{}}", 104, "unknown method", 4},
     {"{\"id\":4,\"Ping\":{}}", 104, "unknown method", 4},
