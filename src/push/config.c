@@ -2,6 +2,7 @@
  * single settings (the setters of config.h) through which the command line of
  * src/app/serve.c applies its flags over both. Every key is documented in
  * docs/config.md. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -107,6 +108,7 @@ static char *read_file(const char *path) {
     if (len > (16u << 20)) { /* a config or key file is small */
       free(buf);
       fclose(f);
+      errno = EFBIG;
       return NULL;
     }
   }
@@ -167,7 +169,7 @@ static int load_pem(push_json v, char **out, char *err, size_t errlen) {
   }
   char *pem = read_file(path);
   if (pem == NULL) {
-    err_set(err, errlen, "cannot read key file %s", path);
+    err_set(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
     free(path);
     return -1;
   }
@@ -475,7 +477,7 @@ int push_config_load(push_config *c, const char *path, char *err,
                      size_t errlen) {
   char *text = read_file(path);
   if (text == NULL) {
-    err_set(err, errlen, "cannot read %s", path);
+    err_set(err, errlen, "cannot read %s: %s", path, strerror(errno));
     return -1;
   }
   push_json root;
@@ -483,14 +485,19 @@ int push_config_load(push_config *c, const char *path, char *err,
   int rv = -1;
   if (push_json_parse_ex(text, strlen(text), &root, &jerr) != 0) {
     char name[64] = "";
+    size_t line = 1, col = 1;
+    for (size_t k = 0; k < jerr.offset; k++) {
+      line += text[k] == '\n';
+      col = text[k] == '\n' ? 1 : col + 1;
+    }
     if (jerr.fault == PUSH_JSON_DUPLICATE) {
       push_json_str(jerr.name, name, sizeof(name));
-      err_set(err, errlen, "%s: key \"%s\" appears twice in one object", path,
-              name);
+      err_set(err, errlen, "%s:%zu:%zu: key \"%s\" appears twice in one object",
+              path, line, col, name);
+    } else if (jerr.fault == PUSH_JSON_NOMEM) {
+      err_set(err, errlen, "%s: out of memory", path);
     } else {
-      err_set(err, errlen, "%s: %s", path,
-              jerr.fault == PUSH_JSON_NOMEM ? "out of memory"
-                                            : "not valid JSON");
+      err_set(err, errlen, "%s:%zu:%zu: not valid JSON here", path, line, col);
     }
     goto out;
   }
@@ -553,6 +560,10 @@ int push_config_load(push_config *c, const char *path, char *err,
           err_set(err, errlen, "jwt: unknown key \"%s\"", name);
           goto out;
         }
+        if (bad) {
+          err_set(err, errlen, "%s: bad value for \"jwt.%s\"", path, name);
+          goto out;
+        }
       }
     } else if (strcmp(k, "namespaces") == 0) {
       size_t p2 = 0;
@@ -605,6 +616,9 @@ int push_config_load(push_config *c, const char *path, char *err,
       if (load_redis(c, v, err, errlen) != 0) {
         goto out;
       }
+    } else if (strcmp(k, "static_dir") == 0) {
+      free(c->static_dir);
+      bad = (c->static_dir = json_strdup(v)) == NULL;
     } else if (strcmp(k, "node_name") == 0) {
       free(c->node_name);
       bad = (c->node_name = json_strdup(v)) == NULL ||
@@ -669,5 +683,6 @@ void push_config_free(push_config *c) {
   free(c->redis.tls_ca);
   free(c->redis.tls_server_name);
   free(c->node_name);
+  free(c->static_dir);
   memset(c, 0, sizeof(*c));
 }

@@ -63,7 +63,8 @@ typedef struct push_config {
   /* Scale-out: "engine": "redis" (docs/scaling.md). */
   int engine_redis;
   push_redis_config redis;
-  char *node_name; /* NULL: random */
+  char *node_name;  /* NULL: random */
+  char *static_dir; /* files served over plain HTTP GET; NULL: none */
 } push_config;
 
 /* Safe local defaults (docs/config.md). Returns 0 or -1 (out of memory). */

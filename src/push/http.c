@@ -145,7 +145,13 @@ void push_on_http(herald_http *h, const herald_request *req,
   } else if (push_path_is(req, "/sse")) {
     push_sse(ps, h, req);
   } else {
-    const push_web_file *f = push_web_find(req->path.ptr, req->path.len);
+    /* The demo page only with the demo: a production server shows nothing
+     * it was not told to (or its own static_dir). */
+    const push_web_file *f =
+        ps->cfg->demo ? push_web_find(req->path.ptr, req->path.len) : NULL;
+    if (f == NULL && push_static_serve(ps, h, req)) {
+      return;
+    }
     if (f == NULL) {
       push_http_error(h, 404, PUSH_E_BAD_REQUEST, "not found");
       return;

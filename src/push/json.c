@@ -551,6 +551,7 @@ int push_json_parse_ex(const char *p, size_t n, push_json *out,
 done:
   /* Section 2: JSON-text = ws value ws, and nothing else. */
   if (skip_ws(p, n, i) != n) {
+    i = skip_ws(p, n, i); /* where the trailing garbage starts */
     goto fail;
   }
   if (names.v != names.inline_v) {
@@ -563,6 +564,7 @@ done:
     err->fault = PUSH_JSON_OK;
     err->name.p = NULL;
     err->name.n = 0;
+    err->offset = 0;
   }
   return 0;
 
@@ -575,6 +577,7 @@ fail:
     err->fault = fault;
     err->name.p = fault == PUSH_JSON_DUPLICATE ? p + name.off : NULL;
     err->name.n = fault == PUSH_JSON_DUPLICATE ? name.len : 0;
+    err->offset = fault == PUSH_JSON_DUPLICATE ? name.off : i < n ? i : n;
   }
   return -1;
 }

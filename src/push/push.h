@@ -64,6 +64,10 @@ typedef struct push_json_error {
    * quotes included, inside p; read it with push_json_str), at an
    * occurrence after the first. Otherwise empty. */
   push_json name;
+  /* Where in p the text stopped being what was expected: the byte at
+   * which the scan failed (a syntax error; n when the text ended early) or
+   * the repeated name. For messages with a line and column. */
+  size_t offset;
 } push_json_error;
 
 /* push_json_parse, saying why it refused: *err (may be NULL) is set on

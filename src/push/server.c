@@ -205,6 +205,41 @@ static void on_start_signals(herald_loop *loop, void *ud) {
 
 /* ---- main ------------------------------------------------------------- */
 
+/* "a, b": the configured listen addresses, for messages. */
+static void listen_list(const push_config *cfg, char *out, size_t cap) {
+  size_t o = 0;
+  out[0] = 0;
+  for (size_t i = 0; i < cfg->nlisten && o < cap; i++) {
+    int n = snprintf(out + o, cap - o, "%s%s", i ? ", " : "", cfg->listen[i]);
+    o += n > 0 ? (size_t)n : 0;
+  }
+}
+
+/* Secrets left as the documentation's placeholders stop the server: a
+ * production server must not run with a key anyone can read. */
+static int check_secrets(const push_config *cfg) {
+  const struct {
+    const char *key, *value;
+  } s[] = {{"api_key", cfg->api_key},
+           {"jwt.hmac_secret", cfg->jwt_hmac_secret}};
+  for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
+    if (s[i].value && strcasestr(s[i].value, "change-me") != NULL) {
+      fprintf(stderr,
+              "herald: %s is still the placeholder \"%s\": set a secret of "
+              "your own (docs/config.md)\n",
+              s[i].key, s[i].value);
+      return -1;
+    }
+  }
+  if (cfg->jwt_hmac_secret && strlen(cfg->jwt_hmac_secret) < 32) {
+    push_log(PUSH_LOG_WARN,
+             "ev=weak_secret key=jwt.hmac_secret bytes=%zu advice=\"use at "
+             "least 32 random bytes for HS256 (RFC 7518 3.2)\"",
+             strlen(cfg->jwt_hmac_secret));
+  }
+  return 0;
+}
+
 /* The runtime's settings for the push server. */
 static void server_config(const push_config *cfg, herald_server_config *sc) {
   herald_server_config_init(sc);
@@ -234,6 +269,9 @@ int push_server_main(push_config *cfg) {
   ps->cfg = cfg;
   ps->started_ms = push_now_ms();
   push_log_level = cfg->log_level;
+  if (check_secrets(cfg) != 0) {
+    return 2;
+  }
   ps->keys.hmac_secret = cfg->jwt_hmac_secret;
   ps->keys.rsa_pem = cfg->jwt_rsa_pem;
   ps->keys.ec_pem = cfg->jwt_ec_pem;
@@ -269,9 +307,12 @@ int push_server_main(push_config *cfg) {
   }
   int rv = herald_server_new(&ps->srv, &sc);
   if (rv != 0) {
-    fprintf(stderr, "herald: %s\n",
+    char addrs[512];
+    listen_list(cfg, addrs, sizeof(addrs));
+    fprintf(stderr, "herald: %s (listen: %s)\n",
             rv == HERALD_ERR_INVALID_ARG ? "invalid listen address"
-                                         : herald_rt_strerror(rv));
+                                         : herald_rt_strerror(rv),
+            addrs);
     push_hub_del(ps->hub);
     return 2;
   }
@@ -296,7 +337,10 @@ int push_server_main(push_config *cfg) {
   push_buf_free(&ps->result);
   push_buf_free(&ps->envelope);
   if (rv != 0) {
-    fprintf(stderr, "herald: cannot listen: %s\n", herald_rt_strerror(rv));
+    char addrs[512];
+    listen_list(cfg, addrs, sizeof(addrs));
+    fprintf(stderr, "herald: cannot listen on %s: %s\n", addrs,
+            herald_rt_strerror(rv));
     return 1;
   }
   push_log(PUSH_LOG_INFO, "ev=stopped");

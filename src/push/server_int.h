@@ -225,6 +225,13 @@ int push_query_param(herald_str q, const char *name, char *out, size_t cap);
 int push_path_is(const herald_request *req, const char *p);
 int push_method_is(const herald_request *req, const char *m);
 
+/* Serves req from static_dir (static.c) if one is configured: returns 1
+ * when it answered (the file, 404 or 403), 0 when there is no static_dir.
+ * Files over PUSH_STATIC_MAX_FILE bytes are refused (403). */
+#define PUSH_STATIC_MAX_FILE (16u << 20)
+int push_static_serve(push_server *ps, herald_http *h,
+                      const herald_request *req);
+
 void push_api(push_server *ps, herald_http *h, const herald_request *req,
               const uint8_t *body, size_t len);
 void push_sse(push_server *ps, herald_http *h, const herald_request *req);

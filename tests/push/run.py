@@ -763,18 +763,24 @@ def test_http_api():
                       {"channel": "pub:a", "data": "x" * 1500})
     eq("body under max_http_body: 200", st, 200)
 
-    # static files
+    # static files: the demo page only with the demo
     st, text, hd = http_req(s.port, "GET", "/", raw_text=True)
-    check("GET /: HTML", st == 200 and
-          hd.get("content-type", "").startswith("text/html") and
-          "<html" in text.lower(), short((st, hd)))
+    eq("GET / without demo: 404", st, 404)
     st, text, hd = http_req(s.port, "GET", "/herald.js", raw_text=True)
-    check("GET /herald.js: JavaScript", st == 200 and
-          "javascript" in hd.get("content-type", "") and "Herald" in text,
-          short((st, hd)))
+    eq("GET /herald.js without demo: 404", st, 404)
     w.close()
     wb.close()
     s.stop()
+    d = Server({"demo": True}, name="demo server")
+    st, text, hd = http_req(d.port, "GET", "/", raw_text=True)
+    check("GET / with demo: HTML", st == 200 and
+          hd.get("content-type", "").startswith("text/html") and
+          "<html" in text.lower(), short((st, hd)))
+    st, text, hd = http_req(d.port, "GET", "/herald.js", raw_text=True)
+    check("GET /herald.js with demo: JavaScript", st == 200 and
+          "javascript" in hd.get("content-type", "") and "Herald" in text,
+          short((st, hd)))
+    d.stop()
 
 
 # ==========================================================================
