@@ -32,6 +32,16 @@ static void fail(redis_conn *c, const char *why) {
   c->ev->failed(c, why);
 }
 
+/* The error a socket has pending (SO_ERROR), or 0. */
+static int socket_error(int fd) {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+    return 0;
+  }
+  return err;
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   redis_conn *c = h->data;
   free(h);
@@ -298,7 +308,10 @@ static void tls_step(redis_conn *c) {
 static void conn_on_poll(uv_poll_t *h, int status, int events) {
   redis_conn *c = h->data;
   if (status < 0) {
-    fail(c, uv_strerror(status));
+    /* libuv reports any POLLERR as UV_EBADF: the socket's own error says
+     * what happened (a refused connect, a reset). */
+    int err = socket_error(c->fd);
+    fail(c, err ? strerror(err) : uv_strerror(status));
     return;
   }
   switch (c->state) {

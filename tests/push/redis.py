@@ -558,6 +558,12 @@ def test_redis_down_at_start():
     eq("history API without Redis: 503", st, 503)
     eq("metrics: each refusal counted once",
        a.metrics().get("herald_engine_unavailable_total"), 3)
+    # The log names the connect's real error (SO_ERROR), not libuv's
+    # EBADF for any POLLERR.
+    down = [ln for ln in a.stderr().splitlines() if "ev=redis_down" in ln]
+    check("a refused connection is logged as such",
+          down and all("Connection refused" in ln for ln in down),
+          down[-1:])
     rd.port = port
     rd.start()
     check("healthy once Redis is there", wait_healthy(a, 200, 15))
