@@ -9,11 +9,12 @@
  * messages on a subscriber connection.
  *
  * The connection knows what RESP and pub/sub messages look like, not what
- * the commands mean. Its owner (redis.c: a shard) gets three calls up:
- * ready (connected, TLS done: send the setup commands), failed (why it
- * cannot go on: the owner closes it, and reconnects when it likes) and
- * message (a pub/sub message). Address resolution, reconnecting and
- * backoff are the owner's too.
+ * the commands mean. Its owner (redis.c: a shard) is called up with ready
+ * (connected, TLS done: send the setup commands), failed (why it cannot
+ * go on: the owner closes it, and reconnects when it likes) and message
+ * (a pub/sub message), plus error_reply (to count errors) and
+ * handle_closed (to free what holds the connection once libuv is done).
+ * Address resolution, reconnecting and backoff are the owner's.
  */
 #ifndef HERALD_PUSH_REDIS_CONN_H
 #define HERALD_PUSH_REDIS_CONN_H
