@@ -42,14 +42,40 @@
   "local t = redis.call('TIME') "                                              \
   "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
 
+/* A channel's epoch names the data it describes (docs/scaling.md, "Epochs
+ * and data loss in Redis"). The meta hash records the replication ID of
+ * the server that last wrote it (r) and whether that server acknowledged
+ * writes only once they were on disk (d). A script running on another
+ * server (restarted, or a replica promoted) keeps the epoch only when
+ * nothing can have been lost: the old server was durable and the new one
+ * loaded that durable file. Otherwise it starts a new epoch, keeping the
+ * offsets and the stream: positions handed out before can then never
+ * match one handed out after, whatever the server forgot.
+ *
+ * Expects the locals cand (an epoch for a new or restarted stream), rid
+ * (this server's replication ID) and dur ('1': durable, see shard_durable).
+ * Leaves the epoch in e; fresh: the meta hash was created; set: it was
+ * written. A new meta means a new stream: any old one (its meta expired
+ * or was deleted) is dropped so stream IDs restart. */
+#define LUA_EPOCH                                                              \
+  "local m = redis.call('HMGET', KEYS[2], 'e', 'r', 'd') "                     \
+  "local e, fresh, set = m[1], false, true "                                   \
+  "if not e then "                                                             \
+  "  e, fresh = cand, true "                                                   \
+  "  redis.call('DEL', KEYS[1]) "                                              \
+  "  redis.call('HSET', KEYS[2], 'e', e, 'r', rid, 'd', dur) "                 \
+  "elseif m[2] ~= rid then "                                                   \
+  "  if m[3] ~= '1' or dur ~= '1' then e = cand end "                          \
+  "  redis.call('HSET', KEYS[2], 'e', e, 'r', rid, 'd', dur) "                 \
+  "elseif m[3] == '1' and dur ~= '1' then "                                    \
+  "  redis.call('HSET', KEYS[2], 'd', dur) "                                   \
+  "else set = false end "
+
 /* KEYS: stream, meta. ARGV: pubsub channel, tail, history size, history
- * ttl (s), epoch if new, meta ttl (s, 0: none), publish command.
- * Returns {offset, epoch}. A new meta means a new stream: any old one (its
- * meta expired or was deleted) is dropped so stream IDs restart. */
+ * ttl (s), epoch if new, meta ttl (s, 0: none), publish command,
+ * replication ID, durable. Returns {offset, epoch}. */
 static const char lua_publish[] = LUA_NOW
-    "local e = redis.call('HGET', KEYS[2], 'e') "
-    "if not e then e = ARGV[5] redis.call('DEL', KEYS[1]) "
-    "  redis.call('HSET', KEYS[2], 'e', e) end "
+    "local cand, rid, dur = ARGV[5], ARGV[8], ARGV[9] " LUA_EPOCH
     "local o = redis.call('HINCRBY', KEYS[2], 'o', 1) "
     "local n = tonumber(ARGV[3]) "
     "if n > 0 then "
@@ -63,15 +89,13 @@ static const char lua_publish[] = LUA_NOW
     ".. ARGV[2]) "
     "return {o, e}";
 
-/* KEYS: stream, meta. ARGV: count, epoch if new, meta ttl.
- * Returns {epoch, offset, XREVRANGE entries}. */
+/* KEYS: stream, meta. ARGV: count, epoch if new, meta ttl, replication
+ * ID, durable. Returns {epoch, offset, XREVRANGE entries}. */
 static const char lua_load[] =
-    "local e = redis.call('HGET', KEYS[2], 'e') "
-    "if not e then e = ARGV[2] redis.call('DEL', KEYS[1]) "
-    "  redis.call('HSET', KEYS[2], 'e', e, 'o', 0) "
-    "  if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) "
-    "end "
-    "end "
+    "local cand, rid, dur = ARGV[2], ARGV[4], ARGV[5] " LUA_EPOCH
+    "if fresh then redis.call('HSET', KEYS[2], 'o', 0) end "
+    "if set and tonumber(ARGV[3]) > 0 then "
+    "  redis.call('EXPIRE', KEYS[2], ARGV[3]) end "
     "local o = tonumber(redis.call('HGET', KEYS[2], 'o') or '0') "
     "local items = {} "
     "if tonumber(ARGV[1]) > 0 then "
@@ -152,14 +176,22 @@ int redis_cmd(redis_conn *c, redis_reply_fn fn, push_redis_cb cb, void *ud,
 static void shard_check_up(rshard *sh) {
   if (sh->up || sh->cmd.state != REDIS_CONN_UP ||
       sh->sub.state != REDIS_CONN_UP || sh->scripts_loaded < NSCRIPTS ||
-      sh->r->closing) {
+      sh->replid[0] == 0 || sh->r->closing) {
     return;
   }
   push_redis *r = sh->r;
   sh->up = 1;
   sh->backoff_ms = 0;
-  push_log(PUSH_LOG_INFO, "ev=redis_up shard=%d addr=%s:%s pubsub=%s",
-           sh->index, sh->host, sh->port, sh->sharded ? "sharded" : "classic");
+  /* Durable: every write this server acknowledges is on disk first
+   * (appendfsync always), and the data it started with is its own
+   * append-only file, not a replica's copy nor a snapshot. Only then may
+   * a channel written by its predecessor keep its epoch. */
+  sh->durable[0] = sh->loaded_durable && sh->fsync_always ? '1' : '0';
+  sh->durable[1] = 0;
+  push_log(PUSH_LOG_INFO,
+           "ev=redis_up shard=%d addr=%s:%s pubsub=%s replid=%s durable=%s",
+           sh->index, sh->host, sh->port, sh->sharded ? "sharded" : "classic",
+           sh->replid, sh->durable[0] == '1' ? "yes" : "no");
   if (sh->index == 0) {
     heartbeat(r); /* in the node list at once, not a tick later */
   }
@@ -287,11 +319,15 @@ static void on_setup_reply(redis_conn *c, redisReply *reply,
                            const redis_pending *p);
 static void on_script_loaded(redis_conn *c, redisReply *reply,
                              const redis_pending *p);
+static void on_info(redis_conn *c, redisReply *reply, const redis_pending *p);
+static void on_fsync_config(redis_conn *c, redisReply *reply,
+                            const redis_pending *p);
 
 static void on_conn_error_reply(redis_conn *c, const redisReply *reply,
                                 const redis_pending *p) {
-  if (p->fn == on_setup_reply || p->fn == on_script_loaded) {
-    return; /* these fail the connection themselves */
+  if (p->fn == on_setup_reply || p->fn == on_script_loaded ||
+      p->fn == on_info || p->fn == on_fsync_config) {
+    return; /* setup: these decide for themselves */
   }
   conn_shard(c)->r->st.errors++;
   if (reply->len >= 8 && memcmp(reply->str, "NOSCRIPT", 8) == 0 &&
@@ -349,6 +385,86 @@ static void on_command_info(redis_conn *c, redisReply *reply,
   sh->sharded = sh->r->cfg.sharded && has;
 }
 
+/* The value of "key:" in an INFO text (*n bytes), or NULL. */
+static const char *info_field(const redisReply *info, const char *key,
+                              size_t *n) {
+  size_t kl = strlen(key);
+  const char *p = info->str, *end = info->str + info->len;
+  while (p < end) {
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *le = eol ? eol : end;
+    if ((size_t)(le - p) > kl && memcmp(p, key, kl) == 0 && p[kl] == ':') {
+      const char *v = p + kl + 1;
+      *n = (size_t)(le - v) - (le > v && le[-1] == '\r');
+      return v;
+    }
+    p = eol ? eol + 1 : end;
+  }
+  return NULL;
+}
+
+static int info_is(const redisReply *info, const char *key, const char *want) {
+  size_t n;
+  const char *v = info_field(info, key, &n);
+  return v != NULL && n == strlen(want) && memcmp(v, want, n) == 0;
+}
+
+/* INFO: the server's replication ID, which changes whenever its data may
+ * have gone back (a restart, a replica promoted, a resync from another
+ * master), and how it got the data it started with. */
+static void on_info(redis_conn *c, redisReply *reply, const redis_pending *p) {
+  (void)p;
+  if (reply == NULL) {
+    return;
+  }
+  rshard *sh = conn_shard(c);
+  char why[300];
+  if (reply->type != REDIS_REPLY_STRING) {
+    snprintf(why, sizeof why,
+             "INFO: %s (needed to notice a Redis that lost data)",
+             reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
+    shard_down(sh, why);
+    return;
+  }
+  size_t n = 0;
+  const char *id = info_field(reply, "master_replid", &n);
+  if (id == NULL) {
+    id = info_field(reply, "run_id", &n); /* Redis before 4.0 */
+  }
+  if (id == NULL || n == 0 || n >= sizeof sh->replid) {
+    shard_down(sh, "INFO: no master_replid nor run_id");
+    return;
+  }
+  memcpy(sh->replid, id, n);
+  sh->replid[n] = 0;
+  /* A second replication ID means the server continues another's
+   * history: a promoted replica, or a snapshot it was restored from. */
+  const char *id2 = info_field(reply, "master_replid2", &n);
+  int own = id2 != NULL && n > 0;
+  for (size_t i = 0; own && i < n; i++) {
+    own = id2[i] == '0';
+  }
+  sh->loaded_durable = own && info_is(reply, "role", "master") &&
+                       info_is(reply, "aof_enabled", "1");
+}
+
+/* CONFIG GET appendfsync: ["appendfsync", value]. Refused (a managed
+ * Redis, an ACL): taken for "not always". */
+static void on_fsync_config(redis_conn *c, redisReply *reply,
+                            const redis_pending *p) {
+  (void)p;
+  if (reply == NULL) {
+    return;
+  }
+  const redisReply *v = reply->type == REDIS_REPLY_ARRAY &&
+                                reply->elements == 2 &&
+                                reply->element[1]->type == REDIS_REPLY_STRING
+                            ? reply->element[1]
+                            : NULL;
+  conn_shard(c)->fsync_always =
+      v != NULL && v->len == 6 && memcmp(v->str, "always", 6) == 0;
+}
+
 static void on_conn_ready(redis_conn *c) {
   rshard *sh = conn_shard(c);
   push_redis *r = sh->r;
@@ -366,6 +482,16 @@ static void on_conn_ready(redis_conn *c) {
     const char *ci[3] = {"COMMAND", "INFO", "SPUBLISH"};
     size_t cl[3] = {7, 4, 8};
     redis_cmd(c, on_command_info, NULL, NULL, 3, ci, cl);
+    /* Answered before the scripts are loaded, so known when the shard
+     * comes up. */
+    sh->replid[0] = 0;
+    sh->loaded_durable = sh->fsync_always = 0;
+    const char *info[1] = {"INFO"};
+    size_t il[1] = {4};
+    redis_cmd(c, on_info, NULL, NULL, 1, info, il);
+    const char *cg[3] = {"CONFIG", "GET", "appendfsync"};
+    size_t gl[3] = {6, 3, 11};
+    redis_cmd(c, on_fsync_config, NULL, NULL, 3, cg, gl);
     for (size_t i = 0; i < NSCRIPTS; i++) {
       const char *argv[3] = {"SCRIPT", "LOAD", scripts[i]};
       size_t lens[3] = {6, 4, strlen(scripts[i])};
@@ -504,16 +630,28 @@ int push_redis_publish(push_redis *r, const char *channel, const char *tail,
   snprintf(mttl, sizeof mttl, "%" PRIu32, redis_meta_ttl(ns));
   redis_next_epoch(r, epoch);
   const char *pubcmd = sh->sharded ? "SPUBLISH" : "PUBLISH";
-  const char *argv[] = {"EVALSHA", sh->sha[S_PUBLISH],
-                        "2",       k.s,
-                        k.m,       k.ps,
-                        tail,      size,
-                        ttl,       epoch,
-                        mttl,      pubcmd};
-  size_t lens[] = {
-      7,   40,           1,           k.slen, k.slen,       k.len,
-      len, strlen(size), strlen(ttl), 16,     strlen(mttl), strlen(pubcmd)};
-  return redis_cmd(&sh->cmd, on_published, cb, ud, 12, argv, lens) == 0
+  const char *argv[] = {"EVALSHA",  sh->sha[S_PUBLISH],
+                        "2",        k.s,
+                        k.m,        k.ps,
+                        tail,       size,
+                        ttl,        epoch,
+                        mttl,       pubcmd,
+                        sh->replid, sh->durable};
+  size_t lens[] = {7,
+                   40,
+                   1,
+                   k.slen,
+                   k.slen,
+                   k.len,
+                   len,
+                   strlen(size),
+                   strlen(ttl),
+                   16,
+                   strlen(mttl),
+                   strlen(pubcmd),
+                   strlen(sh->replid),
+                   1};
+  return redis_cmd(&sh->cmd, on_published, cb, ud, 14, argv, lens) == 0
              ? 1
              : PUSH_REDIS_DOWN;
 }

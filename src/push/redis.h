@@ -15,6 +15,13 @@
  * when the stream no longer holds what is missing, the channel's local
  * subscribers are told (on_lost) instead of being left with a silent hole.
  *
+ * A channel's epoch belongs to one Redis data history: a server that may
+ * have lost acknowledged publications (restarted without an fsync-always
+ * append-only file, a replica promoted, a backup restored) gives the
+ * channel a new epoch, so that no position is ever handed out twice and
+ * none from before is recovered across publications that are gone
+ * (docs/scaling.md, "Epochs and data loss in Redis").
+ *
  * Everything runs on one libuv loop. hiredis provides the RESP reader and
  * the command formatter; the connections (TCP or TLS, reconnect with
  * backoff, health pings) are ours: see docs/design.md for why not hiredis'

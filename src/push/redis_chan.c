@@ -352,11 +352,15 @@ static void chan_load(rchan *ch) {
   snprintf(count, sizeof count, "%" PRIu32, ch->ns->history_size);
   snprintf(mttl, sizeof mttl, "%" PRIu32, redis_meta_ttl(ch->ns));
   redis_next_epoch(sh->r, epoch);
-  const char *argv[] = {"EVALSHA", sh->sha[S_LOAD], "2",   k.s,
-                        k.m,       count,           epoch, mttl};
-  size_t lens[] = {7, 40, 1, k.slen, k.slen, strlen(count), 16, strlen(mttl)};
+  const char *argv[] = {"EVALSHA",  sh->sha[S_LOAD], "2",   k.s,
+                        k.m,        count,           epoch, mttl,
+                        sh->replid, sh->durable};
+  size_t lens[] = {7,      40,           1,
+                   k.slen, k.slen,       strlen(count),
+                   16,     strlen(mttl), strlen(sh->replid),
+                   1};
   ch->state = CH_LOADING;
-  if (redis_cmd(&sh->cmd, on_loaded, NULL, ch, 8, argv, lens) != 0) {
+  if (redis_cmd(&sh->cmd, on_loaded, NULL, ch, 10, argv, lens) != 0) {
     ch->state = CH_IDLE;
     chan_wake(ch, PUSH_REDIS_DOWN);
     return;

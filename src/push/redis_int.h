@@ -44,6 +44,12 @@ struct rshard {
   uint32_t backoff_ms;
   int sharded; /* pub/sub flavour in use */
   int active;  /* connecting or connected: shard_down has work to do */
+  /* What the server says of itself (INFO, CONFIG GET), read on each
+   * connect: it names the data the channels' epochs describe. */
+  char replid[41];    /* master_replid (run_id before Redis 4) */
+  int loaded_durable; /* master, AOF on, not promoted from a replica */
+  int fsync_always;   /* appendfsync always */
+  char durable[2];    /* "1" when both hold, else "0": the scripts' dur */
 };
 
 typedef enum { CH_IDLE, CH_SUBSCRIBING, CH_LOADING, CH_LIVE } rchan_state;
