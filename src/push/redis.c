@@ -103,6 +103,16 @@ static const char lua_load[] =
     "end "
     "return {e, o, items}";
 
+/* KEYS: meta. ARGV: an epoch a node saw rolled back, a new one. A node
+ * whose replica is ahead of Redis, or whose last publication Redis now
+ * holds with another time, saw data go back without the server changing
+ * names (a restored backup): the epoch must change for everyone. Only
+ * the first node to notice changes it. */
+static const char lua_fence[] =
+    "if redis.call('HGET', KEYS[1], 'e') == ARGV[1] then "
+    "  redis.call('HSET', KEYS[1], 'e', ARGV[2]) end "
+    "return 1";
+
 /* The presence scripts take KEYS hash, zset and ARGV pubsub channel,
  * publish command first (presence_script), then their own arguments. */
 
@@ -152,7 +162,7 @@ static const char lua_node_list[] = LUA_NOW
 
 static const char *const scripts[NSCRIPTS] = {
     lua_publish,      lua_load,      lua_presence_add, lua_presence_remove,
-    lua_presence_get, lua_node_beat, lua_node_list};
+    lua_presence_get, lua_node_beat, lua_node_list,    lua_fence};
 
 /* ------------------------------------------------------------------------ */
 /* Shards                                                                   */

@@ -127,6 +127,9 @@ void push_redis_tick(push_redis *r, int64_t now_ms);
 typedef struct push_redis_stats {
   size_t shards, shards_up;
   uint64_t reconnects, errors, resyncs, lost;
+  /* Channels this node saw go back in Redis within one epoch (a restored
+   * backup): it gave them a new epoch (docs/scaling.md). */
+  uint64_t rollbacks;
   size_t channels;
 } push_redis_stats;
 void push_redis_get_stats(const push_redis *r, push_redis_stats *s);

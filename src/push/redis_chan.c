@@ -196,6 +196,81 @@ static int parse_u64(const char *s, size_t n, uint64_t *out) {
   return (int)i;
 }
 
+/* Remembers the last publication applied to the replica: its offset and
+ * Redis' time for it, which tell it apart from another publication that
+ * Redis might later hold at the same offset (chan_rolled_back). */
+static void chan_seen(rchan *ch, const push_ext_pub *e) {
+  ch->seen_off = e->offset;
+  ch->seen_ms = e->time_ms;
+}
+
+/* Did Redis go back under this node's feet while the epoch stayed the
+ * same? Its offset is behind the replica's, or the publication it holds at
+ * the replica's offset is not the one this node applied. Either proves
+ * that positions were, or will be, handed out twice. */
+static int chan_rolled_back(const rchan *ch, const push_pos *cur,
+                            uint64_t offset, const push_ext_pub *e, size_t ne) {
+  if (offset < cur->offset) {
+    return 1;
+  }
+  if (ch->seen_off == 0 || ch->seen_off != cur->offset) {
+    return 0; /* nothing to compare with */
+  }
+  for (size_t i = 0; i < ne; i++) {
+    if (e[i].offset == cur->offset) {
+      return e[i].time_ms != ch->seen_ms;
+    }
+  }
+  return 0;
+}
+
+static void on_fenced(redis_conn *c, redisReply *reply,
+                      const redis_pending *p) {
+  rchan *ch = p->ud;
+  push_redis *r = conn_shard(c)->r;
+  ch->inflight--;
+  if (reply == NULL || ch->state != CH_LOADING) {
+    return;
+  }
+  if (reply->type == REDIS_REPLY_ERROR) {
+    push_log(PUSH_LOG_ERROR, "ev=redis_error op=fence channel=%s error=\"%s\"",
+             ch->name, reply->str);
+    /* The subscribers here cannot be kept current: let them recover. */
+    if (r->ev.on_lost) {
+      r->ev.on_lost(r->ev.ud, ch->name);
+    }
+    ch->state = CH_IDLE;
+    chan_wake(ch, PUSH_REDIS_ERROR);
+    return;
+  }
+  chan_load(ch); /* now in a new epoch: the subscribers are told */
+}
+
+/* Gives the channel a new epoch in Redis, unless another node did first,
+ * then loads it again. */
+static void chan_fence(rchan *ch, const push_pos *cur, uint64_t offset) {
+  rshard *sh = ch->sh;
+  push_redis *r = sh->r;
+  ckeys k;
+  redis_ckeys(r, ch->name, &k);
+  char epoch[PUSH_EPOCH_MAX + 1];
+  redis_next_epoch(r, epoch);
+  r->st.rollbacks++;
+  push_log(PUSH_LOG_WARN,
+           "ev=redis_rollback channel=%s had=%s:%" PRIu64 " now=%s:%" PRIu64
+           " new_epoch=%s",
+           ch->name, cur->epoch, cur->offset, cur->epoch, offset, epoch);
+  const char *argv[] = {"EVALSHA", sh->sha[S_FENCE], "1",
+                        k.m,       cur->epoch,       epoch};
+  size_t lens[] = {7, 40, 1, k.slen, strlen(cur->epoch), 16};
+  if (redis_cmd(&sh->cmd, on_fenced, NULL, ch, 6, argv, lens) != 0) {
+    ch->state = CH_IDLE;
+    chan_wake(ch, PUSH_REDIS_DOWN);
+    return;
+  }
+  ch->inflight++;
+}
+
 /* Applies the buffered messages after a load, in order. Returns 1 when one
  * did not follow (another load is needed), else 0. */
 static int chan_apply_buffer(push_redis *r, rchan *ch) {
@@ -210,9 +285,13 @@ static int chan_apply_buffer(push_redis *r, rchan *ch) {
     if (strcmp(m->epoch, pos.epoch) == 0 && m->e.offset <= pos.offset) {
       continue; /* the load had it */
     }
-    if (push_hub_append(r->hub, ch->name, m->epoch, &m->e) == 1) {
+    int rv = push_hub_append(r->hub, ch->name, m->epoch, &m->e);
+    if (rv == 1) {
       gap = 1;
       break;
+    }
+    if (rv == 0) {
+      chan_seen(ch, &m->e);
     }
   }
   /* Keep what could not be applied for after the next load. */
@@ -293,13 +372,19 @@ static void on_loaded(redis_conn *c, redisReply *reply,
     chan_wake(ch, PUSH_REDIS_ERROR);
     return;
   }
+  push_pos cur;
+  int have = push_hub_pos(r->hub, ch->name, &cur) == 0;
+  if (have && strcmp(cur.epoch, epoch) == 0 &&
+      chan_rolled_back(ch, &cur, offset, e, ne)) {
+    free(e);
+    chan_fence(ch, &cur, offset);
+    return;
+  }
   /* A resync: subscribers here hold a position; deliver what they missed
    * from the loaded history, or tell them it is gone. */
-  push_pos cur;
-  if (push_hub_nsubscribers(r->hub, ch->name) > 0 &&
-      push_hub_pos(r->hub, ch->name, &cur) == 0 &&
+  if (have && push_hub_nsubscribers(r->hub, ch->name) > 0 &&
       !(strcmp(cur.epoch, epoch) == 0 && cur.offset == offset)) {
-    int lost = strcmp(cur.epoch, epoch) != 0 || offset < cur.offset;
+    int lost = strcmp(cur.epoch, epoch) != 0;
     size_t k = 0;
     while (!lost && k < ne && e[k].offset <= cur.offset) {
       k++;
@@ -329,6 +414,10 @@ static void on_loaded(redis_conn *c, redisReply *reply,
   }
   int rv =
       push_hub_load(r->hub, ch->name, epoch, offset, e, ne, redis_wall_ms());
+  ch->seen_off = 0;
+  if (rv == 0 && ne > 0 && e[ne - 1].offset == offset) {
+    chan_seen(ch, &e[ne - 1]);
+  }
   free(e);
   if (rv != 0) {
     ch->state = CH_IDLE;
@@ -414,6 +503,9 @@ void redis_chan_message(rshard *sh, const char *key, size_t klen,
   m.e.tail_len = (size_t)(end - m.e.tail);
   if (ch->state == CH_LIVE) {
     int rv = push_hub_append(r->hub, ch->name, m.epoch, &m.e);
+    if (rv == 0) {
+      chan_seen(ch, &m.e);
+    }
     if (rv != 1) {
       return;
     }

@@ -23,6 +23,7 @@ enum {
   S_PGET,
   S_BEAT,
   S_NODES,
+  S_FENCE,
   NSCRIPTS
 };
 
@@ -80,6 +81,8 @@ struct rchan {
   rmsg *buf;
   size_t nbuf, capbuf;
   int overflow;
+  uint64_t seen_off; /* the last publication applied (0: unknown)... */
+  int64_t seen_ms;   /* ...and Redis' time for it */
   const push_ns *ns;
   char name[];
 };

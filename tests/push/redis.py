@@ -627,7 +627,10 @@ def redis_loses(mode):
                  kill -9, restart from the snapshot: those 10 are gone;
       "none"     no persistence: everything is gone;
       "failover" a replica that stopped following (it lags by 10
-                 acknowledged publications) takes over the address.
+                 acknowledged publications) takes over the address;
+      "restore"  kill -9, and the append-only file is replaced by a copy
+                 taken 10 publications earlier (a backup restored): the
+                 server looks like a clean AOF restart.
     Node a is frozen (SIGSTOP) across it, so node b publishes 15 more on
     the new server before a notices anything: the positions that were
     lost are handed out again unless the epoch changed. a's subscriber,
@@ -646,7 +649,8 @@ def redis_loses(mode):
             time.sleep(0.1)
         target = Proxy(master.port)
     else:
-        rd = Redis(persist={"aof": True, "rdb": "rdb", "none": False}[mode])
+        rd = Redis(persist={"aof": True, "restore": True, "rdb": "rdb",
+                            "none": False}[mode])
         target = rd
     a, b = node([target], "xa"), node([target], "xb")
     check("node a healthy", wait_healthy(a))
@@ -662,6 +666,10 @@ def redis_loses(mode):
            b":1\r\n")
         eq("it stops following", replica.cmd("REPLICAOF", "NO", "ONE"),
            b"+OK\r\n")
+    elif mode == "restore":
+        backup = tempfile.mkdtemp(prefix="herald-redis-backup-")
+        shutil.copytree(os.path.join(rd.dir, "appendonlydir"),
+                        os.path.join(backup, "appendonlydir"))
     for i in range(10, 20):
         r = b.publish(ch, {"i": i})
         eq(f"publication {i} acknowledged in the epoch", (r["epoch"],
@@ -675,6 +683,11 @@ def redis_loses(mode):
             master.kill()
         else:
             rd.kill()
+            if mode == "restore":
+                shutil.rmtree(os.path.join(rd.dir, "appendonlydir"))
+                shutil.copytree(os.path.join(backup, "appendonlydir"),
+                                os.path.join(rd.dir, "appendonlydir"))
+                shutil.rmtree(backup)
             rd.start()
         check("node b healthy again", wait_healthy(b, 200, 15))
         for i in range(20, 35):
@@ -737,6 +750,10 @@ def test_redis_loses_everything():
 
 def test_redis_loses_failover_to_lagging_replica():
     redis_loses("failover")
+
+
+def test_redis_loses_restored_backup():
+    redis_loses("restore")
 
 
 def test_node_killed_under_load():
@@ -1000,6 +1017,7 @@ TESTS = [test_gap_repair, test_two_nodes_fanout, test_three_nodes_presence,
          test_redis_loses_nothing_aof, test_redis_loses_rdb_rollback,
          test_redis_loses_everything,
          test_redis_loses_failover_to_lagging_replica,
+         test_redis_loses_restored_backup,
          test_node_killed_under_load, test_redis_down_at_start, test_shards,
          test_auth, test_tls, test_scripts_flushed, test_config_errors]
 
