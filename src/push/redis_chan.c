@@ -1,6 +1,7 @@
 /*
  * redis_chan.c - the Redis engine's channels: each channel a node follows,
- * its replica in the hub kept current from Redis (redis.h has the model).
+ * its replica in the hub kept current from Redis, and publishing to them
+ * (redis.h has the model).
  *
  * A channel is used by a node while it has local references (subscribers,
  * reads in flight). Its state machine:
@@ -612,4 +613,70 @@ void redis_chan_reap(push_redis *r, int64_t now_ms) {
       redis_chan_free(r, ch);
     }
   }
+}
+
+/* ---- publishing ---- */
+
+static void on_published(redis_conn *c, redisReply *reply,
+                         const redis_pending *p) {
+  (void)c;
+  push_redis_reply rep = {.status = PUSH_REDIS_DOWN};
+  if (reply != NULL) {
+    rep.status = PUSH_REDIS_ERROR;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_INTEGER &&
+        reply->element[1]->type == REDIS_REPLY_STRING &&
+        reply->element[1]->len <= PUSH_EPOCH_MAX) {
+      rep.status = PUSH_REDIS_OK;
+      rep.pos.offset = (uint64_t)reply->element[0]->integer;
+      memcpy(rep.pos.epoch, reply->element[1]->str, reply->element[1]->len);
+      rep.pos.epoch[reply->element[1]->len] = 0;
+      rep.pos.set = 1;
+    } else {
+      push_log(PUSH_LOG_ERROR, "ev=redis_error op=publish error=\"%s\"",
+               reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
+    }
+  }
+  pending_cb(p)(p->ud, &rep);
+}
+
+int push_redis_publish(push_redis *r, const char *channel, const char *tail,
+                       size_t len, push_redis_cb cb, void *ud) {
+  rshard *sh = redis_shard_of(r, channel);
+  const push_ns *ns = push_hub_ns(r->hub, channel);
+  if (!sh->up || ns == NULL) {
+    return PUSH_REDIS_DOWN;
+  }
+  ckeys k;
+  redis_ckeys(r, channel, &k);
+  char size[24], ttl[24], mttl[24], epoch[PUSH_EPOCH_MAX + 1];
+  snprintf(size, sizeof size, "%" PRIu32, ns->history_size);
+  snprintf(ttl, sizeof ttl, "%" PRIu32, ns->history_ttl_s);
+  snprintf(mttl, sizeof mttl, "%" PRIu32, redis_meta_ttl(ns));
+  redis_next_epoch(r, epoch);
+  const char *pubcmd = sh->sharded ? "SPUBLISH" : "PUBLISH";
+  const char *argv[] = {"EVALSHA",  sh->sha[S_PUBLISH],
+                        "2",        k.s,
+                        k.m,        k.ps,
+                        tail,       size,
+                        ttl,        epoch,
+                        mttl,       pubcmd,
+                        sh->replid, sh->durable};
+  size_t lens[] = {7,
+                   40,
+                   1,
+                   k.slen,
+                   k.slen,
+                   k.len,
+                   len,
+                   strlen(size),
+                   strlen(ttl),
+                   16,
+                   strlen(mttl),
+                   strlen(pubcmd),
+                   strlen(sh->replid),
+                   1};
+  return redis_cmd(&sh->cmd, on_published, cb, ud, 14, argv, lens) == 0
+             ? 1
+             : PUSH_REDIS_DOWN;
 }

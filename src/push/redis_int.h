@@ -1,5 +1,5 @@
 /* redis_int.h - what the Redis engine's two halves share: redis.c (shards,
- * scripts, publish, presence, nodes, life cycle) and redis_chan.c (each
+ * scripts, presence, nodes, life cycle) and redis_chan.c (publishing, each
  * channel's replica and its state machine). Not an API: redis.h is.
  */
 #ifndef HERALD_PUSH_REDIS_INT_H
