@@ -15,6 +15,13 @@
  * when the stream no longer holds what is missing, the channel's local
  * subscribers are told (on_lost) instead of being left with a silent hole.
  *
+ * A channel's epoch belongs to one Redis data history: a server that may
+ * have lost acknowledged publications (restarted without an fsync-always
+ * append-only file, a replica promoted, a backup restored) gives the
+ * channel a new epoch, so that no position is ever handed out twice and
+ * none from before is recovered across publications that are gone
+ * (docs/scaling.md, "Epochs and data loss in Redis").
+ *
  * Everything runs on one libuv loop. hiredis provides the RESP reader and
  * the command formatter; the connections (TCP or TLS, reconnect with
  * backoff, health pings) are ours: see docs/design.md for why not hiredis'
@@ -95,6 +102,9 @@ void push_redis_tick(push_redis *r, int64_t now_ms);
 typedef struct push_redis_stats {
   size_t shards, shards_up;
   uint64_t reconnects, errors, resyncs, lost;
+  /* Channels this node saw go back in Redis within one epoch (a restored
+   * backup): it gave them a new epoch (docs/scaling.md). */
+  uint64_t rollbacks;
   size_t channels;
 } push_redis_stats;
 void push_redis_get_stats(const push_redis *r, push_redis_stats *s);

@@ -41,15 +41,19 @@ def free_port():
 
 
 class Redis:
-    """A redis-server of our own. persist: append-only file with fsync on
-    every write, so a restart keeps the streams."""
+    """A redis-server of our own. persist: True, an append-only file with
+    fsync on every write, so a restart keeps the streams; "rdb", only the
+    snapshots the test asks for (SAVE), which a restart loads; False,
+    nothing. replicaof: the port of a master to follow."""
 
-    def __init__(self, persist=False, password=None, tls=None):
+    def __init__(self, persist=False, password=None, tls=None,
+                 replicaof=None):
         self.tls = tls  # (cert, key) files: TLS only
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="herald-redis-test-")
         self.persist = persist
         self.password = password
+        self.replicaof = replicaof
         self.proc = None
         REDISES.append(self)
         self.start()
@@ -58,10 +62,12 @@ class Redis:
         args = [REDIS_BIN, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", self.dir, "--save", "", "--daemonize", "no",
                 "--protected-mode", "no", "--loglevel", "warning"]
-        if self.persist:
+        if self.persist is True:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        if self.replicaof:
+            args += ["--replicaof", "127.0.0.1", str(self.replicaof)]
         if self.password:
             args += ["--requirepass", self.password]
         if self.tls:
@@ -126,6 +132,75 @@ def stop_redises():
     for r in REDISES:
         r.stop()
     REDISES.clear()
+
+
+class Proxy:
+    """A TCP forwarder in front of Redis, standing for the address a
+    failover moves (a virtual IP, a DNS name): switch() points it at
+    another server and drops every connection it carries."""
+
+    password = None
+    tls = None
+
+    def __init__(self, target):
+        self.target = target
+        self.lock = threading.Lock()
+        self.conns = []
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target),
+                                             timeout=2)
+                u.settimeout(None)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.conns += [c, u]
+            for x, y in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(x, y),
+                                 daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                dst.sendall(d)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def switch(self, target):
+        with self.lock:
+            self.target = target
+            old, self.conns = self.conns, []
+        for s in old:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.lsock.close()
+        self.switch(None)
 
 
 NS = [{"name": "chat", "publish": True, "presence": True, "join_leave": True,
@@ -340,6 +415,7 @@ class Subscriber(threading.Thread):
         self.name = name
         self.got = []  # (epoch, offset, i)
         self.unrecovered = 0
+        self.marks = set()  # len(got) at each "recovered": false
         self.reconnects = 0
         self.stop_flag = False
         self.pos = None
@@ -364,6 +440,7 @@ class Subscriber(threading.Thread):
                 res = r["result"]
                 if self.pos and not res.get("recovered"):
                     self.unrecovered += 1
+                    self.marks.add(len(self.got))
                 for pub in res.get("publications", []):
                     self.got.append((res["epoch"], pub["offset"],
                                      pub["data"]["i"]))
@@ -410,10 +487,22 @@ def publisher(nodes, channel, stop, acked, failed):
 def check_streams(subs, acked, exact):
     """Each subscriber's stream: offsets strictly increasing by one within
     an epoch unless an explicit unrecovered was recorded, no publication
-    twice, and (exact) every acknowledged publication present."""
+    twice, no acknowledged publication missing between two it received
+    unless it was told "recovered": false in between, and (exact) every
+    acknowledged publication present."""
+    ack = sorted(acked)
     for s in subs:
         seen = [i for (_, _, i) in s.got]
         eq(f"{s.name}: no publication twice", len(seen), len(set(seen)))
+        have = set(seen)
+        silent = []
+        for j in range(1, len(seen)):
+            if j in s.marks:
+                continue
+            silent += [i for i in ack if seen[j - 1] < i < seen[j] and
+                       i not in have]
+        eq(f"{s.name}: no acknowledged publication missed silently",
+           silent[:10], [])
         holes = 0
         for (e1, o1, _), (e2, o2, _) in zip(s.got, s.got[1:]):
             if e1 == e2 and o2 != o1 + 1:
@@ -450,7 +539,12 @@ def redis_restart(persist):
     t = threading.Thread(target=publisher, args=([a, b], ch, stop, acked,
                                                  failed), daemon=True)
     t.start()
-    time.sleep(1.0)
+    if persist == "rdb":
+        time.sleep(0.5)
+        eq("SAVE", rd.cmd("SAVE"), b"+OK\r\n")
+        time.sleep(0.5)
+    else:
+        time.sleep(1.0)
     rd.kill()
     # While Redis is down: degraded health, 503 publishes, clients stay.
     check("node a reports degraded", wait_healthy(a, 503, 5))
@@ -487,8 +581,8 @@ def redis_restart(persist):
     codes = {c for (_, _, c) in failed}
     check("refusals are 503/112 or connection errors",
           codes <= {112, None}, codes)
-    check_streams(subs, [i for i in acked if i >= 0], exact=persist)
-    if not persist:
+    check_streams(subs, [i for i in acked if i >= 0], exact=persist is True)
+    if persist is not True:
         check("Redis lost its data: subscribers were told recovered false",
               all(s.unrecovered >= 1 for s in subs),
               [s.unrecovered for s in subs])
@@ -502,6 +596,164 @@ def test_redis_restart_persistent():
 
 def test_redis_restart_data_lost():
     redis_restart(False)
+
+
+def test_redis_restart_snapshot():
+    """Redis' default persistence: a snapshot, then acknowledged
+    publications it does not hold, then kill -9. Every subscriber must be
+    told (the positions after the snapshot are handed out again)."""
+    redis_restart("rdb")
+
+
+def drain(w, quiet=2.0):
+    """The publications pushed to w until it is closed or quiet for `quiet`
+    seconds, and the close code (None: still open)."""
+    got = []
+    while True:
+        try:
+            got.append(w.push(lambda p: "pub" in p, timeout=quiet)["pub"])
+        except TimeoutError:
+            return got, None
+        except Closed as e:
+            return got, e.code
+
+
+def redis_loses(mode):
+    """Redis goes away and comes back with all, some or none of the
+    channel's publications (docs/scaling.md, "Epochs and data loss in
+    Redis"). mode:
+      "aof"      append-only file, fsync always, kill -9: nothing is lost;
+      "rdb"      a snapshot (SAVE), 10 more acknowledged publications,
+                 kill -9, restart from the snapshot: those 10 are gone;
+      "none"     no persistence: everything is gone;
+      "failover" a replica that stopped following (it lags by 10
+                 acknowledged publications) takes over the address;
+      "restore"  kill -9, and the append-only file is replaced by a copy
+                 taken 10 publications earlier (a backup restored): the
+                 server looks like a clean AOF restart.
+    Node a is frozen (SIGSTOP) across it, so node b publishes 15 more on
+    the new server before a notices anything: the positions that were
+    lost are handed out again unless the epoch changed. a's subscriber,
+    connected throughout, must get every acknowledged publication in
+    order or be disconnected with 3010; clients resuming from positions
+    taken before must be told "recovered": false when anything after
+    their position is gone, and get everything when nothing is."""
+    ch = "feed:loss"
+    if mode == "failover":
+        master = Redis(persist=True)
+        replica = Redis(persist=True, replicaof=master.port)
+        deadline = time.monotonic() + 10
+        while (b"master_link_status:up" not in replica.cmd("INFO",
+                                                           "replication")
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
+        target = Proxy(master.port)
+    else:
+        rd = Redis(persist={"aof": True, "restore": True, "rdb": "rdb",
+                            "none": False}[mode])
+        target = rd
+    a, b = node([target], "xa"), node([target], "xb")
+    check("node a healthy", wait_healthy(a))
+    check("node b healthy", wait_healthy(b))
+    w, r0 = sub(a, ch)
+    epoch = r0["epoch"]
+    for i in range(10):
+        b.publish(ch, {"i": i})
+    if mode == "rdb":
+        eq("SAVE", rd.cmd("SAVE"), b"+OK\r\n")
+    elif mode == "failover":
+        eq("the replica has the first 10", master.cmd("WAIT", "1", "1000"),
+           b":1\r\n")
+        eq("it stops following", replica.cmd("REPLICAOF", "NO", "ONE"),
+           b"+OK\r\n")
+    elif mode == "restore":
+        backup = tempfile.mkdtemp(prefix="herald-redis-backup-")
+        shutil.copytree(os.path.join(rd.dir, "appendonlydir"),
+                        os.path.join(backup, "appendonlydir"))
+    for i in range(10, 20):
+        r = b.publish(ch, {"i": i})
+        eq(f"publication {i} acknowledged in the epoch", (r["epoch"],
+                                                          r["offset"]),
+           (epoch, i + 1))
+    got = w.pubs(ch, 20)
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        if mode == "failover":
+            target.switch(replica.port)
+            master.kill()
+        else:
+            rd.kill()
+            if mode == "restore":
+                shutil.rmtree(os.path.join(rd.dir, "appendonlydir"))
+                shutil.copytree(os.path.join(backup, "appendonlydir"),
+                                os.path.join(rd.dir, "appendonlydir"))
+                shutil.rmtree(backup)
+            rd.start()
+        check("node b healthy again", wait_healthy(b, 200, 15))
+        for i in range(20, 35):
+            b.publish(ch, {"i": i})
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    check("node a healthy again", wait_healthy(a, 200, 15))
+    for i in range(35, 40):
+        b.publish(ch, {"i": i})
+    more, code = drain(w)
+    seq = [p["data"]["i"] for p in got + more]
+    lost = mode != "aof"
+    if code is None:
+        eq("connected subscriber: every acknowledged publication, in order",
+           seq, list(range(40)))
+    else:
+        eq("connected subscriber: in order and nothing missing until the "
+           "disconnect", seq, list(range(len(seq))))
+    eq("connected subscriber: disconnected with 3010 if and only if "
+       "publications were lost", code, 3010 if lost else None)
+    # Positions taken before: one before the loss, one inside it.
+    for off in (5, 15):
+        w2, r2 = sub(b, ch, since={"epoch": epoch, "offset": off})
+        if lost:
+            eq(f"resume from offset {off}: recovered false",
+               (r2.get("recovered"),
+                [p["data"]["i"] for p in r2.get("publications", [])]),
+               (False, []))
+        else:
+            eq(f"resume from offset {off}: recovered, everything after it",
+               (r2.get("recovered"),
+                [p["data"]["i"] for p in r2.get("publications", [])]),
+               (True, list(range(off, 40))))
+        w2.close()
+    if lost:
+        w3, r3 = sub(a, ch, since={"epoch": epoch, "offset": 20})
+        eq("the disconnected subscriber resumes: recovered false",
+           r3.get("recovered"), False)
+        check("... in a new epoch", r3.get("epoch") != epoch, r3)
+        b.publish(ch, {"i": 40})
+        eq("... and follows the channel from there",
+           [p["data"]["i"] for p in w3.pubs(ch, 1)], [40])
+    if mode == "failover":
+        target.close()
+    a.stop()
+    b.stop()
+
+
+def test_redis_loses_nothing_aof():
+    redis_loses("aof")
+
+
+def test_redis_loses_rdb_rollback():
+    redis_loses("rdb")
+
+
+def test_redis_loses_everything():
+    redis_loses("none")
+
+
+def test_redis_loses_failover_to_lagging_replica():
+    redis_loses("failover")
+
+
+def test_redis_loses_restored_backup():
+    redis_loses("restore")
 
 
 def test_node_killed_under_load():
@@ -558,6 +810,12 @@ def test_redis_down_at_start():
     eq("history API without Redis: 503", st, 503)
     eq("metrics: each refusal counted once",
        a.metrics().get("herald_engine_unavailable_total"), 3)
+    # The log names the connect's real error (SO_ERROR), not libuv's
+    # EBADF for any POLLERR.
+    down = [ln for ln in a.stderr().splitlines() if "ev=redis_down" in ln]
+    check("a refused connection is logged as such",
+          down and all("Connection refused" in ln for ln in down),
+          down[-1:])
     rd.port = port
     rd.start()
     check("healthy once Redis is there", wait_healthy(a, 200, 15))
@@ -755,6 +1013,11 @@ def test_gap_repair():
 TESTS = [test_gap_repair, test_two_nodes_fanout, test_three_nodes_presence,
          test_history_and_recovery_across_nodes, test_node_restart,
          test_redis_restart_persistent, test_redis_restart_data_lost,
+         test_redis_restart_snapshot,
+         test_redis_loses_nothing_aof, test_redis_loses_rdb_rollback,
+         test_redis_loses_everything,
+         test_redis_loses_failover_to_lagging_replica,
+         test_redis_loses_restored_backup,
          test_node_killed_under_load, test_redis_down_at_start, test_shards,
          test_auth, test_tls, test_scripts_flushed, test_config_errors]
 
