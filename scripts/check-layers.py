@@ -27,8 +27,9 @@ the including file's directory, include/ and src/, as the build does; one
 that resolves nowhere is an error (herald/version.h is generated from
 cmake/version.h.in).
 
-No include cycles between modules: a module is a .c file and the .h of the
-same name (src/push/redis.c and src/push/redis.h are src/push/redis), and
+No include cycles between modules: a module is a .c file, the .h of the
+same name and its private header NAME_int.h (src/push/redis.c,
+src/push/redis.h and src/push/redis_int.h are src/push/redis), and
 module A depends on module B when a file of A includes a header of B. A
 cycle (A -> B -> A, or longer) is reported with the #include line of every
 step.
@@ -243,7 +244,10 @@ def checked_files(root):
 
 
 def module_of(rel):
-    return rel[:-2] if rel.endswith((".c", ".h")) else rel
+    base = rel[:-2] if rel.endswith((".c", ".h")) else rel
+    # A module's private header (NAME_int.h) belongs to the module: it may
+    # include the module's public header, as the .c files do.
+    return base[:-4] if rel.endswith("_int.h") else base
 
 
 def find_cycles(edges):

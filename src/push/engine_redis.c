@@ -157,6 +157,10 @@ static int re_metrics(const push_engine *e, push_buf *out) {
       {"herald_redis_lost_total", "counter",
        "Resyncs that could not fill the gap (subscribers were told).",
        (double)st.lost},
+      {"herald_redis_rollbacks_total", "counter",
+       "Channels given a new epoch because Redis went back within one "
+       "(a restart from an older snapshot, a lagging replica, a restore).",
+       (double)st.rollbacks},
       {"herald_redis_channels", "gauge", "Channels this node follows in Redis.",
        (double)st.channels},
   };

@@ -129,6 +129,24 @@ class Planted(unittest.TestCase):
             'src/push/redis.c:2: #include "push/server.h"',
             'src/push/web.h:1: #include "push/redis.h"')
 
+    def test_private_header_belongs_to_its_module(self):
+        # srv_int.h may include srv.h (one module); a cycle that passes
+        # through a private header is still one.
+        status, out = self.run_tree(
+            {"src/push/srv.h": "#include <stddef.h>\n",
+             "src/push/srv_int.h": '#include "push/srv.h"\n',
+             "src/push/srv.c": '#include "push/srv.h"\n'
+                               '#include "push/srv_int.h"\n',
+             "src/push/other.c": '#include "push/srv_int.h"\n'})
+        self.assertEqual(status, 0, out)
+        self.assert_fails(
+            {"src/push/srv.h": "#include <stddef.h>\n",
+             "src/push/srv_int.h": '#include "push/b.h"\n',
+             "src/push/b.h": '#include "push/srv.h"\n'},
+            "include cycle between modules: "
+            "src/push/b -> src/push/srv -> src/push/b",
+            'src/push/srv_int.h:1: #include "push/b.h"')
+
     def test_core_system_headers(self):
         self.assert_fails({"src/core/b.c": "#include <uv.h>\n"},
                           "src/core/b.c:1: #include <uv.h>", "libuv")
