@@ -6,23 +6,8 @@
  * subscribe. Everything else (channels, history, presence) the hub owns and
  * push_hub_del frees.
  *
- * Three lookups need to be fast under load and under hostile input:
- * channels by name (every publish and subscribe), subscribers by client
- * pointer (every unsubscribe: 10,000 clients of one channel disconnecting
- * must not cost 10,000 linear scans) and presence entries by client id.
- * All three use the same shape: a dense array of entries, which is what
- * fan-out, JSON output and tick iterate in O(n) without gaps, plus a small
- * open-addressing index (hub_index) of positions into that array. Removal
- * swaps the last entry into the hole and renames it in the index, so it is
- * O(1) and the array stays dense. Open addressing with linear probing was
- * chosen over chaining because it needs no allocation per entry (one calloc
- * per resize), and backward-shift deletion keeps it free of tombstones, so
- * a long-lived hub with channels coming and going never degrades. The
- * index is kept at most half full.
- *
- * Channel names come from clients, so they are hashed with SipHash-1-3
- * under a random key: without a key, anyone could choose names that all
- * land in one probe run and make every lookup linear.
+ * The lookups (channels by name, subscribers by client, presence by client
+ * id) are open-addressing indexes over dense arrays: hub_index.c.
  *
  * Invariant of every stream: its history ring holds the publications with
  * offsets offset - rlen + 1 .. offset, oldest first, with no holes (publish
@@ -57,334 +42,22 @@
  * flushes first, and so does a join or leave push, which keeps the order in
  * which a subscriber sees publications and presence events.
  */
-#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "herald/core.h"
-#include "push/push.h"
+#include "push/hub_int.h"
 
 /* Scratch buffers that grew past this are released after use, so one huge
  * publication does not pin its size in the hub forever. */
 #define HUB_SCRATCH_KEEP (64 * 1024)
 
-/* Initial capacities; arrays then double. */
-#define HUB_MIN_ENTRIES 4
-#define HUB_MIN_RING 8
-
 /* A pending list that grew past this many entries (one huge burst) is
  * freed after its flush rather than kept for the next pass. */
 #define HUB_PEND_KEEP 64
-
-#define IDX_NONE SIZE_MAX
-
-/* ------------------------------------------------------------------------ */
-/* The index: linear probing over positions of a dense array                */
-/* ------------------------------------------------------------------------ */
-
-/* pos is the entry's position in its dense array plus one (0: empty slot);
- * hash is kept so that resizing and backward shifts never need the entry. */
-typedef struct hub_slot {
-  uint32_t pos;
-  uint32_t hash;
-} hub_slot;
-
-typedef struct hub_index {
-  hub_slot *slot; /* mask + 1 slots, or NULL before the first entry */
-  size_t mask;
-} hub_index;
-
-static void idx_insert(hub_index *x, uint32_t hash, uint32_t pos) {
-  size_t i = hash & x->mask;
-  while (x->slot[i].pos != 0) {
-    i = (i + 1) & x->mask;
-  }
-  x->slot[i].pos = pos;
-  x->slot[i].hash = hash;
-}
-
-/* Makes room for n entries at a load of at most one half. On failure the
- * index is unchanged. */
-static int idx_reserve(hub_index *x, size_t n) {
-  size_t cap = x->slot != NULL ? x->mask + 1 : 0;
-  if (n <= cap / 2) {
-    return 0;
-  }
-  if (n > UINT32_MAX / 4) {
-    return -1; /* positions are 32-bit */
-  }
-  size_t ncap = cap != 0 ? cap : 2 * HUB_MIN_ENTRIES;
-  while (ncap / 2 < n) {
-    ncap *= 2;
-  }
-  hub_slot *s = calloc(ncap, sizeof *s);
-  if (s == NULL) {
-    return -1;
-  }
-  hub_index nx = {s, ncap - 1};
-  for (size_t i = 0; i < cap; i++) {
-    if (x->slot[i].pos != 0) {
-      idx_insert(&nx, x->slot[i].hash, x->slot[i].pos);
-    }
-  }
-  free(x->slot);
-  *x = nx;
-  return 0;
-}
-
-/* Empties slot i. Backward shift: later members of the probe run that may
- * legally sit at the hole (their home is not between the hole and them)
- * move back into it, so lookups never meet a tombstone. */
-static void idx_erase(hub_index *x, size_t i) {
-  size_t j = i;
-  for (;;) {
-    j = (j + 1) & x->mask;
-    if (x->slot[j].pos == 0) {
-      break;
-    }
-    size_t home = x->slot[j].hash & x->mask;
-    if (((j - home) & x->mask) >= ((j - i) & x->mask)) {
-      x->slot[i] = x->slot[j];
-      i = j;
-    }
-  }
-  x->slot[i].pos = 0;
-}
-
-/* The slot holding pos, which must be present. */
-static size_t idx_slot_of(const hub_index *x, uint32_t hash, uint32_t pos) {
-  size_t i = hash & x->mask;
-  while (x->slot[i].pos != pos) {
-    i = (i + 1) & x->mask;
-  }
-  return i;
-}
-
-/* Finds the slot whose entry eq() accepts, or IDX_NONE. */
-static size_t idx_find(const hub_index *x, uint32_t hash,
-                       int (*eq)(const void *entries, size_t at,
-                                 const void *key),
-                       const void *entries, const void *key) {
-  if (x->slot == NULL) {
-    return IDX_NONE;
-  }
-  size_t i = hash & x->mask;
-  while (x->slot[i].pos != 0) {
-    if (x->slot[i].hash == hash && eq(entries, x->slot[i].pos - 1, key)) {
-      return i;
-    }
-    i = (i + 1) & x->mask;
-  }
-  return IDX_NONE;
-}
-
-/* The index half of removing entry `at` from a dense array of n entries
- * whose last entry (hash last_hash) then moves into `at`. The caller moves
- * the entry itself. */
-static void idx_remove_swap(hub_index *x, size_t slot, size_t at, size_t n,
-                            uint32_t last_hash) {
-  idx_erase(x, slot);
-  if (at != n - 1) {
-    size_t j = idx_slot_of(x, last_hash, (uint32_t)n);
-    x->slot[j].pos = (uint32_t)(at + 1);
-  }
-}
-
-/* Grows a dense array of elem-sized entries to hold n, doubling. */
-static int dense_reserve(void **arr, size_t *cap, size_t n, size_t elem) {
-  if (n <= *cap) {
-    return 0;
-  }
-  size_t ncap = *cap != 0 ? *cap * 2 : HUB_MIN_ENTRIES;
-  while (ncap < n) {
-    ncap *= 2;
-  }
-  if (ncap > SIZE_MAX / elem) {
-    return -1;
-  }
-  void *p = realloc(*arr, ncap * elem);
-  if (p == NULL) {
-    return -1;
-  }
-  *arr = p;
-  *cap = ncap;
-  return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Hashes                                                                   */
-/* ------------------------------------------------------------------------ */
-
-static uint64_t rotl64(uint64_t x, int b) {
-  return (x << b) | (x >> (64 - b));
-}
-
-static void sip_round(uint64_t v[4]) {
-  v[0] += v[1];
-  v[1] = rotl64(v[1], 13);
-  v[1] ^= v[0];
-  v[0] = rotl64(v[0], 32);
-  v[2] += v[3];
-  v[3] = rotl64(v[3], 16);
-  v[3] ^= v[2];
-  v[0] += v[3];
-  v[3] = rotl64(v[3], 21);
-  v[3] ^= v[0];
-  v[2] += v[1];
-  v[1] = rotl64(v[1], 17);
-  v[1] ^= v[2];
-  v[2] = rotl64(v[2], 32);
-}
-
-/* SipHash-1-3 (one compression round, three finalization rounds: the
- * variant Rust and Python use for hash tables). */
-uint32_t push_hash_str(const uint64_t key[2], const char *s, size_t n) {
-  uint64_t v[4] = {
-      0x736f6d6570736575ULL ^ key[0], 0x646f72616e646f6dULL ^ key[1],
-      0x6c7967656e657261ULL ^ key[0], 0x7465646279746573ULL ^ key[1]};
-  const unsigned char *p = (const unsigned char *)s;
-  uint64_t last = (uint64_t)n << 56;
-  for (; n >= 8; n -= 8, p += 8) {
-    uint64_t m = 0;
-    for (int i = 0; i < 8; i++) {
-      m |= (uint64_t)p[i] << (8 * i);
-    }
-    v[3] ^= m;
-    sip_round(v);
-    v[0] ^= m;
-  }
-  for (size_t i = 0; i < n; i++) {
-    last |= (uint64_t)p[i] << (8 * i);
-  }
-  v[3] ^= last;
-  sip_round(v);
-  v[0] ^= last;
-  v[2] ^= 0xff;
-  sip_round(v);
-  sip_round(v);
-  sip_round(v);
-  uint64_t h = v[0] ^ v[1] ^ v[2] ^ v[3];
-  return (uint32_t)(h ^ (h >> 32));
-}
-
-/* Client pointers are not chosen by peers: a bit mixer (the MurmurHash3
- * finalizer) is enough to spread their aligned, clustered values. */
-static uint32_t hash_ptr(const void *p) {
-  uint64_t x = (uint64_t)(uintptr_t)p;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return (uint32_t)x;
-}
-
-static int fill_random(void *out, size_t n) {
-  unsigned char *p = out;
-  while (n > 0) {
-    ssize_t r = getrandom(p, n, 0);
-    if (r < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return -1;
-    }
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
-/* n characters of [a-z0-9] and a NUL. Bytes >= 252 are rejected so that
- * each of the 36 characters is equally likely (252 = 7 * 36). */
-int push_random_id(char *out, size_t n) {
-  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  size_t k = 0;
-  while (k < n) {
-    unsigned char rnd[32];
-    if (fill_random(rnd, sizeof rnd) != 0) {
-      return -1;
-    }
-    for (size_t i = 0; i < sizeof rnd && k < n; i++) {
-      if (rnd[i] < 252) {
-        out[k++] = alphabet[rnd[i] % 36];
-      }
-    }
-  }
-  out[k] = '\0';
-  return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Data                                                                     */
-/* ------------------------------------------------------------------------ */
-
-/* One allocation: the client id, then user and info strings after it. */
-typedef struct hub_presence {
-  uint32_t hash;
-  const char *user;
-  const char *info; /* raw JSON, or NULL */
-  char client[];
-} hub_presence;
-
-/* A subscription: the caller's push_sub and the offset it starts after
- * (the channel's position when it subscribed). */
-typedef struct hub_sub {
-  push_sub s;
-  uint64_t after;
-} hub_sub;
-
-typedef struct hub_channel {
-  const push_ns *ns; /* points into the hub's copy */
-  uint32_t hash;
-  char epoch[PUSH_EPOCH_MAX + 1];
-  uint64_t offset; /* last offset published, 0 if none */
-
-  /* Publications not yet handed to the subscribers (push_hub_flush), with
-   * the offsets offset - npend + 1 .. offset; each holds a reference. */
-  push_pub **pend;
-  size_t npend, cappend;
-  uint64_t pend_bytes; /* frame bytes they make for the live subscribers */
-  int queued;          /* on the hub's dirty list */
-
-  hub_sub *subs; /* s.client == NULL: a tombstone, see the top */
-  size_t nsubs, capsubs;
-  size_t ndead;  /* tombstones in subs */
-  unsigned busy; /* loops over subs running */
-  hub_index subidx;
-
-  hub_presence **pres;
-  size_t npres, cappres;
-  hub_index presidx;
-
-  push_pub **ring; /* history: rlen entries from rhead, oldest first */
-  size_t rcap, rhead, rlen;
-
-  size_t namelen;
-  char name[];
-} hub_channel;
-
-struct push_hub {
-  push_ns *ns;
-  size_t nns;
-  uint64_t key[2]; /* SipHash key */
-
-  hub_channel **chans;
-  size_t nchans, capchans;
-  hub_index chidx;
-
-  size_t nsubscriptions;
-  push_buf scratch, scratch2; /* encoding space reused by every publish */
-  unsigned busy;              /* callbacks running */
-
-  hub_channel **dirty; /* channels with pending publications */
-  size_t ndirty, capdirty;
-  uint64_t pend_bytes; /* the sum of their pend_bytes */
-};
 
 /* ------------------------------------------------------------------------ */
 /* Publications                                                             */
@@ -640,16 +313,16 @@ static int channel_eq(const void *entries, size_t at, const void *key) {
   return ch->namelen == k->n && memcmp(ch->name, k->name, k->n) == 0;
 }
 
-/* Returns the position of channel name in hub->chans, or IDX_NONE; *slot
+/* Returns the position of channel name in hub->chans, or HUB_IDX_NONE; *slot
  * gets its index slot. */
 static size_t channel_find(const push_hub *hub, const char *name, uint32_t hash,
                            size_t *slot) {
   name_key k = {name, strlen(name)};
-  size_t s = idx_find(&hub->chidx, hash, channel_eq, hub->chans, &k);
+  size_t s = hub_idx_find(&hub->chidx, hash, channel_eq, hub->chans, &k);
   if (slot != NULL) {
     *slot = s;
   }
-  return s != IDX_NONE ? hub->chidx.slot[s].pos - 1 : IDX_NONE;
+  return s != HUB_IDX_NONE ? hub->chidx.slot[s].pos - 1 : HUB_IDX_NONE;
 }
 
 static void channel_free(hub_channel *ch) {
@@ -677,16 +350,16 @@ static hub_channel *channel_get(push_hub *hub, const char *name, int create) {
   size_t n = strlen(name);
   uint32_t hash = push_hash_str(hub->key, name, n);
   size_t at = channel_find(hub, name, hash, NULL);
-  if (at != IDX_NONE) {
+  if (at != HUB_IDX_NONE) {
     return hub->chans[at];
   }
   const push_ns *ns;
   if (!create || (ns = push_hub_ns(hub, name)) == NULL) {
     return NULL;
   }
-  if (idx_reserve(&hub->chidx, hub->nchans + 1) != 0 ||
-      dense_reserve((void **)&hub->chans, &hub->capchans, hub->nchans + 1,
-                    sizeof *hub->chans) != 0 ||
+  if (hub_idx_reserve(&hub->chidx, hub->nchans + 1) != 0 ||
+      hub_dense_reserve((void **)&hub->chans, &hub->capchans, hub->nchans + 1,
+                        sizeof *hub->chans) != 0 ||
       n > SIZE_MAX - sizeof(hub_channel) - 1) {
     return NULL;
   }
@@ -703,15 +376,15 @@ static hub_channel *channel_get(push_hub *hub, const char *name, int create) {
   ch->namelen = n;
   memcpy(ch->name, name, n + 1);
   hub->chans[hub->nchans++] = ch;
-  idx_insert(&hub->chidx, hash, (uint32_t)hub->nchans);
+  hub_idx_insert(&hub->chidx, hash, (uint32_t)hub->nchans);
   return ch;
 }
 
 static void channel_forget(push_hub *hub, size_t at) {
   hub_channel *ch = hub->chans[at];
-  size_t slot = idx_slot_of(&hub->chidx, ch->hash, (uint32_t)(at + 1));
+  size_t slot = hub_idx_slot_of(&hub->chidx, ch->hash, (uint32_t)(at + 1));
   hub_channel *last = hub->chans[hub->nchans - 1];
-  idx_remove_swap(&hub->chidx, slot, at, hub->nchans, last->hash);
+  hub_idx_remove_swap(&hub->chidx, slot, at, hub->nchans, last->hash);
   hub->chans[at] = last;
   hub->nchans--;
   channel_free(ch);
@@ -728,8 +401,9 @@ static void subs_compact(hub_channel *ch) {
     size_t last = ch->nsubs - 1;
     if (i != last) {
       ch->subs[i] = ch->subs[last];
-      size_t j = idx_slot_of(&ch->subidx, hash_ptr(ch->subs[i].s.client),
-                             (uint32_t)(last + 1));
+      size_t j =
+          hub_idx_slot_of(&ch->subidx, hub_hash_ptr(ch->subs[i].s.client),
+                          (uint32_t)(last + 1));
       ch->subidx.slot[j].pos = (uint32_t)(i + 1);
     }
     ch->nsubs--;
@@ -767,7 +441,7 @@ push_hub *push_hub_new(const push_ns *ns, size_t nns) {
     memcpy(hub->ns, ns, nns * sizeof *hub->ns);
   }
   hub->nns = nns;
-  if (fill_random(hub->key, sizeof hub->key) != 0) {
+  if (hub_fill_random(hub->key, sizeof hub->key) != 0) {
     free(hub->ns);
     free(hub);
     return NULL;
@@ -798,12 +472,13 @@ static int queue_reserve(push_hub *hub, hub_channel *ch) {
   if (ch->nsubs == ch->ndead) {
     return 0;
   }
-  if (dense_reserve((void **)&ch->pend, &ch->cappend, ch->npend + 1,
-                    sizeof *ch->pend) != 0) {
+  if (hub_dense_reserve((void **)&ch->pend, &ch->cappend, ch->npend + 1,
+                        sizeof *ch->pend) != 0) {
     return -1;
   }
-  if (!ch->queued && dense_reserve((void **)&hub->dirty, &hub->capdirty,
-                                   hub->ndirty + 1, sizeof *hub->dirty) != 0) {
+  if (!ch->queued &&
+      hub_dense_reserve((void **)&hub->dirty, &hub->capdirty, hub->ndirty + 1,
+                        sizeof *hub->dirty) != 0) {
     return -1;
   }
   return 0;
@@ -934,22 +609,23 @@ int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
   }
   ring_prune(ch, now_ms);
   channel_pos(ch, &r->pos);
-  uint32_t hash = hash_ptr(sub->client);
-  if (idx_find(&ch->subidx, hash, sub_eq, ch->subs, sub->client) != IDX_NONE) {
+  uint32_t hash = hub_hash_ptr(sub->client);
+  if (hub_idx_find(&ch->subidx, hash, sub_eq, ch->subs, sub->client) !=
+      HUB_IDX_NONE) {
     return 1;
   }
   /* Everything that can fail happens before anything changes. */
   size_t k, n;
   int recovered = ring_since(ch, since, &k, &n);
-  if (idx_reserve(&ch->subidx, ch->nsubs + 1) != 0 ||
-      dense_reserve((void **)&ch->subs, &ch->capsubs, ch->nsubs + 1,
-                    sizeof *ch->subs) != 0 ||
+  if (hub_idx_reserve(&ch->subidx, ch->nsubs + 1) != 0 ||
+      hub_dense_reserve((void **)&ch->subs, &ch->capsubs, ch->nsubs + 1,
+                        sizeof *ch->subs) != 0 ||
       result_fill(ch, k, n, r) != 0) {
     return -1;
   }
   r->recovered = recovered;
   ch->subs[ch->nsubs++] = (hub_sub){*sub, ch->offset};
-  idx_insert(&ch->subidx, hash, (uint32_t)ch->nsubs);
+  hub_idx_insert(&ch->subidx, hash, (uint32_t)ch->nsubs);
   hub->nsubscriptions++;
   return 0;
 }
@@ -960,19 +636,19 @@ int push_hub_unsubscribe(push_hub *hub, const char *channel, void *client) {
     return 1;
   }
   size_t slot =
-      idx_find(&ch->subidx, hash_ptr(client), sub_eq, ch->subs, client);
-  if (slot == IDX_NONE) {
+      hub_idx_find(&ch->subidx, hub_hash_ptr(client), sub_eq, ch->subs, client);
+  if (slot == HUB_IDX_NONE) {
     return 1;
   }
   size_t at = ch->subidx.slot[slot].pos - 1;
   if (ch->busy) {
-    idx_erase(&ch->subidx, slot);
+    hub_idx_erase(&ch->subidx, slot);
     memset(&ch->subs[at], 0, sizeof ch->subs[at]);
     ch->ndead++;
   } else {
     /* The last entry is live: tombstones exist only while busy. */
-    idx_remove_swap(&ch->subidx, slot, at, ch->nsubs,
-                    hash_ptr(ch->subs[ch->nsubs - 1].s.client));
+    hub_idx_remove_swap(&ch->subidx, slot, at, ch->nsubs,
+                        hub_hash_ptr(ch->subs[ch->nsubs - 1].s.client));
     ch->subs[at] = ch->subs[--ch->nsubs];
   }
   hub->nsubscriptions--;
@@ -1217,8 +893,8 @@ int push_hub_presence_add(push_hub *hub, const char *channel,
     memcpy(i, info, in + 1);
     e->info = i;
   }
-  size_t slot = idx_find(&ch->presidx, e->hash, pres_eq, ch->pres, client);
-  if (slot != IDX_NONE) {
+  size_t slot = hub_idx_find(&ch->presidx, e->hash, pres_eq, ch->pres, client);
+  if (slot != HUB_IDX_NONE) {
     size_t at = ch->presidx.slot[slot].pos - 1;
     free(ch->pres[at]);
     ch->pres[at] = e;
@@ -1226,9 +902,9 @@ int push_hub_presence_add(push_hub *hub, const char *channel,
   }
   int announce = ch->ns->join_leave && ch->nsubs > ch->ndead;
   push_buf frame = {0};
-  if (idx_reserve(&ch->presidx, ch->npres + 1) != 0 ||
-      dense_reserve((void **)&ch->pres, &ch->cappres, ch->npres + 1,
-                    sizeof *ch->pres) != 0 ||
+  if (hub_idx_reserve(&ch->presidx, ch->npres + 1) != 0 ||
+      hub_dense_reserve((void **)&ch->pres, &ch->cappres, ch->npres + 1,
+                        sizeof *ch->pres) != 0 ||
       (announce && push_push_join(&frame, ch->name, client, user,
                                   info_json(info), 0) != 0)) {
     push_buf_free(&frame);
@@ -1236,7 +912,7 @@ int push_hub_presence_add(push_hub *hub, const char *channel,
     return -1;
   }
   ch->pres[ch->npres++] = e;
-  idx_insert(&ch->presidx, e->hash, (uint32_t)ch->npres);
+  hub_idx_insert(&ch->presidx, e->hash, (uint32_t)ch->npres);
   if (announce) {
     presence_broadcast(hub, ch, &frame);
     push_buf_free(&frame);
@@ -1253,14 +929,14 @@ void push_hub_presence_remove(push_hub *hub, const char *channel,
     return;
   }
   uint32_t hash = push_hash_str(hub->key, client, strlen(client));
-  size_t slot = idx_find(&ch->presidx, hash, pres_eq, ch->pres, client);
-  if (slot == IDX_NONE) {
+  size_t slot = hub_idx_find(&ch->presidx, hash, pres_eq, ch->pres, client);
+  if (slot == HUB_IDX_NONE) {
     return;
   }
   size_t at = ch->presidx.slot[slot].pos - 1;
   hub_presence *e = ch->pres[at];
-  idx_remove_swap(&ch->presidx, slot, at, ch->npres,
-                  ch->pres[ch->npres - 1]->hash);
+  hub_idx_remove_swap(&ch->presidx, slot, at, ch->npres,
+                      ch->pres[ch->npres - 1]->hash);
   ch->pres[at] = ch->pres[--ch->npres];
   if (ch->ns->join_leave && ch->nsubs > ch->ndead) {
     push_json none = {NULL, 0};

@@ -1,0 +1,200 @@
+/* hub_int.h - what the hub's files share: its data structures and the
+ * helpers more than one of them calls. Private to src/push/hub*.c.
+ *
+ * The hub (push.h) is split by responsibility:
+ *   hub.c           the hub, its channels and subscribers, publishing and
+ *                   the batched flush, tick
+ *   hub_index.c     the open-addressing index every lookup uses, the keyed
+ *                   hash of channel names, random ids
+ *
+ * Names declared here start with hub_ (they are global symbols of the push
+ * library); what one file keeps to itself is static and unprefixed. The
+ * helpers on the per-message path (lookups, reservations that almost never
+ * allocate) are static inline here, so the split costs no calls.
+ */
+#ifndef HERALD_PUSH_HUB_INT_H
+#define HERALD_PUSH_HUB_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "push/push.h"
+
+/* Initial capacities; arrays then double. */
+#define HUB_MIN_ENTRIES 4
+#define HUB_MIN_RING 8
+
+#define HUB_IDX_NONE SIZE_MAX
+
+/* ------------------------------------------------------------------------ */
+/* The index: linear probing over positions of a dense array (hub_index.c)  */
+/* ------------------------------------------------------------------------ */
+
+/* pos is the entry's position in its dense array plus one (0: empty slot);
+ * hash is kept so that resizing and backward shifts never need the entry. */
+typedef struct hub_slot {
+  uint32_t pos;
+  uint32_t hash;
+} hub_slot;
+
+typedef struct hub_index {
+  hub_slot *slot; /* mask + 1 slots, or NULL before the first entry */
+  size_t mask;
+} hub_index;
+
+static inline void hub_idx_insert(hub_index *x, uint32_t hash, uint32_t pos) {
+  size_t i = hash & x->mask;
+  while (x->slot[i].pos != 0) {
+    i = (i + 1) & x->mask;
+  }
+  x->slot[i].pos = pos;
+  x->slot[i].hash = hash;
+}
+
+/* The slot holding pos, which must be present. */
+static inline size_t hub_idx_slot_of(const hub_index *x, uint32_t hash,
+                                     uint32_t pos) {
+  size_t i = hash & x->mask;
+  while (x->slot[i].pos != pos) {
+    i = (i + 1) & x->mask;
+  }
+  return i;
+}
+
+/* Finds the slot whose entry eq() accepts, or HUB_IDX_NONE. */
+static inline size_t hub_idx_find(const hub_index *x, uint32_t hash,
+                                  int (*eq)(const void *entries, size_t at,
+                                            const void *key),
+                                  const void *entries, const void *key) {
+  if (x->slot == NULL) {
+    return HUB_IDX_NONE;
+  }
+  size_t i = hash & x->mask;
+  while (x->slot[i].pos != 0) {
+    if (x->slot[i].hash == hash && eq(entries, x->slot[i].pos - 1, key)) {
+      return i;
+    }
+    i = (i + 1) & x->mask;
+  }
+  return HUB_IDX_NONE;
+}
+
+/* Makes room for n entries at a load of at most one half. On failure the
+ * index is unchanged. */
+int hub_idx_reserve(hub_index *x, size_t n);
+
+/* Empties slot i, keeping the probe runs free of tombstones. */
+void hub_idx_erase(hub_index *x, size_t i);
+
+/* The index half of removing entry `at` from a dense array of n entries
+ * whose last entry (hash last_hash) then moves into `at`. The caller moves
+ * the entry itself. */
+void hub_idx_remove_swap(hub_index *x, size_t slot, size_t at, size_t n,
+                         uint32_t last_hash);
+
+/* Grows a dense array of elem-sized entries to hold n, doubling. */
+static inline int hub_dense_reserve(void **arr, size_t *cap, size_t n,
+                                    size_t elem) {
+  if (n <= *cap) {
+    return 0;
+  }
+  size_t ncap = *cap != 0 ? *cap * 2 : HUB_MIN_ENTRIES;
+  while (ncap < n) {
+    ncap *= 2;
+  }
+  if (ncap > SIZE_MAX / elem) {
+    return -1;
+  }
+  void *p = realloc(*arr, ncap * elem);
+  if (p == NULL) {
+    return -1;
+  }
+  *arr = p;
+  *cap = ncap;
+  return 0;
+}
+
+/* Client pointers are not chosen by peers: a bit mixer (the MurmurHash3
+ * finalizer) is enough to spread their aligned, clustered values. */
+static inline uint32_t hub_hash_ptr(const void *p) {
+  uint64_t x = (uint64_t)(uintptr_t)p;
+  x ^= x >> 33;
+  x *= 0xff51afd7ed558ccdULL;
+  x ^= x >> 33;
+  x *= 0xc4ceb9fe1a85ec53ULL;
+  x ^= x >> 33;
+  return (uint32_t)x;
+}
+
+/* Fills out with n bytes from getrandom(2). Returns 0 or -1. */
+int hub_fill_random(void *out, size_t n);
+
+/* ------------------------------------------------------------------------ */
+/* Data                                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* One allocation: the client id, then user and info strings after it. */
+typedef struct hub_presence {
+  uint32_t hash;
+  const char *user;
+  const char *info; /* raw JSON, or NULL */
+  char client[];
+} hub_presence;
+
+/* A subscription: the caller's push_sub and the offset it starts after
+ * (the channel's position when it subscribed). */
+typedef struct hub_sub {
+  push_sub s;
+  uint64_t after;
+} hub_sub;
+
+typedef struct hub_channel {
+  const push_ns *ns; /* points into the hub's copy */
+  uint32_t hash;
+  char epoch[PUSH_EPOCH_MAX + 1];
+  uint64_t offset; /* last offset published, 0 if none */
+
+  /* Publications not yet handed to the subscribers (push_hub_flush), with
+   * the offsets offset - npend + 1 .. offset; each holds a reference. */
+  push_pub **pend;
+  size_t npend, cappend;
+  uint64_t pend_bytes; /* frame bytes they make for the live subscribers */
+  int queued;          /* on the hub's dirty list */
+
+  hub_sub *subs; /* s.client == NULL: a tombstone, see hub.c */
+  size_t nsubs, capsubs;
+  size_t ndead;  /* tombstones in subs */
+  unsigned busy; /* loops over subs running */
+  hub_index subidx;
+
+  hub_presence **pres;
+  size_t npres, cappres;
+  hub_index presidx;
+
+  push_pub **ring; /* history: rlen entries from rhead, oldest first */
+  size_t rcap, rhead, rlen;
+
+  size_t namelen;
+  char name[];
+} hub_channel;
+
+struct push_hub {
+  push_ns *ns;
+  size_t nns;
+  uint64_t key[2]; /* SipHash key */
+
+  hub_channel **chans;
+  size_t nchans, capchans;
+  hub_index chidx;
+
+  size_t nsubscriptions;
+  push_buf scratch, scratch2; /* encoding space reused by every publish */
+  unsigned busy;              /* callbacks running */
+
+  hub_channel **dirty; /* channels with pending publications */
+  size_t ndirty, capdirty;
+  uint64_t pend_bytes; /* the sum of their pend_bytes */
+};
+
+#endif
