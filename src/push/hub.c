@@ -346,7 +346,7 @@ static void channel_free(hub_channel *ch) {
 
 /* The channel, created if create is set and its namespace is configured.
  * NULL if absent, unconfigured or out of memory. */
-static hub_channel *channel_get(push_hub *hub, const char *name, int create) {
+hub_channel *hub_channel_get(push_hub *hub, const char *name, int create) {
   size_t n = strlen(name);
   uint32_t hash = push_hash_str(hub->key, name, n);
   size_t at = channel_find(hub, name, hash, NULL);
@@ -393,7 +393,7 @@ static void channel_forget(push_hub *hub, size_t at) {
 /* Removes the tombstones left by unsubscribes during callbacks. Walking
  * backwards keeps every entry after i alive, so the last entry moved into a
  * hole is always a live one, present in the index. */
-static void subs_compact(hub_channel *ch) {
+void hub_subs_compact(hub_channel *ch) {
   for (size_t i = ch->nsubs; i-- > 0 && ch->ndead > 0;) {
     if (ch->subs[i].s.client != NULL) {
       continue;
@@ -408,18 +408,6 @@ static void subs_compact(hub_channel *ch) {
     }
     ch->nsubs--;
     ch->ndead--;
-  }
-}
-
-static void channel_enter(push_hub *hub, hub_channel *ch) {
-  hub->busy++;
-  ch->busy++;
-}
-
-static void channel_leave(push_hub *hub, hub_channel *ch) {
-  hub->busy--;
-  if (--ch->busy == 0 && ch->ndead > 0) {
-    subs_compact(ch);
   }
 }
 
@@ -515,7 +503,7 @@ static void append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
  * may move the array. Callbacks cannot add to the pending list: publishing
  * to a busy channel is refused. Does nothing on a busy channel (a join or
  * leave caused by one of its own callbacks): its flush is under way. */
-static void channel_flush(push_hub *hub, hub_channel *ch) {
+void hub_channel_flush(push_hub *hub, hub_channel *ch) {
   size_t np = ch->npend;
   if (np == 0 || ch->busy) {
     return;
@@ -523,7 +511,7 @@ static void channel_flush(push_hub *hub, hub_channel *ch) {
   push_pub **pend = ch->pend;
   uint64_t first = pend[0]->offset;
   size_t n = ch->nsubs;
-  channel_enter(hub, ch);
+  hub_channel_enter(hub, ch);
   for (size_t i = 0; i < n; i++) {
     uint64_t after = ch->subs[i].after;
     for (size_t k = after >= first ? (size_t)(after - first + 1) : 0; k < np;
@@ -535,7 +523,7 @@ static void channel_flush(push_hub *hub, hub_channel *ch) {
       s->deliver(s->client, push_pub_ref(pend[k]));
     }
   }
-  channel_leave(hub, ch);
+  hub_channel_leave(hub, ch);
   for (size_t k = 0; k < np; k++) {
     push_pub_unref(pend[k]);
   }
@@ -558,7 +546,7 @@ void push_hub_flush(push_hub *hub) {
   for (size_t i = 0; i < hub->ndirty; i++) {
     hub_channel *ch = hub->dirty[i];
     ch->queued = 0;
-    channel_flush(hub, ch);
+    hub_channel_flush(hub, ch);
   }
   hub->ndirty = 0;
 }
@@ -570,7 +558,7 @@ uint64_t push_hub_pending_bytes(const push_hub *hub) {
 int push_hub_publish(push_hub *hub, const char *channel, push_json data,
                      push_json b64, const char *client, const char *user,
                      int64_t now_ms, push_pos *pos) {
-  hub_channel *ch = channel_get(hub, channel, 1);
+  hub_channel *ch = hub_channel_get(hub, channel, 1);
   if (ch == NULL || ch->busy) {
     return -1;
   }
@@ -603,7 +591,7 @@ static int sub_eq(const void *entries, size_t at, const void *key) {
 int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
                        const push_pos *since, int64_t now_ms, push_result *r) {
   memset(r, 0, sizeof *r);
-  hub_channel *ch = channel_get(hub, channel, 1);
+  hub_channel *ch = hub_channel_get(hub, channel, 1);
   if (ch == NULL) {
     return -1;
   }
@@ -631,7 +619,7 @@ int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
 }
 
 int push_hub_unsubscribe(push_hub *hub, const char *channel, void *client) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   if (ch == NULL) {
     return 1;
   }
@@ -666,7 +654,7 @@ int push_hub_unsubscribe(push_hub *hub, const char *channel, void *client) {
 int push_hub_history(push_hub *hub, const char *channel, uint64_t limit,
                      const push_pos *since, int64_t now_ms, push_result *r) {
   memset(r, 0, sizeof *r);
-  hub_channel *ch = channel_get(hub, channel, 1);
+  hub_channel *ch = hub_channel_get(hub, channel, 1);
   if (ch == NULL) {
     return -1;
   }
@@ -703,12 +691,12 @@ int push_hub_history(push_hub *hub, const char *channel, uint64_t limit,
 int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
                   uint64_t offset, const push_ext_pub *e, size_t n,
                   int64_t now_ms) {
-  hub_channel *ch = channel_get(hub, channel, 1);
+  hub_channel *ch = hub_channel_get(hub, channel, 1);
   if (ch == NULL || ch->busy) {
     return -1;
   }
   /* What is pending belongs to the old position: out with it first. */
-  channel_flush(hub, ch);
+  hub_channel_flush(hub, ch);
   /* Only the entries that end exactly at offset, with no hole, can serve
    * recovery (the ring invariant at the top). */
   size_t first = n;
@@ -758,7 +746,7 @@ int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
 
 int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
                     const push_ext_pub *e) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   if (ch == NULL || ch->busy) {
     return -1;
   }
@@ -777,7 +765,7 @@ int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
 }
 
 int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   if (ch == NULL) {
     return -1;
   }
@@ -786,197 +774,34 @@ int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos) {
 }
 
 size_t push_hub_nsubscribers(push_hub *hub, const char *channel) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   return ch != NULL ? ch->nsubs - ch->ndead : 0;
 }
 
 void push_hub_each_subscriber(push_hub *hub, const char *channel,
                               void (*fn)(void *client, void *ud), void *ud) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   if (ch == NULL) {
     return;
   }
   size_t n = ch->nsubs;
-  channel_enter(hub, ch);
+  hub_channel_enter(hub, ch);
   for (size_t i = 0; i < n; i++) {
     if (ch->subs[i].s.client != NULL) {
       fn(ch->subs[i].s.client, ud);
     }
   }
-  channel_leave(hub, ch);
+  hub_channel_leave(hub, ch);
 }
 
 void push_hub_drop_history(push_hub *hub, const char *channel) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   if (ch == NULL || ch->busy) {
     return;
   }
   while (ch->rlen > 0) {
     ring_drop_front(ch);
   }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Presence                                                                 */
-/* ------------------------------------------------------------------------ */
-
-static int pres_eq(const void *entries, size_t at, const void *key) {
-  return strcmp(((hub_presence *const *)entries)[at]->client, key) == 0;
-}
-
-/* Sends a join or leave push to every subscriber, after the publications
- * still pending (so each sees them in the order they happened). The frame
- * is the caller's own buffer, not the hub's scratch: a callback may cause
- * another join or leave (a client dropped on the spot) while this one
- * runs. */
-static void presence_broadcast(push_hub *hub, hub_channel *ch,
-                               const push_buf *frame) {
-  channel_flush(hub, ch);
-  size_t n = ch->nsubs;
-  channel_enter(hub, ch);
-  for (size_t i = 0; i < n; i++) {
-    push_sub s = ch->subs[i].s;
-    if (s.client != NULL && s.presence_event != NULL) {
-      s.presence_event(s.client, frame->p, frame->len);
-    }
-  }
-  channel_leave(hub, ch);
-}
-
-void push_hub_broadcast_raw(push_hub *hub, const char *channel,
-                            const char *frame, size_t len) {
-  hub_channel *ch = channel_get(hub, channel, 0);
-  if (ch != NULL) {
-    push_buf b = {(char *)frame, len, len};
-    presence_broadcast(hub, ch, &b);
-  }
-}
-
-static push_json info_json(const char *info) {
-  push_json j = {info, info != NULL ? strlen(info) : 0};
-  return j;
-}
-
-/*
- * Adding a client that is already present replaces its user and info
- * without a second join push: the others already know it is there. The
- * join push is encoded before anything changes, so running out of memory
- * leaves neither a silent entry nor a push for an absent one.
- */
-int push_hub_presence_add(push_hub *hub, const char *channel,
-                          const char *client, const char *user,
-                          const char *info) {
-  hub_channel *ch = channel_get(hub, channel, 1);
-  if (ch == NULL) {
-    return -1;
-  }
-  if (user == NULL) {
-    user = "";
-  }
-  size_t cn = strlen(client), un = strlen(user);
-  size_t in = info != NULL ? strlen(info) : 0;
-  if (cn > SIZE_MAX / 4 || un > SIZE_MAX / 4 || in > SIZE_MAX / 4) {
-    return -1;
-  }
-  hub_presence *e = malloc(sizeof *e + cn + un + in + 3);
-  if (e == NULL) {
-    return -1;
-  }
-  e->hash = push_hash_str(hub->key, client, cn);
-  memcpy(e->client, client, cn + 1);
-  char *u = e->client + cn + 1;
-  memcpy(u, user, un + 1);
-  e->user = u;
-  e->info = NULL;
-  if (info != NULL) {
-    char *i = u + un + 1;
-    memcpy(i, info, in + 1);
-    e->info = i;
-  }
-  size_t slot = hub_idx_find(&ch->presidx, e->hash, pres_eq, ch->pres, client);
-  if (slot != HUB_IDX_NONE) {
-    size_t at = ch->presidx.slot[slot].pos - 1;
-    free(ch->pres[at]);
-    ch->pres[at] = e;
-    return 0;
-  }
-  int announce = ch->ns->join_leave && ch->nsubs > ch->ndead;
-  push_buf frame = {0};
-  if (hub_idx_reserve(&ch->presidx, ch->npres + 1) != 0 ||
-      hub_dense_reserve((void **)&ch->pres, &ch->cappres, ch->npres + 1,
-                        sizeof *ch->pres) != 0 ||
-      (announce && push_push_join(&frame, ch->name, client, user,
-                                  info_json(info), 0) != 0)) {
-    push_buf_free(&frame);
-    free(e);
-    return -1;
-  }
-  ch->pres[ch->npres++] = e;
-  hub_idx_insert(&ch->presidx, e->hash, (uint32_t)ch->npres);
-  if (announce) {
-    presence_broadcast(hub, ch, &frame);
-    push_buf_free(&frame);
-  }
-  return 0;
-}
-
-/* A leave push that cannot be encoded (out of memory) is not sent: the
- * entry is removed all the same, since the client is gone. */
-void push_hub_presence_remove(push_hub *hub, const char *channel,
-                              const char *client) {
-  hub_channel *ch = channel_get(hub, channel, 0);
-  if (ch == NULL) {
-    return;
-  }
-  uint32_t hash = push_hash_str(hub->key, client, strlen(client));
-  size_t slot = hub_idx_find(&ch->presidx, hash, pres_eq, ch->pres, client);
-  if (slot == HUB_IDX_NONE) {
-    return;
-  }
-  size_t at = ch->presidx.slot[slot].pos - 1;
-  hub_presence *e = ch->pres[at];
-  hub_idx_remove_swap(&ch->presidx, slot, at, ch->npres,
-                      ch->pres[ch->npres - 1]->hash);
-  ch->pres[at] = ch->pres[--ch->npres];
-  if (ch->ns->join_leave && ch->nsubs > ch->ndead) {
-    push_json none = {NULL, 0};
-    push_buf frame = {0};
-    if (push_push_join(&frame, ch->name, e->client, e->user, none, 1) == 0) {
-      presence_broadcast(hub, ch, &frame);
-    }
-    push_buf_free(&frame);
-  }
-  free(e);
-}
-
-/* The JSON writers leave b as it was when they run out of memory. */
-int push_hub_presence_json(push_hub *hub, const char *channel, push_buf *b) {
-  size_t len0 = b->len;
-  hub_channel *ch = channel_get(hub, channel, 0);
-  size_t n = ch != NULL ? ch->npres : 0;
-  int rc = push_buf_raw(b, "{\"clients\":{", 12);
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    const hub_presence *e = ch->pres[i];
-    rc = (i > 0 ? push_buf_raw(b, ",", 1) : 0) ||
-         push_buf_str(b, e->client, strlen(e->client)) ||
-         push_buf_raw(b, ":{\"user\":", 9) ||
-         push_buf_str(b, e->user, strlen(e->user));
-    if (rc == 0 && e->info != NULL) {
-      rc = push_buf_raw(b, ",\"info\":", 8) ||
-           push_buf_raw(b, e->info, strlen(e->info));
-    }
-    if (rc == 0) {
-      rc = push_buf_raw(b, "}", 1);
-    }
-  }
-  if (rc == 0) {
-    rc = push_buf_raw(b, "}}", 2);
-  }
-  if (rc != 0) {
-    b->len = len0;
-    return -1;
-  }
-  return 0;
 }
 
 /* Lists the channels that have subscribers (the "active" channels): ones

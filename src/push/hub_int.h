@@ -6,6 +6,7 @@
  *                   the batched flush, tick
  *   hub_index.c     the open-addressing index every lookup uses, the keyed
  *                   hash of channel names, random ids
+ *   hub_presence.c  presence entries, join and leave pushes
  *
  * Names declared here start with hub_ (they are global symbols of the push
  * library); what one file keeps to itself is static and unprefixed. The
@@ -196,5 +197,34 @@ struct push_hub {
   size_t ndirty, capdirty;
   uint64_t pend_bytes; /* the sum of their pend_bytes */
 };
+
+/* ------------------------------------------------------------------------ */
+/* Channels (hub.c)                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* The channel, created if create is set and its namespace is configured.
+ * NULL if absent, unconfigured or out of memory. */
+hub_channel *hub_channel_get(push_hub *hub, const char *name, int create);
+
+/* Hands ch's pending publications to its subscribers (see hub.c). Does
+ * nothing on a busy channel. */
+void hub_channel_flush(push_hub *hub, hub_channel *ch);
+
+/* Removes the tombstones left by unsubscribes during callbacks. */
+void hub_subs_compact(hub_channel *ch);
+
+/* Around every loop over ch->subs that runs callbacks: while it runs,
+ * unsubscribing leaves tombstones, compacted when the last loop ends. */
+static inline void hub_channel_enter(push_hub *hub, hub_channel *ch) {
+  hub->busy++;
+  ch->busy++;
+}
+
+static inline void hub_channel_leave(push_hub *hub, hub_channel *ch) {
+  hub->busy--;
+  if (--ch->busy == 0 && ch->ndead > 0) {
+    hub_subs_compact(ch);
+  }
+}
 
 #endif
