@@ -1,19 +1,13 @@
 /*
- * hub.c - channels, their streams (epoch, offsets, history) and presence.
+ * hub.c - the hub and its channels: the channel table, subscribers,
+ * publishing and the batched flush, and tick.
  *
  * The hub is single-threaded and owns no clients: a subscriber is a
  * push_sub (an opaque client pointer and its callbacks), copied in on
  * subscribe. Everything else (channels, history, presence) the hub owns and
- * push_hub_del frees.
- *
- * The lookups (channels by name, subscribers by client, presence by client
- * id) are open-addressing indexes over dense arrays: hub_index.c.
- *
- * Invariant of every stream: its history ring holds the publications with
- * offsets offset - rlen + 1 .. offset, oldest first, with no holes (publish
- * appends at the end, size and TTL drop from the front only). Recovery from
- * a position p of the same epoch is therefore possible exactly when
- * offset - p <= rlen, which is the whole recovery rule of docs/protocol.md.
+ * push_hub_del frees. The rest of it lives beside this file (hub_int.h has
+ * the map): the lookups in hub_index.c, history and recovery in
+ * hub_history.c, presence in hub_presence.c.
  *
  * The callbacks (deliver, presence_event) run inside hub calls, and a
  * server may well drop a slow client from inside deliver, unsubscribing it
@@ -43,244 +37,15 @@
  * which a subscriber sees publications and presence events.
  */
 #include <stddef.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "herald/core.h"
 #include "push/hub_int.h"
-
-/* Scratch buffers that grew past this are released after use, so one huge
- * publication does not pin its size in the hub forever. */
-#define HUB_SCRATCH_KEEP (64 * 1024)
 
 /* A pending list that grew past this many entries (one huge burst) is
  * freed after its flush rather than kept for the next pass. */
 #define HUB_PEND_KEEP 64
-
-/* ------------------------------------------------------------------------ */
-/* Publications                                                             */
-/* ------------------------------------------------------------------------ */
-
-/* Monotonic microseconds, for push_pub.born_us (delivery latency). */
-static uint64_t mono_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-push_pub *push_pub_ref(push_pub *p) {
-  p->refs++;
-  return p;
-}
-
-void push_pub_unref(push_pub *p) {
-  if (p != NULL && --p->refs == 0) {
-    free(p);
-  }
-}
-
-void push_result_free(push_result *r) {
-  for (size_t i = 0; i < r->npubs; i++) {
-    push_pub_unref(r->pubs[i]);
-  }
-  free(r->pubs);
-  r->pubs = NULL;
-  r->npubs = 0;
-}
-
-/* Encodes the publication, then the push around it, and copies the push
- * into one refcounted block (one reference, the caller's). The scratch
- * buffers make this the only allocation of a publish in the steady state. */
-static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
-                          int64_t now_ms);
-
-static push_pub *pub_build(push_hub *hub, const hub_channel *ch,
-                           uint64_t offset, push_json data, push_json b64,
-                           const char *client, const char *user,
-                           int64_t now_ms) {
-  hub->scratch.len = 0;
-  if (push_pub_encode(&hub->scratch, offset, data, b64, client, user) != 0) {
-    push_buf_done(&hub->scratch, HUB_SCRATCH_KEEP);
-    return NULL;
-  }
-  return pub_wrap(hub, ch, offset, now_ms);
-}
-
-/* The same from an engine's form: {"offset":N then the tail as published
- * (push_pub_tail). */
-static push_pub *pub_build_tail(push_hub *hub, const hub_channel *ch,
-                                const push_ext_pub *e) {
-  push_buf *pb = &hub->scratch;
-  pb->len = 0;
-  if (push_buf_raw(pb, "{\"offset\":", 10) != 0 ||
-      push_buf_u64(pb, e->offset) != 0 ||
-      push_buf_raw(pb, e->tail, e->tail_len) != 0) {
-    push_buf_done(pb, HUB_SCRATCH_KEEP);
-    return NULL;
-  }
-  return pub_wrap(hub, ch, e->offset, e->time_ms);
-}
-
-/* Wraps the publication encoded in hub->scratch into its push and the
- * refcounted block. */
-static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
-                          int64_t now_ms) {
-  push_buf *pb = &hub->scratch, *fb = &hub->scratch2;
-  push_pub *pub = NULL;
-  fb->len = 0;
-  if (push_push_pub(fb, ch->name, pb->p, pb->len) != 0 || fb->len < pb->len ||
-      fb->len > SIZE_MAX - sizeof *pub - 1) {
-    goto done;
-  }
-  /* The publication is embedded byte for byte and is the push's last
-   * member, so its last occurrence in the frame is it; searching (two or
-   * so steps) keeps this file independent of proto.c's exact layout. */
-  size_t off = fb->len - pb->len + 1;
-  do {
-    off--;
-  } while (off > 0 && memcmp(fb->p + off, pb->p, pb->len) != 0);
-  if (memcmp(fb->p + off, pb->p, pb->len) != 0) {
-    goto done;
-  }
-  pub = malloc(sizeof *pub + fb->len + 1);
-  if (pub == NULL) {
-    goto done;
-  }
-  pub->refs = 1;
-  pub->offset = offset;
-  pub->time_ms = now_ms;
-  pub->born_us = mono_us();
-  pub->json_off = off;
-  pub->json_len = pb->len;
-  pub->frame_len = fb->len;
-  /* A char array follows a uint8_t array with no padding: the header
-   * written at the end of wshdr is contiguous with frame. */
-  _Static_assert(offsetof(push_pub, frame) ==
-                     offsetof(push_pub, wshdr) + PUSH_WSHDR_MAX,
-                 "wshdr must end where frame begins");
-  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
-  size_t hlen = herald_frame_header(hdr, HERALD_OP_TEXT, 1, 0, fb->len, NULL);
-  pub->wshdr_len = (uint8_t)hlen;
-  memcpy(pub->wshdr + PUSH_WSHDR_MAX - hlen, hdr, hlen);
-  memcpy(pub->frame, fb->p, fb->len);
-  pub->frame[fb->len] = '\0';
-done:
-  push_buf_done(pb, HUB_SCRATCH_KEEP);
-  push_buf_done(fb, HUB_SCRATCH_KEEP);
-  return pub;
-}
-
-/* ------------------------------------------------------------------------ */
-/* History ring                                                             */
-/* ------------------------------------------------------------------------ */
-
-static push_pub *ring_at(const hub_channel *ch, size_t k) {
-  return ch->ring[(ch->rhead + k) % ch->rcap];
-}
-
-static void ring_drop_front(hub_channel *ch) {
-  push_pub_unref(ch->ring[ch->rhead]);
-  ch->rhead = (ch->rhead + 1) % ch->rcap;
-  ch->rlen--;
-}
-
-/* Drops publications older than the namespace's TTL. Only the front can
- * be old (times grow with offsets), and dropping from the front keeps the
- * ring free of holes. */
-static void ring_prune(hub_channel *ch, int64_t now_ms) {
-  if (ch->ns->history_ttl_s == 0) {
-    return;
-  }
-  int64_t ttl_ms = (int64_t)ch->ns->history_ttl_s * 1000;
-  while (ch->rlen > 0 && now_ms - ring_at(ch, 0)->time_ms >= ttl_ms) {
-    ring_drop_front(ch);
-  }
-}
-
-/* Makes room to append one publication without allocating afterwards, so
- * that publish fails before it changes anything. The ring grows by doubling
- * up to history_size instead of being allocated at full size: most channels
- * never fill a large history. */
-static int ring_reserve(hub_channel *ch) {
-  size_t max = ch->ns->history_size;
-  if (max == 0 || ch->rlen < ch->rcap || ch->rcap >= max) {
-    return 0;
-  }
-  size_t ncap = ch->rcap != 0 ? ch->rcap * 2 : HUB_MIN_RING;
-  if (ncap > max) {
-    ncap = max;
-  }
-  push_pub **r = malloc(ncap * sizeof *r);
-  if (r == NULL) {
-    return -1;
-  }
-  for (size_t k = 0; k < ch->rlen; k++) {
-    r[k] = ring_at(ch, k);
-  }
-  free(ch->ring);
-  ch->ring = r;
-  ch->rcap = ncap;
-  ch->rhead = 0;
-  return 0;
-}
-
-/* Appends a new reference to pub, unless the namespace keeps no history. */
-static void ring_push(hub_channel *ch, push_pub *pub) {
-  if (ch->ns->history_size == 0) {
-    return;
-  }
-  if (ch->rlen == ch->ns->history_size) {
-    ring_drop_front(ch);
-  }
-  ch->ring[(ch->rhead + ch->rlen) % ch->rcap] = push_pub_ref(pub);
-  ch->rlen++;
-}
-
-/* Which part of the ring answers a request from since (see the invariant
- * at the top): sets *k (first ring index) and *n. Returns 1 if since was
- * given and can be honoured, else 0 with *n = 0. */
-static int ring_since(const hub_channel *ch, const push_pos *since, size_t *k,
-                      size_t *n) {
-  *k = 0;
-  *n = 0;
-  if (since == NULL || !since->set ||
-      strncmp(since->epoch, ch->epoch, sizeof ch->epoch) != 0 ||
-      since->offset > ch->offset) {
-    return 0;
-  }
-  uint64_t missed = ch->offset - since->offset;
-  if (missed > ch->rlen) {
-    return 0; /* a gap: some of them were dropped or never kept */
-  }
-  *k = ch->rlen - (size_t)missed;
-  *n = (size_t)missed;
-  return 1;
-}
-
-/* Fills r->pubs with references to ring entries k..k+n-1. */
-static int result_fill(const hub_channel *ch, size_t k, size_t n,
-                       push_result *r) {
-  if (n == 0) {
-    return 0;
-  }
-  r->pubs = malloc(n * sizeof *r->pubs);
-  if (r->pubs == NULL) {
-    return -1;
-  }
-  for (size_t i = 0; i < n; i++) {
-    r->pubs[i] = push_pub_ref(ring_at(ch, k + i));
-  }
-  r->npubs = n;
-  return 0;
-}
-
-static void channel_pos(const hub_channel *ch, push_pos *pos) {
-  memcpy(pos->epoch, ch->epoch, sizeof pos->epoch);
-  pos->offset = ch->offset;
-  pos->set = 1;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Channels                                                                 */
@@ -331,7 +96,7 @@ static void channel_free(hub_channel *ch) {
   }
   free(ch->pend);
   while (ch->rlen > 0) {
-    ring_drop_front(ch);
+    hub_ring_drop_front(ch);
   }
   free(ch->ring);
   for (size_t i = 0; i < ch->npres; i++) {
@@ -453,10 +218,14 @@ void push_hub_del(push_hub *hub) {
   free(hub);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Publishing and the batched flush                                         */
+/* ------------------------------------------------------------------------ */
+
 /* Makes room for one more pending publication of ch, so that publishing
  * cannot fail after the history has changed. A channel with no live
  * subscriber queues nothing and needs none. */
-static int queue_reserve(push_hub *hub, hub_channel *ch) {
+int hub_queue_reserve(push_hub *hub, hub_channel *ch) {
   if (ch->nsubs == ch->ndead) {
     return 0;
   }
@@ -473,12 +242,12 @@ static int queue_reserve(push_hub *hub, hub_channel *ch) {
 }
 
 /* Appends pub (whose offset is the channel's next, with room reserved by
- * ring_reserve and queue_reserve) to the history and, when the channel has
- * subscribers, to its pending list for push_hub_flush. Takes the caller's
+ * hub_ring_reserve and hub_queue_reserve) to the history and, when the channel
+ * has subscribers, to its pending list for push_hub_flush. Takes the caller's
  * reference. */
-static void append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
+void hub_append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
   ch->offset++;
-  ring_push(ch, pub);
+  hub_ring_push(ch, pub);
   size_t live = ch->nsubs - ch->ndead;
   if (live == 0) {
     push_pub_unref(pub);
@@ -565,13 +334,13 @@ int push_hub_publish(push_hub *hub, const char *channel, push_json data,
   if (client != NULL && user == NULL) {
     user = "";
   }
-  ring_prune(ch, now_ms);
+  hub_ring_prune(ch, now_ms);
   push_pub *pub =
-      pub_build(hub, ch, ch->offset + 1, data, b64, client, user, now_ms);
+      hub_pub_build(hub, ch, ch->offset + 1, data, b64, client, user, now_ms);
   if (pub == NULL) {
     return -1;
   }
-  if (ring_reserve(ch) != 0 || queue_reserve(hub, ch) != 0) {
+  if (hub_ring_reserve(ch) != 0 || hub_queue_reserve(hub, ch) != 0) {
     push_pub_unref(pub);
     return -1;
   }
@@ -580,9 +349,13 @@ int push_hub_publish(push_hub *hub, const char *channel, push_json data,
     pos->offset = ch->offset + 1;
     pos->set = 1;
   }
-  append_queue(hub, ch, pub);
+  hub_append_queue(hub, ch, pub);
   return 0;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Subscribers                                                              */
+/* ------------------------------------------------------------------------ */
 
 static int sub_eq(const void *entries, size_t at, const void *key) {
   return ((const hub_sub *)entries)[at].s.client == key;
@@ -595,8 +368,8 @@ int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
   if (ch == NULL) {
     return -1;
   }
-  ring_prune(ch, now_ms);
-  channel_pos(ch, &r->pos);
+  hub_ring_prune(ch, now_ms);
+  hub_channel_pos(ch, &r->pos);
   uint32_t hash = hub_hash_ptr(sub->client);
   if (hub_idx_find(&ch->subidx, hash, sub_eq, ch->subs, sub->client) !=
       HUB_IDX_NONE) {
@@ -604,11 +377,11 @@ int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
   }
   /* Everything that can fail happens before anything changes. */
   size_t k, n;
-  int recovered = ring_since(ch, since, &k, &n);
+  int recovered = hub_ring_since(ch, since, &k, &n);
   if (hub_idx_reserve(&ch->subidx, ch->nsubs + 1) != 0 ||
       hub_dense_reserve((void **)&ch->subs, &ch->capsubs, ch->nsubs + 1,
                         sizeof *ch->subs) != 0 ||
-      result_fill(ch, k, n, r) != 0) {
+      hub_result_fill(ch, k, n, r) != 0) {
     return -1;
   }
   r->recovered = recovered;
@@ -643,136 +416,6 @@ int push_hub_unsubscribe(push_hub *hub, const char *channel, void *client) {
   return 0;
 }
 
-/*
- * History creates the channel when it does not exist yet: the answer must
- * carry an epoch, and a client that subscribes with that position right
- * after must find the same epoch (tick forgets the channel again if nothing
- * else keeps it). With since, the pubs are the oldest `limit` after it, so
- * a client can page forward; when since cannot be honoured there are none,
- * as in subscribe.
- */
-int push_hub_history(push_hub *hub, const char *channel, uint64_t limit,
-                     const push_pos *since, int64_t now_ms, push_result *r) {
-  memset(r, 0, sizeof *r);
-  hub_channel *ch = hub_channel_get(hub, channel, 1);
-  if (ch == NULL) {
-    return -1;
-  }
-  ring_prune(ch, now_ms);
-  channel_pos(ch, &r->pos);
-  size_t k, n;
-  if (since != NULL && since->set) {
-    r->recovered = ring_since(ch, since, &k, &n);
-    if (limit != 0 && n > limit) {
-      n = (size_t)limit;
-    }
-  } else {
-    n = limit != 0 && limit < ch->rlen ? (size_t)limit : ch->rlen;
-    k = ch->rlen - n;
-  }
-  if (result_fill(ch, k, n, r) != 0) {
-    r->recovered = 0;
-    return -1;
-  }
-  return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Streams fed by an engine (redis.c)                                       */
-/* ------------------------------------------------------------------------ */
-
-/*
- * The engine owns offsets and epochs; the hub is then a replica of each
- * active channel's stream: load sets the position and history from the
- * engine's copy, append adds the publications that follow, in order.
- * Subscribers stay through a load: the engine delivers what they missed
- * with append first, or disconnects them when it cannot.
- */
-int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
-                  uint64_t offset, const push_ext_pub *e, size_t n,
-                  int64_t now_ms) {
-  hub_channel *ch = hub_channel_get(hub, channel, 1);
-  if (ch == NULL || ch->busy) {
-    return -1;
-  }
-  /* What is pending belongs to the old position: out with it first. */
-  hub_channel_flush(hub, ch);
-  /* Only the entries that end exactly at offset, with no hole, can serve
-   * recovery (the ring invariant at the top). */
-  size_t first = n;
-  while (first > 0 && e[first - 1].offset == offset - (n - first)) {
-    first--;
-  }
-  size_t keep = n - first;
-  if (keep > ch->ns->history_size) {
-    first += keep - ch->ns->history_size;
-    keep = ch->ns->history_size;
-  }
-  push_pub **ring = NULL;
-  size_t cap = 0;
-  if (keep > 0) {
-    cap = keep < HUB_MIN_RING ? HUB_MIN_RING : keep;
-    if (cap > ch->ns->history_size) {
-      cap = ch->ns->history_size;
-    }
-    ring = calloc(cap, sizeof *ring);
-    if (ring == NULL) {
-      return -1;
-    }
-    for (size_t i = 0; i < keep; i++) {
-      ring[i] = pub_build_tail(hub, ch, &e[first + i]);
-      if (ring[i] == NULL) {
-        while (i-- > 0) {
-          push_pub_unref(ring[i]);
-        }
-        free(ring);
-        return -1;
-      }
-    }
-  }
-  while (ch->rlen > 0) {
-    ring_drop_front(ch);
-  }
-  free(ch->ring);
-  ch->ring = ring;
-  ch->rcap = cap;
-  ch->rhead = 0;
-  ch->rlen = keep;
-  snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
-  ch->offset = offset;
-  ring_prune(ch, now_ms);
-  return 0;
-}
-
-int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
-                    const push_ext_pub *e) {
-  hub_channel *ch = hub_channel_get(hub, channel, 0);
-  if (ch == NULL || ch->busy) {
-    return -1;
-  }
-  if (strncmp(epoch, ch->epoch, sizeof ch->epoch) != 0 ||
-      e->offset != ch->offset + 1) {
-    return 1;
-  }
-  ring_prune(ch, e->time_ms);
-  push_pub *pub = pub_build_tail(hub, ch, e);
-  if (pub == NULL || ring_reserve(ch) != 0 || queue_reserve(hub, ch) != 0) {
-    push_pub_unref(pub);
-    return -1;
-  }
-  append_queue(hub, ch, pub);
-  return 0;
-}
-
-int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos) {
-  hub_channel *ch = hub_channel_get(hub, channel, 0);
-  if (ch == NULL) {
-    return -1;
-  }
-  channel_pos(ch, pos);
-  return 0;
-}
-
 size_t push_hub_nsubscribers(push_hub *hub, const char *channel) {
   hub_channel *ch = hub_channel_get(hub, channel, 0);
   return ch != NULL ? ch->nsubs - ch->ndead : 0;
@@ -794,15 +437,9 @@ void push_hub_each_subscriber(push_hub *hub, const char *channel,
   hub_channel_leave(hub, ch);
 }
 
-void push_hub_drop_history(push_hub *hub, const char *channel) {
-  hub_channel *ch = hub_channel_get(hub, channel, 0);
-  if (ch == NULL || ch->busy) {
-    return;
-  }
-  while (ch->rlen > 0) {
-    ring_drop_front(ch);
-  }
-}
+/* ------------------------------------------------------------------------ */
+/* Listing, tick, counts                                                    */
+/* ------------------------------------------------------------------------ */
 
 /* Lists the channels that have subscribers (the "active" channels): ones
  * kept only by history or presence are not interesting to an operator
@@ -843,7 +480,7 @@ void push_hub_tick(push_hub *hub, int64_t now_ms) {
   push_hub_flush(hub); /* the dirty list must not hold a forgotten channel */
   for (size_t i = hub->nchans; i-- > 0;) {
     hub_channel *ch = hub->chans[i];
-    ring_prune(ch, now_ms);
+    hub_ring_prune(ch, now_ms);
     if (ch->nsubs == 0 && ch->npres == 0 && ch->rlen == 0) {
       channel_forget(hub, i);
     }

@@ -6,6 +6,8 @@
  *                   the batched flush, tick
  *   hub_index.c     the open-addressing index every lookup uses, the keyed
  *                   hash of channel names, random ids
+ *   hub_history.c   publications, the history ring (size, TTL), recovery,
+ *                   history queries, streams fed by an engine
  *   hub_presence.c  presence entries, join and leave pushes
  *
  * Names declared here start with hub_ (they are global symbols of the push
@@ -19,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "push/push.h"
 
@@ -210,6 +213,15 @@ hub_channel *hub_channel_get(push_hub *hub, const char *name, int create);
  * nothing on a busy channel. */
 void hub_channel_flush(push_hub *hub, hub_channel *ch);
 
+/* Makes room for one more pending publication of ch, so that publishing
+ * cannot fail after the history has changed. Returns 0 or -1. */
+int hub_queue_reserve(push_hub *hub, hub_channel *ch);
+
+/* Appends pub (the channel's next offset, with room reserved by
+ * hub_ring_reserve and hub_queue_reserve) to the history and to the
+ * pending list. Takes the caller's reference. */
+void hub_append_queue(push_hub *hub, hub_channel *ch, push_pub *pub);
+
 /* Removes the tombstones left by unsubscribes during callbacks. */
 void hub_subs_compact(hub_channel *ch);
 
@@ -226,5 +238,67 @@ static inline void hub_channel_leave(push_hub *hub, hub_channel *ch) {
     hub_subs_compact(ch);
   }
 }
+
+static inline void hub_channel_pos(const hub_channel *ch, push_pos *pos) {
+  memcpy(pos->epoch, ch->epoch, sizeof pos->epoch);
+  pos->offset = ch->offset;
+  pos->set = 1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Publications and history (hub_history.c)                                 */
+/* ------------------------------------------------------------------------ */
+
+/* Encodes the publication, then the push around it, and copies the push
+ * into one refcounted block. Returns it with one reference (the
+ * caller's), or NULL when out of memory. */
+push_pub *hub_pub_build(push_hub *hub, const hub_channel *ch, uint64_t offset,
+                        push_json data, push_json b64, const char *client,
+                        const char *user, int64_t now_ms);
+
+static inline push_pub *hub_ring_at(const hub_channel *ch, size_t k) {
+  return ch->ring[(ch->rhead + k) % ch->rcap];
+}
+
+void hub_ring_drop_front(hub_channel *ch);
+
+/* Drops publications older than the namespace's TTL. Only the front can
+ * be old (times grow with offsets), and dropping from the front keeps the
+ * ring free of holes. */
+static inline void hub_ring_prune(hub_channel *ch, int64_t now_ms) {
+  if (ch->ns->history_ttl_s == 0) {
+    return;
+  }
+  int64_t ttl_ms = (int64_t)ch->ns->history_ttl_s * 1000;
+  while (ch->rlen > 0 && now_ms - hub_ring_at(ch, 0)->time_ms >= ttl_ms) {
+    hub_ring_drop_front(ch);
+  }
+}
+
+/* Grows a full ring (see hub_ring_reserve). Returns 0 or -1. */
+int hub_ring_grow(hub_channel *ch);
+
+/* Makes room to append one publication without allocating afterwards, so
+ * that publish fails before it changes anything. Returns 0 or -1. */
+static inline int hub_ring_reserve(hub_channel *ch) {
+  size_t max = ch->ns->history_size;
+  if (max == 0 || ch->rlen < ch->rcap || ch->rcap >= max) {
+    return 0;
+  }
+  return hub_ring_grow(ch);
+}
+
+/* Appends a new reference to pub, unless the namespace keeps no history. */
+void hub_ring_push(hub_channel *ch, push_pub *pub);
+
+/* Which part of the ring answers a request from since: sets *k (first ring
+ * index) and *n. Returns 1 if since was given and can be honoured, else 0
+ * with *n = 0. */
+int hub_ring_since(const hub_channel *ch, const push_pos *since, size_t *k,
+                   size_t *n);
+
+/* Fills r->pubs with references to ring entries k..k+n-1. Returns 0 or
+ * -1. */
+int hub_result_fill(const hub_channel *ch, size_t k, size_t n, push_result *r);
 
 #endif
