@@ -92,7 +92,7 @@ static size_t channel_find(const push_hub *hub, const char *name, uint32_t hash,
 
 static void channel_free(hub_channel *ch) {
   for (size_t i = 0; i < ch->npend; i++) {
-    push_pub_unref(ch->pend[i]);
+    hub_pub_unref(ch->pend[i]);
   }
   free(ch->pend);
   while (ch->rlen > 0) {
@@ -250,7 +250,7 @@ void hub_append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
   hub_ring_push(ch, pub);
   size_t live = ch->nsubs - ch->ndead;
   if (live == 0) {
-    push_pub_unref(pub);
+    hub_pub_unref(pub);
     return;
   }
   ch->pend[ch->npend++] = pub;
@@ -289,12 +289,12 @@ void hub_channel_flush(push_hub *hub, hub_channel *ch) {
       if (s->client == NULL || s->deliver == NULL) {
         break;
       }
-      s->deliver(s->client, push_pub_ref(pend[k]));
+      s->deliver(s->client, hub_pub_ref(pend[k]));
     }
   }
   hub_channel_leave(hub, ch);
   for (size_t k = 0; k < np; k++) {
-    push_pub_unref(pend[k]);
+    hub_pub_unref(pend[k]);
   }
   ch->npend = 0;
   hub->pend_bytes -= ch->pend_bytes;
@@ -341,7 +341,7 @@ int push_hub_publish(push_hub *hub, const char *channel, push_json data,
     return -1;
   }
   if (hub_ring_reserve(ch) != 0 || hub_queue_reserve(hub, ch) != 0) {
-    push_pub_unref(pub);
+    hub_pub_unref(pub);
     return -1;
   }
   if (pos != NULL) {

@@ -35,19 +35,16 @@ static uint64_t mono_us(void) {
 }
 
 push_pub *push_pub_ref(push_pub *p) {
-  p->refs++;
-  return p;
+  return hub_pub_ref(p);
 }
 
 void push_pub_unref(push_pub *p) {
-  if (p != NULL && --p->refs == 0) {
-    free(p);
-  }
+  hub_pub_unref(p);
 }
 
 void push_result_free(push_result *r) {
   for (size_t i = 0; i < r->npubs; i++) {
-    push_pub_unref(r->pubs[i]);
+    hub_pub_unref(r->pubs[i]);
   }
   free(r->pubs);
   r->pubs = NULL;
@@ -136,7 +133,7 @@ static push_pub *pub_build_tail(push_hub *hub, const hub_channel *ch,
 /* ------------------------------------------------------------------------ */
 
 void hub_ring_drop_front(hub_channel *ch) {
-  push_pub_unref(ch->ring[ch->rhead]);
+  hub_pub_unref(ch->ring[ch->rhead]);
   ch->rhead = (ch->rhead + 1) % ch->rcap;
   ch->rlen--;
 }
@@ -170,7 +167,7 @@ void hub_ring_push(hub_channel *ch, push_pub *pub) {
   if (ch->rlen == ch->ns->history_size) {
     hub_ring_drop_front(ch);
   }
-  ch->ring[(ch->rhead + ch->rlen) % ch->rcap] = push_pub_ref(pub);
+  ch->ring[(ch->rhead + ch->rlen) % ch->rcap] = hub_pub_ref(pub);
   ch->rlen++;
 }
 
@@ -202,7 +199,7 @@ int hub_result_fill(const hub_channel *ch, size_t k, size_t n, push_result *r) {
     return -1;
   }
   for (size_t i = 0; i < n; i++) {
-    r->pubs[i] = push_pub_ref(hub_ring_at(ch, k + i));
+    r->pubs[i] = hub_pub_ref(hub_ring_at(ch, k + i));
   }
   r->npubs = n;
   return 0;
@@ -288,7 +285,7 @@ int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
       ring[i] = pub_build_tail(hub, ch, &e[first + i]);
       if (ring[i] == NULL) {
         while (i-- > 0) {
-          push_pub_unref(ring[i]);
+          hub_pub_unref(ring[i]);
         }
         free(ring);
         return -1;
@@ -323,7 +320,7 @@ int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
   push_pub *pub = pub_build_tail(hub, ch, e);
   if (pub == NULL || hub_ring_reserve(ch) != 0 ||
       hub_queue_reserve(hub, ch) != 0) {
-    push_pub_unref(pub);
+    hub_pub_unref(pub);
     return -1;
   }
   hub_append_queue(hub, ch, pub);

@@ -249,6 +249,19 @@ static inline void hub_channel_pos(const hub_channel *ch, push_pos *pos) {
 /* Publications and history (hub_history.c)                                 */
 /* ------------------------------------------------------------------------ */
 
+/* push_pub_ref and push_pub_unref, inline for the hub's own loops: fan-out
+ * takes one reference per subscriber and publication. */
+static inline push_pub *hub_pub_ref(push_pub *p) {
+  p->refs++;
+  return p;
+}
+
+static inline void hub_pub_unref(push_pub *p) {
+  if (p != NULL && --p->refs == 0) {
+    free(p);
+  }
+}
+
 /* Encodes the publication, then the push around it, and copies the push
  * into one refcounted block. Returns it with one reference (the
  * caller's), or NULL when out of memory. */
