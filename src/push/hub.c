@@ -90,13 +90,13 @@ static size_t channel_find(const push_hub *hub, const char *name, uint32_t hash,
   return s != HUB_IDX_NONE ? hub->chidx.slot[s].pos - 1 : HUB_IDX_NONE;
 }
 
-static void channel_free(hub_channel *ch) {
+static void channel_free(push_hub *hub, hub_channel *ch) {
   for (size_t i = 0; i < ch->npend; i++) {
     hub_pub_unref(ch->pend[i]);
   }
   free(ch->pend);
   while (ch->rlen > 0) {
-    hub_ring_drop_front(ch);
+    hub_ring_drop_front(hub, ch);
   }
   free(ch->ring);
   for (size_t i = 0; i < ch->npres; i++) {
@@ -152,7 +152,7 @@ static void channel_forget(push_hub *hub, size_t at) {
   hub_idx_remove_swap(&hub->chidx, slot, at, hub->nchans, last->hash);
   hub->chans[at] = last;
   hub->nchans--;
-  channel_free(ch);
+  channel_free(hub, ch);
 }
 
 /* Removes the tombstones left by unsubscribes during callbacks. Walking
@@ -194,6 +194,7 @@ push_hub *push_hub_new(const push_ns *ns, size_t nns) {
     memcpy(hub->ns, ns, nns * sizeof *hub->ns);
   }
   hub->nns = nns;
+  hub->hist.prev = hub->hist.next = &hub->hist;
   if (hub_fill_random(hub->key, sizeof hub->key) != 0) {
     free(hub->ns);
     free(hub);
@@ -207,7 +208,7 @@ void push_hub_del(push_hub *hub) {
     return;
   }
   for (size_t i = 0; i < hub->nchans; i++) {
-    channel_free(hub->chans[i]);
+    channel_free(hub, hub->chans[i]);
   }
   free(hub->chans);
   free(hub->chidx.slot);
@@ -247,7 +248,7 @@ int hub_queue_reserve(push_hub *hub, hub_channel *ch) {
  * reference. */
 void hub_append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
   ch->offset++;
-  hub_ring_push(ch, pub);
+  hub_ring_push(hub, ch, pub);
   size_t live = ch->nsubs - ch->ndead;
   if (live == 0) {
     hub_pub_unref(pub);
@@ -334,7 +335,7 @@ int push_hub_publish(push_hub *hub, const char *channel, push_json data,
   if (client != NULL && user == NULL) {
     user = "";
   }
-  hub_ring_prune(ch, now_ms);
+  hub_ring_prune(hub, ch, now_ms);
   push_pub *pub =
       hub_pub_build(hub, ch, ch->offset + 1, data, b64, client, user, now_ms);
   if (pub == NULL) {
@@ -368,7 +369,7 @@ int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
   if (ch == NULL) {
     return -1;
   }
-  hub_ring_prune(ch, now_ms);
+  hub_ring_prune(hub, ch, now_ms);
   hub_channel_pos(ch, &r->pos);
   uint32_t hash = hub_hash_ptr(sub->client);
   if (hub_idx_find(&ch->subidx, hash, sub_eq, ch->subs, sub->client) !=
@@ -480,7 +481,7 @@ void push_hub_tick(push_hub *hub, int64_t now_ms) {
   push_hub_flush(hub); /* the dirty list must not hold a forgotten channel */
   for (size_t i = hub->nchans; i-- > 0;) {
     hub_channel *ch = hub->chans[i];
-    hub_ring_prune(ch, now_ms);
+    hub_ring_prune(hub, ch, now_ms);
     if (ch->nsubs == 0 && ch->npres == 0 && ch->rlen == 0) {
       channel_forget(hub, i);
     }

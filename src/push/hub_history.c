@@ -9,6 +9,11 @@
  * appends at the end, size and TTL drop from the front only). Recovery from
  * a position p of the same epoch is therefore possible exactly when
  * offset - p <= rlen, which is the whole recovery rule of docs/protocol.md.
+ *
+ * History is bounded per channel (history_size, history_ttl_s) and, with
+ * push_hub_set_history_limit, in bytes across the whole hub: many channels
+ * each within their own bounds must not add up to any amount of memory.
+ * The cap evicts the hub's oldest entries first (see "The byte cap").
  */
 #include <stddef.h>
 #include <stdio.h>
@@ -51,6 +56,21 @@ void push_result_free(push_result *r) {
   r->npubs = 0;
 }
 
+/* A publication is one allocation: the struct, its frame and a NUL, then
+ * (aligned) its hub_hist. Its size is what the byte cap counts. */
+static size_t hist_off(size_t frame_len) {
+  size_t a = _Alignof(hub_hist);
+  return (sizeof(push_pub) + frame_len + 1 + a - 1) / a * a;
+}
+
+static size_t pub_size(size_t frame_len) {
+  return hist_off(frame_len) + sizeof(hub_hist);
+}
+
+static hub_hist *pub_hist(push_pub *p) {
+  return (hub_hist *)((char *)p + hist_off(p->frame_len));
+}
+
 /* Wraps the publication encoded in hub->scratch into its push and the
  * refcounted block. */
 static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
@@ -59,7 +79,8 @@ static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
   push_pub *pub = NULL;
   fb->len = 0;
   if (push_push_pub(fb, ch->name, pb->p, pb->len) != 0 || fb->len < pb->len ||
-      fb->len > SIZE_MAX - sizeof *pub - 1) {
+      fb->len >
+          SIZE_MAX - sizeof *pub - sizeof(hub_hist) - _Alignof(hub_hist) - 1) {
     goto done;
   }
   /* The publication is embedded byte for byte and is the push's last
@@ -72,17 +93,18 @@ static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
   if (memcmp(fb->p + off, pb->p, pb->len) != 0) {
     goto done;
   }
-  pub = malloc(sizeof *pub + fb->len + 1);
+  pub = malloc(pub_size(fb->len));
   if (pub == NULL) {
     goto done;
   }
+  pub->frame_len = fb->len;
+  *pub_hist(pub) = (hub_hist){NULL, NULL, NULL};
   pub->refs = 1;
   pub->offset = offset;
   pub->time_ms = now_ms;
   pub->born_us = mono_us();
   pub->json_off = off;
   pub->json_len = pb->len;
-  pub->frame_len = fb->len;
   /* A char array follows a uint8_t array with no padding: the header
    * written at the end of wshdr is contiguous with frame. */
   _Static_assert(offsetof(push_pub, frame) ==
@@ -129,11 +151,78 @@ static push_pub *pub_build_tail(push_hub *hub, const hub_channel *ch,
 }
 
 /* ------------------------------------------------------------------------ */
+/* The byte cap: every history entry on one list, oldest first              */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Every history entry is also on the hub's history list, in the order it
+ * was appended (publish, append and load add at the tail), so the list's
+ * head is the oldest entry of the whole hub. Within one channel that order
+ * is its ring's order, and rings only ever lose their front, so the head
+ * of the list is always the front of its own channel's ring: evicting it
+ * is hub_ring_drop_front, which keeps the ring free of holes and so makes
+ * recovery across the evicted entry fail, as it must. The links live in the
+ * publication's own allocation (hub_hist): no allocation per entry, O(1)
+ * to add, to drop and to evict. A publication may outlive its place in
+ * history (send queues hold references); the count follows the place.
+ */
+static void hist_link(push_hub *hub, hub_channel *ch, push_pub *pub) {
+  hub_hist *h = pub_hist(pub);
+  h->ch = ch;
+  h->next = &hub->hist;
+  h->prev = hub->hist.prev;
+  h->prev->next = h;
+  hub->hist.prev = h;
+  hub->hist_bytes += pub_size(pub->frame_len);
+}
+
+static void hist_unlink(push_hub *hub, push_pub *pub) {
+  hub_hist *h = pub_hist(pub);
+  h->prev->next = h->next;
+  h->next->prev = h->prev;
+  *h = (hub_hist){NULL, NULL, NULL};
+  hub->hist_bytes -= pub_size(pub->frame_len);
+}
+
+/* A publication that can never fit under the cap. It is not kept, and
+ * neither is what precedes it in its channel (the ring would have a hole):
+ * evicting everything older in the hub to make room for it would only wipe
+ * all history for nothing. */
+static int hist_too_big(const push_hub *hub, const push_pub *pub) {
+  return hub->hist_max != 0 && pub_size(pub->frame_len) > hub->hist_max;
+}
+
+/* Evicts the oldest entries until the total is within the cap (the test of
+ * an empty list only guards against a count gone wrong). */
+static void hist_fit(push_hub *hub) {
+  while (hub->hist_max != 0 && hub->hist_bytes > hub->hist_max &&
+         hub->hist.next != &hub->hist) {
+    hub_ring_drop_front(hub, hub->hist.next->ch);
+    hub->hist_evictions++;
+  }
+}
+
+void push_hub_set_history_limit(push_hub *hub, uint64_t max_bytes) {
+  hub->hist_max = max_bytes;
+  hist_fit(hub);
+}
+
+uint64_t push_hub_history_bytes(const push_hub *hub) {
+  return hub->hist_bytes;
+}
+
+uint64_t push_hub_history_evictions(const push_hub *hub) {
+  return hub->hist_evictions;
+}
+
+/* ------------------------------------------------------------------------ */
 /* History ring                                                             */
 /* ------------------------------------------------------------------------ */
 
-void hub_ring_drop_front(hub_channel *ch) {
-  hub_pub_unref(ch->ring[ch->rhead]);
+void hub_ring_drop_front(push_hub *hub, hub_channel *ch) {
+  push_pub *p = ch->ring[ch->rhead];
+  hist_unlink(hub, p);
+  hub_pub_unref(p);
   ch->rhead = (ch->rhead + 1) % ch->rcap;
   ch->rlen--;
 }
@@ -160,15 +249,24 @@ int hub_ring_grow(hub_channel *ch) {
   return 0;
 }
 
-void hub_ring_push(hub_channel *ch, push_pub *pub) {
+void hub_ring_push(push_hub *hub, hub_channel *ch, push_pub *pub) {
   if (ch->ns->history_size == 0) {
     return;
   }
+  if (hist_too_big(hub, pub)) {
+    while (ch->rlen > 0) {
+      hub_ring_drop_front(hub, ch);
+      hub->hist_evictions++;
+    }
+    return;
+  }
   if (ch->rlen == ch->ns->history_size) {
-    hub_ring_drop_front(ch);
+    hub_ring_drop_front(hub, ch);
   }
   ch->ring[(ch->rhead + ch->rlen) % ch->rcap] = hub_pub_ref(pub);
   ch->rlen++;
+  hist_link(hub, ch, pub);
+  hist_fit(hub);
 }
 
 /* The invariant at the top is the whole rule. */
@@ -220,7 +318,7 @@ int push_hub_history(push_hub *hub, const char *channel, uint64_t limit,
   if (ch == NULL) {
     return -1;
   }
-  hub_ring_prune(ch, now_ms);
+  hub_ring_prune(hub, ch, now_ms);
   hub_channel_pos(ch, &r->pos);
   size_t k, n;
   if (since != NULL && since->set) {
@@ -281,28 +379,41 @@ int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
     if (ring == NULL) {
       return -1;
     }
+    /* An entry too big for the cap (hist_too_big) is not kept, and neither
+     * is anything before it: kept starts again after it. */
+    size_t kept = 0;
     for (size_t i = 0; i < keep; i++) {
-      ring[i] = pub_build_tail(hub, ch, &e[first + i]);
-      if (ring[i] == NULL) {
-        while (i-- > 0) {
-          hub_pub_unref(ring[i]);
+      push_pub *p = pub_build_tail(hub, ch, &e[first + i]);
+      if (p == NULL || hist_too_big(hub, p)) {
+        while (kept > 0) {
+          hub_pub_unref(ring[--kept]);
         }
-        free(ring);
-        return -1;
+        if (p == NULL) {
+          free(ring);
+          return -1;
+        }
+        hub_pub_unref(p);
+        continue;
       }
+      ring[kept++] = p;
     }
+    keep = kept;
   }
   while (ch->rlen > 0) {
-    hub_ring_drop_front(ch);
+    hub_ring_drop_front(hub, ch);
   }
   free(ch->ring);
   ch->ring = ring;
   ch->rcap = cap;
   ch->rhead = 0;
   ch->rlen = keep;
+  for (size_t i = 0; i < keep; i++) {
+    hist_link(hub, ch, ring[i]);
+  }
   snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
   ch->offset = offset;
-  hub_ring_prune(ch, now_ms);
+  hub_ring_prune(hub, ch, now_ms);
+  hist_fit(hub);
   return 0;
 }
 
@@ -316,7 +427,7 @@ int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
       e->offset != ch->offset + 1) {
     return 1;
   }
-  hub_ring_prune(ch, e->time_ms);
+  hub_ring_prune(hub, ch, e->time_ms);
   push_pub *pub = pub_build_tail(hub, ch, e);
   if (pub == NULL || hub_ring_reserve(ch) != 0 ||
       hub_queue_reserve(hub, ch) != 0) {
@@ -342,6 +453,6 @@ void push_hub_drop_history(push_hub *hub, const char *channel) {
     return;
   }
   while (ch->rlen > 0) {
-    hub_ring_drop_front(ch);
+    hub_ring_drop_front(hub, ch);
   }
 }

@@ -183,6 +183,16 @@ typedef struct hub_channel {
   char name[];
 } hub_channel;
 
+/* A publication's place in the hub's history list, oldest first across all
+ * channels (the byte cap evicts from its head: hub_history.c). Every
+ * publication the hub builds carries one after its frame, in the same
+ * allocation; it is linked exactly while the publication is in ch's
+ * history ring. */
+typedef struct hub_hist {
+  struct hub_hist *prev, *next;
+  hub_channel *ch;
+} hub_hist;
+
 struct push_hub {
   push_ns *ns;
   size_t nns;
@@ -199,6 +209,11 @@ struct push_hub {
   hub_channel **dirty; /* channels with pending publications */
   size_t ndirty, capdirty;
   uint64_t pend_bytes; /* the sum of their pend_bytes */
+
+  hub_hist hist;           /* the history list's head: hist.next is oldest */
+  uint64_t hist_bytes;     /* allocation size of the publications on it */
+  uint64_t hist_max;       /* the cap on hist_bytes; 0: none */
+  uint64_t hist_evictions; /* entries the cap dropped */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -273,18 +288,22 @@ static inline push_pub *hub_ring_at(const hub_channel *ch, size_t k) {
   return ch->ring[(ch->rhead + k) % ch->rcap];
 }
 
-void hub_ring_drop_front(hub_channel *ch);
+/* Drops the oldest entry of ch's history, which must have one, and takes it
+ * off the hub's history list. Every removal from a ring goes through here:
+ * that is what keeps hist_bytes exact. */
+void hub_ring_drop_front(push_hub *hub, hub_channel *ch);
 
 /* Drops publications older than the namespace's TTL. Only the front can
  * be old (times grow with offsets), and dropping from the front keeps the
  * ring free of holes. */
-static inline void hub_ring_prune(hub_channel *ch, int64_t now_ms) {
+static inline void hub_ring_prune(push_hub *hub, hub_channel *ch,
+                                  int64_t now_ms) {
   if (ch->ns->history_ttl_s == 0) {
     return;
   }
   int64_t ttl_ms = (int64_t)ch->ns->history_ttl_s * 1000;
   while (ch->rlen > 0 && now_ms - hub_ring_at(ch, 0)->time_ms >= ttl_ms) {
-    hub_ring_drop_front(ch);
+    hub_ring_drop_front(hub, ch);
   }
 }
 
@@ -301,8 +320,12 @@ static inline int hub_ring_reserve(hub_channel *ch) {
   return hub_ring_grow(ch);
 }
 
-/* Appends a new reference to pub, unless the namespace keeps no history. */
-void hub_ring_push(hub_channel *ch, push_pub *pub);
+/* Appends a new reference to pub (the channel's newest offset, room
+ * reserved by hub_ring_reserve), unless the namespace keeps no history.
+ * Then applies the byte cap, which may evict the oldest entries of any
+ * channel, this one included; a publication larger than the whole cap is
+ * not kept, and takes the channel's older entries with it. */
+void hub_ring_push(push_hub *hub, hub_channel *ch, push_pub *pub);
 
 /* Which part of the ring answers a request from since: sets *k (first ring
  * index) and *n. Returns 1 if since was given and can be honoured, else 0
