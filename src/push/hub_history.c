@@ -24,10 +24,6 @@
 #include "herald/core.h"
 #include "push/hub_int.h"
 
-/* Scratch buffers that grew past this are released after use, so one huge
- * publication does not pin its size in the hub forever. */
-#define HUB_SCRATCH_KEEP (64 * 1024)
-
 /* ------------------------------------------------------------------------ */
 /* Publications                                                             */
 /* ------------------------------------------------------------------------ */
@@ -71,10 +67,8 @@ static hub_hist *pub_hist(push_pub *p) {
   return (hub_hist *)((char *)p + hist_off(p->frame_len));
 }
 
-/* Wraps the publication encoded in hub->scratch into its push and the
- * refcounted block. */
-static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
-                          int64_t now_ms) {
+push_pub *hub_pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
+                       int64_t now_ms) {
   push_buf *pb = &hub->scratch, *fb = &hub->scratch2;
   push_pub *pub = NULL;
   fb->len = 0;
@@ -122,19 +116,6 @@ done:
   return pub;
 }
 
-/* The scratch buffers make this the only allocation of a publish in the
- * steady state. */
-push_pub *hub_pub_build(push_hub *hub, const hub_channel *ch, uint64_t offset,
-                        push_json data, push_json b64, const char *client,
-                        const char *user, int64_t now_ms) {
-  hub->scratch.len = 0;
-  if (push_pub_encode(&hub->scratch, offset, data, b64, client, user) != 0) {
-    push_buf_done(&hub->scratch, HUB_SCRATCH_KEEP);
-    return NULL;
-  }
-  return pub_wrap(hub, ch, offset, now_ms);
-}
-
 /* The same from an engine's form: {"offset":N then the tail as published
  * (push_pub_tail). */
 static push_pub *pub_build_tail(push_hub *hub, const hub_channel *ch,
@@ -147,7 +128,7 @@ static push_pub *pub_build_tail(push_hub *hub, const hub_channel *ch,
     push_buf_done(pb, HUB_SCRATCH_KEEP);
     return NULL;
   }
-  return pub_wrap(hub, ch, e->offset, e->time_ms);
+  return hub_pub_wrap(hub, ch, e->offset, e->time_ms);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -31,6 +31,10 @@
 
 #define HUB_IDX_NONE SIZE_MAX
 
+/* Scratch buffers that grew past this are released after use, so one huge
+ * publication does not pin its size in the hub forever. */
+#define HUB_SCRATCH_KEEP (64 * 1024)
+
 /* ------------------------------------------------------------------------ */
 /* The index: linear probing over positions of a dense array (hub_index.c)  */
 /* ------------------------------------------------------------------------ */
@@ -277,12 +281,28 @@ static inline void hub_pub_unref(push_pub *p) {
   }
 }
 
+/* Wraps the publication encoded in hub->scratch into its push and one
+ * refcounted block (see hub_history.c for its layout). Returns it with one
+ * reference (the caller's), or NULL when out of memory. Leaves both
+ * scratch buffers empty. */
+push_pub *hub_pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
+                       int64_t now_ms);
+
 /* Encodes the publication, then the push around it, and copies the push
- * into one refcounted block. Returns it with one reference (the
- * caller's), or NULL when out of memory. */
-push_pub *hub_pub_build(push_hub *hub, const hub_channel *ch, uint64_t offset,
-                        push_json data, push_json b64, const char *client,
-                        const char *user, int64_t now_ms);
+ * into one refcounted block: the scratch buffers make that the only
+ * allocation of a publish in the steady state. Returns it with one
+ * reference (the caller's), or NULL when out of memory. */
+static inline push_pub *hub_pub_build(push_hub *hub, const hub_channel *ch,
+                                      uint64_t offset, push_json data,
+                                      push_json b64, const char *client,
+                                      const char *user, int64_t now_ms) {
+  hub->scratch.len = 0;
+  if (push_pub_encode(&hub->scratch, offset, data, b64, client, user) != 0) {
+    push_buf_done(&hub->scratch, HUB_SCRATCH_KEEP);
+    return NULL;
+  }
+  return hub_pub_wrap(hub, ch, offset, now_ms);
+}
 
 static inline push_pub *hub_ring_at(const hub_channel *ch, size_t k) {
   return ch->ring[(ch->rhead + k) % ch->rcap];
