@@ -6,14 +6,16 @@
  *                   the batched flush, tick
  *   hub_index.c     the open-addressing index every lookup uses, the keyed
  *                   hash of channel names, random ids
- *   hub_history.c   publications, the history ring (size, TTL), recovery,
- *                   history queries, streams fed by an engine
+ *   hub_history.c   publications, the history ring (size, TTL), the byte
+ *                   cap across channels, recovery, history queries,
+ *                   streams fed by an engine
  *   hub_presence.c  presence entries, join and leave pushes
  *
  * Names declared here start with hub_ (they are global symbols of the push
  * library); what one file keeps to itself is static and unprefixed. The
  * helpers on the per-message path (lookups, reservations that almost never
- * allocate) are static inline here, so the split costs no calls.
+ * allocate, references, encoding a publication) are static inline here,
+ * so the split adds no work per message or per delivery.
  */
 #ifndef HERALD_PUSH_HUB_INT_H
 #define HERALD_PUSH_HUB_INT_H
