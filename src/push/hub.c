@@ -1,34 +1,13 @@
 /*
- * hub.c - channels, their streams (epoch, offsets, history) and presence.
+ * hub.c - the hub and its channels: the channel table, subscribers,
+ * publishing and the batched flush, and tick.
  *
  * The hub is single-threaded and owns no clients: a subscriber is a
  * push_sub (an opaque client pointer and its callbacks), copied in on
  * subscribe. Everything else (channels, history, presence) the hub owns and
- * push_hub_del frees.
- *
- * Three lookups need to be fast under load and under hostile input:
- * channels by name (every publish and subscribe), subscribers by client
- * pointer (every unsubscribe: 10,000 clients of one channel disconnecting
- * must not cost 10,000 linear scans) and presence entries by client id.
- * All three use the same shape: a dense array of entries, which is what
- * fan-out, JSON output and tick iterate in O(n) without gaps, plus a small
- * open-addressing index (hub_index) of positions into that array. Removal
- * swaps the last entry into the hole and renames it in the index, so it is
- * O(1) and the array stays dense. Open addressing with linear probing was
- * chosen over chaining because it needs no allocation per entry (one calloc
- * per resize), and backward-shift deletion keeps it free of tombstones, so
- * a long-lived hub with channels coming and going never degrades. The
- * index is kept at most half full.
- *
- * Channel names come from clients, so they are hashed with SipHash-1-3
- * under a random key: without a key, anyone could choose names that all
- * land in one probe run and make every lookup linear.
- *
- * Invariant of every stream: its history ring holds the publications with
- * offsets offset - rlen + 1 .. offset, oldest first, with no holes (publish
- * appends at the end, size and TTL drop from the front only). Recovery from
- * a position p of the same epoch is therefore possible exactly when
- * offset - p <= rlen, which is the whole recovery rule of docs/protocol.md.
+ * push_hub_del frees. The rest of it lives beside this file (hub_int.h has
+ * the map): the lookups in hub_index.c, history and recovery in
+ * hub_history.c, presence in hub_presence.c.
  *
  * The callbacks (deliver, presence_event) run inside hub calls, and a
  * server may well drop a slow client from inside deliver, unsubscribing it
@@ -57,557 +36,16 @@
  * flushes first, and so does a join or leave push, which keeps the order in
  * which a subscriber sees publications and presence events.
  */
-#include <errno.h>
 #include <stddef.h>
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 
-#include "herald/core.h"
-#include "push/push.h"
-
-/* Scratch buffers that grew past this are released after use, so one huge
- * publication does not pin its size in the hub forever. */
-#define HUB_SCRATCH_KEEP (64 * 1024)
-
-/* Initial capacities; arrays then double. */
-#define HUB_MIN_ENTRIES 4
-#define HUB_MIN_RING 8
+#include "push/hub_int.h"
 
 /* A pending list that grew past this many entries (one huge burst) is
  * freed after its flush rather than kept for the next pass. */
 #define HUB_PEND_KEEP 64
-
-#define IDX_NONE SIZE_MAX
-
-/* ------------------------------------------------------------------------ */
-/* The index: linear probing over positions of a dense array                */
-/* ------------------------------------------------------------------------ */
-
-/* pos is the entry's position in its dense array plus one (0: empty slot);
- * hash is kept so that resizing and backward shifts never need the entry. */
-typedef struct hub_slot {
-  uint32_t pos;
-  uint32_t hash;
-} hub_slot;
-
-typedef struct hub_index {
-  hub_slot *slot; /* mask + 1 slots, or NULL before the first entry */
-  size_t mask;
-} hub_index;
-
-static void idx_insert(hub_index *x, uint32_t hash, uint32_t pos) {
-  size_t i = hash & x->mask;
-  while (x->slot[i].pos != 0) {
-    i = (i + 1) & x->mask;
-  }
-  x->slot[i].pos = pos;
-  x->slot[i].hash = hash;
-}
-
-/* Makes room for n entries at a load of at most one half. On failure the
- * index is unchanged. */
-static int idx_reserve(hub_index *x, size_t n) {
-  size_t cap = x->slot != NULL ? x->mask + 1 : 0;
-  if (n <= cap / 2) {
-    return 0;
-  }
-  if (n > UINT32_MAX / 4) {
-    return -1; /* positions are 32-bit */
-  }
-  size_t ncap = cap != 0 ? cap : 2 * HUB_MIN_ENTRIES;
-  while (ncap / 2 < n) {
-    ncap *= 2;
-  }
-  hub_slot *s = calloc(ncap, sizeof *s);
-  if (s == NULL) {
-    return -1;
-  }
-  hub_index nx = {s, ncap - 1};
-  for (size_t i = 0; i < cap; i++) {
-    if (x->slot[i].pos != 0) {
-      idx_insert(&nx, x->slot[i].hash, x->slot[i].pos);
-    }
-  }
-  free(x->slot);
-  *x = nx;
-  return 0;
-}
-
-/* Empties slot i. Backward shift: later members of the probe run that may
- * legally sit at the hole (their home is not between the hole and them)
- * move back into it, so lookups never meet a tombstone. */
-static void idx_erase(hub_index *x, size_t i) {
-  size_t j = i;
-  for (;;) {
-    j = (j + 1) & x->mask;
-    if (x->slot[j].pos == 0) {
-      break;
-    }
-    size_t home = x->slot[j].hash & x->mask;
-    if (((j - home) & x->mask) >= ((j - i) & x->mask)) {
-      x->slot[i] = x->slot[j];
-      i = j;
-    }
-  }
-  x->slot[i].pos = 0;
-}
-
-/* The slot holding pos, which must be present. */
-static size_t idx_slot_of(const hub_index *x, uint32_t hash, uint32_t pos) {
-  size_t i = hash & x->mask;
-  while (x->slot[i].pos != pos) {
-    i = (i + 1) & x->mask;
-  }
-  return i;
-}
-
-/* Finds the slot whose entry eq() accepts, or IDX_NONE. */
-static size_t idx_find(const hub_index *x, uint32_t hash,
-                       int (*eq)(const void *entries, size_t at,
-                                 const void *key),
-                       const void *entries, const void *key) {
-  if (x->slot == NULL) {
-    return IDX_NONE;
-  }
-  size_t i = hash & x->mask;
-  while (x->slot[i].pos != 0) {
-    if (x->slot[i].hash == hash && eq(entries, x->slot[i].pos - 1, key)) {
-      return i;
-    }
-    i = (i + 1) & x->mask;
-  }
-  return IDX_NONE;
-}
-
-/* The index half of removing entry `at` from a dense array of n entries
- * whose last entry (hash last_hash) then moves into `at`. The caller moves
- * the entry itself. */
-static void idx_remove_swap(hub_index *x, size_t slot, size_t at, size_t n,
-                            uint32_t last_hash) {
-  idx_erase(x, slot);
-  if (at != n - 1) {
-    size_t j = idx_slot_of(x, last_hash, (uint32_t)n);
-    x->slot[j].pos = (uint32_t)(at + 1);
-  }
-}
-
-/* Grows a dense array of elem-sized entries to hold n, doubling. */
-static int dense_reserve(void **arr, size_t *cap, size_t n, size_t elem) {
-  if (n <= *cap) {
-    return 0;
-  }
-  size_t ncap = *cap != 0 ? *cap * 2 : HUB_MIN_ENTRIES;
-  while (ncap < n) {
-    ncap *= 2;
-  }
-  if (ncap > SIZE_MAX / elem) {
-    return -1;
-  }
-  void *p = realloc(*arr, ncap * elem);
-  if (p == NULL) {
-    return -1;
-  }
-  *arr = p;
-  *cap = ncap;
-  return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Hashes                                                                   */
-/* ------------------------------------------------------------------------ */
-
-static uint64_t rotl64(uint64_t x, int b) {
-  return (x << b) | (x >> (64 - b));
-}
-
-static void sip_round(uint64_t v[4]) {
-  v[0] += v[1];
-  v[1] = rotl64(v[1], 13);
-  v[1] ^= v[0];
-  v[0] = rotl64(v[0], 32);
-  v[2] += v[3];
-  v[3] = rotl64(v[3], 16);
-  v[3] ^= v[2];
-  v[0] += v[3];
-  v[3] = rotl64(v[3], 21);
-  v[3] ^= v[0];
-  v[2] += v[1];
-  v[1] = rotl64(v[1], 17);
-  v[1] ^= v[2];
-  v[2] = rotl64(v[2], 32);
-}
-
-/* SipHash-1-3 (one compression round, three finalization rounds: the
- * variant Rust and Python use for hash tables). */
-uint32_t push_hash_str(const uint64_t key[2], const char *s, size_t n) {
-  uint64_t v[4] = {
-      0x736f6d6570736575ULL ^ key[0], 0x646f72616e646f6dULL ^ key[1],
-      0x6c7967656e657261ULL ^ key[0], 0x7465646279746573ULL ^ key[1]};
-  const unsigned char *p = (const unsigned char *)s;
-  uint64_t last = (uint64_t)n << 56;
-  for (; n >= 8; n -= 8, p += 8) {
-    uint64_t m = 0;
-    for (int i = 0; i < 8; i++) {
-      m |= (uint64_t)p[i] << (8 * i);
-    }
-    v[3] ^= m;
-    sip_round(v);
-    v[0] ^= m;
-  }
-  for (size_t i = 0; i < n; i++) {
-    last |= (uint64_t)p[i] << (8 * i);
-  }
-  v[3] ^= last;
-  sip_round(v);
-  v[0] ^= last;
-  v[2] ^= 0xff;
-  sip_round(v);
-  sip_round(v);
-  sip_round(v);
-  uint64_t h = v[0] ^ v[1] ^ v[2] ^ v[3];
-  return (uint32_t)(h ^ (h >> 32));
-}
-
-/* Client pointers are not chosen by peers: a bit mixer (the MurmurHash3
- * finalizer) is enough to spread their aligned, clustered values. */
-static uint32_t hash_ptr(const void *p) {
-  uint64_t x = (uint64_t)(uintptr_t)p;
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return (uint32_t)x;
-}
-
-static int fill_random(void *out, size_t n) {
-  unsigned char *p = out;
-  while (n > 0) {
-    ssize_t r = getrandom(p, n, 0);
-    if (r < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return -1;
-    }
-    p += r;
-    n -= (size_t)r;
-  }
-  return 0;
-}
-
-/* n characters of [a-z0-9] and a NUL. Bytes >= 252 are rejected so that
- * each of the 36 characters is equally likely (252 = 7 * 36). */
-int push_random_id(char *out, size_t n) {
-  static const char alphabet[] = "abcdefghijklmnopqrstuvwxyz0123456789";
-  size_t k = 0;
-  while (k < n) {
-    unsigned char rnd[32];
-    if (fill_random(rnd, sizeof rnd) != 0) {
-      return -1;
-    }
-    for (size_t i = 0; i < sizeof rnd && k < n; i++) {
-      if (rnd[i] < 252) {
-        out[k++] = alphabet[rnd[i] % 36];
-      }
-    }
-  }
-  out[k] = '\0';
-  return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Data                                                                     */
-/* ------------------------------------------------------------------------ */
-
-/* One allocation: the client id, then user and info strings after it. */
-typedef struct hub_presence {
-  uint32_t hash;
-  const char *user;
-  const char *info; /* raw JSON, or NULL */
-  char client[];
-} hub_presence;
-
-/* A subscription: the caller's push_sub and the offset it starts after
- * (the channel's position when it subscribed). */
-typedef struct hub_sub {
-  push_sub s;
-  uint64_t after;
-} hub_sub;
-
-typedef struct hub_channel {
-  const push_ns *ns; /* points into the hub's copy */
-  uint32_t hash;
-  char epoch[PUSH_EPOCH_MAX + 1];
-  uint64_t offset; /* last offset published, 0 if none */
-
-  /* Publications not yet handed to the subscribers (push_hub_flush), with
-   * the offsets offset - npend + 1 .. offset; each holds a reference. */
-  push_pub **pend;
-  size_t npend, cappend;
-  uint64_t pend_bytes; /* frame bytes they make for the live subscribers */
-  int queued;          /* on the hub's dirty list */
-
-  hub_sub *subs; /* s.client == NULL: a tombstone, see the top */
-  size_t nsubs, capsubs;
-  size_t ndead;  /* tombstones in subs */
-  unsigned busy; /* loops over subs running */
-  hub_index subidx;
-
-  hub_presence **pres;
-  size_t npres, cappres;
-  hub_index presidx;
-
-  push_pub **ring; /* history: rlen entries from rhead, oldest first */
-  size_t rcap, rhead, rlen;
-
-  size_t namelen;
-  char name[];
-} hub_channel;
-
-struct push_hub {
-  push_ns *ns;
-  size_t nns;
-  uint64_t key[2]; /* SipHash key */
-
-  hub_channel **chans;
-  size_t nchans, capchans;
-  hub_index chidx;
-
-  size_t nsubscriptions;
-  push_buf scratch, scratch2; /* encoding space reused by every publish */
-  unsigned busy;              /* callbacks running */
-
-  hub_channel **dirty; /* channels with pending publications */
-  size_t ndirty, capdirty;
-  uint64_t pend_bytes; /* the sum of their pend_bytes */
-};
-
-/* ------------------------------------------------------------------------ */
-/* Publications                                                             */
-/* ------------------------------------------------------------------------ */
-
-/* Monotonic microseconds, for push_pub.born_us (delivery latency). */
-static uint64_t mono_us(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-push_pub *push_pub_ref(push_pub *p) {
-  p->refs++;
-  return p;
-}
-
-void push_pub_unref(push_pub *p) {
-  if (p != NULL && --p->refs == 0) {
-    free(p);
-  }
-}
-
-void push_result_free(push_result *r) {
-  for (size_t i = 0; i < r->npubs; i++) {
-    push_pub_unref(r->pubs[i]);
-  }
-  free(r->pubs);
-  r->pubs = NULL;
-  r->npubs = 0;
-}
-
-/* Encodes the publication, then the push around it, and copies the push
- * into one refcounted block (one reference, the caller's). The scratch
- * buffers make this the only allocation of a publish in the steady state. */
-static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
-                          int64_t now_ms);
-
-static push_pub *pub_build(push_hub *hub, const hub_channel *ch,
-                           uint64_t offset, push_json data, push_json b64,
-                           const char *client, const char *user,
-                           int64_t now_ms) {
-  hub->scratch.len = 0;
-  if (push_pub_encode(&hub->scratch, offset, data, b64, client, user) != 0) {
-    push_buf_done(&hub->scratch, HUB_SCRATCH_KEEP);
-    return NULL;
-  }
-  return pub_wrap(hub, ch, offset, now_ms);
-}
-
-/* The same from an engine's form: {"offset":N then the tail as published
- * (push_pub_tail). */
-static push_pub *pub_build_tail(push_hub *hub, const hub_channel *ch,
-                                const push_ext_pub *e) {
-  push_buf *pb = &hub->scratch;
-  pb->len = 0;
-  if (push_buf_raw(pb, "{\"offset\":", 10) != 0 ||
-      push_buf_u64(pb, e->offset) != 0 ||
-      push_buf_raw(pb, e->tail, e->tail_len) != 0) {
-    push_buf_done(pb, HUB_SCRATCH_KEEP);
-    return NULL;
-  }
-  return pub_wrap(hub, ch, e->offset, e->time_ms);
-}
-
-/* Wraps the publication encoded in hub->scratch into its push and the
- * refcounted block. */
-static push_pub *pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
-                          int64_t now_ms) {
-  push_buf *pb = &hub->scratch, *fb = &hub->scratch2;
-  push_pub *pub = NULL;
-  fb->len = 0;
-  if (push_push_pub(fb, ch->name, pb->p, pb->len) != 0 || fb->len < pb->len ||
-      fb->len > SIZE_MAX - sizeof *pub - 1) {
-    goto done;
-  }
-  /* The publication is embedded byte for byte and is the push's last
-   * member, so its last occurrence in the frame is it; searching (two or
-   * so steps) keeps this file independent of proto.c's exact layout. */
-  size_t off = fb->len - pb->len + 1;
-  do {
-    off--;
-  } while (off > 0 && memcmp(fb->p + off, pb->p, pb->len) != 0);
-  if (memcmp(fb->p + off, pb->p, pb->len) != 0) {
-    goto done;
-  }
-  pub = malloc(sizeof *pub + fb->len + 1);
-  if (pub == NULL) {
-    goto done;
-  }
-  pub->refs = 1;
-  pub->offset = offset;
-  pub->time_ms = now_ms;
-  pub->born_us = mono_us();
-  pub->json_off = off;
-  pub->json_len = pb->len;
-  pub->frame_len = fb->len;
-  /* A char array follows a uint8_t array with no padding: the header
-   * written at the end of wshdr is contiguous with frame. */
-  _Static_assert(offsetof(push_pub, frame) ==
-                     offsetof(push_pub, wshdr) + PUSH_WSHDR_MAX,
-                 "wshdr must end where frame begins");
-  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
-  size_t hlen = herald_frame_header(hdr, HERALD_OP_TEXT, 1, 0, fb->len, NULL);
-  pub->wshdr_len = (uint8_t)hlen;
-  memcpy(pub->wshdr + PUSH_WSHDR_MAX - hlen, hdr, hlen);
-  memcpy(pub->frame, fb->p, fb->len);
-  pub->frame[fb->len] = '\0';
-done:
-  push_buf_done(pb, HUB_SCRATCH_KEEP);
-  push_buf_done(fb, HUB_SCRATCH_KEEP);
-  return pub;
-}
-
-/* ------------------------------------------------------------------------ */
-/* History ring                                                             */
-/* ------------------------------------------------------------------------ */
-
-static push_pub *ring_at(const hub_channel *ch, size_t k) {
-  return ch->ring[(ch->rhead + k) % ch->rcap];
-}
-
-static void ring_drop_front(hub_channel *ch) {
-  push_pub_unref(ch->ring[ch->rhead]);
-  ch->rhead = (ch->rhead + 1) % ch->rcap;
-  ch->rlen--;
-}
-
-/* Drops publications older than the namespace's TTL. Only the front can
- * be old (times grow with offsets), and dropping from the front keeps the
- * ring free of holes. */
-static void ring_prune(hub_channel *ch, int64_t now_ms) {
-  if (ch->ns->history_ttl_s == 0) {
-    return;
-  }
-  int64_t ttl_ms = (int64_t)ch->ns->history_ttl_s * 1000;
-  while (ch->rlen > 0 && now_ms - ring_at(ch, 0)->time_ms >= ttl_ms) {
-    ring_drop_front(ch);
-  }
-}
-
-/* Makes room to append one publication without allocating afterwards, so
- * that publish fails before it changes anything. The ring grows by doubling
- * up to history_size instead of being allocated at full size: most channels
- * never fill a large history. */
-static int ring_reserve(hub_channel *ch) {
-  size_t max = ch->ns->history_size;
-  if (max == 0 || ch->rlen < ch->rcap || ch->rcap >= max) {
-    return 0;
-  }
-  size_t ncap = ch->rcap != 0 ? ch->rcap * 2 : HUB_MIN_RING;
-  if (ncap > max) {
-    ncap = max;
-  }
-  push_pub **r = malloc(ncap * sizeof *r);
-  if (r == NULL) {
-    return -1;
-  }
-  for (size_t k = 0; k < ch->rlen; k++) {
-    r[k] = ring_at(ch, k);
-  }
-  free(ch->ring);
-  ch->ring = r;
-  ch->rcap = ncap;
-  ch->rhead = 0;
-  return 0;
-}
-
-/* Appends a new reference to pub, unless the namespace keeps no history. */
-static void ring_push(hub_channel *ch, push_pub *pub) {
-  if (ch->ns->history_size == 0) {
-    return;
-  }
-  if (ch->rlen == ch->ns->history_size) {
-    ring_drop_front(ch);
-  }
-  ch->ring[(ch->rhead + ch->rlen) % ch->rcap] = push_pub_ref(pub);
-  ch->rlen++;
-}
-
-/* Which part of the ring answers a request from since (see the invariant
- * at the top): sets *k (first ring index) and *n. Returns 1 if since was
- * given and can be honoured, else 0 with *n = 0. */
-static int ring_since(const hub_channel *ch, const push_pos *since, size_t *k,
-                      size_t *n) {
-  *k = 0;
-  *n = 0;
-  if (since == NULL || !since->set ||
-      strncmp(since->epoch, ch->epoch, sizeof ch->epoch) != 0 ||
-      since->offset > ch->offset) {
-    return 0;
-  }
-  uint64_t missed = ch->offset - since->offset;
-  if (missed > ch->rlen) {
-    return 0; /* a gap: some of them were dropped or never kept */
-  }
-  *k = ch->rlen - (size_t)missed;
-  *n = (size_t)missed;
-  return 1;
-}
-
-/* Fills r->pubs with references to ring entries k..k+n-1. */
-static int result_fill(const hub_channel *ch, size_t k, size_t n,
-                       push_result *r) {
-  if (n == 0) {
-    return 0;
-  }
-  r->pubs = malloc(n * sizeof *r->pubs);
-  if (r->pubs == NULL) {
-    return -1;
-  }
-  for (size_t i = 0; i < n; i++) {
-    r->pubs[i] = push_pub_ref(ring_at(ch, k + i));
-  }
-  r->npubs = n;
-  return 0;
-}
-
-static void channel_pos(const hub_channel *ch, push_pos *pos) {
-  memcpy(pos->epoch, ch->epoch, sizeof pos->epoch);
-  pos->offset = ch->offset;
-  pos->set = 1;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Channels                                                                 */
@@ -640,25 +78,25 @@ static int channel_eq(const void *entries, size_t at, const void *key) {
   return ch->namelen == k->n && memcmp(ch->name, k->name, k->n) == 0;
 }
 
-/* Returns the position of channel name in hub->chans, or IDX_NONE; *slot
+/* Returns the position of channel name in hub->chans, or HUB_IDX_NONE; *slot
  * gets its index slot. */
 static size_t channel_find(const push_hub *hub, const char *name, uint32_t hash,
                            size_t *slot) {
   name_key k = {name, strlen(name)};
-  size_t s = idx_find(&hub->chidx, hash, channel_eq, hub->chans, &k);
+  size_t s = hub_idx_find(&hub->chidx, hash, channel_eq, hub->chans, &k);
   if (slot != NULL) {
     *slot = s;
   }
-  return s != IDX_NONE ? hub->chidx.slot[s].pos - 1 : IDX_NONE;
+  return s != HUB_IDX_NONE ? hub->chidx.slot[s].pos - 1 : HUB_IDX_NONE;
 }
 
-static void channel_free(hub_channel *ch) {
+static void channel_free(push_hub *hub, hub_channel *ch) {
   for (size_t i = 0; i < ch->npend; i++) {
-    push_pub_unref(ch->pend[i]);
+    hub_pub_unref(ch->pend[i]);
   }
   free(ch->pend);
   while (ch->rlen > 0) {
-    ring_drop_front(ch);
+    hub_ring_drop_front(hub, ch);
   }
   free(ch->ring);
   for (size_t i = 0; i < ch->npres; i++) {
@@ -673,20 +111,20 @@ static void channel_free(hub_channel *ch) {
 
 /* The channel, created if create is set and its namespace is configured.
  * NULL if absent, unconfigured or out of memory. */
-static hub_channel *channel_get(push_hub *hub, const char *name, int create) {
+hub_channel *hub_channel_get(push_hub *hub, const char *name, int create) {
   size_t n = strlen(name);
   uint32_t hash = push_hash_str(hub->key, name, n);
   size_t at = channel_find(hub, name, hash, NULL);
-  if (at != IDX_NONE) {
+  if (at != HUB_IDX_NONE) {
     return hub->chans[at];
   }
   const push_ns *ns;
   if (!create || (ns = push_hub_ns(hub, name)) == NULL) {
     return NULL;
   }
-  if (idx_reserve(&hub->chidx, hub->nchans + 1) != 0 ||
-      dense_reserve((void **)&hub->chans, &hub->capchans, hub->nchans + 1,
-                    sizeof *hub->chans) != 0 ||
+  if (hub_idx_reserve(&hub->chidx, hub->nchans + 1) != 0 ||
+      hub_dense_reserve((void **)&hub->chans, &hub->capchans, hub->nchans + 1,
+                        sizeof *hub->chans) != 0 ||
       n > SIZE_MAX - sizeof(hub_channel) - 1) {
     return NULL;
   }
@@ -703,24 +141,24 @@ static hub_channel *channel_get(push_hub *hub, const char *name, int create) {
   ch->namelen = n;
   memcpy(ch->name, name, n + 1);
   hub->chans[hub->nchans++] = ch;
-  idx_insert(&hub->chidx, hash, (uint32_t)hub->nchans);
+  hub_idx_insert(&hub->chidx, hash, (uint32_t)hub->nchans);
   return ch;
 }
 
 static void channel_forget(push_hub *hub, size_t at) {
   hub_channel *ch = hub->chans[at];
-  size_t slot = idx_slot_of(&hub->chidx, ch->hash, (uint32_t)(at + 1));
+  size_t slot = hub_idx_slot_of(&hub->chidx, ch->hash, (uint32_t)(at + 1));
   hub_channel *last = hub->chans[hub->nchans - 1];
-  idx_remove_swap(&hub->chidx, slot, at, hub->nchans, last->hash);
+  hub_idx_remove_swap(&hub->chidx, slot, at, hub->nchans, last->hash);
   hub->chans[at] = last;
   hub->nchans--;
-  channel_free(ch);
+  channel_free(hub, ch);
 }
 
 /* Removes the tombstones left by unsubscribes during callbacks. Walking
  * backwards keeps every entry after i alive, so the last entry moved into a
  * hole is always a live one, present in the index. */
-static void subs_compact(hub_channel *ch) {
+void hub_subs_compact(hub_channel *ch) {
   for (size_t i = ch->nsubs; i-- > 0 && ch->ndead > 0;) {
     if (ch->subs[i].s.client != NULL) {
       continue;
@@ -728,24 +166,13 @@ static void subs_compact(hub_channel *ch) {
     size_t last = ch->nsubs - 1;
     if (i != last) {
       ch->subs[i] = ch->subs[last];
-      size_t j = idx_slot_of(&ch->subidx, hash_ptr(ch->subs[i].s.client),
-                             (uint32_t)(last + 1));
+      size_t j =
+          hub_idx_slot_of(&ch->subidx, hub_hash_ptr(ch->subs[i].s.client),
+                          (uint32_t)(last + 1));
       ch->subidx.slot[j].pos = (uint32_t)(i + 1);
     }
     ch->nsubs--;
     ch->ndead--;
-  }
-}
-
-static void channel_enter(push_hub *hub, hub_channel *ch) {
-  hub->busy++;
-  ch->busy++;
-}
-
-static void channel_leave(push_hub *hub, hub_channel *ch) {
-  hub->busy--;
-  if (--ch->busy == 0 && ch->ndead > 0) {
-    subs_compact(ch);
   }
 }
 
@@ -767,7 +194,8 @@ push_hub *push_hub_new(const push_ns *ns, size_t nns) {
     memcpy(hub->ns, ns, nns * sizeof *hub->ns);
   }
   hub->nns = nns;
-  if (fill_random(hub->key, sizeof hub->key) != 0) {
+  hub->hist.prev = hub->hist.next = &hub->hist;
+  if (hub_fill_random(hub->key, sizeof hub->key) != 0) {
     free(hub->ns);
     free(hub);
     return NULL;
@@ -780,7 +208,7 @@ void push_hub_del(push_hub *hub) {
     return;
   }
   for (size_t i = 0; i < hub->nchans; i++) {
-    channel_free(hub->chans[i]);
+    channel_free(hub, hub->chans[i]);
   }
   free(hub->chans);
   free(hub->chidx.slot);
@@ -791,34 +219,39 @@ void push_hub_del(push_hub *hub) {
   free(hub);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Publishing and the batched flush                                         */
+/* ------------------------------------------------------------------------ */
+
 /* Makes room for one more pending publication of ch, so that publishing
  * cannot fail after the history has changed. A channel with no live
  * subscriber queues nothing and needs none. */
-static int queue_reserve(push_hub *hub, hub_channel *ch) {
+int hub_queue_reserve(push_hub *hub, hub_channel *ch) {
   if (ch->nsubs == ch->ndead) {
     return 0;
   }
-  if (dense_reserve((void **)&ch->pend, &ch->cappend, ch->npend + 1,
-                    sizeof *ch->pend) != 0) {
+  if (hub_dense_reserve((void **)&ch->pend, &ch->cappend, ch->npend + 1,
+                        sizeof *ch->pend) != 0) {
     return -1;
   }
-  if (!ch->queued && dense_reserve((void **)&hub->dirty, &hub->capdirty,
-                                   hub->ndirty + 1, sizeof *hub->dirty) != 0) {
+  if (!ch->queued &&
+      hub_dense_reserve((void **)&hub->dirty, &hub->capdirty, hub->ndirty + 1,
+                        sizeof *hub->dirty) != 0) {
     return -1;
   }
   return 0;
 }
 
 /* Appends pub (whose offset is the channel's next, with room reserved by
- * ring_reserve and queue_reserve) to the history and, when the channel has
- * subscribers, to its pending list for push_hub_flush. Takes the caller's
+ * hub_ring_reserve and hub_queue_reserve) to the history and, when the channel
+ * has subscribers, to its pending list for push_hub_flush. Takes the caller's
  * reference. */
-static void append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
+void hub_append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
   ch->offset++;
-  ring_push(ch, pub);
+  hub_ring_push(hub, ch, pub);
   size_t live = ch->nsubs - ch->ndead;
   if (live == 0) {
-    push_pub_unref(pub);
+    hub_pub_unref(pub);
     return;
   }
   ch->pend[ch->npend++] = pub;
@@ -840,7 +273,7 @@ static void append_queue(push_hub *hub, hub_channel *ch, push_pub *pub) {
  * may move the array. Callbacks cannot add to the pending list: publishing
  * to a busy channel is refused. Does nothing on a busy channel (a join or
  * leave caused by one of its own callbacks): its flush is under way. */
-static void channel_flush(push_hub *hub, hub_channel *ch) {
+void hub_channel_flush(push_hub *hub, hub_channel *ch) {
   size_t np = ch->npend;
   if (np == 0 || ch->busy) {
     return;
@@ -848,7 +281,7 @@ static void channel_flush(push_hub *hub, hub_channel *ch) {
   push_pub **pend = ch->pend;
   uint64_t first = pend[0]->offset;
   size_t n = ch->nsubs;
-  channel_enter(hub, ch);
+  hub_channel_enter(hub, ch);
   for (size_t i = 0; i < n; i++) {
     uint64_t after = ch->subs[i].after;
     for (size_t k = after >= first ? (size_t)(after - first + 1) : 0; k < np;
@@ -857,12 +290,12 @@ static void channel_flush(push_hub *hub, hub_channel *ch) {
       if (s->client == NULL || s->deliver == NULL) {
         break;
       }
-      s->deliver(s->client, push_pub_ref(pend[k]));
+      s->deliver(s->client, hub_pub_ref(pend[k]));
     }
   }
-  channel_leave(hub, ch);
+  hub_channel_leave(hub, ch);
   for (size_t k = 0; k < np; k++) {
-    push_pub_unref(pend[k]);
+    hub_pub_unref(pend[k]);
   }
   ch->npend = 0;
   hub->pend_bytes -= ch->pend_bytes;
@@ -883,7 +316,7 @@ void push_hub_flush(push_hub *hub) {
   for (size_t i = 0; i < hub->ndirty; i++) {
     hub_channel *ch = hub->dirty[i];
     ch->queued = 0;
-    channel_flush(hub, ch);
+    hub_channel_flush(hub, ch);
   }
   hub->ndirty = 0;
 }
@@ -895,21 +328,21 @@ uint64_t push_hub_pending_bytes(const push_hub *hub) {
 int push_hub_publish(push_hub *hub, const char *channel, push_json data,
                      push_json b64, const char *client, const char *user,
                      int64_t now_ms, push_pos *pos) {
-  hub_channel *ch = channel_get(hub, channel, 1);
+  hub_channel *ch = hub_channel_get(hub, channel, 1);
   if (ch == NULL || ch->busy) {
     return -1;
   }
   if (client != NULL && user == NULL) {
     user = "";
   }
-  ring_prune(ch, now_ms);
+  hub_ring_prune(hub, ch, now_ms);
   push_pub *pub =
-      pub_build(hub, ch, ch->offset + 1, data, b64, client, user, now_ms);
+      hub_pub_build(hub, ch, ch->offset + 1, data, b64, client, user, now_ms);
   if (pub == NULL) {
     return -1;
   }
-  if (ring_reserve(ch) != 0 || queue_reserve(hub, ch) != 0) {
-    push_pub_unref(pub);
+  if (hub_ring_reserve(ch) != 0 || hub_queue_reserve(hub, ch) != 0) {
+    hub_pub_unref(pub);
     return -1;
   }
   if (pos != NULL) {
@@ -917,9 +350,13 @@ int push_hub_publish(push_hub *hub, const char *channel, push_json data,
     pos->offset = ch->offset + 1;
     pos->set = 1;
   }
-  append_queue(hub, ch, pub);
+  hub_append_queue(hub, ch, pub);
   return 0;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Subscribers                                                              */
+/* ------------------------------------------------------------------------ */
 
 static int sub_eq(const void *entries, size_t at, const void *key) {
   return ((const hub_sub *)entries)[at].s.client == key;
@@ -928,380 +365,82 @@ static int sub_eq(const void *entries, size_t at, const void *key) {
 int push_hub_subscribe(push_hub *hub, const char *channel, const push_sub *sub,
                        const push_pos *since, int64_t now_ms, push_result *r) {
   memset(r, 0, sizeof *r);
-  hub_channel *ch = channel_get(hub, channel, 1);
+  hub_channel *ch = hub_channel_get(hub, channel, 1);
   if (ch == NULL) {
     return -1;
   }
-  ring_prune(ch, now_ms);
-  channel_pos(ch, &r->pos);
-  uint32_t hash = hash_ptr(sub->client);
-  if (idx_find(&ch->subidx, hash, sub_eq, ch->subs, sub->client) != IDX_NONE) {
+  hub_ring_prune(hub, ch, now_ms);
+  hub_channel_pos(ch, &r->pos);
+  uint32_t hash = hub_hash_ptr(sub->client);
+  if (hub_idx_find(&ch->subidx, hash, sub_eq, ch->subs, sub->client) !=
+      HUB_IDX_NONE) {
     return 1;
   }
   /* Everything that can fail happens before anything changes. */
   size_t k, n;
-  int recovered = ring_since(ch, since, &k, &n);
-  if (idx_reserve(&ch->subidx, ch->nsubs + 1) != 0 ||
-      dense_reserve((void **)&ch->subs, &ch->capsubs, ch->nsubs + 1,
-                    sizeof *ch->subs) != 0 ||
-      result_fill(ch, k, n, r) != 0) {
+  int recovered = hub_ring_since(ch, since, &k, &n);
+  if (hub_idx_reserve(&ch->subidx, ch->nsubs + 1) != 0 ||
+      hub_dense_reserve((void **)&ch->subs, &ch->capsubs, ch->nsubs + 1,
+                        sizeof *ch->subs) != 0 ||
+      hub_result_fill(ch, k, n, r) != 0) {
     return -1;
   }
   r->recovered = recovered;
   ch->subs[ch->nsubs++] = (hub_sub){*sub, ch->offset};
-  idx_insert(&ch->subidx, hash, (uint32_t)ch->nsubs);
+  hub_idx_insert(&ch->subidx, hash, (uint32_t)ch->nsubs);
   hub->nsubscriptions++;
   return 0;
 }
 
 int push_hub_unsubscribe(push_hub *hub, const char *channel, void *client) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   if (ch == NULL) {
     return 1;
   }
   size_t slot =
-      idx_find(&ch->subidx, hash_ptr(client), sub_eq, ch->subs, client);
-  if (slot == IDX_NONE) {
+      hub_idx_find(&ch->subidx, hub_hash_ptr(client), sub_eq, ch->subs, client);
+  if (slot == HUB_IDX_NONE) {
     return 1;
   }
   size_t at = ch->subidx.slot[slot].pos - 1;
   if (ch->busy) {
-    idx_erase(&ch->subidx, slot);
+    hub_idx_erase(&ch->subidx, slot);
     memset(&ch->subs[at], 0, sizeof ch->subs[at]);
     ch->ndead++;
   } else {
     /* The last entry is live: tombstones exist only while busy. */
-    idx_remove_swap(&ch->subidx, slot, at, ch->nsubs,
-                    hash_ptr(ch->subs[ch->nsubs - 1].s.client));
+    hub_idx_remove_swap(&ch->subidx, slot, at, ch->nsubs,
+                        hub_hash_ptr(ch->subs[ch->nsubs - 1].s.client));
     ch->subs[at] = ch->subs[--ch->nsubs];
   }
   hub->nsubscriptions--;
   return 0;
 }
 
-/*
- * History creates the channel when it does not exist yet: the answer must
- * carry an epoch, and a client that subscribes with that position right
- * after must find the same epoch (tick forgets the channel again if nothing
- * else keeps it). With since, the pubs are the oldest `limit` after it, so
- * a client can page forward; when since cannot be honoured there are none,
- * as in subscribe.
- */
-int push_hub_history(push_hub *hub, const char *channel, uint64_t limit,
-                     const push_pos *since, int64_t now_ms, push_result *r) {
-  memset(r, 0, sizeof *r);
-  hub_channel *ch = channel_get(hub, channel, 1);
-  if (ch == NULL) {
-    return -1;
-  }
-  ring_prune(ch, now_ms);
-  channel_pos(ch, &r->pos);
-  size_t k, n;
-  if (since != NULL && since->set) {
-    r->recovered = ring_since(ch, since, &k, &n);
-    if (limit != 0 && n > limit) {
-      n = (size_t)limit;
-    }
-  } else {
-    n = limit != 0 && limit < ch->rlen ? (size_t)limit : ch->rlen;
-    k = ch->rlen - n;
-  }
-  if (result_fill(ch, k, n, r) != 0) {
-    r->recovered = 0;
-    return -1;
-  }
-  return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Streams fed by an engine (redis.c)                                       */
-/* ------------------------------------------------------------------------ */
-
-/*
- * The engine owns offsets and epochs; the hub is then a replica of each
- * active channel's stream: load sets the position and history from the
- * engine's copy, append adds the publications that follow, in order.
- * Subscribers stay through a load: the engine delivers what they missed
- * with append first, or disconnects them when it cannot.
- */
-int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
-                  uint64_t offset, const push_ext_pub *e, size_t n,
-                  int64_t now_ms) {
-  hub_channel *ch = channel_get(hub, channel, 1);
-  if (ch == NULL || ch->busy) {
-    return -1;
-  }
-  /* What is pending belongs to the old position: out with it first. */
-  channel_flush(hub, ch);
-  /* Only the entries that end exactly at offset, with no hole, can serve
-   * recovery (the ring invariant at the top). */
-  size_t first = n;
-  while (first > 0 && e[first - 1].offset == offset - (n - first)) {
-    first--;
-  }
-  size_t keep = n - first;
-  if (keep > ch->ns->history_size) {
-    first += keep - ch->ns->history_size;
-    keep = ch->ns->history_size;
-  }
-  push_pub **ring = NULL;
-  size_t cap = 0;
-  if (keep > 0) {
-    cap = keep < HUB_MIN_RING ? HUB_MIN_RING : keep;
-    if (cap > ch->ns->history_size) {
-      cap = ch->ns->history_size;
-    }
-    ring = calloc(cap, sizeof *ring);
-    if (ring == NULL) {
-      return -1;
-    }
-    for (size_t i = 0; i < keep; i++) {
-      ring[i] = pub_build_tail(hub, ch, &e[first + i]);
-      if (ring[i] == NULL) {
-        while (i-- > 0) {
-          push_pub_unref(ring[i]);
-        }
-        free(ring);
-        return -1;
-      }
-    }
-  }
-  while (ch->rlen > 0) {
-    ring_drop_front(ch);
-  }
-  free(ch->ring);
-  ch->ring = ring;
-  ch->rcap = cap;
-  ch->rhead = 0;
-  ch->rlen = keep;
-  snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
-  ch->offset = offset;
-  ring_prune(ch, now_ms);
-  return 0;
-}
-
-int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
-                    const push_ext_pub *e) {
-  hub_channel *ch = channel_get(hub, channel, 0);
-  if (ch == NULL || ch->busy) {
-    return -1;
-  }
-  if (strncmp(epoch, ch->epoch, sizeof ch->epoch) != 0 ||
-      e->offset != ch->offset + 1) {
-    return 1;
-  }
-  ring_prune(ch, e->time_ms);
-  push_pub *pub = pub_build_tail(hub, ch, e);
-  if (pub == NULL || ring_reserve(ch) != 0 || queue_reserve(hub, ch) != 0) {
-    push_pub_unref(pub);
-    return -1;
-  }
-  append_queue(hub, ch, pub);
-  return 0;
-}
-
-int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos) {
-  hub_channel *ch = channel_get(hub, channel, 0);
-  if (ch == NULL) {
-    return -1;
-  }
-  channel_pos(ch, pos);
-  return 0;
-}
-
 size_t push_hub_nsubscribers(push_hub *hub, const char *channel) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   return ch != NULL ? ch->nsubs - ch->ndead : 0;
 }
 
 void push_hub_each_subscriber(push_hub *hub, const char *channel,
                               void (*fn)(void *client, void *ud), void *ud) {
-  hub_channel *ch = channel_get(hub, channel, 0);
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
   if (ch == NULL) {
     return;
   }
   size_t n = ch->nsubs;
-  channel_enter(hub, ch);
+  hub_channel_enter(hub, ch);
   for (size_t i = 0; i < n; i++) {
     if (ch->subs[i].s.client != NULL) {
       fn(ch->subs[i].s.client, ud);
     }
   }
-  channel_leave(hub, ch);
-}
-
-void push_hub_drop_history(push_hub *hub, const char *channel) {
-  hub_channel *ch = channel_get(hub, channel, 0);
-  if (ch == NULL || ch->busy) {
-    return;
-  }
-  while (ch->rlen > 0) {
-    ring_drop_front(ch);
-  }
+  hub_channel_leave(hub, ch);
 }
 
 /* ------------------------------------------------------------------------ */
-/* Presence                                                                 */
+/* Listing, tick, counts                                                    */
 /* ------------------------------------------------------------------------ */
-
-static int pres_eq(const void *entries, size_t at, const void *key) {
-  return strcmp(((hub_presence *const *)entries)[at]->client, key) == 0;
-}
-
-/* Sends a join or leave push to every subscriber, after the publications
- * still pending (so each sees them in the order they happened). The frame
- * is the caller's own buffer, not the hub's scratch: a callback may cause
- * another join or leave (a client dropped on the spot) while this one
- * runs. */
-static void presence_broadcast(push_hub *hub, hub_channel *ch,
-                               const push_buf *frame) {
-  channel_flush(hub, ch);
-  size_t n = ch->nsubs;
-  channel_enter(hub, ch);
-  for (size_t i = 0; i < n; i++) {
-    push_sub s = ch->subs[i].s;
-    if (s.client != NULL && s.presence_event != NULL) {
-      s.presence_event(s.client, frame->p, frame->len);
-    }
-  }
-  channel_leave(hub, ch);
-}
-
-void push_hub_broadcast_raw(push_hub *hub, const char *channel,
-                            const char *frame, size_t len) {
-  hub_channel *ch = channel_get(hub, channel, 0);
-  if (ch != NULL) {
-    push_buf b = {(char *)frame, len, len};
-    presence_broadcast(hub, ch, &b);
-  }
-}
-
-static push_json info_json(const char *info) {
-  push_json j = {info, info != NULL ? strlen(info) : 0};
-  return j;
-}
-
-/*
- * Adding a client that is already present replaces its user and info
- * without a second join push: the others already know it is there. The
- * join push is encoded before anything changes, so running out of memory
- * leaves neither a silent entry nor a push for an absent one.
- */
-int push_hub_presence_add(push_hub *hub, const char *channel,
-                          const char *client, const char *user,
-                          const char *info) {
-  hub_channel *ch = channel_get(hub, channel, 1);
-  if (ch == NULL) {
-    return -1;
-  }
-  if (user == NULL) {
-    user = "";
-  }
-  size_t cn = strlen(client), un = strlen(user);
-  size_t in = info != NULL ? strlen(info) : 0;
-  if (cn > SIZE_MAX / 4 || un > SIZE_MAX / 4 || in > SIZE_MAX / 4) {
-    return -1;
-  }
-  hub_presence *e = malloc(sizeof *e + cn + un + in + 3);
-  if (e == NULL) {
-    return -1;
-  }
-  e->hash = push_hash_str(hub->key, client, cn);
-  memcpy(e->client, client, cn + 1);
-  char *u = e->client + cn + 1;
-  memcpy(u, user, un + 1);
-  e->user = u;
-  e->info = NULL;
-  if (info != NULL) {
-    char *i = u + un + 1;
-    memcpy(i, info, in + 1);
-    e->info = i;
-  }
-  size_t slot = idx_find(&ch->presidx, e->hash, pres_eq, ch->pres, client);
-  if (slot != IDX_NONE) {
-    size_t at = ch->presidx.slot[slot].pos - 1;
-    free(ch->pres[at]);
-    ch->pres[at] = e;
-    return 0;
-  }
-  int announce = ch->ns->join_leave && ch->nsubs > ch->ndead;
-  push_buf frame = {0};
-  if (idx_reserve(&ch->presidx, ch->npres + 1) != 0 ||
-      dense_reserve((void **)&ch->pres, &ch->cappres, ch->npres + 1,
-                    sizeof *ch->pres) != 0 ||
-      (announce && push_push_join(&frame, ch->name, client, user,
-                                  info_json(info), 0) != 0)) {
-    push_buf_free(&frame);
-    free(e);
-    return -1;
-  }
-  ch->pres[ch->npres++] = e;
-  idx_insert(&ch->presidx, e->hash, (uint32_t)ch->npres);
-  if (announce) {
-    presence_broadcast(hub, ch, &frame);
-    push_buf_free(&frame);
-  }
-  return 0;
-}
-
-/* A leave push that cannot be encoded (out of memory) is not sent: the
- * entry is removed all the same, since the client is gone. */
-void push_hub_presence_remove(push_hub *hub, const char *channel,
-                              const char *client) {
-  hub_channel *ch = channel_get(hub, channel, 0);
-  if (ch == NULL) {
-    return;
-  }
-  uint32_t hash = push_hash_str(hub->key, client, strlen(client));
-  size_t slot = idx_find(&ch->presidx, hash, pres_eq, ch->pres, client);
-  if (slot == IDX_NONE) {
-    return;
-  }
-  size_t at = ch->presidx.slot[slot].pos - 1;
-  hub_presence *e = ch->pres[at];
-  idx_remove_swap(&ch->presidx, slot, at, ch->npres,
-                  ch->pres[ch->npres - 1]->hash);
-  ch->pres[at] = ch->pres[--ch->npres];
-  if (ch->ns->join_leave && ch->nsubs > ch->ndead) {
-    push_json none = {NULL, 0};
-    push_buf frame = {0};
-    if (push_push_join(&frame, ch->name, e->client, e->user, none, 1) == 0) {
-      presence_broadcast(hub, ch, &frame);
-    }
-    push_buf_free(&frame);
-  }
-  free(e);
-}
-
-/* The JSON writers leave b as it was when they run out of memory. */
-int push_hub_presence_json(push_hub *hub, const char *channel, push_buf *b) {
-  size_t len0 = b->len;
-  hub_channel *ch = channel_get(hub, channel, 0);
-  size_t n = ch != NULL ? ch->npres : 0;
-  int rc = push_buf_raw(b, "{\"clients\":{", 12);
-  for (size_t i = 0; i < n && rc == 0; i++) {
-    const hub_presence *e = ch->pres[i];
-    rc = (i > 0 ? push_buf_raw(b, ",", 1) : 0) ||
-         push_buf_str(b, e->client, strlen(e->client)) ||
-         push_buf_raw(b, ":{\"user\":", 9) ||
-         push_buf_str(b, e->user, strlen(e->user));
-    if (rc == 0 && e->info != NULL) {
-      rc = push_buf_raw(b, ",\"info\":", 8) ||
-           push_buf_raw(b, e->info, strlen(e->info));
-    }
-    if (rc == 0) {
-      rc = push_buf_raw(b, "}", 1);
-    }
-  }
-  if (rc == 0) {
-    rc = push_buf_raw(b, "}}", 2);
-  }
-  if (rc != 0) {
-    b->len = len0;
-    return -1;
-  }
-  return 0;
-}
 
 /* Lists the channels that have subscribers (the "active" channels): ones
  * kept only by history or presence are not interesting to an operator
@@ -1342,7 +481,7 @@ void push_hub_tick(push_hub *hub, int64_t now_ms) {
   push_hub_flush(hub); /* the dirty list must not hold a forgotten channel */
   for (size_t i = hub->nchans; i-- > 0;) {
     hub_channel *ch = hub->chans[i];
-    ring_prune(ch, now_ms);
+    hub_ring_prune(hub, ch, now_ms);
     if (ch->nsubs == 0 && ch->npres == 0 && ch->rlen == 0) {
       channel_forget(hub, i);
     }

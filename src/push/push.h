@@ -407,6 +407,32 @@ int push_hub_channels_json(push_hub *hub, push_buf *b);
  * presence and no history. Call about once a second. */
 void push_hub_tick(push_hub *hub, int64_t now_ms);
 
+/*
+ * Caps the memory that history takes across all channels at max_bytes (0:
+ * no cap, the default). Each publication in a history counts its whole
+ * allocation (the struct and its push frame), once however many
+ * subscribers reference it; engine-fed histories (push_hub_load) count
+ * too. When appending a publication to a history would take the total past
+ * the cap, the oldest history entries of the whole hub, in the order they
+ * were appended, are dropped until it fits: a flood of new channels evicts
+ * old history instead of growing memory, and publishing is never refused
+ * for it. An evicted entry is gone as if expired: recovering across it
+ * gives recovered = 0. A publication larger than the whole cap is still
+ * delivered but not kept (nor is the channel's older history, which could
+ * then no longer lead up to its position). Setting a cap below the current
+ * total evicts at once.
+ */
+void push_hub_set_history_limit(push_hub *hub, uint64_t max_bytes);
+
+/* The bytes of history the hub keeps now, counted as the cap counts them
+ * (0 once no channel has history). */
+uint64_t push_hub_history_bytes(const push_hub *hub);
+
+/* How many history entries the cap has evicted since push_hub_new (not
+ * those dropped by history_size, TTL or push_hub_drop_history): a counter
+ * for metrics. */
+uint64_t push_hub_history_evictions(const push_hub *hub);
+
 /* ---- streams fed by an engine (the Redis engine, redis.c) ---- */
 
 /* A publication as an engine stores it: offset, time, and its encoding

@@ -1,8 +1,9 @@
 /* push_hub_test.c - the hub: offsets and epochs, fan-out with balanced
  * references, history bounded by size and TTL, every recovery branch of
  * docs/protocol.md, subscriptions, presence with join/leave pushes,
- * namespaces, channel listing, forgetting idle channels, and 10,000
- * subscribers coming and going. Time is always passed in explicitly. */
+ * namespaces, channel listing, forgetting idle channels, 10,000
+ * subscribers coming and going, and the byte cap on history across
+ * channels. Time is always passed in explicitly. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1041,6 +1042,303 @@ static void test_flush_order(void) {
   push_hub_del(hub);
 }
 
+/* ---- The byte cap on history across channels ------------------------- */
+
+/* Entries kept in channel's history now. */
+static size_t hist_len(push_hub *hub, const char *channel, int64_t now_ms) {
+  push_result r;
+  CHECK_EQ(push_hub_history(hub, channel, 0, NULL, now_ms, &r), 0);
+  size_t n = r.npubs;
+  push_result_free(&r);
+  return n;
+}
+
+/* A flood of new channels evicts the oldest history, never more than the
+ * cap, oldest first, each eviction counted. Every publication here has the
+ * same size: same channel name length, offset 1, same data. */
+static void test_history_cap_many_channels(void) {
+  enum { N = 1000, KEEP = 50 };
+  push_hub *hub = hub_make();
+  char name[32];
+  CHECK_EQ(push_hub_history_bytes(hub), 0);
+  CHECK_EQ(publish(hub, "f00000", "1", 0, NULL), 0);
+  uint64_t one = push_hub_history_bytes(hub);
+  /* What a publication costs: its whole allocation, struct and frame. */
+  push_result r;
+  CHECK_EQ(push_hub_history(hub, "f00000", 0, NULL, 0, &r), 0);
+  CHECK_EQ(r.npubs, 1);
+  if (r.npubs == 1) {
+    uint64_t least = sizeof(push_pub) + r.pubs[0]->frame_len;
+    CHECK(one >= least);
+    CHECK(one <= least + 64);
+  }
+  push_result_free(&r);
+
+  uint64_t cap = KEEP * one + one / 2;
+  push_hub_set_history_limit(hub, cap);
+  CHECK_EQ(push_hub_history_bytes(hub), one);
+  size_t over = 0;
+  for (int i = 1; i < N; i++) {
+    snprintf(name, sizeof name, "f%05d", i);
+    CHECK_EQ(publish(hub, name, "1", 0, NULL), 0);
+    over += push_hub_history_bytes(hub) > cap;
+  }
+  CHECK_EQ(over, 0);
+  CHECK_EQ(push_hub_history_bytes(hub), KEEP * one);
+  CHECK_EQ(push_hub_history_evictions(hub), N - KEEP);
+  /* The oldest went: exactly the last KEEP channels have history. */
+  size_t wrong = 0;
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof name, "f%05d", i);
+    wrong += hist_len(hub, name, 0) != (i >= N - KEEP ? 1u : 0u);
+  }
+  CHECK_EQ(wrong, 0);
+
+  /* Exactly at the cap is within it. */
+  push_hub_set_history_limit(hub, KEEP * one);
+  CHECK_EQ(push_hub_history_evictions(hub), N - KEEP);
+  /* A lower cap evicts at once, oldest first. */
+  push_hub_set_history_limit(hub, 10 * one);
+  CHECK_EQ(push_hub_history_bytes(hub), 10 * one);
+  CHECK_EQ(push_hub_history_evictions(hub), N - 10);
+  CHECK_EQ(hist_len(hub, "f00989", 0), 0);
+  CHECK_EQ(hist_len(hub, "f00990", 0), 1);
+  /* Channels left with nothing are forgotten at tick. */
+  push_hub_tick(hub, 0);
+  CHECK_EQ(push_hub_nchannels(hub), 10);
+  /* No cap: history grows again, and nothing more is evicted. */
+  push_hub_set_history_limit(hub, 0);
+  for (int i = 0; i < 100; i++) {
+    snprintf(name, sizeof name, "g%05d", i);
+    CHECK_EQ(publish(hub, name, "1", 0, NULL), 0);
+  }
+  CHECK_EQ(push_hub_history_bytes(hub), 110 * one);
+  CHECK_EQ(push_hub_history_evictions(hub), N - 10);
+  push_hub_del(hub);
+}
+
+/* A channel whose oldest entries were evicted cannot claim recovery across
+ * them; what is left still serves recovery; live delivery is untouched. */
+static void test_history_cap_recovery(void) {
+  push_hub *hub = hub_make();
+  fake_client c, d;
+  push_result r;
+  push_pos p1;
+  g_delivered = g_released = 0;
+  CHECK_EQ(publish(hub, "a", "1", 0, &p1), 0);
+  CHECK_EQ(publish(hub, "a", "1", 0, NULL), 0);
+  CHECK_EQ(publish(hub, "a", "1", 0, NULL), 0);
+  uint64_t one = push_hub_history_bytes(hub) / 3;
+  push_hub_set_history_limit(hub, 5 * one);
+  memset(&c, 0, sizeof c);
+  push_sub sc = sub_of(&c);
+  CHECK_EQ(push_hub_subscribe(hub, "b", &sc, NULL, 0, &r), 0);
+  push_result_free(&r);
+  for (int i = 0; i < 3; i++) {
+    CHECK_EQ(publish(hub, "b", "1", 0, NULL), 0);
+  }
+  CHECK_EQ(c.ngot, 3);
+  CHECK_EQ(push_hub_history_evictions(hub), 1); /* a's offset 1 */
+  CHECK_EQ(push_hub_history_bytes(hub), 5 * one);
+
+  push_pos since = pos_make(p1.epoch, 0);
+  CHECK_EQ(sub_since(hub, &d, "a", &since, 0, &r), 0);
+  CHECK_EQ(r.recovered, 0);
+  CHECK_EQ(r.npubs, 0);
+  CHECK_EQ(r.pos.offset, 3);
+  push_result_free(&r);
+  CHECK_EQ(push_hub_unsubscribe(hub, "a", &d), 0);
+  since.offset = 1;
+  CHECK_EQ(sub_since(hub, &d, "a", &since, 0, &r), 0);
+  CHECK_EQ(r.recovered, 1);
+  CHECK(pubs_are(&r, 2, 2));
+  push_result_free(&r);
+  CHECK_EQ(push_hub_unsubscribe(hub, "a", &d), 0);
+
+  /* One more on b evicts a's offset 2: recovery from 1 is gone now. */
+  CHECK_EQ(publish(hub, "b", "1", 0, NULL), 0);
+  CHECK_EQ(push_hub_history_evictions(hub), 2);
+  CHECK_EQ(push_hub_history(hub, "a", 0, &since, 0, &r), 0);
+  CHECK_EQ(r.recovered, 0);
+  CHECK_EQ(r.npubs, 0);
+  push_result_free(&r);
+  since.offset = 2;
+  CHECK_EQ(push_hub_history(hub, "a", 0, &since, 0, &r), 0);
+  CHECK_EQ(r.recovered, 1);
+  CHECK(pubs_are(&r, 3, 1));
+  push_result_free(&r);
+
+  /* Evicted while still pending for a subscriber: delivered all the same. */
+  CHECK_EQ(push_hub_publish(hub, "b", js("1"), no_json, NULL, NULL, 0, NULL),
+           0);
+  push_hub_set_history_limit(hub, one);
+  CHECK_EQ(push_hub_history_bytes(hub), one);
+  push_hub_flush(hub);
+  CHECK_EQ(c.ngot, 5);
+  CHECK_EQ(c.got[4]->offset, 5);
+
+  /* A publication larger than the whole cap is delivered, not kept, and
+   * takes only its own channel's older history with it. */
+  push_hub_set_history_limit(hub, 5 * one);
+  CHECK_EQ(publish(hub, "a", "1", 0, NULL), 0); /* a: offset 4 */
+  CHECK_EQ(push_hub_history_bytes(hub), 2 * one);
+  uint64_t ev = push_hub_history_evictions(hub);
+  size_t big = (size_t)(6 * one);
+  char *data = malloc(big + 3);
+  data[0] = '"';
+  memset(data + 1, 'x', big);
+  data[big + 1] = '"';
+  data[big + 2] = '\0';
+  CHECK_EQ(publish(hub, "b", data, 0, NULL), 0);
+  CHECK_EQ(c.ngot, 6);
+  CHECK_EQ(c.got[5]->offset, 6);
+  CHECK_EQ(hist_len(hub, "b", 0), 0);
+  CHECK_EQ(hist_len(hub, "a", 0), 1);
+  CHECK_EQ(push_hub_history_bytes(hub), one);
+  CHECK_EQ(push_hub_history_evictions(hub), ev + 1); /* b's offset 5 */
+  free(data);
+
+  fake_release(&c);
+  fake_release(&d);
+  CHECK_EQ(g_released, g_delivered);
+  push_hub_del(hub);
+}
+
+/* The count stays exact through history_size, TTL, load, append,
+ * drop_history and tick, and returns to 0. */
+static void test_history_cap_accounting(void) {
+  push_hub *hub = hub_make();
+  /* chat: history 3, TTL 10 s. */
+  CHECK_EQ(publish(hub, "chat:x", "1", 0, NULL), 0);
+  uint64_t one = push_hub_history_bytes(hub);
+  CHECK(one > 0);
+  for (int i = 0; i < 4; i++) {
+    CHECK_EQ(publish(hub, "chat:x", "1", 0, NULL), 0);
+  }
+  CHECK_EQ(push_hub_history_bytes(hub), 3 * one);
+  CHECK_EQ(publish(hub, "chat:y", "1", 5000, NULL), 0);
+  CHECK_EQ(publish(hub, "chat:y", "1", 5000, NULL), 0);
+  CHECK_EQ(push_hub_history_bytes(hub), 5 * one);
+  push_hub_tick(hub, 10000);
+  CHECK_EQ(push_hub_history_bytes(hub), 2 * one);
+  push_hub_tick(hub, 15000);
+  CHECK_EQ(push_hub_history_bytes(hub), 0);
+  CHECK_EQ(push_hub_nchannels(hub), 0);
+
+  /* Engine-fed histories count too. Offsets 10..13 and one tail: the same
+   * size each. */
+  push_buf tail = {0};
+  CHECK_EQ(push_pub_tail(&tail, js("1"), no_json, NULL, NULL), 0);
+  push_ext_pub e[3] = {{10, 0, tail.p, tail.len},
+                       {11, 0, tail.p, tail.len},
+                       {12, 0, tail.p, tail.len}};
+  CHECK_EQ(push_hub_load(hub, "news", "ep", 12, e, 3, 0), 0);
+  uint64_t three = push_hub_history_bytes(hub);
+  CHECK_EQ(push_hub_load(hub, "news", "ep", 12, &e[2], 1, 0), 0);
+  uint64_t eone = push_hub_history_bytes(hub);
+  CHECK(eone > 0);
+  CHECK_EQ(three, 3 * eone);
+  push_ext_pub e13 = {13, 0, tail.p, tail.len};
+  CHECK_EQ(push_hub_append(hub, "news", "ep", &e13), 0);
+  CHECK_EQ(push_hub_history_bytes(hub), 2 * eone);
+  push_hub_drop_history(hub, "news");
+  CHECK_EQ(push_hub_history_bytes(hub), 0);
+  /* A load under the cap keeps its newest entries. */
+  push_hub_set_history_limit(hub, 2 * eone);
+  CHECK_EQ(push_hub_load(hub, "news", "ep", 12, e, 3, 0), 0);
+  CHECK_EQ(push_hub_history_bytes(hub), 2 * eone);
+  CHECK_EQ(push_hub_history_evictions(hub), 1);
+  push_result r;
+  CHECK_EQ(push_hub_history(hub, "news", 0, NULL, 0, &r), 0);
+  CHECK(pubs_are(&r, 11, 2));
+  push_result_free(&r);
+  /* and evicts others' older history in favour of its own. */
+  push_hub_set_history_limit(hub, 3 * eone);
+  CHECK_EQ(push_hub_load(hub, "wens", "ep", 12, &e[1], 2, 0), 0);
+  CHECK_EQ(push_hub_history_bytes(hub), 3 * eone);
+  CHECK_EQ(push_hub_history_evictions(hub), 2);
+  CHECK_EQ(hist_len(hub, "news", 0), 1);
+  CHECK_EQ(hist_len(hub, "wens", 0), 2);
+  /* A load prunes by TTL as it goes. */
+  push_hub_set_history_limit(hub, 0);
+  CHECK_EQ(push_hub_load(hub, "chat:n", "ep", 12, e, 3, 10000), 0);
+  CHECK_EQ(push_hub_history_bytes(hub), 3 * eone);
+  CHECK_EQ(push_hub_load(hub, "chat:n", "ep", 12, e, 3, 9999), 0);
+  CHECK(push_hub_history_bytes(hub) > 3 * eone);
+  push_hub_tick(hub, 10000);
+  CHECK_EQ(push_hub_history_bytes(hub), 3 * eone);
+  push_hub_drop_history(hub, "news");
+  push_hub_drop_history(hub, "wens");
+  CHECK_EQ(push_hub_history_bytes(hub), 0);
+  push_hub_tick(hub, 20000);
+  CHECK_EQ(push_hub_nchannels(hub), 0);
+  push_buf_free(&tail);
+  push_hub_del(hub);
+}
+
+/* Random publishing, ticks, drops and caps over 40 channels in two
+ * namespaces, against a recount of every history. Channel names have one
+ * length and the data makes up for the offset's digits, so every
+ * publication costs the same. */
+static void test_history_cap_random(void) {
+  enum { NCH = 40, STEPS = 4000 };
+  push_hub *hub = hub_make();
+  char name[32], data[16];
+  uint64_t x = 0x9e3779b97f4a7c15ULL;
+  int64_t now = 0;
+  uint64_t one = 0, cap = 0;
+  size_t over = 0, off = 0;
+  for (int step = 0; step < STEPS; step++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    int c = (int)(x % NCH);
+    snprintf(name, sizeof name, c % 2 ? "chat:%02d" : "chat_%02d", c);
+    unsigned op = (unsigned)(x >> 20) % 100;
+    now += (int64_t)((x >> 40) % 400);
+    if (op < 80) {
+      push_pos pos;
+      uint64_t next = push_hub_pos(hub, name, &pos) == 0 ? pos.offset + 1 : 1;
+      int digits = next < 10 ? 1 : next < 100 ? 2 : next < 1000 ? 3 : 4;
+      snprintf(data, sizeof data, "\"%.*s\"", 6 - digits, "xxxxxx");
+      CHECK_EQ(publish(hub, name, data, now, NULL), 0);
+      if (one == 0) {
+        one = push_hub_history_bytes(hub);
+      }
+    } else if (op < 88) {
+      push_hub_tick(hub, now);
+    } else if (op < 94) {
+      push_hub_drop_history(hub, name);
+    } else if (op < 98) {
+      (void)hist_len(hub, name, now);
+    } else {
+      cap = (x >> 32) % 4 == 0 ? 0 : one * ((x >> 34) % 60);
+      push_hub_set_history_limit(hub, cap);
+    }
+    over += cap != 0 && push_hub_history_bytes(hub) > cap;
+    if (step % 50 == 0) {
+      size_t n = 0;
+      for (int k = 0; k < NCH; k++) {
+        snprintf(name, sizeof name, k % 2 ? "chat:%02d" : "chat_%02d", k);
+        n += hist_len(hub, name, now);
+      }
+      off += push_hub_history_bytes(hub) != n * one;
+    }
+  }
+  CHECK(one > 0);
+  CHECK_EQ(over, 0);
+  CHECK_EQ(off, 0);
+  CHECK(push_hub_history_evictions(hub) > 0);
+  for (int k = 0; k < NCH; k++) {
+    snprintf(name, sizeof name, k % 2 ? "chat:%02d" : "chat_%02d", k);
+    push_hub_drop_history(hub, name);
+  }
+  CHECK_EQ(push_hub_history_bytes(hub), 0);
+  push_hub_tick(hub, now);
+  CHECK_EQ(push_hub_nchannels(hub), 0);
+  push_hub_del(hub);
+}
+
 static double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -1117,5 +1415,9 @@ int main(void) {
   RUN(test_many_subscribers);
   RUN(test_flush_batches);
   RUN(test_flush_order);
+  RUN(test_history_cap_many_channels);
+  RUN(test_history_cap_recovery);
+  RUN(test_history_cap_accounting);
+  RUN(test_history_cap_random);
   return TEST_REPORT();
 }
