@@ -45,6 +45,7 @@ int push_config_defaults(push_config *c) {
   c->jwt_require_exp = 1;
   c->max_channels = 128;
   c->max_channels_total = 100000;
+  c->max_history_bytes = (uint64_t)256 << 20;
   c->rate_commands = (push_rate){1000, 2000};
   c->rate_publishes = (push_rate){500, 1000};
   c->rate_subscribes = (push_rate){100, 200};
@@ -575,6 +576,10 @@ int push_config_load(push_config *c, const char *path, char *err,
       }
     } else if (strcmp(k, "max_channels") == 0) {
       bad = json_u32(v, &c->max_channels);
+    } else if (strcmp(k, "max_history_bytes") == 0) {
+      size_t bytes = 0;
+      bad = json_size(v, &bytes);
+      c->max_history_bytes = bytes;
     } else if (strcmp(k, "max_channels_total") == 0) {
       bad = json_u32(v, &c->max_channels_total);
     } else if (strcmp(k, "rate_limits") == 0) {

@@ -44,6 +44,7 @@ typedef struct push_config {
   size_t nns;
   uint32_t max_channels;       /* per client */
   uint32_t max_channels_total; /* in this node's hub; 0: no limit */
+  uint64_t max_history_bytes;  /* history kept in memory; 0: no limit */
   /* Token buckets (docs/config.md "rate_limits"); per_s 0: off. */
   push_rate rate_commands;    /* commands per connection */
   push_rate rate_publishes;   /* publish commands per connection */

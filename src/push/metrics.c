@@ -101,6 +101,13 @@ void push_metrics(push_server *ps, herald_http *h) {
        "1 when the engine can serve every channel (Redis: every shard is "
        "connected and ready).",
        (double)push_engine_healthy(ps->engine, &why)},
+      {"herald_history_bytes", "gauge",
+       "Bytes of history this node keeps in memory (max_history_bytes).",
+       (double)push_hub_history_bytes(ps->hub)},
+      {"herald_history_evictions_total", "counter",
+       "History entries dropped, oldest first, to stay under "
+       "max_history_bytes.",
+       (double)push_hub_history_evictions(ps->hub)},
       {"herald_rate_limited_commands_total", "counter",
        "Commands refused with 110: over rate_limits.commands.",
        (double)ps->limited_commands},

@@ -283,6 +283,9 @@ int push_server_main(push_config *cfg) {
     return 1;
   }
   ps->hub = push_hub_new(cfg->ns, cfg->nns);
+  if (ps->hub != NULL) {
+    push_hub_set_history_limit(ps->hub, cfg->max_history_bytes);
+  }
   ps->ips = push_ip_table_new();
   if (ps->hub == NULL || ps->ips == NULL) {
     push_hub_del(ps->hub);

@@ -137,6 +137,26 @@ def test_channels_total():
     s.stop()
 
 
+def test_history_bytes():
+    cap = 40000
+    s = Server(cfg(max_history_bytes=cap))
+    first = s.publish("pub:old", {"n": 0})
+    for i in range(1, 400):
+        s.publish(f"pub:h{i % 200}", {"pad": "x" * 100, "n": i})
+    m = s.metrics()
+    check("history bytes stay under max_history_bytes",
+          0 < m.get("herald_history_bytes", 0) <= cap, short(m))
+    check("the oldest entries were evicted and counted",
+          m.get("herald_history_evictions_total", 0) > 0, short(m))
+    w = s.client()
+    r = w.call("subscribe", {"channel": "pub:old",
+                             "since": {"epoch": first["epoch"],
+                                       "offset": 0}})
+    check("recovering across an evicted entry: recovered false",
+          r.get("result", {}).get("recovered") is False, short(r))
+    s.stop()
+
+
 def test_token_expiry():
     s = Server(cfg(anonymous=False, jwt={"hmac_secret": SECRET}))
     w = s.ws()
@@ -262,7 +282,8 @@ def test_log_escaping():
 
 
 TESTS = [test_command_rate, test_publish_and_subscribe_rate,
-         test_connection_rate_per_ip, test_channels_total, test_token_expiry,
+         test_connection_rate_per_ip, test_channels_total, test_history_bytes,
+         test_token_expiry,
          test_api_b64, test_query_nul, test_bad_last_event_id,
          test_log_escaping]
 
