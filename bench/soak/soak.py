@@ -373,7 +373,8 @@ def ident_of(data):
 class Track:
     """One subscriber's view of one channel.
 
-    receipts: (epoch, offset, ident, notices before it, time)
+    receipts: (epoch, offset, ident, notices before it, time, the
+    subscriber's position just before it)
     notices: (kind, from position, to position, time) - the subscriber was
     told that it may have missed publications (a subscribe reply with
     "recovered": false, a 3010 disconnect, an SSE "unrecovered" event)."""
@@ -391,7 +392,8 @@ class Track:
         self.pos = (epoch, offset)
 
     def recv(self, epoch, offset, ident):
-        self.receipts.append((epoch, offset, ident, len(self.notices), now()))
+        self.receipts.append((epoch, offset, ident, len(self.notices), now(),
+                              self.pos))
         self.pos = (epoch, offset)
 
     def notice(self, kind, to):
@@ -868,9 +870,10 @@ def analyze(channels, tracks, shard_of, shards):
       - misplaced: a publication received at another position than the
         one its publisher was given;
       - every acknowledged publication after the subscriber's first
-        position either received, or missing with a notice between the
-        receipts it belongs between ("told"), or missing without one
-        ("silent loss")."""
+        position either received, or missing with a notice covering it
+        ("told": between the receipts it belongs between there is a
+        recovered false or unrecovered that announced a position at or
+        past it, or a 3010), or missing without one ("silent loss")."""
     out = collections.Counter()
     evidence = {"silent": [], "duplicates": [], "gaps": [], "order": [],
                 "misplaced": [], "publisher_order": [], "only_3010": []}
@@ -893,7 +896,7 @@ def analyze(channels, tracks, shard_of, shards):
     for t in tracks:
         if t.start:
             seen(t.channel, t.start[0], t.start[2])
-        for (e, o, ident, _, tm) in t.receipts:
+        for (e, o, ident, _, tm, _) in t.receipts:
             seen(t.channel, e, tm)
             if ident:
                 at_pos[t.channel][(e, o)].add(ident)
@@ -946,10 +949,10 @@ def analyze(channels, tracks, shard_of, shards):
         start_key = key(ch, t.start[0], t.start[1], None, t.start[2])
         counts = collections.Counter(r[2] for r in rec)
         dup_seen = set()
-        prev = (t.start[0], t.start[1], None, 0, t.start[2])
+        prev = (t.start[0], t.start[1], None, 0, t.start[2], None)
         prev_key = start_key
         for r in rec:
-            e, o, ident, nc, tm = r
+            e, o, ident, nc, tm, before = r
             k = key(ch, e, o, ident, tm)
             if ident is None:
                 out["deliveries of foreign data"] += 1
@@ -968,7 +971,14 @@ def analyze(channels, tracks, shard_of, shards):
                     evidence["misplaced"].append(
                         {"subscriber": t.sub, "ident": ident,
                          "acked": ack_pos[ident], "received": [ch, e, o]})
-            if nc == prev[3] and (e != prev[0] or o != prev[1] + 1):
+            # With no notice since the last receipt, the next offset;
+            # after one, the one after the position the client then held
+            # (what a notice said, or where a recovery left it).
+            if nc == prev[3]:
+                gap = e != prev[0] or o != prev[1] + 1
+            else:
+                gap = before is None or e != before[0] or o != before[1] + 1
+            if gap:
                 out["unannounced gaps"] += 1
                 if len(evidence["gaps"]) < 20:
                     evidence["gaps"].append(
@@ -1000,10 +1010,18 @@ def analyze(channels, tracks, shard_of, shards):
             i = bisect.bisect_left(keys, k)
             lo = ncs[i - 1] if i > 0 else 0
             hi = ncs[i] if i < len(ncs) else total
-            if hi > lo:
+            # Told: a notice between the receipts it belongs between that
+            # announced a position at or past it (recovered false, SSE
+            # unrecovered), or a 3010 (which names no position).
+            here = t.notices[lo:hi]
+            covered = any(n[2] is not None and
+                          k <= key(ch, n[2][0], n[2][1], None, n[3])
+                          for n in here)
+            by_3010 = any(n[0] == "3010" for n in here)
+            if covered or by_3010:
                 out["told losses"] += 1
                 told_gaps.add((t.sub, ch, lo, hi))
-                if all(n[0] == "3010" for n in t.notices[lo:hi]):
+                if not covered:
                     out["told losses covered only by a 3010"] += 1
                     if len(evidence["only_3010"]) < 10:
                         evidence["only_3010"].append(
