@@ -39,6 +39,16 @@ fi
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=$(command -v python3)
 
+# A checker that cannot see a loss proves nothing: test it first.
+if ! "$PY" "$ROOT/tests/push/soak_check.py" >/tmp/herald-soak-check.$$ 2>&1; then
+  cat /tmp/herald-soak-check.$$
+  rm -f /tmp/herald-soak-check.$$
+  echo "soak: FAIL: the checker's self-test (tests/push/soak_check.py) fails" >&2
+  exit 1
+fi
+echo "soak: checker self-test: $(tail -1 /tmp/herald-soak-check.$$)"
+rm -f /tmp/herald-soak-check.$$
+
 WORK=$(mktemp -d /tmp/herald-soak.XXXXXX)
 export SOAK_WORK=$WORK
 PYPID=
