@@ -1020,6 +1020,7 @@ def analyze(channels, tracks, shard_of, shards):
             by_3010 = any(n[0] == "3010" for n in here)
             if covered or by_3010:
                 out["told losses"] += 1
+                out["told losses on " + ch] += 1
                 told_gaps.add((t.sub, ch, lo, hi))
                 if not covered:
                     out["told losses covered only by a 3010"] += 1
@@ -1034,6 +1035,7 @@ def analyze(channels, tracks, shard_of, shards):
                               round(order[i][2][4], 3)]})
             else:
                 out["silent losses"] += 1
+                out["silent losses on " + ch] += 1
                 silent_here.append((i, a))
         # Evidence: one entry per run of silent losses between two receipts.
         runs = _group(silent_here, lambda x: x[0])
@@ -1328,6 +1330,17 @@ def run(herald):
         "told_gaps": res["told gaps"],
         "told_losses_covered_only_by_3010":
             res["told losses covered only by a 3010"],
+        "by_channel": {ch: {
+            "shard": shard_of.get(ch),
+            "persistence": None if shard_of.get(ch) is None else
+            shards[shard_of[ch]].persist,
+            "history_size": TIGHT_HISTORY if ch.startswith("tight:")
+            else HISTORY,
+            "subscriptions": sum(1 for t in tracks if t.channel == ch),
+            "acked": sum(1 for a in ACKS if a[0] == ch),
+            "told_losses": res["told losses on " + ch],
+            "silent_losses": res["silent losses on " + ch]}
+            for ch in channels},
         "unannounced_gaps": res["unannounced gaps"],
         "order_violations": res["order violations"],
         "misplaced": res["misplaced"],
@@ -1417,6 +1430,11 @@ def print_report(r):
         f"acked positions taken twice {r['acked_positions_taken_twice']}",
         f"caught up at end   {r['caught_up_at_end']}",
     ]
+    for ch, c in r["by_channel"].items():
+        lines.append(f"  {ch:<10} shard {c['shard']} ({c['persistence']}), "
+                     f"history {c['history_size']}: acked {c['acked']}, "
+                     f"{c['subscriptions']} subscriptions, told losses "
+                     f"{c['told_losses']}, silent {c['silent_losses']}")
     for name, m in r["memory_kb"].items():
         lines.append(f"memory {name:<11} VmRSS start {kb(m['rss_start'])}, "
                      f"end {kb(m['rss_end'])}, max sampled "
