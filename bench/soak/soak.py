@@ -1220,7 +1220,7 @@ def run(herald):
             if n.alive():
                 r = vmrss_kb(n.proc.pid)
                 if r:
-                    rss_samples[n.name].append(r)
+                    rss_samples[n.name].append((round(now(), 1), r))
         say(f"acked {len(ACKS)}, deliveries "
             f"{sum(len(t.receipts) for t in tracks)}, "
             f"faults {sum(v for k, v in FAULT_COUNTS.items() if k != 'redis_and_node_together')}")
@@ -1359,7 +1359,9 @@ def run(herald):
             "restarts": len(n.lives) - 1,
             "rss_start": n.lives[0]["rss_start_kb"],
             "rss_end": n.lives[-1]["rss_end_kb"],
-            "rss_max_sampled": max(rss_samples[n.name], default=None),
+            "rss_max_sampled": max((x[1] for x in rss_samples[n.name]),
+                                   default=None),
+            "rss_samples": rss_samples[n.name],
             "last_process_up_s": round(n.lives[-1]["ended"] -
                                        n.lives[-1]["started"], 1)}
             for n in nodes},
