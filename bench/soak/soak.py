@@ -1223,7 +1223,8 @@ def run(herald):
                     rss_samples[n.name].append((round(now(), 1), r))
         say(f"acked {len(ACKS)}, deliveries "
             f"{sum(len(t.receipts) for t in tracks)}, "
-            f"faults {sum(v for k, v in FAULT_COUNTS.items() if k != 'redis_and_node_together')}")
+            f"faults "
+            f"{FAULT_COUNTS['redis_kill9'] + FAULT_COUNTS['node_kill9']}")
     faults.join(30)
     # Settle: everything up, publishing goes on a little, then stops.
     CALM.set()
@@ -1413,7 +1414,8 @@ def print_report(r):
         f"{r['setup']['sse_subscribers']} sse)",
         f"publications acked {r['publications_acked']} of "
         f"{r['publications_attempted']} "
-        f"({', '.join(f'{k} {v}' for k, v in r['acked_by_transport'].items())})"
+        "(" + ", ".join(f"{k} {v}" for k, v in
+                        r["acked_by_transport"].items()) + ")"
         f"; not acked: {r['publications_not_acked']}",
         f"deliveries         {r['deliveries']} "
         f"(ws {r['deliveries_by_transport']['ws']}, "
