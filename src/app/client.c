@@ -51,6 +51,7 @@ typedef struct session {
   int stopping;  /* no reconnect: the user is done (EOF, signal, /quit) */
   int we_closed; /* the close handshake was ours */
   int sent_one;  /* -1: the message is sent */
+  int got_one;   /* -1: the reply is printed */
   uint32_t retry_ms;
 
   /* stdin: a stream handle (pipe, tty, socket) or, for regular files and
@@ -660,11 +661,16 @@ static void on_message(cnet *n, herald_opcode op, const uint8_t *data,
     }
     return;
   }
-  show(s, op, data, len);
-  if (s->o->one && !s->stopping) {
+  if (s->o->one) {
+    if (s->got_one) {
+      return; /* only the first reply counts */
+    }
+    s->got_one = 1;
+    show(s, op, data, len);
     finish_session(s, HERALD_CLOSE_NORMAL, "");
     return;
   }
+  show(s, op, data, len);
   linger_again(s);
 }
 

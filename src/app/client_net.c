@@ -106,6 +106,7 @@ struct cnet {
   char *raw; /* bytes of our own to write before the core's (CONNECT) */
   size_t rawlen, rawoff;
 
+  int dropped;      /* --listen: the input buffer was emptied mid-feed */
   int busy;         /* cnet_busy() said so: on_drain is owed */
   int ping_pending; /* --ping-interval: a ping awaits its pong */
   int close_sent;
@@ -646,11 +647,11 @@ static void start_handshake(cnet *n) {
   int rv = herald_conn_client_start(n->conn, &co);
   free(hs);
   if (rv != 0) {
+    n->end.usage = 1;
     fail(n,
          "cannot build the handshake request: %s (check -H, --origin and "
          "--subprotocol)",
          herald_strerror(rv));
-    n->end.usage = 1;
     return;
   }
   n->state = N_HANDSHAKE;
@@ -668,9 +669,25 @@ static void start_handshake(cnet *n) {
 
 static void tls_step(cnet *n);
 
+/* A file named on the command line that cannot be read: say so plainly
+ * rather than through OpenSSL's error stack. Returns 0 when it can. */
+static int unreadable(cnet *n, const char *what, const char *file) {
+  if (file == NULL || access(file, R_OK) == 0) {
+    return 0;
+  }
+  n->end.usage = 1;
+  fail(n, "cannot read %s %s: %s", what, file, strerror(errno));
+  return -1;
+}
+
 static void start_tls(cnet *n) {
   const client_opts *o = n->o;
   char eb[256];
+  if (unreadable(n, "the CA file", o->ca_file) ||
+      unreadable(n, "the client certificate", o->cert_file) ||
+      unreadable(n, "the client key", o->key_file)) {
+    return;
+  }
   n->ctx = SSL_CTX_new(TLS_client_method());
   if (n->ctx == NULL) {
     fail(n, "cannot set up TLS: %s", ssl_errors(eb, sizeof(eb)));
@@ -685,31 +702,31 @@ static void start_tls(cnet *n) {
                  ? SSL_CTX_load_verify_locations(n->ctx, o->ca_file, NULL)
                  : SSL_CTX_set_default_verify_paths(n->ctx);
     if (ok != 1) {
+      n->end.usage = o->ca_file != NULL;
       fail(n, "cannot load the CA certificates%s%s: %s",
            o->ca_file ? " of " : "", o->ca_file ? o->ca_file : "",
            ssl_errors(eb, sizeof(eb)));
-      n->end.usage = o->ca_file != NULL;
       return;
     }
   }
   if (o->cert_file) {
     const char *key = o->key_file ? o->key_file : o->cert_file;
     if (SSL_CTX_use_certificate_chain_file(n->ctx, o->cert_file) != 1) {
+      n->end.usage = 1;
       fail(n, "cannot load the client certificate %s: %s", o->cert_file,
            ssl_errors(eb, sizeof(eb)));
-      n->end.usage = 1;
       return;
     }
     if (SSL_CTX_use_PrivateKey_file(n->ctx, key, SSL_FILETYPE_PEM) != 1) {
+      n->end.usage = 1;
       fail(n, "cannot load the client key %s: %s", key,
            ssl_errors(eb, sizeof(eb)));
-      n->end.usage = 1;
       return;
     }
     if (SSL_CTX_check_private_key(n->ctx) != 1) {
+      n->end.usage = 1;
       fail(n, "the key %s does not belong to the certificate %s", key,
            o->cert_file);
-      n->end.usage = 1;
       return;
     }
   }
@@ -1040,6 +1057,7 @@ static void handshake_failed(cnet *n, int rv, const uint8_t *at, size_t len) {
 
 static void feed(cnet *n) {
   size_t off = 0;
+  n->dropped = 0;
   while (!n->ended && off < n->ilen) {
     herald_event ev;
     int r = herald_conn_recv(n->conn, n->ibuf + off, n->ilen - off, &ev);
@@ -1065,6 +1083,10 @@ static void feed(cnet *n) {
       break;
     }
     on_event(n, &ev, at);
+    if (n->dropped) {
+      n->dropped = 0; /* listen_reset() emptied ibuf under us */
+      return;
+    }
   }
   if (n->ended) {
     return;
@@ -1094,6 +1116,7 @@ static void listen_reset(cnet *n) {
   herald_conn_del(n->conn);
   n->conn = NULL;
   n->ilen = 0;
+  n->dropped = 1;
   if (herald_conn_new(&n->conn, &n->cfg) != 0) {
     fail(n, "out of memory");
     return;
@@ -1136,7 +1159,11 @@ static void on_eof(cnet *n) {
 }
 
 static void on_readable(cnet *n) {
-  for (int round = 0; round < 16 && !n->ended; round++) {
+  int fd = n->fd;
+  /* The loop stops when the socket changes under it (--listen drops a
+   * peer that was not a WebSocket client). */
+  for (int round = 0; round < 16 && !n->ended && n->fd == fd && fd >= 0;
+       round++) {
     if (n->icap - n->ilen < READ_CHUNK) {
       size_t cap = n->icap ? n->icap * 2 : 2 * READ_CHUNK;
       while (cap - n->ilen < READ_CHUNK) {
@@ -1497,8 +1524,14 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     return;
   }
   if (status < 0 && n->state != N_CONNECT) {
-    fail(n, "socket error on %s: %s", n->target, uv_strerror(status));
-    return;
+    /* libuv reports EPOLLERR (a reset, mostly) as UV_EBADF and stops the
+     * handle: read, and let read() name the error. */
+    n->poll_events = 0;
+    events = UV_READABLE;
+    if (n->state == N_TLS) {
+      tls_step(n);
+      return;
+    }
   }
   switch (n->state) {
   case N_CONNECT:
