@@ -74,7 +74,7 @@ struct fanout {
   bp_snap srv_start, srv_end;
   double bench_cpu_start, bench_cpu_end;
   long rss_before, rss_ready;
-  char refusal[320]; /* the first refusal that stopped the run */
+  char refusal[768]; /* the first refusal that stopped the run */
   hist lat;
   uv_timer_t tick, phase_timer;
   int timers_live;
