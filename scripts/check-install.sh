@@ -302,7 +302,7 @@ for p in herald libherald0 libherald-dev; do
   fi
 done
 command -v lintian >/dev/null || scripts/deps.sh
-out=$(scripts/build-debs.sh "$build-deb" 2>&1) ||
+out=$(scripts/build-debs.sh "$build/debs" 2>&1) ||
   { echo "$out" >&2; fail "scripts/build-debs.sh failed"; }
 grep '^lintian' <<<"$out" | grep -v 'running with root privileges' || true
 read -r -a debs <<<"$(tail -1 <<<"$out")"
@@ -325,7 +325,8 @@ for deb in "${debs[@]}"; do
       grep -qx -- "./usr/lib/$multiarch/$f" <<<"$contents" ||
         fail "libherald0 lacks /usr/lib/$multiarch/$f"
     done
-    dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./shlibs | grep -q "^libherald $major libherald0" ||
+    shlibs=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./shlibs)
+    grep -q "^libherald $major libherald0" <<<"$shlibs" ||
       fail "libherald0 has no shlibs entry for libherald"
     ;;
   libherald-dev)
@@ -342,10 +343,14 @@ for deb in "${debs[@]}"; do
       ./usr/share/doc/herald/protocol.md; do
       grep -qx -- "$f" <<<"$contents" || fail "herald lacks $f"
     done
-    dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles | grep -qx /etc/herald/herald.json ||
+    # Whole outputs into variables: grep -q closing a pipe early would
+    # fail the pipeline (pipefail).
+    conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
+    grep -qx /etc/herald/herald.json <<<"$conffiles" ||
       fail "/etc/herald/herald.json is not a conffile"
+    control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
     for s in postinst prerm postrm; do
-      dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -qx "./$s" || fail "herald has no $s"
+      grep -qx "./$s" <<<"$control" || fail "herald has no $s"
     done
     ;;
   esac
@@ -364,12 +369,16 @@ mode=$(stat -c '%a %U:%G' /etc/herald/herald.json)
 echo "installed with apt; herald --version: $got; user herald; herald.json $mode"
 
 # The -dev package: programs build against it through pkg-config and
-# find_package, and run with libherald0.
+# find_package, and run with libherald0 (the system paths only: forget the
+# temporary prefix of step 1).
+unset PKG_CONFIG_PATH CMAKE_PREFIX_PATH
 cc=${CC:-cc}
 # shellcheck disable=SC2046
 $cc -std=c17 -Wall -Werror examples/echo_client.c -o "$work/echo_client_deb" \
   $(pkg-config --cflags --libs herald) || fail "cannot build against libherald-dev"
-ldd "$work/echo_client_deb" | grep -q "/usr/lib/$multiarch/libherald.so.$major" ||
+# (/lib is /usr/lib on a merged-/usr system: ldd may name either.)
+grep -qE "libherald.so.$major => (/usr)?/lib/$multiarch/libherald.so.$major" \
+  <<<"$(ldd "$work/echo_client_deb")" ||
   fail "echo_client is not linked with /usr/lib/$multiarch/libherald.so.$major"
 mkdir -p "$work/cmdeb"
 printf '%s\n' 'cmake_minimum_required(VERSION 3.20)' \
