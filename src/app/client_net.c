@@ -1162,7 +1162,10 @@ static void on_readable(cnet *n) {
   int fd = n->fd;
   /* The loop stops when the socket changes under it (--listen drops a
    * peer that was not a WebSocket client). */
-  for (int round = 0; round < 16 && !n->ended && n->fd == fd && fd >= 0;
+  /* Bytes OpenSSL already took off the socket do not wake the poll again:
+   * read those in any case. */
+  for (int round = 0; (round < 16 || (n->ssl && SSL_pending(n->ssl) > 0)) &&
+                      !n->ended && n->fd == fd && fd >= 0;
        round++) {
     if (n->icap - n->ilen < READ_CHUNK) {
       size_t cap = n->icap ? n->icap * 2 : 2 * READ_CHUNK;
