@@ -486,13 +486,10 @@ static void send_ping(session *s, const char *text) {
     note(s, "cannot ping: %s", herald_strerror(rv));
     return;
   }
-  /* Remembered by payload: the pong echoes it (RFC 6455 5.5.3). */
-  s->pings[seq % MAX_PINGS].seq = seq;
+  /* The pong echoes the payload (RFC 6455 5.5.3): ours carry the sequence
+   * number; a ping with the user's text is matched as the latest one. */
+  s->pings[seq % MAX_PINGS].seq = text && *text ? 0 : seq;
   s->pings[seq % MAX_PINGS].sent_ns = now_ns();
-  if (text && *text) {
-    s->pings[seq % MAX_PINGS].seq = 0; /* a custom payload: match by text */
-    s->pings[seq % MAX_PINGS].sent_ns = now_ns();
-  }
 }
 
 static void command(session *s, const char *line) {
