@@ -9,9 +9,13 @@
 #      installed library, through pkg-config and through find_package(herald),
 #      and the client talks to the server;
 #   4. the man pages pass `groff -man -ww -z` without a warning;
-#   5. (root on Debian only) `cpack -G DEB` builds a .deb that apt installs;
-#      /usr/bin/herald --version runs, the unit's ExecStart command line
-#      serves GET /health with the packaged config, and the package is purged.
+#   5. (root on Debian only) scripts/build-debs.sh builds libherald0,
+#      libherald-dev and herald with lintian reporting no error; apt installs
+#      all three; the system user and the config's mode (0640 root:herald)
+#      are checked, the unit passes systemd-analyze verify (where systemd
+#      can say), its ExecStart command line runs as the unit's user and
+#      serves GET /health, programs build against the installed -dev
+#      package; then all three are purged and nothing of them is left.
 # Uses the release build in $BUILD (default build), building it if needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +32,8 @@ cleanup() {
     wait "$pid" 2>/dev/null || true
   done
   if [ "$pkg_installed_here" = 1 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq herald >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq herald libherald-dev \
+      libherald0 >/dev/null 2>&1 || true
   fi
   rm -rf "$work"
 }
@@ -280,87 +285,164 @@ for cmd in serve echo client bench; do
 done
 echo "herald.1 and herald.3: no groff warnings; herald.1 names every option"
 
-# ---- 5. the Debian package ------------------------------------------------------
-say "Debian package"
+# ---- 5. the Debian packages -------------------------------------------------
+say "Debian packages"
 if [ "$(id -u)" -ne 0 ]; then
-  echo "SKIPPED: not root; the .deb is built, installed and started only as root"
+  echo "SKIPPED: not root; the .debs are built, installed and started only as root"
   exit 0
 fi
 if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
   echo "SKIPPED: no apt-get/dpkg-deb: not a Debian system"
   exit 0
 fi
-if grep -q "ok installed" <<<"$(dpkg-query -W -f='${Status}' herald 2>/dev/null)"; then
-  echo "SKIPPED: a herald package is already installed; not replacing it"
-  exit 0
-fi
-rm -f "$build"/herald_*.deb
-(cd "$build" && cpack -G DEB >"$work/cpack.log" 2>&1) ||
-  { cat "$work/cpack.log" >&2; fail "cpack -G DEB failed"; }
-deb=$(ls "$build"/herald_"$version"_*.deb)
-info=$(dpkg-deb -f "$deb")
-for want in "Package: herald" "Version: $version" "Section: net" \
-  "Maintainer: " "Description: "; do
-  grep -q "^$want" <<<"$info" || fail "control lacks '$want'"
+for p in herald libherald0 libherald-dev; do
+  if grep -q "ok installed" <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)"; then
+    echo "SKIPPED: a $p package is already installed; not replacing it"
+    exit 0
+  fi
 done
-depends=$(dpkg-deb -f "$deb" Depends)
-for dep in libuv1 libssl3 zlib1g; do
-  grep -qw "$dep" <<<"$depends" || fail "Depends lacks $dep: $depends"
+command -v lintian >/dev/null || scripts/deps.sh
+out=$(scripts/build-debs.sh "$build/debs" 2>&1) ||
+  { echo "$out" >&2; fail "scripts/build-debs.sh failed"; }
+grep '^lintian' <<<"$out" | grep -v 'running with root privileges' || true
+read -r -a debs <<<"$(tail -1 <<<"$out")"
+[ "${#debs[@]}" = 3 ] || fail "expected three .debs, got: ${debs[*]}"
+debver="$version-1"
+multiarch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+for deb in "${debs[@]}"; do
+  info=$(dpkg-deb -f "$deb")
+  for want in "Version: $debver" "Maintainer: " "Description: "; do
+    grep -q "^$want" <<<"$info" || fail "$(basename "$deb"): control lacks '$want'"
+  done
+  pkg=$(dpkg-deb -f "$deb" Package)
+  contents=$(dpkg-deb -c "$deb" | awk '{print $6}')
+  for f in "./usr/share/doc/$pkg/copyright" "./usr/share/doc/$pkg/changelog.Debian.gz"; do
+    grep -qx -- "$f" <<<"$contents" || fail "$pkg lacks $f"
+  done
+  case $pkg in
+  libherald0)
+    for f in "libherald.so.$version" "libherald-core.so.$version"; do
+      grep -qx -- "./usr/lib/$multiarch/$f" <<<"$contents" ||
+        fail "libherald0 lacks /usr/lib/$multiarch/$f"
+    done
+    shlibs=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./shlibs)
+    grep -q "^libherald $major libherald0" <<<"$shlibs" ||
+      fail "libherald0 has no shlibs entry for libherald"
+    ;;
+  libherald-dev)
+    for f in ./usr/include/herald/rt.h "./usr/lib/$multiarch/libherald.a" \
+      "./usr/lib/$multiarch/pkgconfig/herald.pc" \
+      "./usr/lib/$multiarch/cmake/herald/heraldConfig.cmake" \
+      ./usr/share/man/man3/herald.3.gz; do
+      grep -qx -- "$f" <<<"$contents" || fail "libherald-dev lacks $f"
+    done
+    ;;
+  herald)
+    for f in ./usr/bin/herald ./lib/systemd/system/herald.service \
+      ./etc/herald/herald.json ./usr/share/man/man1/herald.1.gz \
+      ./usr/share/doc/herald/protocol.md; do
+      grep -qx -- "$f" <<<"$contents" || fail "herald lacks $f"
+    done
+    # Whole outputs into variables: grep -q closing a pipe early would
+    # fail the pipeline (pipefail).
+    conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
+    grep -qx /etc/herald/herald.json <<<"$conffiles" ||
+      fail "/etc/herald/herald.json is not a conffile"
+    control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
+    for s in postinst prerm postrm; do
+      grep -qx "./$s" <<<"$control" || fail "herald has no $s"
+    done
+    ;;
+  esac
+  echo "$(basename "$deb"): Depends: $(dpkg-deb -f "$deb" Depends)"
 done
-conffiles=$(dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles)
-grep -qx /etc/herald/herald.json <<<"$conffiles" ||
-  fail "/etc/herald/herald.json is not a conffile"
-contents=$(dpkg-deb -c "$deb" | awk '{print $NF}')
-for f in ./usr/bin/herald ./lib/systemd/system/herald.service \
-  ./etc/herald/herald.json ./usr/include/herald/herald.h \
-  ./usr/share/man/man1/herald.1 ./usr/share/doc/herald/herald.service; do
-  grep -qx -- "$f" <<<"$contents" || fail "the .deb lacks $f"
-done
-echo "$(basename "$deb"): Depends: $depends"
 
 export DEBIAN_FRONTEND=noninteractive
 pkg_installed_here=1
-apt-get install -y -qq --no-install-recommends "$(realpath "$deb")" >"$work/apt.log" 2>&1 ||
-  { cat "$work/apt.log" >&2; fail "apt-get install of the .deb failed"; }
+apt-get install -y -qq --no-install-recommends "${debs[@]}" >"$work/apt.log" 2>&1 ||
+  { cat "$work/apt.log" >&2; fail "apt-get install of the three .debs failed"; }
 got=$(/usr/bin/herald --version)
 [ "$got" = "herald $version" ] || fail "/usr/bin/herald --version says '$got'"
-echo "installed with apt; /usr/bin/herald --version: $got"
-if command -v systemd-analyze >/dev/null; then
-  systemd-analyze verify /lib/systemd/system/herald.service >"$work/verify.log" 2>&1 ||
-    echo "note: systemd-analyze verify: $(cat "$work/verify.log")"
-fi
+getent passwd herald >/dev/null || fail "postinst made no user herald"
+mode=$(stat -c '%a %U:%G' /etc/herald/herald.json)
+[ "$mode" = "640 root:herald" ] || fail "/etc/herald/herald.json is $mode, not 640 root:herald"
+echo "installed with apt; herald --version: $got; user herald; herald.json $mode"
+
+# The -dev package: programs build against it through pkg-config and
+# find_package, and run with libherald0 (the system paths only: forget the
+# temporary prefix of step 1).
+unset PKG_CONFIG_PATH CMAKE_PREFIX_PATH
+cc=${CC:-cc}
+# shellcheck disable=SC2046
+$cc -std=c17 -Wall -Werror examples/echo_client.c -o "$work/echo_client_deb" \
+  $(pkg-config --cflags --libs herald) || fail "cannot build against libherald-dev"
+# (/lib is /usr/lib on a merged-/usr system: ldd may name either.)
+grep -qE "libherald.so.$major => (/usr)?/lib/$multiarch/libherald.so.$major" \
+  <<<"$(ldd "$work/echo_client_deb")" ||
+  fail "echo_client is not linked with /usr/lib/$multiarch/libherald.so.$major"
+mkdir -p "$work/cmdeb"
+printf '%s\n' 'cmake_minimum_required(VERSION 3.20)' \
+  'project(deb_consumer LANGUAGES C)' "find_package(herald $version REQUIRED)" \
+  "add_executable(core_only \"$work/consumer/core_only.c\")" \
+  'target_link_libraries(core_only PRIVATE herald::core)' >"$work/cmdeb/CMakeLists.txt"
+{ cmake -S "$work/cmdeb" -B "$work/cmdeb/build" && cmake --build "$work/cmdeb/build"; } \
+  >"$work/cm.log" 2>&1 ||
+  { cat "$work/cm.log" >&2; fail "find_package(herald) fails against libherald-dev"; }
+[ "$("$work/cmdeb/build/core_only")" = "$version" ] || fail "core_only (deb) failed"
+echo "built against libherald-dev: pkg-config (echo_client) and find_package (core_only)"
 
 unit=/lib/systemd/system/herald.service
+if command -v systemd-analyze >/dev/null; then
+  if systemd-analyze verify "$unit" >"$work/verify.log" 2>&1; then
+    echo "systemd-analyze verify $unit: ok"
+  else
+    # Without a running systemd some checks cannot be made; show what it said.
+    echo "note: systemd-analyze verify: $(tr '\n' ' ' <"$work/verify.log")"
+  fi
+fi
 execstart=$(sed -n 's/^ExecStart=//p' "$unit")
 [ "$execstart" = "/usr/bin/herald serve --config /etc/herald/herald.json" ] ||
   fail "unexpected ExecStart: $execstart"
+unit_user=$(sed -n 's/^User=//p' "$unit")
+[ "$unit_user" = herald ] || fail "the unit runs as '$unit_user', not herald"
+# An administrator sets real secrets before starting (herald serve may
+# refuse the placeholders); dpkg then keeps the edited conffile as it is.
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+sed -i "s/CHANGE-ME-api-key/api-$secret/; s/CHANGE-ME-hs256-secret-at-least-32-bytes/jwt-$secret/" \
+  /etc/herald/herald.json
 port=$(sed -n 's/.*"listen": *\["[^"]*:\([0-9]*\)".*/\1/p' /etc/herald/herald.json)
 if port_busy "$port"; then
   echo "SKIPPED: 127.0.0.1:$port is in use; not starting the unit's command"
 else
-  # As the unit would (DynamicUser): an unprivileged user, when possible.
-  runas=()
-  if command -v setpriv >/dev/null && id nobody >/dev/null 2>&1; then
-    runas=(setpriv --reuid=nobody --regid="$(id -g nobody)" --clear-groups)
-  fi
+  # systemd does not run in this container: run the unit's command line as
+  # the unit's user and group, as systemd would.
   # shellcheck disable=SC2086
-  "${runas[@]}" $execstart >"$work/serve.log" 2>&1 &
+  setpriv --reuid=herald --regid=herald --init-groups $execstart >"$work/serve.log" 2>&1 &
   pids+=($!)
   server=$!
   wait_for_line "$work/serve.log" "listening on" "$server" ||
-    { cat "$work/serve.log" >&2; fail "herald serve did not start"; }
+    { cat "$work/serve.log" >&2; fail "herald serve did not start as user herald"; }
   got=$(http_status "$port" /health)
   [ "$got" = 200 ] || fail "GET /health returned '$got'"
+  runner=$(ps -o user= -p "$server")
+  [ "$runner" = herald ] || fail "herald serve runs as '$runner'"
   stop "$server"
   [ "$status" = 0 ] || { cat "$work/serve.log" >&2; fail "herald serve exit $status"; }
-  echo "ExecStart (${runas:+as nobody, }config /etc/herald/herald.json):" \
+  echo "ExecStart as user herald (config 0640 root:herald):" \
     "listening on 127.0.0.1:$port, GET /health 200, SIGTERM exit 0"
 fi
 
-apt-get purge -y -qq herald >"$work/apt.log" 2>&1 ||
-  { cat "$work/apt.log" >&2; fail "apt-get purge herald failed"; }
+apt-get purge -y -qq herald libherald-dev libherald0 >"$work/apt.log" 2>&1 ||
+  { cat "$work/apt.log" >&2; fail "apt-get purge failed"; }
 pkg_installed_here=0
-for f in /usr/bin/herald /etc/herald/herald.json "$unit"; do
-  [ ! -e "$f" ] || fail "$f is left after purging herald"
+for f in /usr/bin/herald /etc/herald "$unit" /usr/include/herald \
+  /usr/share/doc/herald /usr/share/man/man1/herald.1.gz \
+  "/usr/lib/$multiarch/libherald.so.$major" "/usr/lib/$multiarch/libherald.a" \
+  "/usr/lib/$multiarch/pkgconfig/herald.pc" "/usr/lib/$multiarch/cmake/herald"; do
+  [ ! -e "$f" ] || fail "$f is left after purging the packages"
 done
-echo "package purged; nothing left in /usr/bin, /etc/herald, /lib/systemd"
+left=$(dpkg-query -W -f='${Package} ${Status}\n' herald libherald0 libherald-dev 2>/dev/null |
+  grep -v "not-installed" || true)
+[ -z "$left" ] || fail "dpkg still knows: $left"
+echo "all three purged: no file of theirs left (the system user herald stays," \
+  "as Debian does; deluser --system herald removes it)"

@@ -14,6 +14,18 @@
  * classic script, so the module form reads the global it defines. Under
  * CommonJS, `require("./herald.js")` returns { Herald, HeraldError }.)
  *
+ * Node.js: version 22 has a global WebSocket; before it, install the `ws`
+ * package, which herald.js finds by itself, or pass an implementation:
+ *
+ *   const { Herald } = require("herald-client");  // or "./herald.js"
+ *   const herald = new Herald("ws://127.0.0.1:8080/connection/websocket", {
+ *     WebSocket: require("ws"),          // optional where a global exists
+ *     getToken: () => fetchTokenFromMyBackend(),   // a Promise of a JWT
+ *   });
+ *
+ * Without any WebSocket implementation connect() throws an Error that says
+ * so; it never sits in "connecting". Types: herald.d.ts beside this file.
+ *
  * Usage:
  *
  *   const herald = new Herald("/connection/websocket", { name: "ann" });
@@ -53,6 +65,16 @@
  *   an "unrecovered" event, which calls onUnrecovered.
  * - Keepalive: a ping command every pingInterval ms (25 s); a ping left
  *   without reply by the next one closes the socket and reconnects.
+ * - Tokens: options.getToken(), when given, is called before every
+ *   connection attempt and must return the connection JWT (or a Promise of
+ *   it). A token that expires on an open connection (close 3006) is
+ *   replaced the same way: the client reconnects and asks again. A
+ *   subscription to a private channel may take { getToken(channel) } for its
+ *   subscription token, called before every (re)subscribe. A getToken that
+ *   throws or rejects counts as a failed attempt (backoff, then again) and
+ *   is reported with the "error" event.
+ * - SSE carries one channel per stream: the server's /sse takes one
+ *   channel, so each subscription opens its own EventSource.
  *
  * Events (herald.on(name, fn), herald.off(name, fn)):
  *   "connected"     {client, user, version, transport}
@@ -73,6 +95,42 @@
   var E_CLIENT_DISCONNECTED = 0; /* the connection closed before a reply */
   var E_CLIENT_TIMEOUT = 1; /* no reply within options.timeout */
   var E_NOT_AVAILABLE = 108; /* the protocol's "not available": SSE mode */
+  var E_CLIENT_TOKEN = 2; /* getToken() failed */
+
+  /* WebSocket.OPEN, for implementations that lack the static constant. */
+  var OPEN = 1;
+
+  /* Node's CommonJS require, reached through `module` so that bundlers do
+   * not try to bundle the optional `ws` package. */
+  function optionalRequire(name) {
+    try {
+      if (typeof module === "object" && module && module.require) {
+        return module.require(name);
+      }
+    } catch (e) {
+      /* not installed */
+    }
+    return null;
+  }
+
+  /* The WebSocket constructor to use: the option, the global (browsers,
+   * Node 22 and later), or the `ws` package; null when there is none. */
+  function findWebSocket(option) {
+    if (typeof option === "function") {
+      return option;
+    }
+    if (typeof global.WebSocket === "function") {
+      return global.WebSocket;
+    }
+    var ws = optionalRequire("ws");
+    return typeof ws === "function" ? ws : ws && ws.WebSocket ? ws.WebSocket : null;
+  }
+
+  var NO_WEBSOCKET =
+    "herald: no WebSocket implementation: this runtime has no global " +
+    "WebSocket (Node.js before 22) and the `ws` package is not installed. " +
+    "Run `npm install ws`, or pass one: new Herald(url, { WebSocket: " +
+    "require(\"ws\") })";
 
   /**
    * An error reply, or a failure of the client itself.
@@ -99,6 +157,9 @@
     maxDelay: 20000,
     pingInterval: 25000, // ms; 0 disables the keepalive
     timeout: 10000, // ms a command waits for its reply
+    getToken: undefined, // () => token or Promise of it, before each attempt
+    WebSocket: undefined, // the WebSocket constructor (default: found)
+    EventSource: undefined, // the EventSource constructor (default: global)
   };
 
   /* Resolves a possibly relative URL against the page, with the scheme of
@@ -194,6 +255,12 @@
     this._lastDisconnect = null; // the disconnect push of this socket
     this._pingLost = false; // the socket was dropped for a missing pong
     this._sseOpened = false; // SSE mode: a stream opened
+    this._WebSocket = findWebSocket(this.options.WebSocket);
+    this._EventSource =
+      this.options.EventSource ||
+      (typeof global.EventSource === "function" ? global.EventSource : null);
+    this._token = this.options.token; // the latest connection token
+    this._attemptId = 0; // drops the answer of an outdated getToken()
   }
 
   /* -------------------------------------------------------------------- */
@@ -245,10 +312,16 @@
   /* Connection                                                           */
   /* -------------------------------------------------------------------- */
 
-  /** Connects (and keeps reconnecting as the close codes allow). */
+  /**
+   * Connects (and keeps reconnecting as the close codes allow). Throws an
+   * Error when WebSocket is needed and no implementation was found.
+   */
   Herald.prototype.connect = function () {
     if (this._wanted) {
       return this;
+    }
+    if (!this._WebSocket && this.options.sse !== "force") {
+      throw new Error(NO_WEBSOCKET);
     }
     this._wanted = true;
     this._attempt = 0;
@@ -313,13 +386,69 @@
     return this;
   };
 
+  /*
+   * Calls options.getToken() when there is one and passes the token to
+   * then(); a failure is reported with "error" and counts as a failed
+   * attempt (fail(reason)). Without getToken, then() runs at once.
+   */
+  Herald.prototype._withToken = function (then, fail) {
+    var self = this;
+    var getToken = this.options.getToken;
+    if (typeof getToken !== "function") {
+      then();
+      return;
+    }
+    var id = ++this._attemptId;
+    var p;
+    try {
+      p = Promise.resolve(getToken.call(this));
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      function (token) {
+        if (id !== self._attemptId || !self._wanted) {
+          return; // disconnect() or a newer attempt came first
+        }
+        if (typeof token !== "string" || !token) {
+          throw new Error("getToken() gave no token");
+        }
+        self._token = token;
+        then();
+      }
+    ).catch(function (e) {
+      if (id !== self._attemptId || !self._wanted) {
+        return;
+      }
+      var err = HeraldError(
+        E_CLIENT_TOKEN,
+        "getToken failed: " + (e && e.message ? e.message : String(e)),
+        true
+      );
+      self._emit("error", { error: err });
+      fail(err.message);
+    });
+  };
+
   Herald.prototype._openWebSocket = function () {
     var self = this;
-    var ws;
     this._setState("connecting", "websocket");
     this._lastDisconnect = null;
+    this._withToken(
+      function () {
+        self._openSocket();
+      },
+      function (reason) {
+        self._wsClosed(null, 1006, reason);
+      }
+    );
+  };
+
+  Herald.prototype._openSocket = function () {
+    var self = this;
+    var ws;
     try {
-      ws = new WebSocket(this.url);
+      ws = new this._WebSocket(this.url);
     } catch (e) {
       this._wsClosed(null, 1006, String(e && e.message));
       return;
@@ -329,8 +458,8 @@
       self._everOpened = true;
       self._wsFailures = 0;
       var params = {};
-      if (self.options.token) {
-        params.token = self.options.token;
+      if (self._token) {
+        params.token = self._token;
       }
       if (self.options.name) {
         params.name = String(self.options.name);
@@ -342,7 +471,7 @@
         })
         .catch(function (err) {
           // 101/109 come with a close frame too (3500/3006); if not, close.
-          if (self._ws === ws && ws.readyState === WebSocket.OPEN) {
+          if (self._ws === ws && ws.readyState === OPEN) {
             ws.close(err.code === 109 ? 3006 : 3500, err.message);
           }
         });
@@ -445,7 +574,7 @@
     var sse = this.options.sse;
     if (
       sse &&
-      typeof EventSource !== "undefined" &&
+      this._EventSource &&
       !this._everOpened &&
       this._wsFailures >= this.options.wsFailuresBeforeSse
     ) {
@@ -563,7 +692,7 @@
       var ws = self._ws;
       if (
         ws &&
-        ws.readyState === WebSocket.OPEN &&
+        ws.readyState === OPEN &&
         (now || self.state === "connected")
       ) {
         call.sent = true;
@@ -665,7 +794,8 @@
    * Subscribes to channel. handlers: onPublication(pub), onJoin(info),
    * onLeave(info), onSubscribed(result), onUnrecovered(result),
    * onError(error); options.token for private channels (a subscription
-   * JWT). Works before connect(): the subscription is sent once connected,
+   * JWT), or options.getToken(channel), called before every (re)subscribe
+   * for a fresh one (a token or a Promise of it). Works before connect(): the subscription is sent once connected,
    * and again, recovering, after every reconnect. Throws if the channel is
    * already subscribed.
    */
@@ -675,6 +805,7 @@
     }
     var sub = new Subscription(this, channel, handlers);
     sub.token = options && options.token;
+    sub.getToken = options && options.getToken;
     this._subs.set(channel, sub);
     if (this.state === "connected") {
       if (this.transport === "sse") {
@@ -692,6 +823,44 @@
   };
 
   Herald.prototype._sendSubscribe = function (sub) {
+    var self = this;
+    if (typeof sub.getToken !== "function") {
+      this._subscribeNow(sub);
+      return;
+    }
+    sub.state = "subscribing";
+    var p;
+    try {
+      p = Promise.resolve(sub.getToken(sub.channel));
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    p.then(
+      function (token) {
+        if (self._subs.get(sub.channel) !== sub || self.state !== "connected") {
+          return; // gone, or it waits for the next connection
+        }
+        sub.token = token;
+        self._subscribeNow(sub);
+      },
+      function (e) {
+        if (self._subs.get(sub.channel) !== sub) {
+          return;
+        }
+        var err = HeraldError(
+          E_CLIENT_TOKEN,
+          "getToken failed: " + (e && e.message ? e.message : String(e)),
+          false
+        );
+        sub.state = "unsubscribed";
+        self._subs.delete(sub.channel);
+        sub._call("onError", err);
+        self._emit("error", { error: err, channel: sub.channel });
+      }
+    );
+  };
+
+  Herald.prototype._subscribeNow = function (sub) {
     var self = this;
     var params = { channel: sub.channel };
     if (sub.token) {
@@ -828,8 +997,8 @@
       u.search = "";
     }
     u.searchParams.set("channel", channel);
-    if (this.options.token) {
-      u.searchParams.set("token", this.options.token);
+    if (this._token) {
+      u.searchParams.set("token", this._token);
     }
     return u.href;
   };
@@ -846,12 +1015,24 @@
     // "connected" once the first stream opens; with no subscription yet,
     // at once (there is nothing to open).
     this._setState("connecting", "sse");
-    if (this._subs.size === 0) {
-      this._sseConnected();
-    }
-    this._subs.forEach(function (sub) {
-      self._sseOpen(sub);
-    });
+    this._withToken(
+      function () {
+        if (self._subs.size === 0) {
+          self._sseConnected();
+        }
+        self._subs.forEach(function (sub) {
+          self._sseOpen(sub);
+        });
+      },
+      function () {
+        self._retryTimer = setTimeout(function () {
+          self._retryTimer = null;
+          if (self._wanted) {
+            self._startSse();
+          }
+        }, self._backoff());
+      }
+    );
   };
 
   Herald.prototype._sseConnected = function () {
@@ -870,10 +1051,11 @@
 
   Herald.prototype._sseOpen = function (sub) {
     var self = this;
-    if (typeof EventSource === "undefined") {
+    var ES = this._EventSource;
+    if (!ES) {
       return;
     }
-    var es = new EventSource(this._sseUrl(sub.channel));
+    var es = new ES(this._sseUrl(sub.channel));
     sub._es = es;
     sub._pending = null;
     var first = true;
@@ -928,7 +1110,7 @@
       sub._call("onUnrecovered", { recovered: false, transport: "sse" });
     });
     es.onerror = function () {
-      if (es.readyState === EventSource.CLOSED) {
+      if (es.readyState === 2 /* CLOSED */) {
         // Refused for good (4xx): EventSource does not retry.
         sub._es = null;
         var anyOpen = false;

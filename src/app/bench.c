@@ -5,7 +5,11 @@
  *   echo     each connection keeps --inflight messages outstanding; every
  *            echo that comes back is timed and answered with the next
  *            message from inside on_message, so the loop's one writev per
- *            connection and pass carries them.
+ *            connection and pass carries them. With --rate N the load is
+ *            open-loop instead: N messages a second in all, spread over
+ *            the connections in turn whatever comes back, and each
+ *            latency is counted from the moment the message was due, so
+ *            it includes the time it queued (in the bench or the server).
  *   connect  --connections connection attempts are kept going at once; each
  *            one that opens is closed again (close handshake) and replaced.
  *   idle     --connections connections are opened and held, silent.
@@ -16,7 +20,11 @@
  *
  * Latency is kept in a fixed log-linear histogram: exact below 256 ns, then
  * 128 linear steps per power of two (0.8 % resolution) up to 60 s. Recording
- * a sample is an index computation and an increment; nothing is allocated. */
+ * a sample is an index computation and an increment; nothing is allocated.
+ *
+ * An echo that differs from what was sent (length, bytes or opcode) makes
+ * the run an error: a server that answers something else is not measured.
+ * The report ends with which side was the limit (bench_proc.c). */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -28,10 +36,10 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "app/bench_proc.h"
 #include "app/cli.h"
-#include "herald/rt.h"
-
 #include "app/hist.h"
+#include "herald/rt.h"
 
 /* ---- state -------------------------------------------------------------- */
 
@@ -45,7 +53,7 @@ typedef struct bconn {
   struct bench *b;
   herald_ws *ws;
   uint64_t *sent; /* ring of send times (ns) of the messages in flight */
-  uint32_t head, count;
+  uint32_t head, count, cap;
   uint64_t started; /* ns: herald_connect() called */
   uint8_t state;
 } bconn;
@@ -67,32 +75,41 @@ typedef struct bench {
   int json;
   long server_pid;
   size_t connect_inflight;
+  double rate; /* echo: messages per second in all, open loop; 0: closed */
   herald_client_config ccfg;
 
   herald_loop *loop;
   uv_timer_t phase_timer;
-  int timer_live;
+  uv_timer_t rate_timer;     /* --rate: every millisecond */
+  uv_timer_t progress_timer; /* the live line on a terminal */
+  int timers_live;
+  int progress; /* stderr is a terminal and --json is off */
+  int progress_shown;
+  uint64_t progress_msgs, progress_t;
   enum phase phase;
   bconn *conns;
   uint8_t *payload;
   herald_opcode op;
-  size_t next_start; /* setup: next connection to start */
-  size_t connecting; /* connects outstanding */
-  size_t open;       /* open now */
-  size_t live;       /* connections not yet closed (any state) */
-  uint64_t src_rr;   /* connect mode: source address round robin */
+  size_t next_start;   /* setup: next connection to start */
+  size_t connecting;   /* connects outstanding */
+  size_t open;         /* open now */
+  size_t live;         /* connections not yet closed (any state) */
+  uint64_t src_rr;     /* connect mode: source address round robin */
+  uint64_t rate_start; /* --rate: ns when the schedule began */
+  uint64_t scheduled;  /* --rate: messages due so far */
+  size_t rate_rr;      /* --rate: the next connection to send on */
 
   /* counted during the measured window only */
-  uint64_t msgs, bytes, connects;
+  uint64_t msgs, bytes, connects, sent_window;
   hist lat;
   /* counted over the whole run */
-  uint64_t opened, failed, lost, bad_echo, send_errors;
+  uint64_t opened, failed, lost, bad_echo, send_errors, behind;
   uint64_t setup_start, setup_end;
 
   /* the measured window */
   uint64_t t0, t1;
   double cpu0, cpu1;
-  double srv0, srv1;
+  bp_snap srv0, srv1;
   int srv_ok;
 } bench;
 
@@ -102,71 +119,84 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static double self_cpu_s(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-         (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-/* utime + stime of a process (all its threads) in seconds, from
- * /proc/PID/stat fields 14 and 15; -1 if it cannot be read. */
-static double proc_cpu_s(long pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) {
-    return -1;
-  }
-  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')'); /* the command name may hold spaces */
-  if (p == NULL) {
-    return -1;
-  }
-  p++;
-  unsigned long long ut = 0, st = 0;
-  /* After ')': field 3 (state) first, so utime is the 12th token. */
-  for (int field = 3; field <= 15; field++) {
-    while (*p == ' ') {
-      p++;
-    }
-    if (*p == 0) {
-      return -1;
-    }
-    if (field == 14) {
-      ut = strtoull(p, NULL, 10);
-    } else if (field == 15) {
-      st = strtoull(p, NULL, 10);
-    }
-    while (*p && *p != ' ') {
-      p++;
-    }
-  }
-  long tck = sysconf(_SC_CLK_TCK);
-  return (double)(ut + st) / (double)(tck > 0 ? tck : 100);
-}
-
 /* ---- connections -------------------------------------------------------- */
 
 static void start_conn(bench *b, bconn *c, size_t srcidx);
 static void setup_progress(bench *b);
 static void begin_drain(bench *b);
 
+/* The ring of a connection's send times grows only in --rate mode, where
+ * the number in flight is whatever the server has not answered yet; past
+ * RING_MAX a message is not sent and counts as `behind`. */
+#define RING_MAX (1u << 20)
+
+static int ring_push(bench *b, bconn *c, uint64_t t) {
+  if (c->count == c->cap) {
+    if (b->rate <= 0 || c->cap >= RING_MAX) {
+      return -1;
+    }
+    uint32_t ncap = c->cap ? c->cap * 2 : 64;
+    uint64_t *n = malloc(ncap * sizeof(*n));
+    if (n == NULL) {
+      return -1;
+    }
+    for (uint32_t i = 0; i < c->count; i++) {
+      n[i] = c->sent[(c->head + i) % c->cap];
+    }
+    free(c->sent);
+    c->sent = n;
+    c->head = 0;
+    c->cap = ncap;
+  }
+  uint32_t tail = c->head + c->count;
+  if (tail >= c->cap) {
+    tail -= c->cap;
+  }
+  c->sent[tail] = t;
+  c->count++;
+  return 0;
+}
+
+/* Sends one message; t is when it was due (now, or the --rate schedule). */
 static void conn_send(bconn *c, uint64_t t) {
   bench *b = c->b;
+  if (c->count == c->cap && (b->rate <= 0 || c->cap >= RING_MAX)) {
+    b->behind++;
+    return;
+  }
   int rv = herald_ws_send(c->ws, b->op, b->payload, b->size);
   if (rv < 0 || rv == HERALD_SEND_DROPPED) {
     b->send_errors++;
     return;
   }
-  uint32_t tail = c->head + c->count;
-  if (tail >= b->inflight) {
-    tail -= b->inflight;
+  if (ring_push(b, c, t) != 0) {
+    b->behind++; /* sent, but it cannot be timed */
+    return;
   }
-  c->sent[tail] = t;
-  c->count++;
+  if (b->phase == PH_MEASURE) {
+    b->sent_window++;
+  }
+}
+
+/* Says what came back instead of an echo, for the first few. */
+static void bad_echo(bench *b, herald_opcode op, const uint8_t *data,
+                     size_t len, const char *why) {
+  b->bad_echo++;
+  if (b->json || b->bad_echo > 3) {
+    return;
+  }
+  size_t show = len > 80 ? 80 : len;
+  int text = op == HERALD_OP_TEXT;
+  for (size_t i = 0; text && i < show; i++) {
+    text = data[i] >= 0x20 && data[i] < 0x7f;
+  }
+  fprintf(stderr,
+          "herald bench: not an echo (%s): got %s %zu B%s%.*s%s, sent %s %zu "
+          "B\n",
+          why, op == HERALD_OP_TEXT ? "text" : "binary", len, text ? " \"" : "",
+          text ? (int)show : 0, text ? (const char *)data : "",
+          text ? (len > show ? "...\"" : "\"") : "",
+          b->op == HERALD_OP_TEXT ? "text" : "binary", b->size);
 }
 
 static void on_open(herald_ws *ws, void *ud) {
@@ -205,29 +235,29 @@ static void on_open(herald_ws *ws, void *ud) {
 static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
                        size_t len, void *ud) {
   (void)ws;
-  (void)op;
-  (void)data;
   bconn *c = ud;
   bench *b = c->b;
   if (b->mode != MODE_ECHO || c->count == 0) {
-    b->bad_echo++; /* nothing was in flight */
+    bad_echo(b, op, data, len, "nothing was in flight");
     return;
   }
   uint64_t t = now_ns();
   uint64_t sent = c->sent[c->head];
-  if (++c->head == b->inflight) {
+  if (++c->head == c->cap) {
     c->head = 0;
   }
   c->count--;
-  if (len != b->size) {
-    b->bad_echo++;
-  }
-  if (b->phase == PH_MEASURE) {
+  if (op != b->op || len != b->size || memcmp(data, b->payload, len) != 0) {
+    bad_echo(b, op, data, len,
+             op != b->op      ? "another opcode"
+             : len != b->size ? "another length"
+                              : "other bytes");
+  } else if (b->phase == PH_MEASURE) {
     b->msgs++;
     b->bytes += len;
-    hist_record(&b->lat, t - sent);
+    hist_record(&b->lat, t > sent ? t - sent : 0);
   }
-  if (b->phase != PH_DRAIN && c->state == C_OPEN) {
+  if (b->rate <= 0 && b->phase != PH_DRAIN && c->state == C_OPEN) {
     conn_send(c, t);
   }
 }
@@ -309,8 +339,47 @@ static void start_conn(bench *b, bconn *c, size_t srcidx) {
 
 /* ---- phases ------------------------------------------------------------- */
 
+/* --rate: every millisecond, send the messages that fell due since the
+ * last tick, each stamped with the moment it was due. A bench that falls
+ * behind catches up in bursts of at most RATE_BURST, so its own lateness
+ * shows in the latency rather than vanishing. */
+#define RATE_BURST 65536
+
+static void on_rate_tick(uv_timer_t *t) {
+  bench *b = t->data;
+  if (b->phase != PH_WARMUP && b->phase != PH_MEASURE) {
+    return;
+  }
+  uint64_t now = now_ns();
+  uint64_t due = (uint64_t)((double)(now - b->rate_start) * b->rate / 1e9);
+  for (int burst = 0; b->scheduled < due && burst < RATE_BURST; burst++) {
+    uint64_t at =
+        b->rate_start + (uint64_t)((double)b->scheduled * 1e9 / b->rate);
+    b->scheduled++;
+    bconn *c = NULL;
+    for (size_t k = 0; k < b->nconns && c == NULL; k++) {
+      bconn *x = &b->conns[b->rate_rr];
+      b->rate_rr = (b->rate_rr + 1) % b->nconns;
+      if (x->state == C_OPEN) {
+        c = x;
+      }
+    }
+    if (c == NULL) {
+      b->behind++; /* no connection left to send on */
+      continue;
+    }
+    conn_send(c, at);
+  }
+}
+
 static void start_traffic(bench *b) {
   uint64_t t = now_ns();
+  if (b->rate > 0) {
+    b->rate_start = t;
+    b->scheduled = 0;
+    uv_timer_start(&b->rate_timer, on_rate_tick, 1, 1);
+    return;
+  }
   for (size_t i = 0; i < b->nconns; i++) {
     bconn *c = &b->conns[i];
     if (c->state == C_OPEN) {
@@ -326,13 +395,59 @@ static void phase_timer_start(bench *b, uv_timer_cb cb, double seconds) {
   uv_timer_start(&b->phase_timer, cb, ms, 0);
 }
 
+/* The live line on a terminal (stderr), once a second: the phase and, while
+ * measuring, the last second's rate and the latency so far. */
+static void on_progress(uv_timer_t *t) {
+  bench *b = t->data;
+  uint64_t now = now_ns();
+  char line[200];
+  if (b->phase == PH_SETUP) {
+    snprintf(line, sizeof(line), "setup: %zu of %zu connections open", b->open,
+             b->nconns);
+  } else if (b->phase == PH_WARMUP) {
+    snprintf(line, sizeof(line), "warm-up: %zu connections open", b->open);
+  } else if (b->phase == PH_MEASURE) {
+    uint64_t count = b->mode == MODE_CONNECT ? b->connects : b->msgs;
+    double dt = (double)(now - b->progress_t) / 1e9;
+    double rate = dt > 0 ? (double)(count - b->progress_msgs) / dt : 0;
+    b->progress_msgs = count;
+    double el = (double)(now - b->t0) / 1e9;
+    if (b->lat.total) {
+      snprintf(line, sizeof(line),
+               "%.0f/%.0f s: %.0f %s/s, p50 %.1f us, p99 %.1f us, "
+               "errors %" PRIu64,
+               el, b->duration, rate,
+               b->mode == MODE_CONNECT ? "connects" : "msgs",
+               hist_quantile_us(&b->lat, 0.5), hist_quantile_us(&b->lat, 0.99),
+               b->failed + b->lost + b->bad_echo + b->send_errors);
+    } else {
+      snprintf(line, sizeof(line), "%.0f/%.0f s: %zu connections open", el,
+               b->duration, b->open);
+    }
+  } else {
+    snprintf(line, sizeof(line), "closing: %zu connections left", b->live);
+  }
+  b->progress_t = now;
+  fprintf(stderr, "\r\033[K%s", line);
+  fflush(stderr);
+  b->progress_shown = 1;
+}
+
+static void progress_clear(bench *b) {
+  if (b->progress_shown) {
+    fprintf(stderr, "\r\033[K");
+    fflush(stderr);
+    b->progress_shown = 0;
+  }
+}
+
 static void on_measure_end(uv_timer_t *t) {
   bench *b = t->data;
   b->t1 = now_ns();
-  b->cpu1 = self_cpu_s();
+  b->cpu1 = bp_self_cpu();
   if (b->server_pid > 0) {
-    b->srv1 = proc_cpu_s(b->server_pid);
-    b->srv_ok = b->srv0 >= 0 && b->srv1 >= 0;
+    bp_read(b->server_pid, &b->srv1);
+    b->srv_ok = b->srv0.ok && b->srv1.ok;
   }
   begin_drain(b);
 }
@@ -340,13 +455,14 @@ static void on_measure_end(uv_timer_t *t) {
 static void on_warmup_end(uv_timer_t *t) {
   bench *b = t->data;
   b->phase = PH_MEASURE;
-  b->msgs = b->bytes = b->connects = 0;
+  b->msgs = b->bytes = b->connects = b->sent_window = 0;
   memset(&b->lat, 0, sizeof(b->lat));
   if (b->server_pid > 0) {
-    b->srv0 = proc_cpu_s(b->server_pid);
+    bp_read(b->server_pid, &b->srv0);
   }
-  b->cpu0 = self_cpu_s();
-  b->t0 = now_ns();
+  b->cpu0 = bp_self_cpu();
+  b->t0 = b->progress_t = now_ns();
+  b->progress_msgs = 0;
   phase_timer_start(b, on_measure_end, b->duration);
 }
 
@@ -357,6 +473,7 @@ static void on_drain_timeout(uv_timer_t *t) {
 
 static void begin_drain(bench *b) {
   b->phase = PH_DRAIN;
+  uv_timer_stop(&b->rate_timer);
   for (size_t i = 0; i < b->nconns; i++) {
     bconn *c = &b->conns[i];
     if (c->state == C_OPEN) {
@@ -427,6 +544,12 @@ static void bench_usage(FILE *out) {
           "once) (1)\n"
           "  --inflight N         echo: messages in flight per connection "
           "(1)\n"
+          "  --rate N             echo: open loop, N messages per second in "
+          "all,\n"
+          "                       sent on the connections in turn whatever "
+          "comes\n"
+          "                       back; latency counts from when each was "
+          "due\n"
           "  --size BYTES         message size, K/M suffixes (32)\n"
           "  --binary             binary messages (default: text, ASCII)\n"
           "  --deflate            offer permessage-deflate (RFC 7692); "
@@ -447,7 +570,9 @@ static void bench_usage(FILE *out) {
           "setup (256)\n"
           "  --server-pid PID     report the server's CPU time over the "
           "measured\n"
-          "                       window (from /proc/PID/stat)\n"
+          "                       window (from /proc/PID/stat), and whether "
+          "it was\n"
+          "                       the limit\n"
           "  --json               print only the JSON result line\n"
           "  --help               this text\n"
           "\n"
@@ -455,9 +580,20 @@ static void bench_usage(FILE *out) {
           "bytes once\n"
           "(received back, not sent + received), MB = 10^6 bytes. "
           "Latency is from the\n"
-          "send call to the echo's arrival. Exit status: 0 ok, 1 a "
-          "connection failed\n"
-          "or was lost, 2 usage error.\n");
+          "send call (with --rate: from when the message was due) to the "
+          "echo's\n"
+          "arrival. An echo that differs from what was sent is an error, "
+          "and then no\n"
+          "throughput is given. On a terminal a progress line is kept on "
+          "stderr.\n"
+          "The summary's `limit` line says which side held the run back: "
+          "the bench\n"
+          "(its one thread busy), the server (its busiest thread busy; needs "
+          "--server-pid),\n"
+          "or neither (round trips).\n"
+          "Exit status: 0 ok, 1 a connection failed or was lost, an echo was "
+          "wrong\n"
+          "or nothing was measured, 2 usage error.\n");
 }
 
 static int parse_seconds(const char *s, double *out) {
@@ -603,6 +739,16 @@ static int parse_args(bench *b, int argc, char **argv) {
       b->inflight = (uint32_t)n;
       continue;
     }
+    if ((r = cli_option(argc, argv, &i, "--rate", &v)) != 0) {
+      char *end = NULL;
+      b->rate = r < 0 ? -1 : strtod(v, &end);
+      if (r < 0 || end == v || *end != 0 || !(b->rate > 0) || b->rate > 1e7) {
+        fprintf(stderr, "herald bench: --rate takes messages per second, "
+                        "above 0 and up to 10000000\n");
+        return 2;
+      }
+      continue;
+    }
     if ((r = cli_option(argc, argv, &i, "--connect-inflight", &v)) != 0) {
       if (r < 0 || cli_parse_uint(v, 100000, &n) != 0 || n == 0) {
         fprintf(stderr, "herald bench: --connect-inflight takes 1..100000\n");
@@ -674,6 +820,39 @@ static const char *mode_name(enum mode m) {
   return m == MODE_ECHO ? "echo" : m == MODE_CONNECT ? "connect" : "idle";
 }
 
+/* A latency quantile for the text report: "123.4 us", or "n/a" when
+ * nothing was measured (a failed run has no latency, not a latency of 0). */
+static const char *lat_txt(const hist *h, double q, char *buf, size_t n) {
+  if (h->total == 0) {
+    return "n/a";
+  }
+  double v = q < 0 ? (double)h->max / 1000.0 : hist_quantile_us(h, q);
+  snprintf(buf, n, "%.1f us", v);
+  return buf;
+}
+
+/* The same for JSON: a number, or null. */
+static const char *lat_json(const hist *h, double q, char *buf, size_t n) {
+  if (h->total == 0) {
+    return "null";
+  }
+  double v = q < 0 ? (double)h->max / 1000.0 : hist_quantile_us(h, q);
+  snprintf(buf, n, "%.1f", v);
+  return buf;
+}
+
+static void print_latency(const char *label, const hist *h) {
+  char q[6][32];
+  printf("  %-13s p50 %s, p90 %s, p95 %s, p99 %s, p99.9 %s, max %s", label,
+         lat_txt(h, 0.50, q[0], 32), lat_txt(h, 0.90, q[1], 32),
+         lat_txt(h, 0.95, q[2], 32), lat_txt(h, 0.99, q[3], 32),
+         lat_txt(h, 0.999, q[4], 32), lat_txt(h, -1, q[5], 32));
+  if (h->total) {
+    printf(", mean %.1f us", h->sum / (double)h->total / 1000);
+  }
+  printf("\n");
+}
+
 static void report(const bench *b) {
   double secs = b->t1 > b->t0 ? (double)(b->t1 - b->t0) / 1e9 : 0;
   double cpu = b->cpu1 - b->cpu0;
@@ -683,17 +862,43 @@ static void report(const bench *b) {
     rate = (double)count / secs;
     mbs = (double)b->bytes / secs / 1e6;
   }
-  double p50 = hist_quantile_us(&b->lat, 0.50);
-  double p99 = hist_quantile_us(&b->lat, 0.99);
-  double p999 = hist_quantile_us(&b->lat, 0.999);
-  double pmax = (double)b->lat.max / 1000.0;
-  double mean = b->lat.total ? b->lat.sum / (double)b->lat.total / 1000 : 0;
-  double srv = b->srv_ok ? b->srv1 - b->srv0 : -1;
+  double srv = b->srv_ok ? b->srv1.cpu - b->srv0.cpu : -1;
+  double srv_thread = b->srv_ok ? bp_busiest_thread(&b->srv0, &b->srv1) : -1;
   double srv_us = b->srv_ok && count ? srv * 1e6 / (double)count : -1;
-  double setup = b->setup_end > b->setup_start
-                     ? (double)(b->setup_end - b->setup_start) / 1e9
-                     : 0;
+  /* Setup ends once every connect has settled; a run that never got there
+   * (or a clock that did not move) has no setup time to report. */
+  int setup_known = b->setup_end >= b->setup_start && b->setup_end != 0;
+  double setup =
+      setup_known ? (double)(b->setup_end - b->setup_start) / 1e9 : 0;
   uint64_t errors = b->failed + b->lost + b->bad_echo + b->send_errors;
+  /* A figure is given only for a run that measured something and whose
+   * echoes were all right: a wrong answer's speed means nothing. */
+  int valid = secs > 0 && count > 0 && b->bad_echo == 0;
+  const char *why = b->bad_echo      ? "the server's replies were not echoes"
+                    : b->opened == 0 ? "no connection opened"
+                    : secs <= 0      ? "nothing was measured"
+                    : b->mode == MODE_IDLE ? NULL
+                    : count == 0           ? "no reply in the measured window"
+                                           : NULL;
+  int reached = -1;
+  if (b->rate > 0) {
+    reached = valid && rate >= 0.95 * b->rate ? 1 : 0;
+  }
+  bp_limit lim = {secs,
+                  cpu,
+                  srv,
+                  srv_thread,
+                  reached,
+                  b->mode == MODE_ECHO ? "raise --inflight or --connections"
+                                       : "raise --connections"};
+  char verdict[320];
+  const char *who = "unknown";
+  if (valid || b->mode == MODE_IDLE) {
+    bp_verdict(&lim, verdict, sizeof(verdict), &who);
+  } else {
+    snprintf(verdict, sizeof(verdict), "n/a (%s)", why ? why : "no result");
+    who = "n/a";
+  }
 
   if (!b->json) {
     printf("herald bench %s %s\n", mode_name(b->mode), b->url);
@@ -705,24 +910,42 @@ static void report(const bench *b) {
     }
     printf("\n");
     if (b->mode == MODE_ECHO) {
-      printf("  messages      %zu B %s, %u in flight per connection\n", b->size,
-             b->binary ? "binary" : "text", b->inflight);
+      if (b->rate > 0) {
+        printf("  messages      %zu B %s, open loop at %.0f/s in all\n",
+               b->size, b->binary ? "binary" : "text", b->rate);
+      } else {
+        printf("  messages      %zu B %s, %u in flight per connection\n",
+               b->size, b->binary ? "binary" : "text", b->inflight);
+      }
     }
-    printf("  setup         %.3f s\n", setup);
+    if (setup_known) {
+      printf("  setup         %.3f s\n", setup);
+    } else {
+      printf("  setup         n/a (not finished)\n");
+    }
     printf("  measured      %.3f s\n", secs);
     if (b->mode == MODE_ECHO) {
-      printf("  throughput    %.0f msgs/s, %.2f MB/s (payload echoed back, "
-             "counted once)\n",
-             rate, mbs);
-      printf("  latency       p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max "
-             "%.1f us, mean %.1f us\n",
-             p50, p99, p999, pmax, mean);
+      if (valid) {
+        printf("  throughput    %.0f msgs/s, %.2f MB/s (payload echoed back, "
+               "counted once)\n",
+               rate, mbs);
+        if (b->rate > 0) {
+          printf("  sent          %.0f msgs/s of %.0f/s asked%s\n",
+                 secs > 0 ? (double)b->sent_window / secs : 0, b->rate,
+                 b->behind ? " (the bench fell behind)" : "");
+        }
+      } else {
+        printf("  throughput    n/a (%s)\n", why ? why : "no result");
+      }
+      print_latency("latency", &b->lat);
     } else if (b->mode == MODE_CONNECT) {
-      printf("  connects      %.0f /s (%" PRIu64 " opened and closed)\n", rate,
-             b->connects);
-      printf("  handshake     p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max "
-             "%.1f us\n",
-             p50, p99, p999, pmax);
+      if (valid) {
+        printf("  connects      %.0f /s (%" PRIu64 " opened and closed)\n",
+               rate, b->connects);
+      } else {
+        printf("  connects      n/a (%s)\n", why ? why : "no result");
+      }
+      print_latency("handshake", &b->lat);
     } else {
       printf("  held          %" PRIu64 " of %zu connections\n",
              b->opened - b->lost, b->nconns);
@@ -731,8 +954,12 @@ static void report(const bench *b) {
            secs > 0 ? 100 * cpu / secs : 0);
     if (b->server_pid > 0) {
       if (b->srv_ok) {
-        printf("  server CPU    %.2f s (%.0f %% of one core)", srv,
+        printf("  server CPU    %.2f s (%.0f %% of one core", srv,
                secs > 0 ? 100 * srv / secs : 0);
+        if (srv_thread >= 0 && secs > 0) {
+          printf("; busiest thread %.0f %%", 100 * srv_thread / secs);
+        }
+        printf(")");
         if (count && b->mode != MODE_IDLE) {
           printf(", %.3f us per %s", srv_us,
                  b->mode == MODE_ECHO ? "message" : "connection");
@@ -743,32 +970,62 @@ static void report(const bench *b) {
                b->server_pid);
       }
     }
+    if (b->mode != MODE_IDLE) {
+      printf("  limit         %s\n", verdict);
+    }
     printf("  errors        %" PRIu64 " (failed %" PRIu64 ", lost %" PRIu64
            ", bad echoes %" PRIu64 ", send errors %" PRIu64 ")\n",
            errors, b->failed, b->lost, b->bad_echo, b->send_errors);
   }
+  char setup_s[32];
+  snprintf(setup_s, sizeof(setup_s), "%.3f", setup);
   printf("{\"mode\":\"%s\",\"url\":\"%s\",\"connections\":%zu,"
          "\"inflight\":%u,\"size\":%zu,\"binary\":%s,\"sources\":%zu,"
-         "\"setup_s\":%.3f,\"duration_s\":%.3f,",
+         "\"setup_s\":%s,\"duration_s\":%.3f,\"valid\":%s,",
          mode_name(b->mode), b->url, b->nconns, b->inflight, b->size,
-         b->binary ? "true" : "false", b->nsources, setup, secs);
+         b->binary ? "true" : "false", b->nsources,
+         setup_known ? setup_s : "null", secs, valid ? "true" : "false");
+  if (b->rate > 0) {
+    printf("\"rate\":%.1f,\"sent_per_s\":%.1f,\"behind\":%" PRIu64 ",", b->rate,
+           secs > 0 ? (double)b->sent_window / secs : 0, b->behind);
+  }
   if (b->mode == MODE_ECHO) {
-    printf("\"msgs\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,",
-           b->msgs, rate, mbs);
+    if (valid) {
+      printf("\"msgs\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"mb_per_s\":%.3f,",
+             b->msgs, rate, mbs);
+    } else {
+      printf("\"msgs\":%" PRIu64 ",\"msgs_per_s\":null,\"mb_per_s\":null,",
+             b->msgs);
+    }
   } else if (b->mode == MODE_CONNECT) {
-    printf("\"connects\":%" PRIu64 ",\"connects_per_s\":%.1f,", b->connects,
-           rate);
+    if (valid) {
+      printf("\"connects\":%" PRIu64 ",\"connects_per_s\":%.1f,", b->connects,
+             rate);
+    } else {
+      printf("\"connects\":%" PRIu64 ",\"connects_per_s\":null,", b->connects);
+    }
   } else {
     printf("\"held\":%" PRIu64 ",", b->opened - b->lost);
   }
   if (b->mode != MODE_IDLE) {
-    printf("\"latency_us\":{\"p50\":%.1f,\"p99\":%.1f,\"p999\":%.1f,"
-           "\"max\":%.1f,\"mean\":%.1f},",
-           p50, p99, p999, pmax, mean);
+    char q[7][32];
+    const hist *h = &b->lat;
+    if (h->total) {
+      snprintf(q[6], 32, "%.1f", h->sum / (double)h->total / 1000);
+    }
+    printf("\"latency_us\":{\"p50\":%s,\"p90\":%s,\"p95\":%s,\"p99\":%s,"
+           "\"p999\":%s,\"max\":%s,\"mean\":%s},\"limit\":\"%s\",",
+           lat_json(h, 0.50, q[0], 32), lat_json(h, 0.90, q[1], 32),
+           lat_json(h, 0.95, q[2], 32), lat_json(h, 0.99, q[3], 32),
+           lat_json(h, 0.999, q[4], 32), lat_json(h, -1, q[5], 32),
+           h->total ? q[6] : "null", who);
   }
   printf("\"bench_cpu_s\":%.3f,", cpu);
   if (b->srv_ok) {
     printf("\"server_cpu_s\":%.3f,", srv);
+    if (srv_thread >= 0) {
+      printf("\"server_busiest_thread_cpu_s\":%.3f,", srv_thread);
+    }
     if (b->mode == MODE_IDLE) {
       /* nothing is counted per unit while idle */
     } else if (count) {
@@ -819,7 +1076,7 @@ static void free_bench(bench *b) {
 
 static void on_timer_closed(uv_handle_t *h) {
   bench *b = h->data;
-  b->timer_live = 0;
+  b->timers_live--;
 }
 
 int herald_cmd_bench(int argc, char **argv) {
@@ -874,6 +1131,12 @@ int herald_cmd_bench(int argc, char **argv) {
     b->ccfg.limits.send_high_water = window + (1u << 20);
     b->ccfg.limits.send_hard_cap = 2 * window + (16u << 20);
   }
+  if (b->rate > 0) {
+    /* Open loop: whatever the server has not read yet stays queued; only
+     * a server that stops reading for good runs into the cap. */
+    b->ccfg.limits.send_high_water = 64u << 20;
+    b->ccfg.limits.send_hard_cap = 256u << 20;
+  }
   b->op = b->binary ? HERALD_OP_BINARY : HERALD_OP_TEXT;
   b->payload = malloc(b->size ? b->size : 1);
   b->conns = calloc(b->nconns, sizeof(bconn));
@@ -887,8 +1150,9 @@ int herald_cmd_bench(int argc, char **argv) {
     b->payload[i] =
         b->binary ? (uint8_t)(i * 131u + 7u) : (uint8_t)('a' + i % 26);
   }
-  if (b->mode == MODE_ECHO) {
+  if (b->mode == MODE_ECHO && b->rate <= 0) {
     for (size_t i = 0; i < b->nconns; i++) {
+      b->conns[i].cap = b->inflight;
       b->conns[i].sent = malloc(b->inflight * sizeof(uint64_t));
       if (b->conns[i].sent == NULL) {
         fprintf(stderr, "herald bench: out of memory\n");
@@ -903,9 +1167,16 @@ int herald_cmd_bench(int argc, char **argv) {
     free_bench(b);
     return 1;
   }
-  uv_timer_init(herald_loop_uv(b->loop), &b->phase_timer);
-  b->phase_timer.data = b;
-  b->timer_live = 1;
+  uv_loop_t *uv = herald_loop_uv(b->loop);
+  uv_timer_init(uv, &b->phase_timer);
+  uv_timer_init(uv, &b->rate_timer);
+  uv_timer_init(uv, &b->progress_timer);
+  b->phase_timer.data = b->rate_timer.data = b->progress_timer.data = b;
+  b->timers_live = 3;
+  b->progress = !b->json && isatty(STDERR_FILENO);
+  if (b->progress) {
+    uv_timer_start(&b->progress_timer, on_progress, 1000, 1000);
+  }
   b->setup_start = now_ns();
   if (b->mode == MODE_CONNECT) {
     /* No setup phase: every slot starts now and the warm-up begins. */
@@ -926,6 +1197,7 @@ int herald_cmd_bench(int argc, char **argv) {
   }
   herald_loop_run(b->loop);
 
+  progress_clear(b);
   report(b);
   uint64_t errors = b->failed + b->lost + b->bad_echo + b->send_errors;
   int status = 0;
@@ -935,10 +1207,15 @@ int herald_cmd_bench(int argc, char **argv) {
   if (b->mode == MODE_CONNECT && b->connects == 0) {
     status = 1;
   }
+  if (b->mode == MODE_ECHO && b->msgs == 0) {
+    status = 1; /* nothing measured is not a result */
+  }
   uv_close((uv_handle_t *)&b->phase_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&b->rate_timer, on_timer_closed);
+  uv_close((uv_handle_t *)&b->progress_timer, on_timer_closed);
   if (b->live == 0) {
     /* Clean teardown; with connections still closing, exiting frees them. */
-    while (b->timer_live) {
+    while (b->timers_live) {
       uv_run(herald_loop_uv(b->loop), UV_RUN_NOWAIT);
     }
     herald_loop_del(b->loop);

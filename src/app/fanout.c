@@ -5,6 +5,11 @@
  * Subscribers: --connections WebSockets, each sends `connect` and then
  * `subscribe` to channel "<prefix>i % --channels" (so every channel has
  * connections / channels subscribers), and counts the pushes it gets.
+ * The default prefix, "bench-", names channels of herald serve's default
+ * namespace, which every configuration has; publishing there from a client
+ * needs "publish": true in that namespace (docs/config.md). A refused
+ * subscribe or publish stops the run at once with the server's reason and
+ * what to change.
  * Publishers: --publishers WebSockets send `publish` commands, open loop, at
  * --rate publications per second in all, to the channels in turn; each
  * carries {"t": send time in ns, "p": padding to --size bytes}.
@@ -26,6 +31,7 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include "app/bench_proc.h"
 #include "app/cli.h"
 #include "app/hist.h"
 #include "herald/rt.h"
@@ -65,8 +71,10 @@ struct fanout {
   uint64_t t0, setup_end, win_start, win_end, pub_start;
   uint64_t published, sent_total, pub_acks, pub_refused;
   uint64_t sent_window, expected_window, delivered_window, delivered_total;
-  uint64_t cpu_start, cpu_end;
+  bp_snap srv_start, srv_end;
+  double bench_cpu_start, bench_cpu_end;
   long rss_before, rss_ready;
+  char refusal[768]; /* the first refusal that stopped the run */
   hist lat;
   uv_timer_t tick, phase_timer;
   int timers_live;
@@ -79,28 +87,6 @@ static uint64_t now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* utime + stime of /proc/PID/stat in ns, or 0. */
-static uint64_t proc_cpu_ns(long pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-  FILE *fp = fopen(path, "r");
-  if (fp == NULL) {
-    return 0;
-  }
-  size_t n = fread(buf, 1, sizeof buf - 1, fp);
-  fclose(fp);
-  buf[n] = 0;
-  const char *p = strrchr(buf, ')');
-  unsigned long ut = 0, st = 0;
-  if (p == NULL ||
-      sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-             &st) != 2) {
-    return 0;
-  }
-  long hz = sysconf(_SC_CLK_TCK);
-  return (uint64_t)(ut + st) * (1000000000u / (uint64_t)(hz > 0 ? hz : 100));
 }
 
 /* VmRSS of /proc/PID/status in KiB, or -1. */
@@ -163,6 +149,66 @@ static int64_t find_u64(const uint8_t *s, size_t len, const char *key) {
   return -1;
 }
 
+static void stop_now(fanout *f);
+
+/* The "message" string of an error reply, unescaped only as far as
+ * needed to show it: up to the first unescaped quote. */
+static void error_message(const uint8_t *s, size_t len, char *out,
+                          size_t outlen) {
+  static const char key[] = "\"message\":\"";
+  const uint8_t *p = memmem(s, len, key, sizeof(key) - 1);
+  size_t n = 0;
+  if (p != NULL) {
+    p += sizeof(key) - 1;
+    while (p < s + len && *p != '"' && n + 1 < outlen) {
+      if (*p == '\\' && p + 1 < s + len) {
+        p++;
+      }
+      out[n++] = (char)*p++;
+    }
+  }
+  if (n == 0) {
+    snprintf(out, outlen, "%.*s", (int)(len > 200 ? 200 : len),
+             (const char *)s);
+    return;
+  }
+  out[n] = 0;
+}
+
+/* A subscribe or publish was refused: keep the server's reason with what
+ * to change, and stop the run (its figures would mean nothing). */
+static void refused(fanout *f, const char *what, uint32_t chan,
+                    const uint8_t *data, size_t len) {
+  if (f->refusal[0] != 0) {
+    return;
+  }
+  char msg[160];
+  error_message(data, len, msg, sizeof(msg));
+  int64_t code = find_u64(data, len, "code");
+  const char *hint = "";
+  if (code == 101) {
+    hint = "the server wants a token to connect (it is not anonymous)";
+  } else if (code == 102) {
+    hint = "the part of the channel before ':' names a namespace the "
+           "server does not have; without ':' (the default prefix "
+           "bench-) the channel is in the default namespace";
+  } else if (code == 103 && strcmp(what, "publish") == 0) {
+    hint = "give the namespace \"publish\": true in the server's config "
+           "(docs/config.md), or choose a --prefix in a namespace that has "
+           "it (herald serve --demo: --prefix chat:bench-)";
+  } else if (code == 103) {
+    hint = "the channel needs a subscription token (a private namespace)";
+  } else if (code == 110) {
+    hint = "over the server's rate limit for one connection: spread the "
+           "rate over more --publishers, or raise rate_limits in the "
+           "server's config";
+  }
+  snprintf(f->refusal, sizeof(f->refusal),
+           "%s to %s%" PRIu32 " refused (%" PRId64 " %s)%s%s", what, f->prefix,
+           chan, code, msg, hint[0] ? ": " : "", hint);
+  stop_now(f);
+}
+
 static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
                        size_t len, void *ud) {
   (void)ws;
@@ -188,27 +234,23 @@ static void on_message(herald_ws *ws, herald_opcode op, uint8_t *data,
   }
   /* A reply: {"id":N,"result":...} or {"id":N,"error":...}. */
   int ok = len > 8 && memmem(data, len, "\"result\"", 8) != NULL;
+  int64_t id = find_u64(data, len, "id");
   if (c->publisher) {
     if (ok) {
       f->pub_acks++;
-    } else {
+    } else if (id != 1) {
       f->pub_refused++;
-      if (f->pub_refused <= 3 && !f->json) {
-        fprintf(stderr, "herald bench: publish refused: %.*s\n",
-                (int)(len > 200 ? 200 : len), (const char *)data);
-      }
+      refused(f, "publish", 0, data, len);
+    } else {
+      refused(f, "connect", 0, data, len);
     }
     return;
   }
-  int64_t id = find_u64(data, len, "id");
   if (!ok) {
     f->failed++;
-    if (f->failed <= 3 && !f->json) {
-      fprintf(stderr, "herald bench: refused: %.*s\n",
-              (int)(len > 200 ? 200 : len), (const char *)data);
-    }
     c->state = S_DONE;
     herald_ws_close(c->ws, HERALD_CLOSE_NORMAL, NULL, 0);
+    refused(f, id == 1 ? "connect" : "subscribe", c->channel, data, len);
     return;
   }
   if (id == 2 && c->state == S_SUBSCRIBING) {
@@ -223,6 +265,12 @@ static void on_open(herald_ws *ws, void *ud) {
   fanout *f = c->f;
   char cmd[256];
   f->connecting--;
+  if (f->phase >= F_DRAIN) {
+    /* The run was stopped while this one was connecting. */
+    c->state = S_DONE;
+    herald_ws_close(ws, HERALD_CLOSE_NORMAL, NULL, 0);
+    return;
+  }
   send_text(c, "{\"id\":1,\"connect\":{}}", 21);
   if (c->publisher) {
     c->state = S_READY;
@@ -402,11 +450,32 @@ static void on_drain_end(uv_timer_t *t) {
   }
 }
 
+/* Ends the run early (a refusal): close everything now; the window, if it
+ * had begun, ends here and is reported as not valid. */
+static void stop_now(fanout *f) {
+  if (f->phase >= F_DRAIN) {
+    return;
+  }
+  if (f->phase == F_MEASURE) {
+    f->win_end = now_ns();
+    f->bench_cpu_end = bp_self_cpu();
+  }
+  if (f->timers_live) {
+    uv_timer_stop(&f->tick);
+    uv_timer_stop(&f->phase_timer);
+  }
+  on_drain_end(&f->phase_timer);
+  if (f->live == 0) {
+    herald_loop_stop(f->loop);
+  }
+}
+
 static void on_measure_end(uv_timer_t *t) {
   fanout *f = t->data;
   f->win_end = now_ns();
+  f->bench_cpu_end = bp_self_cpu();
   if (f->server_pid > 0) {
-    f->cpu_end = proc_cpu_ns(f->server_pid);
+    bp_read(f->server_pid, &f->srv_end);
   }
   f->phase = F_DRAIN;
   uv_timer_start(&f->phase_timer, on_drain_end, 500, 0);
@@ -416,8 +485,9 @@ static void on_warmup_end(uv_timer_t *t) {
   fanout *f = t->data;
   f->phase = F_MEASURE;
   f->win_start = now_ns();
+  f->bench_cpu_start = bp_self_cpu();
   if (f->server_pid > 0) {
-    f->cpu_start = proc_cpu_ns(f->server_pid);
+    bp_read(f->server_pid, &f->srv_start);
   }
   uv_timer_start(&f->phase_timer, on_measure_end,
                  (uint64_t)(f->duration * 1000), 0);
@@ -452,7 +522,9 @@ static void fanout_usage(FILE *out) {
           "  --connections N      subscribers (1000)\n"
           "  --channels N         channels; subscriber i takes channel "
           "i %% N (1)\n"
-          "  --prefix P           channel name prefix (bench:c)\n"
+          "  --prefix P           channel name prefix (bench-: channels of the "
+          "default\n"
+          "                       namespace)\n"
           "  --rate R             publications per second in all (100); 0: "
           "none,\n"
           "                       only hold the subscriptions\n"
@@ -591,6 +663,17 @@ static int parse_args(fanout *f, int argc, char **argv) {
   return 0;
 }
 
+/* A quantile for the text report, or "n/a" without samples. */
+static const char *q_txt(const hist *h, double q, char *buf, size_t n,
+                         int json) {
+  if (h->total == 0) {
+    return json ? "null" : "n/a";
+  }
+  double v = q < 0 ? (double)h->max / 1000.0 : hist_quantile_us(h, q);
+  snprintf(buf, n, json ? "%.1f" : "%.1f us", v);
+  return buf;
+}
+
 static void report(fanout *f) {
   double win =
       f->win_end > f->win_start ? (double)(f->win_end - f->win_start) / 1e9 : 0;
@@ -599,56 +682,113 @@ static void report(fanout *f) {
   double ratio = f->expected_window
                      ? (double)f->delivered_window / (double)f->expected_window
                      : 0;
-  double cpu_s = -1;
-  if (f->server_pid > 0 && f->cpu_end >= f->cpu_start && win > 0) {
-    cpu_s = (double)(f->cpu_end - f->cpu_start) / 1e9;
+  double cpu_s = -1, thread_s = -1;
+  int srv_ok = f->server_pid > 0 && f->srv_start.ok && f->srv_end.ok &&
+               f->srv_end.cpu >= f->srv_start.cpu && win > 0;
+  if (srv_ok) {
+    cpu_s = f->srv_end.cpu - f->srv_start.cpu;
+    thread_s = bp_busiest_thread(&f->srv_start, &f->srv_end);
   }
   double per_sub = -1;
   if (f->rss_before > 0 && f->rss_ready > 0 && f->ready > 0) {
     per_sub =
         (double)(f->rss_ready - f->rss_before) * 1024.0 / (double)f->ready;
   }
-  double p50 = hist_quantile_us(&f->lat, 0.5);
-  double p99 = hist_quantile_us(&f->lat, 0.99);
-  double p999 = hist_quantile_us(&f->lat, 0.999);
-  double max = (double)f->lat.max / 1000.0;
+  /* setup_end stays 0 when the run never got past setup (everyone
+   * refused or failed): there is no setup time then, not a negative one. */
+  int setup_known = f->setup_end >= f->t0 && f->setup_end != 0;
+  double setup = setup_known ? (double)(f->setup_end - f->t0) / 1e9 : 0;
   uint64_t errors = f->failed + f->lost + f->errors + f->pub_refused + f->bad;
+  int valid = f->refusal[0] == 0 && win > 0 && f->ready > 0 &&
+              (f->rate == 0 || f->delivered_window > 0);
+  const char *why = f->refusal[0]   ? "refused"
+                    : f->ready == 0 ? "no subscriber was subscribed"
+                    : win <= 0      ? "nothing was measured"
+                                    : "nothing was delivered";
+  char verdict[320];
+  const char *who = "n/a";
+  if (valid) {
+    int reached = f->rate > 0 && published >= 0.95 * f->rate && ratio >= 0.95;
+    bp_limit lim = {win,
+                    f->bench_cpu_end - f->bench_cpu_start,
+                    cpu_s,
+                    thread_s,
+                    f->rate > 0 ? reached : -1,
+                    "raise --rate or --connections"};
+    bp_verdict(&lim, verdict, sizeof(verdict), &who);
+  } else {
+    snprintf(verdict, sizeof(verdict), "n/a (%s)", why);
+  }
+  char q[6][32];
   if (!f->json) {
     printf("herald bench fanout %s\n", f->url);
-    printf("  subscribers   %zu on %zu channel(s) (%zu subscribed, %" PRIu64
-           " failed, %" PRIu64 " lost)\n",
-           f->nsubs, f->nchans, f->ready, f->failed, f->lost);
+    printf("  subscribers   %zu on %zu channel(s) %s0..%zu (%zu subscribed, "
+           "%" PRIu64 " failed, %" PRIu64 " lost)\n",
+           f->nsubs, f->nchans, f->prefix, f->nchans - 1, f->ready, f->failed,
+           f->lost);
     printf("  publishing    %.0f/s asked, %.0f/s sent over %zu "
            "connection(s), %zu-byte commands\n",
            f->rate, published, f->npubs, f->size);
-    printf("  setup         %.3f s\n", (double)(f->setup_end - f->t0) / 1e9);
+    if (setup_known) {
+      printf("  setup         %.3f s\n", setup);
+    } else {
+      printf("  setup         n/a (not finished)\n");
+    }
     printf("  measured      %.3f s\n", win);
-    printf("  delivered     %.0f msgs/s (%.1f %% of what was published in "
-           "the window)\n",
-           delivered, ratio * 100);
-    printf("  latency       p50 %.1f us, p99 %.1f us, p99.9 %.1f us, max "
-           "%.1f us\n",
-           p50, p99, p999, max);
+    if (valid) {
+      printf("  delivered     %.0f msgs/s (%.1f %% of what was published in "
+             "the window)\n",
+             delivered, ratio * 100);
+    } else {
+      printf("  delivered     n/a (%s)\n", why);
+    }
+    printf("  latency       p50 %s, p90 %s, p95 %s, p99 %s, p99.9 %s, max "
+           "%s\n",
+           q_txt(&f->lat, 0.5, q[0], 32, 0), q_txt(&f->lat, 0.9, q[1], 32, 0),
+           q_txt(&f->lat, 0.95, q[2], 32, 0), q_txt(&f->lat, 0.99, q[3], 32, 0),
+           q_txt(&f->lat, 0.999, q[4], 32, 0), q_txt(&f->lat, -1, q[5], 32, 0));
     if (cpu_s >= 0) {
-      printf("  server CPU    %.2f s (%.0f %% of one core)\n", cpu_s,
+      printf("  server CPU    %.2f s (%.0f %% of one core", cpu_s,
              cpu_s / win * 100);
+      if (thread_s >= 0) {
+        printf("; busiest thread %.0f %%", thread_s / win * 100);
+      }
+      printf(")\n");
     }
     if (per_sub >= 0) {
       printf("  server RSS    %ld KiB before, %ld KiB subscribed: %.0f bytes "
              "per subscribed client\n",
              f->rss_before, f->rss_ready, per_sub);
     }
+    printf("  limit         %s\n", verdict);
     printf("  errors        %" PRIu64 " (failed %" PRIu64 ", lost %" PRIu64
            ", send errors %" PRIu64 ", refused publishes %" PRIu64 ")\n",
            errors, f->failed, f->lost, f->errors, f->pub_refused);
+    if (f->refusal[0]) {
+      printf("  refused       %s\n", f->refusal);
+    }
   }
-  printf("{\"mode\":\"fanout\",\"url\":\"%s\",\"subscribers\":%zu,"
-         "\"channels\":%zu,\"subscribed\":%zu,\"rate\":%.1f,"
-         "\"published_per_s\":%.1f,\"delivered_per_s\":%.1f,"
-         "\"delivery_ratio\":%.4f,\"latency_us\":{\"p50\":%.1f,\"p99\":%.1f,"
-         "\"p999\":%.1f,\"max\":%.1f},\"duration_s\":%.3f,",
-         f->url, f->nsubs, f->nchans, f->ready, f->rate, published, delivered,
-         ratio, p50, p99, p999, max, win);
+  char setup_s[32];
+  snprintf(setup_s, sizeof(setup_s), "%.3f", setup);
+  printf("{\"mode\":\"fanout\",\"url\":\"%s\",\"prefix\":\"%s\","
+         "\"subscribers\":%zu,\"channels\":%zu,\"subscribed\":%zu,"
+         "\"rate\":%.1f,\"setup_s\":%s,\"valid\":%s,",
+         f->url, f->prefix, f->nsubs, f->nchans, f->ready, f->rate,
+         setup_known ? setup_s : "null", valid ? "true" : "false");
+  if (valid) {
+    printf("\"published_per_s\":%.1f,\"delivered_per_s\":%.1f,"
+           "\"delivery_ratio\":%.4f,",
+           published, delivered, ratio);
+  } else {
+    printf("\"published_per_s\":null,\"delivered_per_s\":null,"
+           "\"delivery_ratio\":null,");
+  }
+  printf("\"latency_us\":{\"p50\":%s,\"p90\":%s,\"p95\":%s,\"p99\":%s,"
+         "\"p999\":%s,\"max\":%s},\"duration_s\":%.3f,\"limit\":\"%s\",",
+         q_txt(&f->lat, 0.5, q[0], 32, 1), q_txt(&f->lat, 0.9, q[1], 32, 1),
+         q_txt(&f->lat, 0.95, q[2], 32, 1), q_txt(&f->lat, 0.99, q[3], 32, 1),
+         q_txt(&f->lat, 0.999, q[4], 32, 1), q_txt(&f->lat, -1, q[5], 32, 1),
+         win, who);
   if (cpu_s >= 0) {
     printf("\"server_cpu_s\":%.3f,", cpu_s);
   } else {
@@ -663,6 +803,9 @@ static void report(fanout *f) {
          ",\"refused\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
          f->failed, f->lost, f->errors, f->pub_refused, errors);
   fflush(stdout);
+  if (f->refusal[0] && f->json) {
+    fprintf(stderr, "herald bench: %s\n", f->refusal);
+  }
 }
 
 int herald_bench_fanout(int argc, char **argv) {
@@ -675,7 +818,7 @@ int herald_bench_fanout(int argc, char **argv) {
   static fanout fs; /* the histogram is 30 KB: keep it off the stack */
   fanout *f = &fs;
   memset(f, 0, sizeof *f);
-  f->prefix = "bench:c";
+  f->prefix = "bench-";
   f->nsubs = 1000;
   f->nchans = 1;
   f->npubs = 1;
@@ -747,5 +890,5 @@ int herald_bench_fanout(int argc, char **argv) {
   free(f->msg);
   free(f->subs);
   free(f->pubs);
-  return errors || f->ready == 0 ? 1 : 0;
+  return errors || f->ready == 0 || f->refusal[0] ? 1 : 0;
 }

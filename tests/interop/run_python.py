@@ -441,7 +441,8 @@ async def server_vs_client():
         expect(got == ["hello", "h\u00e9llo", "", "last line"],
                f"server got {got!r}")
         expect(code == 1000, f"server saw close {code}, want 1000")
-        expect(cl.out == b"reply one\n\x01\x02raw\n", f"stdout {cl.out!r}")
+        # A binary message is written raw, with nothing added.
+        expect(cl.out == b"reply one\n\x01\x02raw", f"stdout {cl.out!r}")
         expect(rc == 0, f"exit {rc}: {cl.stderr()}")
     await check("client stdin lines -> text, EOF -> close 1000, exit 0",
                 lines_then_eof())
@@ -450,14 +451,14 @@ async def server_vs_client():
         async def handler(ws):
             return [await ws.recv() for _ in range(2)]
         fut = srv.on("/binary", handler)
-        cl = await Client(srv.url("/binary"), "--binary").start()
+        cl = await Client(srv.url("/binary"), "--binary", "--lines").start()
         await cl.write(b"ab\xff\n\n")
         cl.close_stdin()
         got = await fut
         rc = await cl.wait()
         expect(got == [b"ab\xff", b""], f"server got {got!r}")
         expect(rc == 0, f"exit {rc}: {cl.stderr()}")
-    await check("client --binary sends lines as binary (and empty)",
+    await check("client --binary --lines sends lines as binary (and empty)",
                 binary_lines())
 
     async def big_line():
@@ -484,7 +485,7 @@ async def server_vs_client():
         cl = await Client(srv.url("/sizes")).start()
         rc = await cl.wait()
         want = b"".join(b"a" * n + b"\n" for n in SIZES)
-        want += b"fragmented\n" + b"B" * 70000 + b"\n"
+        want += b"fragmented\n" + b"B" * 70000
         expect(cl.out == want, f"stdout {len(cl.out)} bytes, want {len(want)}")
         expect(rc == 0, f"exit {rc}: {cl.stderr()}")
     await check("client prints sizes 0..65536, fragmented, binary; "

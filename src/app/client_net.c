@@ -1,0 +1,1747 @@
+/* client_net.c - one WebSocket connection of `herald client`, on the
+ * sans-I/O core over a socket of our own.
+ *
+ * Stages, each with one reason to fail that the user is told about:
+ *
+ *   RESOLVE    getaddrinfo of the host (or of the proxy)
+ *   CONNECT    non-blocking connect to each address in turn
+ *   PROXY      "CONNECT host:port" to an HTTP proxy and its 2xx answer
+ *   TLS        the TLS handshake (wss://), certificate verified
+ *   HANDSHAKE  the opening handshake: our GET, the server's 101
+ *   OPEN       messages both ways
+ *   LISTEN     (--listen) waiting for one connection, then its upgrade
+ *
+ * One timer covers everything up to OPEN (--connect-timeout); after a
+ * close frame of ours, the same timer gives the peer CLOSE_GRACE_MS to
+ * answer. Reads and writes go through one uv_poll on the socket; TLS runs
+ * OpenSSL directly on the non-blocking descriptor.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "app/client.h"
+
+#ifndef HERALD_VERSION_STRING
+#define HERALD_VERSION_STRING "0.0.0"
+#endif
+
+#define CLOSE_GRACE_MS 3000
+#define READ_CHUNK (64 * 1024)
+#define TLS_WCHUNK (16 * 1024)
+#define HIGH_WATER (1u << 20)
+#define LOW_WATER (256u << 10)
+#define PROXY_HEAD_MAX 8192
+
+enum nstate {
+  N_RESOLVE,
+  N_CONNECT,
+  N_PROXY,
+  N_TLS,
+  N_HANDSHAKE,
+  N_LISTEN,
+  N_OPEN,
+  N_DONE
+};
+
+struct cnet {
+  uv_loop_t *loop;
+  const client_opts *o;
+  cnet_callbacks cb;
+  void *ud;
+  enum nstate state;
+  herald_config cfg;
+  herald_conn *conn;
+
+  /* What the URL says. */
+  int tls;
+  char *host;     /* for DNS, TLS name and the proxy's CONNECT */
+  char *hostport; /* the Host header */
+  char *path;
+  char *auth; /* "Basic ..." from user:password@ in the URL, or NULL */
+  int port;
+  /* The proxy, when one is used. */
+  char *phost;
+  int pport;
+  char *pauth;
+  char target[300]; /* what we connect to, for messages: "host:port" */
+
+  /* The socket and its handles. Every handle counts in `handles` until its
+   * close callback has run; the struct is freed when none is left. */
+  int fd;
+  uv_poll_t *poll; /* one per socket: a closing handle cannot be reused */
+  int poll_events;
+  int lfd; /* --listen: the listening socket */
+  uv_poll_t *lpoll;
+  uv_timer_t timer;
+  uv_timer_t ping_timer;
+  uv_getaddrinfo_t dns;
+  int dns_pending;
+  int handles;
+  struct addrinfo *addrs, *next_addr;
+  char peer[INET6_ADDRSTRLEN + 8];
+
+  SSL_CTX *ctx;
+  SSL *ssl;
+  uint8_t *tlsw; /* a chunk of output SSL_write must be given again */
+  size_t tlswlen;
+
+  uint8_t *ibuf; /* received bytes the core has not consumed yet */
+  size_t ilen, icap;
+  char *raw; /* bytes of our own to write before the core's (CONNECT) */
+  size_t rawlen, rawoff;
+
+  int dropped;      /* --listen: the input buffer was emptied mid-feed */
+  int busy;         /* cnet_busy() said so: on_drain is owed */
+  int ping_pending; /* --ping-interval: a ping awaits its pong */
+  int close_sent;
+  char subprotocol[128];
+  int deflate;
+  cnet_end end;
+  char reason[128];
+  char error[640];
+  int ended; /* on_close has run */
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void vlog(const cnet *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* -v: one line on stderr, "* ..." like curl. */
+static void vlog(const cnet *n, const char *fmt, ...) {
+  if (!n->o->verbose) {
+    return;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  fputs("* ", stderr);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+/* -v: an HTTP head, each line behind mark ("> " sent, "< " received). */
+static void vhead(const cnet *n, const char *mark, const char *p, size_t len) {
+  if (!n->o->verbose) {
+    return;
+  }
+  while (len > 0) {
+    const char *nl = memchr(p, '\n', len);
+    size_t l = nl ? (size_t)(nl - p) : len;
+    size_t shown = l > 0 && p[l - 1] == '\r' ? l - 1 : l;
+    if (shown > 0 || nl == NULL) {
+      fprintf(stderr, "%s%.*s\n", mark, (int)shown, p);
+    }
+    if (nl == NULL) {
+      break;
+    }
+    len -= l + 1;
+    p = nl + 1;
+  }
+  fflush(stderr);
+}
+
+static char *dupn(const char *p, size_t n) {
+  char *s = malloc(n + 1);
+  if (s) {
+    memcpy(s, p, n);
+    s[n] = 0;
+  }
+  return s;
+}
+
+static int hexval(int c) {
+  return c >= '0' && c <= '9'   ? c - '0'
+         : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                : -1;
+}
+
+/* "Basic base64(user:password)" from the percent-encoded userinfo of a URL
+ * (RFC 3986 3.2.1, RFC 7617). NULL when out of memory. */
+static char *basic_auth(const char *ui, size_t n) {
+  char *plain = malloc(n + 1);
+  size_t k = 0;
+  if (plain == NULL) {
+    return NULL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    int h, l;
+    if (ui[i] == '%' && i + 2 < n && (h = hexval(ui[i + 1])) >= 0 &&
+        (l = hexval(ui[i + 2])) >= 0) {
+      plain[k++] = (char)(h * 16 + l);
+      i += 2;
+    } else {
+      plain[k++] = ui[i];
+    }
+  }
+  char *out = malloc(6 + 4 * (k / 3 + 1) + 1);
+  if (out) {
+    memcpy(out, "Basic ", 6);
+    client_base64((const uint8_t *)plain, k, out + 6);
+  }
+  free(plain);
+  return out;
+}
+
+/* ---- URLs --------------------------------------------------------------- */
+
+/* Splits a ws:// or wss:// URL (or, for the proxy, an http:// one) into
+ * its parts. On failure writes a sentence naming the wrong part into err
+ * and returns -1. */
+static int parse_url(const char *url, int proxy, int *tls, char **host,
+                     char **hostport, int *port, char **path, char **auth,
+                     char *err, size_t errlen) {
+  const char *what = proxy ? "proxy URL" : "URL";
+  for (const char *p = url; *p; p++) {
+    if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+      snprintf(err, errlen,
+               "the %s '%s' holds a space or control character (at byte "
+               "%zu); percent-encode it",
+               what, url, (size_t)(p - url));
+      return -1;
+    }
+  }
+  const char *sep = strstr(url, "://");
+  if (sep == NULL) {
+    if (proxy) {
+      sep = NULL; /* "host:port" alone is how proxies are often given */
+    } else {
+      snprintf(err, errlen,
+               "'%s' has no scheme: write ws://%s (or wss:// for TLS)", url,
+               url);
+      return -1;
+    }
+  }
+  const char *h = url;
+  *tls = 0;
+  if (sep != NULL) {
+    size_t sl = (size_t)(sep - url);
+    h = sep + 3;
+    if (!proxy && sl == 2 && strncasecmp(url, "ws", 2) == 0) {
+      *tls = 0;
+    } else if (!proxy && sl == 3 && strncasecmp(url, "wss", 3) == 0) {
+      *tls = 1;
+    } else if (!proxy && (sl == 4 || sl == 5) &&
+               strncasecmp(url, "https", sl) == 0) {
+      snprintf(err, errlen,
+               "'%.*s://' is not a WebSocket scheme: use %s:// for this URL",
+               (int)sl, url, sl == 5 ? "wss" : "ws");
+      return -1;
+    } else if (proxy && sl == 4 && strncasecmp(url, "http", 4) == 0) {
+      *tls = 0;
+    } else if (proxy) {
+      snprintf(err, errlen,
+               "the proxy URL '%s' must be http://host:port (an HTTP proxy "
+               "that takes CONNECT)",
+               url);
+      return -1;
+    } else {
+      snprintf(err, errlen,
+               "unknown scheme '%.*s://' in '%s': use ws:// or wss://", (int)sl,
+               url, url);
+      return -1;
+    }
+  }
+  const char *end = h + strcspn(h, "/?#");
+  const char *at = memchr(h, '@', (size_t)(end - h));
+  *auth = NULL;
+  if (at != NULL) {
+    /* user:password@host: the last '@' ends the userinfo. */
+    const char *a2;
+    while ((a2 = memchr(at + 1, '@', (size_t)(end - at - 1))) != NULL) {
+      at = a2;
+    }
+    *auth = basic_auth(h, (size_t)(at - h));
+    if (*auth == NULL) {
+      snprintf(err, errlen, "out of memory");
+      return -1;
+    }
+    h = at + 1;
+  }
+  const char *hend, *colon = NULL;
+  if (*h == '[') {
+    hend = memchr(h, ']', (size_t)(end - h));
+    if (hend == NULL) {
+      snprintf(err, errlen, "the host of '%s' opens '[' without a ']'", url);
+      return -1;
+    }
+    if (hend + 1 < end && hend[1] != ':') {
+      snprintf(err, errlen, "unexpected '%c' after ']' in the host of '%s'",
+               hend[1], url);
+      return -1;
+    }
+    colon = hend + 1 < end ? hend + 1 : NULL;
+    *host = dupn(h + 1, (size_t)(hend - h - 1));
+  } else {
+    colon = memchr(h, ':', (size_t)(end - h));
+    hend = colon ? colon : end;
+    *host = dupn(h, (size_t)(hend - h));
+  }
+  if (*host == NULL || (*host)[0] == 0) {
+    snprintf(err, errlen, "the %s '%s' has no host", what, url);
+    return -1;
+  }
+  *port = proxy ? 80 : *tls ? 443 : 80;
+  if (colon != NULL) {
+    const char *ps = colon + 1;
+    long p = 0;
+    int ok = ps < end && end - ps <= 5;
+    for (const char *q = ps; ok && q < end; q++) {
+      ok = *q >= '0' && *q <= '9';
+      p = p * 10 + (*q - '0');
+    }
+    if (!ok || p < 1 || p > 65535) {
+      snprintf(err, errlen,
+               "the port '%.*s' in '%s' is not a number from 1 to 65535",
+               (int)(end - ps), ps, url);
+      return -1;
+    }
+    *port = (int)p;
+  }
+  *hostport = dupn(h, (size_t)(end - h));
+  if (path != NULL) {
+    const char *frag = strchr(end, '#'); /* never sent (RFC 6455 3) */
+    size_t plen = frag ? (size_t)(frag - end) : strlen(end);
+    if (plen == 0 || end[0] != '/') {
+      *path = malloc(plen + 2);
+      if (*path) {
+        (*path)[0] = '/';
+        memcpy(*path + 1, end, plen);
+        (*path)[plen + 1] = 0;
+      }
+    } else {
+      *path = dupn(end, plen);
+    }
+  }
+  if (*hostport == NULL || (path != NULL && *path == NULL)) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
+}
+
+/* Whether host matches NO_PROXY: "*", or a comma list of names, each
+ * matching itself and its subdomains (".example.com" or "example.com"). */
+static int no_proxy_for(const char *host) {
+  const char *np = getenv("no_proxy");
+  if (np == NULL || *np == 0) {
+    np = getenv("NO_PROXY");
+  }
+  if (np == NULL) {
+    return 0;
+  }
+  size_t hl = strlen(host);
+  while (*np) {
+    size_t l = strcspn(np, ",");
+    const char *e = np;
+    size_t el = l;
+    while (el > 0 && (*e == ' ' || *e == '.')) {
+      e++;
+      el--;
+    }
+    while (el > 0 && e[el - 1] == ' ') {
+      el--;
+    }
+    if (el == 1 && *e == '*') {
+      return 1;
+    }
+    if (el > 0 && el <= hl && strncasecmp(host + hl - el, e, el) == 0 &&
+        (el == hl || host[hl - el - 1] == '.')) {
+      return 1;
+    }
+    np += l + (np[l] == ',' ? 1 : 0);
+  }
+  return 0;
+}
+
+/* ---- ending ------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h) {
+  cnet *n = h->data;
+  if (--n->handles == 0) {
+    free(n);
+  }
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  cnet *n = h->data;
+  free(h);
+  if (--n->handles == 0) {
+    free(n);
+  }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events);
+
+/* Watches fd; *slot gets the new handle. Returns 0 or -1. */
+static int poll_open(cnet *n, uv_poll_t **slot, int fd) {
+  uv_poll_t *p = malloc(sizeof(*p));
+  if (p == NULL || uv_poll_init(n->loop, p, fd) != 0) {
+    free(p);
+    return -1;
+  }
+  p->data = n;
+  n->handles++;
+  *slot = p;
+  return 0;
+}
+
+static void poll_drop(uv_poll_t **slot) {
+  if (*slot != NULL) {
+    uv_close((uv_handle_t *)*slot, on_poll_closed);
+    *slot = NULL;
+  }
+}
+
+static void release(cnet *n) {
+  if (n->handles == 0) {
+    free(n);
+  }
+}
+
+/* Ends the connection once: closes the socket, reports through on_close,
+ * then closes every handle (n is freed after the last one). */
+static void finish(cnet *n) {
+  if (n->ended) {
+    return;
+  }
+  n->ended = 1;
+  n->state = N_DONE;
+  poll_drop(&n->poll);
+  poll_drop(&n->lpoll);
+  if (n->ssl) {
+    SSL_free(n->ssl);
+    n->ssl = NULL;
+  }
+  if (n->ctx) {
+    SSL_CTX_free(n->ctx);
+    n->ctx = NULL;
+  }
+  if (n->fd >= 0) {
+    close(n->fd);
+    n->fd = -1;
+  }
+  if (n->lfd >= 0) {
+    close(n->lfd);
+    n->lfd = -1;
+  }
+  if (n->dns_pending) {
+    uv_cancel((uv_req_t *)&n->dns);
+  }
+  uv_close((uv_handle_t *)&n->timer, on_handle_closed);
+  uv_close((uv_handle_t *)&n->ping_timer, on_handle_closed);
+  n->handles++; /* held until on_close returns */
+  if (n->end.reason == NULL) {
+    n->end.reason = n->reason;
+  }
+  n->cb.on_close(n, &n->end, n->ud);
+  herald_conn_del(n->conn);
+  n->conn = NULL;
+  if (n->addrs) {
+    freeaddrinfo(n->addrs);
+    n->addrs = NULL;
+  }
+  free(n->host);
+  free(n->hostport);
+  free(n->path);
+  free(n->auth);
+  free(n->phost);
+  free(n->pauth);
+  free(n->ibuf);
+  free(n->raw);
+  free(n->tlsw);
+  n->host = n->hostport = n->path = n->auth = n->phost = n->pauth = NULL;
+  n->ibuf = NULL;
+  n->raw = NULL;
+  n->tlsw = NULL;
+  n->handles--;
+  release(n);
+}
+
+static void fail(cnet *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Fails the connection with a sentence saying why. */
+static void fail(cnet *n, const char *fmt, ...) {
+  if (n->ended) {
+    return;
+  }
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(n->error, sizeof(n->error), fmt, ap);
+  va_end(ap);
+  n->end.error = n->error;
+  if (n->end.code == 0) {
+    n->end.code = HERALD_CLOSE_ABNORMAL;
+  }
+  finish(n);
+}
+
+/* The OpenSSL error queue as text, and cleared. */
+static const char *ssl_errors(char *buf, size_t len) {
+  unsigned long e = ERR_get_error();
+  if (e == 0) {
+    snprintf(buf, len, "no detail from OpenSSL");
+  } else {
+    ERR_error_string_n(e, buf, len);
+  }
+  ERR_clear_error();
+  return buf;
+}
+
+/* ---- socket events ------------------------------------------------------ */
+
+static void poll_set(cnet *n, int events) {
+  if (n->poll == NULL || n->poll_events == events) {
+    return;
+  }
+  n->poll_events = events;
+  uv_poll_start(n->poll, events, on_poll);
+}
+
+static size_t out_pending(const cnet *n) {
+  return (n->conn ? herald_conn_output_size(n->conn) : 0) + n->tlswlen +
+         (n->rawlen - n->rawoff);
+}
+
+/* Writes what can be written. Returns 0, or -1 after failing n. */
+static int flush(cnet *n) {
+  int want_write = 0;
+  while (n->rawoff < n->rawlen) {
+    ssize_t w = write(n->fd, n->raw + n->rawoff, n->rawlen - n->rawoff);
+    if (w < 0 && errno == EINTR) {
+      continue;
+    }
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      want_write = 1;
+      break;
+    }
+    if (w < 0) {
+      fail(n, "cannot write to %s: %s", n->target, strerror(errno));
+      return -1;
+    }
+    n->rawoff += (size_t)w;
+  }
+  while (!want_write && n->conn && n->state >= N_HANDSHAKE) {
+    if (n->ssl) {
+      if (n->tlswlen == 0) {
+        struct iovec iov[1];
+        if (herald_conn_output(n->conn, iov, 1) == 0) {
+          break;
+        }
+        size_t len = iov[0].iov_len < TLS_WCHUNK ? iov[0].iov_len : TLS_WCHUNK;
+        memcpy(n->tlsw, iov[0].iov_base, len);
+        n->tlswlen = len;
+        herald_conn_output_consumed(n->conn, len);
+      }
+      ERR_clear_error();
+      int r = SSL_write(n->ssl, n->tlsw, (int)n->tlswlen);
+      if (r > 0) {
+        n->tlswlen = 0;
+        continue;
+      }
+      int e = SSL_get_error(n->ssl, r);
+      if (e == SSL_ERROR_WANT_WRITE) {
+        want_write = 1;
+        break;
+      }
+      if (e == SSL_ERROR_WANT_READ) {
+        break;
+      }
+      char eb[256];
+      fail(n, "TLS write to %s failed: %s", n->target,
+           e == SSL_ERROR_SYSCALL ? strerror(errno) : ssl_errors(eb, 256));
+      return -1;
+    }
+    struct iovec iov[64];
+    int cnt = herald_conn_output(n->conn, iov, 64);
+    if (cnt == 0) {
+      break;
+    }
+    ssize_t w = writev(n->fd, iov, cnt);
+    if (w < 0 && errno == EINTR) {
+      continue;
+    }
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      want_write = 1;
+      break;
+    }
+    if (w < 0) {
+      fail(n, "cannot write to %s: %s", n->target, strerror(errno));
+      return -1;
+    }
+    herald_conn_output_consumed(n->conn, (size_t)w);
+  }
+  if (n->state != N_CONNECT) {
+    poll_set(n, UV_READABLE | (want_write ? UV_WRITABLE : 0));
+  }
+  if (n->busy && out_pending(n) < LOW_WATER && n->state == N_OPEN) {
+    n->busy = 0;
+    if (n->cb.on_drain) {
+      n->cb.on_drain(n, n->ud);
+    }
+  }
+  return 0;
+}
+
+/* ---- the opening handshake --------------------------------------------- */
+
+static int has_header(const client_opts *o, const char *name) {
+  for (size_t i = 0; i < o->nheaders; i++) {
+    if (o->headers[i].name.len == strlen(name) &&
+        strncasecmp(o->headers[i].name.ptr, name, o->headers[i].name.len) ==
+            0) {
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static void start_handshake(cnet *n) {
+  const client_opts *o = n->o;
+  herald_header *hs = calloc(o->nheaders + 2, sizeof(*hs));
+  if (hs == NULL) {
+    fail(n, "out of memory");
+    return;
+  }
+  size_t nh = 0;
+  for (size_t i = 0; i < o->nheaders; i++) {
+    hs[nh++] = o->headers[i];
+  }
+  char ua[64];
+  if (!has_header(o, "User-Agent")) {
+    snprintf(ua, sizeof(ua), "herald-client/%s", HERALD_VERSION_STRING);
+    const char *v = o->user_agent ? o->user_agent : ua;
+    hs[nh++] = (herald_header){{"User-Agent", 10}, {v, strlen(v)}};
+  }
+  if (n->auth && !has_header(o, "Authorization")) {
+    hs[nh++] =
+        (herald_header){{"Authorization", 13}, {n->auth, strlen(n->auth)}};
+  }
+  herald_client_opts co = {
+      .host = n->hostport,
+      .path = n->path,
+      .origin = o->origin,
+      .subprotocols = o->protocols,
+      .nsubprotocols = o->nprotocols,
+      .headers = hs,
+      .nheaders = nh,
+  };
+  int rv = herald_conn_client_start(n->conn, &co);
+  free(hs);
+  if (rv != 0) {
+    n->end.usage = 1;
+    fail(n,
+         "cannot build the handshake request: %s (check -H, --origin and "
+         "--subprotocol)",
+         herald_strerror(rv));
+    return;
+  }
+  n->state = N_HANDSHAKE;
+  if (o->verbose) {
+    struct iovec iov[8];
+    int cnt = herald_conn_output(n->conn, iov, 8);
+    for (int i = 0; i < cnt; i++) {
+      vhead(n, "> ", iov[i].iov_base, iov[i].iov_len);
+    }
+  }
+  flush(n);
+}
+
+/* ---- TLS ---------------------------------------------------------------- */
+
+static void tls_step(cnet *n);
+
+/* A file named on the command line that cannot be read: say so plainly
+ * rather than through OpenSSL's error stack. Returns 0 when it can. */
+static int unreadable(cnet *n, const char *what, const char *file) {
+  if (file == NULL || access(file, R_OK) == 0) {
+    return 0;
+  }
+  n->end.usage = 1;
+  fail(n, "cannot read %s %s: %s", what, file, strerror(errno));
+  return -1;
+}
+
+static void start_tls(cnet *n) {
+  const client_opts *o = n->o;
+  char eb[256];
+  if (unreadable(n, "the CA file", o->ca_file) ||
+      unreadable(n, "the client certificate", o->cert_file) ||
+      unreadable(n, "the client key", o->key_file)) {
+    return;
+  }
+  n->ctx = SSL_CTX_new(TLS_client_method());
+  if (n->ctx == NULL) {
+    fail(n, "cannot set up TLS: %s", ssl_errors(eb, sizeof(eb)));
+    return;
+  }
+  SSL_CTX_set_min_proto_version(n->ctx, TLS1_2_VERSION);
+  if (o->insecure) {
+    SSL_CTX_set_verify(n->ctx, SSL_VERIFY_NONE, NULL);
+  } else {
+    SSL_CTX_set_verify(n->ctx, SSL_VERIFY_PEER, NULL);
+    int ok = o->ca_file
+                 ? SSL_CTX_load_verify_locations(n->ctx, o->ca_file, NULL)
+                 : SSL_CTX_set_default_verify_paths(n->ctx);
+    if (ok != 1) {
+      n->end.usage = o->ca_file != NULL;
+      fail(n, "cannot load the CA certificates%s%s: %s",
+           o->ca_file ? " of " : "", o->ca_file ? o->ca_file : "",
+           ssl_errors(eb, sizeof(eb)));
+      return;
+    }
+  }
+  if (o->cert_file) {
+    const char *key = o->key_file ? o->key_file : o->cert_file;
+    if (SSL_CTX_use_certificate_chain_file(n->ctx, o->cert_file) != 1) {
+      n->end.usage = 1;
+      fail(n, "cannot load the client certificate %s: %s", o->cert_file,
+           ssl_errors(eb, sizeof(eb)));
+      return;
+    }
+    if (SSL_CTX_use_PrivateKey_file(n->ctx, key, SSL_FILETYPE_PEM) != 1) {
+      n->end.usage = 1;
+      fail(n, "cannot load the client key %s: %s", key,
+           ssl_errors(eb, sizeof(eb)));
+      return;
+    }
+    if (SSL_CTX_check_private_key(n->ctx) != 1) {
+      n->end.usage = 1;
+      fail(n, "the key %s does not belong to the certificate %s", key,
+           o->cert_file);
+      return;
+    }
+  }
+  static const unsigned char alpn[] = "\x08http/1.1";
+  SSL_CTX_set_alpn_protos(n->ctx, alpn, sizeof(alpn) - 1);
+  n->ssl = SSL_new(n->ctx);
+  n->tlsw = malloc(TLS_WCHUNK);
+  if (n->ssl == NULL || n->tlsw == NULL) {
+    fail(n, "cannot set up TLS: out of memory");
+    return;
+  }
+  const char *name = o->server_name ? o->server_name : n->host;
+  struct in6_addr a;
+  int is_ip =
+      inet_pton(AF_INET, name, &a) == 1 || inet_pton(AF_INET6, name, &a) == 1;
+  if (!is_ip) {
+    SSL_set_tlsext_host_name(n->ssl, name); /* SNI is for names only */
+  }
+  if (!o->insecure) {
+    if (is_ip) {
+      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(n->ssl), name);
+    } else {
+      SSL_set1_host(n->ssl, name);
+    }
+  }
+  SSL_set_fd(n->ssl, n->fd);
+  n->state = N_TLS;
+  vlog(n, "TLS handshake with %s (verifying %s)", n->target,
+       o->insecure ? "nothing: -k" : name);
+  tls_step(n);
+}
+
+static void tls_step(cnet *n) {
+  ERR_clear_error();
+  int r = SSL_connect(n->ssl);
+  if (r == 1) {
+    const SSL_CIPHER *c = SSL_get_current_cipher(n->ssl);
+    X509 *peer = SSL_get1_peer_certificate(n->ssl);
+    char subject[256] = "";
+    if (peer) {
+      X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
+      X509_free(peer);
+    }
+    vlog(n, "TLS: %s, %s, server certificate %s", SSL_get_version(n->ssl),
+         c ? SSL_CIPHER_get_name(c) : "?", subject[0] ? subject : "(none)");
+    start_handshake(n);
+    return;
+  }
+  int e = SSL_get_error(n->ssl, r);
+  if (e == SSL_ERROR_WANT_READ) {
+    poll_set(n, UV_READABLE);
+    return;
+  }
+  if (e == SSL_ERROR_WANT_WRITE) {
+    poll_set(n, UV_READABLE | UV_WRITABLE);
+    return;
+  }
+  long vr = SSL_get_verify_result(n->ssl);
+  unsigned long err = ERR_peek_error();
+  int reason = ERR_GET_REASON(err);
+  char eb[256];
+  if (vr != X509_V_OK && !n->o->insecure) {
+    fail(n,
+         "the certificate of %s did not verify: %s (trust its CA with --ca "
+         "FILE, or skip the check with -k)",
+         n->target, X509_verify_cert_error_string(vr));
+  } else if (reason == SSL_R_WRONG_VERSION_NUMBER ||
+             reason == SSL_R_PACKET_LENGTH_TOO_LONG) {
+    ERR_clear_error();
+    fail(n,
+         "%s did not answer in TLS: is it a plain TCP port? Use ws:// "
+         "rather than wss://",
+         n->target);
+  } else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN) {
+    fail(n,
+         "%s closed the connection during the TLS handshake%s%s (is it a "
+         "plain ws:// port?)",
+         n->target, errno ? ": " : "", errno ? strerror(errno) : "");
+  } else {
+    fail(n, "TLS handshake with %s failed: %s", n->target,
+         ssl_errors(eb, sizeof(eb)));
+  }
+}
+
+/* ---- the proxy ---------------------------------------------------------- */
+
+static void start_proxy(cnet *n) {
+  char ua[64];
+  snprintf(ua, sizeof(ua), "herald-client/%s", HERALD_VERSION_STRING);
+  size_t cap = strlen(n->host) + strlen(ua) + 2 * 300 +
+               (n->pauth ? strlen(n->pauth) : 0) + 128;
+  n->raw = malloc(cap);
+  if (n->raw == NULL) {
+    fail(n, "out of memory");
+    return;
+  }
+  int is6 = strchr(n->host, ':') != NULL;
+  char authority[300];
+  snprintf(authority, sizeof(authority), "%s%s%s:%d", is6 ? "[" : "", n->host,
+           is6 ? "]" : "", n->port);
+  int len = snprintf(n->raw, cap,
+                     "CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n"
+                     "%s%s%s\r\n",
+                     authority, authority, ua,
+                     n->pauth ? "Proxy-Authorization: " : "",
+                     n->pauth ? n->pauth : "", n->pauth ? "\r\n" : "");
+  n->rawlen = (size_t)len;
+  n->rawoff = 0;
+  n->state = N_PROXY;
+  vhead(n, "> ", n->raw, n->rawlen);
+  flush(n);
+}
+
+/* The proxy's answer is in ibuf. Returns 1 when more is needed. */
+static int proxy_answer(cnet *n) {
+  char *end = memmem(n->ibuf, n->ilen, "\r\n\r\n", 4);
+  if (end == NULL) {
+    if (n->ilen >= PROXY_HEAD_MAX) {
+      fail(n, "the proxy %s:%d sent a head over %d bytes", n->phost, n->pport,
+           PROXY_HEAD_MAX);
+    }
+    return 1;
+  }
+  size_t hl = (size_t)(end - (char *)n->ibuf) + 4;
+  vhead(n, "< ", (const char *)n->ibuf, hl);
+  const char *p = (const char *)n->ibuf;
+  size_t ll = strcspn(p, "\r\n");
+  int status = 0;
+  if (ll >= 12 && strncmp(p, "HTTP/1.", 7) == 0) {
+    status = atoi(p + 9);
+  }
+  if (status < 200 || status > 299) {
+    if (status == 0) {
+      fail(n, "the proxy %s:%d did not answer CONNECT in HTTP", n->phost,
+           n->pport);
+    } else {
+      fail(n, "the proxy %s:%d refused CONNECT %s: %.*s%s", n->phost, n->pport,
+           n->target, (int)(ll > 9 ? ll - 9 : 0), p + 9,
+           status == 407 ? " (give user:password@ in the proxy URL)" : "");
+    }
+    return 0;
+  }
+  memmove(n->ibuf, n->ibuf + hl, n->ilen - hl);
+  n->ilen -= hl;
+  free(n->raw);
+  n->raw = NULL;
+  n->rawlen = n->rawoff = 0;
+  vlog(n, "tunnel to %s open through the proxy", n->target);
+  if (n->tls) {
+    start_tls(n);
+  } else {
+    start_handshake(n);
+  }
+  return 0;
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+static void try_next_address(cnet *n);
+
+static void connected(cnet *n) {
+  int one = 1;
+  (void)setsockopt(n->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  vlog(n, "connected to %s%s", n->peer, n->phost ? " (the proxy)" : "");
+  if (n->phost) {
+    start_proxy(n);
+  } else if (n->tls) {
+    start_tls(n);
+  } else {
+    start_handshake(n);
+  }
+}
+
+static void try_next_address(cnet *n) {
+  const char *last = "no address";
+  int lasterr = 0;
+  while (n->next_addr) {
+    struct addrinfo *ai = n->next_addr;
+    n->next_addr = ai->ai_next;
+    poll_drop(&n->poll);
+    if (n->fd >= 0) {
+      close(n->fd);
+      n->fd = -1;
+    }
+    char ip[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (ai->ai_family == AF_INET) {
+      struct sockaddr_in *s = (struct sockaddr_in *)ai->ai_addr;
+      inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
+      port = ntohs(s->sin_port);
+    } else if (ai->ai_family == AF_INET6) {
+      struct sockaddr_in6 *s = (struct sockaddr_in6 *)ai->ai_addr;
+      inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
+      port = ntohs(s->sin6_port);
+    }
+    snprintf(n->peer, sizeof(n->peer), "%s%s%s:%d",
+             ai->ai_family == AF_INET6 ? "[" : "", ip,
+             ai->ai_family == AF_INET6 ? "]" : "", port);
+    vlog(n, "connecting to %s", n->peer);
+    int fd =
+        socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      lasterr = errno;
+      continue;
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+      lasterr = errno;
+      close(fd);
+      continue;
+    }
+    n->fd = fd;
+    if (poll_open(n, &n->poll, fd) != 0) {
+      lasterr = ENOMEM;
+      close(fd);
+      n->fd = -1;
+      continue;
+    }
+    n->poll_events = 0;
+    n->state = N_CONNECT;
+    poll_set(n, UV_WRITABLE);
+    return;
+  }
+  if (lasterr) {
+    last = strerror(lasterr);
+  }
+  fail(n, "cannot connect to %s%s%s: %s", n->phost ? "the proxy " : "",
+       n->phost ? "" : n->target, n->phost ? n->peer : "", last);
+}
+
+static void on_connect_ready(cnet *n) {
+  int err = 0;
+  socklen_t len = sizeof(err);
+  if (getsockopt(n->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+    err = errno;
+  }
+  if (err == 0) {
+    n->state = N_HANDSHAKE; /* placeholder until the next stage says */
+    connected(n);
+    return;
+  }
+  vlog(n, "%s: %s", n->peer, strerror(err));
+  if (n->next_addr == NULL) {
+    const char *name = n->phost ? n->phost : n->target;
+    int same = strcmp(name, n->peer) == 0;
+    fail(n, "cannot connect to %s%s%s%s%s: %s", n->phost ? "the proxy " : "",
+         name, same ? "" : " (", same ? "" : n->peer, same ? "" : ")",
+         strerror(err));
+    return;
+  }
+  try_next_address(n);
+}
+
+static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  cnet *n = req->data;
+  n->dns_pending = 0;
+  if (n->ended) {
+    if (res) {
+      uv_freeaddrinfo(res);
+    }
+    n->handles--;
+    release(n);
+    return;
+  }
+  n->handles--;
+  const char *name = n->phost ? n->phost : n->host;
+  if (status != 0) {
+    fail(n, "cannot resolve %s%s: %s", n->phost ? "the proxy " : "", name,
+         uv_strerror(status));
+    return;
+  }
+  n->addrs = n->next_addr = res;
+  try_next_address(n);
+}
+
+/* ---- received bytes ----------------------------------------------------- */
+
+static void on_event(cnet *n, herald_event *ev, const uint8_t *at);
+
+/* What a refused or broken handshake looked like: the status line and the
+ * start of the body, for the error message. */
+static void handshake_failed(cnet *n, int rv, const uint8_t *at, size_t len) {
+  const char *p = (const char *)at;
+  if (len > 0 && (at[0] == 0x15 || at[0] == 0x16)) {
+    fail(n,
+         "%s answered in TLS: it is a TLS port, use wss:// rather than "
+         "ws://",
+         n->target);
+    return;
+  }
+  if (len >= 12 && strncmp(p, "HTTP/1.", 7) == 0) {
+    size_t ll = strcspn(p, "\r\n");
+    if (ll > len) {
+      ll = len;
+    }
+    int status = atoi(p + 9);
+    const char *body = memmem(at, len, "\r\n\r\n", 4);
+    char excerpt[200] = "";
+    if (body != NULL) {
+      body += 4;
+      size_t bl = len - (size_t)(body - p);
+      size_t k = 0;
+      for (size_t i = 0; i < bl && k + 1 < sizeof(excerpt); i++) {
+        unsigned char c = (unsigned char)body[i];
+        excerpt[k++] = c == '\n' || c == '\r' ? ' ' : c < 0x20 ? '?' : c;
+      }
+      while (k > 0 && excerpt[k - 1] == ' ') {
+        k--;
+      }
+      excerpt[k] = 0;
+    }
+    vhead(n, "< ", p, body ? (size_t)(body - p) : len); /* the head */
+    if (status != 101) {
+      fail(n, "%s refused the WebSocket handshake: %.*s%s%s%s", n->target,
+           (int)(ll > 9 ? ll - 9 : 0), p + 9, excerpt[0] ? " (\"" : "", excerpt,
+           excerpt[0] ? "\")" : "");
+      return;
+    }
+    fail(n, "%s answered 101 but broke the handshake: %s", n->target,
+         herald_conn_error_reason(n->conn)[0]
+             ? herald_conn_error_reason(n->conn)
+             : herald_strerror(rv));
+    return;
+  }
+  fail(n, "%s did not answer the WebSocket handshake in HTTP: %s", n->target,
+       herald_conn_error_reason(n->conn)[0] ? herald_conn_error_reason(n->conn)
+                                            : herald_strerror(rv));
+}
+
+static void feed(cnet *n) {
+  size_t off = 0;
+  n->dropped = 0;
+  while (!n->ended && off < n->ilen) {
+    herald_event ev;
+    int r = herald_conn_recv(n->conn, n->ibuf + off, n->ilen - off, &ev);
+    if (r < 0) {
+      if (n->state == N_HANDSHAKE) {
+        handshake_failed(n, r, n->ibuf + off, n->ilen - off);
+        return;
+      }
+      /* The core queued the close frame that answers the error. */
+      snprintf(n->error, sizeof(n->error), "%s: %s", herald_strerror(r),
+               herald_conn_error_reason(n->conn));
+      n->end.error = n->error;
+      n->end.code = herald_err_close_code(r) ? herald_err_close_code(r)
+                                             : HERALD_CLOSE_ABNORMAL;
+      n->close_sent = 1;
+      flush(n);
+      finish(n);
+      return;
+    }
+    const uint8_t *at = n->ibuf + off;
+    off += (size_t)r;
+    if (ev.type == HERALD_EV_NONE) {
+      break;
+    }
+    on_event(n, &ev, at);
+    if (n->dropped) {
+      n->dropped = 0; /* listen_reset() emptied ibuf under us */
+      return;
+    }
+  }
+  if (n->ended) {
+    return;
+  }
+  memmove(n->ibuf, n->ibuf + off, n->ilen - off);
+  n->ilen -= off;
+}
+
+static void after_input(cnet *n) {
+  if (n->ended) {
+    return;
+  }
+  if (flush(n) != 0) {
+    return;
+  }
+  if (n->conn && herald_conn_done(n->conn)) {
+    finish(n); /* the close handshake is complete */
+  }
+}
+
+/* --listen: the peer that came is done with (it left, or it was not a
+ * WebSocket client); wait for the next one on a fresh connection. */
+static void listen_reset(cnet *n) {
+  poll_drop(&n->poll);
+  close(n->fd);
+  n->fd = -1;
+  herald_conn_del(n->conn);
+  n->conn = NULL;
+  n->ilen = 0;
+  n->dropped = 1;
+  if (herald_conn_new(&n->conn, &n->cfg) != 0) {
+    fail(n, "out of memory");
+    return;
+  }
+  uv_poll_start(n->lpoll, UV_READABLE, on_poll);
+}
+
+static void on_eof(cnet *n) {
+  herald_event ev;
+  if (n->state == N_PROXY) {
+    fail(n,
+         "the proxy %s:%d closed the connection without answering "
+         "CONNECT",
+         n->phost, n->pport);
+    return;
+  }
+  if (n->state == N_LISTEN) {
+    vlog(n, "%s left before its handshake; waiting for another", n->peer);
+    listen_reset(n);
+    return;
+  }
+  if (n->state == N_HANDSHAKE) {
+    if (n->ilen > 0) {
+      handshake_failed(n, HERALD_ERR_HTTP, n->ibuf, n->ilen);
+    } else {
+      fail(n,
+           "%s closed the connection without answering the WebSocket "
+           "handshake%s",
+           n->target,
+           n->tls ? ""
+                  : " (if it is a TLS port, use wss:// rather than ws://)");
+    }
+    return;
+  }
+  if (herald_conn_recv_eof(n->conn, &ev) == 1) {
+    n->end.code = HERALD_CLOSE_ABNORMAL;
+    n->end.error = "the peer closed the TCP connection without a close frame";
+  }
+  finish(n);
+}
+
+static void on_readable(cnet *n) {
+  int fd = n->fd;
+  /* The loop stops when the socket changes under it (--listen drops a
+   * peer that was not a WebSocket client). */
+  /* Bytes OpenSSL already took off the socket do not wake the poll again:
+   * read those in any case. */
+  for (int round = 0; (round < 16 || (n->ssl && SSL_pending(n->ssl) > 0)) &&
+                      !n->ended && n->fd == fd && fd >= 0;
+       round++) {
+    if (n->icap - n->ilen < READ_CHUNK) {
+      size_t cap = n->icap ? n->icap * 2 : 2 * READ_CHUNK;
+      while (cap - n->ilen < READ_CHUNK) {
+        cap *= 2;
+      }
+      uint8_t *b = realloc(n->ibuf, cap);
+      if (b == NULL) {
+        fail(n, "out of memory");
+        return;
+      }
+      n->ibuf = b;
+      n->icap = cap;
+    }
+    ssize_t r;
+    if (n->ssl) {
+      ERR_clear_error();
+      int k = SSL_read(n->ssl, n->ibuf + n->ilen, READ_CHUNK);
+      if (k > 0) {
+        r = k;
+      } else {
+        int e = SSL_get_error(n->ssl, k);
+        if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+          break;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN ||
+            (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0)) {
+          on_eof(n); /* close_notify, or a TCP close without one */
+          return;
+        }
+        char eb[256];
+        fail(n, "TLS read from %s failed: %s", n->target,
+             ssl_errors(eb, sizeof(eb)));
+        return;
+      }
+    } else {
+      r = read(n->fd, n->ibuf + n->ilen, READ_CHUNK);
+      if (r < 0 && errno == EINTR) {
+        continue;
+      }
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        break;
+      }
+      if (r < 0) {
+        if (errno == ECONNRESET && n->state == N_HANDSHAKE && !n->tls) {
+          fail(n,
+               "%s reset the connection during the WebSocket handshake "
+               "(if it is a TLS port, use wss:// rather than ws://)",
+               n->target);
+        } else {
+          fail(n, "reading from %s: %s", n->target, strerror(errno));
+        }
+        return;
+      }
+      if (r == 0) {
+        on_eof(n);
+        return;
+      }
+    }
+    n->ilen += (size_t)r;
+    if (n->state == N_PROXY) {
+      if (proxy_answer(n) == 1) {
+        continue; /* more of the proxy's head to come */
+      }
+      if (n->ended || n->state == N_TLS) {
+        return; /* tls_step() watches the socket now */
+      }
+    }
+    if (n->conn && n->state >= N_HANDSHAKE && n->state != N_DONE) {
+      feed(n);
+    }
+  }
+  after_input(n);
+}
+
+/* ---- events of the core ------------------------------------------------- */
+
+static void ping_due(uv_timer_t *t);
+
+static void opened(cnet *n) {
+  n->state = N_OPEN;
+  uv_timer_stop(&n->timer);
+  n->deflate = herald_conn_deflate(n->conn, NULL);
+  n->end.opened = 1;
+  if (n->lpoll != NULL) {
+    /* --listen takes one connection. */
+    poll_drop(&n->lpoll);
+    close(n->lfd);
+    n->lfd = -1;
+  }
+  if (n->o->ping_ms) {
+    uv_timer_start(&n->ping_timer, ping_due, n->o->ping_ms, n->o->ping_ms);
+  }
+  n->cb.on_open(n, n->ud);
+}
+
+static void on_request(cnet *n, herald_event *ev, const uint8_t *at) {
+  const herald_request *req = ev->request;
+  vhead(n, "< ", (const char *)at, req->head_len);
+  if (!req->websocket) {
+    vlog(n, "not a WebSocket upgrade: answering 426, waiting for another");
+    herald_header up = {{"Upgrade", 7}, {"websocket", 9}};
+    herald_conn_reject(n->conn, 426, "this port speaks WebSocket only", &up, 1);
+    flush(n);
+    listen_reset(n);
+    return;
+  }
+  /* The first subprotocol of ours (in our order) that the client offers. */
+  const char *proto = NULL;
+  for (size_t i = 0; i < n->o->nprotocols && proto == NULL; i++) {
+    size_t pos = 0;
+    herald_str tok;
+    while (herald_list_next(req->protocols, &pos, &tok)) {
+      if (tok.len == strlen(n->o->protocols[i]) &&
+          memcmp(tok.ptr, n->o->protocols[i], tok.len) == 0) {
+        proto = n->o->protocols[i];
+        break;
+      }
+    }
+  }
+  herald_accept acc = {.subprotocol = proto};
+  int rv = herald_conn_accept(n->conn, &acc);
+  if (rv != 0) {
+    fail(n, "cannot accept the upgrade: %s", herald_strerror(rv));
+    return;
+  }
+  if (proto) {
+    snprintf(n->subprotocol, sizeof(n->subprotocol), "%s", proto);
+  }
+  if (n->o->verbose) {
+    struct iovec iov[8];
+    int cnt = herald_conn_output(n->conn, iov, 8);
+    for (int i = 0; i < cnt; i++) {
+      vhead(n, "> ", iov[i].iov_base, iov[i].iov_len);
+    }
+  }
+  opened(n);
+}
+
+static void on_event(cnet *n, herald_event *ev, const uint8_t *at) {
+  switch (ev->type) {
+  case HERALD_EV_OPEN:
+    vhead(n, "< ", (const char *)at, ev->response->head_len);
+    if (ev->response->protocol.len > 0) {
+      snprintf(n->subprotocol, sizeof(n->subprotocol), "%.*s",
+               (int)ev->response->protocol.len, ev->response->protocol.ptr);
+    }
+    opened(n);
+    break;
+  case HERALD_EV_REQUEST:
+    on_request(n, ev, at);
+    break;
+  case HERALD_EV_TEXT:
+  case HERALD_EV_BINARY:
+    n->cb.on_message(
+        n, ev->type == HERALD_EV_TEXT ? HERALD_OP_TEXT : HERALD_OP_BINARY,
+        ev->data, ev->len, n->ud);
+    break;
+  case HERALD_EV_PING:
+    break; /* the core queued the pong */
+  case HERALD_EV_PONG:
+    n->ping_pending = 0;
+    if (n->cb.on_pong) {
+      n->cb.on_pong(n, ev->data, ev->len, n->ud);
+    }
+    break;
+  case HERALD_EV_CLOSE:
+    n->end.code = ev->code;
+    n->end.remote = ev->code != HERALD_CLOSE_ABNORMAL;
+    snprintf(
+        n->reason, sizeof(n->reason), "%.*s",
+        (int)(ev->len < sizeof(n->reason) ? ev->len : sizeof(n->reason) - 1),
+        (const char *)ev->data);
+    /* Our answer (if we had not closed first) is queued; once it is
+     * written the connection is done (after_input). */
+    break;
+  default:
+    break;
+  }
+}
+
+/* ---- listening ---------------------------------------------------------- */
+
+static void on_accept(cnet *n) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof(ss);
+  int fd = accept4(n->lfd, (struct sockaddr *)&ss, &sl,
+                   SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (fd < 0) {
+    return; /* EAGAIN, or the peer left already */
+  }
+  if (n->poll != NULL) {
+    close(fd); /* one at a time: a handshake is in progress */
+    return;
+  }
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (ss.ss_family == AF_INET) {
+    struct sockaddr_in *s = (struct sockaddr_in *)&ss;
+    inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
+    port = ntohs(s->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
+    inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
+    port = ntohs(s->sin6_port);
+  }
+  snprintf(n->peer, sizeof(n->peer), "%s:%d", ip, port);
+  snprintf(n->target, sizeof(n->target), "%s", n->peer);
+  vlog(n, "connection from %s", n->peer);
+  if (poll_open(n, &n->poll, fd) != 0) {
+    close(fd);
+    return;
+  }
+  uv_poll_stop(n->lpoll);
+  n->fd = fd;
+  n->poll_events = 0;
+  int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  poll_set(n, UV_READABLE);
+}
+
+/* Binds [ADDR:]PORT (ADDR defaults to 127.0.0.1). Returns 0, or -1 after
+ * writing why into n->error. */
+static int start_listen(cnet *n, const char *spec) {
+  char host[INET6_ADDRSTRLEN + 2] = "127.0.0.1";
+  const char *ps = spec;
+  const char *colon = strrchr(spec, ':');
+  if (colon != NULL) {
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= 2 && spec[0] == '[' && spec[hl - 1] == ']') {
+      spec++;
+      hl -= 2;
+    }
+    if (hl >= sizeof(host)) {
+      snprintf(n->error, sizeof(n->error),
+               "--listen: the address '%.*s' is "
+               "too long",
+               (int)hl, spec);
+      return -1;
+    }
+    if (hl > 0) {
+      memcpy(host, spec, hl);
+      host[hl] = 0;
+    }
+    ps = colon + 1;
+  }
+  char *end;
+  long port = strtol(ps, &end, 10);
+  if (*ps < '0' || *ps > '9' || *end != 0 || port < 0 || port > 65535) {
+    snprintf(n->error, sizeof(n->error),
+             "--listen: the port '%s' is not a number from 0 to 65535", ps);
+    return -1;
+  }
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof(ss));
+  socklen_t sl;
+  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0) {
+    sl = sizeof(struct sockaddr_in);
+  } else if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) == 0) {
+    sl = sizeof(struct sockaddr_in6);
+  } else {
+    snprintf(n->error, sizeof(n->error),
+             "--listen: '%s' is not an IPv4 or IPv6 address", host);
+    return -1;
+  }
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  int one = 1;
+  if (fd < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 8) != 0) {
+    snprintf(n->error, sizeof(n->error),
+             "--listen: cannot listen on %s:%ld: %s", host, port,
+             strerror(errno));
+    if (fd >= 0) {
+      close(fd);
+    }
+    return -1;
+  }
+  sl = sizeof(ss);
+  getsockname(fd, (struct sockaddr *)&ss, &sl);
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int bound = 0;
+  if (ss.ss_family == AF_INET) {
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
+    bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+  } else {
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip,
+              sizeof(ip));
+    bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  }
+  n->lfd = fd;
+  if (poll_open(n, &n->lpoll, fd) != 0) {
+    snprintf(n->error, sizeof(n->error), "out of memory");
+    close(fd);
+    n->lfd = -1;
+    return -1;
+  }
+  uv_poll_start(n->lpoll, UV_READABLE, on_poll);
+  n->state = N_LISTEN;
+  /* Scripts wait for this line (with port 0 it names the real port). */
+  fprintf(stderr, "herald client: listening on %s%s%s:%d\n",
+          ss.ss_family == AF_INET6 ? "[" : "", ip,
+          ss.ss_family == AF_INET6 ? "]" : "", bound);
+  fflush(stderr);
+  return 0;
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+static const char *stage(const cnet *n) {
+  switch (n->state) {
+  case N_RESOLVE:
+    return "resolving the host name";
+  case N_CONNECT:
+    return "connecting";
+  case N_PROXY:
+    return "waiting for the proxy to answer CONNECT";
+  case N_TLS:
+    return "in the TLS handshake (is it a TLS port?)";
+  case N_HANDSHAKE:
+    return "waiting for the answer to the WebSocket handshake";
+  default:
+    return "closing";
+  }
+}
+
+static void on_timer(uv_timer_t *t) {
+  cnet *n = t->data;
+  if (n->state == N_OPEN) {
+    /* Our close frame got no answer in time. */
+    n->end.error = "the peer did not answer our close frame";
+    if (!n->end.remote) {
+      n->end.code = HERALD_CLOSE_ABNORMAL;
+    }
+    finish(n);
+    return;
+  }
+  fail(n, "timed out after %.1f s %s (%s)", n->o->connect_ms / 1000.0, stage(n),
+       n->target);
+}
+
+static void ping_due(uv_timer_t *t) {
+  cnet *n = t->data;
+  if (n->ping_pending) {
+    fail(n, "no pong within %.1f s: the connection is dead",
+         n->o->ping_ms / 1000.0);
+    return;
+  }
+  if (herald_conn_ping(n->conn, "", 0) == 0) {
+    n->ping_pending = 1;
+    flush(n);
+  }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+  cnet *n = p->data;
+  if (p == n->lpoll) {
+    on_accept(n);
+    return;
+  }
+  if (status < 0 && n->state != N_CONNECT) {
+    /* libuv reports EPOLLERR (a reset, mostly) as UV_EBADF and stops the
+     * handle: read, and let read() name the error. */
+    n->poll_events = 0;
+    events = UV_READABLE;
+    if (n->state == N_TLS) {
+      tls_step(n);
+      return;
+    }
+  }
+  switch (n->state) {
+  case N_CONNECT:
+    on_connect_ready(n);
+    return;
+  case N_TLS:
+    tls_step(n);
+    return;
+  default:
+    break;
+  }
+  if (events & UV_WRITABLE) {
+    if (flush(n) != 0) {
+      return;
+    }
+  }
+  if (events & (UV_READABLE | UV_DISCONNECT)) {
+    on_readable(n);
+  } else {
+    after_input(n);
+  }
+}
+
+/* ---- the API of this file ---------------------------------------------- */
+
+int cnet_start(uv_loop_t *loop, const client_opts *o, const cnet_callbacks *cb,
+               void *ud, cnet **pn) {
+  cnet *n = calloc(1, sizeof(*n));
+  if (n == NULL) {
+    fprintf(stderr, "herald client: out of memory\n");
+    return -1;
+  }
+  n->loop = loop;
+  n->o = o;
+  n->cb = *cb;
+  n->ud = ud;
+  n->fd = n->lfd = -1;
+  herald_config_init(&n->cfg,
+                     o->listen ? HERALD_ROLE_SERVER : HERALD_ROLE_CLIENT);
+  n->cfg.max_message_size = o->max_message;
+  n->cfg.max_frame_size = o->max_message;
+  n->cfg.max_fragments = 1u << 20;
+  n->cfg.deflate.enabled = o->deflate;
+  if (herald_conn_new(&n->conn, &n->cfg) != 0) {
+    free(n);
+    fprintf(stderr, "herald client: out of memory\n");
+    return -1;
+  }
+  uv_timer_init(loop, &n->timer);
+  uv_timer_init(loop, &n->ping_timer);
+  n->timer.data = n->ping_timer.data = n;
+  n->handles = 2;
+  *pn = n;
+
+  if (o->listen) {
+    snprintf(n->target, sizeof(n->target), "the peer");
+    if (start_listen(n, o->listen) != 0) {
+      n->end.usage = 1;
+      n->end.error = n->error;
+      finish(n);
+      return 0;
+    }
+    return 0;
+  }
+
+  char err[512];
+  if (parse_url(o->url, 0, &n->tls, &n->host, &n->hostport, &n->port, &n->path,
+                &n->auth, err, sizeof(err)) != 0) {
+    snprintf(n->error, sizeof(n->error), "%s", err);
+    n->end.error = n->error;
+    n->end.usage = 1;
+    finish(n);
+    return 0;
+  }
+  int is6 = strchr(n->host, ':') != NULL;
+  snprintf(n->target, sizeof(n->target), "%s%s%s:%d", is6 ? "[" : "", n->host,
+           is6 ? "]" : "", n->port);
+
+  /* The proxy: --proxy, else https_proxy (wss://) or http_proxy (ws://),
+   * unless --no-proxy or NO_PROXY names the host. */
+  const char *proxy = o->proxy;
+  if (proxy == NULL && !o->no_proxy && !no_proxy_for(n->host)) {
+    const char *names[2][2] = {{"http_proxy", "HTTP_PROXY"},
+                               {"https_proxy", "HTTPS_PROXY"}};
+    for (int i = 0; i < 2 && (proxy == NULL || *proxy == 0); i++) {
+      proxy = getenv(names[n->tls][i]);
+    }
+    if (proxy != NULL && *proxy == 0) {
+      proxy = NULL;
+    }
+  }
+  if (proxy != NULL && !o->no_proxy) {
+    int ptls;
+    char *php = NULL;
+    if (parse_url(proxy, 1, &ptls, &n->phost, &php, &n->pport, NULL, &n->pauth,
+                  err, sizeof(err)) != 0) {
+      free(php);
+      snprintf(n->error, sizeof(n->error), "%s%s", err,
+               o->proxy ? "" : " (from the environment)");
+      n->end.error = n->error;
+      n->end.usage = 1;
+      finish(n);
+      return 0;
+    }
+    free(php);
+    vlog(n, "through the HTTP proxy %s:%d", n->phost, n->pport);
+  }
+
+  if (o->connect_ms) {
+    uv_timer_start(&n->timer, on_timer, o->connect_ms, 0);
+  }
+  const char *name = n->phost ? n->phost : n->host;
+  char portstr[8];
+  snprintf(portstr, sizeof(portstr), "%d", n->phost ? n->pport : n->port);
+  struct addrinfo hints = {0};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  struct addrinfo numeric = hints, *res = NULL;
+  numeric.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  n->state = N_RESOLVE;
+  if (getaddrinfo(name, portstr, &numeric, &res) == 0) {
+    n->addrs = n->next_addr = res;
+    try_next_address(n);
+    return 0;
+  }
+  vlog(n, "resolving %s", name);
+  n->dns.data = n;
+  int rv = uv_getaddrinfo(loop, &n->dns, on_dns, name, portstr, &hints);
+  if (rv != 0) {
+    fail(n, "cannot resolve %s: %s", name, uv_strerror(rv));
+    return 0;
+  }
+  n->dns_pending = 1;
+  n->handles++;
+  return 0;
+}
+
+int cnet_send(cnet *n, herald_opcode op, const void *data, size_t len) {
+  if (n->ended || n->state != N_OPEN) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  int rv = herald_conn_send(n->conn, op, len ? data : "", len, 0, NULL, NULL);
+  if (rv == 0) {
+    flush(n);
+  }
+  return rv;
+}
+
+int cnet_ping(cnet *n, const void *data, size_t len) {
+  if (n->ended || n->state != N_OPEN) {
+    return HERALD_ERR_BAD_STATE;
+  }
+  int rv = herald_conn_ping(n->conn, len ? data : "", len);
+  if (rv == 0) {
+    flush(n);
+  }
+  return rv;
+}
+
+void cnet_close(cnet *n, uint16_t code, const char *reason) {
+  if (n->ended) {
+    return;
+  }
+  if (n->state != N_OPEN) {
+    n->end.error = "closed before the connection opened";
+    finish(n);
+    return;
+  }
+  if (n->close_sent) {
+    return;
+  }
+  n->close_sent = 1;
+  const char *r = reason ? reason : "";
+  int rv = herald_conn_close(n->conn, code, r, strlen(r));
+  if (rv == HERALD_ERR_CLOSED) {
+    return;
+  }
+  uv_timer_stop(&n->ping_timer);
+  uv_timer_start(&n->timer, on_timer, CLOSE_GRACE_MS, 0);
+  after_input(n);
+}
+
+void cnet_abort(cnet *n, const char *why) {
+  if (n->ended) {
+    return;
+  }
+  n->end.error = why;
+  n->end.code = HERALD_CLOSE_ABNORMAL;
+  finish(n);
+}
+
+int cnet_busy(const cnet *n) {
+  if (out_pending(n) > HIGH_WATER) {
+    ((cnet *)n)->busy = 1;
+    return 1;
+  }
+  return 0;
+}
+
+const char *cnet_subprotocol(const cnet *n) {
+  return n->subprotocol;
+}
+
+int cnet_deflate(const cnet *n) {
+  return n->deflate;
+}
+
+const char *cnet_peer(const cnet *n) {
+  return n->target;
+}
