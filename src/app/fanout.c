@@ -5,9 +5,10 @@
  * Subscribers: --connections WebSockets, each sends `connect` and then
  * `subscribe` to channel "<prefix>i % --channels" (so every channel has
  * connections / channels subscribers), and counts the pushes it gets.
- * The default prefix, "bench-", names channels of herald serve's default
- * namespace, which every configuration has; publishing there from a client
- * needs "publish": true in that namespace (docs/config.md). A refused
+ * The default prefix, "bench:c", names channels of the namespace "bench"
+ * that `herald serve --demo` (make run) has, with publishing on; against
+ * another configuration give a --prefix in a namespace whose "publish" is
+ * true (docs/config.md). A refused
  * subscribe or publish stops the run at once with the server's reason and
  * what to change.
  * Publishers: --publishers WebSockets send `publish` commands, open loop, at
@@ -190,12 +191,13 @@ static void refused(fanout *f, const char *what, uint32_t chan,
     hint = "the server wants a token to connect (it is not anonymous)";
   } else if (code == 102) {
     hint = "the part of the channel before ':' names a namespace the "
-           "server does not have; without ':' (the default prefix "
-           "bench-) the channel is in the default namespace";
+           "server does not have (the default prefix bench:c needs "
+           "herald serve --demo, or a namespace \"bench\" with "
+           "\"publish\": true)";
   } else if (code == 103 && strcmp(what, "publish") == 0) {
     hint = "give the namespace \"publish\": true in the server's config "
            "(docs/config.md), or choose a --prefix in a namespace that has "
-           "it (herald serve --demo: --prefix chat:bench-)";
+           "it (herald serve --demo has \"bench\": the default prefix)";
   } else if (code == 103) {
     hint = "the channel needs a subscription token (a private namespace)";
   } else if (code == 110) {
@@ -522,9 +524,9 @@ static void fanout_usage(FILE *out) {
           "  --connections N      subscribers (1000)\n"
           "  --channels N         channels; subscriber i takes channel "
           "i %% N (1)\n"
-          "  --prefix P           channel name prefix (bench-: channels of the "
-          "default\n"
-          "                       namespace)\n"
+          "  --prefix P           channel name prefix (bench:c: the namespace "
+          "\"bench\"\n"
+          "                       of herald serve --demo)\n"
           "  --rate R             publications per second in all (100); 0: "
           "none,\n"
           "                       only hold the subscriptions\n"
@@ -818,7 +820,7 @@ int herald_bench_fanout(int argc, char **argv) {
   static fanout fs; /* the histogram is 30 KB: keep it off the stack */
   fanout *f = &fs;
   memset(f, 0, sizeof *f);
-  f->prefix = "bench-";
+  f->prefix = "bench:c";
   f->nsubs = 1000;
   f->nchans = 1;
   f->npubs = 1;

@@ -80,7 +80,14 @@ static int add_demo(push_config *c) {
                   .history_size = 100,
                   .history_ttl_s = 3600};
   push_ns ticker = {.name = "ticker", .history_size = 50, .history_ttl_s = 600};
-  return add_ns(c, &chat) || add_ns(c, &ticker) ? -1 : 0;
+  /* For `herald bench --mode fanout` against `make run`: clients publish,
+   * and one machine opens its thousand connections at once. */
+  push_ns bench = {
+      .name = "bench", .publish = 1, .history_size = 100, .history_ttl_s = 60};
+  if (c->rate_connections.per_s == 200 && c->rate_connections.burst == 1000) {
+    c->rate_connections.per_s = 0; /* the default: not one the user set */
+  }
+  return add_ns(c, &chat) || add_ns(c, &ticker) || add_ns(c, &bench) ? -1 : 0;
 }
 
 static char *read_file(const char *path) {

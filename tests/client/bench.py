@@ -156,8 +156,9 @@ def progress_on_a_terminal():
 
 
 def fanout_default_serve():
-    """Against `herald serve` with its defaults: the default channels are
-    accepted, the publish is refused, and the run says why and stops."""
+    """Against herald serve without --demo the default prefix's namespace
+    does not exist: every subscribe is refused, and the run says why (the
+    default prefix needs --demo) and stops."""
     srv = Proc("serve", "--listen", "127.0.0.1:0")
     try:
         url = "ws://127.0.0.1:%d/connection/websocket" % srv.port
@@ -166,12 +167,28 @@ def fanout_default_serve():
     finally:
         srv.stop()
     expect(rc == 1, "exit %d" % rc)
+    expect(r["valid"] is False, r)
+    expect("subscribe to bench:c0 refused (102" in out and
+           "--demo" in out, out)
+    expect(r["latency_us"]["p50"] is None, r)
+
+
+def fanout_publish_refused():
+    """A namespace without client publishing: subscribes are accepted, the
+    publish is refused, and the run says what to change."""
+    srv = Proc("serve", "--listen", "127.0.0.1:0")
+    try:
+        url = "ws://127.0.0.1:%d/connection/websocket" % srv.port
+        rc, out, err, r = bench(url, "--mode", "fanout", "--connections",
+                                "10", "--prefix", "bench-", *SHORT)
+    finally:
+        srv.stop()
+    expect(rc == 1, "exit %d" % rc)
     expect(r["subscribed"] == 10, "subscribed %s" % r["subscribed"])
     expect(r["refused"] == 1 and r["valid"] is False, r)
     expect("publish to bench-0 refused (103" in out and
            '"publish": true' in out, out)
     expect(r["setup_s"] is not None and 0 <= r["setup_s"] < 10, r)
-    expect(r["latency_us"]["p50"] is None, r)
 
 
 def fanout_all_refused():
@@ -191,13 +208,13 @@ def fanout_all_refused():
 
 
 def fanout_demo_works():
-    """With --demo, chat:bench- takes publishes: a valid run."""
+    """With --demo the default prefix (namespace "bench") takes publishes:
+    a valid run with no options but the load."""
     srv = Proc("serve", "--listen", "127.0.0.1:0", "--demo")
     try:
         url = "ws://127.0.0.1:%d/connection/websocket" % srv.port
         rc, out, err, r = bench(url, "--mode", "fanout", "--connections",
-                                "10", "--prefix", "chat:bench-", "--rate",
-                                "50", *SHORT)
+                                "10", "--rate", "50", *SHORT)
     finally:
         srv.stop()
     expect(rc == 0, "exit %d: %s %s" % (rc, out, err))
@@ -213,11 +230,13 @@ def main():
         ("echo --rate: open loop, p90/p95, limit none", rate_and_limit),
         ("echo: a closed-loop run names its limit", closed_loop_limit),
         ("a progress line on a terminal only", progress_on_a_terminal),
-        ("fanout vs herald serve defaults: refused publish explained",
+        ("fanout vs herald serve defaults: refused subscribe explained",
          fanout_default_serve),
+        ("fanout: a namespace without publishing explained",
+         fanout_publish_refused),
         ("fanout: all subscribes refused -> no setup time",
          fanout_all_refused),
-        ("fanout vs herald serve --demo: chat:bench- works",
+        ("fanout vs herald serve --demo: the default prefix works",
          fanout_demo_works),
     ]:
         res.run(name, fn)
