@@ -16,6 +16,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -792,3 +793,37 @@ def run_test(fn, *args):
         SERVERS.clear()
         print(f"---- {R.group}: {time.monotonic() - t0:.1f}s", flush=True)
         R.group = ""
+
+
+def main(tests, doc, limit_s=240):
+    """The runner of a small black-box suite: `SCRIPT HERALD [-k SUBSTRING
+    ...]`, a whole-suite alarm, one line per check, then "N passed, N
+    failed". Returns the exit status."""
+    global HERALD
+    args = sys.argv[1:]
+    if not args or args[0] in ("-h", "--help"):
+        print(doc)
+        return 2
+    HERALD = os.path.abspath(args[0])
+    only = args[2::2] if len(args) > 2 and args[1] == "-k" else []
+
+    def on_alarm(signum, frame):
+        print(f"FAIL the whole suite took over {limit_s} s", flush=True)
+        kill_all()
+        os._exit(1)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(limit_s)
+    t0 = time.monotonic()
+    try:
+        for t in tests:
+            if only and not any(o in t.__name__ for o in only):
+                continue
+            run_test(t)
+    finally:
+        kill_all()
+    print(f"{R.passed} passed, {R.failed} failed "
+          f"({time.monotonic() - t0:.1f}s)")
+    for f in R.failures:
+        print(f"  {f}")
+    return 1 if R.failed else 0

@@ -11,15 +11,14 @@ Prints one line per check and "N passed, N failed"; exits 1 on a failure.
 
 import os
 import re
-import signal
 import sys
 import time
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
-from lib import (R, SSE, Closed, Refused, Server, check, eq,  # noqa: E402
-                 http_req, jwt_hs256, now, short)
+from lib import (SSE, Refused, Server, check, eq,  # noqa: E402
+                 jwt_hs256, now, short)
 
 SECRET = "s3cret-for-limit-tests-0123456789"
 NS = [{"name": "pub", "publish": True, "presence": True, "join_leave": True,
@@ -288,35 +287,5 @@ TESTS = [test_command_rate, test_publish_and_subscribe_rate,
          test_log_escaping]
 
 
-def main():
-    args = sys.argv[1:]
-    if not args or args[0] in ("-h", "--help"):
-        print(__doc__)
-        return 2
-    lib.HERALD = os.path.abspath(args[0])
-    only = args[2::2] if len(args) > 2 and args[1] == "-k" else []
-
-    def on_alarm(signum, frame):
-        print("FAIL the whole suite took over 240 s", flush=True)
-        lib.kill_all()
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(240)
-    t0 = time.monotonic()
-    try:
-        for t in TESTS:
-            if only and not any(o in t.__name__ for o in only):
-                continue
-            lib.run_test(t)
-    finally:
-        lib.kill_all()
-    print(f"{R.passed} passed, {R.failed} failed "
-          f"({time.monotonic() - t0:.1f}s)")
-    for f in R.failures:
-        print(f"  {f}")
-    return 1 if R.failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lib.main(TESTS, __doc__, 240))

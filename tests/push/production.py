@@ -18,7 +18,7 @@ import time
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lib  # noqa: E402
-from lib import R, Server, check, eq, http_req, short  # noqa: E402
+from lib import Server, check, eq, http_req, short  # noqa: E402
 
 
 def serve_fails(conf_text, *args, name="config.json"):
@@ -147,23 +147,5 @@ TESTS = [test_no_demo_by_default, test_static_dir, test_placeholder_secrets,
          test_config_errors]
 
 
-def main():
-    if len(sys.argv) < 2:
-        print(__doc__)
-        return 2
-    lib.HERALD = os.path.abspath(sys.argv[1])
-    t0 = time.monotonic()
-    try:
-        for t in TESTS:
-            lib.run_test(t)
-    finally:
-        lib.kill_all()
-    print(f"{R.passed} passed, {R.failed} failed "
-          f"({time.monotonic() - t0:.1f}s)")
-    for f in R.failures:
-        print(f"  {f}")
-    return 1 if R.failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lib.main(TESTS, __doc__, 120))
