@@ -140,7 +140,7 @@ static void finish(push_http_client *hc, hreq *r, push_http_status outcome,
   if (outcome == PUSH_HTTP_OK) {
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
   }
-  push_http_result res = {
+  push_http_response res = {
       outcome,     (int)status,    r->resp ? r->resp : "",
       r->resp_len, why ? why : "", mono_us() - r->started_us};
   r->cb(r->ud, &res);

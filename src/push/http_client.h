@@ -35,16 +35,16 @@ typedef enum push_http_status {
   PUSH_HTTP_CANCELLED = -5 /* the client was deleted first */
 } push_http_status;
 
-typedef struct push_http_result {
+typedef struct push_http_response {
   push_http_status outcome;
   int status;       /* the HTTP status code; 0 without a response */
   const char *body; /* the response body (valid during the callback) */
   size_t len;
   const char *why; /* curl's error text, "" when outcome is OK */
   uint64_t elapsed_us;
-} push_http_result;
+} push_http_response;
 
-typedef void (*push_http_cb)(void *ud, const push_http_result *res);
+typedef void (*push_http_cb)(void *ud, const push_http_response *res);
 
 /* One request to make. Strings are copied by push_http_post. */
 typedef struct push_http_request {

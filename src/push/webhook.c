@@ -220,7 +220,7 @@ static void retry_later(push_webhook *w, const char *why) {
   uv_timer_start(&w->retry, on_retry, delay, 0);
 }
 
-static void on_answer(void *ud, const push_http_result *res) {
+static void on_answer(void *ud, const push_http_response *res) {
   push_webhook *w = ud;
   w->sending = 0;
   if (w->closing) {

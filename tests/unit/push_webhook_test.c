@@ -463,11 +463,11 @@ static void test_pusher_format(void) {
 
 typedef struct got {
   int done;
-  push_http_result res;
+  push_http_response res;
   char body[64];
 } got;
 
-static void on_got(void *ud, const push_http_result *res) {
+static void on_got(void *ud, const push_http_response *res) {
   got *g = ud;
   g->done = 1;
   g->res = *res;
