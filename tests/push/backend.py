@@ -724,7 +724,41 @@ def test_config_errors():
             check(f"refused: {bad}", needle in str(e), str(e)[-300:])
 
 
-TESTS = [test_connect_proxy_allows, test_connect_proxy_refuses_and_disconnects,
+def test_herald_token():
+    import subprocess
+
+    def mint(*args):
+        p = subprocess.run([lib.HERALD, "token", *args], capture_output=True,
+                           text=True, timeout=10)
+        return p.returncode, p.stdout.strip(), p.stderr
+
+    rc, tok, _ = mint("--secret", SECRET, "--sub", "ann", "--exp", "2m",
+                      "--subs", "pub:t1", "--info", '{"n":1}')
+    eq("herald token mints", rc, 0)
+    s = Server(cfg(None))
+    w = s.client(tok)
+    eq("the server takes it", w.user, "ann")
+    eq("with its subs", w.push(lambda p: "subscribe" in p).get("channel"),
+       "pub:t1")
+    rc, stok, _ = mint("--secret", SECRET, "--sub", "ann", "--channel",
+                       "priv:z")
+    r = w.call("subscribe", {"channel": "priv:z", "token": stok})
+    check("a subscription token (--channel)", "result" in r, short(r))
+    rc, tok, _ = mint("--secret", "another-secret-0123456789abcdef01",
+                      "--sub", "ann")
+    eq("signed with another secret: refused", lib.WS(s.port).connect(tok)
+       .get("error", {}).get("code"), 101)
+    for bad in (["--sub", "x"], ["--secret", "k"], ["--secret", "k", "--sub",
+                "x", "--exp", "soon"], ["--secret", "k", "--sub", "x",
+                "--info", "{bad"], ["--secret", "k", "--sub", "x",
+                "--channels", "a b"], ["--bogus"]):
+        rc, _, errtext = mint(*bad)
+        check(f"herald token {' '.join(bad)}: exit 2 with a message",
+              rc == 2 and errtext.strip() != "", (rc, errtext))
+    s.stop()
+
+
+TESTS = [test_herald_token, test_connect_proxy_allows, test_connect_proxy_refuses_and_disconnects,
          test_connect_proxy_unavailable, test_connect_proxy_refused_connection,
          test_connect_proxy_in_flight_limit, test_subscribe_proxy,
          test_publish_proxy, test_rpc, test_refresh_over_a_long_connection,
