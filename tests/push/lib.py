@@ -565,7 +565,7 @@ class WS:
 
 class SSE:
     def __init__(self, port, query, last_event_id=None, origin=None,
-                 timeout=5.0):
+                 timeout=5.0, headers=None):
         self.sock = socket.create_connection(("127.0.0.1", port),
                                              timeout=timeout)
         self.timeout = timeout
