@@ -467,8 +467,8 @@ static void test_content_length_value(void) {
   CHECK_EQ(v, 5);
   CHECK_EQ(herald_http_content_length(CL("18446744073709551615"), &v), 0);
   CHECK(v == UINT64_MAX);
-  CHECK_EQ(
-      herald_http_content_length(CL("000000000000000000000000000042"), &v), 0);
+  CHECK_EQ(herald_http_content_length(CL("000000000000000000000000000042"), &v),
+           0);
   CHECK_EQ(v, 42);
   v = 7;
   static const char *const bad[] = {"",
