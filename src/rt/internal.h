@@ -217,17 +217,22 @@ void herald__wheel_set(herald_ws *ws, uint64_t deadline);
 void herald__wheel_remove(herald_ws *ws);
 void herald__mark_dirty(herald_ws *ws);
 
-/* ws.c. Calls loop.c and tls.c, and the server or client that made a
+/* A connection: ws.c (its life) and ws_send.c (the application's sends).
+ * They call loop.c and tls.c, and the server or client that made a
  * connection only through its cold part's owner hooks. */
+/* ws.c */
 /* The cold part, allocated if it is not there; NULL when out of memory. */
 ws_cold *herald__ws_cold(herald_ws *ws);
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
                           const herald_rt_limits *limits);
 void herald__ws_start(herald_ws *ws); /* register fd, set timers */
 void herald__ws_flush(herald_ws *ws); /* write what the core queued */
+/* Keeps the first error, for on_close; out of memory, it reports none. */
+void herald__ws_record_error(herald_ws *ws, const char *error);
 void herald__ws_abort(herald_ws *ws, const char *error);
-void herald__ws_shutdown(herald_ws *ws); /* graceful: 1001 or close */
 void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len);
+/* ws_send.c */
+void herald__ws_shutdown(herald_ws *ws); /* graceful: 1001 or close */
 
 /* server.c and client.c call the files above; nothing calls them but
  * through ws_owner_ops, loop->on_listener and loop->on_tick. */
