@@ -1,7 +1,8 @@
 /*
- * ws.c - a connection on a loop: bytes from the socket into the core, the
- * core's events into callbacks, the core's output into one writev, and the
- * end of the connection in the right order.
+ * ws.c - the life of a connection on a loop: made and started, bytes from
+ * the socket into the core, the core's events into callbacks, the core's
+ * output into one writev, its timers, reading paused and resumed, and its
+ * end in the right order.
  *
  * A connection ends in three steps:
  *   1. the protocol finishes: the close handshake completed, the connection
