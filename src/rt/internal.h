@@ -54,6 +54,7 @@ enum {
 typedef struct herald_tls_set herald_tls_set;
 typedef struct tls_state tls_state;
 
+/* A plain HTTP request being answered (ws_http.c). */
 struct herald_http {
   void (*on_gone)(herald_http *h, void *ud); /* streamed responses */
   void *gone_ud;
@@ -65,9 +66,9 @@ struct herald_http {
   int keep_alive; /* the request allows another one after it */
 };
 
-/* The server or client that made a connection, as ws.c reaches it: ws.c
- * calls server.c and client.c only through these. A hook its side has no
- * use for is NULL. */
+/* The server or client that made a connection, as the connection's files
+ * (ws*.c) reach it: they call server.c and client.c only through these. A
+ * hook its side has no use for is NULL. */
 typedef struct ws_owner_ops {
   /* Server: the callbacks (and *ud) for a WebSocket upgrade to path, or
    * NULL when no endpoint is there. */
@@ -217,17 +218,59 @@ void herald__wheel_set(herald_ws *ws, uint64_t deadline);
 void herald__wheel_remove(herald_ws *ws);
 void herald__mark_dirty(herald_ws *ws);
 
-/* ws.c. Calls loop.c and tls.c, and the server or client that made a
- * connection only through its cold part's owner hooks. */
+/* A connection: ws.c (its life), ws_send.c (the application's sends) and
+ * ws_http.c (plain HTTP requests). They call loop.c and tls.c, and the
+ * server or client that made a connection only through its cold part's
+ * owner hooks. */
+/* ws.c */
 /* The cold part, allocated if it is not there; NULL when out of memory. */
 ws_cold *herald__ws_cold(herald_ws *ws);
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
                           const herald_rt_limits *limits);
 void herald__ws_start(herald_ws *ws); /* register fd, set timers */
 void herald__ws_flush(herald_ws *ws); /* write what the core queued */
+/* Keeps the first error, for on_close; out of memory, it reports none. */
+void herald__ws_record_error(herald_ws *ws, const char *error);
 void herald__ws_abort(herald_ws *ws, const char *error);
-void herald__ws_shutdown(herald_ws *ws); /* graceful: 1001 or close */
 void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len);
+/* Puts the connection on its loop's resume list: its paused reading goes on
+ * at the end of the pass (loop.c, flush_dirty). */
+void herald__ws_mark_resume(herald_ws *ws);
+/* Registers the events the connection waits for now. Inline: every flush
+ * calls it, and it is nearly always a comparison. */
+static inline void herald__ws_update_events(herald_ws *ws) {
+  if (!(ws->flags & WS_IN_EPOLL)) {
+    return;
+  }
+  uint8_t want =
+      (uint8_t)((ws->flags & WS_READ_PAUSED ? 0 : 1) |
+                (ws->flags & (WS_WANT_WRITE | WS_CONNECTING) ? 2 : 0));
+  if (want == ws->io.events) {
+    return; /* the common case costs no syscall */
+  }
+  uint32_t ev =
+      EPOLLRDHUP | (want & 1 ? EPOLLIN : 0) | (want & 2 ? EPOLLOUT : 0);
+  if (herald__epoll_mod(ws->loop, &ws->io, ev) == 0) {
+    ws->io.events = want;
+  }
+}
+/* ws_send.c */
+void herald__ws_shutdown(herald_ws *ws); /* graceful: 1001 or close */
+/* ws_http.c */
+/* A plain request arrived (herald__ws_process); its body (Content-Length
+ * bytes) follows at buf[0..avail). Returns the body bytes consumed, or -1
+ * to stop processing (the rest of the input stays for later). */
+long herald__ws_http_request(herald_ws *ws, const herald_request *req,
+                             uint8_t *buf, size_t avail);
+/* A body that spans reads is being collected (cold->body): takes what it
+ * still lacks from buf[0..len) and, once it is complete, calls the handler.
+ * Returns the bytes taken, or -1 when all of buf went into the body and it
+ * needs more. */
+long herald__ws_http_body(herald_ws *ws, const uint8_t *buf, size_t len);
+/* The connection is finishing with a request pending (cold->http): the
+ * request forgets it, so that a late answer is discarded, and a streamed
+ * response's on_gone runs. */
+void herald__ws_http_gone(herald_ws *ws);
 
 /* server.c and client.c call the files above; nothing calls them but
  * through ws_owner_ops, loop->on_listener and loop->on_tick. */

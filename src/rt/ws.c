@@ -1,7 +1,8 @@
 /*
- * ws.c - a connection on a loop: bytes from the socket into the core, the
- * core's events into callbacks, the core's output into one writev, and the
- * end of the connection in the right order.
+ * ws.c - the life of a connection on a loop: made and started, bytes from
+ * the socket into the core, the core's events into callbacks, the core's
+ * output into one writev, its timers, reading paused and resumed, and its
+ * end in the right order.
  *
  * A connection ends in three steps:
  *   1. the protocol finishes: the close handshake completed, the connection
@@ -15,13 +16,15 @@
  *   3. finish: the descriptor is closed, on_close runs, and the memory is
  *      freed at the end of the loop pass.
  * An error on the socket, or a timeout, jumps straight to step 3.
+ *
+ * What the application sends is queued in the core by ws_send.c; a request
+ * that is not an upgrade is ws_http.c's.
  */
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -109,9 +112,7 @@ void herald__ws_start(herald_ws *ws) {
   }
 }
 
-/* Puts the connection on its loop's resume list: ws_resume() runs at the
- * end of the pass (loop.c, flush_dirty). */
-static void ws_mark_resume(herald_ws *ws) {
+void herald__ws_mark_resume(herald_ws *ws) {
   if (!(ws->flags & WS_RESUME)) {
     ws_cold *k = herald__ws_cold(ws);
     if (k == NULL) {
@@ -141,28 +142,9 @@ static void ws_free(herald_ws *ws) {
   free(ws);
 }
 
-/* Registers the events the connection waits for now. */
-static void ws_update_events(herald_ws *ws) {
-  if (!(ws->flags & WS_IN_EPOLL)) {
-    return;
-  }
-  uint8_t want =
-      (uint8_t)((ws->flags & WS_READ_PAUSED ? 0 : 1) |
-                (ws->flags & (WS_WANT_WRITE | WS_CONNECTING) ? 2 : 0));
-  if (want == ws->io.events) {
-    return; /* the common case costs no syscall */
-  }
-  uint32_t ev =
-      EPOLLRDHUP | (want & 1 ? EPOLLIN : 0) | (want & 2 ? EPOLLOUT : 0);
-  if (herald__epoll_mod(ws->loop, &ws->io, ev) == 0) {
-    ws->io.events = want;
-  }
-}
-
 /* ---- ending ------------------------------------------------------------- */
 
-/* Out of memory, the error is lost and on_close reports none. */
-static void ws_record_error(herald_ws *ws, const char *error) {
+void herald__ws_record_error(herald_ws *ws, const char *error) {
   ws_cold *k = herald__ws_cold(ws);
   if (k && k->error == NULL) {
     k->error = error;
@@ -187,12 +169,7 @@ static void ws_finish(herald_ws *ws) {
   }
   ws_cold *k = ws->cold;
   if (k && k->http) {
-    herald_http *h = k->http;
-    h->ws = NULL; /* a late herald_http_respond() is discarded */
-    k->http = NULL;
-    if (h->streaming && h->on_gone) {
-      h->on_gone(h, h->gone_ud);
-    }
+    herald__ws_http_gone(ws);
   }
   /* Unlink from the loop's list before the callback, so a shutdown that
    * walks the list never meets a finished connection. */
@@ -232,7 +209,7 @@ static void ws_finish(herald_ws *ws) {
 }
 
 void herald__ws_abort(herald_ws *ws, const char *error) {
-  ws_record_error(ws, error);
+  herald__ws_record_error(ws, error);
   ws_finish(ws);
 }
 
@@ -248,7 +225,7 @@ static void ws_shutdown_write(herald_ws *ws) {
     ws_finish(ws);
     return;
   }
-  ws_update_events(ws);
+  herald__ws_update_events(ws);
   uint32_t grace = ws->limits->close_timeout_ms;
   herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
 }
@@ -305,7 +282,7 @@ void herald__ws_flush(herald_ws *ws) {
       }
     }
   }
-  ws_update_events(ws);
+  herald__ws_update_events(ws);
   if ((ws->flags & WS_TRIM) && herald_conn_output_size(ws->conn) == 0) {
     /* The handshake is written: a connection that now sits idle keeps no
      * buffers. Busy ones allocate again on their next message. */
@@ -628,134 +605,6 @@ static void ws_ready(herald_ws *ws, uint32_t events) {
   }
 }
 
-/* ---- plain HTTP --------------------------------------------------------- */
-
-/* Returns 1 if the request wants the connection closed after the answer. */
-static int wants_close(const herald_request *req) {
-  herald_str v;
-  if (herald_header_find(req->headers, req->nheaders, "connection", &v)) {
-    size_t pos = 0;
-    herald_str tok;
-    while (herald_list_next(v, &pos, &tok)) {
-      if (tok.len == 5 && strncasecmp(tok.ptr, "close", 5) == 0) {
-        return 1;
-      }
-      if (tok.len == 10 && strncasecmp(tok.ptr, "keep-alive", 10) == 0) {
-        return 0;
-      }
-    }
-  }
-  return req->version_minor == 0;
-}
-
-/* The plain-HTTP handler of the connection's owner (a server's); 0 when
- * there is none. */
-static int ws_http_handler(herald_ws *ws, herald_http_fn *fn, void **ud) {
-  ws_cold *k = ws->cold;
-  return k && k->owner && k->owner->http && k->owner->http(ws, fn, ud);
-}
-
-/* Calls the handler (ws_on_http_request made sure there is one). */
-static void ws_call_http(herald_ws *ws, const herald_request *req,
-                         const uint8_t *body, size_t bodylen) {
-  herald_http_fn fn = NULL;
-  void *ud = NULL;
-  (void)ws_http_handler(ws, &fn, &ud);
-  herald_http *h = calloc(1, sizeof(*h));
-  if (h == NULL) {
-    herald_conn_respond(ws->conn, 503, NULL, 0, NULL, 0, 0);
-    return;
-  }
-  h->ws = ws;
-  h->keep_alive = !wants_close(req);
-  ws->cold->http = h;
-  h->in_call = 1;
-  fn(h, req, body, bodylen, ud);
-  h->in_call = 0;
-  if (h->ended) {
-    free(h); /* herald_http_end() ran inside the handler */
-    return;
-  }
-  if (h->streaming) {
-    return; /* h lives until herald_http_end() */
-  }
-  if (h->responded) {
-    free(h);
-  } else if (ws->cold && ws->cold->http == h) {
-    h->responded = -1; /* answered later: herald_http_respond frees it */
-    ws->flags |= WS_READ_PAUSED;
-    ws_update_events(ws);
-  } else {
-    /* The connection died inside the handler. */
-    h->responded = -1;
-  }
-}
-
-/* A plain request arrived; its body (Content-Length bytes) follows at
- * buf[0..avail). Returns the body bytes consumed, or -1 to stop processing
- * (the rest of the input stays for later). */
-static long ws_on_http_request(herald_ws *ws, const herald_request *req,
-                               uint8_t *buf, size_t avail) {
-  herald_http_fn fn = NULL;
-  void *ud = NULL;
-  if (!ws_http_handler(ws, &fn, &ud)) {
-    static const char msg[] = "this endpoint speaks WebSocket only\n";
-    herald_header h = {{"Upgrade", 7}, {"websocket", 9}};
-    herald_conn_respond(ws->conn, 426, &h, 1, msg, sizeof(msg) - 1, 0);
-    return -1;
-  }
-  /* The head parser has already refused every framing but one valid
-   * Content-Length (RFC 9112 6.3: repeated or invalid Content-Length,
-   * Transfer-Encoding), so the body is exactly content_length bytes, or
-   * none when it is absent. The check below only guards that contract. */
-  uint64_t clen = 0;
-  if (req->content_length.len > 0 &&
-      herald_http_content_length(req->content_length, &clen) != 0) {
-    static const char msg[] = "invalid Content-Length\n";
-    herald_conn_respond(ws->conn, 400, NULL, 0, msg, sizeof(msg) - 1, 0);
-    return -1;
-  }
-  if (clen > ws->limits->max_http_body) {
-    static const char msg[] = "request body too large\n";
-    herald_conn_respond(ws->conn, 413, NULL, 0, msg, sizeof(msg) - 1, 0);
-    return -1;
-  }
-  if (clen <= avail) {
-    ws_call_http(ws, req, buf, (size_t)clen);
-    return (long)clen;
-  }
-  /* The body spans reads: keep head and body together in one buffer, and
-   * parse the head again from there once the body is complete. */
-  size_t head = req->head_len;
-  ws_cold *k = ws->cold;
-  k->body = malloc(head + (size_t)clen);
-  if (k->body == NULL) {
-    herald_conn_respond(ws->conn, 503, NULL, 0, NULL, 0, 0);
-    return -1;
-  }
-  memcpy(k->body, buf - head, head + avail);
-  k->body_len = head + avail;
-  k->body_need = head + (size_t)clen;
-  return (long)avail;
-}
-
-/* The body is complete in cold->body: replay the head, call the handler. */
-static void ws_body_complete(herald_ws *ws) {
-  herald_event ev;
-  ws_cold *k = ws->cold;
-  uint8_t *body = k->body;
-  size_t total = k->body_need;
-  k->body = NULL;
-  k->body_len = k->body_need = 0;
-  if (herald_conn_reset(ws->conn) == 0 &&
-      herald_conn_recv(ws->conn, body, total, &ev) > 0 &&
-      ev.type == HERALD_EV_REQUEST) {
-    size_t head = ev.request->head_len;
-    ws_call_http(ws, ev.request, body + head, total - head);
-  }
-  free(body);
-}
-
 /* ---- events ------------------------------------------------------------- */
 
 static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
@@ -809,7 +658,7 @@ static void ws_on_ping(herald_ws *ws, const herald_event *ev) {
   }
   if (ws->limits->max_pings_per_sec &&
       ws->pings_in_window > ws->limits->max_pings_per_sec) {
-    ws_record_error(ws, "ping flood");
+    herald__ws_record_error(ws, "ping flood");
     herald_ws_close(ws, HERALD_CLOSE_POLICY, "ping flood", 10);
     return;
   }
@@ -889,17 +738,12 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
   while (!(ws->flags & (WS_DEAD | WS_READ_PAUSED))) {
     ws_cold *k = ws->cold;
     if (k && k->body) {
-      size_t take = k->body_need - k->body_len;
-      if (take > len - off) {
-        take = len - off;
-      }
-      memcpy(k->body + k->body_len, buf + off, take);
-      k->body_len += take;
-      off += take;
-      if (k->body_len < k->body_need) {
+      long used = herald__ws_http_body(ws, buf + off, len - off);
+      if (used < 0) {
+        off = len; /* all of it went into the body, which needs more */
         break;
       }
-      ws_body_complete(ws);
+      off += (size_t)used;
       continue;
     }
     herald_event ev;
@@ -907,7 +751,7 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
     if (rv < 0) {
       /* The core queued the answer (close frame or HTTP error); flushing
        * it ends the connection. */
-      ws_record_error(ws, herald_conn_error_reason(ws->conn));
+      herald__ws_record_error(ws, herald_conn_error_reason(ws->conn));
       if (ws->close_code == 0) {
         uint16_t code = herald_err_close_code(rv);
         ws->close_code = code ? code : HERALD_CLOSE_ABNORMAL;
@@ -929,19 +773,13 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
       if (ev.request->websocket) {
         ws_on_upgrade(ws, ev.request);
       } else {
-        long used = ws_on_http_request(ws, ev.request, buf + off, len - off);
+        long used =
+            herald__ws_http_request(ws, ev.request, buf + off, len - off);
         if (used < 0) {
           off = len; /* refused with Connection: close */
           break;
         }
         off += (size_t)used;
-        if (!(ws->flags & WS_READ_PAUSED) && !ws->cold->body &&
-            herald_conn_state(ws->conn) == HERALD_STATE_CONNECTING &&
-            ws->limits->handshake_timeout_ms) {
-          /* Keep-alive: the next request has the same deadline. */
-          herald__wheel_set(ws, herald__now(ws->loop) +
-                                    ws->limits->handshake_timeout_ms);
-        }
       }
       continue;
     }
@@ -958,7 +796,7 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
  * epoll says so. */
 static void ws_resume(herald_ws *ws) {
   ws->flags &= (uint16_t)~WS_READ_PAUSED;
-  ws_update_events(ws);
+  herald__ws_update_events(ws);
   if (ws->cold && ws->cold->tail_len && !ws->tls) {
     uint8_t *buf = ws->loop->rbuf;
     size_t n = ws_copy_tail(ws, buf);
@@ -980,183 +818,6 @@ static void ws_resume(herald_ws *ws) {
   }
 }
 
-HERALD_API int herald_http_respond(herald_http *h, int status,
-                                   const herald_header *headers,
-                                   size_t nheaders, const void *body,
-                                   size_t bodylen) {
-  if (h->responded > 0) {
-    return HERALD_ERR_BAD_STATE;
-  }
-  int later = h->responded < 0;
-  herald_ws *ws = h->ws;
-  if (ws == NULL) {
-    free(h);
-    return 0;
-  }
-  int rv = herald_conn_respond(ws->conn, status, headers, nheaders, body,
-                               bodylen, h->keep_alive);
-  if (rv != 0) {
-    return rv;
-  }
-  ws->cold->http = NULL;
-  herald__mark_dirty(ws);
-  if (later) {
-    free(h);
-    ws_mark_resume(ws);
-  } else {
-    h->responded = 1;
-  }
-  return 0;
-}
-
-/* ---- sending ------------------------------------------------------------ */
-
-/* The part of every send around the core's queueing: refuse on a dead
- * connection or past the hard cap, then mark the connection for the flush
- * and report backpressure. queue() is the core call; release(ctx) is called
- * exactly once on every failure (the core calls it itself on success). */
-static int ws_send_with(herald_ws *ws, size_t len, herald_release_fn release,
-                        void *ctx, int (*queue)(herald_ws *, const void *),
-                        const void *arg) {
-  if (ws->flags & WS_DEAD) {
-    if (release) {
-      release(ctx);
-    }
-    return HERALD_ERR_CLOSED;
-  }
-  size_t buffered = herald_conn_output_size(ws->conn);
-  if (buffered + len > ws->limits->send_hard_cap) {
-    if (release) {
-      release(ctx);
-    }
-    if (ws->limits->slow_policy == HERALD_SLOW_CLOSE) {
-      ws_record_error(ws, "slow consumer");
-      herald_ws_close(ws, HERALD_CLOSE_POLICY, "slow consumer", 13);
-    }
-    return HERALD_SEND_DROPPED;
-  }
-  int rv = queue(ws, arg);
-  if (rv != 0) {
-    if (release) {
-      release(ctx);
-    }
-    return rv;
-  }
-  herald__mark_dirty(ws);
-  if (buffered + len > ws->limits->send_high_water) {
-    ws->flags |= WS_BACKPRESSURE;
-    return HERALD_SEND_BACKPRESSURE;
-  }
-  return HERALD_SEND_OK;
-}
-
-typedef struct send_args {
-  herald_opcode op;
-  const void *data;
-  size_t len;
-  int fin, compressed;
-  herald_release_fn release;
-  void *ctx;
-} send_args;
-
-static int queue_message(herald_ws *ws, const void *arg) {
-  const send_args *a = arg;
-  unsigned flags = a->fin ? 0 : HERALD_SEND_MORE;
-  /* A payload in the read buffer, sent back on the connection being read
-   * (an echo, a reply quoting the request): the core references it, the
-   * write right after the read sends most of it, and ws_read makes the
-   * core copy what is left before the buffer is read into again. */
-  uintptr_t lo = (uintptr_t)ws->loop->rbuf, p = (uintptr_t)a->data;
-  if (ws->loop->reading == ws && a->release == NULL && p >= lo &&
-      a->len <= READ_BUFFER_SIZE && p - lo <= READ_BUFFER_SIZE - a->len) {
-    flags |= HERALD_SEND_BORROW;
-  }
-  return herald_conn_send(ws->conn, a->op, a->data, a->len, flags, a->release,
-                          a->ctx);
-}
-
-static int queue_frame(herald_ws *ws, const void *arg) {
-  const send_args *a = arg;
-  return herald_conn_send_frame(ws->conn, a->data, a->len, a->compressed,
-                                a->release, a->ctx);
-}
-
-static int ws_send(herald_ws *ws, herald_opcode op, const void *data,
-                   size_t len, int fin, herald_release_fn release, void *ctx) {
-  send_args a = {op, data, len, fin, 0, release, ctx};
-  return ws_send_with(ws, len, release, ctx, queue_message, &a);
-}
-
-HERALD_API int herald_ws_send(herald_ws *ws, herald_opcode op, const void *data,
-                              size_t len) {
-  return ws_send(ws, op, data, len, 1, NULL, NULL);
-}
-
-HERALD_API int herald_ws_send_ref(herald_ws *ws, herald_opcode op,
-                                  const void *data, size_t len,
-                                  herald_release_fn release, void *ctx) {
-  return ws_send(ws, op, data, len, 1, release, ctx);
-}
-
-HERALD_API int herald_ws_send_frame(herald_ws *ws, const uint8_t *frame,
-                                    size_t len, int compressed,
-                                    herald_release_fn release, void *ctx) {
-  send_args a = {HERALD_OP_TEXT, frame, len, 1, compressed, release, ctx};
-  return ws_send_with(ws, len, release, ctx, queue_frame, &a);
-}
-
-HERALD_API int herald_ws_send_fragment(herald_ws *ws, herald_opcode op,
-                                       const void *data, size_t len, int fin) {
-  return ws_send(ws, op, data, len, fin, NULL, NULL);
-}
-
-HERALD_API int herald_ws_ping(herald_ws *ws, const void *data, size_t len) {
-  if (ws->flags & WS_DEAD) {
-    return HERALD_ERR_CLOSED;
-  }
-  int rv = herald_conn_ping(ws->conn, data, len);
-  if (rv == 0) {
-    herald__mark_dirty(ws);
-  }
-  return rv;
-}
-
-HERALD_API int herald_ws_close(herald_ws *ws, uint16_t code, const char *reason,
-                               size_t reasonlen) {
-  if (ws->flags & WS_DEAD) {
-    return HERALD_ERR_CLOSED;
-  }
-  int rv = herald_conn_close(ws->conn, code, reason, reasonlen);
-  if (rv != 0) {
-    return rv;
-  }
-  if (!(ws->flags & WS_CLOSE_REMOTE)) {
-    ws->close_code = code ? code : HERALD_CLOSE_NO_STATUS;
-  }
-  herald__mark_dirty(ws);
-  uint32_t grace = ws->limits->close_timeout_ms;
-  herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
-  return 0;
-}
-
-/* Graceful server shutdown: open connections get 1001, the rest end now. */
-void herald__ws_shutdown(herald_ws *ws) {
-  if (ws->flags & WS_DEAD) {
-    return;
-  }
-  herald_state st = herald_conn_state(ws->conn);
-  if (st == HERALD_STATE_OPEN) {
-    herald_ws_close(ws, HERALD_CLOSE_GOING_AWAY, "server shutting down", 20);
-  } else if (st == HERALD_STATE_CONNECTING || (ws->flags & WS_SHUTDOWN)) {
-    herald__ws_abort(ws, "server shutting down");
-  }
-}
-
-HERALD_API size_t herald_ws_buffered(const herald_ws *ws) {
-  return herald_conn_output_size(ws->conn) +
-         (ws->tls ? herald__tls_pending(ws) : 0);
-}
-
 HERALD_API void herald_ws_pause_read(herald_ws *ws) {
   /* An HTTP exchange uses the same flag for its own pause (cold->http). */
   if ((ws->flags & (WS_DEAD | WS_SHUTDOWN | WS_READ_PAUSED)) ||
@@ -1164,7 +825,7 @@ HERALD_API void herald_ws_pause_read(herald_ws *ws) {
     return;
   }
   ws->flags |= WS_READ_PAUSED;
-  ws_update_events(ws);
+  herald__ws_update_events(ws);
 }
 
 HERALD_API void herald_ws_resume_read(herald_ws *ws) {
@@ -1172,7 +833,7 @@ HERALD_API void herald_ws_resume_read(herald_ws *ws) {
       (ws->cold && ws->cold->http)) {
     return;
   }
-  ws_mark_resume(ws);
+  herald__ws_mark_resume(ws);
 }
 
 HERALD_API void herald_ws_set_data(herald_ws *ws, void *data) {
@@ -1212,77 +873,4 @@ HERALD_API const char *herald_ws_peer(const herald_ws *ws) {
     snprintf(text, sizeof(text), "[%s]:%d", ip, ntohs(a->sin6_port));
   }
   return text;
-}
-
-/* ---- streamed HTTP responses -------------------------------------------- */
-
-HERALD_API int herald_http_stream(herald_http *h, int status,
-                                  const herald_header *headers, size_t nheaders,
-                                  void (*on_gone)(herald_http *h, void *ud),
-                                  void *ud) {
-  if (h->responded > 0 || h->streaming) {
-    return HERALD_ERR_BAD_STATE;
-  }
-  herald_ws *ws = h->ws;
-  if (ws == NULL) {
-    return HERALD_ERR_CLOSED;
-  }
-  int rv = herald_conn_stream_start(ws->conn, status, headers, nheaders);
-  if (rv != 0) {
-    return rv;
-  }
-  int later = h->responded < 0;
-  h->streaming = 1;
-  h->responded = 1;
-  h->on_gone = on_gone;
-  h->gone_ud = ud;
-  /* The stream has no deadline of its own: the handshake timer must not cut
-   * it. Keepalive is the application's (SSE comments). */
-  herald__wheel_set(ws, 0);
-  if (later) {
-    ws_mark_resume(ws);
-  }
-  herald__mark_dirty(ws);
-  return 0;
-}
-
-HERALD_API int herald_http_write(herald_http *h, const void *data, size_t len) {
-  if (!h->streaming) {
-    return HERALD_ERR_BAD_STATE;
-  }
-  herald_ws *ws = h->ws;
-  if (ws == NULL || (ws->flags & WS_DEAD)) {
-    return HERALD_ERR_CLOSED;
-  }
-  size_t buffered = herald_ws_buffered(ws);
-  if (buffered + len > ws->limits->send_hard_cap) {
-    return HERALD_SEND_DROPPED;
-  }
-  int rv = herald_conn_stream_write(ws->conn, data, len);
-  if (rv != 0) {
-    return rv;
-  }
-  herald__mark_dirty(ws);
-  return buffered + len > ws->limits->send_high_water ? HERALD_SEND_BACKPRESSURE
-                                                      : HERALD_SEND_OK;
-}
-
-HERALD_API void herald_http_end(herald_http *h) {
-  herald_ws *ws = h->ws;
-  if (ws != NULL && h->streaming) {
-    ws->cold->http = NULL;
-    if (herald_conn_stream_end(ws->conn) == 0) {
-      herald__mark_dirty(ws);
-      uint32_t grace = ws->limits->close_timeout_ms;
-      herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
-    }
-  } else if (ws != NULL) {
-    ws->cold->http = NULL;
-  }
-  h->ws = NULL;
-  if (h->in_call) {
-    h->ended = 1; /* freed when the handler returns */
-    return;
-  }
-  free(h);
 }
