@@ -38,8 +38,6 @@
 
 #include "core/conn_int.h"
 #include "core/deflate.h"
-#include "core/mask.h"
-#include "core/utf8.h"
 
 /* ------------------------------------------------------------------------ */
 /* Memory and randomness                                                     */
@@ -337,9 +335,10 @@ static int step(herald_conn *c, uint8_t *in, size_t inlen, herald_event *ev) {
   return HERALD_ERR_INTERNAL;
 }
 
-HERALD_API int herald_conn_recv(herald_conn *c, uint8_t *in, size_t inlen,
-                                herald_event *ev) {
-  memset(ev, 0, sizeof(*ev));
+/* Frees what the previous call's event lent the caller: a delivered
+ * message's reassembly bytes (big buffers go back) and the handshake
+ * state. */
+HERALD__NOINLINE static void release_lent(herald_conn *c) {
   if (c->flags & F_MSG_DELIVERED) {
     c->flags &= (uint16_t)~F_MSG_DELIVERED;
     c->mlen = 0;
@@ -352,67 +351,14 @@ HERALD_API int herald_conn_recv(herald_conn *c, uint8_t *in, size_t inlen,
   if (c->flags & F_HS_STALE) {
     herald__hs_free(c);
   }
-  /* The count returned is an int: take at most 1 GiB per call. */
-  if (inlen > (size_t)1 << 30) {
-    inlen = (size_t)1 << 30;
-  }
-  /* The commonest input in a few steps: a whole, short, unfragmented,
-   * uncompressed text or binary message from a client, entirely in the
-   * buffer, between messages, in whole mode. It has the same effects, event
-   * and errors as herald__read_frame() and read_payload() (which the
-   * byte-at-a-time tests compare it against); anything else goes that way. */
-  if (c->reader == RD_HEAD && c->role == HERALD_ROLE_SERVER && inlen >= 6 &&
-      (in[0] == (0x80 | HERALD_OP_TEXT) ||
-       in[0] == (0x80 | HERALD_OP_BINARY)) &&
-      (in[1] & 0x80) && (in[1] & 0x7f) < 126 &&
-      inlen - 6 >= (size_t)(in[1] & 0x7f) && c->mop == 0 && c->mlen == 0 &&
-      !(c->flags & F_STREAM_NEXT) && (in[1] & 0x7f) <= c->cfg->max_frame_size &&
-      (in[1] & 0x7f) <= c->cfg->max_message_size &&
-      c->cfg->max_fragments >= 1) {
-    unsigned op = in[0] & 0x0f;
-    size_t len = in[1] & 0x7f;
-    uint8_t *p = in + 6;
-    c->flags = (uint16_t)((c->flags & ~F_STREAM) | F_MFIRST | F_FIN | F_MASKED);
-    c->nfrags = 1;
-    c->mcomp = 0;
-    if (c->z) {
-      c->z->mwire = 0;
-      c->z->zend = 0;
-      c->z->ztail = 0;
-    }
-    memcpy(c->mask, in + 2, 4);
-    c->mask_off = (uint8_t)herald__mask(p, len, c->mask, 0);
-    /* RFC 6455 8.1, as in read_payload. */
-    if (op == HERALD_OP_TEXT) {
-      c->mop = (uint8_t)op;
-      c->utf8 = HERALD_UTF8_ACCEPT;
-      if (herald__utf8_validate(&c->utf8, p, len) != 0) {
-        return herald__fail(c, HERALD_ERR_BAD_UTF8,
-                            "invalid UTF-8 in text (RFC 6455 8.1)");
-      }
-      if (c->utf8 != HERALD_UTF8_ACCEPT) {
-        c->fremain = 0;
-        c->msize = len;
-        return herald__fail(c, HERALD_ERR_BAD_UTF8,
-                            "text ends inside a UTF-8 sequence (RFC 6455 8.1)");
-      }
-    } else {
-      c->utf8 = HERALD_UTF8_ACCEPT;
-    }
-    c->mop = 0;
-    c->fremain = 0;
-    c->msize = len;
-    ev->type = op == HERALD_OP_TEXT ? HERALD_EV_TEXT : HERALD_EV_BINARY;
-    ev->data = p;
-    ev->len = len;
-    ev->first = 1;
-    ev->fin = 1;
-    return (int)(6 + len);
-  }
-  /* Steps that consume bytes without completing an event (a data frame's
-   * header, an empty fragment, part of a message being reassembled) are
-   * followed by more steps, so NONE always means "all consumed, or the rest
-   * is an incomplete unit". */
+}
+
+/* Steps that consume bytes without completing an event (a data frame's
+ * header, an empty fragment, part of a message being reassembled) are
+ * followed by more steps, so NONE always means "all consumed, or the rest is
+ * an incomplete unit". */
+HERALD__NOINLINE static int steps(herald_conn *c, uint8_t *in, size_t inlen,
+                                  herald_event *ev) {
   size_t off = 0;
   for (;;) {
     int rv = step(c, in + off, inlen - off, ev);
@@ -424,6 +370,24 @@ HERALD_API int herald_conn_recv(herald_conn *c, uint8_t *in, size_t inlen,
       return (int)off;
     }
   }
+}
+
+HERALD_API int herald_conn_recv(herald_conn *c, uint8_t *in, size_t inlen,
+                                herald_event *ev) {
+  memset(ev, 0, sizeof(*ev));
+  if (c->flags & (F_MSG_DELIVERED | F_HS_STALE)) {
+    release_lent(c);
+  }
+  /* The count returned is an int: take at most 1 GiB per call. */
+  if (inlen > (size_t)1 << 30) {
+    inlen = (size_t)1 << 30;
+  }
+  /* The commonest input, a whole short message in one frame, in a few
+   * steps (conn_int.h says which and why that is safe). */
+  if (herald__frame_is_short(c, in, inlen)) {
+    return herald__read_short(c, in, ev);
+  }
+  return steps(c, in, inlen, ev);
 }
 
 HERALD_API int herald_conn_recv_eof(herald_conn *c, herald_event *ev) {

@@ -32,6 +32,14 @@
 #include "core/deflate.h"
 #include "herald/core.h"
 
+/* Keeps a function out of line: a cold or looping path then costs the hot
+ * path that calls it nothing (no registers to save, a tail call). */
+#if defined(__GNUC__)
+#define HERALD__NOINLINE __attribute__((noinline))
+#else
+#define HERALD__NOINLINE
+#endif
+
 /* What the input side waits for next (transitions: conn.c).
  *   RD_REQUEST      server: an HTTP request head
  *   RD_DECIDE       server: the application must accept/reject/reset
@@ -250,6 +258,29 @@ int herald__read_frame(herald_conn *c, uint8_t *in, size_t inlen,
 int herald__read_payload(herald_conn *c, uint8_t *in, size_t inlen,
                          herald_event *ev);
 int herald__read_inflate(herald_conn *c, herald_event *ev);
+
+/*
+ * The commonest input: a whole short message from a client in one frame,
+ * entirely in the buffer, between messages. Its shape passes the structural
+ * checks of herald__read_frame() by construction, so they are skipped: FIN
+ * with no RSV bit and a text or binary opcode (RFC 6455 5.2), masked as a
+ * client's frames must be (5.1), no fragmented message in progress (5.4), a
+ * 7-bit length (nothing to check for minimal encoding). Everything else a
+ * frame is checked for (the limits, UTF-8) herald__read_short() checks with
+ * the same code as herald__read_frame(), with the same effects and errors.
+ */
+static inline int herald__frame_is_short(const herald_conn *c,
+                                         const uint8_t *in, size_t inlen) {
+  return c->reader == RD_HEAD && c->role == HERALD_ROLE_SERVER && inlen >= 6 &&
+         (in[0] == (0x80 | HERALD_OP_TEXT) ||
+          in[0] == (0x80 | HERALD_OP_BINARY)) &&
+         (in[1] & 0x80) && (in[1] & 0x7f) < 126 &&
+         inlen - 6 >= (size_t)(in[1] & 0x7f) && c->mop == 0;
+}
+
+/* RD_HEAD with herald__frame_is_short(c, in, inlen): reads that frame.
+ * Returns as herald__read_frame(). */
+int herald__read_short(herald_conn *c, uint8_t *in, herald_event *ev);
 
 /* ------------------------------------------------------------------------ */
 /* Frames out (sender.c)                                                     */

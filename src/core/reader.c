@@ -16,6 +16,12 @@
  * is left unconsumed, masked again, for the next call). The inflated bytes
  * are what UTF-8 validation and max_message_size see.
  *
+ * Each check exists once: check_limits() holds the limits of a data frame,
+ * start_message() starts every message, text_check() gives every UTF-8
+ * verdict and deliver() makes every message event. The short path
+ * (herald__read_short) uses the same four, and skips only the header checks
+ * its shape makes redundant (conn_int.h).
+ *
  * The reader moves itself between RD_HEAD, RD_PAYLOAD and RD_INFLATE as a
  * frame's bytes arrive; every other transition is conn.c's.
  */
@@ -28,14 +34,48 @@
 
 #define ZCHUNK 16384 /* streaming: inflated bytes per event */
 
-static int is_valid_opcode(unsigned op) {
-  return op <= 2 || (op >= 8 && op <= 10);
+/* ------------------------------------------------------------------------ */
+/* Shared by every path                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* RFC 6455 8.1: text is UTF-8. Checked as it arrives, so invalid text fails
+ * on the chunk that holds the first bad byte. p[0..n) continues the message;
+ * last: the message ends there. Returns 0 or an error. */
+static inline int text_check(herald_conn *c, const uint8_t *p, size_t n,
+                             int last) {
+  if (c->mop != HERALD_OP_TEXT) {
+    return 0;
+  }
+  if (n > 0 && herald__utf8_validate(&c->utf8, p, n) != 0) {
+    return herald__fail(c, HERALD_ERR_BAD_UTF8,
+                        "invalid UTF-8 in text (RFC 6455 8.1)");
+  }
+  if (last && c->utf8 != HERALD_UTF8_ACCEPT) {
+    return herald__fail(c, HERALD_ERR_BAD_UTF8,
+                        "text ends inside a UTF-8 sequence (RFC 6455 8.1)");
+  }
+  return 0;
+}
+
+/* Fills *ev with the message in progress, or in streaming mode a chunk of
+ * it: data[0..len); fin: the last chunk, which ends the message. */
+static inline void deliver(herald_conn *c, herald_event *ev, uint8_t *data,
+                           size_t len, int fin) {
+  ev->type = c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT : HERALD_EV_BINARY;
+  ev->data = data;
+  ev->len = len;
+  ev->first = (c->flags & F_MFIRST) != 0; /* always 1 in whole mode */
+  ev->fin = fin;
+  c->flags &= (uint16_t)~F_MFIRST;
+  if (fin) {
+    c->mop = 0;
+  }
 }
 
 /* Appends n payload bytes to the reassembly buffer, growing it to hold at
  * least the rest of the current frame (bounded by max_message_size, already
  * checked against the frame's declared length). */
-static int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
+static inline int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
   if (c->mcap - c->mlen < n) {
     size_t need = c->mlen + n + (size_t)c->fremain;
     size_t ncap = c->mcap ? c->mcap : 256;
@@ -57,11 +97,9 @@ static int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
   return 0;
 }
 
-/* ---- compressed messages (RFC 7692 7.2.2) ------------------------------- */
-
-static herald_event_type msg_event(const herald_conn *c) {
-  return c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT : HERALD_EV_BINARY;
-}
+/* ------------------------------------------------------------------------ */
+/* Compressed messages (RFC 7692 7.2.2)                                      */
+/* ------------------------------------------------------------------------ */
 
 /* Checks and counts n freshly inflated bytes at p. */
 static int inflated(herald_conn *c, const uint8_t *p, size_t n) {
@@ -70,11 +108,7 @@ static int inflated(herald_conn *c, const uint8_t *p, size_t n) {
                         "inflated message larger than max_message_size");
   }
   c->msize += n;
-  if (c->mop == HERALD_OP_TEXT && herald__utf8_validate(&c->utf8, p, n) != 0) {
-    return herald__fail(c, HERALD_ERR_BAD_UTF8,
-                        "invalid UTF-8 in text (RFC 6455 8.1)");
-  }
-  return 0;
+  return text_check(c, p, n, 0);
 }
 
 /*
@@ -179,9 +213,9 @@ static int inflate_finish(herald_conn *c, size_t *have) {
   if (c->z->ztail < sizeof(herald__pmd_tail)) {
     return 1;
   }
-  if (c->mop == HERALD_OP_TEXT && c->utf8 != HERALD_UTF8_ACCEPT) {
-    return herald__fail(c, HERALD_ERR_BAD_UTF8,
-                        "text ends inside a UTF-8 sequence (RFC 6455 8.1)");
+  rv = text_check(c, NULL, 0, 1);
+  if (rv != 0) {
+    return rv;
   }
   /* RFC 7692 7.1.1: without context takeover the next message starts from
    * an empty window; after a final block zlib must start over anyway. */
@@ -196,25 +230,14 @@ static int inflate_finish(herald_conn *c, size_t *have) {
 static void inflate_event(herald_conn *c, size_t have, int done,
                           herald_event *ev) {
   if (c->flags & F_STREAM) {
-    if (have == 0 && !done) {
-      return;
+    if (have > 0 || done) {
+      deliver(c, ev, c->z->zbuf, have, done);
     }
-    ev->type = msg_event(c);
-    ev->data = c->z->zbuf;
-    ev->len = have;
-    ev->first = (c->flags & F_MFIRST) != 0;
-    ev->fin = done;
-    c->flags &= (uint16_t)~F_MFIRST;
   } else if (done) {
-    ev->type = msg_event(c);
-    ev->data = c->mbuf;
-    ev->len = c->mlen;
-    ev->first = 1;
-    ev->fin = 1;
+    deliver(c, ev, c->mbuf, c->mlen, 1);
     c->flags |= F_MSG_DELIVERED;
   }
   if (done) {
-    c->mop = 0;
     c->reader = RD_HEAD;
   }
 }
@@ -229,11 +252,21 @@ int herald__read_inflate(herald_conn *c, herald_event *ev) {
   return 0;
 }
 
-/* The compressed counterpart of read_payload: n unmasked payload bytes at
- * p. In streaming mode it may stop early with a full chunk; the bytes it
- * did not take are masked again and left to the next call. */
+/* Unmasks n payload bytes at p in place (RFC 6455 5.3), continuing the
+ * frame's key where the last chunk left it. */
+static inline void unmask(herald_conn *c, uint8_t *p, size_t n) {
+  if (c->flags & F_MASKED) {
+    c->mask_off = (uint8_t)herald__mask(p, n, c->mask, c->mask_off);
+  }
+}
+
+/* The compressed counterpart of read_payload: n payload bytes at p. In
+ * streaming mode it may stop early with a full chunk; the bytes it did not
+ * take are left masked for the next call. */
 static int read_compressed(herald_conn *c, uint8_t *p, size_t n,
-                           uint8_t mask_off, herald_event *ev) {
+                           herald_event *ev) {
+  uint8_t mask_off = c->mask_off;
+  unmask(c, p, n);
   const uint8_t *in = p;
   size_t left = n, have = 0;
   int rv = inflate_run(c, &in, &left, &have);
@@ -261,76 +294,46 @@ static int read_compressed(herald_conn *c, uint8_t *p, size_t n,
   return (int)used;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Data frames                                                               */
+/* ------------------------------------------------------------------------ */
+
 /*
  * Consumes up to avail bytes of the current data frame's payload at p.
  * whole: p holds this frame's entire payload and nothing of it was consumed
  * before, so a complete unfragmented message can be delivered in place.
  * Returns the bytes consumed or an error.
  */
-static int read_payload(herald_conn *c, uint8_t *p, size_t avail, int whole,
-                        herald_event *ev) {
+static inline int read_payload(herald_conn *c, uint8_t *p, size_t avail,
+                               int whole, herald_event *ev) {
   size_t n = avail < c->fremain ? avail : (size_t)c->fremain;
-  uint8_t mask_off = c->mask_off;
-  if ((c->flags & F_MASKED)) {
-    c->mask_off = (uint8_t)herald__mask(p, n, c->mask, c->mask_off);
-  }
   if (c->mcomp) {
-    return read_compressed(c, p, n, mask_off, ev);
+    return read_compressed(c, p, n, ev);
   }
-  /* RFC 6455 8.1: text must be UTF-8; checked as it arrives so invalid text
-   * fails on the chunk that holds the first bad byte. */
-  if (c->mop == HERALD_OP_TEXT && herald__utf8_validate(&c->utf8, p, n) != 0) {
-    return herald__fail(c, HERALD_ERR_BAD_UTF8,
-                        "invalid UTF-8 in text (RFC 6455 8.1)");
-  }
+  int frame_done = n == c->fremain;
+  int msg_done = frame_done && (c->flags & F_FIN) != 0;
   c->fremain -= n;
   c->msize += n;
-  int frame_done = c->fremain == 0;
-  int msg_done = frame_done && (c->flags & F_FIN) != 0;
-  if (msg_done && c->mop == HERALD_OP_TEXT && c->utf8 != HERALD_UTF8_ACCEPT) {
-    return herald__fail(c, HERALD_ERR_BAD_UTF8,
-                        "text ends inside a UTF-8 sequence (RFC 6455 8.1)");
+  unmask(c, p, n);
+  int rv = text_check(c, p, n, msg_done);
+  if (rv != 0) {
+    return rv;
   }
   c->reader = frame_done ? RD_HEAD : RD_PAYLOAD;
-
   if (c->flags & F_STREAM) {
     if (n > 0 || msg_done) {
-      ev->type =
-          (herald_event_type)(c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT
-                                                       : HERALD_EV_BINARY);
-      ev->data = p;
-      ev->len = n;
-      ev->first = (c->flags & F_MFIRST) != 0;
-      ev->fin = msg_done;
-      c->flags &= (uint16_t)~F_MFIRST;
+      deliver(c, ev, p, n, msg_done);
     }
   } else if (msg_done && whole && c->mlen == 0) {
-    ev->type = (herald_event_type)(c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT
-                                                            : HERALD_EV_BINARY);
-    ev->data = p;
-    ev->len = n;
-    ev->first = 1;
-    ev->fin = 1;
+    deliver(c, ev, p, n, 1); /* zero-copy: the whole message is here */
   } else {
-    if (n > 0) {
-      int rv = mbuf_append(c, p, n);
-      if (rv != 0) {
-        return herald__fail(c, rv, "out of memory");
-      }
+    if (n > 0 && (rv = mbuf_append(c, p, n)) != 0) {
+      return herald__fail(c, rv, "out of memory");
     }
     if (msg_done) {
-      ev->type =
-          (herald_event_type)(c->mop == HERALD_OP_TEXT ? HERALD_EV_TEXT
-                                                       : HERALD_EV_BINARY);
-      ev->data = c->mbuf;
-      ev->len = c->mlen;
-      ev->first = 1;
-      ev->fin = 1;
+      deliver(c, ev, c->mbuf, c->mlen, 1);
       c->flags |= F_MSG_DELIVERED;
     }
-  }
-  if (msg_done) {
-    c->mop = 0;
   }
   return (int)n;
 }
@@ -339,6 +342,99 @@ int herald__read_payload(herald_conn *c, uint8_t *in, size_t inlen,
                          herald_event *ev) {
   return read_payload(c, in, inlen, 0, ev);
 }
+
+/*
+ * The limits on a data frame of len bytes (RFC 6455 10.4), checked before
+ * any of its payload is accepted: the frame, the message so far (compressed
+ * bytes for a compressed message, whose inflated size is checked while
+ * inflating), the number of frames. op CONT: the frame continues the
+ * message in progress; comp: that message is compressed. Returns 0 or an
+ * error.
+ */
+static inline int check_limits(herald_conn *c, unsigned op, int comp,
+                               uint64_t len) {
+  const herald_config *cfg = c->cfg;
+  if (len > cfg->max_frame_size) {
+    return herald__fail(c, HERALD_ERR_TOO_BIG,
+                        "frame larger than max_frame_size");
+  }
+  if (comp) {
+    /* Only the compressed bytes are bounded here, generously. */
+    uint64_t max = cfg->max_message_size;
+    uint64_t wire = max + max / 8 + 65536;
+    wire = wire < max ? UINT64_MAX : wire;
+    uint64_t before = op == HERALD_OP_CONT ? c->z->mwire : 0;
+    if (len > wire - before) {
+      return herald__fail(
+          c, HERALD_ERR_TOO_BIG,
+          "compressed message larger than max_message_size allows");
+    }
+  } else {
+    uint64_t before = op == HERALD_OP_CONT ? c->msize : 0;
+    if (len > cfg->max_message_size - before) {
+      return herald__fail(c, HERALD_ERR_TOO_BIG,
+                          "message larger than max_message_size");
+    }
+  }
+  if ((op == HERALD_OP_CONT ? c->nfrags : 0) >= cfg->max_fragments) {
+    return herald__fail(c, HERALD_ERR_POLICY,
+                        "more fragments than max_fragments");
+  }
+  return 0;
+}
+
+/* Starts a message of opcode op (text or binary) with the frame just
+ * checked; comp: it is compressed (RSV1 on its first frame, RFC 7692 6.1).
+ * The message takes the delivery mode asked for last. Returns 0 or an error
+ * (no memory for the inflater). */
+static inline int start_message(herald_conn *c, unsigned op, int comp) {
+  c->flags = (uint16_t)((c->flags & ~F_STREAM) |
+                        ((c->flags & F_STREAM_NEXT) ? F_STREAM : 0) | F_MFIRST);
+  c->mop = (uint8_t)op;
+  c->nfrags = 0;
+  c->msize = 0;
+  c->utf8 = HERALD_UTF8_ACCEPT;
+  c->mcomp = (uint8_t)comp;
+  if (c->z) {
+    c->z->mwire = 0;
+    c->z->zend = 0;
+    c->z->ztail = 0;
+    if (comp && c->z->inf == NULL) {
+      int rv = herald__zinflate_new(&c->z->inf, herald__mem(c), c->z->rx_bits);
+      if (rv != 0) {
+        return herald__fail(c, rv, "out of memory");
+      }
+    }
+  }
+  return 0;
+}
+
+/* A whole message in one short frame in the buffer: the same limits, message
+ * start, UTF-8 check and event as herald__read_frame() and read_payload()
+ * give it, without the frame state a frame read in parts needs. */
+int herald__read_short(herald_conn *c, uint8_t *in, herald_event *ev) {
+  unsigned op = in[0] & 0x0f;
+  size_t len = in[1] & 0x7f;
+  uint8_t *p = in + 6;
+  int rv = check_limits(c, op, 0, len);
+  if (rv != 0) {
+    return rv;
+  }
+  (void)start_message(c, op, 0); /* cannot fail uncompressed */
+  c->nfrags = 1;
+  c->msize = len;
+  herald__mask(p, len, in + 2, 0);
+  rv = text_check(c, p, len, 1);
+  if (rv != 0) {
+    return rv;
+  }
+  deliver(c, ev, p, len, 1);
+  return (int)(6 + len);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Control frames and frame headers                                          */
+/* ------------------------------------------------------------------------ */
 
 /* Handles a complete control frame whose (unmasked) payload is p[0..len). */
 static int read_control(herald_conn *c, unsigned op, uint8_t *p, size_t len,
@@ -430,7 +526,9 @@ int herald__read_frame(herald_conn *c, uint8_t *in, size_t inlen,
                           "RSV1 set on a continuation frame (RFC 7692 6.1)");
     }
   }
-  if (!is_valid_opcode(op)) {
+  /* RFC 6455 5.2: opcodes 3-7 and 11-15 are reserved. */
+  if (!(op <= HERALD_OP_BINARY ||
+        (op >= HERALD_OP_CLOSE && op <= HERALD_OP_PONG))) {
     return herald__fail(c, HERALD_ERR_PROTO, "reserved opcode (RFC 6455 5.2)");
   }
   if (op >= 8) {
@@ -448,8 +546,7 @@ int herald__read_frame(herald_conn *c, uint8_t *in, size_t inlen,
     if (c->mop == 0) {
       return herald__fail(
           c, HERALD_ERR_PROTO,
-          "continuation frame with no message started (RFC 6455 "
-          "5.4)");
+          "continuation frame with no message started (RFC 6455 5.4)");
     }
   } else if (c->mop != 0) {
     return herald__fail(c, HERALD_ERR_PROTO,
@@ -458,8 +555,7 @@ int herald__read_frame(herald_conn *c, uint8_t *in, size_t inlen,
   /* RFC 6455 5.1: clients mask every frame, servers none. */
   if (c->role == HERALD_ROLE_SERVER && !masked) {
     return herald__fail(c, HERALD_ERR_PROTO,
-                        "unmasked frame from client (RFC 6455 "
-                        "5.1)");
+                        "unmasked frame from client (RFC 6455 5.1)");
   }
   if (c->role == HERALD_ROLE_CLIENT && masked) {
     return herald__fail(c, HERALD_ERR_PROTO,
@@ -471,6 +567,7 @@ int herald__read_frame(herald_conn *c, uint8_t *in, size_t inlen,
     return 0;
   }
   uint64_t len = len7;
+  /* RFC 6455 5.2: the length in the fewest bytes, the top bit 0. */
   if (len7 == 126) {
     len = (uint64_t)in[2] << 8 | in[3];
     if (len < 126) {
@@ -505,59 +602,19 @@ int herald__read_frame(herald_conn *c, uint8_t *in, size_t inlen,
     return rv < 0 ? rv : (int)(hlen + len);
   }
 
-  /* Data frame: limits first, before any payload is accepted. */
-  if (len > c->cfg->max_frame_size) {
-    return herald__fail(c, HERALD_ERR_TOO_BIG,
-                        "frame larger than max_frame_size");
-  }
+  /* Data frame: its limits, then the message it starts, then the frame. */
   int comp = op == HERALD_OP_CONT ? c->mcomp : rsv != 0;
-  if (comp) {
-    /* The inflated size is checked while inflating; here only the
-     * compressed bytes are bounded, generously. */
-    uint64_t max = c->cfg->max_message_size;
-    uint64_t wire = max + max / 8 + 65536;
-    wire = wire < max ? UINT64_MAX : wire;
-    uint64_t before = op == HERALD_OP_CONT ? c->z->mwire : 0;
-    if (len > wire - before) {
-      return herald__fail(
-          c, HERALD_ERR_TOO_BIG,
-          "compressed message larger than max_message_size allows");
-    }
-  } else {
-    uint64_t before = op == HERALD_OP_CONT ? c->msize : 0;
-    if (len > c->cfg->max_message_size - before) {
-      return herald__fail(c, HERALD_ERR_TOO_BIG,
-                          "message larger than max_message_size");
-    }
+  int rv = check_limits(c, op, comp, len);
+  if (rv == 0 && op != HERALD_OP_CONT) {
+    rv = start_message(c, op, comp);
   }
-  if (op != HERALD_OP_CONT) {
-    c->flags = (uint16_t)((c->flags & ~F_STREAM) |
-                          ((c->flags & F_STREAM_NEXT) ? F_STREAM : 0));
-    c->mop = (uint8_t)op;
-    c->flags |= F_MFIRST;
-    c->nfrags = 0;
-    c->msize = 0;
-    c->utf8 = HERALD_UTF8_ACCEPT;
-    c->mcomp = (uint8_t)comp;
-    if (c->z) {
-      c->z->mwire = 0;
-      c->z->zend = 0;
-      c->z->ztail = 0;
-    }
-    if (comp && c->z->inf == NULL) {
-      int rv = herald__zinflate_new(&c->z->inf, herald__mem(c), c->z->rx_bits);
-      if (rv != 0) {
-        return herald__fail(c, rv, "out of memory");
-      }
-    }
+  if (rv != 0) {
+    return rv;
   }
   if (comp) {
     c->z->mwire += len;
   }
-  if (++c->nfrags > c->cfg->max_fragments) {
-    return herald__fail(c, HERALD_ERR_POLICY,
-                        "more fragments than max_fragments");
-  }
+  c->nfrags++;
   c->flags = (uint16_t)((c->flags & ~(F_FIN | F_MASKED)) | (fin ? F_FIN : 0) |
                         (masked ? F_MASKED : 0));
   if (key) {
@@ -566,6 +623,6 @@ int herald__read_frame(herald_conn *c, uint8_t *in, size_t inlen,
   c->mask_off = 0;
   c->fremain = len;
   size_t avail = inlen - hlen;
-  int rv = read_payload(c, in + hlen, avail, avail >= len, ev);
+  rv = read_payload(c, in + hlen, avail, avail >= len, ev);
   return rv < 0 ? rv : (int)(hlen + (size_t)rv);
 }
