@@ -7,9 +7,11 @@
  * runtime does) and echoes every message or chunk with herald_conn_send(),
  * writing the output out after every read. Only measure() is counted.
  *
- * usage: core_drive SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT]]]
+ * usage: core_drive SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
  *   DEFLATE 1: permessage-deflate agreed; STREAM 1: streaming delivery;
- *   CLIENT 1: the client receives and echoes (server frames, masked sends).
+ *   CLIENT 1: the client receives and echoes (server frames, masked sends);
+ *   BUDGET 1: both draw on a shared herald_budget (as a herald_server's
+ *   connections do).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +88,8 @@ __attribute__((noinline)) long measure(herald_conn *s, uint8_t *buf, size_t len,
 
 int main(int argc, char **argv) {
   if (argc < 5) {
-    fprintf(stderr, "usage: drive SIZE COUNT CHUNK FRAGS [deflate] [stream]\n");
+    fprintf(stderr, "usage: core_drive SIZE COUNT CHUNK FRAGS [DEFLATE "
+                    "[STREAM [CLIENT [BUDGET]]]]\n");
     return 2;
   }
   size_t size = strtoul(argv[1], NULL, 0);
@@ -96,11 +99,17 @@ int main(int argc, char **argv) {
   int deflate = argc > 5 && atoi(argv[5]);
   int stream = argc > 6 && atoi(argv[6]);
   int client = argc > 7 && atoi(argv[7]); /* measure the client side */
+  /* a shared budget for unfinished messages (no limit: it only counts) */
+  herald_budget *budget = NULL;
+  if (argc > 8 && atoi(argv[8])) {
+    herald_budget_new(&budget, 0, NULL);
+  }
   herald_config scfg, ccfg;
   herald_config_init(&scfg, HERALD_ROLE_SERVER);
   herald_config_init(&ccfg, HERALD_ROLE_CLIENT);
   scfg.deflate.enabled = ccfg.deflate.enabled = deflate;
   scfg.stream_messages = stream;
+  scfg.budget = ccfg.budget = budget;
   herald_conn *s, *c;
   herald_conn_new(&s, &scfg);
   herald_conn_new(&c, &ccfg);
@@ -145,5 +154,6 @@ int main(int argc, char **argv) {
   printf("messages %ld (%ld expected), wire %zu\n", msgs, count * frags, wlen);
   herald_conn_del(s);
   herald_conn_del(c);
+  herald_budget_del(budget);
   return 0;
 }

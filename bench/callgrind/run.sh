@@ -10,7 +10,7 @@
 #       It includes the runtime (reads, writes, batching), so it moves a
 #       little with how the messages were batched: compare builds in the same
 #       session.
-#   core CASE SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT]]]
+#   core CASE SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
 #       core_drive.c against the core library alone: exact and repeatable.
 #   (no arguments) the standard set of both kinds.
 #
@@ -71,7 +71,7 @@ echo_case() { # NAME bench-options...
 }
 
 DRIVE=""
-core_case() { # NAME SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT]]]
+core_case() { # NAME SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
   local name=$1
   shift
   if [ -z "$DRIVE" ]; then
@@ -98,15 +98,18 @@ all)
   echo_case d1k --inflight 16 --size 1K --deflate
   core_case t32 32 20000 65536 1
   core_case t32-reads100 32 20000 100 1
+  core_case t32-r100-budget 32 20000 100 1 0 0 0 1
   core_case t125 125 20000 65536 1
   core_case t200 200 20000 65536 1
   core_case t4k 4096 2000 65536 1
   core_case t64k 65536 200 262144 1
   core_case t64k-reads4k 65536 200 4096 1
+  core_case t64k-r4k-budget 65536 200 4096 1 0 0 0 1
   core_case frag4x1k 4096 2000 65536 4
   core_case t32-stream 32 20000 65536 1 0 1
   core_case t64k-stream 65536 200 16384 1 0 1
   core_case d1k 1024 2000 65536 1 1
+  core_case d1k-budget 1024 2000 65536 1 1 0 0 1
   core_case d64k 65536 100 262144 1 1
   core_case client-t32 32 20000 65536 1 0 0 1
   core_case client-t32-r100 32 20000 100 1 0 0 1

@@ -164,7 +164,7 @@ HERALD_API void herald_conn_del(herald_conn *c) {
   }
   herald__out_del(c);
   herald__hs_free(c);
-  herald__free(c, c->mbuf);
+  herald__mbuf_free(c);
   herald__free(c, c->pongbuf);
   if (c->z) {
     herald__free(c, c->z->zbuf);
@@ -180,9 +180,7 @@ HERALD_API void herald_conn_trim(herald_conn *c) {
     herald__out_del(c);
   }
   if (c->mop == 0 || (c->flags & F_MSG_DELIVERED)) {
-    herald__free(c, c->mbuf);
-    c->mbuf = NULL;
-    c->mlen = c->mcap = 0;
+    herald__mbuf_free(c);
     c->flags &= (uint16_t)~F_MSG_DELIVERED;
     if (c->z) {
       herald__free(c, c->z->zbuf);
@@ -240,6 +238,7 @@ int herald__fail(herald_conn *c, int err, const char *reason) {
   c->err = (int16_t)err;
   c->reason = reason;
   c->reader = RD_FAILED;
+  herald__mbuf_free(c); /* no message will be delivered */
   if (c->state == HERALD_STATE_OPEN && !(c->flags & F_CLOSE_SENT)) {
     /* RFC 6455 7.1.7: a close frame with the code that names the fault
      * (7.4.1), and the reason, which is short static ASCII text. */
@@ -343,9 +342,7 @@ HERALD__NOINLINE static void release_lent(herald_conn *c) {
     c->flags &= (uint16_t)~F_MSG_DELIVERED;
     c->mlen = 0;
     if (c->mcap > 65536) {
-      herald__free(c, c->mbuf);
-      c->mbuf = NULL;
-      c->mcap = 0;
+      herald__mbuf_free(c);
     }
   }
   if (c->flags & F_HS_STALE) {
@@ -399,6 +396,7 @@ HERALD_API int herald_conn_recv_eof(herald_conn *c, herald_event *ev) {
   if (c->reader != RD_FAILED) {
     c->reader = RD_DISCARD;
   }
+  herald__mbuf_free(c); /* a message cut short is never delivered */
   c->state = HERALD_STATE_CLOSED;
   c->flags &= (uint16_t)~F_PONG_PENDING;
   if (!report) {

@@ -25,6 +25,7 @@
 #ifndef HERALD_CONN_INT_H
 #define HERALD_CONN_INT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -77,7 +78,8 @@ enum {
   F_FIN = 1 << 9,            /* the frame being received is final */
   F_MASKED = 1 << 10,        /* the frame being received is masked */
   F_MFIRST = 1 << 11,        /* the next chunk delivered is the first */
-  F_BORROWED = 1 << 12       /* a borrowed payload may be queued */
+  F_BORROWED = 1 << 12,      /* a borrowed payload may be queued */
+  F_CHARGED = 1 << 13        /* mbuf's capacity is drawn on cfg->budget */
 };
 
 /* One output entry. ext == NULL: bytes [off, off+len) of obuf. */
@@ -190,6 +192,38 @@ static inline void herald__free(herald_conn *c, void *p) {
 int herald__random(herald_conn *c, void *buf, size_t len);
 
 /* ------------------------------------------------------------------------ */
+/* The shared budget for unfinished messages (budget.c)                      */
+/* ------------------------------------------------------------------------ */
+
+struct herald_budget {
+  _Atomic uint64_t used;
+  _Atomic uint64_t refused;
+  uint64_t limit; /* 0: none */
+  herald_mem mem;
+};
+
+/* Draws n bytes on b: returns 1, or 0 (and counts a refusal) when that would
+ * pass the limit, leaving it unchanged. A compare-and-swap loop, so two
+ * threads racing near the limit are not both refused when one of them
+ * fits. */
+static inline int herald__budget_take(herald_budget *b, uint64_t n) {
+  uint64_t cur = atomic_load_explicit(&b->used, memory_order_relaxed);
+  do {
+    if (b->limit != 0 && (n > b->limit || cur > b->limit - n)) {
+      atomic_fetch_add_explicit(&b->refused, 1, memory_order_relaxed);
+      return 0;
+    }
+  } while (!atomic_compare_exchange_weak_explicit(
+      &b->used, &cur, cur + n, memory_order_relaxed, memory_order_relaxed));
+  return 1;
+}
+
+/* Gives n bytes drawn with herald__budget_take() back. */
+static inline void herald__budget_give(herald_budget *b, uint64_t n) {
+  atomic_fetch_sub_explicit(&b->used, n, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
 /* State transitions called from the other files (conn.c)                    */
 /* ------------------------------------------------------------------------ */
 
@@ -258,6 +292,10 @@ int herald__read_frame(herald_conn *c, uint8_t *in, size_t inlen,
 int herald__read_payload(herald_conn *c, uint8_t *in, size_t inlen,
                          herald_event *ev);
 int herald__read_inflate(herald_conn *c, herald_event *ev);
+
+/* Frees the message buffer and gives its bytes back to the budget: between
+ * messages, or when the message in it will never be delivered. */
+void herald__mbuf_free(herald_conn *c);
 
 /*
  * The commonest input: a whole short message from a client in one frame,

@@ -72,29 +72,100 @@ static inline void deliver(herald_conn *c, herald_event *ev, uint8_t *data,
   }
 }
 
-/* Appends n payload bytes to the reassembly buffer, growing it to hold at
- * least the rest of the current frame (bounded by max_message_size, already
- * checked against the frame's declared length). */
-static inline int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
-  if (c->mcap - c->mlen < n) {
-    size_t need = c->mlen + n + (size_t)c->fremain;
-    size_t ncap = c->mcap ? c->mcap : 256;
-    while (ncap < need) {
-      ncap *= 2;
-    }
-    if (ncap > c->cfg->max_message_size && need <= c->cfg->max_message_size) {
-      ncap = (size_t)c->cfg->max_message_size;
-    }
+/* ---- the message buffer ------------------------------------------------ */
+
+/* Whole mode reassembles a message in mbuf. With a budget, while a message
+ * is in it, the buffer counts at its full capacity against cfg->budget
+ * (F_CHARGED), from the first byte put there until the message is delivered
+ * or never will be (herald__mbuf_free). Without one, none of this costs more
+ * than a test. */
+
+/* Gives the buffer's bytes back: its message was delivered. */
+static inline void mbuf_uncharge(herald_conn *c) {
+  if (c->flags & F_CHARGED) {
+    c->flags &= (uint16_t)~F_CHARGED;
+    herald__budget_give(c->cfg->budget, c->mcap);
+  }
+}
+
+void herald__mbuf_free(herald_conn *c) {
+  mbuf_uncharge(c);
+  herald__free(c, c->mbuf);
+  c->mbuf = NULL;
+  c->mlen = c->mcap = 0;
+}
+
+/* Makes the buffer hold at least ncap bytes and draws on the budget for
+ * them. Returns 0, or HERALD_ERR_BUSY / HERALD_ERR_NOMEM with nothing
+ * changed. */
+static int mbuf_reserve(herald_conn *c, size_t ncap) {
+  herald_budget *b = c->cfg->budget;
+  if (ncap < c->mcap) {
+    ncap = c->mcap;
+  }
+  size_t draw = b ? ncap - ((c->flags & F_CHARGED) ? c->mcap : 0) : 0;
+  if (draw > 0 && !herald__budget_take(b, draw)) {
+    return HERALD_ERR_BUSY;
+  }
+  if (ncap > c->mcap) {
     uint8_t *nb = herald__realloc(c, c->mbuf, ncap);
     if (nb == NULL) {
+      if (draw > 0) {
+        herald__budget_give(b, draw);
+      }
       return HERALD_ERR_NOMEM;
     }
     c->mbuf = nb;
     c->mcap = ncap;
   }
+  if (b) {
+    c->flags |= F_CHARGED;
+  }
+  return 0;
+}
+
+/* Fails the connection for an error of mbuf_reserve(). */
+static int mbuf_fail(herald_conn *c, int err) {
+  return herald__fail(c, err,
+                      err == HERALD_ERR_BUSY
+                          ? "unfinished messages over the shared budget"
+                          : "out of memory");
+}
+
+/* Appends n payload bytes to the buffer, growing it to hold at least the
+ * rest of the current frame (bounded by max_message_size, already checked
+ * against the frame's declared length). Returns 0 or an error of
+ * mbuf_reserve(). */
+static inline int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
+  if (c->mcap - c->mlen < n ||
+      (!(c->flags & F_CHARGED) && c->cfg->budget != NULL)) {
+    size_t ncap = c->mcap;
+    if (ncap - c->mlen < n) {
+      size_t need = c->mlen + n + (size_t)c->fremain;
+      ncap = ncap ? ncap : 256;
+      while (ncap < need) {
+        ncap *= 2;
+      }
+      if (ncap > c->cfg->max_message_size && need <= c->cfg->max_message_size) {
+        ncap = (size_t)c->cfg->max_message_size;
+      }
+    }
+    int rv = mbuf_reserve(c, ncap);
+    if (rv != 0) {
+      return rv;
+    }
+  }
   memcpy(c->mbuf + c->mlen, p, n);
   c->mlen += n;
   return 0;
+}
+
+/* Fills *ev with the message reassembled in the buffer, which stays the
+ * caller's until the next call, and gives its bytes back. */
+static inline void deliver_buffered(herald_conn *c, herald_event *ev) {
+  deliver(c, ev, c->mbuf, c->mlen, 1);
+  c->flags |= F_MSG_DELIVERED;
+  mbuf_uncharge(c);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -149,17 +220,19 @@ static int inflate_run(herald_conn *c, const uint8_t **in, size_t *n,
       dst = &probe;
       room = 1;
     } else {
-      if (c->mcap == c->mlen) {
-        size_t ncap = c->mcap ? c->mcap * 2 : 4096;
-        if (ncap > max) {
-          ncap = (size_t)max;
+      if (c->mcap == c->mlen ||
+          (!(c->flags & F_CHARGED) && c->cfg->budget != NULL)) {
+        size_t ncap = c->mcap;
+        if (ncap == c->mlen) {
+          ncap = ncap ? ncap * 2 : 4096;
+          if (ncap > max) {
+            ncap = (size_t)max;
+          }
         }
-        uint8_t *nb = herald__realloc(c, c->mbuf, ncap);
-        if (nb == NULL) {
-          return herald__fail(c, HERALD_ERR_NOMEM, "out of memory");
+        int rv = mbuf_reserve(c, ncap);
+        if (rv != 0) {
+          return mbuf_fail(c, rv);
         }
-        c->mbuf = nb;
-        c->mcap = ncap;
       }
       dst = c->mbuf + c->mlen;
       room = c->mcap - c->mlen;
@@ -234,8 +307,7 @@ static void inflate_event(herald_conn *c, size_t have, int done,
       deliver(c, ev, c->z->zbuf, have, done);
     }
   } else if (done) {
-    deliver(c, ev, c->mbuf, c->mlen, 1);
-    c->flags |= F_MSG_DELIVERED;
+    deliver_buffered(c, ev);
   }
   if (done) {
     c->reader = RD_HEAD;
@@ -328,11 +400,10 @@ static inline int read_payload(herald_conn *c, uint8_t *p, size_t avail,
     deliver(c, ev, p, n, 1); /* zero-copy: the whole message is here */
   } else {
     if (n > 0 && (rv = mbuf_append(c, p, n)) != 0) {
-      return herald__fail(c, rv, "out of memory");
+      return mbuf_fail(c, rv);
     }
     if (msg_done) {
-      deliver(c, ev, c->mbuf, c->mlen, 1);
-      c->flags |= F_MSG_DELIVERED;
+      deliver_buffered(c, ev);
     }
   }
   return (int)n;
