@@ -3,8 +3,9 @@
  * an open connection the way a runtime would (unconsumed bytes are kept and
  * presented again), with sends, pings and output drains interleaved. The
  * checks below are the core's promises: counts stay within the input,
- * errors are sticky, event data lies in the input or is sized sanely, and
- * memory stays bounded (ASan and the RSS limit watch the rest). */
+ * errors are sticky, event data lies in the input or is sized sanely, a
+ * shared budget is never passed and gets every byte back, and memory stays
+ * bounded (ASan and the RSS limit watch the rest). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,15 @@ static int fuzz_conn_run(herald_role role, const uint8_t *data, size_t size) {
   /* Echoes borrow the input buffer (HERALD_SEND_BORROW): part of the output
    * is written, the rest owned, and the buffer is then overwritten. */
   int borrow = (sel >> 6) & 1;
+  /* A budget for unfinished messages, small enough to be hit. */
+  herald_budget *budget = NULL;
+  const uint64_t budget_limit = 300;
+  if (sel & 0x80) {
+    if (herald_budget_new(&budget, budget_limit, NULL) != 0) {
+      abort();
+    }
+    cfg->budget = budget;
+  }
 
   herald_conn *srv, *cli;
   if (herald_conn_new(&srv, &scfg) != 0 || herald_conn_new(&cli, &ccfg)) {
@@ -112,7 +122,8 @@ static int fuzz_conn_run(herald_role role, const uint8_t *data, size_t size) {
         }
         break;
       }
-      if ((size_t)rv > have - off) {
+      if ((size_t)rv > have - off ||
+          (budget && herald_budget_used(budget) > budget_limit)) {
         abort();
       }
       off += (size_t)rv;
@@ -166,5 +177,9 @@ static int fuzz_conn_run(herald_role role, const uint8_t *data, size_t size) {
   free(buf);
   herald_conn_del(srv);
   herald_conn_del(cli);
+  if (budget && herald_budget_used(budget) != 0) {
+    abort();
+  }
+  herald_budget_del(budget);
   return 0;
 }

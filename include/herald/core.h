@@ -56,8 +56,9 @@ extern "C" {
  * One negative enum for the whole library, in bands that stay clear of the
  * negative errno values libuv returns (-1..-4095 never reaches -1100..-1599
  * except through UV_EAI_* at -3000 and below):
- *   -11xx  the peer broke the protocol: the connection is failed and the core
- *          has queued the close frame (or HTTP refusal) that answers it;
+ *   -11xx  the peer broke the protocol or went over a limit: the connection
+ *          is failed and the core has queued the close frame (or HTTP
+ *          refusal) that answers it;
  *   -13xx  the caller misused the API: nothing happened, the connection is
  *          still usable;
  *   -15xx  fatal resource errors: only herald_conn_del() is allowed after.
@@ -71,6 +72,7 @@ extern "C" {
   X(TOO_BIG, -1102, 1009, "message too big")                                   \
   X(POLICY, -1103, 1008, "policy limit exceeded")                              \
   X(BAD_CLOSE, -1104, 1002, "invalid close frame")                             \
+  X(BUSY, -1105, 1013, "shared budget for unfinished messages exhausted")      \
   X(HTTP, -1110, 0, "malformed HTTP head")                                     \
   X(HEAD_TOO_BIG, -1111, 0, "HTTP head too large")                             \
   X(HANDSHAKE, -1112, 0, "WebSocket handshake refused")                        \
@@ -100,7 +102,7 @@ HERALD_API const char *herald_err_name(int err);
 HERALD_API int herald_err_is_fatal(int err);
 
 /* Returns the close code that answers err (1002, 1007, 1008, 1009, 1010,
- * 1011), or 0 when no close frame applies. */
+ * 1011, 1013), or 0 when no close frame applies. */
 HERALD_API uint16_t herald_err_close_code(int err);
 
 /* ------------------------------------------------------------------------ */
@@ -242,6 +244,42 @@ typedef struct herald_deflate_config {
 } herald_deflate_config;
 
 /*
+ * A byte budget shared by many connections, on any threads: what they may
+ * hold together for messages that have not finished arriving.
+ *
+ * A message that is not delivered in place (whole in one read) nor in chunks
+ * (streaming) is reassembled in its connection's message buffer, which grows
+ * with it up to max_message_size, after inflating. A peer can make that
+ * buffer large with little input (a compressed message) and keep it for as
+ * long as the connection lives by never finishing the message. With a budget
+ * in the config, a connection draws on it for its message buffer, at the
+ * buffer's full size, from the first byte of a message put there until the
+ * message is delivered, the connection fails, its transport ends
+ * (herald_conn_recv_eof) or it is deleted. A connection whose buffer would
+ * take the total past the limit fails with HERALD_ERR_BUSY (close 1013, try
+ * again later) and gives its bytes back at once; no other connection is
+ * touched. Thread-safe (one atomic counter).
+ */
+typedef struct herald_budget herald_budget;
+
+/* Creates a budget of limit bytes (0: no limit, counting only), allocated
+ * through mem (NULL: malloc). Returns 0 and sets *pbudget, or
+ * HERALD_ERR_INVALID_ARG / HERALD_ERR_NOMEM. */
+HERALD_API int herald_budget_new(herald_budget **pbudget, uint64_t limit,
+                                 const herald_mem *mem);
+
+/* Frees budget (NULL is fine). Every connection using it must be deleted
+ * first. */
+HERALD_API void herald_budget_del(herald_budget *budget);
+
+/* Bytes drawn now, across all its connections. Thread-safe. */
+HERALD_API uint64_t herald_budget_used(const herald_budget *budget);
+
+/* Draws refused so far: connections failed with HERALD_ERR_BUSY.
+ * Thread-safe. */
+HERALD_API uint64_t herald_budget_refused(const herald_budget *budget);
+
+/*
  * Everything a peer can make grow has a limit here, with its default and the
  * reaction when it is passed. Initialise with herald_config_init(), then
  * override fields. A connection borrows its config: the config must outlive
@@ -261,6 +299,10 @@ typedef struct herald_config {
   uint64_t max_message_size; /* 16 MiB: one message's payload, after any
                                 decompression -> close 1009 */
   uint32_t max_fragments;    /* 65536: frames in one message -> close 1008 */
+  /* NULL (default): none. A budget shared with other connections for the
+   * message buffers of unfinished messages; see herald_budget. Passing it
+   * -> close 1013. Borrowed, like the config. */
+  herald_budget *budget;
 
   /* Delivery. 0 (default): each message is delivered whole, reassembled from
    * its fragments. 1: each frame's payload is delivered as it arrives, in

@@ -343,6 +343,13 @@ typedef struct herald_server_config {
   uint32_t shutdown_grace_ms; /* 5000: wait for close handshakes, then exit */
   int backlog;                /* 1024 */
   herald_config core;         /* protocol limits (role is forced to server) */
+  /* 256 MiB: bytes all connections of the server, on all its threads, may
+   * hold together for messages still arriving (reassembled or inflated, see
+   * herald_budget); the connection that would go past it is closed with
+   * 1013 and no other is touched. 0: no limit (still counted). Unused when
+   * core.budget is set: that budget, the caller's (it may be shared with
+   * other servers and clients), is drawn on instead. */
+  uint64_t max_partial_bytes;
   herald_rt_limits limits;
   herald_http_fn on_http; /* NULL: plain requests get 426 */
   void *http_user_data;
@@ -390,6 +397,12 @@ HERALD_API void herald_server_stop(herald_server *srv);
 /* The port the first listener is bound to (useful with port 0), once
  * herald_server_run() has bound it; 0 before. */
 HERALD_API int herald_server_port(const herald_server *srv);
+
+/* The budget the server's connections draw on for unfinished messages:
+ * its own (max_partial_bytes) or core.budget. herald_budget_used() on it
+ * is the bytes held now, herald_budget_refused() the connections closed
+ * with 1013 for it; both thread-safe. Valid until herald_server_del(). */
+HERALD_API const herald_budget *herald_server_budget(const herald_server *srv);
 
 /* Called on each worker loop when it starts, before it accepts; lets the
  * application keep per-thread state. Set before herald_server_run(). */

@@ -21,6 +21,15 @@ static void echo_usage(FILE *out) {
           "  --threads N          event loops (threads); 0 = one per core "
           "(default 1)\n"
           "  --max-message SIZE   largest message accepted (default 64M)\n"
+          "  --max-partial SIZE   bytes all connections may hold together "
+          "for messages\n"
+          "                       still arriving; the connection that would "
+          "go past it\n"
+          "                       is closed with 1013 (default 256M, 0: no "
+          "limit)\n"
+          "  --idle-timeout SECS  close a connection that sent nothing for "
+          "SECS seconds,\n"
+          "                       with 1001 (default 60, 0: never)\n"
           "  --no-deflate         do not accept permessage-deflate (RFC "
           "7692); by default\n"
           "                       a client's offer is accepted\n"
@@ -68,6 +77,8 @@ int herald_cmd_echo(int argc, char **argv) {
   const char *listen[16];
   size_t nlisten = 0;
   uint64_t max_message = 64u << 20;
+  uint64_t max_partial = cfg.max_partial_bytes;
+  uint64_t idle_secs = 60;
   int deflate = 1;
   herald_tls_cert certs[8];
   size_t ncert = 0, nkey = 0;
@@ -133,6 +144,22 @@ int herald_cmd_echo(int argc, char **argv) {
       }
       continue;
     }
+    if ((r = cli_option(argc, argv, &i, "--max-partial", &v)) != 0) {
+      if (r < 0 || cli_parse_size(v, &max_partial) != 0) {
+        fprintf(stderr, "herald echo: --max-partial takes a size (256M), or "
+                        "0 for no limit\n");
+        return 2;
+      }
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--idle-timeout", &v)) != 0) {
+      if (r < 0 || cli_parse_uint(v, 86400, &idle_secs) != 0) {
+        fprintf(stderr, "herald echo: --idle-timeout takes seconds, 0..86400 "
+                        "(0: never)\n");
+        return 2;
+      }
+      continue;
+    }
     fprintf(stderr, "herald echo: unknown option '%s'\n", argv[i]);
     echo_usage(stderr);
     return 2;
@@ -163,6 +190,10 @@ int herald_cmd_echo(int argc, char **argv) {
   /* A large echoed message may sit in the send buffer whole. */
   cfg.limits.send_hard_cap = 2 * max_message + (1u << 20);
   cfg.limits.send_high_water = max_message;
+  /* Unfinished messages (a compressed one can inflate to max_message from
+   * a few KB) are bounded together; silent connections do not stay. */
+  cfg.max_partial_bytes = max_partial;
+  cfg.limits.idle_timeout_ms = (uint32_t)(idle_secs * 1000);
   herald_server *srv;
   int rv = herald_server_new(&srv, &cfg);
   if (rv != 0) {

@@ -484,6 +484,8 @@ size_t herald__zdeflate_bound(herald__zstream *z, size_t len) {
   return len + (len >> 12) + (len >> 14) + (len >> 25) + 13 + extra;
 }
 
+const uint8_t herald__pmd_tail[4] = {0x00, 0x00, 0xff, 0xff};
+
 int64_t herald__zdeflate(herald__zstream *z, const uint8_t *in, size_t inlen,
                          uint8_t *out, size_t outcap) {
   /* zlib counts in uInt: feed at most 1 GiB per call. */

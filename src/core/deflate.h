@@ -51,6 +51,10 @@ int herald__pmd_check_response(const herald_deflate_config *cfg,
 
 /* ---- streams ------------------------------------------------------------ */
 
+/* RFC 7692 7.2.1/7.2.2: the end of a sync flush (00 00 FF FF). The sender
+ * strips it from a compressed message, the receiver appends it again. */
+extern const uint8_t herald__pmd_tail[4];
+
 typedef struct herald__zstream herald__zstream;
 
 /* Creates a raw-deflate compressor (RFC 1951, no zlib header) with a window

@@ -177,7 +177,3 @@ size_t herald__mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
     mask_tail(dst, src, n, kw);
   return (off + n) & 3;
 }
-
-size_t herald__mask(uint8_t *p, size_t n, const uint8_t key[4], size_t off) {
-  return herald__mask_copy(p, p, n, key, off);
-}

@@ -97,6 +97,13 @@ void push_metrics(push_server *ps, herald_http *h) {
        (double)ps->drops},
       {"herald_slow_consumer_disconnects_total", "counter",
        "Clients cut off for being too slow.", (double)ps->slow_disconnects},
+      {"herald_partial_message_bytes", "gauge",
+       "Bytes all clients hold for messages still arriving "
+       "(max_partial_bytes of the runtime).",
+       (double)herald_budget_used(herald_server_budget(ps->srv))},
+      {"herald_partial_message_refusals_total", "counter",
+       "Clients closed with 1013 over the budget for partial messages.",
+       (double)herald_budget_refused(herald_server_budget(ps->srv))},
       {"herald_engine_healthy", "gauge",
        "1 when the engine can serve every channel (Redis: every shard is "
        "connected and ready).",

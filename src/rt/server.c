@@ -64,6 +64,7 @@ struct herald_server {
   void *on_loop_start_ud;
   pthread_mutex_t tls_mu; /* guards tls: swapped by reloads */
   herald_tls_set *tls;
+  herald_budget *budget; /* our own, when cfg.core.budget is NULL */
 };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -74,6 +75,7 @@ HERALD_API void herald_server_config_init(herald_server_config *cfg) {
   cfg->handle_signals = 1;
   cfg->shutdown_grace_ms = 5000;
   cfg->backlog = 1024;
+  cfg->max_partial_bytes = (uint64_t)256 << 20;
   herald_config_init(&cfg->core, HERALD_ROLE_SERVER);
   herald_rt_limits_init(&cfg->limits);
 }
@@ -141,6 +143,16 @@ HERALD_API int herald_server_new(herald_server **psrv,
   }
   srv->core = cfg->core;
   srv->core.role = HERALD_ROLE_SERVER;
+  if (srv->core.budget == NULL) {
+    int rv = herald_budget_new(&srv->budget, cfg->max_partial_bytes, NULL);
+    if (rv != 0) {
+      herald__tls_set_unref(srv->tls);
+      pthread_mutex_destroy(&srv->tls_mu);
+      free(srv);
+      return rv;
+    }
+    srv->core.budget = srv->budget;
+  }
   srv->nworkers =
       cfg->threads > 0 ? cfg->threads : (int)uv_available_parallelism();
   *psrv = srv;
@@ -571,10 +583,15 @@ HERALD_API int herald_server_run(herald_server *srv) {
   return rv;
 }
 
+HERALD_API const herald_budget *herald_server_budget(const herald_server *srv) {
+  return srv->core.budget;
+}
+
 HERALD_API void herald_server_del(herald_server *srv) {
   if (srv == NULL) {
     return;
   }
+  herald_budget_del(srv->budget);
   herald__tls_set_unref(srv->tls);
   pthread_mutex_destroy(&srv->tls_mu);
   while (srv->routes) {

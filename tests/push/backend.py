@@ -484,10 +484,13 @@ def test_sub_refresh():
 
 def test_refresh_proxy():
     b = Backend()
+    # The server checks credentials once a second; asking two seconds
+    # ahead leaves the backend a full tick to answer even on a loaded
+    # machine (one second ahead left it at most one tick).
     b.answers["connect"] = {"result": {"user": "ann",
-                                       "expire_at": now() + 2}}
-    b.answers["refresh"] = lambda req: {"result": {"expire_at": now() + 2}}
-    s = Server(cfg(b, refresh_ahead=1))
+                                       "expire_at": now() + 3}}
+    b.answers["refresh"] = lambda req: {"result": {"expire_at": now() + 3}}
+    s = Server(cfg(b, refresh_ahead=2))
     w = s.client()
     time.sleep(4)
     eq("the backend keeps the connection alive", w.call("ping").get("result"),
@@ -502,9 +505,9 @@ def test_refresh_proxy():
     eq("expired: true ends it with 3006", code, 3006)
     b.answers["refresh"] = "slow"
     b.answers["connect"] = {"result": {"user": "ann",
-                                       "expire_at": now() + 2}}
+                                       "expire_at": now() + 3}}
     w = s.client()
-    code, _ = w.wait_close(timeout=6)
+    code, _ = w.wait_close(timeout=7)
     eq("a backend that does not answer: 3006 at exp", code, 3006)
     s.stop()
     b.close()

@@ -699,6 +699,8 @@ def test_http_api():
             "herald_messages_in_total", "herald_messages_out_total",
             "herald_bytes_in_total", "herald_bytes_out_total",
             "herald_drops_total", "herald_slow_consumer_disconnects_total",
+            "herald_partial_message_bytes",
+            "herald_partial_message_refusals_total",
             "herald_delivery_latency_seconds_count"]
     check("GET /metrics: connections, subscriptions, messages, bytes, drops,"
           " slow consumers, latency histogram",

@@ -207,10 +207,10 @@ static void start_server(void) {
 
 /* ---- a raw client ------------------------------------------------------ */
 
-static int raw_connect(void) {
+static int raw_connect_to(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)ts.port)};
+                          .sin_port = htons((uint16_t)port)};
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
   if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
     close(fd);
@@ -219,6 +219,10 @@ static int raw_connect(void) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   return fd;
+}
+
+static int raw_connect(void) {
+  return raw_connect_to(ts.port);
 }
 
 static void raw_write(int fd, const void *p, size_t n) {
@@ -930,9 +934,90 @@ static void test_config_errors(void) {
   CHECK(strcmp(herald_rt_strerror(HERALD_ERR_PROTO), "protocol error") == 0);
 }
 
+/* max_partial_bytes: every connection of a server, on all its threads,
+ * draws on one budget for unfinished messages. A message that fits is held;
+ * the connection that would go past the budget is closed with 1013 and the
+ * first goes on; delivered messages give their bytes back. A budget of the
+ * caller's (core.budget) takes the place of the server's own. */
+static void echo_message(herald_ws *ws, herald_opcode op, uint8_t *data,
+                         size_t len, void *ud) {
+  (void)ud;
+  herald_ws_send(ws, op, data, len);
+}
+
+static void test_partial_budget(void) {
+  herald_server_config cfg;
+  herald_server_config_init(&cfg);
+  CHECK_EQ(cfg.max_partial_bytes, (uint64_t)256 << 20);
+  static const char *listen[] = {"127.0.0.1:0"};
+  cfg.listen = listen;
+  cfg.nlisten = 1;
+  cfg.handle_signals = 0;
+  cfg.threads = 2;
+  cfg.shutdown_grace_ms = 500;
+  cfg.max_partial_bytes = 64 * 1024;
+  test_server t = {0};
+  CHECK_EQ(herald_server_new(&t.srv, &cfg), 0);
+  const herald_budget *b = herald_server_budget(t.srv);
+  CHECK(b != NULL);
+  herald_ws_callbacks cb = {.on_message = echo_message};
+  CHECK_EQ(herald_server_route(t.srv, "*", &cb, NULL), 0);
+  pthread_create(&t.thread, NULL, server_thread, &t);
+  for (int i = 0; i < 200 && herald_server_port(t.srv) == 0; i++) {
+    usleep(10000);
+  }
+  int port = herald_server_port(t.srv);
+  static uint8_t p[40001];
+  memset(p, 'a', sizeof(p));
+
+  /* A: 40,000 bytes of a message, unfinished: its 64 KiB buffer is held. */
+  int a = raw_connect_to(port);
+  CHECK(raw_handshake(a, "/"));
+  raw_frame(a, 0, HERALD_OP_BINARY, p, 40000);
+  for (int i = 0; i < 200 && herald_budget_used(b) == 0; i++) {
+    usleep(10000);
+  }
+  CHECK_EQ(herald_budget_used(b), 65536);
+
+  /* Z: 50 bytes of another would need 256 more: 1013. */
+  int z = raw_connect_to(port);
+  CHECK(raw_handshake(z, "/"));
+  raw_frame(z, 0, HERALD_OP_TEXT, p, 50);
+  CHECK_EQ(raw_until_close(z, 2000), 1013);
+  CHECK_EQ(herald_budget_refused(b), 1);
+  CHECK_EQ(herald_budget_used(b), 65536);
+
+  /* A finishes and gets its echo; the budget is back at 0. */
+  raw_frame(a, 1, HERALD_OP_CONT, "a", 1);
+  uint8_t *buf = malloc(4 + sizeof(p));
+  int eof;
+  size_t n = raw_read(a, buf, 4 + sizeof(p), 2000, &eof);
+  CHECK_EQ(n, 4 + sizeof(p));
+  CHECK(buf[0] == 0x82 && buf[1] == 126 &&
+        (buf[2] << 8 | buf[3]) == (int)sizeof(p));
+  CHECK_MEM(buf + 4, p, sizeof(p));
+  free(buf);
+  CHECK_EQ(herald_budget_used(b), 0);
+  close(a);
+  close(z);
+  herald_server_stop(t.srv);
+  pthread_join(t.thread, NULL);
+  CHECK_EQ(t.run_result, 0);
+  herald_server_del(t.srv);
+
+  herald_budget *mine;
+  CHECK_EQ(herald_budget_new(&mine, 1000, NULL), 0);
+  cfg.core.budget = mine;
+  CHECK_EQ(herald_server_new(&t.srv, &cfg), 0);
+  CHECK(herald_server_budget(t.srv) == mine);
+  herald_server_del(t.srv);
+  herald_budget_del(mine);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   RUN(test_config_errors);
+  RUN(test_partial_budget);
   start_server();
   RUN(test_echo_raw);
   RUN(test_pause_resume);

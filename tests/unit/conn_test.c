@@ -599,6 +599,101 @@ static void test_limits(void) {
   feeder_free(&f);
 }
 
+/* ---- the shared budget for unfinished messages -------------------------- */
+
+/* Connections share a 64 KiB budget. A message buffer is drawn on at its
+ * full size while a message is in it; the connection whose buffer would take
+ * the total past the limit fails with 1013 and the others go on untouched.
+ * Delivery, failure, the end of the transport and deletion give the bytes
+ * back; messages delivered in place or streamed never draw. */
+static void test_budget(void) {
+  herald_budget *b;
+  CHECK_EQ(herald_budget_new(&b, 65536, NULL), 0);
+  herald_config cfg = cfg_server;
+  cfg.budget = b;
+  static uint8_t p[40000], in[41000];
+  memset(p, 'a', sizeof(p));
+  size_t n = 0, olen;
+  feeder fa = {0}, fz = {0}, fy = {0};
+
+  /* A: 40,000 bytes of an unfinished message: its 64 KiB buffer is drawn. */
+  herald_conn *a = open_server(&cfg);
+  cframe(in, &n, 0, 0, HERALD_OP_BINARY, p, sizeof(p));
+  feed(a, in, n, 0, &fa);
+  CHECK_EQ(fa.err, 0);
+  CHECK_EQ(herald_budget_used(b), 65536);
+
+  /* Z: the first 50 bytes of a message would draw 256 more: 1013. */
+  herald_conn *z = open_server(&cfg);
+  n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_TEXT, p, 50);
+  feed(z, in, n, 0, &fz);
+  CHECK_EQ(fz.err, HERALD_ERR_BUSY);
+  CHECK_EQ(herald_err_close_code(HERALD_ERR_BUSY), 1013);
+  uint8_t *out = drain(z, &olen);
+  CHECK(olen >= 4 && out[0] == 0x88 && (out[2] << 8 | out[3]) == 1013);
+  free(out);
+  CHECK(strstr(herald_conn_error_reason(z), "budget") != NULL);
+  CHECK_EQ(herald_budget_used(b), 65536);
+  CHECK_EQ(herald_budget_refused(b), 1);
+
+  /* Y: whole messages in one read, and streamed ones, need no buffer. */
+  herald_conn *y = open_server(&cfg);
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_TEXT, "hi", 2);
+  feed(y, in, n, 0, &fy);
+  herald_conn_set_streaming(y, 1);
+  n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_BINARY, p, 30000);
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, p, 10);
+  feed(y, in, n, 0, &fy);
+  CHECK_EQ(fy.err, 0);
+  CHECK(strncmp(fy.log.s, "TEXT(6869) BIN(len=30010,", 25) == 0);
+  CHECK_EQ(herald_budget_used(b), 65536);
+
+  /* A ends its message: delivered whole, its bytes given back. */
+  n = 0;
+  cframe(in, &n, 1, 0, HERALD_OP_CONT, "z", 1);
+  feed(a, in, n, 0, &fa);
+  CHECK_EQ(fa.err, 0);
+  CHECK(strncmp(fa.log.s, "BIN(len=40001,", 14) == 0);
+  CHECK_EQ(herald_budget_used(b), 0);
+
+  /* The buffer A keeps is drawn on again once a message is in it. A
+   * protocol error gives it back; so do the transport's end and deletion. */
+  n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_BINARY, p, 10);
+  cframe(in, &n, 1, 0, 3, "", 0); /* reserved opcode */
+  feed(a, in, n, 0, &fa);
+  CHECK_EQ(fa.err, HERALD_ERR_PROTO);
+  CHECK_EQ(herald_budget_used(b), 0);
+  herald_conn *x = open_server(&cfg);
+  n = 0;
+  cframe(in, &n, 0, 0, HERALD_OP_BINARY, p, 1000);
+  feeder fx = {0};
+  feed(x, in, n, 0, &fx);
+  CHECK_EQ(herald_budget_used(b), 1024);
+  herald_event ev;
+  CHECK_EQ(herald_conn_recv_eof(x, &ev), 1);
+  CHECK_EQ(herald_budget_used(b), 0);
+  herald_conn *w = open_server(&cfg);
+  feed(w, in, n, 0, &fx);
+  CHECK_EQ(herald_budget_used(b), 1024);
+  herald_conn_del(w);
+  CHECK_EQ(herald_budget_used(b), 0);
+  CHECK_EQ(herald_budget_refused(b), 1);
+
+  feeder_free(&fa);
+  feeder_free(&fz);
+  feeder_free(&fy);
+  feeder_free(&fx);
+  herald_conn_del(a);
+  herald_conn_del(z);
+  herald_conn_del(y);
+  herald_conn_del(x);
+  herald_budget_del(b);
+}
+
 /* ---- close -------------------------------------------------------------- */
 
 static void test_close_codes(void) {
@@ -1510,6 +1605,7 @@ static void test_errors_table(void) {
   CHECK_EQ(herald_err_close_code(HERALD_ERR_BAD_UTF8), 1007);
   CHECK_EQ(herald_err_close_code(HERALD_ERR_POLICY), 1008);
   CHECK_EQ(herald_err_close_code(HERALD_ERR_TOO_BIG), 1009);
+  CHECK_EQ(herald_err_close_code(HERALD_ERR_BUSY), 1013);
   CHECK_EQ(herald_err_close_code(HERALD_ERR_INVALID_ARG), 0);
   CHECK(herald_err_is_fatal(HERALD_ERR_NOMEM));
   CHECK(!herald_err_is_fatal(HERALD_ERR_PROTO));
@@ -1549,6 +1645,7 @@ int main(void) {
   RUN(test_client_rejects_masked);
   RUN(test_utf8_fail_fast);
   RUN(test_limits);
+  RUN(test_budget);
   RUN(test_close_codes);
   RUN(test_close_handshake_server_first);
   RUN(test_close_handshake_client_first);

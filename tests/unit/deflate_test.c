@@ -818,6 +818,83 @@ static void test_bomb(void) {
   free(zbuf);
 }
 
+/*
+ * The hardening finding: a compressed message left unfinished pins its
+ * inflated buffer. 16 MiB of zeros compress to about 16 KiB; sent as the
+ * first frame of a message that never ends, they hold 16 MiB for as long as
+ * the connection lives. With a 1 MiB budget the connection fails with 1013
+ * once its buffer would pass 1 MiB, and holds nothing after; a second
+ * connection on the same budget is not touched.
+ */
+static void test_budget_unfinished(void) {
+  size_t big = 16u << 20, zl;
+  uint8_t *zeros = calloc(1, big);
+  uint8_t *z = zcomp(zeros, big, 15, &zl);
+  free(zeros);
+  CHECK(zl < 64 * 1024);
+  uint8_t *fr = malloc(zl + 16);
+  size_t n = mkframe(fr, 0, 0x40, HERALD_OP_BINARY, z, zl, test_key);
+  herald_budget *b;
+  CHECK_EQ(herald_budget_new(&b, 1u << 20, NULL), 0);
+  for (int budget = 0; budget <= 1; budget++) {
+    counter k = {0};
+    herald_mem mem = {cnt_malloc, cnt_realloc, cnt_free, &k};
+    herald_config scfg, ccfg;
+    dconfig(&scfg, HERALD_ROLE_SERVER);
+    dconfig(&ccfg, HERALD_ROLE_CLIENT);
+    scfg.mem = &mem;
+    scfg.max_message_size = big;
+    scfg.budget = budget ? b : NULL;
+    herald_conn *srv, *cli, *srv2, *cli2;
+    open_pair(&scfg, &ccfg, &srv, &cli);
+    open_pair(&scfg, &ccfg, &srv2, &cli2);
+    size_t base = k.live;
+    uint8_t *copy = malloc(n);
+    memcpy(copy, fr, n);
+    feeder f = {0};
+    feed(srv, copy, n, 4096, &f);
+    if (!budget) {
+      /* The finding: the unfinished message holds all 16 MiB. */
+      CHECK_EQ(f.err, 0);
+      CHECK(k.live - base >= big);
+    } else {
+      CHECK_EQ(f.err, HERALD_ERR_BUSY);
+      size_t olen;
+      uint8_t *out = drain(srv, &olen);
+      CHECK(olen >= 4 && out[0] == 0x88 && (out[2] << 8 | out[3]) == 1013);
+      free(out);
+      CHECK(k.peak - base <= (1u << 20) + 128 * 1024);
+      CHECK(k.live - base <= 128 * 1024); /* the buffer went back */
+      CHECK_EQ(herald_budget_used(b), 0);
+      CHECK_EQ(herald_budget_refused(b), 1);
+    }
+    /* The other connection is untouched: a compressed message goes through
+     * (and gives back what it drew). */
+    CHECK_EQ(herald_conn_send(cli2, HERALD_OP_TEXT, "hello hello hello", 17, 0,
+                              NULL, NULL),
+             0);
+    size_t m;
+    uint8_t *msg = drain(cli2, &m);
+    feeder f2 = {0};
+    feed(srv2, msg, m, 0, &f2);
+    CHECK_EQ(f2.err, 0);
+    CHECK(strcmp(f2.log.s, "TEXT(68656c6c6f2068656c6c6f2068656c6c6f) ") == 0);
+    CHECK_EQ(herald_budget_used(b), 0);
+    free(msg);
+    free(copy);
+    feeder_free(&f);
+    feeder_free(&f2);
+    herald_conn_del(srv);
+    herald_conn_del(cli);
+    herald_conn_del(srv2);
+    herald_conn_del(cli2);
+    CHECK_EQ(k.live, 0);
+  }
+  herald_budget_del(b);
+  free(fr);
+  free(z);
+}
+
 /* max_frame_size applies to the compressed frame; max_message_size to the
  * inflated message, exactly. */
 static void test_limits(void) {
@@ -1274,6 +1351,7 @@ int main(void) {
   RUN(test_frame_rules);
   RUN(test_utf8_fail_fast);
   RUN(test_bomb);
+  RUN(test_budget_unfinished);
   RUN(test_limits);
   RUN(test_round_trips);
   RUN(test_stream_split);
