@@ -512,8 +512,11 @@ static void on_conn_ready(redis_conn *c) {
 }
 
 static const redis_conn_events conn_events = {
-    on_conn_ready,       on_conn_failed,        on_conn_message,
-    on_conn_error_reply, on_conn_handle_closed,
+    .ready = on_conn_ready,
+    .failed = on_conn_failed,
+    .message = on_conn_message,
+    .error_reply = on_conn_error_reply,
+    .handle_closed = on_conn_handle_closed,
 };
 
 /* ------------------------------------------------------------------------ */

@@ -607,7 +607,8 @@ void redis_chan_reap(push_redis *r, int64_t now_ms) {
         const char *argv[2] = {ch->sh->sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE",
                                k.ps};
         size_t lens[2] = {strlen(argv[0]), k.len};
-        redis_cmd(&ch->sh->sub, redis_on_ignored, NULL, NULL, 2, argv, lens);
+        /* Answered by an unsubscribe push, not a reply. */
+        redis_cmd(&ch->sh->sub, NULL, NULL, NULL, 2, argv, lens);
       }
       push_hub_drop_history(r->hub, ch->name);
       redis_chan_free(r, ch);
