@@ -468,6 +468,45 @@ def test_sentinel_never_writes_to_replica():
     a.stop()
 
 
+def test_master_demoted():
+    """A shard's master becomes a replica while nodes are connected to it
+    (REPLICAOF, as a failover does to an old master that comes back):
+    the next write meets READONLY, or the ROLE check within a second sees
+    it; either way the shard goes down, publishes are refused (112/503)
+    rather than sent to a replica, and it comes back when the server is a
+    master again."""
+    other = Redis()
+    rd = Redis()
+    a = node({"addresses": [f"127.0.0.1:{rd.port}"]}, "da")
+    check("node healthy", wait_healthy(a))
+    w, _ = rs.sub(a, "feed:d")
+    a.publish("feed:d", {"i": 0})
+    eq("works before", [p["data"]["i"] for p in w.pubs("feed:d", 1)], [0])
+    eq("REPLICAOF", rd.cmd("REPLICAOF", "127.0.0.1", str(other.port)),
+       b"+OK\r\n")
+    st, _, _ = a.api("POST", "/api/publish",
+                     {"channel": "feed:d", "data": {"i": 1}})
+    eq("a publish after the demotion is refused", st, 503)
+    check("the node turns unhealthy", wait_healthy(a, 503, 5))
+    err = a.stderr()
+    check("READONLY or ROLE is logged",
+          "READONLY" in err or "not a master" in err, err[-400:])
+    eq("REPLICAOF NO ONE", rd.cmd("REPLICAOF", "NO", "ONE"), b"+OK\r\n")
+    check("healthy again once it is a master", wait_healthy(a, 200, 15))
+    a.publish("feed:d", {"i": 2})
+    st, js, _ = a.api("GET", "/api/history?channel=feed:d")
+    check("publishing works again", st == 200, js)
+    # Demoted again, and nothing written: the ROLE check alone notices.
+    n_role = a.stderr().count("not a master")
+    rd.cmd("REPLICAOF", "127.0.0.1", str(other.port))
+    check("without a write, the ROLE check takes the shard down",
+          wait_healthy(a, 503, 5) and
+          a.stderr().count("not a master") > n_role, a.stderr()[-300:])
+    rd.cmd("REPLICAOF", "NO", "ONE")
+    check("and it comes back", wait_healthy(a, 200, 15))
+    a.stop()
+
+
 def test_sentinel_mixed_shards():
     """redis.shards: a sentinel-backed shard next to a plain address."""
     master, proxy, replica, sentinels = sentinel_setup()
@@ -778,7 +817,8 @@ def test_config_errors():
     shutil.rmtree(d, ignore_errors=True)
 
 
-TESTS = [test_config_errors, test_sentinel_never_writes_to_replica,
+TESTS = [test_config_errors, test_master_demoted,
+         test_sentinel_never_writes_to_replica,
          test_sentinel_mixed_shards, test_sentinel_failover,
          test_cluster_failover, test_cluster_slot_migration]
 
