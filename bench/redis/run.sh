@@ -16,6 +16,7 @@
 #
 # usage: bench/redis/run.sh [--quick] [--runs N] [--duration S] [--no-doc]
 #                           [--setups "memory redis1 redis2 cluster1 cluster3"]
+#                           [--rates "1000 4000 8000 16000 32000"]
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +28,7 @@ WARMUP=1
 WRITE_DOC=1
 QUICK=0
 SETUPS="memory redis1 redis2 cluster1 cluster3"
+RATES=""
 while [ $# -gt 0 ]; do
   case "$1" in
   --quick) QUICK=1; RUNS=1; DURATION=2 ;;
@@ -34,7 +36,8 @@ while [ $# -gt 0 ]; do
   --duration) DURATION=$2; shift ;;
   --no-doc) WRITE_DOC=0 ;;
   --setups) SETUPS=$2; shift ;;
-  -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  --rates) RATES=$2; shift ;;
+  -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -159,7 +162,9 @@ stop_all() {
   PIDS=()
 }
 
-if [ "$QUICK" = 1 ]; then
+if [ -n "${RATES:-}" ]; then
+  :
+elif [ "$QUICK" = 1 ]; then
   RATES="1000 8000"
 else
   RATES="1000 4000 8000 16000 32000"
