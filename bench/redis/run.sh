@@ -3,15 +3,20 @@
 # engine, in the same run and under the same load (`herald bench --mode
 # fanout`).
 #
-# Three set-ups, each with a fresh redis-server (own port, no persistence)
+# Five set-ups, each with fresh redis-servers (own ports, no persistence)
 # and fresh nodes for every run:
 #   memory        one node, memory engine: subscribers and publisher on it
 #   redis, 1 node one node, Redis engine: subscribers and publisher on it
 #   redis, 2 nodes  subscribers on node B, publisher on node A
+#   cluster, 1 master   as "2 nodes", over a Redis Cluster of one master
+#   cluster, 3 masters  as "2 nodes", over a Redis Cluster of three masters
+#                       (the channels spread over them by hash slot)
 # Medians of --runs runs go to stdout and into docs/performance.md between
 # <!-- redis:begin --> and <!-- redis:end -->.
 #
 # usage: bench/redis/run.sh [--quick] [--runs N] [--duration S] [--no-doc]
+#                           [--setups "memory redis1 redis2 cluster1 cluster3"]
+#                           [--rates "1000 4000 8000 16000 32000"]
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -22,13 +27,17 @@ DURATION=4
 WARMUP=1
 WRITE_DOC=1
 QUICK=0
+SETUPS="memory redis1 redis2 cluster1 cluster3"
+RATES=""
 while [ $# -gt 0 ]; do
   case "$1" in
   --quick) QUICK=1; RUNS=1; DURATION=2 ;;
   --runs) RUNS=$2; shift ;;
   --duration) DURATION=$2; shift ;;
   --no-doc) WRITE_DOC=0 ;;
-  -h | --help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  --setups) SETUPS=$2; shift ;;
+  --rates) RATES=$2; shift ;;
+  -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
   *) echo "run.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -70,10 +79,62 @@ start_redis() { # -> RPORT
   return 1
 }
 
+# A port whose cluster bus port (+10000) exists and is free too.
+cluster_port() {
+  python3 -c '
+import random, socket
+while True:
+    p = random.randrange(20000, 30000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass'
+}
+
+start_cluster() { # masters -> CPORTS (seed list "127.0.0.1:p,...")
+  local n=$1 ports=() p
+  for _ in $(seq "$n"); do
+    p=$(cluster_port)
+    mkdir -p "$WORK/c$p"
+    "$REDIS" --port "$p" --bind 127.0.0.1 --save '' --appendonly no \
+      --dir "$WORK/c$p" --daemonize no --loglevel warning \
+      --cluster-enabled yes --cluster-config-file nodes.conf \
+      --cluster-node-timeout 5000 >"$WORK/c$p.log" 2>&1 &
+    PIDS+=($!)
+    ports+=("$p")
+  done
+  for p in "${ports[@]}"; do
+    for _ in $(seq 100); do
+      redis-cli -p "$p" ping >/dev/null 2>&1 && break
+      sleep 0.05
+    done
+  done
+  if [ "$n" = 1 ]; then
+    redis-cli -p "${ports[0]}" cluster addslotsrange 0 16383 >/dev/null
+  else
+    redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") \
+      --cluster-replicas 0 --cluster-yes >"$WORK/create.log" 2>&1 ||
+      { log "cluster create failed: $(tail -2 "$WORK/create.log")"; return 1; }
+  fi
+  for p in "${ports[@]}"; do
+    for _ in $(seq 200); do
+      redis-cli -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' &&
+        break
+      sleep 0.05
+    done
+  done
+  CPORTS=$(printf '"127.0.0.1:%s",' "${ports[@]}")
+  CPORTS=${CPORTS%,}
+}
+
 start_node() { # name engine -> NODE_PID NODE_PORT
   local name=$1 engine=$2 out="$WORK/$1.log" cfg="$WORK/$1.json"
   if [ "$engine" = redis ]; then
     printf '{"anonymous":true,"log_level":"warn","rate_limits":{"commands":{"per_s":0},"publishes":{"per_s":0},"subscribes":{"per_s":0},"connections_per_ip":{"per_s":0}},"engine":"redis","redis":{"addresses":["127.0.0.1:%s"]},"namespaces":[{"name":"bench","publish":true,"history_size":100,"history_ttl":60}]}' "$RPORT" >"$cfg"
+  elif [ "$engine" = cluster ]; then
+    printf '{"anonymous":true,"log_level":"warn","rate_limits":{"commands":{"per_s":0},"publishes":{"per_s":0},"subscribes":{"per_s":0},"connections_per_ip":{"per_s":0}},"engine":"redis","redis":{"cluster":{"addresses":[%s]}},"namespaces":[{"name":"bench","publish":true,"history_size":100,"history_ttl":60}]}' "$CPORTS" >"$cfg"
   else
     printf '{"anonymous":true,"log_level":"warn","rate_limits":{"commands":{"per_s":0},"publishes":{"per_s":0},"subscribes":{"per_s":0},"connections_per_ip":{"per_s":0}},"namespaces":[{"name":"bench","publish":true,"history_size":100,"history_ttl":60}]}' >"$cfg"
   fi
@@ -101,7 +162,9 @@ stop_all() {
   PIDS=()
 }
 
-if [ "$QUICK" = 1 ]; then
+if [ -n "${RATES:-}" ]; then
+  :
+elif [ "$QUICK" = 1 ]; then
   RATES="1000 8000"
 else
   RATES="1000 4000 8000 16000 32000"
@@ -109,10 +172,11 @@ fi
 OPTS="--connections 1000 --channels 100 --size 100"
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 limit=$((DURATION + WARMUP + 60))
 for rate in $RATES; do
   for r in $(seq "$RUNS"); do
-    for setup in memory redis1 redis2; do
+    for setup in $SETUPS; do
       extra=()
       case $setup in
       memory)
@@ -127,6 +191,13 @@ for rate in $RATES; do
         start_node a redis || continue
         PUB_PORT=$NODE_PORT
         start_node b redis || continue
+        SUB_PORT=$NODE_PORT; SUB_PID=$NODE_PID
+        extra=(--publish-url "ws://127.0.0.1:$PUB_PORT/") ;;
+      cluster1 | cluster3)
+        start_cluster "${setup#cluster}" || { stop_all; continue; }
+        start_node a cluster || { stop_all; continue; }
+        PUB_PORT=$NODE_PORT
+        start_node b cluster || { stop_all; continue; }
         SUB_PORT=$NODE_PORT; SUB_PID=$NODE_PID
         extra=(--publish-url "ws://127.0.0.1:$PUB_PORT/") ;;
       esac
@@ -152,13 +223,17 @@ HVER=$("$HERALD" --version | awk '{print $2}')
 HCOMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 RVER=$("$REDIS" --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')
 TABLE="$WORK/table.md"
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 python3 - "$RESULTS" "$RUNS" "$DURATION" "$WARMUP" \
-  "herald $HVER (commit $HCOMMIT), Redis $RVER" "$QUICK" >"$TABLE" <<'PY'
+  "herald $HVER (commit $HCOMMIT), Redis $RVER" "$QUICK" "$LOAD0" "$LOAD1" \
+  >"$TABLE" <<'PY'
 import json, statistics, sys, datetime, platform, os
-path, runs, dur, warm, versions, quick = sys.argv[1:7]
+path, runs, dur, warm, versions, quick, load0, load1 = sys.argv[1:9]
 rows = [json.loads(l) for l in open(path)]
 names = {"memory": "memory, 1 node", "redis1": "Redis, 1 node",
-         "redis2": "Redis, 2 nodes (across)"}
+         "redis2": "Redis, 2 nodes (across)",
+         "cluster1": "Redis Cluster, 1 master, 2 nodes (across)",
+         "cluster3": "Redis Cluster, 3 masters, 2 nodes (across)"}
 def med(vals):
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
@@ -174,15 +249,22 @@ out.append(f"Generated by `bench/redis/run.sh{' --quick' if quick == '1' else ''
            "1 node**: the same through Redis (every publish is a Lua script "
            "call, every delivery comes back over sharded pub/sub). **Redis, "
            "2 nodes**: the publisher on node A, the subscribers on node B. "
+           "**Redis Cluster**: the same two nodes over a cluster of one "
+           "master (every slot) or three (the 100 channels spread over them "
+           "by hash slot; no replicas), `redis.cluster` seeded with every "
+           "master. "
            f"Median of {runs} run(s) of {dur} s after {warm} s of warm-up, "
-           "fresh processes for each. CPU: the subscribers' node, as a share "
-           "of one core.")
+           "fresh processes for each; set-ups alternate within each rate and "
+           "run, so they share the machine's conditions. Load average "
+           f"(1, 5, 15 min) before the run {load0}, after it {load1}: "
+           "anything above ~0 is other work on the machine. CPU: the "
+           "subscribers' node, as a share of one core.")
 out.append("")
 out.append("| publish rate /s | set-up | delivered/s | % | p50 ms | p99 ms | CPU | errors |")
 out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 rates = sorted({r["rate"] for r in rows})
 for rate in rates:
-    for s in ("memory", "redis1", "redis2"):
+    for s in ("memory", "redis1", "redis2", "cluster1", "cluster3"):
         rs = [r["r"] for r in rows if r["rate"] == rate and r["setup"] == s and r["r"]]
         if not rs:
             continue

@@ -13,10 +13,28 @@
 
 /* The Redis engine's settings ("redis" in docs/config.md). */
 #define PUSH_REDIS_MAX_SHARDS 16
+#define PUSH_REDIS_MAX_SENTINELS 8 /* per shard */
+#define PUSH_REDIS_MAX_SEEDS 16    /* Redis Cluster seed nodes */
+
+/* A shard whose master Redis Sentinel names ("redis.sentinel"). */
+typedef struct push_redis_sentinel {
+  char *master_name;                     /* as the sentinels monitor it */
+  char *addrs[PUSH_REDIS_MAX_SENTINELS]; /* host:port of each sentinel */
+  size_t naddrs;
+  char *password; /* the sentinels' own requirepass, or NULL */
+} push_redis_sentinel;
 
 typedef struct push_redis_config {
-  char *addrs[PUSH_REDIS_MAX_SHARDS]; /* host:port, one per shard */
+  /* The shards, naddrs of them: each is addrs[i] (host:port) or, when
+   * sentinel[i] is set (and addrs[i] NULL), the master its sentinels
+   * name. Empty when cluster is set. */
+  char *addrs[PUSH_REDIS_MAX_SHARDS];
+  push_redis_sentinel *sentinel[PUSH_REDIS_MAX_SHARDS];
   size_t naddrs;
+  /* Redis Cluster: seed nodes (host:port); the masters and their slots
+   * come from the cluster itself. */
+  char *cluster[PUSH_REDIS_MAX_SEEDS];
+  size_t ncluster;
   char *user;               /* ACL user, or NULL */
   char *password;           /* AUTH, or NULL */
   char *prefix;             /* key prefix; NULL: "herald" */
@@ -132,7 +150,7 @@ int push_config_add_listen(push_config *c, const char *addr, char *err,
 int push_config_set_string(char **field, const char *value, char *err,
                            size_t errlen);
 
-/* Removes every Redis address. */
+/* Removes every Redis shard (addresses, sentinels, cluster seeds). */
 void push_config_clear_redis(push_config *c);
 
 /* Adds a Redis shard's address ("host:port"; one per shard, at most

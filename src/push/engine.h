@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <uv.h>
 
 #include "push/push.h"
@@ -102,6 +103,9 @@ typedef struct push_engine_vt {
   void (*tick)(push_engine *e, int64_t now_ms);
   int (*healthy)(const push_engine *e, const char **why);
   int (*metrics)(const push_engine *e, push_buf *out);
+  /* Optional (NULL: nothing to say): the engine's state as a JSON object,
+   * for /health and /api/info. */
+  int (*describe)(const push_engine *e, push_buf *out);
   void (*shutdown)(push_engine *e);
   void (*del)(push_engine *e);
   void (*occupancy)(push_engine *e, const char *channel, int occupied);
@@ -230,6 +234,21 @@ static inline int push_engine_healthy(const push_engine *e, const char **why) {
 /* Appends the engine's own Prometheus metrics to out. Returns 0 or -1. */
 static inline int push_engine_metrics(const push_engine *e, push_buf *out) {
   return e->vt->metrics(e, out);
+}
+
+/* Appends ,"NAME":{...} to a JSON object being written, NAME being the
+ * engine's (vt->name) and {...} its state (Redis: the server each shard
+ * uses now, failovers seen); nothing for an engine without one. Returns
+ * 0 or -1 (out of memory). */
+static inline int push_engine_describe(const push_engine *e, push_buf *out) {
+  if (e == NULL || e->vt->describe == NULL) {
+    return 0;
+  }
+  return push_buf_raw(out, ",\"", 2) ||
+                 push_buf_raw(out, e->vt->name, strlen(e->vt->name)) ||
+                 push_buf_raw(out, "\":", 2) || e->vt->describe(e, out)
+             ? -1
+             : 0;
 }
 
 /* Stops serving: from now on calls that need the engine's store return

@@ -1,6 +1,8 @@
 /* engine_redis.c - the Redis engine behind the engine interface: adapts
  * redis.c (several nodes over Redis shards) to push_engine_vt, and writes
- * its presence entries, join/leave pushes and metrics. */
+ * its presence entries, join/leave pushes, metrics and state (the server
+ * each shard uses now). */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,8 +167,69 @@ static int re_metrics(const push_engine *e, push_buf *out) {
        (double)st.rollbacks},
       {"herald_redis_channels", "gauge", "Channels this node follows in Redis.",
        (double)st.channels},
+      {"herald_redis_failovers_total", "counter",
+       "Times a shard's master moved to another server (Sentinel named "
+       "another, a Redis Cluster master lost its slots to another).",
+       (double)st.failovers},
+      {"herald_redis_redirects_total", "counter",
+       "Commands a Redis Cluster answered with MOVED or ASK, sent on to the "
+       "master it named.",
+       (double)st.redirects},
   };
-  return push_metrics_write(out, m, sizeof(m) / sizeof(m[0]));
+  if (push_metrics_write(out, m, sizeof(m) / sizeof(m[0])) != 0) {
+    return -1;
+  }
+  /* One line per shard, labelled with the server it uses now. */
+  static const char head[] =
+      "# HELP herald_redis_shard_up 1 when the shard is connected to its "
+      "master and ready; address: the server it uses now.\n"
+      "# TYPE herald_redis_shard_up gauge\n";
+  int rc = push_buf_raw(out, head, sizeof(head) - 1);
+  push_redis_shard_info si;
+  for (size_t i = 0; r && rc == 0 && push_redis_get_shard(r, i, &si) == 0;
+       i++) {
+    char line[512];
+    int n = snprintf(line, sizeof(line),
+                     "herald_redis_shard_up{shard=\"%zu\",address=\"%s\"} %d\n",
+                     i, si.address, si.up);
+    rc = n < 0 || (size_t)n >= sizeof(line) ||
+         push_buf_raw(out, line, (size_t)n);
+  }
+  return rc ? -1 : 0;
+}
+
+/* {"mode":..., "failovers":N, "shards":[{"address":..., "up":..., ...}]} */
+static int re_describe(const push_engine *e, push_buf *out) {
+  const push_redis *r = re_const(e)->r;
+  push_redis_stats st = {0};
+  if (r == NULL) {
+    return push_buf_raw(out, "null", 4);
+  }
+  push_redis_get_stats(r, &st);
+  int rc = push_buf_raw(out, "{\"mode\":", 8) ||
+           push_buf_str(out, st.mode, strlen(st.mode)) ||
+           push_buf_raw(out, ",\"failovers\":", 13) ||
+           push_buf_u64(out, st.failovers) ||
+           push_buf_raw(out, ",\"shards\":[", 11);
+  push_redis_shard_info si;
+  for (size_t i = 0; rc == 0 && push_redis_get_shard(r, i, &si) == 0; i++) {
+    rc = (i > 0 && push_buf_raw(out, ",", 1)) ||
+         push_buf_raw(out, "{\"kind\":", 8) ||
+         push_buf_str(out, si.kind, strlen(si.kind)) ||
+         push_buf_raw(out, ",\"address\":", 11) ||
+         push_buf_str(out, si.address, strlen(si.address)) ||
+         push_buf_raw(out, si.up ? ",\"up\":true" : ",\"up\":false",
+                      si.up ? 10 : 11);
+    if (rc == 0 && si.master_name != NULL) {
+      rc = push_buf_raw(out, ",\"master_name\":", 15) ||
+           push_buf_str(out, si.master_name, strlen(si.master_name));
+    }
+    if (rc == 0 && strcmp(si.kind, "cluster") == 0) {
+      rc = push_buf_raw(out, ",\"slots\":", 9) || push_buf_u64(out, si.slots);
+    }
+    rc = rc || push_buf_raw(out, "}", 1);
+  }
+  return rc || push_buf_raw(out, "]}", 2) ? -1 : 0;
 }
 
 static void re_shutdown(push_engine *e) {
@@ -232,6 +295,7 @@ static const push_engine_vt redis_vt = {
     .tick = re_tick,
     .healthy = re_healthy,
     .metrics = re_metrics,
+    .describe = re_describe,
     .shutdown = re_shutdown,
     .del = re_del,
     .occupancy = re_occupancy,

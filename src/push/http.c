@@ -109,21 +109,24 @@ int push_method_is(const herald_request *req, const char *m) {
  * operator should hear about it. */
 static void serve_health(push_server *ps, herald_http *h) {
   const char *why = NULL;
-  if (push_engine_healthy(ps->engine, &why)) {
-    static const char ok[] = "{\"status\":\"ok\"}";
-    push_http_json(h, 200, ok, sizeof(ok) - 1);
-    return;
-  }
+  int ok = push_engine_healthy(ps->engine, &why);
   push_buf b = {0};
-  const char *name = ps->engine->vt->name;
-  static const char head[] = "{\"status\":\"degraded\",\"engine\":";
-  static const char err[] = ",\"error\":";
-  push_buf_raw(&b, head, sizeof(head) - 1);
-  push_buf_str(&b, name, strlen(name));
-  push_buf_raw(&b, err, sizeof(err) - 1);
-  push_buf_str(&b, why, strlen(why));
+  if (ok) {
+    static const char head[] = "{\"status\":\"ok\"";
+    push_buf_raw(&b, head, sizeof(head) - 1);
+  } else {
+    const char *name = ps->engine->vt->name;
+    static const char head[] = "{\"status\":\"degraded\",\"engine\":";
+    static const char err[] = ",\"error\":";
+    push_buf_raw(&b, head, sizeof(head) - 1);
+    push_buf_str(&b, name, strlen(name));
+    push_buf_raw(&b, err, sizeof(err) - 1);
+    push_buf_str(&b, why, strlen(why));
+  }
+  /* Which servers the engine uses now (Redis: after a failover too). */
+  push_engine_describe(ps->engine, &b);
   push_buf_raw(&b, "}", 1);
-  push_http_json(h, 503, b.p, b.len);
+  push_http_json(h, ok ? 200 : 503, b.p, b.len);
   push_buf_free(&b);
 }
 

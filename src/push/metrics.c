@@ -182,5 +182,8 @@ void push_node_json(void *ud, push_buf *b) {
                ps->node, HERALD_VERSION_STRING, ps->nclients,
                push_hub_nsubscriptions(ps->hub), push_hub_nchannels(ps->hub),
                (push_now_ms() - ps->started_ms) / 1000);
-  push_buf_raw(b, tmp, (size_t)n);
+  /* The engine's state goes in before the closing brace. */
+  push_buf_raw(b, tmp, (size_t)n - 1);
+  push_engine_describe(ps->engine, b);
+  push_buf_raw(b, "}", 1);
 }

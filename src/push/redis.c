@@ -4,17 +4,23 @@
  * (publishing, each replica and its state machine) are in redis_chan.c;
  * one Redis connection is redis_conn.c.
  *
- * Shards (rshard). Each Redis address is a shard with two connections: one
- * for commands and scripts, one for pub/sub. A shard is up when both are
- * connected, authenticated and the scripts are loaded. Any failure (an
- * error, EOF, or a health PING unanswered for ping_timeout_ms) takes the
- * whole shard down: both connections close, every pending callback is
- * called with PUSH_REDIS_DOWN, and a timer reconnects with exponential
- * backoff and jitter. When the shard is up again, every channel still in
- * use is subscribed and resynchronized (redis_chan.c).
+ * Shards (rshard). Each shard is one Redis master with two connections:
+ * one for commands and scripts, one for pub/sub. Its server is a fixed
+ * address, the master its sentinels name (redis_sentinel.c), or a master
+ * of a Redis Cluster's slot map (redis_cluster.c). A shard is up when both
+ * connections are connected and authenticated, ROLE said "master", and
+ * the scripts are loaded. Any failure (an error, EOF, a health PING
+ * unanswered for ping_timeout_ms, ROLE or READONLY saying the server is a
+ * replica now) takes the whole shard down: both connections close, every
+ * pending callback is called with PUSH_REDIS_DOWN, and a timer reconnects
+ * with exponential backoff and jitter, asking the sentinels again or
+ * reading the cluster's map again first. When the shard is up again,
+ * every channel still in use is subscribed and resynchronized
+ * (redis_chan.c).
  *
- * Channels are placed on shards by jump consistent hashing of the channel
- * name, so every node agrees and adding a shard moves only 1/n of them.
+ * Channels are placed on configured shards by jump consistent hashing of
+ * the channel name, so every node agrees and adding a shard moves only
+ * 1/n of them; in a Redis Cluster, by the hash slot of the name.
  */
 #include "push/redis.h"
 
@@ -219,7 +225,7 @@ static const char *const scripts[NSCRIPTS] = {
 
 static void shard_connect(rshard *sh);
 static void heartbeat(push_redis *r);
-static void redis_maybe_free(push_redis *r);
+static rshard *nodes_shard(push_redis *r);
 
 int64_t redis_wall_ms(void) {
   struct timespec ts;
@@ -232,10 +238,96 @@ int redis_cmd(redis_conn *c, redis_reply_fn fn, push_redis_cb cb, void *ud,
   return redis_conn_cmd(c, fn, (redis_any_fn)cb, ud, argc, argv, lens);
 }
 
+/* ---- resolving an address, then connecting ----------------------------- */
+
+static void dial_resolve(rdial *d);
+
+static void on_dialed(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  rdial *d = req->data;
+  push_redis *r = d->r;
+  d->busy = 0;
+  r->open_handles--;
+  if (r->closing || !d->want) {
+    uv_freeaddrinfo(res);
+    redis_maybe_free(r);
+    return;
+  }
+  if (d->redo) { /* the address changed meanwhile */
+    uv_freeaddrinfo(res);
+    dial_resolve(d);
+    return;
+  }
+  d->want = 0;
+  if (status != 0 || res == NULL) {
+    char why[400];
+    snprintf(why, sizeof why, "cannot resolve %s: %s", d->host,
+             uv_strerror(status));
+    uv_freeaddrinfo(res);
+    d->conn[0]->ev->failed(d->conn[0], why);
+    return;
+  }
+  redis_conn_start(d->conn[0], res->ai_addr, res->ai_addrlen);
+  if (d->conn[1] != NULL && d->conn[0]->state != REDIS_CONN_DOWN) {
+    redis_conn_start(d->conn[1], res->ai_addr, res->ai_addrlen);
+  }
+  uv_freeaddrinfo(res);
+}
+
+static void dial_resolve(rdial *d) {
+  push_redis *r = d->r;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  d->gai.data = d;
+  d->busy = 1;
+  d->redo = 0;
+  r->open_handles++;
+  if (uv_getaddrinfo(r->loop, &d->gai, on_dialed, d->host, d->port, &hints) !=
+      0) {
+    d->busy = 0;
+    d->want = 0;
+    r->open_handles--;
+    d->conn[0]->ev->failed(d->conn[0], "cannot resolve");
+  }
+}
+
+void redis_dial_init(rdial *d, push_redis *r, redis_conn *a, redis_conn *b) {
+  memset(d, 0, sizeof *d);
+  d->r = r;
+  d->conn[0] = a;
+  d->conn[1] = b;
+}
+
+void redis_dial_start(rdial *d, const char *host, const char *port) {
+  snprintf(d->host, sizeof d->host, "%s", host);
+  snprintf(d->port, sizeof d->port, "%s", port);
+  d->want = 1;
+  if (d->busy) {
+    d->redo = 1;
+    return;
+  }
+  dial_resolve(d);
+}
+
+void redis_dial_cancel(rdial *d) {
+  d->want = 0;
+  d->redo = 0;
+}
+
+void redis_dial_close(rdial *d) {
+  redis_dial_cancel(d);
+  if (d->busy) {
+    uv_cancel((uv_req_t *)&d->gai);
+  }
+}
+
+/* ---- a shard's life ----------------------------------------------------- */
+
 static void shard_check_up(rshard *sh) {
   if (sh->up || sh->cmd.state != REDIS_CONN_UP ||
       sh->sub.state != REDIS_CONN_UP || sh->scripts_loaded < NSCRIPTS ||
-      sh->replid[0] == 0 || sh->r->closing) {
+      sh->replid[0] == 0 || !sh->role_ok || sh->r->closing) {
     return;
   }
   push_redis *r = sh->r;
@@ -251,7 +343,7 @@ static void shard_check_up(rshard *sh) {
            "ev=redis_up shard=%d addr=%s:%s pubsub=%s replid=%s durable=%s",
            sh->index, sh->host, sh->port, sh->sharded ? "sharded" : "classic",
            sh->replid, sh->durable[0] == '1' ? "yes" : "no");
-  if (sh->index == 0) {
+  if (nodes_shard(r) == sh) {
     heartbeat(r); /* in the node list at once, not a tick later */
     redis_ext_shard_up(sh);
   }
@@ -269,19 +361,22 @@ static void on_retry(uv_timer_t *t) {
   shard_connect(t->data);
 }
 
-static void shard_down(rshard *sh, const char *why) {
+/* Closes a shard's connections; its calls fail with PUSH_REDIS_DOWN. */
+static void shard_close(rshard *sh, const char *why) {
   push_redis *r = sh->r;
   int was_up = sh->up;
-  if (!sh->active) {
-    return;
-  }
   sh->active = 0;
   sh->up = 0;
   sh->scripts_loaded = 0;
+  sh->role_ok = 0;
   if (!r->closing) {
     push_log(was_up ? PUSH_LOG_ERROR : PUSH_LOG_WARN,
              "ev=redis_down shard=%d addr=%s:%s error=\"%s\"", sh->index,
              sh->host, sh->port, why);
+  }
+  redis_dial_cancel(&sh->dial);
+  if (sh->sn != NULL) {
+    redis_sentinel_stop(sh);
   }
   redis_conn_close(&sh->cmd);
   redis_conn_close(&sh->sub);
@@ -293,6 +388,17 @@ static void shard_down(rshard *sh, const char *why) {
       }
     }
   }
+  if (sh->kind == SH_CLUSTER && sh->in_use && !r->closing) {
+    redis_cluster_refresh(r); /* a failover, perhaps */
+  }
+}
+
+void redis_shard_down(rshard *sh, const char *why) {
+  push_redis *r = sh->r;
+  if (!sh->active) {
+    return;
+  }
+  shard_close(sh, why);
   if (r->closing) {
     return;
   }
@@ -312,58 +418,52 @@ static void shard_down(rshard *sh, const char *why) {
   r->st.reconnects++;
 }
 
-static void on_resolved(uv_getaddrinfo_t *req, int status,
-                        struct addrinfo *res) {
-  rshard *sh = req->data;
-  sh->resolving = 0;
+/* Sentinel announced another master: go there now, whatever the backoff
+ * had planned. */
+void redis_shard_reconnect_now(rshard *sh, const char *why) {
   push_redis *r = sh->r;
-  if (r->closing) {
-    uv_freeaddrinfo(res);
-    r->open_handles--;
-    redis_maybe_free(r);
+  if (r->closing || !sh->in_use) {
     return;
   }
-  r->open_handles--;
-  if (status != 0 || res == NULL) {
-    char why[400];
-    snprintf(why, sizeof why, "cannot resolve %s: %s", sh->host,
-             uv_strerror(status));
-    uv_freeaddrinfo(res);
-    shard_down(sh, why);
-    return;
+  if (sh->active) {
+    shard_close(sh, why);
+    r->st.reconnects++;
   }
-  redis_conn_start(&sh->cmd, res->ai_addr, res->ai_addrlen);
-  if (sh->cmd.state != REDIS_CONN_DOWN) {
-    redis_conn_start(&sh->sub, res->ai_addr, res->ai_addrlen);
+  sh->backoff_ms = 0;
+  uv_timer_start(&sh->retry, on_retry, 0, 0);
+}
+
+void redis_shard_retire(rshard *sh) {
+  sh->in_use = 0;
+  if (sh->active) {
+    shard_close(sh, "no longer a master of the cluster's slot map");
   }
-  uv_freeaddrinfo(res);
+  uv_timer_stop(&sh->retry);
+  sh->nslots = 0;
+  sh->backoff_ms = 0;
+}
+
+void redis_shard_dial(rshard *sh) {
+  redis_dial_start(&sh->dial, sh->host, sh->port);
 }
 
 static void shard_connect(rshard *sh) {
   push_redis *r = sh->r;
-  if (r->closing || sh->resolving) {
+  if (r->closing || !sh->in_use) {
     return;
   }
   sh->active = 1;
-  struct addrinfo hints;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  sh->gai.data = sh;
-  sh->resolving = 1;
-  r->open_handles++;
-  if (uv_getaddrinfo(r->loop, &sh->gai, on_resolved, sh->host, sh->port,
-                     &hints) != 0) {
-    sh->resolving = 0;
-    r->open_handles--;
-    shard_down(sh, "cannot resolve");
+  if (sh->kind == SH_SENTINEL) {
+    redis_sentinel_resolve(sh); /* then redis_shard_dial */
+  } else {
+    redis_shard_dial(sh);
   }
 }
 
 /* ---- what the connections tell their shard ----------------------------- */
 
 static void on_conn_failed(redis_conn *c, const char *why) {
-  shard_down(conn_shard(c), why);
+  redis_shard_down(conn_shard(c), why);
 }
 
 static void on_conn_message(redis_conn *c, const char *channel, size_t clen,
@@ -372,6 +472,11 @@ static void on_conn_message(redis_conn *c, const char *channel, size_t clen,
     return;
   }
   redis_chan_message(conn_shard(c), channel, clen, msg, len);
+}
+
+static void on_conn_unsubscribed(redis_conn *c, const char *channel,
+                                 size_t clen) {
+  redis_chan_unsubscribed(conn_shard(c), channel, clen);
 }
 
 static void on_conn_handle_closed(redis_conn *c) {
@@ -385,24 +490,72 @@ static void on_script_loaded(redis_conn *c, redisReply *reply,
 static void on_info(redis_conn *c, redisReply *reply, const redis_pending *p);
 static void on_fsync_config(redis_conn *c, redisReply *reply,
                             const redis_pending *p);
+static void on_role(redis_conn *c, redisReply *reply, const redis_pending *p);
+
+/* Errors that say "not now, or not here": a cluster that is failing over
+ * or migrating a slot, a server loading its data or just demoted. */
+int redis_error_transient(const redisReply *reply) {
+  static const char *const prefixes[] = {"MOVED ",      "ASK ",     "TRYAGAIN",
+                                         "CLUSTERDOWN", "LOADING ", "READONLY",
+                                         "MASTERDOWN"};
+  if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+    return 0;
+  }
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+    size_t n = strlen(prefixes[i]);
+    if (reply->len >= n && memcmp(reply->str, prefixes[i], n) == 0) {
+      return 1;
+    }
+  }
+  return 0;
+}
 
 static void on_conn_error_reply(redis_conn *c, const redisReply *reply,
                                 const redis_pending *p) {
+  rshard *sh = conn_shard(c);
   if (p->fn == on_setup_reply || p->fn == on_script_loaded ||
-      p->fn == on_info || p->fn == on_fsync_config) {
+      p->fn == on_info || p->fn == on_fsync_config || p->fn == on_role) {
     return; /* setup: these decide for themselves */
   }
-  conn_shard(c)->r->st.errors++;
-  if (reply->len >= 8 && memcmp(reply->str, "NOSCRIPT", 8) == 0 &&
-      c->state == REDIS_CONN_UP) {
+  sh->r->st.errors++;
+  if (c->state != REDIS_CONN_UP) {
+    return;
+  }
+  if (reply->len >= 8 && memcmp(reply->str, "NOSCRIPT", 8) == 0) {
     /* SCRIPT FLUSH, or a failover to a server that never loaded them:
      * every script call would fail from now on. Reconnecting loads them
      * again; the calls that failed were answered with an error. */
-    shard_down(conn_shard(c), "NOSCRIPT: Redis lost the scripts, reconnecting");
+    redis_shard_down(sh, "NOSCRIPT: Redis lost the scripts, reconnecting");
+  } else if (reply->len >= 8 && memcmp(reply->str, "READONLY", 8) == 0) {
+    /* The master this shard wrote to is a replica now: nothing may be
+     * written there. Its sentinels (or the cluster) name the new one. */
+    redis_shard_down(sh, "READONLY: the server is a replica now");
+  } else if (sh->kind == SH_CLUSTER &&
+             ((reply->len >= 6 && memcmp(reply->str, "MOVED ", 6) == 0) ||
+              (reply->len >= 11 &&
+               memcmp(reply->str, "CLUSTERDOWN", 11) == 0))) {
+    if (!redis_cluster_moved(sh, reply)) {
+      redis_cluster_refresh(sh->r);
+    }
   }
 }
 
-/* ---- connection setup: AUTH, the pub/sub flavour, the scripts ---------- */
+/* ---- connection setup: AUTH, the role, the pub/sub flavour, scripts ---- */
+
+void redis_send_auth(push_redis *r, redis_conn *c, const char *user,
+                     const char *password) {
+  if (password == NULL) {
+    return;
+  }
+  const char *argv[3] = {"AUTH", user, password};
+  size_t lens[3] = {4, user ? strlen(user) : 0, strlen(password)};
+  if (user == NULL) {
+    argv[1] = password;
+    lens[1] = lens[2];
+  }
+  (void)r;
+  redis_cmd(c, on_setup_reply, NULL, NULL, user ? 3 : 2, argv, lens);
+}
 
 static void on_setup_reply(redis_conn *c, redisReply *reply,
                            const redis_pending *p) {
@@ -413,8 +566,43 @@ static void on_setup_reply(redis_conn *c, redisReply *reply,
   if (reply->type == REDIS_REPLY_ERROR) {
     char why[300];
     snprintf(why, sizeof why, "%s", reply->str);
-    shard_down(conn_shard(c), why);
+    c->ev->failed(c, why);
   }
+}
+
+/* ROLE, on every connection and then every second: a shard writes only
+ * to a master. A replica (an address that points at one, a master that
+ * was demoted, a sentinel's answer gone stale) takes the shard down, and
+ * its reconnect asks again who the master is. */
+static void on_role(redis_conn *c, redisReply *reply, const redis_pending *p) {
+  (void)p;
+  if (reply == NULL) {
+    return;
+  }
+  rshard *sh = conn_shard(c);
+  const redisReply *e0 = reply->type == REDIS_REPLY_ARRAY &&
+                                 reply->elements > 0 &&
+                                 reply->element[0]->type == REDIS_REPLY_STRING
+                             ? reply->element[0]
+                             : NULL;
+  if (e0 != NULL && e0->len == 6 && memcmp(e0->str, "master", 6) == 0) {
+    sh->role_ok = 1;
+    shard_check_up(sh);
+    return;
+  }
+  char why[200];
+  snprintf(why, sizeof why, "ROLE: %.*s, not a master", e0 ? (int)e0->len : 3,
+           e0 ? e0->str : "???");
+  if (reply->type == REDIS_REPLY_ERROR) {
+    snprintf(why, sizeof why, "ROLE: %s", reply->str);
+  }
+  redis_shard_down(sh, why);
+}
+
+static void send_role(rshard *sh) {
+  const char *argv[1] = {"ROLE"};
+  size_t lens[1] = {4};
+  redis_cmd(&sh->cmd, on_role, NULL, NULL, 1, argv, lens);
 }
 
 static void on_script_loaded(redis_conn *c, redisReply *reply,
@@ -425,8 +613,9 @@ static void on_script_loaded(redis_conn *c, redisReply *reply,
     return;
   }
   if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
-    shard_down(sh, reply->type == REDIS_REPLY_ERROR ? reply->str
-                                                    : "SCRIPT LOAD failed");
+    redis_shard_down(sh, reply->type == REDIS_REPLY_ERROR
+                             ? reply->str
+                             : "SCRIPT LOAD failed");
     return;
   }
   memcpy(sh->sha[i], reply->str, 40);
@@ -486,7 +675,7 @@ static void on_info(redis_conn *c, redisReply *reply, const redis_pending *p) {
     snprintf(why, sizeof why,
              "INFO: %s (needed to notice a Redis that lost data)",
              reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
-    shard_down(sh, why);
+    redis_shard_down(sh, why);
     return;
   }
   size_t n = 0;
@@ -495,7 +684,7 @@ static void on_info(redis_conn *c, redisReply *reply, const redis_pending *p) {
     id = info_field(reply, "run_id", &n); /* Redis before 4.0 */
   }
   if (id == NULL || n == 0 || n >= sizeof sh->replid) {
-    shard_down(sh, "INFO: no master_replid nor run_id");
+    redis_shard_down(sh, "INFO: no master_replid nor run_id");
     return;
   }
   memcpy(sh->replid, id, n);
@@ -531,17 +720,10 @@ static void on_fsync_config(redis_conn *c, redisReply *reply,
 static void on_conn_ready(redis_conn *c) {
   rshard *sh = conn_shard(c);
   push_redis *r = sh->r;
-  if (r->cfg.password != NULL) {
-    const char *argv[3] = {"AUTH", r->cfg.user, r->cfg.password};
-    size_t lens[3] = {4, r->cfg.user ? strlen(r->cfg.user) : 0,
-                      strlen(r->cfg.password)};
-    if (r->cfg.user == NULL) {
-      argv[1] = r->cfg.password;
-      lens[1] = lens[2];
-    }
-    redis_cmd(c, on_setup_reply, NULL, NULL, r->cfg.user ? 3 : 2, argv, lens);
-  }
+  redis_send_auth(r, c, r->cfg.user, r->cfg.password);
   if (!c->pubsub) {
+    sh->role_ok = 0;
+    send_role(sh);
     const char *ci[3] = {"COMMAND", "INFO", "SPUBLISH"};
     size_t cl[3] = {7, 4, 8};
     redis_cmd(c, on_command_info, NULL, NULL, 3, ci, cl);
@@ -565,16 +747,25 @@ static void on_conn_ready(redis_conn *c) {
 }
 
 static const redis_conn_events conn_events = {
-    on_conn_ready,       on_conn_failed,        on_conn_message,
-    on_conn_error_reply, on_conn_handle_closed,
+    .ready = on_conn_ready,
+    .failed = on_conn_failed,
+    .message = on_conn_message,
+    .unsubscribed = on_conn_unsubscribed,
+    .error_reply = on_conn_error_reply,
+    .handle_closed = on_conn_handle_closed,
 };
 
-/* ------------------------------------------------------------------------ */
-/* Keys and placement                                                       */
-/* ------------------------------------------------------------------------ */
+/* A cluster master's command connection also follows MOVED and ASK. */
+static const redis_conn_events cluster_conn_events = {
+    .ready = on_conn_ready,
+    .failed = on_conn_failed,
+    .message = on_conn_message,
+    .unsubscribed = on_conn_unsubscribed,
+    .error_reply = on_conn_error_reply,
+    .redirect = redis_cluster_redirect,
+    .handle_closed = on_conn_handle_closed,
+};
 
-/* FNV-1a: the same on every node (placement must agree everywhere, so it
- * cannot be keyed; it only picks a shard, never a hash-table slot). */
 /* ------------------------------------------------------------------------ */
 /* Keys and placement                                                       */
 /* ------------------------------------------------------------------------ */
@@ -602,9 +793,15 @@ static int32_t jump_hash(uint64_t key, int32_t buckets) {
   return (int32_t)b;
 }
 
+/* A channel's shard: in a Redis Cluster, the master of its slot (its keys
+ * and its sharded pub/sub channel share the hash tag {channel}); else
+ * the configured shard jump hashing picks. */
 rshard *redis_shard_of(push_redis *r, const char *channel) {
-  return &r->shards[jump_hash(fnv1a(channel, strlen(channel)),
-                              (int32_t)r->nshards)];
+  size_t n = strlen(channel);
+  if (r->cl != NULL) {
+    return redis_cluster_owner(r, redis_cluster_slot(channel, n));
+  }
+  return &r->shards[jump_hash(fnv1a(channel, n), (int32_t)r->nshards)];
 }
 
 void redis_ckeys(const push_redis *r, const char *channel, ckeys *k) {
@@ -647,8 +844,11 @@ void redis_next_epoch(push_redis *r, char out[PUSH_EPOCH_MAX + 1]) {
 /* ------------------------------------------------------------------------ */
 
 int push_redis_healthy(const push_redis *r) {
+  if (r->cl != NULL && !redis_cluster_complete(r)) {
+    return 0;
+  }
   for (size_t i = 0; i < r->nshards; i++) {
-    if (!r->shards[i].up) {
+    if (r->shards[i].in_use && !r->shards[i].up) {
       return 0;
     }
   }
@@ -670,7 +870,7 @@ static int presence_script(push_redis *r, const char *channel, int script,
                            redis_reply_fn fn, push_redis_cb cb, void *ud,
                            int nargs, const char **args, const size_t *lens) {
   rshard *sh = redis_shard_of(r, channel);
-  if (!sh->up) {
+  if (sh == NULL || !sh->up) {
     return PUSH_REDIS_DOWN;
   }
   ckeys k;
@@ -781,16 +981,31 @@ int push_redis_presence_get(push_redis *r, const char *channel,
                          NULL);
 }
 
-/* The node list's keys. */
+/* The node list's keys. In a Redis Cluster both need one slot, so the
+ * name is their hash tag ({herald.nodes}: no channel's keys begin with a
+ * brace). */
 static void node_keys(const push_redis *r, char h[96], size_t *hl, char z[96],
                       size_t *zl) {
-  *hl = (size_t)snprintf(h, 96, "%s.nodes", r->prefix);
-  *zl = (size_t)snprintf(z, 96, "%s.nodes.z", r->prefix);
+  const char *fmt = r->cl ? "{%s.nodes}" : "%s.nodes";
+  const char *fmtz = r->cl ? "{%s.nodes}.z" : "%s.nodes.z";
+  *hl = (size_t)snprintf(h, 96, fmt, r->prefix);
+  *zl = (size_t)snprintf(z, 96, fmtz, r->prefix);
+}
+
+/* The shard that keeps the node list: the first one, or in a Redis
+ * Cluster the master of its slot (NULL when the map does not say). */
+static rshard *nodes_shard(push_redis *r) {
+  if (r->cl == NULL) {
+    return &r->shards[0];
+  }
+  char tag[80];
+  int n = snprintf(tag, sizeof tag, "%s.nodes", r->prefix);
+  return redis_cluster_owner(r, redis_cluster_slot(tag, (size_t)n));
 }
 
 int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud) {
-  rshard *sh = &r->shards[0];
-  if (!sh->up) {
+  rshard *sh = nodes_shard(r);
+  if (sh == NULL || !sh->up) {
     return PUSH_REDIS_DOWN;
   }
   char hkey[96], zkey[96];
@@ -804,8 +1019,8 @@ int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud) {
 }
 
 static void heartbeat(push_redis *r) {
-  rshard *sh = &r->shards[0];
-  if (!sh->up || r->ev.node_json == NULL) {
+  rshard *sh = nodes_shard(r);
+  if (sh == NULL || !sh->up || r->ev.node_json == NULL) {
     return;
   }
   push_buf b = {0};
@@ -830,10 +1045,22 @@ void push_redis_tick(push_redis *r, int64_t now_ms) {
   }
   for (size_t i = 0; i < r->nshards; i++) {
     rshard *sh = &r->shards[i];
+    if (!sh->in_use) {
+      continue;
+    }
     redis_conn_ping(&sh->cmd, now_ms, r->cfg.ping_timeout_ms);
     if (sh->cmd.state != REDIS_CONN_DOWN) {
       redis_conn_ping(&sh->sub, now_ms, r->cfg.ping_timeout_ms);
     }
+    if (sh->up) {
+      send_role(sh); /* still the master? */
+    }
+    if (sh->sn != NULL) {
+      redis_sentinel_tick(sh, now_ms);
+    }
+  }
+  if (r->cl != NULL) {
+    redis_cluster_tick(r, now_ms);
   }
   heartbeat(r);
   redis_ext_tick(r, now_ms);
@@ -843,20 +1070,44 @@ void push_redis_tick(push_redis *r, int64_t now_ms) {
 
 void push_redis_get_stats(const push_redis *r, push_redis_stats *s) {
   *s = r->st;
-  s->shards = r->nshards;
-  s->shards_up = 0;
+  s->shards = s->shards_up = 0;
   for (size_t i = 0; i < r->nshards; i++) {
-    s->shards_up += r->shards[i].up != 0;
+    s->shards += r->shards[i].in_use != 0;
+    s->shards_up += r->shards[i].in_use && r->shards[i].up;
   }
   s->channels = r->nchans;
+  s->mode = r->cl ? "cluster" : "shards";
+}
+
+int push_redis_get_shard(const push_redis *r, size_t i,
+                         push_redis_shard_info *out) {
+  for (size_t k = 0; k < r->nshards; k++) {
+    const rshard *sh = &r->shards[k];
+    if (!sh->in_use || i-- > 0) {
+      continue;
+    }
+    memset(out, 0, sizeof *out);
+    out->kind = sh->kind == SH_SENTINEL  ? "sentinel"
+                : sh->kind == SH_CLUSTER ? "cluster"
+                                         : "address";
+    out->master_name = redis_sentinel_master_name(sh);
+    if (sh->host[0] != 0) {
+      snprintf(out->address, sizeof out->address,
+               strchr(sh->host, ':') ? "[%s]:%s" : "%s:%s", sh->host, sh->port);
+    }
+    out->up = sh->up;
+    out->slots = sh->nslots;
+    return 0;
+  }
+  return -1;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Life cycle                                                               */
 /* ------------------------------------------------------------------------ */
 
-static int split_addr(const char *a, char *host, size_t hcap, char *port,
-                      size_t pcap) {
+int redis_split_addr(const char *a, char *host, size_t hcap, char *port,
+                     size_t pcap) {
   const char *colon = strrchr(a, ':');
   const char *h = a;
   size_t hl;
@@ -888,12 +1139,56 @@ static char *dup_or_null(const char *s) {
   return s ? strdup(s) : NULL;
 }
 
+/* Sets up shard entry i (connections, timer); its address comes later for
+ * sentinel and cluster shards. */
+static void shard_init(push_redis *r, size_t i, rshard_kind kind) {
+  rshard *sh = &r->shards[i];
+  sh->r = r;
+  sh->index = (int)i;
+  sh->kind = kind;
+  sh->in_use = kind != SH_CLUSTER;
+  sh->sharded = r->cfg.sharded;
+  redis_conn *conns[2] = {&sh->cmd, &sh->sub};
+  for (int k = 0; k < 2; k++) {
+    redis_conn_init(conns[k],
+                    kind == SH_CLUSTER && k == 0 ? &cluster_conn_events
+                                                 : &conn_events,
+                    sh, r->loop, &r->open_handles, k);
+    conns[k]->keep = kind == SH_CLUSTER && k == 0;
+    conns[k]->ssl_ctx = r->ssl_ctx;
+    conns[k]->tls_name =
+        r->cfg.tls_server_name ? r->cfg.tls_server_name : sh->host;
+    conns[k]->tls_verify = !r->cfg.tls_insecure;
+  }
+  redis_dial_init(&sh->dial, r, &sh->cmd, &sh->sub);
+  uv_timer_init(r->loop, &sh->retry);
+  sh->retry.data = sh;
+  r->open_handles++;
+}
+
+/* Starts connecting shard sh (a cluster master of the map). */
+void redis_shard_start(rshard *sh) {
+  sh->in_use = 1;
+  sh->backoff_ms = 0;
+  shard_connect(sh);
+}
+
+static void free_cfg_copy(push_redis *r) {
+  free(r->cfg.user);
+  free(r->cfg.password);
+  free(r->cfg.tls_ca);
+  free(r->cfg.tls_server_name);
+}
+
 push_redis *push_redis_new(uv_loop_t *loop, const push_redis_config *cfg,
                            push_hub *hub, const char *node,
                            const push_redis_events *ev, char *err,
                            size_t errlen) {
-  if (cfg->naddrs == 0 || cfg->naddrs > PUSH_REDIS_MAX_SHARDS) {
-    snprintf(err, errlen, "redis: give 1 to %d addresses",
+  if ((cfg->ncluster == 0) ==
+          (cfg->naddrs == 0 || cfg->naddrs > PUSH_REDIS_MAX_SHARDS) ||
+      cfg->ncluster > PUSH_REDIS_MAX_SEEDS) {
+    snprintf(err, errlen,
+             "redis: give 1 to %d shards, or a cluster's seed nodes",
              PUSH_REDIS_MAX_SHARDS);
     return NULL;
   }
@@ -907,6 +1202,8 @@ push_redis *push_redis_new(uv_loop_t *loop, const push_redis_config *cfg,
   r->ev = *ev;
   r->cfg = *cfg;
   memset(r->cfg.addrs, 0, sizeof r->cfg.addrs);
+  memset(r->cfg.sentinel, 0, sizeof r->cfg.sentinel);
+  memset(r->cfg.cluster, 0, sizeof r->cfg.cluster);
   r->cfg.user = dup_or_null(cfg->user);
   r->cfg.password = dup_or_null(cfg->password);
   r->cfg.tls_ca = dup_or_null(cfg->tls_ca);
@@ -945,49 +1242,61 @@ push_redis *push_redis_new(uv_loop_t *loop, const push_redis_config *cfg,
       }
     }
   }
-  r->shards = calloc(cfg->naddrs, sizeof *r->shards);
+  /* Check every address before anything starts. */
+  char host[256], port[16];
+  for (size_t i = 0; i < cfg->naddrs; i++) {
+    if (cfg->sentinel[i] == NULL &&
+        (cfg->addrs[i] == NULL ||
+         redis_split_addr(cfg->addrs[i], host, sizeof host, port,
+                          sizeof port) != 0)) {
+      snprintf(err, errlen, "redis: bad address \"%s\" (host:port)",
+               cfg->addrs[i] ? cfg->addrs[i] : "");
+      goto fail;
+    }
+  }
+  size_t n = cfg->ncluster ? REDIS_CLUSTER_MAX_MASTERS : cfg->naddrs;
+  r->shards = calloc(n, sizeof *r->shards);
   if (r->shards == NULL) {
     snprintf(err, errlen, "out of memory");
     goto fail;
   }
-  r->nshards = cfg->naddrs;
-  for (size_t i = 0; i < cfg->naddrs; i++) {
+  if (cfg->ncluster > 0 &&
+      redis_cluster_new(r, cfg->cluster, cfg->ncluster, err, errlen) != 0) {
+    goto fail;
+  }
+  /* From here on every handle opened is closed by push_redis_del. */
+  r->nshards = n;
+  for (size_t i = 0; i < n; i++) {
+    rshard_kind kind = cfg->ncluster      ? SH_CLUSTER
+                       : cfg->sentinel[i] ? SH_SENTINEL
+                                          : SH_ADDRESS;
+    shard_init(r, i, kind);
     rshard *sh = &r->shards[i];
-    if (split_addr(cfg->addrs[i], sh->host, sizeof sh->host, sh->port,
-                   sizeof sh->port) != 0) {
-      snprintf(err, errlen, "redis: bad address \"%s\" (host:port)",
-               cfg->addrs[i]);
-      goto fail;
-    }
-    sh->r = r;
-    sh->index = (int)i;
-    sh->sharded = cfg->sharded;
-    redis_conn *conns[2] = {&sh->cmd, &sh->sub};
-    for (int k = 0; k < 2; k++) {
-      redis_conn_init(conns[k], &conn_events, sh, loop, &r->open_handles, k);
-      conns[k]->ssl_ctx = r->ssl_ctx;
-      conns[k]->tls_name =
-          r->cfg.tls_server_name ? r->cfg.tls_server_name : sh->host;
-      conns[k]->tls_verify = !cfg->tls_insecure;
+    if (kind == SH_ADDRESS) {
+      redis_split_addr(cfg->addrs[i], sh->host, sizeof sh->host, sh->port,
+                       sizeof sh->port);
+    } else if (kind == SH_SENTINEL &&
+               redis_sentinel_new(sh, cfg->sentinel[i], err, errlen) != 0) {
+      push_redis_del(r);
+      return NULL;
     }
   }
+  if (r->cl != NULL) {
+    redis_cluster_start(r);
+  }
   for (size_t i = 0; i < r->nshards; i++) {
-    rshard *sh = &r->shards[i];
-    uv_timer_init(loop, &sh->retry);
-    sh->retry.data = sh;
-    r->open_handles++;
-    shard_connect(sh);
+    shard_connect(&r->shards[i]); /* cluster: none in use yet */
   }
   return r;
 fail:
   if (r->ssl_ctx) {
     SSL_CTX_free(r->ssl_ctx);
   }
+  if (r->cl != NULL) {
+    redis_cluster_free(r);
+  }
   free(r->shards);
-  free(r->cfg.user);
-  free(r->cfg.password);
-  free(r->cfg.tls_ca);
-  free(r->cfg.tls_server_name);
+  free_cfg_copy(r);
   free(r);
   return NULL;
 }
@@ -999,13 +1308,19 @@ static void on_timer_closed(uv_handle_t *h) {
   redis_maybe_free(r);
 }
 
-static void redis_maybe_free(push_redis *r) {
+void redis_maybe_free(push_redis *r) {
   if (!r->closing || r->open_handles > 0) {
     return;
   }
   for (size_t i = 0; i < r->nshards; i++) {
     redis_conn_free(&r->shards[i].cmd);
     redis_conn_free(&r->shards[i].sub);
+    if (r->shards[i].sn != NULL) {
+      redis_sentinel_free(&r->shards[i]);
+    }
+  }
+  if (r->cl != NULL) {
+    redis_cluster_free(r);
   }
   for (size_t b = 0; b < r->nbuckets; b++) {
     while (r->buckets[b] != NULL) {
@@ -1018,10 +1333,7 @@ static void redis_maybe_free(push_redis *r) {
     SSL_CTX_free(r->ssl_ctx);
   }
   push_buf_free(&r->scratch);
-  free(r->cfg.user);
-  free(r->cfg.password);
-  free(r->cfg.tls_ca);
-  free(r->cfg.tls_server_name);
+  free_cfg_copy(r);
   free(r);
 }
 
@@ -1031,8 +1343,8 @@ void push_redis_del(push_redis *r) {
   }
   /* Leave the node list at once (best effort: a write that does not make
    * it expires with the heartbeat TTL). */
-  rshard *s0 = &r->shards[0];
-  if (s0->up && redis_conn_unsent(&s0->cmd) == 0) {
+  rshard *s0 = nodes_shard(r);
+  if (s0 != NULL && s0->up && redis_conn_unsent(&s0->cmd) == 0) {
     char hkey[96], zkey[96];
     size_t hl, zl;
     node_keys(r, hkey, &hl, zkey, &zl);
@@ -1046,12 +1358,21 @@ void push_redis_del(push_redis *r) {
   r->closing = 1;
   for (size_t i = 0; i < r->nshards; i++) {
     rshard *sh = &r->shards[i];
-    shard_down(sh, "closing");
+    if (sh->r == NULL) {
+      continue; /* never set up (a failed push_redis_new) */
+    }
+    if (sh->active) {
+      shard_close(sh, "closing");
+    }
     uv_timer_stop(&sh->retry);
     uv_close((uv_handle_t *)&sh->retry, on_timer_closed);
-    if (sh->resolving) {
-      uv_cancel((uv_req_t *)&sh->gai);
+    redis_dial_close(&sh->dial);
+    if (sh->sn != NULL) {
+      redis_sentinel_close(sh);
     }
+  }
+  if (r->cl != NULL) {
+    redis_cluster_close(r);
   }
   redis_maybe_free(r);
 }

@@ -22,6 +22,13 @@
  * none from before is recovered across publications that are gone
  * (docs/scaling.md, "Epochs and data loss in Redis").
  *
+ * No Redis server need be a single point of failure: a shard can be the
+ * master that Redis Sentinel names (followed through failovers), and the
+ * shards can be the masters of a Redis Cluster (each channel on its hash
+ * slot's master, following MOVED, ASK and failovers). A failover to a
+ * replica is a new data history: its channels get a new epoch, so their
+ * subscribers are told when the replica lacked publications.
+ *
  * Everything runs on one libuv loop. hiredis provides the RESP reader and
  * the command formatter; the connections (TCP or TLS, reconnect with
  * backoff, health pings) are ours: see docs/design.md for why not hiredis'
@@ -63,7 +70,8 @@ push_redis *push_redis_new(uv_loop_t *loop, const push_redis_config *cfg,
  * Pending callbacks are called with PUSH_REDIS_DOWN first. */
 void push_redis_del(push_redis *r);
 
-/* 1 when every shard is connected and ready. */
+/* 1 when every shard is connected and ready (a cluster: and its slot map
+ * covers every slot). */
 int push_redis_healthy(const push_redis *r);
 
 /*
@@ -124,13 +132,34 @@ int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud);
 void push_redis_tick(push_redis *r, int64_t now_ms);
 
 typedef struct push_redis_stats {
+  const char *mode; /* "shards" (addresses, sentinels) or "cluster" */
   size_t shards, shards_up;
   uint64_t reconnects, errors, resyncs, lost;
   /* Channels this node saw go back in Redis within one epoch (a restored
    * backup): it gave them a new epoch (docs/scaling.md). */
   uint64_t rollbacks;
+  /* A shard's master moved to another server: sentinels named another
+   * one, or a cluster master lost its slots to another. */
+  uint64_t failovers;
+  /* Commands a cluster answered with MOVED or ASK, sent on to the master
+   * it named. */
+  uint64_t redirects;
   size_t channels;
 } push_redis_stats;
 void push_redis_get_stats(const push_redis *r, push_redis_stats *s);
+
+/* One shard as it is now: for /health, /api/info and /metrics. */
+typedef struct push_redis_shard_info {
+  const char *kind;        /* "address", "sentinel" or "cluster" */
+  const char *master_name; /* sentinel: the master it asks for; else NULL */
+  char address[300];       /* the server it uses now: "host:port", or "" */
+  int up;
+  size_t slots; /* cluster: hash slots it serves */
+} push_redis_shard_info;
+
+/* The i-th shard (i < stats.shards) into out. Returns 0, or -1 past the
+ * last. */
+int push_redis_get_shard(const push_redis *r, size_t i,
+                         push_redis_shard_info *out);
 
 #endif

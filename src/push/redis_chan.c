@@ -17,6 +17,11 @@
  * replica has subscribers (a resync after a gap or a reconnect), what they
  * missed is delivered from the loaded history first; if the history no
  * longer holds it, or the epoch changed, on_lost tells the server.
+ *
+ * In a Redis Cluster a channel can move to another shard (a failover, a
+ * slot migrated): redis_chan_move takes it back to IDLE and subscribes it
+ * where it lives now. A reply or message that still comes from the old
+ * shard is recognized by its connection and ignored.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -69,7 +74,9 @@ static rchan *chan_get(push_redis *r, const char *name) {
     return ch;
   }
   const push_ns *ns = push_hub_ns(r->hub, name);
-  if (ns == NULL || (r->nchans + 1 > r->nbuckets && chan_grow(r) != 0)) {
+  rshard *sh = redis_shard_of(r, name);
+  if (ns == NULL || sh == NULL ||
+      (r->nchans + 1 > r->nbuckets && chan_grow(r) != 0)) {
     return NULL;
   }
   ch = calloc(1, sizeof *ch + n + 1);
@@ -78,7 +85,8 @@ static rchan *chan_get(push_redis *r, const char *name) {
   }
   memcpy(ch->name, name, n + 1);
   ch->hash = push_hash_str(r->hkey, name, n);
-  ch->sh = redis_shard_of(r, name);
+  ch->sh = sh;
+  ch->slot = redis_cluster_slot(name, n);
   ch->ns = ns;
   ch->wtail = &ch->waiters;
   ch->idle_since = redis_wall_ms();
@@ -143,22 +151,43 @@ void redis_chan_shard_down(rchan *ch) {
   chan_wake(ch, PUSH_REDIS_DOWN);
 }
 
+/* A reply to one of the channel's commands that it no longer waits for:
+ * the shard went down (the reply is NULL) or the channel moved to
+ * another shard since. */
+static int chan_stale(const rchan *ch, const redis_conn *c,
+                      const redisReply *reply, rchan_state want) {
+  return reply == NULL || conn_shard(c) != ch->sh || ch->state != want;
+}
+
+/* A command of the channel's failed: the channel goes back to IDLE and
+ * its waiters are answered; a transient error (a failover, a migrating
+ * slot) as unavailable, so that clients retry, and the channel is
+ * subscribed again by the next tick when it still has users. A MOVED
+ * first moves it, in which case it is subscribing where it lives now. */
+static void chan_failed(rchan *ch, const char *op, const redisReply *reply) {
+  rshard *was = ch->sh;
+  push_log(redis_error_transient(reply) ? PUSH_LOG_WARN : PUSH_LOG_ERROR,
+           "ev=redis_error op=%s channel=%s error=\"%s\"", op, ch->name,
+           reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
+  was->r->st.errors++;
+  if (reply->type == REDIS_REPLY_ERROR && was->kind == SH_CLUSTER &&
+      redis_cluster_moved(was, reply) && ch->sh != was) {
+    return;
+  }
+  ch->state = CH_IDLE;
+  chan_wake(ch,
+            redis_error_transient(reply) ? PUSH_REDIS_DOWN : PUSH_REDIS_ERROR);
+}
+
 static void on_subscribed(redis_conn *c, redisReply *reply,
                           const redis_pending *p) {
-  void *ud = p->ud;
-  rchan *ch = ud;
-  (void)c;
+  rchan *ch = p->ud;
   ch->inflight--;
-  if (reply == NULL || ch->state != CH_SUBSCRIBING) {
+  if (chan_stale(ch, c, reply, CH_SUBSCRIBING)) {
     return; /* the shard went down: it resubscribes when up */
   }
   if (reply->type == REDIS_REPLY_ERROR) {
-    push_log(PUSH_LOG_ERROR,
-             "ev=redis_error op=subscribe channel=%s error=\"%s\"", ch->name,
-             reply->str);
-    ch->sh->r->st.errors++;
-    ch->state = CH_IDLE;
-    chan_wake(ch, PUSH_REDIS_ERROR);
+    chan_failed(ch, "subscribe", reply);
     return;
   }
   chan_load(ch);
@@ -230,7 +259,7 @@ static void on_fenced(redis_conn *c, redisReply *reply,
   rchan *ch = p->ud;
   push_redis *r = conn_shard(c)->r;
   ch->inflight--;
-  if (reply == NULL || ch->state != CH_LOADING) {
+  if (chan_stale(ch, c, reply, CH_LOADING)) {
     return;
   }
   if (reply->type == REDIS_REPLY_ERROR) {
@@ -308,11 +337,10 @@ static int chan_apply_buffer(push_redis *r, rchan *ch) {
 
 static void on_loaded(redis_conn *c, redisReply *reply,
                       const redis_pending *p) {
-  void *ud = p->ud;
-  rchan *ch = ud;
+  rchan *ch = p->ud;
   push_redis *r = conn_shard(c)->r;
   ch->inflight--;
-  if (reply == NULL || ch->state != CH_LOADING) {
+  if (chan_stale(ch, c, reply, CH_LOADING)) {
     return;
   }
   if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
@@ -320,12 +348,7 @@ static void on_loaded(redis_conn *c, redisReply *reply,
       reply->element[1]->type != REDIS_REPLY_INTEGER ||
       reply->element[2]->type != REDIS_REPLY_ARRAY ||
       reply->element[0]->len > PUSH_EPOCH_MAX) {
-    push_log(PUSH_LOG_ERROR, "ev=redis_error op=load channel=%s error=\"%s\"",
-             ch->name,
-             reply->type == REDIS_REPLY_ERROR ? reply->str : "bad reply");
-    r->st.errors++;
-    ch->state = CH_IDLE;
-    chan_wake(ch, PUSH_REDIS_ERROR);
+    chan_failed(ch, "load", reply);
     return;
   }
   char epoch[PUSH_EPOCH_MAX + 1];
@@ -458,18 +481,23 @@ static void chan_load(rchan *ch) {
   ch->inflight++;
 }
 
+/* The channel of a pub/sub key ("prefix.{channel}"), or NULL. */
+static rchan *chan_of_key(push_redis *r, const char *key, size_t klen) {
+  size_t pl = strlen(r->prefix);
+  if (klen < pl + 3 || memcmp(key, r->prefix, pl) != 0 || key[pl] != '.' ||
+      key[pl + 1] != '{' || key[klen - 1] != '}') {
+    return NULL;
+  }
+  return redis_chan_find(r, key + pl + 2, klen - pl - 3);
+}
+
 /* A message from pub/sub: "p<offset> <epoch> <ms> <tail>" or "j<push>". */
 void redis_chan_message(rshard *sh, const char *key, size_t klen,
                         const char *msg, size_t len) {
   push_redis *r = sh->r;
-  size_t pl = strlen(r->prefix);
-  if (klen < pl + 3 || memcmp(key, r->prefix, pl) != 0 || key[pl] != '.' ||
-      key[pl + 1] != '{' || key[klen - 1] != '}') {
-    return;
-  }
-  rchan *ch = redis_chan_find(r, key + pl + 2, klen - pl - 3);
-  if (ch == NULL || len < 1) {
-    return;
+  rchan *ch = chan_of_key(r, key, klen);
+  if (ch == NULL || ch->sh != sh || len < 1) {
+    return; /* not followed, or from where it lived before it moved */
   }
   if (msg[0] == 'j') {
     if (ch->state == CH_LIVE) {
@@ -548,6 +576,67 @@ void redis_chan_message(rshard *sh, const char *key, size_t klen,
   ch->buf[ch->nbuf++] = m;
 }
 
+/* The server ended a subscription. Unsubscribes we sent ourselves are
+ * answered this way too, for channels that are gone, IDLE or, when one
+ * was subscribed again straight after, still SUBSCRIBING (its
+ * confirmation comes after this answer). Any other: the server dropped
+ * it (Redis 7.2 and later do when a slot leaves them), so the channel
+ * follows its slot: the map is read again and the channel subscribed
+ * where it lives, resynchronizing. */
+void redis_chan_unsubscribed(rshard *sh, const char *key, size_t klen) {
+  push_redis *r = sh->r;
+  rchan *ch = chan_of_key(r, key, klen);
+  if (ch == NULL || ch->sh != sh ||
+      (ch->state != CH_LOADING && ch->state != CH_LIVE)) {
+    return;
+  }
+  push_log(PUSH_LOG_WARN,
+           "ev=redis_unsubscribed channel=%s addr=%s:%s (the slot moved?)",
+           ch->name, sh->host, sh->port);
+  if (sh->kind == SH_CLUSTER) {
+    redis_cluster_refresh(r);
+  }
+  ch->state = CH_IDLE;
+  ch->reload = 0;
+  chan_clear_buffer(ch);
+  if (ch->refs > 0 || ch->waiters != NULL) {
+    chan_subscribe(ch);
+  }
+}
+
+void redis_chan_move(rchan *ch, rshard *to) {
+  rshard *from = ch->sh;
+  if (from == to) {
+    return;
+  }
+  push_log(PUSH_LOG_INFO, "ev=redis_moved channel=%s from=%s:%s to=%s:%s",
+           ch->name, from->host, from->port, to->host, to->port);
+  if (ch->state != CH_IDLE && from->up) {
+    ckeys k;
+    redis_ckeys(from->r, ch->name, &k);
+    const char *argv[2] = {from->sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE",
+                           k.ps};
+    size_t lens[2] = {strlen(argv[0]), k.len};
+    redis_cmd(&from->sub, NULL, NULL, NULL, 2, argv, lens);
+  }
+  ch->state = CH_IDLE;
+  ch->reload = 0;
+  chan_clear_buffer(ch);
+  ch->sh = to;
+  if (ch->refs == 0 && ch->waiters == NULL) {
+    return;
+  }
+  if (to->up) {
+    chan_subscribe(ch); /* the waiters wait on */
+  } else {
+    chan_wake(ch, PUSH_REDIS_DOWN); /* shard_up subscribes it */
+  }
+}
+
+int redis_chan_reply_fn(redis_reply_fn fn) {
+  return fn == on_subscribed || fn == on_loaded || fn == on_fenced;
+}
+
 /* ---- the API ---- */
 int push_redis_sync(push_redis *r, const char *channel, push_redis_cb cb,
                     void *ud) {
@@ -597,6 +686,14 @@ void redis_chan_reap(push_redis *r, int64_t now_ms) {
   for (size_t b = 0; b < r->nbuckets; b++) {
     for (rchan *ch = r->buckets[b], *next; ch; ch = next) {
       next = ch->next;
+      if (ch->refs > 0 && ch->state == CH_IDLE && ch->waiters == NULL &&
+          ch->sh->up) {
+        /* An error (a failover's CLUSTERDOWN, a migrating slot) left a
+         * channel with subscribers behind: follow it again, repairing
+         * what they missed. */
+        chan_subscribe(ch);
+        continue;
+      }
       if (ch->refs > 0 || ch->waiters != NULL || ch->inflight > 0 ||
           now_ms - ch->idle_since < CHANNEL_LINGER_MS) {
         continue;
@@ -607,7 +704,7 @@ void redis_chan_reap(push_redis *r, int64_t now_ms) {
         const char *argv[2] = {ch->sh->sharded ? "SUNSUBSCRIBE" : "UNSUBSCRIBE",
                                k.ps};
         size_t lens[2] = {strlen(argv[0]), k.len};
-        redis_cmd(&ch->sh->sub, redis_on_ignored, NULL, NULL, 2, argv, lens);
+        redis_cmd(&ch->sh->sub, NULL, NULL, NULL, 2, argv, lens);
       }
       push_hub_drop_history(r->hub, ch->name);
       redis_chan_free(r, ch);
@@ -651,7 +748,7 @@ static int publish(push_redis *r, const char *channel, const char *tail,
                    push_redis_cb cb, void *ud) {
   rshard *sh = redis_shard_of(r, channel);
   const push_ns *ns = push_hub_ns(r->hub, channel);
-  if (!sh->up || ns == NULL) {
+  if (sh == NULL || !sh->up || ns == NULL) {
     return PUSH_REDIS_DOWN;
   }
   ckeys k;

@@ -78,6 +78,7 @@ void redis_conn_close(redis_conn *c) {
   c->state = REDIS_CONN_DOWN;
   c->out.len = 0;
   c->out_off = 0;
+  c->out_head = 0;
   c->ping_sent_ms = 0;
   c->events = 0;
   /* Callbacks may issue commands (they fail: the state is DOWN). */
@@ -97,8 +98,7 @@ void redis_conn_free(redis_conn *c) {
   push_buf_free(&c->out);
 }
 
-static int queue_push(redis_conn *c, redis_reply_fn fn, redis_any_fn cb,
-                      void *ud) {
+static int queue_push(redis_conn *c, const redis_pending *p) {
   if (c->qlen == c->qcap) {
     size_t ncap = c->qcap ? c->qcap * 2 : 64;
     redis_pending *n = malloc(ncap * sizeof *n);
@@ -113,15 +113,15 @@ static int queue_push(redis_conn *c, redis_reply_fn fn, redis_any_fn cb,
     c->qcap = ncap;
     c->qhead = 0;
   }
-  c->q[(c->qhead + c->qlen) % c->qcap] = (redis_pending){fn, cb, ud};
+  c->q[(c->qhead + c->qlen) % c->qcap] = *p;
   c->qlen++;
   return 0;
 }
 
 /* Written in RESP straight into the output buffer, with no intermediate
- * allocation: this is every publish's path. */
-int redis_conn_cmd(redis_conn *c, redis_reply_fn fn, redis_any_fn cb, void *ud,
-                   int argc, const char **argv, const size_t *lens) {
+ * allocation: this is every publish's path. pend->len is set here. */
+static int cmd_write(redis_conn *c, redis_pending *pend, int argc,
+                     const char **argv, const size_t *lens) {
   if (c->state != REDIS_CONN_UP) {
     return -1;
   }
@@ -135,12 +135,26 @@ int redis_conn_cmd(redis_conn *c, redis_reply_fn fn, redis_any_fn cb, void *ud,
     rv = push_buf_raw(b, head, (size_t)n) ||
          push_buf_raw(b, argv[i], lens[i]) || push_buf_raw(b, "\r\n", 2);
   }
-  if (rv != 0 || queue_push(c, fn, cb, ud) != 0) {
+  pend->len = b->len - len0;
+  if (rv != 0 || (pend->fn != NULL && queue_push(c, pend) != 0)) {
     b->len = len0;
     return -1;
   }
   watch(c, UV_READABLE | UV_WRITABLE);
   return 0;
+}
+
+int redis_conn_cmd(redis_conn *c, redis_reply_fn fn, redis_any_fn cb, void *ud,
+                   int argc, const char **argv, const size_t *lens) {
+  redis_pending p = {fn, cb, ud, 0, 0};
+  return cmd_write(c, &p, argc, argv, lens);
+}
+
+int redis_conn_cmd_again(redis_conn *c, const redis_pending *p, int argc,
+                         const char **argv, const size_t *lens) {
+  redis_pending q = *p;
+  q.hops++;
+  return cmd_write(c, &q, argc, argv, lens);
 }
 
 size_t redis_conn_unsent(const redis_conn *c) {
@@ -175,9 +189,40 @@ void redis_conn_flush(redis_conn *c) {
     }
     c->out_off += (size_t)w;
   }
-  c->out_off = 0;
-  push_buf_done(&c->out, 1 << 20);
+  if (!c->keep) {
+    c->out_off = 0;
+    push_buf_done(&c->out, 1 << 20);
+  }
   watch(c, UV_READABLE);
+}
+
+/* Keep mode: the answered command's bytes leave the buffer. Everything
+ * answered was sent, so an empty queue means an empty buffer; otherwise
+ * the answered prefix is moved out once it is the larger part. */
+static void forget_answered(redis_conn *c, size_t len) {
+  c->out_head += len;
+  if (c->out_head >= c->out.len) {
+    c->out.len = c->out_off = c->out_head = 0;
+    push_buf_done(&c->out, 1 << 20);
+  } else if (c->out_head >= 65536 && c->out_head * 2 >= c->out.len) {
+    memmove(c->out.p, c->out.p + c->out_head, c->out.len - c->out_head);
+    c->out.len -= c->out_head;
+    c->out_off -= c->out_head;
+    c->out_head = 0;
+  }
+}
+
+/* ["unsubscribe" or "sunsubscribe", channel, count]: on a subscriber
+ * connection, never the answer to a queued command. */
+static int is_unsubscribe(const redisReply *r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+      r->element[0]->type != REDIS_REPLY_STRING ||
+      r->element[1]->type != REDIS_REPLY_STRING) {
+    return 0;
+  }
+  const redisReply *k = r->element[0];
+  return (k->len == 12 && memcmp(k->str, "sunsubscribe", 12) == 0) ||
+         (k->len == 11 && memcmp(k->str, "unsubscribe", 11) == 0);
 }
 
 /* A pub/sub message: ["message" or "smessage", channel, payload]. */
@@ -199,6 +244,12 @@ static void dispatch(redis_conn *c, redisReply *reply) {
                    reply->element[2]->str, reply->element[2]->len);
     return;
   }
+  if (c->pubsub && is_unsubscribe(reply)) {
+    if (c->ev->unsubscribed != NULL) {
+      c->ev->unsubscribed(c, reply->element[1]->str, reply->element[1]->len);
+    }
+    return;
+  }
   if (c->qlen == 0) {
     fail(c, "unexpected reply");
     return;
@@ -206,9 +257,20 @@ static void dispatch(redis_conn *c, redisReply *reply) {
   redis_pending p = c->q[c->qhead];
   c->qhead = (c->qhead + 1) % c->qcap;
   c->qlen--;
-  p.fn(c, reply, &p);
-  if (reply->type == REDIS_REPLY_ERROR) {
-    c->ev->error_reply(c, reply, &p);
+  /* The command's bytes stay where they are until it is forgotten: a
+   * callback may append to out, which can move the buffer, so the
+   * redirect hook gets them before anything runs. */
+  int taken = c->keep && reply->type == REDIS_REPLY_ERROR &&
+              c->ev->redirect != NULL &&
+              c->ev->redirect(c, reply, &p, c->out.p + c->out_head, p.len);
+  if (!taken) {
+    p.fn(c, reply, &p);
+    if (reply->type == REDIS_REPLY_ERROR && c->ev->error_reply != NULL) {
+      c->ev->error_reply(c, reply, &p);
+    }
+  }
+  if (c->keep && c->state == REDIS_CONN_UP) {
+    forget_answered(c, p.len);
   }
 }
 

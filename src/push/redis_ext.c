@@ -105,7 +105,7 @@ static void on_occupancy(redis_conn *c, redisReply *reply,
 static int occupancy_cmd(push_redis *r, const char *channel, int occupied,
                          int want_reply) {
   rshard *sh = redis_shard_of(r, channel);
-  if (!sh->up) {
+  if (sh == NULL || !sh->up) {
     return -1;
   }
   ckeys k;
@@ -176,12 +176,28 @@ static void on_user(redis_conn *c, redisReply *reply, const redis_pending *p) {
   pending_cb(p)(p->ud, &rep);
 }
 
-/* prefix.u.{user} on the shard the user's name hashes to. */
+/* prefix.u.{user} on the shard the user's name hashes to; in a Redis
+ * Cluster, the master of the key's slot, found as Redis finds it (the hash
+ * tag ends at the first '}', and a user name may hold one). NULL when the
+ * slot's owner is not known. */
 static rshard *user_key(push_redis *r, const char *user, char *out, size_t cap,
                         size_t *len) {
   int n = snprintf(out, cap, "%s.u.{%s}", r->prefix, user);
-  *len = n < 0 ? 0 : (size_t)n;
-  return redis_shard_of(r, user);
+  *len = n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
+  if (r->cl == NULL) {
+    return redis_shard_of(r, user);
+  }
+  const char *open = memchr(out, '{', *len);
+  const char *tag = out;
+  size_t tl = *len;
+  if (open != NULL) {
+    const char *close = memchr(open + 1, '}', *len - (size_t)(open + 1 - out));
+    if (close != NULL && close > open + 1) {
+      tag = open + 1;
+      tl = (size_t)(close - tag);
+    }
+  }
+  return redis_cluster_owner(r, redis_cluster_slot(tag, tl));
 }
 
 static int user_cmd(push_redis *r, const char *user, const char *client,
@@ -190,7 +206,7 @@ static int user_cmd(push_redis *r, const char *user, const char *client,
   char key[400], lim[24], ttl[24];
   size_t kl;
   rshard *sh = user_key(r, user, key, sizeof key, &kl);
-  if (!sh->up) {
+  if (sh == NULL || !sh->up) {
     return PUSH_REDIS_DOWN;
   }
   snprintf(lim, sizeof lim, "%" PRIu32, limit);
@@ -217,7 +233,7 @@ void push_redis_user_remove(push_redis *r, const char *user,
   char key[400];
   size_t kl;
   rshard *sh = user_key(r, user, key, sizeof key, &kl);
-  if (!sh->up) {
+  if (sh == NULL || !sh->up) {
     return; /* the entry expires */
   }
   const char *argv[] = {"ZREM", key, client};

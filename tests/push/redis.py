@@ -44,16 +44,19 @@ class Redis:
     """A redis-server of our own. persist: True, an append-only file with
     fsync on every write, so a restart keeps the streams; "rdb", only the
     snapshots the test asks for (SAVE), which a restart loads; False,
-    nothing. replicaof: the port of a master to follow."""
+    nothing. replicaof: the port of a master to follow. extra: more
+    command-line arguments (a cluster node's); port: the port to use
+    instead of a free one."""
 
     def __init__(self, persist=False, password=None, tls=None,
-                 replicaof=None):
+                 replicaof=None, extra=(), port=None):
         self.tls = tls  # (cert, key) files: TLS only
-        self.port = free_port()
+        self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="herald-redis-test-")
         self.persist = persist
         self.password = password
         self.replicaof = replicaof
+        self.extra = list(extra)
         self.proc = None
         REDISES.append(self)
         self.start()
@@ -70,6 +73,7 @@ class Redis:
             args += ["--replicaof", "127.0.0.1", str(self.replicaof)]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.extra
         if self.tls:
             args[1:3] = ["--port", "0", "--tls-port", str(self.port),
                          "--tls-cert-file", self.tls[0], "--tls-key-file",
