@@ -10,6 +10,7 @@
 #include "push/limits.h"
 #include "push/log.h"
 #include "push/push.h"
+#include "push/pusher_config.h"
 
 /* The Redis engine's settings ("redis" in docs/config.md). */
 #define PUSH_REDIS_MAX_SHARDS 16
@@ -66,6 +67,7 @@ typedef struct push_config {
   push_redis_config redis;
   char *node_name;  /* NULL: random */
   char *static_dir; /* files served over plain HTTP GET; NULL: none */
+  push_pusher_config pusher; /* Pusher Channels apps (docs/pusher.md) */
 } push_config;
 
 /* Safe local defaults (docs/config.md). Returns 0 or -1 (out of memory). */

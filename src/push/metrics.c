@@ -137,6 +137,7 @@ void push_metrics(push_server *ps, herald_http *h) {
   };
   push_metrics_write(&b, m, sizeof(m) / sizeof(m[0]));
   write_latency(ps, &b);
+  push_pusher_metrics(ps, &b);
   push_engine_metrics(ps->engine, &b);
   herald_header ct = {{"Content-Type", 12}, {"text/plain; version=0.0.4", 25}};
   herald_http_respond(h, 200, &ct, 1, b.p, b.len);
@@ -154,5 +155,8 @@ void push_node_json(void *ud, push_buf *b) {
                ps->node, HERALD_VERSION_STRING, ps->nclients,
                push_hub_nsubscriptions(ps->hub), push_hub_nchannels(ps->hub),
                (push_now_ms() - ps->started_ms) / 1000);
-  push_buf_raw(b, tmp, (size_t)n);
+  /* The closing brace waits for the Pusher apps' counts. */
+  push_buf_raw(b, tmp, (size_t)n - 1);
+  push_pusher_node_json(ps, b);
+  push_buf_raw(b, "}", 1);
 }

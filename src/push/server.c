@@ -64,6 +64,7 @@ static void on_tick(uv_timer_t *t) {
     ps->presence_refresh_ms = now;
     presence_refresh(ps);
   }
+  push_pusher_tick(ps, now);
   if (ps->cfg->sse_keepalive_s && ++ticks % ps->cfg->sse_keepalive_s == 0) {
     push_sse_keepalive(ps);
   }
@@ -90,6 +91,12 @@ static void lost_one(void *cl, void *ud) {
  * tells them "recovered": false. */
 static void on_lost(void *ud, const char *channel) {
   push_server *ps = ud;
+  if (push_pusher_channel(channel)) {
+    /* Pusher promises no recovery: its sockets simply go on. */
+    push_log(PUSH_LOG_WARN, "ev=insufficient_state channel=%s pusher=1",
+             channel);
+    return;
+  }
   push_log(PUSH_LOG_WARN, "ev=insufficient_state channel=%s subscribers=%zu",
            channel, push_hub_nsubscribers(ps->hub, channel));
   push_hub_each_subscriber(ps->hub, channel, lost_one, ps);
@@ -106,6 +113,13 @@ static void on_loop_start(herald_loop *loop, void *ud) {
   if (ps->engine == NULL) {
     fprintf(stderr, "herald: %s\n", err);
     ps->exit_code = 2;
+    ps->stopping = 1;
+    herald_server_stop(ps->srv);
+    return;
+  }
+  if (push_pusher_start(ps) != 0) {
+    fprintf(stderr, "herald: out of memory\n");
+    ps->exit_code = 1;
     ps->stopping = 1;
     herald_server_stop(ps->srv);
     return;
@@ -329,6 +343,7 @@ int push_server_main(push_config *cfg) {
     push_client_free(ps->clients);
   }
   herald_server_del(ps->srv);
+  push_pusher_free(ps);
   push_engine_del(ps->engine);
   push_hub_del(ps->hub);
   push_ip_table_del(ps->ips);
