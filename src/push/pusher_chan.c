@@ -148,7 +148,7 @@ static void chan_deliver(void *cl, push_pub *pub) {
   const char *skip;
   size_t skiplen, len;
   const char *ev = pusher_pub_event(pub, &skip, &skiplen, &len);
-  if (ev != NULL && len == 0 && skiplen == 2 && memcmp(skip, "!t", 2) == 0) {
+  if (ev != NULL && skiplen == 2 && memcmp(skip, "!t", 2) == 0) {
     /* terminate_connections: every socket of this user on this node. */
     for (size_t i = ch->nsubs; i-- > 0;) {
       if (i < ch->nsubs) {

@@ -275,8 +275,9 @@ int pusher_auth_ok(const push_pusher_app *app, const char *auth, size_t alen,
 /* A socket id ("123.456"). */
 int pusher_socket_id_valid(const char *s, size_t n);
 /* Finds the event of a publication made by pusher_publish: *skip and
- * *skiplen get the socket id to skip. Returns the event's bytes and sets
- * *len, or NULL (not a Pusher publication; "!t" gives event "" len 0). */
+ * *skiplen get the socket id to skip ("!t": terminate, with no event to
+ * send). Returns the event's bytes and sets *len, or NULL (not a Pusher
+ * publication). */
 const char *pusher_pub_event(const push_pub *pub, const char **skip,
                              size_t *skiplen, size_t *len);
 /* Appends {"event":E,"channel":C,"data":"<text>"} with data a JSON text
