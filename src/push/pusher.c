@@ -38,12 +38,12 @@ void pusher_send(pusher_sock *s, const char *p, size_t n) {
 
 /* {"event":"pusher:error","data":{"code":C,"message":M}} */
 static int put_error(push_buf *b, int code, const char *message) {
-  return push_buf_raw(b, "{\"event\":\"pusher:error\",\"data\":{\"code\":", 39) ||
+  return push_buf_raw(b,
+                      "{\"event\":\"pusher:error\",\"data\":{\"code\":", 39) ||
          (code ? push_buf_u64(b, (uint64_t)code)
                : push_buf_raw(b, "null", 4)) ||
          push_buf_raw(b, ",\"message\":", 11) ||
-         push_buf_str(b, message, strlen(message)) ||
-         push_buf_raw(b, "}}", 2);
+         push_buf_str(b, message, strlen(message)) || push_buf_raw(b, "}}", 2);
 }
 
 static void close_ws(herald_ws *ws, int code, const char *message) {
@@ -138,6 +138,7 @@ int push_pusher_start(push_server *ps) {
     a->cfg = &pc->apps[i];
     a->ps = ps;
     a->ok.app = a;
+    snprintf(a->dirhub, sizeof(a->dirhub), "pusher;%s;d:channels", a->cfg->id);
   }
   static const pusher_verdict refuse[] = {
       {NULL, PUSHER_E_APP_UNKNOWN, "no app with this key"},
@@ -148,6 +149,9 @@ int push_pusher_start(push_server *ps) {
   };
   memcpy(st->refuse, refuse, sizeof(refuse));
   ps->pusher = st;
+  for (size_t i = 0; i < st->napps; i++) {
+    pusher_dir_start(&st->apps[i]);
+  }
   return 0;
 }
 
@@ -157,6 +161,7 @@ void push_pusher_free(push_server *ps) {
     return;
   }
   for (size_t i = 0; i < st->napps; i++) {
+    pusher_dir_stop(&st->apps[i]);
     pusher_map_free(&st->apps[i].chans);
   }
   free(st->apps);
@@ -438,7 +443,7 @@ static void ev_unsubscribe(pusher_sock *s, push_json data) {
   if (sn->ch->kind & PUSHER_K_USER) {
     /* Still signed in: keep the user channel for terminate_connections. */
     if (sn->state == SUBN_ON) {
-      sn->ch->non--;
+      sn->ch->non--; /* user channels are not in the directory */
     }
     sn->state = SUBN_INTERNAL;
     return;
@@ -585,8 +590,8 @@ static void ev_client(pusher_sock *s, const char *event, push_json root) {
   }
   rv = rv || push_buf_raw(&ev, "}", 1);
   if (rv == 0) {
-    int prv = pusher_publish(ps, sn->ch->hub, s->socket_id, ev.p, ev.len,
-                             NULL, ps);
+    int prv =
+        pusher_publish(ps, sn->ch->hub, s->socket_id, ev.p, ev.len, NULL, ps);
     if (prv == PUSH_ENGINE_DOWN) {
       ps->engine_unavailable++;
       pusher_error(s, PUSHER_E_SERVER, PUSH_ENGINE_DOWN_MSG, 0);
@@ -679,7 +684,8 @@ void push_pusher_message(push_client *c, herald_opcode op, const uint8_t *msg,
   } else {
     char esc[PUSH_LOG_VAL];
     push_log(PUSH_LOG_DEBUG, "ev=pusher_unknown socket=%s event=\"%s\"",
-             s->socket_id, push_log_esc(esc, sizeof(esc), event, strlen(event)));
+             s->socket_id,
+             push_log_esc(esc, sizeof(esc), event, strlen(event)));
     pusher_error(s, 0, "unknown event", 0);
   }
   free(text);
@@ -734,6 +740,9 @@ void push_pusher_tick(push_server *ps, int64_t now_ms) {
   pusher_state *st = ST(ps);
   if (st == NULL) {
     return;
+  }
+  for (size_t i = 0; i < st->napps; i++) {
+    pusher_dir_tick(&st->apps[i], now_ms);
   }
   uint32_t every = ps->engine->presence_refresh_ms;
   if (every && now_ms - last_refresh >= (int64_t)every) {
@@ -807,8 +816,9 @@ void push_pusher_metrics(push_server *ps, push_buf *b) {
     push_buf_raw(b, line, (size_t)n);
     for (size_t i = 0; i < st->napps; i++) {
       const char *base = (const char *)&st->apps[i];
-      uint64_t v = k == 0 || k == 5 ? (uint64_t) * (const size_t *)(base + m[k].off)
-                                    : *(const uint64_t *)(base + m[k].off);
+      uint64_t v = k == 0 || k == 5
+                       ? (uint64_t) * (const size_t *)(base + m[k].off)
+                       : *(const uint64_t *)(base + m[k].off);
       n = snprintf(line, sizeof(line), "%s{app=\"%s\"} %" PRIu64 "\n",
                    m[k].name, st->apps[i].cfg->id, v);
       push_buf_raw(b, line, (size_t)n);

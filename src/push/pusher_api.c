@@ -84,8 +84,8 @@ static const char *find(const qparam *q, size_t n, const char *key) {
  * Returns NULL, or the text of the 401. */
 static const char *check_signature(const pusher_app *app,
                                    const herald_request *req,
-                                   const uint8_t *body, size_t len,
-                                   qparam *q, size_t *nq) {
+                                   const uint8_t *body, size_t len, qparam *q,
+                                   size_t *nq) {
   size_t n = 0, i = 0;
   herald_str qs = req->query;
   while (i < qs.len) {
@@ -316,8 +316,7 @@ static void publish_event(pusher_app *app, trig *t, const event *e) {
     } else if (push_buf_raw(&ev, "{\"event\":", 9) == 0 &&
                push_buf_str(&ev, e->name, strlen(e->name)) == 0 &&
                push_buf_raw(&ev, ",\"channel\":", 11) == 0 &&
-               push_buf_str(&ev, e->channels[i], strlen(e->channels[i])) ==
-                   0 &&
+               push_buf_str(&ev, e->channels[i], strlen(e->channels[i])) == 0 &&
                push_buf_raw(&ev, ",\"data\":", 8) == 0 &&
                push_buf_raw(&ev, e->data.p, e->data.n) == 0 &&
                push_buf_raw(&ev, "}", 1) == 0) {
@@ -439,10 +438,252 @@ static int parse_info(const char *s) {
   return f;
 }
 
-static void api_channels(pusher_app *app, herald_http *h, const qparam *q,
+/* A channel query in flight. Every answer is the cluster's: occupancy and
+ * subscription counts come from the directory (pusher_dir.c), user counts
+ * from each presence channel's presence. */
+typedef struct query {
+  pusher_app *app;
+  herald_http *h;
+  int info;
+  int one;   /* GET /channels/{name}, else GET /channels */
+  int users; /* GET /channels/{name}/users */
+  char prefix[PUSHER_CHANNEL_MAX + 1];
+  char name[PUSHER_CHANNEL_MAX + 1];
+  pusher_map counts; /* channel -> subscriptions (the directory) */
+  pusher_map ucount; /* presence channel -> users */
+  size_t pending;
+  int failed; /* 0, or the status to answer */
+} query;
+
+/* One presence read of a query. */
+typedef struct qread {
+  query *q;
+  char name[PUSHER_CHANNEL_MAX + 1];
+} qread;
+
+static void query_free(query *q) {
+  pusher_map_free(&q->counts);
+  pusher_map_free(&q->ucount);
+  free(q);
+}
+
+static void put_key(push_buf *b, int *first, const char *k) {
+  push_buf_raw(b, *first ? "" : ",", *first ? 0 : 1);
+  *first = 0;
+  push_buf_str(b, k, strlen(k));
+  push_buf_raw(b, ":", 1);
+}
+
+/* The cached event of a cache channel: ,"cache":{"data":..,"ttl":..}. */
+static void put_cache(query *q, push_buf *b, int *first) {
+  char hub[PUSHER_HUB_MAX];
+  push_result res;
+  push_pos none = {0};
+  memset(&res, 0, sizeof(res));
+  int kind = pusher_channel_kind(q->name, strlen(q->name));
+  if (kind >= 0 && pusher_hub_name(q->app, q->name, (unsigned)kind, hub) == 0 &&
+      push_hub_history(q->app->ps->hub, hub, 1, &none, push_now_ms(), &res) ==
+          0 &&
+      res.npubs > 0) {
+    const char *skip;
+    size_t sl, el;
+    const char *ev = pusher_pub_event(res.pubs[0], &skip, &sl, &el);
+    push_json root, d;
+    if (ev != NULL && push_json_parse(ev, el, &root) == 0 &&
+        push_json_get(root, "data", &d)) {
+      int64_t age = (push_now_ms() - res.pubs[0]->time_ms) / 1000;
+      put_key(b, first, "cache");
+      push_buf_raw(b, "{\"data\":", 8);
+      push_buf_raw(b, d.p, d.n);
+      push_buf_raw(b, ",\"ttl\":", 7);
+      push_buf_u64(b, age < 1800 ? (uint64_t)(1800 - age) : 0);
+      push_buf_raw(b, "}", 1);
+    }
+  }
+  push_result_free(&res);
+}
+
+static void query_answer(query *q) {
+  if (q->failed) {
+    if (q->failed == 503) {
+      q->app->ps->engine_unavailable++;
+    }
+    text(q->h, q->failed,
+         q->failed == 503 ? PUSH_ENGINE_DOWN_MSG : "out of memory");
+    query_free(q);
+    return;
+  }
+  push_buf b = {0};
+  if (q->users) {
+    /* answered in on_users */
+  } else if (q->one) {
+    uintptr_t subs = (uintptr_t)pusher_map_get(&q->counts, q->name);
+    int first = 0;
+    push_buf_raw(&b, "{\"occupied\":", 12);
+    push_buf_raw(&b, subs ? "true" : "false", subs ? 4 : 5);
+    if (q->info & INFO_USERS) {
+      push_buf_raw(&b, ",\"user_count\":", 14);
+      push_buf_u64(&b, (uintptr_t)pusher_map_get(&q->ucount, q->name));
+    }
+    if (q->info & INFO_SUBS) {
+      push_buf_raw(&b, ",\"subscription_count\":", 22);
+      push_buf_u64(&b, subs);
+    }
+    if (q->info & INFO_CACHE) {
+      put_cache(q, &b, &first);
+    }
+    push_buf_raw(&b, "}", 1);
+  } else {
+    size_t pos = 0;
+    const char *k;
+    void *v;
+    int first = 1;
+    push_buf_raw(&b, "{\"channels\":{", 13);
+    while (pusher_map_next(&q->counts, &pos, &k, &v)) {
+      if (strncmp(k, q->prefix, strlen(q->prefix)) != 0) {
+        continue;
+      }
+      put_key(&b, &first, k);
+      push_buf_raw(&b, "{", 1);
+      if (q->info & INFO_USERS) {
+        push_buf_raw(&b, "\"user_count\":", 13);
+        push_buf_u64(&b, (uintptr_t)pusher_map_get(&q->ucount, k));
+      }
+      if (q->info & INFO_SUBS) {
+        push_buf_raw(&b,
+                     (q->info & INFO_USERS) ? ",\"subscription_count\":"
+                                            : "\"subscription_count\":",
+                     (q->info & INFO_USERS) ? 22 : 21);
+        push_buf_u64(&b, (uintptr_t)v);
+      }
+      push_buf_raw(&b, "}", 1);
+    }
+    push_buf_raw(&b, "}}", 2);
+  }
+  if (!q->users) {
+    json(q->h, &b);
+  }
+  push_buf_free(&b);
+  query_free(q);
+}
+
+static void query_done_one(query *q) {
+  if (--q->pending == 0) {
+    query_answer(q);
+  }
+}
+
+static void on_users(void *ud, const push_engine_reply *rep) {
+  qread *r = ud;
+  query *q = r->q;
+  if (rep->status != PUSH_ENGINE_OK) {
+    q->failed = 503;
+  } else if (q->users) {
+    push_buf b = {0};
+    if (pusher_presence_users(rep->json, rep->len, &b, NULL) != 0) {
+      q->failed = 500;
+    } else {
+      json(q->h, &b);
+    }
+    push_buf_free(&b);
+  } else {
+    size_t n = 0;
+    if (pusher_presence_users(rep->json, rep->len, NULL, &n) != 0 ||
+        pusher_map_put(&q->ucount, r->name, (void *)(uintptr_t)n) != 0) {
+      q->failed = 500;
+    }
+  }
+  free(r);
+  query_done_one(q);
+}
+
+/* Reads the users of presence channel name for q. */
+static void read_users(query *q, const char *name) {
+  qread *r = calloc(1, sizeof(*r));
+  char hub[PUSHER_HUB_MAX];
+  int kind = pusher_channel_kind(name, strlen(name));
+  q->pending++;
+  if (r == NULL || kind < 0 ||
+      pusher_hub_name(q->app, name, (unsigned)kind, hub) != 0) {
+    free(r);
+    q->failed = 500;
+    query_done_one(q);
+    return;
+  }
+  r->q = q;
+  snprintf(r->name, sizeof(r->name), "%s", name);
+  push_buf b = {0};
+  int rv = push_engine_presence_get(q->app->ps->engine, hub, &b, on_users, r);
+  if (rv != PUSH_ENGINE_PENDING) {
+    push_engine_reply rep = {rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                  : PUSH_ENGINE_DOWN,
+                             {{0}, 0, 0},
+                             b.p ? b.p : "{\"clients\":{}}",
+                             b.p ? b.len : 14};
+    on_users(r, &rep);
+  }
+  push_buf_free(&b);
+}
+
+static void on_directory(void *ud, const push_engine_reply *rep) {
+  query *q = ud;
+  if (rep->status != PUSH_ENGINE_OK) {
+    q->failed = 503;
+  } else if (pusher_dir_counts(rep->json, rep->len, &q->counts) != 0) {
+    q->failed = 500;
+  } else if (q->info & INFO_USERS) {
+    if (q->one) {
+      read_users(q, q->name);
+    } else {
+      size_t pos = 0;
+      const char *k;
+      void *v;
+      while (pusher_map_next(&q->counts, &pos, &k, &v)) {
+        if (strncmp(k, q->prefix, strlen(q->prefix)) == 0) {
+          read_users(q, k);
+        }
+      }
+    }
+  }
+  query_done_one(q);
+}
+
+static void query_start(query *q) {
+  q->pending = 1;
+  if (q->users) {
+    read_users(q, q->name);
+    query_done_one(q);
+    return;
+  }
+  push_buf b = {0};
+  int rv = push_engine_presence_get(q->app->ps->engine, q->app->dirhub, &b,
+                                    on_directory, q);
+  if (rv != PUSH_ENGINE_PENDING) {
+    push_engine_reply rep = {rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                  : PUSH_ENGINE_DOWN,
+                             {{0}, 0, 0},
+                             b.p ? b.p : "{\"clients\":{}}",
+                             b.p ? b.len : 14};
+    on_directory(q, &rep);
+  }
+  push_buf_free(&b);
+}
+
+static query *query_new(pusher_app *app, herald_http *h) {
+  query *q = calloc(1, sizeof(*q));
+  if (q == NULL) {
+    text(h, 500, "out of memory");
+    return NULL;
+  }
+  q->app = app;
+  q->h = h;
+  return q;
+}
+
+static void api_channels(pusher_app *app, herald_http *h, const qparam *qp,
                          size_t nq) {
-  const char *prefix = find(q, nq, "filter_by_prefix");
-  int info = parse_info(find(q, nq, "info"));
+  const char *prefix = find(qp, nq, "filter_by_prefix");
+  int info = parse_info(find(qp, nq, "info"));
   if (info < 0 || (info & INFO_CACHE)) {
     text(h, 400, "info may list user_count and subscription_count");
     return;
@@ -454,121 +695,18 @@ static void api_channels(pusher_app *app, herald_http *h, const qparam *q,
          "channels only)");
     return;
   }
-  push_buf b = {0};
-  push_buf_raw(&b, "{\"channels\":{", 13);
-  size_t pos = 0;
-  const char *k;
-  void *v;
-  int first = 1;
-  while (pusher_map_next(&app->chans, &pos, &k, &v)) {
-    const pusher_chan *ch = v;
-    if (ch->non == 0 || (ch->kind & PUSHER_K_USER) ||
-        (prefix && strncmp(k, prefix, strlen(prefix)) != 0)) {
-      continue;
-    }
-    push_buf_raw(&b, first ? "" : ",", first ? 0 : 1);
-    first = 0;
-    push_buf_str(&b, k, strlen(k));
-    push_buf_raw(&b, ":{", 2);
-    if (info & INFO_USERS) {
-      push_buf_raw(&b, "\"user_count\":", 13);
-      push_buf_u64(&b, pusher_roster_nusers(&ch->roster));
-    }
-    if (info & INFO_SUBS) {
-      push_buf_raw(&b, (info & INFO_USERS) ? ",\"subscription_count\":"
-                                           : "\"subscription_count\":",
-                   (info & INFO_USERS) ? 22 : 21);
-      push_buf_u64(&b, ch->non);
-    }
-    push_buf_raw(&b, "}", 1);
+  query *q = query_new(app, h);
+  if (q != NULL) {
+    q->info = info;
+    snprintf(q->prefix, sizeof(q->prefix), "%s", prefix ? prefix : "");
+    query_start(q);
   }
-  push_buf_raw(&b, "}}", 2);
-  json(h, &b);
-  push_buf_free(&b);
-}
-
-/* A read of presence in flight: GET .../users, or a channel's user_count. */
-typedef struct presence_read {
-  pusher_app *app;
-  herald_http *h;
-  int users; /* 1: the users list; 0: the channel's info */
-  int info;
-  char channel[PUSHER_CHANNEL_MAX + 1];
-} presence_read;
-
-static void channel_info(presence_read *r, const char *json_text, size_t len) {
-  pusher_chan *ch = pusher_chan_find(r->app, r->channel);
-  size_t users = 0;
-  if (json_text != NULL &&
-      pusher_presence_users(json_text, len, NULL, &users) != 0) {
-    text(r->h, 500, "out of memory");
-    return;
-  }
-  size_t subs = ch ? ch->non : 0;
-  push_buf b = {0};
-  push_buf_raw(&b, "{\"occupied\":", 12);
-  push_buf_raw(&b, subs > 0 || users > 0 ? "true" : "false",
-               subs > 0 || users > 0 ? 4 : 5);
-  if (r->info & INFO_USERS) {
-    push_buf_raw(&b, ",\"user_count\":", 14);
-    push_buf_u64(&b, users);
-  }
-  if (r->info & INFO_SUBS) {
-    push_buf_raw(&b, ",\"subscription_count\":", 22);
-    push_buf_u64(&b, subs);
-  }
-  if (r->info & INFO_CACHE) {
-    /* The cached event, as the cache channel would send it. */
-    char hub[PUSHER_HUB_MAX];
-    push_result res;
-    push_pos none = {0};
-    memset(&res, 0, sizeof(res));
-    int kind = pusher_channel_kind(r->channel, strlen(r->channel));
-    if (kind >= 0 && pusher_hub_name(r->app, r->channel, (unsigned)kind, hub) == 0 &&
-        push_hub_history(r->app->ps->hub, hub, 1, &none, push_now_ms(),
-                         &res) == 0 &&
-        res.npubs > 0) {
-      const char *skip;
-      size_t sl, el;
-      const char *ev = pusher_pub_event(res.pubs[0], &skip, &sl, &el);
-      push_json root, d;
-      if (ev != NULL && push_json_parse(ev, el, &root) == 0 &&
-          push_json_get(root, "data", &d)) {
-        push_buf_raw(&b, ",\"cache\":{\"data\":", 17);
-        push_buf_raw(&b, d.p, d.n);
-        push_buf_raw(&b, ",\"ttl\":1800}", 12);
-      }
-    }
-    push_result_free(&res);
-  }
-  push_buf_raw(&b, "}", 1);
-  json(r->h, &b);
-  push_buf_free(&b);
-}
-
-static void on_presence(void *ud, const push_engine_reply *rep) {
-  presence_read *r = ud;
-  if (rep->status != PUSH_ENGINE_OK) {
-    r->app->ps->engine_unavailable++;
-    text(r->h, 503, PUSH_ENGINE_DOWN_MSG);
-  } else if (r->users) {
-    push_buf b = {0};
-    if (pusher_presence_users(rep->json, rep->len, &b, NULL) != 0) {
-      text(r->h, 500, "out of memory");
-    } else {
-      json(r->h, &b);
-    }
-    push_buf_free(&b);
-  } else {
-    channel_info(r, rep->json, rep->len);
-  }
-  free(r);
 }
 
 static void api_channel(pusher_app *app, herald_http *h, const char *name,
-                        int users, const qparam *q, size_t nq) {
+                        int users, const qparam *qp, size_t nq) {
   int kind = pusher_channel_kind(name, strlen(name));
-  int info = parse_info(find(q, nq, "info"));
+  int info = parse_info(find(qp, nq, "info"));
   if (kind < 0 || (kind & PUSHER_K_USER)) {
     text(h, 400, "invalid channel name");
     return;
@@ -585,34 +723,14 @@ static void api_channel(pusher_app *app, herald_http *h, const char *name,
     text(h, 400, "info=cache is for cache channels only");
     return;
   }
-  presence_read *r = calloc(1, sizeof(*r));
-  if (r == NULL) {
-    text(h, 500, "out of memory");
-    return;
+  query *q = query_new(app, h);
+  if (q != NULL) {
+    q->info = info;
+    q->one = 1;
+    q->users = users;
+    snprintf(q->name, sizeof(q->name), "%s", name);
+    query_start(q);
   }
-  r->app = app;
-  r->h = h;
-  r->users = users;
-  r->info = info;
-  snprintf(r->channel, sizeof(r->channel), "%s", name);
-  if (!(kind & PUSHER_K_PRESENCE)) {
-    channel_info(r, NULL, 0);
-    free(r);
-    return;
-  }
-  char hub[PUSHER_HUB_MAX];
-  push_buf b = {0};
-  pusher_hub_name(app, name, (unsigned)kind, hub);
-  int rv = push_engine_presence_get(app->ps->engine, hub, &b, on_presence, r);
-  if (rv != PUSH_ENGINE_PENDING) {
-    push_engine_reply rep = {rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
-                                                  : PUSH_ENGINE_DOWN,
-                             {{0}, 0, 0},
-                             b.p ? b.p : "{\"clients\":{}}",
-                             b.p ? b.len : 14};
-    on_presence(r, &rep);
-  }
-  push_buf_free(&b);
 }
 
 /* ---- the router ---------------------------------------------------------- */

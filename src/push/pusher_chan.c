@@ -69,9 +69,8 @@ int pusher_channel_kind(const char *name, size_t n) {
 
 int pusher_hub_name(const pusher_app *app, const char *name, unsigned kind,
                     char out[PUSHER_HUB_MAX]) {
-  const char *suffix = kind & PUSHER_K_USER       ? ";u"
-                       : (kind & PUSHER_K_PRESENCE) &&
-                               (kind & PUSHER_K_CACHE)
+  const char *suffix = kind & PUSHER_K_USER ? ";u"
+                       : (kind & PUSHER_K_PRESENCE) && (kind & PUSHER_K_CACHE)
                            ? ";pc"
                        : kind & PUSHER_K_PRESENCE ? ";p"
                        : kind & PUSHER_K_CACHE    ? ";c"
@@ -122,7 +121,8 @@ int pusher_publish(push_server *ps, const char *hub, const char *skip,
   push_buf *b = &ps->result;
   b->len = 0;
   int rv = PUSH_ENGINE_ERROR;
-  if (push_buf_raw(b, "[", 1) == 0 && push_buf_str(b, skip, strlen(skip)) == 0 &&
+  if (push_buf_raw(b, "[", 1) == 0 &&
+      push_buf_str(b, skip, strlen(skip)) == 0 &&
       push_buf_raw(b, ",", 1) == 0 &&
       push_buf_raw(b, len ? event : "0", len ? len : 1) == 0 &&
       push_buf_raw(b, "]", 1) == 0) {
@@ -191,9 +191,8 @@ static void chan_broadcast(pusher_chan *ch, const push_buf *frame,
                            const char *not_user) {
   for (size_t i = 0; i < ch->nsubs; i++) {
     pusher_subn *sn = ch->subs[i];
-    if (sn->state == SUBN_ON &&
-        (not_user == NULL || sn->user == NULL ||
-         strcmp(sn->user, not_user) != 0)) {
+    if (sn->state == SUBN_ON && (not_user == NULL || sn->user == NULL ||
+                                 strcmp(sn->user, not_user) != 0)) {
       pusher_send(sn->s, frame->p, frame->len);
     }
   }
@@ -224,36 +223,13 @@ static void member_changed(const pusher_change *chg, void *ud) {
 /* A join or leave push of the hub channel (this node's or another's). */
 static void chan_presence_event(void *cl, const char *frame, size_t len) {
   pusher_chan *ch = cl;
-  if (!(ch->kind & PUSHER_K_PRESENCE)) {
-    return;
+  pusher_join j;
+  if ((ch->kind & PUSHER_K_PRESENCE) &&
+      pusher_parse_join(frame, len, &j) == 0) {
+    pusher_roster_event(&ch->roster, j.leave, j.client, j.user, j.info,
+                        member_changed, ch);
+    free(j.info);
   }
-  push_json root, push, who, v;
-  int leave = 0;
-  if (push_json_parse(frame, len, &root) != 0 ||
-      !push_json_get(root, "push", &push)) {
-    return;
-  }
-  if (!push_json_get(push, "join", &who)) {
-    if (!push_json_get(push, "leave", &who)) {
-      return;
-    }
-    leave = 1;
-  }
-  char client[64], user[PUSHER_USER_ID_MAX * 6 + 1];
-  if (!push_json_get(who, "client", &v) ||
-      push_json_str(v, client, sizeof(client)) < 0 ||
-      !push_json_get(who, "user", &v) ||
-      push_json_str(v, user, sizeof(user)) < 0) {
-    return;
-  }
-  char *info = NULL;
-  if (!leave && push_json_get(who, "info", &v) &&
-      push_json_type_of(v) != PUSH_JSON_NULL) {
-    info = strndup(v.p, v.n);
-  }
-  pusher_roster_event(&ch->roster, leave, client, user, info, member_changed,
-                      ch);
-  free(info);
 }
 
 /* ---- subscriptions ----------------------------------------------------- */
@@ -374,8 +350,8 @@ static void send_cache(pusher_subn *sn) {
       r.npubs > 0) {
     const char *skip;
     size_t skiplen, len;
-    const char *ev = pusher_pub_event(r.pubs[r.npubs - 1], &skip, &skiplen,
-                                      &len);
+    const char *ev =
+        pusher_pub_event(r.pubs[r.npubs - 1], &skip, &skiplen, &len);
     if (ev != NULL && len > 0) {
       pusher_send(sn->s, ev, len);
       push_result_free(&r);
@@ -396,6 +372,7 @@ static void subn_on(pusher_subn *sn, const push_buf *data) {
   pusher_chan *ch = sn->ch;
   sn->state = SUBN_ON;
   ch->non++;
+  pusher_dir_update(ch);
   send_succeeded(sn, data);
   if (ch->kind & PUSHER_K_CACHE) {
     send_cache(sn);
@@ -464,8 +441,7 @@ static int presence_activate(pusher_subn *sn) {
   }
   call->token = pusher_roster_begin(&ch->roster);
   push_buf b = {0};
-  int rv =
-      push_engine_presence_get(ps->engine, ch->hub, &b, on_snapshot, call);
+  int rv = push_engine_presence_get(ps->engine, ch->hub, &b, on_snapshot, call);
   int removed = 0;
   if (rv != PUSH_ENGINE_PENDING) {
     removed = snapshot_done(call, rv == PUSH_ENGINE_OK ? b.p : NULL,
@@ -492,8 +468,7 @@ static void chan_live(pusher_chan *ch) {
   push_sub sub = {ch, chan_deliver, chan_presence_event};
   push_result r;
   memset(&r, 0, sizeof(r));
-  if (push_hub_subscribe(ps->hub, ch->hub, &sub, NULL, push_now_ms(), &r) <
-      0) {
+  if (push_hub_subscribe(ps->hub, ch->hub, &sub, NULL, push_now_ms(), &r) < 0) {
     push_engine_release(ps->engine, ch->hub);
     while (ch->nsubs > 0) {
       pusher_subn *sn = ch->subs[ch->nsubs - 1];
@@ -654,6 +629,7 @@ void pusher_chan_unsubscribe(pusher_subn *sn) {
   push_server *ps = ch->app->ps;
   if (sn->state == SUBN_ON) {
     ch->non--;
+    pusher_dir_update(ch);
   }
   if ((ch->kind & PUSHER_K_PRESENCE) && sn->state != SUBN_INTERNAL &&
       ch->state == PCH_LIVE) {
@@ -670,6 +646,7 @@ void pusher_chan_refresh(pusher_app *app) {
   void *v;
   while (pusher_map_next(&app->chans, &pos, &k, &v)) {
     pusher_chan *ch = v;
+    pusher_dir_refresh(ch);
     if (!(ch->kind & PUSHER_K_PRESENCE) || ch->state != PCH_LIVE) {
       continue;
     }

@@ -137,8 +137,7 @@ static void app_defaults(push_pusher_app *a) {
   a->max_channels = 100;
 }
 
-static int load_app(push_pusher_app *a, push_json o, char *err,
-                    size_t errlen) {
+static int load_app(push_pusher_app *a, push_json o, char *err, size_t errlen) {
   app_defaults(a);
   if (push_json_type_of(o) != PUSH_JSON_OBJECT) {
     err_set(err, errlen, "pusher.apps: each app is an object");
@@ -147,7 +146,8 @@ static int load_app(push_pusher_app *a, push_json o, char *err,
   push_json v;
   if (push_json_get(o, "id", &v)) {
     uint64_t num;
-    if (push_json_type_of(v) == PUSH_JSON_NUMBER && push_json_u64(v, &num) == 0) {
+    if (push_json_type_of(v) == PUSH_JSON_NUMBER &&
+        push_json_u64(v, &num) == 0) {
       snprintf(a->id, sizeof(a->id), "%llu", (unsigned long long)num);
     } else if (push_json_str(v, a->id, sizeof(a->id)) < 0) {
       a->id[0] = 0;
@@ -182,8 +182,8 @@ static int load_app(push_pusher_app *a, push_json o, char *err,
       bad = get_u32(v, &x) || x == 0;
       a->max_event_bytes = x;
     } else if (strcmp(k, "max_presence_members") == 0) {
-      bad = get_u32(v, &a->max_presence_members) ||
-            a->max_presence_members == 0;
+      bad =
+          get_u32(v, &a->max_presence_members) || a->max_presence_members == 0;
     } else if (strcmp(k, "max_user_info_bytes") == 0) {
       uint32_t x = 0;
       bad = get_u32(v, &x) || x == 0;
@@ -201,8 +201,7 @@ static int load_app(push_pusher_app *a, push_json o, char *err,
       return -1;
     }
     if (bad) {
-      err_set(err, errlen, "pusher app \"%s\": bad value for \"%s\"", a->id,
-              k);
+      err_set(err, errlen, "pusher app \"%s\": bad value for \"%s\"", a->id, k);
       return -1;
     }
   }
@@ -292,8 +291,7 @@ int push_pusher_namespaces(const push_pusher_config *pc, push_ns **ns,
       {"", 0, 0, 0},      /* public, private, private-encrypted */
       {";c", 0, 1, 1800}, /* cache-: the last event, 30 minutes */
       {";p", 1, 0, 0},    /* presence- */
-      {";pc", 1, 1, 1800},
-      {";u", 0, 0, 0}, /* #server-to-user-<id> */
+      {";pc", 1, 1, 1800}, {";u", 0, 0, 0}, /* #server-to-user-<id> */
       {";d", 1, 0, 0}, /* the directory of occupied channels */
   };
   size_t nk = sizeof(kinds) / sizeof(kinds[0]);

@@ -37,16 +37,16 @@ typedef struct push_pusher_app {
   char id[PUSHER_APP_ID_MAX + 1]; /* letters, digits, '-', '_' */
   char key[PUSHER_KEY_MAX + 1];
   char secret[PUSHER_SECRET_MAX + 1];
-  int client_messages;       /* enable_client_messages: client-* events */
-  uint32_t max_connections;  /* 0: no limit (4004 past it) */
-  uint32_t activity_timeout; /* s, told to clients (pusher-js pings) */
-  size_t max_event_bytes;    /* an event's data (API 413, client 4301) */
-  uint32_t max_presence_members;  /* users in one presence channel */
-  size_t max_user_info_bytes;     /* user_info of a presence member */
-  uint32_t client_events_per_s;   /* client-* events per connection */
-  uint32_t max_channels;          /* channels one connection subscribes */
-  char *webhook_url;              /* NULL: no webhooks */
-  unsigned hooks;                 /* PUSHER_HOOK_* sent to webhook_url */
+  int client_messages;           /* enable_client_messages: client-* events */
+  uint32_t max_connections;      /* 0: no limit (4004 past it) */
+  uint32_t activity_timeout;     /* s, told to clients (pusher-js pings) */
+  size_t max_event_bytes;        /* an event's data (API 413, client 4301) */
+  uint32_t max_presence_members; /* users in one presence channel */
+  size_t max_user_info_bytes;    /* user_info of a presence member */
+  uint32_t client_events_per_s;  /* client-* events per connection */
+  uint32_t max_channels;         /* channels one connection subscribes */
+  char *webhook_url;             /* NULL: no webhooks */
+  unsigned hooks;                /* PUSHER_HOOK_* sent to webhook_url */
 } push_pusher_app;
 
 typedef struct push_pusher_config {

@@ -99,9 +99,9 @@ typedef struct pusher_roster {
 
 /* What one change did to a user. */
 typedef struct pusher_change {
-  int added;   /* 1: member_added, 0: member_removed */
+  int added; /* 1: member_added, 0: member_removed */
   const char *user;
-  const char *info; /* raw JSON or NULL (added only) */
+  const char *info;   /* raw JSON or NULL (added only) */
   const char *client; /* the entry whose push made the change, or NULL (a
                          snapshot) */
 } pusher_change;
@@ -112,8 +112,8 @@ typedef void (*pusher_change_fn)(const pusher_change *ch, void *ud);
  * user appears or disappears. Returns 0 or -1 (out of memory: the roster
  * may miss the change until the next snapshot). */
 int pusher_roster_event(pusher_roster *r, int leave, const char *client,
-                        const char *user, const char *info,
-                        pusher_change_fn fn, void *ud);
+                        const char *user, const char *info, pusher_change_fn fn,
+                        void *ud);
 /* A snapshot is about to be asked for: returns its token. */
 uint64_t pusher_roster_begin(pusher_roster *r);
 /* The snapshot asked for with token arrived: json is the engine's
@@ -161,9 +161,17 @@ typedef struct pusher_verdict {
 struct pusher_app {
   const push_pusher_app *cfg;
   push_server *ps;
-  pusher_verdict ok;  /* {this, 0}: the verdict for this app's sockets */
-  pusher_map chans;   /* Pusher name -> pusher_chan */
-  size_t nconns;      /* connections on this node */
+  pusher_verdict ok; /* {this, 0}: the verdict for this app's sockets */
+  pusher_map chans;  /* Pusher name -> pusher_chan */
+  size_t nconns;     /* connections on this node */
+  /* The directory of occupied channels (pusher_dir.c): one presence
+   * entry "<node>/<channel>" per node and channel, whose user is the
+   * channel and info {"n": subscriptions on that node}. */
+  char dirhub[PUSHER_APP_ID_MAX + 24];
+  int dir_state; /* 0 not following yet, 1 live, -1 stopped */
+  int dir_calls; /* engine calls in flight for it */
+  int64_t dir_snapshot_ms;
+  pusher_roster dir;
   uint64_t cluster_conns; /* other nodes' connections, as of the last tick */
   /* metrics */
   uint64_t connects, refused, api_events, client_events, webhooks;
@@ -176,9 +184,9 @@ struct pusher_subn {
   pusher_sock *s;
   pusher_chan *ch;
   int state;
-  size_t at;          /* index in ch->subs */
-  char *user;         /* presence: the member's user id */
-  char *info;         /* presence: its user_info (raw JSON) or NULL */
+  size_t at;  /* index in ch->subs */
+  char *user; /* presence: the member's user id */
+  char *info; /* presence: its user_info (raw JSON) or NULL */
 };
 
 struct pusher_sock {
@@ -203,7 +211,7 @@ struct pusher_chan {
   char name[PUSHER_CHANNEL_MAX + 1 + 32]; /* user channels: 16 + id */
   pusher_subn **subs;
   size_t nsubs, capsubs;
-  size_t non; /* subscriptions that are on */
+  size_t non;                /* subscriptions that are on */
   struct pusher_call *calls; /* engine calls in flight for it */
   pusher_roster roster;      /* presence channels */
 };
@@ -226,8 +234,7 @@ void pusher_send(pusher_sock *s, const char *p, size_t n);
 void pusher_error(pusher_sock *s, int code, const char *message, int close);
 /* pusher:subscription_error on channel, {"type","error","status"}. */
 void pusher_subscription_error(pusher_sock *s, const char *channel,
-                               const char *type, const char *error,
-                               int status);
+                               const char *type, const char *error, int status);
 /* The Pusher socket of a client (NULL for herald's own clients). */
 pusher_sock *pusher_sock_of(push_client *c);
 
@@ -260,7 +267,34 @@ int pusher_publish(push_server *ps, const char *hub, const char *skip,
  * presence_refresh_ms. */
 void pusher_chan_refresh(pusher_app *app);
 
+/* ---- pusher_dir.c ---------------------------------------------------- */
+
+/* Starts following the app's directory (at start, and again after a
+ * failure); pusher_dir_stop forgets it. */
+void pusher_dir_start(pusher_app *app);
+/* Once a second: starts again after a failure, reads the whole directory
+ * every 30 s. */
+void pusher_dir_tick(pusher_app *app, int64_t now_ms);
+void pusher_dir_stop(pusher_app *app);
+/* ch's count of subscriptions on this node changed: its entry follows. */
+void pusher_dir_update(pusher_chan *ch);
+/* Refreshes ch's entry (engine TTLs). */
+void pusher_dir_refresh(pusher_chan *ch);
+/* Reads a directory snapshot into name -> subscriptions (the map's values
+ * are counts cast to pointers). Returns 0 or -1. */
+int pusher_dir_counts(const char *json, size_t len, pusher_map *counts);
+
 /* ---- pusher_proto.c -------------------------------------------------- */
+
+/* A join or leave push of the engine ({"push":{"channel",
+ * "join"|"leave":{"client","user","info"?}}}), read. */
+typedef struct pusher_join {
+  int leave;
+  char client[PUSHER_HUB_MAX];
+  char user[PUSHER_HUB_MAX];
+  char *info; /* malloc'd raw JSON, or NULL: free it */
+} pusher_join;
+int pusher_parse_join(const char *frame, size_t len, pusher_join *j);
 
 /* HMAC-SHA256 of p[0..n) under key as lowercase hex. Returns 0 or -1. */
 int pusher_hmac_hex(const char *key, const char *p, size_t n, char out[65]);
@@ -286,6 +320,20 @@ int pusher_put_event(push_buf *b, const char *event, const char *channel,
                      const char *data, size_t dlen, int raw);
 /* Decoded length of a JSON string value (the bytes it stands for). */
 size_t pusher_json_str_len(push_json v);
+
+/* ---- pusher_hook.c --------------------------------------------------- */
+
+/* Webhooks of the app (when it has a webhook url and the event type):
+ * channel_occupied (occupied 1) or channel_vacated. */
+void pusher_hook_channel(pusher_app *app, int occupied, const char *channel);
+/* member_added or member_removed of a presence channel. */
+void pusher_hook_member(pusher_app *app, int added, const char *channel,
+                        const char *user);
+/* client_event: data is raw JSON, user may be NULL. */
+void pusher_hook_client_event(pusher_app *app, const char *channel,
+                              const char *event, const char *data, size_t dlen,
+                              const char *socket_id, const char *user);
+void pusher_hook_cache_miss(pusher_app *app, const char *channel);
 
 /* ---- pusher_api.c ---------------------------------------------------- */
 

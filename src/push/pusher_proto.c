@@ -20,8 +20,8 @@ static void to_hex(const unsigned char *in, size_t n, char *out) {
 int pusher_hmac_hex(const char *key, const char *p, size_t n, char out[65]) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int mdlen = 0;
-  if (HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)p, n,
-           md, &mdlen) == NULL ||
+  if (HMAC(EVP_sha256(), key, (int)strlen(key), (const unsigned char *)p, n, md,
+           &mdlen) == NULL ||
       mdlen != 32) {
     return -1;
   }
@@ -151,4 +151,32 @@ size_t pusher_json_str_len(push_json v) {
     n++;
   }
   return n;
+}
+
+int pusher_parse_join(const char *frame, size_t len, pusher_join *j) {
+  push_json root, push, who, v;
+  j->info = NULL;
+  j->leave = 0;
+  if (push_json_parse(frame, len, &root) != 0 ||
+      !push_json_get(root, "push", &push)) {
+    return -1;
+  }
+  if (!push_json_get(push, "join", &who)) {
+    if (!push_json_get(push, "leave", &who)) {
+      return -1;
+    }
+    j->leave = 1;
+  }
+  if (!push_json_get(who, "client", &v) ||
+      push_json_str(v, j->client, sizeof(j->client)) < 0 ||
+      !push_json_get(who, "user", &v) ||
+      push_json_str(v, j->user, sizeof(j->user)) < 0) {
+    return -1;
+  }
+  if (!j->leave && push_json_get(who, "info", &v) &&
+      push_json_type_of(v) != PUSH_JSON_NULL &&
+      (j->info = strndup(v.p, v.n)) == NULL) {
+    return -1;
+  }
+  return 0;
 }

@@ -276,8 +276,8 @@ static void log_clear(pusher_roster *r) {
 #define ROSTER_LOG_MAX 100000
 
 int pusher_roster_event(pusher_roster *r, int leave, const char *client,
-                        const char *user, const char *info,
-                        pusher_change_fn fn, void *ud) {
+                        const char *user, const char *info, pusher_change_fn fn,
+                        void *ud) {
   r->seq++;
   if (r->inflight > 0) {
     if (r->nlog == ROSTER_LOG_MAX) {
@@ -386,8 +386,8 @@ int pusher_roster_end(pusher_roster *r, uint64_t token, const char *json,
   if (token >= r->logbase) {
     for (size_t i = (size_t)(token - r->logbase); i < r->nlog; i++) {
       const struct roster_log *l = &r->log[i];
-      if (apply(&entries, &users, l->leave, l->client,
-                l->user ? l->user : "", l->info) < 0) {
+      if (apply(&entries, &users, l->leave, l->client, l->user ? l->user : "",
+                l->info) < 0) {
         maps_free(&entries, &users);
         rv = -1;
         goto out;

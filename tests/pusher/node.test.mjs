@@ -301,6 +301,29 @@ try {
     const body = await r.json();
     return body.users.map((u) => u.id).sort().join() === "u1,u2" || JSON.stringify(body);
   });
+  await step("GET /channels on one node counts the subscribers of every node", async () => {
+    await subscribed(a, "only-on-a");
+    await subscribed(b, "only-on-a");
+    let body;
+    await until(async () => {
+      const r = await sdkB.get({ path: "/channels", params: { info: "subscription_count" } });
+      body = await r.json();
+      return body.channels["only-on-a"] && body.channels["only-on-a"].subscription_count === 2;
+    }, 3000, "only-on-a with 2 subscriptions").catch(() => {});
+    return (body.channels["only-on-a"] && body.channels["only-on-a"].subscription_count === 2) ||
+      JSON.stringify(body);
+  });
+  await step("an unsubscribed channel leaves GET /channels", async () => {
+    a.unsubscribe("only-on-a");
+    b.unsubscribe("only-on-a");
+    let body;
+    await until(async () => {
+      const r = await sdkA.get({ path: "/channels" });
+      body = await r.json();
+      return !body.channels["only-on-a"];
+    }, 3000, "only-on-a gone").catch(() => {});
+    return !body.channels["only-on-a"] || JSON.stringify(body);
+  });
   await step("GET /channels/{name} of an empty channel", async () => {
     const r = await sdkA.get({ path: "/channels/nobody-here", params: { info: "subscription_count" } });
     const body = await r.json();
