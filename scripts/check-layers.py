@@ -17,8 +17,8 @@ layers below it (include/herald/*.h) and its own headers:
          library, POSIX and Linux, libuv and OpenSSL. Quoted: "rt/*",
          "herald/core.h", "herald/rt.h"; never the core's private "core/*".
   push   src/push: the push server's modules. System headers: as rt, plus
-         hiredis. Quoted: public "herald/*.h" and its own "push/*"; never
-         "core/*", "rt/*" or "app/*".
+         hiredis and libcurl. Quoted: public "herald/*.h" and its own
+         "push/*"; never "core/*", "rt/*" or "app/*".
   app    src/app: the herald program. Anything.
 
 Public headers (include/herald/*.h) include no private header (src/), and
@@ -87,6 +87,7 @@ LIBS = {
     "libuv": lambda h: h == "uv.h" or h.startswith("uv/"),
     "OpenSSL": lambda h: h.startswith("openssl/"),
     "hiredis": lambda h: h.startswith("hiredis/"),
+    "libcurl": lambda h: h.startswith("curl/"),
 }
 
 
@@ -109,10 +110,11 @@ def system_allowed(layer, h):
         return False, "the runtime depends on libc, POSIX, libuv and " \
                       "OpenSSL only" + (" (this is %s)" % lib if lib else "")
     if layer == "push":
-        if is_posix(h) or lib in ("libuv", "OpenSSL", "hiredis"):
+        if is_posix(h) or lib in ("libuv", "OpenSSL", "hiredis", "libcurl"):
             return True, ""
-        return False, "push depends on libc, POSIX, libuv, OpenSSL and " \
-                      "hiredis only" + (" (this is %s)" % lib if lib else "")
+        return False, "push depends on libc, POSIX, libuv, OpenSSL, " \
+                      "hiredis and libcurl only" + \
+            (" (this is %s)" % lib if lib else "")
     return True, ""  # app
 
 

@@ -101,7 +101,7 @@ static void bcast_set(push_bcast *bc, size_t i, int code, const char *err,
 static void on_published(void *ud, const push_engine_reply *rep) {
   push_op *op = ud;
   int ok = rep->status == PUSH_ENGINE_OK;
-  op->ps->publications += ok;
+  push_publish_done(op, rep);
   bcast_set(op->bc, op->bc_index, ok ? 0 : PUSH_E_ENGINE,
             ok ? NULL : PUSH_ENGINE_DOWN_MSG, &rep->pos);
   push_op_free(op);
@@ -149,8 +149,24 @@ static void publish_one(push_bcast *bc, size_t i, push_json v,
 
 static void api_publish(push_server *ps, herald_http *h, push_json body,
                         int broadcast) {
-  push_publication p = {{NULL, 0}, {NULL, 0}, NULL, NULL};
-  push_json chv = {NULL, 0}, list = {NULL, 0};
+  push_publication p = {{NULL, 0}, {NULL, 0}, NULL, NULL, NULL};
+  push_json chv = {NULL, 0}, list = {NULL, 0}, iv;
+  char idem[PUSH_IDEM_MAX + 1] = "";
+  if (push_json_get(body, "idempotency_key", &iv) &&
+      push_json_type_of(iv) != PUSH_JSON_NULL) {
+    long n = push_json_str(iv, idem, sizeof(idem));
+    int ok = n > 0;
+    for (long i = 0; ok && i < n; i++) {
+      ok = idem[i] > 0x20 && idem[i] < 0x7f;
+    }
+    if (!ok) {
+      push_http_error(h, 400, PUSH_E_BAD_REQUEST,
+                      "idempotency_key must be a string of 1 to 64 "
+                      "printable ASCII characters");
+      return;
+    }
+    p.idem = idem;
+  }
   const char *bad = push_publish_decode(body, &p.data, &p.b64);
   if (bad != NULL) {
     push_http_error(h, 400, PUSH_E_BAD_REQUEST, bad);
@@ -197,37 +213,155 @@ static void api_publish(push_server *ps, herald_http *h, push_json body,
   }
 }
 
-/* ---- disconnect ------------------------------------------------------- */
+/* ---- disconnect, subscribe, unsubscribe: on every node ---------------- */
 
-static void api_disconnect(push_server *ps, herald_http *h, push_json body) {
-  char user[256] = "", cid[32] = "";
-  push_json v;
-  int has_user = push_json_get(body, "user", &v) &&
-                 push_json_str(v, user, sizeof(user)) >= 0;
-  int has_client = push_json_get(body, "client", &v) &&
-                   push_json_str(v, cid, sizeof(cid)) >= 0;
+/* What the API asks of a user's (or a client's) connections, applied here
+ * and, through the engine, on every other node: {"op", "user" or
+ * "client", "code" or "channel", "node"}. Returns how many connections of
+ * this node it touched. */
+static size_t control_apply(push_server *ps, push_json msg) {
+  char op[16] = "", user[256] = "", cid[32] = "",
+       channel[PUSH_CHANNEL_MAX + 1] = "";
   uint64_t code = PUSH_D_FORCED;
-  if (push_json_get(body, "code", &v) &&
+  push_json v;
+  if (push_json_get(msg, "op", &v)) {
+    push_json_str(v, op, sizeof(op));
+  }
+  int has_user = push_json_get(msg, "user", &v) &&
+                 push_json_str(v, user, sizeof(user)) >= 0;
+  int has_client = push_json_get(msg, "client", &v) &&
+                   push_json_str(v, cid, sizeof(cid)) >= 0;
+  if (push_json_get(msg, "code", &v)) {
+    push_json_u64(v, &code);
+  }
+  if (push_json_get(msg, "channel", &v)) {
+    push_json_str(v, channel, sizeof(channel));
+  }
+  int disconnect = strcmp(op, "disconnect") == 0;
+  int subscribe = strcmp(op, "subscribe") == 0;
+  size_t n = 0;
+  for (push_client *c = ps->clients, *next; c; c = next) {
+    next = c->next;
+    if (c->gone || !c->connected || (has_user && strcmp(c->user, user)) ||
+        (has_client && strcmp(c->id, cid)) || (!has_user && !has_client)) {
+      continue;
+    }
+    if (disconnect) {
+      n++;
+      push_client_disconnect(c, (int)code, "disconnected by the server");
+    } else if (c->ws && subscribe) {
+      n += push_server_subscribe(c, channel) == 0;
+    } else if (c->ws) {
+      n += (size_t)push_server_unsubscribe(c, channel,
+                                           "unsubscribed by the "
+                                           "server");
+    }
+  }
+  return n;
+}
+
+void push_on_control(void *ud, const char *msg, size_t len) {
+  push_server *ps = ud;
+  push_json root, v;
+  char node[16] = "";
+  if (push_json_parse(msg, len, &root) != 0 ||
+      push_json_type_of(root) != PUSH_JSON_OBJECT) {
+    return;
+  }
+  if (push_json_get(root, "node", &v) &&
+      push_json_str(v, node, sizeof(node)) >= 0 &&
+      strcmp(node, ps->node) == 0) {
+    return; /* ours: applied when it was asked */
+  }
+  control_apply(ps, root);
+}
+
+/* POST /api/disconnect {"user"|"client", "code"?}, /api/subscribe and
+ * /api/unsubscribe {"user"|"client", "channel"}. */
+static void api_control(push_server *ps, herald_http *h, push_json body,
+                        const char *op) {
+  char user[256] = "", cid[32] = "", channel[PUSH_CHANNEL_MAX + 1] = "";
+  push_json v;
+  int disconnect = strcmp(op, "disconnect") == 0;
+  long ulen = -1, clen = -1;
+  if (push_json_get(body, "user", &v)) {
+    ulen = push_json_str(v, user, sizeof(user));
+    if (ulen < 0) {
+      push_http_error(h, 400, PUSH_E_BAD_REQUEST,
+                      "user must be a string of at most 255 bytes");
+      return;
+    }
+  }
+  if (push_json_get(body, "client", &v)) {
+    clen = push_json_str(v, cid, sizeof(cid));
+    if (clen < 0) {
+      push_http_error(h, 400, PUSH_E_BAD_REQUEST, "client must be a client id");
+      return;
+    }
+  }
+  uint64_t code = PUSH_D_FORCED;
+  if (disconnect && push_json_get(body, "code", &v) &&
       (push_json_u64(v, &code) != 0 || code < 3000 || code > 4999)) {
     push_http_error(h, 400, PUSH_E_BAD_REQUEST, "code must be 3000-4999");
     return;
   }
-  if (!has_user && !has_client) {
+  if (ulen < 0 && clen < 0) {
     push_http_error(h, 400, PUSH_E_BAD_REQUEST, "give user or client");
     return;
   }
-  size_t n = 0;
-  for (push_client *c = ps->clients, *next; c; c = next) {
-    next = c->next;
-    if (c->gone || (has_user && (!c->connected || strcmp(c->user, user))) ||
-        (has_client && strcmp(c->id, cid))) {
-      continue;
+  if (!disconnect) {
+    long n = push_json_get(body, "channel", &v)
+                 ? push_json_str(v, channel, sizeof(channel))
+                 : -1;
+    if (n < 0 || !push_channel_valid(channel, (size_t)n)) {
+      push_http_error(h, 400, PUSH_E_BAD_REQUEST,
+                      "channel is missing or invalid");
+      return;
     }
-    n++;
-    push_client_disconnect(c, (int)code, "disconnected by the server");
+    if (push_hub_ns(ps->hub, channel) == NULL) {
+      push_http_error(h, 404, PUSH_E_UNKNOWN_NAMESPACE, "unknown namespace");
+      return;
+    }
   }
+  push_buf m = {0};
+  push_buf_raw(&m, "{\"op\":", 6);
+  push_buf_str(&m, op, strlen(op));
+  push_buf_raw(&m, ",\"node\":", 8);
+  push_buf_str(&m, ps->node, strlen(ps->node));
+  if (ulen >= 0) {
+    push_buf_raw(&m, ",\"user\":", 8);
+    push_buf_str(&m, user, (size_t)ulen);
+  }
+  if (clen >= 0) {
+    push_buf_raw(&m, ",\"client\":", 10);
+    push_buf_str(&m, cid, (size_t)clen);
+  }
+  if (disconnect) {
+    push_buf_raw(&m, ",\"code\":", 8);
+    push_buf_u64(&m, code);
+  } else {
+    push_buf_raw(&m, ",\"channel\":", 11);
+    push_buf_str(&m, channel, strlen(channel));
+  }
+  push_buf_raw(&m, "}", 1);
+  push_json root;
+  if (m.p == NULL || push_json_parse(m.p, m.len, &root) != 0) {
+    push_buf_free(&m);
+    push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    return;
+  }
+  /* The other nodes first: a node that cannot reach them says so rather
+   * than act on its own connections only. */
+  if (push_engine_control(ps->engine, m.p, m.len) != PUSH_ENGINE_OK) {
+    push_buf_free(&m);
+    push_http_engine_down(ps, h);
+    return;
+  }
+  size_t n = control_apply(ps, root);
+  push_buf_free(&m);
   push_buf b = {0};
-  push_buf_raw(&b, "{\"disconnected\":", 16);
+  push_buf_raw(&b, disconnect ? "{\"disconnected\":" : "{\"connections\":",
+               disconnect ? 16 : 15);
   push_buf_u64(&b, n);
   push_buf_raw(&b, "}", 1);
   push_http_result(h, &b);
@@ -267,7 +401,7 @@ static void read_started(push_op *op, int rv, const push_buf *b,
   if (rv == PUSH_ENGINE_PENDING) {
     return;
   }
-  push_engine_reply rep = {rv, {{0}, 0, 0}, b->p, b->len};
+  push_engine_reply rep = {.status = rv, .json = b->p, .len = b->len};
   if (rv == PUSH_ENGINE_ERROR) {
     push_http_error(op->h, 503, PUSH_E_INTERNAL, "out of memory");
     push_op_free(op);
@@ -369,7 +503,9 @@ void push_api(push_server *ps, herald_http *h, const herald_request *req,
   }
   int post = push_path_is(req, "/api/publish") ||
              push_path_is(req, "/api/broadcast") ||
-             push_path_is(req, "/api/disconnect");
+             push_path_is(req, "/api/disconnect") ||
+             push_path_is(req, "/api/subscribe") ||
+             push_path_is(req, "/api/unsubscribe");
   if (post != push_method_is(req, "POST") ||
       (!post && !push_method_is(req, "GET"))) {
     push_http_error(h, 405, PUSH_E_BAD_REQUEST, post ? "use POST" : "use GET");
@@ -396,7 +532,11 @@ void push_api(push_server *ps, herald_http *h, const herald_request *req,
     return;
   }
   if (push_path_is(req, "/api/disconnect")) {
-    api_disconnect(ps, h, root);
+    api_control(ps, h, root, "disconnect");
+  } else if (push_path_is(req, "/api/subscribe")) {
+    api_control(ps, h, root, "subscribe");
+  } else if (push_path_is(req, "/api/unsubscribe")) {
+    api_control(ps, h, root, "unsubscribe");
   } else {
     api_publish(ps, h, root, push_path_is(req, "/api/broadcast"));
   }

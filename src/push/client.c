@@ -73,8 +73,15 @@ int push_client_add_sub(push_client *c, const char *channel) {
       return -1;
     }
     c->subs = n;
+    struct push_sub_exp *x = realloc(c->sub_exp, ncap * sizeof(*x));
+    if (x == NULL) {
+      return -1;
+    }
+    c->sub_exp = x;
     c->capsubs = ncap;
   }
+  c->sub_exp[c->nsubs].exp = 0;
+  c->sub_exp[c->nsubs].warned = 0;
   char *name = strdup(channel);
   if (name == NULL) {
     return -1;
@@ -87,7 +94,9 @@ void push_client_drop_sub(push_client *c, const char *channel) {
   for (size_t i = 0; i < c->nsubs; i++) {
     if (strcmp(c->subs[i], channel) == 0) {
       free(c->subs[i]);
+      c->nsub_exp -= c->sub_exp[i].exp != 0;
       c->subs[i] = c->subs[--c->nsubs];
+      c->sub_exp[i] = c->sub_exp[c->nsubs];
       return;
     }
   }
@@ -112,19 +121,66 @@ void push_client_presence_leave(push_client *c) {
   }
 }
 
+void push_client_set_sub_exp(push_client *c, const char *channel, int64_t exp) {
+  for (size_t i = 0; i < c->nsubs; i++) {
+    if (strcmp(c->subs[i], channel) == 0) {
+      c->nsub_exp += (exp != 0) - (c->sub_exp[i].exp != 0);
+      c->sub_exp[i].exp = exp;
+      c->sub_exp[i].warned = 0;
+      return;
+    }
+  }
+}
+
+/* The disconnect webhook, and the client's place among its user's
+ * connections. */
+static void client_gone(push_client *c) {
+  push_server *ps = c->ps;
+  if (!c->connected) {
+    return;
+  }
+  if (c->counted && ps->engine) {
+    push_engine_user_remove(ps->engine, c->user, c->id);
+  }
+  if (c->announced && push_hook_on(ps, PUSH_WH_DISCONNECT)) {
+    push_buf b = {0};
+    push_hook_begin(ps, &b, "disconnect");
+    push_buf_raw(&b, ",\"client\":", 10);
+    push_buf_str(&b, c->id, strlen(c->id));
+    push_buf_raw(&b, ",\"user\":", 8);
+    push_buf_str(&b, c->user, strlen(c->user));
+    push_buf_raw(&b, ",\"code\":", 8);
+    push_buf_u64(&b, (uint64_t)(c->close_code ? c->close_code : 3000));
+    push_buf_raw(&b, ",\"reason\":", 10);
+    const char *why = c->close_reason[0] ? c->close_reason : "closed";
+    push_buf_str(&b, why, strlen(why));
+    push_hook_send(ps, &b);
+    push_buf_free(&b);
+  }
+}
+
 void push_client_free(push_client *c) {
   push_server *ps = c->ps;
   push_member m = push_client_member(c);
+  client_gone(c);
   for (size_t i = 0; i < c->nsubs; i++) {
     const push_ns *ns = push_hub_ns(ps->hub, c->subs[i]);
     push_hub_unsubscribe(ps->hub, c->subs[i], c);
     if (ns && ns->presence) {
       push_engine_presence_remove(ps->engine, c->subs[i], &m);
     }
+    if (c->connected || c->sse) {
+      push_client_left(c, c->subs[i]);
+    }
     push_engine_release(ps->engine, c->subs[i]);
     free(c->subs[i]);
   }
   free(c->subs);
+  free(c->sub_exp);
+  for (size_t i = 0; i < c->nfwd; i++) {
+    free(c->fwd[i]);
+  }
+  free(c->fwd);
   for (push_op *op = c->ops; op; op = op->next) {
     op->c = NULL;
   }
@@ -149,6 +205,8 @@ void push_client_disconnect(push_client *c, int code, const char *reason) {
   if (c->gone) {
     return;
   }
+  c->close_code = code;
+  snprintf(c->close_reason, sizeof(c->close_reason), "%s", reason);
   char esc[PUSH_LOG_VAL];
   push_log(PUSH_LOG_INFO, "ev=disconnect client=%s code=%d reason=\"%s\"",
            c->id, code, push_log_esc(esc, sizeof(esc), reason, strlen(reason)));
@@ -348,6 +406,14 @@ push_op *push_op_new(push_server *ps, push_client *c, herald_http *h,
   op->bc = NULL;
   op->bc_index = 0;
   op->prev = op->next = NULL;
+  op->server_side = 0;
+  op->proxied = NULL;
+  op->proxy_kind = 0;
+  op->proxy_started_us = 0;
+  op->data = op->hook = NULL;
+  op->data_len = op->hook_len = 0;
+  op->data_b64 = 0;
+  op->idem[0] = 0;
   op->channel[0] = 0;
   if (channel) {
     size_t n = strlen(channel);
@@ -369,6 +435,9 @@ void push_op_free(push_op *op) {
   if (op == NULL) {
     return;
   }
+  free(op->data);
+  free(op->hook);
+  op->data = op->hook = NULL;
   if (op->c) {
     if (op->prev) {
       op->prev->next = op->next;
@@ -430,12 +499,76 @@ void push_op_sync(push_op *op) {
   }
 }
 
+/* The publish webhook's event up to its position: {"event":"publish",
+ * ..., "channel", "data" or "b64", "client", "user". */
+static void hook_publish_begin(push_server *ps, push_buf *b,
+                               const char *channel, const push_publication *p) {
+  push_hook_begin(ps, b, "publish");
+  push_buf_raw(b, ",\"channel\":", 11);
+  push_buf_str(b, channel, strlen(channel));
+  if (p->b64.n) {
+    push_buf_raw(b, ",\"b64\":", 7);
+    push_buf_raw(b, p->b64.p, p->b64.n);
+  } else {
+    push_buf_raw(b, ",\"data\":", 8);
+    push_buf_raw(b, p->data.p, p->data.n);
+  }
+  if (p->client) {
+    push_buf_raw(b, ",\"client\":", 10);
+    push_buf_str(b, p->client, strlen(p->client));
+    push_buf_raw(b, ",\"user\":", 8);
+    push_buf_str(b, p->user, strlen(p->user));
+  }
+}
+
+static void hook_publish_end(push_server *ps, push_buf *b,
+                             const push_pos *pos) {
+  push_buf_raw(b, ",\"epoch\":", 9);
+  push_buf_str(b, pos->epoch, strlen(pos->epoch));
+  push_buf_raw(b, ",\"offset\":", 10);
+  push_buf_u64(b, pos->offset);
+  push_hook_send(ps, b);
+}
+
 int push_publish(push_server *ps, const char *channel,
                  const push_publication *p, push_pos *pos, push_op *op,
                  push_engine_cb on_done) {
+  int hook = push_hook_on(ps, PUSH_WH_PUBLISH);
+  push_buf b = {0};
+  if (hook) {
+    hook_publish_begin(ps, &b, channel, p);
+  }
+  pos->set = 0;
   int rv = push_engine_publish(ps->engine, channel, p, pos, on_done, op);
-  ps->publications += rv == PUSH_ENGINE_OK;
+  if (rv == PUSH_ENGINE_OK && pos->set == 2) {
+    ps->idempotent_hits++;
+  } else if (rv == PUSH_ENGINE_OK) {
+    ps->publications++;
+    if (hook) {
+      hook_publish_end(ps, &b, pos);
+    }
+  } else if (rv == PUSH_ENGINE_PENDING && hook && b.p) {
+    op->hook = b.p; /* ends when the engine answers (push_publish_done) */
+    op->hook_len = b.len;
+    b.p = NULL;
+  }
+  push_buf_free(&b);
   return rv;
+}
+
+void push_publish_done(push_op *op, const push_engine_reply *rep) {
+  push_server *ps = op->ps;
+  if (rep->status == PUSH_ENGINE_OK && rep->duplicate) {
+    ps->idempotent_hits++;
+  } else if (rep->status == PUSH_ENGINE_OK) {
+    ps->publications++;
+    if (op->hook) {
+      push_buf b = {op->hook, op->hook_len, op->hook_len};
+      op->hook = NULL;
+      hook_publish_end(ps, &b, &rep->pos);
+      push_buf_free(&b);
+    }
+  }
 }
 
 int push_channel_room(push_server *ps, const char *channel) {

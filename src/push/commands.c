@@ -80,41 +80,104 @@ static int check_token(push_client *c, uint64_t id, push_json tok,
   return -1;
 }
 
-static void cmd_connect(push_client *c, const push_cmd *cmd) {
+/* The end of a connect, once the user is known: the connection limit,
+ * then the reply, the webhook and the server-side subscriptions. subs:
+ * channels to subscribe (the token's "subs", the connect proxy's
+ * "channels"); taken and freed. */
+static void connect_done(push_client *c, uint64_t id, char **subs,
+                         size_t nsubs);
+
+static void free_list(char **l, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(l[i]);
+  }
+  free(l);
+}
+
+/* What waits for the engine to count the user's connections. */
+typedef struct connect_wait {
+  char **subs;
+  size_t nsubs;
+  char user[256], id[32]; /* to uncount it if the client left meanwhile */
+} connect_wait;
+
+static void connect_reply(push_client *c, uint64_t id, char **subs,
+                          size_t nsubs);
+
+static void on_user_counted(void *ud, const push_engine_reply *rep) {
+  push_op *op = ud;
+  push_client *c = op->c;
+  connect_wait *w = (connect_wait *)(void *)op->data;
+  op->data = NULL;
+  if ((c == NULL || c->gone) && rep->status == PUSH_ENGINE_OK && rep->allowed &&
+      w) {
+    push_engine_user_remove(op->ps->engine, w->user, w->id);
+  } else if (c != NULL && !c->gone) {
+    c->connecting = 0;
+    if (rep->status != PUSH_ENGINE_OK) {
+      push_client_engine_down(c, op->id);
+      push_client_disconnect(c, PUSH_D_BACKEND, "engine unavailable");
+    } else if (!rep->allowed) {
+      c->ps->user_limit_refusals++;
+      push_client_error(c, op->id, PUSH_E_LIMIT,
+                        "too many connections for this user", 0);
+      push_client_disconnect(c, PUSH_D_CONNECTION_LIMIT, "connection limit");
+    } else {
+      c->counted = 1; /* client_gone uncounts it */
+      connect_reply(c, op->id, w ? w->subs : NULL, w ? w->nsubs : 0);
+      if (w) {
+        w->subs = NULL;
+        w->nsubs = 0;
+      }
+    }
+  }
+  if (w) {
+    free_list(w->subs, w->nsubs);
+    free(w);
+  }
+  push_op_free(op);
+}
+
+static void connect_done(push_client *c, uint64_t id, char **subs,
+                         size_t nsubs) {
   push_server *ps = c->ps;
-  if (c->connected) {
-    push_client_error(c, cmd->id, PUSH_E_BAD_REQUEST, "already connected", 0);
+  uint32_t limit = ps->cfg->user_connection_limit;
+  if (limit == 0 || c->user[0] == 0) {
+    connect_reply(c, id, subs, nsubs);
     return;
   }
-  if (cmd->token.n > 0) {
-    push_jwt_claims cl;
-    memset(&cl, 0, sizeof(cl));
-    if (check_token(c, cmd->id, cmd->token, &cl) != 0) {
-      return;
-    }
-    push_client_take_claims(c, &cl);
-  } else if (!ps->cfg->anonymous) {
-    ps->auth_failures++;
-    push_client_error(c, cmd->id, PUSH_E_UNAUTHORIZED, "a token is required",
-                      0);
-    push_client_disconnect(c, PUSH_D_INVALID_TOKEN, "token required");
+  push_op *op = push_op_new(ps, c, NULL, id, NULL);
+  connect_wait *w = op ? calloc(1, sizeof(*w)) : NULL;
+  if (w == NULL) {
+    push_op_free(op);
+    free_list(subs, nsubs);
+    push_client_error(c, id, PUSH_E_INTERNAL, "out of memory", 1);
+    push_client_disconnect(c, PUSH_D_BACKEND, "out of memory");
     return;
   }
-  if (c->info == NULL && cmd->name.n > 0) {
-    /* A name the client gives itself is shown in presence as info.name;
-     * it is never taken for the user id, which only a token can set. */
-    char name[128];
-    long n = push_json_str(cmd->name, name, sizeof(name));
-    push_buf b = {0};
-    if (n > 0 && push_buf_raw(&b, "{\"name\":", 8) == 0 &&
-        push_buf_str(&b, name, (size_t)n) == 0 &&
-        push_buf_raw(&b, "}", 1) == 0 && push_buf_raw(&b, "", 1) == 0) {
-      c->info = b.p; /* NUL-terminated by the last append */
-      b.p = NULL;
-    }
-    push_buf_free(&b);
+  w->subs = subs;
+  w->nsubs = nsubs;
+  snprintf(w->user, sizeof(w->user), "%s", c->user);
+  snprintf(w->id, sizeof(w->id), "%s", c->id);
+  op->data = (char *)w; /* freed by on_user_counted, never as a string */
+  int allowed = 0;
+  c->connecting = 1;
+  int rv = push_engine_user_add(ps->engine, c->user, c->id, limit, &allowed,
+                                on_user_counted, op);
+  if (rv == PUSH_ENGINE_PENDING) {
+    return;
   }
+  push_engine_reply rep = {.status = rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                          : PUSH_ENGINE_DOWN,
+                           .allowed = allowed};
+  on_user_counted(op, &rep);
+}
+
+static void connect_reply(push_client *c, uint64_t id, char **subs,
+                          size_t nsubs) {
+  push_server *ps = c->ps;
   c->connected = 1;
+  c->connecting = 0;
   ps->connects_total++;
   push_buf b = {0};
   push_buf_raw(&b, "{\"client\":", 10);
@@ -125,18 +188,220 @@ static void cmd_connect(push_client *c, const push_cmd *cmd) {
                sizeof(",\"version\":\"" HERALD_VERSION_STRING "\",\"ping\":") -
                    1);
   push_buf_u64(&b, ps->cfg->ping_interval_s);
+  if (c->exp) {
+    int64_t ttl = c->exp - push_now_ms() / 1000;
+    push_buf_raw(&b, ",\"expires\":true,\"ttl\":", 22);
+    push_buf_u64(&b, ttl > 0 ? (uint64_t)ttl : 0);
+  }
   push_buf_raw(&b, "}", 1);
-  push_client_reply(c, cmd->id, &b);
+  push_client_reply(c, id, &b);
   push_buf_free(&b);
   char esc[PUSH_LOG_VAL];
   push_log(PUSH_LOG_INFO, "ev=connect client=%s user=\"%s\"", c->id,
            push_log_esc(esc, sizeof(esc), c->user, strlen(c->user)));
+  if (push_hook_on(ps, PUSH_WH_CONNECT)) {
+    c->announced = 1;
+    push_buf h = {0};
+    push_hook_begin(ps, &h, "connect");
+    push_buf_raw(&h, ",\"client\":", 10);
+    push_buf_str(&h, c->id, strlen(c->id));
+    push_buf_raw(&h, ",\"user\":", 8);
+    push_buf_str(&h, c->user, strlen(c->user));
+    push_buf_raw(
+        &h, c->sse ? ",\"transport\":\"sse\"" : ",\"transport\":\"websocket\"",
+        c->sse ? 18 : 24);
+    push_hook_send(ps, &h);
+    push_buf_free(&h);
+  }
+  for (size_t i = 0; i < nsubs && !c->gone; i++) {
+    push_server_subscribe(c, subs[i]);
+  }
+  free_list(subs, nsubs);
+}
+
+/* A name the client gives itself is shown in presence as info.name; it is
+ * never taken for the user id, which only a token or the backend sets. */
+static void take_name(push_client *c, push_json name) {
+  if (c->info != NULL || name.n == 0) {
+    return;
+  }
+  char text[128];
+  long n = push_json_str(name, text, sizeof(text));
+  push_buf b = {0};
+  if (n > 0 && push_buf_raw(&b, "{\"name\":", 8) == 0 &&
+      push_buf_str(&b, text, (size_t)n) == 0 && push_buf_raw(&b, "}", 1) == 0 &&
+      push_buf_raw(&b, "", 1) == 0) {
+    c->info = b.p; /* NUL-terminated by the last append */
+    b.p = NULL;
+  }
+  push_buf_free(&b);
+}
+
+/* Reads an array of channel names (the connect proxy's "channels"). */
+static int read_channels(push_json v, char ***out, size_t *n) {
+  size_t pos = 0, count = 0;
+  push_json e;
+  *out = NULL;
+  *n = 0;
+  if (push_json_type_of(v) != PUSH_JSON_ARRAY) {
+    return -1;
+  }
+  while (push_json_next(v, &pos, NULL, &e)) {
+    count++;
+  }
+  if (count == 0) {
+    return 0;
+  }
+  if ((*out = calloc(count, sizeof(char *))) == NULL) {
+    return -1;
+  }
+  pos = 0;
+  while (push_json_next(v, &pos, NULL, &e)) {
+    char name[PUSH_CHANNEL_MAX + 1];
+    long len = push_json_str(e, name, sizeof(name));
+    if (len < 0 || !push_channel_valid(name, (size_t)len) ||
+        ((*out)[*n] = strdup(name)) == NULL) {
+      free_list(*out, *n);
+      *out = NULL;
+      *n = 0;
+      return -1;
+    }
+    (*n)++;
+  }
+  return 0;
+}
+
+/* The backend's answer to a connect: {"user", "expire_at"?, "info"?,
+ * "channels"?}. */
+static void connect_proxied(push_op *op, const push_proxy_answer *a) {
+  push_client *c = op->c;
+  uint64_t id = op->id;
+  push_op_free(op);
+  if (c == NULL || c->gone) {
+    return;
+  }
+  c->connecting = 0;
+  if (a->kind != PUSH_PROXY_RESULT) {
+    c->ps->auth_failures += a->kind == PUSH_PROXY_ERROR;
+    push_proxy_reply(c, id, a);
+    if (!c->gone) {
+      int temp = a->kind == PUSH_PROXY_UNAVAILABLE || a->temporary;
+      push_client_disconnect(c, temp ? PUSH_D_BACKEND : PUSH_D_INVALID_TOKEN,
+                             temp ? "backend unavailable" : "refused");
+    }
+    return;
+  }
+  push_json v;
+  uint64_t exp = 0;
+  char **subs = NULL;
+  size_t nsubs = 0;
+  const char *bad = NULL;
+  if (push_json_get(a->result, "user", &v) &&
+      push_json_str(v, c->user, sizeof(c->user)) < 0) {
+    bad = "user";
+  } else if (push_json_get(a->result, "expire_at", &v) &&
+             push_json_u64(v, &exp) != 0) {
+    bad = "expire_at";
+  } else if (push_json_get(a->result, "channels", &v) &&
+             read_channels(v, &subs, &nsubs) != 0) {
+    bad = "channels";
+  }
+  if (bad != NULL) {
+    c->user[0] = 0;
+    push_log(PUSH_LOG_WARN,
+             "ev=proxy_unavailable kind=connect error=\"bad %s\"", bad);
+    c->ps->proxy[PUSH_PROXY_CONNECT].unavailable++;
+    push_client_error(c, id, PUSH_E_BACKEND, "backend gave a bad answer", 1);
+    push_client_disconnect(c, PUSH_D_BACKEND, "backend unavailable");
+    return;
+  }
+  if (push_json_get(a->result, "info", &v) &&
+      push_json_type_of(v) != PUSH_JSON_NULL) {
+    char *info = malloc(v.n + 1);
+    if (info != NULL) {
+      memcpy(info, v.p, v.n);
+      info[v.n] = 0;
+      free(c->info);
+      c->info = info;
+    }
+  }
+  if (exp != 0 && (int64_t)exp <= push_now_ms() / 1000) {
+    free_list(subs, nsubs);
+    push_client_error(c, id, PUSH_E_TOKEN_EXPIRED, "credentials expired", 0);
+    push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
+    return;
+  }
+  c->exp = (int64_t)exp;
+  c->exp_by_proxy = exp != 0;
+  connect_done(c, id, subs, nsubs);
+}
+
+static void cmd_connect(push_client *c, const push_cmd *cmd) {
+  push_server *ps = c->ps;
+  const push_backend_config *bc = &ps->cfg->backend;
+  if (c->connected || c->connecting) {
+    push_client_error(c, cmd->id, PUSH_E_BAD_REQUEST, "already connected", 0);
+    return;
+  }
+  if (bc->connect_url && (cmd->token.n == 0 || bc->connect_always)) {
+    push_op *op = push_op_new(ps, c, NULL, cmd->id, NULL);
+    if (op == NULL) {
+      push_client_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+      return;
+    }
+    take_name(c, cmd->name);
+    push_buf b = {0};
+    push_proxy_body(&b, c, 0);
+    if (cmd->name.n) {
+      push_buf_raw(&b, ",\"name\":", 8);
+      push_buf_raw(&b, cmd->name.p, cmd->name.n);
+    }
+    if (cmd->token.n) {
+      push_buf_raw(&b, ",\"token\":", 9);
+      push_buf_raw(&b, cmd->token.p, cmd->token.n);
+    }
+    if (cmd->data.n) {
+      push_buf_raw(&b, ",\"data\":", 8);
+      push_buf_raw(&b, cmd->data.p, cmd->data.n);
+    }
+    push_buf_raw(&b, "}", 1);
+    c->connecting = 1;
+    push_proxy_call(ps, PUSH_PROXY_CONNECT, bc->connect_url, op, &b,
+                    connect_proxied);
+    push_buf_free(&b);
+    return;
+  }
+  char **subs = NULL;
+  size_t nsubs = 0;
+  if (cmd->token.n > 0) {
+    push_jwt_claims cl;
+    memset(&cl, 0, sizeof(cl));
+    if (check_token(c, cmd->id, cmd->token, &cl) != 0) {
+      return;
+    }
+    subs = cl.subs;
+    nsubs = cl.nsubs;
+    cl.subs = NULL;
+    cl.nsubs = 0;
+    push_client_take_claims(c, &cl);
+  } else if (!ps->cfg->anonymous) {
+    ps->auth_failures++;
+    push_client_error(c, cmd->id, PUSH_E_UNAUTHORIZED, "a token is required",
+                      0);
+    push_client_disconnect(c, PUSH_D_INVALID_TOKEN, "token required");
+    return;
+  }
+  take_name(c, cmd->name);
+  connect_done(c, cmd->id, subs, nsubs);
 }
 
 /* ---- subscribe and unsubscribe ---------------------------------------- */
 
-int push_may_subscribe(push_client *c, const push_ns *ns, const char *channel,
-                       push_json token) {
+/* May c subscribe to channel? Its claims, or a subscription token (whose
+ * exp goes to *exp; 0 when none was needed). */
+static int may_subscribe(push_client *c, const push_ns *ns, const char *channel,
+                         push_json token, int64_t *exp) {
+  *exp = 0;
   for (size_t i = 0; i < c->nallowed; i++) {
     if (strcmp(c->allowed[i], channel) == 0) {
       return 1;
@@ -156,15 +421,53 @@ int push_may_subscribe(push_client *c, const push_ns *ns, const char *channel,
            push_jwt_verify(text, (size_t)n, &c->ps->keys, push_now_ms() / 1000,
                            1, &cl) == PUSH_JWT_OK &&
            strcmp(cl.sub, c->user) == 0 && strcmp(cl.channel, channel) == 0;
-  if (n >= 0 && ok) {
-    push_jwt_claims_free(&cl);
-  } else if (cl.info || cl.channels) {
-    push_jwt_claims_free(&cl);
+  if (ok) {
+    *exp = cl.exp;
   }
+  push_jwt_claims_free(&cl);
   return ok;
 }
 
+int push_may_subscribe(push_client *c, const push_ns *ns, const char *channel,
+                       push_json token) {
+  int64_t exp;
+  return may_subscribe(c, ns, channel, token, &exp);
+}
+
 static void subscribe_done(push_op *op, int status);
+
+/* The backend's answer to a subscribe: {} (or "expire_at"), then the
+ * subscription goes on as if no backend were asked. */
+static void subscribe_proxied(push_op *op, const push_proxy_answer *a) {
+  push_client *c = op->c;
+  if (c == NULL || c->gone || op->cancelled) {
+    push_op_free(op); /* unsubscribed meanwhile: that was answered */
+    return;
+  }
+  if (a->kind != PUSH_PROXY_RESULT) {
+    uint64_t id = op->id;
+    push_op_free(op);
+    push_proxy_reply(c, id, a);
+    return;
+  }
+  push_json v;
+  uint64_t exp = 0;
+  if (push_json_get(a->result, "expire_at", &v) &&
+      push_json_u64(v, &exp) != 0) {
+    exp = 0;
+  }
+  op->limit = exp; /* carried to subscribe_done as the sub's exp */
+  op->synced = subscribe_done;
+  push_op_sync(op);
+}
+
+/* Starts the subscription op for c (a command's, or the server's). */
+static void subscribe_start(push_op *op, int64_t exp) {
+  op->synced = subscribe_done;
+  op->subscribe = 1;
+  op->limit = (uint64_t)exp;
+  push_op_sync(op);
+}
 
 static void cmd_subscribe(push_client *c, const push_cmd *cmd) {
   push_server *ps = c->ps;
@@ -188,7 +491,9 @@ static void cmd_subscribe(push_client *c, const push_cmd *cmd) {
     push_client_error(c, cmd->id, PUSH_E_LIMIT, "too many channels", 0);
     return;
   }
-  if (!push_may_subscribe(c, ns, cmd->channel, cmd->token)) {
+  int64_t exp = 0;
+  if (ns->subscribe_proxy_url == NULL &&
+      !may_subscribe(c, ns, cmd->channel, cmd->token, &exp)) {
     ps->auth_failures++;
     push_client_error(c, cmd->id, PUSH_E_PERMISSION,
                       "this channel needs a valid subscription token", 0);
@@ -202,10 +507,70 @@ static void cmd_subscribe(push_client *c, const push_cmd *cmd) {
     push_client_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
     return;
   }
-  op->synced = subscribe_done;
-  op->subscribe = 1;
   op->since = cmd->since;
-  push_op_sync(op);
+  if (ns->subscribe_proxy_url != NULL) {
+    /* The backend decides: it gets the channel, and the token if any. */
+    op->subscribe = 1; /* a second subscribe is refused meanwhile */
+    push_buf b = {0};
+    push_proxy_body(&b, c, 1);
+    push_buf_raw(&b, ",\"channel\":", 11);
+    push_buf_str(&b, cmd->channel, strlen(cmd->channel));
+    if (cmd->token.n) {
+      push_buf_raw(&b, ",\"token\":", 9);
+      push_buf_raw(&b, cmd->token.p, cmd->token.n);
+    }
+    push_buf_raw(&b, "}", 1);
+    push_proxy_call(ps, PUSH_PROXY_SUBSCRIBE, ns->subscribe_proxy_url, op, &b,
+                    subscribe_proxied);
+    push_buf_free(&b);
+    return;
+  }
+  subscribe_start(op, exp);
+}
+
+int push_server_subscribe(push_client *c, const char *channel) {
+  push_server *ps = c->ps;
+  const char *why = NULL;
+  if (!push_channel_valid(channel, strlen(channel)) ||
+      push_hub_ns(ps->hub, channel) == NULL) {
+    why = "unknown namespace";
+  } else if (push_client_subscribed(c, channel) ||
+             push_op_pending_sub(c, channel) != NULL) {
+    why = "already subscribed";
+  } else if (c->nsubs + push_op_npending_subs(c) >= ps->cfg->max_channels) {
+    why = "max_channels";
+  } else if (!push_channel_room(ps, channel)) {
+    why = "max_channels_total";
+  }
+  push_op *op = why ? NULL : push_op_new(ps, c, NULL, 0, channel);
+  if (op == NULL) {
+    char esc[PUSH_LOG_VAL];
+    push_log(PUSH_LOG_WARN,
+             "ev=server_subscribe_refused client=%s channel=\"%s\" why=%s",
+             c->id, push_log_esc(esc, sizeof(esc), channel, strlen(channel)),
+             why ? why : "out of memory");
+    return -1;
+  }
+  op->server_side = 1;
+  subscribe_start(op, 0);
+  return 0;
+}
+
+/* {"push":{"channel":C,"<what>":{...}}} of a server-side subscription. */
+static void push_sub_event(push_client *c, const char *channel,
+                           const char *what, const push_buf *body) {
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"push\":{\"channel\":", 19);
+  push_buf_str(&b, channel, strlen(channel));
+  push_buf_raw(&b, ",\"", 2);
+  push_buf_raw(&b, what, strlen(what));
+  push_buf_raw(&b, "\":", 2);
+  push_buf_raw(&b, body->p, body->len);
+  push_buf_raw(&b, "}}", 2);
+  if (b.p) {
+    push_send_text(c, b.p, b.len);
+  }
+  push_buf_free(&b);
 }
 
 /* The second half of subscribe, once the channel is current. */
@@ -221,7 +586,9 @@ static void subscribe_done(push_op *op, int status) {
     return;
   }
   if (!ok) {
-    push_client_engine_down(c, op->id);
+    if (!op->server_side) {
+      push_client_engine_down(c, op->id);
+    }
     return;
   }
   const push_ns *ns = push_hub_ns(ps->hub, channel);
@@ -236,6 +603,7 @@ static void subscribe_done(push_op *op, int status) {
     push_client_drop_sub(c, channel);
     goto nomem;
   }
+  push_client_set_sub_exp(c, channel, (int64_t)op->limit);
   if (r.recovered && push_result_bytes(&r) > ps->cfg->output_cap / 2) {
     /* More to replay than the client may have queued: say so rather than
      * drop it. The client reloads its state (docs/protocol.md). */
@@ -246,18 +614,39 @@ static void subscribe_done(push_op *op, int status) {
   }
   push_buf b = {0};
   push_put_result(&b, &r, op->since.set, op->since.set && r.recovered);
-  push_client_reply(c, op->id, &b);
+  if (op->server_side) {
+    push_sub_event(c, channel, "subscribe", &b);
+  } else {
+    push_client_reply(c, op->id, &b);
+  }
   push_buf_free(&b);
   push_result_free(&r);
   if (ns && ns->presence && !c->gone) {
     push_member m = push_client_member(c);
     push_engine_presence_add(ps->engine, channel, &m, 1);
   }
+  push_client_joined(c, channel);
   push_log(PUSH_LOG_DEBUG, "ev=subscribe client=%s channel=%s", c->id, channel);
   return;
 nomem:
   push_engine_release(ps->engine, channel);
-  push_client_error(c, op->id, PUSH_E_INTERNAL, "out of memory", 1);
+  if (!op->server_side) {
+    push_client_error(c, op->id, PUSH_E_INTERNAL, "out of memory", 1);
+  }
+}
+
+/* Ends c's subscription to channel (it is subscribed). */
+static void unsubscribe_now(push_client *c, const char *channel) {
+  push_server *ps = c->ps;
+  const push_ns *ns = push_hub_ns(ps->hub, channel);
+  push_hub_unsubscribe(ps->hub, channel, c);
+  if (ns && ns->presence) {
+    push_member m = push_client_member(c);
+    push_engine_presence_remove(ps->engine, channel, &m);
+  }
+  push_client_left(c, channel);
+  push_engine_release(ps->engine, channel);
+  push_client_drop_sub(c, channel);
 }
 
 static void cmd_unsubscribe(push_client *c, const push_cmd *cmd) {
@@ -272,32 +661,92 @@ static void cmd_unsubscribe(push_client *c, const push_cmd *cmd) {
     push_client_error(c, cmd->id, PUSH_E_NOT_SUBSCRIBED, "not subscribed", 0);
     return;
   } else {
-    push_server *ps = c->ps;
-    const push_ns *ns = push_hub_ns(ps->hub, cmd->channel);
-    push_hub_unsubscribe(ps->hub, cmd->channel, c);
-    if (ns && ns->presence) {
-      push_member m = push_client_member(c);
-      push_engine_presence_remove(ps->engine, cmd->channel, &m);
-    }
-    push_engine_release(ps->engine, cmd->channel);
-    push_client_drop_sub(c, cmd->channel);
+    unsubscribe_now(c, cmd->channel);
   }
   reply_empty(c, cmd->id);
+}
+
+int push_server_unsubscribe(push_client *c, const char *channel,
+                            const char *reason) {
+  push_op *op = push_op_pending_sub(c, channel);
+  if (op != NULL) {
+    op->cancelled = 1;
+    return 1;
+  }
+  if (!push_client_subscribed(c, channel)) {
+    return 0;
+  }
+  unsubscribe_now(c, channel);
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"reason\":", 10);
+  push_buf_str(&b, reason, strlen(reason));
+  push_buf_raw(&b, "}", 1);
+  push_sub_event(c, channel, "unsubscribe", &b);
+  push_buf_free(&b);
+  return 1;
 }
 
 /* ---- publish ---------------------------------------------------------- */
 
 static void on_published(void *ud, const push_engine_reply *rep) {
   push_op *op = ud;
+  push_publish_done(op, rep);
   if (rep->status != PUSH_ENGINE_OK) {
     push_op_engine_down(op);
-  } else {
-    op->ps->publications++;
-    if (op->c != NULL && !op->c->gone) {
-      push_client_reply_pos(op->c, op->id, &rep->pos);
-    }
+  } else if (op->c != NULL && !op->c->gone) {
+    push_client_reply_pos(op->c, op->id, &rep->pos);
   }
   push_op_free(op);
+}
+
+/* Publishes for c (the command's, or the backend's replacement data). */
+static void publish_now(push_client *c, push_op *op, const char *channel,
+                        push_publication *p) {
+  push_pos pos;
+  uint64_t id = op->id;
+  p->idem = op->idem[0] ? op->idem : NULL;
+  int rv = push_publish(c->ps, channel, p, &pos, op, on_published);
+  if (rv == PUSH_ENGINE_PENDING) {
+    return;
+  }
+  push_op_free(op);
+  if (rv == PUSH_ENGINE_OK) {
+    /* The hot command: its result goes through the scratch buffer too. */
+    push_client_reply_pos(c, id, &pos);
+  } else if (rv == PUSH_ENGINE_DOWN) {
+    push_client_engine_down(c, id);
+  } else {
+    push_client_error(c, id, PUSH_E_INTERNAL, "out of memory", 1);
+  }
+}
+
+/* The backend's answer to a publish: {} publishes the data as sent;
+ * {"data": X} publishes X instead. */
+static void publish_proxied(push_op *op, const push_proxy_answer *a) {
+  push_client *c = op->c;
+  if (c == NULL || c->gone) {
+    push_op_free(op);
+    return;
+  }
+  if (a->kind != PUSH_PROXY_RESULT) {
+    uint64_t id = op->id;
+    push_op_free(op);
+    push_proxy_reply(c, id, a);
+    return;
+  }
+  push_publication p = {{NULL, 0}, {NULL, 0}, c->id, c->user, NULL};
+  push_json v;
+  char channel[PUSH_CHANNEL_MAX + 1];
+  snprintf(channel, sizeof(channel), "%s", op->channel);
+  if (push_json_get(a->result, "data", &v)) {
+    p.data = v;
+  } else if (op->data_b64) {
+    p.b64 = (push_json){op->data, op->data_len};
+  } else {
+    p.data = (push_json){op->data, op->data_len};
+  }
+  op->channel[0] = 0; /* the op is a publish's now: no channel copy */
+  publish_now(c, op, channel, &p);
 }
 
 static void cmd_publish(push_client *c, const push_cmd *cmd) {
@@ -317,26 +766,41 @@ static void cmd_publish(push_client *c, const push_cmd *cmd) {
       !channel_room(c, cmd->id, cmd->channel)) {
     return;
   }
-  push_op *op = push_op_new(c->ps, c, NULL, cmd->id, NULL);
+  int proxied = ns->publish_proxy_url != NULL;
+  push_op *op =
+      push_op_new(c->ps, c, NULL, cmd->id, proxied ? cmd->channel : NULL);
   if (op == NULL) {
     push_client_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
     return;
   }
-  push_publication p = {cmd->data, cmd->b64, c->id, c->user};
-  push_pos pos;
-  int rv = push_publish(c->ps, cmd->channel, &p, &pos, op, on_published);
-  if (rv == PUSH_ENGINE_PENDING) {
+  memcpy(op->idem, cmd->idem, sizeof(op->idem));
+  if (proxied) {
+    /* The command's bytes go with the frame: keep the data. */
+    push_json d = cmd->b64.n ? cmd->b64 : cmd->data;
+    op->data = malloc(d.n ? d.n : 1);
+    if (op->data == NULL) {
+      push_op_free(op);
+      push_client_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+      return;
+    }
+    memcpy(op->data, d.p, d.n);
+    op->data_len = d.n;
+    op->data_b64 = cmd->b64.n != 0;
+    push_buf b = {0};
+    push_proxy_body(&b, c, 1);
+    push_buf_raw(&b, ",\"channel\":", 11);
+    push_buf_str(&b, cmd->channel, strlen(cmd->channel));
+    push_buf_raw(&b, op->data_b64 ? ",\"b64data\":" : ",\"data\":",
+                 op->data_b64 ? 11 : 8);
+    push_buf_raw(&b, d.p, d.n);
+    push_buf_raw(&b, "}", 1);
+    push_proxy_call(c->ps, PUSH_PROXY_PUBLISH, ns->publish_proxy_url, op, &b,
+                    publish_proxied);
+    push_buf_free(&b);
     return;
   }
-  push_op_free(op);
-  if (rv == PUSH_ENGINE_OK) {
-    /* The hot command: its result goes through the scratch buffer too. */
-    push_client_reply_pos(c, cmd->id, &pos);
-  } else if (rv == PUSH_ENGINE_DOWN) {
-    push_client_engine_down(c, cmd->id);
-  } else {
-    push_client_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
-  }
+  push_publication p = {cmd->data, cmd->b64, c->id, c->user, NULL};
+  publish_now(c, op, cmd->channel, &p);
 }
 
 /* ---- presence and history --------------------------------------------- */
@@ -453,6 +917,245 @@ static void cmd_ping(push_client *c, const push_cmd *cmd) {
   reply_empty(c, cmd->id);
 }
 
+/* ---- credentials: refresh, sub_refresh ------------------------------- */
+
+/* {"expires":true,"ttl":N} */
+static void reply_ttl(push_client *c, uint64_t id, int64_t exp) {
+  push_buf b = {0};
+  int64_t ttl = exp - push_now_ms() / 1000;
+  if (exp == 0) {
+    push_buf_raw(&b, "{\"expires\":false}", 17);
+  } else {
+    push_buf_raw(&b, "{\"expires\":true,\"ttl\":", 22);
+    push_buf_u64(&b, ttl > 0 ? (uint64_t)ttl : 0);
+    push_buf_raw(&b, "}", 1);
+  }
+  push_client_reply(c, id, &b);
+  push_buf_free(&b);
+}
+
+/* A new connection token for the same user: the connection lives on until
+ * its exp. A token for another user, or a bad one, ends the connection as
+ * at connect. */
+static void cmd_refresh(push_client *c, const push_cmd *cmd) {
+  push_jwt_claims cl;
+  memset(&cl, 0, sizeof(cl));
+  if (check_token(c, cmd->id, cmd->token, &cl) != 0) {
+    return;
+  }
+  if (strcmp(cl.sub, c->user) != 0) {
+    push_jwt_claims_free(&cl);
+    c->ps->auth_failures++;
+    push_client_error(c, cmd->id, PUSH_E_UNAUTHORIZED,
+                      "the token is for another user", 0);
+    push_client_disconnect(c, PUSH_D_INVALID_TOKEN, "invalid token");
+    return;
+  }
+  c->exp = cl.exp;
+  c->exp_by_proxy = 0;
+  c->refresh_sent = 0;
+  push_jwt_claims_free(&cl);
+  c->ps->refreshes++;
+  reply_ttl(c, cmd->id, c->exp);
+}
+
+static void cmd_sub_refresh(push_client *c, const push_cmd *cmd) {
+  push_server *ps = c->ps;
+  const push_ns *ns = push_hub_ns(ps->hub, cmd->channel);
+  int64_t exp = 0;
+  if (!push_client_subscribed(c, cmd->channel) || ns == NULL) {
+    push_client_error(c, cmd->id, PUSH_E_NOT_SUBSCRIBED, "not subscribed", 0);
+    return;
+  }
+  /* A private channel needs a valid subscription token; others take any
+   * valid one, so a subscription's exp can be extended wherever it came
+   * from. */
+  push_ns strict = *ns;
+  strict.private_channels = 1;
+  size_t nallowed = c->nallowed;
+  c->nallowed = 0; /* the claim does not stand in for the token here */
+  int ok = may_subscribe(c, &strict, cmd->channel, cmd->token, &exp);
+  c->nallowed = nallowed;
+  if (!ok) {
+    ps->auth_failures++;
+    push_client_error(c, cmd->id, PUSH_E_PERMISSION,
+                      "invalid or expired subscription token", 0);
+    return;
+  }
+  push_client_set_sub_exp(c, cmd->channel, exp);
+  ps->refreshes++;
+  reply_ttl(c, cmd->id, exp);
+}
+
+/* The backend's answer to a refresh: {"expire_at": N} extends the
+ * connection, {"expired": true} ends it (3006). */
+static void refresh_proxied(push_op *op, const push_proxy_answer *a) {
+  push_client *c = op->c;
+  push_op_free(op);
+  if (c == NULL || c->gone) {
+    return;
+  }
+  c->refreshing = 0;
+  push_json v;
+  uint64_t exp = 0;
+  if (a->kind == PUSH_PROXY_DISCONNECT) {
+    push_client_disconnect(c, a->code, a->message);
+  } else if (a->kind != PUSH_PROXY_RESULT) {
+    /* Unavailable or refused: asked again next second, until exp. */
+  } else if (push_json_get(a->result, "expired", &v) &&
+             push_json_type_of(v) == PUSH_JSON_TRUE) {
+    c->ps->tokens_expired++;
+    push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
+  } else if (push_json_get(a->result, "expire_at", &v) &&
+             push_json_u64(v, &exp) == 0) {
+    c->exp = (int64_t)exp;
+    c->ps->refreshes++;
+    if (push_json_get(a->result, "info", &v) &&
+        push_json_type_of(v) != PUSH_JSON_NULL) {
+      char *info = malloc(v.n + 1);
+      if (info != NULL) {
+        memcpy(info, v.p, v.n);
+        info[v.n] = 0;
+        free(c->info);
+        c->info = info;
+      }
+    }
+  }
+}
+
+static void ask_refresh(push_client *c) {
+  push_server *ps = c->ps;
+  push_op *op = push_op_new(ps, c, NULL, 0, NULL);
+  if (op == NULL) {
+    return;
+  }
+  c->refreshing = 1;
+  push_buf b = {0};
+  push_proxy_body(&b, c, 1);
+  push_buf_raw(&b, "}", 1);
+  push_proxy_call(ps, PUSH_PROXY_REFRESH, ps->cfg->backend.refresh_url, op, &b,
+                  refresh_proxied);
+  push_buf_free(&b);
+}
+
+/* {"push":{"refresh":{"ttl":N}}} or {"push":{"channel":C,"sub_refresh":
+ * {"ttl":N}}}: ask the client for a new token before exp. */
+static void push_refresh(push_client *c, const char *channel, int64_t ttl) {
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"push\":{", 9);
+  if (channel) {
+    push_buf_raw(&b, "\"channel\":", 10);
+    push_buf_str(&b, channel, strlen(channel));
+    push_buf_raw(&b, ",\"sub_refresh\":{\"ttl\":", 22);
+  } else {
+    push_buf_raw(&b, "\"refresh\":{\"ttl\":", 17);
+  }
+  push_buf_u64(&b, ttl > 0 ? (uint64_t)ttl : 0);
+  push_buf_raw(&b, "}}}", 3);
+  if (b.p) {
+    push_send_text(c, b.p, b.len);
+  }
+  push_buf_free(&b);
+  c->ps->refresh_pushes++;
+}
+
+void push_credentials_tick(push_server *ps, int64_t now_ms) {
+  int64_t now = now_ms / 1000;
+  int64_t ahead = ps->cfg->refresh_ahead_s;
+  const char *refresh_url = ps->cfg->backend.refresh_url;
+  for (push_client *c = ps->clients, *next; c; c = next) {
+    next = c->next;
+    if (c->gone) {
+      continue;
+    }
+    if (c->exp != 0 && c->exp <= now) {
+      /* A connection whose credentials expire is told then (3006:
+       * reconnect with new ones), not left open on them. */
+      ps->tokens_expired++;
+      push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
+      continue;
+    }
+    if (c->exp != 0 && c->exp - now <= ahead) {
+      if (c->exp_by_proxy && refresh_url && !c->refreshing) {
+        ask_refresh(c);
+      } else if (!c->exp_by_proxy && !c->refresh_sent && c->ws) {
+        c->refresh_sent = 1;
+        push_refresh(c, NULL, c->exp - now);
+      }
+    }
+    for (size_t i = 0; c->nsub_exp > 0 && i < c->nsubs && !c->gone; i++) {
+      struct push_sub_exp *x = &c->sub_exp[i];
+      if (x->exp == 0) {
+        continue;
+      }
+      if (x->exp <= now) {
+        char channel[PUSH_CHANNEL_MAX + 1];
+        snprintf(channel, sizeof(channel), "%s", c->subs[i]);
+        ps->sub_expired++;
+        push_server_unsubscribe(c, channel, "subscription expired");
+        i--; /* the last subscription took this place */
+      } else if (x->exp - now <= ahead && !x->warned) {
+        x->warned = 1;
+        push_refresh(c, c->subs[i], x->exp - now);
+      }
+    }
+  }
+}
+
+/* ---- rpc -------------------------------------------------------------- */
+
+static void rpc_proxied(push_op *op, const push_proxy_answer *a) {
+  push_client *c = op->c;
+  uint64_t id = op->id;
+  push_op_free(op);
+  if (c == NULL || c->gone) {
+    return;
+  }
+  if (a->kind != PUSH_PROXY_RESULT) {
+    push_proxy_reply(c, id, a);
+    return;
+  }
+  push_json v;
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"data\":", 8);
+  if (push_json_get(a->result, "data", &v)) {
+    push_buf_raw(&b, v.p, v.n);
+  } else {
+    push_buf_raw(&b, "null", 4);
+  }
+  push_buf_raw(&b, "}", 1);
+  push_client_reply(c, id, &b);
+  push_buf_free(&b);
+}
+
+static void cmd_rpc(push_client *c, const push_cmd *cmd) {
+  push_server *ps = c->ps;
+  if (ps->cfg->backend.rpc_url == NULL) {
+    push_client_error(c, cmd->id, PUSH_E_NOT_AVAILABLE,
+                      "rpc is not configured (proxy.rpc_url)", 0);
+    return;
+  }
+  push_op *op = push_op_new(ps, c, NULL, cmd->id, NULL);
+  if (op == NULL) {
+    push_client_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
+    return;
+  }
+  push_buf b = {0};
+  push_proxy_body(&b, c, 1);
+  push_buf_raw(&b, ",\"method\":", 10);
+  push_buf_raw(&b, cmd->rpc.p, cmd->rpc.n);
+  push_buf_raw(&b, ",\"data\":", 8);
+  if (cmd->data.n) {
+    push_buf_raw(&b, cmd->data.p, cmd->data.n);
+  } else {
+    push_buf_raw(&b, "null", 4);
+  }
+  push_buf_raw(&b, "}", 1);
+  push_proxy_call(ps, PUSH_PROXY_RPC, ps->cfg->backend.rpc_url, op, &b,
+                  rpc_proxied);
+  push_buf_free(&b);
+}
+
 /* ---- dispatch --------------------------------------------------------- */
 
 static void dispatch(push_client *c, const push_cmd *cmd) {
@@ -464,7 +1167,15 @@ static void dispatch(push_client *c, const push_cmd *cmd) {
       [PUSH_PRESENCE] = cmd_presence,
       [PUSH_HISTORY] = cmd_history,
       [PUSH_PING] = cmd_ping,
+      [PUSH_REFRESH] = cmd_refresh,
+      [PUSH_SUB_REFRESH] = cmd_sub_refresh,
+      [PUSH_RPC] = cmd_rpc,
   };
+  if (c->connecting && cmd->method != PUSH_CONNECT) {
+    push_client_error(c, cmd->id, PUSH_E_UNAUTHORIZED,
+                      "wait for the connect reply", 0);
+    return;
+  }
   if (!c->connected && cmd->method != PUSH_CONNECT) {
     push_client_error(c, cmd->id, PUSH_E_UNAUTHORIZED, "connect first", 0);
     push_client_disconnect(c, PUSH_D_BAD_REQUEST, "connect first");
@@ -523,6 +1234,9 @@ static int ws_upgrade(herald_ws *ws, const herald_request *req,
              push_log_esc(esc, sizeof(esc), req->origin.ptr, req->origin.len));
     return 403;
   }
+  /* Headers for the backend (proxy.headers): ws_open, which the runtime
+   * calls next, gives them to the new client. */
+  push_proxy_capture(ps, req);
   /* A Pusher path keeps its verdict on ws: Pusher refuses after the
    * handshake, with its own codes (pusher.c). */
   push_pusher_upgrade(ps, ws, req);
@@ -540,6 +1254,7 @@ static void ws_open(herald_ws *ws, void *ud) {
     herald_ws_close(ws, HERALD_CLOSE_TRY_LATER, "out of memory", 13);
     return;
   }
+  push_proxy_adopt(ps, c);
   c->ws = ws;
   herald_ws_set_data(ws, c);
 }
@@ -602,6 +1317,12 @@ static void ws_close(herald_ws *ws, const herald_close_info *info, void *ud) {
   }
   push_log(PUSH_LOG_INFO, "ev=close client=%s code=%u%s%s", c->id, info->code,
            info->error ? " error=" : "", info->error ? info->error : "");
+  if (c->close_code == 0) {
+    /* The peer closed (or the connection failed): its code. */
+    c->close_code = info->code;
+    snprintf(c->close_reason, sizeof(c->close_reason), "%s",
+             info->error ? info->error : "closed by the client");
+  }
   c->ws = NULL;
   if (c->pusher != NULL) {
     push_pusher_closed(c);

@@ -21,9 +21,16 @@ static void err_set(char *err, size_t errlen, const char *fmt, ...) {
   va_end(ap);
 }
 
+static void ns_free_urls(push_ns *ns) {
+  free((char *)ns->subscribe_proxy_url);
+  free((char *)ns->publish_proxy_url);
+  ns->subscribe_proxy_url = ns->publish_proxy_url = NULL;
+}
+
 static int add_ns(push_config *c, const push_ns *ns) {
   for (size_t i = 0; i < c->nns; i++) {
     if (strcmp(c->ns[i].name, ns->name) == 0) {
+      ns_free_urls(&c->ns[i]);
       c->ns[i] = *ns; /* a later definition replaces an earlier one */
       return 0;
     }
@@ -61,6 +68,18 @@ int push_config_defaults(push_config *c) {
   c->redis.sharded = 1;
   c->redis.presence_ttl_s = 30;
   c->redis.ping_timeout_ms = 3000;
+  c->backend.timeout_ms = 3000;
+  c->backend.max_in_flight = 1000;
+  c->backend.max_response = 1u << 20;
+  c->backend.webhooks_events =
+      PUSH_WH_CONNECT | PUSH_WH_DISCONNECT | PUSH_WH_OCCUPIED | PUSH_WH_VACATED;
+  c->backend.webhooks_max_queue = 10000;
+  c->backend.webhooks_max_queue_bytes = (size_t)64 << 20;
+  c->backend.webhooks_batch = 100;
+  c->backend.webhooks_timeout_ms = 5000;
+  c->refresh_ahead_s = 30;
+  c->idempotency_window_s = 300;
+  c->idempotency_max_keys = 100000;
   /* The default namespace: history for recovery, presence; publishing is
    * for the backend (HTTP API) unless the configuration allows clients. */
   push_ns def = {
@@ -180,6 +199,135 @@ static int load_pem(push_json v, char **out, char *err, size_t errlen) {
   return 0;
 }
 
+/* A URL the backend is reached at: http:// or https://, no spaces. */
+static int url_ok(const char *u) {
+  return (strncmp(u, "http://", 7) == 0 || strncmp(u, "https://", 8) == 0) &&
+         strlen(u) > 8 && strpbrk(u, " \t\r\n") == NULL;
+}
+
+/* A header name: an RFC 9110 token. */
+static int header_name_ok(const char *h) {
+  size_t n = strlen(h);
+  return n > 0 && n < 64 &&
+         strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                   "0123456789!#$%&'*+-.^_`|~") == n;
+}
+
+static const struct {
+  const char *name;
+  unsigned bit;
+} webhook_events[] = {{"connect", PUSH_WH_CONNECT},
+                      {"disconnect", PUSH_WH_DISCONNECT},
+                      {"channel_occupied", PUSH_WH_OCCUPIED},
+                      {"channel_vacated", PUSH_WH_VACATED},
+                      {"join", PUSH_WH_JOIN},
+                      {"leave", PUSH_WH_LEAVE},
+                      {"publish", PUSH_WH_PUBLISH}};
+
+/* "proxy" and "webhooks" (docs/config.md, docs/backend.md). */
+static int load_backend(push_config *c, const char *what, push_json o,
+                        char *err, size_t errlen) {
+  push_backend_config *b = &c->backend;
+  int webhooks = strcmp(what, "webhooks") == 0;
+  if (push_json_type_of(o) != PUSH_JSON_OBJECT) {
+    err_set(err, errlen, "\"%s\" is an object", what);
+    return -1;
+  }
+  size_t pos = 0;
+  push_json key, v;
+  while (push_json_next(o, &pos, &key, &v)) {
+    char k[64] = "";
+    int bad = 0;
+    char **url = NULL;
+    push_json_str(key, k, sizeof(k));
+    if (!webhooks && strcmp(k, "connect_url") == 0) {
+      url = &b->connect_url;
+    } else if (!webhooks && strcmp(k, "refresh_url") == 0) {
+      url = &b->refresh_url;
+    } else if (!webhooks && strcmp(k, "rpc_url") == 0) {
+      url = &b->rpc_url;
+    } else if (!webhooks && strcmp(k, "connect_always") == 0) {
+      bad = json_bool(v, &b->connect_always);
+    } else if (!webhooks && strcmp(k, "timeout_ms") == 0) {
+      bad = json_u32(v, &b->timeout_ms) || b->timeout_ms == 0;
+    } else if (!webhooks && strcmp(k, "max_in_flight") == 0) {
+      bad = json_u32(v, &b->max_in_flight) || b->max_in_flight == 0;
+    } else if (!webhooks && strcmp(k, "max_response_bytes") == 0) {
+      bad = json_size(v, &b->max_response) || b->max_response < 64;
+    } else if (!webhooks && strcmp(k, "headers") == 0) {
+      size_t p2 = 0;
+      push_json h;
+      char tmp[64];
+      bad = push_json_type_of(v) != PUSH_JSON_ARRAY;
+      while (!bad && push_json_next(v, &p2, NULL, &h)) {
+        char **n = realloc(b->headers, (b->nheaders + 1) * sizeof(char *));
+        bad = n == NULL || push_json_str(h, tmp, sizeof(tmp)) < 0 ||
+              !header_name_ok(tmp);
+        if (n != NULL) {
+          b->headers = n;
+        }
+        if (!bad) {
+          bad = (b->headers[b->nheaders] = strdup(tmp)) == NULL;
+          b->nheaders += !bad;
+        }
+      }
+    } else if (webhooks && strcmp(k, "url") == 0) {
+      url = &b->webhooks_url;
+    } else if (webhooks && strcmp(k, "secret") == 0) {
+      free(b->webhooks_secret);
+      bad = (b->webhooks_secret = json_strdup(v)) == NULL ||
+            b->webhooks_secret[0] == 0;
+    } else if (webhooks && strcmp(k, "events") == 0) {
+      size_t p2 = 0;
+      push_json e;
+      char tmp[32];
+      b->webhooks_events = 0;
+      bad = push_json_type_of(v) != PUSH_JSON_ARRAY;
+      while (!bad && push_json_next(v, &p2, NULL, &e)) {
+        unsigned bit = 0;
+        if (push_json_str(e, tmp, sizeof(tmp)) >= 0) {
+          for (size_t i = 0;
+               i < sizeof(webhook_events) / sizeof(webhook_events[0]); i++) {
+            if (strcmp(tmp, webhook_events[i].name) == 0) {
+              bit = webhook_events[i].bit;
+            }
+          }
+        }
+        if (bit == 0) {
+          err_set(err, errlen,
+                  "webhooks.events: unknown event (connect, disconnect, "
+                  "channel_occupied, channel_vacated, join, leave, "
+                  "publish)");
+          return -1;
+        }
+        b->webhooks_events |= bit;
+      }
+    } else if (webhooks && strcmp(k, "max_queue") == 0) {
+      bad = json_size(v, &b->webhooks_max_queue) || b->webhooks_max_queue == 0;
+    } else if (webhooks && strcmp(k, "max_queue_bytes") == 0) {
+      bad = json_size(v, &b->webhooks_max_queue_bytes) ||
+            b->webhooks_max_queue_bytes < 1024;
+    } else if (webhooks && strcmp(k, "batch_size") == 0) {
+      bad = json_size(v, &b->webhooks_batch) || b->webhooks_batch == 0;
+    } else if (webhooks && strcmp(k, "timeout_ms") == 0) {
+      bad = json_u32(v, &b->webhooks_timeout_ms) || b->webhooks_timeout_ms == 0;
+    } else {
+      err_set(err, errlen, "%s: unknown key \"%s\"", what, k);
+      return -1;
+    }
+    if (url != NULL) {
+      free(*url);
+      bad = (*url = json_strdup(v)) == NULL || !url_ok(*url);
+    }
+    if (bad) {
+      err_set(err, errlen, "%s: bad value for \"%s\"%s", what, k,
+              url ? " (an http:// or https:// URL)" : "");
+      return -1;
+    }
+  }
+  return 0;
+}
+
 static int load_namespace(push_config *c, push_json o, char *err,
                           size_t errlen) {
   push_ns ns = {0};
@@ -213,22 +361,37 @@ static int load_namespace(push_config *c, push_json o, char *err,
       bad = json_u32(v, &ns.history_size);
     } else if (strcmp(k, "history_ttl") == 0) {
       bad = json_u32(v, &ns.history_ttl_s);
+    } else if (strcmp(k, "subscribe_proxy_url") == 0 ||
+               strcmp(k, "publish_proxy_url") == 0) {
+      const char **slot =
+          k[1] == 'u' ? &ns.subscribe_proxy_url : &ns.publish_proxy_url;
+      free((char *)*slot);
+      *slot = json_strdup(v);
+      bad = *slot == NULL || !url_ok(*slot);
     } else {
+      ns_free_urls(&ns);
       err_set(err, errlen, "namespace \"%s\": unknown key \"%s\"", ns.name, k);
       return -1;
     }
     if (bad) {
+      ns_free_urls(&ns);
       err_set(err, errlen, "namespace \"%s\": bad value for \"%s\"", ns.name,
               k);
       return -1;
     }
   }
   if (ns.join_leave && !ns.presence) {
+    ns_free_urls(&ns);
     err_set(err, errlen, "namespace \"%s\": join_leave needs presence",
             ns.name);
     return -1;
   }
-  return add_ns(c, &ns);
+  if (add_ns(c, &ns) != 0) {
+    ns_free_urls(&ns);
+    err_set(err, errlen, "out of memory");
+    return -1;
+  }
+  return 0;
 }
 
 void push_config_clear_listen(push_config *c) {
@@ -625,6 +788,20 @@ int push_config_load(push_config *c, const char *path, char *err,
       if (push_pusher_config_load(&c->pusher, v, err, errlen) != 0) {
         goto out;
       }
+    } else if (strcmp(k, "proxy") == 0 || strcmp(k, "webhooks") == 0) {
+      if (load_backend(c, k, v, err, errlen) != 0) {
+        goto out;
+      }
+    } else if (strcmp(k, "refresh_ahead") == 0) {
+      bad = json_u32(v, &c->refresh_ahead_s);
+    } else if (strcmp(k, "user_connection_limit") == 0) {
+      bad = json_u32(v, &c->user_connection_limit);
+    } else if (strcmp(k, "idempotency_window") == 0) {
+      bad = json_u32(v, &c->idempotency_window_s) ||
+            c->idempotency_window_s == 0 || c->idempotency_window_s > 86400;
+    } else if (strcmp(k, "idempotency_max_keys") == 0) {
+      bad =
+          json_u32(v, &c->idempotency_max_keys) || c->idempotency_max_keys == 0;
     } else if (strcmp(k, "static_dir") == 0) {
       free(c->static_dir);
       bad = (c->static_dir = json_strdup(v)) == NULL;
@@ -666,8 +843,12 @@ int push_config_finish(push_config *c, char *err, size_t errlen) {
             "redis.addresses)");
     return -1;
   }
+  if (c->backend.webhooks_secret && !c->backend.webhooks_url) {
+    err_set(err, errlen, "webhooks.secret without webhooks.url");
+    return -1;
+  }
   if (!c->anonymous && !c->jwt_hmac_secret && !c->jwt_rsa_pem &&
-      !c->jwt_ec_pem) {
+      !c->jwt_ec_pem && !c->backend.connect_url) {
     err_set(err, errlen, "tokens are required but no JWT key is configured");
     return -1;
   }
@@ -686,7 +867,20 @@ void push_config_free(push_config *c) {
   free(c->jwt_hmac_secret);
   free(c->jwt_rsa_pem);
   free(c->jwt_ec_pem);
+  for (size_t i = 0; i < c->nns; i++) {
+    ns_free_urls(&c->ns[i]);
+  }
   free(c->ns);
+  push_backend_config *b = &c->backend;
+  free(b->connect_url);
+  free(b->refresh_url);
+  free(b->rpc_url);
+  for (size_t i = 0; i < b->nheaders; i++) {
+    free(b->headers[i]);
+  }
+  free(b->headers);
+  free(b->webhooks_url);
+  free(b->webhooks_secret);
   free(c->tls_cert);
   free(c->tls_key);
   push_config_clear_redis(c);

@@ -30,6 +30,35 @@ typedef struct push_redis_config {
   uint32_t ping_timeout_ms; /* a connection silent this long is dropped */
 } push_redis_config;
 
+/* Events webhooks may announce (webhooks.events), as bits. */
+enum {
+  PUSH_WH_CONNECT = 1 << 0,
+  PUSH_WH_DISCONNECT = 1 << 1,
+  PUSH_WH_OCCUPIED = 1 << 2,
+  PUSH_WH_VACATED = 1 << 3,
+  PUSH_WH_JOIN = 1 << 4,
+  PUSH_WH_LEAVE = 1 << 5,
+  PUSH_WH_PUBLISH = 1 << 6
+};
+
+/* The application's backend (docs/backend.md): the proxy and webhooks. */
+typedef struct push_backend_config {
+  char *connect_url; /* NULL: no connect proxy */
+  char *refresh_url;
+  char *rpc_url;
+  int connect_always;     /* ask even when the client sent a token */
+  uint32_t timeout_ms;    /* per proxy request */
+  uint32_t max_in_flight; /* proxy requests at once; past it: 113 */
+  size_t max_response;    /* bytes of a proxy answer */
+  char **headers;         /* request headers forwarded (names) */
+  size_t nheaders;
+  char *webhooks_url; /* NULL: no webhooks */
+  char *webhooks_secret;
+  unsigned webhooks_events; /* PUSH_WH_* */
+  size_t webhooks_max_queue, webhooks_max_queue_bytes, webhooks_batch;
+  uint32_t webhooks_timeout_ms;
+} push_backend_config;
+
 typedef struct push_config {
   char *listen[8];
   size_t nlisten;
@@ -68,6 +97,11 @@ typedef struct push_config {
   char *node_name;  /* NULL: random */
   char *static_dir; /* files served over plain HTTP GET; NULL: none */
   push_pusher_config pusher; /* Pusher Channels apps (docs/pusher.md) */
+  push_backend_config backend;
+  uint32_t refresh_ahead_s;       /* the refresh push, before exp */
+  uint32_t user_connection_limit; /* per user, cluster-wide; 0: none */
+  uint32_t idempotency_window_s;  /* idempotency_key honoured this long */
+  uint32_t idempotency_max_keys;  /* memory engine: keys remembered */
 } push_config;
 
 /* Safe local defaults (docs/config.md). Returns 0 or -1 (out of memory). */

@@ -10,7 +10,7 @@
 
 static void on_published(void *ud, const push_engine_reply *rep) {
   push_op *op = ud;
-  op->ps->publications += rep->status == PUSH_ENGINE_OK;
+  push_publish_done(op, rep);
   push_op_free(op);
 }
 
@@ -30,7 +30,7 @@ static void on_demo(uv_timer_t *t) {
     int n = snprintf(json, sizeof(json),
                      "{\"symbol\":\"%s\",\"price\":%.2f,\"change\":%.2f}",
                      sym[i], price, price - old);
-    push_publication p = {{json, (size_t)n}, {NULL, 0}, NULL, NULL};
+    push_publication p = {{json, (size_t)n}, {NULL, 0}, NULL, NULL, NULL};
     push_pos pos;
     push_op *op = push_op_new(ps, NULL, NULL, 0, NULL);
     if (op != NULL && push_publish(ps, "ticker:prices", &p, &pos, op,

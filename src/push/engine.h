@@ -38,6 +38,9 @@ enum {
 typedef struct push_engine_reply {
   int status;       /* PUSH_ENGINE_OK, _DOWN or _ERROR */
   push_pos pos;     /* publish: the new position */
+  int duplicate;    /* publish: an idempotency_key seen within the window:
+                       pos is the first publication's, nothing was made */
+  int allowed;      /* user_add: 1 when under the limit (entry added) */
   const char *json; /* presence, nodes: a JSON text (valid during the call) */
   size_t len;
 } push_engine_reply;
@@ -53,6 +56,13 @@ typedef struct push_engine_events {
   /* Writes this node's entry for /api/info (a JSON object). */
   void (*node_json)(void *ud, push_buf *b);
   void *ud;
+  /* channel became occupied (1: its first subscriber on any node) or
+   * vacated (0: its last one left), decided once for the whole cluster
+   * (push_engine_occupancy). May be NULL. */
+  void (*on_occupancy)(void *ud, const char *channel, int occupied);
+  /* A message another node broadcast with push_engine_control (the
+   * memory engine has no other node). May be NULL. */
+  void (*on_control)(void *ud, const char *msg, size_t len);
 } push_engine_events;
 
 /* A client as presence stores it. */
@@ -67,6 +77,10 @@ typedef struct push_member {
 typedef struct push_publication {
   push_json data, b64;
   const char *client, *user;
+  /* An idempotency_key, or NULL/"": a publication to the same channel with
+   * the same key within the engine's idempotency window publishes nothing
+   * and answers the first one's position (reply.duplicate). */
+  const char *idem;
 } push_publication;
 
 typedef struct push_engine push_engine;
@@ -90,6 +104,13 @@ typedef struct push_engine_vt {
   int (*metrics)(const push_engine *e, push_buf *out);
   void (*shutdown)(push_engine *e);
   void (*del)(push_engine *e);
+  void (*occupancy)(push_engine *e, const char *channel, int occupied);
+  int (*control)(push_engine *e, const char *msg, size_t len);
+  /* OK: counted now; ERROR: refused now (limit reached); PENDING; DOWN. */
+  int (*user_add)(push_engine *e, const char *user, const char *client,
+                  uint32_t limit, push_engine_cb cb, void *ud);
+  void (*user_remove)(push_engine *e, const char *user, const char *client);
+  void (*user_refresh)(push_engine *e, const char *user, const char *client);
 } push_engine_vt;
 
 /* The part every engine shares; an engine's own struct starts with it. */
@@ -100,6 +121,12 @@ struct push_engine {
   /* Presence entries expire unless refreshed this often (push_engine
    * presence_add with announce 0 for each entry); 0: they never expire. */
   uint32_t presence_refresh_ms;
+  /* Idempotent publishing (push_publication.idem): keys are remembered
+   * this long; the memory engine keeps at most idem_max of them (the
+   * oldest are forgotten first, counted in idem_evicted). */
+  uint32_t idem_window_s;
+  uint32_t idem_max;
+  uint64_t idem_evicted;
 };
 
 struct push_config;
@@ -147,7 +174,9 @@ static inline void push_engine_release(push_engine *e, const char *channel) {
  * PUSH_ENGINE_OK with the position in *pos (cb not called),
  * PUSH_ENGINE_PENDING (cb gets the position or the failure),
  * PUSH_ENGINE_DOWN, or PUSH_ENGINE_ERROR (out of memory). The publication's
- * bytes are copied before the call returns.
+ * bytes are copied before the call returns. A duplicate (p->idem seen
+ * within the window) is PUSH_ENGINE_OK with pos->set == 2, or a reply with
+ * duplicate set: the first publication's position, nothing published.
  */
 static inline int push_engine_publish(push_engine *e, const char *channel,
                                       const push_publication *p, push_pos *pos,
@@ -208,6 +237,54 @@ static inline int push_engine_metrics(const push_engine *e, push_buf *out) {
  * before this returns. Presence to be removed must be removed before. */
 static inline void push_engine_shutdown(push_engine *e) {
   e->vt->shutdown(e);
+}
+
+/* This node's first subscriber of channel came (occupied 1) or its last
+ * one left (0). The engine calls ev.on_occupancy when that changes the
+ * channel's state in the whole cluster, once for the cluster: the memory
+ * engine at once; the Redis engine when Redis has counted the nodes that
+ * have subscribers (best effort: unavailable, nothing is announced). */
+static inline void push_engine_occupancy(push_engine *e, const char *channel,
+                                         int occupied) {
+  e->vt->occupancy(e, channel, occupied);
+}
+
+/* Sends msg (at most 64 KiB) to every other node's ev.on_control. Returns
+ * PUSH_ENGINE_OK (sent, or no other node can exist) or PUSH_ENGINE_DOWN. */
+static inline int push_engine_control(push_engine *e, const char *msg,
+                                      size_t len) {
+  return e->vt->control(e, msg, len);
+}
+
+/* Counts client as one of user's connections, cluster-wide, if user has
+ * fewer than limit: the reply's allowed says whether it did. Returns
+ * PUSH_ENGINE_OK (decided now: *allowed set), PUSH_ENGINE_PENDING (cb gets
+ * status and allowed), or PUSH_ENGINE_DOWN. */
+static inline int push_engine_user_add(push_engine *e, const char *user,
+                                       const char *client, uint32_t limit,
+                                       int *allowed, push_engine_cb cb,
+                                       void *ud) {
+  int rv = e->vt->user_add(e, user, client, limit, cb, ud);
+  if (rv == PUSH_ENGINE_OK) {
+    *allowed = 1;
+  } else if (rv == PUSH_ENGINE_ERROR) {
+    *allowed = 0;
+    rv = PUSH_ENGINE_OK;
+  }
+  return rv;
+}
+
+/* The connection is gone (best effort, like presence). */
+static inline void push_engine_user_remove(push_engine *e, const char *user,
+                                           const char *client) {
+  e->vt->user_remove(e, user, client);
+}
+
+/* Keeps a live connection counted (entries expire like presence entries,
+ * so a node that dies frees its users' places). */
+static inline void push_engine_user_refresh(push_engine *e, const char *user,
+                                            const char *client) {
+  e->vt->user_refresh(e, user, client);
 }
 
 /* Frees the engine (after push_engine_shutdown, or without it for an engine

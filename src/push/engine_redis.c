@@ -49,9 +49,11 @@ static int re_publish(push_engine *e, const char *channel,
   push_buf *t = &re->tail;
   int rv = PUSH_ENGINE_ERROR;
   if (push_pub_tail(t, p->data, p->b64, p->client, p->user) == 0) {
-    rv = push_redis_publish(re->r, channel, t->p, t->len, cb, ud) == 1
-             ? PUSH_ENGINE_PENDING
-             : PUSH_ENGINE_DOWN;
+    int sent = p->idem && p->idem[0]
+                   ? push_redis_publish_idem(re->r, channel, t->p, t->len,
+                                             p->idem, e->idem_window_s, cb, ud)
+                   : push_redis_publish(re->r, channel, t->p, t->len, cb, ud);
+    rv = sent == 1 ? PUSH_ENGINE_PENDING : PUSH_ENGINE_DOWN;
   }
   push_buf_done(t, TAIL_KEEP);
   return rv;
@@ -181,6 +183,43 @@ static void re_del(push_engine *e) {
   free(re);
 }
 
+static void re_occupancy(push_engine *e, const char *channel, int occupied) {
+  push_redis *r = re_of(e)->r;
+  if (r) {
+    push_redis_occupancy(r, channel, occupied);
+  }
+}
+
+static int re_control(push_engine *e, const char *msg, size_t len) {
+  push_redis *r = re_of(e)->r;
+  return r && push_redis_control(r, msg, len) == 0 ? PUSH_ENGINE_OK
+                                                   : PUSH_ENGINE_DOWN;
+}
+
+static int re_user_add(push_engine *e, const char *user, const char *client,
+                       uint32_t limit, push_engine_cb cb, void *ud) {
+  push_redis *r = re_of(e)->r;
+  return r && push_redis_user_add(r, user, client, limit, cb, ud) == 1
+             ? PUSH_ENGINE_PENDING
+             : PUSH_ENGINE_DOWN;
+}
+
+static void re_user_remove(push_engine *e, const char *user,
+                           const char *client) {
+  push_redis *r = re_of(e)->r;
+  if (r) {
+    push_redis_user_remove(r, user, client);
+  }
+}
+
+static void re_user_refresh(push_engine *e, const char *user,
+                            const char *client) {
+  push_redis *r = re_of(e)->r;
+  if (r) {
+    push_redis_user_refresh(r, user, client);
+  }
+}
+
 static const push_engine_vt redis_vt = {
     .name = "redis",
     .sync = re_sync,
@@ -195,6 +234,11 @@ static const push_engine_vt redis_vt = {
     .metrics = re_metrics,
     .shutdown = re_shutdown,
     .del = re_del,
+    .occupancy = re_occupancy,
+    .control = re_control,
+    .user_add = re_user_add,
+    .user_remove = re_user_remove,
+    .user_refresh = re_user_refresh,
 };
 
 push_engine *push_engine_redis_new(const push_redis_config *cfg,

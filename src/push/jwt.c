@@ -239,7 +239,8 @@ static int numeric_date(push_json v, int up, int64_t *out) {
   return 0;
 }
 
-static int claim_channels(push_json v, push_jwt_claims *c) {
+/* An array of strings into *out (malloc'd, *n of them). */
+static int claim_list(push_json v, char ***out, size_t *n) {
   push_json e;
   size_t pos = 0, count = 0;
   if (push_json_type_of(v) != PUSH_JSON_ARRAY) {
@@ -254,8 +255,8 @@ static int claim_channels(push_json v, push_jwt_claims *c) {
   if (count == 0) {
     return 0;
   }
-  c->channels = calloc(count, sizeof *c->channels);
-  if (c->channels == NULL) {
+  *out = calloc(count, sizeof **out);
+  if (*out == NULL) {
     return -1;
   }
   pos = 0;
@@ -263,11 +264,11 @@ static int claim_channels(push_json v, push_jwt_claims *c) {
     /* Unescaping never lengthens a string: its raw length minus the
      * quotes, plus the NUL, is enough. */
     char *s = malloc(e.n - 1);
-    c->channels[c->nchannels] = s;
+    (*out)[*n] = s;
     if (s == NULL) {
       return -1;
     }
-    c->nchannels++;
+    (*n)++;
     if (claim_string(e, s, e.n - 1) != 0) {
       return -1;
     }
@@ -310,7 +311,12 @@ static int read_claims(push_json payload, int64_t now, int require_exp,
     memcpy(c->info, v.p, v.n);
     c->info[v.n] = '\0';
   }
-  if (push_json_get(payload, "channels", &v) && claim_channels(v, c) != 0) {
+  if (push_json_get(payload, "channels", &v) &&
+      claim_list(v, &c->channels, &c->nchannels) != 0) {
+    return PUSH_JWT_MALFORMED;
+  }
+  if (push_json_get(payload, "subs", &v) &&
+      claim_list(v, &c->subs, &c->nsubs) != 0) {
     return PUSH_JWT_MALFORMED;
   }
   int has_exp = push_json_get(payload, "exp", &v);
@@ -403,5 +409,9 @@ void push_jwt_claims_free(push_jwt_claims *claims) {
     free(claims->channels[i]);
   }
   free(claims->channels);
+  for (size_t i = 0; i < claims->nsubs; i++) {
+    free(claims->subs[i]);
+  }
+  free(claims->subs);
   memset(claims, 0, sizeof *claims);
 }

@@ -134,10 +134,31 @@ void push_metrics(push_server *ps, herald_http *h) {
       {"herald_engine_unavailable_total", "counter",
        "Requests refused because the engine was unavailable.",
        (double)ps->engine_unavailable},
+      {"herald_refresh_pushes_total", "counter",
+       "refresh and sub_refresh pushes sent ahead of an exp.",
+       (double)ps->refresh_pushes},
+      {"herald_refreshes_total", "counter",
+       "Credentials extended (refresh, sub_refresh, the refresh proxy).",
+       (double)ps->refreshes},
+      {"herald_subscriptions_expired_total", "counter",
+       "Subscriptions ended because their token expired.",
+       (double)ps->sub_expired},
+      {"herald_user_connection_limit_refusals_total", "counter",
+       "Connects refused (3508): the user had user_connection_limit "
+       "connections.",
+       (double)ps->user_limit_refusals},
+      {"herald_idempotent_duplicates_total", "counter",
+       "Publishes answered with an earlier result (idempotency_key).",
+       (double)ps->idempotent_hits},
+      {"herald_idempotency_evictions_total", "counter",
+       "Idempotency keys forgotten before their window ended to stay under "
+       "idempotency_max_keys (memory engine).",
+       (double)ps->engine->idem_evicted},
   };
   push_metrics_write(&b, m, sizeof(m) / sizeof(m[0]));
   write_latency(ps, &b);
   push_pusher_metrics(ps, &b);
+  push_proxy_metrics(ps, &b);
   push_engine_metrics(ps->engine, &b);
   herald_header ct = {{"Content-Type", 12}, {"text/plain; version=0.0.4", 25}};
   herald_http_respond(h, 200, &ct, 1, b.p, b.len);

@@ -118,6 +118,9 @@ static const struct {
     {"presence", PUSH_PRESENCE},
     {"history", PUSH_HISTORY},
     {"ping", PUSH_PING},
+    {"refresh", PUSH_REFRESH},
+    {"sub_refresh", PUSH_SUB_REFRESH},
+    {"rpc", PUSH_RPC},
 };
 
 /* An optional member: 1 with *out when present and not null. */
@@ -150,6 +153,10 @@ static const char msg_epoch[] = "since.epoch must be a string of at most 16 "
                                 "bytes";
 static const char msg_offset[] = "since.offset must be a non-negative integer";
 static const char msg_limit[] = "limit must be a non-negative integer";
+static const char msg_need_token[] = "token is missing";
+static const char msg_rpc[] = "method must be a string of 1 to 255 bytes";
+static const char msg_idem[] = "idempotency_key must be a string of 1 to "
+                               "64 printable ASCII characters";
 
 static const char *decode_channel(push_json params, push_cmd *cmd) {
   push_json v;
@@ -227,8 +234,37 @@ const char *push_publish_decode(push_json params, push_json *data,
   return NULL;
 }
 
+/* idempotency_key: 1-64 printable ASCII characters, as a C string. */
+static const char *decode_idem(push_json params, char *out) {
+  push_json v;
+  long len;
+  out[0] = '\0';
+  if (!optional(params, "idempotency_key", &v)) {
+    return NULL;
+  }
+  len = push_json_str(v, out, PUSH_IDEM_MAX + 1);
+  if (len <= 0) {
+    out[0] = '\0';
+    return msg_idem;
+  }
+  for (long i = 0; i < len; i++) {
+    if (out[i] < 0x21 || out[i] > 0x7e) {
+      out[0] = '\0';
+      return msg_idem;
+    }
+  }
+  return NULL;
+}
+
 static const char *decode_publish(push_json params, push_cmd *cmd) {
-  return push_publish_decode(params, &cmd->data, &cmd->b64);
+  const char *msg = push_publish_decode(params, &cmd->data, &cmd->b64);
+  return msg != NULL ? msg : decode_idem(params, cmd->idem);
+}
+
+/* A token that must be there. */
+static const char *decode_need_token(push_json params, push_cmd *cmd) {
+  const char *msg = decode_string(params, "token", &cmd->token, msg_token);
+  return msg != NULL ? msg : cmd->token.n == 0 ? msg_need_token : NULL;
 }
 
 static const char *decode_params(push_json params, push_cmd *cmd) {
@@ -240,7 +276,25 @@ static const char *decode_params(push_json params, push_cmd *cmd) {
     if (msg == NULL) {
       msg = decode_string(params, "name", &cmd->name, msg_name);
     }
+    if (msg == NULL && optional(params, "data", &v)) {
+      cmd->data = v;
+    }
     return msg;
+  case PUSH_REFRESH:
+    return decode_need_token(params, cmd);
+  case PUSH_SUB_REFRESH:
+    msg = decode_channel(params, cmd);
+    return msg != NULL ? msg : decode_need_token(params, cmd);
+  case PUSH_RPC:
+    if (!optional(params, "method", &v) ||
+        push_json_type_of(v) != PUSH_JSON_STRING || v.n < 3 || v.n > 257) {
+      return msg_rpc;
+    }
+    cmd->rpc = v;
+    if (optional(params, "data", &v)) {
+      cmd->data = v;
+    }
+    return NULL;
   case PUSH_SUBSCRIBE:
     msg = decode_channel(params, cmd);
     if (msg == NULL) {

@@ -124,7 +124,10 @@ typedef enum push_method {
   PUSH_PUBLISH,
   PUSH_PRESENCE,
   PUSH_HISTORY,
-  PUSH_PING
+  PUSH_PING,
+  PUSH_REFRESH,     /* a new connection token */
+  PUSH_SUB_REFRESH, /* a new subscription token */
+  PUSH_RPC          /* a call the backend answers (rpc_url) */
 } push_method;
 
 /* Error codes of docs/protocol.md. */
@@ -141,7 +144,8 @@ enum {
   PUSH_E_TOKEN_EXPIRED = 109,
   PUSH_E_TOO_MANY = 110,
   PUSH_E_NOT_SUBSCRIBED = 111,
-  PUSH_E_ENGINE = 112
+  PUSH_E_ENGINE = 112,
+  PUSH_E_BACKEND = 113 /* the application's backend did not answer */
 };
 
 /* Disconnect codes (WebSocket close codes) of docs/protocol.md. */
@@ -151,14 +155,17 @@ enum {
   PUSH_D_SLOW = 3004,
   PUSH_D_NO_PING = 3005,
   PUSH_D_TOKEN_EXPIRED = 3006,
+  PUSH_D_BACKEND = 3007,      /* the backend could not decide the connect */
   PUSH_D_INSUFFICIENT = 3010, /* missed what the engine no longer has */
   PUSH_D_INVALID_TOKEN = 3500,
   PUSH_D_BAD_REQUEST = 3501,
   PUSH_D_FORCED = 3502,
-  PUSH_D_ORIGIN = 3503
+  PUSH_D_ORIGIN = 3503,
+  PUSH_D_CONNECTION_LIMIT = 3508 /* user_connection_limit */
 };
 
 #define PUSH_EPOCH_MAX 16
+#define PUSH_IDEM_MAX 64 /* bytes of an idempotency_key */
 #define PUSH_CHANNEL_MAX 255
 
 /* A stream position. set == 0: none given. */
@@ -179,6 +186,10 @@ typedef struct push_cmd {
   push_json b64;  /* publish: the base64 string, or n == 0 */
   push_pos since;
   uint64_t limit; /* history: 0 = server default */
+  push_json rpc;  /* rpc: the method (a string value), or n == 0 */
+  /* connect, rpc: "data", any JSON (in data above). publish:
+   * idempotency_key, "" when none. */
+  char idem[PUSH_IDEM_MAX + 1];
 } push_cmd;
 
 /* Returns 1 if name is a valid channel name (1..255 bytes of letters,
@@ -243,6 +254,8 @@ typedef struct push_jwt_claims {
   char *info;      /* raw JSON of "info", malloc'd, or NULL */
   char **channels; /* "channels" claim, malloc'd array, or NULL */
   size_t nchannels;
+  char **subs; /* "subs" claim: subscribed by the server at connect */
+  size_t nsubs;
 } push_jwt_claims;
 
 enum {
@@ -308,6 +321,10 @@ typedef struct push_ns {
   int private_channels;   /* subscribing needs a subscription token */
   uint32_t history_size;  /* publications kept per channel; 0: none */
   uint32_t history_ttl_s; /* seconds a publication is kept; 0: forever */
+  /* The backend asked at subscribe / publish (docs/backend.md); NULL:
+   * not asked. Owned by the configuration, which outlives the hub. */
+  const char *subscribe_proxy_url;
+  const char *publish_proxy_url;
 } push_ns;
 
 typedef struct push_hub push_hub;

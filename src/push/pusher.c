@@ -759,7 +759,8 @@ void push_pusher_tick(push_server *ps, int64_t now_ms) {
     push_buf b = {0};
     int rv = push_engine_nodes(ps->engine, &b, on_nodes, ps);
     if (rv == PUSH_ENGINE_OK) {
-      push_engine_reply rep = {PUSH_ENGINE_OK, {{0}, 0, 0}, b.p, b.len};
+      push_engine_reply rep = {
+          .status = PUSH_ENGINE_OK, .json = b.p, .len = b.len};
       on_nodes(ps, &rep);
     }
     push_buf_free(&b);

@@ -615,11 +615,10 @@ static void read_users(query *q, const char *name) {
   push_buf b = {0};
   int rv = push_engine_presence_get(q->app->ps->engine, hub, &b, on_users, r);
   if (rv != PUSH_ENGINE_PENDING) {
-    push_engine_reply rep = {rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
-                                                  : PUSH_ENGINE_DOWN,
-                             {{0}, 0, 0},
-                             b.p ? b.p : "{\"clients\":{}}",
-                             b.p ? b.len : 14};
+    push_engine_reply rep = {.status = rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                            : PUSH_ENGINE_DOWN,
+                             .json = b.p ? b.p : "{\"clients\":{}}",
+                             .len = b.p ? b.len : 14};
     on_users(r, &rep);
   }
   push_buf_free(&b);
@@ -659,11 +658,10 @@ static void query_start(query *q) {
   int rv = push_engine_presence_get(q->app->ps->engine, q->app->dirhub, &b,
                                     on_directory, q);
   if (rv != PUSH_ENGINE_PENDING) {
-    push_engine_reply rep = {rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
-                                                  : PUSH_ENGINE_DOWN,
-                             {{0}, 0, 0},
-                             b.p ? b.p : "{\"clients\":{}}",
-                             b.p ? b.len : 14};
+    push_engine_reply rep = {.status = rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                            : PUSH_ENGINE_DOWN,
+                             .json = b.p ? b.p : "{\"clients\":{}}",
+                             .len = b.p ? b.len : 14};
     on_directory(q, &rep);
   }
   push_buf_free(&b);

@@ -126,7 +126,7 @@ int pusher_publish(push_server *ps, const char *hub, const char *skip,
       push_buf_raw(b, ",", 1) == 0 &&
       push_buf_raw(b, len ? event : "0", len ? len : 1) == 0 &&
       push_buf_raw(b, "]", 1) == 0) {
-    push_publication p = {{b->p, b->len}, {NULL, 0}, NULL, NULL};
+    push_publication p = {.data = {b->p, b->len}};
     push_pos pos;
     rv = push_engine_publish(ps->engine, hub, &p, &pos,
                              on_done ? on_done : ignore_done, ud);
@@ -615,11 +615,10 @@ void pusher_chan_subscribe(pusher_sock *s, const char *name, unsigned kind,
   }
   int rv = push_engine_sync(ps->engine, ch->hub, on_synced, call);
   if (rv != PUSH_ENGINE_PENDING) {
-    push_engine_reply rep = {rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
-                                                  : PUSH_ENGINE_DOWN,
-                             {{0}, 0, 0},
-                             NULL,
-                             0};
+    push_engine_reply rep = {.status = rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                            : PUSH_ENGINE_DOWN,
+                             .json = NULL,
+                             .len = 0};
     on_synced(call, &rep);
   }
 }

@@ -93,11 +93,10 @@ static void snapshot(pusher_app *app) {
   int rv = push_engine_presence_get(app->ps->engine, app->dirhub, &b,
                                     on_snapshot, c);
   if (rv != PUSH_ENGINE_PENDING) {
-    push_engine_reply rep = {rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
-                                                  : PUSH_ENGINE_DOWN,
-                             {{0}, 0, 0},
-                             b.p,
-                             b.len};
+    push_engine_reply rep = {.status = rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                            : PUSH_ENGINE_DOWN,
+                             .json = b.p,
+                             .len = b.len};
     on_snapshot(c, &rep);
   }
   push_buf_free(&b);
@@ -152,11 +151,10 @@ void pusher_dir_start(pusher_app *app) {
   app->dir_calls++;
   int rv = push_engine_sync(app->ps->engine, app->dirhub, on_synced, c);
   if (rv != PUSH_ENGINE_PENDING) {
-    push_engine_reply rep = {rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
-                                                  : PUSH_ENGINE_DOWN,
-                             {{0}, 0, 0},
-                             NULL,
-                             0};
+    push_engine_reply rep = {.status = rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                            : PUSH_ENGINE_DOWN,
+                             .json = NULL,
+                             .len = 0};
     on_synced(c, &rep);
   }
 }

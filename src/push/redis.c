@@ -74,20 +74,68 @@
 /* KEYS: stream, meta. ARGV: pubsub channel, tail, history size, history
  * ttl (s), epoch if new, meta ttl (s, 0: none), publish command,
  * replication ID, durable. Returns {offset, epoch}. */
-static const char lua_publish[] = LUA_NOW
-    "local cand, rid, dur = ARGV[5], ARGV[8], ARGV[9] " LUA_EPOCH
-    "local o = redis.call('HINCRBY', KEYS[2], 'o', 1) "
-    "local n = tonumber(ARGV[3]) "
-    "if n > 0 then "
-    "  redis.call('XADD', KEYS[1], 'MAXLEN', n, o .. '-0', 't', now, 'p', "
-    "ARGV[2]) "
-    "  if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) "
+#define LUA_PUBLISH_BODY                                                       \
+  "local cand, rid, dur = ARGV[5], ARGV[8], ARGV[9] " LUA_EPOCH                \
+  "local o = redis.call('HINCRBY', KEYS[2], 'o', 1) "                          \
+  "local n = tonumber(ARGV[3]) "                                               \
+  "if n > 0 then "                                                             \
+  "  redis.call('XADD', KEYS[1], 'MAXLEN', n, o .. '-0', 't', now, 'p', "      \
+  "ARGV[2]) "                                                                  \
+  "  if tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[4]) "    \
+  "end "                                                                       \
+  "end "                                                                       \
+  "if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[6]) end "  \
+  "redis.call(ARGV[7], ARGV[1], 'p' .. o .. ' ' .. e .. ' ' .. now .. ' ' "    \
+  ".. ARGV[2]) "
+
+static const char lua_publish[] = LUA_NOW LUA_PUBLISH_BODY "return {o, e}";
+
+/* An idempotent publish: lua_publish with KEYS[3], the idempotency key
+ * (prefix.{channel}.i.<key>), and ARGV[10], its window (ms). A key seen
+ * within the window answers the first publication's position and
+ * publishes nothing: {offset, epoch, 1}; else {offset, epoch, 0}. */
+static const char lua_publish_idem[] =
+    LUA_NOW "local prev = redis.call('GET', KEYS[3]) "
+            "if prev then "
+            "  local sp = string.find(prev, ' ', 1, true) "
+            "  return {tonumber(string.sub(prev, 1, sp - 1)), "
+            "string.sub(prev, sp + 1), 1} "
+            "end " LUA_PUBLISH_BODY
+            "redis.call('SET', KEYS[3], o .. ' ' .. e, 'PX', ARGV[10]) "
+            "return {o, e, 0}";
+
+/* KEYS: a channel's zset of nodes with subscribers (.o). ARGV: node,
+ * 1 (occupied) or 0 (vacated), ttl (ms). Returns 1 when this call changed
+ * the channel's state in the cluster: the first node in, or the last one
+ * out (entries of nodes that stopped refreshing them expire). */
+static const char lua_occupancy[] = LUA_NOW
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
+    "if ARGV[2] == '1' then "
+    "  local before = redis.call('ZCARD', KEYS[1]) "
+    "  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1]) "
+    "  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3])) "
+    "  if before == 0 then return 1 end return 0 "
     "end "
+    "local had = redis.call('ZREM', KEYS[1], ARGV[1]) "
+    "if had == 1 and redis.call('ZCARD', KEYS[1]) == 0 then return 1 end "
+    "return 0";
+
+/* KEYS: a user's zset of connections (prefix.u.{user}). ARGV: client,
+ * limit, ttl (ms), refresh ('1': only refresh an entry that exists).
+ * Returns 1 when the client is counted, 0 when the user has limit
+ * connections already. */
+static const char lua_user[] = LUA_NOW
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) "
+    "local exp = now + tonumber(ARGV[3]) "
+    "if ARGV[4] == '1' or redis.call('ZSCORE', KEYS[1], ARGV[1]) then "
+    "  redis.call('ZADD', KEYS[1], 'XX', exp, ARGV[1]) "
+    "  redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3])) "
+    "  return 1 "
     "end "
-    "if tonumber(ARGV[6]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[6]) end "
-    "redis.call(ARGV[7], ARGV[1], 'p' .. o .. ' ' .. e .. ' ' .. now .. ' ' "
-    ".. ARGV[2]) "
-    "return {o, e}";
+    "if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end "
+    "redis.call('ZADD', KEYS[1], exp, ARGV[1]) "
+    "redis.call('PEXPIRE', KEYS[1], 2 * tonumber(ARGV[3])) "
+    "return 1";
 
 /* KEYS: stream, meta. ARGV: count, epoch if new, meta ttl, replication
  * ID, durable. Returns {epoch, offset, XREVRANGE entries}. */
@@ -162,7 +210,8 @@ static const char lua_node_list[] = LUA_NOW
 
 static const char *const scripts[NSCRIPTS] = {
     lua_publish,      lua_load,      lua_presence_add, lua_presence_remove,
-    lua_presence_get, lua_node_beat, lua_node_list,    lua_fence};
+    lua_presence_get, lua_node_beat, lua_node_list,    lua_fence,
+    lua_publish_idem, lua_occupancy, lua_user};
 
 /* ------------------------------------------------------------------------ */
 /* Shards                                                                   */
@@ -204,6 +253,7 @@ static void shard_check_up(rshard *sh) {
            sh->replid, sh->durable[0] == '1' ? "yes" : "no");
   if (sh->index == 0) {
     heartbeat(r); /* in the node list at once, not a tick later */
+    redis_ext_shard_up(sh);
   }
   for (size_t b = 0; b < r->nbuckets; b++) {
     for (rchan *ch = r->buckets[b], *next; ch; ch = next) {
@@ -318,6 +368,9 @@ static void on_conn_failed(redis_conn *c, const char *why) {
 
 static void on_conn_message(redis_conn *c, const char *channel, size_t clen,
                             const char *msg, size_t len) {
+  if (redis_ext_message(conn_shard(c), channel, clen, msg, len)) {
+    return;
+  }
   redis_chan_message(conn_shard(c), channel, clen, msg, len);
 }
 
@@ -783,6 +836,7 @@ void push_redis_tick(push_redis *r, int64_t now_ms) {
     }
   }
   heartbeat(r);
+  redis_ext_tick(r, now_ms);
   /* Channels nobody here uses any more: unsubscribe after a linger. */
   redis_chan_reap(r, now_ms);
 }

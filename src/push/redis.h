@@ -81,6 +81,30 @@ void push_redis_release(push_redis *r, const char *channel);
 int push_redis_publish(push_redis *r, const char *channel, const char *tail,
                        size_t len, push_redis_cb cb, void *ud);
 
+/* push_redis_publish with an idempotency key: a key seen within window_s
+ * answers the first publication's position with duplicate set. */
+int push_redis_publish_idem(push_redis *r, const char *channel,
+                            const char *tail, size_t len, const char *idem,
+                            uint32_t window_s, push_redis_cb cb, void *ud);
+
+/* Channel occupancy (engine.h, push_engine_occupancy): this node's first
+ * subscriber came (1) or its last left (0); ev.on_occupancy is called when
+ * that changed the cluster's state. Best effort. */
+void push_redis_occupancy(push_redis *r, const char *channel, int occupied);
+
+/* Sends msg to every node's ev.on_control (this one included: the server
+ * skips its own). Returns 0 or PUSH_REDIS_DOWN. */
+int push_redis_control(push_redis *r, const char *msg, size_t len);
+
+/* Connections per user (engine.h, push_engine_user_add): cb gets status
+ * and allowed. Returns 1 (cb will be called) or PUSH_REDIS_DOWN. */
+int push_redis_user_add(push_redis *r, const char *user, const char *client,
+                        uint32_t limit, push_redis_cb cb, void *ud);
+void push_redis_user_remove(push_redis *r, const char *user,
+                            const char *client);
+void push_redis_user_refresh(push_redis *r, const char *user,
+                             const char *client);
+
 /* Presence. join: the join or leave push to send to the channel's
  * subscribers on every node when the entry appears or goes (NULL: none).
  * add also refreshes an entry's TTL. Return 0 or PUSH_REDIS_DOWN. */

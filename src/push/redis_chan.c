@@ -623,11 +623,16 @@ static void on_published(redis_conn *c, redisReply *reply,
   push_redis_reply rep = {.status = PUSH_REDIS_DOWN};
   if (reply != NULL) {
     rep.status = PUSH_REDIS_ERROR;
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+    if (reply->type == REDIS_REPLY_ARRAY &&
+        (reply->elements == 2 || reply->elements == 3) &&
         reply->element[0]->type == REDIS_REPLY_INTEGER &&
         reply->element[1]->type == REDIS_REPLY_STRING &&
         reply->element[1]->len <= PUSH_EPOCH_MAX) {
       rep.status = PUSH_REDIS_OK;
+      /* An idempotent publish says whether it was a duplicate. */
+      rep.duplicate = reply->elements == 3 &&
+                      reply->element[2]->type == REDIS_REPLY_INTEGER &&
+                      reply->element[2]->integer == 1;
       rep.pos.offset = (uint64_t)reply->element[0]->integer;
       memcpy(rep.pos.epoch, reply->element[1]->str, reply->element[1]->len);
       rep.pos.epoch[reply->element[1]->len] = 0;
@@ -640,8 +645,10 @@ static void on_published(redis_conn *c, redisReply *reply,
   pending_cb(p)(p->ud, &rep);
 }
 
-int push_redis_publish(push_redis *r, const char *channel, const char *tail,
-                       size_t len, push_redis_cb cb, void *ud) {
+/* Publishes; with idem, through the idempotent script. */
+static int publish(push_redis *r, const char *channel, const char *tail,
+                   size_t len, const char *idem, uint32_t window_s,
+                   push_redis_cb cb, void *ud) {
   rshard *sh = redis_shard_of(r, channel);
   const push_ns *ns = push_hub_ns(r->hub, channel);
   if (!sh->up || ns == NULL) {
@@ -676,7 +683,47 @@ int push_redis_publish(push_redis *r, const char *channel, const char *tail,
                    strlen(pubcmd),
                    strlen(sh->replid),
                    1};
-  return redis_cmd(&sh->cmd, on_published, cb, ud, 14, argv, lens) == 0
+  if (idem == NULL) {
+    return redis_cmd(&sh->cmd, on_published, cb, ud, 14, argv, lens) == 0
+               ? 1
+               : PUSH_REDIS_DOWN;
+  }
+  /* The key shares the channel's hash tag, so it lives beside it. */
+  char ikey[KEY_MAX + PUSH_IDEM_MAX + 4], win[24];
+  int il = snprintf(ikey, sizeof ikey, "%s.i.%s", k.ps, idem);
+  snprintf(win, sizeof win, "%" PRIu64, (uint64_t)window_s * 1000);
+  const char *iargv[16];
+  size_t ilens[16];
+  iargv[0] = "EVALSHA";
+  ilens[0] = 7;
+  iargv[1] = sh->sha[S_PUBLISH_IDEM];
+  ilens[1] = 40;
+  iargv[2] = "3";
+  ilens[2] = 1;
+  iargv[3] = k.s;
+  ilens[3] = k.slen;
+  iargv[4] = k.m;
+  ilens[4] = k.slen;
+  iargv[5] = ikey;
+  ilens[5] = (size_t)il;
+  for (int i = 5; i < 14; i++) {
+    iargv[i + 1] = argv[i];
+    ilens[i + 1] = lens[i];
+  }
+  iargv[15] = win;
+  ilens[15] = strlen(win);
+  return redis_cmd(&sh->cmd, on_published, cb, ud, 16, iargv, ilens) == 0
              ? 1
              : PUSH_REDIS_DOWN;
+}
+
+int push_redis_publish(push_redis *r, const char *channel, const char *tail,
+                       size_t len, push_redis_cb cb, void *ud) {
+  return publish(r, channel, tail, len, NULL, 0, cb, ud);
+}
+
+int push_redis_publish_idem(push_redis *r, const char *channel,
+                            const char *tail, size_t len, const char *idem,
+                            uint32_t window_s, push_redis_cb cb, void *ud) {
+  return publish(r, channel, tail, len, idem, window_s, cb, ud);
 }

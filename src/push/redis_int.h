@@ -24,6 +24,9 @@ enum {
   S_BEAT,
   S_NODES,
   S_FENCE,
+  S_PUBLISH_IDEM,
+  S_OCCUPANCY,
+  S_USER,
   NSCRIPTS
 };
 
@@ -106,6 +109,8 @@ struct push_redis {
   unsigned open_handles; /* freed when the last close callback ran */
   push_buf scratch;
   push_redis_stats st;
+  int occupancy_on; /* this node announces channel occupancy */
+  int64_t occupancy_refreshed_ms;
 };
 
 #define KEY_MAX (64 + PUSH_CHANNEL_MAX + 8)
@@ -142,6 +147,17 @@ int redis_cmd(redis_conn *c, redis_reply_fn fn, push_redis_cb cb, void *ud,
               int argc, const char **argv, const size_t *lens);
 /* A reply nobody waits for: errors are logged. */
 void redis_on_ignored(redis_conn *c, redisReply *reply, const redis_pending *p);
+
+/* ---- redis_ext.c: what the server needs of the cluster besides channels
+ * (occupancy, control messages between nodes, connections per user) ---- */
+
+/* Shard 0 is up: subscribe the control channel. */
+void redis_ext_shard_up(rshard *sh);
+/* A pub/sub message: returns 1 when it was a control message (taken). */
+int redis_ext_message(rshard *sh, const char *key, size_t klen, const char *msg,
+                      size_t len);
+/* Once a second: refreshes this node's occupancy entries. */
+void redis_ext_tick(push_redis *r, int64_t now_ms);
 
 /* ---- redis_chan.c ---- */
 

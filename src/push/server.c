@@ -29,23 +29,14 @@ static void presence_refresh(push_server *ps) {
       continue;
     }
     push_member m = push_client_member(c);
+    if (c->counted) {
+      push_engine_user_refresh(ps->engine, c->user, c->id);
+    }
     for (size_t i = 0; i < c->nsubs; i++) {
       const push_ns *ns = push_hub_ns(ps->hub, c->subs[i]);
       if (ns && ns->presence) {
         push_engine_presence_add(ps->engine, c->subs[i], &m, 0);
       }
-    }
-  }
-}
-
-/* A connection whose token expires is told then (3006: reconnect with a
- * new token), not left open on a credential that no longer holds. */
-static void expire_tokens(push_server *ps, int64_t now_ms) {
-  for (push_client *c = ps->clients, *next; c; c = next) {
-    next = c->next;
-    if (c->exp != 0 && !c->gone && c->exp * 1000 <= now_ms) {
-      ps->tokens_expired++;
-      push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
     }
   }
 }
@@ -56,7 +47,7 @@ static void on_tick(uv_timer_t *t) {
   int64_t now = push_now_ms();
   push_hub_tick(ps->hub, now);
   push_engine_tick(ps->engine, now);
-  expire_tokens(ps, now);
+  push_credentials_tick(ps, now);
   push_ip_table_sweep(ps->ips, &ps->cfg->rate_connections,
                       (int64_t)(push_mono_us() / 1000));
   uint32_t every = ps->engine->presence_refresh_ms;
@@ -107,10 +98,18 @@ static void on_loop_start(herald_loop *loop, void *ud) {
   ps->loop = loop;
   uv_loop_t *uv = herald_loop_uv(loop);
   char err[256] = "";
-  push_engine_events ev = {on_lost, push_node_json, ps};
+  push_engine_events ev = {on_lost, push_node_json, ps, push_on_occupancy,
+                           push_on_control};
   ps->engine =
       push_engine_new(ps->cfg, uv, ps->hub, ps->node, &ev, err, sizeof(err));
   if (ps->engine == NULL) {
+    fprintf(stderr, "herald: %s\n", err);
+    ps->exit_code = 2;
+    ps->stopping = 1;
+    herald_server_stop(ps->srv);
+    return;
+  }
+  if (push_backend_start(ps, uv, err, sizeof(err)) != 0) {
     fprintf(stderr, "herald: %s\n", err);
     ps->exit_code = 2;
     ps->stopping = 1;
@@ -170,6 +169,8 @@ static void on_signal(uv_signal_t *s, int signum) {
   if (ps->engine != NULL) {
     push_engine_shutdown(ps->engine);
   }
+  /* What the webhooks still hold is lost with the process: logged. */
+  push_backend_stop(ps);
   if (ps->timers_started) {
     uv_timer_stop(&ps->tick);
     if (ps->cfg->demo) {
@@ -235,7 +236,8 @@ static int check_secrets(const push_config *cfg) {
   const struct {
     const char *key, *value;
   } s[] = {{"api_key", cfg->api_key},
-           {"jwt.hmac_secret", cfg->jwt_hmac_secret}};
+           {"jwt.hmac_secret", cfg->jwt_hmac_secret},
+           {"webhooks.secret", cfg->backend.webhooks_secret}};
   for (size_t i = 0; i < sizeof(s) / sizeof(s[0]); i++) {
     if (s[i].value && strcasestr(s[i].value, "change-me") != NULL) {
       fprintf(stderr,

@@ -23,9 +23,11 @@
 #include "herald/rt.h"
 #include "push/config.h"
 #include "push/engine.h"
+#include "push/http_client.h"
 #include "push/limits.h"
 #include "push/log.h"
 #include "push/push.h"
+#include "push/webhook.h"
 
 #ifndef HERALD_VERSION_STRING
 #define HERALD_VERSION_STRING "0.0.0"
@@ -49,6 +51,25 @@ typedef struct push_client {
   int gone; /* closing: deliver nothing more */
   char **subs;
   size_t nsubs, capsubs;
+  /* Per subscription, beside subs: its subscription token's exp (s; 0:
+   * none) and whether the sub_refresh push went out for it. */
+  struct push_sub_exp {
+    int64_t exp;
+    int warned;
+  } * sub_exp;
+  size_t nsub_exp; /* subscriptions with an exp */
+  /* The application's backend (proxy.c): request headers forwarded to it
+   * ("Name: value" lines), and the state of the connection's credentials. */
+  char **fwd;
+  size_t nfwd;
+  int connecting;   /* connect waits for the backend or the engine */
+  int exp_by_proxy; /* exp came from the connect proxy: refresh_url */
+  int refresh_sent; /* the refresh push for this exp went out */
+  int refreshing;   /* a refresh proxy request is in flight */
+  int counted;      /* among its user's connections (the engine's) */
+  int announced;    /* the connect webhook went out: so will disconnect */
+  int close_code;   /* why it ended, for the disconnect webhook */
+  char close_reason[64];
   char sse_epoch[PUSH_EPOCH_MAX + 1];
   int64_t exp; /* the connection token's exp (s); 0: none */
   push_bucket rl_cmd, rl_pub, rl_sub;
@@ -66,6 +87,10 @@ typedef struct push_bcast push_bcast;
  * (holding one reference on the channel) or PUSH_ENGINE_DOWN. */
 typedef void (*push_op_fn)(push_op *op, int status);
 
+typedef struct push_proxy_answer push_proxy_answer;
+/* A proxy answer for op (proxy.c); the callee owns op from then on. */
+typedef void (*push_proxy_fn)(push_op *op, const push_proxy_answer *a);
+
 struct push_op {
   push_server *ps;
   push_client *c;
@@ -79,10 +104,37 @@ struct push_op {
   uint64_t limit;
   push_bcast *bc; /* an API publish: the request it is part of */
   size_t bc_index;
-  push_op *prev, *next; /* in c->ops, or in the free list */
+  int server_side;       /* a subscribe the server made: a push, no reply */
+  push_proxy_fn proxied; /* the backend's answer goes here */
+  int proxy_kind;        /* PUSH_PROXY_* */
+  uint64_t proxy_started_us;
+  char *data; /* owned: a publication waiting for the backend */
+  size_t data_len;
+  int data_b64; /* data is a base64 string value */
+  char *hook;   /* owned: a publish webhook event, less its end */
+  size_t hook_len;
+  char idem[PUSH_IDEM_MAX + 1]; /* idempotency_key, "" when none */
+  push_op *prev, *next;         /* in c->ops, or in the free list */
 };
 
 #define PUSH_LAT_BUCKETS 12
+
+/* The backend proxy's kinds of request (proxy.c). */
+enum {
+  PUSH_PROXY_CONNECT,
+  PUSH_PROXY_REFRESH,
+  PUSH_PROXY_SUBSCRIBE,
+  PUSH_PROXY_PUBLISH,
+  PUSH_PROXY_RPC,
+  PUSH_PROXY_KINDS
+};
+#define PUSH_PROXY_LAT_BUCKETS 10
+
+typedef struct push_proxy_stats {
+  uint64_t requests, unavailable, refused;
+  uint64_t lat_bucket[PUSH_PROXY_LAT_BUCKETS + 1];
+  double lat_sum;
+} push_proxy_stats;
 
 struct push_server {
   push_config *cfg;
@@ -119,6 +171,16 @@ struct push_server {
   struct pusher_state *pusher; /* Pusher apps, or NULL (docs/pusher.md) */
   uint64_t lat_count, lat_bucket[PUSH_LAT_BUCKETS + 1];
   double lat_sum;
+  /* The application's backend: outgoing HTTP, the proxy, webhooks. */
+  push_http_client *http; /* NULL: no proxy and no webhooks */
+  push_webhook *webhook;  /* NULL: no webhooks */
+  char **upgrade_fwd;     /* headers of the upgrade being opened */
+  size_t nupgrade_fwd;
+  size_t proxy_in_flight;
+  push_proxy_stats proxy[PUSH_PROXY_KINDS];
+  uint64_t proxy_overloaded;
+  uint64_t refresh_pushes, refreshes, sub_expired;
+  uint64_t user_limit_refusals, idempotent_hits;
 };
 
 #define PUSH_SCRATCH_KEEP (64 * 1024)
@@ -195,6 +257,10 @@ int push_publish(push_server *ps, const char *channel,
                  const push_publication *p, push_pos *pos, push_op *op,
                  push_engine_cb on_done);
 
+/* The second half of push_publish for a PENDING one: counts it and sends
+ * its publish webhook. Call from on_done before anything else. */
+void push_publish_done(push_op *op, const push_engine_reply *rep);
+
 /* 1 when channel exists in the hub or there is room for one more under
  * max_channels_total; else counts the refusal and returns 0 (client.c). */
 int push_channel_room(push_server *ps, const char *channel);
@@ -238,6 +304,9 @@ int push_static_serve(push_server *ps, herald_http *h,
 
 void push_api(push_server *ps, herald_http *h, const herald_request *req,
               const uint8_t *body, size_t len);
+/* A message of another node (push_engine_control): a disconnect, subscribe
+ * or unsubscribe the API asked there, applied to this node's clients. */
+void push_on_control(void *ud, const char *msg, size_t len);
 void push_sse(push_server *ps, herald_http *h, const herald_request *req);
 void push_sse_keepalive(push_server *ps);
 /* Sends one publication on an SSE stream. Returns 0, or -1 when the client
@@ -281,6 +350,82 @@ void push_pusher_api(push_server *ps, herald_http *h, const herald_request *req,
 void push_pusher_metrics(push_server *ps, push_buf *b);
 /* ,"pusher":{"<app id>":connections,...} for this node's entry. */
 void push_pusher_node_json(push_server *ps, push_buf *b);
+/* ---- the application's backend (proxy.c) ---- */
+
+/* What the backend answered: a result, an error for the client, a
+ * disconnect, or nothing usable (unavailable: a timeout, a refused
+ * connection, a status other than 200, garbage, the in-flight limit). */
+enum {
+  PUSH_PROXY_RESULT,
+  PUSH_PROXY_ERROR,
+  PUSH_PROXY_DISCONNECT,
+  PUSH_PROXY_UNAVAILABLE
+};
+struct push_proxy_answer {
+  int kind;
+  push_json result; /* RESULT: the object (valid during the callback) */
+  int code;         /* ERROR, DISCONNECT */
+  int temporary;
+  char message[128]; /* ERROR: message; DISCONNECT: reason; else why */
+};
+
+/* The start of every proxy request's body: {"client","transport",
+ * "protocol","encoding"[,"user"]. The caller appends its fields and "}". */
+void push_proxy_body(push_buf *b, const push_client *c, int with_user);
+/* Posts body to url for op (kind PUSH_PROXY_*); fn gets the answer and op,
+ * once, never before this returns unless the request could not even start
+ * (over proxy.max_in_flight, out of memory): then fn runs at once with
+ * PUSH_PROXY_UNAVAILABLE. */
+void push_proxy_call(push_server *ps, int kind, const char *url, push_op *op,
+                     const push_buf *body, push_proxy_fn fn);
+/* Answers a client's command with what the backend said when it was not a
+ * result: the error, the disconnect, or 113 (backend unavailable). */
+void push_proxy_reply(push_client *c, uint64_t id, const push_proxy_answer *a);
+/* The proxy's metrics, per kind. */
+void push_proxy_metrics(push_server *ps, push_buf *b);
+/* Captures the upgrade request's headers listed in proxy.headers. */
+void push_proxy_capture(push_server *ps, const herald_request *req);
+/* Gives a new client the captured headers. */
+void push_proxy_adopt(push_server *ps, push_client *c);
+
+/* ---- webhooks (proxy.c) ---- */
+
+/* Starts the HTTP client and the webhook sender if the configuration asks
+ * for them. Returns 0, or -1 with a message in err. */
+int push_backend_start(push_server *ps, uv_loop_t *uv, char *err,
+                       size_t errlen);
+void push_backend_stop(push_server *ps);
+/* 1 when webhooks announce event (PUSH_WH_*). */
+int push_hook_on(const push_server *ps, unsigned event);
+/* Sends one event: b holds {"event":...,<fields> without its closing brace;
+ * the time and node are added. */
+void push_hook_send(push_server *ps, push_buf *b);
+/* {"event":NAME,"time_ms":T,"node":N into b. */
+void push_hook_begin(push_server *ps, push_buf *b, const char *name);
+/* A client subscribed to / left channel: join/leave webhooks, and whether
+ * the channel became occupied or vacated here (the engine decides it for
+ * the cluster and calls back on_occupancy). */
+void push_client_joined(push_client *c, const char *channel);
+void push_client_left(push_client *c, const char *channel);
+/* The engine's word that channel is occupied (1) or vacated (0) in the
+ * whole cluster: the webhook. */
+void push_on_occupancy(void *ud, const char *channel, int occupied);
+
+/* ---- credentials and server-side control (commands.c) ---- */
+
+/* Subscribes c to channel on the server's initiative: the client gets a
+ * subscribe push instead of a reply. Returns 0, or -1 when it cannot be
+ * (unknown namespace, already subscribed, max_channels): logged. */
+int push_server_subscribe(push_client *c, const char *channel);
+/* Ends c's subscription to channel on the server's initiative, with an
+ * unsubscribe push carrying reason. Returns 1 when c was subscribed. */
+int push_server_unsubscribe(push_client *c, const char *channel,
+                            const char *reason);
+/* Once a second: refresh pushes and proxy refreshes ahead of exp, and the
+ * end of connections (3006) and subscriptions whose credentials expired. */
+void push_credentials_tick(push_server *ps, int64_t now_ms);
+/* Sets the exp of c's subscription to channel (a subscription token's). */
+void push_client_set_sub_exp(push_client *c, const char *channel, int64_t exp);
 
 /* ---- the demo publisher (demo.c) ---- */
 void push_demo_start(push_server *ps, uv_loop_t *uv);

@@ -207,6 +207,7 @@ static void sse_done(push_op *op, int status) {
     return;
   }
   snprintf(c->sse_epoch, sizeof(c->sse_epoch), "%s", r.pos.epoch);
+  push_client_joined(c, channel);
   /* A retry hint, then what was missed (or the news that it is gone). */
   herald_http_write(h, "retry: 2000\n\n", 13);
   if (op->since.set && !r.recovered) {

@@ -179,8 +179,19 @@ class Planted(unittest.TestCase):
                           'src/rt/ws.c:1: #include "push/push.h"')
 
     def test_push_system_headers(self):
-        self.assert_fails({"src/push/x.c": "#include <curl/curl.h>\n"},
-                          "src/push/x.c:1: #include <curl/curl.h>")
+        # libcurl (the backend proxy, webhooks) is allowed in push...
+        status, out = self.run_tree(
+            {"src/push/x.c": "#include <curl/curl.h>\n"})
+        self.assertEqual(status, 0, out)
+        # ...and still refused below it: the core and the runtime.
+        self.assert_fails({"src/rt/ws.c": "#include <curl/curl.h>\n"},
+                          "src/rt/ws.c:1: #include <curl/curl.h>",
+                          "this is libcurl")
+        self.assert_fails({"src/core/a.c": "#include <curl/curl.h>\n"},
+                          "src/core/a.c:1: #include <curl/curl.h>")
+        # A library push has no business with stays refused.
+        self.assert_fails({"src/push/x.c": "#include <sqlite3.h>\n"},
+                          "src/push/x.c:1: #include <sqlite3.h>")
 
     def test_public_header_includes_private(self):
         self.assert_fails({"include/herald/rt.h": '#include "rt/internal.h"\n'},
