@@ -152,7 +152,11 @@ int push_pusher_start(push_server *ps) {
   for (size_t i = 0; i < st->napps; i++) {
     pusher_dir_start(&st->apps[i]);
   }
-  return 0;
+  return pusher_hooks_start(ps, herald_loop_uv(ps->loop));
+}
+
+void push_pusher_stop(push_server *ps) {
+  pusher_hooks_stop(ps);
 }
 
 void push_pusher_free(push_server *ps) {
@@ -160,7 +164,9 @@ void push_pusher_free(push_server *ps) {
   if (st == NULL) {
     return;
   }
+  pusher_hooks_stop(ps);
   for (size_t i = 0; i < st->napps; i++) {
+    pusher_chan_free_all(&st->apps[i]);
     pusher_dir_stop(&st->apps[i]);
     pusher_map_free(&st->apps[i].chans);
   }
@@ -599,6 +605,9 @@ static void ev_client(pusher_sock *s, const char *event, push_json root) {
       pusher_error(s, PUSHER_E_SERVER, "out of memory", 0);
     } else {
       app->client_events++;
+      pusher_hook_client_event(app, channel, event, data.p, data.n,
+                               s->socket_id,
+                               (k & PUSHER_K_PRESENCE) ? sn->user : NULL);
     }
   }
   push_buf_free(&ev);
@@ -743,6 +752,7 @@ void push_pusher_tick(push_server *ps, int64_t now_ms) {
   }
   for (size_t i = 0; i < st->napps; i++) {
     pusher_dir_tick(&st->apps[i], now_ms);
+    pusher_chan_tick(&st->apps[i], now_ms);
   }
   uint32_t every = ps->engine->presence_refresh_ms;
   if (every && now_ms - last_refresh >= (int64_t)every) {
@@ -810,6 +820,7 @@ void push_pusher_metrics(push_server *ps, push_buf *b) {
        "Pusher channels with subscribers on this node, per app.",
        offsetof(pusher_app, chans) + offsetof(pusher_map, n)},
   };
+  pusher_hooks_metrics(ps, b);
   char line[512];
   for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
     int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n",

@@ -218,6 +218,13 @@ static void member_changed(const pusher_change *chg, void *ud) {
   }
   push_buf_free(&data);
   push_buf_free(&frame);
+  /* The node whose connection made the change tells the webhook. */
+  const char *node = ch->app->ps->node;
+  size_t nl = strlen(node);
+  if (chg->client != NULL && strncmp(chg->client, node, nl) == 0 &&
+      chg->client[nl] == '-') {
+    pusher_hook_member(ch->app, chg->added, ch->name, chg->user);
+  }
 }
 
 /* A join or leave push of the hub channel (this node's or another's). */
@@ -320,7 +327,40 @@ static void subn_remove(pusher_subn *sn) {
   }
   subn_free(sn);
   if (ch->nsubs == 0) {
-    chan_free(ch);
+    if (ch->state == PCH_LIVE && (ch->kind & PUSHER_K_PRESENCE)) {
+      /* The leave push of this node's last member is still on its way
+       * back (with Redis): the roster waits for it, so that this node,
+       * whose member it was, can send member_removed. */
+      ch->linger_ms = push_now_ms() + PUSHER_LINGER_MS;
+    } else {
+      chan_free(ch);
+    }
+  }
+}
+
+void pusher_chan_tick(pusher_app *app, int64_t now_ms) {
+  pusher_chan *gone[64];
+  size_t n = 0, pos = 0;
+  const char *k;
+  void *v;
+  while (n < 64 && pusher_map_next(&app->chans, &pos, &k, &v)) {
+    pusher_chan *ch = v;
+    if (ch->nsubs == 0 && ch->linger_ms != 0 && now_ms >= ch->linger_ms) {
+      gone[n++] = ch;
+    }
+  }
+  for (size_t i = 0; i < n; i++) {
+    chan_free(gone[i]);
+  }
+}
+
+void pusher_chan_free_all(pusher_app *app) {
+  size_t pos = 0;
+  const char *k;
+  void *v;
+  while (pusher_map_next(&app->chans, &pos, &k, &v)) {
+    chan_free(v); /* takes it out of the map: start again */
+    pos = 0;
   }
 }
 
@@ -365,6 +405,7 @@ static void send_cache(pusher_subn *sn) {
     pusher_send(sn->s, frame.p, frame.len);
   }
   push_buf_free(&frame);
+  pusher_hook_cache_miss(ch->app, ch->name);
 }
 
 /* sn is on: it is answered, and the channel may become occupied. */
@@ -396,7 +437,7 @@ static int snapshot_done(pusher_call *call, const char *json, size_t len) {
   }
   push_buf data = {0};
   if (json == NULL || !ch->roster.ready ||
-      pusher_roster_json(&ch->roster, &data) != 0) {
+      pusher_roster_json(&ch->roster, &data, sn->user, sn->info) != 0) {
     push_buf_free(&data);
     pusher_subscription_error(sn->s, ch->name, "ServerError",
                               "the presence list is unavailable: try again",
@@ -429,13 +470,15 @@ static int presence_activate(pusher_subn *sn) {
     subn_remove(sn);
     return 1;
   }
+  /* The list is read before this member joins, so that the join push
+   * comes after the snapshot and this node, whose member it is, sees it
+   * change the roster (member_added, and its webhook). The answer adds the
+   * member itself. */
   push_member m = subn_member(sn);
-  push_engine_presence_add(ps->engine, ch->hub, &m, 1);
   pusher_call *call = call_new(ch, sn);
   if (call == NULL) {
     pusher_subscription_error(sn->s, ch->name, "ServerError", "out of memory",
                               503);
-    push_engine_presence_remove(ps->engine, ch->hub, &m);
     subn_remove(sn);
     return 1;
   }
@@ -448,6 +491,9 @@ static int presence_activate(pusher_subn *sn) {
                             rv == PUSH_ENGINE_OK ? b.len : 0);
   }
   push_buf_free(&b);
+  if (!removed) {
+    push_engine_presence_add(ps->engine, ch->hub, &m, 1);
+  }
   return removed;
 }
 
@@ -597,6 +643,7 @@ void pusher_chan_subscribe(pusher_sock *s, const char *name, unsigned kind,
   }
   sn->s = s;
   sn->ch = ch;
+  ch->linger_ms = 0;
   sn->state = internal ? SUBN_INTERNAL : SUBN_PENDING;
   sn->at = ch->nsubs;
   ch->subs[ch->nsubs++] = sn;

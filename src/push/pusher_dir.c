@@ -130,14 +130,16 @@ static void on_synced(void *ud, const push_engine_reply *rep) {
   }
   push_result_free(&r);
   app->dir_state = 1;
-  /* This node's channels, then everyone's. */
+  /* Everyone's channels, then this node's: the read comes first, so the
+   * joins of this node's entries come after it, and this node sees them
+   * change the directory (channel_occupied). */
+  snapshot(app);
   size_t pos = 0;
   const char *k;
   void *v;
   while (pusher_map_next(&app->chans, &pos, &k, &v)) {
     pusher_dir_update(v);
   }
-  snapshot(app);
 }
 
 void pusher_dir_start(pusher_app *app) {

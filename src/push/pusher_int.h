@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "push/server_int.h"
+#include "push/webhook.h"
 
 #define PUSHER_CHANNEL_MAX 164 /* Pusher's limit, prefixes included */
 #define PUSHER_EVENT_MAX 200
@@ -123,8 +124,11 @@ int pusher_roster_end(pusher_roster *r, uint64_t token, const char *json,
                       size_t len, pusher_change_fn fn, void *ud);
 size_t pusher_roster_nusers(const pusher_roster *r);
 int pusher_roster_has_user(const pusher_roster *r, const char *user);
-/* {"presence":{"ids":[...],"hash":{...},"count":n}} */
-int pusher_roster_json(const pusher_roster *r, push_buf *b);
+/* {"presence":{"ids":[...],"hash":{...},"count":n}}, with the user me
+ * (info my_info) added when the roster does not hold it yet (me may be
+ * NULL). */
+int pusher_roster_json(const pusher_roster *r, push_buf *b, const char *me,
+                       const char *my_info);
 void pusher_roster_free(pusher_roster *r);
 
 /* Distinct users of an engine presence snapshot ({"clients":{...}}), as
@@ -173,6 +177,7 @@ struct pusher_app {
   int64_t dir_snapshot_ms;
   pusher_roster dir;
   uint64_t cluster_conns; /* other nodes' connections, as of the last tick */
+  push_webhook *hook;     /* NULL: no webhooks */
   /* metrics */
   uint64_t connects, refused, api_events, client_events, webhooks;
 };
@@ -211,7 +216,8 @@ struct pusher_chan {
   char name[PUSHER_CHANNEL_MAX + 1 + 32]; /* user channels: 16 + id */
   pusher_subn **subs;
   size_t nsubs, capsubs;
-  size_t non;                /* subscriptions that are on */
+  size_t non;        /* subscriptions that are on */
+  int64_t linger_ms; /* no subscriptions left: freed at this time (0: not) */
   struct pusher_call *calls; /* engine calls in flight for it */
   pusher_roster roster;      /* presence channels */
 };
@@ -220,7 +226,8 @@ struct pusher_chan {
 typedef struct pusher_state {
   pusher_app *apps;
   size_t napps;
-  char sid_prefix[16]; /* socket ids: "<prefix>.<n>" */
+  char sid_prefix[16];    /* socket ids: "<prefix>.<n>" */
+  push_http_client *http; /* for webhooks; NULL when no app has them */
   pusher_verdict refuse[8];
 } pusher_state;
 
@@ -266,6 +273,13 @@ int pusher_publish(push_server *ps, const char *hub, const char *skip,
 /* Refreshes presence entries (engine TTLs): call every
  * presence_refresh_ms. */
 void pusher_chan_refresh(pusher_app *app);
+/* A presence channel outlives its last subscription by this long, so that
+ * its last member's leave comes back to this node (member_removed). */
+#define PUSHER_LINGER_MS 5000
+/* Once a second: frees the channels whose time has come. */
+void pusher_chan_tick(pusher_app *app, int64_t now_ms);
+/* At the end: every channel goes. */
+void pusher_chan_free_all(pusher_app *app);
 
 /* ---- pusher_dir.c ---------------------------------------------------- */
 
@@ -322,6 +336,13 @@ int pusher_put_event(push_buf *b, const char *event, const char *channel,
 size_t pusher_json_str_len(push_json v);
 
 /* ---- pusher_hook.c --------------------------------------------------- */
+
+/* Starts the webhook senders of the apps that have a url. Returns 0 or -1
+ * (logged). */
+int pusher_hooks_start(push_server *ps, uv_loop_t *uv);
+/* Deletes them (what they still hold is lost, counted as dropped). */
+void pusher_hooks_stop(push_server *ps);
+void pusher_hooks_metrics(push_server *ps, push_buf *out);
 
 /* Webhooks of the app (when it has a webhook url and the event type):
  * channel_occupied (occupied 1) or channel_vacated. */

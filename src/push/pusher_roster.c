@@ -259,6 +259,25 @@ static int apply(pusher_map *entries, pusher_map *users, int leave,
   return fresh;
 }
 
+/* apply(), telling fn when a user appeared or went. */
+static int apply_told(pusher_map *entries, pusher_map *users, int leave,
+                      const char *client, const char *user, const char *info,
+                      pusher_change_fn fn, void *ud) {
+  roster_entry *e = leave ? pusher_map_get(entries, client) : NULL;
+  char *gone_user = NULL;
+  if (leave && e != NULL && (gone_user = strdup(e->user)) == NULL) {
+    return -1;
+  }
+  int rv = apply(entries, users, leave, client, user ? user : "", info);
+  if (rv == 1 && fn != NULL) {
+    pusher_change ch = {!leave, leave ? gone_user : user, leave ? NULL : info,
+                        client};
+    fn(&ch, ud);
+  }
+  free(gone_user);
+  return rv < 0 ? -1 : 0;
+}
+
 static void log_clear(pusher_roster *r) {
   for (size_t i = 0; i < r->nlog; i++) {
     free(r->log[i].client);
@@ -310,20 +329,12 @@ int pusher_roster_event(pusher_roster *r, int leave, const char *client,
       r->nlog++;
     }
   }
-  const char *who = user;
-  roster_entry *e = leave ? pusher_map_get(&r->entries, client) : NULL;
-  char *gone_user = NULL;
-  if (leave && e != NULL && (gone_user = strdup(e->user)) == NULL) {
-    return -1;
+  if (!r->ready) {
+    /* Nothing is known before the first snapshot: the push waits in the
+     * log (when one is asked for) and counts when it is replayed. */
+    return 0;
   }
-  int rv = apply(&r->entries, &r->users, leave, client, user ? user : "", info);
-  if (rv == 1 && fn != NULL) {
-    pusher_change ch = {!leave, leave ? gone_user : who, leave ? NULL : info,
-                        client};
-    fn(&ch, ud);
-  }
-  free(gone_user);
-  return rv < 0 ? -1 : 0;
+  return apply_told(&r->entries, &r->users, leave, client, user, info, fn, ud);
 }
 
 uint64_t pusher_roster_begin(pusher_roster *r) {
@@ -382,12 +393,16 @@ int pusher_roster_end(pusher_roster *r, uint64_t token, const char *json,
     rv = -1;
     goto out;
   }
-  /* Pushes logged since this snapshot was asked for, again. */
+  /* Pushes logged since this snapshot was asked for, again. The first
+   * snapshot tells fn of the changes they make (nothing was known, so
+   * they were not applied as they came); a later one was followed live,
+   * and only tells what differs from then. */
+  int first = !r->ready;
   if (token >= r->logbase) {
     for (size_t i = (size_t)(token - r->logbase); i < r->nlog; i++) {
       const struct roster_log *l = &r->log[i];
-      if (apply(&entries, &users, l->leave, l->client, l->user ? l->user : "",
-                l->info) < 0) {
+      if (apply_told(&entries, &users, l->leave, l->client, l->user, l->info,
+                     first ? fn : NULL, ud) < 0) {
         maps_free(&entries, &users);
         rv = -1;
         goto out;
@@ -395,7 +410,7 @@ int pusher_roster_end(pusher_roster *r, uint64_t token, const char *json,
     }
   }
   /* What differs from what the subscribers were told. */
-  if (fn != NULL) {
+  if (fn != NULL && !first) {
     size_t pos = 0;
     const char *k;
     void *v;
@@ -432,16 +447,28 @@ int pusher_roster_has_user(const pusher_roster *r, const char *user) {
   return pusher_map_get(&r->users, user) != NULL;
 }
 
-int pusher_roster_json(const pusher_roster *r, push_buf *b) {
+int pusher_roster_json(const pusher_roster *r, push_buf *b, const char *me,
+                       const char *my_info) {
   size_t len0 = b->len, pos = 0;
   const char *k;
   void *v;
+  int extra = me != NULL && pusher_map_get(&r->users, me) == NULL;
   int rv = push_buf_raw(b, "{\"presence\":{\"ids\":[", 20);
+  if (extra) {
+    rv = rv || push_buf_str(b, me, strlen(me)) ||
+         (r->users.n ? push_buf_raw(b, ",", 1) : 0);
+  }
   for (int first = 1; rv == 0 && pusher_map_next(&r->users, &pos, &k, &v);
        first = 0) {
     rv = (first ? 0 : push_buf_raw(b, ",", 1)) || push_buf_str(b, k, strlen(k));
   }
   rv = rv || push_buf_raw(b, "],\"hash\":{", 10);
+  if (extra) {
+    rv = rv || push_buf_str(b, me, strlen(me)) || push_buf_raw(b, ":", 1) ||
+         (my_info ? push_buf_raw(b, my_info, strlen(my_info))
+                  : push_buf_raw(b, "null", 4)) ||
+         (r->users.n ? push_buf_raw(b, ",", 1) : 0);
+  }
   pos = 0;
   for (int first = 1; rv == 0 && pusher_map_next(&r->users, &pos, &k, &v);
        first = 0) {
@@ -452,7 +479,7 @@ int pusher_roster_json(const pusher_roster *r, push_buf *b) {
                   : push_buf_raw(b, "null", 4));
   }
   rv = rv || push_buf_raw(b, "},\"count\":", 10) ||
-       push_buf_u64(b, r->users.n) || push_buf_raw(b, "}}", 2);
+       push_buf_u64(b, r->users.n + (size_t)extra) || push_buf_raw(b, "}}", 2);
   if (rv) {
     b->len = len0;
     return -1;

@@ -171,6 +171,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   }
   /* What the webhooks still hold is lost with the process: logged. */
   push_backend_stop(ps);
+  push_pusher_stop(ps);
   if (ps->timers_started) {
     uv_timer_stop(&ps->tick);
     if (ps->cfg->demo) {

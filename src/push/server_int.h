@@ -323,6 +323,8 @@ void push_node_json(void *ud, push_buf *b);
 /* Sets up the apps of cfg->pusher, once the engine runs. Returns 0 or -1
  * (out of memory). */
 int push_pusher_start(push_server *ps);
+/* At shutdown, after the clients left: stops the Pusher webhooks. */
+void push_pusher_stop(push_server *ps);
 void push_pusher_free(push_server *ps);
 /* Once a second: presence refresh, the cluster's connection counts. */
 void push_pusher_tick(push_server *ps, int64_t now_ms);

@@ -112,7 +112,7 @@ export function config(webhookUrl) {
 export async function startHerald(binary, { name = "a", redisPort = null, webhookUrl = null } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-pusher-"));
   tmpdirs.push(dir);
-  const cfg = { pusher: config(webhookUrl), log_level: "warn" };
+  const cfg = { pusher: config(webhookUrl), log_level: process.env.HERALD_LOG_LEVEL || "warn" };
   if (redisPort) {
     cfg.engine = "redis";
     cfg.redis = { addresses: [`127.0.0.1:${redisPort}`], presence_ttl: 3 };

@@ -381,6 +381,41 @@ try {
     return a.connection.state === "connected" || "an unrelated connection went too";
   });
 
+  // ---- webhooks -----------------------------------------------------------
+  await step("webhooks carry X-Pusher-Key and a signature the pusher SDK accepts", async () => {
+    await until(() => hooks.got.length > 0, 5000, "a webhook");
+    await sleep(500);
+    const bad = hooks.got.filter((r) => !sdkA.webhook({ headers: r.headers, rawBody: r.body }).isValid());
+    const forged = sdkA.webhook({ headers: { ...hooks.got[0].headers, "x-pusher-signature": "0".repeat(64) },
+      rawBody: hooks.got[0].body }).isValid();
+    return (bad.length === 0 && !forged && hooks.got.every((r) => r.headers["x-pusher-key"] === APP.key)) ||
+      `${bad.length} invalid of ${hooks.got.length}`;
+  });
+  const events = () => hooks.got.flatMap((r) => JSON.parse(r.body).events);
+  const count = (name, channel, extra = () => true) =>
+    events().filter((e) => e.name === name && e.channel === channel && extra(e)).length;
+  if (process.env.SHOW_HOOKS) console.log(JSON.stringify(events(), null, 0));
+  await step("channel_occupied once for the cluster", async () => {
+    await until(() => count("channel_occupied", "orders") > 0, 5000, "channel_occupied");
+    return count("channel_occupied", "orders") === 1 || `${count("channel_occupied", "orders")} times`;
+  });
+  await step("channel_vacated once, after the last subscriber left", async () => {
+    await until(() => count("channel_vacated", "only-on-a") > 0, 5000, "channel_vacated");
+    return count("channel_vacated", "only-on-a") === 1 || `${count("channel_vacated", "only-on-a")} times`;
+  });
+  await step("member_added and member_removed, once per user change", async () => {
+    const isU2 = (e) => e.user_id === "u2";
+    await until(() => count("member_removed", "presence-lobby", isU2) === 1, 5000, "member_removed");
+    return (count("member_added", "presence-lobby", isU2) === 2 && count("member_added", "presence-lobby", (e) => e.user_id === "u1") === 1) ||
+      JSON.stringify(events().filter((e) => e.channel === "presence-lobby"));
+  });
+  await step("client_event with its event, data, socket_id and user_id", async () => {
+    const ce = events().filter((e) => e.name === "client_event" && e.event === "client-hello");
+    return (ce.length === 1 && ce[0].channel === "presence-lobby" && ce[0].user_id === "u1" &&
+      ce[0].socket_id === a.connection.socket_id && JSON.parse(ce[0].data).hi === 1) || JSON.stringify(ce);
+  });
+  await step("cache_miss", async () => count("cache_miss", "cache-empty") === 1 || JSON.stringify(events()));
+
   // ---- refusals -----------------------------------------------------------
   await step("an unknown app key is refused with 4001", async () => {
     const x = client(A, { app: { ...APP, key: "no-such-key" } });
