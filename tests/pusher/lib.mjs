@@ -109,10 +109,13 @@ export function config(webhookUrl) {
 }
 
 /* Starts `herald serve` with the Pusher apps; resolves {port, url, proc}. */
-export async function startHerald(binary, { name = "a", redisPort = null, webhookUrl = null } = {}) {
+export async function startHerald(binary, { name = "a", redisPort = null, webhookUrl = null, origins = null } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-pusher-"));
   tmpdirs.push(dir);
   const cfg = { pusher: config(webhookUrl), log_level: process.env.HERALD_LOG_LEVEL || "warn" };
+  if (origins) {
+    cfg.allowed_origins = origins;
+  }
   if (redisPort) {
     cfg.engine = "redis";
     cfg.redis = { addresses: [`127.0.0.1:${redisPort}`], presence_ttl: 3 };
