@@ -76,6 +76,7 @@ void pusher_subscription_error(pusher_sock *s, const char *channel,
                                const char *type, const char *error,
                                int status) {
   push_buf data = {0}, frame = {0};
+  s->app->subscriptions_refused++;
   if (push_buf_raw(&data, "{\"type\":", 8) == 0 &&
       push_buf_str(&data, type, strlen(type)) == 0 &&
       push_buf_raw(&data, ",\"error\":", 9) == 0 &&
@@ -201,15 +202,18 @@ int push_pusher_upgrade(push_server *ps, herald_ws *ws,
     v = &st->refuse[0];
   } else if (!push_query_param(req->query, "protocol", proto, sizeof(proto))) {
     v = &st->refuse[2];
+    app_by_key(ps, key, klen)->refused++;
   } else {
     char *end;
     long p = strtol(proto, &end, 10);
-    v = &app_by_key(ps, key, klen)->ok;
+    pusher_app *app = app_by_key(ps, key, klen);
+    v = &app->ok;
     if (*end != 0 || end == proto) {
       v = &st->refuse[3];
     } else if (p < 5 || p > 7) {
       v = &st->refuse[4];
     }
+    app->refused += v != &app->ok;
   }
   herald_ws_set_data(ws, (void *)v);
   return 1;
@@ -535,36 +539,42 @@ static void ev_signin(pusher_sock *s, push_json data) {
 
 /* ---- client events ----------------------------------------------------- */
 
+/* A client event refused: 4301, counted; the connection stays. */
+static void refuse_client_event(pusher_sock *s, const char *why, int close) {
+  s->app->client_events_refused++;
+  pusher_error(s, PUSHER_E_CLIENT_EVENT, why, close);
+}
+
 static void ev_client(pusher_sock *s, const char *event, push_json root) {
   pusher_app *app = s->app;
   push_server *ps = app->ps;
   char channel[PUSHER_CHANNEL_MAX + 64];
   push_json data;
   if (!app->cfg->client_messages) {
-    pusher_error(s, PUSHER_E_CLIENT_EVENT,
-                 "client events are not enabled for this app "
-                 "(enable_client_messages)",
-                 0);
+    refuse_client_event(s,
+                        "client events are not enabled for this app "
+                        "(enable_client_messages)",
+                        0);
     return;
   }
   if (get_str(root, "channel", channel, sizeof(channel)) <= 0) {
-    pusher_error(s, PUSHER_E_CLIENT_EVENT, "a client event needs a channel", 0);
+    refuse_client_event(s, "a client event needs a channel", 0);
     return;
   }
   pusher_subn *sn = pusher_sock_find(s, channel);
   if (sn == NULL || sn->state != SUBN_ON) {
-    pusher_error(s, PUSHER_E_CLIENT_EVENT,
-                 "client events need a subscription to the channel", 0);
+    refuse_client_event(s, "client events need a subscription to the channel",
+                        0);
     return;
   }
   unsigned k = sn->ch->kind;
   if (!(k & PUSHER_K_PRIVATE) || (k & PUSHER_K_ENCRYPTED)) {
-    pusher_error(s, PUSHER_E_CLIENT_EVENT,
-                 "client events are for private and presence channels", 0);
+    refuse_client_event(
+        s, "client events are for private and presence channels", 0);
     return;
   }
   if (strlen(event) > PUSHER_EVENT_MAX) {
-    pusher_error(s, PUSHER_E_CLIENT_EVENT, "event name too long", 0);
+    refuse_client_event(s, "event name too long", 0);
     return;
   }
   if (!push_json_get(root, "data", &data)) {
@@ -572,15 +582,14 @@ static void ev_client(pusher_sock *s, const char *event, push_json root) {
     data.n = 4;
   }
   if (data.n > app->cfg->max_event_bytes) {
-    pusher_error(s, PUSHER_E_CLIENT_EVENT, "event data too large", 0);
+    refuse_client_event(s, "event data too large", 0);
     return;
   }
   push_rate rate = {app->cfg->client_events_per_s,
                     app->cfg->client_events_per_s};
   if (!push_bucket_take(&s->rl_events, &rate,
                         (int64_t)(push_mono_us() / 1000))) {
-    pusher_error(s, PUSHER_E_CLIENT_EVENT,
-                 "client event rejected: over the rate limit", 0);
+    refuse_client_event(s, "client event rejected: over the rate limit", 0);
     return;
   }
   push_buf ev = {0};
@@ -816,6 +825,13 @@ void push_pusher_metrics(push_server *ps, push_buf *b) {
        offsetof(pusher_app, api_events)},
       {"herald_pusher_client_events_total", "counter",
        "Client events relayed, per app.", offsetof(pusher_app, client_events)},
+      {"herald_pusher_client_events_refused_total", "counter",
+       "Client events refused with 4301 (not enabled, not subscribed, not "
+       "a private or presence channel, too large, over the rate), per app.",
+       offsetof(pusher_app, client_events_refused)},
+      {"herald_pusher_subscriptions_refused_total", "counter",
+       "Subscriptions refused with pusher:subscription_error, per app.",
+       offsetof(pusher_app, subscriptions_refused)},
       {"herald_pusher_channels", "gauge",
        "Pusher channels with subscribers on this node, per app.",
        offsetof(pusher_app, chans) + offsetof(pusher_map, n)},
@@ -825,15 +841,20 @@ void push_pusher_metrics(push_server *ps, push_buf *b) {
   for (size_t k = 0; k < sizeof(m) / sizeof(m[0]); k++) {
     int n = snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n",
                      m[k].name, m[k].help, m[k].name, m[k].type);
+    if (n < 0 || (size_t)n >= sizeof(line)) {
+      continue;
+    }
     push_buf_raw(b, line, (size_t)n);
     for (size_t i = 0; i < st->napps; i++) {
       const char *base = (const char *)&st->apps[i];
-      uint64_t v = k == 0 || k == 5
+      uint64_t v = k == 0 || k == 7
                        ? (uint64_t) * (const size_t *)(base + m[k].off)
                        : *(const uint64_t *)(base + m[k].off);
       n = snprintf(line, sizeof(line), "%s{app=\"%s\"} %" PRIu64 "\n",
                    m[k].name, st->apps[i].cfg->id, v);
-      push_buf_raw(b, line, (size_t)n);
+      if (n > 0 && (size_t)n < sizeof(line)) {
+        push_buf_raw(b, line, (size_t)n);
+      }
     }
   }
 }

@@ -435,6 +435,14 @@ static int snapshot_done(pusher_call *call, const char *json, size_t len) {
   if (sn == NULL || sn->state != SUBN_PENDING) {
     return 0;
   }
+  if (json != NULL && ch->roster.ready &&
+      !pusher_roster_has_user(&ch->roster, sn->user) &&
+      pusher_roster_nusers(&ch->roster) >= ch->app->cfg->max_presence_members) {
+    pusher_subscription_error(sn->s, ch->name, "LimitReached",
+                              "the presence channel is full", 403);
+    subn_remove(sn);
+    return 1;
+  }
   push_buf data = {0};
   if (json == NULL || !ch->roster.ready ||
       pusher_roster_json(&ch->roster, &data, sn->user, sn->info) != 0) {
@@ -442,11 +450,14 @@ static int snapshot_done(pusher_call *call, const char *json, size_t len) {
     pusher_subscription_error(sn->s, ch->name, "ServerError",
                               "the presence list is unavailable: try again",
                               503);
-    push_member m = subn_member(sn);
-    push_engine_presence_remove(ch->app->ps->engine, ch->hub, &m);
     subn_remove(sn);
     return 1;
   }
+  /* The member joins after the read: its join push comes after the
+   * snapshot, so this node sees it change the roster (member_added to the
+   * others, and the webhook). */
+  push_member m = subn_member(sn);
+  push_engine_presence_add(ch->app->ps->engine, ch->hub, &m, 1);
   subn_on(sn, &data);
   push_buf_free(&data);
   return 0;
@@ -470,11 +481,8 @@ static int presence_activate(pusher_subn *sn) {
     subn_remove(sn);
     return 1;
   }
-  /* The list is read before this member joins, so that the join push
-   * comes after the snapshot and this node, whose member it is, sees it
-   * change the roster (member_added, and its webhook). The answer adds the
-   * member itself. */
-  push_member m = subn_member(sn);
+  /* The list is read first; the member joins once it is known
+   * (snapshot_done), and the answer adds the member itself. */
   pusher_call *call = call_new(ch, sn);
   if (call == NULL) {
     pusher_subscription_error(sn->s, ch->name, "ServerError", "out of memory",
@@ -491,9 +499,6 @@ static int presence_activate(pusher_subn *sn) {
                             rv == PUSH_ENGINE_OK ? b.len : 0);
   }
   push_buf_free(&b);
-  if (!removed) {
-    push_engine_presence_add(ps->engine, ch->hub, &m, 1);
-  }
   return removed;
 }
 

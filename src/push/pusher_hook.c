@@ -138,7 +138,6 @@ void pusher_hook_cache_miss(pusher_app *app, const char *channel) {
 
 void pusher_hooks_metrics(push_server *ps, push_buf *out) {
   pusher_state *st = ps->pusher;
-  char line[256];
   static const char head[] =
       "# HELP herald_pusher_webhook_events_total Pusher webhook events, per "
       "app and outcome (queued, sent, dropped: the queue was full, failed: "
@@ -150,19 +149,23 @@ void pusher_hooks_metrics(push_server *ps, push_buf *out) {
     if (app->hook != NULL) {
       push_webhook_get_stats(app->hook, &ws);
     }
-    int n = snprintf(line, sizeof(line),
-                     "herald_pusher_webhook_events_total{app=\"%s\","
-                     "outcome=\"queued\"} %llu\n"
-                     "herald_pusher_webhook_events_total{app=\"%s\","
-                     "outcome=\"sent\"} %llu\n"
-                     "herald_pusher_webhook_events_total{app=\"%s\","
-                     "outcome=\"dropped\"} %llu\n"
-                     "herald_pusher_webhook_events_total{app=\"%s\","
-                     "outcome=\"failed\"} %llu\n",
-                     app->cfg->id, (unsigned long long)app->webhooks,
-                     app->cfg->id, (unsigned long long)ws.sent_events,
-                     app->cfg->id, (unsigned long long)ws.dropped, app->cfg->id,
-                     (unsigned long long)ws.failed_events);
-    push_buf_raw(out, line, (size_t)n);
+    const struct {
+      const char *outcome;
+      uint64_t n;
+    } rows[] = {{"queued", app->webhooks},
+                {"sent", ws.sent_events},
+                {"dropped", ws.dropped},
+                {"failed", ws.failed_events}};
+    for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
+      char line[160];
+      int n = snprintf(line, sizeof(line),
+                       "herald_pusher_webhook_events_total{app=\"%s\","
+                       "outcome=\"%s\"} %llu\n",
+                       app->cfg->id, rows[k].outcome,
+                       (unsigned long long)rows[k].n);
+      if (n > 0 && (size_t)n < sizeof(line)) {
+        push_buf_raw(out, line, (size_t)n);
+      }
+    }
   }
 }

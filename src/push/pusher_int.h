@@ -180,6 +180,7 @@ struct pusher_app {
   push_webhook *hook;     /* NULL: no webhooks */
   /* metrics */
   uint64_t connects, refused, api_events, client_events, webhooks;
+  uint64_t client_events_refused, subscriptions_refused;
 };
 
 /* One subscription of a socket to a channel. */

@@ -17,6 +17,7 @@ export const APP = {
   secret: "herald-test-secret-0123456789abcdef",
 };
 export const QUOTA_APP = { id: "1002", key: "quota-key", secret: "quota-secret-0123456789" };
+export const LIMIT_APP = { id: "1004", key: "limit-key", secret: "limit-secret-0123456789" };
 export const QUIET_APP = { id: "1003", key: "quiet-key", secret: "quiet-secret-0123456789" };
 export const ENCRYPTION_KEY = crypto.randomBytes(32).toString("base64");
 
@@ -103,6 +104,7 @@ export function config(webhookUrl) {
     apps: [
       { ...APP, enable_client_messages: true, client_events_per_s: 10, ...hooks },
       { ...QUOTA_APP, max_connections: 2 },
+      { ...LIMIT_APP, max_presence_members: 1, max_channels: 2 },
       { ...QUIET_APP, enable_client_messages: false },
     ],
   };

@@ -16,7 +16,7 @@ import Pusher from "pusher-js";
 import PusherServer from "pusher";
 import WebSocket from "ws";
 import {
-  APP, QUIET_APP, QUOTA_APP, check, cleanup, signedRequest, sdkFor, sleep, startAuthServer,
+  APP, LIMIT_APP, QUIET_APP, QUOTA_APP, check, cleanup, signedRequest, sdkFor, sleep, startAuthServer,
   startHerald, startRedis, startWebhookReceiver, step, summary, until,
 } from "./lib.mjs";
 
@@ -446,6 +446,89 @@ try {
     q3.disconnect();
     q1.disconnect();
     q2.disconnect();
+  });
+  // The limits of an app, over the raw protocol (the limit app allows one
+  // presence member and two channels per connection).
+  async function raw(node, app) {
+    let ws, msgs;
+    // The quota app may still count connections that are closing.
+    for (let tries = 0; ; tries++) {
+      ws = new WebSocket(`ws://127.0.0.1:${node.port}/app/${app.key}?protocol=7`);
+      msgs = [];
+      const mine = msgs;
+      ws.on("message", (m) => mine.push(JSON.parse(m)));
+      await until(() => msgs.length, 3000, "established");
+      if (msgs[0].event === "pusher:connection_established" || tries === 30) {
+        break;
+      }
+      ws.close();
+      await sleep(100);
+    }
+    const sid = JSON.parse(msgs[0].data).socket_id;
+    const r = {
+      ws, msgs,
+      sign: (text) => `${app.key}:${crypto.createHmac("sha256", app.secret).update(text).digest("hex")}`,
+      sub(channel, cd) {
+        const data = { channel };
+        if (channel.startsWith("private-") || channel.startsWith("presence-")) {
+          data.auth = r.sign(cd ? `${sid}:${channel}:${cd}` : `${sid}:${channel}`);
+          if (cd) data.channel_data = cd;
+        }
+        ws.send(JSON.stringify({ event: "pusher:subscribe", data }));
+      },
+      answer: (channel) => until(() => msgs.find((m) => m.channel === channel &&
+        (m.event === "pusher_internal:subscription_succeeded" || m.event === "pusher:subscription_error")), 3000, `answer on ${channel}`),
+    };
+    return r;
+  }
+  await step("a full presence channel refuses a new user (LimitReached 403), not a known one", async () => {
+    const r1 = await raw(A, LIMIT_APP);
+    const r2 = await raw(B, LIMIT_APP);
+    r1.sub("presence-small", JSON.stringify({ user_id: "x1" }));
+    const a1 = await r1.answer("presence-small");
+    await sleep(200);
+    r2.sub("presence-small", JSON.stringify({ user_id: "x2" }));
+    const a2 = await r2.answer("presence-small");
+    const r3 = await raw(B, LIMIT_APP);
+    r3.sub("presence-small", JSON.stringify({ user_id: "x1" }));
+    const a3 = await r3.answer("presence-small");
+    [r1, r2, r3].forEach((r) => r.ws.close());
+    return (a1.event === "pusher_internal:subscription_succeeded" && a2.event === "pusher:subscription_error" &&
+      a2.data.status === 403 && a3.event === "pusher_internal:subscription_succeeded") ||
+      JSON.stringify([a1, a2, a3]);
+  });
+  await step("max_channels per connection (LimitReached 403)", async () => {
+    const r = await raw(A, LIMIT_APP);
+    for (const c of ["one", "two", "three"]) {
+      r.sub(c);
+      await r.answer(c);
+    }
+    const a = r.msgs.find((m) => m.channel === "three");
+    r.ws.close();
+    return (a.event === "pusher:subscription_error" && a.data.status === 403) || JSON.stringify(a);
+  });
+  await step("user_info over 1 KiB is refused (InvalidChannelData 400)", async () => {
+    const r = await raw(A, APP);
+    r.sub("presence-big", JSON.stringify({ user_id: "big", user_info: { pad: "x".repeat(2000) } }));
+    const a = await r.answer("presence-big");
+    r.ws.close();
+    return (a.event === "pusher:subscription_error" && a.data.status === 400) || JSON.stringify(a);
+  });
+  await step("a client event over 10 KB is refused with 4301", async () => {
+    const r = await raw(A, APP);
+    r.sub("private-big");
+    await r.answer("private-big");
+    r.ws.send(JSON.stringify({ event: "client-big", channel: "private-big", data: { pad: "x".repeat(11000) } }));
+    const e = await until(() => r.msgs.find((m) => m.event === "pusher:error"), 3000, "4301");
+    r.ws.close();
+    return e.data.code === 4301 || JSON.stringify(e);
+  });
+  await step("refusals are counted in /metrics", async () => {
+    const text = await (await fetch(`${A.url}/metrics`)).text();
+    const val = (name, app) => Number((new RegExp(`${name}\\{app="${app}"\\} (\\d+)`).exec(text) || [])[1]);
+    return (val("herald_pusher_subscriptions_refused_total", LIMIT_APP.id) >= 1 &&
+      val("herald_pusher_client_events_refused_total", APP.id) >= 1 &&
+      val("herald_pusher_refused_total", APP.id) >= 1) || text.split("\n").filter((l) => l.startsWith("herald_pusher")).join("; ");
   });
   await step("a request signed with the wrong secret gets 401", async () => {
     const r = await signedRequest(A, "POST", "/events", { body: { name: "x", channel: "orders", data: "{}" }, secret: "wrong" });
