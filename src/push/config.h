@@ -94,8 +94,8 @@ typedef struct push_config {
   /* Scale-out: "engine": "redis" (docs/scaling.md). */
   int engine_redis;
   push_redis_config redis;
-  char *node_name;  /* NULL: random */
-  char *static_dir; /* files served over plain HTTP GET; NULL: none */
+  char *node_name;           /* NULL: random */
+  char *static_dir;          /* files served over plain HTTP GET; NULL: none */
   push_pusher_config pusher; /* Pusher Channels apps (docs/pusher.md) */
   push_backend_config backend;
   uint32_t refresh_ahead_s;       /* the refresh push, before exp */

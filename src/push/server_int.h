@@ -73,7 +73,7 @@ typedef struct push_client {
   char sse_epoch[PUSH_EPOCH_MAX + 1];
   int64_t exp; /* the connection token's exp (s); 0: none */
   push_bucket rl_cmd, rl_pub, rl_sub;
-  push_op *ops; /* engine calls in flight for this client */
+  push_op *ops;               /* engine calls in flight for this client */
   struct pusher_sock *pusher; /* a Pusher connection, or NULL */
   struct push_client *prev, *next;
 } push_client;
@@ -167,7 +167,7 @@ struct push_server {
   uint64_t engine_unavailable;
   uint64_t limited_commands, limited_publishes, limited_subscribes;
   uint64_t limited_connections, channel_limit_refusals, tokens_expired;
-  push_ip_table *ips; /* connection rate per client IP */
+  push_ip_table *ips;          /* connection rate per client IP */
   struct pusher_state *pusher; /* Pusher apps, or NULL (docs/pusher.md) */
   uint64_t lat_count, lat_bucket[PUSH_LAT_BUCKETS + 1];
   double lat_sum;
@@ -335,8 +335,8 @@ void push_pusher_tick(push_server *ps, int64_t now_ms);
 int push_pusher_upgrade(push_server *ps, herald_ws *ws,
                         const herald_request *req);
 void push_pusher_open(push_server *ps, herald_ws *ws);
-void push_pusher_message(push_client *c, herald_opcode op,
-                         const uint8_t *data, size_t len);
+void push_pusher_message(push_client *c, herald_opcode op, const uint8_t *data,
+                         size_t len);
 /* Leaves every channel (presence too); the connection stays. */
 void push_pusher_leave_all(push_client *c);
 /* The connection is gone: frees its Pusher side (c->pusher). */
