@@ -693,10 +693,16 @@ static void api_channels(pusher_app *app, herald_http *h, const qparam *qp,
          "channels only)");
     return;
   }
+  size_t plen = prefix ? strlen(prefix) : 0;
+  if (plen > PUSHER_CHANNEL_MAX) {
+    text(h, 400, "filter_by_prefix is longer than any channel name");
+    return;
+  }
   query *q = query_new(app, h);
   if (q != NULL) {
     q->info = info;
-    snprintf(q->prefix, sizeof(q->prefix), "%s", prefix ? prefix : "");
+    memcpy(q->prefix, prefix ? prefix : "", plen);
+    q->prefix[plen] = 0;
     query_start(q);
   }
 }
