@@ -11,7 +11,12 @@
 //      post to each delivery.
 //
 //   node bench.mjs /path/to/herald [--connections N] [--subscribers S]
-//                  [--events P] [--inflight C]
+//                  [--events P] [--inflight C] [--rate R]
+//
+// The fan-out runs twice per protocol: paced at R events/s (default 50:
+// latency without a queue), then as fast as the requests go (throughput).
+// Latency is sampled on 20 subscribers, from the post to the delivery;
+// every delivery is counted.
 //
 // Prints a Markdown table per part; run.sh puts them into
 // docs/performance.md.
@@ -69,8 +74,10 @@ function rssKiB(pid) {
 }
 
 /* One connection, subscribed to channel; resolves once subscribed.
- * onEvent(data string or object) for each event of the channel. */
-function connect(kind, port, channel, onEvent) {
+ * onEvent(data string or object) for each event of the channel; count()
+ * instead, without parsing, when given (most subscribers of the fan-out:
+ * parsing every message would make the generator the bottleneck). */
+function connect(kind, port, channel, onEvent, count) {
   return new Promise((resolve, reject) => {
     const url = kind === "pusher" ? `ws://127.0.0.1:${port}/app/${APP.key}?protocol=7&client=bench&version=1`
       : `ws://127.0.0.1:${port}/connection/websocket`;
@@ -82,17 +89,24 @@ function connect(kind, port, channel, onEvent) {
           JSON.stringify({ id: 2, subscribe: { channel } }));
       }
     });
+    let ready = false;
     ws.on("message", (m) => {
+      if (ready && count) {
+        count();
+        return;
+      }
       const msg = JSON.parse(m);
       if (kind === "pusher") {
         if (msg.event === "pusher:connection_established") {
           ws.send(JSON.stringify({ event: "pusher:subscribe", data: { channel } }));
         } else if (msg.event === "pusher_internal:subscription_succeeded") {
+          ready = true;
           resolve(ws);
         } else if (onEvent && msg.event === "tick") {
           onEvent(msg.data);
         }
       } else if (msg.id === 2) {
+        ready = true;
         resolve(ws);
       } else if (onEvent && msg.push && msg.push.pub) {
         onEvent(msg.push.pub.data);
@@ -101,13 +115,14 @@ function connect(kind, port, channel, onEvent) {
   });
 }
 
-async function openMany(kind, port, n, channelOf, onEvent) {
+/* The first `timed` connections time every event; the others count. */
+async function openMany(kind, port, n, channelOf, onEvent, count, timed = n) {
   const socks = [];
   const batch = 200;
   for (let i = 0; i < n; i += batch) {
     const part = [];
     for (let j = i; j < Math.min(n, i + batch); j++) {
-      part.push(connect(kind, port, channelOf(j), onEvent));
+      part.push(connect(kind, port, channelOf(j), onEvent, j < timed ? null : count));
     }
     socks.push(...(await Promise.all(part)));
   }
@@ -151,7 +166,7 @@ async function memory(kind) {
   await sleep(300);
   const before = rssKiB(srv.proc.pid);
   const channel = (i) => (kind === "pusher" ? `idle-${i % 100}` : `b:idle-${i % 100}`);
-  const socks = await openMany(kind, srv.port, N, channel, null);
+  const socks = await openMany(kind, srv.port, N, channel, null, null);
   await sleep(1500);
   const held = rssKiB(srv.proc.pid);
   for (const s of socks) s.terminate();
@@ -160,7 +175,8 @@ async function memory(kind) {
   return { kind, before, held, per: ((held - before) * 1024) / N };
 }
 
-async function fanout(kind) {
+/* rate: events per second to post (0: as fast as C requests allow). */
+async function fanout(kind, rate) {
   const srv = await startServer();
   const channel = kind === "pusher" ? "fan" : "b:fan";
   let got = 0;
@@ -170,14 +186,22 @@ async function fanout(kind) {
     lat.push(Number(process.hrtime.bigint() / 1000n) - t);
     got++;
   };
-  const socks = await openMany(kind, srv.port, S, () => channel, onEvent);
+  // Latency is sampled on 20 subscribers; every delivery is counted.
+  const socks = await openMany(kind, srv.port, S, () => channel, onEvent, () => got++, 20);
   await sleep(300);
   const want = S * P;
   const t0 = process.hrtime.bigint();
   let next = 0;
   async function worker() {
     while (next < P) {
-      next++;
+      const i = next++;
+      if (rate > 0) {
+        const due = Number(t0 / 1000n) + (i * 1e6) / rate;
+        const now = Number(process.hrtime.bigint() / 1000n);
+        if (due > now) {
+          await sleep((due - now) / 1000);
+        }
+      }
       await post(srv.port, kind, channel, { t: Number(process.hrtime.bigint() / 1000n) });
     }
   }
@@ -193,7 +217,7 @@ async function fanout(kind) {
   for (const s of socks) s.terminate();
   srv.proc.kill("SIGKILL");
   fs.rmSync(srv.dir, { recursive: true, force: true });
-  return { kind, got, want, secs, posts: P / posted, rate: got / secs, p50: pct(lat, 50) / 1000, p99: pct(lat, 99) / 1000 };
+  return { kind, paced: rate, got, want, secs, posts: P / posted, rate: got / secs, p50: pct(lat, 50) / 1000, p99: pct(lat, 99) / 1000 };
 }
 
 const m = [await memory("pusher"), await memory("herald")];
@@ -203,12 +227,16 @@ console.log("| --- | --- | --- | --- |");
 for (const r of m) {
   console.log(`| ${r.kind === "pusher" ? "Pusher (`/app/{key}`)" : "herald"} | ${(r.before / 1024).toFixed(1)} MiB | ${(r.held / 1024).toFixed(1)} MiB | ${Math.round(r.per)} |`);
 }
-const f = [await fanout("pusher"), await fanout("herald")];
-console.log(`\n### Fan-out through the HTTP API (${S} subscribers of one channel, ${P} events, ${C} requests in flight)\n`);
+const PACED = opt("rate", 50);
+const f = [await fanout("pusher", PACED), await fanout("herald", PACED), await fanout("pusher", 0),
+  await fanout("herald", 0)];
+console.log(`\n### Fan-out through the HTTP API (${S} subscribers of one channel, ${P} events, up to ${C} requests in flight)\n`);
 console.log("| protocol | publish endpoint | events posted/s | deliveries | deliveries/s | latency p50 | latency p99 |");
 console.log("| --- | --- | --- | --- | --- | --- | --- |");
 for (const r of f) {
-  console.log(`| ${r.kind === "pusher" ? "Pusher" : "herald"} | ${r.kind === "pusher" ? "`POST /apps/{id}/events`" : "`POST /api/publish`"} | ${Math.round(r.posts)} | ${r.got} of ${r.want} | ${Math.round(r.rate)} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms |`);
+  const name = r.kind === "pusher" ? "Pusher" : "herald";
+  const pace = r.paced ? ` (paced at ${r.paced}/s)` : " (as fast as it goes)";
+  console.log(`| ${name}${pace} | ${r.kind === "pusher" ? "`POST /apps/{id}/events`" : "`POST /api/publish`"} | ${Math.round(r.posts)} | ${r.got} of ${r.want} | ${Math.round(r.rate)} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms |`);
 }
 agent.destroy();
 process.exit(f.every((r) => r.got === r.want) ? 0 : 1);

@@ -6,7 +6,7 @@
 # print them). Other options go to bench.mjs.
 #
 #   bench/pusher/run.sh [--no-doc] [--connections N] [--subscribers S]
-#                       [--events P] [--inflight C]
+#                       [--events P] [--inflight C] [--rate R]
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
