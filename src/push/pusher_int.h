@@ -9,6 +9,9 @@
  *   pusher_roster.c  who is in a presence channel (a replica fed by the
  *                    engine's snapshots and join/leave pushes), and a
  *                    small string map
+ *   pusher_dir.c     each app's directory of occupied channels, across
+ *                    the cluster (presence entries per node and channel)
+ *   pusher_hook.c    webhooks, through the shared sender (webhook.h)
  *   pusher_proto.c   wire formats and signatures, as pure functions
  *   pusher_api.c     the HTTP API (/apps/{id}/...) and its request signing
  *
