@@ -523,6 +523,18 @@ try {
     r.ws.close();
     return e.data.code === 4301 || JSON.stringify(e);
   });
+  await step("messages over rate_limits.commands get pusher:error 4301, the connection stays", async () => {
+    const r = await raw(A, APP);
+    for (let i = 0; i < 2600; i++) {
+      r.ws.send("{\"event\":\"pusher:ping\",\"data\":{}}");
+    }
+    await until(() => r.msgs.find((m) => m.event === "pusher:error" && m.data.code === 4301), 5000, "4301");
+    await sleep(1100);
+    r.ws.send("{\"event\":\"pusher:ping\",\"data\":{}}");
+    const pongs = r.msgs.filter((m) => m.event === "pusher:pong").length;
+    await until(() => r.msgs.filter((m) => m.event === "pusher:pong").length > pongs, 3000, "a pong later");
+    r.ws.close();
+  });
   await step("refusals are counted in /metrics", async () => {
     const text = await (await fetch(`${A.url}/metrics`)).text();
     const val = (name, app) => Number((new RegExp(`${name}\\{app="${app}"\\} (\\d+)`).exec(text) || [])[1]);
@@ -554,6 +566,14 @@ try {
   await step("an unknown auth_key gets 401", async () => {
     const r = await signedRequest(A, "GET", "/channels", { app: { ...APP, key: "other" } });
     return r.status === 401 || `${r.status} ${r.text}`;
+  });
+  await step("more than 32 query parameters get 401", async () => {
+    const params = {};
+    for (let i = 0; i < 40; i++) {
+      params[`p${i}`] = "x";
+    }
+    const r = await signedRequest(A, "GET", "/channels", { params });
+    return (r.status === 401 && /too many/.test(r.text)) || `${r.status} ${r.text}`;
   });
   await step("an unknown app id gets 404", async () => {
     const r = await signedRequest(A, "GET", "/channels", { app: { ...APP, id: "9999" } });
