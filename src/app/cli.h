@@ -10,6 +10,8 @@ int herald_cmd_serve(int argc, char **argv);
 int herald_cmd_echo(int argc, char **argv);
 int herald_cmd_client(int argc, char **argv);
 int herald_cmd_bench(int argc, char **argv);
+/* `herald token`: mints an HS256 JWT (token.c). */
+int herald_cmd_token(int argc, char **argv);
 /* `herald bench --mode fanout` (fanout.c). */
 int herald_bench_fanout(int argc, char **argv);
 

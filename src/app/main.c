@@ -22,6 +22,7 @@ static void usage(FILE *out) {
                "  echo        an echo server (conformance, benchmarks)\n"
                "  client      an interactive client (stdin/stdout)\n"
                "  bench       a load generator (echo, connect, idle)\n"
+               "  token       mint an HS256 token for local use and tests\n"
                "\n"
                "options:\n"
                "  --version   print the version and exit\n"
@@ -53,6 +54,9 @@ int main(int argc, char **argv) {
   }
   if (argc >= 2 && strcmp(argv[1], "bench") == 0) {
     return herald_cmd_bench(argc - 1, argv + 1);
+  }
+  if (strcmp(argv[1], "token") == 0) {
+    return herald_cmd_token(argc - 1, argv + 1);
   }
   if (argc >= 2) {
     fprintf(stderr, "herald: unknown command '%s'\n", argv[1]);

@@ -364,7 +364,7 @@ static int load_namespace(push_config *c, push_json o, char *err,
     } else if (strcmp(k, "subscribe_proxy_url") == 0 ||
                strcmp(k, "publish_proxy_url") == 0) {
       const char **slot =
-          k[1] == 'u' ? &ns.subscribe_proxy_url : &ns.publish_proxy_url;
+          k[0] == 's' ? &ns.subscribe_proxy_url : &ns.publish_proxy_url;
       free((char *)*slot);
       *slot = json_strdup(v);
       bad = *slot == NULL || !url_ok(*slot);

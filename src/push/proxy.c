@@ -38,7 +38,7 @@ void push_proxy_body(push_buf *b, const push_client *c, int with_user) {
   } else {
     push_buf_raw(b, ",\"transport\":\"websocket\"", 24);
   }
-  push_buf_raw(b, ",\"protocol\":\"json\",\"encoding\":\"json\"", 37);
+  push_buf_raw(b, ",\"protocol\":\"json\",\"encoding\":\"json\"", 36);
   if (with_user) {
     push_buf_raw(b, ",\"user\":", 8);
     push_buf_str(b, c->user, strlen(c->user));
@@ -455,12 +455,12 @@ static void hook_client(push_client *c, const char *event,
 
 void push_client_joined(push_client *c, const char *channel) {
   push_server *ps = c->ps;
-  if (push_hook_on(ps, PUSH_WH_JOIN)) {
-    hook_client(c, "join", channel);
-  }
   if (push_hook_on(ps, PUSH_WH_OCCUPIED | PUSH_WH_VACATED) &&
       push_hub_nsubscribers(ps->hub, channel) == 1) {
     push_engine_occupancy(ps->engine, channel, 1);
+  }
+  if (push_hook_on(ps, PUSH_WH_JOIN)) {
+    hook_client(c, "join", channel);
   }
 }
 

@@ -289,7 +289,8 @@ class Msg(dict):
 
 class WS:
     def __init__(self, port, path="/connection/websocket", origin=None,
-                 timeout=5.0, rcvbuf=None, host=None, auto_pong=True):
+                 timeout=5.0, rcvbuf=None, host=None, auto_pong=True,
+                 headers=None):
         self.port = port
         self.auto_pong = auto_pong
         self.pings = 0
@@ -306,6 +307,8 @@ class WS:
                  f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
         if origin:
             lines.append(f"Origin: {origin}")
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         buf = b""
         deadline = time.monotonic() + timeout
@@ -562,7 +565,7 @@ class WS:
 
 class SSE:
     def __init__(self, port, query, last_event_id=None, origin=None,
-                 timeout=5.0):
+                 timeout=5.0, headers=None):
         self.sock = socket.create_connection(("127.0.0.1", port),
                                              timeout=timeout)
         self.timeout = timeout
@@ -572,6 +575,8 @@ class SSE:
             lines.append(f"Last-Event-ID: {last_event_id}")
         if origin:
             lines.append(f"Origin: {origin}")
+        for name, value in (headers or {}).items():
+            lines.append(f"{name}: {value}")
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         buf = b""
         deadline = time.monotonic() + timeout
