@@ -108,6 +108,10 @@ push_member push_client_member(const push_client *c) {
 }
 
 void push_client_presence_leave(push_client *c) {
+  if (c->pusher != NULL) {
+    push_pusher_leave_all(c);
+    return;
+  }
   push_member m = push_client_member(c);
   for (size_t i = 0; i < c->nsubs; i++) {
     const push_ns *ns = push_hub_ns(c->ps->hub, c->subs[i]);
@@ -206,7 +210,9 @@ void push_client_disconnect(push_client *c, int code, const char *reason) {
   char esc[PUSH_LOG_VAL];
   push_log(PUSH_LOG_INFO, "ev=disconnect client=%s code=%d reason=\"%s\"",
            c->id, code, push_log_esc(esc, sizeof(esc), reason, strlen(reason)));
-  if (c->ws) {
+  if (c->pusher != NULL) {
+    push_pusher_disconnect(c, code, reason);
+  } else if (c->ws) {
     push_buf b = {0};
     c->gone = 1;
     if (push_push_disconnect(&b, code, reason, code < 3500) == 0) {

@@ -1237,11 +1237,18 @@ static int ws_upgrade(herald_ws *ws, const herald_request *req,
   /* Headers for the backend (proxy.headers): ws_open, which the runtime
    * calls next, gives them to the new client. */
   push_proxy_capture(ps, req);
+  /* A Pusher path keeps its verdict on ws: Pusher refuses after the
+   * handshake, with its own codes (pusher.c). */
+  push_pusher_upgrade(ps, ws, req);
   return 0;
 }
 
 static void ws_open(herald_ws *ws, void *ud) {
   push_server *ps = ud;
+  if (herald_ws_data(ws) != NULL) {
+    push_pusher_open(ps, ws);
+    return;
+  }
   push_client *c = push_client_new(ps);
   if (c == NULL) {
     herald_ws_close(ws, HERALD_CLOSE_TRY_LATER, "out of memory", 13);
@@ -1261,6 +1268,10 @@ static void ws_message(herald_ws *ws, herald_opcode op, uint8_t *data,
   }
   ps->messages_in++;
   ps->bytes_in += len;
+  if (c->pusher != NULL) {
+    push_pusher_message(c, op, data, len);
+    return;
+  }
   if (op != HERALD_OP_TEXT) {
     push_client_error(c, 0, PUSH_E_BAD_REQUEST, "commands are text frames", 0);
     push_client_disconnect(c, PUSH_D_BAD_REQUEST, "binary frame");
@@ -1313,6 +1324,9 @@ static void ws_close(herald_ws *ws, const herald_close_info *info, void *ud) {
              info->error ? info->error : "closed by the client");
   }
   c->ws = NULL;
+  if (c->pusher != NULL) {
+    push_pusher_closed(c);
+  }
   push_client_free(c);
 }
 

@@ -1004,6 +1004,10 @@ int push_config_load(push_config *c, const char *path, char *err,
       if (load_redis(c, v, err, errlen) != 0) {
         goto out;
       }
+    } else if (strcmp(k, "pusher") == 0) {
+      if (push_pusher_config_load(&c->pusher, v, err, errlen) != 0) {
+        goto out;
+      }
     } else if (strcmp(k, "proxy") == 0 || strcmp(k, "webhooks") == 0) {
       if (load_backend(c, k, v, err, errlen) != 0) {
         goto out;
@@ -1042,6 +1046,10 @@ out:
 
 int push_config_finish(push_config *c, char *err, size_t errlen) {
   if (c->demo && add_demo(c) != 0) {
+    err_set(err, errlen, "out of memory");
+    return -1;
+  }
+  if (push_pusher_namespaces(&c->pusher, &c->ns, &c->nns) != 0) {
     err_set(err, errlen, "out of memory");
     return -1;
   }
@@ -1104,5 +1112,6 @@ void push_config_free(push_config *c) {
   free(c->redis.tls_server_name);
   free(c->node_name);
   free(c->static_dir);
+  push_pusher_config_free(&c->pusher);
   memset(c, 0, sizeof(*c));
 }

@@ -10,6 +10,7 @@
 #include "push/limits.h"
 #include "push/log.h"
 #include "push/push.h"
+#include "push/pusher_config.h"
 
 /* The Redis engine's settings ("redis" in docs/config.md). */
 #define PUSH_REDIS_MAX_SHARDS 16
@@ -111,8 +112,9 @@ typedef struct push_config {
   /* Scale-out: "engine": "redis" (docs/scaling.md). */
   int engine_redis;
   push_redis_config redis;
-  char *node_name;  /* NULL: random */
-  char *static_dir; /* files served over plain HTTP GET; NULL: none */
+  char *node_name;           /* NULL: random */
+  char *static_dir;          /* files served over plain HTTP GET; NULL: none */
+  push_pusher_config pusher; /* Pusher Channels apps (docs/pusher.md) */
   push_backend_config backend;
   uint32_t refresh_ahead_s;       /* the refresh push, before exp */
   uint32_t user_connection_limit; /* per user, cluster-wide; 0: none */

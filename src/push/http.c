@@ -137,6 +137,10 @@ void push_on_http(herald_http *h, const herald_request *req,
     push_api(ps, h, req, body, len);
     return;
   }
+  if (req->path.len >= 6 && memcmp(req->path.ptr, "/apps/", 6) == 0) {
+    push_pusher_api(ps, h, req, body, len);
+    return;
+  }
   if (!push_method_is(req, "GET") && !push_method_is(req, "HEAD")) {
     push_http_error(h, 405, PUSH_E_BAD_REQUEST, "use GET");
     return;

@@ -164,6 +164,7 @@ void push_metrics(push_server *ps, herald_http *h) {
   };
   push_metrics_write(&b, m, sizeof(m) / sizeof(m[0]));
   write_latency(ps, &b);
+  push_pusher_metrics(ps, &b);
   push_proxy_metrics(ps, &b);
   push_engine_metrics(ps->engine, &b);
   herald_header ct = {{"Content-Type", 12}, {"text/plain; version=0.0.4", 25}};
@@ -182,8 +183,10 @@ void push_node_json(void *ud, push_buf *b) {
                ps->node, HERALD_VERSION_STRING, ps->nclients,
                push_hub_nsubscriptions(ps->hub), push_hub_nchannels(ps->hub),
                (push_now_ms() - ps->started_ms) / 1000);
-  /* The engine's state goes in before the closing brace. */
+  /* The engine's state and the Pusher apps' counts go in before the
+   * closing brace. */
   push_buf_raw(b, tmp, (size_t)n - 1);
   push_engine_describe(ps->engine, b);
+  push_pusher_node_json(ps, b);
   push_buf_raw(b, "}", 1);
 }

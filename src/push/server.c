@@ -55,6 +55,7 @@ static void on_tick(uv_timer_t *t) {
     ps->presence_refresh_ms = now;
     presence_refresh(ps);
   }
+  push_pusher_tick(ps, now);
   if (ps->cfg->sse_keepalive_s && ++ticks % ps->cfg->sse_keepalive_s == 0) {
     push_sse_keepalive(ps);
   }
@@ -81,6 +82,12 @@ static void lost_one(void *cl, void *ud) {
  * tells them "recovered": false. */
 static void on_lost(void *ud, const char *channel) {
   push_server *ps = ud;
+  if (push_pusher_channel(channel)) {
+    /* Pusher promises no recovery: its sockets simply go on. */
+    push_log(PUSH_LOG_WARN, "ev=insufficient_state channel=%s pusher=1",
+             channel);
+    return;
+  }
   push_log(PUSH_LOG_WARN, "ev=insufficient_state channel=%s subscribers=%zu",
            channel, push_hub_nsubscribers(ps->hub, channel));
   push_hub_each_subscriber(ps->hub, channel, lost_one, ps);
@@ -105,6 +112,13 @@ static void on_loop_start(herald_loop *loop, void *ud) {
   if (push_backend_start(ps, uv, err, sizeof(err)) != 0) {
     fprintf(stderr, "herald: %s\n", err);
     ps->exit_code = 2;
+    ps->stopping = 1;
+    herald_server_stop(ps->srv);
+    return;
+  }
+  if (push_pusher_start(ps) != 0) {
+    fprintf(stderr, "herald: out of memory\n");
+    ps->exit_code = 1;
     ps->stopping = 1;
     herald_server_stop(ps->srv);
     return;
@@ -157,6 +171,7 @@ static void on_signal(uv_signal_t *s, int signum) {
   }
   /* What the webhooks still hold is lost with the process: logged. */
   push_backend_stop(ps);
+  push_pusher_stop(ps);
   if (ps->timers_started) {
     uv_timer_stop(&ps->tick);
     if (ps->cfg->demo) {
@@ -331,6 +346,7 @@ int push_server_main(push_config *cfg) {
     push_client_free(ps->clients);
   }
   herald_server_del(ps->srv);
+  push_pusher_free(ps);
   push_engine_del(ps->engine);
   push_hub_del(ps->hub);
   push_ip_table_del(ps->ips);

@@ -35,6 +35,8 @@
 
 typedef struct push_server push_server;
 typedef struct push_op push_op;
+struct pusher_sock;  /* a Pusher connection (pusher_int.h) */
+struct pusher_state; /* the server's Pusher apps (pusher_int.h) */
 
 typedef struct push_client {
   push_server *ps;
@@ -71,7 +73,8 @@ typedef struct push_client {
   char sse_epoch[PUSH_EPOCH_MAX + 1];
   int64_t exp; /* the connection token's exp (s); 0: none */
   push_bucket rl_cmd, rl_pub, rl_sub;
-  push_op *ops; /* engine calls in flight for this client */
+  push_op *ops;               /* engine calls in flight for this client */
+  struct pusher_sock *pusher; /* a Pusher connection, or NULL */
   struct push_client *prev, *next;
 } push_client;
 
@@ -164,7 +167,8 @@ struct push_server {
   uint64_t engine_unavailable;
   uint64_t limited_commands, limited_publishes, limited_subscribes;
   uint64_t limited_connections, channel_limit_refusals, tokens_expired;
-  push_ip_table *ips; /* connection rate per client IP */
+  push_ip_table *ips;          /* connection rate per client IP */
+  struct pusher_state *pusher; /* Pusher apps, or NULL (docs/pusher.md) */
   uint64_t lat_count, lat_bucket[PUSH_LAT_BUCKETS + 1];
   double lat_sum;
   /* The application's backend: outgoing HTTP, the proxy, webhooks. */
@@ -314,6 +318,40 @@ void push_record_latency(push_server *ps, const push_pub *pub);
 /* This node's entry in /api/info (and in Redis' node list). */
 void push_node_json(void *ud, push_buf *b);
 
+/* ---- Pusher Channels (pusher*.c, docs/pusher.md) ---- */
+
+/* Sets up the apps of cfg->pusher, once the engine runs. Returns 0 or -1
+ * (out of memory). */
+int push_pusher_start(push_server *ps);
+/* At shutdown, after the clients left: stops the Pusher webhooks. */
+void push_pusher_stop(push_server *ps);
+void push_pusher_free(push_server *ps);
+/* Once a second: presence refresh, the cluster's connection counts. */
+void push_pusher_tick(push_server *ps, int64_t now_ms);
+/* An upgrade to /app/...: returns 1 (the verdict is kept on ws for
+ * push_pusher_open, which answers even a refusal the Pusher way: after
+ * the handshake, with pusher:error and a close code), or 0 when the path
+ * is not Pusher's. */
+int push_pusher_upgrade(push_server *ps, herald_ws *ws,
+                        const herald_request *req);
+void push_pusher_open(push_server *ps, herald_ws *ws);
+void push_pusher_message(push_client *c, herald_opcode op, const uint8_t *data,
+                         size_t len);
+/* Leaves every channel (presence too); the connection stays. */
+void push_pusher_leave_all(push_client *c);
+/* The connection is gone: frees its Pusher side (c->pusher). */
+void push_pusher_closed(push_client *c);
+/* push_client_disconnect for a Pusher connection: herald's code mapped to
+ * Pusher's (3001 -> 4200, 3004 -> 4100, 3502 -> 4009). */
+void push_pusher_disconnect(push_client *c, int code, const char *reason);
+/* 1 when a hub channel is a Pusher one (its subscribers are not clients). */
+int push_pusher_channel(const char *hub_channel);
+/* Requests under /apps/ (the HTTP API). */
+void push_pusher_api(push_server *ps, herald_http *h, const herald_request *req,
+                     const uint8_t *body, size_t len);
+void push_pusher_metrics(push_server *ps, push_buf *b);
+/* ,"pusher":{"<app id>":connections,...} for this node's entry. */
+void push_pusher_node_json(push_server *ps, push_buf *b);
 /* ---- the application's backend (proxy.c) ---- */
 
 /* What the backend answered: a result, an error for the client, a
