@@ -16,7 +16,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "core/base64.h"
 #include "core/conn_int.h"
 #include "core/deflate.h"
 #include "core/http1.h"
@@ -536,7 +535,8 @@ int herald__hs_request(herald_conn *c, const herald_client_opts *o) {
     herald__hs_free(c);
     return HERALD_ERR_INTERNAL;
   }
-  herald__base64_encode(hs->key, nonce, sizeof(nonce));
+  herald_base64_encode(hs->key, HERALD_BASE64_ENCODED_LEN(sizeof(nonce)), nonce,
+                       sizeof(nonce));
   hs->key[24] = 0;
   char ext[HERALD__PMD_TEXT_MAX + 1];
   if (c->cfg->deflate.enabled) {
