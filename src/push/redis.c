@@ -225,7 +225,6 @@ static const char *const scripts[NSCRIPTS] = {
 
 static void shard_connect(rshard *sh);
 static void heartbeat(push_redis *r);
-static rshard *nodes_shard(push_redis *r);
 
 int64_t redis_wall_ms(void) {
   struct timespec ts;
@@ -343,7 +342,7 @@ static void shard_check_up(rshard *sh) {
            "ev=redis_up shard=%d addr=%s:%s pubsub=%s replid=%s durable=%s",
            sh->index, sh->host, sh->port, sh->sharded ? "sharded" : "classic",
            sh->replid, sh->durable[0] == '1' ? "yes" : "no");
-  if (nodes_shard(r) == sh) {
+  if (redis_nodes_shard(r) == sh) {
     heartbeat(r); /* in the node list at once, not a tick later */
     redis_ext_shard_up(sh);
   }
@@ -994,7 +993,7 @@ static void node_keys(const push_redis *r, char h[96], size_t *hl, char z[96],
 
 /* The shard that keeps the node list: the first one, or in a Redis
  * Cluster the master of its slot (NULL when the map does not say). */
-static rshard *nodes_shard(push_redis *r) {
+rshard *redis_nodes_shard(push_redis *r) {
   if (r->cl == NULL) {
     return &r->shards[0];
   }
@@ -1004,7 +1003,7 @@ static rshard *nodes_shard(push_redis *r) {
 }
 
 int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud) {
-  rshard *sh = nodes_shard(r);
+  rshard *sh = redis_nodes_shard(r);
   if (sh == NULL || !sh->up) {
     return PUSH_REDIS_DOWN;
   }
@@ -1019,7 +1018,7 @@ int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud) {
 }
 
 static void heartbeat(push_redis *r) {
-  rshard *sh = nodes_shard(r);
+  rshard *sh = redis_nodes_shard(r);
   if (sh == NULL || !sh->up || r->ev.node_json == NULL) {
     return;
   }
@@ -1343,7 +1342,7 @@ void push_redis_del(push_redis *r) {
   }
   /* Leave the node list at once (best effort: a write that does not make
    * it expires with the heartbeat TTL). */
-  rshard *s0 = nodes_shard(r);
+  rshard *s0 = redis_nodes_shard(r);
   if (s0 != NULL && s0->up && redis_conn_unsent(&s0->cmd) == 0) {
     char hkey[96], zkey[96];
     size_t hl, zl;

@@ -15,9 +15,11 @@
  * node that dies drops out after presence_ttl (without a vacated event:
  * nobody was there to see the last one leave).
  *
- * Control. Every node SUBSCRIBEs (classic pub/sub, on shard 0's
- * subscriber connection) to prefix.ctl; a message published there reaches
- * every node, the sender's too.
+ * Control. Every node SUBSCRIBEs (classic pub/sub, on the subscriber
+ * connection of the shard that keeps the node list: shard 0, or in a Redis
+ * Cluster the master of that slot) to prefix.ctl; a message published
+ * there reaches every node, the sender's too (a Redis Cluster forwards
+ * classic pub/sub messages to all its nodes).
  *
  * Users. A sorted set prefix.u.{user} of client ids scored by expiry, on
  * the shard the user's name hashes to; adding checks the count and adds in
@@ -53,7 +55,9 @@ int redis_ext_message(rshard *sh, const char *key, size_t klen, const char *msg,
   push_redis *r = sh->r;
   char ctl[96];
   size_t cl = ctl_key(r, ctl, sizeof ctl);
-  if (sh->index != 0 || klen != cl || memcmp(key, ctl, cl) != 0) {
+  /* From whichever shard it came: after a failover the node may be
+   * subscribed on two; control messages are idempotent. */
+  if (klen != cl || memcmp(key, ctl, cl) != 0) {
     return 0;
   }
   if (r->ev.on_control != NULL) {
@@ -63,8 +67,8 @@ int redis_ext_message(rshard *sh, const char *key, size_t klen, const char *msg,
 }
 
 int push_redis_control(push_redis *r, const char *msg, size_t len) {
-  rshard *sh = &r->shards[0];
-  if (!sh->up) {
+  rshard *sh = redis_nodes_shard(r);
+  if (sh == NULL || !sh->up) {
     return PUSH_REDIS_DOWN;
   }
   char key[96];

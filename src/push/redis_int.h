@@ -214,6 +214,11 @@ int redis_cmd(redis_conn *c, redis_reply_fn fn, push_redis_cb cb, void *ud,
 /* A reply nobody waits for: errors are logged. */
 void redis_on_ignored(redis_conn *c, redisReply *reply, const redis_pending *p);
 
+/* The shard that keeps the node list and carries the control channel:
+ * the first one, or in a Redis Cluster the master of {prefix.nodes}'s
+ * slot. NULL when a cluster's map does not say yet. */
+rshard *redis_nodes_shard(push_redis *r);
+
 /* ---- redis_ext.c: what the server needs of the cluster besides channels
  * (occupancy, control messages between nodes, connections per user) ---- */
 

@@ -29,11 +29,29 @@ def token(sub):
     return jwt_hs256({"sub": sub, "exp": now() + 3600}, SECRET)
 
 
+# None: one redis-server of our own per test. tests/push/redis_ha.py sets
+# it to a function giving the "redis" section of a Redis Cluster, and runs
+# these tests again over it.
+CLUSTER = None
+
+
+def cluster_node(name, ex):
+    cfg = {"engine": "redis",
+           "redis": dict(CLUSTER(), presence_ttl=3, ping_timeout_ms=1000)}
+    cfg.update(ex)
+    return lib.Server(cfg, args=["--node-name", name], name=f"node {name}")
+
+
 def two_nodes(extra=None):
-    r = rtest.Redis()
     ex = {"anonymous": False, "jwt": {"hmac_secret": SECRET},
           "namespaces": btest.NS}
     ex.update(extra or {})
+    if CLUSTER is not None:
+        a, b = cluster_node("a", ex), cluster_node("b", ex)
+        check("both nodes healthy", rtest.wait_healthy(a, 200, 20) and
+              rtest.wait_healthy(b, 200, 20))
+        return None, a, b
+    r = rtest.Redis()
     a = rtest.node([r], "a", ex)
     b = rtest.node([r], "b", ex)
     check("both nodes healthy", rtest.wait_healthy(a) and
@@ -116,6 +134,16 @@ def test_user_connection_limit_across_nodes():
     w = a.client(token("ann"))
     eq("a place freed on b is taken on a", w.user, "ann")
     keep.close()
+    # A user name with braces: in a Redis Cluster the key's hash tag ends
+    # at its first '}', and the node must send the key where Redis wants it.
+    for user in ("x}y{z", "{}", "}{a}"):
+        keep = [a.client(token(user)), b.client(token(user))]
+        w = b.ws()
+        rr = w.connect(token(user))
+        eq(f"user {user!r}: the third connection refused (106)",
+           (rr.get("error") or {}).get("code"), 106)
+        for k in keep:
+            k.close()
     a.stop()
     b.stop()
 

@@ -779,6 +779,25 @@ def test_cluster_slot_migration():
     b.stop()
 
 
+def test_cluster_backend_features():
+    """The backend features that act on the whole cluster
+    (tests/push/backend_redis.py) over a Redis Cluster of three masters:
+    idempotency keys, user connection counts, control messages between
+    nodes and channel occupancy each live in their own slot."""
+    import backend_redis
+    rds = make_cluster()
+    backend_redis.CLUSTER = lambda: cluster_cfg(rds)
+    try:
+        for t in backend_redis.TESTS:
+            print(f"-- {t.__name__} over the cluster")
+            t()
+            for srv in list(lib.SERVERS):
+                if not srv.stopped:
+                    srv.stop()
+    finally:
+        backend_redis.CLUSTER = None
+
+
 def test_config_errors():
     d = tempfile.mkdtemp()
     for what, conf in [
@@ -820,7 +839,8 @@ def test_config_errors():
 TESTS = [test_config_errors, test_master_demoted,
          test_sentinel_never_writes_to_replica,
          test_sentinel_mixed_shards, test_sentinel_failover,
-         test_cluster_failover, test_cluster_slot_migration]
+         test_cluster_failover, test_cluster_slot_migration,
+         test_cluster_backend_features]
 
 
 def main():
