@@ -32,6 +32,10 @@ enum {
   NSCRIPTS
 };
 
+/* The scripts' Lua source, by the enum above (redis_scripts.c); each shard
+ * loads them all (SCRIPT LOAD) and calls them by their SHA-1. */
+extern const char *const redis_scripts[NSCRIPTS];
+
 typedef struct rshard rshard;
 typedef struct rchan rchan;
 typedef struct rsentinel rsentinel;
