@@ -67,12 +67,21 @@
  *   without reply by the next one closes the socket and reconnects.
  * - Tokens: options.getToken(), when given, is called before every
  *   connection attempt and must return the connection JWT (or a Promise of
- *   it). A token that expires on an open connection (close 3006) is
- *   replaced the same way: the client reconnects and asks again. A
- *   subscription to a private channel may take { getToken(channel) } for its
- *   subscription token, called before every (re)subscribe. A getToken that
- *   throws or rejects counts as a failed attempt (backoff, then again) and
- *   is reported with the "error" event.
+ *   it). A token that throws or rejects there counts as a failed attempt
+ *   (backoff, then again) and is reported with the "error" event.
+ *   Refresh without reconnecting: when the server pushes `refresh` (sent
+ *   refresh_ahead seconds before the token's exp), getToken() is called
+ *   again and the new token goes out with the `refresh` command on the
+ *   same connection ("refreshed" event). If that getToken fails, or the
+ *   server refuses the token, "error" reports it (code 2 for getToken);
+ *   the server then closes with 3006 at exp and the client reconnects,
+ *   asking getToken() for a fresh token as for any attempt.
+ *   A subscription to a private channel may take { getToken(channel) } for
+ *   its subscription token, called before every (re)subscribe and on the
+ *   server's `sub_refresh` push for that channel (then sent with the
+ *   `sub_refresh` command). A failure there goes to the subscription's
+ *   onError and the "error" event ({error, channel}); the server then ends
+ *   the subscription at the token's exp.
  * - SSE carries one channel per stream: the server's /sse takes one
  *   channel, so each subscription opens its own EventSource.
  *
@@ -82,8 +91,12 @@
  *   "state"         {state: "disconnected" | "connecting" | "connected",
  *                    transport: "websocket" | "sse" | null,
  *                    retryIn: ms until the next attempt, or 0}
- *   "error"         {error}: a subscription failed (also passed to its
- *                    onError handler when there is one)
+ *   "error"         {error, channel?}: a subscription failed (also passed
+ *                    to its onError handler when there is one), or a
+ *                    getToken() or a refresh failed
+ *   "refreshed"     {channel, result}: a token was replaced on the open
+ *                    connection (channel null: the connection's token;
+ *                    result: the refresh reply, {expires, ttl})
  */
 (function (global) {
   "use strict";
@@ -192,6 +205,7 @@
     this.state = "subscribing";
     this._pending = null; // pushes received before the subscribe result
     this._es = null; // EventSource in SSE mode
+    this._refreshFor = null; // the socket a sub_refresh is under way on
   }
 
   /** Stops receiving publications of this channel. */
@@ -261,6 +275,7 @@
       (typeof global.EventSource === "function" ? global.EventSource : null);
     this._token = this.options.token; // the latest connection token
     this._attemptId = 0; // drops the answer of an outdated getToken()
+    this._refreshFor = null; // the socket a refresh is under way on
   }
 
   /* -------------------------------------------------------------------- */
@@ -764,8 +779,18 @@
       this._lastDisconnect = push.disconnect;
       return;
     }
+    if (push.refresh && push.channel === undefined) {
+      this._refreshConnection();
+      return;
+    }
     var sub = this._subs.get(push.channel);
     if (!sub || sub.state === "unsubscribed") {
+      return;
+    }
+    if (push.sub_refresh) {
+      // Not kept for after a subscribe result: the server sends it only
+      // on a subscription it holds, and once per token.
+      this._refreshSubscription(sub);
       return;
     }
     if (sub.state === "subscribing") {
@@ -784,6 +809,139 @@
     } else if (push.leave) {
       sub._call("onLeave", push.leave);
     }
+  };
+
+  /* -------------------------------------------------------------------- */
+  /* Credentials: the refresh and sub_refresh pushes                      */
+  /* -------------------------------------------------------------------- */
+
+  /* Calls fn.call(self, arg) for a token: a Promise of it, or rejected
+   * with a HeraldError E_CLIENT_TOKEN naming what went wrong. */
+  function askToken(fn, self, arg) {
+    var p;
+    try {
+      p = Promise.resolve(fn.call(self, arg));
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return p.then(
+      function (token) {
+        if (typeof token !== "string" || !token) {
+          throw new Error("getToken() gave no token");
+        }
+        return token;
+      }
+    ).catch(function (e) {
+      if (e && e.name === "HeraldError") {
+        throw e;
+      }
+      throw HeraldError(
+        E_CLIENT_TOKEN,
+        "getToken failed: " + (e && e.message ? e.message : String(e)),
+        true
+      );
+    });
+  }
+
+  /*
+   * The server's refresh push: the connection token ends soon. With
+   * options.getToken a new token is asked for and sent with the refresh
+   * command on the same connection. A failure (getToken, or the command
+   * refused) is reported with "error"; the server then closes with 3006 at
+   * exp and the reconnect asks getToken again. Without getToken nothing is
+   * done here: the 3006 reconnect is all there is.
+   */
+  Herald.prototype._refreshConnection = function () {
+    var self = this;
+    var getToken = this.options.getToken;
+    var ws = this._ws;
+    if (typeof getToken !== "function" || !ws || this._refreshFor === ws) {
+      return; // nothing to ask, or already asking for this connection
+    }
+    this._refreshFor = ws;
+    askToken(getToken, this)
+      .then(function (token) {
+        if (self._ws !== ws || self.state !== "connected") {
+          return null; // a newer connection asked for its own token
+        }
+        self._token = token;
+        return self._call("refresh", { token: token }, false);
+      })
+      .then(
+        function (result) {
+          if (self._refreshFor === ws) {
+            self._refreshFor = null;
+          }
+          if (result) {
+            self._emit("refreshed", { channel: null, result: result });
+          }
+        },
+        function (err) {
+          if (self._refreshFor === ws) {
+            self._refreshFor = null;
+          }
+          if (self._ws !== ws || err.code === E_CLIENT_DISCONNECTED) {
+            return; // the connection ended: the reconnect takes over
+          }
+          self._emit("error", { error: err });
+        }
+      );
+  };
+
+  /*
+   * The server's sub_refresh push for sub: its subscription token ends
+   * soon. With a subscription getToken(channel) a new token is asked for
+   * and sent with sub_refresh. A failure is reported with the
+   * subscription's onError and "error" {error, channel}; the server then
+   * ends the subscription with an unsubscribe push at exp.
+   */
+  Herald.prototype._refreshSubscription = function (sub) {
+    var self = this;
+    var ws = this._ws;
+    if (typeof sub.getToken !== "function" || !ws || sub._refreshFor === ws) {
+      return;
+    }
+    sub._refreshFor = ws;
+    askToken(sub.getToken, sub, sub.channel)
+      .then(function (token) {
+        if (
+          self._ws !== ws ||
+          self._subs.get(sub.channel) !== sub ||
+          self.state !== "connected"
+        ) {
+          return null; // unsubscribed, or a new connection subscribes anew
+        }
+        sub.token = token;
+        return self._call(
+          "sub_refresh",
+          { channel: sub.channel, token: token },
+          false
+        );
+      })
+      .then(
+        function (result) {
+          if (sub._refreshFor === ws) {
+            sub._refreshFor = null;
+          }
+          if (result) {
+            self._emit("refreshed", { channel: sub.channel, result: result });
+          }
+        },
+        function (err) {
+          if (sub._refreshFor === ws) {
+            sub._refreshFor = null;
+          }
+          if (
+            self._ws !== ws ||
+            self._subs.get(sub.channel) !== sub ||
+            err.code === E_CLIENT_DISCONNECTED
+          ) {
+            return;
+          }
+          sub._call("onError", err);
+          self._emit("error", { error: err, channel: sub.channel });
+        }
+      );
   };
 
   /* -------------------------------------------------------------------- */

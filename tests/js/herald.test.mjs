@@ -7,7 +7,9 @@
 // not loop "connecting"); connect, subscribe, publish, presence and history
 // over `ws`; getToken before every attempt and again after the server
 // expires a token (3006); a failing getToken reported and retried; a
-// subscription getToken; and the TypeScript declarations under tsc --strict.
+// subscription getToken; the refresh and sub_refresh pushes answered without
+// reconnecting, and a failing refresh ending in 3006 and a reconnect; and
+// the TypeScript declarations under tsc --strict.
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
@@ -69,6 +71,14 @@ function jwt(claims) {
   const body = b64url(JSON.stringify(claims));
   const sig = createHmac("sha256", SECRET).update(`${head}.${body}`).digest("base64url");
   return `${head}.${body}.${sig}`;
+}
+
+// A config file in a fresh directory; returns its path.
+function configFile(obj) {
+  const dir = mkdtempSync(path.join(tmpdir(), "herald-js-"));
+  const file = path.join(dir, "herald.json");
+  writeFileSync(file, JSON.stringify(obj));
+  return file;
 }
 
 function waitFor(herald, name, pred = () => true, ms = 8000) {
@@ -152,7 +162,12 @@ test("the ws package is found by itself when it can be required", async () => {
 });
 
 test("getToken: called per attempt, and again after the token expires (3006)", async () => {
-  const url = await serve("--no-anonymous", "--jwt-hmac", SECRET);
+  // refresh_ahead 0: the server sends no refresh push, so the token's exp
+  // ends the connection (with the default 30 s the client would refresh).
+  const url = await serve(
+    "--config",
+    configFile({ anonymous: false, jwt: { hmac_secret: SECRET }, refresh_ahead: 0 })
+  );
   const { Herald } = loadHerald();
   let calls = 0;
   const h = new Herald(url, {
@@ -240,6 +255,152 @@ test("a subscription's getToken gives the token of a private channel", async () 
   h.connect();
   await subscribed;
   assert.deepEqual(asked, ["secret:room"]);
+  h.disconnect();
+});
+
+const now = () => Math.floor(Date.now() / 1000);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Tokens of 3 s and the refresh push 2 s ahead of exp: a refresh about
+// every second.
+const REFRESH_CONFIG = {
+  anonymous: false,
+  jwt: { hmac_secret: SECRET },
+  refresh_ahead: 2,
+  namespaces: [
+    { name: "room", publish: true, history_size: 10, history_ttl: 60 },
+    { name: "secret", private: true, publish: true, history_size: 10, history_ttl: 60 },
+  ],
+};
+
+test("refresh push: the connection outlives several token exps without reconnecting", async () => {
+  const url = await serve("--config", configFile(REFRESH_CONFIG));
+  const { Herald } = loadHerald();
+  let calls = 0;
+  const h = new Herald(url, {
+    WebSocket: WS,
+    minDelay: 50,
+    maxDelay: 200,
+    getToken: () => {
+      calls++;
+      return jwt({ sub: "dee", exp: now() + 3 });
+    },
+  });
+  const events = [];
+  for (const name of ["connected", "disconnected", "error", "refreshed"]) {
+    h.on(name, (ev) => events.push([name, ev]));
+  }
+  const got = [];
+  h.subscribe("room:a", { onPublication: (pub) => got.push(pub.data) });
+  const connected = waitFor(h, "connected");
+  h.connect();
+  const c = await connected;
+  const client = c.client;
+  await sleep(8000); // well past the exp of the first two tokens
+  const names = events.map((e) => e[0]);
+  assert.deepEqual(names.filter((n) => n !== "refreshed"), ["connected"], JSON.stringify(events));
+  const refreshed = events.filter((e) => e[0] === "refreshed");
+  assert.ok(refreshed.length >= 3, `refreshed ${refreshed.length} times`);
+  for (const [, ev] of refreshed) {
+    assert.equal(ev.channel, null);
+    assert.equal(ev.result.expires, true);
+  }
+  assert.equal(calls, refreshed.length + 1, "one getToken per connect and per refresh");
+  assert.equal(h.state, "connected");
+  assert.equal(h.clientId, client, "the same connection throughout");
+  await h.publish("room:a", { n: 1 });
+  for (let i = 0; i < 50 && got.length < 1; i++) await sleep(50);
+  assert.deepEqual(got, [{ n: 1 }], "the subscription lives on");
+  h.disconnect();
+});
+
+test("sub_refresh push: a subscription token is replaced, the subscription lives on", async () => {
+  const url = await serve("--config", configFile(REFRESH_CONFIG));
+  const { Herald } = loadHerald();
+  const asked = [];
+  const h = new Herald(url, {
+    WebSocket: WS,
+    getToken: () => jwt({ sub: "eve", exp: now() + 3600 }),
+  });
+  const events = [];
+  for (const name of ["connected", "disconnected", "error", "refreshed"]) {
+    h.on(name, (ev) => events.push([name, ev]));
+  }
+  const got = [];
+  const errors = [];
+  const subscribed = new Promise((resolve) => {
+    h.subscribe(
+      "secret:vault",
+      {
+        onSubscribed: resolve,
+        onPublication: (pub) => got.push(pub.data),
+        onError: (e) => errors.push(e),
+      },
+      {
+        getToken: (channel) => {
+          asked.push(channel);
+          return jwt({ sub: "eve", channel, exp: now() + 3 });
+        },
+      }
+    );
+  });
+  h.connect();
+  await subscribed;
+  await sleep(7000); // past the exp of the first two subscription tokens
+  const refreshed = events.filter((e) => e[0] === "refreshed");
+  assert.ok(refreshed.length >= 2, `refreshed ${refreshed.length} times: ${JSON.stringify(events)}`);
+  for (const [, ev] of refreshed) {
+    assert.equal(ev.channel, "secret:vault");
+    assert.equal(ev.result.expires, true);
+  }
+  assert.equal(asked.length, refreshed.length + 1);
+  assert.ok(asked.every((c) => c === "secret:vault"));
+  assert.deepEqual(errors, []);
+  assert.deepEqual(events.map((e) => e[0]).filter((n) => n !== "refreshed"), ["connected"]);
+  // Still subscribed on the server: a publication arrives.
+  await h.publish("secret:vault", { k: 1 });
+  for (let i = 0; i < 50 && got.length < 1; i++) await sleep(50);
+  assert.deepEqual(got, [{ k: 1 }]);
+  h.disconnect();
+});
+
+test("refresh push with a failing getToken: error, then 3006, then a reconnect with a fresh token", async () => {
+  const url = await serve("--config", configFile(REFRESH_CONFIG));
+  const { Herald } = loadHerald();
+  let calls = 0;
+  const h = new Herald(url, {
+    WebSocket: WS,
+    minDelay: 50,
+    maxDelay: 200,
+    getToken: () => {
+      calls++;
+      if (calls === 2) {
+        return Promise.reject(new Error("token service down"));
+      }
+      return jwt({ sub: "fay", exp: now() + (calls === 1 ? 3 : 3600) });
+    },
+  });
+  const events = [];
+  for (const name of ["connected", "disconnected", "error", "refreshed"]) {
+    h.on(name, (ev) => events.push([name, ev]));
+  }
+  const got = [];
+  h.subscribe("room:b", { onPublication: (pub) => got.push(pub.data) });
+  h.connect();
+  await waitFor(h, "connected");
+  await waitFor(h, "connected", () => true, 8000); // the second connection
+  const names = events.map((e) => e[0]);
+  assert.deepEqual(names, ["connected", "error", "disconnected", "connected"], JSON.stringify(events));
+  const err = events[1][1].error;
+  assert.equal(err.code, 2);
+  assert.match(err.message, /token service down/);
+  const gone = events[2][1];
+  assert.equal(gone.code, 3006);
+  assert.equal(gone.reconnect, true);
+  assert.equal(calls, 3, "connect, the failed refresh, the reconnect");
+  await h.publish("room:b", { n: 2 });
+  for (let i = 0; i < 50 && got.length < 1; i++) await sleep(50);
+  assert.deepEqual(got, [{ n: 2 }], "resubscribed after the reconnect");
   h.disconnect();
 });
 
