@@ -36,6 +36,8 @@ export interface ClientInfo {
   info?: Json;
 }
 
+/** A subscribe result; for onUnrecovered over SSE, epoch and offset are
+ * the channel's present position. */
 export interface SubscribeResult extends Partial<StreamPosition> {
   /** With `since`: false when the missed publications are gone. */
   recovered?: boolean;
@@ -95,7 +97,9 @@ export interface HeraldOptions {
   getToken?(): string | Promise<string>;
   /** Sent with connect as "name". */
   name?: string;
-  /** "auto" (default), "force", false, or the SSE endpoint's URL. */
+  /** "auto" (default), "force", false, or the SSE endpoint's URL. In SSE
+   * mode every subscription shares one EventSource (up to the server's
+   * max_sse_channels, 32 by default), reopened when the set changes. */
   sse?: "auto" | "force" | false | string;
   /** WebSocket failures before any open, then SSE (with "auto"). 3 */
   wsFailuresBeforeSse?: number;
