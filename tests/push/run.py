@@ -1224,6 +1224,35 @@ def test_sse_channels():
            [("unrecovered", "pub:m1"), ("unrecovered", "pub:m2"),
             ("unrecovered", "small:m3")])
         e.close()
+    # Malformed items, each for pub:m1 only: its channel is unrecovered,
+    # pub:m2 (a good item) is not.
+    for junk in ("pub:m1@", "pub:m1@:5", f"pub:m1@{e1}:", f"pub:m1@{e1}:x",
+                 f"pub:m1@{e1}:99999999999999999999999",
+                 f"pub:m1@{'e' * 17}:1", f"pub:m1@{e1}:-1",
+                 f"pub:m1@{e1} :1"):
+        e = SSE(s.port, q, last_event_id=f";;{junk};pub:m2@{e2}:4;;")
+        ev = e.event()
+        check(f"Last-Event-ID item {junk[:30]!r}: unrecovered for pub:m1 "
+              "only", ev["event"] == "unrecovered" and
+              json.loads(ev["data"])["channel"] == "pub:m1", short(ev))
+        s.publish("pub:m2", {"b": "probe"})
+        ev = e.event()
+        check("  and pub:m2 goes on", ev["event"] is None and
+              json.loads(ev["data"])["channel"] == "pub:m2", short(ev))
+        e.close()
+    # Items that name no channel of the stream ("pub:m1@" is a channel
+    # name), none at all, garbage: a stream all the same.
+    for junk in ("@", ";;;", "@e:1", "pub:m1@@:1", "x" * 7000):
+        e = SSE(s.port, q, last_event_id=junk)
+        s.publish("pub:m1", {"a": "probe"})
+        evs = [e.event()]
+        while evs[-1]["event"] == "unrecovered":
+            evs.append(e.event())
+        check(f"Last-Event-ID {junk[:12]!r}: a stream, then the live one",
+              e.status == 200 and
+              json.loads(evs[-1]["data"])["channel"] == "pub:m1" and
+              len(evs) in (1, 4), (e.status, short(evs)))
+        e.close()
     e = SSE(s.port, q, last_event_id=f"pub:m1@{e1}:3;pub:m1@{e1}:4")
     ev = e.event()
     check("a channel given twice in Last-Event-ID: unrecovered for it",
