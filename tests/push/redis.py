@@ -3,7 +3,8 @@
 instances (docs/scaling.md). Cross-node fan-out, presence, history and
 recovery across nodes, a node killed and restarted, Redis killed and
 restarted (with and without persistence) under a continuous publisher,
-Redis down at start, several shards, AUTH.
+Redis down at start, several shards, AUTH, an SSE stream of several
+channels.
 
 usage: redis.py PATH/TO/herald [-k SUBSTRING ...]
 
