@@ -36,6 +36,8 @@ export interface ClientInfo {
   info?: Json;
 }
 
+/** A subscribe result; for onUnrecovered over SSE, epoch and offset are
+ * the channel's present position. */
 export interface SubscribeResult extends Partial<StreamPosition> {
   /** With `since`: false when the missed publications are gone. */
   recovered?: boolean;
@@ -59,7 +61,8 @@ export interface SubscriptionHandlers {
 export interface SubscribeOptions {
   /** A subscription JWT for a private channel. */
   token?: string;
-  /** Called before every (re)subscribe for a fresh subscription token. */
+  /** Called before every (re)subscribe for a fresh subscription token, and
+   * on the server's sub_refresh push for this channel. */
   getToken?(channel: string): string | Promise<string>;
 }
 
@@ -89,11 +92,14 @@ export type EventSourceConstructor = new (url: string) => any;
 export interface HeraldOptions {
   /** Connection JWT; not needed in anonymous mode. */
   token?: string;
-  /** Called before every connection attempt for a fresh token. */
+  /** Called before every connection attempt for a fresh token, and on the
+   * server's refresh push (the new token is sent without reconnecting). */
   getToken?(): string | Promise<string>;
   /** Sent with connect as "name". */
   name?: string;
-  /** "auto" (default), "force", false, or the SSE endpoint's URL. */
+  /** "auto" (default), "force", false, or the SSE endpoint's URL. In SSE
+   * mode every subscription shares one EventSource (up to the server's
+   * max_sse_channels, 32 by default), reopened when the set changes. */
   sse?: "auto" | "force" | false | string;
   /** WebSocket failures before any open, then SSE (with "auto"). 3 */
   wsFailuresBeforeSse?: number;
@@ -122,7 +128,19 @@ export interface HeraldEvents {
   };
   disconnected: { code: number; reason: string; reconnect: boolean };
   state: { state: State; transport: Transport | null; retryIn: number };
+  /** A subscription failed, getToken() failed, or a refresh was refused;
+   * channel names the subscription when it was one. */
   error: { error: HeraldError; channel?: string };
+  /** A token was replaced on the open connection after the server's
+   * refresh (channel null) or sub_refresh (channel) push. */
+  refreshed: { channel: string | null; result: RefreshResult };
+}
+
+/** The reply to refresh and sub_refresh. */
+export interface RefreshResult {
+  expires: boolean;
+  /** Seconds until the new token's exp. */
+  ttl?: number;
 }
 
 export interface HistoryOptions {

@@ -57,24 +57,42 @@
  *   application reloads its state (history, for example). Publications are
  *   also deduplicated by offset, defensively.
  * - SSE fallback: when WebSocket fails several times in a row before it ever
- *   opened (a proxy that blocks it), or with the option sse: "force", each
- *   subscription becomes an EventSource on /sse?channel=NAME. That is
- *   read-only: publish, presence and history reject with code 108 (not
- *   available). EventSource reconnects by itself and resumes with
- *   Last-Event-ID ("epoch:offset"); the server then sends what was missed or
- *   an "unrecovered" event, which calls onUnrecovered.
+ *   opened (a proxy that blocks it), or with the option sse: "force", the
+ *   subscriptions are read from one EventSource on
+ *   /sse?channel=A&channel=B... That is read-only: publish, presence and
+ *   history reject with code 108 (not available). Every event names its
+ *   channel, and its id holds the position of every channel of the stream
+ *   ("A@epoch:offset;B@epoch:offset"), so the browser's own reconnect
+ *   resumes each of them with Last-Event-ID; the server then sends what was
+ *   missed, or an "unrecovered" event for the channel whose position is
+ *   gone, which calls that subscription's onUnrecovered. When the set of
+ *   subscriptions changes, the stream is closed and one opened for the new
+ *   set (once for several subscribe() calls in a row), resuming every
+ *   channel from the position it holds (?last_event_id=). The server takes
+ *   up to max_sse_channels (32 by default) channels on one stream. A stream
+ *   refused for good (an HTTP error) ends the client ("disconnected",
+ *   reconnect false), unless it had opened before and options.getToken is
+ *   there: then, as after an expired token, it starts again with a fresh
+ *   token after the backoff.
  * - Keepalive: a ping command every pingInterval ms (25 s); a ping left
  *   without reply by the next one closes the socket and reconnects.
  * - Tokens: options.getToken(), when given, is called before every
  *   connection attempt and must return the connection JWT (or a Promise of
- *   it). A token that expires on an open connection (close 3006) is
- *   replaced the same way: the client reconnects and asks again. A
- *   subscription to a private channel may take { getToken(channel) } for its
- *   subscription token, called before every (re)subscribe. A getToken that
- *   throws or rejects counts as a failed attempt (backoff, then again) and
- *   is reported with the "error" event.
- * - SSE carries one channel per stream: the server's /sse takes one
- *   channel, so each subscription opens its own EventSource.
+ *   it). A token that throws or rejects there counts as a failed attempt
+ *   (backoff, then again) and is reported with the "error" event.
+ *   Refresh without reconnecting: when the server pushes `refresh` (sent
+ *   refresh_ahead seconds before the token's exp), getToken() is called
+ *   again and the new token goes out with the `refresh` command on the
+ *   same connection ("refreshed" event). If that getToken fails, or the
+ *   server refuses the token, "error" reports it (code 2 for getToken);
+ *   the server then closes with 3006 at exp and the client reconnects,
+ *   asking getToken() for a fresh token as for any attempt.
+ *   A subscription to a private channel may take { getToken(channel) } for
+ *   its subscription token, called before every (re)subscribe and on the
+ *   server's `sub_refresh` push for that channel (then sent with the
+ *   `sub_refresh` command). A failure there goes to the subscription's
+ *   onError and the "error" event ({error, channel}); the server then ends
+ *   the subscription at the token's exp.
  *
  * Events (herald.on(name, fn), herald.off(name, fn)):
  *   "connected"     {client, user, version, transport}
@@ -82,8 +100,12 @@
  *   "state"         {state: "disconnected" | "connecting" | "connected",
  *                    transport: "websocket" | "sse" | null,
  *                    retryIn: ms until the next attempt, or 0}
- *   "error"         {error}: a subscription failed (also passed to its
- *                    onError handler when there is one)
+ *   "error"         {error, channel?}: a subscription failed (also passed
+ *                    to its onError handler when there is one), or a
+ *                    getToken() or a refresh failed
+ *   "refreshed"     {channel, result}: a token was replaced on the open
+ *                    connection (channel null: the connection's token;
+ *                    result: the refresh reply, {expires, ttl})
  */
 (function (global) {
   "use strict";
@@ -191,7 +213,7 @@
     this.offset = 0;
     this.state = "subscribing";
     this._pending = null; // pushes received before the subscribe result
-    this._es = null; // EventSource in SSE mode
+    this._refreshFor = null; // the socket a sub_refresh is under way on
   }
 
   /** Stops receiving publications of this channel. */
@@ -255,12 +277,17 @@
     this._lastDisconnect = null; // the disconnect push of this socket
     this._pingLost = false; // the socket was dropped for a missing pong
     this._sseOpened = false; // SSE mode: a stream opened
+    this._sseLive = false; // SSE mode: the token is had, streams may open
+    this._es = null; // SSE mode: the one EventSource of every subscription
+    this._esChannels = []; // ... and its channels, in the order of its URL
+    this._sseTimer = null; // a reopen for a new set of channels, pending
     this._WebSocket = findWebSocket(this.options.WebSocket);
     this._EventSource =
       this.options.EventSource ||
       (typeof global.EventSource === "function" ? global.EventSource : null);
     this._token = this.options.token; // the latest connection token
     this._attemptId = 0; // drops the answer of an outdated getToken()
+    this._refreshFor = null; // the socket a refresh is under way on
   }
 
   /* -------------------------------------------------------------------- */
@@ -764,8 +791,18 @@
       this._lastDisconnect = push.disconnect;
       return;
     }
+    if (push.refresh && push.channel === undefined) {
+      this._refreshConnection();
+      return;
+    }
     var sub = this._subs.get(push.channel);
     if (!sub || sub.state === "unsubscribed") {
+      return;
+    }
+    if (push.sub_refresh) {
+      // Not kept for after a subscribe result: the server sends it only
+      // on a subscription it holds, and once per token.
+      this._refreshSubscription(sub);
       return;
     }
     if (sub.state === "subscribing") {
@@ -784,6 +821,139 @@
     } else if (push.leave) {
       sub._call("onLeave", push.leave);
     }
+  };
+
+  /* -------------------------------------------------------------------- */
+  /* Credentials: the refresh and sub_refresh pushes                      */
+  /* -------------------------------------------------------------------- */
+
+  /* Calls fn.call(self, arg) for a token: a Promise of it, or rejected
+   * with a HeraldError E_CLIENT_TOKEN naming what went wrong. */
+  function askToken(fn, self, arg) {
+    var p;
+    try {
+      p = Promise.resolve(fn.call(self, arg));
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    return p.then(
+      function (token) {
+        if (typeof token !== "string" || !token) {
+          throw new Error("getToken() gave no token");
+        }
+        return token;
+      }
+    ).catch(function (e) {
+      if (e && e.name === "HeraldError") {
+        throw e;
+      }
+      throw HeraldError(
+        E_CLIENT_TOKEN,
+        "getToken failed: " + (e && e.message ? e.message : String(e)),
+        true
+      );
+    });
+  }
+
+  /*
+   * The server's refresh push: the connection token ends soon. With
+   * options.getToken a new token is asked for and sent with the refresh
+   * command on the same connection. A failure (getToken, or the command
+   * refused) is reported with "error"; the server then closes with 3006 at
+   * exp and the reconnect asks getToken again. Without getToken nothing is
+   * done here: the 3006 reconnect is all there is.
+   */
+  Herald.prototype._refreshConnection = function () {
+    var self = this;
+    var getToken = this.options.getToken;
+    var ws = this._ws;
+    if (typeof getToken !== "function" || !ws || this._refreshFor === ws) {
+      return; // nothing to ask, or already asking for this connection
+    }
+    this._refreshFor = ws;
+    askToken(getToken, this)
+      .then(function (token) {
+        if (self._ws !== ws || self.state !== "connected") {
+          return null; // a newer connection asked for its own token
+        }
+        self._token = token;
+        return self._call("refresh", { token: token }, false);
+      })
+      .then(
+        function (result) {
+          if (self._refreshFor === ws) {
+            self._refreshFor = null;
+          }
+          if (result) {
+            self._emit("refreshed", { channel: null, result: result });
+          }
+        },
+        function (err) {
+          if (self._refreshFor === ws) {
+            self._refreshFor = null;
+          }
+          if (self._ws !== ws || err.code === E_CLIENT_DISCONNECTED) {
+            return; // the connection ended: the reconnect takes over
+          }
+          self._emit("error", { error: err });
+        }
+      );
+  };
+
+  /*
+   * The server's sub_refresh push for sub: its subscription token ends
+   * soon. With a subscription getToken(channel) a new token is asked for
+   * and sent with sub_refresh. A failure is reported with the
+   * subscription's onError and "error" {error, channel}; the server then
+   * ends the subscription with an unsubscribe push at exp.
+   */
+  Herald.prototype._refreshSubscription = function (sub) {
+    var self = this;
+    var ws = this._ws;
+    if (typeof sub.getToken !== "function" || !ws || sub._refreshFor === ws) {
+      return;
+    }
+    sub._refreshFor = ws;
+    askToken(sub.getToken, sub, sub.channel)
+      .then(function (token) {
+        if (
+          self._ws !== ws ||
+          self._subs.get(sub.channel) !== sub ||
+          self.state !== "connected"
+        ) {
+          return null; // unsubscribed, or a new connection subscribes anew
+        }
+        sub.token = token;
+        return self._call(
+          "sub_refresh",
+          { channel: sub.channel, token: token },
+          false
+        );
+      })
+      .then(
+        function (result) {
+          if (sub._refreshFor === ws) {
+            sub._refreshFor = null;
+          }
+          if (result) {
+            self._emit("refreshed", { channel: sub.channel, result: result });
+          }
+        },
+        function (err) {
+          if (sub._refreshFor === ws) {
+            sub._refreshFor = null;
+          }
+          if (
+            self._ws !== ws ||
+            self._subs.get(sub.channel) !== sub ||
+            err.code === E_CLIENT_DISCONNECTED
+          ) {
+            return;
+          }
+          sub._call("onError", err);
+          self._emit("error", { error: err, channel: sub.channel });
+        }
+      );
   };
 
   /* -------------------------------------------------------------------- */
@@ -807,12 +977,10 @@
     sub.token = options && options.token;
     sub.getToken = options && options.getToken;
     this._subs.set(channel, sub);
-    if (this.state === "connected") {
-      if (this.transport === "sse") {
-        this._sseOpen(sub);
-      } else {
-        this._sendSubscribe(sub);
-      }
+    if (this._sseLive) {
+      this._sseSchedule(); // a new stream with this channel too
+    } else if (this.state === "connected" && this.transport === "websocket") {
+      this._sendSubscribe(sub);
     }
     return sub;
   };
@@ -940,9 +1108,8 @@
     this._subs.delete(sub.channel);
     var wasActive = sub.state === "subscribed";
     sub.state = "unsubscribed";
-    if (sub._es) {
-      sub._es.close();
-      sub._es = null;
+    if (this._sseLive) {
+      this._sseSchedule(); // a new stream without this channel
     }
     if (wasActive && this.transport === "websocket" && this.state === "connected") {
       this._call("unsubscribe", { channel: sub.channel }, false).catch(
@@ -986,7 +1153,41 @@
   /* SSE fallback                                                         */
   /* -------------------------------------------------------------------- */
 
-  Herald.prototype._sseUrl = function (channel) {
+  /* "epoch:offset" into {epoch, offset}, or null. */
+  function parsePosition(text) {
+    var colon = text.lastIndexOf(":");
+    if (colon <= 0) {
+      return null;
+    }
+    var offset = Number(text.slice(colon + 1));
+    if (!Number.isFinite(offset)) {
+      return null;
+    }
+    return { epoch: text.slice(0, colon), offset: offset };
+  }
+
+  /*
+   * The position of channel in an SSE event id: "epoch:offset" on a stream
+   * of one channel, "CHANNEL@epoch:offset" items joined by ";" on a stream
+   * of several (docs/protocol.md); null when the id has none.
+   */
+  function ssePosition(id, channel, single) {
+    var items = id.split(";");
+    for (var i = 0; i < items.length; i++) {
+      var at = items[i].lastIndexOf("@");
+      if (at < 0) {
+        if (single && items.length === 1) {
+          return parsePosition(items[i]);
+        }
+      } else if (items[i].slice(0, at) === channel) {
+        return parsePosition(items[i].slice(at + 1));
+      }
+    }
+    return null;
+  }
+
+  /* The URL of a stream of channels, resuming from the positions held. */
+  Herald.prototype._sseUrl = function (channels) {
     var o = this.options.sse;
     var u;
     if (typeof o === "string" && o !== "auto" && o !== "force") {
@@ -996,7 +1197,19 @@
       u.pathname = "/sse";
       u.search = "";
     }
-    u.searchParams.set("channel", channel);
+    var items = [];
+    for (var i = 0; i < channels.length; i++) {
+      u.searchParams.append("channel", channels[i]);
+      var sub = this._subs.get(channels[i]);
+      if (sub && sub.epoch !== null) {
+        items.push(channels[i] + "@" + sub.epoch + ":" + sub.offset);
+      }
+    }
+    if (items.length) {
+      // A new EventSource sends no Last-Event-ID: the positions go in the
+      // query (the browser's own Last-Event-ID wins when it reconnects).
+      u.searchParams.set("last_event_id", items.join(";"));
+    }
     if (this._token) {
       u.searchParams.set("token", this._token);
     }
@@ -1007,32 +1220,37 @@
     var self = this;
     clearTimeout(this._retryTimer);
     this._retryTimer = null;
-    this._sseOpened = false;
+    this._stopSse();
     this._failCalls(
       HeraldError(E_NOT_AVAILABLE, "not available over SSE (read-only)", false),
       true
     );
-    // "connected" once the first stream opens; with no subscription yet,
-    // at once (there is nothing to open).
+    // "connected" once the stream opens; with no subscription yet, at once
+    // (there is nothing to open).
     this._setState("connecting", "sse");
     this._withToken(
       function () {
-        if (self._subs.size === 0) {
-          self._sseConnected();
-        }
-        self._subs.forEach(function (sub) {
-          self._sseOpen(sub);
-        });
+        self._sseLive = true;
+        self._sseOpenStream();
       },
       function () {
-        self._retryTimer = setTimeout(function () {
-          self._retryTimer = null;
-          if (self._wanted) {
-            self._startSse();
-          }
-        }, self._backoff());
+        self._sseRetry();
       }
     );
+  };
+
+  /* Starts SSE again after the backoff, with a fresh token. */
+  Herald.prototype._sseRetry = function () {
+    var self = this;
+    var delay = this._backoff();
+    this._stopSse();
+    this._setState("connecting", "sse", delay);
+    this._retryTimer = setTimeout(function () {
+      self._retryTimer = null;
+      if (self._wanted) {
+        self._startSse();
+      }
+    }, delay);
   };
 
   Herald.prototype._sseConnected = function () {
@@ -1049,102 +1267,190 @@
     });
   };
 
-  Herald.prototype._sseOpen = function (sub) {
+  /* The set of channels changed: one new stream for all of them, soon (so
+   * that several subscribe() calls in a row open it once). */
+  Herald.prototype._sseSchedule = function () {
     var self = this;
-    var ES = this._EventSource;
-    if (!ES) {
+    if (this._sseTimer) {
       return;
     }
-    var es = new ES(this._sseUrl(sub.channel));
-    sub._es = es;
-    sub._pending = null;
-    var first = true;
+    this._sseTimer = setTimeout(function () {
+      self._sseTimer = null;
+      if (self._sseLive) {
+        self._sseOpenStream();
+      }
+    }, 0);
+  };
+
+  Herald.prototype._sseCloseStream = function () {
+    var es = this._es;
+    this._es = null;
+    this._esChannels = [];
+    if (es) {
+      es.onopen = es.onmessage = es.onerror = null;
+      es.close();
+    }
+  };
+
+  /*
+   * Opens the one EventSource of every subscription (closing the one
+   * before), resuming each channel from the position it holds.
+   */
+  Herald.prototype._sseOpenStream = function () {
+    var self = this;
+    var ES = this._EventSource;
+    clearTimeout(this._sseTimer);
+    this._sseTimer = null;
+    this._sseCloseStream();
+    var channels = [];
+    this._subs.forEach(function (sub, channel) {
+      if (sub.state !== "unsubscribed") {
+        channels.push(channel);
+      }
+    });
+    if (channels.length === 0 || !ES) {
+      this._sseConnected();
+      return;
+    }
+    var es = new ES(this._sseUrl(channels));
+    var opened = false;
+    this._es = es;
+    this._esChannels = channels;
     es.onopen = function () {
-      sub.state = "subscribed";
+      if (self._es !== es) {
+        return;
+      }
+      opened = true;
+      self._attempt = 0;
       self._sseConnected();
-      if (first) {
-        first = false;
-        sub._call("onSubscribed", {
-          epoch: sub.epoch,
-          offset: sub.offset,
-          transport: "sse",
-        });
+      for (var i = 0; i < channels.length; i++) {
+        var sub = self._subs.get(channels[i]);
+        if (sub && sub.state === "subscribing") {
+          sub.state = "subscribed";
+          sub._call("onSubscribed", {
+            epoch: sub.epoch,
+            offset: sub.offset,
+            transport: "sse",
+          });
+        }
       }
     };
     es.onmessage = function (ev) {
-      var msg;
-      try {
-        msg = JSON.parse(ev.data);
-      } catch (e) {
-        return;
+      if (self._es === es) {
+        self._sseMessage(channels, ev);
       }
-      // id: "epoch:offset" (the epoch may itself hold no colon; split at
-      // the last one to be safe).
-      var id = ev.lastEventId || "";
-      var colon = id.lastIndexOf(":");
-      if (colon > 0) {
-        var epoch = id.slice(0, colon);
-        if (sub.epoch !== epoch) {
-          sub.epoch = epoch;
-          sub.offset = 0;
-        }
-      }
-      // {"channel", "pub": {offset, data, info?}}, or the publication's
-      // fields next to "channel" ({"channel", "offset", "data"}).
-      var p = msg && typeof msg.pub === "object" && msg.pub ? msg.pub : msg;
-      var pub = { offset: p.offset, data: p.data };
-      if (p.b64 !== undefined) {
-        pub.b64 = p.b64;
-      }
-      if (p.info !== undefined) {
-        pub.info = p.info;
-      }
-      if (typeof pub.offset !== "number" && colon > 0) {
-        pub.offset = Number(id.slice(colon + 1));
-      }
-      sub._deliver(pub);
     };
-    es.addEventListener("unrecovered", function () {
-      sub.offset = 0;
-      sub.epoch = null;
-      sub._call("onUnrecovered", { recovered: false, transport: "sse" });
+    es.addEventListener("unrecovered", function (ev) {
+      if (self._es === es) {
+        self._sseUnrecovered(channels, ev);
+      }
     });
     es.onerror = function () {
-      if (es.readyState === 2 /* CLOSED */) {
-        // Refused for good (4xx): EventSource does not retry.
-        sub._es = null;
-        var anyOpen = false;
-        self._subs.forEach(function (s) {
-          if (s._es) {
-            anyOpen = true;
-          }
-        });
-        if (!anyOpen && self._subs.size > 0) {
-          self._wanted = false;
-          self._setState("disconnected", null);
-          self._emit("disconnected", {
-            code: 0,
-            reason: "SSE stream refused",
-            reconnect: false,
-          });
+      if (self._es !== es) {
+        return;
+      }
+      if (es.readyState !== 2 /* CLOSED */) {
+        // CONNECTING: the browser retries and resumes with Last-Event-ID.
+        if (self.state === "connected") {
+          self._sseOpened = false;
+          self._setState("connecting", "sse");
         }
         return;
       }
-      // CONNECTING: the browser retries and resumes with Last-Event-ID.
-      if (self.state === "connected") {
-        self._sseOpened = false;
-        self._setState("connecting", "sse");
+      // Refused (an HTTP error): EventSource does not retry.
+      self._sseCloseStream();
+      if (opened && typeof self.options.getToken === "function") {
+        // It worked before: most likely the token in its URL expired.
+        // Start again with a fresh one.
+        self._sseRetry();
+        return;
       }
+      self._wanted = false;
+      self._stopSse();
+      self._setState("disconnected", null);
+      self._emit("disconnected", {
+        code: 0,
+        reason: "SSE stream refused",
+        reconnect: false,
+      });
     };
   };
 
-  Herald.prototype._stopSse = function () {
-    this._subs.forEach(function (sub) {
-      if (sub._es) {
-        sub._es.close();
-        sub._es = null;
-      }
+  /* A publication on the stream of channels. */
+  Herald.prototype._sseMessage = function (channels, ev) {
+    var msg;
+    try {
+      msg = JSON.parse(ev.data);
+    } catch (e) {
+      return;
+    }
+    if (!msg || typeof msg !== "object") {
+      return;
+    }
+    var single = channels.length === 1;
+    var channel =
+      typeof msg.channel === "string" ? msg.channel : single ? channels[0] : null;
+    var sub = channel === null ? undefined : this._subs.get(channel);
+    if (!sub || sub.state === "unsubscribed") {
+      return;
+    }
+    var pos = ssePosition(ev.lastEventId || "", channel, single);
+    if (pos && sub.epoch !== pos.epoch) {
+      sub.epoch = pos.epoch; // a new stream: offsets start again
+      sub.offset = 0;
+    }
+    // {"channel", "pub": {offset, data, info?}}, or the publication's
+    // fields next to "channel" ({"channel", "offset", "data"}).
+    var p = typeof msg.pub === "object" && msg.pub ? msg.pub : msg;
+    var pub = { offset: p.offset, data: p.data };
+    if (p.b64 !== undefined) {
+      pub.b64 = p.b64;
+    }
+    if (p.info !== undefined) {
+      pub.info = p.info;
+    }
+    if (typeof pub.offset !== "number" && pos) {
+      pub.offset = pos.offset;
+    }
+    sub._deliver(pub);
+  };
+
+  /* "unrecovered": the position of one channel is gone; its data names the
+   * channel and its present position. */
+  Herald.prototype._sseUnrecovered = function (channels, ev) {
+    var d = null;
+    try {
+      d = JSON.parse(ev.data);
+    } catch (e) {
+      /* an older server sent {} */
+    }
+    d = d && typeof d === "object" ? d : {};
+    var single = channels.length === 1;
+    var channel =
+      typeof d.channel === "string" ? d.channel : single ? channels[0] : null;
+    var sub = channel === null ? undefined : this._subs.get(channel);
+    if (!sub || sub.state === "unsubscribed") {
+      return;
+    }
+    var pos =
+      typeof d.epoch === "string" && typeof d.offset === "number"
+        ? { epoch: d.epoch, offset: d.offset }
+        : ssePosition(ev.lastEventId || "", channel, single);
+    sub.epoch = pos ? pos.epoch : null;
+    sub.offset = pos ? pos.offset : 0;
+    sub._call("onUnrecovered", {
+      recovered: false,
+      epoch: pos ? pos.epoch : undefined,
+      offset: pos ? pos.offset : undefined,
+      transport: "sse",
     });
+  };
+
+  Herald.prototype._stopSse = function () {
+    clearTimeout(this._sseTimer);
+    this._sseTimer = null;
+    this._sseLive = false;
+    this._sseCloseStream();
     this._sseOpened = false;
   };
 

@@ -177,6 +177,7 @@ void push_client_free(push_client *c) {
   }
   free(c->subs);
   free(c->sub_exp);
+  push_sse_free(c);
   for (size_t i = 0; i < c->nfwd; i++) {
     free(c->fwd[i]);
   }
@@ -341,8 +342,7 @@ static void deliver(void *cl, push_pub *pub) {
   }
   push_record_latency(ps, pub);
   if (c->sse) {
-    /* The channel is the SSE client's only subscription. */
-    push_sse_send_pub(c, c->nsubs ? c->subs[0] : "", pub);
+    push_sse_send_pub(c, pub);
     push_pub_unref(pub);
     return;
   }

@@ -63,6 +63,7 @@ int push_config_defaults(push_config *c) {
   c->pong_timeout_s = 10;
   c->max_http_body = 1u << 20;
   c->sse_keepalive_s = 15;
+  c->max_sse_channels = 32;
   c->shutdown_grace_s = 5;
   c->log_level = PUSH_LOG_INFO;
   c->redis.sharded = 1;
@@ -981,6 +982,9 @@ int push_config_load(push_config *c, const char *path, char *err,
       bad = json_size(v, &c->max_http_body);
     } else if (strcmp(k, "sse_keepalive") == 0) {
       bad = json_u32(v, &c->sse_keepalive_s);
+    } else if (strcmp(k, "max_sse_channels") == 0) {
+      bad = json_u32(v, &c->max_sse_channels) || c->max_sse_channels == 0 ||
+            c->max_sse_channels > PUSH_SSE_CHANNELS_MAX;
     } else if (strcmp(k, "shutdown_grace") == 0) {
       bad = json_u32(v, &c->shutdown_grace_s);
     } else if (strcmp(k, "log_level") == 0) {

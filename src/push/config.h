@@ -77,6 +77,10 @@ typedef struct push_backend_config {
   uint32_t webhooks_timeout_ms;
 } push_backend_config;
 
+/* The most max_sse_channels may be: the event ids carry every channel's
+ * position, and a Last-Event-ID must fit in one request head. */
+#define PUSH_SSE_CHANNELS_MAX 256
+
 typedef struct push_config {
   char *listen[8];
   size_t nlisten;
@@ -104,6 +108,7 @@ typedef struct push_config {
   uint32_t pong_timeout_s;
   size_t max_http_body;
   uint32_t sse_keepalive_s;
+  uint32_t max_sse_channels; /* channels on one SSE stream, 1..256 */
   uint32_t shutdown_grace_s;
   int log_level;
   int demo; /* demo namespaces and the ticker publisher */

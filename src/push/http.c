@@ -54,8 +54,9 @@ static int hexval(char ch) {
   return -1;
 }
 
-int push_query_param(herald_str q, const char *name, char *out, size_t cap) {
-  size_t nlen = strlen(name), i = 0;
+int push_query_next(herald_str q, const char *name, size_t *from, char *out,
+                    size_t cap) {
+  size_t nlen = strlen(name), i = *from;
   while (i < q.len) {
     size_t end = i;
     while (end < q.len && q.ptr[end] != '&') {
@@ -63,6 +64,7 @@ int push_query_param(herald_str q, const char *name, char *out, size_t cap) {
     }
     if (end - i > nlen && memcmp(q.ptr + i, name, nlen) == 0 &&
         q.ptr[i + nlen] == '=') {
+      *from = end + 1;
       size_t o = 0;
       for (size_t k = i + nlen + 1; k < end; k++) {
         char ch = q.ptr[k];
@@ -70,11 +72,11 @@ int push_query_param(herald_str q, const char *name, char *out, size_t cap) {
           ch = ' ';
         } else if (ch == '%') {
           if (k + 2 >= end) {
-            return 0;
+            return -1;
           }
           int hi = hexval(q.ptr[k + 1]), lo = hexval(q.ptr[k + 2]);
           if (hi < 0 || lo < 0) {
-            return 0;
+            return -1;
           }
           ch = (char)(hi * 16 + lo);
           k += 2;
@@ -82,7 +84,7 @@ int push_query_param(herald_str q, const char *name, char *out, size_t cap) {
         /* A NUL would cut the value short of what was sent (%00): the
          * value is refused, not truncated. */
         if (ch == 0 || o + 1 >= cap) {
-          return 0;
+          return -1;
         }
         out[o++] = ch;
       }
@@ -91,7 +93,13 @@ int push_query_param(herald_str q, const char *name, char *out, size_t cap) {
     }
     i = end + 1;
   }
+  *from = q.len;
   return 0;
+}
+
+int push_query_param(herald_str q, const char *name, char *out, size_t cap) {
+  size_t from = 0;
+  return push_query_next(q, name, &from, out, cap) == 1;
 }
 
 int push_path_is(const herald_request *req, const char *p) {

@@ -70,8 +70,11 @@ typedef struct push_client {
   int announced;    /* the connect webhook went out: so will disconnect */
   int close_code;   /* why it ended, for the disconnect webhook */
   char close_reason[64];
-  char sse_epoch[PUSH_EPOCH_MAX + 1];
-  int64_t exp; /* the connection token's exp (s); 0: none */
+  /* An SSE stream's channels (sse.c), in the order of the request. */
+  struct push_sse_chan *sse_chans;
+  size_t nsse_chans;
+  size_t sse_pending; /* channels still syncing before the stream starts */
+  int64_t exp;        /* the connection token's exp (s); 0: none */
   push_bucket rl_cmd, rl_pub, rl_sub;
   push_op *ops;               /* engine calls in flight for this client */
   struct pusher_sock *pusher; /* a Pusher connection, or NULL */
@@ -292,6 +295,12 @@ void push_http_engine_down(push_server *ps, herald_http *h);
  * 1 when present and valid; 0 when absent, badly encoded, too long or
  * holding a NUL byte (%00). */
 int push_query_param(herald_str q, const char *name, char *out, size_t cap);
+/* The next parameter name at or after *from (0 to begin), for names given
+ * several times: 1 with it URL-decoded into out and *from past it, 0 when
+ * there is no more, -1 when this one is badly encoded, too long or holds a
+ * NUL byte (*from past it too). */
+int push_query_next(herald_str q, const char *name, size_t *from, char *out,
+                    size_t cap);
 int push_path_is(const herald_request *req, const char *p);
 int push_method_is(const herald_request *req, const char *m);
 
@@ -309,9 +318,14 @@ void push_api(push_server *ps, herald_http *h, const herald_request *req,
 void push_on_control(void *ud, const char *msg, size_t len);
 void push_sse(push_server *ps, herald_http *h, const herald_request *req);
 void push_sse_keepalive(push_server *ps);
-/* Sends one publication on an SSE stream. Returns 0, or -1 when the client
- * was over its output cap: it is disconnected and freed. */
-int push_sse_send_pub(push_client *c, const char *channel, push_pub *pub);
+/* Sends one publication on an SSE stream (to the channel its frame names).
+ * Returns 0, or -1 when the client was over its output cap: it is
+ * disconnected and freed. */
+int push_sse_send_pub(push_client *c, push_pub *pub);
+/* Frees what an SSE client holds beside its subscriptions (push_client_free
+ * calls it): its channels' positions, the engine references of channels
+ * synced for a stream that never started. */
+void push_sse_free(push_client *c);
 void push_metrics(push_server *ps, herald_http *h);
 /* Records one delivery's latency (from the publication's making). */
 void push_record_latency(push_server *ps, const push_pub *pub);

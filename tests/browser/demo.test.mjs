@@ -297,6 +297,44 @@ async function main() {
     return (rows.length > 0 && rows.every(([s, p]) => s && /\d/.test(p))) || `rows: ${JSON.stringify(rows)}`;
   });
 
+  await step("herald.js in SSE mode: one EventSource carries chat:lobby and ticker:prices", async () => {
+    const page = await openPage("page 4");
+    await page.evaluate(() => {
+      const seen = { urls: [], chat: [], ticker: 0 };
+      window.__sse = seen;
+      class CountingEventSource extends EventSource {
+        constructor(url) {
+          super(url);
+          seen.urls.push(url);
+        }
+      }
+      const h = new window.Herald("/connection/websocket", {
+        sse: "force",
+        EventSource: CountingEventSource,
+      });
+      h.subscribe("chat:lobby", { onPublication: (p) => seen.chat.push(p.data && p.data.text) });
+      h.subscribe("ticker:prices", { onPublication: () => seen.ticker++ });
+      h.connect();
+      window.__sseHerald = h;
+    });
+    await page.waitForFunction(() => window.__sseHerald.state === "connected");
+    const text = `over SSE ${stamp}`;
+    await alice.fill("#message", text);
+    await alice.press("#message", "Enter");
+    await page.waitForFunction(
+      (t) => window.__sse.chat.includes(t) && window.__sse.ticker >= 2,
+      text
+    );
+    const urls = await page.evaluate(() => window.__sse.urls);
+    await page.evaluate(() => window.__sseHerald.disconnect());
+    await page.close();
+    const chans = urls.length === 1 ? new URL(urls[0]).searchParams.getAll("channel") : [];
+    return (
+      (urls.length === 1 && chans.join(" ") === "chat:lobby ticker:prices") ||
+      `EventSources: ${JSON.stringify(urls)}`
+    );
+  });
+
   await step("screenshot", async () => {
     fs.mkdirSync(artifacts, { recursive: true });
     const file = path.join(artifacts, "demo.png");

@@ -33,6 +33,16 @@ const sub: Subscription = herald.subscribe(
   },
   { getToken: (channel) => Promise.resolve(channel) }
 );
+herald.on("refreshed", (r) => {
+  const what: string = r.channel ?? "connection";
+  const ttl: number | undefined = r.result.ttl;
+  void what;
+  void ttl;
+});
+herald.on("error", (e) => {
+  const where: string | undefined = e.channel;
+  void where;
+});
 herald.connect();
 async function main(): Promise<void> {
   const pos = await herald.publish("chat:lobby", { text: "hi", n: [1, 2] });

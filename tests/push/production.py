@@ -130,6 +130,10 @@ def test_config_errors():
     rc, err, _ = serve_fails('{"jwt": {"require_exp": "yes"}}')
     check("a bad value inside jwt names the key",
           rc != 0 and 'bad value for "jwt.require_exp"' in err, err)
+    for bad in ("0", "257", '"many"'):
+        rc, err, _ = serve_fails('{"max_sse_channels": %s}' % bad)
+        check(f"max_sse_channels {bad}: the server does not start, naming it",
+              rc != 0 and 'bad value for "max_sse_channels"' in err, err)
     rc, err, _ = serve_fails('{"listen": ["nonsense"]}')
     check("an invalid listen address is echoed",
           rc != 0 and "nonsense" in err, err)

@@ -3,7 +3,8 @@
 instances (docs/scaling.md). Cross-node fan-out, presence, history and
 recovery across nodes, a node killed and restarted, Redis killed and
 restarted (with and without persistence) under a continuous publisher,
-Redis down at start, several shards, AUTH.
+Redis down at start, several shards, AUTH, an SSE stream of several
+channels.
 
 usage: redis.py PATH/TO/herald [-k SUBSTRING ...]
 
@@ -291,6 +292,50 @@ def test_two_nodes_fanout():
     check("client ids are prefixed by the node",
           wa.client_id.startswith("a-") and wb.client_id.startswith("b-"),
           f"{wa.client_id} {wb.client_id}")
+    a.stop()
+    b.stop()
+
+
+def test_sse_channels():
+    """Several channels on one SSE stream over Redis: each channel is synced
+    through the engine (asynchronously) before the stream starts, publications
+    from another node arrive, and every channel recovers on either node."""
+    import json
+    from lib import SSE
+    rd = Redis()
+    a, b = node([rd], "a"), node([rd], "b")
+    check("node a healthy", wait_healthy(a))
+    check("node b healthy", wait_healthy(b))
+    q = "channel=feed:s1&channel=chat:s2&channel=feed:s3"
+    e = SSE(a.port, q)
+    eq("SSE with three channels on node a: 200", e.status, 200)
+    time.sleep(0.3)
+    for ch, n in (("feed:s1", 2), ("chat:s2", 1), ("feed:s3", 1)):
+        for i in range(n):
+            b.publish(ch, {"c": ch, "i": i})
+    evs = [e.event(timeout=5) for _ in range(4)]
+    eq("publications through node b arrive, each naming its channel",
+       sorted((json.loads(ev["data"])["channel"],
+               json.loads(ev["data"])["pub"]["offset"]) for ev in evs),
+       [("chat:s2", 1), ("feed:s1", 1), ("feed:s1", 2), ("feed:s3", 1)])
+    last = evs[-1]["id"]
+    e.close()
+    b.publish("feed:s3", {"i": "missed"})
+    b.publish("chat:s2", {"i": "missed"})
+    for srv in (a, b):
+        e = SSE(srv.port, q, last_event_id=last)
+        got = [e.event(timeout=5) for _ in range(2)]
+        eq(f"node {srv.name[-1]}: each channel recovers what it missed",
+           [(json.loads(ev["data"])["channel"],
+             json.loads(ev["data"])["pub"]["offset"], ev["event"])
+            for ev in got], [("chat:s2", 2, None), ("feed:s3", 2, None)])
+        e.close()
+    rd.stop()
+    e = SSE(a.port, "channel=feed:new1&channel=feed:new2", timeout=15)
+    body = e.body_all(timeout=1)
+    check("Redis down: the stream is refused with 503 (112)",
+          e.status == 503 and b"112" in body, (e.status, body[:200]))
+    e.close()
     a.stop()
     b.stop()
 
@@ -1014,7 +1059,7 @@ def test_gap_repair():
     a.stop()
 
 
-TESTS = [test_gap_repair, test_two_nodes_fanout, test_three_nodes_presence,
+TESTS = [test_gap_repair, test_two_nodes_fanout, test_sse_channels, test_three_nodes_presence,
          test_history_and_recovery_across_nodes, test_node_restart,
          test_redis_restart_persistent, test_redis_restart_data_lost,
          test_redis_restart_snapshot,

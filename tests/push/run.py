@@ -18,6 +18,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -1081,6 +1082,256 @@ def test_sse():
     s.stop()
 
 
+def sse_ids(id_):
+    """{channel: (epoch, offset)} of a several-channel event id."""
+    out = {}
+    for item in id_.split(";"):
+        ch, _, pos = item.rpartition("@")
+        epoch, _, off = pos.rpartition(":")
+        out[ch] = (epoch, int(off))
+    return out
+
+
+def sse_error(e):
+    """(status, error message) of a refused SSE request (the connection
+    stays open: read until the JSON body is whole)."""
+    msg = None
+    for _ in range(40):
+        body = e.body_all(timeout=0.05)
+        try:
+            msg = json.loads(body)["error"]["message"]
+            break
+        except (ValueError, KeyError, TypeError):
+            msg = body
+    e.close()
+    return e.status, msg
+
+
+def test_sse_channels():
+    s = Server({"namespaces": COMMON_NS, "max_sse_channels": 3})
+    q = "channel=pub:m1&channel=pub:m2&channel=small:m3"
+    e = SSE(s.port, q)
+    eq("three channels on one stream: 200", e.status, 200)
+    time.sleep(0.1)
+    e1 = s.publish("pub:m1", {"a": 1})["epoch"]
+    e2 = s.publish("pub:m2", {"b": 1})["epoch"]
+    e3 = s.publish("small:m3", {"c": 1})["epoch"]
+    s.publish("pub:m1", {"a": 2})
+    evs = [e.event() for _ in range(4)]
+    eq("every event names its channel",
+       [json.loads(ev["data"])["channel"] for ev in evs],
+       ["pub:m1", "pub:m2", "small:m3", "pub:m1"])
+    eq("each channel's publications in order",
+       [sse_data(ev) for ev in evs], [{"a": 1}, {"b": 1}, {"c": 1}, {"a": 2}])
+    eq("the first id holds every channel's position",
+       evs[0]["id"], f"pub:m1@{e1}:1;pub:m2@{e2}:0;small:m3@{e3}:0")
+    eq("the last id: the position of each after its last event",
+       sse_ids(evs[-1]["id"]),
+       {"pub:m1": (e1, 2), "pub:m2": (e2, 1), "small:m3": (e3, 1)})
+    last = evs[-1]["id"]
+    e.close()
+
+    # Missed while away: two on m1, one on m2, none on m3.
+    s.publish("pub:m1", {"a": 3})
+    s.publish("pub:m2", {"b": 2})
+    s.publish("pub:m1", {"a": 4})
+    e = SSE(s.port, q, last_event_id=last)
+    evs = [e.event() for _ in range(3)]
+    eq("Last-Event-ID of three: each channel recovers what it missed",
+       [(json.loads(ev["data"])["channel"], sse_offset(ev)) for ev in evs],
+       [("pub:m1", 3), ("pub:m1", 4), ("pub:m2", 2)])
+    check("no unrecovered event when every position holds",
+          all(ev["event"] is None for ev in evs), short(evs))
+    s.publish("small:m3", {"c": 2})
+    ev = e.event()
+    eq("then live, the id moved on for every channel", sse_ids(ev["id"]),
+       {"pub:m1": (e1, 4), "pub:m2": (e2, 2), "small:m3": (e3, 2)})
+    last = ev["id"]
+    e.close()
+
+    # The same through ?last_event_id= (a new EventSource cannot set the
+    # header).
+    s.publish("pub:m2", {"b": 3})
+    e = SSE(s.port, q + "&last_event_id=" + urllib.parse.quote(last))
+    ev = e.event()
+    eq("?last_event_id= resumes as the header does",
+       (json.loads(ev["data"])["channel"], sse_offset(ev), ev["event"]),
+       ("pub:m2", 3, None))
+    e.close()
+    e = SSE(s.port, q + "&last_event_id=bogus", last_event_id=last)
+    s.publish("pub:m1", {"a": 5})
+    evs = [e.event() for _ in range(2)]
+    eq("the header wins over ?last_event_id=",
+       [(json.loads(ev["data"])["channel"], sse_offset(ev), ev["event"])
+        for ev in evs], [("pub:m2", 3, None), ("pub:m1", 5, None)])
+    e.close()
+
+    # A bad position for one channel: unrecovered for that one only.
+    lei = (f"pub:m1@{e1}:5;pub:m2@nonsense;small:m3@{e3}:2")
+    s.publish("pub:m1", {"a": 6})
+    e = SSE(s.port, q, last_event_id=lei)
+    ev = e.event()
+    check("a malformed item: unrecovered for its channel, with its present",
+          ev["event"] == "unrecovered" and json.loads(ev["data"]) ==
+          {"channel": "pub:m2", "epoch": e2, "offset": 3}, short(ev))
+    ev = e.event()
+    eq("the other channels recover", (json.loads(ev["data"])["channel"],
+                                      sse_offset(ev), ev["event"]),
+       ("pub:m1", 6, None))
+    e.close()
+    e = SSE(s.port, q, last_event_id=f"pub:m1@{e1}:6;pub:m2@wrongepoch:1;"
+            f"small:m3@{e3}:2")
+    ev = e.event()
+    check("an unknown epoch: unrecovered for that channel",
+          ev["event"] == "unrecovered" and
+          json.loads(ev["data"])["channel"] == "pub:m2", short(ev))
+    s.publish("small:m3", {"c": 3})
+    ev = e.event()
+    check("and nothing else before the live stream",
+          ev["event"] is None and json.loads(ev["data"])["channel"] ==
+          "small:m3", short(ev))
+    e.close()
+    # small:m3 keeps 5: a position 6 back is gone, pub:m1's is not.
+    for i in range(6):
+        s.publish("small:m3", {"c": 10 + i})
+    e = SSE(s.port, q, last_event_id=f"pub:m1@{e1}:5;pub:m2@{e2}:3;"
+            f"small:m3@{e3}:3")
+    evs = [e.event() for _ in range(2)]
+    check("beyond one channel's history: unrecovered for it, first",
+          evs[0]["event"] == "unrecovered" and
+          json.loads(evs[0]["data"]) ==
+          {"channel": "small:m3", "epoch": e3, "offset": 9}, short(evs[0]))
+    eq("the unrecovered event's id already holds the channel's present",
+       sse_ids(evs[0]["id"])["small:m3"], (e3, 9))
+    eq("while the others recover", (json.loads(evs[1]["data"])["channel"],
+                                    sse_offset(evs[1])), ("pub:m1", 6))
+    e.close()
+    # Positions for some channels only: the others start live.
+    s.publish("pub:m2", {"b": 4})
+    e = SSE(s.port, q, last_event_id=f"pub:m2@{e2}:3;pub:other@{e2}:1")
+    ev = e.event()
+    eq("a channel without an item starts live, items of other channels are "
+       "ignored", (json.loads(ev["data"])["channel"], sse_offset(ev),
+                   ev["event"]), ("pub:m2", 4, None))
+    e.close()
+    # Garbage that names no channel: none can be vouched for.
+    for lei in ("garbage", f"{e1}:6"):
+        e = SSE(s.port, q, last_event_id=lei)
+        evs = [e.event() for _ in range(3)]
+        eq(f"Last-Event-ID {lei!r} on a stream of three: unrecovered for "
+           "each", [(ev["event"], json.loads(ev["data"])["channel"])
+                    for ev in evs],
+           [("unrecovered", "pub:m1"), ("unrecovered", "pub:m2"),
+            ("unrecovered", "small:m3")])
+        e.close()
+    # Malformed items, each for pub:m1 only: its channel is unrecovered,
+    # pub:m2 (a good item) is not.
+    for junk in ("pub:m1@", "pub:m1@:5", f"pub:m1@{e1}:", f"pub:m1@{e1}:x",
+                 f"pub:m1@{e1}:99999999999999999999999",
+                 f"pub:m1@{'e' * 17}:1", f"pub:m1@{e1}:-1",
+                 f"pub:m1@{e1} :1"):
+        e = SSE(s.port, q, last_event_id=f";;{junk};pub:m2@{e2}:4;;")
+        ev = e.event()
+        check(f"Last-Event-ID item {junk[:30]!r}: unrecovered for pub:m1 "
+              "only", ev["event"] == "unrecovered" and
+              json.loads(ev["data"])["channel"] == "pub:m1", short(ev))
+        s.publish("pub:m2", {"b": "probe"})
+        ev = e.event()
+        check("  and pub:m2 goes on", ev["event"] is None and
+              json.loads(ev["data"])["channel"] == "pub:m2", short(ev))
+        e.close()
+    # Items that name no channel of the stream ("pub:m1@" is a channel
+    # name), none at all, garbage: a stream all the same.
+    for junk in ("@", ";;;", "@e:1", "pub:m1@@:1", "x" * 7000):
+        e = SSE(s.port, q, last_event_id=junk)
+        s.publish("pub:m1", {"a": "probe"})
+        evs = [e.event()]
+        while evs[-1]["event"] == "unrecovered":
+            evs.append(e.event())
+        check(f"Last-Event-ID {junk[:12]!r}: a stream, then the live one",
+              e.status == 200 and
+              json.loads(evs[-1]["data"])["channel"] == "pub:m1" and
+              len(evs) in (1, 4), (e.status, short(evs)))
+        e.close()
+    e = SSE(s.port, q, last_event_id=f"pub:m1@{e1}:3;pub:m1@{e1}:4")
+    ev = e.event()
+    check("a channel given twice in Last-Event-ID: unrecovered for it",
+          ev["event"] == "unrecovered" and
+          json.loads(ev["data"])["channel"] == "pub:m1", short(ev))
+    e.close()
+
+    # One channel: the original id form, and the new one accepted.
+    e = SSE(s.port, "channel=pub:m2", last_event_id=f"pub:m2@{e2}:3")
+    ev = e.event()
+    eq("one channel: ids stay epoch:offset, ch@epoch:offset is understood",
+       (ev["id"], sse_offset(ev)), (f"{e2}:4", 4))
+    e.close()
+
+    # Subscribers counted on every channel, gone with the stream.
+    e = SSE(s.port, "channel=pub:c1&channel=pub:c2")
+    time.sleep(0.2)
+    st, js, _ = s.api("GET", "/api/channels")
+    chans = js["result"]["channels"]
+    eq("one stream counts as a subscriber of each of its channels",
+       [chans.get(c, {}).get("subscribers") for c in ("pub:c1", "pub:c2")],
+       [1, 1])
+    e.close()
+    time.sleep(0.3)
+    st, js, _ = s.api("GET", "/api/channels")
+    chans = js["result"]["channels"]
+    check("and removed from each when it closes",
+          all(chans.get(c, {}).get("subscribers", 0) == 0
+              for c in ("pub:c1", "pub:c2")), short(chans))
+
+    # Refusals, each naming what is wrong.
+    st, msg = sse_error(SSE(s.port, q + "&channel=pub:m4"))
+    check("over max_sse_channels: 400 naming the limit",
+          st == 400 and "max_sse_channels" in msg and "at most 3" in msg,
+          (st, msg))
+    st, msg = sse_error(SSE(s.port, "channel=pub:a&channel=pub:a"))
+    check("a channel given twice: 400", st == 400 and "pub:a" in msg and
+          "twice" in msg, (st, msg))
+    st, msg = sse_error(SSE(s.port, "channel=pub:a&channel=bad%20name"))
+    check("a bad channel name among several: 400 saying which",
+          st == 400 and "channel 2" in msg, (st, msg))
+    st, msg = sse_error(SSE(s.port, "channel=pub:a&channel="))
+    eq("an empty channel=: 400", st, 400)
+    st, msg = sse_error(SSE(s.port, "channel=pub:a&channel=zz:b"))
+    check("an unknown namespace among several: 404 naming the channel",
+          st == 404 and "zz:b" in msg, (st, msg))
+    st, msg = sse_error(SSE(s.port, "channel=pub:a&channel=priv:b"))
+    check("a private channel among several: 403 naming it",
+          st == 403 and "priv:b" in msg, (st, msg))
+    st, msg = sse_error(SSE(s.port, q.replace("small:m3", "pub:x") +
+                            "&last_event_id=%00"))
+    check("?last_event_id= with %00: 400", st == 400 and
+          "last_event_id" in msg, (st, msg))
+    time.sleep(0.2)
+    st, js, _ = s.api("GET", "/api/channels")
+    check("refused streams leave no subscriber behind",
+          all(v.get("subscribers", 0) == 0 for k, v in
+              js["result"]["channels"].items() if k.startswith("pub:a") or
+              k.startswith("priv:")), short(js))
+    s.stop()
+
+    # The default limit is 32.
+    s = Server({"namespaces": COMMON_NS})
+    q32 = "&".join(f"channel=pub:n{i}" for i in range(32))
+    e = SSE(s.port, q32)
+    eq("32 channels on one stream by default: 200", e.status, 200)
+    e.close()
+    st, msg = sse_error(SSE(s.port, q32 + "&channel=pub:n32"))
+    check("33: 400 naming max_sse_channels",
+          st == 400 and "max_sse_channels" in msg and "at most 32" in msg,
+          (st, msg))
+    # 31 channels (under the limit) of 254 bytes: a head over 8 KiB.
+    long_q = "&".join(f"channel=pub:{'x' * 248}{i:02d}" for i in range(31))
+    e = SSE(s.port, long_q)
+    eq("a query over the 8 KiB request head: 431", e.status, 431)
+    e.close()
+    s.stop()
+
+
 # ==========================================================================
 # A real client library: python3-websockets (with permessage-deflate)
 # ==========================================================================
@@ -1857,7 +2108,8 @@ def test_jwt_nbf():
 
 
 TESTS = [test_commands, test_auth, test_http_api, test_recovery,
-         test_presence, test_sse, test_websockets_library,
+         test_presence, test_sse, test_sse_channels,
+         test_websockets_library,
          test_reconnect_under_publishing, test_slow_consumer,
          test_fanout_burst, test_slow_sse_consumer, test_big_replies, test_ping_timeout,
          test_shutdown, test_http_framing, test_duplicate_keys,
