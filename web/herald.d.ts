@@ -53,6 +53,9 @@ export interface SubscriptionHandlers {
   onLeave?(info: ClientInfo, sub: Subscription): void;
   /** Every (re)subscription's result. */
   onSubscribed?(result: SubscribeResult, sub: Subscription): void;
+  /** The server ended the subscription (/api/unsubscribe, or its token
+   * expired without sub_refresh); it is dropped from the client. */
+  onUnsubscribed?(ev: { reason: string }, sub: Subscription): void;
   /** Publications were missed and cannot be replayed: reload state. */
   onUnrecovered?(result: SubscribeResult, sub: Subscription): void;
   onError?(error: HeraldError, sub: Subscription): void;
@@ -134,6 +137,17 @@ export interface HeraldEvents {
   /** A token was replaced on the open connection after the server's
    * refresh (channel null) or sub_refresh (channel) push. */
   refreshed: { channel: string | null; result: RefreshResult };
+  /** The server subscribed the connection to channel (the token's subs
+   * claim, the connect proxy's channels, /api/subscribe). */
+  subscribed: { channel: string; epoch: string | null; offset: number };
+  /** A publication, join or leave of a server-side subscription (one the
+   * application did not make itself with subscribe()). */
+  publication: { channel: string; pub: Publication };
+  join: { channel: string; info: ClientInfo };
+  leave: { channel: string; info: ClientInfo };
+  /** The server ended a subscription: /api/unsubscribe, or a subscription
+   * token that expired. An application's Subscription is dropped too. */
+  unsubscribed: { channel: string; reason: string };
 }
 
 /** The reply to refresh and sub_refresh. */

@@ -35,6 +35,7 @@
  *     onJoin(info) {}, onLeave(info) {},
  *     onSubscribed(result) {},      // every (re)subscription's result
  *     onUnrecovered(result) {},     // messages were missed: reload state
+ *     onUnsubscribed({reason}) {},  // the server ended it (the connection stays)
  *   });
  *   herald.connect();
  *   await herald.publish("chat:lobby", { text: "hi" });   // -> {epoch, offset}
@@ -106,6 +107,17 @@
  *   "refreshed"     {channel, result}: a token was replaced on the open
  *                    connection (channel null: the connection's token;
  *                    result: the refresh reply, {expires, ttl})
+ *   "subscribed"    {channel, epoch, offset}: the server subscribed the
+ *                    connection (the token's subs claim, the connect
+ *                    proxy's channels, /api/subscribe); that channel's
+ *                    pushes then come as the three events below, unless
+ *                    the application subscribed to it itself
+ *   "publication"   {channel, pub}, "join" {channel, info},
+ *   "leave"         {channel, info}: of a server-side subscription
+ *   "unsubscribed"  {channel, reason}: the server ended a subscription
+ *                    (/api/unsubscribe, an expired subscription token); an
+ *                    application's subscription also gets onUnsubscribed
+ *                    and is dropped, so subscribe() may be called again
  */
 (function (global) {
   "use strict";
@@ -263,6 +275,7 @@
     this.user = null;
     this._listeners = {};
     this._subs = new Map();
+    this._serverSubs = new Map(); // channel -> {epoch, offset}: the server's
     this._nextId = 1;
     this._calls = new Map(); // id -> {resolve, reject, timer, frame}
     this._queue = []; // {id, frame} of commands waiting for the connection
@@ -385,6 +398,7 @@
     this._subs.forEach(function (sub) {
       sub.state = "subscribing";
     });
+    this._serverSubs.clear();
     if (was) {
       this._setState("disconnected", null);
       this._emit("disconnected", {
@@ -579,6 +593,7 @@
         sub.state = "subscribing";
       }
     });
+    this._serverSubs.clear(); // the next connection is subscribed anew
     if (!this._everOpened) {
       this._wsFailures++;
     }
@@ -795,8 +810,23 @@
       this._refreshConnection();
       return;
     }
+    if (push.subscribe) {
+      this._serverSubscribed(push.channel, push.subscribe);
+      return;
+    }
+    if (push.unsubscribe) {
+      this._serverUnsubscribed(push.channel, push.unsubscribe);
+      return;
+    }
     var sub = this._subs.get(push.channel);
-    if (!sub || sub.state === "unsubscribed") {
+    if (!sub) {
+      var held = this._serverSubs.get(push.channel);
+      if (held) {
+        this._dispatchServerSub(push.channel, held, push);
+      }
+      return;
+    }
+    if (sub.state === "unsubscribed") {
       return;
     }
     if (push.sub_refresh) {
@@ -821,6 +851,74 @@
     } else if (push.leave) {
       sub._call("onLeave", push.leave);
     }
+  };
+
+  /* -------------------------------------------------------------------- */
+  /* Server-side subscriptions: the subscribe and unsubscribe pushes      */
+  /* -------------------------------------------------------------------- */
+
+  /*
+   * The server subscribed this connection to channel (the token's subs
+   * claim, the connect proxy's channels, /api/subscribe). Without a
+   * subscription of the application's own for the channel, its pushes go
+   * to the client's "publication", "join" and "leave" events, and
+   * "subscribed" says it began. The server subscribes again on every
+   * connection, so these are forgotten when the connection ends.
+   */
+  Herald.prototype._serverSubscribed = function (channel, pos) {
+    if (typeof channel !== "string" || this._subs.has(channel)) {
+      return; // the application's own subscription receives the channel
+    }
+    var held = {
+      epoch: typeof pos.epoch === "string" ? pos.epoch : null,
+      offset: typeof pos.offset === "number" ? pos.offset : 0,
+    };
+    this._serverSubs.set(channel, held);
+    this._emit("subscribed", {
+      channel: channel,
+      epoch: held.epoch,
+      offset: held.offset,
+    });
+  };
+
+  Herald.prototype._dispatchServerSub = function (channel, held, push) {
+    if (push.pub) {
+      var pub = push.pub;
+      if (typeof pub.offset === "number") {
+        if (pub.offset <= held.offset) {
+          return; // a duplicate: already delivered
+        }
+        held.offset = pub.offset;
+      }
+      this._emit("publication", { channel: channel, pub: pub });
+    } else if (push.join) {
+      this._emit("join", { channel: channel, info: push.join });
+    } else if (push.leave) {
+      this._emit("leave", { channel: channel, info: push.leave });
+    }
+  };
+
+  /*
+   * The server ended a subscription (/api/unsubscribe, or a subscription
+   * token that expired without sub_refresh). The application's own
+   * subscription is dropped (so that subscribe() may be called again) and
+   * told with onUnsubscribed; either kind is announced with
+   * "unsubscribed". The connection stays.
+   */
+  Herald.prototype._serverUnsubscribed = function (channel, why) {
+    var reason = why && typeof why.reason === "string" ? why.reason : "";
+    if (this._serverSubs.delete(channel)) {
+      this._emit("unsubscribed", { channel: channel, reason: reason });
+      return;
+    }
+    var sub = this._subs.get(channel);
+    if (!sub || sub.state === "unsubscribed") {
+      return;
+    }
+    sub.state = "unsubscribed";
+    this._subs.delete(channel);
+    sub._call("onUnsubscribed", { reason: reason });
+    this._emit("unsubscribed", { channel: channel, reason: reason });
   };
 
   /* -------------------------------------------------------------------- */

@@ -604,6 +604,89 @@ test("SSE: a set of channels over max_sse_channels is refused: disconnected", as
   assert.equal(h.state, "disconnected");
 });
 
+async function apiCall(url, what, body) {
+  const base = url.replace(/^ws/, "http").replace(/\/connection\/websocket$/, "");
+  const res = await fetch(`${base}/api/${what}`, {
+    method: "POST",
+    headers: { Authorization: `apikey ${API_KEY}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const js = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(js));
+  return js.result;
+}
+
+test("server-side subscriptions: subscribed, publication and unsubscribed events", async () => {
+  const url = await serve("--config", configFile({ ...REFRESH_CONFIG, api_key: API_KEY }));
+  const { Herald } = loadHerald();
+  const h = new Herald(url, {
+    WebSocket: WS,
+    getToken: () => jwt({ sub: "fay", exp: now() + 3600, subs: ["room:srv"] }),
+  });
+  const events = [];
+  for (const name of ["subscribed", "publication", "unsubscribed", "disconnected"]) {
+    h.on(name, (ev) => events.push([name, ev]));
+  }
+  const subscribed = waitFor(h, "subscribed");
+  h.connect();
+  const ev = await subscribed;
+  assert.equal(ev.channel, "room:srv");
+  assert.equal(typeof ev.epoch, "string");
+  const pos = await apiPublish(url, "room:srv", { n: 1 });
+  const got = await waitFor(h, "publication");
+  assert.deepEqual([got.channel, got.pub.data, got.pub.offset], ["room:srv", { n: 1 }, pos.offset]);
+  // The application's own subscription of another channel is not touched.
+  const mine = [];
+  await new Promise((resolve) => h.subscribe("room:mine", { onSubscribed: resolve, onPublication: (p) => mine.push(p.data) }));
+  await apiPublish(url, "room:mine", { m: 1 });
+  await until(() => mine.length === 1, "own subscription's publication");
+  assert.ok(!events.some(([n, e]) => n === "publication" && e.channel === "room:mine"), JSON.stringify(events));
+  const gone = waitFor(h, "unsubscribed");
+  await apiCall(url, "unsubscribe", { user: "fay", channel: "room:srv" });
+  const un = await gone;
+  assert.equal(un.channel, "room:srv");
+  await apiPublish(url, "room:srv", { n: 2 });
+  await apiPublish(url, "room:mine", { m: 2 });
+  await until(() => mine.length === 2, "own subscription lives on");
+  assert.equal(events.filter(([n]) => n === "publication").length, 1, JSON.stringify(events));
+  assert.equal(h.state, "connected");
+  h.disconnect();
+});
+
+test("a subscription token that expires: onUnsubscribed, dropped, subscribe() again", async () => {
+  const url = await serve("--config", configFile({ ...REFRESH_CONFIG, api_key: API_KEY }));
+  const { Herald } = loadHerald();
+  const h = new Herald(url, { WebSocket: WS, getToken: () => jwt({ sub: "gus", exp: now() + 3600 }) });
+  const ended = [];
+  const gone = waitFor(h, "unsubscribed");
+  const first = new Promise((resolve) =>
+    h.subscribe(
+      "secret:short",
+      { onSubscribed: resolve, onUnsubscribed: (e) => ended.push(e) },
+      { token: jwt({ sub: "gus", channel: "secret:short", exp: now() + 2 }) }
+    )
+  );
+  h.connect();
+  await first;
+  const un = await gone;
+  assert.equal(un.channel, "secret:short");
+  assert.equal(ended.length, 1);
+  assert.equal(typeof ended[0].reason, "string");
+  assert.equal(h.getSubscription("secret:short"), undefined, "dropped from the client");
+  assert.equal(h.state, "connected", "the connection stays");
+  const got = [];
+  await new Promise((resolve) =>
+    h.subscribe(
+      "secret:short",
+      { onSubscribed: resolve, onPublication: (p) => got.push(p.data) },
+      { token: jwt({ sub: "gus", channel: "secret:short", exp: now() + 3600 }) }
+    )
+  );
+  await apiPublish(url, "secret:short", { s: 1 });
+  await until(() => got.length === 1, "publication after subscribing again");
+  h.disconnect();
+});
+
 test("herald.d.ts type-checks a typical program (tsc --strict)", () => {
   const tsc = path.join(here, "node_modules/typescript/bin/tsc");
   if (!existsSync(tsc)) {

@@ -39,6 +39,16 @@ herald.on("refreshed", (r) => {
   void what;
   void ttl;
 });
+herald.on("publication", (p) => {
+  const where: string = p.channel;
+  const offset: number = p.pub.offset;
+  void where;
+  void offset;
+});
+herald.on("unsubscribed", (u) => {
+  const why: string = u.reason;
+  void why;
+});
 herald.on("error", (e) => {
   const where: string | undefined = e.channel;
   void where;
