@@ -299,6 +299,10 @@ typedef struct herald_config {
   uint64_t max_message_size; /* 16 MiB: one message's payload, after any
                                 decompression -> close 1009 */
   uint32_t max_fragments;    /* 65536: frames in one message -> close 1008 */
+  /* 64: pongs queued and not yet written. Every ping is answered while fewer
+   * wait; past that, later pings share one pong, for the latest of them
+   * (RFC 6455 5.5.3), queued once fewer wait. Must not be 0. */
+  uint32_t max_pending_pongs;
   /* NULL (default): none. A budget shared with other connections for the
    * message buffers of unfinished messages; see herald_budget. Passing it
    * -> close 1013. Borrowed, like the config. */

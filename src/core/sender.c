@@ -276,7 +276,7 @@ int herald__queue_close(herald_conn *c, uint16_t code, const char *reason,
   }
   if (c->flags & F_PONG_PENDING) {
     /* A pong the peer is owed goes out before our close, never after. */
-    (void)herald__out_insert_pong(c);
+    (void)herald__out_flush_pong(c, 1);
     c->flags &= (uint16_t)~F_PONG_PENDING;
   }
   int rv = herald__queue_frame(c, HERALD_OP_CLOSE, 1, 0, payload, len);

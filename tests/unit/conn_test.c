@@ -291,27 +291,145 @@ static void test_auto_pong(void) {
   herald_conn_del(cli);
 }
 
-/* Several pings before the output is taken: answering the latest suffices. */
-static void test_pong_latest_only(void) {
-  herald_conn *c = open_server(&cfg_server);
-  uint8_t in[512];
+/* Checks that out[0..n) is exactly one unmasked pong per payload "p<i>" for
+ * each i in ids[0..count), in that order. */
+static void check_pongs(const uint8_t *out, size_t n, const int *ids,
+                        int count) {
+  size_t pos = 0;
+  for (int i = 0; i < count; i++) {
+    char p[8];
+    int len = snprintf(p, sizeof(p), "p%d", ids[i]);
+    CHECK(pos + 2 + (size_t)len <= n);
+    CHECK_EQ(out[pos], 0x8a);
+    CHECK_EQ(out[pos + 1], len);
+    CHECK_MEM(out + pos + 2, p, (size_t)len);
+    pos += 2 + (size_t)len;
+  }
+  CHECK_EQ(pos, n);
+}
+
+/* Pings p0..p<count-1> as a client sends them. */
+static size_t ping_burst(uint8_t *in, int first, int count) {
   size_t n = 0;
-  for (int i = 0; i < 10; i++) {
+  for (int i = first; i < first + count; i++) {
     char p[8];
     int len = snprintf(p, sizeof(p), "p%d", i);
     cframe(in, &n, 1, 0, HERALD_OP_PING, p, (size_t)len);
   }
+  return n;
+}
+
+/* Several pings before the output is taken: every one is answered, in order
+ * (Autobahn 2.10, and 2.11 when fed one byte at a time). */
+static void test_pong_every_ping(void) {
+  for (size_t chunk = 0; chunk <= 1; chunk++) {
+    herald_conn *c = open_server(&cfg_server);
+    uint8_t in[512];
+    size_t n = ping_burst(in, 0, 10);
+    feeder f = {0};
+    feed(c, in, n, chunk, &f);
+    CHECK_EQ(f.err, 0);
+    size_t olen;
+    uint8_t *out = drain(c, &olen);
+    int ids[10];
+    for (int i = 0; i < 10; i++) {
+      ids[i] = i;
+    }
+    check_pongs(out, olen, ids, 10);
+    free(out);
+    feeder_free(&f);
+    herald_conn_del(c);
+  }
+}
+
+/* The client answers every ping too, each pong masked with its own key. */
+static void test_pong_every_ping_client(void) {
+  for (size_t chunk = 0; chunk <= 1; chunk++) {
+    herald_conn *srv, *cli;
+    open_pair(&srv, &cli);
+    for (int i = 0; i < 10; i++) {
+      char p[8];
+      int len = snprintf(p, sizeof(p), "p%d", i);
+      CHECK_EQ(herald_conn_ping(srv, p, (size_t)len), 0);
+    }
+    size_t n;
+    uint8_t *pings = drain(srv, &n);
+    feeder f = {0};
+    feed(cli, pings, n, chunk, &f);
+    CHECK_EQ(f.err, 0);
+    uint8_t *pongs = drain(cli, &n);
+    feeder f2 = {0};
+    feed(srv, pongs, n, chunk, &f2);
+    CHECK_EQ(f2.err, 0);
+    CHECK(strcmp(f2.log.s, "PONG(7030) PONG(7031) PONG(7032) PONG(7033) "
+                           "PONG(7034) PONG(7035) PONG(7036) PONG(7037) "
+                           "PONG(7038) PONG(7039) ") == 0);
+    free(pings);
+    free(pongs);
+    feeder_free(&f);
+    feeder_free(&f2);
+    herald_conn_del(srv);
+    herald_conn_del(cli);
+  }
+}
+
+/* max_pending_pongs (64 by default) pongs wait unwritten; later pings share
+ * one held pong, for the latest of them, queued once fewer wait. Whole and
+ * one byte at a time. */
+static void test_pong_limit(void) {
+  CHECK_EQ(cfg_server.max_pending_pongs, 64);
+  for (size_t chunk = 0; chunk <= 1; chunk++) {
+    herald_conn *c = open_server(&cfg_server);
+    static uint8_t in[100 * 16];
+    size_t n = ping_burst(in, 0, 100);
+    feeder f = {0};
+    feed(c, in, n, chunk, &f);
+    CHECK_EQ(f.err, 0);
+    int ids[65];
+    size_t want = 0;
+    for (int i = 0; i < 64; i++) {
+      ids[i] = i;
+      want += i < 10 ? 4 : 5;
+    }
+    ids[64] = 99;
+    want += 5;
+    CHECK_EQ(herald_conn_output_size(c), want);
+    size_t olen;
+    uint8_t *out = drain(c, &olen);
+    check_pongs(out, olen, ids, 65);
+    free(out);
+    /* With none waiting, the next ping is answered at once again. */
+    n = ping_burst(in, 100, 1);
+    feed(c, in, n, chunk, &f);
+    out = drain(c, &olen);
+    check_pongs(out, olen, (int[]){100}, 1);
+    free(out);
+    feeder_free(&f);
+    herald_conn_del(c);
+  }
+  /* A pong held while fewer wait again (nothing asked for output) is still
+   * replaced by a later ping: pongs never go out of order. */
+  herald_config cfg = cfg_server;
+  cfg.max_pending_pongs = 2;
+  herald_conn *c = open_server(&cfg);
+  uint8_t in[64];
+  size_t n = ping_burst(in, 0, 3);
   feeder f = {0};
   feed(c, in, n, 0, &f);
-  CHECK_EQ(f.err, 0);
+  struct iovec iov[1];
+  CHECK_EQ(herald_conn_output(c, iov, 1), 1);
+  CHECK_EQ(herald_conn_output_consumed(c, 4), 0); /* the pong of p0 */
+  n = ping_burst(in, 3, 1);
+  feed(c, in, n, 0, &f);
   size_t olen;
   uint8_t *out = drain(c, &olen);
-  const uint8_t want[] = {0x8a, 0x02, 'p', '9'};
-  CHECK_EQ(olen, sizeof(want));
-  CHECK_MEM(out, want, sizeof(want));
+  check_pongs(out, olen, (int[]){1, 3}, 2);
   free(out);
   feeder_free(&f);
   herald_conn_del(c);
+  /* 0 is refused. */
+  cfg.max_pending_pongs = 0;
+  CHECK_EQ(herald_conn_new(&c, &cfg), HERALD_ERR_INVALID_ARG);
 }
 
 /* A pong goes ahead of queued data, but never into the middle of a frame. */
@@ -1635,7 +1753,9 @@ int main(void) {
   RUN(test_rfc_examples_client);
   RUN(test_rfc_examples_server);
   RUN(test_auto_pong);
-  RUN(test_pong_latest_only);
+  RUN(test_pong_every_ping);
+  RUN(test_pong_every_ping_client);
+  RUN(test_pong_limit);
   RUN(test_pong_priority);
   RUN(test_fragmented_with_control);
   RUN(test_utf8_across_fragments);
