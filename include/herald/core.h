@@ -607,6 +607,12 @@ enum {
  * reuses only after writing: queue, write, own, reuse; the bytes written
  * at once are never copied.
  *
+ * Echoes: with release NULL, a payload that lies in the message just
+ * delivered from the connection's own message buffer (ev.data of the last
+ * whole message, before the next herald_conn_recv()), and that the rules
+ * above would reference, is not copied: the output queue takes that buffer
+ * over and frees it once written. ev.data stays valid as before.
+ *
  * Returns 0, HERALD_ERR_CLOSED (a close frame was already sent or the
  * connection is CLOSED: nothing is written after close), HERALD_ERR_BAD_STATE
  * (CONNECTING, or op differs from the message in progress),

@@ -92,6 +92,8 @@ typedef struct oentry {
   uint8_t ends_frame;
   uint8_t pong;     /* a pong alone: never merged, later pongs queue behind */
   uint8_t borrowed; /* ext is the caller's until herald_conn_output_own() */
+  uint8_t owned;    /* ext lies in the block ctx, a message buffer the queue
+                       took over (sender.c): freed once written */
 } oentry;
 
 /* Handshake state, allocated only while the connection is CONNECTING (or

@@ -138,7 +138,7 @@ uint8_t *herald__out_append_slow(herald_conn *c, size_t n, int ends_frame) {
     last->ends_frame = (uint8_t)ends_frame;
   } else {
     o->ent[o->ohead + o->ocount] =
-        (oentry){NULL, o->olen, n, NULL, NULL, (uint8_t)ends_frame, 0, 0};
+        (oentry){NULL, o->olen, n, NULL, NULL, (uint8_t)ends_frame, 0, 0, 0};
     o->ocount++;
   }
   o->olen += n;
@@ -153,7 +153,7 @@ int herald__out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
     return rv;
   }
   c->o->ent[c->o->ohead + c->o->ocount] =
-      (oentry){p, 0, n, release, ctx, 1, 0, 0};
+      (oentry){p, 0, n, release, ctx, 1, 0, 0, 0};
   c->o->ocount++;
   c->ototal += n;
   return 0;
@@ -217,7 +217,7 @@ static int queue_pong(herald_conn *c, const uint8_t *p, size_t len) {
   }
   uint32_t end = o->ohead + o->ocount;
   memmove(&o->ent[k + 1], &o->ent[k], (end - k) * sizeof(oentry));
-  o->ent[k] = (oentry){NULL, o->olen, hlen + len, NULL, NULL, 1, 1, 0};
+  o->ent[k] = (oentry){NULL, o->olen, hlen + len, NULL, NULL, 1, 1, 0, 0};
   o->ocount++;
   o->npongs++;
   o->olen += hlen + len;
@@ -267,6 +267,8 @@ void herald__out_del(herald_conn *c) {
   for (uint32_t i = o->ohead; i < o->ohead + o->ocount; i++) {
     if (o->ent[i].release) {
       o->ent[i].release(o->ent[i].ctx);
+    } else if (o->ent[i].owned) {
+      herald__free(c, o->ent[i].ctx);
     }
   }
   c->ototal = 0;
@@ -356,6 +358,8 @@ HERALD_API int herald_conn_output_consumed(herald_conn *c, size_t n) {
     }
     if (e->release) {
       e->release(e->ctx);
+    } else if (e->owned) {
+      herald__free(c, e->ctx);
     }
     o->npongs -= e->pong;
     o->ohead++;

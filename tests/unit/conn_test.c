@@ -1291,6 +1291,81 @@ static void test_output_slow_reader(void) {
   CHECK_EQ(mem_live, 0);
 }
 
+/* Sending back the message just delivered (an echo) takes its buffer over:
+ * no copy, the payload's iovec is the delivered bytes, the buffer is freed
+ * once written or when the connection goes, and the next message, which
+ * arrives while the echo is still queued, gets a buffer of its own. A short
+ * message, a reply from elsewhere and a second send of the same bytes are
+ * copied as before. */
+static void test_send_echo_adopts(void) {
+  herald_config cfg = cfg_server;
+  herald_mem mem = {count_malloc, count_realloc, count_free, NULL};
+  cfg.mem = &mem;
+  for (int del_early = 0; del_early <= 1; del_early++) {
+    mem_live = mem_peak = 0;
+    herald_conn *c = open_server(&cfg);
+    enum { N = 5000 };
+    static uint8_t msg[2][N], in[2 * (N + 32)];
+    size_t n = 0;
+    for (int k = 0; k < 2; k++) {
+      memset(msg[k], 'a' + k, N);
+      /* Two fragments, so the message is reassembled in the buffer. */
+      cframe(in, &n, 0, 0, HERALD_OP_BINARY, msg[k], N / 2);
+      cframe(in, &n, 1, 0, HERALD_OP_CONT, msg[k] + N / 2, N - N / 2);
+    }
+    herald_event ev;
+    size_t off = 0;
+    const uint8_t *first = NULL;
+    for (int k = 0; k < 2; k++) {
+      do {
+        int rv = herald_conn_recv(c, in + off, n - off, &ev);
+        CHECK(rv >= 0);
+        off += (size_t)rv;
+      } while (ev.type == HERALD_EV_NONE);
+      CHECK_EQ(ev.type, HERALD_EV_BINARY);
+      CHECK_EQ(ev.len, N);
+      CHECK_MEM(ev.data, msg[k], N);
+      size_t before = mem_live;
+      CHECK_EQ(
+          herald_conn_send(c, HERALD_OP_BINARY, ev.data, ev.len, 0, NULL, NULL),
+          0);
+      CHECK(mem_live - before < 64); /* the header only: no copy */
+      if (k == 0) {
+        first = ev.data;
+        /* Sent again, the same bytes are copied. */
+        CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, ev.data, ev.len, 0, NULL,
+                                  NULL),
+                 0);
+        CHECK(mem_live - before > N);
+      }
+    }
+    if (del_early) {
+      herald_conn_del(c); /* both buffers still queued */
+      CHECK_EQ(mem_live, 0);
+      continue;
+    }
+    struct iovec iov[8];
+    int cnt = herald_conn_output(c, iov, 8);
+    CHECK(cnt >= 3);
+    CHECK(iov[1].iov_base == first);
+    size_t olen;
+    uint8_t *out = drain(c, &olen);
+    uint8_t want[3 * (N + 4)];
+    size_t w = 0;
+    for (int k = 0; k < 3; k++) {
+      w += herald_frame_header(want + w, HERALD_OP_BINARY, 1, 0, N, NULL);
+      memcpy(want + w, msg[k == 2], N);
+      w += N;
+    }
+    CHECK_EQ(olen, w);
+    CHECK_MEM(out, want, w);
+    free(out);
+    herald_conn_trim(c);
+    herald_conn_del(c);
+    CHECK_EQ(mem_live, 0);
+  }
+}
+
 /* Pings arrive while a slow reader leaves the head frame half written:
  * each pong goes out between frames, ahead of frames queued before it, so
  * the output buffer's offsets are out of queue order when it compacts. The
@@ -1779,6 +1854,7 @@ int main(void) {
   RUN(test_output_merging);
   RUN(test_output_slow_reader);
   RUN(test_output_pongs_slow_reader);
+  RUN(test_send_echo_adopts);
   RUN(test_server_handshake);
   RUN(test_handshake_refusals);
   RUN(test_plain_http);
