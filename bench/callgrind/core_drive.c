@@ -12,6 +12,11 @@
  *   CLIENT 1: the client receives and echoes (server frames, masked sends);
  *   BUDGET 1: both draw on a shared herald_budget (as a herald_server's
  *   connections do).
+ * Environment: CORE_DRIVE_PAYLOAD=FILE: message i is SIZE bytes of FILE from
+ * offset i * 102947 (mod its length) instead of `abc...z` repeated;
+ * CORE_DRIVE_LEVEL and CORE_DRIVE_MEM_LEVEL set deflate.level and
+ * deflate.mem_level of both sides. "out" is the bytes the measured side
+ * wrote, so out / (SIZE * COUNT) is its compression ratio.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +25,7 @@
 #include "herald/core.h"
 
 static uint8_t *wire;
-static size_t wlen, wcap;
+static size_t wlen, wcap, outbytes;
 
 static void take_output(herald_conn *c, int keep) {
   struct iovec iov[64];
@@ -81,6 +86,7 @@ __attribute__((noinline)) long measure(herald_conn *s, uint8_t *buf, size_t len,
         total += iov[i].iov_len;
       }
       herald_conn_output_consumed(s, total);
+      outbytes += total;
     }
   }
   return msgs;
@@ -108,6 +114,13 @@ int main(int argc, char **argv) {
   herald_config_init(&scfg, HERALD_ROLE_SERVER);
   herald_config_init(&ccfg, HERALD_ROLE_CLIENT);
   scfg.deflate.enabled = ccfg.deflate.enabled = deflate;
+  if (getenv("CORE_DRIVE_LEVEL")) {
+    scfg.deflate.level = ccfg.deflate.level = atoi(getenv("CORE_DRIVE_LEVEL"));
+  }
+  if (getenv("CORE_DRIVE_MEM_LEVEL")) {
+    scfg.deflate.mem_level = ccfg.deflate.mem_level =
+        atoi(getenv("CORE_DRIVE_MEM_LEVEL"));
+  }
   scfg.stream_messages = stream;
   scfg.budget = ccfg.budget = budget;
   herald_conn *s, *c;
@@ -133,6 +146,21 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < size; i++) {
     msg[i] = (uint8_t)('a' + i % 26);
   }
+  uint8_t *corpus = NULL;
+  size_t clen = 0;
+  const char *payload = getenv("CORE_DRIVE_PAYLOAD");
+  if (payload != NULL) {
+    FILE *f = fopen(payload, "rb");
+    corpus = malloc((size_t)1 << 26);
+    clen = f && corpus ? fread(corpus, 1, (size_t)1 << 26, f) : 0;
+    if (f) {
+      fclose(f);
+    }
+    if (clen <= size) {
+      fprintf(stderr, "%s: shorter than SIZE\n", payload);
+      return 1;
+    }
+  }
   herald_conn *from = client ? s : c, *to = client ? c : s;
   if (client) {
     herald_conn_set_streaming(c, stream);
@@ -140,6 +168,9 @@ int main(int argc, char **argv) {
   wlen = 0;
   for (long i = 0; i < count; i++) {
     size_t per = size / (size_t)frags, off = 0;
+    if (corpus != NULL) {
+      memcpy(msg, corpus + (size_t)i * 102947 % (clen - size), size);
+    }
     for (int f = 0; f < frags; f++) {
       size_t n = f == frags - 1 ? size - off : per;
       herald_conn_send(from, HERALD_OP_TEXT, msg + off, n,
@@ -150,10 +181,13 @@ int main(int argc, char **argv) {
   }
   uint8_t *buf = malloc(wlen);
   memcpy(buf, wire, wlen);
+  outbytes = 0;
   long msgs = measure(to, buf, wlen, chunk);
-  printf("messages %ld (%ld expected), wire %zu\n", msgs, count * frags, wlen);
+  printf("messages %ld (%ld expected), wire %zu, out %zu\n", msgs,
+         count * frags, wlen, outbytes);
   herald_conn_del(s);
   herald_conn_del(c);
   herald_budget_del(budget);
+  free(corpus);
   return 0;
 }

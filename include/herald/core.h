@@ -299,6 +299,10 @@ typedef struct herald_config {
   uint64_t max_message_size; /* 16 MiB: one message's payload, after any
                                 decompression -> close 1009 */
   uint32_t max_fragments;    /* 65536: frames in one message -> close 1008 */
+  /* 64: pongs queued and not yet written. Every ping is answered while fewer
+   * wait; past that, later pings share one pong, for the latest of them
+   * (RFC 6455 5.5.3), queued once fewer wait. Must not be 0. */
+  uint32_t max_pending_pongs;
   /* NULL (default): none. A budget shared with other connections for the
    * message buffers of unfinished messages; see herald_budget. Passing it
    * -> close 1013. Borrowed, like the config. */
@@ -602,6 +606,12 @@ enum {
  * of it is still unwritten. For a payload in a read buffer that the caller
  * reuses only after writing: queue, write, own, reuse; the bytes written
  * at once are never copied.
+ *
+ * Echoes: with release NULL, a payload that lies in the message just
+ * delivered from the connection's own message buffer (ev.data of the last
+ * whole message, before the next herald_conn_recv()), and that the rules
+ * above would reference, is not copied: the output queue takes that buffer
+ * over and frees it once written. ev.data stays valid as before.
  *
  * Returns 0, HERALD_ERR_CLOSED (a close frame was already sent or the
  * connection is CLOSED: nothing is written after close), HERALD_ERR_BAD_STATE

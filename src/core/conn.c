@@ -107,6 +107,7 @@ HERALD_API void herald_config_init(herald_config *cfg, herald_role role) {
   cfg->max_frame_size = 16u << 20;
   cfg->max_message_size = 16u << 20;
   cfg->max_fragments = 65536;
+  cfg->max_pending_pongs = 64;
   cfg->copy_threshold = 1024;
   cfg->deflate.server_max_window_bits = 15;
   cfg->deflate.client_max_window_bits = 15;
@@ -129,7 +130,8 @@ HERALD_API int herald_close_code_valid(uint32_t code) {
 HERALD_API int herald_conn_new(herald_conn **pconn, const herald_config *cfg) {
   if (pconn == NULL || cfg == NULL ||
       (cfg->role != HERALD_ROLE_SERVER && cfg->role != HERALD_ROLE_CLIENT) ||
-      cfg->max_headers == 0 || cfg->max_head_bytes == 0) {
+      cfg->max_headers == 0 || cfg->max_head_bytes == 0 ||
+      cfg->max_pending_pongs == 0) {
     return HERALD_ERR_INVALID_ARG;
   }
   const herald_deflate_config *dc = &cfg->deflate;

@@ -69,7 +69,7 @@ enum {
   F_CLOSE_SENT = 1 << 0,     /* our close frame is queued */
   F_CLOSE_RECEIVED = 1 << 1, /* the peer's close frame arrived */
   F_MSG_DELIVERED = 1 << 2,  /* mbuf was handed out; reset it on next call */
-  F_PONG_PENDING = 1 << 3,   /* pongbuf holds a pong to queue */
+  F_PONG_PENDING = 1 << 3,   /* pongbuf holds a pong to queue (overflow) */
   F_HEAD_MID_FRAME = 1 << 4, /* the head output entry continues a frame */
   F_FRAG_SENDING = 1 << 5,   /* a fragmented message is being sent */
   F_HS_STALE = 1 << 6,       /* hs may be freed on the next call */
@@ -92,6 +92,8 @@ typedef struct oentry {
   uint8_t ends_frame;
   uint8_t pong;     /* a pong alone: never merged, later pongs queue behind */
   uint8_t borrowed; /* ext is the caller's until herald_conn_output_own() */
+  uint8_t owned;    /* ext lies in the block ctx, a message buffer the queue
+                       took over (sender.c): freed once written */
 } oentry;
 
 /* Handshake state, allocated only while the connection is CONNECTING (or
@@ -111,7 +113,8 @@ typedef struct handshake {
 typedef struct outq {
   oentry *ent; /* entries [ohead, ohead + ocount) are pending */
   uint32_t ohead, ocount, ocap;
-  size_t odone; /* bytes of ent[ohead] already written */
+  uint32_t npongs; /* entries with pong set: pongs waiting to be written */
+  size_t odone;    /* bytes of ent[ohead] already written */
   uint8_t *obuf;
   size_t olen, ocap_bytes;
 } outq;
@@ -417,10 +420,20 @@ int herald__out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
 /* Takes back the last n bytes appended with herald__out_append(). */
 void herald__out_truncate(herald_conn *c, size_t n);
 
-/* Queues the pending pong (F_PONG_PENDING) at the first frame boundary not
- * yet written: a pong never waits behind queued data. Returns 0 or an error
- * (the pong stays pending). */
-int herald__out_insert_pong(herald_conn *c);
+/* Answers a ping whose payload is p[0..len) (RFC 6455 5.5.2): queues its
+ * pong at the first frame boundary not yet written (a pong never waits
+ * behind queued data) while fewer than cfg->max_pending_pongs pongs wait
+ * unwritten and none is held. Otherwise holds it in pongbuf
+ * (F_PONG_PENDING), replacing a pong held for an earlier ping (5.5.3): what
+ * a peer's pings can make the core hold is max_pending_pongs + 1 pongs.
+ * Returns 0 or an error (HERALD_ERR_NOMEM, or HERALD_ERR_INTERNAL when a
+ * client has no masking key), nothing queued or held. */
+int herald__out_pong(herald_conn *c, const uint8_t *p, size_t len);
+
+/* Queues the held pong (F_PONG_PENDING) once fewer than max_pending_pongs
+ * wait, or at once when force is set (before our close frame). Returns 0 or
+ * an error (the pong stays held). */
+int herald__out_flush_pong(herald_conn *c, int force);
 
 /* Calls the release callbacks of every queued entry and frees the queue. */
 void herald__out_del(herald_conn *c);

@@ -8,7 +8,9 @@
  * herald_conn_output_consumed() takes back what was written, calling the
  * release callbacks of referenced payloads. A pong is queued at the first
  * frame boundary not yet written, ahead of queued data (RFC 6455 5.5.3 lets
- * it go between fragments; it must not go inside a frame).
+ * it go between fragments; it must not go inside a frame). Every ping gets
+ * its pong while fewer than cfg->max_pending_pongs wait unwritten; beyond
+ * that one pong is held back, for the latest ping, until fewer wait.
  *
  * What goes into the queue is sender.c's and handshake.c's business; this
  * file only stores bytes and hands them out in order.
@@ -136,7 +138,7 @@ uint8_t *herald__out_append_slow(herald_conn *c, size_t n, int ends_frame) {
     last->ends_frame = (uint8_t)ends_frame;
   } else {
     o->ent[o->ohead + o->ocount] =
-        (oentry){NULL, o->olen, n, NULL, NULL, (uint8_t)ends_frame, 0, 0};
+        (oentry){NULL, o->olen, n, NULL, NULL, (uint8_t)ends_frame, 0, 0, 0};
     o->ocount++;
   }
   o->olen += n;
@@ -151,7 +153,7 @@ int herald__out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
     return rv;
   }
   c->o->ent[c->o->ohead + c->o->ocount] =
-      (oentry){p, 0, n, release, ctx, 1, 0, 0};
+      (oentry){p, 0, n, release, ctx, 1, 0, 0, 0};
   c->o->ocount++;
   c->ototal += n;
   return 0;
@@ -169,10 +171,15 @@ void herald__out_truncate(herald_conn *c, size_t n) {
   }
 }
 
-/* Right at the head when nothing of the head frame went out, otherwise after
- * the frame being written, and behind the pongs already waiting there. */
-int herald__out_insert_pong(herald_conn *c) {
-  uint8_t len = c->pongbuf[0];
+/* Pongs queued and not yet wholly written. */
+static uint32_t pongs_waiting(const herald_conn *c) {
+  return c->o != NULL ? c->o->npongs : 0;
+}
+
+/* Queues a pong carrying p[0..len): right at the head when nothing of the
+ * head frame went out, otherwise after the frame being written, and behind
+ * the pongs already waiting there. Returns 0 or an error, nothing queued. */
+static int queue_pong(herald_conn *c, const uint8_t *p, size_t len) {
   uint8_t hdr[HERALD_MAX_FRAME_HEADER];
   uint8_t key[4];
   const uint8_t *mask = NULL;
@@ -201,19 +208,51 @@ int herald__out_insert_pong(herald_conn *c) {
   while (k < o->ohead + o->ocount && o->ent[k].pong) {
     k++; /* pongs go out in the order of their pings */
   }
-  uint8_t *p = o->obuf + o->olen;
-  memcpy(p, hdr, hlen);
+  uint8_t *dst = o->obuf + o->olen;
+  memcpy(dst, hdr, hlen);
   if (mask) {
-    herald__mask_copy(p + hlen, c->pongbuf + 1, len, key, 0);
+    herald__mask_copy(dst + hlen, p, len, key, 0);
   } else {
-    memcpy(p + hlen, c->pongbuf + 1, len);
+    memcpy(dst + hlen, p, len);
   }
   uint32_t end = o->ohead + o->ocount;
   memmove(&o->ent[k + 1], &o->ent[k], (end - k) * sizeof(oentry));
-  o->ent[k] = (oentry){NULL, o->olen, hlen + len, NULL, NULL, 1, 1, 0};
+  o->ent[k] = (oentry){NULL, o->olen, hlen + len, NULL, NULL, 1, 1, 0, 0};
   o->ocount++;
+  o->npongs++;
   o->olen += hlen + len;
   c->ototal += hlen + len;
+  return 0;
+}
+
+int herald__out_pong(herald_conn *c, const uint8_t *p, size_t len) {
+  if (!(c->flags & F_PONG_PENDING) &&
+      pongs_waiting(c) < c->cfg->max_pending_pongs) {
+    return queue_pong(c, p, len);
+  }
+  /* max_pending_pongs wait (or did when the held pong was taken): this
+   * ping's payload replaces the held one, RFC 6455 5.5.3. */
+  if (c->pongbuf == NULL) {
+    c->pongbuf = herald__alloc(c, 126);
+    if (c->pongbuf == NULL) {
+      return HERALD_ERR_NOMEM;
+    }
+  }
+  c->pongbuf[0] = (uint8_t)len;
+  memcpy(c->pongbuf + 1, p, len);
+  c->flags |= F_PONG_PENDING;
+  return 0;
+}
+
+int herald__out_flush_pong(herald_conn *c, int force) {
+  if (!(c->flags & F_PONG_PENDING) ||
+      (!force && pongs_waiting(c) >= c->cfg->max_pending_pongs)) {
+    return 0;
+  }
+  int rv = queue_pong(c, c->pongbuf + 1, c->pongbuf[0]);
+  if (rv != 0) {
+    return rv;
+  }
   c->flags &= (uint16_t)~F_PONG_PENDING;
   herald__free(c, c->pongbuf);
   c->pongbuf = NULL;
@@ -228,6 +267,8 @@ void herald__out_del(herald_conn *c) {
   for (uint32_t i = o->ohead; i < o->ohead + o->ocount; i++) {
     if (o->ent[i].release) {
       o->ent[i].release(o->ent[i].ctx);
+    } else if (o->ent[i].owned) {
+      herald__free(c, o->ent[i].ctx);
     }
   }
   c->ototal = 0;
@@ -240,8 +281,9 @@ void herald__out_del(herald_conn *c) {
 HERALD_API int herald_conn_output(herald_conn *c, struct iovec *iov,
                                   int iovcnt) {
   if (c->flags & F_PONG_PENDING) {
-    /* On NOMEM the pong stays pending and the data still goes out. */
-    (void)herald__out_insert_pong(c);
+    /* Queued once fewer than max_pending_pongs wait. On NOMEM the pong stays
+     * held and the data still goes out. */
+    (void)herald__out_flush_pong(c, 0);
   }
   outq *o = c->o;
   if (o == NULL) {
@@ -316,7 +358,10 @@ HERALD_API int herald_conn_output_consumed(herald_conn *c, size_t n) {
     }
     if (e->release) {
       e->release(e->ctx);
+    } else if (e->owned) {
+      herald__free(c, e->ctx);
     }
+    o->npongs -= e->pong;
     o->ohead++;
     o->ocount--;
   }

@@ -512,19 +512,17 @@ static int read_control(herald_conn *c, unsigned op, uint8_t *p, size_t len,
                         herald_event *ev) {
   switch (op) {
   case HERALD_OP_PING:
-    /* RFC 6455 5.5.2/5.5.3: answer with a pong carrying the same payload.
-     * Only the latest unanswered ping needs an answer. After our close frame
-     * nothing more may be sent, so no pong then. */
+    /* RFC 6455 5.5.2: answer with a pong carrying the same payload, every
+     * ping while fewer than max_pending_pongs wait; past that only the
+     * latest (5.5.3). After our close frame nothing more may be sent, so no
+     * pong then. */
     if (!(c->flags & F_CLOSE_SENT)) {
-      if (c->pongbuf == NULL) {
-        c->pongbuf = herald__alloc(c, 126);
-        if (c->pongbuf == NULL) {
-          return herald__fail(c, HERALD_ERR_NOMEM, "out of memory");
-        }
+      int rv = herald__out_pong(c, p, len);
+      if (rv != 0) {
+        return herald__fail(c, rv,
+                            rv == HERALD_ERR_NOMEM ? "out of memory"
+                                                   : "no random masking key");
       }
-      c->pongbuf[0] = (uint8_t)len;
-      memcpy(c->pongbuf + 1, p, len);
-      c->flags |= F_PONG_PENDING;
     }
     ev->type = HERALD_EV_PING;
     break;

@@ -5,8 +5,9 @@
  * Every frame is built straight into the output queue (outq.c): its header
  * in place in front of the payload, which is copied (and masked, for a
  * client), compressed into the buffer, or referenced in place when the
- * caller lends it. Whole messages at or above the deflate threshold are
- * compressed (RFC 7692 7.2.1) when permessage-deflate was agreed.
+ * caller lends it or it is the message just received (an echo: the queue
+ * takes that message's buffer over). Whole messages at or above the deflate
+ * threshold are compressed (RFC 7692 7.2.1) when permessage-deflate was agreed.
  *
  * The checks here are the caller's misuse (HERALD_ERR_INVALID_ARG,
  * HERALD_ERR_BAD_STATE, HERALD_ERR_CLOSED): nothing is sent after our close
@@ -155,6 +156,31 @@ static int queue_referenced(herald_conn *c, herald_opcode wire, int fin,
   return 0;
 }
 
+/* data[0..len) lies in the message buffer of the message just delivered
+ * (an echo, or a reply quoting it). */
+static int delivered_message(const herald_conn *c, const void *data,
+                             size_t len) {
+  uintptr_t lo = (uintptr_t)c->mbuf, p = (uintptr_t)data;
+  return (c->flags & F_MSG_DELIVERED) && c->mbuf != NULL && p >= lo &&
+         len <= c->mlen && p - lo <= c->mlen - len;
+}
+
+/* Sends data[0..len), which lies in the delivered message's buffer, without
+ * a copy: the output queue takes the buffer over (an owned entry, freed once
+ * written) and the next message gets another. The delivered bytes stay where
+ * they are, so ev.data is still valid until the next call. */
+static int adopt_message(herald_conn *c, herald_opcode wire, int fin,
+                         const void *data, size_t len) {
+  int rv = queue_referenced(c, wire, fin, data, len, NULL, c->mbuf, 0);
+  if (rv != 0) {
+    return rv;
+  }
+  c->o->ent[c->o->ohead + c->o->ocount - 1].owned = 1;
+  c->mbuf = NULL;
+  c->mlen = c->mcap = 0;
+  return 0;
+}
+
 static int send_allowed(const herald_conn *c) {
   if (c->flags & F_CLOSE_SENT || c->state == HERALD_STATE_CLOSED) {
     return HERALD_ERR_CLOSED;
@@ -216,8 +242,14 @@ HERALD_API int herald_conn_send(herald_conn *c, herald_opcode op,
     return rv;
   }
   int borrow = (flags & HERALD_SEND_BORROW) && release == NULL;
-  if ((release == NULL && !borrow) || len < c->cfg->copy_threshold ||
-      c->role == HERALD_ROLE_CLIENT) {
+  if (release == NULL && len >= c->cfg->copy_threshold &&
+      c->role == HERALD_ROLE_SERVER && delivered_message(c, data, len)) {
+    rv = adopt_message(c, wire, fin, data, len);
+    if (rv != 0) {
+      return rv;
+    }
+  } else if ((release == NULL && !borrow) || len < c->cfg->copy_threshold ||
+             c->role == HERALD_ROLE_CLIENT) {
     rv = herald__queue_frame(c, wire, fin, 0, data, len);
     if (rv != 0) {
       return rv;
@@ -276,7 +308,7 @@ int herald__queue_close(herald_conn *c, uint16_t code, const char *reason,
   }
   if (c->flags & F_PONG_PENDING) {
     /* A pong the peer is owed goes out before our close, never after. */
-    (void)herald__out_insert_pong(c);
+    (void)herald__out_flush_pong(c, 1);
     c->flags &= (uint16_t)~F_PONG_PENDING;
   }
   int rv = herald__queue_frame(c, HERALD_OP_CLOSE, 1, 0, payload, len);

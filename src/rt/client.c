@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rt/bigmem.h"
 #include "rt/internal.h"
 #include "rt/tls.h"
 
@@ -331,6 +332,9 @@ HERALD_API int herald_connect(herald_loop *loop,
   }
   c->core = cfg->core;
   c->core.role = HERALD_ROLE_CLIENT;
+  if (c->core.mem == NULL) {
+    c->core.mem = &herald__big_mem; /* large buffers reused */
+  }
   c->limits = cfg->limits;
   c->cb = *cb;
   herald_ws *ws = herald__ws_new(loop, -1, &c->core, &c->limits);

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "rt/bigmem.h"
 #include "rt/internal.h"
 #include "rt/tls.h"
 
@@ -143,6 +144,9 @@ HERALD_API int herald_server_new(herald_server **psrv,
   }
   srv->core = cfg->core;
   srv->core.role = HERALD_ROLE_SERVER;
+  if (srv->core.mem == NULL) {
+    srv->core.mem = &herald__big_mem; /* large buffers reused */
+  }
   if (srv->core.budget == NULL) {
     int rv = herald_budget_new(&srv->budget, cfg->max_partial_bytes, NULL);
     if (rv != 0) {

@@ -291,27 +291,145 @@ static void test_auto_pong(void) {
   herald_conn_del(cli);
 }
 
-/* Several pings before the output is taken: answering the latest suffices. */
-static void test_pong_latest_only(void) {
-  herald_conn *c = open_server(&cfg_server);
-  uint8_t in[512];
+/* Checks that out[0..n) is exactly one unmasked pong per payload "p<i>" for
+ * each i in ids[0..count), in that order. */
+static void check_pongs(const uint8_t *out, size_t n, const int *ids,
+                        int count) {
+  size_t pos = 0;
+  for (int i = 0; i < count; i++) {
+    char p[8];
+    int len = snprintf(p, sizeof(p), "p%d", ids[i]);
+    CHECK(pos + 2 + (size_t)len <= n);
+    CHECK_EQ(out[pos], 0x8a);
+    CHECK_EQ(out[pos + 1], len);
+    CHECK_MEM(out + pos + 2, p, (size_t)len);
+    pos += 2 + (size_t)len;
+  }
+  CHECK_EQ(pos, n);
+}
+
+/* Pings p0..p<count-1> as a client sends them. */
+static size_t ping_burst(uint8_t *in, int first, int count) {
   size_t n = 0;
-  for (int i = 0; i < 10; i++) {
+  for (int i = first; i < first + count; i++) {
     char p[8];
     int len = snprintf(p, sizeof(p), "p%d", i);
     cframe(in, &n, 1, 0, HERALD_OP_PING, p, (size_t)len);
   }
+  return n;
+}
+
+/* Several pings before the output is taken: every one is answered, in order
+ * (Autobahn 2.10, and 2.11 when fed one byte at a time). */
+static void test_pong_every_ping(void) {
+  for (size_t chunk = 0; chunk <= 1; chunk++) {
+    herald_conn *c = open_server(&cfg_server);
+    uint8_t in[512];
+    size_t n = ping_burst(in, 0, 10);
+    feeder f = {0};
+    feed(c, in, n, chunk, &f);
+    CHECK_EQ(f.err, 0);
+    size_t olen;
+    uint8_t *out = drain(c, &olen);
+    int ids[10];
+    for (int i = 0; i < 10; i++) {
+      ids[i] = i;
+    }
+    check_pongs(out, olen, ids, 10);
+    free(out);
+    feeder_free(&f);
+    herald_conn_del(c);
+  }
+}
+
+/* The client answers every ping too, each pong masked with its own key. */
+static void test_pong_every_ping_client(void) {
+  for (size_t chunk = 0; chunk <= 1; chunk++) {
+    herald_conn *srv, *cli;
+    open_pair(&srv, &cli);
+    for (int i = 0; i < 10; i++) {
+      char p[8];
+      int len = snprintf(p, sizeof(p), "p%d", i);
+      CHECK_EQ(herald_conn_ping(srv, p, (size_t)len), 0);
+    }
+    size_t n;
+    uint8_t *pings = drain(srv, &n);
+    feeder f = {0};
+    feed(cli, pings, n, chunk, &f);
+    CHECK_EQ(f.err, 0);
+    uint8_t *pongs = drain(cli, &n);
+    feeder f2 = {0};
+    feed(srv, pongs, n, chunk, &f2);
+    CHECK_EQ(f2.err, 0);
+    CHECK(strcmp(f2.log.s, "PONG(7030) PONG(7031) PONG(7032) PONG(7033) "
+                           "PONG(7034) PONG(7035) PONG(7036) PONG(7037) "
+                           "PONG(7038) PONG(7039) ") == 0);
+    free(pings);
+    free(pongs);
+    feeder_free(&f);
+    feeder_free(&f2);
+    herald_conn_del(srv);
+    herald_conn_del(cli);
+  }
+}
+
+/* max_pending_pongs (64 by default) pongs wait unwritten; later pings share
+ * one held pong, for the latest of them, queued once fewer wait. Whole and
+ * one byte at a time. */
+static void test_pong_limit(void) {
+  CHECK_EQ(cfg_server.max_pending_pongs, 64);
+  for (size_t chunk = 0; chunk <= 1; chunk++) {
+    herald_conn *c = open_server(&cfg_server);
+    static uint8_t in[100 * 16];
+    size_t n = ping_burst(in, 0, 100);
+    feeder f = {0};
+    feed(c, in, n, chunk, &f);
+    CHECK_EQ(f.err, 0);
+    int ids[65];
+    size_t want = 0;
+    for (int i = 0; i < 64; i++) {
+      ids[i] = i;
+      want += i < 10 ? 4 : 5;
+    }
+    ids[64] = 99;
+    want += 5;
+    CHECK_EQ(herald_conn_output_size(c), want);
+    size_t olen;
+    uint8_t *out = drain(c, &olen);
+    check_pongs(out, olen, ids, 65);
+    free(out);
+    /* With none waiting, the next ping is answered at once again. */
+    n = ping_burst(in, 100, 1);
+    feed(c, in, n, chunk, &f);
+    out = drain(c, &olen);
+    check_pongs(out, olen, (int[]){100}, 1);
+    free(out);
+    feeder_free(&f);
+    herald_conn_del(c);
+  }
+  /* A pong held while fewer wait again (nothing asked for output) is still
+   * replaced by a later ping: pongs never go out of order. */
+  herald_config cfg = cfg_server;
+  cfg.max_pending_pongs = 2;
+  herald_conn *c = open_server(&cfg);
+  uint8_t in[64];
+  size_t n = ping_burst(in, 0, 3);
   feeder f = {0};
   feed(c, in, n, 0, &f);
-  CHECK_EQ(f.err, 0);
+  struct iovec iov[1];
+  CHECK_EQ(herald_conn_output(c, iov, 1), 1);
+  CHECK_EQ(herald_conn_output_consumed(c, 4), 0); /* the pong of p0 */
+  n = ping_burst(in, 3, 1);
+  feed(c, in, n, 0, &f);
   size_t olen;
   uint8_t *out = drain(c, &olen);
-  const uint8_t want[] = {0x8a, 0x02, 'p', '9'};
-  CHECK_EQ(olen, sizeof(want));
-  CHECK_MEM(out, want, sizeof(want));
+  check_pongs(out, olen, (int[]){1, 3}, 2);
   free(out);
   feeder_free(&f);
   herald_conn_del(c);
+  /* 0 is refused. */
+  cfg.max_pending_pongs = 0;
+  CHECK_EQ(herald_conn_new(&c, &cfg), HERALD_ERR_INVALID_ARG);
 }
 
 /* A pong goes ahead of queued data, but never into the middle of a frame. */
@@ -1173,6 +1291,81 @@ static void test_output_slow_reader(void) {
   CHECK_EQ(mem_live, 0);
 }
 
+/* Sending back the message just delivered (an echo) takes its buffer over:
+ * no copy, the payload's iovec is the delivered bytes, the buffer is freed
+ * once written or when the connection goes, and the next message, which
+ * arrives while the echo is still queued, gets a buffer of its own. A short
+ * message, a reply from elsewhere and a second send of the same bytes are
+ * copied as before. */
+static void test_send_echo_adopts(void) {
+  herald_config cfg = cfg_server;
+  herald_mem mem = {count_malloc, count_realloc, count_free, NULL};
+  cfg.mem = &mem;
+  for (int del_early = 0; del_early <= 1; del_early++) {
+    mem_live = mem_peak = 0;
+    herald_conn *c = open_server(&cfg);
+    enum { N = 5000 };
+    static uint8_t msg[2][N], in[2 * (N + 32)];
+    size_t n = 0;
+    for (int k = 0; k < 2; k++) {
+      memset(msg[k], 'a' + k, N);
+      /* Two fragments, so the message is reassembled in the buffer. */
+      cframe(in, &n, 0, 0, HERALD_OP_BINARY, msg[k], N / 2);
+      cframe(in, &n, 1, 0, HERALD_OP_CONT, msg[k] + N / 2, N - N / 2);
+    }
+    herald_event ev;
+    size_t off = 0;
+    const uint8_t *first = NULL;
+    for (int k = 0; k < 2; k++) {
+      do {
+        int rv = herald_conn_recv(c, in + off, n - off, &ev);
+        CHECK(rv >= 0);
+        off += (size_t)rv;
+      } while (ev.type == HERALD_EV_NONE);
+      CHECK_EQ(ev.type, HERALD_EV_BINARY);
+      CHECK_EQ(ev.len, N);
+      CHECK_MEM(ev.data, msg[k], N);
+      size_t before = mem_live;
+      CHECK_EQ(
+          herald_conn_send(c, HERALD_OP_BINARY, ev.data, ev.len, 0, NULL, NULL),
+          0);
+      CHECK(mem_live - before < 64); /* the header only: no copy */
+      if (k == 0) {
+        first = ev.data;
+        /* Sent again, the same bytes are copied. */
+        CHECK_EQ(herald_conn_send(c, HERALD_OP_BINARY, ev.data, ev.len, 0, NULL,
+                                  NULL),
+                 0);
+        CHECK(mem_live - before > N);
+      }
+    }
+    if (del_early) {
+      herald_conn_del(c); /* both buffers still queued */
+      CHECK_EQ(mem_live, 0);
+      continue;
+    }
+    struct iovec iov[8];
+    int cnt = herald_conn_output(c, iov, 8);
+    CHECK(cnt >= 3);
+    CHECK(iov[1].iov_base == first);
+    size_t olen;
+    uint8_t *out = drain(c, &olen);
+    uint8_t want[3 * (N + 4)];
+    size_t w = 0;
+    for (int k = 0; k < 3; k++) {
+      w += herald_frame_header(want + w, HERALD_OP_BINARY, 1, 0, N, NULL);
+      memcpy(want + w, msg[k == 2], N);
+      w += N;
+    }
+    CHECK_EQ(olen, w);
+    CHECK_MEM(out, want, w);
+    free(out);
+    herald_conn_trim(c);
+    herald_conn_del(c);
+    CHECK_EQ(mem_live, 0);
+  }
+}
+
 /* Pings arrive while a slow reader leaves the head frame half written:
  * each pong goes out between frames, ahead of frames queued before it, so
  * the output buffer's offsets are out of queue order when it compacts. The
@@ -1635,7 +1828,9 @@ int main(void) {
   RUN(test_rfc_examples_client);
   RUN(test_rfc_examples_server);
   RUN(test_auto_pong);
-  RUN(test_pong_latest_only);
+  RUN(test_pong_every_ping);
+  RUN(test_pong_every_ping_client);
+  RUN(test_pong_limit);
   RUN(test_pong_priority);
   RUN(test_fragmented_with_control);
   RUN(test_utf8_across_fragments);
@@ -1659,6 +1854,7 @@ int main(void) {
   RUN(test_output_merging);
   RUN(test_output_slow_reader);
   RUN(test_output_pongs_slow_reader);
+  RUN(test_send_echo_adopts);
   RUN(test_server_handshake);
   RUN(test_handshake_refusals);
   RUN(test_plain_http);
