@@ -131,7 +131,7 @@ void push_metrics(push_server *ps, herald_http *h) {
        (double)ps->limited_connections},
       {"herald_rate_limit_addresses", "gauge",
        "Client addresses whose connection rate is being tracked.",
-       (double)push_ip_table_size(ps->ips)},
+       (double)push_server_ips(ps)},
       {"herald_channel_limit_refusals_total", "counter",
        "Subscribes and publishes refused: max_channels_total reached.",
        (double)ps->channel_limit_refusals},

@@ -2,9 +2,12 @@
  * clients and the engine calls in flight. Private to src/push/server*.c,
  * client.c, commands.c, http.c, api.c, sse.c, metrics.c and demo.c.
  *
- * One loop runs everything: the hub is a plain single-threaded structure, so
- * every client, publication and HTTP request of the server lives on that
- * loop's thread and no lock is taken on the message path. Fan-out encodes a
+ * One loop runs each push_server: the hub is a plain single-threaded
+ * structure, so every client, publication and HTTP request of a server
+ * lives on its loop's thread and no lock is taken on the message path.
+ * With several loops (threads) each has its own push_server, hub and
+ * clients, and their threads engines (engine_threads.c) pass channels'
+ * publications between them once per loop pass. Fan-out encodes a
  * publication once (the hub builds its push text) and every subscriber's
  * send references those bytes until its socket took them.
  *
@@ -141,8 +144,10 @@ struct push_server {
   herald_server *srv;
   herald_loop *loop;
   push_hub *hub;
-  push_engine *engine; /* NULL only before the loop starts */
-  char node[16];       /* this node's name: client ids start with it */
+  push_engine *engine;  /* NULL only before the loop starts */
+  char node[16];        /* this node's name: client ids start with it */
+  int thread, nthreads; /* this loop's index among the node's loops */
+  unsigned ticks;       /* of the once-a-second timer */
   int64_t presence_refresh_ms;
   int exit_code;
   push_jwt_keys keys;
@@ -185,6 +190,17 @@ struct push_server {
 
 #define PUSH_SCRATCH_KEEP (64 * 1024)
 #define PUSH_ENGINE_DOWN_MSG "engine unavailable: try again later"
+
+/* ---- the node's loops (server.c) ---- */
+
+/* The server of the calling thread's loop (NULL on other threads). */
+push_server *push_server_here(void);
+/* Takes a new connection from ip out of the node's per-IP rate (shared by
+ * every loop, under a lock: once per connection). Returns what
+ * push_ip_take does. */
+int push_server_ip_take(push_server *ps, const char *ip);
+/* Addresses in that table now. */
+size_t push_server_ips(push_server *ps);
 
 /* ---- time (client.c) ---- */
 int64_t push_now_ms(void); /* wall clock, for publication times and JWT */
@@ -266,7 +282,7 @@ void push_publish_done(push_op *op, const push_engine_reply *rep);
 int push_channel_room(push_server *ps, const char *channel);
 
 /* The address of a peer ("1.2.3.4:5" or "[::1]:5") without its port,
- * in a static buffer valid until the next call (client.c). */
+ * in a thread-local buffer valid until the next call (client.c). */
 const char *push_peer_ip(const char *peer);
 
 /* Every presence entry of c leaves the engine (client.c). */

@@ -64,6 +64,9 @@ def short(x, n=300):
 # --------------------------------------------------------------------------
 
 HERALD = None  # set by run.py
+# `--threads N` of run.py: every server that sets no "threads" of its own and
+# can run on several loops (the memory engine, no Pusher apps) gets it.
+THREADS = None
 SERVERS = []  # every server started, so that a crash of the runner kills them
 
 
@@ -79,6 +82,11 @@ class Server:
         if api_key is not None:
             conf["api_key"] = api_key
         conf.update(cfg or {})
+        if THREADS is not None and "threads" not in conf and \
+                conf.get("engine") != "redis" and "pusher" not in conf and \
+                not any(a.startswith("--redis") or a == "--threads"
+                        for a in args):
+            conf["threads"] = THREADS
         self.cfg = conf
         self.api_key = conf.get("api_key")
         self.conf_path = os.path.join(self.dir, "config.json")

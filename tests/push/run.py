@@ -1,7 +1,10 @@
 #!/usr/bin/python3
 """Black-box tests of `herald serve` (docs/protocol.md is the contract).
 
-usage: run.py PATH/TO/herald [-k SUBSTRING ...]
+usage: run.py PATH/TO/herald [-k SUBSTRING ...] [--threads N]
+
+--threads N runs every server that can (memory engine, no Pusher apps) on
+N loops: the same guarantees must hold across threads.
 
 Every test group starts its own server(s) on 127.0.0.1:0 with a config file
 in a temporary directory and stops them with SIGTERM, checking exit status 0
@@ -1876,6 +1879,9 @@ def main():
     while i < len(args):
         if args[i] == "-k" and i + 1 < len(args):
             only.append(args[i + 1])
+            i += 2
+        elif args[i] == "--threads" and i + 1 < len(args):
+            lib.THREADS = int(args[i + 1])
             i += 2
         else:
             print(f"unknown argument {args[i]}")
