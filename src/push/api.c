@@ -263,14 +263,19 @@ static size_t control_apply(push_server *ps, push_json msg) {
 void push_on_control(void *ud, const char *msg, size_t len) {
   push_server *ps = ud;
   push_json root, v;
-  char node[16] = "";
+  char node[16] = "", loop[8] = "";
   if (push_json_parse(msg, len, &root) != 0 ||
       push_json_type_of(root) != PUSH_JSON_OBJECT) {
     return;
   }
+  push_json lv;
+  int same_loop = !push_json_get(root, "loop", &lv) ||
+                  (lv.n < sizeof(loop) &&
+                   (memcpy(loop, lv.p, lv.n), strtoul(loop, NULL, 10)) ==
+                       (unsigned long)ps->thread);
   if (push_json_get(root, "node", &v) &&
       push_json_str(v, node, sizeof(node)) >= 0 &&
-      strcmp(node, ps->node) == 0) {
+      strcmp(node, ps->node) == 0 && same_loop) {
     return; /* ours: applied when it was asked */
   }
   control_apply(ps, root);
@@ -328,6 +333,9 @@ static void api_control(push_server *ps, herald_http *h, push_json body,
   push_buf_str(&m, op, strlen(op));
   push_buf_raw(&m, ",\"node\":", 8);
   push_buf_str(&m, ps->node, strlen(ps->node));
+  /* The loop that applied it already (the node's other loops apply it). */
+  push_buf_raw(&m, ",\"loop\":", 8);
+  push_buf_u64(&m, (uint64_t)ps->thread);
   if (ulen >= 0) {
     push_buf_raw(&m, ",\"user\":", 8);
     push_buf_str(&m, user, (size_t)ulen);

@@ -39,6 +39,7 @@
 #include <time.h>
 
 #include "herald/rt.h"
+#include "push/log.h"
 
 enum {
   M_FOLLOW,     /* -> owner: s0 channel */
@@ -58,7 +59,9 @@ enum {
   M_USER_ADDED, /* owner ->: token, status, flag allowed */
   M_USER_DEL,   /* -> owner: s0 user, s1 client */
   M_OCCUPANCY,  /* -> owner: s0 channel; flag occupied */
-  M_CONTROL     /* -> every other loop: s0 the message */
+  M_CONTROL,    /* -> every other loop: s0 the message */
+  M_SYNC,       /* -> owner: s0 channel; token */
+  M_CURRENT     /* owner ->: s0 channel, epoch, offset; token */
 };
 
 #define NSTR 6
@@ -113,6 +116,7 @@ typedef struct tentry {
   struct tentry *next;
   uint32_t hash;
   int state;         /* followed: F_* */
+  int had_replica;   /* followed: loading again over a replica in use */
   uint32_t refs;     /* followed: syncs held; occupancy: loops occupied */
   int64_t idle_ms;   /* followed: when refs dropped to 0 */
   waiter *waiters;   /* followed: syncs waiting for LOADED */
@@ -508,6 +512,30 @@ static void owner_follow(thr_engine *te, const tmsg *in) {
   send_to(te, in->from, m);
 }
 
+/* A follower asks whether its replica is current: everything the channel
+ * has now must reach it before the answer. The hub's flush hands what
+ * this pass published to the relay first, so the PUB messages precede the
+ * CURRENT in the follower's FIFO. */
+static void owner_sync(thr_engine *te, const tmsg *in) {
+  const char *channel = mstr(in, 0);
+  tentry *x = tt_get(te, &te->relayed, channel);
+  if (x == NULL || !(x->follows[in->from / 64] >> (in->from % 64) & 1)) {
+    owner_follow(te, in); /* the follower lost it: LOADED answers */
+  } else {
+    push_hub_flush(te->base.hub);
+  }
+  push_pos pos;
+  memset(&pos, 0, sizeof(pos));
+  push_hub_pos(te->base.hub, channel, &pos);
+  tmsg *m = msg_strs(M_CURRENT, channel, 0, 0, 0);
+  if (m) {
+    m->token = in->token;
+    memcpy(m->epoch, pos.epoch, sizeof(m->epoch));
+    m->offset = pos.offset;
+  }
+  send_to(te, in->from, m);
+}
+
 static void owner_unfollow(thr_engine *te, const tmsg *in) {
   tentry *x = tt_get(te, &te->relayed, mstr(in, 0));
   if (x == NULL) {
@@ -641,7 +669,7 @@ static void follower_loaded(thr_engine *te, const tmsg *in) {
   }
   push_pos pos;
   int lost = 0;
-  if (x->state == F_LIVE && push_hub_pos(hub, channel, &pos) == 0) {
+  if (x->had_replica && push_hub_pos(hub, channel, &pos) == 0) {
     if (strcmp(pos.epoch, in->epoch) != 0) {
       lost = pos.offset > 0;
     } else {
@@ -671,6 +699,7 @@ static void follower_loaded(thr_engine *te, const tmsg *in) {
   }
   free(e);
   x->state = F_LIVE;
+  x->had_replica = 0;
   wake_waiters(x, PUSH_ENGINE_OK);
 }
 
@@ -678,6 +707,11 @@ static void follower_loaded(thr_engine *te, const tmsg *in) {
  * the replica was forgotten or missed one). */
 static void follower_resync(thr_engine *te, tentry *x) {
   te->resyncs++;
+  push_log(PUSH_LOG_DEBUG, "ev=thread_resync thread=%d channel=%s state=%d",
+           te->self, x->key, x->state);
+  if (x->state == F_LIVE) {
+    x->had_replica = 1;
+  }
   x->state = F_LOADING;
   send_to(te, owner_of(te, x->key), msg_strs(M_FOLLOW, x->key, 0, 0, 0));
 }
@@ -696,6 +730,51 @@ static void follower_pub(thr_engine *te, const tmsg *in) {
   }
   push_ext_pub e = {in->offset, in->time_ms, mstr(in, 1), mlen(in, 1)};
   if (push_hub_append(hub, channel, in->epoch, &e) != 0) {
+    follower_resync(te, x);
+  }
+}
+
+static void follower_add_waiter(tentry *x, waiter *w) {
+  waiter **pp = &x->waiters;
+  while (*pp) {
+    pp = &(*pp)->next;
+  }
+  *pp = w;
+}
+
+/* The owner's answer to a sync: the replica is current if it is live and
+ * at the owner's position (the PUBs before the answer are applied);
+ * otherwise the sync waits for the LOADED a resync brings. */
+static void follower_current(thr_engine *te, const tmsg *in) {
+  push_engine_cb cb;
+  void *ud;
+  if (call_take(te, in->token, &cb, &ud) != 0) {
+    return;
+  }
+  push_engine_reply rep;
+  memset(&rep, 0, sizeof(rep));
+  const char *channel = mstr(in, 0);
+  tentry *x = tt_get(te, &te->followed, channel);
+  push_pos pos;
+  if (x != NULL && x->state == F_LIVE &&
+      push_hub_pos(te->base.hub, channel, &pos) == 0 &&
+      strcmp(pos.epoch, in->epoch) == 0 && pos.offset >= in->offset) {
+    x->refs++;
+    rep.status = PUSH_ENGINE_OK;
+    cb(ud, &rep);
+    return;
+  }
+  waiter *w = x ? malloc(sizeof(*w)) : NULL;
+  if (w == NULL) {
+    rep.status = PUSH_ENGINE_DOWN;
+    cb(ud, &rep);
+    return;
+  }
+  w->cb = cb;
+  w->ud = ud;
+  w->next = NULL;
+  follower_add_waiter(x, w);
+  if (x->state != F_LOADING) {
     follower_resync(te, x);
   }
 }
@@ -777,6 +856,12 @@ static void handle(thr_engine *te, tmsg *m) {
   case M_OCCUPANCY:
     owner_occupancy(te, mstr(m, 0), m->flag);
     break;
+  case M_SYNC:
+    owner_sync(te, m);
+    break;
+  case M_CURRENT:
+    follower_current(te, m);
+    break;
   case M_CONTROL:
     if (te->base.ev.on_control) {
       te->base.ev.on_control(te->base.ev.ud, mstr(m, 0), mlen(m, 0));
@@ -825,8 +910,19 @@ static int thr_sync(push_engine *e, const char *channel, push_engine_cb cb,
   }
   push_pos pos;
   if (x->state == F_LIVE && push_hub_pos(e->hub, channel, &pos) == 0) {
-    x->refs++;
-    return PUSH_ENGINE_OK;
+    /* Live, but maybe behind what the client saw on another loop: one
+     * round trip to the owner makes it current (follower_current). */
+    uint32_t k = call_add(te, cb, ud);
+    tmsg *m = k == UINT32_MAX ? NULL : msg_strs(M_SYNC, channel, 0, 0, 0);
+    if (m == NULL) {
+      if (k != UINT32_MAX) {
+        call_take(te, k, &cb, &ud);
+      }
+      return PUSH_ENGINE_DOWN;
+    }
+    m->token = k;
+    send_to(te, owner, m);
+    return PUSH_ENGINE_PENDING;
   }
   waiter *w = malloc(sizeof(*w));
   if (w == NULL) {
@@ -835,11 +931,7 @@ static int thr_sync(push_engine *e, const char *channel, push_engine_cb cb,
   w->cb = cb;
   w->ud = ud;
   w->next = NULL;
-  waiter **pp = &x->waiters;
-  while (*pp) {
-    pp = &(*pp)->next;
-  }
-  *pp = w;
+  follower_add_waiter(x, w);
   if (x->state != F_LOADING) {
     follower_resync(te, x);
   }
