@@ -137,6 +137,9 @@ struct push_engine {
   uint32_t idem_window_s;
   uint32_t idem_max;
   uint64_t idem_evicted;
+  /* The threads engine: subscriptions of its relays in the hub, and
+   * channels in the hub that are replicas (for node-wide counts). */
+  size_t relays, replicas;
 };
 
 struct push_config;
@@ -350,6 +353,10 @@ void push_threads_wait(push_threads *t);
 push_engine *push_engine_threads_new(push_threads *t, int self,
                                      herald_loop *loop, push_engine *inner,
                                      const push_engine_events *ev);
+
+/* 1 when e is a threads engine whose relay is one of channel's hub
+ * subscribers (it is no client: node-wide counts leave it out), else 0. */
+int push_engine_relayed(push_engine *e, const char *channel);
 
 /* Frees the engine (after push_engine_shutdown, or without it for an engine
  * never started). NULL is allowed. */

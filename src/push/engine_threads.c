@@ -59,7 +59,6 @@ enum {
   M_USER_ADDED, /* owner ->: token, status, flag allowed */
   M_USER_DEL,   /* -> owner: s0 user, s1 client */
   M_OCCUPANCY,  /* -> owner: s0 channel; flag occupied */
-  M_CONTROL,    /* -> every other loop: s0 the message */
   M_SYNC,       /* -> owner: s0 channel; token */
   M_CURRENT     /* owner ->: s0 channel, epoch, offset; token */
 };
@@ -235,6 +234,8 @@ static void on_wake(void *arg);
 /* Hands every outbox to its destination: once per loop pass. */
 static void thr_pass(push_engine *e) {
   thr_engine *te = te_of(e);
+  e->relays = te->relayed.n;
+  e->replicas = te->followed.n;
   for (int d = 0; d < te->t->n; d++) {
     tlist *l = &te->out[d];
     if (l->head == NULL) {
@@ -862,11 +863,7 @@ static void handle(thr_engine *te, tmsg *m) {
   case M_CURRENT:
     follower_current(te, m);
     break;
-  case M_CONTROL:
-    if (te->base.ev.on_control) {
-      te->base.ev.on_control(te->base.ev.ud, mstr(m, 0), mlen(m, 0));
-    }
-    break;
+
   default:
     reply_call(te, m);
   }
@@ -1068,14 +1065,10 @@ static int thr_healthy(const push_engine *e, const char **why) {
   return 1;
 }
 
+/* Nothing of its own: /metrics sums the loops' figures (node.c). */
 static int thr_metrics(const push_engine *e, push_buf *out) {
-  const thr_engine *te = (const thr_engine *)e;
-  char line[256];
-  int n = snprintf(line, sizeof(line),
-                   "herald_thread_messages_sent_total{thread=\"%d\"} %" PRIu64
-                   "\nherald_thread_resyncs_total{thread=\"%d\"} %" PRIu64 "\n",
-                   te->self, te->sent, te->self, te->resyncs);
-  return n > 0 ? push_buf_raw(out, line, (size_t)n) : -1;
+  (void)e, (void)out;
+  return 0;
 }
 
 static void thr_shutdown(push_engine *e) {
@@ -1132,18 +1125,10 @@ static void thr_occupancy(push_engine *e, const char *channel, int occupied) {
   send_to(te, owner, m);
 }
 
-/* The other loops of this node are "other nodes" here: the API's
- * disconnect, subscribe and unsubscribe reach their clients too. */
+/* The node's other loops get the API's control messages from the server
+ * itself (push_node_each), with a count of what they touched. */
 static int thr_control(push_engine *e, const char *msg, size_t len) {
-  thr_engine *te = te_of(e);
-  for (int d = 0; d < te->t->n; d++) {
-    if (d != te->self) {
-      const char *s[1] = {msg};
-      size_t n[1] = {len};
-      send_to(te, d, msg_new(M_CONTROL, s, n, 1));
-    }
-  }
-  return push_engine_control(te->inner, msg, len);
+  return push_engine_control(te_of(e)->inner, msg, len);
 }
 
 static int thr_user_add(push_engine *e, const char *user, const char *client,
@@ -1209,6 +1194,14 @@ static const push_engine_vt threads_vt = {
     .user_refresh = thr_user_refresh,
     .pass = thr_pass,
 };
+
+int push_engine_relayed(push_engine *e, const char *channel) {
+  if (e == NULL || e->vt != &threads_vt) {
+    return 0;
+  }
+  thr_engine *te = te_of(e);
+  return tt_get(te, &te->relayed, channel) != NULL;
+}
 
 /* ---- the node
  * ----------------------------------------------------------------- */

@@ -31,6 +31,11 @@ static atomic_int g_serving;    /* loops not yet shut down */
 static pthread_mutex_t g_ips_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local push_server *tl_server;
 
+int push_server_all(push_server **all) {
+  *all = g_workers;
+  return g_nworkers;
+}
+
 push_server *push_server_here(void) {
   return tl_server;
 }

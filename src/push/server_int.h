@@ -139,6 +139,12 @@ typedef struct push_proxy_stats {
   double lat_sum;
 } push_proxy_stats;
 
+/* What a loop's hub and engine say, for node-wide answers (node.c). */
+typedef struct push_figures {
+  uint64_t subscriptions, channels, history_bytes, history_evictions;
+  uint64_t idem_evicted, nclients;
+} push_figures;
+
 struct push_server {
   push_config *cfg;
   herald_server *srv;
@@ -186,6 +192,8 @@ struct push_server {
   uint64_t proxy_overloaded;
   uint64_t refresh_pushes, refreshes, sub_expired;
   uint64_t user_limit_refusals, idempotent_hits;
+  push_figures fig;        /* push_node_figures */
+  const push_server *view; /* during a node-wide answer: the sums */
 };
 
 #define PUSH_SCRATCH_KEEP (64 * 1024)
@@ -201,6 +209,37 @@ push_server *push_server_here(void);
 int push_server_ip_take(push_server *ps, const char *ip);
 /* Addresses in that table now. */
 size_t push_server_ips(push_server *ps);
+
+/* Every loop's server: *all points at an array of the returned count. */
+int push_server_all(push_server **all);
+
+/* ---- node-wide answers (node.c) ---- */
+
+/* Fills ps->fig from its hub and engine (on ps's own thread). */
+void push_node_figures(push_server *ps);
+/* Calls answer(ps, view, h) on ps's loop with view holding every loop's
+ * counters and figures summed (view == ps with one loop; otherwise a copy
+ * of ps, valid during the call, whose pointers are ps's). On failure h is
+ * answered 503 instead. */
+void push_node_answer(push_server *ps, herald_http *h,
+                      void (*answer)(push_server *ps, const push_server *view,
+                                     herald_http *h));
+
+/* Runs each(loop's server, arg) on every loop (this one's at once), then
+ * done(ps, h, the sum of what they returned, arg) on ps's loop; arg must
+ * live until done, which owns it. */
+typedef uint64_t (*push_node_fn)(push_server *ps, const void *arg);
+void push_node_each(push_server *ps, herald_http *h, push_node_fn each,
+                    void *arg,
+                    void (*done)(push_server *ps, herald_http *h, uint64_t sum,
+                                 void *arg));
+
+/* Runs fill(loop's server, out) on every loop, then collected(ps, h, outs,
+ * n) on ps's loop with every loop's out (valid during the call). */
+void push_node_collect(push_server *ps, herald_http *h,
+                       void (*fill)(push_server *ps, push_buf *out),
+                       void (*collected)(push_server *ps, herald_http *h,
+                                         push_buf *outs, int n));
 
 /* ---- time (client.c) ---- */
 int64_t push_now_ms(void); /* wall clock, for publication times and JWT */

@@ -155,7 +155,7 @@ class Server:
         err = self.stderr()
         check(f"{what} exits 0 after SIGTERM", rc == 0,
               f"rc={rc} stderr tail={err[-300:]!r}")
-        bad = re.search(r"(AddressSanitizer|LeakSanitizer|UndefinedBehavior"
+        bad = re.search(r"(AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehavior"
                         r"Sanitizer|runtime error:)", err)
         check(f"{what} stderr has no sanitizer report", bad is None,
               err[max(0, bad.start() - 200):bad.start() + 1500] if bad else "")

@@ -214,6 +214,7 @@ def test_recovery_while_publishing():
                             if "result" not in rep:
                                 raise RuntimeError(f"publish: {rep}")
                         ids = []
+                        time.sleep(0.01)  # paced: the reader drops out
             except Exception as e:  # noqa: BLE001
                 err.append(e)
             stop.set()
@@ -224,7 +225,7 @@ def test_recovery_while_publishing():
         w = sub
         deadline = time.monotonic() + 60
         while len(seen) < total and time.monotonic() < deadline:
-            for _ in range(80):
+            for _ in range(60):
                 if len(seen) >= total:
                     break
                 try:
