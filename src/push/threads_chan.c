@@ -17,8 +17,7 @@
 static void relay_deliver(void *client, push_pub *pub) {
   tentry *x = client;
   thr_engine *te = x->engine;
-  push_pos pos;
-  if (push_hub_pos(te->base.hub, x->key, &pos) == 0) {
+  {
     /* The pub object is {"offset":N,...}: followers get what follows N. */
     const char *json = pub->frame + pub->json_off;
     size_t i = 10;
@@ -26,12 +25,12 @@ static void relay_deliver(void *client, push_pub *pub) {
       i++;
     }
     const char *s[2] = {x->key, json + i};
-    size_t n[2] = {strlen(x->key), pub->json_len - i};
+    size_t n[2] = {x->keylen, pub->json_len - i};
     for (int d = 0; d < te->t->n; d++) {
       if (x->follows[d / 64] >> (d % 64) & 1) {
         tmsg *m = thr_msg_new(M_PUB, s, n, 2);
         if (m) {
-          memcpy(m->epoch, pos.epoch, sizeof(m->epoch));
+          memcpy(m->epoch, x->epoch, sizeof(m->epoch));
           m->offset = pub->offset;
           m->time_ms = pub->time_ms;
         }
@@ -93,6 +92,7 @@ static void owner_follow(thr_engine *te, const tmsg *in) {
       thr_tt_remove(te, &te->relayed, x);
       return;
     }
+    memcpy(x->epoch, r.pos.epoch, sizeof(x->epoch));
     push_result_free(&r);
   }
   x->follows[in->from / 64] |= (uint64_t)1 << (in->from % 64);
@@ -303,6 +303,8 @@ static void follower_loaded(thr_engine *te, const tmsg *in) {
     return;
   }
   free(e);
+  memcpy(x->epoch, in->epoch, sizeof(x->epoch));
+  x->offset = in->offset;
   x->state = F_LIVE;
   x->had_replica = 0;
   thr_wake_waiters(x, PUSH_ENGINE_OK);
@@ -329,15 +331,15 @@ static void follower_pub(thr_engine *te, const tmsg *in) {
   if (x == NULL || x->state != F_LIVE) {
     return; /* a LOADED will bring it */
   }
-  push_pos pos;
-  if (push_hub_pos(hub, channel, &pos) == 0 &&
-      strcmp(pos.epoch, in->epoch) == 0 && in->offset <= pos.offset) {
+  if (in->offset <= x->offset && strcmp(x->epoch, in->epoch) == 0) {
     return; /* the load had it already */
   }
   push_ext_pub e = {in->offset, in->time_ms, mstr(in, 1), mlen(in, 1)};
   if (push_hub_append(hub, channel, in->epoch, &e) != 0) {
     thr_follower_resync(te, x);
+    return;
   }
+  x->offset = in->offset;
 }
 
 void thr_follower_add_waiter(tentry *x, waiter *w) {

@@ -91,6 +91,12 @@ typedef struct tentry {
   waiter *waiters;   /* followed: syncs waiting for LOADED */
   uint64_t *follows; /* relayed: bit per loop */
   struct thr_engine *engine;
+  /* relayed: the channel's epoch (constant while the relay keeps it in
+   * the hub); followed: the replica's position as last loaded or
+   * appended, so that a PUB costs one hub lookup */
+  char epoch[PUSH_EPOCH_MAX + 1];
+  uint64_t offset;
+  size_t keylen;
   char key[];
 } tentry;
 

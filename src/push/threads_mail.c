@@ -152,6 +152,7 @@ tentry *thr_tt_add(thr_engine *te, ttable *t, const char *key) {
     return NULL;
   }
   memcpy(x->key, key, n + 1);
+  x->keylen = n;
   x->hash = hash;
   x->engine = te;
   x->next = t->b[hash & (t->nb - 1)];
