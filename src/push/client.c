@@ -576,7 +576,11 @@ void push_publish_done(push_op *op, const push_engine_reply *rep) {
 int push_channel_room(push_server *ps, const char *channel) {
   push_pos pos;
   uint32_t cap = ps->cfg->max_channels_total;
-  if (cap == 0 || push_hub_nchannels(ps->hub) < cap ||
+  /* With several loops the node's channels are each loop's own ones (a
+   * replica counts at its owner), the others' as of their last pass. */
+  if (cap == 0 ||
+      (ps->nthreads > 1 ? push_server_held(ps) + push_server_held_elsewhere(ps)
+                        : push_hub_nchannels(ps->hub)) < cap ||
       push_hub_pos(ps->hub, channel, &pos) == 0) {
     return 1;
   }

@@ -30,6 +30,26 @@ static atomic_int g_started;    /* loops that ran on_loop_start */
 static atomic_int g_serving;    /* loops not yet shut down */
 static pthread_mutex_t g_ips_mu = PTHREAD_MUTEX_INITIALIZER;
 static _Thread_local push_server *tl_server;
+/* Channels each loop owns, as of its last pass (max_channels_total is the
+ * node's): written by that loop only, read by the others. */
+static _Atomic uint64_t *g_held;
+
+uint64_t push_server_held_elsewhere(const push_server *ps) {
+  uint64_t n = 0;
+  for (int i = 0; g_held != NULL && i < g_nworkers; i++) {
+    if (i != ps->thread) {
+      n += atomic_load_explicit(&g_held[i], memory_order_relaxed);
+    }
+  }
+  return n;
+}
+
+/* This loop's channels less the replicas of other loops' channels. */
+uint64_t push_server_held(const push_server *ps) {
+  uint64_t n = push_hub_nchannels(ps->hub);
+  uint64_t r = ps->engine ? ps->engine->replicas : 0;
+  return n > r ? n - r : 0;
+}
 
 int push_server_all(push_server **all) {
   *all = g_workers;
@@ -112,6 +132,10 @@ static void on_pass_end(herald_loop *loop, void *ud) {
   /* With several loops: what this pass sends the others (publications
    * for their replicas, calls to owners) leaves now, in one hand-over. */
   push_engine_pass(ps->engine);
+  if (g_held != NULL) {
+    atomic_store_explicit(&g_held[ps->thread], push_server_held(ps),
+                          memory_order_relaxed);
+  }
 }
 
 static void lost_one(void *cl, void *ud) {
@@ -398,7 +422,8 @@ static int workers_new(push_config *cfg, int n, const push_server *proto) {
   g_nworkers = n;
   atomic_store(&g_started, 0);
   atomic_store(&g_serving, n);
-  if (n > 1 && (g_threads = push_threads_new(n)) == NULL) {
+  if (n > 1 && ((g_threads = push_threads_new(n)) == NULL ||
+                (g_held = calloc((size_t)n, sizeof(*g_held))) == NULL)) {
     return -1;
   }
   push_ip_table *ips = push_ip_table_new();
@@ -446,6 +471,8 @@ static void workers_free(void) {
   }
   push_threads_del(g_threads);
   g_threads = NULL;
+  free((void *)g_held);
+  g_held = NULL;
   free(g_workers);
   g_workers = NULL;
   g_nworkers = 0;

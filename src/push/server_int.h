@@ -210,6 +210,10 @@ int push_server_ip_take(push_server *ps, const char *ip);
 /* Addresses in that table now. */
 size_t push_server_ips(push_server *ps);
 
+/* Channels this loop owns now, and those the node's other loops owned at
+ * the end of their last pass: max_channels_total counts both. */
+uint64_t push_server_held(const push_server *ps);
+uint64_t push_server_held_elsewhere(const push_server *ps);
 /* Every loop's server: *all points at an array of the returned count. */
 int push_server_all(push_server **all);
 

@@ -818,6 +818,11 @@ def main(tests, doc, limit_s=240):
         print(doc)
         return 2
     HERALD = os.path.abspath(args[0])
+    global THREADS
+    if "--threads" in args[1:-1]:  # every server that can runs on N loops
+        i = args.index("--threads")
+        THREADS = int(args[i + 1])
+        args = args[:i] + args[i + 2:]
     only = args[2::2] if len(args) > 2 and args[1] == "-k" else []
 
     def on_alarm(signum, frame):
