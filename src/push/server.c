@@ -9,6 +9,7 @@
  * nothing it cannot get back from history.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -402,12 +403,16 @@ static void server_config(const push_config *cfg, herald_server_config *sc) {
   sc->on_http = push_on_http;
 }
 
-/* The loops to run: threads, or one per core for 0. */
+/* The loops to run: threads, or for 0 one per core this process may run
+ * on (its CPU affinity, as a container or taskset limits it). */
 static int thread_count(const push_config *cfg) {
   if (cfg->threads > 0) {
     return (int)cfg->threads;
   }
-  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  cpu_set_t set;
+  long n = sched_getaffinity(0, sizeof(set), &set) == 0
+               ? CPU_COUNT(&set)
+               : sysconf(_SC_NPROCESSORS_ONLN);
   return n < 1 ? 1 : n > PUSH_THREADS_MAX ? PUSH_THREADS_MAX : (int)n;
 }
 
