@@ -580,6 +580,17 @@ static void subscribe_done(push_op *op, int status) {
   const char *channel = op->channel;
   int ok = status == PUSH_ENGINE_OK;
   if (c == NULL || c->gone || op->cancelled) {
+    if (ok && c != NULL && !c->gone && !op->server_side) {
+      /* Unsubscribed while the engine was making the channel current
+       * (the unsubscribe was answered then): the subscribe still gets
+       * its one reply, the position it would have started from. */
+      push_pos pos;
+      memset(&pos, 0, sizeof(pos));
+      push_hub_pos(ps->hub, channel, &pos);
+      push_client_reply_pos(c, op->id, &pos);
+    } else if (!ok && c != NULL && !c->gone && !op->server_side) {
+      push_client_engine_down(c, op->id);
+    }
     if (ok) {
       push_engine_release(ps->engine, channel);
     }
