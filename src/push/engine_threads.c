@@ -15,6 +15,10 @@
  *     completes. From then on the owner's flush hands each publication to
  *     the relay, which sends PUB to every follower, in offset order; join
  *     and leave pushes follow the same way (FRAME), in order with them.
+ *   - a sync on a loop that follows the channel already is one round trip
+ *     (SYNC, answered CURRENT after the owner's flush): the replica may be
+ *     live yet behind what a client saw on another loop, and a recovering
+ *     subscribe must not get a gap.
  *   - publish, presence, connections per user and occupancy go to the
  *     owner of the channel (or of the user) as messages; replies come back
  *     as messages and complete the call's callback.
