@@ -61,7 +61,9 @@ static int thr_sync(push_engine *e, const char *channel, push_engine_cb cb,
   push_pos pos;
   if (x->state == F_LIVE && push_hub_pos(e->hub, channel, &pos) == 0) {
     /* Live, but maybe behind what the client saw on another loop: one
-     * round trip to the owner makes it current (follower_current). */
+     * round trip to the owner makes it current (follower_current). The
+     * entry counts as used now, so thr_tick keeps it meanwhile. */
+    x->idle_ms = thr_wall_ms();
     uint32_t k = thr_call_add(te, cb, ud);
     tmsg *m = k == UINT32_MAX ? NULL : thr_msg_strs(M_SYNC, channel, 0, 0, 0);
     if (m == NULL) {
