@@ -6,8 +6,10 @@
 #      and no two modules include each other, directly or around a cycle
 #   3. gcc build with ASan+UBSan and -Werror, every CTest test
 #   4. clang build with ASan+UBSan and -Werror, every CTest test
-#   5. the libFuzzer targets, FUZZ_SECONDS (default 60) each
-#   6. the release build (build/herald) that `make run` uses
+#   5. clang build with ThreadSanitizer: the threaded push tests (label
+#      "threads": herald serve --threads 2)
+#   6. the libFuzzer targets, FUZZ_SECONDS (default 60) each
+#   7. the release build (build/herald) that `make run` uses
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
@@ -31,6 +33,14 @@ for cc in gcc clang; do
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir "$dir" --output-on-failure -j "$jobs"
 done
+
+step "clang: ThreadSanitizer, the threaded tests"
+dir=build/test-tsan
+CC=clang cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+  -DHERALD_TSAN=ON -DHERALD_WERROR=ON -DHERALD_BENCH=OFF >/dev/null
+cmake --build "$dir" -j "$jobs" --target herald
+TSAN_OPTIONS=halt_on_error=0 \
+  ctest --test-dir "$dir" --output-on-failure -L threads -j 1
 
 step "fuzz (${FUZZ_SECONDS:-60} s per target)"
 scripts/fuzz.sh

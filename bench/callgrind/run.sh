@@ -10,6 +10,12 @@
 #       It includes the runtime (reads, writes, batching), so it moves a
 #       little with how the messages were batched: compare builds in the same
 #       session.
+#   fanout THREADS [herald bench options]
+#       `herald serve --threads THREADS` under callgrind (every thread in one
+#       total), driven by `herald bench --mode fanout` for 2 s and 6 s; the
+#       difference of the totals over the difference of the deliveries
+#       (calls of client.c's deliver) is the cost of one delivery, the
+#       crossing of loops included.
 #   core CASE SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
 #       core_drive.c against the core library alone: exact and repeatable.
 #   (no arguments) the standard set of both kinds.
@@ -70,6 +76,45 @@ echo_case() { # NAME bench-options...
       n, (ib - ia) / (cb - ca), cb - ca }'
 }
 
+fanout_run() { # OUT SECONDS THREADS bench-options...
+  local out=$1 secs=$2 threads=$3
+  shift 3
+  cat >"$WORK/serve.json" <<'JSON'
+{"anonymous": true, "log_level": "warn", "max_channels_total": 0,
+ "rate_limits": {"commands": {"per_s": 0}, "publishes": {"per_s": 0},
+                 "subscribes": {"per_s": 0}, "connections_per_ip": {"per_s": 0}},
+ "namespaces": [{"name": "bench", "publish": true, "presence": false,
+                 "history_size": 100, "history_ttl": 60}]}
+JSON
+  valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$HERALD" serve --config "$WORK/serve.json" --listen 127.0.0.1:0 \
+    --threads "$threads" >"$out.log" 2>"$out.vg" &
+  local pid=$!
+  for _ in $(seq 150); do
+    grep -q 'listening on' "$out.log" 2>/dev/null && break
+    sleep 0.2
+  done
+  local port
+  port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out.log" | head -1)
+  "$HERALD" bench "ws://127.0.0.1:$port/" --mode fanout "$@" \
+    --duration "$secs" --warmup 1 --json >"$out.json" || true
+  kill -TERM "$pid"
+  wait "$pid" || true
+}
+
+fanout_case() { # THREADS bench-options...
+  local threads=$1
+  shift
+  fanout_run "$WORK/a" 2 "$threads" "$@"
+  fanout_run "$WORK/b" 6 "$threads" "$@"
+  local ia ib ca cb
+  ia=$(total_ir "$WORK/a") ib=$(total_ir "$WORK/b")
+  ca=$(calls_of "$WORK/a" deliver) cb=$(calls_of "$WORK/b" deliver)
+  awk -v n="$threads" -v ia="$ia" -v ib="$ib" -v ca="$ca" -v cb="$cb" 'BEGIN {
+    printf "fanout --threads %-3s %10.1f instructions per delivery (%d deliveries apart)\n",
+      n, (ib - ia) / (cb - ca), cb - ca }'
+}
+
 DRIVE=""
 core_case() { # NAME SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
   local name=$1
@@ -89,6 +134,7 @@ core_case() { # NAME SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
 
 case "${1:-all}" in
 echo) shift; echo_case "$@" ;;
+fanout) shift; fanout_case "$@" ;;
 core) shift; core_case "$@" ;;
 all)
   echo_case t32 --inflight 16 --size 32
@@ -115,5 +161,5 @@ all)
   core_case client-t32-r100 32 20000 100 1 0 0 1
   core_case client-d1k 1024 2000 65536 1 1 0 1
   ;;
-*) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

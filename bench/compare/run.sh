@@ -14,7 +14,7 @@
 #
 # usage: bench/compare/run.sh [--variant plain|deflate|tls] [--quick]
 #                             [--runs N] [--duration S] [--warmup S]
-#                             [--only a,b] [--no-doc]
+#                             [--only a,b] [--no-doc] [--threads N]
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -27,6 +27,7 @@ ONLY=""
 WRITE_DOC=1
 QUICK=0
 VARIANT=plain
+THREADS=1
 
 usage() {
   sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
@@ -40,6 +41,8 @@ usage() {
   --warmup S    warm-up seconds per run, not measured (1)
   --only LIST   servers to run, of herald,raw,lws,ws,bun (all)
   --no-doc      do not update docs/performance.md
+  --threads N   herald echo on N loops (1); above 1 nothing is pinned,
+                since the server's loops need the cores the load uses
 
 Environment: HERALD=path/to/herald (default build/herald, built if missing).
 EOF
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
   --warmup) WARMUP=$2; shift ;;
   --only) ONLY=$2; shift ;;
   --no-doc) WRITE_DOC=0 ;;
+  --threads) THREADS=$2; shift ;;
   -h | --help) usage; exit 0 ;;
   *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -87,7 +91,9 @@ want() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 SERVER_PIN=()
 LOAD_PIN=()
 NCPU=$(nproc 2>/dev/null || echo 1)
-if command -v taskset >/dev/null && [ "$NCPU" -ge 2 ]; then
+if [ "$THREADS" != 1 ]; then
+  PIN_NOTE="not pinned: herald echo runs $THREADS loops beside the load generator"
+elif command -v taskset >/dev/null && [ "$NCPU" -ge 2 ]; then
   SERVER_PIN=(taskset -c 1)
   LOAD_PIN=(taskset -c 0)
   PIN_NOTE="server pinned to CPU 1, load generator to CPU 0"
@@ -232,7 +238,7 @@ start_server() { # name: starts it, fills PID[name] and PORT[name]
   local out="$WORK/$name.log"
   case "$name" in
   herald) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
-    "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
+    --threads "$THREADS" "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
   herald-plain) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
     --no-deflate >"$out" 2>&1 & ;;
   raw) "${SERVER_PIN[@]}" "$WORK/raw_echo" "$port" >"$out" 2>&1 & ;;

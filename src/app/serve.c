@@ -35,6 +35,9 @@ static void usage(FILE *out) {
           "shard each)\n"
           "  --node-name NAME     this node's name among the nodes (default "
           "random)\n"
+          "  --threads N          loops (threads) serving clients; 0 = one "
+          "per core\n"
+          "                       (default 1; the memory engine only)\n"
           "  --log-level LEVEL    debug, info, warn or error (default info)\n"
           "  --help, -h           this text\n"
           "\n"
@@ -117,6 +120,12 @@ static int serve_flags(push_config *c, int argc, char **argv, char *err,
         return -1;
       }
       c->engine_redis = 1;
+      continue;
+    }
+    if ((r = cli_option(argc, argv, &i, "--threads", &v)) != 0) {
+      if (r < 0 || push_config_set_threads(c, v, err, errlen) != 0) {
+        return -1;
+      }
       continue;
     }
     if ((r = cli_option(argc, argv, &i, "--node-name", &v)) != 0) {

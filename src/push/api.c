@@ -276,6 +276,37 @@ void push_on_control(void *ud, const char *msg, size_t len) {
   control_apply(ps, root);
 }
 
+/* A control message applied on every loop of this node (node.c), and the
+ * answer: how many of the node's connections it touched. */
+typedef struct control_ctx {
+  push_buf m;
+  int disconnect;
+} control_ctx;
+
+static uint64_t control_each(push_server *ps, const void *arg) {
+  const control_ctx *cx = arg;
+  push_json root;
+  if (push_json_parse(cx->m.p, cx->m.len, &root) != 0) {
+    return 0;
+  }
+  return control_apply(ps, root);
+}
+
+static void control_done(push_server *ps, herald_http *h, uint64_t n,
+                         void *arg) {
+  control_ctx *cx = arg;
+  (void)ps;
+  push_buf b = {0};
+  push_buf_raw(&b, cx->disconnect ? "{\"disconnected\":" : "{\"connections\":",
+               cx->disconnect ? 16 : 15);
+  push_buf_u64(&b, n);
+  push_buf_raw(&b, "}", 1);
+  push_http_result(h, &b);
+  push_buf_free(&b);
+  push_buf_free(&cx->m);
+  free(cx);
+}
+
 /* POST /api/disconnect {"user"|"client", "code"?}, /api/subscribe and
  * /api/unsubscribe {"user"|"client", "channel"}. */
 static void api_control(push_server *ps, herald_http *h, push_json body,
@@ -357,15 +388,15 @@ static void api_control(push_server *ps, herald_http *h, push_json body,
     push_http_engine_down(ps, h);
     return;
   }
-  size_t n = control_apply(ps, root);
-  push_buf_free(&m);
-  push_buf b = {0};
-  push_buf_raw(&b, disconnect ? "{\"disconnected\":" : "{\"connections\":",
-               disconnect ? 16 : 15);
-  push_buf_u64(&b, n);
-  push_buf_raw(&b, "}", 1);
-  push_http_result(h, &b);
-  push_buf_free(&b);
+  control_ctx *cx = malloc(sizeof(*cx));
+  if (cx == NULL) {
+    push_buf_free(&m);
+    push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    return;
+  }
+  cx->m = m;
+  cx->disconnect = disconnect;
+  push_node_each(ps, h, control_each, cx, control_done);
 }
 
 /* ---- reads ------------------------------------------------------------ */
@@ -449,6 +480,110 @@ static int parse_uint(const char *s, uint64_t max, uint64_t *out) {
   return 0;
 }
 
+/* GET /api/channels: each loop lists the channels its clients use, as
+ * "name\tcount\n" lines (its relays left out); the asking loop adds them
+ * up per channel. */
+static void channels_fill(push_server *ps, push_buf *out) {
+  push_buf b = {0};
+  push_json root, chans, k, v, n;
+  size_t pos = 0;
+  if (push_hub_channels_json(ps->hub, &b) == 0 &&
+      push_json_parse(b.p, b.len, &root) == 0 &&
+      push_json_get(root, "channels", &chans)) {
+    while (push_json_next(chans, &pos, &k, &v) == 1) {
+      char name[PUSH_CHANNEL_MAX + 1];
+      uint64_t count = 0;
+      long len = push_json_str(k, name, sizeof(name));
+      if (len < 0 || !push_json_get(v, "subscribers", &n) ||
+          push_json_u64(n, &count) != 0) {
+        continue;
+      }
+      count -= count > 0 && push_engine_relayed(ps->engine, name);
+      if (count > 0) {
+        push_buf_raw(out, name, (size_t)len + 1); /* with its NUL */
+        push_buf_raw(out, (const char *)&count, sizeof(count));
+      }
+    }
+  }
+  push_buf_free(&b);
+}
+
+typedef struct chan_count {
+  const char *name;
+  uint64_t count;
+} chan_count;
+
+static int chan_cmp(const void *a, const void *b) {
+  return strcmp(((const chan_count *)a)->name, ((const chan_count *)b)->name);
+}
+
+static void channels_collected(push_server *ps, herald_http *h, push_buf *outs,
+                               int nouts) {
+  (void)ps;
+  size_t n = 0, cap = 0;
+  chan_count *all = NULL;
+  for (int i = 0; i < nouts; i++) {
+    for (size_t o = 0; o < outs[i].len;) {
+      const char *name = outs[i].p + o;
+      o += strlen(name) + 1;
+      if (n == cap) {
+        cap = cap ? cap * 2 : 64;
+        chan_count *a = realloc(all, cap * sizeof(*a));
+        if (a == NULL) {
+          free(all);
+          push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+          return;
+        }
+        all = a;
+      }
+      all[n].name = name;
+      memcpy(&all[n].count, outs[i].p + o, sizeof(uint64_t));
+      o += sizeof(uint64_t);
+      n++;
+    }
+  }
+  if (n > 0) {
+    qsort(all, n, sizeof(*all), chan_cmp);
+  }
+  push_buf b = {0};
+  push_buf_raw(&b, "{\"channels\":{", 13);
+  for (size_t i = 0; i < n;) {
+    size_t j = i;
+    uint64_t sum = 0;
+    while (j < n && strcmp(all[j].name, all[i].name) == 0) {
+      sum += all[j++].count;
+    }
+    if (i > 0) {
+      push_buf_raw(&b, ",", 1);
+    }
+    push_buf_str(&b, all[i].name, strlen(all[i].name));
+    push_buf_raw(&b, ":{\"subscribers\":", 16);
+    push_buf_u64(&b, sum);
+    push_buf_raw(&b, "}", 1);
+    i = j;
+  }
+  push_buf_raw(&b, "}}", 2);
+  free(all);
+  push_http_result(h, &b);
+  push_buf_free(&b);
+}
+
+/* GET /api/info, once view sums the node's loops (node.c): the nodes'
+ * entries, this one's from view (push_node_json). */
+static void api_info(push_server *ps, const push_server *view, herald_http *h) {
+  push_buf b = {0};
+  push_op *op = push_op_new(ps, NULL, h, 0, NULL);
+  if (op == NULL) {
+    push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
+    return;
+  }
+  ps->view = view;
+  int rv = push_engine_nodes(ps->engine, &b, on_nodes, op);
+  ps->view = NULL;
+  read_started(op, rv, &b, on_nodes);
+  push_buf_free(&b);
+}
+
 static void api_get(push_server *ps, herald_http *h,
                     const herald_request *req) {
   char channel[PUSH_CHANNEL_MAX + 1], lim[32];
@@ -457,8 +592,7 @@ static void api_get(push_server *ps, herald_http *h,
   int info = push_path_is(req, "/api/info");
   int presence = push_path_is(req, "/api/presence");
   if (push_path_is(req, "/api/channels")) {
-    push_hub_channels_json(ps->hub, &b);
-    push_http_result(h, &b);
+    push_node_collect(ps, h, channels_fill, channels_collected);
   } else if (!info && !presence && !push_path_is(req, "/api/history")) {
     push_http_error(h, 404, PUSH_E_BAD_REQUEST, "no such endpoint");
   } else if (!info && (!push_query_param(req->query, "channel", channel,
@@ -477,8 +611,8 @@ static void api_get(push_server *ps, herald_http *h,
     if (op == NULL) {
       push_http_error(h, 503, PUSH_E_INTERNAL, "out of memory");
     } else if (info) {
-      read_started(op, push_engine_nodes(ps->engine, &b, on_nodes, op), &b,
-                   on_nodes);
+      push_op_free(op);
+      push_node_answer(ps, h, api_info);
     } else if (presence) {
       read_started(
           op,

@@ -32,8 +32,10 @@ push_client *push_client_new(push_server *ps) {
   }
   c->ps = ps;
   /* Ids must be unique among the nodes of a cluster: the node's name
-   * leads. */
-  snprintf(c->id, sizeof(c->id), "%s-%" PRIu64, ps->node, ++ps->next_id);
+   * leads. The number is unique among the node's loops: it is this loop's
+   * index modulo their count. */
+  snprintf(c->id, sizeof(c->id), "%s-%" PRIu64, ps->node,
+           ++ps->next_id * (uint64_t)ps->nthreads + (uint64_t)ps->thread);
   c->next = ps->clients;
   if (ps->clients) {
     ps->clients->prev = c;
@@ -574,7 +576,11 @@ void push_publish_done(push_op *op, const push_engine_reply *rep) {
 int push_channel_room(push_server *ps, const char *channel) {
   push_pos pos;
   uint32_t cap = ps->cfg->max_channels_total;
-  if (cap == 0 || push_hub_nchannels(ps->hub) < cap ||
+  /* With several loops the node's channels are each loop's own ones (a
+   * replica counts at its owner), the others' as of their last pass. */
+  if (cap == 0 ||
+      (ps->nthreads > 1 ? push_server_held(ps) + push_server_held_elsewhere(ps)
+                        : push_hub_nchannels(ps->hub)) < cap ||
       push_hub_pos(ps->hub, channel, &pos) == 0) {
     return 1;
   }
@@ -583,7 +589,7 @@ int push_channel_room(push_server *ps, const char *channel) {
 }
 
 const char *push_peer_ip(const char *peer) {
-  static char ip[64];
+  static _Thread_local char ip[64];
   const char *colon = strrchr(peer, ':');
   size_t n = colon ? (size_t)(colon - peer) : strlen(peer);
   if (n >= 2 && peer[0] == '[' && peer[n - 1] == ']') {

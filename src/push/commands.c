@@ -580,6 +580,17 @@ static void subscribe_done(push_op *op, int status) {
   const char *channel = op->channel;
   int ok = status == PUSH_ENGINE_OK;
   if (c == NULL || c->gone || op->cancelled) {
+    if (ok && c != NULL && !c->gone && !op->server_side) {
+      /* Unsubscribed while the engine was making the channel current
+       * (the unsubscribe was answered then): the subscribe still gets
+       * its one reply, the position it would have started from. */
+      push_pos pos;
+      memset(&pos, 0, sizeof(pos));
+      push_hub_pos(ps->hub, channel, &pos);
+      push_client_reply_pos(c, op->id, &pos);
+    } else if (!ok && c != NULL && !c->gone && !op->server_side) {
+      push_client_engine_down(c, op->id);
+    }
     if (ok) {
       push_engine_release(ps->engine, channel);
     }
@@ -1214,14 +1225,12 @@ int push_origin_ok(const push_server *ps, const herald_request *req) {
 
 static int ws_upgrade(herald_ws *ws, const herald_request *req,
                       herald_accept *acc, void *ud) {
-  push_server *ps = ud;
-  (void)acc;
+  push_server *ps = push_server_here();
+  (void)acc, (void)ud;
   if (ps->stopping) {
     return 503;
   }
-  int ip = push_ip_take(ps->ips, push_peer_ip(herald_ws_peer(ws)),
-                        &ps->cfg->rate_connections,
-                        (int64_t)(push_mono_us() / 1000));
+  int ip = push_server_ip_take(ps, push_peer_ip(herald_ws_peer(ws)));
   if (ip <= 0) {
     ps->limited_connections++;
     push_log(PUSH_LOG_WARN, "ev=refused reason=connection_rate peer=%s",
@@ -1244,7 +1253,8 @@ static int ws_upgrade(herald_ws *ws, const herald_request *req,
 }
 
 static void ws_open(herald_ws *ws, void *ud) {
-  push_server *ps = ud;
+  push_server *ps = push_server_here();
+  (void)ud;
   if (herald_ws_data(ws) != NULL) {
     push_pusher_open(ps, ws);
     return;
@@ -1261,7 +1271,8 @@ static void ws_open(herald_ws *ws, void *ud) {
 
 static void ws_message(herald_ws *ws, herald_opcode op, uint8_t *data,
                        size_t len, void *ud) {
-  push_server *ps = ud;
+  push_server *ps = push_server_here();
+  (void)ud;
   push_client *c = herald_ws_data(ws);
   if (c == NULL || c->gone) {
     return;

@@ -65,6 +65,7 @@ int push_config_defaults(push_config *c) {
   c->sse_keepalive_s = 15;
   c->max_sse_channels = 32;
   c->shutdown_grace_s = 5;
+  c->threads = 1;
   c->log_level = PUSH_LOG_INFO;
   c->redis.sharded = 1;
   c->redis.presence_ttl_s = 30;
@@ -987,6 +988,8 @@ int push_config_load(push_config *c, const char *path, char *err,
             c->max_sse_channels > PUSH_SSE_CHANNELS_MAX;
     } else if (strcmp(k, "shutdown_grace") == 0) {
       bad = json_u32(v, &c->shutdown_grace_s);
+    } else if (strcmp(k, "threads") == 0) {
+      bad = json_u32(v, &c->threads) || c->threads > PUSH_CONFIG_THREADS_MAX;
     } else if (strcmp(k, "log_level") == 0) {
       char lvl[16];
       bad = push_json_str(v, lvl, sizeof(lvl)) < 0 ||
@@ -1048,6 +1051,19 @@ out:
   return rv;
 }
 
+int push_config_set_threads(push_config *c, const char *value, char *err,
+                            size_t errlen) {
+  char *end;
+  unsigned long n = strtoul(value, &end, 10);
+  if (value[0] < '0' || value[0] > '9' || *end != 0 ||
+      n > PUSH_CONFIG_THREADS_MAX) {
+    err_set(err, errlen, "--threads takes 0..256 (0: one per core)");
+    return -1;
+  }
+  c->threads = (uint32_t)n;
+  return 0;
+}
+
 int push_config_finish(push_config *c, char *err, size_t errlen) {
   if (c->demo && add_demo(c) != 0) {
     err_set(err, errlen, "out of memory");
@@ -1066,6 +1082,12 @@ int push_config_finish(push_config *c, char *err, size_t errlen) {
             "the redis engine needs an address (--redis HOST:PORT, "
             "redis.addresses, redis.sentinel, redis.shards or "
             "redis.cluster)");
+    return -1;
+  }
+  if (c->threads != 1 && (c->engine_redis || c->pusher.napps > 0)) {
+    err_set(err, errlen,
+            "threads other than 1 work with the memory engine and without "
+            "Pusher apps only, for now (docs/config.md)");
     return -1;
   }
   if (c->backend.webhooks_secret && !c->backend.webhooks_url) {

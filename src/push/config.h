@@ -110,6 +110,8 @@ typedef struct push_config {
   uint32_t sse_keepalive_s;
   uint32_t max_sse_channels; /* channels on one SSE stream, 1..256 */
   uint32_t shutdown_grace_s;
+  /* Loops (threads) serving clients; 0: one per core. Default 1. */
+  uint32_t threads;
   int log_level;
   int demo; /* demo namespaces and the ticker publisher */
   char *tls_cert;
@@ -174,6 +176,11 @@ int push_config_set_node_name(push_config *c, const char *name, char *err,
                               size_t errlen);
 
 /* Sets the log level from its name: debug, info, warn or error. */
+/* threads from a flag's text: 0..PUSH_CONFIG_THREADS_MAX. Returns 0, or
+ * -1 with a message in err. */
+#define PUSH_CONFIG_THREADS_MAX 256
+int push_config_set_threads(push_config *c, const char *value, char *err,
+                            size_t errlen);
 int push_config_set_log_level(push_config *c, const char *name, char *err,
                               size_t errlen);
 

@@ -16,7 +16,9 @@
  * unavailable). Only push_engine_new() looks at the configuration.
  *
  * Every engine runs on the loop that created it; none of these functions
- * may be called from another thread.
+ * may be called from another thread. With several loops (`--threads N`)
+ * each loop has its own hub and its own threads engine (engine_threads.c),
+ * and the threads engines of a node talk to each other by messages.
  */
 #ifndef HERALD_PUSH_ENGINE_H
 #define HERALD_PUSH_ENGINE_H
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "herald/rt.h"
 #include "push/push.h"
 
 /* The outcome of a call: returned, or given to its callback. */
@@ -115,6 +118,9 @@ typedef struct push_engine_vt {
                   uint32_t limit, push_engine_cb cb, void *ud);
   void (*user_remove)(push_engine *e, const char *user, const char *client);
   void (*user_refresh)(push_engine *e, const char *user, const char *client);
+  /* Optional (NULL: nothing to do): called once per loop pass, after the
+   * hub's flush (the threads engine hands its messages over there). */
+  void (*pass)(push_engine *e);
 } push_engine_vt;
 
 /* The part every engine shares; an engine's own struct starts with it. */
@@ -131,6 +137,9 @@ struct push_engine {
   uint32_t idem_window_s;
   uint32_t idem_max;
   uint64_t idem_evicted;
+  /* The threads engine: subscriptions of its relays in the hub, and
+   * channels in the hub that are replicas (for node-wide counts). */
+  size_t relays, replicas;
 };
 
 struct push_config;
@@ -305,6 +314,49 @@ static inline void push_engine_user_refresh(push_engine *e, const char *user,
                                             const char *client) {
   e->vt->user_refresh(e, user, client);
 }
+
+/* Once per loop pass, after push_hub_flush: an engine that batches work
+ * per pass (the threads engine) does it now. */
+static inline void push_engine_pass(push_engine *e) {
+  if (e->vt->pass != NULL) {
+    e->vt->pass(e);
+  }
+}
+
+/* ---- one node on several loops (engine_threads.c) ---- */
+
+/* What the loops of one node share: a mailbox per loop. */
+typedef struct push_threads push_threads;
+
+#define PUSH_THREADS_MAX 256
+
+/* For n loops (1..PUSH_THREADS_MAX). Returns NULL when out of memory or n
+ * is out of range. Free it with push_threads_del once every loop's engine
+ * is freed and no loop runs. */
+push_threads *push_threads_new(int n);
+void push_threads_del(push_threads *t);
+
+/* Waits until all n loops have called it: each loop calls it once, after
+ * push_engine_threads_new, before it serves anyone (messages may then go
+ * to any loop). */
+void push_threads_wait(push_threads *t);
+
+/*
+ * The engine of loop self (0..n-1) of t, running on loop. inner: the
+ * memory engine of this loop's hub (taken: freed with this engine); it
+ * holds the channels and users this loop owns. Each channel is owned by
+ * one loop (a hash of its name); other loops keep replicas their hubs
+ * follow, and send publications, presence, occupancy and connections per
+ * user to the owner. Returns NULL when out of memory (inner is not
+ * taken then).
+ */
+push_engine *push_engine_threads_new(push_threads *t, int self,
+                                     herald_loop *loop, push_engine *inner,
+                                     const push_engine_events *ev);
+
+/* 1 when e is a threads engine whose relay is one of channel's hub
+ * subscribers (it is no client: node-wide counts leave it out), else 0. */
+int push_engine_relayed(push_engine *e, const char *channel);
 
 /* Frees the engine (after push_engine_shutdown, or without it for an engine
  * never started). NULL is allowed. */

@@ -140,7 +140,8 @@ static void serve_health(push_server *ps, herald_http *h) {
 
 void push_on_http(herald_http *h, const herald_request *req,
                   const uint8_t *body, size_t len, void *ud) {
-  push_server *ps = ud;
+  push_server *ps = push_server_here();
+  (void)ud;
   if (req->path.len >= 5 && memcmp(req->path.ptr, "/api/", 5) == 0) {
     push_api(ps, h, req, body, len);
     return;

@@ -16,6 +16,7 @@
 #include "push/http_client.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,30 @@ struct push_http_client {
   int closing;
 };
 
+/* libcurl's global state, counted: each loop of the server may have a
+ * client, and curl_global_init is not thread-safe, hence the lock (once
+ * per client, never per request). */
 static int global_refs;
+static pthread_mutex_t global_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int global_ref(void) {
+  pthread_mutex_lock(&global_mu);
+  int rv = 0;
+  if (global_refs++ == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+    global_refs--;
+    rv = -1;
+  }
+  pthread_mutex_unlock(&global_mu);
+  return rv;
+}
+
+static void global_unref(void) {
+  pthread_mutex_lock(&global_mu);
+  if (--global_refs == 0) {
+    curl_global_cleanup();
+  }
+  pthread_mutex_unlock(&global_mu);
+}
 
 static uint64_t mono_us(void) {
   struct timespec ts;
@@ -84,9 +108,7 @@ static void maybe_free(push_http_client *hc) {
     return;
   }
   free(hc);
-  if (--global_refs == 0) {
-    curl_global_cleanup();
-  }
+  global_unref();
 }
 
 /* ---- finishing requests ------------------------------------------------ */
@@ -276,17 +298,14 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp) {
 
 push_http_client *push_http_client_new(uv_loop_t *loop, char *err,
                                        size_t errlen) {
-  if (global_refs++ == 0 && curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
-    global_refs--;
+  if (global_ref() != 0) {
     snprintf(err, errlen, "libcurl: global init failed");
     return NULL;
   }
   push_http_client *hc = calloc(1, sizeof(*hc));
   if (hc == NULL || (hc->multi = curl_multi_init()) == NULL) {
     free(hc);
-    if (--global_refs == 0) {
-      curl_global_cleanup();
-    }
+    global_unref();
     snprintf(err, errlen, "libcurl: out of memory");
     return NULL;
   }

@@ -68,16 +68,20 @@ static void write_latency(const push_server *ps, push_buf *b) {
   push_buf_raw(b, line, (size_t)n);
 }
 
-void push_metrics(push_server *ps, herald_http *h) {
+/* With several loops, view holds every loop's counters summed (node.c). */
+static void metrics_answer(push_server *real, const push_server *view,
+                           herald_http *h) {
+  const push_server *ps = view;
+  (void)real;
   push_buf b = {0};
   const char *why;
   const push_metric m[] = {
       {"herald_connections", "gauge", "Open WebSocket and SSE clients.",
-       (double)ps->nclients},
+       (double)ps->fig.nclients},
       {"herald_subscriptions", "gauge", "Channel subscriptions.",
-       (double)push_hub_nsubscriptions(ps->hub)},
+       (double)ps->fig.subscriptions},
       {"herald_channels", "gauge", "Channels with subscribers or history.",
-       (double)push_hub_nchannels(ps->hub)},
+       (double)ps->fig.channels},
       {"herald_connects_total", "counter", "Successful connect commands.",
        (double)ps->connects_total},
       {"herald_auth_failures_total", "counter", "Refused tokens.",
@@ -110,11 +114,11 @@ void push_metrics(push_server *ps, herald_http *h) {
        (double)push_engine_healthy(ps->engine, &why)},
       {"herald_history_bytes", "gauge",
        "Bytes of history this node keeps in memory (max_history_bytes).",
-       (double)push_hub_history_bytes(ps->hub)},
+       (double)ps->fig.history_bytes},
       {"herald_history_evictions_total", "counter",
        "History entries dropped, oldest first, to stay under "
        "max_history_bytes.",
-       (double)push_hub_history_evictions(ps->hub)},
+       (double)ps->fig.history_evictions},
       {"herald_rate_limited_commands_total", "counter",
        "Commands refused with 110: over rate_limits.commands.",
        (double)ps->limited_commands},
@@ -131,7 +135,7 @@ void push_metrics(push_server *ps, herald_http *h) {
        (double)ps->limited_connections},
       {"herald_rate_limit_addresses", "gauge",
        "Client addresses whose connection rate is being tracked.",
-       (double)push_ip_table_size(ps->ips)},
+       (double)push_server_ips(real)},
       {"herald_channel_limit_refusals_total", "counter",
        "Subscribes and publishes refused: max_channels_total reached.",
        (double)ps->channel_limit_refusals},
@@ -160,33 +164,40 @@ void push_metrics(push_server *ps, herald_http *h) {
       {"herald_idempotency_evictions_total", "counter",
        "Idempotency keys forgotten before their window ended to stay under "
        "idempotency_max_keys (memory engine).",
-       (double)ps->engine->idem_evicted},
+       (double)ps->fig.idem_evicted},
   };
   push_metrics_write(&b, m, sizeof(m) / sizeof(m[0]));
   write_latency(ps, &b);
-  push_pusher_metrics(ps, &b);
-  push_proxy_metrics(ps, &b);
+  push_pusher_metrics(real, &b);
+  push_proxy_metrics((push_server *)view, &b);
   push_engine_metrics(ps->engine, &b);
   herald_header ct = {{"Content-Type", 12}, {"text/plain; version=0.0.4", 25}};
   herald_http_respond(h, 200, &ct, 1, b.p, b.len);
   push_buf_free(&b);
 }
 
+void push_metrics(push_server *ps, herald_http *h) {
+  push_node_answer(ps, h, metrics_answer);
+}
+
 void push_node_json(void *ud, push_buf *b) {
-  push_server *ps = ud;
+  push_server *real = ud;
+  const push_server *ps = real->view ? real->view : real;
+  if (real->view == NULL) {
+    push_node_figures(real);
+  }
   char tmp[320];
-  int n =
-      snprintf(tmp, sizeof(tmp),
-               "{\"name\":\"%s\",\"version\":\"%s\","
-               "\"connections\":%zu,\"subscriptions\":%zu,"
-               "\"channels\":%zu,\"uptime\":%" PRId64 "}",
-               ps->node, HERALD_VERSION_STRING, ps->nclients,
-               push_hub_nsubscriptions(ps->hub), push_hub_nchannels(ps->hub),
-               (push_now_ms() - ps->started_ms) / 1000);
+  int n = snprintf(tmp, sizeof(tmp),
+                   "{\"name\":\"%s\",\"version\":\"%s\","
+                   "\"connections\":%zu,\"subscriptions\":%zu,"
+                   "\"channels\":%zu,\"uptime\":%" PRId64 "}",
+                   ps->node, HERALD_VERSION_STRING, (size_t)ps->fig.nclients,
+                   (size_t)ps->fig.subscriptions, (size_t)ps->fig.channels,
+                   (push_now_ms() - ps->started_ms) / 1000);
   /* The engine's state and the Pusher apps' counts go in before the
    * closing brace. */
   push_buf_raw(b, tmp, (size_t)n - 1);
   push_engine_describe(ps->engine, b);
-  push_pusher_node_json(ps, b);
+  push_pusher_node_json(real, b);
   push_buf_raw(b, "}", 1);
 }

@@ -8,15 +8,73 @@
  * 3004 (reconnect and recover): it never slows the others, and it loses
  * nothing it cannot get back from history.
  */
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "push/server.h"
 #include "push/server_int.h"
 
-static push_server g_server; /* one per process: signal handlers need it */
+/* One push_server per loop (thread): g_workers[i] serves the clients of
+ * loop i. They share the configuration, the node's name and keys, and the
+ * table of connection rates per client IP (under g_ips_mu: one lock per
+ * new connection, never on the message path). */
+static push_server *g_workers;
+static int g_nworkers;
+static push_threads *g_threads; /* NULL with one loop */
+static atomic_int g_started;    /* loops that ran on_loop_start */
+static atomic_int g_serving;    /* loops not yet shut down */
+static pthread_mutex_t g_ips_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Thread_local push_server *tl_server;
+/* Channels each loop owns, as of its last pass (max_channels_total is the
+ * node's): written by that loop only, read by the others. */
+static _Atomic uint64_t *g_held;
+
+uint64_t push_server_held_elsewhere(const push_server *ps) {
+  uint64_t n = 0;
+  for (int i = 0; g_held != NULL && i < g_nworkers; i++) {
+    if (i != ps->thread) {
+      n += atomic_load_explicit(&g_held[i], memory_order_relaxed);
+    }
+  }
+  return n;
+}
+
+/* This loop's channels less the replicas of other loops' channels. */
+uint64_t push_server_held(const push_server *ps) {
+  uint64_t n = push_hub_nchannels(ps->hub);
+  uint64_t r = ps->engine ? ps->engine->replicas : 0;
+  return n > r ? n - r : 0;
+}
+
+int push_server_all(push_server **all) {
+  *all = g_workers;
+  return g_nworkers;
+}
+
+push_server *push_server_here(void) {
+  return tl_server;
+}
+
+int push_server_ip_take(push_server *ps, const char *ip) {
+  pthread_mutex_lock(&g_ips_mu);
+  int rv = push_ip_take(ps->ips, ip, &ps->cfg->rate_connections,
+                        (int64_t)(push_mono_us() / 1000));
+  pthread_mutex_unlock(&g_ips_mu);
+  return rv;
+}
+
+size_t push_server_ips(push_server *ps) {
+  pthread_mutex_lock(&g_ips_mu);
+  size_t n = push_ip_table_size(ps->ips);
+  pthread_mutex_unlock(&g_ips_mu);
+  return n;
+}
 
 /* ---- timers: hub and engine upkeep, presence, SSE keepalive ----------- */
 
@@ -43,20 +101,23 @@ static void presence_refresh(push_server *ps) {
 
 static void on_tick(uv_timer_t *t) {
   push_server *ps = t->data;
-  static unsigned ticks;
   int64_t now = push_now_ms();
   push_hub_tick(ps->hub, now);
   push_engine_tick(ps->engine, now);
   push_credentials_tick(ps, now);
-  push_ip_table_sweep(ps->ips, &ps->cfg->rate_connections,
-                      (int64_t)(push_mono_us() / 1000));
+  if (ps->thread == 0) {
+    pthread_mutex_lock(&g_ips_mu);
+    push_ip_table_sweep(ps->ips, &ps->cfg->rate_connections,
+                        (int64_t)(push_mono_us() / 1000));
+    pthread_mutex_unlock(&g_ips_mu);
+  }
   uint32_t every = ps->engine->presence_refresh_ms;
   if (every && now - ps->presence_refresh_ms >= (int64_t)every) {
     ps->presence_refresh_ms = now;
     presence_refresh(ps);
   }
   push_pusher_tick(ps, now);
-  if (ps->cfg->sse_keepalive_s && ++ticks % ps->cfg->sse_keepalive_s == 0) {
+  if (ps->cfg->sse_keepalive_s && ++ps->ticks % ps->cfg->sse_keepalive_s == 0) {
     push_sse_keepalive(ps);
   }
 }
@@ -69,6 +130,13 @@ static void on_pass_end(herald_loop *loop, void *ud) {
   ps->flush_us = push_mono_us();
   push_hub_flush(ps->hub);
   ps->flush_us = 0;
+  /* With several loops: what this pass sends the others (publications
+   * for their replicas, calls to owners) leaves now, in one hand-over. */
+  push_engine_pass(ps->engine);
+  if (g_held != NULL) {
+    atomic_store_explicit(&g_held[ps->thread], push_server_held(ps),
+                          memory_order_relaxed);
+  }
 }
 
 static void lost_one(void *cl, void *ud) {
@@ -93,15 +161,34 @@ static void on_lost(void *ud, const char *channel) {
   push_hub_each_subscriber(ps->hub, channel, lost_one, ps);
 }
 
-static void on_loop_start(herald_loop *loop, void *ud) {
-  push_server *ps = ud;
-  ps->loop = loop;
-  uv_loop_t *uv = herald_loop_uv(loop);
-  char err[256] = "";
+/* The engine of this loop: the configured one, or with several loops a
+ * threads engine over a memory engine of this loop's hub. Every loop then
+ * waits for the others, so that messages may go to any of them. */
+static push_engine *start_engine(push_server *ps, uv_loop_t *uv, char *err,
+                                 size_t errlen) {
   push_engine_events ev = {on_lost, push_node_json, ps, push_on_occupancy,
                            push_on_control};
-  ps->engine =
-      push_engine_new(ps->cfg, uv, ps->hub, ps->node, &ev, err, sizeof(err));
+  push_engine *e =
+      push_engine_new(ps->cfg, uv, ps->hub, ps->node, &ev, err, errlen);
+  if (g_threads == NULL) {
+    return e;
+  }
+  push_engine *te =
+      e ? push_engine_threads_new(g_threads, ps->thread, ps->loop, e, &ev)
+        : NULL;
+  if (e != NULL && te == NULL) {
+    push_engine_del(e);
+    snprintf(err, errlen, "out of memory");
+  }
+  push_threads_wait(g_threads);
+  return te;
+}
+
+static void on_loop_start(herald_loop *loop, void *ud) {
+  push_server *ps = ud;
+  uv_loop_t *uv = herald_loop_uv(loop);
+  char err[256] = "";
+  ps->engine = start_engine(ps, uv, err, sizeof(err));
   if (ps->engine == NULL) {
     fprintf(stderr, "herald: %s\n", err);
     ps->exit_code = 2;
@@ -128,32 +215,37 @@ static void on_loop_start(herald_loop *loop, void *ud) {
   uv_timer_start(&ps->tick, on_tick, 1000, 1000);
   uv_unref((uv_handle_t *)&ps->tick);
   herald_loop_on_pass(loop, on_pass_end, ps);
-  if (ps->cfg->demo) {
+  if (ps->cfg->demo && ps->thread == 0) {
     push_demo_start(ps, uv);
   }
   ps->timers_started = 1;
+  if (ps->thread != 0) {
+    return;
+  }
   const char *first = ps->cfg->listen[0];
   const char *colon = strrchr(first, ':');
   printf("listening on %.*s:%d\n", (int)(colon - first), first,
          herald_server_port(ps->srv));
   fflush(stdout);
   push_log(PUSH_LOG_INFO,
-           "ev=start listen=%.*s:%d engine=%s demo=%d anonymous=%d",
+           "ev=start listen=%.*s:%d engine=%s threads=%d demo=%d anonymous=%d",
            (int)(colon - first), first, herald_server_port(ps->srv),
-           ps->engine->vt->name, ps->cfg->demo, ps->cfg->anonymous);
+           ps->engine->vt->name, ps->nthreads, ps->cfg->demo,
+           ps->cfg->anonymous);
 }
 
 /* ---- signals ---------------------------------------------------------- */
 
-/* Graceful shutdown: tell every client to reconnect (3001), end SSE
- * streams, stop the timers, then let the runtime drain and stop. */
-static void on_signal(uv_signal_t *s, int signum) {
-  push_server *ps = s->data;
+/* Graceful shutdown of one loop: tell every client to reconnect (3001),
+ * end SSE streams, stop the timers. The last loop to finish lets the
+ * runtime drain and stop, so no client gets the runtime's 1001 before its
+ * 3001. */
+static void worker_shutdown(push_server *ps) {
   if (ps->stopping) {
     return;
   }
   ps->stopping = 1;
-  push_log(PUSH_LOG_INFO, "ev=shutdown signal=%d clients=%zu", signum,
+  push_log(PUSH_LOG_INFO, "ev=shutdown_loop thread=%d clients=%zu", ps->thread,
            ps->nclients);
   if (ps->engine != NULL) {
     /* Our clients leave every channel's presence now, while the engine
@@ -179,10 +271,33 @@ static void on_signal(uv_signal_t *s, int signum) {
     }
     herald_loop_on_pass(ps->loop, NULL, NULL);
   }
+  if (atomic_fetch_sub(&g_serving, 1) == 1) {
+    herald_server_stop(ps->srv);
+  }
+}
+
+static void worker_shutdown_post(void *arg) {
+  worker_shutdown(arg);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+  push_server *ps = s->data;
+  if (ps->stopping) {
+    return;
+  }
+  push_log(PUSH_LOG_INFO, "ev=shutdown signal=%d threads=%d", signum,
+           g_nworkers);
   uv_signal_stop(&ps->sigint);
   uv_signal_stop(&ps->sigterm);
   uv_signal_stop(&ps->sighup);
-  herald_server_stop(ps->srv);
+  for (int i = 0; i < g_nworkers; i++) {
+    push_server *w = &g_workers[i];
+    if (w != ps && herald_loop_post(w->loop, worker_shutdown_post, w) != 0) {
+      /* Cannot reach that loop: stop the runtime now rather than hang. */
+      herald_server_stop(ps->srv);
+    }
+  }
+  worker_shutdown(ps);
 }
 
 /* SIGHUP: reload the TLS certificate for new connections. */
@@ -203,7 +318,15 @@ static void on_hup(uv_signal_t *s, int signum) {
 }
 
 static void on_start_signals(herald_loop *loop, void *ud) {
-  push_server *ps = ud;
+  (void)ud;
+  int i = atomic_fetch_add(&g_started, 1);
+  push_server *ps = &g_workers[i];
+  tl_server = ps;
+  ps->loop = loop;
+  if (i != 0) {
+    on_loop_start(loop, ps);
+    return;
+  }
   uv_loop_t *uv = herald_loop_uv(loop);
   uv_signal_init(uv, &ps->sigint);
   uv_signal_init(uv, &ps->sigterm);
@@ -216,7 +339,7 @@ static void on_start_signals(herald_loop *loop, void *ud) {
   uv_unref((uv_handle_t *)&ps->sigint);
   uv_unref((uv_handle_t *)&ps->sigterm);
   uv_unref((uv_handle_t *)&ps->sighup);
-  on_loop_start(loop, ud);
+  on_loop_start(loop, ps);
 }
 
 /* ---- main ------------------------------------------------------------- */
@@ -262,7 +385,7 @@ static void server_config(const push_config *cfg, herald_server_config *sc) {
   herald_server_config_init(sc);
   sc->listen = (const char *const *)cfg->listen;
   sc->nlisten = cfg->nlisten;
-  sc->threads = 1; /* the hub lives on one loop: server_int.h */
+  sc->threads = 1; /* push_server_main sets cfg->threads' count */
   sc->handle_signals = 0;
   sc->shutdown_grace_ms = cfg->shutdown_grace_s * 1000;
   sc->core.max_message_size = cfg->max_command_bytes;
@@ -280,8 +403,89 @@ static void server_config(const push_config *cfg, herald_server_config *sc) {
   sc->on_http = push_on_http;
 }
 
+/* The loops to run: threads, or for 0 one per core this process may run
+ * on (its CPU affinity, as a container or taskset limits it). */
+static int thread_count(const push_config *cfg) {
+  if (cfg->threads > 0) {
+    return (int)cfg->threads;
+  }
+  cpu_set_t set;
+  long n = sched_getaffinity(0, sizeof(set), &set) == 0
+               ? CPU_COUNT(&set)
+               : sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > PUSH_THREADS_MAX ? PUSH_THREADS_MAX : (int)n;
+}
+
+/* What every loop's server shares, and each one's hub. With several loops
+ * each hub keeps an equal share of max_history_bytes, so the node keeps at
+ * most that much. Returns 0 or -1 (out of memory). */
+static int workers_new(push_config *cfg, int n, const push_server *proto) {
+  g_workers = calloc((size_t)n, sizeof(*g_workers));
+  if (g_workers == NULL) {
+    return -1;
+  }
+  g_nworkers = n;
+  atomic_store(&g_started, 0);
+  atomic_store(&g_serving, n);
+  if (n > 1 && ((g_threads = push_threads_new(n)) == NULL ||
+                (g_held = calloc((size_t)n, sizeof(*g_held))) == NULL)) {
+    return -1;
+  }
+  push_ip_table *ips = push_ip_table_new();
+  if (ips == NULL) {
+    return -1;
+  }
+  for (int i = 0; i < n; i++) {
+    push_server *ps = &g_workers[i];
+    *ps = *proto;
+    ps->thread = i;
+    ps->nthreads = n;
+    ps->ips = ips;
+    ps->hub = push_hub_new(cfg->ns, cfg->nns);
+    if (ps->hub == NULL) {
+      return -1;
+    }
+    push_hub_set_history_limit(ps->hub, cfg->max_history_bytes / (uint64_t)n);
+  }
+  return 0;
+}
+
+static void workers_free(void) {
+  for (int i = 0; i < g_nworkers; i++) {
+    push_server *ps = &g_workers[i];
+    /* Clients still here (the grace period ran out) are gone by now. */
+    while (ps->clients) {
+      push_client_free(ps->clients);
+    }
+  }
+  for (int i = 0; i < g_nworkers; i++) {
+    push_server *ps = &g_workers[i];
+    push_pusher_free(ps);
+    push_engine_del(ps->engine);
+    push_hub_del(ps->hub);
+    while (ps->free_ops) {
+      push_op *op = ps->free_ops;
+      ps->free_ops = op->next;
+      free(op);
+    }
+    push_buf_free(&ps->result);
+    push_buf_free(&ps->envelope);
+  }
+  if (g_workers != NULL) {
+    push_ip_table_del(g_workers[0].ips);
+  }
+  push_threads_del(g_threads);
+  g_threads = NULL;
+  free((void *)g_held);
+  g_held = NULL;
+  free(g_workers);
+  g_workers = NULL;
+  g_nworkers = 0;
+}
+
 int push_server_main(push_config *cfg) {
-  push_server *ps = &g_server;
+  push_server proto;
+  push_server *ps = &proto;
   memset(ps, 0, sizeof(*ps));
   ps->cfg = cfg;
   ps->started_ms = push_now_ms();
@@ -299,20 +503,15 @@ int push_server_main(push_config *cfg) {
     fprintf(stderr, "herald: getrandom failed\n");
     return 1;
   }
-  ps->hub = push_hub_new(cfg->ns, cfg->nns);
-  if (ps->hub != NULL) {
-    push_hub_set_history_limit(ps->hub, cfg->max_history_bytes);
-  }
-  ps->ips = push_ip_table_new();
-  if (ps->hub == NULL || ps->ips == NULL) {
-    push_hub_del(ps->hub);
-    push_ip_table_del(ps->ips);
+  int nthreads = thread_count(cfg);
+  if (workers_new(cfg, nthreads, ps) != 0) {
+    workers_free();
     fprintf(stderr, "herald: out of memory\n");
     return 1;
   }
   herald_server_config sc;
   server_config(cfg, &sc);
-  sc.http_user_data = ps;
+  sc.threads = nthreads;
   herald_tls_cert cert = {cfg->tls_cert, cfg->tls_key};
   if (cfg->tls_cert) {
     sc.tls.certs = &cert;
@@ -321,11 +520,12 @@ int push_server_main(push_config *cfg) {
     if (herald_tls_check(&sc.tls, &why) != 0) {
       fprintf(stderr, "herald: TLS (%s, %s): %s\n", cfg->tls_cert,
               cfg->tls_key ? cfg->tls_key : "no key", why);
-      push_hub_del(ps->hub);
+      workers_free();
       return 2;
     }
   }
-  int rv = herald_server_new(&ps->srv, &sc);
+  herald_server *srv;
+  int rv = herald_server_new(&srv, &sc);
   if (rv != 0) {
     char addrs[512];
     listen_list(cfg, addrs, sizeof(addrs));
@@ -333,30 +533,25 @@ int push_server_main(push_config *cfg) {
             rv == HERALD_ERR_INVALID_ARG ? "invalid listen address"
                                          : herald_rt_strerror(rv),
             addrs);
-    push_hub_del(ps->hub);
+    workers_free();
     return 2;
+  }
+  for (int i = 0; i < nthreads; i++) {
+    g_workers[i].srv = srv;
   }
   herald_ws_callbacks cb;
   push_ws_callbacks(&cb);
-  herald_server_route(ps->srv, "*", &cb, ps);
-  herald_server_on_loop_start(ps->srv, on_start_signals, ps);
-  rv = herald_server_run(ps->srv);
-  /* Clients still here (the grace period ran out) are gone by now. */
-  while (ps->clients) {
-    push_client_free(ps->clients);
+  herald_server_route(srv, "*", &cb, NULL);
+  herald_server_on_loop_start(srv, on_start_signals, NULL);
+  rv = herald_server_run(srv);
+  int exit_code = 0;
+  for (int i = 0; i < nthreads; i++) {
+    if (g_workers[i].exit_code > exit_code) {
+      exit_code = g_workers[i].exit_code;
+    }
   }
-  herald_server_del(ps->srv);
-  push_pusher_free(ps);
-  push_engine_del(ps->engine);
-  push_hub_del(ps->hub);
-  push_ip_table_del(ps->ips);
-  while (ps->free_ops) {
-    push_op *op = ps->free_ops;
-    ps->free_ops = op->next;
-    free(op);
-  }
-  push_buf_free(&ps->result);
-  push_buf_free(&ps->envelope);
+  herald_server_del(srv);
+  workers_free();
   if (rv != 0) {
     char addrs[512];
     listen_list(cfg, addrs, sizeof(addrs));
@@ -365,5 +560,5 @@ int push_server_main(push_config *cfg) {
     return 1;
   }
   push_log(PUSH_LOG_INFO, "ev=stopped");
-  return ps->exit_code;
+  return exit_code;
 }

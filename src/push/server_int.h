@@ -2,9 +2,12 @@
  * clients and the engine calls in flight. Private to src/push/server*.c,
  * client.c, commands.c, http.c, api.c, sse.c, metrics.c and demo.c.
  *
- * One loop runs everything: the hub is a plain single-threaded structure, so
- * every client, publication and HTTP request of the server lives on that
- * loop's thread and no lock is taken on the message path. Fan-out encodes a
+ * One loop runs each push_server: the hub is a plain single-threaded
+ * structure, so every client, publication and HTTP request of a server
+ * lives on its loop's thread and no lock is taken on the message path.
+ * With several loops (threads) each has its own push_server, hub and
+ * clients, and their threads engines (engine_threads.c) pass channels'
+ * publications between them once per loop pass. Fan-out encodes a
  * publication once (the hub builds its push text) and every subscriber's
  * send references those bytes until its socket took them.
  *
@@ -139,13 +142,21 @@ typedef struct push_proxy_stats {
   double lat_sum;
 } push_proxy_stats;
 
+/* What a loop's hub and engine say, for node-wide answers (node.c). */
+typedef struct push_figures {
+  uint64_t subscriptions, channels, history_bytes, history_evictions;
+  uint64_t idem_evicted, nclients;
+} push_figures;
+
 struct push_server {
   push_config *cfg;
   herald_server *srv;
   herald_loop *loop;
   push_hub *hub;
-  push_engine *engine; /* NULL only before the loop starts */
-  char node[16];       /* this node's name: client ids start with it */
+  push_engine *engine;  /* NULL only before the loop starts */
+  char node[16];        /* this node's name: client ids start with it */
+  int thread, nthreads; /* this loop's index among the node's loops */
+  unsigned ticks;       /* of the once-a-second timer */
   int64_t presence_refresh_ms;
   int exit_code;
   push_jwt_keys keys;
@@ -184,10 +195,58 @@ struct push_server {
   uint64_t proxy_overloaded;
   uint64_t refresh_pushes, refreshes, sub_expired;
   uint64_t user_limit_refusals, idempotent_hits;
+  push_figures fig;        /* push_node_figures */
+  const push_server *view; /* during a node-wide answer: the sums */
 };
 
 #define PUSH_SCRATCH_KEEP (64 * 1024)
 #define PUSH_ENGINE_DOWN_MSG "engine unavailable: try again later"
+
+/* ---- the node's loops (server.c) ---- */
+
+/* The server of the calling thread's loop (NULL on other threads). */
+push_server *push_server_here(void);
+/* Takes a new connection from ip out of the node's per-IP rate (shared by
+ * every loop, under a lock: once per connection). Returns what
+ * push_ip_take does. */
+int push_server_ip_take(push_server *ps, const char *ip);
+/* Addresses in that table now. */
+size_t push_server_ips(push_server *ps);
+
+/* Channels this loop owns now, and those the node's other loops owned at
+ * the end of their last pass: max_channels_total counts both. */
+uint64_t push_server_held(const push_server *ps);
+uint64_t push_server_held_elsewhere(const push_server *ps);
+/* Every loop's server: *all points at an array of the returned count. */
+int push_server_all(push_server **all);
+
+/* ---- node-wide answers (node.c) ---- */
+
+/* Fills ps->fig from its hub and engine (on ps's own thread). */
+void push_node_figures(push_server *ps);
+/* Calls answer(ps, view, h) on ps's loop with view holding every loop's
+ * counters and figures summed (view == ps with one loop; otherwise a copy
+ * of ps, valid during the call, whose pointers are ps's). On failure h is
+ * answered 503 instead. */
+void push_node_answer(push_server *ps, herald_http *h,
+                      void (*answer)(push_server *ps, const push_server *view,
+                                     herald_http *h));
+
+/* Runs each(loop's server, arg) on every loop (this one's at once), then
+ * done(ps, h, the sum of what they returned, arg) on ps's loop; arg must
+ * live until done, which owns it. */
+typedef uint64_t (*push_node_fn)(push_server *ps, const void *arg);
+void push_node_each(push_server *ps, herald_http *h, push_node_fn each,
+                    void *arg,
+                    void (*done)(push_server *ps, herald_http *h, uint64_t sum,
+                                 void *arg));
+
+/* Runs fill(loop's server, out) on every loop, then collected(ps, h, outs,
+ * n) on ps's loop with every loop's out (valid during the call). */
+void push_node_collect(push_server *ps, herald_http *h,
+                       void (*fill)(push_server *ps, push_buf *out),
+                       void (*collected)(push_server *ps, herald_http *h,
+                                         push_buf *outs, int n));
 
 /* ---- time (client.c) ---- */
 int64_t push_now_ms(void); /* wall clock, for publication times and JWT */
@@ -269,7 +328,7 @@ void push_publish_done(push_op *op, const push_engine_reply *rep);
 int push_channel_room(push_server *ps, const char *channel);
 
 /* The address of a peer ("1.2.3.4:5" or "[::1]:5") without its port,
- * in a static buffer valid until the next call (client.c). */
+ * in a thread-local buffer valid until the next call (client.c). */
 const char *push_peer_ip(const char *peer);
 
 /* Every presence entry of c leaves the engine (client.c). */

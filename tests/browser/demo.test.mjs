@@ -120,7 +120,9 @@ const deadline = setTimeout(async () => {
  * "listening on 127.0.0.1:PORT" (on stdout or stderr). */
 function startServer() {
   return new Promise((resolve, reject) => {
-    server = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--demo"], {
+    // HERALD_THREADS=N runs the server on N loops (CTest browser_demo_threads).
+    const threads = process.env.HERALD_THREADS ? ["--threads", process.env.HERALD_THREADS] : [];
+    server = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--demo", ...threads], {
       stdio: ["ignore", "pipe", "pipe"],
     });
     let done = false;

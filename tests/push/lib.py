@@ -64,6 +64,9 @@ def short(x, n=300):
 # --------------------------------------------------------------------------
 
 HERALD = None  # set by run.py
+# `--threads N` of run.py: every server that sets no "threads" of its own and
+# can run on several loops (the memory engine, no Pusher apps) gets it.
+THREADS = None
 SERVERS = []  # every server started, so that a crash of the runner kills them
 
 
@@ -79,6 +82,11 @@ class Server:
         if api_key is not None:
             conf["api_key"] = api_key
         conf.update(cfg or {})
+        if THREADS is not None and "threads" not in conf and \
+                conf.get("engine") != "redis" and "pusher" not in conf and \
+                not any(a.startswith("--redis") or a == "--threads"
+                        for a in args):
+            conf["threads"] = THREADS
         self.cfg = conf
         self.api_key = conf.get("api_key")
         self.conf_path = os.path.join(self.dir, "config.json")
@@ -147,7 +155,7 @@ class Server:
         err = self.stderr()
         check(f"{what} exits 0 after SIGTERM", rc == 0,
               f"rc={rc} stderr tail={err[-300:]!r}")
-        bad = re.search(r"(AddressSanitizer|LeakSanitizer|UndefinedBehavior"
+        bad = re.search(r"(AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehavior"
                         r"Sanitizer|runtime error:)", err)
         check(f"{what} stderr has no sanitizer report", bad is None,
               err[max(0, bad.start() - 200):bad.start() + 1500] if bad else "")
@@ -810,6 +818,11 @@ def main(tests, doc, limit_s=240):
         print(doc)
         return 2
     HERALD = os.path.abspath(args[0])
+    global THREADS
+    if "--threads" in args[1:-1]:  # every server that can runs on N loops
+        i = args.index("--threads")
+        THREADS = int(args[i + 1])
+        args = args[:i] + args[i + 2:]
     only = args[2::2] if len(args) > 2 and args[1] == "-k" else []
 
     def on_alarm(signum, frame):

@@ -8,6 +8,7 @@ Prints one line per check and "N passed, N failed"; exits 1 on a failure.
 """
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -145,10 +146,34 @@ def test_config_errors():
     busy.close()
     check("an address in use is named",
           rc != 0 and f"127.0.0.1:{port}" in err, err)
+    rc, err, _ = serve_fails('{"threads": 257}')
+    check("threads over 256 is refused", rc == 2 and "threads" in err, err)
+    rc, err, _ = serve_fails('{"anonymous": true}', "--threads", "two")
+    check("--threads two is refused", rc == 2 and "--threads" in err, err)
+    rc, err, _ = serve_fails('{"anonymous": true, "threads": 2}',
+                             "--redis", "127.0.0.1:1")
+    check("threads 2 with the Redis engine is refused (not yet)",
+          rc == 2 and "threads" in err and "memory engine" in err, err)
+
+
+def test_threads_zero():
+    """threads 0: one loop per core; the log says how many."""
+    s = Server({"anonymous": True, "threads": 0})
+    w = s.client()
+    r = w.call("ping")
+    eq("a client of a server with threads 0 gets its ping answered",
+       r.get("result"), {})
+    w.close()
+    log = s.stderr()  # before stop(), which removes the directory
+    s.stop()
+    m = re.search(r"ev=start .*threads=(\d+)", log)
+    check("threads 0 runs one loop per core",
+          m is not None and int(m.group(1)) == len(os.sched_getaffinity(0)),
+          log[-500:])
 
 
 TESTS = [test_no_demo_by_default, test_static_dir, test_placeholder_secrets,
-         test_config_errors]
+         test_config_errors, test_threads_zero]
 
 
 if __name__ == "__main__":
