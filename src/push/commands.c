@@ -1,6 +1,8 @@
 /* commands.c - the WebSocket side of `herald serve`: the upgrade check, and
  * each command of docs/protocol.md (connect, subscribe, unsubscribe,
- * publish, presence, history, ping) from a client's frame to its reply. */
+ * publish, presence, history, ping, rpc) from a client's frame to its
+ * reply. connect is in connect.c, refresh and sub_refresh in
+ * credentials.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,357 +52,12 @@ static void reply_empty(push_client *c, uint64_t id) {
   push_client_reply(c, id, &empty);
 }
 
-/* ---- connect ---------------------------------------------------------- */
-
-/* Verifies a JWT; on failure answers and disconnects. Returns 0 or -1. */
-static int check_token(push_client *c, uint64_t id, push_json tok,
-                       push_jwt_claims *claims) {
-  char text[8192];
-  long n = push_json_str(tok, text, sizeof(text));
-  int rv = n < 0 ? PUSH_JWT_MALFORMED
-                 : push_jwt_verify(text, (size_t)n, &c->ps->keys,
-                                   push_now_ms() / 1000,
-                                   c->ps->cfg->jwt_require_exp, claims);
-  if (rv == PUSH_JWT_OK) {
-    return 0;
-  }
-  c->ps->auth_failures++;
-  if (rv == PUSH_JWT_EXPIRED) {
-    push_client_error(c, id, PUSH_E_TOKEN_EXPIRED, "token expired", 0);
-    push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
-  } else {
-    push_client_error(c, id, PUSH_E_UNAUTHORIZED,
-                      rv == PUSH_JWT_BAD_SIG   ? "invalid token signature"
-                      : rv == PUSH_JWT_NO_EXP  ? "token has no exp"
-                      : rv == PUSH_JWT_NOT_YET ? "token not valid yet (nbf)"
-                                               : "malformed token",
-                      0);
-    push_client_disconnect(c, PUSH_D_INVALID_TOKEN, "invalid token");
-  }
-  return -1;
-}
-
-/* The end of a connect, once the user is known: the connection limit,
- * then the reply, the webhook and the server-side subscriptions. subs:
- * channels to subscribe (the token's "subs", the connect proxy's
- * "channels"); taken and freed. */
-static void connect_done(push_client *c, uint64_t id, char **subs,
-                         size_t nsubs);
-
-static void free_list(char **l, size_t n) {
-  for (size_t i = 0; i < n; i++) {
-    free(l[i]);
-  }
-  free(l);
-}
-
-/* What waits for the engine to count the user's connections. */
-typedef struct connect_wait {
-  char **subs;
-  size_t nsubs;
-  char user[256], id[32]; /* to uncount it if the client left meanwhile */
-} connect_wait;
-
-static void connect_reply(push_client *c, uint64_t id, char **subs,
-                          size_t nsubs);
-
-static void on_user_counted(void *ud, const push_engine_reply *rep) {
-  push_op *op = ud;
-  push_client *c = op->c;
-  connect_wait *w = (connect_wait *)(void *)op->data;
-  op->data = NULL;
-  if ((c == NULL || c->gone) && rep->status == PUSH_ENGINE_OK && rep->allowed &&
-      w) {
-    push_engine_user_remove(op->ps->engine, w->user, w->id);
-  } else if (c != NULL && !c->gone) {
-    c->connecting = 0;
-    if (rep->status != PUSH_ENGINE_OK) {
-      push_client_engine_down(c, op->id);
-      push_client_disconnect(c, PUSH_D_BACKEND, "engine unavailable");
-    } else if (!rep->allowed) {
-      c->ps->user_limit_refusals++;
-      push_client_error(c, op->id, PUSH_E_LIMIT,
-                        "too many connections for this user", 0);
-      push_client_disconnect(c, PUSH_D_CONNECTION_LIMIT, "connection limit");
-    } else {
-      c->counted = 1; /* client_gone uncounts it */
-      connect_reply(c, op->id, w ? w->subs : NULL, w ? w->nsubs : 0);
-      if (w) {
-        w->subs = NULL;
-        w->nsubs = 0;
-      }
-    }
-  }
-  if (w) {
-    free_list(w->subs, w->nsubs);
-    free(w);
-  }
-  push_op_free(op);
-}
-
-static void connect_done(push_client *c, uint64_t id, char **subs,
-                         size_t nsubs) {
-  push_server *ps = c->ps;
-  uint32_t limit = ps->cfg->user_connection_limit;
-  if (limit == 0 || c->user[0] == 0) {
-    connect_reply(c, id, subs, nsubs);
-    return;
-  }
-  push_op *op = push_op_new(ps, c, NULL, id, NULL);
-  connect_wait *w = op ? calloc(1, sizeof(*w)) : NULL;
-  if (w == NULL) {
-    push_op_free(op);
-    free_list(subs, nsubs);
-    push_client_error(c, id, PUSH_E_INTERNAL, "out of memory", 1);
-    push_client_disconnect(c, PUSH_D_BACKEND, "out of memory");
-    return;
-  }
-  w->subs = subs;
-  w->nsubs = nsubs;
-  snprintf(w->user, sizeof(w->user), "%s", c->user);
-  snprintf(w->id, sizeof(w->id), "%s", c->id);
-  op->data = (char *)w; /* freed by on_user_counted, never as a string */
-  int allowed = 0;
-  c->connecting = 1;
-  int rv = push_engine_user_add(ps->engine, c->user, c->id, limit, &allowed,
-                                on_user_counted, op);
-  if (rv == PUSH_ENGINE_PENDING) {
-    return;
-  }
-  push_engine_reply rep = {.status = rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
-                                                          : PUSH_ENGINE_DOWN,
-                           .allowed = allowed};
-  on_user_counted(op, &rep);
-}
-
-static void connect_reply(push_client *c, uint64_t id, char **subs,
-                          size_t nsubs) {
-  push_server *ps = c->ps;
-  c->connected = 1;
-  c->connecting = 0;
-  ps->connects_total++;
-  push_buf b = {0};
-  push_buf_raw(&b, "{\"client\":", 10);
-  push_buf_str(&b, c->id, strlen(c->id));
-  push_buf_raw(&b, ",\"user\":", 8);
-  push_buf_str(&b, c->user, strlen(c->user));
-  push_buf_raw(&b, ",\"version\":\"" HERALD_VERSION_STRING "\",\"ping\":",
-               sizeof(",\"version\":\"" HERALD_VERSION_STRING "\",\"ping\":") -
-                   1);
-  push_buf_u64(&b, ps->cfg->ping_interval_s);
-  if (c->exp) {
-    int64_t ttl = c->exp - push_now_ms() / 1000;
-    push_buf_raw(&b, ",\"expires\":true,\"ttl\":", 22);
-    push_buf_u64(&b, ttl > 0 ? (uint64_t)ttl : 0);
-  }
-  push_buf_raw(&b, "}", 1);
-  push_client_reply(c, id, &b);
-  push_buf_free(&b);
-  char esc[PUSH_LOG_VAL];
-  push_log(PUSH_LOG_INFO, "ev=connect client=%s user=\"%s\"", c->id,
-           push_log_esc(esc, sizeof(esc), c->user, strlen(c->user)));
-  if (push_hook_on(ps, PUSH_WH_CONNECT)) {
-    c->announced = 1;
-    push_buf h = {0};
-    push_hook_begin(ps, &h, "connect");
-    push_buf_raw(&h, ",\"client\":", 10);
-    push_buf_str(&h, c->id, strlen(c->id));
-    push_buf_raw(&h, ",\"user\":", 8);
-    push_buf_str(&h, c->user, strlen(c->user));
-    push_buf_raw(
-        &h, c->sse ? ",\"transport\":\"sse\"" : ",\"transport\":\"websocket\"",
-        c->sse ? 18 : 24);
-    push_hook_send(ps, &h);
-    push_buf_free(&h);
-  }
-  for (size_t i = 0; i < nsubs && !c->gone; i++) {
-    push_server_subscribe(c, subs[i]);
-  }
-  free_list(subs, nsubs);
-}
-
-/* A name the client gives itself is shown in presence as info.name; it is
- * never taken for the user id, which only a token or the backend sets. */
-static void take_name(push_client *c, push_json name) {
-  if (c->info != NULL || name.n == 0) {
-    return;
-  }
-  char text[128];
-  long n = push_json_str(name, text, sizeof(text));
-  push_buf b = {0};
-  if (n > 0 && push_buf_raw(&b, "{\"name\":", 8) == 0 &&
-      push_buf_str(&b, text, (size_t)n) == 0 && push_buf_raw(&b, "}", 1) == 0 &&
-      push_buf_raw(&b, "", 1) == 0) {
-    c->info = b.p; /* NUL-terminated by the last append */
-    b.p = NULL;
-  }
-  push_buf_free(&b);
-}
-
-/* Reads an array of channel names (the connect proxy's "channels"). */
-static int read_channels(push_json v, char ***out, size_t *n) {
-  size_t pos = 0, count = 0;
-  push_json e;
-  *out = NULL;
-  *n = 0;
-  if (push_json_type_of(v) != PUSH_JSON_ARRAY) {
-    return -1;
-  }
-  while (push_json_next(v, &pos, NULL, &e)) {
-    count++;
-  }
-  if (count == 0) {
-    return 0;
-  }
-  if ((*out = calloc(count, sizeof(char *))) == NULL) {
-    return -1;
-  }
-  pos = 0;
-  while (push_json_next(v, &pos, NULL, &e)) {
-    char name[PUSH_CHANNEL_MAX + 1];
-    long len = push_json_str(e, name, sizeof(name));
-    if (len < 0 || !push_channel_valid(name, (size_t)len) ||
-        ((*out)[*n] = strdup(name)) == NULL) {
-      free_list(*out, *n);
-      *out = NULL;
-      *n = 0;
-      return -1;
-    }
-    (*n)++;
-  }
-  return 0;
-}
-
-/* The backend's answer to a connect: {"user", "expire_at"?, "info"?,
- * "channels"?}. */
-static void connect_proxied(push_op *op, const push_proxy_answer *a) {
-  push_client *c = op->c;
-  uint64_t id = op->id;
-  push_op_free(op);
-  if (c == NULL || c->gone) {
-    return;
-  }
-  c->connecting = 0;
-  if (a->kind != PUSH_PROXY_RESULT) {
-    c->ps->auth_failures += a->kind == PUSH_PROXY_ERROR;
-    push_proxy_reply(c, id, a);
-    if (!c->gone) {
-      int temp = a->kind == PUSH_PROXY_UNAVAILABLE || a->temporary;
-      push_client_disconnect(c, temp ? PUSH_D_BACKEND : PUSH_D_INVALID_TOKEN,
-                             temp ? "backend unavailable" : "refused");
-    }
-    return;
-  }
-  push_json v;
-  uint64_t exp = 0;
-  char **subs = NULL;
-  size_t nsubs = 0;
-  const char *bad = NULL;
-  if (push_json_get(a->result, "user", &v) &&
-      push_json_str(v, c->user, sizeof(c->user)) < 0) {
-    bad = "user";
-  } else if (push_json_get(a->result, "expire_at", &v) &&
-             push_json_u64(v, &exp) != 0) {
-    bad = "expire_at";
-  } else if (push_json_get(a->result, "channels", &v) &&
-             read_channels(v, &subs, &nsubs) != 0) {
-    bad = "channels";
-  }
-  if (bad != NULL) {
-    c->user[0] = 0;
-    push_log(PUSH_LOG_WARN,
-             "ev=proxy_unavailable kind=connect error=\"bad %s\"", bad);
-    c->ps->proxy[PUSH_PROXY_CONNECT].unavailable++;
-    push_client_error(c, id, PUSH_E_BACKEND, "backend gave a bad answer", 1);
-    push_client_disconnect(c, PUSH_D_BACKEND, "backend unavailable");
-    return;
-  }
-  if (push_json_get(a->result, "info", &v) &&
-      push_json_type_of(v) != PUSH_JSON_NULL) {
-    char *info = malloc(v.n + 1);
-    if (info != NULL) {
-      memcpy(info, v.p, v.n);
-      info[v.n] = 0;
-      free(c->info);
-      c->info = info;
-    }
-  }
-  if (exp != 0 && (int64_t)exp <= push_now_ms() / 1000) {
-    free_list(subs, nsubs);
-    push_client_error(c, id, PUSH_E_TOKEN_EXPIRED, "credentials expired", 0);
-    push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
-    return;
-  }
-  c->exp = (int64_t)exp;
-  c->exp_by_proxy = exp != 0;
-  connect_done(c, id, subs, nsubs);
-}
-
-static void cmd_connect(push_client *c, const push_cmd *cmd) {
-  push_server *ps = c->ps;
-  const push_backend_config *bc = &ps->cfg->backend;
-  if (c->connected || c->connecting) {
-    push_client_error(c, cmd->id, PUSH_E_BAD_REQUEST, "already connected", 0);
-    return;
-  }
-  if (bc->connect_url && (cmd->token.n == 0 || bc->connect_always)) {
-    push_op *op = push_op_new(ps, c, NULL, cmd->id, NULL);
-    if (op == NULL) {
-      push_client_error(c, cmd->id, PUSH_E_INTERNAL, "out of memory", 1);
-      return;
-    }
-    take_name(c, cmd->name);
-    push_buf b = {0};
-    push_proxy_body(&b, c, 0);
-    if (cmd->name.n) {
-      push_buf_raw(&b, ",\"name\":", 8);
-      push_buf_raw(&b, cmd->name.p, cmd->name.n);
-    }
-    if (cmd->token.n) {
-      push_buf_raw(&b, ",\"token\":", 9);
-      push_buf_raw(&b, cmd->token.p, cmd->token.n);
-    }
-    if (cmd->data.n) {
-      push_buf_raw(&b, ",\"data\":", 8);
-      push_buf_raw(&b, cmd->data.p, cmd->data.n);
-    }
-    push_buf_raw(&b, "}", 1);
-    c->connecting = 1;
-    push_proxy_call(ps, PUSH_PROXY_CONNECT, bc->connect_url, op, &b,
-                    connect_proxied);
-    push_buf_free(&b);
-    return;
-  }
-  char **subs = NULL;
-  size_t nsubs = 0;
-  if (cmd->token.n > 0) {
-    push_jwt_claims cl;
-    memset(&cl, 0, sizeof(cl));
-    if (check_token(c, cmd->id, cmd->token, &cl) != 0) {
-      return;
-    }
-    subs = cl.subs;
-    nsubs = cl.nsubs;
-    cl.subs = NULL;
-    cl.nsubs = 0;
-    push_client_take_claims(c, &cl);
-  } else if (!ps->cfg->anonymous) {
-    ps->auth_failures++;
-    push_client_error(c, cmd->id, PUSH_E_UNAUTHORIZED, "a token is required",
-                      0);
-    push_client_disconnect(c, PUSH_D_INVALID_TOKEN, "token required");
-    return;
-  }
-  take_name(c, cmd->name);
-  connect_done(c, cmd->id, subs, nsubs);
-}
-
 /* ---- subscribe and unsubscribe ---------------------------------------- */
 
 /* May c subscribe to channel? Its claims, or a subscription token (whose
  * exp goes to *exp; 0 when none was needed). */
-static int may_subscribe(push_client *c, const push_ns *ns, const char *channel,
-                         push_json token, int64_t *exp) {
+int push_may_subscribe_exp(push_client *c, const push_ns *ns,
+                           const char *channel, push_json token, int64_t *exp) {
   *exp = 0;
   for (size_t i = 0; i < c->nallowed; i++) {
     if (strcmp(c->allowed[i], channel) == 0) {
@@ -431,7 +88,7 @@ static int may_subscribe(push_client *c, const push_ns *ns, const char *channel,
 int push_may_subscribe(push_client *c, const push_ns *ns, const char *channel,
                        push_json token) {
   int64_t exp;
-  return may_subscribe(c, ns, channel, token, &exp);
+  return push_may_subscribe_exp(c, ns, channel, token, &exp);
 }
 
 static void subscribe_done(push_op *op, int status);
@@ -493,7 +150,7 @@ static void cmd_subscribe(push_client *c, const push_cmd *cmd) {
   }
   int64_t exp = 0;
   if (ns->subscribe_proxy_url == NULL &&
-      !may_subscribe(c, ns, cmd->channel, cmd->token, &exp)) {
+      !push_may_subscribe_exp(c, ns, cmd->channel, cmd->token, &exp)) {
     ps->auth_failures++;
     push_client_error(c, cmd->id, PUSH_E_PERMISSION,
                       "this channel needs a valid subscription token", 0);
@@ -928,191 +585,6 @@ static void cmd_ping(push_client *c, const push_cmd *cmd) {
   reply_empty(c, cmd->id);
 }
 
-/* ---- credentials: refresh, sub_refresh ------------------------------- */
-
-/* {"expires":true,"ttl":N} */
-static void reply_ttl(push_client *c, uint64_t id, int64_t exp) {
-  push_buf b = {0};
-  int64_t ttl = exp - push_now_ms() / 1000;
-  if (exp == 0) {
-    push_buf_raw(&b, "{\"expires\":false}", 17);
-  } else {
-    push_buf_raw(&b, "{\"expires\":true,\"ttl\":", 22);
-    push_buf_u64(&b, ttl > 0 ? (uint64_t)ttl : 0);
-    push_buf_raw(&b, "}", 1);
-  }
-  push_client_reply(c, id, &b);
-  push_buf_free(&b);
-}
-
-/* A new connection token for the same user: the connection lives on until
- * its exp. A token for another user, or a bad one, ends the connection as
- * at connect. */
-static void cmd_refresh(push_client *c, const push_cmd *cmd) {
-  push_jwt_claims cl;
-  memset(&cl, 0, sizeof(cl));
-  if (check_token(c, cmd->id, cmd->token, &cl) != 0) {
-    return;
-  }
-  if (strcmp(cl.sub, c->user) != 0) {
-    push_jwt_claims_free(&cl);
-    c->ps->auth_failures++;
-    push_client_error(c, cmd->id, PUSH_E_UNAUTHORIZED,
-                      "the token is for another user", 0);
-    push_client_disconnect(c, PUSH_D_INVALID_TOKEN, "invalid token");
-    return;
-  }
-  c->exp = cl.exp;
-  c->exp_by_proxy = 0;
-  c->refresh_sent = 0;
-  push_jwt_claims_free(&cl);
-  c->ps->refreshes++;
-  reply_ttl(c, cmd->id, c->exp);
-}
-
-static void cmd_sub_refresh(push_client *c, const push_cmd *cmd) {
-  push_server *ps = c->ps;
-  const push_ns *ns = push_hub_ns(ps->hub, cmd->channel);
-  int64_t exp = 0;
-  if (!push_client_subscribed(c, cmd->channel) || ns == NULL) {
-    push_client_error(c, cmd->id, PUSH_E_NOT_SUBSCRIBED, "not subscribed", 0);
-    return;
-  }
-  /* A private channel needs a valid subscription token; others take any
-   * valid one, so a subscription's exp can be extended wherever it came
-   * from. */
-  push_ns strict = *ns;
-  strict.private_channels = 1;
-  size_t nallowed = c->nallowed;
-  c->nallowed = 0; /* the claim does not stand in for the token here */
-  int ok = may_subscribe(c, &strict, cmd->channel, cmd->token, &exp);
-  c->nallowed = nallowed;
-  if (!ok) {
-    ps->auth_failures++;
-    push_client_error(c, cmd->id, PUSH_E_PERMISSION,
-                      "invalid or expired subscription token", 0);
-    return;
-  }
-  push_client_set_sub_exp(c, cmd->channel, exp);
-  ps->refreshes++;
-  reply_ttl(c, cmd->id, exp);
-}
-
-/* The backend's answer to a refresh: {"expire_at": N} extends the
- * connection, {"expired": true} ends it (3006). */
-static void refresh_proxied(push_op *op, const push_proxy_answer *a) {
-  push_client *c = op->c;
-  push_op_free(op);
-  if (c == NULL || c->gone) {
-    return;
-  }
-  c->refreshing = 0;
-  push_json v;
-  uint64_t exp = 0;
-  if (a->kind == PUSH_PROXY_DISCONNECT) {
-    push_client_disconnect(c, a->code, a->message);
-  } else if (a->kind != PUSH_PROXY_RESULT) {
-    /* Unavailable or refused: asked again next second, until exp. */
-  } else if (push_json_get(a->result, "expired", &v) &&
-             push_json_type_of(v) == PUSH_JSON_TRUE) {
-    c->ps->tokens_expired++;
-    push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
-  } else if (push_json_get(a->result, "expire_at", &v) &&
-             push_json_u64(v, &exp) == 0) {
-    c->exp = (int64_t)exp;
-    c->ps->refreshes++;
-    if (push_json_get(a->result, "info", &v) &&
-        push_json_type_of(v) != PUSH_JSON_NULL) {
-      char *info = malloc(v.n + 1);
-      if (info != NULL) {
-        memcpy(info, v.p, v.n);
-        info[v.n] = 0;
-        free(c->info);
-        c->info = info;
-      }
-    }
-  }
-}
-
-static void ask_refresh(push_client *c) {
-  push_server *ps = c->ps;
-  push_op *op = push_op_new(ps, c, NULL, 0, NULL);
-  if (op == NULL) {
-    return;
-  }
-  c->refreshing = 1;
-  push_buf b = {0};
-  push_proxy_body(&b, c, 1);
-  push_buf_raw(&b, "}", 1);
-  push_proxy_call(ps, PUSH_PROXY_REFRESH, ps->cfg->backend.refresh_url, op, &b,
-                  refresh_proxied);
-  push_buf_free(&b);
-}
-
-/* {"push":{"refresh":{"ttl":N}}} or {"push":{"channel":C,"sub_refresh":
- * {"ttl":N}}}: ask the client for a new token before exp. */
-static void push_refresh(push_client *c, const char *channel, int64_t ttl) {
-  push_buf b = {0};
-  push_buf_raw(&b, "{\"push\":{", 9);
-  if (channel) {
-    push_buf_raw(&b, "\"channel\":", 10);
-    push_buf_str(&b, channel, strlen(channel));
-    push_buf_raw(&b, ",\"sub_refresh\":{\"ttl\":", 22);
-  } else {
-    push_buf_raw(&b, "\"refresh\":{\"ttl\":", 17);
-  }
-  push_buf_u64(&b, ttl > 0 ? (uint64_t)ttl : 0);
-  push_buf_raw(&b, "}}}", 3);
-  if (b.p) {
-    push_send_text(c, b.p, b.len);
-  }
-  push_buf_free(&b);
-  c->ps->refresh_pushes++;
-}
-
-void push_credentials_tick(push_server *ps, int64_t now_ms) {
-  int64_t now = now_ms / 1000;
-  int64_t ahead = ps->cfg->refresh_ahead_s;
-  const char *refresh_url = ps->cfg->backend.refresh_url;
-  for (push_client *c = ps->clients, *next; c; c = next) {
-    next = c->next;
-    if (c->gone) {
-      continue;
-    }
-    if (c->exp != 0 && c->exp <= now) {
-      /* A connection whose credentials expire is told then (3006:
-       * reconnect with new ones), not left open on them. */
-      ps->tokens_expired++;
-      push_client_disconnect(c, PUSH_D_TOKEN_EXPIRED, "token expired");
-      continue;
-    }
-    if (c->exp != 0 && c->exp - now <= ahead) {
-      if (c->exp_by_proxy && refresh_url && !c->refreshing) {
-        ask_refresh(c);
-      } else if (!c->exp_by_proxy && !c->refresh_sent && c->ws) {
-        c->refresh_sent = 1;
-        push_refresh(c, NULL, c->exp - now);
-      }
-    }
-    for (size_t i = 0; c->nsub_exp > 0 && i < c->nsubs && !c->gone; i++) {
-      struct push_sub_exp *x = &c->sub_exp[i];
-      if (x->exp == 0) {
-        continue;
-      }
-      if (x->exp <= now) {
-        char channel[PUSH_CHANNEL_MAX + 1];
-        snprintf(channel, sizeof(channel), "%s", c->subs[i]);
-        ps->sub_expired++;
-        push_server_unsubscribe(c, channel, "subscription expired");
-        i--; /* the last subscription took this place */
-      } else if (x->exp - now <= ahead && !x->warned) {
-        x->warned = 1;
-        push_refresh(c, c->subs[i], x->exp - now);
-      }
-    }
-  }
-}
-
 /* ---- rpc -------------------------------------------------------------- */
 
 static void rpc_proxied(push_op *op, const push_proxy_answer *a) {
@@ -1171,15 +643,15 @@ static void cmd_rpc(push_client *c, const push_cmd *cmd) {
 
 static void dispatch(push_client *c, const push_cmd *cmd) {
   static void (*const handlers[])(push_client *, const push_cmd *) = {
-      [PUSH_CONNECT] = cmd_connect,
+      [PUSH_CONNECT] = push_cmd_connect,
       [PUSH_SUBSCRIBE] = cmd_subscribe,
       [PUSH_UNSUBSCRIBE] = cmd_unsubscribe,
       [PUSH_PUBLISH] = cmd_publish,
       [PUSH_PRESENCE] = cmd_presence,
       [PUSH_HISTORY] = cmd_history,
       [PUSH_PING] = cmd_ping,
-      [PUSH_REFRESH] = cmd_refresh,
-      [PUSH_SUB_REFRESH] = cmd_sub_refresh,
+      [PUSH_REFRESH] = push_cmd_refresh,
+      [PUSH_SUB_REFRESH] = push_cmd_sub_refresh,
       [PUSH_RPC] = cmd_rpc,
   };
   if (c->connecting && cmd->method != PUSH_CONNECT) {

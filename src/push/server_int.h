@@ -496,9 +496,32 @@ int push_server_subscribe(push_client *c, const char *channel);
  * unsubscribe push carrying reason. Returns 1 when c was subscribed. */
 int push_server_unsubscribe(push_client *c, const char *channel,
                             const char *reason);
+/* ---- connect.c ---- */
+
+/* The connect command: answers cmd->id, or disconnects. */
+void push_cmd_connect(push_client *c, const push_cmd *cmd);
+
+/* ---- credentials.c ---- */
+
 /* Once a second: refresh pushes and proxy refreshes ahead of exp, and the
  * end of connections (3006) and subscriptions whose credentials expired. */
 void push_credentials_tick(push_server *ps, int64_t now_ms);
+/* The refresh and sub_refresh commands: answer cmd->id. */
+void push_cmd_refresh(push_client *c, const push_cmd *cmd);
+void push_cmd_sub_refresh(push_client *c, const push_cmd *cmd);
+
+/* ---- shared by connect.c, commands.c and credentials.c ---- */
+
+/* Verifies the JWT tok into *claims (the caller frees them with
+ * push_jwt_claims_free); on failure answers id and disconnects. Returns 0
+ * or -1. (connect.c) */
+int push_check_token(push_client *c, uint64_t id, push_json tok,
+                     push_jwt_claims *claims);
+/* May c subscribe to channel of namespace ns? Its claims, or the
+ * subscription token (whose exp goes to *exp; 0 when none was needed).
+ * Returns 1 or 0. (commands.c) */
+int push_may_subscribe_exp(push_client *c, const push_ns *ns,
+                           const char *channel, push_json token, int64_t *exp);
 /* Sets the exp of c's subscription to channel (a subscription token's). */
 void push_client_set_sub_exp(push_client *c, const char *channel, int64_t exp);
 
