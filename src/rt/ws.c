@@ -37,6 +37,7 @@
 static void ws_finish(herald_ws *ws);
 static void ws_arm_open_timers(herald_ws *ws);
 static void ws_ready(herald_ws *ws, uint32_t events);
+static void ws_recv(herald_ws *ws, uint8_t *data, long res);
 static void ws_timer(herald_ws *ws, uint64_t now);
 static void ws_resume(herald_ws *ws);
 static void ws_free(herald_ws *ws);
@@ -44,6 +45,7 @@ static void ws_free(herald_ws *ws);
 /* How the loop reaches its connections (loop_conn_ops). */
 static const loop_conn_ops ws_loop_ops = {
     .ready = ws_ready,
+    .recv = ws_recv,
     .timer = ws_timer,
     .flush = herald__ws_flush,
     .resume = ws_resume,
@@ -579,6 +581,95 @@ static void ws_read(herald_ws *ws) {
     if (!ws_read_again(ws, (size_t)n, READ_BUFFER_SIZE - have, &total)) {
       return;
     }
+  }
+}
+
+/* Processes input in[0..len) read by the caller, which stays valid until
+ * the call returns, then writes what it made: the round of ws_read after
+ * its read. */
+static void ws_take_input(herald_ws *ws, uint8_t *in, size_t len) {
+  herald_loop *loop = ws->loop;
+  loop->reading = ws;
+  herald__ws_process(ws, in, len);
+  if (!(ws->flags & WS_DEAD)) {
+    herald__ws_flush(ws);
+  }
+  loop->reading = NULL;
+  if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
+    herald__ws_abort(ws, "out of memory");
+  }
+}
+
+/* Adds data[0..len) after the input kept for later (reading is paused). */
+static int ws_append_tail(herald_ws *ws, const uint8_t *data, size_t len) {
+  ws_cold *k = herald__ws_cold(ws);
+  if (k == NULL) {
+    return -1;
+  }
+  if (k->tail_len + len > k->tail_cap) {
+    uint8_t *t = realloc(k->tail, k->tail_len + len);
+    if (t == NULL) {
+      return -1;
+    }
+    k->tail = t;
+    k->tail_cap = k->tail_len + len;
+  }
+  memcpy(k->tail + k->tail_len, data, len);
+  k->tail_len += len;
+  return 0;
+}
+
+/* io_uring (loop_conn_ops.recv): a receive of a plain connection completed
+ * with res bytes at data, the peer's FIN (0), or an error. The bytes are
+ * processed where they lie unless input is kept from before; then they
+ * join it in the read buffer. Bytes that arrive after reading was paused
+ * (before the receive's cancel took effect) are kept for the resume. */
+static void ws_recv(herald_ws *ws, uint8_t *data, long res) {
+  if (res <= 0) {
+    if (res == 0 && !(ws->flags & WS_SHUTDOWN)) {
+      ws_on_eof(ws);
+    } else if (res == 0) {
+      ws_finish(ws); /* the FIN the lingering close waited for */
+    } else {
+      herald__ws_abort(ws, (ws->flags & WS_SHUTDOWN) ? NULL : "read failed");
+    }
+    return;
+  }
+  size_t n = (size_t)res;
+  if (ws->flags & WS_SHUTDOWN) {
+    return; /* lingering: discarded */
+  }
+  if (ws->flags & WS_READ_PAUSED) {
+    if (ws_append_tail(ws, data, n) != 0) {
+      herald__ws_abort(ws, "out of memory");
+    }
+    return;
+  }
+  herald_loop *loop = ws->loop;
+  ws->last_rx = (uint32_t)herald__now(loop);
+  while (n > 0 && !(ws->flags & (WS_DEAD | WS_READ_PAUSED))) {
+    if (ws->cold == NULL || ws->cold->tail_len == 0) {
+      loop->rin = data;
+      loop->rin_len = n;
+      ws_take_input(ws, data, n);
+      loop->rin = loop->rbuf;
+      loop->rin_len = READ_BUFFER_SIZE;
+      return;
+    }
+    uint8_t *buf = loop->rbuf;
+    size_t have = ws_copy_tail(ws, buf);
+    size_t take = READ_BUFFER_SIZE - have < n ? READ_BUFFER_SIZE - have : n;
+    if (take == 0) {
+      herald__ws_abort(ws, "input not consumed");
+      return;
+    }
+    memcpy(buf + have, data, take);
+    data += take;
+    n -= take;
+    ws_take_input(ws, buf, have + take);
+  }
+  if (n > 0 && !(ws->flags & WS_DEAD) && ws_append_tail(ws, data, n) != 0) {
+    herald__ws_abort(ws, "out of memory");
   }
 }
 
