@@ -67,7 +67,8 @@ static int take_io_backend(int *argc, char **argv) {
   return 0;
 }
 
-/* Servers say which backend their loops run (stderr). */
+/* The echo server says which backend its loops run (stderr; herald serve
+ * logs it in its own format, serve.c). */
 static void log_io_backend(const char *cmd) {
   herald_io_backend b = herald_io_backend_resolve(HERALD_IO_DEFAULT);
   fprintf(stderr, "herald %s: io backend %s\n", cmd, herald_io_backend_name(b));
@@ -88,11 +89,9 @@ int main(int argc, char **argv) {
   }
   if (argc < 2 || argv[1][0] == '-') {
     /* `herald` and `herald --listen ...` run the push server. */
-    log_io_backend("serve");
     return herald_cmd_serve(argc, argv);
   }
   if (strcmp(argv[1], "serve") == 0) {
-    log_io_backend("serve");
     return herald_cmd_serve(argc - 1, argv + 1);
   }
   if (argc >= 2 && strcmp(argv[1], "echo") == 0) {

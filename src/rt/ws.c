@@ -38,6 +38,7 @@ static void ws_finish(herald_ws *ws);
 static void ws_arm_open_timers(herald_ws *ws);
 static void ws_ready(herald_ws *ws, uint32_t events);
 static void ws_recv(herald_ws *ws, uint8_t *data, long res);
+static void ws_feed(herald_ws *ws, uint8_t *data, size_t n);
 static void ws_timer(herald_ws *ws, uint64_t now);
 static void ws_resume(herald_ws *ws);
 static void ws_free(herald_ws *ws);
@@ -645,8 +646,16 @@ static void ws_recv(herald_ws *ws, uint8_t *data, long res) {
     }
     return;
   }
+  ws->last_rx = (uint32_t)herald__now(ws->loop);
+  ws_feed(ws, data, n);
+}
+
+/* Processes data[0..n), which is not the read buffer's and stays valid
+ * until the call returns: where it lies when no input is kept from before,
+ * else joined to that input in the read buffer, a buffer's worth at a time.
+ * What a pause leaves unprocessed is kept. */
+static void ws_feed(herald_ws *ws, uint8_t *data, size_t n) {
   herald_loop *loop = ws->loop;
-  ws->last_rx = (uint32_t)herald__now(loop);
   while (n > 0 && !(ws->flags & (WS_DEAD | WS_READ_PAUSED))) {
     if (ws->cold == NULL || ws->cold->tail_len == 0) {
       loop->rin = data;
@@ -889,10 +898,15 @@ static void ws_resume(herald_ws *ws) {
   ws->flags &= (uint16_t)~WS_READ_PAUSED;
   herald__ws_update_events(ws);
   if (ws->cold && ws->cold->tail_len && !ws->tls) {
-    uint8_t *buf = ws->loop->rbuf;
-    size_t n = ws_copy_tail(ws, buf);
-    ws->cold->tail_len = 0;
-    herald__ws_process(ws, buf, n);
+    /* The kept input, taken out of the cold part: with io_uring it may be
+     * more than the read buffer holds. */
+    ws_cold *k = ws->cold;
+    uint8_t *kept = k->tail;
+    size_t n = k->tail_len;
+    k->tail = NULL;
+    k->tail_len = k->tail_cap = 0;
+    ws_feed(ws, kept, n);
+    free(kept);
   } else if (ws->tls) {
     /* The drain starts with the kept plaintext, then decrypts the rest. */
     int r = ws_tls_drain(ws);
