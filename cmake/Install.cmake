@@ -285,7 +285,7 @@ set(CPACK_DEBIAN_LIBHERALD0_PACKAGE_CONTROL_EXTRA ${HERALD_DEB_DIR}/triggers)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_NAME libherald-dev)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_DEPENDS
-    "libherald0 (= ${HERALD_DEB_VERSION}), libuv1-dev, libssl-dev, zlib1g-dev")
+    "libherald0 (= ${HERALD_DEB_VERSION}), libuv1-dev, liburing-dev, libssl-dev, zlib1g-dev")
 set(CPACK_DEBIAN_LIBHERALD-DEV_DESCRIPTION
     "WebSocket (RFC 6455) library: development files
 Headers, static libraries, pkg-config files (herald, herald-core), the CMake
