@@ -67,7 +67,7 @@ target_include_directories(herald_rt_objects
                            PUBLIC ${HERALD_PUBLIC_INCLUDES}
                            PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(herald_rt_objects PRIVATE ZLIB::ZLIB PkgConfig::LIBUV
-                      OpenSSL::SSL OpenSSL::Crypto Threads::Threads)
+                      PkgConfig::LIBURING OpenSSL::SSL OpenSSL::Crypto Threads::Threads)
 
 set_target_properties(herald_core_objects herald_rt_objects PROPERTIES
   POSITION_INDEPENDENT_CODE ON
@@ -86,8 +86,9 @@ add_library(herald_shared SHARED $<TARGET_OBJECTS:herald_core_objects>
 add_library(herald_static STATIC $<TARGET_OBJECTS:herald_core_objects>
                                  $<TARGET_OBJECTS:herald_rt_objects>)
 foreach(t herald_shared herald_static)
-  target_link_libraries(${t} PRIVATE ZLIB::ZLIB PkgConfig::LIBUV OpenSSL::SSL
-                        OpenSSL::Crypto Threads::Threads)
+  target_link_libraries(${t} PRIVATE ZLIB::ZLIB PkgConfig::LIBUV
+                        PkgConfig::LIBURING OpenSSL::SSL OpenSSL::Crypto
+                        Threads::Threads)
 endforeach()
 
 foreach(t herald_core_shared herald_core_static herald_shared herald_static)

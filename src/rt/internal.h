@@ -141,6 +141,12 @@ struct herald_ws {
   ws_cold *cold;  /* NULL: nothing cold held */
 };
 
+#if UINTPTR_MAX == UINT64_MAX
+/* An idle connection's cost must not grow, with either backend. */
+_Static_assert(sizeof(io_item) == 8, "io_item grew");
+_Static_assert(sizeof(struct herald_ws) == 136, "herald_ws grew");
+#endif
+
 /* What a loop calls in the connections it runs (ws.c), so that loop.c
  * depends on no other file of the runtime: ws.c puts its table in every
  * loop it makes a connection on (herald__ws_new), before the loop can meet
