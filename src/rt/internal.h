@@ -18,9 +18,13 @@ typedef struct io_item {
   uint8_t kind;
   uint8_t events; /* connections: epoll events registered, EV_IN | EV_OUT;
                      others, io_uring only: the events wanted */
-  uint8_t armed;  /* io_uring only: requests in flight (uring.c, UR_*) */
+  uint8_t armed;  /* io_uring only: requests in flight (uring.c, A_*) */
   uint8_t spare;
 } io_item;
+
+/* io_item.armed: a connection's send is in flight in the ring; its output
+ * must wait for it (the rest of io_item.armed is uring.c's). */
+#define IO_SENDING 64
 
 /* Timer wheel: one libuv timer per loop ticks every WHEEL_TICK_MS; each
  * connection sits in at most one slot, keyed by its next deadline. */
@@ -157,6 +161,7 @@ typedef struct loop_conn_ops {
    * peer's FIN (0) or an error (-errno). data is the loop's until the call
    * returns. */
   void (*recv)(herald_ws *ws, uint8_t *data, long res);
+  void (*write_failed)(herald_ws *ws);        /* io_uring: a send failed */
   void (*timer)(herald_ws *ws, uint64_t now); /* its wheel deadline came */
   void (*flush)(herald_ws *ws);               /* it is on the dirty list */
   void (*resume)(herald_ws *ws); /* it is on the resume list, alive */
@@ -252,6 +257,11 @@ int herald__uring_available(void);
 /* Whether a reaped connection must wait for requests still in flight; the
  * last completion frees it then. */
 int herald__uring_hold(herald_loop *loop, herald_ws *ws);
+/* Flushes a plain connection's output through the ring: copied out of the
+ * core's queue and sent with the next submit. Returns 0 when that is done
+ * or waits for the send in flight, 1 when the caller must write it itself
+ * (no output, more than a chunk holds, or out of memory). */
+int herald__uring_send(herald_ws *ws);
 void herald__wheel_remove(herald_ws *ws);
 void herald__mark_dirty(herald_ws *ws);
 

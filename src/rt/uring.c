@@ -4,14 +4,16 @@
  *
  * What it replaces, and what it keeps:
  *   - A plain connection receives with one multishot recv into the loop's
- *     provided buffer ring (URING_BUFS buffers of URING_BUF_SIZE bytes,
- *     shared by every connection of the loop: an idle connection holds
- *     none). Each completion is delivered to ws.c (loop_conn_ops.recv) and
- *     the buffer goes back to the ring at once. There is no read() at all.
- *   - Writes stay synchronous: one sendmsg() per connection per pass, as
- *     with epoll, so the core's output queue, borrowed payloads and
- *     backpressure behave the same. A connection the kernel could not take
- *     everything from gets a one-shot POLLOUT.
+ *     provided buffer ring (4 MiB, shared by every connection of the loop:
+ *     an idle connection holds none; consumed incrementally where the
+ *     kernel can). Each completion is delivered to ws.c
+ *     (loop_conn_ops.recv) and the buffer goes back to the ring as soon as
+ *     the kernel is done with it. There is no read() at all.
+ *   - Output of up to URING_SEND_MAX bytes is copied out of the core's
+ *     queue into a send chunk and sent with the next submit, one send in
+ *     flight per connection; larger output goes out with sendmsg() at once
+ *     as with epoll (and a one-shot POLLOUT when the kernel is full). The
+ *     core's backpressure and drain see the bytes in flight as written.
  *   - Everything else that epoll watched (listeners, libuv's backend fd,
  *     TLS connections, a client's connect) gets a one-shot poll, armed
  *     again after each completion while it is still wanted: level-triggered
@@ -41,31 +43,70 @@
 
 #define URING_ENTRIES 1024     /* submission queue */
 #define URING_CQ_ENTRIES 16384 /* completion queue */
-#define URING_BUFS 256         /* provided buffers per loop */
+/* The loop's provided buffers: 4 MiB. With incremental consumption (Linux
+ * 6.12) a receive takes only the bytes it needs from a buffer, so a few
+ * large ones serve small and large messages alike: URING_BUFS_INC of
+ * URING_BUF_SIZE_INC. Without it every receive takes a whole buffer, so
+ * more, smaller ones: URING_BUFS of URING_BUF_SIZE. */
+#define URING_POOL_BYTES (4u << 20)
+#define URING_BUF_SIZE_INC (128 * 1024)
+#define URING_BUFS_INC (URING_POOL_BYTES / URING_BUF_SIZE_INC)
 #define URING_BUF_SIZE (16 * 1024)
+#define URING_BUFS (URING_POOL_BYTES / URING_BUF_SIZE)
 #define URING_BGID 0
+/* Not in liburing 2.3's headers: the kernel's values. */
+#ifndef IOU_PBUF_RING_INC
+#define IOU_PBUF_RING_INC 2
+#endif
+#ifndef IORING_CQE_F_BUF_MORE
+#define IORING_CQE_F_BUF_MORE (1U << 4)
+#endif
 #define URING_BATCH 1024 /* completions delivered per pass at most */
+/* Output up to this size is copied into a send chunk and sent through the
+ * ring with the next submit; more goes out with sendmsg() at once, as with
+ * epoll (a copy of a large message costs more than the call it saves). */
+#define URING_SEND_MAX (16 * 1024)
+#define URING_SEND_POOL 64 /* free chunks a loop keeps */
 
-/* user_data tags (low 3 bits). 0 is ours and carries nothing (cancels). */
-enum { T_IN = 1, T_OUT = 2, T_RECV = 3 };
+/* user_data tags (low 3 bits). 0 is ours and carries nothing (cancels).
+ * T_SEND carries a send_chunk, the others an io_item. */
+enum { T_IN = 1, T_OUT = 2, T_RECV = 3, T_SEND = 4 };
 
 /* io_item.armed */
 enum {
-  A_IN = 1,          /* one-shot POLLIN in flight */
-  A_OUT = 2,         /* one-shot POLLOUT in flight */
-  A_RECV = 4,        /* multishot recv in flight */
-  A_RECV_CANCEL = 8, /* ... and its cancel was sent */
-  A_HELD = 16,       /* reaped: freed when nothing is in flight */
-  A_EOF = 32         /* the peer's FIN came while reading was paused */
+  A_IN = 1,           /* one-shot POLLIN in flight */
+  A_OUT = 2,          /* one-shot POLLOUT in flight */
+  A_RECV = 4,         /* multishot recv in flight */
+  A_RECV_CANCEL = 8,  /* ... and its cancel was sent */
+  A_HELD = 16,        /* reaped: freed when nothing is in flight */
+  A_EOF = 32,         /* the peer's FIN came while reading was paused */
+  A_SEND = IO_SENDING /* a send in flight (internal.h: ws.c tests it) */
 };
-#define A_INFLIGHT (A_IN | A_OUT | A_RECV)
+#define A_INFLIGHT (A_IN | A_OUT | A_RECV | A_SEND)
+
+/* The bytes of one send in flight: the connection's output copied out of
+ * the core's queue (which may move it), kept until the send completes. */
+typedef struct send_chunk {
+  herald_ws *ws;
+  struct send_chunk *next; /* the loop's free list */
+  uint32_t len, off;       /* bytes in data, bytes sent so far */
+  uint8_t data[URING_SEND_MAX];
+} send_chunk;
 
 struct loop_uring {
   struct io_uring ring;
   struct io_uring_buf_ring *br;
   uint8_t *bufs;
   herald_ws *held; /* reaped connections waiting for completions */
+  send_chunk *free_chunks;
+  int nfree;
+  int inc;                  /* buffers consumed incrementally */
+  unsigned nbufs;           /* URING_BUFS_INC or URING_BUFS */
+  size_t buf_size;          /* URING_BUF_SIZE_INC or URING_BUF_SIZE */
+  uint32_t off[URING_BUFS]; /* inc: bytes of each buffer delivered so far */
 };
+
+static void release_held(herald_loop *loop, herald_ws *ws);
 
 static uint64_t ud_of(io_item *io, unsigned tag) {
   return (uint64_t)(uintptr_t)io | tag;
@@ -174,6 +215,114 @@ void herald__uring_unwatch(herald_loop *loop, io_item *io) {
     cancel(u, io, T_RECV);
     io->armed |= A_RECV_CANCEL;
   }
+  if ((io->armed & A_SEND) && io->fd >= 0) {
+    /* A send's user_data is its chunk, which only the ring knows: cancel
+     * by descriptor, submitted now, while the descriptor is still this
+     * socket's (the caller closes it next). A send to a peer that reads
+     * nothing would otherwise hold the connection for ever. */
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (sqe) {
+      io_uring_prep_cancel_fd(sqe, io->fd, IORING_ASYNC_CANCEL_ALL);
+      io_uring_sqe_set_data64(sqe, 0);
+      io_uring_submit(&u->ring);
+    }
+  }
+}
+
+/* ---- sends -------------------------------------------------------------- */
+
+static void chunk_put(struct loop_uring *u, send_chunk *c) {
+  if (u->nfree >= URING_SEND_POOL) {
+    free(c);
+    return;
+  }
+  c->next = u->free_chunks;
+  u->free_chunks = c;
+  u->nfree++;
+}
+
+static void submit_send(struct loop_uring *u, send_chunk *c) {
+  herald_ws *ws = c->ws;
+  struct io_uring_sqe *sqe = get_sqe(u);
+  if (sqe == NULL) {
+    chunk_put(u, c);
+    ws->io.armed &= (uint8_t)~A_SEND;
+    return;
+  }
+  io_uring_prep_send(sqe, ws->io.fd, c->data + c->off, c->len - c->off,
+                     MSG_NOSIGNAL);
+  io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | T_SEND);
+  ws->io.armed |= A_SEND;
+}
+
+int herald__uring_send(herald_ws *ws) {
+  if (ws->io.armed & A_SEND) {
+    return 0; /* its completion flushes again */
+  }
+  size_t total = herald_conn_output_size(ws->conn);
+  if (total == 0 || total > URING_SEND_MAX) {
+    return 1; /* nothing (the caller's loop clears its flags), or large */
+  }
+  struct loop_uring *u = ws->loop->ur;
+  send_chunk *c = u->free_chunks;
+  if (c) {
+    u->free_chunks = c->next;
+    u->nfree--;
+  } else if ((c = malloc(sizeof(*c))) == NULL) {
+    return 1;
+  }
+  c->ws = ws;
+  c->len = c->off = 0;
+  struct iovec iov[64];
+  int cnt;
+  while ((cnt = herald_conn_output(ws->conn, iov, 64)) > 0) {
+    size_t n = 0;
+    for (int i = 0; i < cnt && c->len + iov[i].iov_len <= URING_SEND_MAX; i++) {
+      memcpy(c->data + c->len, iov[i].iov_base, iov[i].iov_len);
+      c->len += (uint32_t)iov[i].iov_len;
+      n += iov[i].iov_len;
+    }
+    if (n == 0) {
+      break; /* a pong the output just added went over: next send */
+    }
+    herald_conn_output_consumed(ws->conn, n);
+  }
+  if (c->len == 0) {
+    chunk_put(u, c);
+    return 1;
+  }
+  submit_send(u, c);
+  return 0;
+}
+
+/* A send completed: the rest of a short one goes next, else the output
+ * queued meanwhile is flushed. */
+static void send_done(herald_loop *loop, send_chunk *c, int res) {
+  struct loop_uring *u = loop->ur;
+  herald_ws *ws = c->ws;
+  ws->io.armed &= (uint8_t)~A_SEND;
+  if (ws->io.armed & A_HELD) {
+    chunk_put(u, c);
+    if (!(ws->io.armed & A_INFLIGHT)) {
+      release_held(loop, ws);
+    }
+    return;
+  }
+  if (ws->flags & WS_DEAD) {
+    chunk_put(u, c);
+    return;
+  }
+  if (res > 0 && c->off + (uint32_t)res < c->len) {
+    c->off += (uint32_t)res;
+    submit_send(u, c);
+    return;
+  }
+  chunk_put(u, c);
+  if (res < 0) {
+    loop->conn_ops->write_failed(ws);
+    return;
+  }
+  loop->conn_ops->flush(ws);
 }
 
 int herald__uring_hold(herald_loop *loop, herald_ws *ws) {
@@ -205,9 +354,9 @@ static void release_held(herald_loop *loop, herald_ws *ws) {
 }
 
 static void give_back(struct loop_uring *u, unsigned bid) {
-  io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * URING_BUF_SIZE,
-                        URING_BUF_SIZE, (unsigned short)bid,
-                        io_uring_buf_ring_mask(URING_BUFS), 0);
+  io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size,
+                        (unsigned)u->buf_size, (unsigned short)bid,
+                        io_uring_buf_ring_mask(u->nbufs), 0);
   io_uring_buf_ring_advance(u->br, 1);
 }
 
@@ -219,14 +368,29 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
   if (tag == 0) {
     return 0;
   }
-  io_item *io = (io_item *)(uintptr_t)(ud & ~(uint64_t)7);
   int res = cqe->res;
+  if (tag == T_SEND) {
+    send_done(loop, (send_chunk *)(uintptr_t)(ud & ~(uint64_t)7), res);
+    return 0;
+  }
+  io_item *io = (io_item *)(uintptr_t)(ud & ~(uint64_t)7);
   int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
   uint8_t *data = NULL;
   int bid = -1;
   if (cqe->flags & IORING_CQE_F_BUFFER) {
     bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-    data = u->bufs + (size_t)bid * URING_BUF_SIZE;
+    data = u->bufs + (size_t)bid * u->buf_size;
+    if (u->inc) {
+      /* The bytes follow those this buffer delivered before; while the
+       * kernel goes on filling it, it is not ours to give back. */
+      data += u->off[bid];
+      if (cqe->flags & IORING_CQE_F_BUF_MORE) {
+        u->off[bid] += res > 0 ? (uint32_t)res : 0;
+        bid = -1;
+      } else {
+        u->off[bid] = 0;
+      }
+    }
   }
   if (!more) {
     io->armed &= (uint8_t) ~(tag == T_IN    ? A_IN
@@ -439,7 +603,7 @@ int herald__uring_new(herald_loop *loop) {
   size_t rsz = URING_BUFS * sizeof(struct io_uring_buf);
   void *brmem = NULL;
   if (posix_memalign(&brmem, 4096, rsz) != 0 ||
-      (u->bufs = malloc((size_t)URING_BUFS * URING_BUF_SIZE)) == NULL) {
+      (u->bufs = malloc(URING_POOL_BYTES)) == NULL) {
     free(brmem);
     io_uring_queue_exit(&u->ring);
     free(u);
@@ -447,10 +611,25 @@ int herald__uring_new(herald_loop *loop) {
   }
   memset(brmem, 0, rsz);
   u->br = brmem;
+  /* Incremental consumption first (the flags field is liburing 2.3's
+   * "pad"); an older kernel refuses the flag. */
   struct io_uring_buf_reg reg = {.ring_addr = (uintptr_t)brmem,
-                                 .ring_entries = URING_BUFS,
-                                 .bgid = URING_BGID};
+                                 .ring_entries = URING_BUFS_INC,
+                                 .bgid = URING_BGID,
+                                 .pad = IOU_PBUF_RING_INC};
   rv = io_uring_register_buf_ring(&u->ring, &reg, 0);
+  u->inc = rv == 0;
+  u->nbufs = URING_BUFS_INC;
+  u->buf_size = URING_BUF_SIZE_INC;
+  if (rv != 0) {
+    memset(&reg, 0, sizeof(reg));
+    reg.ring_addr = (uintptr_t)brmem;
+    reg.ring_entries = URING_BUFS;
+    reg.bgid = URING_BGID;
+    u->nbufs = URING_BUFS;
+    u->buf_size = URING_BUF_SIZE;
+    rv = io_uring_register_buf_ring(&u->ring, &reg, 0);
+  }
   if (rv != 0) {
     free(u->bufs);
     free(brmem);
@@ -459,12 +638,12 @@ int herald__uring_new(herald_loop *loop) {
     return rv;
   }
   io_uring_buf_ring_init(u->br);
-  for (unsigned i = 0; i < URING_BUFS; i++) {
-    io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * URING_BUF_SIZE,
-                          URING_BUF_SIZE, (unsigned short)i,
-                          io_uring_buf_ring_mask(URING_BUFS), (int)i);
+  for (unsigned i = 0; i < u->nbufs; i++) {
+    io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * u->buf_size,
+                          (unsigned)u->buf_size, (unsigned short)i,
+                          io_uring_buf_ring_mask(u->nbufs), (int)i);
   }
-  io_uring_buf_ring_advance(u->br, URING_BUFS);
+  io_uring_buf_ring_advance(u->br, (int)u->nbufs);
   loop->ur = u;
   return 0;
 }
@@ -485,6 +664,11 @@ void herald__uring_del(herald_loop *loop) {
     release_held(loop, ws);
   }
   io_uring_queue_exit(&u->ring);
+  while (u->free_chunks) {
+    send_chunk *c = u->free_chunks;
+    u->free_chunks = c->next;
+    free(c);
+  }
   free(u->br);
   free(u->bufs);
   free(u);

@@ -42,11 +42,13 @@ static void ws_feed(herald_ws *ws, uint8_t *data, size_t n);
 static void ws_timer(herald_ws *ws, uint64_t now);
 static void ws_resume(herald_ws *ws);
 static void ws_free(herald_ws *ws);
+static void ws_write_failed(herald_ws *ws);
 
 /* How the loop reaches its connections (loop_conn_ops). */
 static const loop_conn_ops ws_loop_ops = {
     .ready = ws_ready,
     .recv = ws_recv,
+    .write_failed = ws_write_failed,
     .timer = ws_timer,
     .flush = herald__ws_flush,
     .resume = ws_resume,
@@ -246,6 +248,10 @@ void herald__ws_flush(herald_ws *ws) {
       herald__ws_abort(ws, why);
       return;
     }
+  } else if (ws->loop->ur && herald__uring_send(ws) == 0) {
+    /* Sent through the ring with the next submit (or after the send in
+     * flight): the kernel waits for room itself, no POLLOUT needed. */
+    ws->flags &= (uint16_t)~WS_WANT_WRITE;
   } else {
     struct iovec iov[MAX_IOV];
     for (;;) {
@@ -301,9 +307,14 @@ void herald__ws_flush(herald_ws *ws) {
     }
   }
   if (!(ws->flags & WS_DEAD) && herald_conn_done(ws->conn) &&
-      (ws->tls == NULL || herald__tls_pending(ws) == 0)) {
+      (ws->tls == NULL || herald__tls_pending(ws) == 0) &&
+      !(ws->io.armed & IO_SENDING)) {
     ws_shutdown_write(ws);
   }
+}
+
+static void ws_write_failed(herald_ws *ws) {
+  herald__ws_abort(ws, "write failed");
 }
 
 /* ---- timers ------------------------------------------------------------- */
