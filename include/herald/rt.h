@@ -97,7 +97,10 @@ typedef enum herald_io_backend {
   HERALD_IO_URING = 2, /* io_uring: multishot receives into a buffer ring
                           shared by the loop, sendmsg() per socket; needs
                           Linux 6.0 */
-  HERALD_IO_AUTO = 3   /* io_uring when the kernel runs it, else epoll */
+  /* The default choice: for now epoll. io_uring is opt-in until it is as
+   * cheap as epoll on every shape (docs/performance.md); then auto will
+   * run it when the kernel allows and fall back to epoll. */
+  HERALD_IO_AUTO = 3
 } herald_io_backend;
 
 /* Parses "epoll", "io_uring" (or "uring") and "auto". Returns 0, or
@@ -114,9 +117,9 @@ HERALD_API const char *herald_io_backend_name(herald_io_backend b);
 HERALD_API void herald_io_backend_set_default(herald_io_backend b);
 
 /* What a loop made with b would run: HERALD_IO_EPOLL or HERALD_IO_URING.
- * HERALD_IO_DEFAULT and HERALD_IO_AUTO are resolved (the kernel is probed
- * once per process); HERALD_IO_URING is returned as asked even when the
- * kernel cannot run it (the loop's creation fails then). Thread-safe. */
+ * HERALD_IO_DEFAULT and HERALD_IO_AUTO are resolved; HERALD_IO_URING is
+ * returned as asked even when the kernel cannot run it (the loop's creation
+ * fails then). Thread-safe. */
 HERALD_API herald_io_backend herald_io_backend_resolve(herald_io_backend b);
 
 /* Creates a loop. uv: an existing libuv loop to attach to (the caller runs
@@ -129,7 +132,7 @@ HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop);
  * HERALD_ERR_NOMEM, HERALD_ERR_INVALID_ARG (not a herald_io_backend), a
  * UV_E* code, or, for HERALD_IO_URING on a kernel that cannot run it, the
  * negative errno of what failed (UV_ENOSYS, UV_EPERM when io_uring is
- * disabled, ...); HERALD_IO_AUTO falls back to epoll instead. */
+ * disabled, ...); HERALD_IO_AUTO never fails for that. */
 HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
                                        herald_io_backend backend);
 

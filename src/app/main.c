@@ -31,9 +31,9 @@ static void usage(FILE *out) {
                "  --io-backend epoll|io_uring|auto\n"
                "              how every command's loops do socket I/O "
                "(default: auto,\n"
-               "              or $HERALD_IO_BACKEND): auto runs io_uring "
-               "when the kernel\n"
-               "              allows it, else epoll; servers log which one "
+               "              or $HERALD_IO_BACKEND); auto is epoll for "
+               "now (io_uring is\n"
+               "              opt-in, Linux 6.0+); servers log which one "
                "runs\n");
 }
 

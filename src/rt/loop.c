@@ -30,8 +30,10 @@
 #include "rt/internal.h"
 
 /* What HERALD_IO_AUTO picks when the kernel runs io_uring: 1 io_uring, 0
- * epoll (io_uring only when asked for by name). */
-#define HERALD_IO_AUTO_RESOLVES_URING 1
+ * epoll (io_uring only when asked for by name). 0 for now: io_uring is not
+ * yet as cheap as epoll on every shape (64 KiB echoes cost 1.4-1.5 times
+ * the CPU; docs/performance.md), so it is opt-in. */
+#define HERALD_IO_AUTO_RESOLVES_URING 0
 
 void herald__loop_ref(herald_loop *loop, int delta) {
   size_t before = loop->nconns;
