@@ -241,14 +241,8 @@ static void chunk_put(struct loop_uring *u, send_chunk *c) {
   u->nfree++;
 }
 
-static void submit_send(struct loop_uring *u, send_chunk *c) {
+static void submit_send(send_chunk *c, struct io_uring_sqe *sqe) {
   herald_ws *ws = c->ws;
-  struct io_uring_sqe *sqe = get_sqe(u);
-  if (sqe == NULL) {
-    chunk_put(u, c);
-    ws->io.armed &= (uint8_t)~A_SEND;
-    return;
-  }
   io_uring_prep_send(sqe, ws->io.fd, c->data + c->off, c->len - c->off,
                      MSG_NOSIGNAL);
   io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)c | T_SEND);
@@ -264,11 +258,17 @@ int herald__uring_send(herald_ws *ws) {
     return 1; /* nothing (the caller's loop clears its flags), or large */
   }
   struct loop_uring *u = ws->loop->ur;
+  struct io_uring_sqe *sqe = get_sqe(u); /* first: nothing to undo then */
+  if (sqe == NULL) {
+    return 1;
+  }
   send_chunk *c = u->free_chunks;
   if (c) {
     u->free_chunks = c->next;
     u->nfree--;
   } else if ((c = malloc(sizeof(*c))) == NULL) {
+    io_uring_prep_nop(sqe); /* the entry is taken: make it harmless */
+    io_uring_sqe_set_data64(sqe, 0);
     return 1;
   }
   c->ws = ws;
@@ -289,9 +289,11 @@ int herald__uring_send(herald_ws *ws) {
   }
   if (c->len == 0) {
     chunk_put(u, c);
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data64(sqe, 0);
     return 1;
   }
-  submit_send(u, c);
+  submit_send(c, sqe);
   return 0;
 }
 
@@ -314,8 +316,12 @@ static void send_done(herald_loop *loop, send_chunk *c, int res) {
   }
   if (res > 0 && c->off + (uint32_t)res < c->len) {
     c->off += (uint32_t)res;
-    submit_send(u, c);
-    return;
+    struct io_uring_sqe *sqe = get_sqe(u);
+    if (sqe) {
+      submit_send(c, sqe);
+      return;
+    }
+    res = -ENOMEM; /* the rest cannot go: the stream would have a hole */
   }
   chunk_put(u, c);
   if (res < 0) {

@@ -867,7 +867,10 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
         uint16_t code = herald_err_close_code(rv);
         ws->close_code = code ? code : HERALD_CLOSE_ABNORMAL;
       }
-      if (herald_conn_output_size(ws->conn) == 0) {
+      /* Bytes in a ring send (io_uring) are gone from the core's count
+       * but not yet written: they are the answer too. */
+      if (herald_conn_output_size(ws->conn) == 0 &&
+          !(ws->io.armed & IO_SENDING)) {
         herald__ws_abort(ws, herald_conn_error_reason(ws->conn));
       } else {
         uint32_t grace = ws->limits->close_timeout_ms;
