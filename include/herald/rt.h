@@ -273,7 +273,9 @@ HERALD_API int herald_ws_ping(herald_ws *ws, const void *data, size_t len);
 HERALD_API int herald_ws_close(herald_ws *ws, uint16_t code, const char *reason,
                                size_t reasonlen);
 
-/* Bytes queued and not yet written. */
+/* Bytes queued and not yet written. On an io_uring loop, up to 16 KiB
+ * handed to the kernel in a send that has not completed yet count as
+ * written. */
 HERALD_API size_t herald_ws_buffered(const herald_ws *ws);
 
 /* Flow control of input. herald_ws_pause_read() stops reading the
