@@ -66,7 +66,6 @@
  * ring with the next submit; more goes out with sendmsg() at once, as with
  * epoll (a copy of a large message costs more than the call it saves). */
 #define URING_SEND_MAX (16 * 1024)
-#define URING_SEND_POOL 64 /* free chunks a loop keeps */
 
 /* user_data tags (low 3 bits). 0 is ours and carries nothing (cancels).
  * T_SEND carries a send_chunk, the others an io_item. */
@@ -85,21 +84,21 @@ enum {
 #define A_INFLIGHT (A_IN | A_OUT | A_RECV | A_SEND)
 
 /* The bytes of one send in flight: the connection's output copied out of
- * the core's queue (which may move it), kept until the send completes. */
+ * the core's queue (which may move it), kept until the send completes.
+ * Allocated to the size of the output: a pool of full-size chunks held up
+ * to 16 KiB per connection while a thousand handshakes were in flight, and
+ * malloc kept that memory afterwards. */
 typedef struct send_chunk {
   herald_ws *ws;
-  struct send_chunk *next; /* the loop's free list */
-  uint32_t len, off;       /* bytes in data, bytes sent so far */
-  uint8_t data[URING_SEND_MAX];
+  uint32_t len, off; /* bytes in data, bytes sent so far */
+  uint8_t data[];
 } send_chunk;
 
 struct loop_uring {
   struct io_uring ring;
   struct io_uring_buf_ring *br;
   uint8_t *bufs;
-  herald_ws *held; /* reaped connections waiting for completions */
-  send_chunk *free_chunks;
-  int nfree;
+  herald_ws *held;          /* reaped connections waiting for completions */
   int inc;                  /* buffers consumed incrementally */
   unsigned nbufs;           /* URING_BUFS_INC or URING_BUFS */
   size_t buf_size;          /* URING_BUF_SIZE_INC or URING_BUF_SIZE */
@@ -232,13 +231,8 @@ void herald__uring_unwatch(herald_loop *loop, io_item *io) {
 /* ---- sends -------------------------------------------------------------- */
 
 static void chunk_put(struct loop_uring *u, send_chunk *c) {
-  if (u->nfree >= URING_SEND_POOL) {
-    free(c);
-    return;
-  }
-  c->next = u->free_chunks;
-  u->free_chunks = c;
-  u->nfree++;
+  (void)u;
+  free(c);
 }
 
 static void submit_send(send_chunk *c, struct io_uring_sqe *sqe) {
@@ -262,11 +256,8 @@ int herald__uring_send(herald_ws *ws) {
   if (sqe == NULL) {
     return 1;
   }
-  send_chunk *c = u->free_chunks;
-  if (c) {
-    u->free_chunks = c->next;
-    u->nfree--;
-  } else if ((c = malloc(sizeof(*c))) == NULL) {
+  send_chunk *c = malloc(sizeof(*c) + total);
+  if (c == NULL) {
     io_uring_prep_nop(sqe); /* the entry is taken: make it harmless */
     io_uring_sqe_set_data64(sqe, 0);
     return 1;
@@ -277,7 +268,7 @@ int herald__uring_send(herald_ws *ws) {
   int cnt;
   while ((cnt = herald_conn_output(ws->conn, iov, 64)) > 0) {
     size_t n = 0;
-    for (int i = 0; i < cnt && c->len + iov[i].iov_len <= URING_SEND_MAX; i++) {
+    for (int i = 0; i < cnt && c->len + iov[i].iov_len <= total; i++) {
       memcpy(c->data + c->len, iov[i].iov_base, iov[i].iov_len);
       c->len += (uint32_t)iov[i].iov_len;
       n += iov[i].iov_len;
@@ -670,11 +661,6 @@ void herald__uring_del(herald_loop *loop) {
     release_held(loop, ws);
   }
   io_uring_queue_exit(&u->ring);
-  while (u->free_chunks) {
-    send_chunk *c = u->free_chunks;
-    u->free_chunks = c->next;
-    free(c);
-  }
   free(u->br);
   free(u->bufs);
   free(u);
