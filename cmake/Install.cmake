@@ -67,7 +67,7 @@ target_include_directories(herald_rt_objects
                            PUBLIC ${HERALD_PUBLIC_INCLUDES}
                            PRIVATE ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(herald_rt_objects PRIVATE ZLIB::ZLIB PkgConfig::LIBUV
-                      OpenSSL::SSL OpenSSL::Crypto Threads::Threads)
+                      PkgConfig::LIBURING OpenSSL::SSL OpenSSL::Crypto Threads::Threads)
 
 set_target_properties(herald_core_objects herald_rt_objects PROPERTIES
   POSITION_INDEPENDENT_CODE ON
@@ -86,8 +86,9 @@ add_library(herald_shared SHARED $<TARGET_OBJECTS:herald_core_objects>
 add_library(herald_static STATIC $<TARGET_OBJECTS:herald_core_objects>
                                  $<TARGET_OBJECTS:herald_rt_objects>)
 foreach(t herald_shared herald_static)
-  target_link_libraries(${t} PRIVATE ZLIB::ZLIB PkgConfig::LIBUV OpenSSL::SSL
-                        OpenSSL::Crypto Threads::Threads)
+  target_link_libraries(${t} PRIVATE ZLIB::ZLIB PkgConfig::LIBUV
+                        PkgConfig::LIBURING OpenSSL::SSL OpenSSL::Crypto
+                        Threads::Threads)
 endforeach()
 
 foreach(t herald_core_shared herald_core_static herald_shared herald_static)
@@ -285,7 +286,7 @@ set(CPACK_DEBIAN_LIBHERALD0_PACKAGE_CONTROL_EXTRA ${HERALD_DEB_DIR}/triggers)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_NAME libherald-dev)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_DEPENDS
-    "libherald0 (= ${HERALD_DEB_VERSION}), libuv1-dev, libssl-dev, zlib1g-dev")
+    "libherald0 (= ${HERALD_DEB_VERSION}), libuv1-dev, liburing-dev, libssl-dev, zlib1g-dev")
 set(CPACK_DEBIAN_LIBHERALD-DEV_DESCRIPTION
     "WebSocket (RFC 6455) library: development files
 Headers, static libraries, pkg-config files (herald, herald-core), the CMake

@@ -193,7 +193,7 @@ $cc "${cflags[@]}" "$out/core_only.c" -o "$out/pc/core_only" \
 # shellcheck disable=SC2046
 $cc "${cflags[@]}" "$out/echo_client.c" -o "$out/pc/echo_client_static" \
   $(pkg-config --cflags herald) "$libdir/libherald.a" \
-  $(pkg-config --static --libs libuv openssl zlib) -pthread
+  $(pkg-config --static --libs libuv liburing openssl zlib) -pthread
 for bin in echo_server echo_client core_only; do
   grep -q "$libdir/libherald" <<<"$(ldd "$out/pc/$bin")" ||
     fail "$bin is not linked with the installed library"

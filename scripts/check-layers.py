@@ -14,7 +14,8 @@ layers below it (include/herald/*.h) and its own headers:
          for struct iovec, sys/random.h for getrandom), compiler intrinsics
          and zlib.h. Quoted: "core/*" and "herald/core.h".
   rt     src/rt, include/herald/rt.h: the runtime. System headers: the C
-         library, POSIX and Linux, libuv and OpenSSL. Quoted: "rt/*",
+         library, POSIX and Linux, libuv and OpenSSL, and in src/rt
+         liburing. Quoted: "rt/*",
          "herald/core.h", "herald/rt.h"; never the core's private "core/*".
   push   src/push: the push server's modules. System headers: as rt, plus
          hiredis and libcurl. Quoted: public "herald/*.h" and its own
@@ -85,6 +86,7 @@ def is_posix(h):
 LIBS = {
     "zlib": lambda h: h == "zlib.h",
     "libuv": lambda h: h == "uv.h" or h.startswith("uv/"),
+    "liburing": lambda h: h == "liburing.h" or h.startswith("liburing/"),
     "OpenSSL": lambda h: h.startswith("openssl/"),
     "hiredis": lambda h: h.startswith("hiredis/"),
     "libcurl": lambda h: h.startswith("curl/"),
@@ -104,11 +106,13 @@ def system_allowed(layer, h):
                           "of POSIX only " + ", ".join(sorted(CORE_POSIX))
         return False, "the core depends on libc and zlib only" + \
             (" (this is %s)" % lib if lib else "")
+    if layer == "rt" and lib == "liburing":
+        return True, ""  # the io_uring backend, private to src/rt
     if layer in ("rt", "public"):
         if is_posix(h) or lib in ("libuv", "OpenSSL"):
             return True, ""
-        return False, "the runtime depends on libc, POSIX, libuv and " \
-                      "OpenSSL only" + (" (this is %s)" % lib if lib else "")
+        return False, "the runtime depends on libc, POSIX, libuv, " \
+                      "OpenSSL and (src/rt only) liburing only" + (" (this is %s)" % lib if lib else "")
     if layer == "push":
         if is_posix(h) or lib in ("libuv", "OpenSSL", "hiredis", "libcurl"):
             return True, ""

@@ -12,9 +12,15 @@
 # the same way, against herald, Node ws and Bun with the same options, beside
 # herald's own plain (ws://, uncompressed) figures in the same run.
 #
+# --io-backend both runs herald twice, `herald echo --io-backend epoll` and
+# `--io-backend io_uring` (herald-uring), side by side in the same run.
+# Where perf can count the raw_syscalls:sys_enter tracepoint of a process,
+# each server's syscalls per message over the measured window are shown.
+#
 # usage: bench/compare/run.sh [--variant plain|deflate|tls] [--quick]
 #                             [--runs N] [--duration S] [--warmup S]
-#                             [--only a,b] [--no-doc] [--threads N]
+#                             [--only a,b] [--io-backend both|epoll|io_uring]
+#                             [--no-doc] [--threads N]
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -28,9 +34,10 @@ WRITE_DOC=1
 QUICK=0
 VARIANT=plain
 THREADS=1
+BACKEND=""
 
 usage() {
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 
   --variant V   plain (default), deflate (every peer negotiates
@@ -39,7 +46,10 @@ usage() {
   --runs N      runs per case and server; the median is reported (3)
   --duration S  measured seconds per run (4)
   --warmup S    warm-up seconds per run, not measured (1)
-  --only LIST   servers to run, of herald,raw,lws,ws,bun (all)
+  --only LIST   servers to run, of herald,herald-uring,raw,lws,ws,bun
+                (all)
+  --io-backend B  herald's backend: epoll, io_uring, or both (herald on
+                epoll beside herald-uring); default: herald's own default
   --no-doc      do not update docs/performance.md
   --threads N   herald echo on N loops (1); above 1 nothing is pinned,
                 since the server's loops need the cores the load uses
@@ -56,6 +66,7 @@ while [ $# -gt 0 ]; do
   --duration) DURATION=$2; shift ;;
   --warmup) WARMUP=$2; shift ;;
   --only) ONLY=$2; shift ;;
+  --io-backend) BACKEND=$2; shift ;;
   --no-doc) WRITE_DOC=0 ;;
   --threads) THREADS=$2; shift ;;
   -h | --help) usage; exit 0 ;;
@@ -68,6 +79,10 @@ log() { echo "compare: $*" >&2; }
 case "$VARIANT" in
 plain | deflate | tls) ;;
 *) echo "run.sh: --variant takes plain, deflate or tls" >&2; exit 2 ;;
+esac
+case "$BACKEND" in
+"" | epoll | io_uring | both) ;;
+*) echo "run.sh: --io-backend takes epoll, io_uring or both" >&2; exit 2 ;;
 esac
 
 WORK=$(mktemp -d /tmp/herald-compare.XXXXXX)
@@ -126,6 +141,13 @@ as_root() {
 PEERS=()
 PEER_NOTE=()
 want herald && PEERS+=(herald)
+HERALD_BACKEND=()
+if [ "$BACKEND" = both ]; then
+  HERALD_BACKEND=(--io-backend epoll)
+  want herald-uring && PEERS+=(herald-uring)
+elif [ -n "$BACKEND" ]; then
+  HERALD_BACKEND=(--io-backend "$BACKEND")
+fi
 if [ "$VARIANT" != plain ]; then
   # herald's own plain figures, in the same run; no raw or lws variant.
   want herald && PEERS+=(herald-plain)
@@ -238,9 +260,11 @@ start_server() { # name: starts it, fills PID[name] and PORT[name]
   local out="$WORK/$name.log"
   case "$name" in
   herald) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
-    --threads "$THREADS" "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
+    --threads "$THREADS" "${HERALD_BACKEND[@]}" "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
+  herald-uring) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
+    --threads "$THREADS" --io-backend io_uring "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
   herald-plain) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
-    --no-deflate >"$out" 2>&1 & ;;
+    "${HERALD_BACKEND[@]}" --no-deflate >"$out" 2>&1 & ;;
   raw) "${SERVER_PIN[@]}" "$WORK/raw_echo" "$port" >"$out" 2>&1 & ;;
   lws) "${SERVER_PIN[@]}" "$WORK/lws_echo" "$port" >"$out" 2>&1 & ;;
   ws) (cd "$HERE" && exec "${SERVER_PIN[@]}" node ws_echo.js "$port") >"$out" 2>&1 & ;;
@@ -297,6 +321,19 @@ tls)
 esac
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
+# Syscalls of a server over the measured window: perf counts the
+# raw_syscalls:sys_enter tracepoint of its process (all threads), starting
+# after the warm-up. Empty when perf cannot.
+PERF_OK=0
+if command -v perf >/dev/null &&
+  perf stat -x, -e raw_syscalls:sys_enter -- true >/dev/null 2>&1; then
+  PERF_OK=1
+fi
+count_syscalls() { # pid out-file: in the background
+  [ "$PERF_OK" = 1 ] || return 0
+  ( sleep "$WARMUP"; perf stat -x, -e raw_syscalls:sys_enter -p "$1" \
+      -- sleep "$DURATION" 2>"$2" >/dev/null ) &
+}
 limit=$(python3 -c "print(int($DURATION + $WARMUP + 30))")
 for c in "${CASES[@]}"; do
   cname=${c%%|*}
@@ -314,13 +351,22 @@ for c in "${CASES[@]}"; do
         url="ws://127.0.0.1:${PORT[$s]}/"
         vopts=()
       fi
+      count_syscalls "${PID[$s]}" "$WORK/perf.out"
+      perfpid=$!
       line=$(timeout "$limit" "${LOAD_PIN[@]}" "$HERALD" bench \
         "$url" "${vopts[@]}" $opts --duration "$DURATION" \
         --warmup "$WARMUP" --server-pid "${PID[$s]}" --json 2>>"$WORK/bench.err")
       rc=$?
       [ -n "$line" ] || line=null
-      printf '{"case":"%s","server":"%s","run":%d,"rc":%d,"r":%s}\n' \
-        "$cname" "$s" "$r" "$rc" "$line" >>"$RESULTS"
+      sysc=null
+      if [ "$PERF_OK" = 1 ]; then
+        wait "$perfpid" 2>/dev/null
+        sysc=$(awk -F, '/raw_syscalls:sys_enter/ && $1 ~ /^[0-9]+$/ {print $1}' \
+          "$WORK/perf.out" 2>/dev/null | head -1)
+        [ -n "$sysc" ] || sysc=null
+      fi
+      printf '{"case":"%s","server":"%s","run":%d,"rc":%d,"sys":%s,"r":%s}\n' \
+        "$cname" "$s" "$r" "$rc" "$sysc" "$line" >>"$RESULTS"
       log "$cname, run $r, $s: rc $rc $(echo "$line" | python3 -c \
         'import json,sys
 d=json.loads(sys.stdin.read() or "null")
@@ -347,6 +393,7 @@ for r in rows:
     if r["server"] not in servers:
         servers.append(r["server"])
 names = {"herald": "herald echo", "herald-plain": "herald (plain)",
+         "herald-uring": "herald echo, io_uring",
          "raw": "raw epoll (baseline)",
          "lws": "libwebsockets", "ws": "Node ws", "bun": "Bun"}
 
@@ -362,6 +409,21 @@ def med(case, server, key, sub=None):
         if v is not None:
             vals.append(v)
     return (statistics.median(vals), len(vals)) if vals else (None, 0)
+
+def syscalls_per_msg(case, server):
+    vals = []
+    for r in rows:
+        if r["case"] != case or r["server"] != server or not r["r"]:
+            continue
+        d = r["r"]
+        if d.get("errors", 0) or r["rc"] != 0 or r.get("sys") is None:
+            continue
+        if d.get("msgs"):
+            # perf's window is the bench's measured one, started from here.
+            vals.append(r["sys"] / (d["msgs_per_s"] * float(dur)))
+    return statistics.median(vals) if vals else None
+
+have_sys = any(r.get("sys") is not None for r in rows)
 
 def fmt(v, digits=0):
     if v is None:
@@ -402,10 +464,16 @@ if variant == "plain":
                "server.")
 else:
     out.append("- " + vnote)
+if have_sys:
+    out.append("- **syscalls/msg**: the server's system calls (perf's count of "
+               "the raw_syscalls:sys_enter tracepoint for its process, over "
+               "the measured window) divided by the messages echoed.")
 out.append("")
-out.append("| case | server | msgs/s | MB/s | CPU µs/msg | p50 µs | "
-           "msgs/s vs herald | CPU vs herald |")
-out.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+sys_h, sys_a = (" syscalls/msg |", " ---: |") if have_sys else ("", "")
+out.append("| case | server | msgs/s | MB/s | CPU µs/msg |" + sys_h +
+           " p50 µs | msgs/s vs herald | CPU vs herald |")
+out.append("| --- | --- | ---: | ---: | ---: |" + sys_a +
+           " ---: | ---: | ---: |")
 for c in cases:
     hm, _ = med(c, "herald", "msgs_per_s")
     hc, _ = med(c, "herald", "server_cpu_us_per_msg")
@@ -414,7 +482,8 @@ for c in cases:
         if n == 0:
             fails = [r for r in rows if r["case"] == c and r["server"] == s]
             out.append(f"| {c} | {names.get(s, s)} | failed ({len(fails)} "
-                       f"run(s) with errors) | | | | | |")
+                       f"run(s) with errors) | | | |" +
+                       (" |" if have_sys else "") + " | | |")
             continue
         mb, _ = med(c, s, "mb_per_s")
         cpu, _ = med(c, s, "server_cpu_us_per_msg")
@@ -422,8 +491,9 @@ for c in cases:
         rm = f"{m / hm:.2f}" if hm and m is not None else "n/a"
         rc = f"{cpu / hc:.2f}" if hc and cpu is not None else "n/a"
         mbd = 1 if mb is not None and mb < 100 else 0
+        sc = (f" {fmt(syscalls_per_msg(c, s), 3)} |") if have_sys else ""
         out.append(f"| {c} | {names.get(s, s)} | {fmt(m)} | {fmt(mb, mbd)} | "
-                   f"{fmt(cpu, 3)} | {fmt(p50, 0)} | {rm} | {rc} |")
+                   f"{fmt(cpu, 3)} |{sc} {fmt(p50, 0)} | {rm} | {rc} |")
 out.append("")
 out.append(f"Versions: {versions}.")
 print("\n".join(out))

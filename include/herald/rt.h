@@ -87,10 +87,57 @@ HERALD_API void herald_rt_limits_init(herald_rt_limits *limits);
 /* Loop                                                                     */
 /* ------------------------------------------------------------------------ */
 
+/* How a loop does its socket I/O (docs/design.md, "The io_uring backend"). */
+typedef enum herald_io_backend {
+  /* The process default: what herald_io_backend_set_default() set, else the
+   * environment variable HERALD_IO_BACKEND ("epoll", "io_uring", "auto"),
+   * else HERALD_IO_AUTO. */
+  HERALD_IO_DEFAULT = 0,
+  HERALD_IO_EPOLL = 1, /* an epoll set: read() and sendmsg() per socket */
+  HERALD_IO_URING = 2, /* io_uring: multishot receives into a buffer ring
+                          shared by the loop, sendmsg() per socket; needs
+                          Linux 6.0 */
+  /* The default choice: for now epoll. io_uring is opt-in until it is as
+   * cheap as epoll on every shape (docs/performance.md); then auto will
+   * run it when the kernel allows and fall back to epoll. */
+  HERALD_IO_AUTO = 3
+} herald_io_backend;
+
+/* Parses "epoll", "io_uring" (or "uring") and "auto". Returns 0, or
+ * HERALD_ERR_INVALID_ARG for any other name (*out untouched). */
+HERALD_API int herald_io_backend_parse(const char *name,
+                                       herald_io_backend *out);
+
+/* "epoll", "io_uring", "auto" or "default": a static string. */
+HERALD_API const char *herald_io_backend_name(herald_io_backend b);
+
+/* Sets the process default used for HERALD_IO_DEFAULT by loops made from
+ * now on (HERALD_IO_DEFAULT itself means HERALD_IO_AUTO here). Call it
+ * before making loops; it is not meant to race with herald_loop_new(). */
+HERALD_API void herald_io_backend_set_default(herald_io_backend b);
+
+/* What a loop made with b would run: HERALD_IO_EPOLL or HERALD_IO_URING.
+ * HERALD_IO_DEFAULT and HERALD_IO_AUTO are resolved; HERALD_IO_URING is
+ * returned as asked even when the kernel cannot run it (the loop's creation
+ * fails then). Thread-safe. */
+HERALD_API herald_io_backend herald_io_backend_resolve(herald_io_backend b);
+
 /* Creates a loop. uv: an existing libuv loop to attach to (the caller runs
- * it), or NULL for a loop of its own (run with herald_loop_run()). Returns 0,
+ * it), or NULL for a loop of its own (run with herald_loop_run()). Its
+ * backend is the process default (HERALD_IO_DEFAULT). Returns 0,
  * HERALD_ERR_NOMEM, or a UV_E* code. */
 HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop);
+
+/* As herald_loop_new(), with the I/O backend given. Returns 0,
+ * HERALD_ERR_NOMEM, HERALD_ERR_INVALID_ARG (not a herald_io_backend), a
+ * UV_E* code, or, for HERALD_IO_URING on a kernel that cannot run it, the
+ * negative errno of what failed (UV_ENOSYS, UV_EPERM when io_uring is
+ * disabled, ...); HERALD_IO_AUTO never fails for that. */
+HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
+                                       herald_io_backend backend);
+
+/* The backend a loop runs: HERALD_IO_EPOLL or HERALD_IO_URING. */
+HERALD_API herald_io_backend herald_loop_backend(const herald_loop *loop);
 
 /* Runs the loop until it has nothing left to do or herald_loop_stop().
  * Returns 0 when nothing was left, nonzero when stopped with work left.
@@ -226,7 +273,9 @@ HERALD_API int herald_ws_ping(herald_ws *ws, const void *data, size_t len);
 HERALD_API int herald_ws_close(herald_ws *ws, uint16_t code, const char *reason,
                                size_t reasonlen);
 
-/* Bytes queued and not yet written. */
+/* Bytes queued and not yet written. On an io_uring loop, up to 16 KiB
+ * handed to the kernel in a send that has not completed yet count as
+ * written. */
 HERALD_API size_t herald_ws_buffered(const herald_ws *ws);
 
 /* Flow control of input. herald_ws_pause_read() stops reading the
@@ -358,6 +407,10 @@ typedef struct herald_server_config {
    * reload with its result (0 or a negative error); NULL: ignored. */
   void (*on_tls_reload)(int result, const char *error, void *ud);
   void *tls_reload_user_data;
+  /* HERALD_IO_DEFAULT: the loops' I/O backend (see herald_io_backend);
+   * herald_server_run() fails with the error of herald_loop_new_backend()
+   * when HERALD_IO_URING cannot run. */
+  herald_io_backend io_backend;
 } herald_server_config;
 
 /* Fills cfg with defaults (no listen address). */

@@ -6,6 +6,8 @@
 #include <string.h>
 
 #include "app/cli.h"
+#include "herald/rt.h"
+#include "push/log.h"
 #include "push/server.h"
 
 static void usage(FILE *out) {
@@ -167,6 +169,12 @@ int herald_cmd_serve(int argc, char **argv) {
     push_config_free(&cfg);
     return rv < 0 ? 2 : 0;
   }
+  /* Which I/O backend the loops run (--io-backend, HERALD_IO_BACKEND), as a
+   * log line at the configured level. */
+  push_log_level = cfg.log_level;
+  push_log(
+      PUSH_LOG_INFO, "ev=io_backend backend=%s",
+      herald_io_backend_name(herald_io_backend_resolve(HERALD_IO_DEFAULT)));
   rv = push_server_main(&cfg);
   push_config_free(&cfg);
   return rv;

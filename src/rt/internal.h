@@ -14,10 +14,17 @@
  * one dispatch reaches listeners and connections alike. */
 enum io_kind { IO_LISTENER, IO_WS, IO_UV };
 typedef struct io_item {
-  int fd;
+  _Alignas(8) int fd; /* 8-aligned: io_uring tags the low bits (uring.c) */
   uint8_t kind;
-  uint8_t events; /* connections: epoll events registered, EV_IN | EV_OUT */
+  uint8_t events; /* connections: epoll events registered, EV_IN | EV_OUT;
+                     others, io_uring only: the events wanted */
+  uint8_t armed;  /* io_uring only: requests in flight (uring.c, A_*) */
+  uint8_t spare;
 } io_item;
+
+/* io_item.armed: a connection's send is in flight in the ring; its output
+ * must wait for it (the rest of io_item.armed is uring.c's). */
+#define IO_SENDING 64
 
 /* Timer wheel: one libuv timer per loop ticks every WHEEL_TICK_MS; each
  * connection sits in at most one slot, keyed by its next deadline. */
@@ -138,14 +145,25 @@ struct herald_ws {
   ws_cold *cold;  /* NULL: nothing cold held */
 };
 
+#if UINTPTR_MAX == UINT64_MAX
+/* An idle connection's cost must not grow, with either backend. */
+_Static_assert(sizeof(io_item) == 8, "io_item grew");
+_Static_assert(sizeof(struct herald_ws) == 136, "herald_ws grew");
+#endif
+
 /* What a loop calls in the connections it runs (ws.c), so that loop.c
  * depends on no other file of the runtime: ws.c puts its table in every
  * loop it makes a connection on (herald__ws_new), before the loop can meet
  * one. */
 typedef struct loop_conn_ops {
   void (*ready)(herald_ws *ws, uint32_t events); /* epoll reported events */
-  void (*timer)(herald_ws *ws, uint64_t now);    /* its wheel deadline came */
-  void (*flush)(herald_ws *ws);                  /* it is on the dirty list */
+  /* io_uring: a receive completed with res bytes at data (res > 0), the
+   * peer's FIN (0) or an error (-errno). data is the loop's until the call
+   * returns. */
+  void (*recv)(herald_ws *ws, uint8_t *data, long res);
+  void (*write_failed)(herald_ws *ws);        /* io_uring: a send failed */
+  void (*timer)(herald_ws *ws, uint64_t now); /* its wheel deadline came */
+  void (*flush)(herald_ws *ws);               /* it is on the dirty list */
   void (*resume)(herald_ws *ws); /* it is on the resume list, alive */
   void (*free)(herald_ws *ws);   /* it finished and is reaped */
 } loop_conn_ops;
@@ -181,7 +199,12 @@ struct herald_loop {
   void *pass_ud;
 
   uint8_t *rbuf;
-  herald_ws *reading; /* the connection whose input rbuf holds, while read */
+  herald_ws *reading; /* the connection whose input rin holds, while read */
+  /* Where the input being processed lies: rbuf (epoll), or an io_uring
+   * provided buffer. Sends of payloads inside it borrow (ws_send.c). */
+  uint8_t *rin;
+  size_t rin_len;
+  struct loop_uring *ur; /* NULL: the epoll backend (uring.c) */
   herald_ws *all;
   size_t nconns;
   herald_ws *dirty;
@@ -215,6 +238,30 @@ int herald__epoll_add(herald_loop *loop, io_item *io, uint32_t events);
 int herald__epoll_mod(herald_loop *loop, io_item *io, uint32_t events);
 void herald__epoll_del(herald_loop *loop, io_item *io);
 void herald__wheel_set(herald_ws *ws, uint64_t deadline);
+/* uring.c: the io_uring backend of a loop, reached only from loop.c (its
+ * other half). herald__epoll_* call the herald__uring_* counterparts when
+ * loop->ur is set; see uring.c for what each costs. */
+int herald__uring_new(herald_loop *loop); /* 0, or -errno: not available */
+void herald__uring_del(herald_loop *loop);
+int herald__uring_fd(herald_loop *loop);
+int herald__uring_watch(herald_loop *loop, io_item *io, uint32_t events);
+void herald__uring_unwatch(herald_loop *loop, io_item *io);
+/* Submits what is queued and waits up to timeout ms (-1: no limit, 0: not
+ * at all) for completions, then delivers them. Returns 1 if libuv's fd was
+ * ready among them. */
+int herald__uring_run(herald_loop *loop, int timeout);
+void herald__uring_submit(herald_loop *loop); /* what the pass queued */
+/* 0 when this kernel runs the backend (probed once per process), else the
+ * -errno or herald_err of what failed. */
+int herald__uring_available(void);
+/* Whether a reaped connection must wait for requests still in flight; the
+ * last completion frees it then. */
+int herald__uring_hold(herald_loop *loop, herald_ws *ws);
+/* Flushes a plain connection's output through the ring: copied out of the
+ * core's queue and sent with the next submit. Returns 0 when that is done
+ * or waits for the send in flight, 1 when the caller must write it itself
+ * (no output, more than a chunk holds, or out of memory). */
+int herald__uring_send(herald_ws *ws);
 void herald__wheel_remove(herald_ws *ws);
 void herald__mark_dirty(herald_ws *ws);
 

@@ -29,6 +29,12 @@
 
 #include "rt/internal.h"
 
+/* What HERALD_IO_AUTO picks when the kernel runs io_uring: 1 io_uring, 0
+ * epoll (io_uring only when asked for by name). 0 for now: io_uring is not
+ * yet as cheap as epoll on every shape (64 KiB echoes cost 1.4-1.5 times
+ * the CPU; docs/performance.md), so it is opt-in. */
+#define HERALD_IO_AUTO_RESOLVES_URING 0
+
 void herald__loop_ref(herald_loop *loop, int delta) {
   size_t before = loop->nconns;
   loop->nconns = (size_t)((long)loop->nconns + delta);
@@ -42,16 +48,26 @@ void herald__loop_ref(herald_loop *loop, int delta) {
 }
 
 int herald__epoll_add(herald_loop *loop, io_item *io, uint32_t events) {
+  if (loop->ur) {
+    return herald__uring_watch(loop, io, events);
+  }
   struct epoll_event ev = {.events = events, .data.ptr = io};
   return epoll_ctl(loop->epfd, EPOLL_CTL_ADD, io->fd, &ev) == 0 ? 0 : -errno;
 }
 
 int herald__epoll_mod(herald_loop *loop, io_item *io, uint32_t events) {
+  if (loop->ur) {
+    return herald__uring_watch(loop, io, events);
+  }
   struct epoll_event ev = {.events = events, .data.ptr = io};
   return epoll_ctl(loop->epfd, EPOLL_CTL_MOD, io->fd, &ev) == 0 ? 0 : -errno;
 }
 
 void herald__epoll_del(herald_loop *loop, io_item *io) {
+  if (loop->ur) {
+    herald__uring_unwatch(loop, io);
+    return;
+  }
   struct epoll_event ev = {0};
   (void)epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, &ev);
 }
@@ -150,6 +166,9 @@ static void reap(herald_loop *loop) {
   while (loop->reap) {
     herald_ws *ws = loop->reap;
     loop->reap = ws->next;
+    if (loop->ur && herald__uring_hold(loop, ws)) {
+      continue; /* io_uring requests in flight: their end frees it */
+    }
     loop->conn_ops->free(ws);
   }
 }
@@ -210,6 +229,9 @@ static void on_prepare(uv_prepare_t *p) {
   herald_loop *loop = p->data;
   if (!loop->driving) { /* the driver ends its passes itself */
     end_pass(loop);
+    if (loop->ur) {
+      herald__uring_submit(loop);
+    }
   }
 }
 
@@ -244,6 +266,10 @@ static void on_epoll(uv_poll_t *p, int status, int events) {
   herald_loop *loop = p->data;
   (void)status;
   (void)events;
+  if (loop->ur) {
+    (void)herald__uring_run(loop, 0);
+    return;
+  }
   struct epoll_event evs[MAX_EVENTS];
   dispatch(loop, evs, epoll_wait(loop->epfd, evs, MAX_EVENTS, 0));
 }
@@ -283,9 +309,14 @@ static int drive(herald_loop *loop) {
     }
     int timeout = uv_backend_timeout(uv);
     uint64_t due = timeout >= 0 ? uv_now(uv) + (uint64_t)timeout : UINT64_MAX;
-    int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
-    uv_update_time(uv);
-    int uv_ready = dispatch(loop, evs, n > 0 ? n : 0);
+    int uv_ready;
+    if (loop->ur) {
+      uv_ready = herald__uring_run(loop, timeout); /* updates the time */
+    } else {
+      int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
+      uv_update_time(uv);
+      uv_ready = dispatch(loop, evs, n > 0 ? n : 0);
+    }
     if (uv_ready || uv_now(uv) >= due) {
       alive = uv_run(uv, UV_RUN_NOWAIT);
     } else {
@@ -347,9 +378,85 @@ HERALD_API void herald_loop_stop(herald_loop *loop) {
   uv_async_send(&loop->async);
 }
 
+/* ---- the backend -------------------------------------------------------- */
+
+/* The process default, for loops made with HERALD_IO_DEFAULT: set by
+ * herald_io_backend_set_default(), else read once from HERALD_IO_BACKEND. */
+static _Atomic int default_backend = -1;
+
+HERALD_API int herald_io_backend_parse(const char *name,
+                                       herald_io_backend *out) {
+  if (strcmp(name, "epoll") == 0) {
+    *out = HERALD_IO_EPOLL;
+  } else if (strcmp(name, "io_uring") == 0 || strcmp(name, "uring") == 0) {
+    *out = HERALD_IO_URING;
+  } else if (strcmp(name, "auto") == 0) {
+    *out = HERALD_IO_AUTO;
+  } else {
+    return HERALD_ERR_INVALID_ARG;
+  }
+  return 0;
+}
+
+HERALD_API const char *herald_io_backend_name(herald_io_backend b) {
+  switch (b) {
+  case HERALD_IO_EPOLL:
+    return "epoll";
+  case HERALD_IO_URING:
+    return "io_uring";
+  case HERALD_IO_AUTO:
+    return "auto";
+  default:
+    return "default";
+  }
+}
+
+HERALD_API void herald_io_backend_set_default(herald_io_backend b) {
+  default_backend = b == HERALD_IO_DEFAULT ? HERALD_IO_AUTO : (int)b;
+}
+
+static herald_io_backend default_of_process(void) {
+  int b = default_backend;
+  if (b < 0) {
+    herald_io_backend parsed = HERALD_IO_AUTO;
+    const char *env = getenv("HERALD_IO_BACKEND");
+    if (env && *env && herald_io_backend_parse(env, &parsed) != 0) {
+      parsed = HERALD_IO_AUTO;
+    }
+    b = (int)parsed;
+    default_backend = b;
+  }
+  return (herald_io_backend)b;
+}
+
+HERALD_API herald_io_backend herald_io_backend_resolve(herald_io_backend b) {
+  if (b == HERALD_IO_DEFAULT) {
+    b = default_of_process();
+  }
+  if (b == HERALD_IO_AUTO) {
+    b = HERALD_IO_AUTO_RESOLVES_URING && herald__uring_available() == 0
+            ? HERALD_IO_URING
+            : HERALD_IO_EPOLL;
+  }
+  return b;
+}
+
+HERALD_API herald_io_backend herald_loop_backend(const herald_loop *loop) {
+  return loop->ur ? HERALD_IO_URING : HERALD_IO_EPOLL;
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop) {
+  return herald_loop_new_backend(ploop, uv_loop, HERALD_IO_DEFAULT);
+}
+
+HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
+                                       herald_io_backend backend) {
+  backend = herald_io_backend_resolve(backend);
+  if (backend != HERALD_IO_EPOLL && backend != HERALD_IO_URING) {
+    return HERALD_ERR_INVALID_ARG;
+  }
   herald_loop *loop = calloc(1, sizeof(*loop));
   if (loop == NULL) {
     return HERALD_ERR_NOMEM;
@@ -360,11 +467,19 @@ HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop) {
     free(loop);
     return HERALD_ERR_NOMEM;
   }
+  loop->rin = loop->rbuf;
+  loop->rin_len = READ_BUFFER_SIZE;
+  if (backend == HERALD_IO_URING && (rv = herald__uring_new(loop)) != 0) {
+    free(loop->rbuf);
+    free(loop);
+    return rv;
+  }
   if (uv_loop) {
     loop->uv = uv_loop;
   } else {
     rv = uv_loop_init(&loop->uv_own);
     if (rv != 0) {
+      herald__uring_del(loop);
       free(loop->rbuf);
       free(loop);
       return rv;
@@ -378,12 +493,16 @@ HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop) {
     if (loop->own_uv) {
       uv_loop_close(loop->uv);
     }
+    herald__uring_del(loop);
     free(loop->rbuf);
     free(loop);
     return rv;
   }
   pthread_mutex_init(&loop->post_mu, NULL);
-  uv_poll_init(loop->uv, &loop->epoll_watch, loop->epfd);
+  /* Attached, libuv watches our epoll set, or the ring (readable when
+   * completions wait). */
+  uv_poll_init(loop->uv, &loop->epoll_watch,
+               loop->ur ? herald__uring_fd(loop) : loop->epfd);
   loop->epoll_watch.data = loop;
   uv_poll_start(&loop->epoll_watch, UV_READABLE, on_epoll);
   uv_prepare_init(loop->uv, &loop->prepare);
@@ -471,6 +590,7 @@ HERALD_API void herald_loop_del(herald_loop *loop) {
     free(p);
     p = next;
   }
+  herald__uring_del(loop);
   close(loop->epfd);
   if (loop->own_uv) {
     uv_loop_close(loop->uv);

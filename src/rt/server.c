@@ -505,7 +505,7 @@ HERALD_API int herald_server_run(herald_server *srv) {
   for (int i = 0; i < n && rv == 0; i++) {
     worker *w = &srv->workers[i];
     w->srv = srv;
-    rv = herald_loop_new(&w->loop, NULL);
+    rv = herald_loop_new_backend(&w->loop, NULL, srv->cfg.io_backend);
     if (rv != 0) {
       break;
     }

@@ -37,13 +37,18 @@
 static void ws_finish(herald_ws *ws);
 static void ws_arm_open_timers(herald_ws *ws);
 static void ws_ready(herald_ws *ws, uint32_t events);
+static void ws_recv(herald_ws *ws, uint8_t *data, long res);
+static void ws_feed(herald_ws *ws, uint8_t *data, size_t n);
 static void ws_timer(herald_ws *ws, uint64_t now);
 static void ws_resume(herald_ws *ws);
 static void ws_free(herald_ws *ws);
+static void ws_write_failed(herald_ws *ws);
 
 /* How the loop reaches its connections (loop_conn_ops). */
 static const loop_conn_ops ws_loop_ops = {
     .ready = ws_ready,
+    .recv = ws_recv,
+    .write_failed = ws_write_failed,
     .timer = ws_timer,
     .flush = herald__ws_flush,
     .resume = ws_resume,
@@ -243,6 +248,10 @@ void herald__ws_flush(herald_ws *ws) {
       herald__ws_abort(ws, why);
       return;
     }
+  } else if (ws->loop->ur && herald__uring_send(ws) == 0) {
+    /* Sent through the ring with the next submit (or after the send in
+     * flight): the kernel waits for room itself, no POLLOUT needed. */
+    ws->flags &= (uint16_t)~WS_WANT_WRITE;
   } else {
     struct iovec iov[MAX_IOV];
     for (;;) {
@@ -298,9 +307,14 @@ void herald__ws_flush(herald_ws *ws) {
     }
   }
   if (!(ws->flags & WS_DEAD) && herald_conn_done(ws->conn) &&
-      (ws->tls == NULL || herald__tls_pending(ws) == 0)) {
+      (ws->tls == NULL || herald__tls_pending(ws) == 0) &&
+      !(ws->io.armed & IO_SENDING)) {
     ws_shutdown_write(ws);
   }
+}
+
+static void ws_write_failed(herald_ws *ws) {
+  herald__ws_abort(ws, "write failed");
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -582,6 +596,103 @@ static void ws_read(herald_ws *ws) {
   }
 }
 
+/* Processes input in[0..len) read by the caller, which stays valid until
+ * the call returns, then writes what it made: the round of ws_read after
+ * its read. */
+static void ws_take_input(herald_ws *ws, uint8_t *in, size_t len) {
+  herald_loop *loop = ws->loop;
+  loop->reading = ws;
+  herald__ws_process(ws, in, len);
+  if (!(ws->flags & WS_DEAD)) {
+    herald__ws_flush(ws);
+  }
+  loop->reading = NULL;
+  if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
+    herald__ws_abort(ws, "out of memory");
+  }
+}
+
+/* Adds data[0..len) after the input kept for later (reading is paused). */
+static int ws_append_tail(herald_ws *ws, const uint8_t *data, size_t len) {
+  ws_cold *k = herald__ws_cold(ws);
+  if (k == NULL) {
+    return -1;
+  }
+  if (k->tail_len + len > k->tail_cap) {
+    uint8_t *t = realloc(k->tail, k->tail_len + len);
+    if (t == NULL) {
+      return -1;
+    }
+    k->tail = t;
+    k->tail_cap = k->tail_len + len;
+  }
+  memcpy(k->tail + k->tail_len, data, len);
+  k->tail_len += len;
+  return 0;
+}
+
+/* io_uring (loop_conn_ops.recv): a receive of a plain connection completed
+ * with res bytes at data, the peer's FIN (0), or an error. The bytes are
+ * processed where they lie unless input is kept from before; then they
+ * join it in the read buffer. Bytes that arrive after reading was paused
+ * (before the receive's cancel took effect) are kept for the resume. */
+static void ws_recv(herald_ws *ws, uint8_t *data, long res) {
+  if (res <= 0) {
+    if (res == 0 && !(ws->flags & WS_SHUTDOWN)) {
+      ws_on_eof(ws);
+    } else if (res == 0) {
+      ws_finish(ws); /* the FIN the lingering close waited for */
+    } else {
+      herald__ws_abort(ws, (ws->flags & WS_SHUTDOWN) ? NULL : "read failed");
+    }
+    return;
+  }
+  size_t n = (size_t)res;
+  if (ws->flags & WS_SHUTDOWN) {
+    return; /* lingering: discarded */
+  }
+  if (ws->flags & WS_READ_PAUSED) {
+    if (ws_append_tail(ws, data, n) != 0) {
+      herald__ws_abort(ws, "out of memory");
+    }
+    return;
+  }
+  ws->last_rx = (uint32_t)herald__now(ws->loop);
+  ws_feed(ws, data, n);
+}
+
+/* Processes data[0..n), which is not the read buffer's and stays valid
+ * until the call returns: where it lies when no input is kept from before,
+ * else joined to that input in the read buffer, a buffer's worth at a time.
+ * What a pause leaves unprocessed is kept. */
+static void ws_feed(herald_ws *ws, uint8_t *data, size_t n) {
+  herald_loop *loop = ws->loop;
+  while (n > 0 && !(ws->flags & (WS_DEAD | WS_READ_PAUSED))) {
+    if (ws->cold == NULL || ws->cold->tail_len == 0) {
+      loop->rin = data;
+      loop->rin_len = n;
+      ws_take_input(ws, data, n);
+      loop->rin = loop->rbuf;
+      loop->rin_len = READ_BUFFER_SIZE;
+      return;
+    }
+    uint8_t *buf = loop->rbuf;
+    size_t have = ws_copy_tail(ws, buf);
+    size_t take = READ_BUFFER_SIZE - have < n ? READ_BUFFER_SIZE - have : n;
+    if (take == 0) {
+      herald__ws_abort(ws, "input not consumed");
+      return;
+    }
+    memcpy(buf + have, data, take);
+    data += take;
+    n -= take;
+    ws_take_input(ws, buf, have + take);
+  }
+  if (n > 0 && !(ws->flags & WS_DEAD) && ws_append_tail(ws, data, n) != 0) {
+    herald__ws_abort(ws, "out of memory");
+  }
+}
+
 static void ws_ready(herald_ws *ws, uint32_t events) {
   if (ws->flags & WS_CONNECTING) {
     ws_cold *k = ws->cold; /* a client's: never trimmed */
@@ -756,7 +867,10 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
         uint16_t code = herald_err_close_code(rv);
         ws->close_code = code ? code : HERALD_CLOSE_ABNORMAL;
       }
-      if (herald_conn_output_size(ws->conn) == 0) {
+      /* Bytes in a ring send (io_uring) are gone from the core's count
+       * but not yet written: they are the answer too. */
+      if (herald_conn_output_size(ws->conn) == 0 &&
+          !(ws->io.armed & IO_SENDING)) {
         herald__ws_abort(ws, herald_conn_error_reason(ws->conn));
       } else {
         uint32_t grace = ws->limits->close_timeout_ms;
@@ -798,10 +912,15 @@ static void ws_resume(herald_ws *ws) {
   ws->flags &= (uint16_t)~WS_READ_PAUSED;
   herald__ws_update_events(ws);
   if (ws->cold && ws->cold->tail_len && !ws->tls) {
-    uint8_t *buf = ws->loop->rbuf;
-    size_t n = ws_copy_tail(ws, buf);
-    ws->cold->tail_len = 0;
-    herald__ws_process(ws, buf, n);
+    /* The kept input, taken out of the cold part: with io_uring it may be
+     * more than the read buffer holds. */
+    ws_cold *k = ws->cold;
+    uint8_t *kept = k->tail;
+    size_t n = k->tail_len;
+    k->tail = NULL;
+    k->tail_len = k->tail_cap = 0;
+    ws_feed(ws, kept, n);
+    free(kept);
   } else if (ws->tls) {
     /* The drain starts with the kept plaintext, then decrypts the rest. */
     int r = ws_tls_drain(ws);

@@ -67,9 +67,10 @@ static int queue_message(herald_ws *ws, const void *arg) {
    * (an echo, a reply quoting the request): the core references it, the
    * write right after the read sends most of it, and ws_read makes the
    * core copy what is left before the buffer is read into again. */
-  uintptr_t lo = (uintptr_t)ws->loop->rbuf, p = (uintptr_t)a->data;
-  if (ws->loop->reading == ws && a->release == NULL && p >= lo &&
-      a->len <= READ_BUFFER_SIZE && p - lo <= READ_BUFFER_SIZE - a->len) {
+  herald_loop *loop = ws->loop;
+  uintptr_t lo = (uintptr_t)loop->rin, p = (uintptr_t)a->data;
+  if (loop->reading == ws && a->release == NULL && p >= lo &&
+      a->len <= loop->rin_len && p - lo <= loop->rin_len - a->len) {
     flags |= HERALD_SEND_BORROW;
   }
   return herald_conn_send(ws->conn, a->op, a->data, a->len, flags, a->release,
