@@ -406,8 +406,25 @@ static void publish_proxied(push_op *op, const push_proxy_answer *a) {
   push_json v;
   char channel[PUSH_CHANNEL_MAX + 1];
   snprintf(channel, sizeof(channel), "%s", op->channel);
-  if (push_json_get(a->result, "data", &v)) {
-    p.data = v;
+  if (push_json_get(a->result, "data", &v) ||
+      (push_json_get(a->result, "b64", &v) &&
+       push_json_type_of(v) != PUSH_JSON_NULL)) {
+    /* The backend replaces the publication, JSON or binary, under the same
+     * rules as a client's: one of the two, b64 valid base64. */
+    const char *bad = push_publish_decode(a->result, &p.data, &p.b64);
+    if (bad != NULL) {
+      uint64_t id = op->id;
+      push_op_free(op);
+      c->ps->proxy[PUSH_PROXY_PUBLISH].unavailable++;
+      push_log(PUSH_LOG_WARN,
+               "ev=proxy_unavailable kind=publish error=\"the result is not "
+               "a publication: %s\"",
+               bad);
+      push_client_error(c, id, PUSH_E_BACKEND,
+                        "backend unavailable: its result is not a publication",
+                        1);
+      return;
+    }
   } else if (op->data_b64) {
     p.b64 = (push_json){op->data, op->data_len};
   } else {

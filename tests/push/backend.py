@@ -367,6 +367,18 @@ def test_publish_proxy():
     r = w.call("publish", {"channel": "pub:p", "data": {"t": "hi"}})
     eq("the backend replaced the data", w.pubs("pub:p", 1)[0]["data"],
        {"t": "HI", "checked": True})
+    b.answers["publish"] = {"result": {"b64": "AAEC/w=="}}
+    r = w.call("publish", {"channel": "pub:p", "data": {"t": "hi"}})
+    eq("the backend replaced JSON with binary", w.pubs("pub:p", 1)[0].get(
+        "b64"), "AAEC/w==")
+    b.answers["publish"] = {"result": {"data": [1]}}
+    r = w.call("publish", {"channel": "pub:p", "b64": "AAEC"})
+    eq("and binary with JSON", w.pubs("pub:p", 1)[0].get("data"), [1])
+    for bad in ({"b64": "not base64!"}, {"data": 1, "b64": "AAEC"},
+                {"b64": 5}):
+        b.answers["publish"] = {"result": bad}
+        r = w.call("publish", {"channel": "pub:p", "data": 1})
+        eq(f"a result that is not a publication {bad}: 113", err(r), 113)
     b.answers["publish"] = {"error": {"code": 1000, "message": "spam"}}
     r = w.call("publish", {"channel": "pub:p", "data": 1})
     eq("publish refused", err(r), 1000)
@@ -377,7 +389,7 @@ def test_publish_proxy():
     r = w.call("publish", {"channel": "pub:p", "data": 1})
     eq("publish 500: 113", err(r), 113)
     st, js, _ = s.api("GET", "/api/history?channel=pub:p")
-    eq("nothing refused was published", len(js["result"]["publications"]), 2)
+    eq("nothing refused was published", len(js["result"]["publications"]), 4)
     s.stop()
     b.close()
 
