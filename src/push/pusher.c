@@ -258,6 +258,7 @@ void push_pusher_open(push_server *ps, herald_ws *ws) {
   herald_ws_set_data(ws, c);
   s->c = c;
   s->app = app;
+  s->opened_ms = push_now_ms();
   snprintf(s->socket_id, sizeof(s->socket_id), "%s.%" PRIu64,
            ST(ps)->sid_prefix, ps->next_id);
   app->nconns++;
@@ -753,11 +754,35 @@ static void on_nodes(void *ud, const push_engine_reply *rep) {
   }
 }
 
+/* Apps with user_authentication_timeout: a connection that has not signed
+ * in by then is closed with 4009, as Pusher does. */
+static void signin_deadlines(push_server *ps, int64_t now_ms) {
+  for (push_client *c = ps->clients, *next; c; c = next) {
+    next = c->next;
+    pusher_sock *s = c->pusher;
+    if (s == NULL || c->gone || s->user != NULL ||
+        s->app->cfg->user_auth_timeout == 0 ||
+        now_ms - s->opened_ms <
+            (int64_t)s->app->cfg->user_auth_timeout * 1000) {
+      continue;
+    }
+    s->app->signin_timeouts++;
+    pusher_error(s, PUSHER_E_UNAUTHORIZED,
+                 "user authentication timeout: no pusher:signin in time", 1);
+  }
+}
+
 void push_pusher_tick(push_server *ps, int64_t now_ms) {
   static int64_t last_refresh;
   pusher_state *st = ST(ps);
   if (st == NULL) {
     return;
+  }
+  for (size_t i = 0; i < st->napps; i++) {
+    if (st->apps[i].cfg->user_auth_timeout != 0) {
+      signin_deadlines(ps, now_ms);
+      break;
+    }
   }
   for (size_t i = 0; i < st->napps; i++) {
     pusher_dir_tick(&st->apps[i], now_ms);
@@ -835,6 +860,10 @@ void push_pusher_metrics(push_server *ps, push_buf *b) {
       {"herald_pusher_channels", "gauge",
        "Pusher channels with subscribers on this node, per app.",
        offsetof(pusher_app, chans) + offsetof(pusher_map, n)},
+      {"herald_pusher_signin_timeouts_total", "counter",
+       "Connections closed with 4009 for not signing in within "
+       "user_authentication_timeout, per app.",
+       offsetof(pusher_app, signin_timeouts)},
   };
   pusher_hooks_metrics(ps, b);
   char line[512];

@@ -192,6 +192,8 @@ static int load_app(push_pusher_app *a, push_json o, char *err, size_t errlen) {
       bad = get_u32(v, &a->client_events_per_s);
     } else if (strcmp(k, "max_channels") == 0) {
       bad = get_u32(v, &a->max_channels) || a->max_channels == 0;
+    } else if (strcmp(k, "user_authentication_timeout") == 0) {
+      bad = get_u32(v, &a->user_auth_timeout) || a->user_auth_timeout > 3600;
     } else if (strcmp(k, "webhooks") == 0) {
       if (load_hooks(a, v, err, errlen) != 0) {
         return -1;

@@ -45,6 +45,7 @@ typedef struct push_pusher_app {
   size_t max_user_info_bytes;    /* user_info of a presence member */
   uint32_t client_events_per_s;  /* client-* events per connection */
   uint32_t max_channels;         /* channels one connection subscribes */
+  uint32_t user_auth_timeout;    /* s to sign in, else 4009 (0: not needed) */
   char *webhook_url;             /* NULL: no webhooks */
   unsigned hooks;                /* PUSHER_HOOK_* sent to webhook_url */
 } push_pusher_app;

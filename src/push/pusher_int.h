@@ -183,7 +183,7 @@ struct pusher_app {
   push_webhook *hook;     /* NULL: no webhooks */
   /* metrics */
   uint64_t connects, refused, api_events, client_events, webhooks;
-  uint64_t client_events_refused, subscriptions_refused;
+  uint64_t client_events_refused, subscriptions_refused, signin_timeouts;
 };
 
 /* One subscription of a socket to a channel. */
@@ -207,6 +207,7 @@ struct pusher_sock {
   pusher_subn **subs;
   size_t nsubs, capsubs;
   push_bucket rl_events; /* client events */
+  int64_t opened_ms;     /* when connection_established went out */
 };
 
 /* Channel states: waiting for the engine, following it. */

@@ -19,6 +19,7 @@ export const APP = {
 export const QUOTA_APP = { id: "1002", key: "quota-key", secret: "quota-secret-0123456789" };
 export const LIMIT_APP = { id: "1004", key: "limit-key", secret: "limit-secret-0123456789" };
 export const QUIET_APP = { id: "1003", key: "quiet-key", secret: "quiet-secret-0123456789" };
+export const SIGNIN_APP = { id: "1005", key: "signin-key", secret: "signin-secret-0123456789" };
 export const ENCRYPTION_KEY = crypto.randomBytes(32).toString("base64");
 
 let passed = 0;
@@ -106,6 +107,7 @@ export function config(webhookUrl) {
       { ...QUOTA_APP, max_connections: 2 },
       { ...LIMIT_APP, max_presence_members: 1, max_channels: 2 },
       { ...QUIET_APP, enable_client_messages: false },
+      { ...SIGNIN_APP, user_authentication_timeout: 1 },
     ],
   };
 }

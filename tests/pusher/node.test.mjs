@@ -16,7 +16,7 @@ import Pusher from "pusher-js";
 import PusherServer from "pusher";
 import WebSocket from "ws";
 import {
-  APP, LIMIT_APP, QUIET_APP, QUOTA_APP, check, cleanup, signedRequest, sdkFor, sleep, startAuthServer,
+  APP, LIMIT_APP, QUIET_APP, QUOTA_APP, SIGNIN_APP, check, cleanup, signedRequest, sdkFor, sleep, startAuthServer,
   startHerald, startRedis, startWebhookReceiver, step, summary, until,
 } from "./lib.mjs";
 
@@ -361,6 +361,31 @@ try {
     await until(() => code, 3000, "close");
     const err = msgs.find((m) => m.event === "pusher:error");
     return (code === 4009 && err && err.data.code === 4009) || `close ${code}, ${JSON.stringify(msgs)}`;
+  });
+  await step("user_authentication_timeout: no signin in time closes with 4009; a signin keeps it", async () => {
+    const open = (app) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${B.port}/app/${app.key}?protocol=7`);
+      const r = { ws, msgs: [], code: 0 };
+      ws.on("message", (m) => r.msgs.push(JSON.parse(m)));
+      ws.on("close", (c) => (r.code = c));
+      return r;
+    };
+    const lazy = open(SIGNIN_APP);
+    const prompt = open(SIGNIN_APP);
+    await until(() => lazy.msgs.length && prompt.msgs.length, 3000, "established");
+    const sid = JSON.parse(prompt.msgs[0].data).socket_id;
+    const userData = JSON.stringify({ id: "quick" });
+    const sig = crypto.createHmac("sha256", SIGNIN_APP.secret).update(`${sid}::user::${userData}`).digest("hex");
+    prompt.ws.send(JSON.stringify({ event: "pusher:signin", data: { auth: `${SIGNIN_APP.key}:${sig}`, user_data: userData } }));
+    await until(() => lazy.code, 4000, "close of the connection that did not sign in");
+    await sleep(1500);
+    const err = lazy.msgs.find((m) => m.event === "pusher:error");
+    const signed = prompt.msgs.find((m) => m.event === "pusher:signin_success");
+    const metrics = await (await fetch(`${B.url}/metrics`)).text();
+    prompt.ws.close();
+    return (lazy.code === 4009 && err && err.data.code === 4009 && signed && prompt.code === 0 &&
+      metrics.includes(`herald_pusher_signin_timeouts_total{app="${SIGNIN_APP.id}"} 1`)) ||
+      `lazy ${lazy.code} ${JSON.stringify(lazy.msgs)}; prompt ${prompt.code} ${JSON.stringify(prompt.msgs)}`;
   });
   await step("subscribing to another user's channel is refused", async () => {
     // pusher-js will not name a #channel itself: the raw event.
