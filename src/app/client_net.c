@@ -16,115 +16,12 @@
  * answer. Reads and writes go through one uv_poll on the socket; TLS runs
  * OpenSSL directly on the non-blocking descriptor.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-#include <stdarg.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
-#include <time.h>
-#include <unistd.h>
-
-#include "app/client.h"
-
-#ifndef HERALD_VERSION_STRING
-#define HERALD_VERSION_STRING "0.0.0"
-#endif
-
-#define CLOSE_GRACE_MS 3000
-#define READ_CHUNK (64 * 1024)
-#define TLS_WCHUNK (16 * 1024)
-#define HIGH_WATER (1u << 20)
-#define LOW_WATER (256u << 10)
-#define PROXY_HEAD_MAX 8192
-
-enum nstate {
-  N_RESOLVE,
-  N_CONNECT,
-  N_PROXY,
-  N_TLS,
-  N_HANDSHAKE,
-  N_LISTEN,
-  N_OPEN,
-  N_DONE
-};
-
-struct cnet {
-  uv_loop_t *loop;
-  const client_opts *o;
-  cnet_callbacks cb;
-  void *ud;
-  enum nstate state;
-  herald_config cfg;
-  herald_conn *conn;
-
-  /* What the URL says. */
-  int tls;
-  char *host;     /* for DNS, TLS name and the proxy's CONNECT */
-  char *hostport; /* the Host header */
-  char *path;
-  char *auth; /* "Basic ..." from user:password@ in the URL, or NULL */
-  int port;
-  /* The proxy, when one is used. */
-  char *phost;
-  int pport;
-  char *pauth;
-  char target[300]; /* what we connect to, for messages: "host:port" */
-
-  /* The socket and its handles. Every handle counts in `handles` until its
-   * close callback has run; the struct is freed when none is left. */
-  int fd;
-  uv_poll_t *poll; /* one per socket: a closing handle cannot be reused */
-  int poll_events;
-  int lfd; /* --listen: the listening socket */
-  uv_poll_t *lpoll;
-  uv_timer_t timer;
-  uv_timer_t ping_timer;
-  uv_getaddrinfo_t dns;
-  int dns_pending;
-  int handles;
-  struct addrinfo *addrs, *next_addr;
-  char peer[INET6_ADDRSTRLEN + 8];
-
-  SSL_CTX *ctx;
-  SSL *ssl;
-  uint8_t *tlsw; /* a chunk of output SSL_write must be given again */
-  size_t tlswlen;
-
-  uint8_t *ibuf; /* received bytes the core has not consumed yet */
-  size_t ilen, icap;
-  char *raw; /* bytes of our own to write before the core's (CONNECT) */
-  size_t rawlen, rawoff;
-
-  int dropped;      /* --listen: the input buffer was emptied mid-feed */
-  int busy;         /* cnet_busy() said so: on_drain is owed */
-  int ping_pending; /* --ping-interval: a ping awaits its pong */
-  int close_sent;
-  char subprotocol[128];
-  int deflate;
-  cnet_end end;
-  char reason[128];
-  char error[640];
-  int ended; /* on_close has run */
-};
+#include "app/client_net_int.h"
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void vlog(const cnet *n, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
 /* -v: one line on stderr, "* ..." like curl. */
-static void vlog(const cnet *n, const char *fmt, ...) {
+void cn_vlog(const cnet *n, const char *fmt, ...) {
   if (!n->o->verbose) {
     return;
   }
@@ -155,220 +52,6 @@ static void vhead(const cnet *n, const char *mark, const char *p, size_t len) {
     p = nl + 1;
   }
   fflush(stderr);
-}
-
-static char *dupn(const char *p, size_t n) {
-  char *s = malloc(n + 1);
-  if (s) {
-    memcpy(s, p, n);
-    s[n] = 0;
-  }
-  return s;
-}
-
-static int hexval(int c) {
-  return c >= '0' && c <= '9'   ? c - '0'
-         : c >= 'a' && c <= 'f' ? c - 'a' + 10
-         : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                : -1;
-}
-
-/* "Basic base64(user:password)" from the percent-encoded userinfo of a URL
- * (RFC 3986 3.2.1, RFC 7617). NULL when out of memory. */
-static char *basic_auth(const char *ui, size_t n) {
-  char *plain = malloc(n + 1);
-  size_t k = 0;
-  if (plain == NULL) {
-    return NULL;
-  }
-  for (size_t i = 0; i < n; i++) {
-    int h, l;
-    if (ui[i] == '%' && i + 2 < n && (h = hexval(ui[i + 1])) >= 0 &&
-        (l = hexval(ui[i + 2])) >= 0) {
-      plain[k++] = (char)(h * 16 + l);
-      i += 2;
-    } else {
-      plain[k++] = ui[i];
-    }
-  }
-  char *out = malloc(6 + 4 * (k / 3 + 1) + 1);
-  if (out) {
-    memcpy(out, "Basic ", 6);
-    client_base64((const uint8_t *)plain, k, out + 6);
-  }
-  free(plain);
-  return out;
-}
-
-/* ---- URLs --------------------------------------------------------------- */
-
-/* Splits a ws:// or wss:// URL (or, for the proxy, an http:// one) into
- * its parts. On failure writes a sentence naming the wrong part into err
- * and returns -1. */
-static int parse_url(const char *url, int proxy, int *tls, char **host,
-                     char **hostport, int *port, char **path, char **auth,
-                     char *err, size_t errlen) {
-  const char *what = proxy ? "proxy URL" : "URL";
-  for (const char *p = url; *p; p++) {
-    if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-      snprintf(err, errlen,
-               "the %s '%s' holds a space or control character (at byte "
-               "%zu); percent-encode it",
-               what, url, (size_t)(p - url));
-      return -1;
-    }
-  }
-  const char *sep = strstr(url, "://");
-  if (sep == NULL) {
-    if (proxy) {
-      sep = NULL; /* "host:port" alone is how proxies are often given */
-    } else {
-      snprintf(err, errlen,
-               "'%s' has no scheme: write ws://%s (or wss:// for TLS)", url,
-               url);
-      return -1;
-    }
-  }
-  const char *h = url;
-  *tls = 0;
-  if (sep != NULL) {
-    size_t sl = (size_t)(sep - url);
-    h = sep + 3;
-    if (!proxy && sl == 2 && strncasecmp(url, "ws", 2) == 0) {
-      *tls = 0;
-    } else if (!proxy && sl == 3 && strncasecmp(url, "wss", 3) == 0) {
-      *tls = 1;
-    } else if (!proxy && (sl == 4 || sl == 5) &&
-               strncasecmp(url, "https", sl) == 0) {
-      snprintf(err, errlen,
-               "'%.*s://' is not a WebSocket scheme: use %s:// for this URL",
-               (int)sl, url, sl == 5 ? "wss" : "ws");
-      return -1;
-    } else if (proxy && sl == 4 && strncasecmp(url, "http", 4) == 0) {
-      *tls = 0;
-    } else if (proxy) {
-      snprintf(err, errlen,
-               "the proxy URL '%s' must be http://host:port (an HTTP proxy "
-               "that takes CONNECT)",
-               url);
-      return -1;
-    } else {
-      snprintf(err, errlen,
-               "unknown scheme '%.*s://' in '%s': use ws:// or wss://", (int)sl,
-               url, url);
-      return -1;
-    }
-  }
-  const char *end = h + strcspn(h, "/?#");
-  const char *at = memchr(h, '@', (size_t)(end - h));
-  *auth = NULL;
-  if (at != NULL) {
-    /* user:password@host: the last '@' ends the userinfo. */
-    const char *a2;
-    while ((a2 = memchr(at + 1, '@', (size_t)(end - at - 1))) != NULL) {
-      at = a2;
-    }
-    *auth = basic_auth(h, (size_t)(at - h));
-    if (*auth == NULL) {
-      snprintf(err, errlen, "out of memory");
-      return -1;
-    }
-    h = at + 1;
-  }
-  const char *hend, *colon = NULL;
-  if (*h == '[') {
-    hend = memchr(h, ']', (size_t)(end - h));
-    if (hend == NULL) {
-      snprintf(err, errlen, "the host of '%s' opens '[' without a ']'", url);
-      return -1;
-    }
-    if (hend + 1 < end && hend[1] != ':') {
-      snprintf(err, errlen, "unexpected '%c' after ']' in the host of '%s'",
-               hend[1], url);
-      return -1;
-    }
-    colon = hend + 1 < end ? hend + 1 : NULL;
-    *host = dupn(h + 1, (size_t)(hend - h - 1));
-  } else {
-    colon = memchr(h, ':', (size_t)(end - h));
-    hend = colon ? colon : end;
-    *host = dupn(h, (size_t)(hend - h));
-  }
-  if (*host == NULL || (*host)[0] == 0) {
-    snprintf(err, errlen, "the %s '%s' has no host", what, url);
-    return -1;
-  }
-  *port = proxy ? 80 : *tls ? 443 : 80;
-  if (colon != NULL) {
-    const char *ps = colon + 1;
-    long p = 0;
-    int ok = ps < end && end - ps <= 5;
-    for (const char *q = ps; ok && q < end; q++) {
-      ok = *q >= '0' && *q <= '9';
-      p = p * 10 + (*q - '0');
-    }
-    if (!ok || p < 1 || p > 65535) {
-      snprintf(err, errlen,
-               "the port '%.*s' in '%s' is not a number from 1 to 65535",
-               (int)(end - ps), ps, url);
-      return -1;
-    }
-    *port = (int)p;
-  }
-  *hostport = dupn(h, (size_t)(end - h));
-  if (path != NULL) {
-    const char *frag = strchr(end, '#'); /* never sent (RFC 6455 3) */
-    size_t plen = frag ? (size_t)(frag - end) : strlen(end);
-    if (plen == 0 || end[0] != '/') {
-      *path = malloc(plen + 2);
-      if (*path) {
-        (*path)[0] = '/';
-        memcpy(*path + 1, end, plen);
-        (*path)[plen + 1] = 0;
-      }
-    } else {
-      *path = dupn(end, plen);
-    }
-  }
-  if (*hostport == NULL || (path != NULL && *path == NULL)) {
-    snprintf(err, errlen, "out of memory");
-    return -1;
-  }
-  return 0;
-}
-
-/* Whether host matches NO_PROXY: "*", or a comma list of names, each
- * matching itself and its subdomains (".example.com" or "example.com"). */
-static int no_proxy_for(const char *host) {
-  const char *np = getenv("no_proxy");
-  if (np == NULL || *np == 0) {
-    np = getenv("NO_PROXY");
-  }
-  if (np == NULL) {
-    return 0;
-  }
-  size_t hl = strlen(host);
-  while (*np) {
-    size_t l = strcspn(np, ",");
-    const char *e = np;
-    size_t el = l;
-    while (el > 0 && (*e == ' ' || *e == '.')) {
-      e++;
-      el--;
-    }
-    while (el > 0 && e[el - 1] == ' ') {
-      el--;
-    }
-    if (el == 1 && *e == '*') {
-      return 1;
-    }
-    if (el > 0 && el <= hl && strncasecmp(host + hl - el, e, el) == 0 &&
-        (el == hl || host[hl - el - 1] == '.')) {
-      return 1;
-    }
-    np += l + (np[l] == ',' ? 1 : 0);
-  }
-  return 0;
 }
 
 /* ---- ending ------------------------------------------------------------- */
@@ -475,11 +158,8 @@ static void finish(cnet *n) {
   release(n);
 }
 
-static void fail(cnet *n, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
 /* Fails the connection with a sentence saying why. */
-static void fail(cnet *n, const char *fmt, ...) {
+void cn_fail(cnet *n, const char *fmt, ...) {
   if (n->ended) {
     return;
   }
@@ -495,7 +175,7 @@ static void fail(cnet *n, const char *fmt, ...) {
 }
 
 /* The OpenSSL error queue as text, and cleared. */
-static const char *ssl_errors(char *buf, size_t len) {
+const char *cn_ssl_errors(char *buf, size_t len) {
   unsigned long e = ERR_get_error();
   if (e == 0) {
     snprintf(buf, len, "no detail from OpenSSL");
@@ -508,7 +188,7 @@ static const char *ssl_errors(char *buf, size_t len) {
 
 /* ---- socket events ------------------------------------------------------ */
 
-static void poll_set(cnet *n, int events) {
+void cn_poll_set(cnet *n, int events) {
   if (n->poll == NULL || n->poll_events == events) {
     return;
   }
@@ -534,7 +214,7 @@ static int flush(cnet *n) {
       break;
     }
     if (w < 0) {
-      fail(n, "cannot write to %s: %s", n->target, strerror(errno));
+      cn_fail(n, "cannot write to %s: %s", n->target, strerror(errno));
       return -1;
     }
     n->rawoff += (size_t)w;
@@ -566,8 +246,9 @@ static int flush(cnet *n) {
         break;
       }
       char eb[256];
-      fail(n, "TLS write to %s failed: %s", n->target,
-           e == SSL_ERROR_SYSCALL ? strerror(errno) : ssl_errors(eb, 256));
+      cn_fail(n, "TLS write to %s failed: %s", n->target,
+              e == SSL_ERROR_SYSCALL ? strerror(errno)
+                                     : cn_ssl_errors(eb, 256));
       return -1;
     }
     struct iovec iov[64];
@@ -584,13 +265,13 @@ static int flush(cnet *n) {
       break;
     }
     if (w < 0) {
-      fail(n, "cannot write to %s: %s", n->target, strerror(errno));
+      cn_fail(n, "cannot write to %s: %s", n->target, strerror(errno));
       return -1;
     }
     herald_conn_output_consumed(n->conn, (size_t)w);
   }
   if (n->state != N_CONNECT) {
-    poll_set(n, UV_READABLE | (want_write ? UV_WRITABLE : 0));
+    cn_poll_set(n, UV_READABLE | (want_write ? UV_WRITABLE : 0));
   }
   if (n->busy && out_pending(n) < LOW_WATER && n->state == N_OPEN) {
     n->busy = 0;
@@ -614,11 +295,11 @@ static int has_header(const client_opts *o, const char *name) {
   return 0;
 }
 
-static void start_handshake(cnet *n) {
+void cn_start_handshake(cnet *n) {
   const client_opts *o = n->o;
   herald_header *hs = calloc(o->nheaders + 2, sizeof(*hs));
   if (hs == NULL) {
-    fail(n, "out of memory");
+    cn_fail(n, "out of memory");
     return;
   }
   size_t nh = 0;
@@ -648,10 +329,10 @@ static void start_handshake(cnet *n) {
   free(hs);
   if (rv != 0) {
     n->end.usage = 1;
-    fail(n,
-         "cannot build the handshake request: %s (check -H, --origin and "
-         "--subprotocol)",
-         herald_strerror(rv));
+    cn_fail(n,
+            "cannot build the handshake request: %s (check -H, --origin and "
+            "--subprotocol)",
+            herald_strerror(rv));
     return;
   }
   n->state = N_HANDSHAKE;
@@ -665,152 +346,6 @@ static void start_handshake(cnet *n) {
   flush(n);
 }
 
-/* ---- TLS ---------------------------------------------------------------- */
-
-static void tls_step(cnet *n);
-
-/* A file named on the command line that cannot be read: say so plainly
- * rather than through OpenSSL's error stack. Returns 0 when it can. */
-static int unreadable(cnet *n, const char *what, const char *file) {
-  if (file == NULL || access(file, R_OK) == 0) {
-    return 0;
-  }
-  n->end.usage = 1;
-  fail(n, "cannot read %s %s: %s", what, file, strerror(errno));
-  return -1;
-}
-
-static void start_tls(cnet *n) {
-  const client_opts *o = n->o;
-  char eb[256];
-  if (unreadable(n, "the CA file", o->ca_file) ||
-      unreadable(n, "the client certificate", o->cert_file) ||
-      unreadable(n, "the client key", o->key_file)) {
-    return;
-  }
-  n->ctx = SSL_CTX_new(TLS_client_method());
-  if (n->ctx == NULL) {
-    fail(n, "cannot set up TLS: %s", ssl_errors(eb, sizeof(eb)));
-    return;
-  }
-  SSL_CTX_set_min_proto_version(n->ctx, TLS1_2_VERSION);
-  if (o->insecure) {
-    SSL_CTX_set_verify(n->ctx, SSL_VERIFY_NONE, NULL);
-  } else {
-    SSL_CTX_set_verify(n->ctx, SSL_VERIFY_PEER, NULL);
-    int ok = o->ca_file
-                 ? SSL_CTX_load_verify_locations(n->ctx, o->ca_file, NULL)
-                 : SSL_CTX_set_default_verify_paths(n->ctx);
-    if (ok != 1) {
-      n->end.usage = o->ca_file != NULL;
-      fail(n, "cannot load the CA certificates%s%s: %s",
-           o->ca_file ? " of " : "", o->ca_file ? o->ca_file : "",
-           ssl_errors(eb, sizeof(eb)));
-      return;
-    }
-  }
-  if (o->cert_file) {
-    const char *key = o->key_file ? o->key_file : o->cert_file;
-    if (SSL_CTX_use_certificate_chain_file(n->ctx, o->cert_file) != 1) {
-      n->end.usage = 1;
-      fail(n, "cannot load the client certificate %s: %s", o->cert_file,
-           ssl_errors(eb, sizeof(eb)));
-      return;
-    }
-    if (SSL_CTX_use_PrivateKey_file(n->ctx, key, SSL_FILETYPE_PEM) != 1) {
-      n->end.usage = 1;
-      fail(n, "cannot load the client key %s: %s", key,
-           ssl_errors(eb, sizeof(eb)));
-      return;
-    }
-    if (SSL_CTX_check_private_key(n->ctx) != 1) {
-      n->end.usage = 1;
-      fail(n, "the key %s does not belong to the certificate %s", key,
-           o->cert_file);
-      return;
-    }
-  }
-  static const unsigned char alpn[] = "\x08http/1.1";
-  SSL_CTX_set_alpn_protos(n->ctx, alpn, sizeof(alpn) - 1);
-  n->ssl = SSL_new(n->ctx);
-  n->tlsw = malloc(TLS_WCHUNK);
-  if (n->ssl == NULL || n->tlsw == NULL) {
-    fail(n, "cannot set up TLS: out of memory");
-    return;
-  }
-  const char *name = o->server_name ? o->server_name : n->host;
-  struct in6_addr a;
-  int is_ip =
-      inet_pton(AF_INET, name, &a) == 1 || inet_pton(AF_INET6, name, &a) == 1;
-  if (!is_ip) {
-    SSL_set_tlsext_host_name(n->ssl, name); /* SNI is for names only */
-  }
-  if (!o->insecure) {
-    if (is_ip) {
-      X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(n->ssl), name);
-    } else {
-      SSL_set1_host(n->ssl, name);
-    }
-  }
-  SSL_set_fd(n->ssl, n->fd);
-  n->state = N_TLS;
-  vlog(n, "TLS handshake with %s (verifying %s)", n->target,
-       o->insecure ? "nothing: -k" : name);
-  tls_step(n);
-}
-
-static void tls_step(cnet *n) {
-  ERR_clear_error();
-  int r = SSL_connect(n->ssl);
-  if (r == 1) {
-    const SSL_CIPHER *c = SSL_get_current_cipher(n->ssl);
-    X509 *peer = SSL_get1_peer_certificate(n->ssl);
-    char subject[256] = "";
-    if (peer) {
-      X509_NAME_oneline(X509_get_subject_name(peer), subject, sizeof(subject));
-      X509_free(peer);
-    }
-    vlog(n, "TLS: %s, %s, server certificate %s", SSL_get_version(n->ssl),
-         c ? SSL_CIPHER_get_name(c) : "?", subject[0] ? subject : "(none)");
-    start_handshake(n);
-    return;
-  }
-  int e = SSL_get_error(n->ssl, r);
-  if (e == SSL_ERROR_WANT_READ) {
-    poll_set(n, UV_READABLE);
-    return;
-  }
-  if (e == SSL_ERROR_WANT_WRITE) {
-    poll_set(n, UV_READABLE | UV_WRITABLE);
-    return;
-  }
-  long vr = SSL_get_verify_result(n->ssl);
-  unsigned long err = ERR_peek_error();
-  int reason = ERR_GET_REASON(err);
-  char eb[256];
-  if (vr != X509_V_OK && !n->o->insecure) {
-    fail(n,
-         "the certificate of %s did not verify: %s (trust its CA with --ca "
-         "FILE, or skip the check with -k)",
-         n->target, X509_verify_cert_error_string(vr));
-  } else if (reason == SSL_R_WRONG_VERSION_NUMBER ||
-             reason == SSL_R_PACKET_LENGTH_TOO_LONG) {
-    ERR_clear_error();
-    fail(n,
-         "%s did not answer in TLS: is it a plain TCP port? Use ws:// "
-         "rather than wss://",
-         n->target);
-  } else if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN) {
-    fail(n,
-         "%s closed the connection during the TLS handshake%s%s (is it a "
-         "plain ws:// port?)",
-         n->target, errno ? ": " : "", errno ? strerror(errno) : "");
-  } else {
-    fail(n, "TLS handshake with %s failed: %s", n->target,
-         ssl_errors(eb, sizeof(eb)));
-  }
-}
-
 /* ---- the proxy ---------------------------------------------------------- */
 
 static void start_proxy(cnet *n) {
@@ -820,7 +355,7 @@ static void start_proxy(cnet *n) {
                (n->pauth ? strlen(n->pauth) : 0) + 128;
   n->raw = malloc(cap);
   if (n->raw == NULL) {
-    fail(n, "out of memory");
+    cn_fail(n, "out of memory");
     return;
   }
   int is6 = strchr(n->host, ':') != NULL;
@@ -845,8 +380,8 @@ static int proxy_answer(cnet *n) {
   char *end = memmem(n->ibuf, n->ilen, "\r\n\r\n", 4);
   if (end == NULL) {
     if (n->ilen >= PROXY_HEAD_MAX) {
-      fail(n, "the proxy %s:%d sent a head over %d bytes", n->phost, n->pport,
-           PROXY_HEAD_MAX);
+      cn_fail(n, "the proxy %s:%d sent a head over %d bytes", n->phost,
+              n->pport, PROXY_HEAD_MAX);
     }
     return 1;
   }
@@ -860,12 +395,12 @@ static int proxy_answer(cnet *n) {
   }
   if (status < 200 || status > 299) {
     if (status == 0) {
-      fail(n, "the proxy %s:%d did not answer CONNECT in HTTP", n->phost,
-           n->pport);
+      cn_fail(n, "the proxy %s:%d did not answer CONNECT in HTTP", n->phost,
+              n->pport);
     } else {
-      fail(n, "the proxy %s:%d refused CONNECT %s: %.*s%s", n->phost, n->pport,
-           n->target, (int)(ll > 9 ? ll - 9 : 0), p + 9,
-           status == 407 ? " (give user:password@ in the proxy URL)" : "");
+      cn_fail(n, "the proxy %s:%d refused CONNECT %s: %.*s%s", n->phost,
+              n->pport, n->target, (int)(ll > 9 ? ll - 9 : 0), p + 9,
+              status == 407 ? " (give user:password@ in the proxy URL)" : "");
     }
     return 0;
   }
@@ -874,11 +409,11 @@ static int proxy_answer(cnet *n) {
   free(n->raw);
   n->raw = NULL;
   n->rawlen = n->rawoff = 0;
-  vlog(n, "tunnel to %s open through the proxy", n->target);
+  cn_vlog(n, "tunnel to %s open through the proxy", n->target);
   if (n->tls) {
-    start_tls(n);
+    cn_start_tls(n);
   } else {
-    start_handshake(n);
+    cn_start_handshake(n);
   }
   return 0;
 }
@@ -890,13 +425,13 @@ static void try_next_address(cnet *n);
 static void connected(cnet *n) {
   int one = 1;
   (void)setsockopt(n->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  vlog(n, "connected to %s%s", n->peer, n->phost ? " (the proxy)" : "");
+  cn_vlog(n, "connected to %s%s", n->peer, n->phost ? " (the proxy)" : "");
   if (n->phost) {
     start_proxy(n);
   } else if (n->tls) {
-    start_tls(n);
+    cn_start_tls(n);
   } else {
-    start_handshake(n);
+    cn_start_handshake(n);
   }
 }
 
@@ -925,7 +460,7 @@ static void try_next_address(cnet *n) {
     snprintf(n->peer, sizeof(n->peer), "%s%s%s:%d",
              ai->ai_family == AF_INET6 ? "[" : "", ip,
              ai->ai_family == AF_INET6 ? "]" : "", port);
-    vlog(n, "connecting to %s", n->peer);
+    cn_vlog(n, "connecting to %s", n->peer);
     int fd =
         socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -946,14 +481,14 @@ static void try_next_address(cnet *n) {
     }
     n->poll_events = 0;
     n->state = N_CONNECT;
-    poll_set(n, UV_WRITABLE);
+    cn_poll_set(n, UV_WRITABLE);
     return;
   }
   if (lasterr) {
     last = strerror(lasterr);
   }
-  fail(n, "cannot connect to %s%s%s: %s", n->phost ? "the proxy " : "",
-       n->phost ? "" : n->target, n->phost ? n->peer : "", last);
+  cn_fail(n, "cannot connect to %s%s%s: %s", n->phost ? "the proxy " : "",
+          n->phost ? "" : n->target, n->phost ? n->peer : "", last);
 }
 
 static void on_connect_ready(cnet *n) {
@@ -967,13 +502,13 @@ static void on_connect_ready(cnet *n) {
     connected(n);
     return;
   }
-  vlog(n, "%s: %s", n->peer, strerror(err));
+  cn_vlog(n, "%s: %s", n->peer, strerror(err));
   if (n->next_addr == NULL) {
     const char *name = n->phost ? n->phost : n->target;
     int same = strcmp(name, n->peer) == 0;
-    fail(n, "cannot connect to %s%s%s%s%s: %s", n->phost ? "the proxy " : "",
-         name, same ? "" : " (", same ? "" : n->peer, same ? "" : ")",
-         strerror(err));
+    cn_fail(n, "cannot connect to %s%s%s%s%s: %s", n->phost ? "the proxy " : "",
+            name, same ? "" : " (", same ? "" : n->peer, same ? "" : ")",
+            strerror(err));
     return;
   }
   try_next_address(n);
@@ -993,8 +528,8 @@ static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   n->handles--;
   const char *name = n->phost ? n->phost : n->host;
   if (status != 0) {
-    fail(n, "cannot resolve %s%s: %s", n->phost ? "the proxy " : "", name,
-         uv_strerror(status));
+    cn_fail(n, "cannot resolve %s%s: %s", n->phost ? "the proxy " : "", name,
+            uv_strerror(status));
     return;
   }
   n->addrs = n->next_addr = res;
@@ -1010,10 +545,10 @@ static void on_event(cnet *n, herald_event *ev, const uint8_t *at);
 static void handshake_failed(cnet *n, int rv, const uint8_t *at, size_t len) {
   const char *p = (const char *)at;
   if (len > 0 && (at[0] == 0x15 || at[0] == 0x16)) {
-    fail(n,
-         "%s answered in TLS: it is a TLS port, use wss:// rather than "
-         "ws://",
-         n->target);
+    cn_fail(n,
+            "%s answered in TLS: it is a TLS port, use wss:// rather than "
+            "ws://",
+            n->target);
     return;
   }
   if (len >= 12 && strncmp(p, "HTTP/1.", 7) == 0) {
@@ -1039,20 +574,21 @@ static void handshake_failed(cnet *n, int rv, const uint8_t *at, size_t len) {
     }
     vhead(n, "< ", p, body ? (size_t)(body - p) : len); /* the head */
     if (status != 101) {
-      fail(n, "%s refused the WebSocket handshake: %.*s%s%s%s", n->target,
-           (int)(ll > 9 ? ll - 9 : 0), p + 9, excerpt[0] ? " (\"" : "", excerpt,
-           excerpt[0] ? "\")" : "");
+      cn_fail(n, "%s refused the WebSocket handshake: %.*s%s%s%s", n->target,
+              (int)(ll > 9 ? ll - 9 : 0), p + 9, excerpt[0] ? " (\"" : "",
+              excerpt, excerpt[0] ? "\")" : "");
       return;
     }
-    fail(n, "%s answered 101 but broke the handshake: %s", n->target,
-         herald_conn_error_reason(n->conn)[0]
-             ? herald_conn_error_reason(n->conn)
-             : herald_strerror(rv));
+    cn_fail(n, "%s answered 101 but broke the handshake: %s", n->target,
+            herald_conn_error_reason(n->conn)[0]
+                ? herald_conn_error_reason(n->conn)
+                : herald_strerror(rv));
     return;
   }
-  fail(n, "%s did not answer the WebSocket handshake in HTTP: %s", n->target,
-       herald_conn_error_reason(n->conn)[0] ? herald_conn_error_reason(n->conn)
-                                            : herald_strerror(rv));
+  cn_fail(n, "%s did not answer the WebSocket handshake in HTTP: %s", n->target,
+          herald_conn_error_reason(n->conn)[0]
+              ? herald_conn_error_reason(n->conn)
+              : herald_strerror(rv));
 }
 
 static void feed(cnet *n) {
@@ -1118,7 +654,7 @@ static void listen_reset(cnet *n) {
   n->ilen = 0;
   n->dropped = 1;
   if (herald_conn_new(&n->conn, &n->cfg) != 0) {
-    fail(n, "out of memory");
+    cn_fail(n, "out of memory");
     return;
   }
   uv_poll_start(n->lpoll, UV_READABLE, on_poll);
@@ -1127,14 +663,14 @@ static void listen_reset(cnet *n) {
 static void on_eof(cnet *n) {
   herald_event ev;
   if (n->state == N_PROXY) {
-    fail(n,
-         "the proxy %s:%d closed the connection without answering "
-         "CONNECT",
-         n->phost, n->pport);
+    cn_fail(n,
+            "the proxy %s:%d closed the connection without answering "
+            "CONNECT",
+            n->phost, n->pport);
     return;
   }
   if (n->state == N_LISTEN) {
-    vlog(n, "%s left before its handshake; waiting for another", n->peer);
+    cn_vlog(n, "%s left before its handshake; waiting for another", n->peer);
     listen_reset(n);
     return;
   }
@@ -1142,12 +678,12 @@ static void on_eof(cnet *n) {
     if (n->ilen > 0) {
       handshake_failed(n, HERALD_ERR_HTTP, n->ibuf, n->ilen);
     } else {
-      fail(n,
-           "%s closed the connection without answering the WebSocket "
-           "handshake%s",
-           n->target,
-           n->tls ? ""
-                  : " (if it is a TLS port, use wss:// rather than ws://)");
+      cn_fail(n,
+              "%s closed the connection without answering the WebSocket "
+              "handshake%s",
+              n->target,
+              n->tls ? ""
+                     : " (if it is a TLS port, use wss:// rather than ws://)");
     }
     return;
   }
@@ -1174,7 +710,7 @@ static void on_readable(cnet *n) {
       }
       uint8_t *b = realloc(n->ibuf, cap);
       if (b == NULL) {
-        fail(n, "out of memory");
+        cn_fail(n, "out of memory");
         return;
       }
       n->ibuf = b;
@@ -1197,8 +733,8 @@ static void on_readable(cnet *n) {
           return;
         }
         char eb[256];
-        fail(n, "TLS read from %s failed: %s", n->target,
-             ssl_errors(eb, sizeof(eb)));
+        cn_fail(n, "TLS read from %s failed: %s", n->target,
+                cn_ssl_errors(eb, sizeof(eb)));
         return;
       }
     } else {
@@ -1211,12 +747,12 @@ static void on_readable(cnet *n) {
       }
       if (r < 0) {
         if (errno == ECONNRESET && n->state == N_HANDSHAKE && !n->tls) {
-          fail(n,
-               "%s reset the connection during the WebSocket handshake "
-               "(if it is a TLS port, use wss:// rather than ws://)",
-               n->target);
+          cn_fail(n,
+                  "%s reset the connection during the WebSocket handshake "
+                  "(if it is a TLS port, use wss:// rather than ws://)",
+                  n->target);
         } else {
-          fail(n, "reading from %s: %s", n->target, strerror(errno));
+          cn_fail(n, "reading from %s: %s", n->target, strerror(errno));
         }
         return;
       }
@@ -1231,7 +767,7 @@ static void on_readable(cnet *n) {
         continue; /* more of the proxy's head to come */
       }
       if (n->ended || n->state == N_TLS) {
-        return; /* tls_step() watches the socket now */
+        return; /* cn_tls_step() watches the socket now */
       }
     }
     if (n->conn && n->state >= N_HANDSHAKE && n->state != N_DONE) {
@@ -1266,7 +802,7 @@ static void on_request(cnet *n, herald_event *ev, const uint8_t *at) {
   const herald_request *req = ev->request;
   vhead(n, "< ", (const char *)at, req->head_len);
   if (!req->websocket) {
-    vlog(n, "not a WebSocket upgrade: answering 426, waiting for another");
+    cn_vlog(n, "not a WebSocket upgrade: answering 426, waiting for another");
     herald_header up = {{"Upgrade", 7}, {"websocket", 9}};
     herald_conn_reject(n->conn, 426, "this port speaks WebSocket only", &up, 1);
     flush(n);
@@ -1289,7 +825,7 @@ static void on_request(cnet *n, herald_event *ev, const uint8_t *at) {
   herald_accept acc = {.subprotocol = proto};
   int rv = herald_conn_accept(n->conn, &acc);
   if (rv != 0) {
-    fail(n, "cannot accept the upgrade: %s", herald_strerror(rv));
+    cn_fail(n, "cannot accept the upgrade: %s", herald_strerror(rv));
     return;
   }
   if (proto) {
@@ -1374,7 +910,7 @@ static void on_accept(cnet *n) {
   }
   snprintf(n->peer, sizeof(n->peer), "%s:%d", ip, port);
   snprintf(n->target, sizeof(n->target), "%s", n->peer);
-  vlog(n, "connection from %s", n->peer);
+  cn_vlog(n, "connection from %s", n->peer);
   if (poll_open(n, &n->poll, fd) != 0) {
     close(fd);
     return;
@@ -1384,7 +920,7 @@ static void on_accept(cnet *n) {
   n->poll_events = 0;
   int one = 1;
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  poll_set(n, UV_READABLE);
+  cn_poll_set(n, UV_READABLE);
 }
 
 /* Binds [ADDR:]PORT (ADDR defaults to 127.0.0.1). Returns 0, or -1 after
@@ -1503,15 +1039,15 @@ static void on_timer(uv_timer_t *t) {
     finish(n);
     return;
   }
-  fail(n, "timed out after %.1f s %s (%s)", n->o->connect_ms / 1000.0, stage(n),
-       n->target);
+  cn_fail(n, "timed out after %.1f s %s (%s)", n->o->connect_ms / 1000.0,
+          stage(n), n->target);
 }
 
 static void ping_due(uv_timer_t *t) {
   cnet *n = t->data;
   if (n->ping_pending) {
-    fail(n, "no pong within %.1f s: the connection is dead",
-         n->o->ping_ms / 1000.0);
+    cn_fail(n, "no pong within %.1f s: the connection is dead",
+            n->o->ping_ms / 1000.0);
     return;
   }
   if (herald_conn_ping(n->conn, "", 0) == 0) {
@@ -1532,7 +1068,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     n->poll_events = 0;
     events = UV_READABLE;
     if (n->state == N_TLS) {
-      tls_step(n);
+      cn_tls_step(n);
       return;
     }
   }
@@ -1541,7 +1077,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     on_connect_ready(n);
     return;
   case N_TLS:
-    tls_step(n);
+    cn_tls_step(n);
     return;
   default:
     break;
@@ -1601,8 +1137,8 @@ int cnet_start(uv_loop_t *loop, const client_opts *o, const cnet_callbacks *cb,
   }
 
   char err[512];
-  if (parse_url(o->url, 0, &n->tls, &n->host, &n->hostport, &n->port, &n->path,
-                &n->auth, err, sizeof(err)) != 0) {
+  if (cn_parse_url(o->url, 0, &n->tls, &n->host, &n->hostport, &n->port,
+                   &n->path, &n->auth, err, sizeof(err)) != 0) {
     snprintf(n->error, sizeof(n->error), "%s", err);
     n->end.error = n->error;
     n->end.usage = 1;
@@ -1616,7 +1152,7 @@ int cnet_start(uv_loop_t *loop, const client_opts *o, const cnet_callbacks *cb,
   /* The proxy: --proxy, else https_proxy (wss://) or http_proxy (ws://),
    * unless --no-proxy or NO_PROXY names the host. */
   const char *proxy = o->proxy;
-  if (proxy == NULL && !o->no_proxy && !no_proxy_for(n->host)) {
+  if (proxy == NULL && !o->no_proxy && !cn_no_proxy_for(n->host)) {
     const char *names[2][2] = {{"http_proxy", "HTTP_PROXY"},
                                {"https_proxy", "HTTPS_PROXY"}};
     for (int i = 0; i < 2 && (proxy == NULL || *proxy == 0); i++) {
@@ -1629,8 +1165,8 @@ int cnet_start(uv_loop_t *loop, const client_opts *o, const cnet_callbacks *cb,
   if (proxy != NULL && !o->no_proxy) {
     int ptls;
     char *php = NULL;
-    if (parse_url(proxy, 1, &ptls, &n->phost, &php, &n->pport, NULL, &n->pauth,
-                  err, sizeof(err)) != 0) {
+    if (cn_parse_url(proxy, 1, &ptls, &n->phost, &php, &n->pport, NULL,
+                     &n->pauth, err, sizeof(err)) != 0) {
       free(php);
       snprintf(n->error, sizeof(n->error), "%s%s", err,
                o->proxy ? "" : " (from the environment)");
@@ -1640,7 +1176,7 @@ int cnet_start(uv_loop_t *loop, const client_opts *o, const cnet_callbacks *cb,
       return 0;
     }
     free(php);
-    vlog(n, "through the HTTP proxy %s:%d", n->phost, n->pport);
+    cn_vlog(n, "through the HTTP proxy %s:%d", n->phost, n->pport);
   }
 
   if (o->connect_ms) {
@@ -1660,11 +1196,11 @@ int cnet_start(uv_loop_t *loop, const client_opts *o, const cnet_callbacks *cb,
     try_next_address(n);
     return 0;
   }
-  vlog(n, "resolving %s", name);
+  cn_vlog(n, "resolving %s", name);
   n->dns.data = n;
   int rv = uv_getaddrinfo(loop, &n->dns, on_dns, name, portstr, &hints);
   if (rv != 0) {
-    fail(n, "cannot resolve %s: %s", name, uv_strerror(rv));
+    cn_fail(n, "cannot resolve %s: %s", name, uv_strerror(rv));
     return 0;
   }
   n->dns_pending = 1;

@@ -55,8 +55,13 @@ def main():
                             text=True)
     passed = failed = 0
     try:
-        line = echo.stdout.readline()
-        port = int(line.strip().rsplit(":", 1)[1])
+        # herald echo may say other things first (its io backend).
+        line = ""
+        for _ in range(10):
+            line = echo.stdout.readline()
+            if "listening on" in line or not line:
+                break
+        port = int(line.strip().rsplit(":", 1)[1].split()[0])
         status = os.path.join(home, "status")
         cmd = ("HOME=%s %s client ws://127.0.0.1:%d/; echo \"exit=$?\" > %s; "
                "sleep 30" % (home, HERALD, port, status))
