@@ -1,9 +1,11 @@
 /* client.h - the parts of `herald client` and what they share.
  *
  *   client.c       options, modes, the session (stdin, linger, reconnect)
- *   client_net.c   one WebSocket connection on the sans-I/O core: URL, DNS,
- *                  TCP, an HTTP CONNECT proxy, TLS, the opening handshake
- *                  (or, with --listen, accepting one), frames, pings, close
+ *   client_net.c   one WebSocket connection on the sans-I/O core: DNS,
+ *                  TCP, an HTTP CONNECT proxy, the opening handshake (or,
+ *                  with --listen, accepting one), frames, pings, close
+ *   client_url.c   the URL and the proxy's URL, userinfo, NO_PROXY
+ *   client_tls.c   TLS (wss://) with OpenSSL on the socket
  *   client_io.c    what is printed: markers, timestamps, JSON, binary as
  *                  raw, hex or base64; and how stdin becomes messages
  *   client_term.c  the interactive mode: libedit line editing, history,
