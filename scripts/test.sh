@@ -7,8 +7,11 @@
 #   3. gcc build with ASan+UBSan and -Werror, every CTest test
 #   4. clang build with ASan+UBSan and -Werror, every CTest test but the
 #      second runs of suites on io_uring (*_uring) and on two loops
-#      (*_threads): the same code under the same sanitizers, which step 3
-#      and step 5 run, so that `make test` stays within 30 minutes
+#      (*_threads), and the multi-process Redis suites and the soak
+#      (push_redis*, push_backend_redis, pusher_node-redis, soak_short):
+#      the same code paths under the same sanitizers, which step 3 runs
+#      (step 5 for the threads), so that `make test` stays within 30
+#      minutes
 #   5. clang build with ThreadSanitizer: the threaded push tests (label
 #      "threads": herald serve --threads 2)
 #   6. the libFuzzer targets, FUZZ_SECONDS (default 60) each
@@ -33,7 +36,8 @@ for cc in gcc clang; do
     -DHERALD_SANITIZE=ON -DHERALD_WERROR=ON >/dev/null
   cmake --build "$dir" -j "$jobs"
   skip=()
-  [ "$cc" = clang ] && skip=(-E '_(uring|threads)$')
+  [ "$cc" = clang ] &&
+    skip=(-E '_(uring|threads)$|^push_redis|^push_backend_redis$|^pusher_node-redis$|^soak_short$')
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir "$dir" --output-on-failure -j "$jobs" "${skip[@]}"
