@@ -223,6 +223,26 @@ void redis_on_ignored(redis_conn *c, redisReply *reply, const redis_pending *p);
  * slot. NULL when a cluster's map does not say yet. */
 rshard *redis_nodes_shard(push_redis *r);
 
+/* ---- redis_shard.c: a shard's life ---- */
+
+/* Resolves the shard's server and connects both its connections. */
+void redis_shard_connect(rshard *sh);
+/* Closes both connections (why goes to the log); pending calls are
+ * answered PUSH_REDIS_DOWN. */
+void redis_shard_close(rshard *sh, const char *why);
+/* Sends ROLE on the command connection: a shard that is not a master any
+ * more goes down. */
+void redis_send_role(rshard *sh);
+/* The connection callbacks of a shard's connections (a Redis Cluster's
+ * first shard uses the second). */
+extern const redis_conn_events redis_shard_conn_events;
+extern const redis_conn_events redis_shard_cluster_events;
+
+/* ---- redis.c, for redis_shard.c ---- */
+
+/* Writes this node's entry into the node list now. */
+void redis_heartbeat(push_redis *r);
+
 /* ---- redis_ext.c: what the server needs of the cluster besides channels
  * (occupancy, control messages between nodes, connections per user) ---- */
 
