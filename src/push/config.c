@@ -11,10 +11,9 @@
 #include <time.h>
 
 #include "push/config.h"
+#include "push/config_int.h"
 
-static void err_set(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void err_set(char *err, size_t errlen, const char *fmt, ...) {
+void push_cfg_err(char *err, size_t errlen, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(err, errlen, fmt, ap);
@@ -146,7 +145,7 @@ static char *read_file(const char *path) {
   return buf;
 }
 
-static int json_bool(push_json v, int *out) {
+int push_cfg_bool(push_json v, int *out) {
   push_json_type t = push_json_type_of(v);
   if (t != PUSH_JSON_TRUE && t != PUSH_JSON_FALSE) {
     return -1;
@@ -155,7 +154,7 @@ static int json_bool(push_json v, int *out) {
   return 0;
 }
 
-static int json_u32(push_json v, uint32_t *out) {
+int push_cfg_u32(push_json v, uint32_t *out) {
   uint64_t x;
   if (push_json_u64(v, &x) != 0 || x > UINT32_MAX) {
     return -1;
@@ -173,7 +172,7 @@ static int json_size(push_json v, size_t *out) {
   return 0;
 }
 
-static char *json_strdup(push_json v) {
+char *push_cfg_strdup(push_json v) {
   char tmp[4096];
   long n = push_json_str(v, tmp, sizeof(tmp));
   return n < 0 ? NULL : strdup(tmp);
@@ -191,14 +190,15 @@ static int parse_level(const char *s) {
 
 /* Reads a PEM key file named by a string value. */
 static int load_pem(push_json v, char **out, char *err, size_t errlen) {
-  char *path = json_strdup(v);
+  char *path = push_cfg_strdup(v);
   if (path == NULL) {
-    err_set(err, errlen, "a key file must be a string");
+    push_cfg_err(err, errlen, "a key file must be a string");
     return -1;
   }
   char *pem = read_file(path);
   if (pem == NULL) {
-    err_set(err, errlen, "cannot read key file %s: %s", path, strerror(errno));
+    push_cfg_err(err, errlen, "cannot read key file %s: %s", path,
+                 strerror(errno));
     free(path);
     return -1;
   }
@@ -239,7 +239,7 @@ static int load_backend(push_config *c, const char *what, push_json o,
   push_backend_config *b = &c->backend;
   int webhooks = strcmp(what, "webhooks") == 0;
   if (push_json_type_of(o) != PUSH_JSON_OBJECT) {
-    err_set(err, errlen, "\"%s\" is an object", what);
+    push_cfg_err(err, errlen, "\"%s\" is an object", what);
     return -1;
   }
   size_t pos = 0;
@@ -256,11 +256,11 @@ static int load_backend(push_config *c, const char *what, push_json o,
     } else if (!webhooks && strcmp(k, "rpc_url") == 0) {
       url = &b->rpc_url;
     } else if (!webhooks && strcmp(k, "connect_always") == 0) {
-      bad = json_bool(v, &b->connect_always);
+      bad = push_cfg_bool(v, &b->connect_always);
     } else if (!webhooks && strcmp(k, "timeout_ms") == 0) {
-      bad = json_u32(v, &b->timeout_ms) || b->timeout_ms == 0;
+      bad = push_cfg_u32(v, &b->timeout_ms) || b->timeout_ms == 0;
     } else if (!webhooks && strcmp(k, "max_in_flight") == 0) {
-      bad = json_u32(v, &b->max_in_flight) || b->max_in_flight == 0;
+      bad = push_cfg_u32(v, &b->max_in_flight) || b->max_in_flight == 0;
     } else if (!webhooks && strcmp(k, "max_response_bytes") == 0) {
       bad = json_size(v, &b->max_response) || b->max_response < 64;
     } else if (!webhooks && strcmp(k, "headers") == 0) {
@@ -284,7 +284,7 @@ static int load_backend(push_config *c, const char *what, push_json o,
       url = &b->webhooks_url;
     } else if (webhooks && strcmp(k, "secret") == 0) {
       free(b->webhooks_secret);
-      bad = (b->webhooks_secret = json_strdup(v)) == NULL ||
+      bad = (b->webhooks_secret = push_cfg_strdup(v)) == NULL ||
             b->webhooks_secret[0] == 0;
     } else if (webhooks && strcmp(k, "events") == 0) {
       size_t p2 = 0;
@@ -303,10 +303,10 @@ static int load_backend(push_config *c, const char *what, push_json o,
           }
         }
         if (bit == 0) {
-          err_set(err, errlen,
-                  "webhooks.events: unknown event (connect, disconnect, "
-                  "channel_occupied, channel_vacated, join, leave, "
-                  "publish)");
+          push_cfg_err(err, errlen,
+                       "webhooks.events: unknown event (connect, disconnect, "
+                       "channel_occupied, channel_vacated, join, leave, "
+                       "publish)");
           return -1;
         }
         b->webhooks_events |= bit;
@@ -319,18 +319,19 @@ static int load_backend(push_config *c, const char *what, push_json o,
     } else if (webhooks && strcmp(k, "batch_size") == 0) {
       bad = json_size(v, &b->webhooks_batch) || b->webhooks_batch == 0;
     } else if (webhooks && strcmp(k, "timeout_ms") == 0) {
-      bad = json_u32(v, &b->webhooks_timeout_ms) || b->webhooks_timeout_ms == 0;
+      bad = push_cfg_u32(v, &b->webhooks_timeout_ms) ||
+            b->webhooks_timeout_ms == 0;
     } else {
-      err_set(err, errlen, "%s: unknown key \"%s\"", what, k);
+      push_cfg_err(err, errlen, "%s: unknown key \"%s\"", what, k);
       return -1;
     }
     if (url != NULL) {
       free(*url);
-      bad = (*url = json_strdup(v)) == NULL || !url_ok(*url);
+      bad = (*url = push_cfg_strdup(v)) == NULL || !url_ok(*url);
     }
     if (bad) {
-      err_set(err, errlen, "%s: bad value for \"%s\"%s", what, k,
-              url ? " (an http:// or https:// URL)" : "");
+      push_cfg_err(err, errlen, "%s: bad value for \"%s\"%s", what, k,
+                   url ? " (an http:// or https:// URL)" : "");
       return -1;
     }
   }
@@ -345,7 +346,7 @@ static int load_namespace(push_config *c, push_json o, char *err,
       !push_json_get(o, "name", &v) ||
       push_json_str(v, ns.name, sizeof(ns.name)) < 0 ||
       strchr(ns.name, ':') != NULL) {
-    err_set(err, errlen, "each namespace needs a \"name\" without ':'");
+    push_cfg_err(err, errlen, "each namespace needs a \"name\" without ':'");
     return -1;
   }
   size_t pos = 0;
@@ -359,45 +360,46 @@ static int load_namespace(push_config *c, push_json o, char *err,
     if (strcmp(k, "name") == 0) {
       continue;
     } else if (strcmp(k, "publish") == 0) {
-      bad = json_bool(v, &ns.publish);
+      bad = push_cfg_bool(v, &ns.publish);
     } else if (strcmp(k, "presence") == 0) {
-      bad = json_bool(v, &ns.presence);
+      bad = push_cfg_bool(v, &ns.presence);
     } else if (strcmp(k, "join_leave") == 0) {
-      bad = json_bool(v, &ns.join_leave);
+      bad = push_cfg_bool(v, &ns.join_leave);
     } else if (strcmp(k, "private") == 0) {
-      bad = json_bool(v, &ns.private_channels);
+      bad = push_cfg_bool(v, &ns.private_channels);
     } else if (strcmp(k, "history_size") == 0) {
-      bad = json_u32(v, &ns.history_size);
+      bad = push_cfg_u32(v, &ns.history_size);
     } else if (strcmp(k, "history_ttl") == 0) {
-      bad = json_u32(v, &ns.history_ttl_s);
+      bad = push_cfg_u32(v, &ns.history_ttl_s);
     } else if (strcmp(k, "subscribe_proxy_url") == 0 ||
                strcmp(k, "publish_proxy_url") == 0) {
       const char **slot =
           k[0] == 's' ? &ns.subscribe_proxy_url : &ns.publish_proxy_url;
       free((char *)*slot);
-      *slot = json_strdup(v);
+      *slot = push_cfg_strdup(v);
       bad = *slot == NULL || !url_ok(*slot);
     } else {
       ns_free_urls(&ns);
-      err_set(err, errlen, "namespace \"%s\": unknown key \"%s\"", ns.name, k);
+      push_cfg_err(err, errlen, "namespace \"%s\": unknown key \"%s\"", ns.name,
+                   k);
       return -1;
     }
     if (bad) {
       ns_free_urls(&ns);
-      err_set(err, errlen, "namespace \"%s\": bad value for \"%s\"", ns.name,
-              k);
+      push_cfg_err(err, errlen, "namespace \"%s\": bad value for \"%s\"",
+                   ns.name, k);
       return -1;
     }
   }
   if (ns.join_leave && !ns.presence) {
     ns_free_urls(&ns);
-    err_set(err, errlen, "namespace \"%s\": join_leave needs presence",
-            ns.name);
+    push_cfg_err(err, errlen, "namespace \"%s\": join_leave needs presence",
+                 ns.name);
     return -1;
   }
   if (add_ns(c, &ns) != 0) {
     ns_free_urls(&ns);
-    err_set(err, errlen, "out of memory");
+    push_cfg_err(err, errlen, "out of memory");
     return -1;
   }
   return 0;
@@ -413,11 +415,11 @@ void push_config_clear_listen(push_config *c) {
 int push_config_add_listen(push_config *c, const char *addr, char *err,
                            size_t errlen) {
   if (c->nlisten == 8) {
-    err_set(err, errlen, "at most 8 listen addresses");
+    push_cfg_err(err, errlen, "at most 8 listen addresses");
     return -1;
   }
   if ((c->listen[c->nlisten] = strdup(addr)) == NULL) {
-    err_set(err, errlen, "out of memory");
+    push_cfg_err(err, errlen, "out of memory");
     return -1;
   }
   c->nlisten++;
@@ -428,7 +430,7 @@ int push_config_set_string(char **field, const char *value, char *err,
                            size_t errlen) {
   char *copy = strdup(value);
   if (copy == NULL) {
-    err_set(err, errlen, "out of memory");
+    push_cfg_err(err, errlen, "out of memory");
     return -1;
   }
   free(*field);
@@ -442,11 +444,11 @@ static int set_listen(push_config *c, push_json arr, char *err, size_t errlen) {
   push_json v;
   while (push_json_next(arr, &pos, NULL, &v)) {
     if (c->nlisten == 8) {
-      err_set(err, errlen, "at most 8 listen addresses");
+      push_cfg_err(err, errlen, "at most 8 listen addresses");
       return -1;
     }
-    if ((c->listen[c->nlisten] = json_strdup(v)) == NULL) {
-      err_set(err, errlen, "listen addresses are strings");
+    if ((c->listen[c->nlisten] = push_cfg_strdup(v)) == NULL) {
+      push_cfg_err(err, errlen, "listen addresses are strings");
       return -1;
     }
     c->nlisten++;
@@ -454,310 +456,6 @@ static int set_listen(push_config *c, push_json arr, char *err, size_t errlen) {
   return 0;
 }
 
-int push_config_add_redis(push_config *c, const char *a, char *err,
-                          size_t errlen) {
-  if (c->redis.naddrs == PUSH_REDIS_MAX_SHARDS) {
-    err_set(err, errlen, "at most %d Redis addresses", PUSH_REDIS_MAX_SHARDS);
-    return -1;
-  }
-  if ((c->redis.addrs[c->redis.naddrs] = strdup(a)) == NULL) {
-    err_set(err, errlen, "out of memory");
-    return -1;
-  }
-  c->redis.naddrs++;
-  return 0;
-}
-
-static void sentinel_free(push_redis_sentinel *s) {
-  if (s == NULL) {
-    return;
-  }
-  free(s->master_name);
-  for (size_t i = 0; i < s->naddrs; i++) {
-    free(s->addrs[i]);
-  }
-  free(s->password);
-  free(s);
-}
-
-void push_config_clear_redis(push_config *c) {
-  for (size_t i = 0; i < c->redis.naddrs; i++) {
-    free(c->redis.addrs[i]);
-    sentinel_free(c->redis.sentinel[i]);
-    c->redis.addrs[i] = NULL;
-    c->redis.sentinel[i] = NULL;
-  }
-  c->redis.naddrs = 0;
-  for (size_t i = 0; i < c->redis.ncluster; i++) {
-    free(c->redis.cluster[i]);
-    c->redis.cluster[i] = NULL;
-  }
-  c->redis.ncluster = 0;
-}
-
-/* A JSON array of "host:port" strings into out[0..max), *n of them.
- * Returns 0, or -1 with a message in err. */
-static int load_addr_list(push_json v, char **out, size_t max, size_t *n,
-                          const char *what, char *err, size_t errlen) {
-  size_t pos = 0;
-  push_json a;
-  char tmp[300];
-  if (push_json_type_of(v) != PUSH_JSON_ARRAY) {
-    err_set(err, errlen, "redis: %s is an array of \"host:port\"", what);
-    return -1;
-  }
-  while (push_json_next(v, &pos, NULL, &a)) {
-    if (*n == max) {
-      err_set(err, errlen, "redis: at most %zu %s", max, what);
-      return -1;
-    }
-    if (push_json_str(a, tmp, sizeof(tmp)) <= 0) {
-      err_set(err, errlen, "redis: %s is an array of \"host:port\"", what);
-      return -1;
-    }
-    if ((out[*n] = strdup(tmp)) == NULL) {
-      err_set(err, errlen, "out of memory");
-      return -1;
-    }
-    (*n)++;
-  }
-  if (*n == 0) {
-    err_set(err, errlen, "redis: %s is empty", what);
-    return -1;
-  }
-  return 0;
-}
-
-/* {"master_name": ..., "addresses": [...], "password": ...}: a shard
- * whose master Redis Sentinel names. Adds it to c's shards. */
-static int load_sentinel(push_config *c, push_json o, char *err,
-                         size_t errlen) {
-  if (push_json_type_of(o) != PUSH_JSON_OBJECT) {
-    err_set(err, errlen, "redis: a sentinel is an object");
-    return -1;
-  }
-  if (c->redis.naddrs == PUSH_REDIS_MAX_SHARDS) {
-    err_set(err, errlen, "at most %d Redis shards", PUSH_REDIS_MAX_SHARDS);
-    return -1;
-  }
-  push_redis_sentinel *s = calloc(1, sizeof(*s));
-  if (s == NULL) {
-    err_set(err, errlen, "out of memory");
-    return -1;
-  }
-  size_t pos = 0;
-  push_json key, v;
-  while (push_json_next(o, &pos, &key, &v)) {
-    char k[64];
-    push_json_str(key, k, sizeof(k));
-    char **slot = NULL;
-    if (strcmp(k, "master_name") == 0) {
-      slot = &s->master_name;
-    } else if (strcmp(k, "password") == 0) {
-      slot = &s->password;
-    } else if (strcmp(k, "addresses") == 0) {
-      if (load_addr_list(v, s->addrs, PUSH_REDIS_MAX_SENTINELS, &s->naddrs,
-                         "sentinel addresses", err, errlen) != 0) {
-        goto fail;
-      }
-    } else {
-      err_set(err, errlen, "redis.sentinel: unknown key \"%s\"", k);
-      goto fail;
-    }
-    if (slot != NULL) {
-      free(*slot);
-      if ((*slot = json_strdup(v)) == NULL || **slot == 0) {
-        err_set(err, errlen, "redis.sentinel: bad value for \"%s\"", k);
-        goto fail;
-      }
-    }
-  }
-  if (s->master_name == NULL || s->naddrs == 0) {
-    err_set(err, errlen,
-            "redis.sentinel needs master_name and addresses (the sentinels)");
-    goto fail;
-  }
-  c->redis.sentinel[c->redis.naddrs++] = s;
-  return 0;
-fail:
-  sentinel_free(s);
-  return -1;
-}
-
-/* "shards": [{"address": "host:port"} or {"sentinel": {...}}, ...]. */
-static int load_shards(push_config *c, push_json arr, char *err,
-                       size_t errlen) {
-  size_t pos = 0;
-  push_json sh;
-  if (push_json_type_of(arr) != PUSH_JSON_ARRAY) {
-    err_set(err, errlen, "redis.shards is an array of objects");
-    return -1;
-  }
-  while (push_json_next(arr, &pos, NULL, &sh)) {
-    push_json v;
-    char tmp[300];
-    size_t p2 = 0;
-    push_json key;
-    int n = 0;
-    if (push_json_type_of(sh) != PUSH_JSON_OBJECT) {
-      err_set(err, errlen, "redis.shards is an array of objects");
-      return -1;
-    }
-    while (push_json_next(sh, &p2, &key, &v)) {
-      char k[64];
-      push_json_str(key, k, sizeof(k));
-      n++;
-      if (strcmp(k, "address") == 0) {
-        if (push_json_str(v, tmp, sizeof(tmp)) <= 0) {
-          err_set(err, errlen, "redis.shards: bad value for \"address\"");
-          return -1;
-        }
-        if (push_config_add_redis(c, tmp, err, errlen) != 0) {
-          return -1;
-        }
-      } else if (strcmp(k, "sentinel") == 0) {
-        if (load_sentinel(c, v, err, errlen) != 0) {
-          return -1;
-        }
-      } else {
-        err_set(err, errlen, "redis.shards: unknown key \"%s\"", k);
-        return -1;
-      }
-    }
-    if (n != 1) {
-      err_set(err, errlen,
-              "redis.shards: each shard is {\"address\": ...} or "
-              "{\"sentinel\": {...}}");
-      return -1;
-    }
-  }
-  if (c->redis.naddrs == 0) {
-    err_set(err, errlen, "redis.shards is empty");
-    return -1;
-  }
-  return 0;
-}
-
-/* "cluster": {"addresses": [seed nodes]}. */
-static int load_cluster(push_config *c, push_json o, char *err, size_t errlen) {
-  size_t pos = 0;
-  push_json key, v;
-  if (push_json_type_of(o) != PUSH_JSON_OBJECT) {
-    err_set(err, errlen, "redis.cluster is an object");
-    return -1;
-  }
-  while (push_json_next(o, &pos, &key, &v)) {
-    char k[64];
-    push_json_str(key, k, sizeof(k));
-    if (strcmp(k, "addresses") != 0) {
-      err_set(err, errlen, "redis.cluster: unknown key \"%s\"", k);
-      return -1;
-    }
-    if (load_addr_list(v, c->redis.cluster, PUSH_REDIS_MAX_SEEDS,
-                       &c->redis.ncluster, "cluster addresses", err,
-                       errlen) != 0) {
-      return -1;
-    }
-  }
-  if (c->redis.ncluster == 0) {
-    err_set(err, errlen, "redis.cluster needs addresses (seed nodes)");
-    return -1;
-  }
-  return 0;
-}
-
-/* The "redis" object (docs/config.md). */
-static int load_redis(push_config *c, push_json o, char *err, size_t errlen) {
-  if (push_json_type_of(o) != PUSH_JSON_OBJECT) {
-    err_set(err, errlen, "\"redis\" is an object");
-    return -1;
-  }
-  push_redis_config *r = &c->redis;
-  size_t pos = 0;
-  push_json key, v;
-  int topologies = 0; /* addresses, sentinel, shards, cluster: one only */
-  while (push_json_next(o, &pos, &key, &v)) {
-    char k[64];
-    int bad = 0;
-    push_json_str(key, k, sizeof(k));
-    char **slot = NULL;
-    int topo = strcmp(k, "addresses") == 0 || strcmp(k, "sentinel") == 0 ||
-               strcmp(k, "shards") == 0 || strcmp(k, "cluster") == 0;
-    if (topo && topologies++ > 0) {
-      err_set(err, errlen,
-              "redis: give one of addresses, sentinel, shards and cluster");
-      return -1;
-    }
-    if (topo) {
-      push_config_clear_redis(c);
-    }
-    if (strcmp(k, "sentinel") == 0) {
-      if (load_sentinel(c, v, err, errlen) != 0) {
-        return -1;
-      }
-    } else if (strcmp(k, "shards") == 0) {
-      if (load_shards(c, v, err, errlen) != 0) {
-        return -1;
-      }
-    } else if (strcmp(k, "cluster") == 0) {
-      if (load_cluster(c, v, err, errlen) != 0) {
-        return -1;
-      }
-    } else if (strcmp(k, "addresses") == 0) {
-      size_t p2 = 0;
-      push_json a;
-      char tmp[300];
-      bad = push_json_type_of(v) != PUSH_JSON_ARRAY;
-      while (!bad && push_json_next(v, &p2, NULL, &a)) {
-        if (push_json_str(a, tmp, sizeof(tmp)) < 0) {
-          bad = 1;
-        } else if (push_config_add_redis(c, tmp, err, errlen) != 0) {
-          return -1;
-        }
-      }
-    } else if (strcmp(k, "user") == 0) {
-      slot = &r->user;
-    } else if (strcmp(k, "password") == 0) {
-      slot = &r->password;
-    } else if (strcmp(k, "prefix") == 0) {
-      slot = &r->prefix;
-    } else if (strcmp(k, "tls") == 0) {
-      bad = json_bool(v, &r->tls);
-    } else if (strcmp(k, "tls_ca") == 0) {
-      slot = &r->tls_ca;
-    } else if (strcmp(k, "tls_server_name") == 0) {
-      slot = &r->tls_server_name;
-    } else if (strcmp(k, "tls_insecure") == 0) {
-      bad = json_bool(v, &r->tls_insecure);
-    } else if (strcmp(k, "sharded_pubsub") == 0) {
-      bad = json_bool(v, &r->sharded);
-    } else if (strcmp(k, "presence_ttl") == 0) {
-      bad = json_u32(v, &r->presence_ttl_s) || r->presence_ttl_s < 3;
-    } else if (strcmp(k, "ping_timeout_ms") == 0) {
-      bad = json_u32(v, &r->ping_timeout_ms) || r->ping_timeout_ms < 100;
-    } else {
-      err_set(err, errlen, "redis: unknown key \"%s\"", k);
-      return -1;
-    }
-    if (slot != NULL) {
-      free(*slot);
-      bad = (*slot = json_strdup(v)) == NULL;
-    }
-    if (bad) {
-      err_set(err, errlen, "redis: bad value for \"%s\"", k);
-      return -1;
-    }
-  }
-  if (r->prefix && (strlen(r->prefix) == 0 || strlen(r->prefix) > 32 ||
-                    strpbrk(r->prefix, "{} ") != NULL)) {
-    err_set(err, errlen, "redis: prefix must be 1-32 characters, no braces");
-    return -1;
-  }
-  return 0;
-}
-
-/* "rate_limits": {"commands": {"per_s": N, "burst": N}, ...}. A burst
- * below the rate would refuse what the rate allows: it is raised to it. */
 static int load_rate_limits(push_config *c, push_json v, char *err,
                             size_t errlen) {
   static const struct {
@@ -768,7 +466,7 @@ static int load_rate_limits(push_config *c, push_json v, char *err,
                {"subscribes", offsetof(push_config, rate_subscribes)},
                {"connections_per_ip", offsetof(push_config, rate_connections)}};
   if (push_json_type_of(v) != PUSH_JSON_OBJECT) {
-    err_set(err, errlen, "\"rate_limits\" must be an object");
+    push_cfg_err(err, errlen, "\"rate_limits\" must be an object");
     return -1;
   }
   size_t pos = 0;
@@ -783,17 +481,17 @@ static int load_rate_limits(push_config *c, push_json v, char *err,
       }
     }
     if (r == NULL) {
-      err_set(err, errlen, "rate_limits: unknown key \"%s\"", k);
+      push_cfg_err(err, errlen, "rate_limits: unknown key \"%s\"", k);
       return -1;
     }
     push_json f;
     if (push_json_type_of(val) != PUSH_JSON_OBJECT ||
-        (push_json_get(val, "per_s", &f) && json_u32(f, &r->per_s)) ||
-        (push_json_get(val, "burst", &f) && json_u32(f, &r->burst))) {
-      err_set(err, errlen,
-              "rate_limits.%s: give {\"per_s\": N, \"burst\": N} with "
-              "whole numbers",
-              k);
+        (push_json_get(val, "per_s", &f) && push_cfg_u32(f, &r->per_s)) ||
+        (push_json_get(val, "burst", &f) && push_cfg_u32(f, &r->burst))) {
+      push_cfg_err(err, errlen,
+                   "rate_limits.%s: give {\"per_s\": N, \"burst\": N} with "
+                   "whole numbers",
+                   k);
       return -1;
     }
     if (r->burst < r->per_s) {
@@ -826,7 +524,7 @@ static int add_origin(push_config *c, const char *o) {
 int push_config_add_origin(push_config *c, const char *origin, char *err,
                            size_t errlen) {
   if (add_origin(c, origin) != 0) {
-    err_set(err, errlen, "out of memory");
+    push_cfg_err(err, errlen, "out of memory");
     return -1;
   }
   return 0;
@@ -836,11 +534,11 @@ int push_config_set_node_name(push_config *c, const char *name, char *err,
                               size_t errlen) {
   char *copy;
   if (!node_name_valid(name)) {
-    err_set(err, errlen, "node name: 1-12 letters, digits or underscores");
+    push_cfg_err(err, errlen, "node name: 1-12 letters, digits or underscores");
     return -1;
   }
   if ((copy = strdup(name)) == NULL) {
-    err_set(err, errlen, "out of memory");
+    push_cfg_err(err, errlen, "out of memory");
     return -1;
   }
   free(c->node_name);
@@ -852,7 +550,7 @@ int push_config_set_log_level(push_config *c, const char *name, char *err,
                               size_t errlen) {
   int level = parse_level(name);
   if (level < 0) {
-    err_set(err, errlen, "log level: debug, info, warn or error");
+    push_cfg_err(err, errlen, "log level: debug, info, warn or error");
     return -1;
   }
   c->log_level = level;
@@ -863,7 +561,7 @@ int push_config_load(push_config *c, const char *path, char *err,
                      size_t errlen) {
   char *text = read_file(path);
   if (text == NULL) {
-    err_set(err, errlen, "cannot read %s: %s", path, strerror(errno));
+    push_cfg_err(err, errlen, "cannot read %s: %s", path, strerror(errno));
     return -1;
   }
   push_json root;
@@ -878,17 +576,19 @@ int push_config_load(push_config *c, const char *path, char *err,
     }
     if (jerr.fault == PUSH_JSON_DUPLICATE) {
       push_json_str(jerr.name, name, sizeof(name));
-      err_set(err, errlen, "%s:%zu:%zu: key \"%s\" appears twice in one object",
-              path, line, col, name);
+      push_cfg_err(err, errlen,
+                   "%s:%zu:%zu: key \"%s\" appears twice in one object", path,
+                   line, col, name);
     } else if (jerr.fault == PUSH_JSON_NOMEM) {
-      err_set(err, errlen, "%s: out of memory", path);
+      push_cfg_err(err, errlen, "%s: out of memory", path);
     } else {
-      err_set(err, errlen, "%s:%zu:%zu: not valid JSON here", path, line, col);
+      push_cfg_err(err, errlen, "%s:%zu:%zu: not valid JSON here", path, line,
+                   col);
     }
     goto out;
   }
   if (push_json_type_of(root) != PUSH_JSON_OBJECT) {
-    err_set(err, errlen, "%s: not a JSON object", path);
+    push_cfg_err(err, errlen, "%s: not a JSON object", path);
     goto out;
   }
   size_t pos = 0;
@@ -897,19 +597,19 @@ int push_config_load(push_config *c, const char *path, char *err,
     char k[64];
     int bad = 0;
     if (push_json_str(key, k, sizeof(k)) < 0) {
-      err_set(err, errlen, "%s: key too long", path);
+      push_cfg_err(err, errlen, "%s: key too long", path);
       goto out;
     }
     if (strcmp(k, "listen") == 0) {
       if (push_json_type_of(v) != PUSH_JSON_ARRAY ||
           set_listen(c, v, err, errlen) != 0) {
         if (!err[0]) {
-          err_set(err, errlen, "\"listen\" is an array of strings");
+          push_cfg_err(err, errlen, "\"listen\" is an array of strings");
         }
         goto out;
       }
     } else if (strcmp(k, "anonymous") == 0) {
-      bad = json_bool(v, &c->anonymous);
+      bad = push_cfg_bool(v, &c->anonymous);
     } else if (strcmp(k, "allowed_origins") == 0) {
       size_t p2 = 0;
       push_json o;
@@ -922,7 +622,7 @@ int push_config_load(push_config *c, const char *path, char *err,
       }
     } else if (strcmp(k, "api_key") == 0) {
       free(c->api_key);
-      bad = (c->api_key = json_strdup(v)) == NULL;
+      bad = (c->api_key = push_cfg_strdup(v)) == NULL;
     } else if (strcmp(k, "jwt") == 0) {
       size_t p2 = 0;
       push_json jk, jv;
@@ -931,7 +631,7 @@ int push_config_load(push_config *c, const char *path, char *err,
         push_json_str(jk, name, sizeof(name));
         if (strcmp(name, "hmac_secret") == 0) {
           free(c->jwt_hmac_secret);
-          bad = (c->jwt_hmac_secret = json_strdup(jv)) == NULL;
+          bad = (c->jwt_hmac_secret = push_cfg_strdup(jv)) == NULL;
         } else if (strcmp(name, "rsa_public_key_file") == 0) {
           if (load_pem(jv, &c->jwt_rsa_pem, err, errlen) != 0) {
             goto out;
@@ -941,13 +641,13 @@ int push_config_load(push_config *c, const char *path, char *err,
             goto out;
           }
         } else if (strcmp(name, "require_exp") == 0) {
-          bad = json_bool(jv, &c->jwt_require_exp);
+          bad = push_cfg_bool(jv, &c->jwt_require_exp);
         } else {
-          err_set(err, errlen, "jwt: unknown key \"%s\"", name);
+          push_cfg_err(err, errlen, "jwt: unknown key \"%s\"", name);
           goto out;
         }
         if (bad) {
-          err_set(err, errlen, "%s: bad value for \"jwt.%s\"", path, name);
+          push_cfg_err(err, errlen, "%s: bad value for \"jwt.%s\"", path, name);
           goto out;
         }
       }
@@ -960,13 +660,13 @@ int push_config_load(push_config *c, const char *path, char *err,
         }
       }
     } else if (strcmp(k, "max_channels") == 0) {
-      bad = json_u32(v, &c->max_channels);
+      bad = push_cfg_u32(v, &c->max_channels);
     } else if (strcmp(k, "max_history_bytes") == 0) {
       size_t bytes = 0;
       bad = json_size(v, &bytes);
       c->max_history_bytes = bytes;
     } else if (strcmp(k, "max_channels_total") == 0) {
-      bad = json_u32(v, &c->max_channels_total);
+      bad = push_cfg_u32(v, &c->max_channels_total);
     } else if (strcmp(k, "rate_limits") == 0) {
       if (load_rate_limits(c, v, err, errlen) != 0) {
         goto out;
@@ -976,39 +676,40 @@ int push_config_load(push_config *c, const char *path, char *err,
     } else if (strcmp(k, "client_output_cap") == 0) {
       bad = json_size(v, &c->output_cap);
     } else if (strcmp(k, "ping_interval") == 0) {
-      bad = json_u32(v, &c->ping_interval_s);
+      bad = push_cfg_u32(v, &c->ping_interval_s);
     } else if (strcmp(k, "pong_timeout") == 0) {
-      bad = json_u32(v, &c->pong_timeout_s);
+      bad = push_cfg_u32(v, &c->pong_timeout_s);
     } else if (strcmp(k, "max_http_body") == 0) {
       bad = json_size(v, &c->max_http_body);
     } else if (strcmp(k, "sse_keepalive") == 0) {
-      bad = json_u32(v, &c->sse_keepalive_s);
+      bad = push_cfg_u32(v, &c->sse_keepalive_s);
     } else if (strcmp(k, "max_sse_channels") == 0) {
-      bad = json_u32(v, &c->max_sse_channels) || c->max_sse_channels == 0 ||
+      bad = push_cfg_u32(v, &c->max_sse_channels) || c->max_sse_channels == 0 ||
             c->max_sse_channels > PUSH_SSE_CHANNELS_MAX;
     } else if (strcmp(k, "shutdown_grace") == 0) {
-      bad = json_u32(v, &c->shutdown_grace_s);
+      bad = push_cfg_u32(v, &c->shutdown_grace_s);
     } else if (strcmp(k, "threads") == 0) {
-      bad = json_u32(v, &c->threads) || c->threads > PUSH_CONFIG_THREADS_MAX;
+      bad =
+          push_cfg_u32(v, &c->threads) || c->threads > PUSH_CONFIG_THREADS_MAX;
     } else if (strcmp(k, "log_level") == 0) {
       char lvl[16];
       bad = push_json_str(v, lvl, sizeof(lvl)) < 0 ||
             (c->log_level = parse_level(lvl)) < 0;
     } else if (strcmp(k, "demo") == 0) {
-      bad = json_bool(v, &c->demo);
+      bad = push_cfg_bool(v, &c->demo);
     } else if (strcmp(k, "tls_cert") == 0) {
       free(c->tls_cert);
-      bad = (c->tls_cert = json_strdup(v)) == NULL;
+      bad = (c->tls_cert = push_cfg_strdup(v)) == NULL;
     } else if (strcmp(k, "tls_key") == 0) {
       free(c->tls_key);
-      bad = (c->tls_key = json_strdup(v)) == NULL;
+      bad = (c->tls_key = push_cfg_strdup(v)) == NULL;
     } else if (strcmp(k, "engine") == 0) {
       char e[16];
       bad = push_json_str(v, e, sizeof(e)) < 0 ||
             (strcmp(e, "redis") != 0 && strcmp(e, "memory") != 0);
       c->engine_redis = !bad && strcmp(e, "redis") == 0;
     } else if (strcmp(k, "redis") == 0) {
-      if (load_redis(c, v, err, errlen) != 0) {
+      if (push_cfg_load_redis(c, v, err, errlen) != 0) {
         goto out;
       }
     } else if (strcmp(k, "pusher") == 0) {
@@ -1020,28 +721,28 @@ int push_config_load(push_config *c, const char *path, char *err,
         goto out;
       }
     } else if (strcmp(k, "refresh_ahead") == 0) {
-      bad = json_u32(v, &c->refresh_ahead_s);
+      bad = push_cfg_u32(v, &c->refresh_ahead_s);
     } else if (strcmp(k, "user_connection_limit") == 0) {
-      bad = json_u32(v, &c->user_connection_limit);
+      bad = push_cfg_u32(v, &c->user_connection_limit);
     } else if (strcmp(k, "idempotency_window") == 0) {
-      bad = json_u32(v, &c->idempotency_window_s) ||
+      bad = push_cfg_u32(v, &c->idempotency_window_s) ||
             c->idempotency_window_s == 0 || c->idempotency_window_s > 86400;
     } else if (strcmp(k, "idempotency_max_keys") == 0) {
-      bad =
-          json_u32(v, &c->idempotency_max_keys) || c->idempotency_max_keys == 0;
+      bad = push_cfg_u32(v, &c->idempotency_max_keys) ||
+            c->idempotency_max_keys == 0;
     } else if (strcmp(k, "static_dir") == 0) {
       free(c->static_dir);
-      bad = (c->static_dir = json_strdup(v)) == NULL;
+      bad = (c->static_dir = push_cfg_strdup(v)) == NULL;
     } else if (strcmp(k, "node_name") == 0) {
       free(c->node_name);
-      bad = (c->node_name = json_strdup(v)) == NULL ||
+      bad = (c->node_name = push_cfg_strdup(v)) == NULL ||
             !node_name_valid(c->node_name);
     } else {
-      err_set(err, errlen, "%s: unknown key \"%s\"", path, k);
+      push_cfg_err(err, errlen, "%s: unknown key \"%s\"", path, k);
       goto out;
     }
     if (bad) {
-      err_set(err, errlen, "%s: bad value for \"%s\"", path, k);
+      push_cfg_err(err, errlen, "%s: bad value for \"%s\"", path, k);
       goto out;
     }
   }
@@ -1057,7 +758,7 @@ int push_config_set_threads(push_config *c, const char *value, char *err,
   unsigned long n = strtoul(value, &end, 10);
   if (value[0] < '0' || value[0] > '9' || *end != 0 ||
       n > PUSH_CONFIG_THREADS_MAX) {
-    err_set(err, errlen, "--threads takes 0..256 (0: one per core)");
+    push_cfg_err(err, errlen, "--threads takes 0..256 (0: one per core)");
     return -1;
   }
   c->threads = (uint32_t)n;
@@ -1066,37 +767,38 @@ int push_config_set_threads(push_config *c, const char *value, char *err,
 
 int push_config_finish(push_config *c, char *err, size_t errlen) {
   if (c->demo && add_demo(c) != 0) {
-    err_set(err, errlen, "out of memory");
+    push_cfg_err(err, errlen, "out of memory");
     return -1;
   }
   if (push_pusher_namespaces(&c->pusher, &c->ns, &c->nns) != 0) {
-    err_set(err, errlen, "out of memory");
+    push_cfg_err(err, errlen, "out of memory");
     return -1;
   }
   if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
-    err_set(err, errlen, "--tls-cert and --tls-key go together");
+    push_cfg_err(err, errlen, "--tls-cert and --tls-key go together");
     return -1;
   }
   if (c->engine_redis && c->redis.naddrs == 0 && c->redis.ncluster == 0) {
-    err_set(err, errlen,
-            "the redis engine needs an address (--redis HOST:PORT, "
-            "redis.addresses, redis.sentinel, redis.shards or "
-            "redis.cluster)");
+    push_cfg_err(err, errlen,
+                 "the redis engine needs an address (--redis HOST:PORT, "
+                 "redis.addresses, redis.sentinel, redis.shards or "
+                 "redis.cluster)");
     return -1;
   }
   if (c->threads != 1 && (c->engine_redis || c->pusher.napps > 0)) {
-    err_set(err, errlen,
-            "threads other than 1 work with the memory engine and without "
-            "Pusher apps only, for now (docs/config.md)");
+    push_cfg_err(err, errlen,
+                 "threads other than 1 work with the memory engine and without "
+                 "Pusher apps only, for now (docs/config.md)");
     return -1;
   }
   if (c->backend.webhooks_secret && !c->backend.webhooks_url) {
-    err_set(err, errlen, "webhooks.secret without webhooks.url");
+    push_cfg_err(err, errlen, "webhooks.secret without webhooks.url");
     return -1;
   }
   if (!c->anonymous && !c->jwt_hmac_secret && !c->jwt_rsa_pem &&
       !c->jwt_ec_pem && !c->backend.connect_url) {
-    err_set(err, errlen, "tokens are required but no JWT key is configured");
+    push_cfg_err(err, errlen,
+                 "tokens are required but no JWT key is configured");
     return -1;
   }
   return 0;
