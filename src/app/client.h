@@ -1,6 +1,7 @@
 /* client.h - the parts of `herald client` and what they share.
  *
- *   client.c       options, modes, the session (stdin, linger, reconnect)
+ *   client.c       modes, the session (stdin, linger, reconnect)
+ *   client_opts.c  the command line and the usage text
  *   client_net.c   one WebSocket connection on the sans-I/O core: DNS,
  *                  TCP, an HTTP CONNECT proxy, the opening handshake (or,
  *                  with --listen, accepting one), frames, pings, close
@@ -99,6 +100,16 @@ typedef struct cnet_callbacks {
   /* The last call; n is freed after it returns. */
   void (*on_close)(cnet *n, const cnet_end *end, void *ud);
 } cnet_callbacks;
+
+/* ---- client_opts.c ---- */
+
+/* Prints the usage of `herald client` to out. */
+void client_usage(FILE *out);
+/* Fills o from the command line; *in_set is set when an input mode was
+ * given. Returns -1 to go on with the run, or the exit status to end with
+ * at once: 0 after --help, CLIENT_EXIT_USAGE after printing a usage
+ * error. */
+int client_parse_args(int argc, char **argv, client_opts *o, int *in_set);
 
 /* Starts connecting (or, with o->listen, waiting for one connection).
  * Returns 0, or -1 after printing why (a bad URL or option). */
