@@ -7,6 +7,8 @@
  *                  with --listen, accepting one), frames, pings, close
  *   client_url.c   the URL and the proxy's URL, userinfo, NO_PROXY
  *   client_tls.c   TLS (wss://) with OpenSSL on the socket
+ *   client_proxy.c CONNECT through an HTTP proxy
+ *   client_listen.c --listen: accepting one connection
  *   client_io.c    what is printed: markers, timestamps, JSON, binary as
  *                  raw, hex or base64; and how stdin becomes messages
  *   client_term.c  the interactive mode: libedit line editing, history,

@@ -34,7 +34,7 @@ void cn_vlog(const cnet *n, const char *fmt, ...) {
 }
 
 /* -v: an HTTP head, each line behind mark ("> " sent, "< " received). */
-static void vhead(const cnet *n, const char *mark, const char *p, size_t len) {
+void cn_vhead(const cnet *n, const char *mark, const char *p, size_t len) {
   if (!n->o->verbose) {
     return;
   }
@@ -71,10 +71,8 @@ static void on_poll_closed(uv_handle_t *h) {
   }
 }
 
-static void on_poll(uv_poll_t *p, int status, int events);
-
 /* Watches fd; *slot gets the new handle. Returns 0 or -1. */
-static int poll_open(cnet *n, uv_poll_t **slot, int fd) {
+int cn_poll_open(cnet *n, uv_poll_t **slot, int fd) {
   uv_poll_t *p = malloc(sizeof(*p));
   if (p == NULL || uv_poll_init(n->loop, p, fd) != 0) {
     free(p);
@@ -193,7 +191,7 @@ void cn_poll_set(cnet *n, int events) {
     return;
   }
   n->poll_events = events;
-  uv_poll_start(n->poll, events, on_poll);
+  uv_poll_start(n->poll, events, cn_on_poll);
 }
 
 static size_t out_pending(const cnet *n) {
@@ -202,7 +200,7 @@ static size_t out_pending(const cnet *n) {
 }
 
 /* Writes what can be written. Returns 0, or -1 after failing n. */
-static int flush(cnet *n) {
+int cn_flush(cnet *n) {
   int want_write = 0;
   while (n->rawoff < n->rawlen) {
     ssize_t w = write(n->fd, n->raw + n->rawoff, n->rawlen - n->rawoff);
@@ -340,82 +338,10 @@ void cn_start_handshake(cnet *n) {
     struct iovec iov[8];
     int cnt = herald_conn_output(n->conn, iov, 8);
     for (int i = 0; i < cnt; i++) {
-      vhead(n, "> ", iov[i].iov_base, iov[i].iov_len);
+      cn_vhead(n, "> ", iov[i].iov_base, iov[i].iov_len);
     }
   }
-  flush(n);
-}
-
-/* ---- the proxy ---------------------------------------------------------- */
-
-static void start_proxy(cnet *n) {
-  char ua[64];
-  snprintf(ua, sizeof(ua), "herald-client/%s", HERALD_VERSION_STRING);
-  size_t cap = strlen(n->host) + strlen(ua) + 2 * 300 +
-               (n->pauth ? strlen(n->pauth) : 0) + 128;
-  n->raw = malloc(cap);
-  if (n->raw == NULL) {
-    cn_fail(n, "out of memory");
-    return;
-  }
-  int is6 = strchr(n->host, ':') != NULL;
-  char authority[300];
-  snprintf(authority, sizeof(authority), "%s%s%s:%d", is6 ? "[" : "", n->host,
-           is6 ? "]" : "", n->port);
-  int len = snprintf(n->raw, cap,
-                     "CONNECT %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: %s\r\n"
-                     "%s%s%s\r\n",
-                     authority, authority, ua,
-                     n->pauth ? "Proxy-Authorization: " : "",
-                     n->pauth ? n->pauth : "", n->pauth ? "\r\n" : "");
-  n->rawlen = (size_t)len;
-  n->rawoff = 0;
-  n->state = N_PROXY;
-  vhead(n, "> ", n->raw, n->rawlen);
-  flush(n);
-}
-
-/* The proxy's answer is in ibuf. Returns 1 when more is needed. */
-static int proxy_answer(cnet *n) {
-  char *end = memmem(n->ibuf, n->ilen, "\r\n\r\n", 4);
-  if (end == NULL) {
-    if (n->ilen >= PROXY_HEAD_MAX) {
-      cn_fail(n, "the proxy %s:%d sent a head over %d bytes", n->phost,
-              n->pport, PROXY_HEAD_MAX);
-    }
-    return 1;
-  }
-  size_t hl = (size_t)(end - (char *)n->ibuf) + 4;
-  vhead(n, "< ", (const char *)n->ibuf, hl);
-  const char *p = (const char *)n->ibuf;
-  size_t ll = strcspn(p, "\r\n");
-  int status = 0;
-  if (ll >= 12 && strncmp(p, "HTTP/1.", 7) == 0) {
-    status = atoi(p + 9);
-  }
-  if (status < 200 || status > 299) {
-    if (status == 0) {
-      cn_fail(n, "the proxy %s:%d did not answer CONNECT in HTTP", n->phost,
-              n->pport);
-    } else {
-      cn_fail(n, "the proxy %s:%d refused CONNECT %s: %.*s%s", n->phost,
-              n->pport, n->target, (int)(ll > 9 ? ll - 9 : 0), p + 9,
-              status == 407 ? " (give user:password@ in the proxy URL)" : "");
-    }
-    return 0;
-  }
-  memmove(n->ibuf, n->ibuf + hl, n->ilen - hl);
-  n->ilen -= hl;
-  free(n->raw);
-  n->raw = NULL;
-  n->rawlen = n->rawoff = 0;
-  cn_vlog(n, "tunnel to %s open through the proxy", n->target);
-  if (n->tls) {
-    cn_start_tls(n);
-  } else {
-    cn_start_handshake(n);
-  }
-  return 0;
+  cn_flush(n);
 }
 
 /* ---- connecting --------------------------------------------------------- */
@@ -427,7 +353,7 @@ static void connected(cnet *n) {
   (void)setsockopt(n->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   cn_vlog(n, "connected to %s%s", n->peer, n->phost ? " (the proxy)" : "");
   if (n->phost) {
-    start_proxy(n);
+    cn_start_proxy(n);
   } else if (n->tls) {
     cn_start_tls(n);
   } else {
@@ -473,7 +399,7 @@ static void try_next_address(cnet *n) {
       continue;
     }
     n->fd = fd;
-    if (poll_open(n, &n->poll, fd) != 0) {
+    if (cn_poll_open(n, &n->poll, fd) != 0) {
       lasterr = ENOMEM;
       close(fd);
       n->fd = -1;
@@ -572,7 +498,7 @@ static void handshake_failed(cnet *n, int rv, const uint8_t *at, size_t len) {
       }
       excerpt[k] = 0;
     }
-    vhead(n, "< ", p, body ? (size_t)(body - p) : len); /* the head */
+    cn_vhead(n, "< ", p, body ? (size_t)(body - p) : len); /* the head */
     if (status != 101) {
       cn_fail(n, "%s refused the WebSocket handshake: %.*s%s%s%s", n->target,
               (int)(ll > 9 ? ll - 9 : 0), p + 9, excerpt[0] ? " (\"" : "",
@@ -609,7 +535,7 @@ static void feed(cnet *n) {
       n->end.code = herald_err_close_code(r) ? herald_err_close_code(r)
                                              : HERALD_CLOSE_ABNORMAL;
       n->close_sent = 1;
-      flush(n);
+      cn_flush(n);
       finish(n);
       return;
     }
@@ -635,7 +561,7 @@ static void after_input(cnet *n) {
   if (n->ended) {
     return;
   }
-  if (flush(n) != 0) {
+  if (cn_flush(n) != 0) {
     return;
   }
   if (n->conn && herald_conn_done(n->conn)) {
@@ -657,7 +583,7 @@ static void listen_reset(cnet *n) {
     cn_fail(n, "out of memory");
     return;
   }
-  uv_poll_start(n->lpoll, UV_READABLE, on_poll);
+  uv_poll_start(n->lpoll, UV_READABLE, cn_on_poll);
 }
 
 static void on_eof(cnet *n) {
@@ -763,7 +689,7 @@ static void on_readable(cnet *n) {
     }
     n->ilen += (size_t)r;
     if (n->state == N_PROXY) {
-      if (proxy_answer(n) == 1) {
+      if (cn_proxy_answer(n) == 1) {
         continue; /* more of the proxy's head to come */
       }
       if (n->ended || n->state == N_TLS) {
@@ -800,12 +726,12 @@ static void opened(cnet *n) {
 
 static void on_request(cnet *n, herald_event *ev, const uint8_t *at) {
   const herald_request *req = ev->request;
-  vhead(n, "< ", (const char *)at, req->head_len);
+  cn_vhead(n, "< ", (const char *)at, req->head_len);
   if (!req->websocket) {
     cn_vlog(n, "not a WebSocket upgrade: answering 426, waiting for another");
     herald_header up = {{"Upgrade", 7}, {"websocket", 9}};
     herald_conn_reject(n->conn, 426, "this port speaks WebSocket only", &up, 1);
-    flush(n);
+    cn_flush(n);
     listen_reset(n);
     return;
   }
@@ -835,7 +761,7 @@ static void on_request(cnet *n, herald_event *ev, const uint8_t *at) {
     struct iovec iov[8];
     int cnt = herald_conn_output(n->conn, iov, 8);
     for (int i = 0; i < cnt; i++) {
-      vhead(n, "> ", iov[i].iov_base, iov[i].iov_len);
+      cn_vhead(n, "> ", iov[i].iov_base, iov[i].iov_len);
     }
   }
   opened(n);
@@ -844,7 +770,7 @@ static void on_request(cnet *n, herald_event *ev, const uint8_t *at) {
 static void on_event(cnet *n, herald_event *ev, const uint8_t *at) {
   switch (ev->type) {
   case HERALD_EV_OPEN:
-    vhead(n, "< ", (const char *)at, ev->response->head_len);
+    cn_vhead(n, "< ", (const char *)at, ev->response->head_len);
     if (ev->response->protocol.len > 0) {
       snprintf(n->subprotocol, sizeof(n->subprotocol), "%.*s",
                (int)ev->response->protocol.len, ev->response->protocol.ptr);
@@ -881,132 +807,6 @@ static void on_event(cnet *n, herald_event *ev, const uint8_t *at) {
   default:
     break;
   }
-}
-
-/* ---- listening ---------------------------------------------------------- */
-
-static void on_accept(cnet *n) {
-  struct sockaddr_storage ss;
-  socklen_t sl = sizeof(ss);
-  int fd = accept4(n->lfd, (struct sockaddr *)&ss, &sl,
-                   SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (fd < 0) {
-    return; /* EAGAIN, or the peer left already */
-  }
-  if (n->poll != NULL) {
-    close(fd); /* one at a time: a handshake is in progress */
-    return;
-  }
-  char ip[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (ss.ss_family == AF_INET) {
-    struct sockaddr_in *s = (struct sockaddr_in *)&ss;
-    inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
-    port = ntohs(s->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    struct sockaddr_in6 *s = (struct sockaddr_in6 *)&ss;
-    inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
-    port = ntohs(s->sin6_port);
-  }
-  snprintf(n->peer, sizeof(n->peer), "%s:%d", ip, port);
-  snprintf(n->target, sizeof(n->target), "%s", n->peer);
-  cn_vlog(n, "connection from %s", n->peer);
-  if (poll_open(n, &n->poll, fd) != 0) {
-    close(fd);
-    return;
-  }
-  uv_poll_stop(n->lpoll);
-  n->fd = fd;
-  n->poll_events = 0;
-  int one = 1;
-  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  cn_poll_set(n, UV_READABLE);
-}
-
-/* Binds [ADDR:]PORT (ADDR defaults to 127.0.0.1). Returns 0, or -1 after
- * writing why into n->error. */
-static int start_listen(cnet *n, const char *spec) {
-  char host[INET6_ADDRSTRLEN + 2] = "127.0.0.1";
-  const char *ps = spec;
-  const char *colon = strrchr(spec, ':');
-  if (colon != NULL) {
-    size_t hl = (size_t)(colon - spec);
-    if (hl >= 2 && spec[0] == '[' && spec[hl - 1] == ']') {
-      spec++;
-      hl -= 2;
-    }
-    if (hl >= sizeof(host)) {
-      snprintf(n->error, sizeof(n->error),
-               "--listen: the address '%.*s' is "
-               "too long",
-               (int)hl, spec);
-      return -1;
-    }
-    if (hl > 0) {
-      memcpy(host, spec, hl);
-      host[hl] = 0;
-    }
-    ps = colon + 1;
-  }
-  char *end;
-  long port = strtol(ps, &end, 10);
-  if (*ps < '0' || *ps > '9' || *end != 0 || port < 0 || port > 65535) {
-    snprintf(n->error, sizeof(n->error),
-             "--listen: the port '%s' is not a number from 0 to 65535", ps);
-    return -1;
-  }
-  struct sockaddr_storage ss;
-  memset(&ss, 0, sizeof(ss));
-  socklen_t sl;
-  if (uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss) == 0) {
-    sl = sizeof(struct sockaddr_in);
-  } else if (uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss) == 0) {
-    sl = sizeof(struct sockaddr_in6);
-  } else {
-    snprintf(n->error, sizeof(n->error),
-             "--listen: '%s' is not an IPv4 or IPv6 address", host);
-    return -1;
-  }
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
-  if (fd < 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-      bind(fd, (struct sockaddr *)&ss, sl) != 0 || listen(fd, 8) != 0) {
-    snprintf(n->error, sizeof(n->error),
-             "--listen: cannot listen on %s:%ld: %s", host, port,
-             strerror(errno));
-    if (fd >= 0) {
-      close(fd);
-    }
-    return -1;
-  }
-  sl = sizeof(ss);
-  getsockname(fd, (struct sockaddr *)&ss, &sl);
-  char ip[INET6_ADDRSTRLEN] = "?";
-  int bound = 0;
-  if (ss.ss_family == AF_INET) {
-    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip));
-    bound = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-  } else {
-    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip,
-              sizeof(ip));
-    bound = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-  }
-  n->lfd = fd;
-  if (poll_open(n, &n->lpoll, fd) != 0) {
-    snprintf(n->error, sizeof(n->error), "out of memory");
-    close(fd);
-    n->lfd = -1;
-    return -1;
-  }
-  uv_poll_start(n->lpoll, UV_READABLE, on_poll);
-  n->state = N_LISTEN;
-  /* Scripts wait for this line (with port 0 it names the real port). */
-  fprintf(stderr, "herald client: listening on %s%s%s:%d\n",
-          ss.ss_family == AF_INET6 ? "[" : "", ip,
-          ss.ss_family == AF_INET6 ? "]" : "", bound);
-  fflush(stderr);
-  return 0;
 }
 
 /* ---- timers ------------------------------------------------------------- */
@@ -1052,14 +852,14 @@ static void ping_due(uv_timer_t *t) {
   }
   if (herald_conn_ping(n->conn, "", 0) == 0) {
     n->ping_pending = 1;
-    flush(n);
+    cn_flush(n);
   }
 }
 
-static void on_poll(uv_poll_t *p, int status, int events) {
+void cn_on_poll(uv_poll_t *p, int status, int events) {
   cnet *n = p->data;
   if (p == n->lpoll) {
-    on_accept(n);
+    cn_on_accept(n);
     return;
   }
   if (status < 0 && n->state != N_CONNECT) {
@@ -1083,7 +883,7 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     break;
   }
   if (events & UV_WRITABLE) {
-    if (flush(n) != 0) {
+    if (cn_flush(n) != 0) {
       return;
     }
   }
@@ -1127,7 +927,7 @@ int cnet_start(uv_loop_t *loop, const client_opts *o, const cnet_callbacks *cb,
 
   if (o->listen) {
     snprintf(n->target, sizeof(n->target), "the peer");
-    if (start_listen(n, o->listen) != 0) {
+    if (cn_start_listen(n, o->listen) != 0) {
       n->end.usage = 1;
       n->end.error = n->error;
       finish(n);
@@ -1214,7 +1014,7 @@ int cnet_send(cnet *n, herald_opcode op, const void *data, size_t len) {
   }
   int rv = herald_conn_send(n->conn, op, len ? data : "", len, 0, NULL, NULL);
   if (rv == 0) {
-    flush(n);
+    cn_flush(n);
   }
   return rv;
 }
@@ -1225,7 +1025,7 @@ int cnet_ping(cnet *n, const void *data, size_t len) {
   }
   int rv = herald_conn_ping(n->conn, len ? data : "", len);
   if (rv == 0) {
-    flush(n);
+    cn_flush(n);
   }
   return rv;
 }

@@ -1,6 +1,7 @@
 /* client_net_int.h - what the files of one `herald client` connection
  * share (client_net.c: the stages and the socket; client_url.c: URLs,
- * userinfo and NO_PROXY; client_tls.c: TLS with OpenSSL). Internal to
+ * userinfo and NO_PROXY; client_tls.c: TLS with OpenSSL; client_proxy.c:
+ * CONNECT through a proxy; client_listen.c: --listen). Internal to
  * src/app. */
 #ifndef HERALD_APP_CLIENT_NET_INT_H
 #define HERALD_APP_CLIENT_NET_INT_H
@@ -120,6 +121,31 @@ const char *cn_ssl_errors(char *buf, size_t len);
 void cn_poll_set(cnet *n, int events);
 /* Sends the opening handshake (after TCP, the proxy or TLS). */
 void cn_start_handshake(cnet *n);
+/* -v: an HTTP head, each line behind mark ("> " sent, "< " received). */
+void cn_vhead(const cnet *n, const char *mark, const char *p, size_t len);
+/* Writes what can be written. Returns 0, or -1 after failing n. */
+int cn_flush(cnet *n);
+/* Watches fd; *slot gets the new handle. Returns 0 or -1. */
+int cn_poll_open(cnet *n, uv_poll_t **slot, int fd);
+/* The poll callback of the connection's and the listener's sockets. */
+void cn_on_poll(uv_poll_t *p, int status, int events);
+
+/* ---- client_proxy.c ---- */
+
+/* Sends CONNECT host:port to the proxy (connected). */
+void cn_start_proxy(cnet *n);
+/* The proxy's answer is in ibuf. Returns 1 when more is needed, else 0:
+ * the tunnel is up and TLS or the handshake started, or n was failed
+ * (with a sentence naming the proxy and its answer). */
+int cn_proxy_answer(cnet *n);
+
+/* ---- client_listen.c ---- */
+
+/* Binds [ADDR:]PORT (ADDR defaults to 127.0.0.1). Returns 0, or -1 after
+ * writing why into n->error. */
+int cn_start_listen(cnet *n, const char *spec);
+/* The listening socket is readable: accepts the one connection. */
+void cn_on_accept(cnet *n);
 
 /* ---- client_url.c ---- */
 
