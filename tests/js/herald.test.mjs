@@ -31,7 +31,17 @@ const HERALD = process.env.HERALD || path.join(root, "build/herald");
 const SECRET = "tests-js-secret-0123456789abcdef0123456789";
 
 const servers = [];
+// Every client a test made: disconnected at the end, so that a test that
+// failed half-way leaves no reconnecting client to keep the process alive.
+const heralds = [];
 after(() => {
+  for (const h of heralds) {
+    try {
+      h.disconnect();
+    } catch (e) {
+      /* already gone */
+    }
+  }
   for (const s of servers) s.kill("SIGTERM");
 });
 
@@ -62,7 +72,14 @@ function serve(...args) {
 function loadHerald() {
   const file = require.resolve(path.join(root, "web/herald.js"));
   delete require.cache[file];
-  return require(file);
+  const mod = require(file);
+  class Herald extends mod.Herald {
+    constructor(...args) {
+      super(...args);
+      heralds.push(this);
+    }
+  }
+  return { ...mod, Herald };
 }
 
 function b64url(x) {
@@ -100,7 +117,7 @@ function waitFor(herald, name, pred = () => true, ms = 8000) {
   });
 }
 
-test("without a WebSocket implementation connect() throws a clear error", () => {
+test("without a WebSocket implementation connect() throws a clear error", { timeout: 60000 }, () => {
   const saved = globalThis.WebSocket;
   delete globalThis.WebSocket; // as on Node 20; herald.js sits where no ws is installed
   try {
@@ -113,7 +130,7 @@ test("without a WebSocket implementation connect() throws a clear error", () => 
   }
 });
 
-test("over ws: connect, subscribe, publish, presence, history", async () => {
+test("over ws: connect, subscribe, publish, presence, history", { timeout: 60000 }, async () => {
   const url = await serve("--demo");
   const { Herald } = loadHerald();
   const h = new Herald(url, { WebSocket: WS, name: "node" });
@@ -143,7 +160,7 @@ test("over ws: connect, subscribe, publish, presence, history", async () => {
   h.disconnect();
 });
 
-test("the ws package is found by itself when it can be required", async () => {
+test("the ws package is found by itself when it can be required", { timeout: 60000 }, async () => {
   // herald.js looks for `ws` from its own directory; a copy beside this
   // test (where `ws` is installed) finds it.
   const dir = mkdtempSync(path.join(here, "node_modules", ".herald-"));
@@ -164,7 +181,7 @@ test("the ws package is found by itself when it can be required", async () => {
   }
 });
 
-test("getToken: called per attempt, and again after the token expires (3006)", async () => {
+test("getToken: called per attempt, and again after the token expires (3006)", { timeout: 60000 }, async () => {
   // refresh_ahead 0: the server sends no refresh push, so the token's exp
   // ends the connection (with the default 30 s the client would refresh).
   const url = await serve(
@@ -196,7 +213,7 @@ test("getToken: called per attempt, and again after the token expires (3006)", a
   h.disconnect();
 });
 
-test("getToken that fails is reported and retried, not stuck", async () => {
+test("getToken that fails is reported and retried, not stuck", { timeout: 60000 }, async () => {
   const url = await serve("--no-anonymous", "--jwt-hmac", SECRET);
   const { Herald } = loadHerald();
   let calls = 0;
@@ -221,7 +238,7 @@ test("getToken that fails is reported and retried, not stuck", async () => {
   h.disconnect();
 });
 
-test("a subscription's getToken gives the token of a private channel", async () => {
+test("a subscription's getToken gives the token of a private channel", { timeout: 60000 }, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "herald-js-"));
   const config = path.join(dir, "herald.json");
   writeFileSync(
@@ -276,7 +293,7 @@ const REFRESH_CONFIG = {
   ],
 };
 
-test("refresh push: the connection outlives several token exps without reconnecting", async () => {
+test("refresh push: the connection outlives several token exps without reconnecting", { timeout: 60000 }, async () => {
   const url = await serve("--config", configFile(REFRESH_CONFIG));
   const { Herald } = loadHerald();
   let calls = 0;
@@ -308,7 +325,10 @@ test("refresh push: the connection outlives several token exps without reconnect
     assert.equal(ev.channel, null);
     assert.equal(ev.result.expires, true);
   }
-  assert.equal(calls, refreshed.length + 1, "one getToken per connect and per refresh");
+  // One getToken per connect and per refresh; the last one may still be
+  // under way (its refresh command not answered yet) when we count.
+  const pending = calls - (refreshed.length + 1);
+  assert.ok(pending === 0 || pending === 1, `getToken ${calls} times, refreshed ${refreshed.length}`);
   assert.equal(h.state, "connected");
   assert.equal(h.clientId, client, "the same connection throughout");
   await h.publish("room:a", { n: 1 });
@@ -317,7 +337,7 @@ test("refresh push: the connection outlives several token exps without reconnect
   h.disconnect();
 });
 
-test("sub_refresh push: a subscription token is replaced, the subscription lives on", async () => {
+test("sub_refresh push: a subscription token is replaced, the subscription lives on", { timeout: 60000 }, async () => {
   const url = await serve("--config", configFile(REFRESH_CONFIG));
   const { Herald } = loadHerald();
   const asked = [];
@@ -356,7 +376,8 @@ test("sub_refresh push: a subscription token is replaced, the subscription lives
     assert.equal(ev.channel, "secret:vault");
     assert.equal(ev.result.expires, true);
   }
-  assert.equal(asked.length, refreshed.length + 1);
+  const pending = asked.length - (refreshed.length + 1); // one may be under way
+  assert.ok(pending === 0 || pending === 1, `asked ${asked.length}, refreshed ${refreshed.length}`);
   assert.ok(asked.every((c) => c === "secret:vault"));
   assert.deepEqual(errors, []);
   assert.deepEqual(events.map((e) => e[0]).filter((n) => n !== "refreshed"), ["connected"]);
@@ -367,7 +388,7 @@ test("sub_refresh push: a subscription token is replaced, the subscription lives
   h.disconnect();
 });
 
-test("refresh push with a failing getToken: error, then 3006, then a reconnect with a fresh token", async () => {
+test("refresh push with a failing getToken: error, then 3006, then a reconnect with a fresh token", { timeout: 60000 }, async () => {
   const url = await serve("--config", configFile(REFRESH_CONFIG));
   const { Herald } = loadHerald();
   let calls = 0;
@@ -453,7 +474,7 @@ function channelsOf(es) {
   return new URL(es.url).searchParams.getAll("channel");
 }
 
-test("SSE: one EventSource for every subscription, reopened when the set changes", async () => {
+test("SSE: one EventSource for every subscription, reopened when the set changes", { timeout: 60000 }, async () => {
   const url = await serve("--config", configFile(SSE_CONFIG));
   const { Herald } = loadHerald();
   TestEventSource.instances = [];
@@ -511,7 +532,7 @@ test("SSE: one EventSource for every subscription, reopened when the set changes
   assert.equal(TestEventSource.instances[2].readyState, 2);
 });
 
-test("SSE: a dropped stream resumes every channel; unrecovered only where history is gone", async () => {
+test("SSE: a dropped stream resumes every channel; unrecovered only where history is gone", { timeout: 60000 }, async () => {
   const url = await serve("--config", configFile(SSE_CONFIG));
   const { Herald } = loadHerald();
   TestEventSource.instances = [];
@@ -548,7 +569,7 @@ test("SSE: a dropped stream resumes every channel; unrecovered only where histor
   h.disconnect();
 });
 
-test("SSE: a stream ended by its token's exp starts again with a fresh token", async () => {
+test("SSE: a stream ended by its token's exp starts again with a fresh token", { timeout: 60000 }, async () => {
   const url = await serve(
     "--config",
     configFile({ ...SSE_CONFIG, anonymous: false, jwt: { hmac_secret: SECRET } })
@@ -589,7 +610,7 @@ test("SSE: a stream ended by its token's exp starts again with a fresh token", a
   h.disconnect();
 });
 
-test("SSE: a set of channels over max_sse_channels is refused: disconnected", async () => {
+test("SSE: a set of channels over max_sse_channels is refused: disconnected", { timeout: 60000 }, async () => {
   const url = await serve("--config", configFile({ ...SSE_CONFIG, max_sse_channels: 2 }));
   const { Herald } = loadHerald();
   TestEventSource.instances = [];
@@ -616,7 +637,7 @@ async function apiCall(url, what, body) {
   return js.result;
 }
 
-test("server-side subscriptions: subscribed, publication and unsubscribed events", async () => {
+test("server-side subscriptions: subscribed, publication and unsubscribed events", { timeout: 60000 }, async () => {
   const url = await serve("--config", configFile({ ...REFRESH_CONFIG, api_key: API_KEY }));
   const { Herald } = loadHerald();
   const h = new Herald(url, {
@@ -653,7 +674,7 @@ test("server-side subscriptions: subscribed, publication and unsubscribed events
   h.disconnect();
 });
 
-test("a subscription token that expires: onUnsubscribed, dropped, subscribe() again", async () => {
+test("a subscription token that expires: onUnsubscribed, dropped, subscribe() again", { timeout: 60000 }, async () => {
   const url = await serve("--config", configFile({ ...REFRESH_CONFIG, api_key: API_KEY }));
   const { Herald } = loadHerald();
   const h = new Herald(url, { WebSocket: WS, getToken: () => jwt({ sub: "gus", exp: now() + 3600 }) });
@@ -687,7 +708,7 @@ test("a subscription token that expires: onUnsubscribed, dropped, subscribe() ag
   h.disconnect();
 });
 
-test("herald.d.ts type-checks a typical program (tsc --strict)", () => {
+test("herald.d.ts type-checks a typical program (tsc --strict)", { timeout: 60000 }, () => {
   const tsc = path.join(here, "node_modules/typescript/bin/tsc");
   if (!existsSync(tsc)) {
     throw new Error("typescript is not installed in tests/js (npm install)");
