@@ -30,7 +30,7 @@
  * HERALD_ERR_HTTP: more than one Content-Length line (even with equal
  * values), a Content-Length that is not 1*DIGIT within 64 bits,
  * Transfer-Encoding with Content-Length, and any Transfer-Encoding at all
- * (chunked is not implemented). So a parsed request's content_length is
+ * (chunked bodies are refused). So a parsed request's content_length is
  * empty or a valid herald_http_content_length value. */
 int herald__http_parse_request(const char *buf, size_t len, size_t last_len,
                                size_t max_head_bytes, herald_request *req,
