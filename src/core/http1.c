@@ -233,7 +233,7 @@ int herald_http_content_length(herald_str v, uint64_t *out) {
  *   - a Content-Length that is not 1*DIGIT or does not fit in 64 bits;
  *   - Transfer-Encoding together with Content-Length (item 3: "ought to be
  *     handled as an error");
- *   - for a request, any Transfer-Encoding: chunked bodies are refused, and
+ *   - for a request, any Transfer-Encoding, chunked included, is refused, and
  *     a server must answer a coding it does not understand with an error
  *     and close (section 6.1; item 4 for codings not ending in chunked).
  * A response with only Transfer-Encoding is left alone: the client reads
