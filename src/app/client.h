@@ -2,13 +2,13 @@
  *
  *   client.c       modes, the session (stdin, linger, reconnect)
  *   client_opts.c  the command line and the usage text
- *   client_net.c   one WebSocket connection on the sans-I/O core: DNS,
- *                  TCP, an HTTP CONNECT proxy, the opening handshake (or,
- *                  with --listen, accepting one), frames, pings, close
+ *   client_net.c   one WebSocket connection on the sans-I/O core: its
+ *                  stages, the opening handshake, frames, pings, close
  *   client_url.c   the URL and the proxy's URL, userinfo, NO_PROXY
  *   client_tls.c   TLS (wss://) with OpenSSL on the socket
  *   client_proxy.c CONNECT through an HTTP proxy
  *   client_listen.c --listen: accepting one connection
+ *   client_connect.c DNS, then a connect to each address in turn
  *   client_io.c    what is printed: markers, timestamps, JSON, binary as
  *                  raw, hex or base64; and how stdin becomes messages
  *   client_term.c  the interactive mode: libedit line editing, history,

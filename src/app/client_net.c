@@ -84,14 +84,14 @@ int cn_poll_open(cnet *n, uv_poll_t **slot, int fd) {
   return 0;
 }
 
-static void poll_drop(uv_poll_t **slot) {
+void cn_poll_drop(uv_poll_t **slot) {
   if (*slot != NULL) {
     uv_close((uv_handle_t *)*slot, on_poll_closed);
     *slot = NULL;
   }
 }
 
-static void release(cnet *n) {
+void cn_release(cnet *n) {
   if (n->handles == 0) {
     free(n);
   }
@@ -105,8 +105,8 @@ static void finish(cnet *n) {
   }
   n->ended = 1;
   n->state = N_DONE;
-  poll_drop(&n->poll);
-  poll_drop(&n->lpoll);
+  cn_poll_drop(&n->poll);
+  cn_poll_drop(&n->lpoll);
   if (n->ssl) {
     SSL_free(n->ssl);
     n->ssl = NULL;
@@ -153,7 +153,7 @@ static void finish(cnet *n) {
   n->raw = NULL;
   n->tlsw = NULL;
   n->handles--;
-  release(n);
+  cn_release(n);
 }
 
 /* Fails the connection with a sentence saying why. */
@@ -344,124 +344,6 @@ void cn_start_handshake(cnet *n) {
   cn_flush(n);
 }
 
-/* ---- connecting --------------------------------------------------------- */
-
-static void try_next_address(cnet *n);
-
-static void connected(cnet *n) {
-  int one = 1;
-  (void)setsockopt(n->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  cn_vlog(n, "connected to %s%s", n->peer, n->phost ? " (the proxy)" : "");
-  if (n->phost) {
-    cn_start_proxy(n);
-  } else if (n->tls) {
-    cn_start_tls(n);
-  } else {
-    cn_start_handshake(n);
-  }
-}
-
-static void try_next_address(cnet *n) {
-  const char *last = "no address";
-  int lasterr = 0;
-  while (n->next_addr) {
-    struct addrinfo *ai = n->next_addr;
-    n->next_addr = ai->ai_next;
-    poll_drop(&n->poll);
-    if (n->fd >= 0) {
-      close(n->fd);
-      n->fd = -1;
-    }
-    char ip[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (ai->ai_family == AF_INET) {
-      struct sockaddr_in *s = (struct sockaddr_in *)ai->ai_addr;
-      inet_ntop(AF_INET, &s->sin_addr, ip, sizeof(ip));
-      port = ntohs(s->sin_port);
-    } else if (ai->ai_family == AF_INET6) {
-      struct sockaddr_in6 *s = (struct sockaddr_in6 *)ai->ai_addr;
-      inet_ntop(AF_INET6, &s->sin6_addr, ip, sizeof(ip));
-      port = ntohs(s->sin6_port);
-    }
-    snprintf(n->peer, sizeof(n->peer), "%s%s%s:%d",
-             ai->ai_family == AF_INET6 ? "[" : "", ip,
-             ai->ai_family == AF_INET6 ? "]" : "", port);
-    cn_vlog(n, "connecting to %s", n->peer);
-    int fd =
-        socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-      lasterr = errno;
-      continue;
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
-      lasterr = errno;
-      close(fd);
-      continue;
-    }
-    n->fd = fd;
-    if (cn_poll_open(n, &n->poll, fd) != 0) {
-      lasterr = ENOMEM;
-      close(fd);
-      n->fd = -1;
-      continue;
-    }
-    n->poll_events = 0;
-    n->state = N_CONNECT;
-    cn_poll_set(n, UV_WRITABLE);
-    return;
-  }
-  if (lasterr) {
-    last = strerror(lasterr);
-  }
-  cn_fail(n, "cannot connect to %s%s%s: %s", n->phost ? "the proxy " : "",
-          n->phost ? "" : n->target, n->phost ? n->peer : "", last);
-}
-
-static void on_connect_ready(cnet *n) {
-  int err = 0;
-  socklen_t len = sizeof(err);
-  if (getsockopt(n->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
-    err = errno;
-  }
-  if (err == 0) {
-    n->state = N_HANDSHAKE; /* placeholder until the next stage says */
-    connected(n);
-    return;
-  }
-  cn_vlog(n, "%s: %s", n->peer, strerror(err));
-  if (n->next_addr == NULL) {
-    const char *name = n->phost ? n->phost : n->target;
-    int same = strcmp(name, n->peer) == 0;
-    cn_fail(n, "cannot connect to %s%s%s%s%s: %s", n->phost ? "the proxy " : "",
-            name, same ? "" : " (", same ? "" : n->peer, same ? "" : ")",
-            strerror(err));
-    return;
-  }
-  try_next_address(n);
-}
-
-static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  cnet *n = req->data;
-  n->dns_pending = 0;
-  if (n->ended) {
-    if (res) {
-      uv_freeaddrinfo(res);
-    }
-    n->handles--;
-    release(n);
-    return;
-  }
-  n->handles--;
-  const char *name = n->phost ? n->phost : n->host;
-  if (status != 0) {
-    cn_fail(n, "cannot resolve %s%s: %s", n->phost ? "the proxy " : "", name,
-            uv_strerror(status));
-    return;
-  }
-  n->addrs = n->next_addr = res;
-  try_next_address(n);
-}
-
 /* ---- received bytes ----------------------------------------------------- */
 
 static void on_event(cnet *n, herald_event *ev, const uint8_t *at);
@@ -572,7 +454,7 @@ static void after_input(cnet *n) {
 /* --listen: the peer that came is done with (it left, or it was not a
  * WebSocket client); wait for the next one on a fresh connection. */
 static void listen_reset(cnet *n) {
-  poll_drop(&n->poll);
+  cn_poll_drop(&n->poll);
   close(n->fd);
   n->fd = -1;
   herald_conn_del(n->conn);
@@ -714,7 +596,7 @@ static void opened(cnet *n) {
   n->end.opened = 1;
   if (n->lpoll != NULL) {
     /* --listen takes one connection. */
-    poll_drop(&n->lpoll);
+    cn_poll_drop(&n->lpoll);
     close(n->lfd);
     n->lfd = -1;
   }
@@ -811,7 +693,7 @@ static void on_event(cnet *n, herald_event *ev, const uint8_t *at) {
 
 /* ---- timers ------------------------------------------------------------- */
 
-static const char *stage(const cnet *n) {
+const char *cn_stage(const cnet *n) {
   switch (n->state) {
   case N_RESOLVE:
     return "resolving the host name";
@@ -840,7 +722,7 @@ static void on_timer(uv_timer_t *t) {
     return;
   }
   cn_fail(n, "timed out after %.1f s %s (%s)", n->o->connect_ms / 1000.0,
-          stage(n), n->target);
+          cn_stage(n), n->target);
 }
 
 static void ping_due(uv_timer_t *t) {
@@ -874,7 +756,7 @@ void cn_on_poll(uv_poll_t *p, int status, int events) {
   }
   switch (n->state) {
   case N_CONNECT:
-    on_connect_ready(n);
+    cn_on_connect_ready(n);
     return;
   case N_TLS:
     cn_tls_step(n);
@@ -993,12 +875,12 @@ int cnet_start(uv_loop_t *loop, const client_opts *o, const cnet_callbacks *cb,
   n->state = N_RESOLVE;
   if (getaddrinfo(name, portstr, &numeric, &res) == 0) {
     n->addrs = n->next_addr = res;
-    try_next_address(n);
+    cn_try_next_address(n);
     return 0;
   }
   cn_vlog(n, "resolving %s", name);
   n->dns.data = n;
-  int rv = uv_getaddrinfo(loop, &n->dns, on_dns, name, portstr, &hints);
+  int rv = uv_getaddrinfo(loop, &n->dns, cn_on_dns, name, portstr, &hints);
   if (rv != 0) {
     cn_fail(n, "cannot resolve %s: %s", name, uv_strerror(rv));
     return 0;

@@ -1,7 +1,8 @@
 /* client_net_int.h - what the files of one `herald client` connection
  * share (client_net.c: the stages and the socket; client_url.c: URLs,
  * userinfo and NO_PROXY; client_tls.c: TLS with OpenSSL; client_proxy.c:
- * CONNECT through a proxy; client_listen.c: --listen). Internal to
+ * CONNECT through a proxy; client_listen.c: --listen; client_connect.c:
+ * DNS and connect). Internal to
  * src/app. */
 #ifndef HERALD_APP_CLIENT_NET_INT_H
 #define HERALD_APP_CLIENT_NET_INT_H
@@ -129,6 +130,22 @@ int cn_flush(cnet *n);
 int cn_poll_open(cnet *n, uv_poll_t **slot, int fd);
 /* The poll callback of the connection's and the listener's sockets. */
 void cn_on_poll(uv_poll_t *p, int status, int events);
+/* Closes the poll handle in *slot (if any) and clears it. */
+void cn_poll_drop(uv_poll_t **slot);
+/* Frees n once its last handle has closed. */
+void cn_release(cnet *n);
+/* The stage n is in, for messages ("connecting", "TLS handshake", ...). */
+const char *cn_stage(const cnet *n);
+
+/* ---- client_connect.c ---- */
+
+/* The libuv DNS callback for n->dns: connects to the first address. */
+void cn_on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res);
+/* Connects to the next resolved address, or fails n naming the last
+ * error when none is left. */
+void cn_try_next_address(cnet *n);
+/* The socket became writable while connecting: the connect's outcome. */
+void cn_on_connect_ready(cnet *n);
 
 /* ---- client_proxy.c ---- */
 
