@@ -50,11 +50,11 @@ static void dir_deliver(void *cl, push_pub *pub) {
 
 static void dir_changed(const pusher_change *chg, void *ud) {
   pusher_app *app = ud;
-  const char *node = app->ps->node;
-  size_t nl = strlen(node);
-  if (chg->client == NULL || strncmp(chg->client, node, nl) != 0 ||
+  const char *me = app->ps->pusher->loop_id;
+  size_t nl = strlen(me);
+  if (chg->client == NULL || strncmp(chg->client, me, nl) != 0 ||
       chg->client[nl] != '/') {
-    return; /* a snapshot's correction, or another node's to announce */
+    return; /* a snapshot's correction, or another loop's to announce */
   }
   pusher_hook_channel(app, chg->added, chg->user);
 }
@@ -183,7 +183,7 @@ void pusher_dir_stop(pusher_app *app) {
 }
 
 static void entry_key(const pusher_chan *ch, char *out, size_t cap) {
-  snprintf(out, cap, "%s/%s", ch->app->ps->node, ch->name);
+  snprintf(out, cap, "%s/%s", ch->app->ps->pusher->loop_id, ch->name);
 }
 
 void pusher_dir_update(pusher_chan *ch) {

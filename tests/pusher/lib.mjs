@@ -126,7 +126,9 @@ export async function startHerald(binary, { name = "a", redisPort = null, webhoo
   }
   const file = path.join(dir, "herald.json");
   fs.writeFileSync(file, JSON.stringify(cfg));
-  const proc = spawn(binary, ["serve", "--config", file, "--listen", "127.0.0.1:0", "--node-name", name], {
+  // HERALD_THREADS=N runs each node on N loops (CTest pusher_*_threads).
+  const threads = process.env.HERALD_THREADS ? ["--threads", process.env.HERALD_THREADS] : [];
+  const proc = spawn(binary, ["serve", "--config", file, "--listen", "127.0.0.1:0", "--node-name", name, ...threads], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   children.push(proc);
