@@ -153,10 +153,24 @@ export async function startHerald(binary, { name = "a", redisPort = null, webhoo
     proc.on("exit", (code) => reject(new Error(`herald exited ${code}: ${log}`)));
   });
   const node = { name, port, url: `http://127.0.0.1:${port}`, proc, log: () => log };
+  node.exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve(code ?? signal)));
   if (redisPort) {
     await until(async () => (await fetch(`${node.url}/health`)).status === 200, 10000, "a healthy node");
   }
   return node;
+}
+
+/* Stops a node with SIGTERM, as an operator would: it must exit 0 within
+ * 20 s, and its stderr must hold no sanitizer report (ASan, LeakSanitizer,
+ * UBSan, and TSan, whose reports do not stop the process). */
+export async function stopHerald(node) {
+  node.proc.kill("SIGTERM");
+  const code = await Promise.race([node.exited, sleep(20000).then(() => "timeout")]);
+  const log = node.log();
+  const bad = /(AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehaviorSanitizer|runtime error:)/.exec(log);
+  check(code === 0, `herald ${node.name} exits 0 after SIGTERM`, `exit ${code}: ${log.slice(-300)}`);
+  check(!bad, `herald ${node.name}'s stderr has no sanitizer report`,
+    bad ? log.slice(Math.max(0, bad.index - 200), bad.index + 3000) : undefined);
 }
 
 /* A redis-server of our own, with no persistence; null when there is none. */

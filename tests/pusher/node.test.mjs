@@ -22,7 +22,7 @@ import PusherServer from "pusher";
 import WebSocket from "ws";
 import {
   APP, LIMIT_APP, QUIET_APP, QUOTA_APP, SIGNIN_APP, check, cleanup, signedRequest, sdkFor, sleep, startAuthServer,
-  startHerald, startRedis, startWebhookReceiver, step, summary, until,
+  startHerald, startRedis, startWebhookReceiver, step, stopHerald, summary, until,
 } from "./lib.mjs";
 
 const binary = process.argv[2];
@@ -844,6 +844,9 @@ try {
   }
   auth.server.close();
   hooks.server.close();
+}
+for (const node of new Set(nodes)) {
+  await stopHerald(node);
 }
 const rc = summary();
 cleanup();
