@@ -662,25 +662,30 @@ static void on_cache_synced(void *ud, const push_engine_reply *rep) {
   query_done_one(q);
 }
 
+/* info=cache: the last event is read from this loop's hub, which may hold
+ * no copy of the channel, or one behind; the engine makes it current
+ * first (with no room for one more channel here, the answer has no
+ * cache). One count of q->pending. */
+static void cache_sync(query *q) {
+  int kind = pusher_channel_kind(q->name, strlen(q->name));
+  if (kind < 0 ||
+      pusher_hub_name(q->app, q->name, (unsigned)kind, q->cache_hub) != 0 ||
+      !push_channel_room(q->app->ps, q->cache_hub)) {
+    return;
+  }
+  q->pending++;
+  int rv =
+      push_engine_sync(q->app->ps->engine, q->cache_hub, on_cache_synced, q);
+  if (rv != PUSH_ENGINE_PENDING) {
+    push_engine_reply rep = {.status = rv};
+    on_cache_synced(q, &rep);
+  }
+}
+
 static void query_start(query *q) {
   q->pending = 1;
-  if (q->info & INFO_CACHE) {
-    /* The last event is read from this loop's hub, which may hold no copy
-     * of the channel, or one behind: the engine makes it current. */
-    int kind = pusher_channel_kind(q->name, strlen(q->name));
-    q->pending++;
-    if (kind < 0 ||
-        pusher_hub_name(q->app, q->name, (unsigned)kind, q->cache_hub) != 0) {
-      q->failed = 500;
-      query_done_one(q);
-    } else {
-      int rv = push_engine_sync(q->app->ps->engine, q->cache_hub,
-                                on_cache_synced, q);
-      if (rv != PUSH_ENGINE_PENDING) {
-        push_engine_reply rep = {.status = rv};
-        on_cache_synced(q, &rep);
-      }
-    }
+  if ((q->info & INFO_CACHE) && !q->users) {
+    cache_sync(q);
   }
   if (q->users) {
     read_users(q, q->name);
