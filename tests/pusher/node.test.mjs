@@ -17,6 +17,7 @@
 
 import crypto from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import Pusher from "pusher-js";
 import PusherServer from "pusher";
 import WebSocket from "ws";
@@ -595,6 +596,25 @@ try {
     return (one.occupied === true && one.subscription_count === 1 && body.occupied === false &&
       count("channel_occupied", "api-loops") === 1 && count("channel_vacated", "api-loops") === 1) ||
       JSON.stringify([one, body, count("channel_occupied", "api-loops"), count("channel_vacated", "api-loops")]);
+  });
+  await step(`/metrics on every loop gives the node's Pusher figures`, async () => {
+    // A new TCP connection each time (no keep-alive), so the kernel
+    // spreads the requests over the loops too.
+    const metrics = (node) => new Promise((resolve, reject) => {
+      http.get({ host: "127.0.0.1", port: node.port, path: "/metrics", agent: false }, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve(body));
+      }).on("error", reject);
+    });
+    const val = (text, name) => Number((new RegExp(`${name}\\{app="${APP.id}"\\} (\\d+)`).exec(text) || [])[1]);
+    const seen = new Set();
+    for (let i = 0; i < 8; i++) {
+      const text = await metrics(A);
+      seen.add(`${val(text, "herald_pusher_connections")}/${val(text, "herald_pusher_connects_total")}/` +
+        `${val(text, "herald_pusher_client_events_total")}`);
+    }
+    return (seen.size === 1 && ![...seen][0].includes("NaN")) || [...seen].join(" ");
   });
   await step(`signin, sendToUser and terminate across ${loops}`, async () => {
     const u0 = await onLoop(A, 0, { user: "erin" });
