@@ -328,7 +328,6 @@ void push_pusher_open(push_server *ps, herald_ws *ws) {
   s->opened_ms = push_now_ms();
   snprintf(s->socket_id, sizeof(s->socket_id), "%s.%" PRId64,
            ST(ps)->node->sid_prefix, client_number(c->id));
-  app->nconns++;
   PUSHER_COUNT(app, connects);
   char data[96];
   snprintf(data, sizeof(data), "{\"socket_id\":\"%s\",\"activity_timeout\":%u}",
@@ -353,7 +352,6 @@ void push_pusher_leave_all(push_client *c) {
 void push_pusher_closed(push_client *c) {
   pusher_sock *s = c->pusher;
   push_pusher_leave_all(c);
-  s->app->nconns--;
   atomic_fetch_sub(s->app->conns, 1);
   free(s->subs);
   free(s->user);

@@ -7,9 +7,11 @@
  * does not already offer: the directory is a hub channel of the app's
  * ";d" namespace, and each node keeps one presence entry in it per channel
  * it has subscribers of, "<node>/<channel>", whose user is the channel and
- * whose info is {"n": subscriptions on that node}. The entries expire
- * with their node (Redis' presence TTL), and a read of the directory's
- * presence is a read of every occupied channel of the app.
+ * whose info is {"n": subscriptions on that node}. A node of several
+ * loops (--threads) does so per loop, as "<node>.<loop>/<channel>" (node
+ * names have no '.'): each loop is then one more "node" of the directory. The
+ * entries expire with their node (Redis' presence TTL), and a read of the
+ * directory's presence is a read of every occupied channel of the app.
  *
  * Every node follows the directory with a roster (pusher_roster.c) whose
  * "users" are channels: a channel appears when its first entry does and

@@ -9,7 +9,9 @@
  * Each event is sent by one node: the one whose connection caused it
  * (client_event, cache_miss) or whose presence entry made the change
  * (occupied and vacated from the directory, pusher_dir.c; members from the
- * channel's roster, pusher_chan.c), so a cluster announces it once.
+ * channel's roster, pusher_chan.c), so a cluster announces it once. With
+ * several loops (--threads) it is the one loop of that node, which sends
+ * it through its own sender (each loop has one per app).
  */
 #include <stddef.h>
 #include <stdio.h>

@@ -201,12 +201,12 @@ struct pusher_app {
   push_server *ps;
   pusher_verdict ok;       /* {this, 0}: the verdict for this app's sockets */
   pusher_map chans;        /* Pusher name -> pusher_chan */
-  size_t nconns;           /* connections on this loop */
   _Atomic uint64_t *conns; /* connections on this node (all its loops) */
   pusher_counts *cnt;      /* this loop's counts (/metrics) */
   /* The directory of occupied channels (pusher_dir.c): one presence
-   * entry "<node>/<channel>" per node and channel, whose user is the
-   * channel and info {"n": subscriptions on that node}. */
+   * entry "<loop id>/<channel>" per loop and channel (pusher_state's
+   * loop_id), whose user is the channel and info {"n": subscriptions on
+   * that loop}. */
   char dirhub[PUSHER_APP_ID_MAX + 24];
   int dir_state; /* 0 not following yet, 1 live, -1 stopped */
   int dir_calls; /* engine calls in flight for it */
