@@ -116,7 +116,10 @@ export function config(webhookUrl) {
 export async function startHerald(binary, { name = "a", redisPort = null, webhookUrl = null, origins = null } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-pusher-"));
   tmpdirs.push(dir);
-  const cfg = { pusher: config(webhookUrl), log_level: process.env.HERALD_LOG_LEVEL || "warn" };
+  // A command rate far under the default (1000/s, burst 2000), so that the
+  // flood test trips it however slowly a sanitizer runs the server.
+  const cfg = { pusher: config(webhookUrl), log_level: process.env.HERALD_LOG_LEVEL || "warn",
+    rate_limits: { commands: { per_s: 100, burst: 200 } } };
   if (origins) {
     cfg.allowed_origins = origins;
   }
