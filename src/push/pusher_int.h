@@ -144,8 +144,7 @@ int pusher_presence_users(const char *json, size_t len, push_buf *users,
 /* ---- what a node's loops share (pusher.c) ------------------------------ */
 
 /* One loop's counts of one app, for /metrics: written by that loop only
- * (relaxed atomics, no lock prefix needed by the writer's logic), summed
- * by whichever loop renders /metrics. */
+ * (PUSHER_COUNT), summed by whichever loop renders /metrics. */
 typedef struct pusher_counts {
   _Atomic uint64_t connects, refused, api_events, client_events;
   _Atomic uint64_t client_events_refused, subscriptions_refused;
@@ -164,8 +163,14 @@ struct pusher_node {
   pusher_counts *counts;   /* [thread * napps + app] */
 };
 
+/* One more of counter f of app on this loop. Its loop is the only writer,
+ * so a relaxed load and store do (no locked instruction); readers see
+ * whole values. */
 #define PUSHER_COUNT(app, f)                                                   \
-  atomic_fetch_add_explicit(&(app)->cnt->f, 1, memory_order_relaxed)
+  atomic_store_explicit(                                                       \
+      &(app)->cnt->f,                                                          \
+      atomic_load_explicit(&(app)->cnt->f, memory_order_relaxed) + 1,          \
+      memory_order_relaxed)
 
 /* 1 when client (a push_client id, "<node>-<n>") is one of this loop's:
  * the one loop of the node that announces what that client changed. */
