@@ -877,6 +877,9 @@ void push_pusher_tick(push_server *ps, int64_t now_ms) {
   }
 }
 
+/* The node's counts (all its loops'), whichever loop writes the entry: the
+ * node list must hold one entry per node, under ps->node, which on_nodes
+ * skips (its own loops are counted in pusher_node, exactly). */
 void push_pusher_node_json(push_server *ps, push_buf *b) {
   pusher_state *st = ST(ps);
   if (st == NULL) {
