@@ -326,7 +326,8 @@ void push_pusher_open(push_server *ps, herald_ws *ws) {
   s->c = c;
   s->app = app;
   s->opened_ms = push_now_ms();
-  snprintf(s->socket_id, sizeof(s->socket_id), "%s.%" PRId64,
+  /* The prefix has 9 digits; the number at most 19: 29 bytes. */
+  snprintf(s->socket_id, sizeof(s->socket_id), "%.9s.%" PRId64,
            ST(ps)->node->sid_prefix, client_number(c->id));
   PUSHER_COUNT(app, connects);
   char data[96];

@@ -271,7 +271,7 @@ typedef struct pusher_state {
   struct pusher_node *node; /* shared by the node's loops */
   /* This loop's name in the directories: the node's, or "<node>.<loop>"
    * with several loops (node names have no '.'). */
-  char loop_id[24];
+  char loop_id[32];
   int64_t last_refresh;   /* presence entries refreshed then */
   push_http_client *http; /* for webhooks; NULL when no app has them */
   pusher_verdict refuse[8];
