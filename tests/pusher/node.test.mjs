@@ -673,6 +673,25 @@ try {
     q1.disconnect();
     q2.disconnect();
   });
+  if (!redisMode) { // other nodes' counts are learned each second: a burst on two nodes may pass
+    await step("a burst of connections spread over the loops admits exactly max_connections", async () => {
+      const conns = async () => Number((new RegExp(`herald_pusher_connections\\{app="${QUOTA_APP.id}"\\} (\\d+)`)
+        .exec(await (await fetch(`${A.url}/metrics`)).text()) || [])[1]);
+      await until(async () => (await conns()) === 0, 5000, "the quota app's connections closed");
+      const socks = Array.from({ length: 12 }, () => {
+        const ws = new WebSocket(`ws://127.0.0.1:${A.port}/app/${QUOTA_APP.key}?protocol=7`);
+        const r = { ws, first: null };
+        ws.on("message", (m) => (r.first = r.first || JSON.parse(m)));
+        return r;
+      });
+      await until(() => socks.every((r) => r.first), 5000, "every answer");
+      const ok = socks.filter((r) => r.first.event === "pusher:connection_established");
+      const loopsUsed = new Set(ok.map((r) => Number(JSON.parse(r.first.data).socket_id.split(".")[1]) % threads));
+      const refused = socks.filter((r) => r.first.event === "pusher:error" && r.first.data.code === 4004).length;
+      socks.forEach((r) => r.ws.close());
+      return (ok.length === 2 && refused === 10) || `${ok.length} admitted on loops ${[...loopsUsed]}, ${refused} refused`;
+    });
+  }
   // The limits of an app, over the raw protocol (the limit app allows one
   // presence member and two channels per connection).
   async function raw(node, app) {
