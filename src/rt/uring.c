@@ -403,11 +403,14 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
     }
     return 0;
   }
-  if (io->kind == IO_UV) {
+  if (io->kind == IO_UV || io->kind == IO_POST) {
+    if (io->kind == IO_POST && res > 0) {
+      herald__loop_post_ready(loop); /* read before the poll is armed */
+    }
     if ((io->events & 1) && !(io->armed & A_IN)) {
       arm_poll(u, io, T_IN);
     }
-    return res > 0;
+    return io->kind == IO_UV && res > 0;
   }
   if (io->kind == IO_LISTENER) {
     if (res > 0 && (io->events & 1)) {
