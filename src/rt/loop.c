@@ -325,6 +325,9 @@ static int drive(herald_loop *loop) {
   }
   end_pass(loop);
   herald__epoll_del(loop, &loop->uv_io);
+  if (loop->ur) {
+    herald__uring_settle(loop);
+  }
   loop->driving = 0;
   uv_poll_start(&loop->epoll_watch, UV_READABLE, on_epoll);
   return uv_loop_alive(uv);
