@@ -47,23 +47,29 @@
 #define URING_CQ_ENTRIES 16384 /* completion queue */
 /* The loop's provided buffers. With incremental consumption (Linux 6.12) a
  * receive takes only the bytes it needs from a buffer, so a few large ones
- * serve small and large messages alike: buffers of URING_BUF_SIZE_INC.
- * Without it every receive takes a whole buffer, so smaller ones:
- * URING_BUF_SIZE. The pool starts at URING_POOL_START, what epoll's read
- * buffer is (the pages an idle server touches are those of this pool: a
- * larger one made each idle connection cost 150 bytes more, as the
- * handshakes walked through it), and doubles each time a receive finds no
- * buffer free (ENOBUFS: the loop has not yet taken what arrived), up to
- * URING_POOL_MAX. At the limit, a receive that finds none waits until
- * buffers come back: it is armed again with the next submit, after the
- * completions that hold them were delivered. */
-#define URING_POOL_START (256u * 1024)
+ * serve small and large messages alike (URING_BUF_LARGE); without it every
+ * receive takes a whole buffer, so all are URING_BUF_SMALL.
+ *
+ * The pool starts with URING_POOL_START in small buffers. Its pages are
+ * the memory an idle server's receives touch (the handshakes walk through
+ * it, each taking the next bytes): epoll reads every request into the
+ * first page of one read buffer, and a 4 MiB pool made each of 15,000 idle
+ * connections cost 150 bytes more, a 256 KiB one 17, 64 KiB 3 (16 KiB
+ * was too small for a burst of handshakes: it grew). When a receive finds
+ * no buffer free (ENOBUFS: the loop has not yet taken what arrived), the
+ * pool doubles, in large buffers, at most once per pass, up to
+ * URING_POOL_MAX; the first ones are freed as they come back. At the limit
+ * a receive that finds none waits until buffers come back: it is armed
+ * again with the next submit, after the completions that hold them were
+ * delivered. The pool does not shrink. */
+#define URING_POOL_START (64u * 1024) /* in URING_BUF_FIRST */
+#define URING_BUF_FIRST (16 * 1024)
 #define URING_POOL_MAX (16u << 20)
-#define URING_BUF_SIZE_INC (128 * 1024)
-#define URING_BUF_SIZE (16 * 1024)
-/* Ring entries: the most buffers the pool can have. */
-#define URING_RING_INC (URING_POOL_MAX / URING_BUF_SIZE_INC)
-#define URING_RING (URING_POOL_MAX / URING_BUF_SIZE)
+#define URING_BUF_SMALL (16 * 1024)
+#define URING_BUF_LARGE (128 * 1024)
+/* Ring entries: more than the buffers the pool can hold at once. */
+#define URING_RING_INC 256
+#define URING_RING (URING_POOL_MAX / URING_BUF_SMALL)
 #define URING_BGID 0
 /* Not in liburing 2.3's headers: the kernel's values. */
 #ifndef IOU_PBUF_RING_INC
@@ -123,8 +129,12 @@ struct loop_uring {
   herald_ws *held;          /* reaped connections waiting for completions */
   int inc;                  /* buffers consumed incrementally */
   unsigned entries;         /* of the ring: URING_RING_INC or URING_RING */
-  unsigned nbufs;           /* buffers in the pool */
-  size_t buf_size;          /* URING_BUF_SIZE_INC or URING_BUF_SIZE */
+  unsigned nbufs;           /* buffer ids used so far */
+  size_t large;             /* what the pool grows by: URING_BUF_LARGE (inc) */
+  size_t pool_bytes;        /* in buffers now */
+  uint32_t len[URING_RING]; /* of each buffer */
+  uint16_t freeb[URING_RING]; /* ids of buffers freed, for reuse */
+  unsigned nfree;
   uint32_t off[URING_RING]; /* inc: bytes of each buffer delivered so far */
   uint64_t enobufs;         /* receives that found no buffer free */
   uint64_t pass, grown;     /* herald__uring_run calls; the last that grew */
@@ -401,29 +411,38 @@ static void release_held(herald_loop *loop, herald_ws *ws) {
 }
 
 static void give_back(struct loop_uring *u, unsigned bid) {
-  io_uring_buf_ring_add(u->br, u->buf[bid], (unsigned)u->buf_size,
-                        (unsigned short)bid, io_uring_buf_ring_mask(u->entries),
-                        0);
+  if (u->len[bid] < u->large && u->pool_bytes > URING_POOL_START) {
+    /* A first buffer of a pool that grew: large ones replace it. */
+    free(u->buf[bid]);
+    u->buf[bid] = NULL;
+    u->pool_bytes -= u->len[bid];
+    u->freeb[u->nfree++] = (uint16_t)bid;
+    return;
+  }
+  io_uring_buf_ring_add(u->br, u->buf[bid], u->len[bid], (unsigned short)bid,
+                        io_uring_buf_ring_mask(u->entries), 0);
   io_uring_buf_ring_advance(u->br, 1);
 }
 
-/* Adds buffers to the pool until it holds bytes (at most URING_POOL_MAX).
- * Returns the buffers added; fewer when out of memory. */
-static unsigned pool_grow(struct loop_uring *u, size_t bytes) {
-  unsigned want = (unsigned)(bytes / u->buf_size);
-  if (want > u->entries) {
-    want = u->entries;
+/* Adds buffers of size to the pool until it holds bytes (at most
+ * URING_POOL_MAX). Returns the buffers added; fewer when out of memory. */
+static unsigned pool_grow(struct loop_uring *u, size_t bytes, size_t size) {
+  if (bytes > URING_POOL_MAX) {
+    bytes = URING_POOL_MAX;
   }
   unsigned added = 0;
-  while (u->nbufs < want) {
-    uint8_t *b = malloc(u->buf_size);
+  while (u->pool_bytes + size <= bytes &&
+         (u->nfree > 0 || u->nbufs < u->entries)) {
+    uint8_t *b = malloc(size);
     if (b == NULL) {
       break;
     }
-    unsigned bid = u->nbufs++;
+    unsigned bid = u->nfree > 0 ? u->freeb[--u->nfree] : u->nbufs++;
     u->buf[bid] = b;
+    u->len[bid] = (uint32_t)size;
     u->off[bid] = 0;
-    io_uring_buf_ring_add(u->br, b, (unsigned)u->buf_size, (unsigned short)bid,
+    u->pool_bytes += size;
+    io_uring_buf_ring_add(u->br, b, (unsigned)size, (unsigned short)bid,
                           io_uring_buf_ring_mask(u->entries), (int)added);
     added++;
   }
@@ -502,7 +521,7 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
     u->enobufs++;
     if (u->grown != u->pass) {
       u->grown = u->pass;
-      (void)pool_grow(u, (size_t)u->nbufs * u->buf_size * 2);
+      (void)pool_grow(u, u->pool_bytes * 2 + u->large, u->large);
     }
   }
   if (tag == T_RECV) {
@@ -747,18 +766,18 @@ int herald__uring_new(herald_loop *loop) {
   rv = io_uring_register_buf_ring(&u->ring, &reg, 0);
   u->inc = rv == 0;
   u->entries = URING_RING_INC;
-  u->buf_size = URING_BUF_SIZE_INC;
+  u->large = URING_BUF_LARGE;
   if (rv != 0) {
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uintptr_t)brmem;
     reg.ring_entries = URING_RING;
     reg.bgid = URING_BGID;
     u->entries = URING_RING;
-    u->buf_size = URING_BUF_SIZE;
+    u->large = URING_BUF_SMALL;
     rv = io_uring_register_buf_ring(&u->ring, &reg, 0);
   }
   io_uring_buf_ring_init(u->br);
-  if (rv == 0 && pool_grow(u, URING_POOL_START) == 0) {
+  if (rv == 0 && pool_grow(u, URING_POOL_START, URING_BUF_FIRST) == 0) {
     rv = HERALD_ERR_NOMEM;
   }
   if (rv != 0) {
