@@ -570,9 +570,10 @@ int herald__uring_run(herald_loop *loop, int timeout) {
     /* Not the ring's thread (a loop deleted by another thread than the one
      * that ran it): the kernel would refuse; what was posted is delivered. */
   } else if (timeout == 0 || io_uring_cq_ready(&u->ring)) {
-    if (u->evfd >= 0) {
+    if (u->evfd >= 0 && !loop->driving) {
       /* Nested: cleared before the kernel runs the deferred work, so that
-       * work queued after this wakes libuv again. */
+       * work queued after this wakes libuv again. (Driven, nothing watches
+       * it: its count just grows, and the next nested pass clears it.) */
       uint64_t v;
       (void)!read(u->evfd, &v, sizeof(v));
     }
