@@ -67,9 +67,16 @@
 #define URING_POOL_MAX (16u << 20)
 #define URING_BUF_SMALL (16 * 1024)
 #define URING_BUF_LARGE (128 * 1024)
-/* Ring entries: more than the buffers the pool can hold at once. */
+/* Ring entries: at least the buffers the pool can hold at once. */
 #define URING_RING_INC 256
-#define URING_RING (URING_POOL_MAX / URING_BUF_SMALL)
+#define URING_RING 1024
+_Static_assert(URING_POOL_START / URING_BUF_FIRST +
+                       URING_POOL_MAX / URING_BUF_LARGE <=
+                   URING_RING_INC,
+               "the incremental pool's ring is too small");
+_Static_assert(URING_POOL_MAX / URING_BUF_SMALL <= URING_RING &&
+                   URING_RING_INC <= URING_RING,
+               "the pool's ring is too small");
 #define URING_BGID 0
 /* Not in liburing 2.3's headers: the kernel's values. */
 #ifndef IOU_PBUF_RING_INC
