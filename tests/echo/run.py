@@ -245,7 +245,7 @@ def test_max_partial():
 
 def test_many_bytes_in_flight():
     """More bytes in flight at once than the io_uring backend's receive pool
-    may hold (16 MiB; it starts at 64 KiB and doubles when a receive finds
+    may hold (1 MiB; it starts at 64 KiB and doubles when a receive finds
     no buffer free): every echo still comes back whole and in order, on
     either backend."""
     import threading
