@@ -260,6 +260,10 @@ void herald__uring_unwatch(herald_loop *loop, io_item *io);
  * ready among them. */
 int herald__uring_run(herald_loop *loop, int timeout);
 void herald__uring_submit(herald_loop *loop); /* what the pass queued */
+/* Waits (up to 1 s) for the requests of reaped connections to complete,
+ * freeing them: on the loop's thread, the only one the kernel lets wait on
+ * its ring, before another thread may delete the loop. */
+void herald__uring_settle(herald_loop *loop);
 /* 0 when this kernel runs the backend (probed once per process), else the
  * -errno or herald_err of what failed. */
 int herald__uring_available(void);

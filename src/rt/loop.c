@@ -33,8 +33,9 @@
 
 /* What HERALD_IO_AUTO picks when the kernel runs io_uring: 1 io_uring, 0
  * epoll (io_uring only when asked for by name). 0 for now: io_uring is not
- * yet as cheap as epoll on every shape (64 KiB echoes cost 1.4-1.5 times
- * the CPU; docs/performance.md), so it is opt-in. */
+ * yet as cheap as epoll on every shape (64 KiB echoes on 10 and 40
+ * connections cost 1.2-1.4 times epoll's CPU per message, 2026-12-07;
+ * docs/performance.md, "io_uring beside epoll"), so it is opt-in. */
 #define HERALD_IO_AUTO_RESOLVES_URING 0
 
 void herald__loop_ref(herald_loop *loop, int delta) {
@@ -342,6 +343,9 @@ static int drive(herald_loop *loop) {
   }
   end_pass(loop);
   herald__epoll_del(loop, &loop->uv_io);
+  if (loop->ur) {
+    herald__uring_settle(loop);
+  }
   loop->driving = 0;
   atomic_store(&loop->asleep, 1);
   uv_poll_start(&loop->epoll_watch, UV_READABLE, on_epoll);
