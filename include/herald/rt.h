@@ -448,7 +448,8 @@ HERALD_API int herald_server_reload_tls(herald_server *srv, const char **error);
 HERALD_API void herald_server_stop(herald_server *srv);
 
 /* The port the first listener is bound to (useful with port 0), once
- * herald_server_run() has bound it; 0 before. */
+ * herald_server_run() has bound it; 0 before. Safe to call from any thread
+ * (for instance to wait for a server that runs on another one). */
 HERALD_API int herald_server_port(const herald_server *srv);
 
 /* The budget the server's connections draw on for unfinished messages:

@@ -60,7 +60,7 @@ struct herald_server {
   int nworkers;
   worker *workers;
   atomic_int stop_requested;
-  int port;
+  _Atomic int port; /* read from any thread (herald_server_port) */
   void (*on_loop_start)(herald_loop *loop, void *ud);
   void *on_loop_start_ud;
   pthread_mutex_t tls_mu; /* guards tls: swapped by reloads */
@@ -221,7 +221,7 @@ static const ws_owner_ops server_owner = {.route = server_route,
                                           .http = server_http};
 
 HERALD_API int herald_server_port(const herald_server *srv) {
-  return srv->port;
+  return atomic_load_explicit(&srv->port, memory_order_acquire);
 }
 
 /* ---- accepting ---------------------------------------------------------- */
@@ -557,7 +557,7 @@ HERALD_API int herald_server_run(herald_server *srv) {
     }
   }
   if (rv == 0) {
-    srv->port = ports[0];
+    atomic_store_explicit(&srv->port, ports[0], memory_order_release);
     for (int i = 1; i < n && rv == 0; i++) {
       if (pthread_create(&srv->workers[i].thread, NULL, worker_main,
                          &srv->workers[i]) != 0) {

@@ -880,8 +880,9 @@ static void run_mode(int attached) {
   CHECK_EQ(m.r.code, 1000);
   CHECK_EQ(m.timer_fired, 1);
   CHECK_EQ(m.posted, 1);
-  /* Several passes: the 4 MiB echo alone takes many reads. */
-  CHECK(m.passes > 4);
+  /* Several passes: the 4 MiB echo takes more than one (how many depends
+   * on the backend: io_uring hands over up to its pool per pass). */
+  CHECK(m.passes > 1);
   /* Driven, the pass that closed the connection ends with the hook too;
    * attached, uv_run() returns as soon as nothing holds the loop, and
    * herald_loop_del() does that pass's flushing. */
