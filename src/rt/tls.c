@@ -52,10 +52,15 @@
 #define TLS_MAX_PENDING (256 * 1024)
 /* The output buffer's first allocation; it doubles as needed. */
 #define TLS_OUT_MIN 4096
-/* OpenSSL's read buffer (read-ahead on): one recv() takes up to this much
- * ciphertext. Released while empty (SSL_MODE_RELEASE_BUFFERS), so an idle
- * connection does not keep it. */
-#define TLS_READ_BUFFER (64 * 1024)
+/* OpenSSL's read buffer (read-ahead on) for a connection whose last read
+ * filled the default one (about 16 KiB: one record): one recv() then takes
+ * up to this much ciphertext, and the record left incomplete at its end
+ * costs one more. Buffers are released while empty either way
+ * (SSL_MODE_RELEASE_BUFFERS): an idle connection keeps none. */
+#define TLS_READ_BULK (256 * 1024)
+/* A round that reads less than this takes a bulk connection back to the
+ * default buffer. */
+#define TLS_BULK_LEAVE 16384
 
 struct herald_tls_set {
   atomic_int refs;
@@ -70,11 +75,14 @@ struct tls_state {
   int fd;
   uint8_t *out; /* ciphertext for the socket, [out_off, out_len) unsent */
   size_t out_len, out_off, out_cap;
+  size_t out_hint; /* out's size when last freed: the next starts there */
   /* This round's reading (herald__tls_read starts a round): bytes
    * received, and whether the socket is done for the round (it was short,
    * or the budget is read). */
   size_t rx_got;
   int rx_dry;
+  int rx_full;          /* a read filled OpenSSL's whole buffer */
+  int bulk;             /* reading with TLS_READ_BULK */
   int eof;              /* the peer's FIN was read */
   const char *io_error; /* a read failed, or out could not grow */
   int shutdown_sent;
@@ -258,6 +266,9 @@ static int bio_read(BIO *b, char *buf, int len) {
     if (n < len || t->rx_got >= HERALD_TLS_READ_MAX) {
       t->rx_dry = 1;
     }
+    if (n == len && len > SSL3_RT_MAX_PLAIN_LENGTH) {
+      t->rx_full = 1;
+    }
     return (int)n;
   }
   if (n == 0) {
@@ -286,7 +297,9 @@ static int bio_write(BIO *b, const char *buf, int len) {
   }
   size_t need = t->out_len + (size_t)len;
   if (need > t->out_cap) {
-    size_t cap = t->out_cap ? t->out_cap : TLS_OUT_MIN;
+    size_t cap = t->out_cap    ? t->out_cap
+                 : t->out_hint ? t->out_hint
+                               : TLS_OUT_MIN;
     while (cap < need) {
       cap *= 2;
     }
@@ -371,7 +384,6 @@ static int tls_state_new(herald_ws *ws, SSL_CTX *ctx) {
   /* Read-ahead: one recv() fills OpenSSL's buffer with as many records as
    * the socket holds, instead of a header and a body per record. */
   SSL_set_read_ahead(t->ssl, 1);
-  SSL_set_default_read_buffer_len(t->ssl, TLS_READ_BUFFER);
   /* A FIN without close_notify ends the connection like a FIN on plain
    * TCP (WebSocket's close handshake says whether it was clean); without
    * the option OpenSSL would also queue an alert for a closed peer. */
@@ -472,6 +484,7 @@ static int tls_send(herald_ws *ws, const char **error) {
   }
   free(t->out);
   t->out = NULL;
+  t->out_hint = t->out_cap;
   t->out_off = t->out_len = t->out_cap = 0;
   return 0;
 }
@@ -595,6 +608,20 @@ int herald__tls_flush(herald_ws *ws, const char **error) {
   return 0;
 }
 
+/* Between rounds: a connection whose reads filled OpenSSL's buffer moves to
+ * the bulk buffer, one that read little moves back (from the buffer's next
+ * allocation). */
+static void tls_size_buffers(tls_state *t) {
+  if (!t->bulk && t->rx_full) {
+    t->bulk = 1;
+    SSL_set_default_read_buffer_len(t->ssl, TLS_READ_BULK);
+  } else if (t->bulk && t->rx_got < TLS_BULK_LEAVE) {
+    t->bulk = 0;
+    t->out_hint = 0;
+    SSL_set_default_read_buffer_len(t->ssl, 0);
+  }
+}
+
 /*
  * Starts a round of reading: the BIO may receive again, up to
  * HERALD_TLS_READ_MAX bytes. Before the handshake is done it is moved on
@@ -606,8 +633,10 @@ int herald__tls_flush(herald_ws *ws, const char **error) {
  */
 int herald__tls_read(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
+  tls_size_buffers(t);
   t->rx_got = 0;
   t->rx_dry = 0;
+  t->rx_full = 0;
   if (t->eof) {
     return 1;
   }
