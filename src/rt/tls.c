@@ -3,12 +3,13 @@
  * a BIO of our own (bio_method below) in place of a pair of memory BIOs:
  *
  *  - reading, OpenSSL's record layer (with read-ahead) receives ciphertext
- *    from the socket straight into its own record buffer, up to
- *    TLS_READ_BUFFER at a time: no copy through a memory BIO. The BIO
- *    follows the runtime's read rules: it stops after a short read (the
- *    socket is empty) or once a round's budget is read, and says "retry"
- *    until the next round, so each round costs one recv() when the socket
- *    holds less than a buffer.
+ *    from the socket straight into its own record buffer (its default
+ *    size, one record and a little more: a larger one would be allocated
+ *    and freed on every pass by each connection, see docs/design.md): no
+ *    copy through a memory BIO. The BIO follows the runtime's read rules:
+ *    it stops after a short read (the socket is empty) or once a round's
+ *    budget is read, and says "retry" until the next round, so each round
+ *    costs one recv() when the socket holds less than a buffer.
  *  - writing, each record OpenSSL encrypts is appended to this connection's
  *    output buffer (out), which goes to the socket with one send() per
  *    flush: one copy instead of two (into a memory BIO, out of it again).
@@ -52,15 +53,6 @@
 #define TLS_MAX_PENDING (256 * 1024)
 /* The output buffer's first allocation; it doubles as needed. */
 #define TLS_OUT_MIN 4096
-/* OpenSSL's read buffer (read-ahead on) for a connection whose last read
- * filled the default one (about 16 KiB: one record): one recv() then takes
- * up to this much ciphertext, and the record left incomplete at its end
- * costs one more. Buffers are released while empty either way
- * (SSL_MODE_RELEASE_BUFFERS): an idle connection keeps none. */
-#define TLS_READ_BULK (256 * 1024)
-/* A round that reads less than this takes a bulk connection back to the
- * default buffer. */
-#define TLS_BULK_LEAVE 16384
 
 struct herald_tls_set {
   atomic_int refs;
@@ -75,14 +67,12 @@ struct tls_state {
   int fd;
   uint8_t *out; /* ciphertext for the socket, [out_off, out_len) unsent */
   size_t out_len, out_off, out_cap;
-  size_t out_hint; /* out's size when last freed: the next starts there */
+  size_t out_hint; /* out's first size: fits the last flush */
   /* This round's reading (herald__tls_read starts a round): bytes
    * received, and whether the socket is done for the round (it was short,
    * or the budget is read). */
   size_t rx_got;
   int rx_dry;
-  int rx_full;          /* a read filled OpenSSL's whole buffer */
-  int bulk;             /* reading with TLS_READ_BULK */
   int eof;              /* the peer's FIN was read */
   const char *io_error; /* a read failed, or out could not grow */
   int shutdown_sent;
@@ -265,9 +255,6 @@ static int bio_read(BIO *b, char *buf, int len) {
     t->rx_got += (size_t)n;
     if (n < len || t->rx_got >= HERALD_TLS_READ_MAX) {
       t->rx_dry = 1;
-    }
-    if (n == len && len > SSL3_RT_MAX_PLAIN_LENGTH) {
-      t->rx_full = 1;
     }
     return (int)n;
   }
@@ -482,9 +469,14 @@ static int tls_send(herald_ws *ws, const char **error) {
     }
     t->out_off += (size_t)w;
   }
+  /* The next flush is likely the size of this one. */
+  size_t hint = TLS_OUT_MIN;
+  while (hint < t->out_len) {
+    hint *= 2;
+  }
   free(t->out);
   t->out = NULL;
-  t->out_hint = t->out_cap;
+  t->out_hint = hint;
   t->out_off = t->out_len = t->out_cap = 0;
   return 0;
 }
@@ -608,20 +600,6 @@ int herald__tls_flush(herald_ws *ws, const char **error) {
   return 0;
 }
 
-/* Between rounds: a connection whose reads filled OpenSSL's buffer moves to
- * the bulk buffer, one that read little moves back (from the buffer's next
- * allocation). */
-static void tls_size_buffers(tls_state *t) {
-  if (!t->bulk && t->rx_full) {
-    t->bulk = 1;
-    SSL_set_default_read_buffer_len(t->ssl, TLS_READ_BULK);
-  } else if (t->bulk && t->rx_got < TLS_BULK_LEAVE) {
-    t->bulk = 0;
-    t->out_hint = 0;
-    SSL_set_default_read_buffer_len(t->ssl, 0);
-  }
-}
-
 /*
  * Starts a round of reading: the BIO may receive again, up to
  * HERALD_TLS_READ_MAX bytes. Before the handshake is done it is moved on
@@ -633,10 +611,8 @@ static void tls_size_buffers(tls_state *t) {
  */
 int herald__tls_read(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
-  tls_size_buffers(t);
   t->rx_got = 0;
   t->rx_dry = 0;
-  t->rx_full = 0;
   if (t->eof) {
     return 1;
   }
