@@ -181,5 +181,5 @@ all)
   core_case client-t32-r100 32 20000 100 1 0 0 1
   core_case client-d1k 1024 2000 65536 1 1 0 1
   ;;
-*) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -41,7 +41,7 @@ THREADS=1
 BACKEND=""
 
 usage() {
-  sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 
   --variant V   plain (default), deflate (every peer negotiates

@@ -48,11 +48,18 @@
  * frames are coalesced so that they do not each cost a TLS record. */
 #define TLS_RECORD 16384
 /* SSL_write stops while this much ciphertext waits for the socket, so the
- * rest stays in the core's queue where backpressure counts it. The output
- * buffer holds at most this plus one record's ciphertext. */
-#define TLS_MAX_PENDING (256 * 1024)
-/* The output buffer's first allocation; it doubles as needed. */
+ * rest stays in the core's queue where backpressure counts it; once the
+ * socket takes it, the flush encrypts the next batch into the same buffer.
+ * The output buffer holds at most this plus one record's ciphertext
+ * (TLS_OUT_MAX), below malloc's mmap threshold. */
+#define TLS_MAX_PENDING (64 * 1024)
+#define TLS_OUT_MAX (TLS_MAX_PENDING + TLS_RECORD + 1024)
+/* The output buffer's smallest allocation; it doubles as needed, and
+ * starts at the size the last flush needed. */
 #define TLS_OUT_MIN 4096
+/* The scratch space a round's reads go on into: the second half of the
+ * loop's read buffer up to herald__tls_flush's record at its end. */
+#define TLS_SCRATCH (READ_BUFFER_SIZE / 2 - TLS_RECORD)
 
 struct herald_tls_set {
   atomic_int refs;
@@ -73,6 +80,15 @@ struct tls_state {
    * or the budget is read). */
   size_t rx_got;
   int rx_dry;
+  /* During a round: the loop's scratch space (the second half of its read
+   * buffer, less herald__tls_flush's record), where a read goes on past
+   * what OpenSSL asked for. What landed there (spill) is handed to OpenSSL
+   * before the socket is read again, and moved to the heap if the round
+   * ends before it is (spill_heap). */
+  uint8_t *scratch;
+  uint8_t *spill;
+  size_t spill_off, spill_len;
+  int spill_heap;
   int eof;              /* the peer's FIN was read */
   const char *io_error; /* a read failed, or out could not grow */
   int shutdown_sent;
@@ -240,6 +256,21 @@ HERALD_API int herald_tls_check(const herald_tls_server_config *cfg,
 static int bio_read(BIO *b, char *buf, int len) {
   tls_state *t = BIO_get_data(b);
   BIO_clear_retry_flags(b);
+  if (t->spill_off < t->spill_len && len > 0) {
+    size_t n = t->spill_len - t->spill_off;
+    n = n < (size_t)len ? n : (size_t)len;
+    memcpy(buf, t->spill + t->spill_off, n);
+    t->spill_off += n;
+    if (t->spill_off == t->spill_len) {
+      if (t->spill_heap) {
+        free(t->spill);
+      }
+      t->spill = NULL;
+      t->spill_off = t->spill_len = 0;
+      t->spill_heap = 0;
+    }
+    return (int)n;
+  }
   if (t->eof) {
     return 0;
   }
@@ -247,14 +278,28 @@ static int bio_read(BIO *b, char *buf, int len) {
     BIO_set_retry_read(b);
     return -1;
   }
+  /* OpenSSL asks for the rest of a record, or for what its buffer holds
+   * (one record and a little more): read on into the scratch space, so
+   * that a stream of large records costs one recv() per 128 KiB, not two
+   * per record. */
+  struct iovec iov[2] = {{buf, (size_t)len}, {t->scratch, TLS_SCRATCH}};
+  struct msghdr msg = {.msg_iov = iov, .msg_iovlen = t->scratch ? 2 : 1};
   ssize_t n;
   do {
-    n = recv(t->fd, buf, (size_t)len, 0);
+    n = recvmsg(t->fd, &msg, 0);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
+    size_t asked = (size_t)len + (t->scratch ? TLS_SCRATCH : 0);
     t->rx_got += (size_t)n;
-    if (n < len || t->rx_got >= HERALD_TLS_READ_MAX) {
+    if ((size_t)n < asked || t->rx_got >= HERALD_TLS_READ_MAX) {
       t->rx_dry = 1;
+    }
+    if (n > len) {
+      t->spill = t->scratch;
+      t->spill_off = 0;
+      t->spill_len = (size_t)n - (size_t)len;
+      t->spill_heap = 0;
+      return len;
     }
     return (int)n;
   }
@@ -288,7 +333,10 @@ static int bio_write(BIO *b, const char *buf, int len) {
                  : t->out_hint ? t->out_hint
                                : TLS_OUT_MIN;
     while (cap < need) {
-      cap *= 2;
+      cap = cap * 2 < TLS_OUT_MAX ? cap * 2 : TLS_OUT_MAX;
+      if (cap == TLS_OUT_MAX && cap < need) {
+        cap = need; /* more than a record past the limit: not from us */
+      }
     }
     uint8_t *p = realloc(t->out, cap);
     if (p == NULL) {
@@ -438,6 +486,9 @@ void herald__tls_free(herald_ws *ws) {
   SSL_free(t->ssl); /* drops the SSL's reference to the BIO */
   BIO_free(t->bio); /* and ours */
   herald__tls_set_unref(t->set);
+  if (t->spill_heap) {
+    free(t->spill);
+  }
   free(t->out);
   free(t);
   ws->tls = NULL;
@@ -448,9 +499,8 @@ size_t herald__tls_pending(const herald_ws *ws) {
   return t->out_len - t->out_off;
 }
 
-/* Sends the ciphertext in out. Returns 0 when all of it went out (out is
- * then freed: an idle connection keeps no buffer), 1 when the socket is
- * full, -1 with *error set when the connection must end. */
+/* Sends the ciphertext in out. Returns 0 when all of it went out, 1 when
+ * the socket is full, -1 with *error set when the connection must end. */
 static int tls_send(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
   t->fd = ws->io.fd; /* a client's socket may be set after the attach */
@@ -469,16 +519,18 @@ static int tls_send(herald_ws *ws, const char **error) {
     }
     t->out_off += (size_t)w;
   }
-  /* The next flush is likely the size of this one. */
-  size_t hint = TLS_OUT_MIN;
-  while (hint < t->out_len) {
-    hint *= 2;
-  }
-  free(t->out);
-  t->out = NULL;
-  t->out_hint = hint;
-  t->out_off = t->out_len = t->out_cap = 0;
   return 0;
+}
+
+/* Frees out once all of it is sent: an idle connection keeps no buffer.
+ * The next starts at the size this one reached. */
+static void tls_out_release(tls_state *t) {
+  if (t->out_off == t->out_len) {
+    t->out_hint = t->out_cap;
+    free(t->out);
+    t->out = NULL;
+    t->out_off = t->out_len = t->out_cap = 0;
+  }
 }
 
 /* The text for a failed call on t->ssl that returned ret: our own I/O's
@@ -516,14 +568,78 @@ static int tls_handshake(herald_ws *ws, const char **error) {
       tls_failure(t, r, "TLS: connection closed during the handshake");
   const char *ignored;
   (void)tls_send(ws, &ignored); /* the alert, if the socket takes it */
+  tls_out_release(t);
   *error = why;
   return -1;
 }
 
+/* Encrypts what the core has queued into out, until TLS_MAX_PENDING
+ * waits there. Returns the plaintext bytes taken, or -1 with *error set
+ * when the connection must end. */
+static long tls_encrypt(herald_ws *ws, const char **error) {
+  tls_state *t = ws->tls;
+  uint8_t *rec = ws->loop->rbuf + READ_BUFFER_SIZE - TLS_RECORD;
+  struct iovec iov[64];
+  int cnt;
+  long taken = 0;
+  while (herald__tls_pending(ws) < TLS_MAX_PENDING &&
+         (cnt = herald_conn_output(ws->conn, iov, 64)) > 0) {
+    size_t done = 0;
+    for (int i = 0; i < cnt && herald__tls_pending(ws) < TLS_MAX_PENDING; i++) {
+      const uint8_t *p = iov[i].iov_base;
+      size_t len = iov[i].iov_len;
+      if (len >= TLS_RECORD) {
+        /* Partial-write mode: one record per call. */
+        int w = SSL_write(t->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
+        if (w <= 0) {
+          *error = tls_failure(t, w, NULL);
+          return -1;
+        }
+        done += (size_t)w;
+        if ((size_t)w < len) {
+          break;
+        }
+        continue;
+      }
+      /* Coalesce small pieces into one record. */
+      size_t fill = 0;
+      while (i < cnt && iov[i].iov_len < TLS_RECORD &&
+             fill + iov[i].iov_len <= TLS_RECORD) {
+        memcpy(rec + fill, iov[i].iov_base, iov[i].iov_len);
+        fill += iov[i].iov_len;
+        i++;
+      }
+      i--;
+      if (fill == 0) {
+        /* A piece that does not fit after others: write it alone. */
+        continue;
+      }
+      int w = SSL_write(t->ssl, rec, (int)fill);
+      if (w <= 0 || (size_t)w != fill) {
+        *error = tls_failure(t, w, NULL);
+        return -1;
+      }
+      done += fill;
+    }
+    herald_conn_output_consumed(ws->conn, done);
+    taken += (long)done;
+    if (done == 0) {
+      break;
+    }
+  }
+  if (herald_conn_done(ws->conn) && !t->shutdown_sent) {
+    /* The WebSocket is closed: end TLS with close_notify before FIN. */
+    t->shutdown_sent = 1;
+    (void)SSL_shutdown(t->ssl);
+  }
+  return taken;
+}
+
 /*
  * Encrypts what the core has queued (once the handshake is done) and sends
- * the ciphertext. Returns 0, or -1 with *error set when the connection must
- * end. Sets WS_WANT_WRITE when the socket is full.
+ * the ciphertext, a batch at a time while the socket takes it. Returns 0,
+ * or -1 with *error set when the connection must end. Sets WS_WANT_WRITE
+ * when the socket is full.
  */
 int herald__tls_flush(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
@@ -531,65 +647,21 @@ int herald__tls_flush(herald_ws *ws, const char **error) {
   if (hs < 0) {
     return -1;
   }
-  if (hs == 1) {
-    uint8_t *rec = ws->loop->rbuf + READ_BUFFER_SIZE - TLS_RECORD;
-    struct iovec iov[64];
-    int cnt;
-    while (herald__tls_pending(ws) < TLS_MAX_PENDING &&
-           (cnt = herald_conn_output(ws->conn, iov, 64)) > 0) {
-      size_t done = 0;
-      for (int i = 0; i < cnt; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        size_t len = iov[i].iov_len;
-        if (len >= TLS_RECORD) {
-          /* Partial-write mode: one record per call. */
-          int w =
-              SSL_write(t->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
-          if (w <= 0) {
-            *error = tls_failure(t, w, NULL);
-            return -1;
-          }
-          done += (size_t)w;
-          if ((size_t)w < len) {
-            break;
-          }
-          continue;
-        }
-        /* Coalesce small pieces into one record. */
-        size_t fill = 0;
-        while (i < cnt && iov[i].iov_len < TLS_RECORD &&
-               fill + iov[i].iov_len <= TLS_RECORD) {
-          memcpy(rec + fill, iov[i].iov_base, iov[i].iov_len);
-          fill += iov[i].iov_len;
-          i++;
-        }
-        i--;
-        if (fill == 0) {
-          /* A piece that does not fit after others: write it alone. */
-          continue;
-        }
-        int w = SSL_write(t->ssl, rec, (int)fill);
-        if (w <= 0 || (size_t)w != fill) {
-          *error = tls_failure(t, w, NULL);
-          return -1;
-        }
-        done += fill;
-      }
-      herald_conn_output_consumed(ws->conn, done);
-      if (done == 0) {
-        break;
-      }
+  int s;
+  for (;;) {
+    long taken = hs == 1 ? tls_encrypt(ws, error) : 0;
+    if (taken < 0) {
+      return -1;
     }
-    if (herald_conn_done(ws->conn) && !t->shutdown_sent) {
-      /* The WebSocket is closed: end TLS with close_notify before FIN. */
-      t->shutdown_sent = 1;
-      (void)SSL_shutdown(t->ssl);
+    s = tls_send(ws, error);
+    if (s != 0 || taken == 0 || herald_conn_output_size(ws->conn) == 0) {
+      break;
     }
   }
-  int s = tls_send(ws, error);
   if (s < 0) {
     return -1;
   }
+  tls_out_release(t);
   if (s == 1) {
     ws->flags |= WS_WANT_WRITE;
   } else if (herald_conn_output_size(ws->conn) == 0 || hs != 1) {
@@ -613,6 +685,7 @@ int herald__tls_read(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
   t->rx_got = 0;
   t->rx_dry = 0;
+  t->scratch = ws->loop->rbuf + READ_BUFFER_SIZE / 2;
   if (t->eof) {
     return 1;
   }
@@ -621,9 +694,33 @@ int herald__tls_read(herald_ws *ws, const char **error) {
     return -1;
   }
   if (hs == 0) {
-    return tls_send(ws, error) < 0 ? -1 : 0;
+    int sent = tls_send(ws, error);
+    tls_out_release(t);
+    return sent < 0 ? -1 : 0;
   }
   return 2;
+}
+
+int herald__tls_round_end(herald_ws *ws) {
+  tls_state *t = ws->tls;
+  t->scratch = NULL;
+  if (t->spill_off == t->spill_len || t->spill_heap) {
+    return 0;
+  }
+  /* The round ended (a pause, an error) before OpenSSL took it all. */
+  size_t n = t->spill_len - t->spill_off;
+  uint8_t *p = malloc(n);
+  if (p == NULL) {
+    t->spill = NULL;
+    t->spill_off = t->spill_len = 0;
+    return -1;
+  }
+  memcpy(p, t->spill + t->spill_off, n);
+  t->spill = p;
+  t->spill_off = 0;
+  t->spill_len = n;
+  t->spill_heap = 1;
+  return 0;
 }
 
 size_t herald__tls_received(const herald_ws *ws) {

@@ -39,6 +39,11 @@ int herald__tls_flush(herald_ws *ws, const char **error);
  * HERALD_TLS_READ_MAX: that much means the round stopped at its budget
  * with more to read. */
 size_t herald__tls_received(const herald_ws *ws);
+/* Ends a round (after the decrypting, whatever its outcome): ciphertext
+ * read ahead into the loop's buffer and not yet given to OpenSSL moves to
+ * the heap. Returns 0, or -1 when it could not (out of memory: end the
+ * connection). */
+int herald__tls_round_end(herald_ws *ws);
 /* Whether the handshake is complete. */
 int herald__tls_established(const herald_ws *ws);
 /* Ciphertext not yet sent. */

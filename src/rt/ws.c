@@ -541,14 +541,20 @@ static void ws_read(herald_ws *ws) {
     for (;;) {
       const char *why = NULL;
       int r = herald__tls_read(ws, &why);
-      if (r < 0) {
-        herald__ws_abort(ws, why);
-        return;
-      }
       if (r == 2) { /* handshake done: read and decrypt */
         r = ws_tls_drain(ws);
       }
-      size_t got = ws->tls ? herald__tls_received(ws) : 0;
+      if (herald__tls_round_end(ws) != 0 && r >= 0) {
+        r = -1;
+        why = "out of memory";
+      }
+      if (r < 0) {
+        if (!(ws->flags & WS_DEAD)) {
+          herald__ws_abort(ws, why);
+        }
+        return;
+      }
+      size_t got = herald__tls_received(ws);
       if (got) {
         ws->last_rx = (uint32_t)herald__now(ws->loop);
       }
