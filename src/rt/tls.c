@@ -6,13 +6,16 @@
  *    from the socket straight into its own record buffer (its default
  *    size, one record and a little more: a larger one would be allocated
  *    and freed on every pass by each connection, see docs/design.md): no
- *    copy through a memory BIO. The BIO follows the runtime's read rules:
- *    it stops after a short read (the socket is empty) or once a round's
- *    budget is read, and says "retry" until the next round, so each round
- *    costs one recv() when the socket holds less than a buffer.
+ *    copy through a memory BIO. A read goes on into the loop's scratch
+ *    space when the socket holds more (spill, handed to OpenSSL next).
+ *    The BIO follows the runtime's read rules: it stops after a short read
+ *    (the socket is empty) or once a round's budget is read, and says
+ *    "retry" until the next round, so each round costs one recvmsg() when
+ *    the socket holds less than the space.
  *  - writing, each record OpenSSL encrypts is appended to this connection's
  *    output buffer (out), which goes to the socket with one send() per
- *    flush: one copy instead of two (into a memory BIO, out of it again).
+ *    64 KiB batch: one copy instead of two (into a memory BIO, out of it
+ *    again).
  *
  * OpenSSL never holds ciphertext we have not given it, and everything it
  * writes is counted in herald__tls_pending(), so the runtime's
