@@ -13,6 +13,11 @@
 #   echo-tls CASE [herald bench options]
 #       the same over wss://: herald echo with a P-256 certificate made for
 #       the run, the load verifying it; OpenSSL's instructions count too.
+#   echo-tls-window CASE [herald bench options]
+#       over wss:// too, but one run: the counters are zeroed 15 s into the
+#       load (the handshakes done) and dumped 6 s later, and the window's
+#       total is divided by its echoes. Steadier than the difference of
+#       two runs for large messages, of which callgrind lets few through.
 #   fanout THREADS [herald bench options]
 #       `herald serve --threads THREADS` under callgrind (every thread in one
 #       total), driven by `herald bench --mode fanout` for 2 s and 6 s; the
@@ -95,6 +100,36 @@ echo_case() { # NAME bench-options...
       n, (ib - ia) / (cb - ca), cb - ca }'
 }
 
+echo_window() { # CASE bench-options...
+  local name=$1
+  shift
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/w" \
+    "$HERALD" echo --listen 127.0.0.1:0 "${ECHO_EXTRA[@]}" >"$WORK/w.log" \
+    2>"$WORK/w.vg" &
+  local pid=$!
+  for _ in $(seq 100); do
+    grep -q 'listening on' "$WORK/w.log" 2>/dev/null && break
+    sleep 0.2
+  done
+  local port
+  port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$WORK/w.log" | head -1)
+  "$HERALD" bench "$SCHEME://127.0.0.1:$port/" "${BENCH_EXTRA[@]}" "$@" \
+    --duration 23 --warmup 1 --json >/dev/null &
+  local bpid=$!
+  sleep 15
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  sleep 6
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  wait "$bpid" || true
+  kill -INT "$pid"
+  wait "$pid" || true
+  local f
+  f=$(ls "$WORK"/w.* | grep -v -e '\.log$' -e '\.vg$' | head -1)
+  awk -v n="$name" -v ir="$(total_ir "$f")" -v c="$(calls_of "$f" on_message)" \
+    'BEGIN { printf "echo %-14s %10.1f instructions per echo (%d echoes in the window)\n",
+      n, ir / c, c }'
+}
+
 fanout_run() { # OUT SECONDS THREADS bench-options...
   local out=$1 secs=$2 threads=$3
   shift 3
@@ -154,6 +189,7 @@ core_case() { # NAME SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
 case "${1:-all}" in
 echo) shift; echo_case "$@" ;;
 echo-tls) shift; tls_setup; echo_case "$@" ;;
+echo-tls-window) shift; tls_setup; echo_window "$@" ;;
 fanout) shift; fanout_case "$@" ;;
 core) shift; core_case "$@" ;;
 all)
@@ -181,5 +217,5 @@ all)
   core_case client-t32-r100 32 20000 100 1 0 0 1
   core_case client-d1k 1024 2000 65536 1 1 0 1
   ;;
-*) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
