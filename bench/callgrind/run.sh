@@ -10,6 +10,14 @@
 #       It includes the runtime (reads, writes, batching), so it moves a
 #       little with how the messages were batched: compare builds in the same
 #       session.
+#   echo-tls CASE [herald bench options]
+#       the same over wss://: herald echo with a P-256 certificate made for
+#       the run, the load verifying it; OpenSSL's instructions count too.
+#   echo-tls-window CASE [herald bench options]
+#       over wss:// too, but one run: the counters are zeroed 15 s into the
+#       load (the handshakes done) and dumped 6 s later, and the window's
+#       total is divided by its echoes. Steadier than the difference of
+#       two runs for large messages, of which callgrind lets few through.
 #   fanout THREADS [herald bench options]
 #       `herald serve --threads THREADS` under callgrind (every thread in one
 #       total), driven by `herald bench --mode fanout` for 2 s and 6 s; the
@@ -28,6 +36,20 @@ ROOT=$(cd "$HERE/../.." && pwd)
 HERALD=${HERALD:-$ROOT/build/herald}
 WORK=$(mktemp -d /tmp/herald-callgrind.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
+
+# echo_run's extra options: set by tls_setup for echo-tls.
+SCHEME=ws
+ECHO_EXTRA=()
+BENCH_EXTRA=()
+tls_setup() {
+  (cd "$WORK" &&
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout key.pem -out cert.pem -days 2 -subj /CN=127.0.0.1 \
+      -addext subjectAltName=IP:127.0.0.1) >/dev/null 2>&1
+  SCHEME=wss
+  ECHO_EXTRA=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
+  BENCH_EXTRA=(--ca "$WORK/cert.pem")
+}
 
 total_ir() { grep -m1 -E '^(summary|totals):' "$1" | awk '{print $2}'; }
 
@@ -49,7 +71,8 @@ echo_run() { # OUT SECONDS bench-options...
   local out=$1 secs=$2
   shift 2
   valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$HERALD" echo --listen 127.0.0.1:0 >"$out.log" 2>"$out.vg" &
+    "$HERALD" echo --listen 127.0.0.1:0 "${ECHO_EXTRA[@]}" >"$out.log" \
+    2>"$out.vg" &
   local pid=$!
   for _ in $(seq 100); do
     grep -q 'listening on' "$out.log" 2>/dev/null && break
@@ -57,7 +80,8 @@ echo_run() { # OUT SECONDS bench-options...
   done
   local port
   port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$out.log" | head -1)
-  "$HERALD" bench "ws://127.0.0.1:$port/" "$@" --duration "$secs" \
+  "$HERALD" bench "$SCHEME://127.0.0.1:$port/" "${BENCH_EXTRA[@]}" "$@" \
+    --duration "$secs" \
     --warmup 1 --json >/dev/null || true
   kill -INT "$pid"
   wait "$pid" || true
@@ -74,6 +98,36 @@ echo_case() { # NAME bench-options...
   awk -v n="$name" -v ia="$ia" -v ib="$ib" -v ca="$ca" -v cb="$cb" 'BEGIN {
     printf "echo %-14s %10.1f instructions per echo (%d echoes apart)\n",
       n, (ib - ia) / (cb - ca), cb - ca }'
+}
+
+echo_window() { # CASE bench-options...
+  local name=$1
+  shift
+  valgrind --tool=callgrind --callgrind-out-file="$WORK/w" \
+    "$HERALD" echo --listen 127.0.0.1:0 "${ECHO_EXTRA[@]}" >"$WORK/w.log" \
+    2>"$WORK/w.vg" &
+  local pid=$!
+  for _ in $(seq 100); do
+    grep -q 'listening on' "$WORK/w.log" 2>/dev/null && break
+    sleep 0.2
+  done
+  local port
+  port=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$WORK/w.log" | head -1)
+  "$HERALD" bench "$SCHEME://127.0.0.1:$port/" "${BENCH_EXTRA[@]}" "$@" \
+    --duration 23 --warmup 1 --json >/dev/null &
+  local bpid=$!
+  sleep 15
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  sleep 6
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  wait "$bpid" || true
+  kill -INT "$pid"
+  wait "$pid" || true
+  local f
+  f=$(ls "$WORK"/w.* | grep -v -e '\.log$' -e '\.vg$' | head -1)
+  awk -v n="$name" -v ir="$(total_ir "$f")" -v c="$(calls_of "$f" on_message)" \
+    'BEGIN { printf "echo %-14s %10.1f instructions per echo (%d echoes in the window)\n",
+      n, ir / c, c }'
 }
 
 fanout_run() { # OUT SECONDS THREADS bench-options...
@@ -134,6 +188,8 @@ core_case() { # NAME SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
 
 case "${1:-all}" in
 echo) shift; echo_case "$@" ;;
+echo-tls) shift; tls_setup; echo_case "$@" ;;
+echo-tls-window) shift; tls_setup; echo_window "$@" ;;
 fanout) shift; fanout_case "$@" ;;
 core) shift; core_case "$@" ;;
 all)
@@ -161,5 +217,5 @@ all)
   core_case client-t32-r100 32 20000 100 1 0 0 1
   core_case client-d1k 1024 2000 65536 1 1 0 1
   ;;
-*) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+*) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -17,6 +17,10 @@
 # Where perf can count the raw_syscalls:sys_enter tracepoint of a process,
 # each server's syscalls per message over the measured window are shown.
 #
+# HERALD_BEFORE=path/to/an/older/herald adds "herald echo (before)": the
+# same server from another build (say, the commit before a change) with the
+# same options, so that before and after share one run.
+#
 # usage: bench/compare/run.sh [--variant plain|deflate|tls] [--quick]
 #                             [--runs N] [--duration S] [--warmup S]
 #                             [--only a,b] [--io-backend both|epoll|io_uring]
@@ -37,7 +41,7 @@ THREADS=1
 BACKEND=""
 
 usage() {
-  sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 
   --variant V   plain (default), deflate (every peer negotiates
@@ -55,6 +59,7 @@ usage() {
                 since the server's loops need the cores the load uses
 
 Environment: HERALD=path/to/herald (default build/herald, built if missing).
+HERALD_BEFORE=path/to/another/herald adds it as "herald echo (before)".
 HERALD_BASE=path/to/another/herald: with --io-backend both, that build's
 io_uring server runs too (herald-uring-base), for a before/after pair.
 EOF
@@ -143,6 +148,13 @@ as_root() {
 PEERS=()
 PEER_NOTE=()
 want herald && PEERS+=(herald)
+if [ -n "${HERALD_BEFORE:-}" ]; then
+  if [ -x "$HERALD_BEFORE" ]; then
+    PEERS+=(herald-before)
+  else
+    log "skipping herald-before: $HERALD_BEFORE is not an executable"
+  fi
+fi
 HERALD_BACKEND=()
 if [ "$BACKEND" = both ]; then
   HERALD_BACKEND=(--io-backend epoll)
@@ -275,6 +287,8 @@ start_server() { # name: starts it, fills PID[name] and PORT[name]
   herald-uring-base) "${SERVER_PIN[@]}" "$HERALD_BASE" echo --listen \
     127.0.0.1:0 --threads "$THREADS" --io-backend io_uring \
     "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
+  herald-before) "${SERVER_PIN[@]}" "$HERALD_BEFORE" echo --listen 127.0.0.1:0 \
+    --threads "$THREADS" "${HERALD_BACKEND[@]}" "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
   herald-plain) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
     "${HERALD_BACKEND[@]}" --no-deflate >"$out" 2>&1 & ;;
   raw) "${SERVER_PIN[@]}" "$WORK/raw_echo" "$port" >"$out" 2>&1 & ;;
@@ -327,7 +341,9 @@ deflate)
 tls)
   CASES=(
     "32 B, 100 conns x 16|--size 32 --connections 100 --inflight 16"
+    "256 B, 100 conns x 16|--size 256 --connections 100 --inflight 16"
     "4 KiB binary, 10 conns x 8|--size 4K --binary --connections 10 --inflight 8"
+    "16 KiB binary, 10 conns x 8|--size 16K --binary --connections 10 --inflight 8"
     "64 KiB text, 10 conns x 4|--size 64K --connections 10 --inflight 4"
   ) ;;
 esac
@@ -405,6 +421,7 @@ for r in rows:
     if r["server"] not in servers:
         servers.append(r["server"])
 names = {"herald": "herald echo", "herald-plain": "herald (plain)",
+         "herald-before": "herald echo (before)",
          "herald-uring": "herald echo, io_uring",
          "herald-uring-base": "herald echo, io_uring (HERALD_BASE)",
          "raw": "raw epoll (baseline)",

@@ -1,10 +1,27 @@
 /*
  * tls.c - TLS between the socket and the protocol core, with OpenSSL 3 over
- * memory BIOs: ciphertext read from the socket is written into the read
- * BIO, SSL_read turns it into plaintext for the core; the core's output goes
- * through SSL_write into the write BIO, whose ciphertext we send ourselves.
- * OpenSSL never touches the descriptor, so reads and writes keep the
- * runtime's one-read-one-write shape and its backpressure accounting.
+ * a BIO of our own (bio_method below) in place of a pair of memory BIOs:
+ *
+ *  - reading, OpenSSL's record layer (with read-ahead) receives ciphertext
+ *    from the socket straight into its own record buffer (its default
+ *    size, one record and a little more: a larger one would be allocated
+ *    and freed on every pass by each connection, see docs/design.md): no
+ *    copy through a memory BIO. A read goes on into the loop's scratch
+ *    space when the socket holds more (spill, handed to OpenSSL next).
+ *    The BIO follows the runtime's read rules: it stops after a short read
+ *    (the socket is empty) or once a round's budget is read, and says
+ *    "retry" until the next round, so each round costs one recvmsg() when
+ *    the socket holds less than the space.
+ *  - writing, each record OpenSSL encrypts is appended to this connection's
+ *    output buffer (out), which goes to the socket with one send() per
+ *    64 KiB batch: one copy instead of two (into a memory BIO, out of it
+ *    again).
+ *
+ * OpenSSL never holds ciphertext we have not given it, and everything it
+ * writes is counted in herald__tls_pending(), so the runtime's
+ * backpressure accounting stays whole.
+ *
+ * Kernel TLS (SSL_OP_ENABLE_KTLS) is not used: see docs/design.md ("TLS").
  *
  * Certificates live in a refcounted set (one SSL_CTX per certificate, the
  * first the default). Each connection holds a reference to the set it was
@@ -33,12 +50,19 @@
 /* Plaintext is handed to SSL_write in records of up to this size: small
  * frames are coalesced so that they do not each cost a TLS record. */
 #define TLS_RECORD 16384
-/* Ciphertext waiting for the socket is taken from the BIO this much at a
- * time. */
-#define TLS_CHUNK 65536
 /* SSL_write stops while this much ciphertext waits for the socket, so the
- * rest stays in the core's queue where backpressure counts it. */
-#define TLS_MAX_PENDING (256 * 1024)
+ * rest stays in the core's queue where backpressure counts it; once the
+ * socket takes it, the flush encrypts the next batch into the same buffer.
+ * The output buffer holds at most this plus one record's ciphertext
+ * (TLS_OUT_MAX), below malloc's mmap threshold. */
+#define TLS_MAX_PENDING (64 * 1024)
+#define TLS_OUT_MAX (TLS_MAX_PENDING + TLS_RECORD + 1024)
+/* The output buffer's smallest allocation; it doubles as needed, and
+ * starts at the size the last flush needed. */
+#define TLS_OUT_MIN 4096
+/* The scratch space a round's reads go on into: the second half of the
+ * loop's read buffer up to herald__tls_flush's record at its end. */
+#define TLS_SCRATCH (READ_BUFFER_SIZE / 2 - TLS_RECORD)
 
 struct herald_tls_set {
   atomic_int refs;
@@ -48,11 +72,28 @@ struct herald_tls_set {
 
 struct tls_state {
   SSL *ssl;
-  BIO *rbio; /* ciphertext from the peer, for OpenSSL to read */
-  BIO *wbio; /* ciphertext from OpenSSL, for us to send */
+  BIO *bio; /* bio_method: the socket for reads, out for writes */
   herald_tls_set *set;
-  uint8_t *out; /* ciphertext taken from wbio, [out_off, out_len) unsent */
-  size_t out_len, out_off;
+  int fd;
+  uint8_t *out; /* ciphertext for the socket, [out_off, out_len) unsent */
+  size_t out_len, out_off, out_cap;
+  size_t out_hint; /* out's first size: fits the last flush */
+  /* This round's reading (herald__tls_read starts a round): bytes
+   * received, and whether the socket is done for the round (it was short,
+   * or the budget is read). */
+  size_t rx_got;
+  int rx_dry;
+  /* During a round: the loop's scratch space (the second half of its read
+   * buffer, less herald__tls_flush's record), where a read goes on past
+   * what OpenSSL asked for. What landed there (spill) is handed to OpenSSL
+   * before the socket is read again, and moved to the heap if the round
+   * ends before it is (spill_heap). */
+  uint8_t *scratch;
+  uint8_t *spill;
+  size_t spill_off, spill_len;
+  int spill_heap;
+  int eof;              /* the peer's FIN was read */
+  const char *io_error; /* a read failed, or out could not grow */
   int shutdown_sent;
 };
 
@@ -209,27 +250,182 @@ HERALD_API int herald_tls_check(const herald_tls_server_config *cfg,
   return rv;
 }
 
+/* ---- the BIO ------------------------------------------------------------ */
+
+/* Reads ciphertext from the socket into OpenSSL's buffer. Returns the bytes
+ * read; -1 with the retry flag when the round is done (see tls_state);
+ * 0 at the peer's FIN (t->eof); -1 without it when the read failed
+ * (t->io_error). */
+static int bio_read(BIO *b, char *buf, int len) {
+  tls_state *t = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (t->spill_off < t->spill_len && len > 0) {
+    size_t n = t->spill_len - t->spill_off;
+    n = n < (size_t)len ? n : (size_t)len;
+    memcpy(buf, t->spill + t->spill_off, n);
+    t->spill_off += n;
+    if (t->spill_off == t->spill_len) {
+      if (t->spill_heap) {
+        free(t->spill);
+      }
+      t->spill = NULL;
+      t->spill_off = t->spill_len = 0;
+      t->spill_heap = 0;
+    }
+    return (int)n;
+  }
+  if (t->eof) {
+    return 0;
+  }
+  if (t->rx_dry || len <= 0) {
+    BIO_set_retry_read(b);
+    return -1;
+  }
+  /* OpenSSL asks for the rest of a record, or for what its buffer holds
+   * (one record and a little more): read on into the scratch space, so
+   * that a stream of large records costs one recv() per 128 KiB, not two
+   * per record. */
+  struct iovec iov[2] = {{buf, (size_t)len}, {t->scratch, TLS_SCRATCH}};
+  struct msghdr msg = {.msg_iov = iov, .msg_iovlen = t->scratch ? 2 : 1};
+  ssize_t n;
+  do {
+    n = recvmsg(t->fd, &msg, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    size_t asked = (size_t)len + (t->scratch ? TLS_SCRATCH : 0);
+    t->rx_got += (size_t)n;
+    if ((size_t)n < asked || t->rx_got >= HERALD_TLS_READ_MAX) {
+      t->rx_dry = 1;
+    }
+    if (n > len) {
+      t->spill = t->scratch;
+      t->spill_off = 0;
+      t->spill_len = (size_t)n - (size_t)len;
+      t->spill_heap = 0;
+      return len;
+    }
+    return (int)n;
+  }
+  if (n == 0) {
+    t->eof = 1;
+    return 0;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    t->rx_dry = 1;
+    BIO_set_retry_read(b);
+    return -1;
+  }
+  t->io_error = "read failed";
+  return -1;
+}
+
+/* Appends a record's ciphertext to out. Returns len, or -1 (t->io_error)
+ * when out cannot grow. */
+static int bio_write(BIO *b, const char *buf, int len) {
+  tls_state *t = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (len <= 0) {
+    return 0;
+  }
+  if (t->out_off == t->out_len) {
+    t->out_off = t->out_len = 0;
+  }
+  size_t need = t->out_len + (size_t)len;
+  if (need > t->out_cap) {
+    size_t cap = t->out_cap    ? t->out_cap
+                 : t->out_hint ? t->out_hint
+                               : TLS_OUT_MIN;
+    while (cap < need) {
+      cap = cap * 2 < TLS_OUT_MAX ? cap * 2 : TLS_OUT_MAX;
+      if (cap == TLS_OUT_MAX && cap < need) {
+        cap = need; /* more than a record past the limit: not from us */
+      }
+    }
+    uint8_t *p = realloc(t->out, cap);
+    if (p == NULL) {
+      t->io_error = "out of memory";
+      return -1;
+    }
+    t->out = p;
+    t->out_cap = cap;
+  }
+  memcpy(t->out + t->out_len, buf, (size_t)len);
+  t->out_len += (size_t)len;
+  return len;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  (void)num;
+  (void)ptr;
+  tls_state *t = BIO_get_data(b);
+  switch (cmd) {
+  case BIO_CTRL_FLUSH: /* sent by tls_send, when the socket takes it */
+    return 1;
+  case BIO_CTRL_WPENDING:
+    return t ? (long)(t->out_len - t->out_off) : 0;
+  case BIO_CTRL_EOF:
+    return t ? t->eof : 0;
+  default: /* no ktls, no duplication, nothing else */
+    return 0;
+  }
+}
+
+static int bio_create(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+static BIO_METHOD *bio_method_ptr;
+
+static void bio_method_init(void) {
+  BIO_METHOD *m =
+      BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "herald");
+  if (m && BIO_meth_set_write(m, bio_write) == 1 &&
+      BIO_meth_set_read(m, bio_read) == 1 &&
+      BIO_meth_set_ctrl(m, bio_ctrl) == 1 &&
+      BIO_meth_set_create(m, bio_create) == 1) {
+    bio_method_ptr = m; /* kept for the life of the process */
+    return;
+  }
+  BIO_meth_free(m);
+}
+
+/* The BIO method, made once; NULL when OpenSSL could not make it. */
+static const BIO_METHOD *bio_method(void) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, bio_method_init);
+  return bio_method_ptr;
+}
+
 /* ---- connections -------------------------------------------------------- */
 
 static int tls_state_new(herald_ws *ws, SSL_CTX *ctx) {
+  const BIO_METHOD *m = bio_method();
   tls_state *t = calloc(1, sizeof(*t));
-  if (t == NULL) {
-    return HERALD_ERR_NOMEM;
-  }
-  t->ssl = SSL_new(ctx);
-  t->rbio = BIO_new(BIO_s_mem());
-  t->wbio = BIO_new(BIO_s_mem());
-  if (t->ssl == NULL || t->rbio == NULL || t->wbio == NULL) {
-    SSL_free(t->ssl);
-    BIO_free(t->rbio);
-    BIO_free(t->wbio);
+  if (t == NULL || m == NULL) {
     free(t);
     return HERALD_ERR_NOMEM;
   }
-  /* An empty memory BIO reports "retry", not EOF. */
-  BIO_set_mem_eof_return(t->rbio, -1);
-  BIO_set_mem_eof_return(t->wbio, -1);
-  SSL_set_bio(t->ssl, t->rbio, t->wbio);
+  t->ssl = SSL_new(ctx);
+  t->bio = BIO_new(m);
+  if (t->ssl == NULL || t->bio == NULL) {
+    SSL_free(t->ssl);
+    BIO_free(t->bio);
+    free(t);
+    return HERALD_ERR_NOMEM;
+  }
+  t->fd = ws->io.fd;
+  BIO_set_data(t->bio, t);
+  /* One BIO both ways: the SSL takes the reference we have and one more. */
+  BIO_up_ref(t->bio);
+  SSL_set_bio(t->ssl, t->bio, t->bio);
+  /* Read-ahead: one recv() fills OpenSSL's buffer with as many records as
+   * the socket holds, instead of a header and a body per record. */
+  SSL_set_read_ahead(t->ssl, 1);
+  /* A FIN without close_notify ends the connection like a FIN on plain
+   * TCP (WebSocket's close handshake says whether it was clean); without
+   * the option OpenSSL would also queue an alert for a closed peer. */
+  SSL_set_options(t->ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
   ws->tls = t;
   return 0;
 }
@@ -290,8 +486,12 @@ void herald__tls_free(herald_ws *ws) {
   if (t == NULL) {
     return;
   }
-  SSL_free(t->ssl); /* frees both BIOs */
+  SSL_free(t->ssl); /* drops the SSL's reference to the BIO */
+  BIO_free(t->bio); /* and ours */
   herald__tls_set_unref(t->set);
+  if (t->spill_heap) {
+    free(t->spill);
+  }
   free(t->out);
   free(t);
   ws->tls = NULL;
@@ -299,34 +499,17 @@ void herald__tls_free(herald_ws *ws) {
 
 size_t herald__tls_pending(const herald_ws *ws) {
   const tls_state *t = ws->tls;
-  return (t->out_len - t->out_off) + (size_t)BIO_ctrl_pending(t->wbio);
+  return t->out_len - t->out_off;
 }
 
-/* Sends ciphertext from the write BIO. Returns 0 when all of it went out,
- * 1 when the socket is full, -1 with *error set when the connection must
- * end. */
+/* Sends the ciphertext in out. Returns 0 when all of it went out, 1 when
+ * the socket is full, -1 with *error set when the connection must end. */
 static int tls_send(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
-  for (;;) {
-    if (t->out_off == t->out_len) {
-      t->out_off = t->out_len = 0;
-      if (BIO_ctrl_pending(t->wbio) == 0) {
-        free(t->out);
-        t->out = NULL;
-        return 0;
-      }
-      if (t->out == NULL && (t->out = malloc(TLS_CHUNK)) == NULL) {
-        *error = "out of memory";
-        return -1;
-      }
-      int n = BIO_read(t->wbio, t->out, TLS_CHUNK);
-      if (n <= 0) {
-        return 0;
-      }
-      t->out_len = (size_t)n;
-    }
-    ssize_t w = send(ws->io.fd, t->out + t->out_off, t->out_len - t->out_off,
-                     MSG_NOSIGNAL);
+  t->fd = ws->io.fd; /* a client's socket may be set after the attach */
+  while (t->out_off < t->out_len) {
+    ssize_t w =
+        send(t->fd, t->out + t->out_off, t->out_len - t->out_off, MSG_NOSIGNAL);
     if (w < 0) {
       if (errno == EINTR) {
         continue;
@@ -339,6 +522,32 @@ static int tls_send(herald_ws *ws, const char **error) {
     }
     t->out_off += (size_t)w;
   }
+  return 0;
+}
+
+/* Frees out once all of it is sent: an idle connection keeps no buffer.
+ * The next starts at the size this one reached. */
+static void tls_out_release(tls_state *t) {
+  if (t->out_off == t->out_len) {
+    t->out_hint = t->out_cap;
+    free(t->out);
+    t->out = NULL;
+    t->out_off = t->out_len = t->out_cap = 0;
+  }
+}
+
+/* The text for a failed call on t->ssl that returned ret: our own I/O's
+ * failure first, then a FIN, then what OpenSSL says. */
+static const char *tls_failure(tls_state *t, int ret, const char *on_eof) {
+  if (t->io_error) {
+    ERR_clear_error();
+    return t->io_error;
+  }
+  if (t->eof && on_eof) {
+    ERR_clear_error();
+    return on_eof;
+  }
+  return tls_error(t->ssl, ret);
 }
 
 /* Drives the handshake. Returns 1 once established, 0 while it continues,
@@ -348,25 +557,92 @@ static int tls_handshake(herald_ws *ws, const char **error) {
   if (SSL_is_init_finished(t->ssl)) {
     return 1;
   }
+  t->fd = ws->io.fd;
   int r = SSL_do_handshake(t->ssl);
   if (r == 1) {
     return 1;
   }
   int e = SSL_get_error(t->ssl, r);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+  if ((e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) && !t->eof &&
+      t->io_error == NULL) {
     return 0;
   }
-  const char *why = tls_error(t->ssl, r);
+  const char *why =
+      tls_failure(t, r, "TLS: connection closed during the handshake");
   const char *ignored;
   (void)tls_send(ws, &ignored); /* the alert, if the socket takes it */
+  tls_out_release(t);
   *error = why;
   return -1;
 }
 
+/* Encrypts what the core has queued into out, until TLS_MAX_PENDING
+ * waits there. Returns the plaintext bytes taken, or -1 with *error set
+ * when the connection must end. */
+static long tls_encrypt(herald_ws *ws, const char **error) {
+  tls_state *t = ws->tls;
+  uint8_t *rec = ws->loop->rbuf + READ_BUFFER_SIZE - TLS_RECORD;
+  struct iovec iov[64];
+  int cnt;
+  long taken = 0;
+  while (herald__tls_pending(ws) < TLS_MAX_PENDING &&
+         (cnt = herald_conn_output(ws->conn, iov, 64)) > 0) {
+    size_t done = 0;
+    for (int i = 0; i < cnt && herald__tls_pending(ws) < TLS_MAX_PENDING; i++) {
+      const uint8_t *p = iov[i].iov_base;
+      size_t len = iov[i].iov_len;
+      if (len >= TLS_RECORD) {
+        /* Partial-write mode: one record per call. */
+        int w = SSL_write(t->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
+        if (w <= 0) {
+          *error = tls_failure(t, w, NULL);
+          return -1;
+        }
+        done += (size_t)w;
+        if ((size_t)w < len) {
+          break;
+        }
+        continue;
+      }
+      /* Coalesce small pieces into one record. */
+      size_t fill = 0;
+      while (i < cnt && iov[i].iov_len < TLS_RECORD &&
+             fill + iov[i].iov_len <= TLS_RECORD) {
+        memcpy(rec + fill, iov[i].iov_base, iov[i].iov_len);
+        fill += iov[i].iov_len;
+        i++;
+      }
+      i--;
+      if (fill == 0) {
+        /* A piece that does not fit after others: write it alone. */
+        continue;
+      }
+      int w = SSL_write(t->ssl, rec, (int)fill);
+      if (w <= 0 || (size_t)w != fill) {
+        *error = tls_failure(t, w, NULL);
+        return -1;
+      }
+      done += fill;
+    }
+    herald_conn_output_consumed(ws->conn, done);
+    taken += (long)done;
+    if (done == 0) {
+      break;
+    }
+  }
+  if (herald_conn_done(ws->conn) && !t->shutdown_sent) {
+    /* The WebSocket is closed: end TLS with close_notify before FIN. */
+    t->shutdown_sent = 1;
+    (void)SSL_shutdown(t->ssl);
+  }
+  return taken;
+}
+
 /*
  * Encrypts what the core has queued (once the handshake is done) and sends
- * the ciphertext. Returns 0, or -1 with *error set when the connection must
- * end. Sets WS_WANT_WRITE when the socket is full.
+ * the ciphertext, a batch at a time while the socket takes it. Returns 0,
+ * or -1 with *error set when the connection must end. Sets WS_WANT_WRITE
+ * when the socket is full.
  */
 int herald__tls_flush(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
@@ -374,64 +650,21 @@ int herald__tls_flush(herald_ws *ws, const char **error) {
   if (hs < 0) {
     return -1;
   }
-  if (hs == 1) {
-    uint8_t *rec = ws->loop->rbuf + READ_BUFFER_SIZE - TLS_RECORD;
-    struct iovec iov[64];
-    int cnt;
-    while (herald__tls_pending(ws) < TLS_MAX_PENDING &&
-           (cnt = herald_conn_output(ws->conn, iov, 64)) > 0) {
-      size_t done = 0;
-      for (int i = 0; i < cnt; i++) {
-        const uint8_t *p = iov[i].iov_base;
-        size_t len = iov[i].iov_len;
-        if (len >= TLS_RECORD) {
-          int w =
-              SSL_write(t->ssl, p, (int)(len > INT32_MAX ? INT32_MAX : len));
-          if (w <= 0) {
-            *error = tls_error(t->ssl, w);
-            return -1;
-          }
-          done += (size_t)w;
-          if ((size_t)w < len) {
-            break;
-          }
-          continue;
-        }
-        /* Coalesce small pieces into one record. */
-        size_t fill = 0;
-        while (i < cnt && iov[i].iov_len < TLS_RECORD &&
-               fill + iov[i].iov_len <= TLS_RECORD) {
-          memcpy(rec + fill, iov[i].iov_base, iov[i].iov_len);
-          fill += iov[i].iov_len;
-          i++;
-        }
-        i--;
-        if (fill == 0) {
-          /* A piece that does not fit after others: write it alone. */
-          continue;
-        }
-        int w = SSL_write(t->ssl, rec, (int)fill);
-        if (w <= 0 || (size_t)w != fill) {
-          *error = tls_error(t->ssl, w);
-          return -1;
-        }
-        done += fill;
-      }
-      herald_conn_output_consumed(ws->conn, done);
-      if (done == 0) {
-        break;
-      }
+  int s;
+  for (;;) {
+    long taken = hs == 1 ? tls_encrypt(ws, error) : 0;
+    if (taken < 0) {
+      return -1;
     }
-    if (herald_conn_done(ws->conn) && !t->shutdown_sent) {
-      /* The WebSocket is closed: end TLS with close_notify before FIN. */
-      t->shutdown_sent = 1;
-      (void)SSL_shutdown(t->ssl);
+    s = tls_send(ws, error);
+    if (s != 0 || taken == 0 || herald_conn_output_size(ws->conn) == 0) {
+      break;
     }
   }
-  int s = tls_send(ws, error);
   if (s < 0) {
     return -1;
   }
+  tls_out_release(t);
   if (s == 1) {
     ws->flags |= WS_WANT_WRITE;
   } else if (herald_conn_output_size(ws->conn) == 0 || hs != 1) {
@@ -443,45 +676,59 @@ int herald__tls_flush(herald_ws *ws, const char **error) {
 }
 
 /*
- * Reads ciphertext from the socket and moves the handshake on. Returns 0
- * when there is nothing to decrypt yet (the socket was empty, or the
- * handshake continues), 2 when ciphertext came in and the handshake is
- * done (decrypt with herald__tls_decrypt()), 1 at EOF (the caller ends the
- * connection), or -1 with *error set when the connection must end.
+ * Starts a round of reading: the BIO may receive again, up to
+ * HERALD_TLS_READ_MAX bytes. Before the handshake is done it is moved on
+ * here. Returns 0 when there is nothing to decrypt yet (the handshake
+ * continues), 2 when the handshake is done (decrypt with
+ * herald__tls_decrypt(), which reads the socket), 1 at EOF (the caller
+ * ends the connection), or -1 with *error set when the connection must
+ * end.
  */
-int herald__tls_read(herald_ws *ws, size_t *got, const char **error) {
+int herald__tls_read(herald_ws *ws, const char **error) {
   tls_state *t = ws->tls;
-  /* Ciphertext goes in the second half of the loop's read buffer; the
-   * caller decrypts into the first half. */
-  uint8_t *cbuf = ws->loop->rbuf + READ_BUFFER_SIZE / 2;
-  ssize_t n;
-  do {
-    n = read(ws->io.fd, cbuf, HERALD_TLS_READ_MAX);
-  } while (n < 0 && errno == EINTR);
-  *got = n > 0 ? (size_t)n : 0;
-  if (n < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      return 0;
-    }
-    *error = "read failed";
-    return -1;
-  }
-  if (n == 0) {
-    if (!SSL_is_init_finished(t->ssl)) {
-      *error = "TLS: connection closed during the handshake";
-      return -1;
-    }
+  t->rx_got = 0;
+  t->rx_dry = 0;
+  t->scratch = ws->loop->rbuf + READ_BUFFER_SIZE / 2;
+  if (t->eof) {
     return 1;
   }
-  BIO_write(t->rbio, cbuf, (int)n);
   int hs = tls_handshake(ws, error);
   if (hs < 0) {
     return -1;
   }
   if (hs == 0) {
-    return tls_send(ws, error) < 0 ? -1 : 0;
+    int sent = tls_send(ws, error);
+    tls_out_release(t);
+    return sent < 0 ? -1 : 0;
   }
   return 2;
+}
+
+int herald__tls_round_end(herald_ws *ws) {
+  tls_state *t = ws->tls;
+  t->scratch = NULL;
+  if (t->spill_off == t->spill_len || t->spill_heap) {
+    return 0;
+  }
+  /* The round ended (a pause, an error) before OpenSSL took it all. */
+  size_t n = t->spill_len - t->spill_off;
+  uint8_t *p = malloc(n);
+  if (p == NULL) {
+    t->spill = NULL;
+    t->spill_off = t->spill_len = 0;
+    return -1;
+  }
+  memcpy(p, t->spill + t->spill_off, n);
+  t->spill = p;
+  t->spill_off = 0;
+  t->spill_len = n;
+  t->spill_heap = 1;
+  return 0;
+}
+
+size_t herald__tls_received(const herald_ws *ws) {
+  const tls_state *t = ws->tls;
+  return t->rx_got < HERALD_TLS_READ_MAX ? t->rx_got : HERALD_TLS_READ_MAX;
 }
 
 int herald__tls_established(const herald_ws *ws) {
@@ -489,10 +736,11 @@ int herald__tls_established(const herald_ws *ws) {
 }
 
 /*
- * Decrypts what OpenSSL holds into out[0..cap). Returns 0 with *n > 0
- * bytes of plaintext, 0 with *n == 0 when OpenSSL needs more ciphertext,
- * 1 at close_notify (EOF), or -1 with *error set when the connection must
- * end.
+ * Decrypts the next record into out[0..cap), reading the socket when
+ * OpenSSL's buffer holds no whole record and the round allows. Returns 0
+ * with *n > 0 bytes of plaintext, 0 with *n == 0 when OpenSSL needs more
+ * ciphertext, 1 at close_notify or the peer's FIN (EOF), or -1 with *error
+ * set when the connection must end.
  */
 int herald__tls_decrypt(herald_ws *ws, uint8_t *out, size_t cap, size_t *n,
                         const char **error) {
@@ -504,11 +752,16 @@ int herald__tls_decrypt(herald_ws *ws, uint8_t *out, size_t cap, size_t *n,
     return 0;
   }
   int e = SSL_get_error(t->ssl, r);
+  if (t->io_error) {
+    *error = tls_failure(t, r, NULL);
+    return -1;
+  }
+  if (e == SSL_ERROR_ZERO_RETURN || t->eof) {
+    ERR_clear_error();
+    return 1;
+  }
   if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
     return 0;
-  }
-  if (e == SSL_ERROR_ZERO_RETURN) {
-    return 1;
   }
   *error = tls_error(t->ssl, r);
   return -1;

@@ -458,11 +458,13 @@ static int ws_read_again(herald_ws *ws, size_t got, size_t room,
 
 /*
  * Decrypts what TLS holds and processes it, until TLS needs more
- * ciphertext or the connection pauses. Returns 0, 1 at close_notify (EOF),
- * or -1 after aborting. Also continues a resumed connection: plaintext kept
- * by the pause goes first, and records that arrived meanwhile are still in
- * TLS's read buffer. Plaintext goes in the first half of the loop's read
- * buffer (ciphertext is read into the second).
+ * ciphertext or the connection pauses. Returns 0, 1 at close_notify or the
+ * peer's FIN (EOF), or -1 after aborting. Also continues a resumed
+ * connection: plaintext kept by the pause goes first, and records that
+ * arrived meanwhile are still in TLS's read buffer or the socket.
+ * Plaintext goes in the first half of the loop's read buffer (the last
+ * TLS_RECORD bytes of the second are herald__tls_flush's), record after
+ * record while a whole one fits, and is processed in one call.
  */
 static int ws_tls_drain(herald_ws *ws) {
   uint8_t *buf = ws->loop->rbuf;
@@ -487,22 +489,29 @@ static int ws_tls_drain(herald_ws *ws) {
       memcpy(buf, k->tail, have);
       k->tail_len = 0;
     }
-    size_t n = 0;
+    size_t fill = have, n = 0;
     const char *why = NULL;
-    int r = herald__tls_decrypt(ws, buf + have, cap - have, &n, &why);
-    if (r != 0 || n == 0) {
+    int r;
+    do {
+      r = herald__tls_decrypt(ws, buf + fill, cap - fill, &n, &why);
+      fill += n;
+    } while (r == 0 && n > 0 && cap - fill >= HERALD_TLS_RECORD_MAX);
+    if (r < 0) {
+      herald__ws_abort(ws, why);
+      return -1;
+    }
+    if (fill == have) {
       if (have) {
         k->tail_len = have; /* still in k->tail */
       }
-      if (r < 0) {
-        herald__ws_abort(ws, why);
-        return -1;
-      }
-      return r; /* 0: TLS needs more ciphertext; 1: close_notify */
+      return r; /* 0: TLS needs more ciphertext; 1: EOF */
     }
-    herald__ws_process(ws, buf, have + n);
+    herald__ws_process(ws, buf, fill);
     if (ws->flags & (WS_DEAD | WS_READ_PAUSED)) {
       return 0;
+    }
+    if (r == 1 || n == 0) {
+      return r; /* EOF after the last records; or TLS needs more */
     }
   }
 }
@@ -530,16 +539,24 @@ static void ws_read(herald_ws *ws) {
     /* As below: read on while reads fill the buffer, up to READ_PASS_MAX. */
     size_t total = 0;
     for (;;) {
-      size_t got = 0;
       const char *why = NULL;
-      int r = herald__tls_read(ws, &got, &why);
+      int r = herald__tls_read(ws, &why);
+      if (r == 2) { /* handshake done: read and decrypt */
+        r = ws_tls_drain(ws);
+      }
+      if (herald__tls_round_end(ws) != 0 && r >= 0) {
+        r = -1;
+        why = "out of memory";
+      }
       if (r < 0) {
-        herald__ws_abort(ws, why);
+        if (!(ws->flags & WS_DEAD)) {
+          herald__ws_abort(ws, why);
+        }
         return;
       }
-      if (r == 2) { /* ciphertext in, handshake done: decrypt */
+      size_t got = herald__tls_received(ws);
+      if (got) {
         ws->last_rx = (uint32_t)herald__now(ws->loop);
-        r = ws_tls_drain(ws);
       }
       if (r == 1) {
         ws_on_eof(ws);

@@ -5,7 +5,12 @@
  * must come back as an on_close with a clear error, and leak nothing
  * (ASan). */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -97,6 +102,41 @@ static void echo(herald_ws *ws, herald_opcode op, uint8_t *data, size_t len,
   herald_ws_send(ws, op, data, len);
 }
 
+/* Echoes, then pauses reading and resumes on the next pass: the records
+ * read ahead of the pause wait meanwhile. */
+static void echo_pausing(herald_ws *ws, herald_opcode op, uint8_t *data,
+                         size_t len, void *ud) {
+  (void)ud;
+  herald_ws_send(ws, op, data, len);
+  herald_ws_pause_read(ws);
+  herald_ws_resume_read(ws);
+}
+
+/* The last connection the servers closed: its code and error. */
+static pthread_mutex_t closed_mu = PTHREAD_MUTEX_INITIALIZER;
+static int closed_count;
+static uint16_t closed_code;
+static char closed_error[128];
+
+static void on_server_close(herald_ws *ws, const herald_close_info *info,
+                            void *ud) {
+  (void)ws;
+  (void)ud;
+  pthread_mutex_lock(&closed_mu);
+  closed_count++;
+  closed_code = info->code;
+  snprintf(closed_error, sizeof(closed_error), "%s",
+           info->error ? info->error : "");
+  pthread_mutex_unlock(&closed_mu);
+}
+
+static int closed_seen(void) {
+  pthread_mutex_lock(&closed_mu);
+  int n = closed_count;
+  pthread_mutex_unlock(&closed_mu);
+  return n;
+}
+
 static void start(srv_run *r, const herald_tls_cert *certs, size_t n) {
   herald_server_config cfg;
   herald_server_config_init(&cfg);
@@ -108,8 +148,11 @@ static void start(srv_run *r, const herald_tls_cert *certs, size_t n) {
   cfg.tls.ncerts = n;
   cfg.limits.handshake_timeout_ms = 2000;
   CHECK_EQ(herald_server_new(&r->srv, &cfg), 0);
-  herald_ws_callbacks cb = {.on_message = echo};
+  herald_ws_callbacks cb = {.on_message = echo, .on_close = on_server_close};
   herald_server_route(r->srv, "*", &cb, NULL);
+  herald_ws_callbacks pcb = {.on_message = echo_pausing,
+                             .on_close = on_server_close};
+  herald_server_route(r->srv, "/pause", &pcb, NULL);
   pthread_create(&r->thread, NULL, srv_thread, r);
   for (int i = 0; i < 300 && herald_server_port(r->srv) == 0; i++) {
     usleep(10000);
@@ -315,6 +358,313 @@ static void test_bad_config(void) {
   CHECK_EQ(herald_server_new(&srv, &cfg), HERALD_ERR_INVALID_ARG);
 }
 
+/* ---- a raw TLS client -------------------------------------------------- */
+
+/* OpenSSL reads the (non-blocking) socket itself; what it writes goes to a
+ * memory BIO that raw_send() puts on the wire in slices, so the server can
+ * be made to see records a byte at a time, or only half of one. */
+typedef struct raw_tls {
+  int fd;
+  SSL_CTX *ctx;
+  SSL *ssl;
+  BIO *wmem;
+} raw_tls;
+
+/* Sends what OpenSSL wrote, `slice` bytes per send() with a pause between
+ * (0: all at once); at most `limit` bytes (0: all), the rest dropped. */
+static void raw_send(raw_tls *c, size_t slice, size_t limit) {
+  char buf[65536];
+  int n;
+  size_t total = 0;
+  while ((n = BIO_read(c->wmem, buf, sizeof(buf))) > 0) {
+    for (size_t off = 0; off < (size_t)n;) {
+      size_t len = slice ? slice : (size_t)n - off;
+      if (len > (size_t)n - off) {
+        len = (size_t)n - off;
+      }
+      if (limit && total + len > limit) {
+        len = limit - total;
+      }
+      if (len == 0) {
+        return;
+      }
+      struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+      (void)poll(&p, 1, 1000);
+      ssize_t w = send(c->fd, buf + off, len, MSG_NOSIGNAL);
+      if (w <= 0) {
+        return;
+      }
+      off += (size_t)w;
+      total += (size_t)w;
+      if (slice) {
+        usleep(200);
+      }
+    }
+  }
+}
+
+/* Waits up to ms for the socket to be readable; 1 if it is. */
+static int raw_wait(raw_tls *c, int ms) {
+  struct pollfd p = {.fd = c->fd, .events = POLLIN};
+  return poll(&p, 1, ms) > 0;
+}
+
+static void raw_close(raw_tls *c) {
+  SSL_free(c->ssl);
+  SSL_CTX_free(c->ctx);
+  close(c->fd);
+}
+
+/* Connects to the TLS server and completes the handshake, sending in
+ * slices. max_version: 0 or TLS1_2_VERSION. Returns 0 or -1. */
+static int raw_connect(raw_tls *c, int port, int max_version, size_t slice) {
+  memset(c, 0, sizeof(*c));
+  c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port)};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (connect(c->fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+    close(c->fd);
+    return -1;
+  }
+  int one = 1;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
+  c->ctx = SSL_CTX_new(TLS_client_method());
+  if (max_version) {
+    SSL_CTX_set_max_proto_version(c->ctx, max_version);
+  }
+  SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+  SSL_CTX_load_verify_locations(c->ctx, path(7, "ca.pem"), NULL);
+  c->ssl = SSL_new(c->ctx);
+  SSL_set_tlsext_host_name(c->ssl, "localhost");
+  c->wmem = BIO_new(BIO_s_mem());
+  SSL_set_bio(c->ssl, BIO_new_socket(c->fd, BIO_NOCLOSE), c->wmem);
+  for (int i = 0; i < 200; i++) {
+    int r = SSL_connect(c->ssl);
+    raw_send(c, slice, 0);
+    if (r == 1) {
+      return 0;
+    }
+    if (SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+      break;
+    }
+    raw_wait(c, 100);
+  }
+  ERR_clear_error();
+  return -1;
+}
+
+/* Reads plaintext until `want` bytes are in buf or ms pass. Returns the
+ * count, or -1 at EOF/error before any. */
+static int raw_read(raw_tls *c, uint8_t *buf, size_t want, int ms) {
+  size_t got = 0;
+  for (int waited = 0; got < want && waited < ms; waited += 20) {
+    int r = SSL_read(c->ssl, buf + got, (int)(want - got));
+    raw_send(c, 0, 0); /* KeyUpdate answers and the like */
+    if (r > 0) {
+      got += (size_t)r;
+      continue;
+    }
+    if (SSL_get_error(c->ssl, r) != SSL_ERROR_WANT_READ) {
+      ERR_clear_error();
+      return got ? (int)got : -1;
+    }
+    raw_wait(c, 20);
+  }
+  return (int)got;
+}
+
+/* The upgrade, then one masked text frame; returns 0 when the server
+ * echoed it. */
+static int raw_upgrade_to(raw_tls *c, const char *path, size_t slice) {
+  char req[512];
+  snprintf(req, sizeof(req),
+           "GET %s HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+           "Connection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+           "Sec-WebSocket-Version: 13\r\n\r\n",
+           path);
+  SSL_write(c->ssl, req, (int)strlen(req));
+  raw_send(c, slice, 0);
+  char resp[1024];
+  size_t got = 0;
+  while (got < sizeof(resp) - 1) {
+    if (raw_read(c, (uint8_t *)resp + got, 1, 2000) != 1) {
+      return -1;
+    }
+    got++;
+    resp[got] = 0;
+    if (got >= 4 && memcmp(resp + got - 4, "\r\n\r\n", 4) == 0) {
+      break;
+    }
+  }
+  return strstr(resp, " 101 ") ? 0 : -1;
+}
+
+static int raw_upgrade(raw_tls *c, size_t slice) {
+  return raw_upgrade_to(c, "/", slice);
+}
+
+/* Writes a masked text frame with payload msg through TLS (not yet sent). */
+static void raw_frame(raw_tls *c, const char *msg) {
+  uint8_t f[256];
+  size_t n = strlen(msg);
+  f[0] = 0x81;
+  f[1] = (uint8_t)(0x80 | n);
+  const uint8_t mask[4] = {1, 2, 3, 4};
+  memcpy(f + 2, mask, 4);
+  for (size_t i = 0; i < n; i++) {
+    f[6 + i] = (uint8_t)(msg[i] ^ mask[i % 4]);
+  }
+  SSL_write(c->ssl, f, (int)(6 + n));
+}
+
+/* Reads the server's unmasked text frame; 0 when its payload is msg. */
+static int raw_echoed(raw_tls *c, const char *msg) {
+  uint8_t f[256];
+  size_t n = strlen(msg);
+  if (raw_read(c, f, 2 + n, 3000) != (int)(2 + n)) {
+    return -1;
+  }
+  return f[0] == 0x81 && f[1] == n && memcmp(f + 2, msg, n) == 0 ? 0 : -1;
+}
+
+/* Every record, the handshake's too, arrives a byte at a time. */
+static void test_byte_at_a_time(void) {
+  raw_tls c;
+  CHECK_EQ(raw_connect(&c, tls_srv.port, 0, 1), 0);
+  CHECK_EQ(raw_upgrade(&c, 1), 0);
+  raw_frame(&c, "one byte at a time");
+  raw_send(&c, 1, 0);
+  CHECK_EQ(raw_echoed(&c, "one byte at a time"), 0);
+  raw_close(&c);
+}
+
+/* The peer sends half a record and closes: the server ends the
+ * connection as abnormal (1006), and goes on serving. */
+static void test_close_mid_record(void) {
+  raw_tls c;
+  CHECK_EQ(raw_connect(&c, tls_srv.port, 0, 0), 0);
+  CHECK_EQ(raw_upgrade(&c, 0), 0);
+  int before = closed_seen();
+  raw_frame(&c, "never completed");
+  raw_send(&c, 0, 12); /* the 5-byte header and 7 bytes of the body */
+  shutdown(c.fd, SHUT_WR);
+  for (int i = 0; i < 200 && closed_seen() == before; i++) {
+    usleep(10000);
+  }
+  CHECK_EQ(closed_seen(), before + 1);
+  pthread_mutex_lock(&closed_mu);
+  CHECK_EQ(closed_code, HERALD_CLOSE_ABNORMAL);
+  pthread_mutex_unlock(&closed_mu);
+  /* The server closed its side: we read EOF. */
+  uint8_t b[16];
+  CHECK(raw_read(&c, b, sizeof(b), 2000) <= 0);
+  raw_close(&c);
+  CHECK_EQ(raw_connect(&c, tls_srv.port, 0, 0), 0);
+  CHECK_EQ(raw_upgrade(&c, 0), 0);
+  raw_close(&c);
+}
+
+/* TLS 1.3 KeyUpdate with a request for the server's: the server answers
+ * with its own from the read path, and the echo keeps working both ways. */
+static void test_key_update(void) {
+  raw_tls c;
+  CHECK_EQ(raw_connect(&c, tls_srv.port, 0, 0), 0);
+  CHECK_EQ(raw_upgrade(&c, 0), 0);
+  CHECK_EQ(SSL_version(c.ssl), TLS1_3_VERSION);
+  CHECK_EQ(SSL_key_update(c.ssl, SSL_KEY_UPDATE_REQUESTED), 1);
+  raw_frame(&c, "after the update");
+  raw_send(&c, 0, 0);
+  CHECK_EQ(raw_echoed(&c, "after the update"), 0);
+  raw_frame(&c, "and again");
+  raw_send(&c, 0, 0);
+  CHECK_EQ(raw_echoed(&c, "and again"), 0);
+  raw_close(&c);
+}
+
+/* TLS 1.2 renegotiation asked by the client is refused: the server never
+ * completes a second handshake, and the connection cannot carry on under
+ * one. */
+static void test_renegotiation_refused(void) {
+  raw_tls c;
+  CHECK_EQ(raw_connect(&c, tls_srv.port, TLS1_2_VERSION, 0), 0);
+  CHECK_EQ(SSL_version(c.ssl), TLS1_2_VERSION);
+  CHECK_EQ(raw_upgrade(&c, 0), 0);
+  CHECK_EQ(SSL_renegotiate(c.ssl), 1);
+  int r = 0, done = 0;
+  for (int i = 0; i < 50 && !done; i++) {
+    r = SSL_do_handshake(c.ssl);
+    raw_send(&c, 0, 0);
+    int e = SSL_get_error(c.ssl, r);
+    done = r == 1 || e != SSL_ERROR_WANT_READ;
+    if (!done) {
+      raw_wait(&c, 50);
+    }
+  }
+  fprintf(stderr, "  renegotiation: SSL_do_handshake %d, pending %d\n", r,
+          SSL_renegotiate_pending(c.ssl));
+  ERR_clear_error();
+  CHECK(r != 1);
+  raw_close(&c);
+  /* And the server serves the next connection. */
+  CHECK_EQ(raw_connect(&c, tls_srv.port, 0, 0), 0);
+  CHECK_EQ(raw_upgrade(&c, 0), 0);
+  raw_close(&c);
+}
+
+/* Writes a masked binary frame of n (126..65535) bytes of byte v. */
+static void raw_frame16(raw_tls *c, size_t n, uint8_t v) {
+  static uint8_t f[8 + 65536];
+  f[0] = 0x82;
+  f[1] = 0x80 | 126;
+  f[2] = (uint8_t)(n >> 8);
+  f[3] = (uint8_t)n;
+  const uint8_t mask[4] = {9, 8, 7, 6};
+  memcpy(f + 4, mask, 4);
+  for (size_t i = 0; i < n; i++) {
+    f[8 + i] = (uint8_t)(v ^ mask[i % 4]);
+  }
+  SSL_write(c->ssl, f, (int)(8 + n));
+}
+
+/* Reads the server's binary frame of n (126..65535) bytes; 0 when each is
+ * v. */
+static int raw_echoed16(raw_tls *c, size_t n, uint8_t v) {
+  static uint8_t f[4 + 65536];
+  if (raw_read(c, f, 4 + n, 3000) != (int)(4 + n) || f[0] != 0x82 ||
+      f[1] != 126 || ((size_t)f[2] << 8 | f[3]) != n) {
+    return -1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (f[4 + i] != v) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* 40 messages of 16,000 bytes (a record each) sent at once, the server
+ * pausing after each: a pause finds ciphertext read ahead beyond what the
+ * plaintext buffer took (in the loop's scratch space, moved to the heap),
+ * and every echo must still come back, in order. */
+static void test_pause_with_read_ahead(void) {
+  raw_tls c;
+  CHECK_EQ(raw_connect(&c, tls_srv.port, 0, 0), 0);
+  CHECK_EQ(raw_upgrade_to(&c, "/pause", 0), 0);
+  for (int i = 0; i < 40; i++) {
+    raw_frame16(&c, 16000, (uint8_t)i);
+  }
+  raw_send(&c, 0, 0);
+  int ok = 0;
+  for (int i = 0; i < 40 && raw_echoed16(&c, 16000, (uint8_t)i) == 0; i++) {
+    ok++;
+  }
+  CHECK_EQ(ok, 40);
+  raw_close(&c);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   if (system("command -v openssl >/dev/null 2>&1") != 0) {
@@ -336,6 +686,11 @@ int main(void) {
   RUN(test_wrong_protocol);
   RUN(test_reload);
   RUN(test_bad_config);
+  RUN(test_byte_at_a_time);
+  RUN(test_close_mid_record);
+  RUN(test_key_update);
+  RUN(test_renegotiation_refused);
+  RUN(test_pause_with_read_ahead);
   stop(&tls_srv);
   char cmd[sizeof(dir) + 16];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
