@@ -6,7 +6,9 @@ restarted (with and without persistence) under a continuous publisher,
 Redis down at start, several shards, AUTH, an SSE stream of several
 channels.
 
-usage: redis.py PATH/TO/herald [-k SUBSTRING ...]
+usage: redis.py PATH/TO/herald [--threads N] [-k SUBSTRING ...]
+
+--threads N: every node runs on N loops (docs/design.md, "Several loops").
 
 Exits 77 (skipped) when redis-server is not installed. Every redis-server
 listens on 127.0.0.1 on a free port, in its own temporary directory, and is
@@ -1074,7 +1076,7 @@ TESTS = [test_gap_repair, test_two_nodes_fanout, test_sse_channels, test_three_n
 
 
 def main():
-    args = sys.argv[1:]
+    args = lib.take_threads(sys.argv[1:])
     if not args:
         print(__doc__)
         return 2
