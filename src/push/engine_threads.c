@@ -31,6 +31,15 @@
  * flush): one mutex and at most one wake-up per destination per pass,
  * never per publication or per delivery. A follower encodes each
  * publication once for all of its subscribers (push_hub_append).
+ *
+ * Over Redis (inner->shared) each loop's inner engine is a Redis engine
+ * with its own connections. The owner's hub is then a replica of Redis:
+ * FOLLOW and SYNC are answered once the owner's Redis engine has synced
+ * the channel, and a gap it cannot fill is forwarded to the followers
+ * (LOST) so that their subscribers are told too. Everything else Redis
+ * decides for the whole cluster (publishing, presence, users, control,
+ * the node list) is asked of the loop's own Redis engine; only the
+ * first loop keeps the node's entry in the node list.
  */
 #include <inttypes.h>
 #include <pthread.h>
