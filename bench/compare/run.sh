@@ -47,7 +47,7 @@ usage() {
   --duration S  measured seconds per run (4)
   --warmup S    warm-up seconds per run, not measured (1)
   --only LIST   servers to run, of herald,herald-uring,raw,lws,ws,bun
-                (all)
+                (all), and herald-uring-base (see HERALD_BASE)
   --io-backend B  herald's backend: epoll, io_uring, or both (herald on
                 epoll beside herald-uring); default: herald's own default
   --no-doc      do not update docs/performance.md
@@ -55,6 +55,8 @@ usage() {
                 since the server's loops need the cores the load uses
 
 Environment: HERALD=path/to/herald (default build/herald, built if missing).
+HERALD_BASE=path/to/another/herald: with --io-backend both, that build's
+io_uring server runs too (herald-uring-base), for a before/after pair.
 EOF
 }
 
@@ -145,6 +147,13 @@ HERALD_BACKEND=()
 if [ "$BACKEND" = both ]; then
   HERALD_BACKEND=(--io-backend epoll)
   want herald-uring && PEERS+=(herald-uring)
+  # A before/after pair in one run: HERALD_BASE names another build, whose
+  # io_uring server runs beside this one's as herald-uring-base.
+  if [ -n "${HERALD_BASE:-}" ] && [ -x "$HERALD_BASE" ] &&
+    want herald-uring-base; then
+    PEERS+=(herald-uring-base)
+    PEER_NOTE+=("herald-uring-base: $HERALD_BASE")
+  fi
 elif [ -n "$BACKEND" ]; then
   HERALD_BACKEND=(--io-backend "$BACKEND")
 fi
@@ -263,6 +272,9 @@ start_server() { # name: starts it, fills PID[name] and PORT[name]
     --threads "$THREADS" "${HERALD_BACKEND[@]}" "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
   herald-uring) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
     --threads "$THREADS" --io-backend io_uring "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
+  herald-uring-base) "${SERVER_PIN[@]}" "$HERALD_BASE" echo --listen \
+    127.0.0.1:0 --threads "$THREADS" --io-backend io_uring \
+    "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
   herald-plain) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
     "${HERALD_BACKEND[@]}" --no-deflate >"$out" 2>&1 & ;;
   raw) "${SERVER_PIN[@]}" "$WORK/raw_echo" "$port" >"$out" 2>&1 & ;;
@@ -394,6 +406,7 @@ for r in rows:
         servers.append(r["server"])
 names = {"herald": "herald echo", "herald-plain": "herald (plain)",
          "herald-uring": "herald echo, io_uring",
+         "herald-uring-base": "herald echo, io_uring (HERALD_BASE)",
          "raw": "raw epoll (baseline)",
          "lws": "libwebsockets", "ws": "Node ws", "bun": "Bun"}
 

@@ -29,8 +29,9 @@
  * collects what it sends in an outbox per destination and hands the
  * outboxes over once per loop pass (push_engine_pass, after the hub's
  * flush): one mutex and at most one wake-up per destination per pass,
- * never per publication or per delivery. A follower encodes each
- * publication once for all of its subscribers (push_hub_append).
+ * never per publication or per delivery. A PUB carries the push as the
+ * owner's hub encoded it; a follower copies it once for all of its
+ * subscribers (push_hub_append_frame) rather than encoding it again.
  *
  * Over Redis (inner->shared) each loop's inner engine is a Redis engine
  * with its own connections. The owner's hub is then a replica of Redis:

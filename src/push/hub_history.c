@@ -67,14 +67,46 @@ static hub_hist *pub_hist(push_pub *p) {
   return (hub_hist *)((char *)p + hist_off(p->frame_len));
 }
 
+/* A publication of frame (with the pub object at json_off, json_len): one
+ * block with one reference, or NULL when out of memory. */
+static push_pub *pub_new(const char *frame, size_t frame_len, size_t json_off,
+                         size_t json_len, uint64_t offset, int64_t time_ms) {
+  if (frame_len >
+      SIZE_MAX - sizeof(push_pub) - sizeof(hub_hist) - _Alignof(hub_hist) - 1) {
+    return NULL;
+  }
+  push_pub *pub = malloc(pub_size(frame_len));
+  if (pub == NULL) {
+    return NULL;
+  }
+  pub->frame_len = frame_len;
+  *pub_hist(pub) = (hub_hist){NULL, NULL, NULL};
+  pub->refs = 1;
+  pub->offset = offset;
+  pub->time_ms = time_ms;
+  pub->born_us = mono_us();
+  pub->json_off = json_off;
+  pub->json_len = json_len;
+  /* A char array follows a uint8_t array with no padding: the header
+   * written at the end of wshdr is contiguous with frame. */
+  _Static_assert(offsetof(push_pub, frame) ==
+                     offsetof(push_pub, wshdr) + PUSH_WSHDR_MAX,
+                 "wshdr must end where frame begins");
+  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
+  size_t hlen = herald_frame_header(hdr, HERALD_OP_TEXT, 1, 0, frame_len, NULL);
+  pub->wshdr_len = (uint8_t)hlen;
+  memcpy(pub->wshdr + PUSH_WSHDR_MAX - hlen, hdr, hlen);
+  memcpy(pub->frame, frame, frame_len);
+  pub->frame[frame_len] = '\0';
+  return pub;
+}
+
 push_pub *hub_pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
                        int64_t now_ms) {
   push_buf *pb = &hub->scratch, *fb = &hub->scratch2;
   push_pub *pub = NULL;
   fb->len = 0;
-  if (push_push_pub(fb, ch->name, pb->p, pb->len) != 0 || fb->len < pb->len ||
-      fb->len >
-          SIZE_MAX - sizeof *pub - sizeof(hub_hist) - _Alignof(hub_hist) - 1) {
+  if (push_push_pub(fb, ch->name, pb->p, pb->len) != 0 || fb->len < pb->len) {
     goto done;
   }
   /* The publication is embedded byte for byte and is the push's last
@@ -87,29 +119,7 @@ push_pub *hub_pub_wrap(push_hub *hub, const hub_channel *ch, uint64_t offset,
   if (memcmp(fb->p + off, pb->p, pb->len) != 0) {
     goto done;
   }
-  pub = malloc(pub_size(fb->len));
-  if (pub == NULL) {
-    goto done;
-  }
-  pub->frame_len = fb->len;
-  *pub_hist(pub) = (hub_hist){NULL, NULL, NULL};
-  pub->refs = 1;
-  pub->offset = offset;
-  pub->time_ms = now_ms;
-  pub->born_us = mono_us();
-  pub->json_off = off;
-  pub->json_len = pb->len;
-  /* A char array follows a uint8_t array with no padding: the header
-   * written at the end of wshdr is contiguous with frame. */
-  _Static_assert(offsetof(push_pub, frame) ==
-                     offsetof(push_pub, wshdr) + PUSH_WSHDR_MAX,
-                 "wshdr must end where frame begins");
-  uint8_t hdr[HERALD_MAX_FRAME_HEADER];
-  size_t hlen = herald_frame_header(hdr, HERALD_OP_TEXT, 1, 0, fb->len, NULL);
-  pub->wshdr_len = (uint8_t)hlen;
-  memcpy(pub->wshdr + PUSH_WSHDR_MAX - hlen, hdr, hlen);
-  memcpy(pub->frame, fb->p, fb->len);
-  pub->frame[fb->len] = '\0';
+  pub = pub_new(fb->p, fb->len, off, pb->len, offset, now_ms);
 done:
   push_buf_done(pb, HUB_SCRATCH_KEEP);
   push_buf_done(fb, HUB_SCRATCH_KEEP);
@@ -410,6 +420,29 @@ int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
   }
   hub_ring_prune(hub, ch, e->time_ms);
   push_pub *pub = pub_build_tail(hub, ch, e);
+  if (pub == NULL || hub_ring_reserve(ch) != 0 ||
+      hub_queue_reserve(hub, ch) != 0) {
+    hub_pub_unref(pub);
+    return -1;
+  }
+  hub_append_queue(hub, ch, pub);
+  return 0;
+}
+
+int push_hub_append_frame(push_hub *hub, const char *channel, const char *epoch,
+                          const push_ext_frame *f) {
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
+  if (ch == NULL || ch->busy || f->json_off > f->frame_len ||
+      f->json_len > f->frame_len - f->json_off) {
+    return -1;
+  }
+  if (strncmp(epoch, ch->epoch, sizeof ch->epoch) != 0 ||
+      f->offset != ch->offset + 1) {
+    return 1;
+  }
+  hub_ring_prune(hub, ch, f->time_ms);
+  push_pub *pub = pub_new(f->frame, f->frame_len, f->json_off, f->json_len,
+                          f->offset, f->time_ms);
   if (pub == NULL || hub_ring_reserve(ch) != 0 ||
       hub_queue_reserve(hub, ch) != 0) {
     hub_pub_unref(pub);

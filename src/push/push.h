@@ -482,6 +482,24 @@ int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
 int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
                     const push_ext_pub *e);
 
+/* A publication as another hub of this process encoded it: its frame
+ * (push_pub.frame, the whole push of this channel) and where the pub
+ * object lies in it. */
+typedef struct push_ext_frame {
+  uint64_t offset;
+  int64_t time_ms;
+  const char *frame;
+  size_t frame_len;
+  size_t json_off, json_len;
+} push_ext_frame;
+
+/* push_hub_append with the push already encoded (the threads engine's
+ * followers: the owner's hub encoded it for the same channel): the frame
+ * is copied, not encoded again. The same returns, and -1 as well when
+ * json_off and json_len do not lie in the frame. */
+int push_hub_append_frame(push_hub *hub, const char *channel, const char *epoch,
+                          const push_ext_frame *f);
+
 /* The channel's position; -1 if the hub has no such channel. */
 int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos);
 

@@ -76,7 +76,7 @@ void pusher_subscription_error(pusher_sock *s, const char *channel,
                                const char *type, const char *error,
                                int status) {
   push_buf data = {0}, frame = {0};
-  s->app->subscriptions_refused++;
+  PUSHER_COUNT(s->app, subscriptions_refused);
   if (push_buf_raw(&data, "{\"type\":", 8) == 0 &&
       push_buf_str(&data, type, strlen(type)) == 0 &&
       push_buf_raw(&data, ",\"error\":", 9) == 0 &&
@@ -115,30 +115,88 @@ static pusher_app *app_by_key(push_server *ps, const char *key, size_t n) {
   return NULL;
 }
 
+struct pusher_node *push_pusher_node_new(const push_config *cfg, int nthreads,
+                                         int *err) {
+  const push_pusher_config *pc = &cfg->pusher;
+  *err = 0;
+  if (pc->napps == 0) {
+    return NULL;
+  }
+  struct pusher_node *n = calloc(1, sizeof(*n));
+  if (n == NULL || (n->conns = calloc(pc->napps, sizeof(*n->conns))) == NULL ||
+      (n->counts = calloc(pc->napps * (size_t)nthreads, sizeof(*n->counts))) ==
+          NULL) {
+    push_pusher_node_del(n);
+    *err = 1;
+    return NULL;
+  }
+  n->napps = pc->napps;
+  n->nthreads = nthreads;
+  /* Socket ids must be unique in the cluster and look like Pusher's
+   * ("123.456"): a random number per process, then the client's number,
+   * which is unique among the node's loops. */
+  uint32_t r = 0;
+  if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+    r = (uint32_t)push_mono_us();
+  }
+  snprintf(n->sid_prefix, sizeof(n->sid_prefix), "%" PRIu32,
+           100000000u + r % 900000000u);
+  return n;
+}
+
+void push_pusher_node_del(struct pusher_node *n) {
+  if (n != NULL) {
+    free((void *)n->conns);
+    free(n->counts);
+    free(n);
+  }
+}
+
+/* The number of a client id "<node>-<n>", or -1. */
+static int64_t client_number(const char *id) {
+  const char *dash = strrchr(id, '-');
+  if (dash == NULL || dash[1] < '0' || dash[1] > '9') {
+    return -1;
+  }
+  char *end;
+  unsigned long long v = strtoull(dash + 1, &end, 10);
+  return *end == 0 && v <= INT64_MAX ? (int64_t)v : -1;
+}
+
+int pusher_client_here(const push_server *ps, const char *client) {
+  size_t nl = strlen(ps->node);
+  if (strncmp(client, ps->node, nl) != 0 || client[nl] != '-') {
+    return 0;
+  }
+  int64_t k = client_number(client);
+  return k >= 0 && (ps->nthreads <= 1 || k % ps->nthreads == ps->thread);
+}
+
 int push_pusher_start(push_server *ps) {
   const push_pusher_config *pc = &ps->cfg->pusher;
   if (pc->napps == 0) {
     return 0;
   }
   pusher_state *st = calloc(1, sizeof(*st));
-  if (st == NULL || (st->apps = calloc(pc->napps, sizeof(*st->apps))) == NULL) {
+  if (st == NULL || ps->pusher_node == NULL ||
+      (st->apps = calloc(pc->napps, sizeof(*st->apps))) == NULL) {
     free(st);
     return -1;
   }
   st->napps = pc->napps;
-  /* Socket ids must be unique in the cluster and look like Pusher's
-   * ("123.456"): a random number per process, then a counter. */
-  uint32_t r = 0;
-  if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-    r = (uint32_t)push_mono_us();
+  st->node = ps->pusher_node;
+  if (ps->nthreads > 1) {
+    snprintf(st->loop_id, sizeof(st->loop_id), "%s.%d", ps->node, ps->thread);
+  } else {
+    snprintf(st->loop_id, sizeof(st->loop_id), "%s", ps->node);
   }
-  snprintf(st->sid_prefix, sizeof(st->sid_prefix), "%" PRIu32,
-           100000000u + r % 900000000u);
   for (size_t i = 0; i < pc->napps; i++) {
     pusher_app *a = &st->apps[i];
     a->cfg = &pc->apps[i];
     a->ps = ps;
     a->ok.app = a;
+    a->conns = &st->node->conns[i];
+    a->cnt = &st->node->counts[(size_t)ps->thread * st->napps + i];
     snprintf(a->dirhub, sizeof(a->dirhub), "pusher;%s;d:channels", a->cfg->id);
   }
   static const pusher_verdict refuse[] = {
@@ -202,7 +260,7 @@ int push_pusher_upgrade(push_server *ps, herald_ws *ws,
     v = &st->refuse[0];
   } else if (!push_query_param(req->query, "protocol", proto, sizeof(proto))) {
     v = &st->refuse[2];
-    app_by_key(ps, key, klen)->refused++;
+    PUSHER_COUNT(app_by_key(ps, key, klen), refused);
   } else {
     char *end;
     long p = strtol(proto, &end, 10);
@@ -213,7 +271,9 @@ int push_pusher_upgrade(push_server *ps, herald_ws *ws,
     } else if (p < 5 || p > 7) {
       v = &st->refuse[4];
     }
-    app->refused += v != &app->ok;
+    if (v != &app->ok) {
+      PUSHER_COUNT(app, refused);
+    }
   }
   herald_ws_set_data(ws, (void *)v);
   return 1;
@@ -225,14 +285,20 @@ void push_pusher_open(push_server *ps, herald_ws *ws) {
   pusher_app *app = v->app;
   int code = v->code;
   const char *msg = v->message;
-  if (app != NULL && app->cfg->max_connections &&
-      app->nconns + app->cluster_conns >= app->cfg->max_connections) {
-    code = PUSHER_E_OVER_QUOTA;
-    msg = "the app is over its connection quota";
+  /* The node's count is taken first and given back on a refusal, so that
+   * loops admitting connections at once never pass the quota together. */
+  if (app != NULL && code == 0) {
+    uint64_t before = atomic_fetch_add(app->conns, 1);
+    if (app->cfg->max_connections &&
+        before + app->cluster_conns >= app->cfg->max_connections) {
+      atomic_fetch_sub(app->conns, 1);
+      code = PUSHER_E_OVER_QUOTA;
+      msg = "the app is over its connection quota";
+    }
   }
   if (app == NULL || code != 0) {
     if (app) {
-      app->refused++;
+      PUSHER_COUNT(app, refused);
     }
     push_buf b = {0};
     if (put_error(&b, code, msg) == 0) {
@@ -250,6 +316,7 @@ void push_pusher_open(push_server *ps, herald_ws *ws) {
     if (c) {
       push_client_free(c);
     }
+    atomic_fetch_sub(app->conns, 1);
     close_ws(ws, PUSHER_E_OVER_CAPACITY, "out of memory");
     return;
   }
@@ -259,10 +326,10 @@ void push_pusher_open(push_server *ps, herald_ws *ws) {
   s->c = c;
   s->app = app;
   s->opened_ms = push_now_ms();
-  snprintf(s->socket_id, sizeof(s->socket_id), "%s.%" PRIu64,
-           ST(ps)->sid_prefix, ps->next_id);
-  app->nconns++;
-  app->connects++;
+  /* The prefix has 9 digits; the number at most 19: 29 bytes. */
+  snprintf(s->socket_id, sizeof(s->socket_id), "%.9s.%" PRId64,
+           ST(ps)->node->sid_prefix, client_number(c->id));
+  PUSHER_COUNT(app, connects);
   char data[96];
   snprintf(data, sizeof(data), "{\"socket_id\":\"%s\",\"activity_timeout\":%u}",
            s->socket_id, (unsigned)app->cfg->activity_timeout);
@@ -286,7 +353,7 @@ void push_pusher_leave_all(push_client *c) {
 void push_pusher_closed(push_client *c) {
   pusher_sock *s = c->pusher;
   push_pusher_leave_all(c);
-  s->app->nconns--;
+  atomic_fetch_sub(s->app->conns, 1);
   free(s->subs);
   free(s->user);
   free(s->user_info);
@@ -542,7 +609,7 @@ static void ev_signin(pusher_sock *s, push_json data) {
 
 /* A client event refused: 4301, counted; the connection stays. */
 static void refuse_client_event(pusher_sock *s, const char *why, int close) {
-  s->app->client_events_refused++;
+  PUSHER_COUNT(s->app, client_events_refused);
   pusher_error(s, PUSHER_E_CLIENT_EVENT, why, close);
 }
 
@@ -614,7 +681,7 @@ static void ev_client(pusher_sock *s, const char *event, push_json root) {
     } else if (prv == PUSH_ENGINE_ERROR) {
       pusher_error(s, PUSHER_E_SERVER, "out of memory", 0);
     } else {
-      app->client_events++;
+      PUSHER_COUNT(app, client_events);
       pusher_hook_client_event(app, channel, event, data.p, data.n,
                                s->socket_id,
                                (k & PUSHER_K_PRESENCE) ? sn->user : NULL);
@@ -766,14 +833,13 @@ static void signin_deadlines(push_server *ps, int64_t now_ms) {
             (int64_t)s->app->cfg->user_auth_timeout * 1000) {
       continue;
     }
-    s->app->signin_timeouts++;
+    PUSHER_COUNT(s->app, signin_timeouts);
     pusher_error(s, PUSHER_E_UNAUTHORIZED,
                  "user authentication timeout: no pusher:signin in time", 1);
   }
 }
 
 void push_pusher_tick(push_server *ps, int64_t now_ms) {
-  static int64_t last_refresh;
   pusher_state *st = ST(ps);
   if (st == NULL) {
     return;
@@ -788,9 +854,10 @@ void push_pusher_tick(push_server *ps, int64_t now_ms) {
     pusher_dir_tick(&st->apps[i], now_ms);
     pusher_chan_tick(&st->apps[i], now_ms);
   }
+  pusher_hooks_tick(ps);
   uint32_t every = ps->engine->presence_refresh_ms;
-  if (every && now_ms - last_refresh >= (int64_t)every) {
-    last_refresh = now_ms;
+  if (every && now_ms - st->last_refresh >= (int64_t)every) {
+    st->last_refresh = now_ms;
     for (size_t i = 0; i < st->napps; i++) {
       pusher_chan_refresh(&st->apps[i]);
     }
@@ -811,6 +878,9 @@ void push_pusher_tick(push_server *ps, int64_t now_ms) {
   }
 }
 
+/* The node's counts (all its loops'), whichever loop writes the entry: the
+ * node list must hold one entry per node, under ps->node, which on_nodes
+ * skips (its own loops are counted in pusher_node, exactly). */
 void push_pusher_node_json(push_server *ps, push_buf *b) {
   pusher_state *st = ST(ps);
   if (st == NULL) {
@@ -821,9 +891,20 @@ void push_pusher_node_json(push_server *ps, push_buf *b) {
     push_buf_raw(b, i ? "," : "", i ? 1 : 0);
     push_buf_str(b, st->apps[i].cfg->id, strlen(st->apps[i].cfg->id));
     push_buf_raw(b, ":", 1);
-    push_buf_u64(b, st->apps[i].nconns);
+    push_buf_u64(b, atomic_load(st->apps[i].conns));
   }
   push_buf_raw(b, "}", 1);
+}
+
+uint64_t pusher_node_sum(const pusher_state *st, size_t i, size_t off) {
+  uint64_t v = 0;
+  for (int t = 0; t < st->node->nthreads; t++) {
+    const char *base =
+        (const char *)&st->node->counts[(size_t)t * st->napps + i];
+    v += atomic_load_explicit((const _Atomic uint64_t *)(base + off),
+                              memory_order_relaxed);
+  }
+  return v;
 }
 
 void push_pusher_metrics(push_server *ps, push_buf *b) {
@@ -831,39 +912,41 @@ void push_pusher_metrics(push_server *ps, push_buf *b) {
   if (st == NULL) {
     return;
   }
+  /* size_t 0: the node's connections, not a sum of counts. */
   static const struct {
     const char *name, *type, *help;
     size_t off;
   } m[] = {
       {"herald_pusher_connections", "gauge",
-       "Pusher connections on this node, per app.",
-       offsetof(pusher_app, nconns)},
+       "Pusher connections on this node, per app.", 0},
       {"herald_pusher_connects_total", "counter",
        "Pusher connections established, per app.",
-       offsetof(pusher_app, connects)},
+       offsetof(pusher_counts, connects)},
       {"herald_pusher_refused_total", "counter",
        "Pusher connections refused after the handshake (4001-4008, 4004), "
        "per app.",
-       offsetof(pusher_app, refused)},
+       offsetof(pusher_counts, refused)},
       {"herald_pusher_api_events_total", "counter",
        "Events triggered through the HTTP API (one per channel), per app.",
-       offsetof(pusher_app, api_events)},
+       offsetof(pusher_counts, api_events)},
       {"herald_pusher_client_events_total", "counter",
-       "Client events relayed, per app.", offsetof(pusher_app, client_events)},
+       "Client events relayed, per app.",
+       offsetof(pusher_counts, client_events)},
       {"herald_pusher_client_events_refused_total", "counter",
        "Client events refused with 4301 (not enabled, not subscribed, not "
        "a private or presence channel, too large, over the rate), per app.",
-       offsetof(pusher_app, client_events_refused)},
+       offsetof(pusher_counts, client_events_refused)},
       {"herald_pusher_subscriptions_refused_total", "counter",
        "Subscriptions refused with pusher:subscription_error, per app.",
-       offsetof(pusher_app, subscriptions_refused)},
+       offsetof(pusher_counts, subscriptions_refused)},
       {"herald_pusher_channels", "gauge",
-       "Pusher channels with subscribers on this node, per app.",
-       offsetof(pusher_app, chans) + offsetof(pusher_map, n)},
+       "Pusher channels with subscribers on this node, per app (with "
+       "several loops: once per loop that has subscribers).",
+       offsetof(pusher_counts, channels)},
       {"herald_pusher_signin_timeouts_total", "counter",
        "Connections closed with 4009 for not signing in within "
        "user_authentication_timeout, per app.",
-       offsetof(pusher_app, signin_timeouts)},
+       offsetof(pusher_counts, signin_timeouts)},
   };
   pusher_hooks_metrics(ps, b);
   char line[512];
@@ -875,10 +958,8 @@ void push_pusher_metrics(push_server *ps, push_buf *b) {
     }
     push_buf_raw(b, line, (size_t)n);
     for (size_t i = 0; i < st->napps; i++) {
-      const char *base = (const char *)&st->apps[i];
-      uint64_t v = k == 0 || k == 7
-                       ? (uint64_t) * (const size_t *)(base + m[k].off)
-                       : *(const uint64_t *)(base + m[k].off);
+      uint64_t v = k == 0 ? atomic_load(st->apps[i].conns)
+                          : pusher_node_sum(st, i, m[k].off);
       n = snprintf(line, sizeof(line), "%s{app=\"%s\"} %" PRIu64 "\n",
                    m[k].name, st->apps[i].cfg->id, v);
       if (n > 0 && (size_t)n < sizeof(line)) {

@@ -321,7 +321,7 @@ static void publish_event(pusher_app *app, trig *t, const event *e) {
                push_buf_raw(&ev, e->data.p, e->data.n) == 0 &&
                push_buf_raw(&ev, "}", 1) == 0) {
       rv = pusher_publish(ps, hub, e->skip, ev.p, ev.len, on_published, t);
-      app->api_events++;
+      PUSHER_COUNT(app, api_events);
     }
     push_buf_free(&ev);
     if (rv != PUSH_ENGINE_PENDING) {
@@ -453,6 +453,9 @@ typedef struct query {
   pusher_map ucount; /* presence channel -> users */
   size_t pending;
   int failed; /* 0, or the status to answer */
+  /* info=cache: the hub channel made current (a reference to release) */
+  char cache_hub[PUSHER_HUB_MAX];
+  int cache_ref;
 } query;
 
 /* One presence read of a query. */
@@ -462,6 +465,9 @@ typedef struct qread {
 } qread;
 
 static void query_free(query *q) {
+  if (q->cache_ref) {
+    push_engine_release(q->app->ps->engine, q->cache_hub);
+  }
   pusher_map_free(&q->counts);
   pusher_map_free(&q->ucount);
   free(q);
@@ -474,16 +480,15 @@ static void put_key(push_buf *b, int *first, const char *k) {
   push_buf_raw(b, ":", 1);
 }
 
-/* The cached event of a cache channel: ,"cache":{"data":..,"ttl":..}. */
+/* The cached event of a cache channel: ,"cache":{"data":..,"ttl":..},
+ * from the hub's copy, made current by query_start. */
 static void put_cache(query *q, push_buf *b, int *first) {
-  char hub[PUSHER_HUB_MAX];
   push_result res;
   push_pos none = {0};
   memset(&res, 0, sizeof(res));
-  int kind = pusher_channel_kind(q->name, strlen(q->name));
-  if (kind >= 0 && pusher_hub_name(q->app, q->name, (unsigned)kind, hub) == 0 &&
-      push_hub_history(q->app->ps->hub, hub, 1, &none, push_now_ms(), &res) ==
-          0 &&
+  if (q->cache_ref &&
+      push_hub_history(q->app->ps->hub, q->cache_hub, 1, &none, push_now_ms(),
+                       &res) == 0 &&
       res.npubs > 0) {
     const char *skip;
     size_t sl, el;
@@ -647,8 +652,41 @@ static void on_directory(void *ud, const push_engine_reply *rep) {
   query_done_one(q);
 }
 
+static void on_cache_synced(void *ud, const push_engine_reply *rep) {
+  query *q = ud;
+  if (rep->status == PUSH_ENGINE_OK) {
+    q->cache_ref = 1;
+  } else if (q->failed == 0) {
+    q->failed = 503;
+  }
+  query_done_one(q);
+}
+
+/* info=cache: the last event is read from this loop's hub, which may hold
+ * no copy of the channel, or one behind; the engine makes it current
+ * first (with no room for one more channel here, the answer has no
+ * cache). One count of q->pending. */
+static void cache_sync(query *q) {
+  int kind = pusher_channel_kind(q->name, strlen(q->name));
+  if (kind < 0 ||
+      pusher_hub_name(q->app, q->name, (unsigned)kind, q->cache_hub) != 0 ||
+      !push_channel_room(q->app->ps, q->cache_hub)) {
+    return;
+  }
+  q->pending++;
+  int rv =
+      push_engine_sync(q->app->ps->engine, q->cache_hub, on_cache_synced, q);
+  if (rv != PUSH_ENGINE_PENDING) {
+    push_engine_reply rep = {.status = rv};
+    on_cache_synced(q, &rep);
+  }
+}
+
 static void query_start(query *q) {
   q->pending = 1;
+  if ((q->info & INFO_CACHE) && !q->users) {
+    cache_sync(q);
+  }
   if (q->users) {
     read_users(q, q->name);
     query_done_one(q);

@@ -218,11 +218,9 @@ static void member_changed(const pusher_change *chg, void *ud) {
   }
   push_buf_free(&data);
   push_buf_free(&frame);
-  /* The node whose connection made the change tells the webhook. */
-  const char *node = ch->app->ps->node;
-  size_t nl = strlen(node);
-  if (chg->client != NULL && strncmp(chg->client, node, nl) == 0 &&
-      chg->client[nl] == '-') {
+  /* The node, and in it the loop, whose connection made the change
+   * tells the webhook: every loop that follows the channel sees it. */
+  if (chg->client != NULL && pusher_client_here(ch->app->ps, chg->client)) {
     pusher_hook_member(ch->app, chg->added, ch->name, chg->user);
   }
 }
@@ -289,6 +287,8 @@ static void chan_free(pusher_chan *ch) {
   pusher_app *app = ch->app;
   push_server *ps = app->ps;
   pusher_map_del(&app->chans, ch->name);
+  atomic_store_explicit(&app->cnt->channels, app->chans.n,
+                        memory_order_relaxed);
   if (ch->state == PCH_LIVE) {
     push_hub_unsubscribe(ps->hub, ch->hub, ch);
     push_engine_release(ps->engine, ch->hub);
@@ -503,15 +503,66 @@ static int presence_activate(pusher_subn *sn) {
 }
 
 /* Returns 1 when sn was refused and removed. */
-static int activate(pusher_subn *sn) {
-  if (sn->state == SUBN_INTERNAL) {
-    return 0;
-  }
+static int activate_now(pusher_subn *sn) {
   if (sn->ch->kind & PUSHER_K_PRESENCE) {
     return presence_activate(sn);
   }
   subn_on(sn, NULL);
   return 0;
+}
+
+/* The sync for a cache subscription is done (status): the subscription
+ * goes on with the hub's copy as it is (a failed sync leaves it as good
+ * as the engine could make it). Returns 1 when sn was refused and
+ * removed. */
+static int cache_synced(pusher_call *call, int status) {
+  pusher_chan *ch = call->ch;
+  pusher_subn *sn = call->sn;
+  push_server *ps = call->ps;
+  char hub[PUSHER_HUB_MAX];
+  memcpy(hub, call->hub, sizeof(hub));
+  call_unlink(call);
+  int removed = 0;
+  if (ch != NULL && sn != NULL && sn->state == SUBN_PENDING) {
+    sn->cache_current = 1;
+    removed = activate_now(sn);
+  }
+  if (status == PUSH_ENGINE_OK) {
+    push_engine_release(ps->engine, hub);
+  }
+  return removed;
+}
+
+static void on_cache_synced(void *ud, const push_engine_reply *rep) {
+  cache_synced(ud, rep->status);
+}
+
+/* Returns 1 when sn was refused and removed. */
+static int activate(pusher_subn *sn) {
+  if (sn->state == SUBN_INTERNAL) {
+    return 0;
+  }
+  pusher_chan *ch = sn->ch;
+  if ((ch->kind & PUSHER_K_CACHE) && !sn->cache_current) {
+    /* A channel followed for a while may be a replica a hop behind a
+     * publication acknowledged elsewhere (another loop or node): one
+     * sync makes it current before its last event is read. */
+    pusher_call *call = call_new(ch, sn);
+    if (call == NULL) {
+      pusher_subscription_error(sn->s, ch->name, "ServerError", "out of memory",
+                                503);
+      subn_remove(sn);
+      return 1;
+    }
+    int rv =
+        push_engine_sync(ch->app->ps->engine, ch->hub, on_cache_synced, call);
+    if (rv != PUSH_ENGINE_PENDING) {
+      return cache_synced(call, rv == PUSH_ENGINE_OK ? PUSH_ENGINE_OK
+                                                     : PUSH_ENGINE_DOWN);
+    }
+    return 0;
+  }
+  return activate_now(sn);
 }
 
 static void chan_live(pusher_chan *ch) {
@@ -538,6 +589,7 @@ static void chan_live(pusher_chan *ch) {
    * from the end, which removals do not disturb. */
   for (size_t i = ch->nsubs; i-- > 0;) {
     if (i < ch->nsubs && ch->subs[i]->state == SUBN_PENDING) {
+      ch->subs[i]->cache_current = 1; /* synced just now */
       int last = ch->nsubs == 1;
       if (activate(ch->subs[i]) && last) {
         return; /* the channel went with it */
@@ -609,6 +661,8 @@ void pusher_chan_subscribe(pusher_sock *s, const char *name, unsigned kind,
       pusher_subscription_error(s, name, "ServerError", "out of memory", 503);
       return;
     }
+    atomic_store_explicit(&app->cnt->channels, app->chans.n,
+                          memory_order_relaxed);
     ch->app = app;
     ch->kind = kind;
     ch->state = PCH_SYNCING;

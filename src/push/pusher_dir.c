@@ -7,9 +7,11 @@
  * does not already offer: the directory is a hub channel of the app's
  * ";d" namespace, and each node keeps one presence entry in it per channel
  * it has subscribers of, "<node>/<channel>", whose user is the channel and
- * whose info is {"n": subscriptions on that node}. The entries expire
- * with their node (Redis' presence TTL), and a read of the directory's
- * presence is a read of every occupied channel of the app.
+ * whose info is {"n": subscriptions on that node}. A node of several
+ * loops (--threads) does so per loop, as "<node>.<loop>/<channel>" (node
+ * names have no '.'): each loop is then one more "node" of the directory. The
+ * entries expire with their node (Redis' presence TTL), and a read of the
+ * directory's presence is a read of every occupied channel of the app.
  *
  * Every node follows the directory with a roster (pusher_roster.c) whose
  * "users" are channels: a channel appears when its first entry does and
@@ -50,11 +52,11 @@ static void dir_deliver(void *cl, push_pub *pub) {
 
 static void dir_changed(const pusher_change *chg, void *ud) {
   pusher_app *app = ud;
-  const char *node = app->ps->node;
-  size_t nl = strlen(node);
-  if (chg->client == NULL || strncmp(chg->client, node, nl) != 0 ||
+  const char *me = app->ps->pusher->loop_id;
+  size_t nl = strlen(me);
+  if (chg->client == NULL || strncmp(chg->client, me, nl) != 0 ||
       chg->client[nl] != '/') {
-    return; /* a snapshot's correction, or another node's to announce */
+    return; /* a snapshot's correction, or another loop's to announce */
   }
   pusher_hook_channel(app, chg->added, chg->user);
 }
@@ -183,7 +185,7 @@ void pusher_dir_stop(pusher_app *app) {
 }
 
 static void entry_key(const pusher_chan *ch, char *out, size_t cap) {
-  snprintf(out, cap, "%s/%s", ch->app->ps->node, ch->name);
+  snprintf(out, cap, "%s/%s", ch->app->ps->pusher->loop_id, ch->name);
 }
 
 void pusher_dir_update(pusher_chan *ch) {

@@ -9,8 +9,11 @@
  * Each event is sent by one node: the one whose connection caused it
  * (client_event, cache_miss) or whose presence entry made the change
  * (occupied and vacated from the directory, pusher_dir.c; members from the
- * channel's roster, pusher_chan.c), so a cluster announces it once.
+ * channel's roster, pusher_chan.c), so a cluster announces it once. With
+ * several loops (--threads) it is the one loop of that node, which sends
+ * it through its own sender (each loop has one per app).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +87,7 @@ static int begin(pusher_app *app, unsigned kind, push_buf *b, const char *name,
 static void hook_send(pusher_app *app, push_buf *b, int ok) {
   if (ok && push_buf_raw(b, "}", 1) == 0 &&
       push_webhook_add(app->hook, b->p, b->len) == 0) {
-    app->webhooks++;
+    PUSHER_COUNT(app, webhooks);
   }
   push_buf_free(b);
 }
@@ -136,8 +139,28 @@ void pusher_hook_cache_miss(pusher_app *app, const char *channel) {
   hook_send(app, &b, ok);
 }
 
+void pusher_hooks_tick(push_server *ps) {
+  pusher_state *st = ps->pusher;
+  for (size_t i = 0; st != NULL && i < st->napps; i++) {
+    const pusher_app *app = &st->apps[i];
+    push_webhook_stats ws = {0};
+    if (app->hook != NULL) {
+      push_webhook_get_stats(app->hook, &ws);
+    }
+    atomic_store_explicit(&app->cnt->hook_sent, ws.sent_events,
+                          memory_order_relaxed);
+    atomic_store_explicit(&app->cnt->hook_dropped, ws.dropped,
+                          memory_order_relaxed);
+    atomic_store_explicit(&app->cnt->hook_failed, ws.failed_events,
+                          memory_order_relaxed);
+  }
+}
+
+/* Summed over the node's loops: the others' sender figures are as of
+ * their last tick (at most a second old). */
 void pusher_hooks_metrics(push_server *ps, push_buf *out) {
   pusher_state *st = ps->pusher;
+  pusher_hooks_tick(ps);
   static const char head[] =
       "# HELP herald_pusher_webhook_events_total Pusher webhook events, per "
       "app and outcome (queued, sent, dropped: the queue was full, failed: "
@@ -145,17 +168,16 @@ void pusher_hooks_metrics(push_server *ps, push_buf *out) {
   push_buf_raw(out, head, sizeof(head) - 1);
   for (size_t i = 0; i < st->napps; i++) {
     const pusher_app *app = &st->apps[i];
-    push_webhook_stats ws = {0};
-    if (app->hook != NULL) {
-      push_webhook_get_stats(app->hook, &ws);
-    }
     const struct {
       const char *outcome;
       uint64_t n;
-    } rows[] = {{"queued", app->webhooks},
-                {"sent", ws.sent_events},
-                {"dropped", ws.dropped},
-                {"failed", ws.failed_events}};
+    } rows[] = {
+        {"queued", pusher_node_sum(st, i, offsetof(pusher_counts, webhooks))},
+        {"sent", pusher_node_sum(st, i, offsetof(pusher_counts, hook_sent))},
+        {"dropped",
+         pusher_node_sum(st, i, offsetof(pusher_counts, hook_dropped))},
+        {"failed",
+         pusher_node_sum(st, i, offsetof(pusher_counts, hook_failed))}};
     for (size_t k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
       char line[160];
       int n = snprintf(line, sizeof(line),

@@ -28,6 +28,7 @@
 #ifndef HERALD_PUSH_PUSHER_INT_H
 #define HERALD_PUSH_PUSHER_INT_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -140,6 +141,41 @@ void pusher_roster_free(pusher_roster *r);
 int pusher_presence_users(const char *json, size_t len, push_buf *users,
                           size_t *count);
 
+/* ---- what a node's loops share (pusher.c) ------------------------------ */
+
+/* One loop's counts of one app, for /metrics: written by that loop only
+ * (PUSHER_COUNT), summed by whichever loop renders /metrics. */
+typedef struct pusher_counts {
+  _Atomic uint64_t connects, refused, api_events, client_events;
+  _Atomic uint64_t client_events_refused, subscriptions_refused;
+  _Atomic uint64_t signin_timeouts, webhooks, channels;
+  /* the loop's webhook sender, as of its last tick */
+  _Atomic uint64_t hook_sent, hook_dropped, hook_failed;
+} pusher_counts;
+
+/* The Pusher state of a node with one or several loops (--threads): made
+ * before the loops start (push_pusher_node_new), freed after they end. */
+struct pusher_node {
+  size_t napps;
+  int nthreads;
+  char sid_prefix[16];     /* socket ids: "<prefix>.<client number>" */
+  _Atomic uint64_t *conns; /* per app: its connections on this node */
+  pusher_counts *counts;   /* [thread * napps + app] */
+};
+
+/* One more of counter f of app on this loop. Its loop is the only writer,
+ * so a relaxed load and store do (no locked instruction); readers see
+ * whole values. */
+#define PUSHER_COUNT(app, f)                                                   \
+  atomic_store_explicit(                                                       \
+      &(app)->cnt->f,                                                          \
+      atomic_load_explicit(&(app)->cnt->f, memory_order_relaxed) + 1,          \
+      memory_order_relaxed)
+
+/* 1 when client (a push_client id, "<node>-<n>") is one of this loop's:
+ * the one loop of the node that announces what that client changed. */
+int pusher_client_here(const push_server *ps, const char *client);
+
 /* ---- apps, sockets, channels ----------------------------------------- */
 
 typedef struct pusher_app pusher_app;
@@ -168,12 +204,14 @@ typedef struct pusher_verdict {
 struct pusher_app {
   const push_pusher_app *cfg;
   push_server *ps;
-  pusher_verdict ok; /* {this, 0}: the verdict for this app's sockets */
-  pusher_map chans;  /* Pusher name -> pusher_chan */
-  size_t nconns;     /* connections on this node */
+  pusher_verdict ok;       /* {this, 0}: the verdict for this app's sockets */
+  pusher_map chans;        /* Pusher name -> pusher_chan */
+  _Atomic uint64_t *conns; /* connections on this node (all its loops) */
+  pusher_counts *cnt;      /* this loop's counts (/metrics) */
   /* The directory of occupied channels (pusher_dir.c): one presence
-   * entry "<node>/<channel>" per node and channel, whose user is the
-   * channel and info {"n": subscriptions on that node}. */
+   * entry "<loop id>/<channel>" per loop and channel (pusher_state's
+   * loop_id), whose user is the channel and info {"n": subscriptions on
+   * that loop}. */
   char dirhub[PUSHER_APP_ID_MAX + 24];
   int dir_state; /* 0 not following yet, 1 live, -1 stopped */
   int dir_calls; /* engine calls in flight for it */
@@ -181,9 +219,6 @@ struct pusher_app {
   pusher_roster dir;
   uint64_t cluster_conns; /* other nodes' connections, as of the last tick */
   push_webhook *hook;     /* NULL: no webhooks */
-  /* metrics */
-  uint64_t connects, refused, api_events, client_events, webhooks;
-  uint64_t client_events_refused, subscriptions_refused, signin_timeouts;
 };
 
 /* One subscription of a socket to a channel. */
@@ -193,9 +228,11 @@ struct pusher_subn {
   pusher_sock *s;
   pusher_chan *ch;
   int state;
-  size_t at;  /* index in ch->subs */
-  char *user; /* presence: the member's user id */
-  char *info; /* presence: its user_info (raw JSON) or NULL */
+  size_t at;         /* index in ch->subs */
+  char *user;        /* presence: the member's user id */
+  char *info;        /* presence: its user_info (raw JSON) or NULL */
+  int cache_current; /* cache channels: the hub's copy was made current for
+                        this subscription (its last event is the latest) */
 };
 
 struct pusher_sock {
@@ -231,12 +268,20 @@ struct pusher_chan {
 typedef struct pusher_state {
   pusher_app *apps;
   size_t napps;
-  char sid_prefix[16];    /* socket ids: "<prefix>.<n>" */
+  struct pusher_node *node; /* shared by the node's loops */
+  /* This loop's name in the directories: the node's, or "<node>.<loop>"
+   * with several loops (node names have no '.'). */
+  char loop_id[32];
+  int64_t last_refresh;   /* presence entries refreshed then */
   push_http_client *http; /* for webhooks; NULL when no app has them */
   pusher_verdict refuse[8];
 } pusher_state;
 
 /* ---- pusher.c -------------------------------------------------------- */
+
+/* The node's figure of app i: the field at offset off of pusher_counts,
+ * summed over the node's loops. */
+uint64_t pusher_node_sum(const pusher_state *st, size_t i, size_t off);
 
 pusher_app *pusher_app_by_id(push_server *ps, const char *id);
 /* Sends text to a socket; a socket over its cap is closed (4100). */
@@ -348,6 +393,9 @@ int pusher_hooks_start(push_server *ps, uv_loop_t *uv);
 /* Deletes them (what they still hold is lost, counted as dropped). */
 void pusher_hooks_stop(push_server *ps);
 void pusher_hooks_metrics(push_server *ps, push_buf *out);
+/* Copies this loop's webhook figures where the other loops read them
+ * (/metrics): once a second, and before rendering /metrics. */
+void pusher_hooks_tick(push_server *ps);
 
 /* Webhooks of the app (when it has a webhook url and the event type):
  * channel_occupied (occupied 1) or channel_vacated. */

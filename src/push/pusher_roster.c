@@ -13,6 +13,7 @@
  * that the snapshot already holds, changes nothing, so the result is the
  * channel's true state, and from then on the live pushes keep it so.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -27,17 +28,20 @@ struct pusher_map_slot {
   uint32_t hash;
 };
 
+/* One key for the process, drawn once whichever loop (thread) needs it
+ * first. */
 static uint64_t map_key[2];
-static int map_key_set;
+static pthread_once_t map_key_once = PTHREAD_ONCE_INIT;
+
+static void map_key_init(void) {
+  if (getrandom(map_key, sizeof(map_key), 0) != (ssize_t)sizeof(map_key)) {
+    map_key[0] = (uint64_t)(uintptr_t)&map_key ^ 0x9e3779b97f4a7c15u;
+    map_key[1] = (uint64_t)(uintptr_t)map_key_init;
+  }
+}
 
 static uint32_t map_hash(const char *key) {
-  if (!map_key_set) {
-    if (getrandom(map_key, sizeof(map_key), 0) != (ssize_t)sizeof(map_key)) {
-      map_key[0] = (uint64_t)(uintptr_t)&map_key ^ 0x9e3779b97f4a7c15u;
-      map_key[1] = (uint64_t)(uintptr_t)map_hash;
-    }
-    map_key_set = 1;
-  }
+  pthread_once(&map_key_once, map_key_init);
   return push_hash_str(map_key, key, strlen(key));
 }
 

@@ -480,19 +480,22 @@ static int workers_new(push_config *cfg, int n, const push_server *proto) {
   if (ips == NULL) {
     return -1;
   }
+  int err = 0;
+  struct pusher_node *pn = push_pusher_node_new(cfg, n, &err);
   for (int i = 0; i < n; i++) {
     push_server *ps = &g_workers[i];
     *ps = *proto;
     ps->thread = i;
     ps->nthreads = n;
     ps->ips = ips;
+    ps->pusher_node = pn;
     ps->hub = push_hub_new(cfg->ns, cfg->nns);
     if (ps->hub == NULL) {
       return -1;
     }
     push_hub_set_history_limit(ps->hub, cfg->max_history_bytes / (uint64_t)n);
   }
-  return 0;
+  return err ? -1 : 0;
 }
 
 static void workers_free(void) {
@@ -518,6 +521,7 @@ static void workers_free(void) {
   }
   if (g_workers != NULL) {
     push_ip_table_del(g_workers[0].ips);
+    push_pusher_node_del(g_workers[0].pusher_node);
   }
   push_threads_del(g_threads);
   g_threads = NULL;

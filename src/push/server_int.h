@@ -40,6 +40,7 @@ typedef struct push_server push_server;
 typedef struct push_op push_op;
 struct pusher_sock;  /* a Pusher connection (pusher_int.h) */
 struct pusher_state; /* the server's Pusher apps (pusher_int.h) */
+struct pusher_node;  /* what the node's loops share of them (pusher_int.h) */
 
 typedef struct push_client {
   push_server *ps;
@@ -182,8 +183,9 @@ struct push_server {
   uint64_t engine_unavailable;
   uint64_t limited_commands, limited_publishes, limited_subscribes;
   uint64_t limited_connections, channel_limit_refusals, tokens_expired;
-  push_ip_table *ips;          /* connection rate per client IP */
-  struct pusher_state *pusher; /* Pusher apps, or NULL (docs/pusher.md) */
+  push_ip_table *ips;              /* connection rate per client IP */
+  struct pusher_state *pusher;     /* Pusher apps, or NULL (docs/pusher.md) */
+  struct pusher_node *pusher_node; /* shared by every loop; NULL: no apps */
   uint64_t lat_count, lat_bucket[PUSH_LAT_BUCKETS + 1];
   double lat_sum;
   /* The application's backend: outgoing HTTP, the proxy, webhooks. */
@@ -398,6 +400,14 @@ void push_node_json(void *ud, push_buf *b);
 
 /* ---- Pusher Channels (pusher*.c, docs/pusher.md) ---- */
 
+/* What the loops of a node share about the apps of cfg->pusher (their
+ * connection counts, for max_connections, and their metrics), for
+ * nthreads loops: made before the loops start. Returns NULL when there
+ * are no apps (*err 0) or when out of memory (*err 1). Free it with
+ * push_pusher_node_del once no loop runs (NULL allowed). */
+struct pusher_node *push_pusher_node_new(const push_config *cfg, int nthreads,
+                                         int *err);
+void push_pusher_node_del(struct pusher_node *n);
 /* Sets up the apps of cfg->pusher, once the engine runs. Returns 0 or -1
  * (out of memory). */
 int push_pusher_start(push_server *ps);

@@ -17,15 +17,13 @@
 static void relay_deliver(void *client, push_pub *pub) {
   tentry *x = client;
   thr_engine *te = x->engine;
-  {
-    /* The pub object is {"offset":N,...}: followers get what follows N. */
-    const char *json = pub->frame + pub->json_off;
-    size_t i = 10;
-    while (i < pub->json_len && json[i] >= '0' && json[i] <= '9') {
-      i++;
-    }
-    const char *s[2] = {x->key, json + i};
-    size_t n[2] = {x->keylen, pub->json_len - i};
+  /* The push as this hub encoded it: a follower's hub would encode the
+   * same bytes for the same channel, so it takes a copy instead. */
+  const char *s[2] = {x->key, pub->frame};
+  size_t n[2] = {x->keylen, pub->frame_len};
+  /* (Frames are bounded far below 4 GiB by the message size limits; a
+   * follower that missed one would resync at the next.) */
+  if (pub->frame_len < UINT32_MAX) {
     for (int d = 0; d < te->t->n; d++) {
       if (x->follows[d / 64] >> (d % 64) & 1) {
         tmsg *m = thr_msg_new(M_PUB, s, n, 2);
@@ -33,6 +31,8 @@ static void relay_deliver(void *client, push_pub *pub) {
           memcpy(m->epoch, x->epoch, sizeof(m->epoch));
           m->offset = pub->offset;
           m->time_ms = pub->time_ms;
+          m->json_off = (uint32_t)pub->json_off;
+          m->json_len = (uint32_t)pub->json_len;
         }
         thr_send(te, d, m);
       }
@@ -341,8 +341,9 @@ static void follower_pub(thr_engine *te, const tmsg *in) {
   if (in->offset <= x->offset && strcmp(x->epoch, in->epoch) == 0) {
     return; /* the load had it already */
   }
-  push_ext_pub e = {in->offset, in->time_ms, mstr(in, 1), mlen(in, 1)};
-  if (push_hub_append(hub, channel, in->epoch, &e) != 0) {
+  push_ext_frame f = {in->offset,  in->time_ms,  mstr(in, 1),
+                      mlen(in, 1), in->json_off, in->json_len};
+  if (push_hub_append_frame(hub, channel, in->epoch, &f) != 0) {
     thr_follower_resync(te, x);
     return;
   }

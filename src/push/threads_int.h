@@ -16,7 +16,8 @@ enum {
   M_FOLLOW,     /* -> owner: s0 channel */
   M_UNFOLLOW,   /* -> owner: s0 channel */
   M_LOADED,     /* owner ->: s0 channel, epoch, offset, s1 history */
-  M_PUB,        /* owner ->: s0 channel, epoch, offset, time, s1 tail */
+  M_PUB,        /* owner ->: s0 channel, epoch, offset, time, s1 the
+                   owner's frame with the pub at json_off, json_len */
   M_FRAME,      /* owner ->: s0 channel, s1 a join/leave push */
   M_PUBLISH,    /* -> owner: s0 channel, s1 data, s2 b64, s3 client, s4
                    user, s5 idem; token */
@@ -46,6 +47,7 @@ typedef struct tmsg {
   uint32_t token, limit;
   uint64_t offset;
   int64_t time_ms;
+  uint32_t json_off, json_len; /* M_PUB */
   char epoch[PUSH_EPOCH_MAX + 1];
   uint32_t off[NSTR], len[NSTR];
   char data[];

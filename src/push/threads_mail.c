@@ -18,10 +18,12 @@ tmsg *thr_msg_new(int kind, const char *const *s, const size_t *n, int count) {
   for (int i = 0; i < count; i++) {
     total += s[i] ? n[i] + 1 : 0;
   }
-  tmsg *m = calloc(1, sizeof(*m) + total);
+  /* Only the fixed part is cleared: the strings are written below. */
+  tmsg *m = malloc(sizeof(*m) + total);
   if (m == NULL) {
     return NULL;
   }
+  memset(m, 0, sizeof(*m));
   m->kind = kind;
   size_t o = 0;
   for (int i = 0; i < NSTR; i++) {

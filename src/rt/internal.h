@@ -12,7 +12,7 @@
 
 /* Every object registered in a loop's epoll set starts with this header, so
  * one dispatch reaches listeners and connections alike. */
-enum io_kind { IO_LISTENER, IO_WS, IO_UV };
+enum io_kind { IO_LISTENER, IO_WS, IO_UV, IO_POST };
 typedef struct io_item {
   _Alignas(8) int fd; /* 8-aligned: io_uring tags the low bits (uring.c) */
   uint8_t kind;
@@ -183,12 +183,18 @@ struct herald_loop {
   uv_prepare_t prepare;
   uv_idle_t spin; /* runs while resumes wait: the loop must not sleep */
   uv_timer_t tick;
-  uv_async_t async;
   int handles_open;
 
+  /* Posts (herald_loop_post, herald_loop_stop; see loop.c "posts"). The
+   * list and stopping are under post_mu; the flags are what other threads
+   * and the loop read without it. */
   pthread_mutex_t post_mu;
   post_item *posts, *posts_tail;
-  int stopping; /* herald_loop_stop() asked */
+  int stopping;             /* herald_loop_stop() asked */
+  _Atomic int post_pending; /* posts or a stop wait: set under post_mu */
+  _Atomic int asleep;       /* 0 only while a driven loop is in a pass */
+  _Atomic int signalled;    /* post_io written to and not read since */
+  io_item post_io;          /* an eventfd in the loop's set (or ring) */
 
   /* herald_loop_run() on a loop of our own: our epoll set is the one the
    * thread sleeps in, and libuv's backend fd sits in it (see loop.c). */
@@ -238,6 +244,9 @@ int herald__epoll_add(herald_loop *loop, io_item *io, uint32_t events);
 int herald__epoll_mod(herald_loop *loop, io_item *io, uint32_t events);
 void herald__epoll_del(herald_loop *loop, io_item *io);
 void herald__wheel_set(herald_ws *ws, uint64_t deadline);
+/* The IO_POST item was readable: reads the eventfd (the posts run after
+ * the batch of events it came in, see loop.c). For uring.c. */
+void herald__loop_post_ready(herald_loop *loop);
 /* uring.c: the io_uring backend of a loop, reached only from loop.c (its
  * other half). herald__epoll_* call the herald__uring_* counterparts when
  * loop->ur is set; see uring.c for what each costs. */
@@ -251,6 +260,10 @@ void herald__uring_unwatch(herald_loop *loop, io_item *io);
  * ready among them. */
 int herald__uring_run(herald_loop *loop, int timeout);
 void herald__uring_submit(herald_loop *loop); /* what the pass queued */
+/* Waits (up to 1 s) for the requests of reaped connections to complete,
+ * freeing them: on the loop's thread, the only one the kernel lets wait on
+ * its ring, before another thread may delete the loop. */
+void herald__uring_settle(herald_loop *loop);
 /* 0 when this kernel runs the backend (probed once per process), else the
  * -errno or herald_err of what failed. */
 int herald__uring_available(void);

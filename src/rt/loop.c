@@ -23,16 +23,19 @@
  * through loop->on_listener and on_tick (set by server.c).
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "rt/internal.h"
 
 /* What HERALD_IO_AUTO picks when the kernel runs io_uring: 1 io_uring, 0
  * epoll (io_uring only when asked for by name). 0 for now: io_uring is not
- * yet as cheap as epoll on every shape (64 KiB echoes cost 1.4-1.5 times
- * the CPU; docs/performance.md), so it is opt-in. */
+ * yet as cheap as epoll on every shape (64 KiB echoes on 10 and 40
+ * connections cost 1.2-1.4 times epoll's CPU per message, 2026-12-07;
+ * docs/performance.md, "io_uring beside epoll"), so it is opt-in. */
 #define HERALD_IO_AUTO_RESOLVES_URING 0
 
 void herald__loop_ref(herald_loop *loop, int delta) {
@@ -253,12 +256,16 @@ static int dispatch(herald_loop *loop, const struct epoll_event *evs, int n) {
       }
     } else if (io->kind == IO_LISTENER) {
       loop->on_listener(loop, io);
+    } else if (io->kind == IO_POST) {
+      herald__loop_post_ready(loop);
     } else {
       uv_ready = 1;
     }
   }
   return uv_ready;
 }
+
+static void run_posts(herald_loop *loop);
 
 /* Nested mode: libuv sleeps in its own epoll set and reports ours as one
  * readable fd. */
@@ -268,17 +275,19 @@ static void on_epoll(uv_poll_t *p, int status, int events) {
   (void)events;
   if (loop->ur) {
     (void)herald__uring_run(loop, 0);
-    return;
+  } else {
+    struct epoll_event evs[MAX_EVENTS];
+    int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, 0);
+    dispatch(loop, evs, n > 0 ? n : 0);
   }
-  struct epoll_event evs[MAX_EVENTS];
-  dispatch(loop, evs, epoll_wait(loop->epfd, evs, MAX_EVENTS, 0));
+  run_posts(loop);
 }
 
 /* Driven mode, for herald_loop_run() on a loop of our own. Nested, every
  * pass costs two epoll_wait calls (libuv's, then ours); here the thread
  * sleeps in our set, which holds libuv's backend fd, so a pass costs one,
  * plus one from libuv on the passes where it has something to do: one of
- * its fds is ready (async posts, signals, DNS and thread-pool completions,
+ * its fds is ready (signals, DNS and thread-pool completions,
  * the application's handles), a timer is due, or it has idle or pending
  * work (uv_backend_timeout() says 0). Between those passes libuv is not
  * entered at all, so an application's prepare and check handles run only
@@ -308,12 +317,20 @@ static int drive(herald_loop *loop) {
       break;
     }
     int timeout = uv_backend_timeout(uv);
+    /* From here a post must wake us (see "posts"); one made since the
+     * last run_posts means no sleep at all. */
+    atomic_store(&loop->asleep, 1);
+    if (atomic_load(&loop->post_pending)) {
+      timeout = 0;
+    }
     uint64_t due = timeout >= 0 ? uv_now(uv) + (uint64_t)timeout : UINT64_MAX;
     int uv_ready;
     if (loop->ur) {
       uv_ready = herald__uring_run(loop, timeout); /* updates the time */
+      atomic_store(&loop->asleep, 0);
     } else {
       int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
+      atomic_store(&loop->asleep, 0);
       uv_update_time(uv);
       uv_ready = dispatch(loop, evs, n > 0 ? n : 0);
     }
@@ -322,22 +339,66 @@ static int drive(herald_loop *loop) {
     } else {
       alive = 0; /* ask uv_loop_alive() at the top */
     }
+    run_posts(loop);
   }
   end_pass(loop);
   herald__epoll_del(loop, &loop->uv_io);
+  if (loop->ur) {
+    herald__uring_settle(loop);
+  }
   loop->driving = 0;
+  atomic_store(&loop->asleep, 1);
   uv_poll_start(&loop->epoll_watch, UV_READABLE, on_epoll);
   return uv_loop_alive(uv);
 }
 
 /* ---- posts -------------------------------------------------------------- */
 
-static void on_async(uv_async_t *a) {
-  herald_loop *loop = a->data;
+/*
+ * Another thread hands the loop work through its post list (under post_mu)
+ * and wakes it through an eventfd of its own in the loop's epoll set (or
+ * polled by its ring), not a uv_async_t: a wake-up then costs the loop one
+ * readable fd in the pass it sleeps in, not a libuv pass of its own (and
+ * libuv's async handle spins while the sender is still inside its write).
+ *
+ * A loop that is running a pass runs the posts at the end of it anyway, so
+ * the sender writes the eventfd only while the loop may be asleep: a
+ * driven loop clears `asleep` for the length of each pass and sets it again
+ * before it checks post_pending and sleeps. The sender sets post_pending,
+ * then reads asleep; the loop sets asleep, then reads post_pending: with
+ * both sequentially consistent, at least one of them sees the other, so a
+ * post never waits for an unrelated wake-up. A loop that libuv runs (not
+ * driven) keeps asleep set: every post writes, and `signalled` makes that
+ * one write per pass at most.
+ */
+
+void herald__loop_post_ready(herald_loop *loop) {
+  uint64_t count;
+  /* One read empties the counter; EAGAIN: a spurious readiness. */
+  (void)!read(loop->post_io.fd, &count, sizeof(count));
+  atomic_store(&loop->signalled, 0);
+}
+
+static void wake(herald_loop *loop, int always) {
+  if ((always || atomic_load(&loop->asleep)) &&
+      !atomic_exchange(&loop->signalled, 1)) {
+    uint64_t one = 1;
+    /* Fails only when the counter would overflow: readable already. */
+    (void)!write(loop->post_io.fd, &one, sizeof(one));
+  }
+}
+
+/* The posts made so far, in order, and a stop asked for; on the loop's
+ * thread, after the events of its pass. */
+static void run_posts(herald_loop *loop) {
+  if (!atomic_load(&loop->post_pending)) {
+    return;
+  }
   pthread_mutex_lock(&loop->post_mu);
   post_item *p = loop->posts;
   loop->posts = loop->posts_tail = NULL;
   int stop = loop->stopping;
+  atomic_store(&loop->post_pending, 0);
   pthread_mutex_unlock(&loop->post_mu);
   while (p) {
     post_item *next = p->next;
@@ -366,16 +427,18 @@ HERALD_API int herald_loop_post(herald_loop *loop, void (*fn)(void *arg),
     loop->posts = p;
   }
   loop->posts_tail = p;
+  atomic_store(&loop->post_pending, 1);
   pthread_mutex_unlock(&loop->post_mu);
-  uv_async_send(&loop->async);
+  wake(loop, 0);
   return 0;
 }
 
 HERALD_API void herald_loop_stop(herald_loop *loop) {
   pthread_mutex_lock(&loop->post_mu);
   loop->stopping = 1;
+  atomic_store(&loop->post_pending, 1);
   pthread_mutex_unlock(&loop->post_mu);
-  uv_async_send(&loop->async);
+  wake(loop, 0);
 }
 
 /* ---- the backend -------------------------------------------------------- */
@@ -488,8 +551,20 @@ HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
     loop->own_uv = 1;
   }
   loop->epfd = epoll_create1(EPOLL_CLOEXEC);
-  if (loop->epfd < 0) {
-    rv = -errno;
+  loop->post_io.kind = IO_POST;
+  loop->post_io.fd = -1;
+  if (loop->epfd >= 0) {
+    loop->post_io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  }
+  if (loop->post_io.fd < 0 ||
+      (rv = herald__epoll_add(loop, &loop->post_io, EPOLLIN)) != 0) {
+    rv = rv ? rv : -errno;
+    if (loop->post_io.fd >= 0) {
+      close(loop->post_io.fd);
+    }
+    if (loop->epfd >= 0) {
+      close(loop->epfd);
+    }
     if (loop->own_uv) {
       uv_loop_close(loop->uv);
     }
@@ -513,10 +588,11 @@ HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
   uv_timer_init(loop->uv, &loop->tick);
   loop->tick.data = loop;
   uv_timer_start(&loop->tick, on_tick, WHEEL_TICK_MS, WHEEL_TICK_MS);
-  uv_async_init(loop->uv, &loop->async, on_async);
-  loop->async.data = loop;
+  atomic_init(&loop->post_pending, 0);
+  atomic_init(&loop->asleep, 1);
+  atomic_init(&loop->signalled, 0);
   loop->wheel_now = herald__now(loop) - herald__now(loop) % WHEEL_TICK_MS;
-  loop->handles_open = 5;
+  loop->handles_open = 4;
   /* Our own handles never keep herald_loop_run() going by themselves: a
    * loop runs while it has connections (herald__loop_ref) or while its
    * owner keeps a handle of its own (a server's workers do). */
@@ -524,7 +600,6 @@ HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
   uv_unref((uv_handle_t *)&loop->prepare);
   uv_unref((uv_handle_t *)&loop->spin);
   uv_unref((uv_handle_t *)&loop->tick);
-  uv_unref((uv_handle_t *)&loop->async);
   *ploop = loop;
   return 0;
 }
@@ -561,7 +636,7 @@ static void close_leftover(uv_handle_t *h, void *arg) {
   herald_loop *loop = arg;
   if (uv_is_closing(h) || h == (uv_handle_t *)&loop->epoll_watch ||
       h == (uv_handle_t *)&loop->prepare || h == (uv_handle_t *)&loop->spin ||
-      h == (uv_handle_t *)&loop->tick || h == (uv_handle_t *)&loop->async) {
+      h == (uv_handle_t *)&loop->tick) {
     return;
   }
   uv_close(h, NULL);
@@ -580,7 +655,6 @@ HERALD_API void herald_loop_del(herald_loop *loop) {
   uv_close((uv_handle_t *)&loop->prepare, on_handle_closed);
   uv_close((uv_handle_t *)&loop->spin, on_handle_closed);
   uv_close((uv_handle_t *)&loop->tick, on_handle_closed);
-  uv_close((uv_handle_t *)&loop->async, on_handle_closed);
   while (loop->handles_open > 0) {
     uv_run(loop->uv, UV_RUN_NOWAIT);
   }
@@ -591,6 +665,7 @@ HERALD_API void herald_loop_del(herald_loop *loop) {
     p = next;
   }
   herald__uring_del(loop);
+  close(loop->post_io.fd);
   close(loop->epfd);
   if (loop->own_uv) {
     uv_loop_close(loop->uv);

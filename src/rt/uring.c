@@ -35,24 +35,52 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "rt/internal.h"
 
 #define URING_ENTRIES 1024     /* submission queue */
 #define URING_CQ_ENTRIES 16384 /* completion queue */
-/* The loop's provided buffers: 4 MiB. With incremental consumption (Linux
- * 6.12) a receive takes only the bytes it needs from a buffer, so a few
- * large ones serve small and large messages alike: URING_BUFS_INC of
- * URING_BUF_SIZE_INC. Without it every receive takes a whole buffer, so
- * more, smaller ones: URING_BUFS of URING_BUF_SIZE. */
-#define URING_POOL_BYTES (4u << 20)
-#define URING_BUF_SIZE_INC (128 * 1024)
-#define URING_BUFS_INC (URING_POOL_BYTES / URING_BUF_SIZE_INC)
-#define URING_BUF_SIZE (16 * 1024)
-#define URING_BUFS (URING_POOL_BYTES / URING_BUF_SIZE)
+/* The loop's provided buffers. With incremental consumption (Linux 6.12) a
+ * receive takes only the bytes it needs from a buffer, so a few large ones
+ * serve small and large messages alike (URING_BUF_LARGE); without it every
+ * receive takes a whole buffer, so all are URING_BUF_SMALL.
+ *
+ * The pool starts with URING_POOL_START in small buffers. Its pages are
+ * the memory an idle server's receives touch (the handshakes walk through
+ * it, each taking the next bytes): epoll reads every request into the
+ * first page of one read buffer, and a 4 MiB pool made each of 15,000 idle
+ * connections cost 150 bytes more, a 256 KiB one 17, 64 KiB 3 (16 KiB
+ * was too small for a burst of handshakes: it grew). When a receive finds
+ * no buffer free (ENOBUFS: the loop has not yet taken what arrived), the
+ * pool doubles, in large buffers, at most once per pass, up to
+ * URING_POOL_MAX; the first ones are freed as they come back. At the limit
+ * a receive that finds none waits until buffers come back: it is armed
+ * again with the next submit, after the completions that hold them were
+ * delivered. The pool does not shrink. */
+#define URING_POOL_START (64u * 1024) /* in URING_BUF_FIRST */
+#define URING_BUF_FIRST (16 * 1024)
+/* 1 MiB: a pool larger than the cache costs more than the receives that
+ * wait: 200 KiB echoes on 20 connections took 226 µs of server CPU each
+ * with a 16 MiB limit, 168 with 1 MiB (epoll 166); 64 KiB on 40
+ * connections x 2, 66 and 57 (epoll 51). */
+#define URING_POOL_MAX (1u << 20)
+#define URING_BUF_SMALL (16 * 1024)
+#define URING_BUF_LARGE (128 * 1024)
+/* Ring entries: at least the buffers the pool can hold at once. */
+#define URING_RING_INC 256
+#define URING_RING 1024
+_Static_assert(URING_POOL_START / URING_BUF_FIRST +
+                       URING_POOL_MAX / URING_BUF_LARGE <=
+                   URING_RING_INC,
+               "the incremental pool's ring is too small");
+_Static_assert(URING_POOL_MAX / URING_BUF_SMALL <= URING_RING &&
+                   URING_RING_INC <= URING_RING,
+               "the pool's ring is too small");
 #define URING_BGID 0
 /* Not in liburing 2.3's headers: the kernel's values. */
 #ifndef IOU_PBUF_RING_INC
@@ -96,13 +124,31 @@ typedef struct send_chunk {
 
 struct loop_uring {
   struct io_uring ring;
+  /* The ring runs completions' work only when its thread enters the kernel
+   * (IORING_SETUP_DEFER_TASKRUN, with SINGLE_ISSUER): made disabled, it is
+   * enabled by the first submit, which makes that thread its only issuer
+   * (the loop's; a server makes its workers' loops on the main thread). */
+  int defer;
+  int enabled;
+  pthread_t issuer;
+  /* defer: what libuv watches while it runs the loop itself (nested): the
+   * ring's fd does not become readable for deferred work, this eventfd
+   * registered with the ring does. -1 without defer. */
+  int evfd;
   struct io_uring_buf_ring *br;
-  uint8_t *bufs;
+  uint8_t *buf[URING_RING]; /* by buffer id; NULL past nbufs */
   herald_ws *held;          /* reaped connections waiting for completions */
   int inc;                  /* buffers consumed incrementally */
-  unsigned nbufs;           /* URING_BUFS_INC or URING_BUFS */
-  size_t buf_size;          /* URING_BUF_SIZE_INC or URING_BUF_SIZE */
-  uint32_t off[URING_BUFS]; /* inc: bytes of each buffer delivered so far */
+  unsigned entries;         /* of the ring: URING_RING_INC or URING_RING */
+  unsigned nbufs;           /* buffer ids used so far */
+  size_t large;             /* what the pool grows by: URING_BUF_LARGE (inc) */
+  size_t pool_bytes;        /* in buffers now */
+  uint32_t len[URING_RING]; /* of each buffer */
+  uint16_t freeb[URING_RING]; /* ids of buffers freed, for reuse */
+  unsigned nfree;
+  uint32_t off[URING_RING]; /* inc: bytes of each buffer delivered so far */
+  uint64_t enobufs;         /* receives that found no buffer free */
+  uint64_t pass, grown;     /* herald__uring_run calls; the last that grew */
 };
 
 static void release_held(herald_loop *loop, herald_ws *ws);
@@ -111,12 +157,37 @@ static uint64_t ud_of(io_item *io, unsigned tag) {
   return (uint64_t)(uintptr_t)io | tag;
 }
 
+/* Before the ring's first submit: enables it, making this thread its
+ * issuer. Returns 0, or -errno. */
+static int ring_enable(struct loop_uring *u) {
+  if (u->enabled) {
+    return 0;
+  }
+  if (u->defer) {
+    /* liburing 2.3 declares io_uring_enable_rings() but does not export
+     * it: the system call itself. */
+    if (syscall(__NR_io_uring_register, u->ring.ring_fd,
+                IORING_REGISTER_ENABLE_RINGS, NULL, 0) != 0) {
+      return -errno;
+    }
+  }
+  u->enabled = 1;
+  u->issuer = pthread_self();
+  return 0;
+}
+
+static void ring_submit(struct loop_uring *u) {
+  if (ring_enable(u) == 0) {
+    io_uring_submit(&u->ring);
+  }
+}
+
 /* A submission entry; when the queue is full, what it holds is submitted
  * first. NULL only if the kernel refuses that too. */
 static struct io_uring_sqe *get_sqe(struct loop_uring *u) {
   struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
   if (sqe == NULL) {
-    io_uring_submit(&u->ring);
+    ring_submit(u);
     sqe = io_uring_get_sqe(&u->ring);
   }
   return sqe;
@@ -223,7 +294,7 @@ void herald__uring_unwatch(herald_loop *loop, io_item *io) {
     if (sqe) {
       io_uring_prep_cancel_fd(sqe, io->fd, IORING_ASYNC_CANCEL_ALL);
       io_uring_sqe_set_data64(sqe, 0);
-      io_uring_submit(&u->ring);
+      ring_submit(u);
     }
   }
 }
@@ -351,10 +422,45 @@ static void release_held(herald_loop *loop, herald_ws *ws) {
 }
 
 static void give_back(struct loop_uring *u, unsigned bid) {
-  io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * u->buf_size,
-                        (unsigned)u->buf_size, (unsigned short)bid,
-                        io_uring_buf_ring_mask(u->nbufs), 0);
+  if (u->len[bid] < u->large && u->pool_bytes > URING_POOL_START) {
+    /* A first buffer of a pool that grew: large ones replace it. */
+    free(u->buf[bid]);
+    u->buf[bid] = NULL;
+    u->pool_bytes -= u->len[bid];
+    u->freeb[u->nfree++] = (uint16_t)bid;
+    return;
+  }
+  io_uring_buf_ring_add(u->br, u->buf[bid], u->len[bid], (unsigned short)bid,
+                        io_uring_buf_ring_mask(u->entries), 0);
   io_uring_buf_ring_advance(u->br, 1);
+}
+
+/* Adds buffers of size to the pool until it holds bytes (at most
+ * URING_POOL_MAX). Returns the buffers added; fewer when out of memory. */
+static unsigned pool_grow(struct loop_uring *u, size_t bytes, size_t size) {
+  if (bytes > URING_POOL_MAX) {
+    bytes = URING_POOL_MAX;
+  }
+  unsigned added = 0;
+  while (u->pool_bytes + size <= bytes &&
+         (u->nfree > 0 || u->nbufs < u->entries)) {
+    uint8_t *b = malloc(size);
+    if (b == NULL) {
+      break;
+    }
+    unsigned bid = u->nfree > 0 ? u->freeb[--u->nfree] : u->nbufs++;
+    u->buf[bid] = b;
+    u->len[bid] = (uint32_t)size;
+    u->off[bid] = 0;
+    u->pool_bytes += size;
+    io_uring_buf_ring_add(u->br, b, (unsigned)size, (unsigned short)bid,
+                          io_uring_buf_ring_mask(u->entries), (int)added);
+    added++;
+  }
+  if (added) {
+    io_uring_buf_ring_advance(u->br, (int)added);
+  }
+  return added;
 }
 
 /* One completion. Returns 1 if it was libuv's fd. */
@@ -376,7 +482,7 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
   int bid = -1;
   if (cqe->flags & IORING_CQE_F_BUFFER) {
     bid = (int)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
-    data = u->bufs + (size_t)bid * u->buf_size;
+    data = u->buf[bid];
     if (u->inc) {
       /* The bytes follow those this buffer delivered before; while the
        * kernel goes on filling it, it is not ours to give back. */
@@ -403,11 +509,14 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
     }
     return 0;
   }
-  if (io->kind == IO_UV) {
+  if (io->kind == IO_UV || io->kind == IO_POST) {
+    if (io->kind == IO_POST && res > 0) {
+      herald__loop_post_ready(loop); /* read before the poll is armed */
+    }
     if ((io->events & 1) && !(io->armed & A_IN)) {
       arm_poll(u, io, T_IN);
     }
-    return res > 0;
+    return io->kind == IO_UV && res > 0;
   }
   if (io->kind == IO_LISTENER) {
     if (res > 0 && (io->events & 1)) {
@@ -419,6 +528,16 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
     return 0;
   }
   herald_ws *ws = (herald_ws *)io;
+  if (tag == T_RECV && res == -ENOBUFS) {
+    /* Every buffer holds bytes not yet delivered: twice as many, up to
+     * the limit, once per pass however many receives found none; the
+     * receive is armed again below either way. */
+    u->enobufs++;
+    if (u->grown != u->pass) {
+      u->grown = u->pass;
+      (void)pool_grow(u, u->pool_bytes * 2 + u->large, u->large);
+    }
+  }
   if (tag == T_RECV) {
     if (!(ws->flags & WS_DEAD) && res != -ENOBUFS && res != -ECANCELED) {
       if ((ws->flags & WS_READ_PAUSED) && res == 0) {
@@ -460,9 +579,23 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
 int herald__uring_run(herald_loop *loop, int timeout) {
   struct loop_uring *u = loop->ur;
   struct io_uring_cqe *cqe = NULL;
-  if (timeout == 0 || io_uring_cq_ready(&u->ring)) {
-    /* Nothing to wait for: a syscall only if there is something queued. */
-    if (io_uring_sq_ready(&u->ring)) {
+  if (ring_enable(u) != 0 ||
+      (u->defer && !pthread_equal(u->issuer, pthread_self()))) {
+    /* Not the ring's thread (a loop deleted by another thread than the one
+     * that ran it): the kernel would refuse; what was posted is delivered. */
+  } else if (timeout == 0 || io_uring_cq_ready(&u->ring)) {
+    if (u->evfd >= 0 && !loop->driving) {
+      /* Nested: cleared before the kernel runs the deferred work, so that
+       * work queued after this wakes libuv again. (Driven, nothing watches
+       * it: its count just grows, and the next nested pass clears it.) */
+      uint64_t v;
+      (void)!read(u->evfd, &v, sizeof(v));
+    }
+    if (u->defer) {
+      /* Completions' work runs only when this thread enters. */
+      io_uring_submit_and_get_events(&u->ring);
+    } else if (io_uring_sq_ready(&u->ring)) {
+      /* Nothing to wait for: a syscall only if there is something queued. */
       io_uring_submit(&u->ring);
     }
   } else if (timeout < 0) {
@@ -473,6 +606,7 @@ int herald__uring_run(herald_loop *loop, int timeout) {
     io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
   }
   uv_update_time(loop->uv);
+  u->pass++;
   int uv_ready = 0;
   unsigned n = 0;
   while (n < URING_BATCH && io_uring_peek_cqe(&u->ring, &cqe) == 0) {
@@ -485,22 +619,37 @@ int herald__uring_run(herald_loop *loop, int timeout) {
 }
 
 void herald__uring_submit(herald_loop *loop) {
-  io_uring_submit(&loop->ur->ring);
+  ring_submit(loop->ur);
 }
 
 int herald__uring_fd(herald_loop *loop) {
-  return loop->ur->ring.ring_fd;
+  return loop->ur->evfd >= 0 ? loop->ur->evfd : loop->ur->ring.ring_fd;
 }
 
 /* ---- set-up ------------------------------------------------------------- */
 
-static int ring_init(struct io_uring *ring) {
+/* With defer, the ring defers completions' work to its one thread's next
+ * entry into the kernel (Linux 6.1), and starts disabled (see ring_enable);
+ * *defer says whether the kernel took that. */
+static int ring_init(struct io_uring *ring, int *defer) {
   struct io_uring_params p;
   memset(&p, 0, sizeof(p));
   p.flags =
       IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN;
+  if (*defer) {
+    p.flags |= IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+               IORING_SETUP_R_DISABLED;
+  }
   p.cq_entries = URING_CQ_ENTRIES;
   int rv = io_uring_queue_init_params(URING_ENTRIES, ring, &p);
+  if (rv == -EINVAL && *defer) { /* before 6.1 */
+    *defer = 0;
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL |
+              IORING_SETUP_COOP_TASKRUN;
+    p.cq_entries = URING_CQ_ENTRIES;
+    rv = io_uring_queue_init_params(URING_ENTRIES, ring, &p);
+  }
   if (rv == -EINVAL) { /* an older kernel: without the optional flags */
     memset(&p, 0, sizeof(p));
     p.flags = IORING_SETUP_CQSIZE;
@@ -518,7 +667,8 @@ static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
 static void probe(void) {
   struct io_uring ring;
-  int rv = ring_init(&ring);
+  int defer = 0;
+  int rv = ring_init(&ring, &defer);
   if (rv != 0) {
     probe_result = rv;
     return;
@@ -592,17 +742,31 @@ int herald__uring_new(herald_loop *loop) {
   if (u == NULL) {
     return HERALD_ERR_NOMEM;
   }
-  rv = ring_init(&u->ring);
+  u->defer = 1;
+  u->evfd = -1;
+  rv = ring_init(&u->ring, &u->defer);
   if (rv != 0) {
     free(u);
     return rv;
   }
-  size_t rsz = URING_BUFS * sizeof(struct io_uring_buf);
+  if (u->defer) {
+    u->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (u->evfd < 0 || io_uring_register_eventfd(&u->ring, u->evfd) != 0) {
+      if (u->evfd >= 0) {
+        close(u->evfd);
+      }
+      io_uring_queue_exit(&u->ring);
+      free(u);
+      return HERALD_ERR_NOMEM;
+    }
+  }
+  size_t rsz = URING_RING * sizeof(struct io_uring_buf);
   void *brmem = NULL;
-  if (posix_memalign(&brmem, 4096, rsz) != 0 ||
-      (u->bufs = malloc(URING_POOL_BYTES)) == NULL) {
-    free(brmem);
+  if (posix_memalign(&brmem, 4096, rsz) != 0) {
     io_uring_queue_exit(&u->ring);
+    if (u->evfd >= 0) {
+      close(u->evfd);
+    }
     free(u);
     return HERALD_ERR_NOMEM;
   }
@@ -611,38 +775,46 @@ int herald__uring_new(herald_loop *loop) {
   /* Incremental consumption first (the flags field is liburing 2.3's
    * "pad"); an older kernel refuses the flag. */
   struct io_uring_buf_reg reg = {.ring_addr = (uintptr_t)brmem,
-                                 .ring_entries = URING_BUFS_INC,
+                                 .ring_entries = URING_RING_INC,
                                  .bgid = URING_BGID,
                                  .pad = IOU_PBUF_RING_INC};
   rv = io_uring_register_buf_ring(&u->ring, &reg, 0);
   u->inc = rv == 0;
-  u->nbufs = URING_BUFS_INC;
-  u->buf_size = URING_BUF_SIZE_INC;
+  u->entries = URING_RING_INC;
+  u->large = URING_BUF_LARGE;
   if (rv != 0) {
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uintptr_t)brmem;
-    reg.ring_entries = URING_BUFS;
+    reg.ring_entries = URING_RING;
     reg.bgid = URING_BGID;
-    u->nbufs = URING_BUFS;
-    u->buf_size = URING_BUF_SIZE;
+    u->entries = URING_RING;
+    u->large = URING_BUF_SMALL;
     rv = io_uring_register_buf_ring(&u->ring, &reg, 0);
   }
+  io_uring_buf_ring_init(u->br);
+  if (rv == 0 && pool_grow(u, URING_POOL_START, URING_BUF_FIRST) == 0) {
+    rv = HERALD_ERR_NOMEM;
+  }
   if (rv != 0) {
-    free(u->bufs);
+    for (unsigned i = 0; i < u->nbufs; i++) {
+      free(u->buf[i]);
+    }
     free(brmem);
     io_uring_queue_exit(&u->ring);
+    if (u->evfd >= 0) {
+      close(u->evfd);
+    }
     free(u);
     return rv;
   }
-  io_uring_buf_ring_init(u->br);
-  for (unsigned i = 0; i < u->nbufs; i++) {
-    io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * u->buf_size,
-                          (unsigned)u->buf_size, (unsigned short)i,
-                          io_uring_buf_ring_mask(u->nbufs), (int)i);
-  }
-  io_uring_buf_ring_advance(u->br, (int)u->nbufs);
   loop->ur = u;
   return 0;
+}
+
+void herald__uring_settle(herald_loop *loop) {
+  for (int i = 0; i < 100 && loop->ur->held; i++) {
+    herald__uring_run(loop, 10);
+  }
 }
 
 /* Every connection has ended by now; those held wait for the completions
@@ -652,17 +824,20 @@ void herald__uring_del(herald_loop *loop) {
   if (u == NULL) {
     return;
   }
-  for (int i = 0; i < 100 && u->held; i++) {
-    herald__uring_run(loop, 10);
-  }
+  herald__uring_settle(loop);
   while (u->held) { /* should not happen: free them anyway */
     herald_ws *ws = u->held;
     ws->io.armed = 0;
     release_held(loop, ws);
   }
   io_uring_queue_exit(&u->ring);
+  if (u->evfd >= 0) {
+    close(u->evfd);
+  }
   free(u->br);
-  free(u->bufs);
+  for (unsigned i = 0; i < u->nbufs; i++) {
+    free(u->buf[i]);
+  }
   free(u);
   loop->ur = NULL;
 }

@@ -14,7 +14,9 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import PusherServer from "pusher";
-import { APP, check, cleanup, sdkFor, sleep, startAuthServer, startHerald, step, summary, until } from "./lib.mjs";
+import {
+  APP, check, cleanup, sdkFor, sleep, startAuthServer, startHerald, step, stopHerald, summary, until,
+} from "./lib.mjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -227,6 +229,7 @@ try {
   fs.rmSync(profile, { recursive: true, force: true });
   auth.server.close();
 }
+await stopHerald(node);
 const rc = summary();
 cleanup();
 process.exit(rc);

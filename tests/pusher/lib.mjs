@@ -116,7 +116,10 @@ export function config(webhookUrl) {
 export async function startHerald(binary, { name = "a", redisPort = null, webhookUrl = null, origins = null } = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "herald-pusher-"));
   tmpdirs.push(dir);
-  const cfg = { pusher: config(webhookUrl), log_level: process.env.HERALD_LOG_LEVEL || "warn" };
+  // A command rate far under the default (1000/s, burst 2000), so that the
+  // flood test trips it however slowly a sanitizer runs the server.
+  const cfg = { pusher: config(webhookUrl), log_level: process.env.HERALD_LOG_LEVEL || "warn",
+    rate_limits: { commands: { per_s: 100, burst: 200 } } };
   if (origins) {
     cfg.allowed_origins = origins;
   }
@@ -126,7 +129,9 @@ export async function startHerald(binary, { name = "a", redisPort = null, webhoo
   }
   const file = path.join(dir, "herald.json");
   fs.writeFileSync(file, JSON.stringify(cfg));
-  const proc = spawn(binary, ["serve", "--config", file, "--listen", "127.0.0.1:0", "--node-name", name], {
+  // HERALD_THREADS=N runs each node on N loops (CTest pusher_*_threads).
+  const threads = process.env.HERALD_THREADS ? ["--threads", process.env.HERALD_THREADS] : [];
+  const proc = spawn(binary, ["serve", "--config", file, "--listen", "127.0.0.1:0", "--node-name", name, ...threads], {
     stdio: ["ignore", "pipe", "pipe"],
   });
   children.push(proc);
@@ -151,10 +156,24 @@ export async function startHerald(binary, { name = "a", redisPort = null, webhoo
     proc.on("exit", (code) => reject(new Error(`herald exited ${code}: ${log}`)));
   });
   const node = { name, port, url: `http://127.0.0.1:${port}`, proc, log: () => log };
+  node.exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve(code ?? signal)));
   if (redisPort) {
     await until(async () => (await fetch(`${node.url}/health`)).status === 200, 10000, "a healthy node");
   }
   return node;
+}
+
+/* Stops a node with SIGTERM, as an operator would: it must exit 0 within
+ * 20 s, and its stderr must hold no sanitizer report (ASan, LeakSanitizer,
+ * UBSan, and TSan, whose reports do not stop the process). */
+export async function stopHerald(node) {
+  node.proc.kill("SIGTERM");
+  const code = await Promise.race([node.exited, sleep(20000).then(() => "timeout")]);
+  const log = node.log();
+  const bad = /(AddressSanitizer|LeakSanitizer|ThreadSanitizer|UndefinedBehaviorSanitizer|runtime error:)/.exec(log);
+  check(code === 0, `herald ${node.name} exits 0 after SIGTERM`, `exit ${code}: ${log.slice(-300)}`);
+  check(!bad, `herald ${node.name}'s stderr has no sanitizer report`,
+    bad ? log.slice(Math.max(0, bad.index - 200), bad.index + 3000) : undefined);
 }
 
 /* A redis-server of our own, with no persistence; null when there is none. */

@@ -7,17 +7,23 @@
 //       clients of each test are spread over both nodes, and API calls go
 //       to either
 //
+// With HERALD_THREADS=N each node runs on N loops (--threads N): the kernel
+// spreads the connections over them, and the "across loops" tests place
+// the connections they compare on different loops (a socket id's number
+// modulo N is its loop: herald numbers a node's clients that way).
+//
 // Exit status: 0 passed, 1 a check failed, 77 skipped (a "SKIPPED:" line
 // says why).
 
 import crypto from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import Pusher from "pusher-js";
 import PusherServer from "pusher";
 import WebSocket from "ws";
 import {
   APP, LIMIT_APP, QUIET_APP, QUOTA_APP, SIGNIN_APP, check, cleanup, signedRequest, sdkFor, sleep, startAuthServer,
-  startHerald, startRedis, startWebhookReceiver, step, summary, until,
+  startHerald, startRedis, startWebhookReceiver, step, stopHerald, summary, until,
 } from "./lib.mjs";
 
 const binary = process.argv[2];
@@ -91,6 +97,25 @@ function subscribed(p, name) {
 }
 
 const got = (ch, event) => ch.log.filter((e) => e.event === event);
+
+const threads = Number(process.env.HERALD_THREADS || 1);
+const loopOf = (p) => Number(p.connection.socket_id.split(".")[1]) % threads;
+/* A connected client on the given loop of node: clients are opened until
+ * the kernel puts one there (the others are closed again; settle(), when
+ * given, waits until the server has seen that). */
+async function onLoop(node, loop, opts, settle = null) {
+  for (let tries = 0; tries < 40; tries++) {
+    const p = await connected(client(node, opts));
+    if (loopOf(p) === loop % threads) {
+      return p;
+    }
+    p.disconnect();
+    if (settle) {
+      await settle();
+    }
+  }
+  throw new Error(`no connection reached loop ${loop}`);
+}
 /* pusher-js reports a pusher:error as {type: "PusherError", data}, and
  * one during the handshake wrapped as {type: "WebSocketError", error}. */
 const codeOf = (e) => (e && e.data && e.data.code) || (e && e.error && e.error.data && e.error.data.code);
@@ -441,6 +466,177 @@ try {
   });
   await step("cache_miss", async () => count("cache_miss", "cache-empty") === 1 || JSON.stringify(events()));
 
+  // ---- across loops (HERALD_THREADS) and nodes (--redis) --------------------
+  // Each pair below has its first connection on loop 0 of A and its
+  // second on loop 1 of B: with several loops they are on different
+  // loops, over Redis on different nodes (with one loop of one node, the
+  // same checks hold on one loop).
+  const loops = threads > 1 ? `loops ${0} and ${1 % threads}` : "one loop";
+  await step(`presence across ${loops}: one member_added per user, the list on subscribe, member_removed with the last connection`, async () => {
+    const w0 = await onLoop(A, 0, { user: "w0" });
+    const w1 = await onLoop(B, 1, { user: "w1" });
+    const v0 = await onLoop(A, 0, { user: "v1" });
+    const v1 = await onLoop(B, 1, { user: "v1" });
+    const pw0 = await subscribed(w0, "presence-loops");
+    const pw1 = await subscribed(w1, "presence-loops");
+    const seen = (ch, ev, id) => got(ch, ev).filter((e) => e.data.id === id).length;
+    await until(() => seen(pw0, "pusher:member_added", "w1") === 1, 5000, "w0 hears w1");
+    const pv0 = await subscribed(v0, "presence-loops");
+    await until(() => seen(pw0, "pusher:member_added", "v1") && seen(pw1, "pusher:member_added", "v1"), 5000, "v1 added");
+    const pv1 = await subscribed(v1, "presence-loops");
+    const ids = [];
+    pv1.members.each((m) => ids.push(m.id));
+    await sleep(300);
+    if (seen(pw0, "pusher:member_added", "v1") !== 1 || seen(pw1, "pusher:member_added", "v1") !== 1) {
+      return "v1's second connection was announced again";
+    }
+    if (ids.sort().join() !== "v1,w0,w1" || pv0.members.count !== 3) {
+      return `member list ${ids.sort().join()} (${pv0.members.count} on the first)`;
+    }
+    v0.unsubscribe("presence-loops");
+    await sleep(300);
+    if (seen(pw0, "pusher:member_removed", "v1") + seen(pw1, "pusher:member_removed", "v1") !== 0) {
+      return "v1 removed while its other connection stays";
+    }
+    v1.unsubscribe("presence-loops");
+    await until(() => seen(pw0, "pusher:member_removed", "v1") && seen(pw1, "pusher:member_removed", "v1"), 5000, "member_removed");
+    await sleep(300);
+    return (seen(pw0, "pusher:member_removed", "v1") === 1 && seen(pw1, "pusher:member_removed", "v1") === 1 &&
+      pw0.members.count === 2 && pw1.members.count === 2) || `removed ${seen(pw0, "pusher:member_removed", "v1")}`;
+  });
+  await step(`presence across ${loops}: the API counts users and lists them for the whole node`, async () => {
+    const r = await sdkA.get({ path: "/channels/presence-loops", params: { info: "user_count,subscription_count" } });
+    const body = await r.json();
+    const u = await (await sdkB.get({ path: "/channels/presence-loops/users" })).json();
+    return (body.occupied === true && body.user_count === 2 && body.subscription_count === 2 &&
+      u.users.map((x) => x.id).sort().join() === "w0,w1") || JSON.stringify([body, u]);
+  });
+  await step(`presence across ${loops}: member webhooks once per user change`, async () => {
+    const n = (name, user) => count(name, "presence-loops", (e) => e.user_id === user);
+    await until(() => n("member_removed", "v1") > 0, 5000, "member_removed webhook");
+    await sleep(500);
+    return (n("member_added", "v1") === 1 && n("member_removed", "v1") === 1 && n("member_added", "w0") === 1 &&
+      n("member_added", "w1") === 1) || JSON.stringify(events().filter((e) => e.channel === "presence-loops"));
+  });
+  await step(`client events across ${loops}: every other subscriber gets them, the sender does not, one webhook each`, async () => {
+    const c0 = await onLoop(A, 0, { user: "c0" });
+    const d0 = await onLoop(A, 0, { user: "d0" });
+    const c1 = await onLoop(B, 1, { user: "c1" });
+    const [p0, q0, p1] = [await subscribed(c0, "private-loops"), await subscribed(d0, "private-loops"),
+      await subscribed(c1, "private-loops")];
+    p0.trigger("client-from0", { n: 0 });
+    p1.trigger("client-from1", { n: 1 });
+    await until(() => got(q0, "client-from0").length && got(p1, "client-from0").length &&
+      got(p0, "client-from1").length && got(q0, "client-from1").length, 5000, "client events");
+    await sleep(300);
+    const ce = (ev) => events().filter((e) => e.name === "client_event" && e.event === ev).length;
+    await until(() => ce("client-from0") && ce("client-from1"), 5000, "client_event webhooks");
+    await sleep(300);
+    return (got(p0, "client-from0").length === 0 && got(p1, "client-from1").length === 0 &&
+      got(q0, "client-from0").length === 1 && got(p1, "client-from0").length === 1 &&
+      ce("client-from0") === 1 && ce("client-from1") === 1) ||
+      `own ${got(p0, "client-from0").length}/${got(p1, "client-from1").length}, webhooks ${ce("client-from0")}/${ce("client-from1")}`;
+  });
+  await step(`cache channels across ${loops}: a subscriber gets the last event whichever loop published it`, async () => {
+    const c0 = await onLoop(A, 0, { user: "k0" });
+    const c1 = await onLoop(B, 1, { user: "k1" });
+    const p0 = await subscribed(c0, "private-cache-loops");
+    const p1 = await subscribed(c1, "private-cache-loops");
+    const last = async (node, loop, want) => {
+      const x = await onLoop(node, loop, { user: "kx" });
+      const ch = await subscribed(x, "private-cache-loops");
+      await until(() => got(ch, "client-price").length, 3000, "cached event");
+      x.disconnect();
+      return got(ch, "client-price")[0].data.v === want || `loop ${loop}: ${JSON.stringify(got(ch, "client-price"))}`;
+    };
+    p0.trigger("client-price", { v: 5 });
+    await until(() => got(p1, "client-price").length === 1, 3000, "v 5 across");
+    const r1 = await last(B, 1, 5);
+    if (r1 !== true) {
+      return r1;
+    }
+    p1.trigger("client-price", { v: 6 });
+    await until(() => got(p0, "client-price").length === 1, 3000, "v 6 across");
+    const r0 = await last(A, 0, 6);
+    if (r0 !== true) {
+      return r0;
+    }
+    await sdkB.trigger("private-cache-loops", "client-price", { v: 7 });
+    const r2 = await last(A, 0, 7);
+    if (r2 !== true) {
+      return r2;
+    }
+    const r = await sdkA.get({ path: "/channels/private-cache-loops", params: { info: "cache" } });
+    const body = await r.json();
+    return (body.cache && JSON.parse(body.cache.data).v === 7) || JSON.stringify(body);
+  });
+  await step(`the channels API across ${loops}: subscription counts, occupied and vacated once`, async () => {
+    const c0 = await onLoop(A, 0, { user: "a0" });
+    const c1 = await onLoop(B, 1, { user: "a1" });
+    await subscribed(c0, "api-loops");
+    await subscribed(c1, "api-loops");
+    let body;
+    await until(async () => {
+      body = await (await sdkA.get({ path: "/channels", params: { info: "subscription_count" } })).json();
+      return body.channels["api-loops"] && body.channels["api-loops"].subscription_count === 2;
+    }, 3000, "api-loops with 2 subscriptions").catch(() => {});
+    if (!(body.channels["api-loops"] && body.channels["api-loops"].subscription_count === 2)) {
+      return JSON.stringify(body);
+    }
+    c0.unsubscribe("api-loops");
+    await sleep(200);
+    const one = await (await sdkB.get({ path: "/channels/api-loops", params: { info: "subscription_count" } })).json();
+    c1.unsubscribe("api-loops");
+    await until(async () => {
+      body = await (await sdkB.get({ path: "/channels/api-loops", params: { info: "subscription_count" } })).json();
+      return body.occupied === false;
+    }, 3000, "api-loops vacated").catch(() => {});
+    await until(() => count("channel_vacated", "api-loops") > 0, 5000, "channel_vacated");
+    await sleep(300);
+    return (one.occupied === true && one.subscription_count === 1 && body.occupied === false &&
+      count("channel_occupied", "api-loops") === 1 && count("channel_vacated", "api-loops") === 1) ||
+      JSON.stringify([one, body, count("channel_occupied", "api-loops"), count("channel_vacated", "api-loops")]);
+  });
+  await step(`/metrics on every loop gives the node's Pusher figures`, async () => {
+    // A new TCP connection each time (no keep-alive), so the kernel
+    // spreads the requests over the loops too.
+    const metrics = (node) => new Promise((resolve, reject) => {
+      http.get({ host: "127.0.0.1", port: node.port, path: "/metrics", agent: false }, (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => resolve(body));
+      }).on("error", reject);
+    });
+    const val = (text, name) => Number((new RegExp(`${name}\\{app="${APP.id}"\\} (\\d+)`).exec(text) || [])[1]);
+    const seen = new Set();
+    for (let i = 0; i < 8; i++) {
+      const text = await metrics(A);
+      seen.add(`${val(text, "herald_pusher_connections")}/${val(text, "herald_pusher_connects_total")}/` +
+        `${val(text, "herald_pusher_client_events_total")}`);
+    }
+    return (seen.size === 1 && ![...seen][0].includes("NaN")) || [...seen].join(" ");
+  });
+  await step(`signin, sendToUser and terminate across ${loops}`, async () => {
+    const u0 = await onLoop(A, 0, { user: "erin" });
+    const u1 = await onLoop(B, 1, { user: "erin" });
+    const other0 = await onLoop(A, 0, { user: "frank" });
+    const other1 = await onLoop(B, 1, { user: "frank" });
+    const notes = [[], []];
+    u0.user.bind("note", (d) => notes[0].push(d));
+    u1.user.bind("note", (d) => notes[1].push(d));
+    u0.signin();
+    u1.signin();
+    await until(() => u0.user.user_data && u1.user.user_data, 5000, "signin_success");
+    await sleep(200); // the #server-to-user channel is subscribed after signin_success
+    await sdkA.sendToUser("erin", "note", { text: "for erin" });
+    await until(() => notes[0].length && notes[1].length, 5000, "the note on both loops");
+    await sdkB.terminateUserConnections("erin");
+    await until(() => hasCode(u0, 4009) && hasCode(u1, 4009), 5000, "4009 on both loops");
+    await sleep(200);
+    return (other0.connection.state === "connected" && other1.connection.state === "connected" &&
+      notes[0].length === 1 && notes[1].length === 1) || "an unrelated connection went, or a note came twice";
+  });
+
   // ---- refusals -----------------------------------------------------------
   await step("an unknown app key is refused with 4001", async () => {
     const x = client(A, { app: { ...APP, key: "no-such-key" } });
@@ -460,18 +656,42 @@ try {
         `close ${close}, ${JSON.stringify(msgs)}`;
     });
   }
-  await step("over max_connections is refused with 4004", async () => {
-    const q1 = await connected(client(A, { app: QUOTA_APP }));
-    const q2 = await connected(client(B, { app: QUOTA_APP }));
+  await step("over max_connections is refused with 4004 (the two on different loops)", async () => {
+    // A connection closed on the way counts until the server has seen it go.
+    const conns = async (node) => Number((new RegExp(`herald_pusher_connections\\{app="${QUOTA_APP.id}"\\} (\\d+)`)
+      .exec(await (await fetch(`${node.url}/metrics`)).text()) || [])[1]);
+    const q1 = await onLoop(A, 0, { app: QUOTA_APP }, () => until(async () => (await conns(A)) === 0, 3000, "closed"));
+    const q2 = await onLoop(B, 1, { app: QUOTA_APP },
+      () => until(async () => (await conns(B)) === (A === B ? 1 : 0), 3000, "closed"));
     if (redisMode) {
       await sleep(2500); // the nodes learn each other's counts every second
     }
-    const q3 = client(A, { app: QUOTA_APP });
-    await until(() => hasCode(q3, 4004), 5000, "4004");
-    q3.disconnect();
+    // Several, so that with several loops each loop refuses one (likely).
+    const q3 = [A, B, A, B].map((node) => client(node, { app: QUOTA_APP }));
+    await until(() => q3.every((q) => hasCode(q, 4004)), 5000, "4004 for each");
+    q3.forEach((q) => q.disconnect());
     q1.disconnect();
     q2.disconnect();
   });
+  if (!redisMode) { // other nodes' counts are learned each second: a burst on two nodes may pass
+    await step("a burst of connections spread over the loops admits exactly max_connections", async () => {
+      const conns = async () => Number((new RegExp(`herald_pusher_connections\\{app="${QUOTA_APP.id}"\\} (\\d+)`)
+        .exec(await (await fetch(`${A.url}/metrics`)).text()) || [])[1]);
+      await until(async () => (await conns()) === 0, 5000, "the quota app's connections closed");
+      const socks = Array.from({ length: 12 }, () => {
+        const ws = new WebSocket(`ws://127.0.0.1:${A.port}/app/${QUOTA_APP.key}?protocol=7`);
+        const r = { ws, first: null };
+        ws.on("message", (m) => (r.first = r.first || JSON.parse(m)));
+        return r;
+      });
+      await until(() => socks.every((r) => r.first), 5000, "every answer");
+      const ok = socks.filter((r) => r.first.event === "pusher:connection_established");
+      const loopsUsed = new Set(ok.map((r) => Number(JSON.parse(r.first.data).socket_id.split(".")[1]) % threads));
+      const refused = socks.filter((r) => r.first.event === "pusher:error" && r.first.data.code === 4004).length;
+      socks.forEach((r) => r.ws.close());
+      return (ok.length === 2 && refused === 10) || `${ok.length} admitted on loops ${[...loopsUsed]}, ${refused} refused`;
+    });
+  }
   // The limits of an app, over the raw protocol (the limit app allows one
   // presence member and two channels per connection).
   async function raw(node, app) {
@@ -550,7 +770,7 @@ try {
   });
   await step("messages over rate_limits.commands get pusher:error 4301, the connection stays", async () => {
     const r = await raw(A, APP);
-    for (let i = 0; i < 2600; i++) {
+    for (let i = 0; i < 600; i++) { // lib.mjs: burst 200, then 100/s
       r.ws.send("{\"event\":\"pusher:ping\",\"data\":{}}");
     }
     await until(() => r.msgs.find((m) => m.event === "pusher:error" && m.data.code === 4301), 5000, "4301");
@@ -663,6 +883,9 @@ try {
   }
   auth.server.close();
   hooks.server.close();
+}
+for (const node of new Set(nodes)) {
+  await stopHerald(node);
 }
 const rc = summary();
 cleanup();

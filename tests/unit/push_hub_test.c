@@ -1042,6 +1042,68 @@ static void test_flush_order(void) {
   push_hub_del(hub);
 }
 
+/* A publication copied from another hub's frame (the threads engine's
+ * followers): the same bytes, offsets and WebSocket frame as the source's,
+ * kept in history like any other; one that does not follow is refused
+ * with 1, a pub object outside the frame with -1. */
+static void test_append_frame(void) {
+  push_hub *src = hub_make(), *dst = hub_make();
+  fake_client a, b;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  push_result r;
+  g_delivered = g_released = 0;
+  push_sub sa = sub_of(&a), sb = sub_of(&b);
+  CHECK_EQ(push_hub_subscribe(src, "news", &sa, NULL, 0, &r), 0);
+  push_result_free(&r);
+  push_pos pos;
+  CHECK_EQ(publish(src, "news", "{\"x\":\"\\u00e9\"}", 5, &pos), 0);
+  CHECK_EQ(publish(src, "news", "[1,2]", 6, &pos), 0);
+  CHECK_EQ(a.ngot, 2);
+  CHECK_EQ(push_hub_load(dst, "news", pos.epoch, 0, NULL, 0, 0), 0);
+  CHECK_EQ(push_hub_subscribe(dst, "news", &sb, NULL, 0, &r), 0);
+  push_result_free(&r);
+  for (size_t i = 0; i < a.ngot; i++) {
+    const push_pub *p = a.got[i];
+    push_ext_frame f = {p->offset,    p->time_ms,  p->frame,
+                        p->frame_len, p->json_off, p->json_len};
+    CHECK_EQ(push_hub_append_frame(dst, "news", pos.epoch, &f), 0);
+    /* Again: it no longer follows. */
+    CHECK_EQ(push_hub_append_frame(dst, "news", pos.epoch, &f), 1);
+  }
+  push_hub_flush(dst);
+  CHECK_EQ(b.ngot, 2);
+  for (size_t i = 0; i < 2; i++) {
+    size_t la, lb;
+    const uint8_t *fa = push_pub_ws_frame(a.got[i], &la);
+    const uint8_t *fb = push_pub_ws_frame(b.got[i], &lb);
+    CHECK(la == lb && memcmp(fa, fb, la) == 0);
+    CHECK_EQ(b.got[i]->offset, a.got[i]->offset);
+    CHECK_EQ(b.got[i]->json_len, a.got[i]->json_len);
+    CHECK(memcmp(b.got[i]->frame + b.got[i]->json_off,
+                 a.got[i]->frame + a.got[i]->json_off,
+                 a.got[i]->json_len) == 0);
+  }
+  CHECK_EQ(push_hub_history(dst, "news", 0, NULL, 10, &r), 0);
+  CHECK(pubs_are(&r, 1, 2));
+  push_result_free(&r);
+  /* Another epoch, and a pub object that does not lie in the frame. */
+  const push_pub *p = a.got[1];
+  push_ext_frame f = {3, 0, p->frame, p->frame_len, p->json_off, p->json_len};
+  CHECK_EQ(push_hub_append_frame(dst, "news", "other", &f), 1);
+  f.json_len = p->frame_len - p->json_off + 1;
+  CHECK_EQ(push_hub_append_frame(dst, "news", pos.epoch, &f), -1);
+  f.json_len = p->json_len;
+  f.json_off = p->frame_len + 1;
+  CHECK_EQ(push_hub_append_frame(dst, "news", pos.epoch, &f), -1);
+  CHECK_EQ(push_hub_append_frame(dst, "nowhere", pos.epoch, &f), -1);
+  fake_release(&a);
+  fake_release(&b);
+  CHECK_EQ(g_released, g_delivered);
+  push_hub_del(src);
+  push_hub_del(dst);
+}
+
 /* ---- The byte cap on history across channels ------------------------- */
 
 /* Entries kept in channel's history now. */
@@ -1415,6 +1477,7 @@ int main(void) {
   RUN(test_many_subscribers);
   RUN(test_flush_batches);
   RUN(test_flush_order);
+  RUN(test_append_frame);
   RUN(test_history_cap_many_channels);
   RUN(test_history_cap_recovery);
   RUN(test_history_cap_accounting);

@@ -2,8 +2,9 @@
  * churn, the presence roster (live pushes, snapshots, the pushes that race
  * a snapshot in either order, the first snapshot's replay), member lists,
  * the directory's counts, signatures against known vectors, socket ids,
- * channel kinds and hub names, finding the event in a publication, and the
- * pusher.apps configuration with its refusals. */
+ * channel kinds and hub names, finding the event in a publication, the
+ * loop that announces a client's changes, and the pusher.apps
+ * configuration with its refusals. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -334,8 +335,35 @@ static void test_config(void) {
   }
 }
 
+/* Which loop of a node announces a client's changes: the node's name
+ * leads the id, and its number modulo the loops is the loop. */
+static void test_client_here(void) {
+  push_server ps;
+  memset(&ps, 0, sizeof(ps));
+  strcpy(ps.node, "a");
+  ps.nthreads = 1;
+  CHECK_EQ(pusher_client_here(&ps, "a-1"), 1);
+  CHECK_EQ(pusher_client_here(&ps, "a-17"), 1);
+  CHECK_EQ(pusher_client_here(&ps, "ab-1"), 0); /* another node */
+  CHECK_EQ(pusher_client_here(&ps, "b-1"), 0);
+  CHECK_EQ(pusher_client_here(&ps, "a-"), 0);
+  CHECK_EQ(pusher_client_here(&ps, "a-x"), 0);
+  CHECK_EQ(pusher_client_here(&ps, "a-1x"), 0);
+  CHECK_EQ(pusher_client_here(&ps, "a"), 0);
+  ps.nthreads = 3;
+  ps.thread = 1;
+  CHECK_EQ(pusher_client_here(&ps, "a-4"), 1);
+  CHECK_EQ(pusher_client_here(&ps, "a-7"), 1);
+  CHECK_EQ(pusher_client_here(&ps, "a-3"), 0);
+  CHECK_EQ(pusher_client_here(&ps, "a-5"), 0);
+  ps.thread = 0;
+  CHECK_EQ(pusher_client_here(&ps, "a-3"), 1);
+  CHECK_EQ(pusher_client_here(&ps, "a-4"), 0);
+}
+
 int main(void) {
   RUN(test_map_churn);
+  RUN(test_client_here);
   RUN(test_roster_live);
   RUN(test_roster_race);
   RUN(test_roster_first_replay);
