@@ -46,6 +46,10 @@ typedef struct push_redis_config {
   int sharded;              /* 1: SSUBSCRIBE/SPUBLISH, 0: SUBSCRIBE/PUBLISH */
   uint32_t presence_ttl_s;  /* presence entries live this long unrefreshed */
   uint32_t ping_timeout_ms; /* a connection silent this long is dropped */
+  /* Set by the server, not configured: with several loops (threads), 1
+   * for every loop but the first, which alone keeps the node's entry in
+   * the node list. */
+  int secondary;
 } push_redis_config;
 
 /* Events webhooks may announce (webhooks.events), as bits. */

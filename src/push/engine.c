@@ -278,8 +278,9 @@ static int mem_healthy(const push_engine *e, const char **why) {
   return 1;
 }
 
-static int mem_metrics(const push_engine *e, push_buf *out) {
-  (void)e, (void)out;
+static int mem_metrics(const push_engine *e, const push_engine_figures *f,
+                       push_buf *out) {
+  (void)e, (void)f, (void)out;
   return 0;
 }
 

@@ -89,6 +89,17 @@ typedef struct push_publication {
 
 typedef struct push_engine push_engine;
 
+/* An engine's own figures, for /metrics: with several loops each loop's
+ * are taken on its own thread and combined (node.c): sums added, events
+ * every loop sees for itself (a failover) as the most any loop saw, flags
+ * ANDed (what holds on every loop). What each slot means is the engine's. */
+#define PUSH_ENGINE_NFIG 8
+typedef struct push_engine_figures {
+  uint64_t sum[PUSH_ENGINE_NFIG]; /* counters and gauges: added */
+  uint64_t max[PUSH_ENGINE_NFIG]; /* the most any loop saw */
+  uint64_t all;                   /* bits: ANDed */
+} push_engine_figures;
+
 /* The operations of one engine. Each returns what its wrapper below says. */
 typedef struct push_engine_vt {
   const char *name; /* "memory", "redis": for /health and the log */
@@ -105,7 +116,11 @@ typedef struct push_engine_vt {
   int (*nodes)(push_engine *e, push_buf *out, push_engine_cb cb, void *ud);
   void (*tick)(push_engine *e, int64_t now_ms);
   int (*healthy)(const push_engine *e, const char **why);
-  int (*metrics)(const push_engine *e, push_buf *out);
+  /* f: the figures to write (a node's, combined), or NULL: e's own. */
+  int (*metrics)(const push_engine *e, const push_engine_figures *f,
+                 push_buf *out);
+  /* Optional (NULL: none): e's figures, for push_engine_metrics. */
+  void (*figures)(const push_engine *e, push_engine_figures *f);
   /* Optional (NULL: nothing to say): the engine's state as a JSON object,
    * for /health and /api/info. */
   int (*describe)(const push_engine *e, push_buf *out);
@@ -140,6 +155,11 @@ struct push_engine {
   /* The threads engine: subscriptions of its relays in the hub, and
    * channels in the hub that are replicas (for node-wide counts). */
   size_t relays, replicas;
+  /* 1 when the engine's store is shared by every loop and node (Redis):
+   * a threads engine over it sends only a channel's replica business to
+   * the channel's owner loop and makes every other call (publish,
+   * presence, users, control, nodes) on its own loop's engine. */
+  int shared;
 };
 
 struct push_config;
@@ -240,9 +260,33 @@ static inline int push_engine_healthy(const push_engine *e, const char **why) {
   return e->vt->healthy(e, why);
 }
 
-/* Appends the engine's own Prometheus metrics to out. Returns 0 or -1. */
-static inline int push_engine_metrics(const push_engine *e, push_buf *out) {
-  return e->vt->metrics(e, out);
+/* Appends the engine's own Prometheus metrics to out: from f (a node's
+ * figures, combined over its loops by push_engine_figures_add) or, when
+ * NULL, e's own. Returns 0 or -1. */
+static inline int push_engine_metrics(const push_engine *e,
+                                      const push_engine_figures *f,
+                                      push_buf *out) {
+  return e->vt->metrics(e, f, out);
+}
+
+/* e's own figures into f (zeros and all bits set for an engine without). */
+static inline void push_engine_figures_get(const push_engine *e,
+                                           push_engine_figures *f) {
+  memset(f, 0, sizeof(*f));
+  f->all = UINT64_MAX;
+  if (e != NULL && e->vt->figures != NULL) {
+    e->vt->figures(e, f);
+  }
+}
+
+/* Adds another loop's figures to f. */
+static inline void push_engine_figures_add(push_engine_figures *f,
+                                           const push_engine_figures *g) {
+  for (int i = 0; i < PUSH_ENGINE_NFIG; i++) {
+    f->sum[i] += g->sum[i];
+    f->max[i] = g->max[i] > f->max[i] ? g->max[i] : f->max[i];
+  }
+  f->all &= g->all;
 }
 
 /* Appends ,"NAME":{...} to a JSON object being written, NAME being the
@@ -343,16 +387,26 @@ void push_threads_wait(push_threads *t);
 
 /*
  * The engine of loop self (0..n-1) of t, running on loop. inner: the
- * memory engine of this loop's hub (taken: freed with this engine); it
- * holds the channels and users this loop owns. Each channel is owned by
- * one loop (a hash of its name); other loops keep replicas their hubs
- * follow, and send publications, presence, occupancy and connections per
- * user to the owner. Returns NULL when out of memory (inner is not
- * taken then).
+ * engine of this loop's hub (taken: freed with this engine), made with
+ * the events push_engine_threads_events gave; it holds the channels (and
+ * with the memory engine the users) this loop owns. Each channel is owned
+ * by one loop (a hash of its name); other loops keep replicas their hubs
+ * follow. Over the memory engine they send publications, presence,
+ * occupancy and connections per user to the owner; over a shared engine
+ * (Redis: inner->shared) only occupancy goes to the owner, and the rest
+ * is asked of their own inner engine. Returns NULL when out of memory
+ * (inner is not taken then).
  */
 push_engine *push_engine_threads_new(push_threads *t, int self,
                                      herald_loop *loop, push_engine *inner,
                                      const push_engine_events *ev);
+
+/* The events the inner engine of loop self must be made with (before
+ * push_engine_threads_new): ev's, through the threads engine, which
+ * forwards what the owner of a channel learns (on_lost) to the loops that
+ * follow it. ev is the server's; the result's ud is t's. */
+void push_engine_threads_events(push_threads *t, int self,
+                                push_engine_events *ev);
 
 /* 1 when e is a threads engine whose relay is one of channel's hub
  * subscribers (it is no client: node-wide counts leave it out), else 0. */

@@ -140,11 +140,64 @@ static int re_healthy(const push_engine *e, const char **why) {
   return 0;
 }
 
-static int re_metrics(const push_engine *e, push_buf *out) {
+/* The engine's figures (push_engine_figures): this loop's connections'. */
+enum {
+  F_ERRORS,
+  F_RESYNCS,
+  F_LOST,
+  F_ROLLBACKS,
+  F_CHANNELS,
+  F_REDIRECTS,
+  F_RECONNECTS = 0, /* in max: every loop's connections see the event */
+  F_FAILOVERS = 1
+};
+
+static void re_figures(const push_engine *e, push_engine_figures *f) {
   const push_redis *r = re_const(e)->r;
   push_redis_stats st = {0};
   if (r) {
     push_redis_get_stats(r, &st);
+  }
+  f->sum[F_ERRORS] = st.errors;
+  f->sum[F_RESYNCS] = st.resyncs;
+  f->sum[F_LOST] = st.lost;
+  f->sum[F_ROLLBACKS] = st.rollbacks;
+  f->sum[F_CHANNELS] = st.channels;
+  f->sum[F_REDIRECTS] = st.redirects;
+  f->max[F_RECONNECTS] = st.reconnects;
+  f->max[F_FAILOVERS] = st.failovers;
+  /* Bit i: the i-th shard is up (past 64, none is claimed up). */
+  push_redis_shard_info si;
+  f->all = 0;
+  for (size_t i = 0; r && i < 64 && push_redis_get_shard(r, i, &si) == 0; i++) {
+    f->all |= (uint64_t)(si.up != 0) << i;
+  }
+}
+
+/* f: the node's figures; the shards themselves are this loop's. */
+static int re_metrics(const push_engine *e, const push_engine_figures *f,
+                      push_buf *out) {
+  const push_redis *r = re_const(e)->r;
+  push_redis_stats st = {0};
+  push_engine_figures own;
+  if (r) {
+    push_redis_get_stats(r, &st);
+  }
+  if (f == NULL) {
+    re_figures(e, &own);
+    f = &own;
+  }
+  st.errors = f->sum[F_ERRORS];
+  st.resyncs = f->sum[F_RESYNCS];
+  st.lost = f->sum[F_LOST];
+  st.rollbacks = f->sum[F_ROLLBACKS];
+  st.channels = f->sum[F_CHANNELS];
+  st.redirects = f->sum[F_REDIRECTS];
+  st.reconnects = f->max[F_RECONNECTS];
+  st.failovers = f->max[F_FAILOVERS];
+  st.shards_up = 0;
+  for (size_t i = 0; i < st.shards && i < 64; i++) {
+    st.shards_up += (f->all >> i) & 1;
   }
   const push_metric m[] = {
       {"herald_redis_shards", "gauge", "Configured Redis shards.",
@@ -191,7 +244,7 @@ static int re_metrics(const push_engine *e, push_buf *out) {
     char line[512];
     int n = snprintf(line, sizeof(line),
                      "herald_redis_shard_up{shard=\"%zu\",address=\"%s\"} %d\n",
-                     i, si.address, si.up);
+                     i, si.address, i < 64 && (f->all >> i & 1));
     rc = n < 0 || (size_t)n >= sizeof(line) ||
          push_buf_raw(out, line, (size_t)n);
   }
@@ -295,6 +348,7 @@ static const push_engine_vt redis_vt = {
     .tick = re_tick,
     .healthy = re_healthy,
     .metrics = re_metrics,
+    .figures = re_figures,
     .describe = re_describe,
     .shutdown = re_shutdown,
     .del = re_del,
@@ -316,6 +370,7 @@ push_engine *push_engine_redis_new(const push_redis_config *cfg,
     return NULL;
   }
   re->base.vt = &redis_vt;
+  re->base.shared = 1;
   re->base.hub = hub;
   re->base.ev = *ev;
   /* Refreshed three times per TTL, so that one lost refresh never lets a

@@ -32,6 +32,15 @@
  * never per publication or per delivery. A PUB carries the push as the
  * owner's hub encoded it; a follower copies it once for all of its
  * subscribers (push_hub_append_frame) rather than encoding it again.
+ *
+ * Over Redis (inner->shared) each loop's inner engine is a Redis engine
+ * with its own connections. The owner's hub is then a replica of Redis:
+ * FOLLOW and SYNC are answered once the owner's Redis engine has synced
+ * the channel, and a gap it cannot fill is forwarded to the followers
+ * (LOST) so that their subscribers are told too. Everything else Redis
+ * decides for the whole cluster (publishing, presence, users, control,
+ * the node list) is asked of the loop's own Redis engine; only the
+ * first loop keeps the node's entry in the node list.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -40,6 +49,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "push/log.h"
 #include "push/threads_int.h"
 
 /* ---- the interface ----------------------------------------------------------
@@ -111,7 +121,7 @@ static int thr_publish(push_engine *e, const char *channel,
     return PUSH_ENGINE_DOWN;
   }
   int owner = thr_owner_of(te, channel);
-  if (owner == te->self) {
+  if (owner == te->self || te->inner->shared) {
     return push_engine_publish(te->inner, channel, p, pos, cb, ud);
   }
   uint32_t k = thr_call_add(te, cb, ud);
@@ -142,7 +152,7 @@ static void thr_presence_add(push_engine *e, const char *channel,
                              const push_member *m, int announce) {
   thr_engine *te = te_of(e);
   int owner = thr_owner_of(te, channel);
-  if (owner == te->self) {
+  if (owner == te->self || te->inner->shared) {
     push_engine_presence_add(te->inner, channel, m, announce);
     return;
   }
@@ -157,7 +167,7 @@ static void thr_presence_remove(push_engine *e, const char *channel,
                                 const push_member *m) {
   thr_engine *te = te_of(e);
   int owner = thr_owner_of(te, channel);
-  if (owner == te->self) {
+  if (owner == te->self || te->inner->shared) {
     push_engine_presence_remove(te->inner, channel, m);
     return;
   }
@@ -172,7 +182,7 @@ static int thr_presence_get(push_engine *e, const char *channel, push_buf *out,
     return PUSH_ENGINE_DOWN;
   }
   int owner = thr_owner_of(te, channel);
-  if (owner == te->self) {
+  if (owner == te->self || te->inner->shared) {
     return push_engine_presence_get(te->inner, channel, out, cb, ud);
   }
   uint32_t k = thr_call_add(te, cb, ud);
@@ -203,6 +213,13 @@ static void thr_tick(push_engine *e, int64_t now_ms) {
   for (size_t i = 0; i < te->followed.nb; i++) {
     for (tentry *x = te->followed.b[i], *next; x; x = next) {
       next = x->next;
+      if (x->refs > 0 && x->state == F_IDLE && x->waiters == NULL &&
+          !te->down) {
+        /* The owner could not load it (its Redis was unavailable): the
+         * subscribers here are followed again, their gap repaired. */
+        thr_follower_resync(te, x);
+        continue;
+      }
       if (x->refs == 0 && x->waiters == NULL &&
           now_ms - x->idle_ms >= IDLE_UNFOLLOW_MS) {
         if (x->state != F_IDLE) {
@@ -216,16 +233,37 @@ static void thr_tick(push_engine *e, int64_t now_ms) {
   }
 }
 
+/* The node is healthy when every loop's inner engine is: this one's now,
+ * the others' as of their last pass. */
 static int thr_healthy(const push_engine *e, const char **why) {
-  (void)e;
+  const thr_engine *te = (const thr_engine *)e;
+  if (!push_engine_healthy(te->inner, why)) {
+    return 0;
+  }
+  for (int i = 0; i < te->t->n; i++) {
+    if (atomic_load_explicit(&te->t->box[i].sick, memory_order_relaxed)) {
+      *why = "Redis unreachable from one of the node's loops";
+      return 0;
+    }
+  }
   *why = NULL;
   return 1;
 }
 
-/* Nothing of its own: /metrics sums the loops' figures (node.c). */
-static int thr_metrics(const push_engine *e, push_buf *out) {
-  (void)e, (void)out;
-  return 0;
+/* The memory engine has none; a shared engine's (Redis) are this loop's
+ * connections'. */
+static int thr_metrics(const push_engine *e, const push_engine_figures *f,
+                       push_buf *out) {
+  return push_engine_metrics(((const thr_engine *)e)->inner, f, out);
+}
+
+static void thr_figures(const push_engine *e, push_engine_figures *f) {
+  push_engine_figures_get(((const thr_engine *)e)->inner, f);
+}
+
+static int thr_describe(const push_engine *e, push_buf *out) {
+  const push_engine *in = ((const thr_engine *)e)->inner;
+  return in->vt->describe(in, out);
 }
 
 static void thr_shutdown(push_engine *e) {
@@ -292,7 +330,7 @@ static int thr_user_add(push_engine *e, const char *user, const char *client,
                         uint32_t limit, push_engine_cb cb, void *ud) {
   thr_engine *te = te_of(e);
   int owner = thr_owner_of(te, user);
-  if (owner == te->self) {
+  if (owner == te->self || te->inner->shared) {
     return te->inner->vt->user_add(te->inner, user, client, limit, cb, ud);
   }
   if (te->down) {
@@ -319,16 +357,21 @@ static void thr_user_remove(push_engine *e, const char *user,
                             const char *client) {
   thr_engine *te = te_of(e);
   int owner = thr_owner_of(te, user);
-  if (owner == te->self) {
+  if (owner == te->self || te->inner->shared) {
     push_engine_user_remove(te->inner, user, client);
     return;
   }
   thr_send(te, owner, thr_msg_strs(M_USER_DEL, user, client, 0, 0));
 }
 
+/* Memory entries do not expire; a shared engine's (Redis) do, and any
+ * loop may refresh them. */
 static void thr_user_refresh(push_engine *e, const char *user,
                              const char *client) {
-  (void)e, (void)user, (void)client; /* memory entries do not expire */
+  thr_engine *te = te_of(e);
+  if (te->inner->shared) {
+    push_engine_user_refresh(te->inner, user, client);
+  }
 }
 
 /* Once per pass: the counts node.c reads, then the hand-over. */
@@ -336,7 +379,161 @@ static void thr_pass(push_engine *e) {
   thr_engine *te = te_of(e);
   e->relays = te->relayed.n;
   e->replicas = te->followed.n;
+  if (te->inner->shared) {
+    const char *why;
+    atomic_store_explicit(&te->t->box[te->self].sick,
+                          !push_engine_healthy(te->inner, &why),
+                          memory_order_relaxed);
+  }
   thr_hand_over(te);
+}
+
+/* ---- over a shared inner engine (Redis) -----------------------------------
+ *
+ * The owner's hub is then a replica too, current only once its inner
+ * engine has synced the channel. A relay holds one reference on the
+ * channel in the inner engine (so that it stays followed in Redis while
+ * other loops follow it here); FOLLOW, SYNC and UNFOLLOW are answered
+ * once the inner engine's sync completes. The inner engine answers the
+ * syncs of one channel in the order they were made, so a follower's
+ * messages about a channel are still handled in the order it sent them.
+ */
+
+typedef struct held {
+  thr_engine *te;
+  int kind, from;
+  uint32_t token;
+  char channel[];
+} held;
+
+static void held_done(void *ud, const push_engine_reply *rep) {
+  held *h = ud;
+  thr_engine *te = h->te;
+  tmsg *m = thr_msg_strs(h->kind, h->channel, 0, 0, 0);
+  if (m == NULL) {
+    if (rep->status == PUSH_ENGINE_OK) {
+      push_engine_release(te->inner, h->channel);
+    }
+    free(h);
+    return; /* out of memory: the follower's sync waits (thr_tick) */
+  }
+  m->from = h->from;
+  m->token = h->token;
+  int had = thr_tt_get(te, &te->relayed, h->channel) != NULL;
+  if (h->kind == M_UNFOLLOW) {
+    thr_owner_unfollow(te, m);
+  } else if (rep->status != PUSH_ENGINE_OK || te->down) {
+    /* The follower's sync fails; it asks again while it is in use. */
+    tmsg *a = thr_msg_strs(h->kind == M_FOLLOW ? M_LOADED : M_CURRENT,
+                           h->channel, "", 0, 0);
+    if (a) {
+      a->token = h->token;
+      a->status = te->down ? PUSH_ENGINE_DOWN : rep->status;
+    }
+    thr_send(te, h->from, a);
+  } else if (h->kind == M_FOLLOW) {
+    thr_owner_follow(te, m);
+  } else {
+    thr_owner_sync(te, m);
+  }
+  free(m);
+  int has = thr_tt_get(te, &te->relayed, h->channel) != NULL;
+  /* The reference this sync took is the relay's if it made one; and a
+   * relay that is gone leaves its own. */
+  if (rep->status == PUSH_ENGINE_OK && (had || !has)) {
+    push_engine_release(te->inner, h->channel);
+  }
+  if (had && !has) {
+    push_engine_release(te->inner, h->channel);
+  }
+  free(h);
+}
+
+void thr_owner_shared(thr_engine *te, const tmsg *in) {
+  const char *channel = mstr(in, 0);
+  size_t n = strlen(channel);
+  held *h = malloc(sizeof(*h) + n + 1);
+  if (h == NULL) {
+    return; /* the follower's sync waits (thr_tick) */
+  }
+  h->te = te;
+  h->kind = in->kind;
+  h->from = in->from;
+  h->token = in->token;
+  memcpy(h->channel, channel, n + 1);
+  push_engine_reply rep;
+  memset(&rep, 0, sizeof(rep));
+  rep.status = te->down ? PUSH_ENGINE_DOWN
+                        : push_engine_sync(te->inner, channel, held_done, h);
+  if (rep.status != PUSH_ENGINE_PENDING) {
+    held_done(h, &rep);
+  }
+}
+
+/* The owner's inner engine could not fill a gap of a channel (Redis lost
+ * publications, or went back: a new epoch). The loops following it are
+ * told, and load it again: their subscribers learn it as this loop's do
+ * (on_lost). The relay goes first, so that the server's on_lost sees only
+ * clients; the followers' FOLLOW makes a new one. */
+static void thr_ev_lost(void *ud, const char *channel) {
+  mailbox *mb = ud;
+  thr_engine *te = mb->engine;
+  if (te == NULL) {
+    return;
+  }
+  tentry *x = thr_tt_get(te, &te->relayed, channel);
+  if (x != NULL) {
+    for (int d = 0; d < te->t->n; d++) {
+      if (x->follows[d / 64] >> (d % 64) & 1) {
+        thr_send(te, d, thr_msg_strs(M_LOST, channel, 0, 0, 0));
+      }
+    }
+    push_hub_unsubscribe(te->base.hub, x->key, x);
+    thr_tt_remove(te, &te->relayed, x);
+    push_engine_release(te->inner, channel);
+    push_log(PUSH_LOG_DEBUG, "ev=thread_lost thread=%d channel=%s", te->self,
+             channel);
+  }
+  if (te->base.ev.on_lost) {
+    te->base.ev.on_lost(te->base.ev.ud, channel);
+  }
+}
+
+void thr_follower_lost(thr_engine *te, const tmsg *in) {
+  tentry *x = thr_tt_get(te, &te->followed, mstr(in, 0));
+  if (x != NULL && x->state == F_LIVE) {
+    thr_follower_resync(te, x); /* the LOADED tells what is lost */
+  }
+}
+
+static void thr_ev_node_json(void *ud, push_buf *b) {
+  thr_engine *te = ((mailbox *)ud)->engine;
+  if (te != NULL && te->base.ev.node_json) {
+    te->base.ev.node_json(te->base.ev.ud, b);
+  }
+}
+
+static void thr_ev_occupancy(void *ud, const char *channel, int occupied) {
+  thr_engine *te = ((mailbox *)ud)->engine;
+  if (te != NULL && te->base.ev.on_occupancy) {
+    te->base.ev.on_occupancy(te->base.ev.ud, channel, occupied);
+  }
+}
+
+static void thr_ev_control(void *ud, const char *msg, size_t len) {
+  thr_engine *te = ((mailbox *)ud)->engine;
+  if (te != NULL && te->base.ev.on_control) {
+    te->base.ev.on_control(te->base.ev.ud, msg, len);
+  }
+}
+
+void push_engine_threads_events(push_threads *t, int self,
+                                push_engine_events *ev) {
+  ev->on_lost = thr_ev_lost;
+  ev->node_json = thr_ev_node_json;
+  ev->on_occupancy = ev->on_occupancy ? thr_ev_occupancy : NULL;
+  ev->on_control = ev->on_control ? thr_ev_control : NULL;
+  ev->ud = &t->box[self];
 }
 
 const push_engine_vt thr_vt = {
@@ -351,6 +548,7 @@ const push_engine_vt thr_vt = {
     .tick = thr_tick,
     .healthy = thr_healthy,
     .metrics = thr_metrics,
+    .figures = thr_figures,
     .shutdown = thr_shutdown,
     .del = thr_del,
     .occupancy = thr_occupancy,
@@ -362,7 +560,7 @@ const push_engine_vt thr_vt = {
 };
 
 int push_engine_relayed(push_engine *e, const char *channel) {
-  if (e == NULL || e->vt != &thr_vt) {
+  if (e == NULL || e->vt->sync != thr_vt.sync) {
     return 0;
   }
   thr_engine *te = te_of(e);
@@ -382,7 +580,10 @@ push_engine *push_engine_threads_new(push_threads *t, int self,
   te->inner = inner;
   te->free_call = UINT32_MAX;
   push_engine *e = &te->base;
-  e->vt = &thr_vt;
+  te->vt = thr_vt;
+  te->vt.name = inner->vt->name;
+  te->vt.describe = inner->vt->describe ? thr_describe : NULL;
+  e->vt = &te->vt;
   e->hub = inner->hub;
   e->ev = *ev;
   e->presence_refresh_ms = inner->presence_refresh_ms;

@@ -170,7 +170,7 @@ static void metrics_answer(push_server *real, const push_server *view,
   write_latency(ps, &b);
   push_pusher_metrics(real, &b);
   push_proxy_metrics((push_server *)view, &b);
-  push_engine_metrics(ps->engine, &b);
+  push_engine_metrics(ps->engine, &ps->fig.engine, &b);
   herald_header ct = {{"Content-Type", 12}, {"text/plain; version=0.0.4", 25}};
   herald_http_respond(h, 200, &ct, 1, b.p, b.len);
   push_buf_free(&b);
@@ -183,16 +183,23 @@ void push_metrics(push_server *ps, herald_http *h) {
 void push_node_json(void *ud, push_buf *b) {
   push_server *real = ud;
   const push_server *ps = real->view ? real->view : real;
+  push_figures fig;
   if (real->view == NULL) {
+    /* The heartbeat of a node on several loops: this loop's figures now,
+     * the others' as of their last tick. */
     push_node_figures(real);
+    fig = real->fig;
+    push_server_add_others(real, &fig);
+  } else {
+    fig = ps->fig;
   }
   char tmp[320];
   int n = snprintf(tmp, sizeof(tmp),
                    "{\"name\":\"%s\",\"version\":\"%s\","
                    "\"connections\":%zu,\"subscriptions\":%zu,"
                    "\"channels\":%zu,\"uptime\":%" PRId64 "}",
-                   ps->node, HERALD_VERSION_STRING, (size_t)ps->fig.nclients,
-                   (size_t)ps->fig.subscriptions, (size_t)ps->fig.channels,
+                   ps->node, HERALD_VERSION_STRING, (size_t)fig.nclients,
+                   (size_t)fig.subscriptions, (size_t)fig.channels,
                    (push_now_ms() - ps->started_ms) / 1000);
   /* The engine's state and the Pusher apps' counts go in before the
    * closing brace. */

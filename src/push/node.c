@@ -53,6 +53,7 @@ void push_node_figures(push_server *ps) {
   ps->fig.history_evictions = push_hub_history_evictions(ps->hub);
   ps->fig.idem_evicted = e ? e->idem_evicted : 0;
   ps->fig.nclients = ps->nclients;
+  push_engine_figures_get(e, &ps->fig.engine);
 }
 
 static void add_proxy(push_proxy_stats *to, const push_proxy_stats *from) {
@@ -130,6 +131,7 @@ static void add_figures(push_server *v, const push_server *s) {
   v->fig.history_evictions += s->fig.history_evictions;
   v->fig.idem_evicted += s->fig.idem_evicted;
   v->fig.nclients += s->fig.nclients;
+  push_engine_figures_add(&v->fig.engine, &s->fig.engine);
 }
 
 /* On the asking loop, once every slot is filled. */

@@ -307,7 +307,7 @@ int push_redis_nodes(push_redis *r, push_redis_cb cb, void *ud) {
 
 void redis_heartbeat(push_redis *r) {
   rshard *sh = redis_nodes_shard(r);
-  if (sh == NULL || !sh->up || r->ev.node_json == NULL) {
+  if (sh == NULL || !sh->up || r->ev.node_json == NULL || r->cfg.secondary) {
     return;
   }
   push_buf b = {0};
@@ -631,7 +631,8 @@ void push_redis_del(push_redis *r) {
   /* Leave the node list at once (best effort: a write that does not make
    * it expires with the redis_heartbeat TTL). */
   rshard *s0 = redis_nodes_shard(r);
-  if (s0 != NULL && s0->up && redis_conn_unsent(&s0->cmd) == 0) {
+  if (s0 != NULL && s0->up && redis_conn_unsent(&s0->cmd) == 0 &&
+      !r->cfg.secondary) {
     char hkey[96], zkey[96];
     size_t hl, zl;
     node_keys(r, hkey, &hl, zkey, &zl);

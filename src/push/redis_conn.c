@@ -275,7 +275,9 @@ static void dispatch(redis_conn *c, redisReply *reply) {
 }
 
 static void conn_read(redis_conn *c) {
-  static char buf[65536];
+  /* One per thread: with several loops (threads) each has its own Redis
+   * connections. */
+  static _Thread_local char buf[65536];
   for (;;) {
     ssize_t n;
     if (c->ssl != NULL) {

@@ -11,7 +11,9 @@
  * last one leaves, in one script that also says whether the set went from
  * empty to one (occupied) or from one to empty (vacated): exactly one node
  * sees each change, and only that node sends the webhook. Entries are
- * refreshed every presence_ttl / 3 while the node has subscribers, so a
+ * refreshed every presence_ttl / 3 while the node has subscribers (it said
+ * occupied and not yet vacated: with several loops, the owner loop of the
+ * channel says it for the node's loops), so a
  * node that dies drops out after presence_ttl (without a vacated event:
  * nobody was there to see the last one leave).
  *
@@ -140,6 +142,10 @@ static int occupancy_cmd(push_redis *r, const char *channel, int occupied,
 
 void push_redis_occupancy(push_redis *r, const char *channel, int occupied) {
   r->occupancy_on = 1;
+  rchan *ch = redis_chan_find(r, channel, strlen(channel));
+  if (ch != NULL) {
+    ch->occupied = occupied;
+  }
   if (occupancy_cmd(r, channel, occupied, 1) != 0) {
     push_log(PUSH_LOG_WARN,
              "ev=occupancy_lost channel=%s occupied=%d error=\"Redis "
@@ -157,7 +163,10 @@ void redis_ext_tick(push_redis *r, int64_t now_ms) {
   r->occupancy_refreshed_ms = now_ms;
   for (size_t b = 0; b < r->nbuckets; b++) {
     for (rchan *ch = r->buckets[b]; ch; ch = ch->next) {
-      if (push_hub_nsubscribers(r->hub, ch->name) > 0) {
+      /* What the node said, not the hub's subscribers: with several loops
+       * the channel's subscribers may all be on other loops, and a relay
+       * to them is no subscriber of the node's. */
+      if (ch->occupied) {
         occupancy_cmd(r, ch->name, 1, 0);
       }
     }

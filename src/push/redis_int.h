@@ -138,6 +138,7 @@ struct rchan {
   int64_t seen_ms;   /* ...and Redis' time for it */
   const push_ns *ns;
   uint16_t slot; /* its Redis Cluster hash slot */
+  int occupied;  /* this node said it has subscribers (occupancy) */
   char name[];
 };
 

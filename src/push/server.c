@@ -34,6 +34,37 @@ static _Thread_local push_server *tl_server;
 /* Channels each loop owns, as of its last pass (max_channels_total is the
  * node's): written by that loop only, read by the others. */
 static _Atomic uint64_t *g_held;
+/* Each loop's connections, subscriptions and channels as of its last tick
+ * (written by that loop only): the node list's entry of a node on several
+ * loops sums them (push_node_json). */
+typedef struct loop_figures {
+  _Atomic uint64_t nclients, subscriptions, channels;
+} loop_figures;
+static loop_figures *g_figs;
+
+void push_server_add_others(const push_server *ps, push_figures *f) {
+  for (int i = 0; g_figs != NULL && i < g_nworkers; i++) {
+    if (i != ps->thread) {
+      loop_figures *g = &g_figs[i];
+      f->nclients += atomic_load_explicit(&g->nclients, memory_order_relaxed);
+      f->subscriptions +=
+          atomic_load_explicit(&g->subscriptions, memory_order_relaxed);
+      f->channels += atomic_load_explicit(&g->channels, memory_order_relaxed);
+    }
+  }
+}
+
+static void publish_figures(push_server *ps) {
+  if (g_figs == NULL) {
+    return;
+  }
+  push_node_figures(ps);
+  loop_figures *g = &g_figs[ps->thread];
+  atomic_store_explicit(&g->nclients, ps->fig.nclients, memory_order_relaxed);
+  atomic_store_explicit(&g->subscriptions, ps->fig.subscriptions,
+                        memory_order_relaxed);
+  atomic_store_explicit(&g->channels, ps->fig.channels, memory_order_relaxed);
+}
 
 uint64_t push_server_held_elsewhere(const push_server *ps) {
   uint64_t n = 0;
@@ -103,6 +134,7 @@ static void on_tick(uv_timer_t *t) {
   push_server *ps = t->data;
   int64_t now = push_now_ms();
   push_hub_tick(ps->hub, now);
+  publish_figures(ps); /* before the engine's heartbeat reads them */
   push_engine_tick(ps->engine, now);
   push_credentials_tick(ps, now);
   if (ps->thread == 0) {
@@ -168,10 +200,22 @@ static push_engine *start_engine(push_server *ps, uv_loop_t *uv, char *err,
                                  size_t errlen) {
   push_engine_events ev = {on_lost, push_node_json, ps, push_on_occupancy,
                            push_on_control};
-  push_engine *e =
-      push_engine_new(ps->cfg, uv, ps->hub, ps->node, &ev, err, errlen);
   if (g_threads == NULL) {
-    return e;
+    return push_engine_new(ps->cfg, uv, ps->hub, ps->node, &ev, err, errlen);
+  }
+  /* Each loop's inner engine (with Redis: its own connections) tells the
+   * threads engine first; only the first loop keeps the node's entry. */
+  push_engine_events inner_ev = ev;
+  push_engine_threads_events(g_threads, ps->thread, &inner_ev);
+  push_config *cfg = malloc(sizeof(*cfg));
+  push_engine *e = NULL;
+  if (cfg == NULL) {
+    snprintf(err, errlen, "out of memory");
+  } else {
+    *cfg = *ps->cfg;
+    cfg->redis.secondary = ps->thread != 0;
+    e = push_engine_new(cfg, uv, ps->hub, ps->node, &inner_ev, err, errlen);
+    free(cfg); /* the Redis engine copies what it keeps */
   }
   push_engine *te =
       e ? push_engine_threads_new(g_threads, ps->thread, ps->loop, e, &ev)
@@ -428,7 +472,8 @@ static int workers_new(push_config *cfg, int n, const push_server *proto) {
   atomic_store(&g_started, 0);
   atomic_store(&g_serving, n);
   if (n > 1 && ((g_threads = push_threads_new(n)) == NULL ||
-                (g_held = calloc((size_t)n, sizeof(*g_held))) == NULL)) {
+                (g_held = calloc((size_t)n, sizeof(*g_held))) == NULL ||
+                (g_figs = calloc((size_t)n, sizeof(*g_figs))) == NULL)) {
     return -1;
   }
   push_ip_table *ips = push_ip_table_new();
@@ -482,6 +527,8 @@ static void workers_free(void) {
   g_threads = NULL;
   free((void *)g_held);
   g_held = NULL;
+  free(g_figs);
+  g_figs = NULL;
   free(g_workers);
   g_workers = NULL;
   g_nworkers = 0;

@@ -147,6 +147,7 @@ typedef struct push_proxy_stats {
 typedef struct push_figures {
   uint64_t subscriptions, channels, history_bytes, history_evictions;
   uint64_t idem_evicted, nclients;
+  push_engine_figures engine; /* the engine's own (Redis: its connections') */
 } push_figures;
 
 struct push_server {
@@ -223,6 +224,10 @@ uint64_t push_server_held_elsewhere(const push_server *ps);
 int push_server_all(push_server **all);
 
 /* ---- node-wide answers (node.c) ---- */
+
+/* Adds the other loops' connections, subscriptions and channels, as of
+ * their last tick, to f (nothing with one loop). */
+void push_server_add_others(const push_server *ps, push_figures *f);
 
 /* Fills ps->fig from its hub and engine (on ps's own thread). */
 void push_node_figures(push_server *ps);

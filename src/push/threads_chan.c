@@ -73,7 +73,7 @@ static int put_history(push_buf *b, const push_result *r) {
   return 0;
 }
 
-static void owner_follow(thr_engine *te, const tmsg *in) {
+void thr_owner_follow(thr_engine *te, const tmsg *in) {
   push_hub *hub = te->base.hub;
   const char *channel = mstr(in, 0);
   int64_t now = thr_wall_ms();
@@ -121,11 +121,11 @@ static void owner_follow(thr_engine *te, const tmsg *in) {
  * has now must reach it before the answer. The hub's flush hands what
  * this pass published to the relay first, so the PUB messages precede the
  * CURRENT in the follower's FIFO. */
-static void owner_sync(thr_engine *te, const tmsg *in) {
+void thr_owner_sync(thr_engine *te, const tmsg *in) {
   const char *channel = mstr(in, 0);
   tentry *x = thr_tt_get(te, &te->relayed, channel);
   if (x == NULL || !(x->follows[in->from / 64] >> (in->from % 64) & 1)) {
-    owner_follow(te, in); /* the follower lost it: LOADED answers */
+    thr_owner_follow(te, in); /* the follower lost it: LOADED answers */
   } else {
     push_hub_flush(te->base.hub);
   }
@@ -141,7 +141,7 @@ static void owner_sync(thr_engine *te, const tmsg *in) {
   thr_send(te, in->from, m);
 }
 
-static void owner_unfollow(thr_engine *te, const tmsg *in) {
+void thr_owner_unfollow(thr_engine *te, const tmsg *in) {
   tentry *x = thr_tt_get(te, &te->relayed, mstr(in, 0));
   if (x == NULL) {
     return;
@@ -256,6 +256,13 @@ static void follower_loaded(thr_engine *te, const tmsg *in) {
   if (x == NULL || x->state == F_IDLE) {
     return; /* let go meanwhile: UNFOLLOW is on its way */
   }
+  if (in->status != PUSH_ENGINE_OK) {
+    /* The owner's inner engine is unavailable: the syncs fail, and a
+     * replica in use is asked for again by thr_tick. */
+    x->state = F_IDLE;
+    thr_wake_waiters(x, in->status);
+    return;
+  }
   size_t n = in->limit;
   push_ext_pub *e = n ? calloc(n, sizeof(*e)) : NULL;
   const char *p = mstr(in, 1);
@@ -362,6 +369,11 @@ static void follower_current(thr_engine *te, const tmsg *in) {
   }
   push_engine_reply rep;
   memset(&rep, 0, sizeof(rep));
+  if (in->status != PUSH_ENGINE_OK) {
+    rep.status = in->status; /* the owner's inner engine is unavailable */
+    cb(ud, &rep);
+    return;
+  }
   const char *channel = mstr(in, 0);
   tentry *x = thr_tt_get(te, &te->followed, channel);
   push_pos pos;
@@ -428,12 +440,20 @@ static void reply_call(thr_engine *te, const tmsg *in) {
 void thr_handle(thr_engine *te, tmsg *m) {
   push_member mem = {mstr(m, 1), mstr(m, 2), mstr(m, 3)};
   te->received++;
+  if (te->inner->shared &&
+      (m->kind == M_FOLLOW || m->kind == M_SYNC || m->kind == M_UNFOLLOW)) {
+    thr_owner_shared(te, m);
+    return;
+  }
   switch (m->kind) {
   case M_FOLLOW:
-    owner_follow(te, m);
+    thr_owner_follow(te, m);
     break;
   case M_UNFOLLOW:
-    owner_unfollow(te, m);
+    thr_owner_unfollow(te, m);
+    break;
+  case M_LOST:
+    thr_follower_lost(te, m);
     break;
   case M_LOADED:
     follower_loaded(te, m);
@@ -466,7 +486,7 @@ void thr_handle(thr_engine *te, tmsg *m) {
     thr_owner_occupancy(te, mstr(m, 0), m->flag);
     break;
   case M_SYNC:
-    owner_sync(te, m);
+    thr_owner_sync(te, m);
     break;
   case M_CURRENT:
     follower_current(te, m);

@@ -6,6 +6,7 @@
 #define HERALD_PUSH_THREADS_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "herald/rt.h"
@@ -31,7 +32,8 @@ enum {
   M_USER_DEL,   /* -> owner: s0 user, s1 client */
   M_OCCUPANCY,  /* -> owner: s0 channel; flag occupied */
   M_SYNC,       /* -> owner: s0 channel; token */
-  M_CURRENT     /* owner ->: s0 channel, epoch, offset; token */
+  M_CURRENT,    /* owner ->: s0 channel, epoch, offset; token */
+  M_LOST        /* owner ->: s0 channel (its inner engine lost a gap) */
 };
 
 #define NSTR 6
@@ -59,7 +61,8 @@ typedef struct tlist {
 typedef struct mailbox {
   pthread_mutex_t mu;
   tlist in;
-  int woken; /* a wake-up is posted and not yet run */
+  int woken;       /* a wake-up is posted and not yet run */
+  atomic_int sick; /* the loop's inner engine is not healthy (its pass) */
   herald_loop *loop;
   struct thr_engine *engine;
 } mailbox;
@@ -117,6 +120,7 @@ typedef struct pending {
 
 typedef struct thr_engine {
   push_engine base;
+  push_engine_vt vt; /* thr_vt, named after the inner engine */
   push_threads *t;
   int self;
   push_engine *inner; /* the memory engine of the channels this loop owns */
@@ -183,6 +187,20 @@ void thr_wake_waiters(tentry *x, int status);
 void thr_follower_add_waiter(tentry *x, waiter *w);
 /* Asks the owner for channel x again (LOADED answers). */
 void thr_follower_resync(thr_engine *te, tentry *x);
+/* The owner's answers to FOLLOW, SYNC and UNFOLLOW, once its hub is
+ * current. */
+void thr_owner_follow(thr_engine *te, const tmsg *in);
+void thr_owner_sync(thr_engine *te, const tmsg *in);
+void thr_owner_unfollow(thr_engine *te, const tmsg *in);
+
+/* ---- engine_threads.c, for threads_chan.c ---- */
+
+/* FOLLOW, SYNC or UNFOLLOW over a shared inner engine (Redis): answered
+ * once the inner engine made the owner's hub current, in the order they
+ * came. */
+void thr_owner_shared(thr_engine *te, const tmsg *in);
+/* LOST: the owner's inner engine could not fill a gap of channel. */
+void thr_follower_lost(thr_engine *te, const tmsg *in);
 
 /* ---- engine_threads.c ---- */
 extern const push_engine_vt thr_vt;

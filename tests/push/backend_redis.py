@@ -6,7 +6,7 @@ nodes"): idempotent publishing across nodes, /api/disconnect and
 user_connection_limit counted across nodes, and channel_occupied /
 channel_vacated sent once for the cluster.
 
-usage: backend_redis.py PATH/TO/herald [-k SUBSTRING ...]
+usage: backend_redis.py PATH/TO/herald [--threads N] [-k SUBSTRING ...]
 Exits 77 (skipped) when redis-server is not installed.
 """
 
@@ -180,7 +180,7 @@ TESTS = [test_idempotency_across_nodes,
 
 
 def main():
-    args = sys.argv[1:]
+    args = lib.take_threads(sys.argv[1:])
     if not args:
         print(__doc__)
         return 2

@@ -65,7 +65,7 @@ def short(x, n=300):
 
 HERALD = None  # set by run.py
 # `--threads N` of run.py: every server that sets no "threads" of its own and
-# can run on several loops (the memory engine, no Pusher apps) gets it.
+# can run on several loops (no Pusher apps) gets it.
 THREADS = None
 SERVERS = []  # every server started, so that a crash of the runner kills them
 
@@ -83,9 +83,8 @@ class Server:
             conf["api_key"] = api_key
         conf.update(cfg or {})
         if THREADS is not None and "threads" not in conf and \
-                conf.get("engine") != "redis" and "pusher" not in conf and \
-                not any(a.startswith("--redis") or a == "--threads"
-                        for a in args):
+                "pusher" not in conf and \
+                not any(a == "--threads" for a in args):
             conf["threads"] = THREADS
         self.cfg = conf
         self.api_key = conf.get("api_key")
@@ -808,6 +807,17 @@ def run_test(fn, *args):
         R.group = ""
 
 
+def take_threads(args):
+    """`--threads N` among args (after the herald path): every server that
+    can runs on N loops (THREADS). Returns args without it."""
+    global THREADS
+    if "--threads" in args[1:-1]:
+        i = args.index("--threads")
+        THREADS = int(args[i + 1])
+        args = args[:i] + args[i + 2:]
+    return args
+
+
 def main(tests, doc, limit_s=240):
     """The runner of a small black-box suite: `SCRIPT HERALD [-k SUBSTRING
     ...]`, a whole-suite alarm, one line per check, then "N passed, N
@@ -818,11 +828,7 @@ def main(tests, doc, limit_s=240):
         print(doc)
         return 2
     HERALD = os.path.abspath(args[0])
-    global THREADS
-    if "--threads" in args[1:-1]:  # every server that can runs on N loops
-        i = args.index("--threads")
-        THREADS = int(args[i + 1])
-        args = args[:i] + args[i + 2:]
+    args = take_threads(args)
     only = args[2::2] if len(args) > 2 and args[1] == "-k" else []
 
     def on_alarm(signum, frame):

@@ -14,7 +14,7 @@ nodes' health must return, naming the new master. Also: MOVED and ASK
 followed while a channel's slot migrates under a publisher, and the
 configuration's errors.
 
-usage: redis_ha.py PATH/TO/herald [--long] [-k SUBSTRING ...]
+usage: redis_ha.py PATH/TO/herald [--long] [--threads N] [-k SUBSTRING ...]
 
 --long: three failovers in a row in each set-up (the killed master comes
 back as a replica, then its successor is killed), with longer traffic;
@@ -845,7 +845,7 @@ TESTS = [test_config_errors, test_master_demoted,
 
 def main():
     global LONG
-    args = sys.argv[1:]
+    args = lib.take_threads(sys.argv[1:])
     if not args:
         print(__doc__)
         return 2

@@ -3,7 +3,7 @@
 
 usage: run.py PATH/TO/herald [-k SUBSTRING ...] [--threads N]
 
---threads N runs every server that can (memory engine, no Pusher apps) on
+--threads N runs every server that can (no Pusher apps) on
 N loops: the same guarantees must hold across threads.
 
 Every test group starts its own server(s) on 127.0.0.1:0 with a config file
