@@ -296,6 +296,14 @@ int herald__read_payload(herald_conn *c, uint8_t *in, size_t inlen,
                          herald_event *ev);
 int herald__read_inflate(herald_conn *c, herald_event *ev);
 
+/* RD_PAYLOAD of a whole-mode, uncompressed message whose buffer has room
+ * for the rest of the frame: that rest (the bytes a caller may read in
+ * place at mbuf + mlen, herald_conn_recv_room), else 0. */
+size_t herald__placed_room(const herald_conn *c);
+/* Takes n (1..herald__placed_room) payload bytes read in place at mbuf +
+ * mlen. Returns as herald__read_payload(). */
+int herald__read_placed(herald_conn *c, size_t n, herald_event *ev);
+
 /* Frees the message buffer and gives its bytes back to the budget: between
  * messages, or when the message in it will never be delivered. */
 void herald__mbuf_free(herald_conn *c);

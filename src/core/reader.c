@@ -137,10 +137,12 @@ static int mbuf_fail(herald_conn *c, int err) {
  * against the frame's declared length). Returns 0 or an error of
  * mbuf_reserve(). */
 static inline int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
-  if (c->mcap - c->mlen < n ||
+  /* Room for the whole rest of the frame at once, so that it can be read in
+   * place (herald__placed_room), even in a buffer kept from before. */
+  if (c->mcap - c->mlen < n + c->fremain ||
       (!(c->flags & F_CHARGED) && c->cfg->budget != NULL)) {
     size_t ncap = c->mcap;
-    if (ncap - c->mlen < n) {
+    if (ncap - c->mlen < n + c->fremain) {
       size_t need = c->mlen + n + (size_t)c->fremain;
       ncap = ncap ? ncap : 256;
       while (ncap < need) {
@@ -155,7 +157,9 @@ static inline int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
       return rv;
     }
   }
-  memcpy(c->mbuf + c->mlen, p, n);
+  if (p != c->mbuf + c->mlen) { /* equal: read there in place */
+    memcpy(c->mbuf + c->mlen, p, n);
+  }
   c->mlen += n;
   return 0;
 }
@@ -412,6 +416,21 @@ static inline int read_payload(herald_conn *c, uint8_t *p, size_t avail,
 int herald__read_payload(herald_conn *c, uint8_t *in, size_t inlen,
                          herald_event *ev) {
   return read_payload(c, in, inlen, 0, ev);
+}
+
+size_t herald__placed_room(const herald_conn *c) {
+  if (c->reader != RD_PAYLOAD || c->mcomp || (c->flags & F_STREAM) ||
+      c->mbuf == NULL || c->fremain == 0 || c->mcap - c->mlen < c->fremain) {
+    return 0;
+  }
+  return (size_t)c->fremain;
+}
+
+int herald__read_placed(herald_conn *c, size_t n, herald_event *ev) {
+  /* The room is the rest of the frame and fits the buffer, so appending
+   * the bytes where they lie moves nothing (mbuf_append sees p at its
+   * end). */
+  return read_payload(c, c->mbuf + c->mlen, n, 0, ev);
 }
 
 /*

@@ -43,6 +43,7 @@ static void ws_timer(herald_ws *ws, uint64_t now);
 static void ws_resume(herald_ws *ws);
 static void ws_free(herald_ws *ws);
 static void ws_write_failed(herald_ws *ws);
+static void ws_process_placed(herald_ws *ws, size_t n);
 
 /* How the loop reaches its connections (loop_conn_ops). */
 static const loop_conn_ops ws_loop_ops = {
@@ -563,9 +564,19 @@ static void ws_read(herald_ws *ws) {
   size_t total = 0;
   for (;;) {
     size_t have = ws_copy_tail(ws, buf);
+    /* The rest of a large frame being reassembled goes straight into the
+     * message buffer, what follows it into the read buffer: one readv, no
+     * copy of the payload (with input kept from before, the core wants
+     * that first: the plain way). */
+    size_t direct = 0;
+    uint8_t *place =
+        have == 0 ? herald_conn_recv_room(ws->conn, &direct) : NULL;
+    struct iovec iov[2] = {{place, direct},
+                           {buf + have, READ_BUFFER_SIZE - have}};
+    int first = place != NULL ? 0 : 1;
     ssize_t n;
     do {
-      n = read(ws->io.fd, buf + have, READ_BUFFER_SIZE - have);
+      n = readv(ws->io.fd, iov + first, 2 - first);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -580,7 +591,13 @@ static void ws_read(herald_ws *ws) {
     }
     ws->last_rx = (uint32_t)herald__now(ws->loop);
     ws->loop->reading = ws;
-    herald__ws_process(ws, buf, have + (size_t)n);
+    size_t placed = (size_t)n < direct ? (size_t)n : direct;
+    if (placed) {
+      ws_process_placed(ws, placed);
+    }
+    if ((size_t)n > placed) {
+      herald__ws_process(ws, buf, have + (size_t)n - placed);
+    }
     if (!(ws->flags & WS_DEAD)) {
       herald__ws_flush(ws);
     }
@@ -590,7 +607,8 @@ static void ws_read(herald_ws *ws) {
     if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
       herald__ws_abort(ws, "out of memory");
     }
-    if (!ws_read_again(ws, (size_t)n, READ_BUFFER_SIZE - have, &total)) {
+    if (!ws_read_again(ws, (size_t)n, direct + READ_BUFFER_SIZE - have,
+                       &total)) {
       return;
     }
   }
@@ -842,6 +860,36 @@ static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
   }
 }
 
+/* The core failed the connection (rv < 0) and queued its answer (close
+ * frame or HTTP error); flushing it ends the connection. */
+static void ws_recv_failed(herald_ws *ws, int rv) {
+  herald__ws_record_error(ws, herald_conn_error_reason(ws->conn));
+  if (ws->close_code == 0) {
+    uint16_t code = herald_err_close_code(rv);
+    ws->close_code = code ? code : HERALD_CLOSE_ABNORMAL;
+  }
+  /* Bytes in a ring send (io_uring) are gone from the core's count but not
+   * yet written: they are the answer too. */
+  if (herald_conn_output_size(ws->conn) == 0 && !(ws->io.armed & IO_SENDING)) {
+    herald__ws_abort(ws, herald_conn_error_reason(ws->conn));
+  } else {
+    uint32_t grace = ws->limits->close_timeout_ms;
+    herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
+  }
+}
+
+/* Hands the core n payload bytes read in place (herald_conn_recv_room) and
+ * delivers the message they complete, if they do. */
+static void ws_process_placed(herald_ws *ws, size_t n) {
+  herald_event ev;
+  int rv = herald_conn_recv_placed(ws->conn, n, &ev);
+  if (rv < 0) {
+    ws_recv_failed(ws, rv);
+  } else if (ev.type != HERALD_EV_NONE) {
+    ws_dispatch(ws, &ev);
+  }
+}
+
 /* Feeds buf[0..len) to the core and delivers the events. What the core
  * leaves unconsumed is kept as the tail for the next read. */
 void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
@@ -860,22 +908,7 @@ void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
     herald_event ev;
     int rv = herald_conn_recv(ws->conn, buf + off, len - off, &ev);
     if (rv < 0) {
-      /* The core queued the answer (close frame or HTTP error); flushing
-       * it ends the connection. */
-      herald__ws_record_error(ws, herald_conn_error_reason(ws->conn));
-      if (ws->close_code == 0) {
-        uint16_t code = herald_err_close_code(rv);
-        ws->close_code = code ? code : HERALD_CLOSE_ABNORMAL;
-      }
-      /* Bytes in a ring send (io_uring) are gone from the core's count
-       * but not yet written: they are the answer too. */
-      if (herald_conn_output_size(ws->conn) == 0 &&
-          !(ws->io.armed & IO_SENDING)) {
-        herald__ws_abort(ws, herald_conn_error_reason(ws->conn));
-      } else {
-        uint32_t grace = ws->limits->close_timeout_ms;
-        herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
-      }
+      ws_recv_failed(ws, rv);
       off = len;
       break;
     }
