@@ -73,14 +73,25 @@ struct herald_http {
   int keep_alive; /* the request allows another one after it */
 };
 
+/* What the connections of one endpoint share: its callbacks, their user
+ * data and the runtime limits. A server's routes hold one each and the
+ * server one more, with no callbacks, for connections not yet routed (the
+ * handshake, plain HTTP); a client's connect state holds its own. It
+ * outlives its connections (routes live as long as their server, a
+ * client's state is freed after its connection). */
+typedef struct ws_endpoint {
+  herald_ws_callbacks cb;
+  void *ud;
+  const herald_rt_limits *limits;
+} ws_endpoint;
+
 /* The server or client that made a connection, as the connection's files
  * (ws*.c) reach it: they call server.c and client.c only through these. A
  * hook its side has no use for is NULL. */
 typedef struct ws_owner_ops {
-  /* Server: the callbacks (and *ud) for a WebSocket upgrade to path, or
-   * NULL when no endpoint is there. */
-  const herald_ws_callbacks *(*route)(herald_ws *ws, herald_str path,
-                                      void **ud);
+  /* Server: the endpoint for a WebSocket upgrade to path, or NULL when
+   * none is there. */
+  const ws_endpoint *(*route)(herald_ws *ws, herald_str path);
   /* Server: sets the plain-HTTP handler (and *ud); 0 when there is none. */
   int (*http)(herald_ws *ws, herald_http_fn *fn, void **ud);
   /* Client: the TCP connect finished or failed (EPOLLOUT, EPOLLERR or
@@ -118,9 +129,9 @@ typedef struct ws_cold {
   const char *error;
 } ws_cold;
 
-/* 136 bytes, which malloc serves from a 144-byte chunk: with the core's
- * 120-byte herald_conn (a 128-byte chunk) an idle server connection costs
- * 272 bytes of heap (docs/design.md, "Memory per connection"). */
+/* 120 bytes, which malloc serves from a 128-byte chunk: with the core's
+ * 120-byte herald_conn (another 128-byte chunk) an idle server connection
+ * costs 256 bytes of heap (docs/design.md, "Memory per connection"). */
 struct herald_ws {
   io_item io;
   uint16_t flags;
@@ -129,10 +140,8 @@ struct herald_ws {
   uint16_t pings_in_window; /* saturates at 65535 */
   herald_loop *loop;
   herald_conn *conn;
-  const herald_ws_callbacks *cb;
-  void *ud;
+  const ws_endpoint *ep; /* callbacks, their ud, limits */
   void *data;
-  const herald_rt_limits *limits;
 
   herald_ws *prev, *next; /* loop->all */
   herald_ws *dirty_next;  /* loop->dirty */
@@ -148,7 +157,7 @@ struct herald_ws {
 #if UINTPTR_MAX == UINT64_MAX
 /* An idle connection's cost must not grow, with either backend. */
 _Static_assert(sizeof(io_item) == 8, "io_item grew");
-_Static_assert(sizeof(struct herald_ws) == 136, "herald_ws grew");
+_Static_assert(sizeof(struct herald_ws) == 120, "herald_ws grew");
 #endif
 
 /* What a loop calls in the connections it runs (ws.c), so that loop.c
@@ -272,8 +281,9 @@ void herald__mark_dirty(herald_ws *ws);
 /* ws.c */
 /* The cold part, allocated if it is not there; NULL when out of memory. */
 ws_cold *herald__ws_cold(herald_ws *ws);
+/* ep: the endpoint until a server routes the upgrade (ws_endpoint). */
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
-                          const herald_rt_limits *limits);
+                          const ws_endpoint *ep);
 void herald__ws_start(herald_ws *ws); /* register fd, set timers */
 void herald__ws_flush(herald_ws *ws); /* write what the core queued */
 /* Keeps the first error, for on_close; out of memory, it reports none. */

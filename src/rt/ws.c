@@ -78,7 +78,7 @@ static void ws_trim_cold(herald_ws *ws) {
 }
 
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
-                          const herald_rt_limits *limits) {
+                          const ws_endpoint *ep) {
   herald_ws *ws = calloc(1, sizeof(*ws));
   if (ws == NULL) {
     return NULL;
@@ -95,7 +95,7 @@ herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
   ws->io.kind = IO_WS;
   ws->io.fd = fd;
   ws->loop = loop;
-  ws->limits = limits;
+  ws->ep = ep;
   loop->conn_ops = &ws_loop_ops;
   ws->next = loop->all;
   if (loop->all) {
@@ -113,8 +113,8 @@ void herald__ws_start(herald_ws *ws) {
   }
   uint64_t now = herald__now(ws->loop);
   ws->last_rx = (uint32_t)now;
-  if (ws->limits->handshake_timeout_ms) {
-    herald__wheel_set(ws, now + ws->limits->handshake_timeout_ms);
+  if (ws->ep->limits->handshake_timeout_ms) {
+    herald__wheel_set(ws, now + ws->ep->limits->handshake_timeout_ms);
   }
 }
 
@@ -190,7 +190,7 @@ static void ws_finish(herald_ws *ws) {
   herald__loop_ref(loop, -1);
   /* on_close goes to connections the application knows about: opened ones,
    * and clients (whose failure to connect must be reported). */
-  if (ws->cb && ws->cb->on_close &&
+  if (ws->ep->cb.on_close &&
       ((ws->flags & WS_OPEN) || (ws->flags & WS_CLIENT))) {
     herald_close_info info = {0};
     info.code = ws->close_code ? ws->close_code : HERALD_CLOSE_ABNORMAL;
@@ -198,13 +198,13 @@ static void ws_finish(herald_ws *ws) {
     info.reasonlen = k ? k->close_reason_len : 0;
     info.remote = (ws->flags & WS_CLOSE_REMOTE) != 0;
     info.error = k ? k->error : NULL;
-    ws->cb->on_close(ws, &info, ws->ud);
+    ws->ep->cb.on_close(ws, &info, ws->ep->ud);
   }
   if (k && k->owner && k->owner->finished) {
-    /* A client's callbacks live in its connect state, and its core config
-     * too: both go at the reap, after the core connection. */
+    /* A client's endpoint lives in its connect state, and its core config
+     * too: both go at the reap, after the core connection. No callback runs
+     * after on_close: every path to one stops at WS_DEAD. */
     k->owner->finished(ws);
-    ws->cb = NULL;
   }
   ws->next = loop->reap;
   ws->prev = NULL;
@@ -232,7 +232,7 @@ static void ws_shutdown_write(herald_ws *ws) {
     return;
   }
   herald__ws_update_events(ws);
-  uint32_t grace = ws->limits->close_timeout_ms;
+  uint32_t grace = ws->ep->limits->close_timeout_ms;
   herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
 }
 
@@ -301,10 +301,10 @@ void herald__ws_flush(herald_ws *ws) {
     ws_trim_cold(ws);
   }
   if ((ws->flags & WS_BACKPRESSURE) &&
-      herald_conn_output_size(ws->conn) <= ws->limits->send_low_water) {
+      herald_conn_output_size(ws->conn) <= ws->ep->limits->send_low_water) {
     ws->flags &= (uint16_t)~WS_BACKPRESSURE;
-    if (ws->cb && ws->cb->on_drain && (ws->flags & WS_OPEN)) {
-      ws->cb->on_drain(ws, ws->ud);
+    if (ws->ep->cb.on_drain && (ws->flags & WS_OPEN)) {
+      ws->ep->cb.on_drain(ws, ws->ep->ud);
     }
   }
   if (!(ws->flags & WS_DEAD) && herald_conn_done(ws->conn) &&
@@ -332,7 +332,7 @@ static uint64_t ws_when(herald_ws *ws, uint32_t t) {
 /* Re-arms the wheel for an open connection: the earliest of the idle
  * deadline, the next ping, and the pong deadline. */
 static void ws_arm_open_timers(herald_ws *ws) {
-  const herald_rt_limits *l = ws->limits;
+  const herald_rt_limits *l = ws->ep->limits;
   uint64_t d = 0;
   if (l->idle_timeout_ms) {
     d = ws_when(ws, ws->last_rx) + l->idle_timeout_ms;
@@ -367,7 +367,7 @@ static void ws_timer(herald_ws *ws, uint64_t now) {
     herald__ws_abort(ws, "close handshake timeout");
     return;
   }
-  const herald_rt_limits *l = ws->limits;
+  const herald_rt_limits *l = ws->ep->limits;
   if (l->idle_timeout_ms &&
       now >= ws_when(ws, ws->last_rx) + l->idle_timeout_ms) {
     herald_ws_close(ws, HERALD_CLOSE_GOING_AWAY, "idle timeout", 12);
@@ -737,18 +737,17 @@ static void ws_ready(herald_ws *ws, uint32_t events) {
 /* ---- events ------------------------------------------------------------- */
 
 static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
-  void *ud = NULL;
   ws_cold *k = ws->cold;
-  const herald_ws_callbacks *cb = k && k->owner && k->owner->route
-                                      ? k->owner->route(ws, req->path, &ud)
-                                      : NULL;
-  if (cb == NULL) {
+  const ws_endpoint *ep =
+      k && k->owner && k->owner->route ? k->owner->route(ws, req->path) : NULL;
+  if (ep == NULL) {
     herald_conn_reject(ws->conn, 404, "no WebSocket endpoint at this path",
                        NULL, 0);
     return;
   }
-  ws->cb = cb;
-  ws->ud = ud;
+  ws->ep = ep;
+  const herald_ws_callbacks *cb = &ep->cb;
+  void *ud = ep->ud;
   herald_accept acc = {0};
   int status = cb->on_upgrade ? cb->on_upgrade(ws, req, &acc, ud) : 0;
   if (status != 0) {
@@ -785,14 +784,14 @@ static void ws_on_ping(herald_ws *ws, const herald_event *ev) {
   if (ws->pings_in_window < UINT16_MAX) {
     ws->pings_in_window++;
   }
-  if (ws->limits->max_pings_per_sec &&
-      ws->pings_in_window > ws->limits->max_pings_per_sec) {
+  if (ws->ep->limits->max_pings_per_sec &&
+      ws->pings_in_window > ws->ep->limits->max_pings_per_sec) {
     herald__ws_record_error(ws, "ping flood");
     herald_ws_close(ws, HERALD_CLOSE_POLICY, "ping flood", 10);
     return;
   }
-  if (ws->cb->on_ping) {
-    ws->cb->on_ping(ws, ev->data, ev->len, ws->ud);
+  if (ws->ep->cb.on_ping) {
+    ws->ep->cb.on_ping(ws, ev->data, ev->len, ws->ep->ud);
   }
 }
 
@@ -821,21 +820,22 @@ static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
       ws->cold->subprotocol =
           strndup(ev->response->protocol.ptr, ev->response->protocol.len);
     }
-    if (ws->cb->on_chunk) {
+    if (ws->ep->cb.on_chunk) {
       herald_conn_set_streaming(ws->conn, 1);
     }
-    if (ws->cb->on_open) {
-      ws->cb->on_open(ws, ws->ud);
+    if (ws->ep->cb.on_open) {
+      ws->ep->cb.on_open(ws, ws->ep->ud);
     }
     break;
   case HERALD_EV_TEXT:
   case HERALD_EV_BINARY: {
     herald_opcode op =
         ev->type == HERALD_EV_TEXT ? HERALD_OP_TEXT : HERALD_OP_BINARY;
-    if (ws->cb->on_chunk) {
-      ws->cb->on_chunk(ws, op, ev->data, ev->len, ev->first, ev->fin, ws->ud);
-    } else if (ws->cb->on_message) {
-      ws->cb->on_message(ws, op, ev->data, ev->len, ws->ud);
+    if (ws->ep->cb.on_chunk) {
+      ws->ep->cb.on_chunk(ws, op, ev->data, ev->len, ev->first, ev->fin,
+                          ws->ep->ud);
+    } else if (ws->ep->cb.on_message) {
+      ws->ep->cb.on_message(ws, op, ev->data, ev->len, ws->ep->ud);
     }
     break;
   }
@@ -848,8 +848,8 @@ static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
       ws->ping_sent_at = (uint32_t)herald__now(ws->loop);
       ws_arm_open_timers(ws);
     }
-    if (ws->cb->on_pong) {
-      ws->cb->on_pong(ws, ev->data, ev->len, ws->ud);
+    if (ws->ep->cb.on_pong) {
+      ws->ep->cb.on_pong(ws, ev->data, ev->len, ws->ep->ud);
     }
     break;
   case HERALD_EV_CLOSE:
@@ -873,7 +873,7 @@ static void ws_recv_failed(herald_ws *ws, int rv) {
   if (herald_conn_output_size(ws->conn) == 0 && !(ws->io.armed & IO_SENDING)) {
     herald__ws_abort(ws, herald_conn_error_reason(ws->conn));
   } else {
-    uint32_t grace = ws->limits->close_timeout_ms;
+    uint32_t grace = ws->ep->limits->close_timeout_ms;
     herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
   }
 }
