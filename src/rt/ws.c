@@ -267,9 +267,16 @@ void herald__ws_flush(herald_ws *ws) {
       }
       /* sendmsg rather than writev: the same single syscall, plus
        * MSG_NOSIGNAL so a peer that reset the connection cannot kill the
-       * process with SIGPIPE. */
-      struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-      ssize_t n = sendmsg(ws->io.fd, &msg, MSG_NOSIGNAL);
+       * process with SIGPIPE. One span (a reply, a burst of small frames
+       * merged) goes with send(), which the kernel takes without copying
+       * in a message header and an iovec array. */
+      ssize_t n;
+      if (cnt == 1) {
+        n = send(ws->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+      } else {
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        n = sendmsg(ws->io.fd, &msg, MSG_NOSIGNAL);
+      }
       if (n < 0) {
         if (errno == EINTR) {
           continue;
@@ -573,10 +580,10 @@ static void ws_read(herald_ws *ws) {
         have == 0 ? herald_conn_recv_room(ws->conn, &direct) : NULL;
     struct iovec iov[2] = {{place, direct},
                            {buf + have, READ_BUFFER_SIZE - have}};
-    int first = place != NULL ? 0 : 1;
     ssize_t n;
     do {
-      n = readv(ws->io.fd, iov + first, 2 - first);
+      n = place != NULL ? readv(ws->io.fd, iov, 2)
+                        : read(ws->io.fd, iov[1].iov_base, iov[1].iov_len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
