@@ -16,10 +16,11 @@ enum io_kind { IO_LISTENER, IO_WS, IO_UV };
 typedef struct io_item {
   _Alignas(8) int fd; /* 8-aligned: io_uring tags the low bits (uring.c) */
   uint8_t kind;
-  uint8_t events; /* connections: epoll events registered, EV_IN | EV_OUT;
-                     others, io_uring only: the events wanted */
-  uint8_t armed;  /* io_uring only: requests in flight (uring.c, A_*) */
-  uint8_t spare;
+  uint8_t events;    /* connections: epoll events registered, EV_IN | EV_OUT;
+                        others, io_uring only: the events wanted */
+  uint8_t armed;     /* io_uring only: requests in flight (uring.c, A_*) */
+  uint8_t big_input; /* connections, epoll: the last read was large, so the
+                        next may continue a large frame (ws.c, ws_read) */
 } io_item;
 
 /* io_item.armed: a connection's send is in flight in the ring; its output
@@ -34,6 +35,9 @@ typedef struct io_item {
 /* The shared read buffer of a loop. Event data points into it during
  * callbacks; nothing outlives a callback in it. */
 #define READ_BUFFER_SIZE (256 * 1024)
+/* A read of at least this many bytes makes ws_read ask the core, before
+ * the next read, whether a large frame's rest can be read in place. */
+#define READ_PLACE_HINT 1024
 /* Bytes one connection may read in one loop pass while its reads keep
  * filling the buffer (ws_read); then the others get their turn. */
 #define READ_PASS_MAX (4u * 1024 * 1024)

@@ -576,8 +576,9 @@ static void ws_read(herald_ws *ws) {
      * copy of the payload (with input kept from before, the core wants
      * that first: the plain way). */
     size_t direct = 0;
-    uint8_t *place =
-        have == 0 ? herald_conn_recv_room(ws->conn, &direct) : NULL;
+    uint8_t *place = have == 0 && ws->io.big_input
+                         ? herald_conn_recv_room(ws->conn, &direct)
+                         : NULL;
     struct iovec iov[2] = {{place, direct},
                            {buf + have, READ_BUFFER_SIZE - have}};
     ssize_t n;
@@ -598,6 +599,8 @@ static void ws_read(herald_ws *ws) {
     }
     ws->last_rx = (uint32_t)herald__now(ws->loop);
     ws->loop->reading = ws;
+    /* Small reads (requests, short messages) do not pay for asking. */
+    ws->io.big_input = (size_t)n >= READ_PLACE_HINT;
     size_t placed = (size_t)n < direct ? (size_t)n : direct;
     if (placed) {
       ws_process_placed(ws, placed);
