@@ -278,8 +278,9 @@ int herald__uring_send(herald_ws *ws);
 void herald__wheel_remove(herald_ws *ws);
 void herald__mark_dirty(herald_ws *ws);
 
-/* A connection: ws.c (its life), ws_send.c (the application's sends) and
- * ws_http.c (plain HTTP requests). They call loop.c and tls.c, and the
+/* A connection: ws.c (its life), ws_event.c (its input's events),
+ * ws_send.c (the application's sends) and ws_http.c (plain HTTP
+ * requests). They call loop.c and tls.c, and the
  * server or client that made a connection only through its cold part's
  * owner hooks. */
 /* ws.c */
@@ -293,7 +294,16 @@ void herald__ws_flush(herald_ws *ws); /* write what the core queued */
 /* Keeps the first error, for on_close; out of memory, it reports none. */
 void herald__ws_record_error(herald_ws *ws, const char *error);
 void herald__ws_abort(herald_ws *ws, const char *error);
+/* Re-arms the timer wheel of an open connection: the earliest of its idle,
+ * ping and pong deadlines. */
+void herald__ws_arm_timers(herald_ws *ws);
+/* ws_event.c */
+/* Feeds buf[0..len) to the core and delivers the events; what the core
+ * leaves unconsumed is kept (cold->tail) for the next read. */
 void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len);
+/* Hands the core n payload bytes read in place (herald_conn_recv_room) and
+ * delivers the message they complete, if they do. */
+void herald__ws_process_placed(herald_ws *ws, size_t n);
 /* Puts the connection on its loop's resume list: its paused reading goes on
  * at the end of the pass (loop.c, flush_dirty). */
 void herald__ws_mark_resume(herald_ws *ws);
