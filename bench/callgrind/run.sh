@@ -26,6 +26,7 @@
 #       crossing of loops included.
 #   core CASE SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
 #       core_drive.c against the core library alone: exact and repeatable.
+#       CORE_DRIVE_PLACED=1 reads large frames in place, as ws.c does.
 #   (no arguments) the standard set of both kinds.
 #
 # Environment: HERALD=path/to/herald (default build/herald); the core
@@ -180,6 +181,7 @@ core_case() { # NAME SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
   fi
   local line msgs
   line=$(valgrind --tool=callgrind --toggle-collect=measure \
+    --toggle-collect=kernel_copy \
     --callgrind-out-file="$WORK/core" "$DRIVE" "$@" 2>/dev/null)
   msgs=$(echo "$line" | awk '{print $2}')
   awk -v n="$name" -v ir="$(total_ir "$WORK/core")" -v m="$msgs" 'BEGIN {

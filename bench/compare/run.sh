@@ -12,14 +12,13 @@
 # the same way, against herald, Node ws and Bun with the same options, beside
 # herald's own plain (ws://, uncompressed) figures in the same run.
 #
+# HERALD_BASE=path/to/an/older/herald adds that build as herald-base
+# ("herald echo (before)"), run like herald, for before/after in one table.
+#
 # --io-backend both runs herald twice, `herald echo --io-backend epoll` and
 # `--io-backend io_uring` (herald-uring), side by side in the same run.
 # Where perf can count the raw_syscalls:sys_enter tracepoint of a process,
 # each server's syscalls per message over the measured window are shown.
-#
-# HERALD_BEFORE=path/to/an/older/herald adds "herald echo (before)": the
-# same server from another build (say, the commit before a change) with the
-# same options, so that before and after share one run.
 #
 # usage: bench/compare/run.sh [--variant plain|deflate|tls] [--quick]
 #                             [--runs N] [--duration S] [--warmup S]
@@ -50,8 +49,8 @@ usage() {
   --runs N      runs per case and server; the median is reported (3)
   --duration S  measured seconds per run (4)
   --warmup S    warm-up seconds per run, not measured (1)
-  --only LIST   servers to run, of herald,herald-uring,raw,lws,ws,bun
-                (all), and herald-uring-base (see HERALD_BASE)
+  --only LIST   servers to run, of herald,herald-base,herald-uring,raw,
+                lws,ws,bun (all), and herald-uring-base (see HERALD_BASE)
   --io-backend B  herald's backend: epoll, io_uring, or both (herald on
                 epoll beside herald-uring); default: herald's own default
   --no-doc      do not update docs/performance.md
@@ -59,9 +58,10 @@ usage() {
                 since the server's loops need the cores the load uses
 
 Environment: HERALD=path/to/herald (default build/herald, built if missing).
-HERALD_BEFORE=path/to/another/herald adds it as "herald echo (before)".
-HERALD_BASE=path/to/another/herald: with --io-backend both, that build's
-io_uring server runs too (herald-uring-base), for a before/after pair.
+HERALD_BASE=path/to/the herald of another commit adds it as "herald echo
+(before)" (herald-base) and, with --io-backend both, its io_uring server
+too (herald-uring-base), for before/after in one run (HERALD_BEFORE is
+another name for it).
 EOF
 }
 
@@ -145,14 +145,15 @@ as_root() {
   fi
 }
 
+HERALD_BASE="${HERALD_BASE:-${HERALD_BEFORE:-}}"
 PEERS=()
 PEER_NOTE=()
 want herald && PEERS+=(herald)
-if [ -n "${HERALD_BEFORE:-}" ]; then
-  if [ -x "$HERALD_BEFORE" ]; then
-    PEERS+=(herald-before)
+if [ -n "${HERALD_BASE:-}" ] && want herald-base; then
+  if [ -x "$HERALD_BASE" ]; then
+    PEERS+=(herald-base)
   else
-    log "skipping herald-before: $HERALD_BEFORE is not an executable"
+    log "skipping herald-base: $HERALD_BASE is not executable"
   fi
 fi
 HERALD_BACKEND=()
@@ -282,13 +283,13 @@ start_server() { # name: starts it, fills PID[name] and PORT[name]
   case "$name" in
   herald) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
     --threads "$THREADS" "${HERALD_BACKEND[@]}" "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
+  herald-base) "${SERVER_PIN[@]}" "$HERALD_BASE" echo --listen 127.0.0.1:0 \
+    --threads "$THREADS" "${HERALD_BACKEND[@]}" "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
   herald-uring) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
     --threads "$THREADS" --io-backend io_uring "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
   herald-uring-base) "${SERVER_PIN[@]}" "$HERALD_BASE" echo --listen \
     127.0.0.1:0 --threads "$THREADS" --io-backend io_uring \
     "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
-  herald-before) "${SERVER_PIN[@]}" "$HERALD_BEFORE" echo --listen 127.0.0.1:0 \
-    --threads "$THREADS" "${HERALD_BACKEND[@]}" "${HERALD_OPTS[@]}" >"$out" 2>&1 & ;;
   herald-plain) "${SERVER_PIN[@]}" "$HERALD" echo --listen 127.0.0.1:0 \
     "${HERALD_BACKEND[@]}" --no-deflate >"$out" 2>&1 & ;;
   raw) "${SERVER_PIN[@]}" "$WORK/raw_echo" "$port" >"$out" 2>&1 & ;;
@@ -323,6 +324,8 @@ log "servers: ${RUNNING[*]}; $RUNS run(s) of ${DURATION}s per case; $PIN_NOTE"
 # name|herald bench options
 # 64 KiB messages run with 4 in flight: 16 x 64 KiB per connection overflows
 # the caches and every server, the raw baseline too, loses about half.
+# 16 MiB messages: 2 connections with 1 in flight each (bench/compare/large.sh
+# measures the same shape with page faults).
 case "$VARIANT" in
 plain)
   CASES=(
@@ -331,6 +334,8 @@ plain)
     "32 B, 1000 conns x 16|--size 32 --connections 1000 --inflight 16"
     "64 KiB text, 1 conn x 4|--size 64K --connections 1 --inflight 4"
     "64 KiB text, 10 conns x 4|--size 64K --connections 10 --inflight 4"
+    "64 KiB binary, 10 conns x 4|--size 64K --binary --connections 10 --inflight 4"
+    "16 MiB binary, 2 conns x 1|--size 16M --binary --connections 2 --inflight 1"
   ) ;;
 deflate)
   CASES=(
@@ -421,7 +426,7 @@ for r in rows:
     if r["server"] not in servers:
         servers.append(r["server"])
 names = {"herald": "herald echo", "herald-plain": "herald (plain)",
-         "herald-before": "herald echo (before)",
+         "herald-base": "herald echo (before)",
          "herald-uring": "herald echo, io_uring",
          "herald-uring-base": "herald echo, io_uring (HERALD_BASE)",
          "raw": "raw epoll (baseline)",

@@ -462,6 +462,31 @@ HERALD_API void herald_conn_set_streaming(herald_conn *conn, int on);
 HERALD_API int herald_conn_recv(herald_conn *conn, uint8_t *in, size_t inlen,
                                 herald_event *ev);
 
+/*
+ * Reading a large payload straight into its final place. While a data frame
+ * of a message delivered whole (not streamed, not compressed) is being
+ * received and the message buffer already holds room for the rest of the
+ * frame, herald_conn_recv_room() returns where that rest goes: the free end
+ * of the message buffer, with *room set to the frame's remaining payload
+ * bytes (>= 1). The caller may read up to *room bytes of input there (the
+ * bytes that follow in the stream: exactly what it would otherwise pass to
+ * herald_conn_recv()) and then must call herald_conn_recv_placed() with the
+ * count, before any other call on the connection. Returns NULL (and *room
+ * 0) in every other state: input then goes through herald_conn_recv(). The
+ * pointer is the connection's; it is valid until the next call.
+ */
+HERALD_API uint8_t *herald_conn_recv_room(herald_conn *conn, size_t *room);
+
+/* Processes n bytes (1 <= n <= the room given) that the caller read at the
+ * pointer herald_conn_recv_room() returned, as herald_conn_recv() would
+ * have processed them: unmasked, checked (UTF-8) and added to the message,
+ * which is delivered in *ev once complete. Returns n and fills *ev (NONE
+ * until the message is complete), or a negative herald_err: the peer broke
+ * the protocol (as for herald_conn_recv), or HERALD_ERR_INVALID_ARG when n
+ * is 0, exceeds the room, or no room was given (nothing changed). */
+HERALD_API int herald_conn_recv_placed(herald_conn *conn, size_t n,
+                                       herald_event *ev);
+
 /* Tells the core the transport has ended (EOF or error). If the connection
  * was OPEN or CLOSING (no close frame from the peer yet, no failure), fills
  * *ev with HERALD_EV_CLOSE code 1006 (RFC 6455 7.1.5) and returns 1; in every

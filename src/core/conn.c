@@ -389,6 +389,27 @@ HERALD_API int herald_conn_recv(herald_conn *c, uint8_t *in, size_t inlen,
   return steps(c, in, inlen, ev);
 }
 
+HERALD_API uint8_t *herald_conn_recv_room(herald_conn *c, size_t *room) {
+  /* In RD_PAYLOAD nothing lent is pending: a delivery or an open event
+   * left the reader at RD_HEAD, and the next call released it. */
+  size_t n = herald__placed_room(c);
+  if (n > (size_t)1 << 30) {
+    n = (size_t)1 << 30; /* the count returned is an int */
+  }
+  *room = n;
+  return n ? c->mbuf + c->mlen : NULL;
+}
+
+HERALD_API int herald_conn_recv_placed(herald_conn *c, size_t n,
+                                       herald_event *ev) {
+  memset(ev, 0, sizeof(*ev));
+  size_t room = herald__placed_room(c);
+  if (n == 0 || n > room || n > (size_t)1 << 30) {
+    return HERALD_ERR_INVALID_ARG;
+  }
+  return herald__read_placed(c, n, ev);
+}
+
 HERALD_API int herald_conn_recv_eof(herald_conn *c, herald_event *ev) {
   memset(ev, 0, sizeof(*ev));
   /* Only a WebSocket connection that was open and not yet closed by either

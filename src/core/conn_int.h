@@ -296,6 +296,14 @@ int herald__read_payload(herald_conn *c, uint8_t *in, size_t inlen,
                          herald_event *ev);
 int herald__read_inflate(herald_conn *c, herald_event *ev);
 
+/* RD_PAYLOAD of a whole-mode, uncompressed message whose buffer has room
+ * for the rest of the frame: that rest (the bytes a caller may read in
+ * place at mbuf + mlen, herald_conn_recv_room), else 0. */
+size_t herald__placed_room(const herald_conn *c);
+/* Takes n (1..herald__placed_room) payload bytes read in place at mbuf +
+ * mlen. Returns as herald__read_payload(). */
+int herald__read_placed(herald_conn *c, size_t n, herald_event *ev);
+
 /* Frees the message buffer and gives its bytes back to the budget: between
  * messages, or when the message in it will never be delivered. */
 void herald__mbuf_free(herald_conn *c);
@@ -391,19 +399,30 @@ uint8_t *herald__out_append_slow(herald_conn *c, size_t n, int ends_frame);
  * caller fills at once, or NULL (out of memory). ends_frame: the bytes end a
  * frame (or an HTTP text). Complete frames are merged into the previous entry
  * when it also ends on a frame boundary and is contiguous, so many small
- * frames make one iovec. The common case (the bytes fit, and extend the last
- * entry, as every frame after the first of a burst does) costs a few
+ * frames make one iovec. The common cases (the bytes fit, and extend the last
+ * entry, as every frame after the first of a burst does, or start a drained
+ * queue again, as each reply of a ping-pong does) cost a few
  * instructions. */
 static inline uint8_t *herald__out_append(herald_conn *c, size_t n,
                                           int ends_frame) {
   outq *o = c->o;
-  if (o != NULL && o->ocount > 0 && o->ocap_bytes - o->olen >= n) {
-    oentry *last = &o->ent[o->ohead + o->ocount - 1];
-    if (last->ext == NULL && last->ends_frame && !last->pong &&
-        last->off + last->len == o->olen) {
+  if (o != NULL && o->ocap_bytes - o->olen >= n) {
+    if (o->ocount > 0) {
+      oentry *last = &o->ent[o->ohead + o->ocount - 1];
+      if (last->ext == NULL && last->ends_frame && !last->pong &&
+          last->off + last->len == o->olen) {
+        uint8_t *p = o->obuf + o->olen;
+        last->len += n;
+        last->ends_frame = (uint8_t)ends_frame;
+        o->olen += n;
+        c->ototal += n;
+        return p;
+      }
+    } else if (o->ohead < o->ocap) {
       uint8_t *p = o->obuf + o->olen;
-      last->len += n;
-      last->ends_frame = (uint8_t)ends_frame;
+      o->ent[o->ohead] =
+          (oentry){NULL, o->olen, n, NULL, NULL, (uint8_t)ends_frame, 0, 0, 0};
+      o->ocount = 1;
       o->olen += n;
       c->ototal += n;
       return p;

@@ -132,15 +132,17 @@ static int mbuf_fail(herald_conn *c, int err) {
                           : "out of memory");
 }
 
-/* Appends n payload bytes to the buffer, growing it to hold at least the
- * rest of the current frame (bounded by max_message_size, already checked
- * against the frame's declared length). Returns 0 or an error of
- * mbuf_reserve(). */
-static inline int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
-  if (c->mcap - c->mlen < n ||
+/* Makes room for n more payload bytes at mbuf + mlen, growing the buffer to
+ * hold at least the rest of the current frame (bounded by
+ * max_message_size, already checked against the frame's declared length).
+ * Returns 0 or an error of mbuf_reserve(). */
+static inline int mbuf_room(herald_conn *c, size_t n) {
+  /* Room for the whole rest of the frame at once, so that it can be read in
+   * place (herald__placed_room), even in a buffer kept from before. */
+  if (c->mcap - c->mlen < n + c->fremain ||
       (!(c->flags & F_CHARGED) && c->cfg->budget != NULL)) {
     size_t ncap = c->mcap;
-    if (ncap - c->mlen < n) {
+    if (ncap - c->mlen < n + c->fremain) {
       size_t need = c->mlen + n + (size_t)c->fremain;
       ncap = ncap ? ncap : 256;
       while (ncap < need) {
@@ -150,13 +152,8 @@ static inline int mbuf_append(herald_conn *c, const uint8_t *p, size_t n) {
         ncap = (size_t)c->cfg->max_message_size;
       }
     }
-    int rv = mbuf_reserve(c, ncap);
-    if (rv != 0) {
-      return rv;
-    }
+    return mbuf_reserve(c, ncap);
   }
-  memcpy(c->mbuf + c->mlen, p, n);
-  c->mlen += n;
   return 0;
 }
 
@@ -386,25 +383,41 @@ static inline int read_payload(herald_conn *c, uint8_t *p, size_t avail,
   int msg_done = frame_done && (c->flags & F_FIN) != 0;
   c->fremain -= n;
   c->msize += n;
-  unmask(c, p, n);
-  int rv = text_check(c, p, n, msg_done);
-  if (rv != 0) {
-    return rv;
-  }
-  c->reader = frame_done ? RD_HEAD : RD_PAYLOAD;
-  if (c->flags & F_STREAM) {
+  int rv;
+  if ((c->flags & F_STREAM) || (msg_done && whole && c->mlen == 0)) {
+    /* Delivered where it lies: streamed, or a whole message here (zero
+     * copy). */
+    unmask(c, p, n);
+    if ((rv = text_check(c, p, n, msg_done)) != 0) {
+      return rv;
+    }
+    c->reader = frame_done ? RD_HEAD : RD_PAYLOAD;
     if (n > 0 || msg_done) {
       deliver(c, ev, p, n, msg_done);
     }
-  } else if (msg_done && whole && c->mlen == 0) {
-    deliver(c, ev, p, n, 1); /* zero-copy: the whole message is here */
-  } else {
-    if (n > 0 && (rv = mbuf_append(c, p, n)) != 0) {
+    return (int)n;
+  }
+  /* Into the message buffer, unmasked on the way: one pass over the bytes.
+   * Bytes read in place (herald__read_placed) are already at its end. */
+  if (n > 0) {
+    if ((rv = mbuf_room(c, n)) != 0) {
       return mbuf_fail(c, rv);
     }
-    if (msg_done) {
-      deliver_buffered(c, ev);
+    uint8_t *dst = c->mbuf + c->mlen;
+    if (c->flags & F_MASKED) {
+      c->mask_off = (uint8_t)herald__mask_copy(dst, p, n, c->mask, c->mask_off);
+    } else if (dst != p) {
+      memcpy(dst, p, n);
     }
+    p = dst;
+  }
+  if ((rv = text_check(c, p, n, msg_done)) != 0) {
+    return rv;
+  }
+  c->mlen += n;
+  c->reader = frame_done ? RD_HEAD : RD_PAYLOAD;
+  if (msg_done) {
+    deliver_buffered(c, ev);
   }
   return (int)n;
 }
@@ -412,6 +425,21 @@ static inline int read_payload(herald_conn *c, uint8_t *p, size_t avail,
 int herald__read_payload(herald_conn *c, uint8_t *in, size_t inlen,
                          herald_event *ev) {
   return read_payload(c, in, inlen, 0, ev);
+}
+
+size_t herald__placed_room(const herald_conn *c) {
+  if (c->reader != RD_PAYLOAD || c->mcomp || (c->flags & F_STREAM) ||
+      c->mbuf == NULL || c->fremain == 0 || c->mcap - c->mlen < c->fremain) {
+    return 0;
+  }
+  return (size_t)c->fremain;
+}
+
+int herald__read_placed(herald_conn *c, size_t n, herald_event *ev) {
+  /* The room is the rest of the frame and fits the buffer, so appending
+   * the bytes where they lie moves nothing (mbuf_room has room, and
+   * read_payload sees p at the buffer's end). */
+  return read_payload(c, c->mbuf + c->mlen, n, 0, ev);
 }
 
 /*

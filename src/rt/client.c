@@ -38,7 +38,7 @@ struct client_state {
   char *tls_server_name;
   herald_config core;
   herald_rt_limits limits;
-  herald_ws_callbacks cb;
+  ws_endpoint ep; /* the callbacks, their ud and &limits */
 };
 
 HERALD_API void herald_client_config_init(herald_client_config *cfg) {
@@ -336,8 +336,10 @@ HERALD_API int herald_connect(herald_loop *loop,
     c->core.mem = &herald__big_mem; /* large buffers reused */
   }
   c->limits = cfg->limits;
-  c->cb = *cb;
-  herald_ws *ws = herald__ws_new(loop, -1, &c->core, &c->limits);
+  c->ep.cb = *cb;
+  c->ep.ud = ud;
+  c->ep.limits = &c->limits;
+  herald_ws *ws = herald__ws_new(loop, -1, &c->core, &c->ep);
   if (ws == NULL) {
     client_free_strings(c);
     free(c);
@@ -349,8 +351,6 @@ HERALD_API int herald_connect(herald_loop *loop,
   ws->cold->cli = c;
   ws->cold->owner = &client_owner;
   c->ws = ws;
-  ws->cb = &c->cb;
-  ws->ud = ud;
   ws->flags |= WS_CLIENT | WS_CONNECTING;
   uint64_t now = herald__now(loop);
   ws->last_rx = (uint32_t)now;

@@ -16,10 +16,11 @@ enum io_kind { IO_LISTENER, IO_WS, IO_UV, IO_POST };
 typedef struct io_item {
   _Alignas(8) int fd; /* 8-aligned: io_uring tags the low bits (uring.c) */
   uint8_t kind;
-  uint8_t events; /* connections: epoll events registered, EV_IN | EV_OUT;
-                     others, io_uring only: the events wanted */
-  uint8_t armed;  /* io_uring only: requests in flight (uring.c, A_*) */
-  uint8_t spare;
+  uint8_t events;    /* connections: epoll events registered, EV_IN | EV_OUT;
+                        others, io_uring only: the events wanted */
+  uint8_t armed;     /* io_uring only: requests in flight (uring.c, A_*) */
+  uint8_t big_input; /* connections, epoll: the last read was large, so the
+                        next may continue a large frame (ws.c, ws_read) */
 } io_item;
 
 /* io_item.armed: a connection's send is in flight in the ring; its output
@@ -34,6 +35,9 @@ typedef struct io_item {
 /* The shared read buffer of a loop. Event data points into it during
  * callbacks; nothing outlives a callback in it. */
 #define READ_BUFFER_SIZE (256 * 1024)
+/* A read of at least this many bytes makes ws_read ask the core, before
+ * the next read, whether a large frame's rest can be read in place. */
+#define READ_PLACE_HINT 1024
 /* Bytes one connection may read in one loop pass while its reads keep
  * filling the buffer (ws_read); then the others get their turn. */
 #define READ_PASS_MAX (4u * 1024 * 1024)
@@ -73,14 +77,25 @@ struct herald_http {
   int keep_alive; /* the request allows another one after it */
 };
 
+/* What the connections of one endpoint share: its callbacks, their user
+ * data and the runtime limits. A server's routes hold one each and the
+ * server one more, with no callbacks, for connections not yet routed (the
+ * handshake, plain HTTP); a client's connect state holds its own. It
+ * outlives its connections (routes live as long as their server, a
+ * client's state is freed after its connection). */
+typedef struct ws_endpoint {
+  herald_ws_callbacks cb;
+  void *ud;
+  const herald_rt_limits *limits;
+} ws_endpoint;
+
 /* The server or client that made a connection, as the connection's files
  * (ws*.c) reach it: they call server.c and client.c only through these. A
  * hook its side has no use for is NULL. */
 typedef struct ws_owner_ops {
-  /* Server: the callbacks (and *ud) for a WebSocket upgrade to path, or
-   * NULL when no endpoint is there. */
-  const herald_ws_callbacks *(*route)(herald_ws *ws, herald_str path,
-                                      void **ud);
+  /* Server: the endpoint for a WebSocket upgrade to path, or NULL when
+   * none is there. */
+  const ws_endpoint *(*route)(herald_ws *ws, herald_str path);
   /* Server: sets the plain-HTTP handler (and *ud); 0 when there is none. */
   int (*http)(herald_ws *ws, herald_http_fn *fn, void **ud);
   /* Client: the TCP connect finished or failed (EPOLLOUT, EPOLLERR or
@@ -118,9 +133,9 @@ typedef struct ws_cold {
   const char *error;
 } ws_cold;
 
-/* 136 bytes, which malloc serves from a 144-byte chunk: with the core's
- * 120-byte herald_conn (a 128-byte chunk) an idle server connection costs
- * 272 bytes of heap (docs/design.md, "Memory per connection"). */
+/* 120 bytes, which malloc serves from a 128-byte chunk: with the core's
+ * 120-byte herald_conn (another 128-byte chunk) an idle server connection
+ * costs 256 bytes of heap (docs/design.md, "Memory per connection"). */
 struct herald_ws {
   io_item io;
   uint16_t flags;
@@ -129,10 +144,8 @@ struct herald_ws {
   uint16_t pings_in_window; /* saturates at 65535 */
   herald_loop *loop;
   herald_conn *conn;
-  const herald_ws_callbacks *cb;
-  void *ud;
+  const ws_endpoint *ep; /* callbacks, their ud, limits */
   void *data;
-  const herald_rt_limits *limits;
 
   herald_ws *prev, *next; /* loop->all */
   herald_ws *dirty_next;  /* loop->dirty */
@@ -148,7 +161,7 @@ struct herald_ws {
 #if UINTPTR_MAX == UINT64_MAX
 /* An idle connection's cost must not grow, with either backend. */
 _Static_assert(sizeof(io_item) == 8, "io_item grew");
-_Static_assert(sizeof(struct herald_ws) == 136, "herald_ws grew");
+_Static_assert(sizeof(struct herald_ws) == 120, "herald_ws grew");
 #endif
 
 /* What a loop calls in the connections it runs (ws.c), so that loop.c
@@ -278,21 +291,32 @@ int herald__uring_send(herald_ws *ws);
 void herald__wheel_remove(herald_ws *ws);
 void herald__mark_dirty(herald_ws *ws);
 
-/* A connection: ws.c (its life), ws_send.c (the application's sends) and
- * ws_http.c (plain HTTP requests). They call loop.c and tls.c, and the
+/* A connection: ws.c (its life), ws_event.c (its input's events),
+ * ws_send.c (the application's sends) and ws_http.c (plain HTTP
+ * requests). They call loop.c and tls.c, and the
  * server or client that made a connection only through its cold part's
  * owner hooks. */
 /* ws.c */
 /* The cold part, allocated if it is not there; NULL when out of memory. */
 ws_cold *herald__ws_cold(herald_ws *ws);
+/* ep: the endpoint until a server routes the upgrade (ws_endpoint). */
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
-                          const herald_rt_limits *limits);
+                          const ws_endpoint *ep);
 void herald__ws_start(herald_ws *ws); /* register fd, set timers */
 void herald__ws_flush(herald_ws *ws); /* write what the core queued */
 /* Keeps the first error, for on_close; out of memory, it reports none. */
 void herald__ws_record_error(herald_ws *ws, const char *error);
 void herald__ws_abort(herald_ws *ws, const char *error);
+/* Re-arms the timer wheel of an open connection: the earliest of its idle,
+ * ping and pong deadlines. */
+void herald__ws_arm_timers(herald_ws *ws);
+/* ws_event.c */
+/* Feeds buf[0..len) to the core and delivers the events; what the core
+ * leaves unconsumed is kept (cold->tail) for the next read. */
 void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len);
+/* Hands the core n payload bytes read in place (herald_conn_recv_room) and
+ * delivers the message they complete, if they do. */
+void herald__ws_process_placed(herald_ws *ws, size_t n);
 /* Puts the connection on its loop's resume list: its paused reading goes on
  * at the end of the pass (loop.c, flush_dirty). */
 void herald__ws_mark_resume(herald_ws *ws);

@@ -18,9 +18,10 @@
  *                are flushed, each with one writev
  *   timer        every WHEEL_TICK_MS the wheel slot that is due is scanned
  *
- * This file calls no other file of the runtime: the connections it runs
- * are reached through loop->conn_ops (set by ws.c), a server's listeners
- * through loop->on_listener and on_tick (set by server.c).
+ * This file calls no other file of the runtime but the allocator's idle
+ * release (bigmem.c, on each tick): the connections it runs are reached
+ * through loop->conn_ops (set by ws.c), a server's listeners through
+ * loop->on_listener and on_tick (set by server.c).
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -29,6 +30,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "rt/bigmem.h"
 #include "rt/internal.h"
 
 /* What HERALD_IO_AUTO picks when the kernel runs io_uring: 1 io_uring, 0
@@ -146,6 +148,10 @@ static void on_tick(uv_timer_t *t) {
       ws = next;
     }
   }
+  /* Medium and large blocks this thread kept and no longer uses go back
+   * to libc (bigmem.c): a loop that carried large messages once does not
+   * hold their buffers for good. */
+  (void)herald__big_idle();
   if (loop->on_tick) {
     loop->on_tick(loop);
   }

@@ -27,9 +27,8 @@
 #include "rt/tls.h"
 
 typedef struct route {
-  char *path; /* "*" for the default */
-  herald_ws_callbacks cb;
-  void *ud;
+  char *path;     /* "*" for the default */
+  ws_endpoint ep; /* its callbacks, ud and the server's limits */
   struct route *next;
 } route;
 
@@ -56,6 +55,7 @@ typedef struct worker {
 struct herald_server {
   herald_server_config cfg;
   herald_config core;
+  ws_endpoint unrouted; /* connections not routed yet: no callbacks */
   route *routes;
   int nworkers;
   worker *workers;
@@ -132,6 +132,7 @@ HERALD_API int herald_server_new(herald_server **psrv,
     return HERALD_ERR_NOMEM;
   }
   srv->cfg = *cfg;
+  srv->unrouted.limits = &srv->cfg.limits;
   pthread_mutex_init(&srv->tls_mu, NULL);
   if (cfg->tls.ncerts > 0) {
     const char *why;
@@ -173,8 +174,9 @@ HERALD_API int herald_server_route(herald_server *srv, const char *path,
     free(r);
     return HERALD_ERR_NOMEM;
   }
-  r->cb = *cb;
-  r->ud = ud;
+  r->ep.cb = *cb;
+  r->ep.ud = ud;
+  r->ep.limits = &srv->cfg.limits;
   r->next = srv->routes;
   srv->routes = r;
   return 0;
@@ -188,25 +190,19 @@ HERALD_API void herald_server_on_loop_start(herald_server *srv,
 }
 
 /* ws_owner_ops.route: the endpoint at path, else the "*" one. */
-static const herald_ws_callbacks *server_route(herald_ws *ws, herald_str path,
-                                               void **ud) {
+static const ws_endpoint *server_route(herald_ws *ws, herald_str path) {
   herald_server *srv = ws->cold->srv;
   route *def = NULL;
   for (route *r = srv->routes; r; r = r->next) {
     if (strlen(r->path) == path.len &&
         memcmp(r->path, path.ptr, path.len) == 0) {
-      *ud = r->ud;
-      return &r->cb;
+      return &r->ep;
     }
     if (strcmp(r->path, "*") == 0) {
       def = r;
     }
   }
-  if (def) {
-    *ud = def->ud;
-    return &def->cb;
-  }
-  return NULL;
+  return def ? &def->ep : NULL;
 }
 
 /* ws_owner_ops.http: the configured on_http. */
@@ -251,7 +247,7 @@ static void listener_ready(herald_loop *loop, io_item *io) {
     }
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    herald_ws *ws = herald__ws_new(loop, fd, &srv->core, &srv->cfg.limits);
+    herald_ws *ws = herald__ws_new(loop, fd, &srv->core, &srv->unrouted);
     if (ws == NULL) {
       close(fd);
       continue;

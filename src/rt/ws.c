@@ -17,8 +17,9 @@
  *      freed at the end of the loop pass.
  * An error on the socket, or a timeout, jumps straight to step 3.
  *
- * What the application sends is queued in the core by ws_send.c; a request
- * that is not an upgrade is ws_http.c's.
+ * What the application sends is queued in the core by ws_send.c; what the
+ * core makes of the input (events into callbacks) is ws_event.c's; a
+ * request that is not an upgrade is ws_http.c's.
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -35,7 +36,6 @@
 #define MAX_IOV 64
 
 static void ws_finish(herald_ws *ws);
-static void ws_arm_open_timers(herald_ws *ws);
 static void ws_ready(herald_ws *ws, uint32_t events);
 static void ws_recv(herald_ws *ws, uint8_t *data, long res);
 static void ws_feed(herald_ws *ws, uint8_t *data, size_t n);
@@ -77,7 +77,7 @@ static void ws_trim_cold(herald_ws *ws) {
 }
 
 herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
-                          const herald_rt_limits *limits) {
+                          const ws_endpoint *ep) {
   herald_ws *ws = calloc(1, sizeof(*ws));
   if (ws == NULL) {
     return NULL;
@@ -94,7 +94,7 @@ herald_ws *herald__ws_new(herald_loop *loop, int fd, const herald_config *core,
   ws->io.kind = IO_WS;
   ws->io.fd = fd;
   ws->loop = loop;
-  ws->limits = limits;
+  ws->ep = ep;
   loop->conn_ops = &ws_loop_ops;
   ws->next = loop->all;
   if (loop->all) {
@@ -112,8 +112,8 @@ void herald__ws_start(herald_ws *ws) {
   }
   uint64_t now = herald__now(ws->loop);
   ws->last_rx = (uint32_t)now;
-  if (ws->limits->handshake_timeout_ms) {
-    herald__wheel_set(ws, now + ws->limits->handshake_timeout_ms);
+  if (ws->ep->limits->handshake_timeout_ms) {
+    herald__wheel_set(ws, now + ws->ep->limits->handshake_timeout_ms);
   }
 }
 
@@ -189,7 +189,7 @@ static void ws_finish(herald_ws *ws) {
   herald__loop_ref(loop, -1);
   /* on_close goes to connections the application knows about: opened ones,
    * and clients (whose failure to connect must be reported). */
-  if (ws->cb && ws->cb->on_close &&
+  if (ws->ep->cb.on_close &&
       ((ws->flags & WS_OPEN) || (ws->flags & WS_CLIENT))) {
     herald_close_info info = {0};
     info.code = ws->close_code ? ws->close_code : HERALD_CLOSE_ABNORMAL;
@@ -197,13 +197,13 @@ static void ws_finish(herald_ws *ws) {
     info.reasonlen = k ? k->close_reason_len : 0;
     info.remote = (ws->flags & WS_CLOSE_REMOTE) != 0;
     info.error = k ? k->error : NULL;
-    ws->cb->on_close(ws, &info, ws->ud);
+    ws->ep->cb.on_close(ws, &info, ws->ep->ud);
   }
   if (k && k->owner && k->owner->finished) {
-    /* A client's callbacks live in its connect state, and its core config
-     * too: both go at the reap, after the core connection. */
+    /* A client's endpoint lives in its connect state, and its core config
+     * too: both go at the reap, after the core connection. No callback runs
+     * after on_close: every path to one stops at WS_DEAD. */
     k->owner->finished(ws);
-    ws->cb = NULL;
   }
   ws->next = loop->reap;
   ws->prev = NULL;
@@ -231,7 +231,7 @@ static void ws_shutdown_write(herald_ws *ws) {
     return;
   }
   herald__ws_update_events(ws);
-  uint32_t grace = ws->limits->close_timeout_ms;
+  uint32_t grace = ws->ep->limits->close_timeout_ms;
   herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
 }
 
@@ -266,9 +266,16 @@ void herald__ws_flush(herald_ws *ws) {
       }
       /* sendmsg rather than writev: the same single syscall, plus
        * MSG_NOSIGNAL so a peer that reset the connection cannot kill the
-       * process with SIGPIPE. */
-      struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-      ssize_t n = sendmsg(ws->io.fd, &msg, MSG_NOSIGNAL);
+       * process with SIGPIPE. One span (a reply, a burst of small frames
+       * merged) goes with send(), which the kernel takes without copying
+       * in a message header and an iovec array. */
+      ssize_t n;
+      if (cnt == 1) {
+        n = send(ws->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+      } else {
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
+        n = sendmsg(ws->io.fd, &msg, MSG_NOSIGNAL);
+      }
       if (n < 0) {
         if (errno == EINTR) {
           continue;
@@ -300,10 +307,10 @@ void herald__ws_flush(herald_ws *ws) {
     ws_trim_cold(ws);
   }
   if ((ws->flags & WS_BACKPRESSURE) &&
-      herald_conn_output_size(ws->conn) <= ws->limits->send_low_water) {
+      herald_conn_output_size(ws->conn) <= ws->ep->limits->send_low_water) {
     ws->flags &= (uint16_t)~WS_BACKPRESSURE;
-    if (ws->cb && ws->cb->on_drain && (ws->flags & WS_OPEN)) {
-      ws->cb->on_drain(ws, ws->ud);
+    if (ws->ep->cb.on_drain && (ws->flags & WS_OPEN)) {
+      ws->ep->cb.on_drain(ws, ws->ep->ud);
     }
   }
   if (!(ws->flags & WS_DEAD) && herald_conn_done(ws->conn) &&
@@ -330,8 +337,8 @@ static uint64_t ws_when(herald_ws *ws, uint32_t t) {
 
 /* Re-arms the wheel for an open connection: the earliest of the idle
  * deadline, the next ping, and the pong deadline. */
-static void ws_arm_open_timers(herald_ws *ws) {
-  const herald_rt_limits *l = ws->limits;
+void herald__ws_arm_timers(herald_ws *ws) {
+  const herald_rt_limits *l = ws->ep->limits;
   uint64_t d = 0;
   if (l->idle_timeout_ms) {
     d = ws_when(ws, ws->last_rx) + l->idle_timeout_ms;
@@ -366,7 +373,7 @@ static void ws_timer(herald_ws *ws, uint64_t now) {
     herald__ws_abort(ws, "close handshake timeout");
     return;
   }
-  const herald_rt_limits *l = ws->limits;
+  const herald_rt_limits *l = ws->ep->limits;
   if (l->idle_timeout_ms &&
       now >= ws_when(ws, ws->last_rx) + l->idle_timeout_ms) {
     herald_ws_close(ws, HERALD_CLOSE_GOING_AWAY, "idle timeout", 12);
@@ -392,40 +399,10 @@ static void ws_timer(herald_ws *ws, uint64_t now) {
       }
     }
   }
-  ws_arm_open_timers(ws);
+  herald__ws_arm_timers(ws);
 }
 
 /* ---- reading ------------------------------------------------------------ */
-
-/* Keeps buf[0..len) for the next read. */
-static int ws_keep_tail(herald_ws *ws, const uint8_t *buf, size_t len) {
-  ws_cold *k = ws->cold;
-  if (len == 0) {
-    if (k) {
-      if (k->tail_cap > 4096) {
-        free(k->tail);
-        k->tail = NULL;
-        k->tail_cap = 0;
-      }
-      k->tail_len = 0;
-    }
-    return 0;
-  }
-  if ((k = herald__ws_cold(ws)) == NULL) {
-    return -1;
-  }
-  if (len > k->tail_cap) {
-    uint8_t *t = realloc(k->tail, len);
-    if (t == NULL) {
-      return -1;
-    }
-    k->tail = t;
-    k->tail_cap = len;
-  }
-  memmove(k->tail, buf, len);
-  k->tail_len = len;
-  return 0;
-}
 
 /* Copies the input kept from an earlier read to buf; returns its length.
  * It stays kept until processing replaces it (ws_keep_tail). */
@@ -580,9 +557,20 @@ static void ws_read(herald_ws *ws) {
   size_t total = 0;
   for (;;) {
     size_t have = ws_copy_tail(ws, buf);
+    /* The rest of a large frame being reassembled goes straight into the
+     * message buffer, what follows it into the read buffer: one readv, no
+     * copy of the payload (with input kept from before, the core wants
+     * that first: the plain way). */
+    size_t direct = 0;
+    uint8_t *place = have == 0 && ws->io.big_input
+                         ? herald_conn_recv_room(ws->conn, &direct)
+                         : NULL;
+    struct iovec iov[2] = {{place, direct},
+                           {buf + have, READ_BUFFER_SIZE - have}};
     ssize_t n;
     do {
-      n = read(ws->io.fd, buf + have, READ_BUFFER_SIZE - have);
+      n = place != NULL ? readv(ws->io.fd, iov, 2)
+                        : read(ws->io.fd, iov[1].iov_base, iov[1].iov_len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -597,7 +585,15 @@ static void ws_read(herald_ws *ws) {
     }
     ws->last_rx = (uint32_t)herald__now(ws->loop);
     ws->loop->reading = ws;
-    herald__ws_process(ws, buf, have + (size_t)n);
+    /* Small reads (requests, short messages) do not pay for asking. */
+    ws->io.big_input = (size_t)n >= READ_PLACE_HINT;
+    size_t placed = (size_t)n < direct ? (size_t)n : direct;
+    if (placed) {
+      herald__ws_process_placed(ws, placed);
+    }
+    if ((size_t)n > placed) {
+      herald__ws_process(ws, buf, have + (size_t)n - placed);
+    }
     if (!(ws->flags & WS_DEAD)) {
       herald__ws_flush(ws);
     }
@@ -607,7 +603,8 @@ static void ws_read(herald_ws *ws) {
     if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
       herald__ws_abort(ws, "out of memory");
     }
-    if (!ws_read_again(ws, (size_t)n, READ_BUFFER_SIZE - have, &total)) {
+    if (!ws_read_again(ws, (size_t)n, direct + READ_BUFFER_SIZE - have,
+                       &total)) {
       return;
     }
   }
@@ -730,194 +727,6 @@ static void ws_ready(herald_ws *ws, uint32_t events) {
       return;
     }
     ws_read(ws);
-  }
-}
-
-/* ---- events ------------------------------------------------------------- */
-
-static void ws_on_upgrade(herald_ws *ws, const herald_request *req) {
-  void *ud = NULL;
-  ws_cold *k = ws->cold;
-  const herald_ws_callbacks *cb = k && k->owner && k->owner->route
-                                      ? k->owner->route(ws, req->path, &ud)
-                                      : NULL;
-  if (cb == NULL) {
-    herald_conn_reject(ws->conn, 404, "no WebSocket endpoint at this path",
-                       NULL, 0);
-    return;
-  }
-  ws->cb = cb;
-  ws->ud = ud;
-  herald_accept acc = {0};
-  int status = cb->on_upgrade ? cb->on_upgrade(ws, req, &acc, ud) : 0;
-  if (status != 0) {
-    if (status < 400 || status > 599) {
-      status = 403;
-    }
-    herald_conn_reject(ws->conn, status, NULL, NULL, 0);
-    return;
-  }
-  if (herald_conn_accept(ws->conn, &acc) != 0) {
-    herald_conn_reject(ws->conn, 500, "could not accept", NULL, 0);
-    return;
-  }
-  if (acc.subprotocol) {
-    ws->cold->subprotocol = strdup(acc.subprotocol);
-  }
-  if (cb->on_chunk) {
-    herald_conn_set_streaming(ws->conn, 1);
-  }
-  ws->flags |= WS_OPEN | WS_TRIM;
-  ws->ping_sent_at = (uint32_t)herald__now(ws->loop);
-  ws_arm_open_timers(ws);
-  if (cb->on_open) {
-    cb->on_open(ws, ud);
-  }
-}
-
-static void ws_on_ping(herald_ws *ws, const herald_event *ev) {
-  uint16_t sec = (uint16_t)(herald__now(ws->loop) / 1000);
-  if (sec != ws->ping_window) {
-    ws->ping_window = sec;
-    ws->pings_in_window = 0;
-  }
-  if (ws->pings_in_window < UINT16_MAX) {
-    ws->pings_in_window++;
-  }
-  if (ws->limits->max_pings_per_sec &&
-      ws->pings_in_window > ws->limits->max_pings_per_sec) {
-    herald__ws_record_error(ws, "ping flood");
-    herald_ws_close(ws, HERALD_CLOSE_POLICY, "ping flood", 10);
-    return;
-  }
-  if (ws->cb->on_ping) {
-    ws->cb->on_ping(ws, ev->data, ev->len, ws->ud);
-  }
-}
-
-static void ws_on_close_frame(herald_ws *ws, const herald_event *ev) {
-  ws->close_code = ev->code;
-  ws->flags |= WS_CLOSE_REMOTE;
-  if (ev->len > 0) {
-    ws_cold *k = herald__ws_cold(ws);
-    /* Out of memory, on_close reports no reason. */
-    if (k && k->close_reason == NULL && (k->close_reason = malloc(ev->len))) {
-      memcpy(k->close_reason, ev->data, ev->len);
-      k->close_reason_len = ev->len;
-    }
-  }
-}
-
-static void ws_dispatch(herald_ws *ws, const herald_event *ev) {
-  switch (ev->type) {
-  case HERALD_EV_OPEN:
-    ws->flags |= WS_OPEN | WS_TRIM;
-    ws->ping_sent_at = (uint32_t)herald__now(ws->loop);
-    if (herald_conn_state(ws->conn) == HERALD_STATE_OPEN) {
-      ws_arm_open_timers(ws);
-    }
-    if (ev->response->protocol.len) {
-      ws->cold->subprotocol =
-          strndup(ev->response->protocol.ptr, ev->response->protocol.len);
-    }
-    if (ws->cb->on_chunk) {
-      herald_conn_set_streaming(ws->conn, 1);
-    }
-    if (ws->cb->on_open) {
-      ws->cb->on_open(ws, ws->ud);
-    }
-    break;
-  case HERALD_EV_TEXT:
-  case HERALD_EV_BINARY: {
-    herald_opcode op =
-        ev->type == HERALD_EV_TEXT ? HERALD_OP_TEXT : HERALD_OP_BINARY;
-    if (ws->cb->on_chunk) {
-      ws->cb->on_chunk(ws, op, ev->data, ev->len, ev->first, ev->fin, ws->ud);
-    } else if (ws->cb->on_message) {
-      ws->cb->on_message(ws, op, ev->data, ev->len, ws->ud);
-    }
-    break;
-  }
-  case HERALD_EV_PING:
-    ws_on_ping(ws, ev);
-    break;
-  case HERALD_EV_PONG:
-    if (ws->flags & WS_PING_SENT) {
-      ws->flags &= (uint16_t)~WS_PING_SENT;
-      ws->ping_sent_at = (uint32_t)herald__now(ws->loop);
-      ws_arm_open_timers(ws);
-    }
-    if (ws->cb->on_pong) {
-      ws->cb->on_pong(ws, ev->data, ev->len, ws->ud);
-    }
-    break;
-  case HERALD_EV_CLOSE:
-    ws_on_close_frame(ws, ev);
-    break;
-  default:
-    break;
-  }
-}
-
-/* Feeds buf[0..len) to the core and delivers the events. What the core
- * leaves unconsumed is kept as the tail for the next read. */
-void herald__ws_process(herald_ws *ws, uint8_t *buf, size_t len) {
-  size_t off = 0;
-  while (!(ws->flags & (WS_DEAD | WS_READ_PAUSED))) {
-    ws_cold *k = ws->cold;
-    if (k && k->body) {
-      long used = herald__ws_http_body(ws, buf + off, len - off);
-      if (used < 0) {
-        off = len; /* all of it went into the body, which needs more */
-        break;
-      }
-      off += (size_t)used;
-      continue;
-    }
-    herald_event ev;
-    int rv = herald_conn_recv(ws->conn, buf + off, len - off, &ev);
-    if (rv < 0) {
-      /* The core queued the answer (close frame or HTTP error); flushing
-       * it ends the connection. */
-      herald__ws_record_error(ws, herald_conn_error_reason(ws->conn));
-      if (ws->close_code == 0) {
-        uint16_t code = herald_err_close_code(rv);
-        ws->close_code = code ? code : HERALD_CLOSE_ABNORMAL;
-      }
-      /* Bytes in a ring send (io_uring) are gone from the core's count
-       * but not yet written: they are the answer too. */
-      if (herald_conn_output_size(ws->conn) == 0 &&
-          !(ws->io.armed & IO_SENDING)) {
-        herald__ws_abort(ws, herald_conn_error_reason(ws->conn));
-      } else {
-        uint32_t grace = ws->limits->close_timeout_ms;
-        herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
-      }
-      off = len;
-      break;
-    }
-    off += (size_t)rv;
-    if (ev.type == HERALD_EV_NONE) {
-      break;
-    }
-    if (ev.type == HERALD_EV_REQUEST) {
-      if (ev.request->websocket) {
-        ws_on_upgrade(ws, ev.request);
-      } else {
-        long used =
-            herald__ws_http_request(ws, ev.request, buf + off, len - off);
-        if (used < 0) {
-          off = len; /* refused with Connection: close */
-          break;
-        }
-        off += (size_t)used;
-      }
-      continue;
-    }
-    ws_dispatch(ws, &ev);
-  }
-  if (!(ws->flags & WS_DEAD) && ws_keep_tail(ws, buf + off, len - off) != 0) {
-    herald__ws_abort(ws, "out of memory");
   }
 }
 

@@ -99,7 +99,7 @@ long herald__ws_http_request(herald_ws *ws, const herald_request *req,
     herald_conn_respond(ws->conn, 400, NULL, 0, msg, sizeof(msg) - 1, 0);
     return -1;
   }
-  if (clen > ws->limits->max_http_body) {
+  if (clen > ws->ep->limits->max_http_body) {
     static const char msg[] = "request body too large\n";
     herald_conn_respond(ws->conn, 413, NULL, 0, msg, sizeof(msg) - 1, 0);
     return -1;
@@ -108,10 +108,10 @@ long herald__ws_http_request(herald_ws *ws, const herald_request *req,
     ws_call_http(ws, req, buf, (size_t)clen);
     if (!(ws->flags & WS_READ_PAUSED) &&
         herald_conn_state(ws->conn) == HERALD_STATE_CONNECTING &&
-        ws->limits->handshake_timeout_ms) {
+        ws->ep->limits->handshake_timeout_ms) {
       /* Keep-alive: the next request has the same deadline. */
       herald__wheel_set(ws, herald__now(ws->loop) +
-                                ws->limits->handshake_timeout_ms);
+                                ws->ep->limits->handshake_timeout_ms);
     }
     return (long)clen;
   }
@@ -244,7 +244,7 @@ HERALD_API int herald_http_write(herald_http *h, const void *data, size_t len) {
     return HERALD_ERR_CLOSED;
   }
   size_t buffered = herald_ws_buffered(ws);
-  if (buffered + len > ws->limits->send_hard_cap) {
+  if (buffered + len > ws->ep->limits->send_hard_cap) {
     return HERALD_SEND_DROPPED;
   }
   int rv = herald_conn_stream_write(ws->conn, data, len);
@@ -252,8 +252,9 @@ HERALD_API int herald_http_write(herald_http *h, const void *data, size_t len) {
     return rv;
   }
   herald__mark_dirty(ws);
-  return buffered + len > ws->limits->send_high_water ? HERALD_SEND_BACKPRESSURE
-                                                      : HERALD_SEND_OK;
+  return buffered + len > ws->ep->limits->send_high_water
+             ? HERALD_SEND_BACKPRESSURE
+             : HERALD_SEND_OK;
 }
 
 HERALD_API void herald_http_end(herald_http *h) {
@@ -262,7 +263,7 @@ HERALD_API void herald_http_end(herald_http *h) {
     ws->cold->http = NULL;
     if (herald_conn_stream_end(ws->conn) == 0) {
       herald__mark_dirty(ws);
-      uint32_t grace = ws->limits->close_timeout_ms;
+      uint32_t grace = ws->ep->limits->close_timeout_ms;
       herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
     }
   } else if (ws != NULL) {

@@ -26,11 +26,11 @@ static int ws_send_with(herald_ws *ws, size_t len, herald_release_fn release,
     return HERALD_ERR_CLOSED;
   }
   size_t buffered = herald_conn_output_size(ws->conn);
-  if (buffered + len > ws->limits->send_hard_cap) {
+  if (buffered + len > ws->ep->limits->send_hard_cap) {
     if (release) {
       release(ctx);
     }
-    if (ws->limits->slow_policy == HERALD_SLOW_CLOSE) {
+    if (ws->ep->limits->slow_policy == HERALD_SLOW_CLOSE) {
       herald__ws_record_error(ws, "slow consumer");
       herald_ws_close(ws, HERALD_CLOSE_POLICY, "slow consumer", 13);
     }
@@ -44,7 +44,7 @@ static int ws_send_with(herald_ws *ws, size_t len, herald_release_fn release,
     return rv;
   }
   herald__mark_dirty(ws);
-  if (buffered + len > ws->limits->send_high_water) {
+  if (buffered + len > ws->ep->limits->send_high_water) {
     ws->flags |= WS_BACKPRESSURE;
     return HERALD_SEND_BACKPRESSURE;
   }
@@ -136,7 +136,7 @@ HERALD_API int herald_ws_close(herald_ws *ws, uint16_t code, const char *reason,
     ws->close_code = code ? code : HERALD_CLOSE_NO_STATUS;
   }
   herald__mark_dirty(ws);
-  uint32_t grace = ws->limits->close_timeout_ms;
+  uint32_t grace = ws->ep->limits->close_timeout_ms;
   herald__wheel_set(ws, herald__now(ws->loop) + (grace ? grace : 1000));
   return 0;
 }
