@@ -156,6 +156,10 @@ void thr_owner_unfollow(thr_engine *te, const tmsg *in) {
   thr_tt_remove(te, &te->relayed, x);
 }
 
+/* PUBLISH, PRES_GET and USER_ADD come only over a memory inner engine,
+ * which answers at once (hence no callbacks here): over a shared one
+ * (Redis) thr_publish, thr_presence_get and thr_user_add ask the calling
+ * loop's own engine and never send them, Pusher's calls included. */
 static void owner_publish(thr_engine *te, const tmsg *in) {
   push_publication p = {{mstr(in, 1), mlen(in, 1)},
                         {mstr(in, 2), mlen(in, 2)},
