@@ -785,12 +785,6 @@ int push_config_finish(push_config *c, char *err, size_t errlen) {
                  "redis.cluster)");
     return -1;
   }
-  if (c->threads != 1 && c->engine_redis && c->pusher.napps > 0) {
-    push_cfg_err(err, errlen,
-                 "threads other than 1 work with Pusher apps over the memory "
-                 "engine only, for now (docs/config.md)");
-    return -1;
-  }
   if (c->backend.webhooks_secret && !c->backend.webhooks_url) {
     push_cfg_err(err, errlen, "webhooks.secret without webhooks.url");
     return -1;

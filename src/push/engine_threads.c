@@ -39,8 +39,10 @@
  * the channel, and a gap it cannot fill is forwarded to the followers
  * (LOST) so that their subscribers are told too. Everything else Redis
  * decides for the whole cluster (publishing, presence, users, control,
- * the node list) is asked of the loop's own Redis engine; only the
- * first loop keeps the node's entry in the node list.
+ * the node list) is asked of the loop's own Redis engine, but for reads
+ * of a channel's presence, which the owner makes so that they stay in
+ * order with the join and leave pushes it relays; only the first loop
+ * keeps the node's entry in the node list.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -181,8 +183,9 @@ static int thr_presence_get(push_engine *e, const char *channel, push_buf *out,
   if (te->down) {
     return PUSH_ENGINE_DOWN;
   }
+  /* Over Redis too the owner reads it (owner_presence_get says why). */
   int owner = thr_owner_of(te, channel);
-  if (owner == te->self || te->inner->shared) {
+  if (owner == te->self) {
     return push_engine_presence_get(te->inner, channel, out, cb, ud);
   }
   uint32_t k = thr_call_add(te, cb, ud);

@@ -71,15 +71,35 @@ static void dir_presence_event(void *cl, const char *frame, size_t len) {
   }
 }
 
+/* This loop's entries, for the channels it has subscribers of. */
+static void add_entries(pusher_app *app) {
+  size_t pos = 0;
+  const char *k;
+  void *v;
+  while (pusher_map_next(&app->chans, &pos, &k, &v)) {
+    pusher_dir_update(v);
+  }
+}
+
 static void on_snapshot(void *ud, const push_engine_reply *rep) {
   dir_call *c = ud;
-  if (c->app != NULL) {
-    int ok = rep->status == PUSH_ENGINE_OK;
-    c->app->dir_calls--;
-    pusher_roster_end(&c->app->dir, c->token, ok ? rep->json : NULL,
-                      ok ? rep->len : 0, dir_changed, c->app);
-  }
+  pusher_app *app = c->app;
+  uint64_t token = c->token;
   free(c);
+  if (app == NULL) {
+    return;
+  }
+  int ok = rep->status == PUSH_ENGINE_OK;
+  app->dir_calls--;
+  pusher_roster_end(&app->dir, token, ok ? rep->json : NULL, ok ? rep->len : 0,
+                    dir_changed, app);
+  if (app->dir_state == 2 && ok) {
+    /* Everyone's channels are known: now this loop's, whose joins come
+     * after the read and change the directory (channel_occupied). */
+    app->dir_state = 1;
+    app->dir_snapshot_ms = push_now_ms();
+    add_entries(app);
+  }
 }
 
 /* Reads the whole directory again: a node that died took its entries
@@ -131,17 +151,14 @@ static void on_synced(void *ud, const push_engine_reply *rep) {
     return;
   }
   push_result_free(&r);
-  app->dir_state = 1;
-  /* Everyone's channels, then this node's: the read comes first, so the
-   * joins of this node's entries come after it, and this node sees them
-   * change the directory (channel_occupied). */
+  /* Everyone's channels, then this loop's: its entries are written once
+   * the read is answered (on_snapshot), so their joins come after it and
+   * this loop sees them change the directory (channel_occupied). Waiting
+   * for the answer keeps that order even when the read and the writes
+   * take different connections (over Redis with several loops the read
+   * is the channel's owner loop's: engine_threads.c). */
+  app->dir_state = 2;
   snapshot(app);
-  size_t pos = 0;
-  const char *k;
-  void *v;
-  while (pusher_map_next(&app->chans, &pos, &k, &v)) {
-    pusher_dir_update(v);
-  }
 }
 
 void pusher_dir_start(pusher_app *app) {
@@ -166,6 +183,8 @@ void pusher_dir_start(pusher_app *app) {
 void pusher_dir_tick(pusher_app *app, int64_t now_ms) {
   if (app->dir_state == 0) {
     pusher_dir_start(app);
+  } else if (app->dir_state == 2 && app->dir_calls == 0) {
+    snapshot(app); /* the first read failed: again */
   } else if (app->dir_state == 1 && now_ms - app->dir_snapshot_ms >= 30000) {
     app->dir_snapshot_ms = now_ms;
     snapshot(app);
@@ -176,7 +195,7 @@ void pusher_dir_stop(pusher_app *app) {
   /* Calls in flight find their app gone: on_synced and on_snapshot only
    * free them (and let a sync's reference go). */
   app->dir_calls = 0;
-  if (app->dir_state == 1) {
+  if (app->dir_state >= 1) {
     push_hub_unsubscribe(app->ps->hub, app->dirhub, app);
     push_engine_release(app->ps->engine, app->dirhub);
   }

@@ -213,7 +213,8 @@ struct pusher_app {
    * loop_id), whose user is the channel and info {"n": subscriptions on
    * that loop}. */
   char dirhub[PUSHER_APP_ID_MAX + 24];
-  int dir_state; /* 0 not following yet, 1 live, -1 stopped */
+  int dir_state; /* 0 not following yet, 2 followed, first read in
+                    flight, 1 live, -1 stopped */
   int dir_calls; /* engine calls in flight for it */
   int64_t dir_snapshot_ms;
   pusher_roster dir;

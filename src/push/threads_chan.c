@@ -156,6 +156,10 @@ void thr_owner_unfollow(thr_engine *te, const tmsg *in) {
   thr_tt_remove(te, &te->relayed, x);
 }
 
+/* PUBLISH and USER_ADD come only over a memory inner engine, which
+ * answers at once (hence no callbacks here): over a shared one (Redis)
+ * thr_publish and thr_user_add ask the calling loop's own engine and never
+ * send them. PRES_GET comes over both (owner_presence_get). */
 static void owner_publish(thr_engine *te, const tmsg *in) {
   push_publication p = {{mstr(in, 1), mlen(in, 1)},
                         {mstr(in, 2), mlen(in, 2)},
@@ -178,18 +182,61 @@ static void owner_publish(thr_engine *te, const tmsg *in) {
   thr_send(te, in->from, m);
 }
 
+/* The answer to a PRES_GET: json (len bytes) with PUSH_ENGINE_OK, or
+ * another status. */
+static void presence_reply(thr_engine *te, int to, uint32_t token, int status,
+                           const char *json, size_t len) {
+  const char *s[1] = {json != NULL ? json : ""};
+  size_t n[1] = {status == PUSH_ENGINE_OK && json != NULL ? len : 0};
+  tmsg *m = thr_msg_new(M_JSON, s, n, 1);
+  if (m) {
+    m->token = token;
+    m->status = status;
+  }
+  thr_send(te, to, m);
+}
+
+/* A PRES_GET a shared inner engine answers later (owns nothing but te's
+ * address, which outlives the inner engine's calls: thr_del deletes the
+ * inner engine first). */
+typedef struct pres_call {
+  thr_engine *te;
+  int from;
+  uint32_t token;
+} pres_call;
+
+static void presence_got(void *ud, const push_engine_reply *rep) {
+  pres_call *c = ud;
+  presence_reply(c->te, c->from, c->token, rep->status, rep->json, rep->len);
+  free(c);
+}
+
+/* Another loop's read of a channel's presence. Over Redis too it is read
+ * here, at the owner, whose Redis subscription brings the channel's join
+ * and leave pushes: the answer then follows, in the mailbox, every push
+ * relayed before the read and precedes every one after it, which is what
+ * a roster's snapshot needs (pusher_roster.c). A read on the follower's
+ * own Redis connection could overtake pushes still on their way through
+ * the owner, and a roster would miss or repeat a change. */
 static void owner_presence_get(thr_engine *te, const tmsg *in) {
   push_buf *b = &te->scratch;
   b->len = 0;
-  int rv = push_engine_presence_get(te->inner, mstr(in, 0), b, NULL, NULL);
-  const char *s[1] = {b->p ? b->p : ""};
-  size_t n[1] = {rv == PUSH_ENGINE_OK ? b->len : 0};
-  tmsg *m = thr_msg_new(M_JSON, s, n, 1);
-  if (m) {
-    m->token = in->token;
-    m->status = rv;
+  pres_call *c = NULL;
+  int rv = PUSH_ENGINE_DOWN;
+  if (!te->down && (!te->inner->shared || (c = malloc(sizeof(*c))) != NULL)) {
+    if (c != NULL) {
+      c->te = te;
+      c->from = in->from;
+      c->token = in->token;
+    }
+    rv = push_engine_presence_get(te->inner, mstr(in, 0), b,
+                                  c ? presence_got : NULL, c);
   }
-  thr_send(te, in->from, m);
+  if (rv == PUSH_ENGINE_PENDING) {
+    return; /* presence_got answers */
+  }
+  free(c);
+  presence_reply(te, in->from, in->token, rv, b->p, b->len);
 }
 
 static void owner_user_add(thr_engine *te, const tmsg *in) {

@@ -20,6 +20,8 @@ export const QUOTA_APP = { id: "1002", key: "quota-key", secret: "quota-secret-0
 export const LIMIT_APP = { id: "1004", key: "limit-key", secret: "limit-secret-0123456789" };
 export const QUIET_APP = { id: "1003", key: "quiet-key", secret: "quiet-secret-0123456789" };
 export const SIGNIN_APP = { id: "1005", key: "signin-key", secret: "signin-secret-0123456789" };
+/* herald's own HTTP API (/api/info: the node list), beside Pusher's. */
+export const HERALD_API_KEY = "herald-api-key-0123456789";
 export const ENCRYPTION_KEY = crypto.randomBytes(32).toString("base64");
 
 let passed = 0;
@@ -118,7 +120,7 @@ export async function startHerald(binary, { name = "a", redisPort = null, webhoo
   tmpdirs.push(dir);
   // A command rate far under the default (1000/s, burst 2000), so that the
   // flood test trips it however slowly a sanitizer runs the server.
-  const cfg = { pusher: config(webhookUrl), log_level: process.env.HERALD_LOG_LEVEL || "warn",
+  const cfg = { pusher: config(webhookUrl), api_key: HERALD_API_KEY, log_level: process.env.HERALD_LOG_LEVEL || "warn",
     rate_limits: { commands: { per_s: 100, burst: 200 } } };
   if (origins) {
     cfg.allowed_origins = origins;

@@ -22,7 +22,7 @@ import Pusher from "pusher-js";
 import PusherServer from "pusher";
 import WebSocket from "ws";
 import {
-  APP, LIMIT_APP, QUIET_APP, QUOTA_APP, SIGNIN_APP, check, cleanup, signedRequest, sdkFor, sleep, startAuthServer,
+  APP, HERALD_API_KEY, LIMIT_APP, QUIET_APP, QUOTA_APP, SIGNIN_APP, check, cleanup, signedRequest, sdkFor, sleep, startAuthServer,
   startHerald, startRedis, startWebhookReceiver, step, stopHerald, summary, until,
 } from "./lib.mjs";
 
@@ -616,6 +616,32 @@ try {
     }
     return (seen.size === 1 && ![...seen][0].includes("NaN")) || [...seen].join(" ");
   });
+  if (redisMode) {
+    // Each loop of a node has its own Redis engine, yet the node list
+    // must hold one entry per node, carrying the Pusher connections of
+    // all its loops (other nodes' max_connections reads them there).
+    await step(`the node list: one entry per node, with the Pusher connections of ${threads > 1 ? "all its loops" : "the node"}`, async () => {
+      const held = [await onLoop(A, 0), await onLoop(A, 1), await onLoop(B, 0), await onLoop(B, 1)];
+      const conns = async (node) => Number((new RegExp(`herald_pusher_connections\\{app="${APP.id}"\\} (\\d+)`)
+        .exec(await (await fetch(`${node.url}/metrics`)).text()) || [])[1]);
+      const info = async (node) => (await (await fetch(`${node.url}/api/info`,
+        { headers: { authorization: `apikey ${HERALD_API_KEY}` } })).json()).result.nodes;
+      // A list of [name, connections] per entry, sorted.
+      const entries = (list) => list.map((n) => [n.name, n.pusher ? n.pusher[APP.id] : null]).sort();
+      let last = null;
+      let good = false;
+      // The entries are written every second: the other node's may lag.
+      await until(async () => {
+        const [ca, cb] = [await conns(A), await conns(B)];
+        last = { ca, cb, a: entries(await info(A)), b: entries(await info(B)) };
+        const want = JSON.stringify([["a", ca], ["b", cb]]);
+        good = ca >= 2 && cb >= 2 && JSON.stringify(last.a) === want && JSON.stringify(last.b) === want;
+        return good;
+      }, 5000, "the node list").catch(() => {});
+      held.forEach((p) => p.disconnect());
+      return good || JSON.stringify(last);
+    });
+  }
   await step(`signin, sendToUser and terminate across ${loops}`, async () => {
     const u0 = await onLoop(A, 0, { user: "erin" });
     const u1 = await onLoop(B, 1, { user: "erin" });
