@@ -185,7 +185,10 @@ def fanout_publish_refused():
         srv.stop()
     expect(rc == 1, "exit %d" % rc)
     expect(r["subscribed"] == 10, "subscribed %s" % r["subscribed"])
-    expect(r["refused"] == 1 and r["valid"] is False, r)
+    # The run stops publishing at the first refusal; the publishes already
+    # on their way (one per 10 ms at the default rate) are refused too, and
+    # on a loaded machine the first answer can take several periods.
+    expect(1 <= r["refused"] <= 20 and r["valid"] is False, r)
     expect("publish to bench-0 refused (103" in out and
            '"publish": true' in out, out)
     expect(r["setup_s"] is not None and 0 <= r["setup_s"] < 10, r)
