@@ -102,6 +102,7 @@ static void chan_clear_buffer(rchan *ch) {
     free(ch->buf[i].copy);
   }
   ch->nbuf = 0;
+  ch->covered = 0;
   ch->overflow = 0;
 }
 
@@ -304,7 +305,11 @@ static void chan_fence(rchan *ch, const push_pos *cur, uint64_t offset) {
 /* Applies the buffered messages after a load, in order. Returns 1 when one
  * did not follow (another load is needed), else 0. */
 static int chan_apply_buffer(push_redis *r, rchan *ch) {
-  size_t i = 0;
+  /* What arrived before the load was sent is in its answer: drop it. A
+   * message of an epoch the load replaced (published before a fence)
+   * would otherwise never fit, and each load would ask for another. */
+  size_t i = ch->covered < ch->nbuf ? ch->covered : ch->nbuf;
+  ch->covered = 0;
   int gap = 0;
   for (; i < ch->nbuf; i++) {
     push_pos pos;
@@ -473,6 +478,7 @@ static void chan_load(rchan *ch) {
                    16,     strlen(mttl), strlen(sh->replid),
                    1};
   ch->state = CH_LOADING;
+  ch->covered = ch->nbuf;
   if (redis_cmd(&sh->cmd, on_loaded, NULL, ch, 10, argv, lens) != 0) {
     ch->state = CH_IDLE;
     chan_wake(ch, PUSH_REDIS_DOWN);

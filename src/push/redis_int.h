@@ -133,6 +133,10 @@ struct rchan {
   waiter *waiters, **wtail;
   rmsg *buf;
   size_t nbuf, capbuf;
+  /* The first `covered` buffered messages arrived before the load in
+   * flight was sent: Redis ran that load after publishing them, so its
+   * answer includes them (redis_chan.c, chan_apply_buffer). */
+  size_t covered;
   int overflow;
   uint64_t seen_off; /* the last publication applied (0: unknown)... */
   int64_t seen_ms;   /* ...and Redis' time for it */
