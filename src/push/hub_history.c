@@ -408,18 +408,18 @@ int push_hub_load(push_hub *hub, const char *channel, const char *epoch,
   return 0;
 }
 
-int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
-                    const push_ext_pub *e) {
-  hub_channel *ch = hub_channel_get(hub, channel, 0);
-  if (ch == NULL || ch->busy) {
-    return -1;
-  }
-  if (strncmp(epoch, ch->epoch, sizeof ch->epoch) != 0 ||
-      e->offset != ch->offset + 1) {
-    return 1;
-  }
-  hub_ring_prune(hub, ch, e->time_ms);
-  push_pub *pub = pub_build_tail(hub, ch, e);
+/* Whether a publication at epoch:offset follows ch's position: 0 yes, 1
+ * no (a gap or another epoch). */
+static int follows(const hub_channel *ch, const char *epoch, uint64_t offset) {
+  return strncmp(epoch, ch->epoch, sizeof ch->epoch) == 0 &&
+                 offset == ch->offset + 1
+             ? 0
+             : 1;
+}
+
+/* Queues pub (taken; NULL: out of memory) as ch's next publication.
+ * Returns 0, or -1 when out of memory. */
+static int append_pub(push_hub *hub, hub_channel *ch, push_pub *pub) {
   if (pub == NULL || hub_ring_reserve(ch) != 0 ||
       hub_queue_reserve(hub, ch) != 0) {
     hub_pub_unref(pub);
@@ -429,6 +429,19 @@ int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
   return 0;
 }
 
+int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
+                    const push_ext_pub *e) {
+  hub_channel *ch = hub_channel_get(hub, channel, 0);
+  if (ch == NULL || ch->busy) {
+    return -1;
+  }
+  if (follows(ch, epoch, e->offset) != 0) {
+    return 1;
+  }
+  hub_ring_prune(hub, ch, e->time_ms);
+  return append_pub(hub, ch, pub_build_tail(hub, ch, e));
+}
+
 int push_hub_append_frame(push_hub *hub, const char *channel, const char *epoch,
                           const push_ext_frame *f) {
   hub_channel *ch = hub_channel_get(hub, channel, 0);
@@ -436,20 +449,13 @@ int push_hub_append_frame(push_hub *hub, const char *channel, const char *epoch,
       f->json_len > f->frame_len - f->json_off) {
     return -1;
   }
-  if (strncmp(epoch, ch->epoch, sizeof ch->epoch) != 0 ||
-      f->offset != ch->offset + 1) {
+  if (follows(ch, epoch, f->offset) != 0) {
     return 1;
   }
   hub_ring_prune(hub, ch, f->time_ms);
-  push_pub *pub = pub_new(f->frame, f->frame_len, f->json_off, f->json_len,
-                          f->offset, f->time_ms);
-  if (pub == NULL || hub_ring_reserve(ch) != 0 ||
-      hub_queue_reserve(hub, ch) != 0) {
-    hub_pub_unref(pub);
-    return -1;
-  }
-  hub_append_queue(hub, ch, pub);
-  return 0;
+  return append_pub(hub, ch,
+                    pub_new(f->frame, f->frame_len, f->json_off, f->json_len,
+                            f->offset, f->time_ms));
 }
 
 int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos) {
