@@ -23,7 +23,7 @@
 # usage: bench/compare/run.sh [--variant plain|deflate|tls] [--quick]
 #                             [--runs N] [--duration S] [--warmup S]
 #                             [--only a,b] [--io-backend both|epoll|io_uring]
-#                             [--no-doc] [--threads N]
+#                             [--no-doc] [--threads N] [--cases RE]
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -38,6 +38,7 @@ QUICK=0
 VARIANT=plain
 THREADS=1
 BACKEND=""
+CASE_FILTER=""
 
 usage() {
   sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
@@ -56,6 +57,8 @@ usage() {
   --no-doc      do not update docs/performance.md
   --threads N   herald echo on N loops (1); above 1 nothing is pinned,
                 since the server's loops need the cores the load uses
+  --cases RE    only the cases whose name matches the extended regular
+                expression RE (e.g. 'ping-pong|^32 B,')
 
 Environment: HERALD=path/to/herald (default build/herald, built if missing).
 HERALD_BASE=path/to/the herald of another commit adds it as "herald echo
@@ -76,6 +79,7 @@ while [ $# -gt 0 ]; do
   --io-backend) BACKEND=$2; shift ;;
   --no-doc) WRITE_DOC=0 ;;
   --threads) THREADS=$2; shift ;;
+  --cases) CASE_FILTER=$2; shift ;;
   -h | --help) usage; exit 0 ;;
   *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -329,6 +333,7 @@ log "servers: ${RUNNING[*]}; $RUNS run(s) of ${DURATION}s per case; $PIN_NOTE"
 case "$VARIANT" in
 plain)
   CASES=(
+    "32 B ping-pong, 1 conn x 1|--size 32 --connections 1 --inflight 1"
     "32 B, 1 conn x 16|--size 32 --connections 1 --inflight 16"
     "32 B, 100 conns x 16|--size 32 --connections 100 --inflight 16"
     "32 B, 1000 conns x 16|--size 32 --connections 1000 --inflight 16"
@@ -371,6 +376,9 @@ limit=$(python3 -c "print(int($DURATION + $WARMUP + 30))")
 for c in "${CASES[@]}"; do
   cname=${c%%|*}
   opts=${c#*|}
+  if [ -n "$CASE_FILTER" ] && ! grep -qE -- "$CASE_FILTER" <<<"$cname"; then
+    continue
+  fi
   for r in $(seq "$RUNS"); do
     for s in "${RUNNING[@]}"; do
       if ! kill -0 "${PID[$s]}" 2>/dev/null; then
