@@ -39,7 +39,7 @@ static void usage(FILE *out) {
           "random)\n"
           "  --threads N          loops (threads) serving clients; 0 = one "
           "per core\n"
-          "                       (default 1; the memory engine only)\n"
+          "                       (default 0)\n"
           "  --log-level LEVEL    debug, info, warn or error (default info)\n"
           "  --help, -h           this text\n"
           "\n"

@@ -64,7 +64,7 @@ int push_config_defaults(push_config *c) {
   c->sse_keepalive_s = 15;
   c->max_sse_channels = 32;
   c->shutdown_grace_s = 5;
-  c->threads = 1;
+  c->threads = 0; /* one loop per CPU this process may run on */
   c->log_level = PUSH_LOG_INFO;
   c->redis.sharded = 1;
   c->redis.presence_ttl_s = 30;

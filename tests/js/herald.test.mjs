@@ -653,8 +653,11 @@ test("server-side subscriptions: subscribed, publication and unsubscribed events
   const ev = await subscribed;
   assert.equal(ev.channel, "room:srv");
   assert.equal(typeof ev.epoch, "string");
+  // Listening before publishing: on two loops the push may reach the
+  // client before the HTTP reply reaches the publisher.
+  const published = waitFor(h, "publication");
   const pos = await apiPublish(url, "room:srv", { n: 1 });
-  const got = await waitFor(h, "publication");
+  const got = await published;
   assert.deepEqual([got.channel, got.pub.data, got.pub.offset], ["room:srv", { n: 1 }, pos.offset]);
   // The application's own subscription of another channel is not touched.
   const mine = [];

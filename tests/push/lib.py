@@ -64,9 +64,11 @@ def short(x, n=300):
 # --------------------------------------------------------------------------
 
 HERALD = None  # set by run.py
-# `--threads N` of run.py: every server that sets no "threads" of its own and
-# can run on several loops (no Pusher apps) gets it.
-THREADS = None
+# `--threads N` of run.py: every server that sets no "threads" of its own
+# gets it. Without it servers run on one loop, so that the plain suites
+# cover one loop and their `--threads 2` variants several; herald's own
+# default (0: one loop per CPU) is what check_default_threads covers.
+THREADS = 1
 SERVERS = []  # every server started, so that a crash of the runner kills them
 
 
@@ -83,9 +85,10 @@ class Server:
             conf["api_key"] = api_key
         conf.update(cfg or {})
         if THREADS is not None and "threads" not in conf and \
-                "pusher" not in conf and \
                 not any(a == "--threads" for a in args):
             conf["threads"] = THREADS
+        if "threads" in conf and conf["threads"] is None:
+            del conf["threads"]  # herald's default, whatever THREADS says
         self.cfg = conf
         self.api_key = conf.get("api_key")
         self.conf_path = os.path.join(self.dir, "config.json")

@@ -314,6 +314,37 @@ def test_shutdown_across_loops():
     s.stop()
 
 
+def test_default_one_loop_per_cpu():
+    """No `threads` in the config: one loop per CPU this process may run on
+    (its affinity, which the server inherits), and clients on every loop
+    get the same publications."""
+    cpus = len(os.sched_getaffinity(0))
+    s = Server({"namespaces": NS, "threads": None, "anonymous": True})
+    logs = ""
+    deadline = time.monotonic() + 5
+    while "ev=start" not in logs and time.monotonic() < deadline:
+        with open(s.out_path, "rb") as f:
+            logs = f.read().decode("utf-8", "replace") + s.stderr()
+        time.sleep(0.02)
+    line = next((x for x in logs.splitlines() if "ev=start" in x), "")
+    check(f"default threads: one loop per CPU ({cpus})",
+          f" threads={cpus} " in line, line)
+    subs = [s.client(timeout=20) for _ in range(4 * cpus)]
+    for w in subs:
+        r = w.call("subscribe", {"channel": "seq:default"})
+        check("default threads: subscribed", "result" in r, short(r))
+    s.publish("seq:default", {"p": "x", "n": 1})
+    got = 0
+    for w in subs:
+        p = w.push(lambda p: "pub" in p, 10)
+        got += p["pub"]["data"] == {"p": "x", "n": 1}
+    check(f"default threads: all {len(subs)} subscribers got the "
+          f"publication", got == len(subs), got)
+    for w in subs:
+        w.close()
+    s.stop()
+
+
 # ---- two nodes on two loops each, over Redis ---------------------------------
 
 
@@ -564,6 +595,7 @@ def test_redis_loops_nodes_rollback():
 
 TESTS = [test_order_across_loops, test_recovery_while_publishing,
          test_presence_and_api_across_loops, test_shutdown_across_loops,
+         test_default_one_loop_per_cpu,
          test_redis_loops_nodes_restart_aof, test_redis_loops_nodes_rollback]
 
 if __name__ == "__main__":

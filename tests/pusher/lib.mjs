@@ -132,7 +132,9 @@ export async function startHerald(binary, { name = "a", redisPort = null, webhoo
   const file = path.join(dir, "herald.json");
   fs.writeFileSync(file, JSON.stringify(cfg));
   // HERALD_THREADS=N runs each node on N loops (CTest pusher_*_threads).
-  const threads = process.env.HERALD_THREADS ? ["--threads", process.env.HERALD_THREADS] : [];
+  // Without it, one loop, so that the plain suites cover one loop and their
+  // _threads variants several (herald's own default is one per CPU).
+  const threads = ["--threads", process.env.HERALD_THREADS || "1"];
   const proc = spawn(binary, ["serve", "--config", file, "--listen", "127.0.0.1:0", "--node-name", name, ...threads], {
     stdio: ["ignore", "pipe", "pipe"],
   });
