@@ -97,8 +97,13 @@ long push_json_str(push_json v, char *out, size_t cap);
  * 0 or -1. */
 int push_json_u64(push_json v, uint64_t *out);
 
-/* A growable output buffer. Functions return 0, or -1 when out of memory
- * (the buffer then keeps what it had). */
+/* The length of the well-formed UTF-8 sequence at s[0..n) (n >= 1), 1 to 4,
+ * or 0 if none starts there (RFC 3629 section 4: no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+size_t push_utf8_seq(const unsigned char *s, size_t n);
+
+/* A growable output buffer (buf.c). Functions return 0, or -1 when out of
+ * memory (the buffer then keeps what it had). */
 typedef struct push_buf {
   char *p;
   size_t len, cap;
