@@ -338,6 +338,19 @@ static void subn_remove(pusher_subn *sn) {
   }
 }
 
+/* call_new for a subscription that waits on the engine; when out of
+ * memory the subscription is refused (ServerError) and removed, and NULL
+ * is returned. */
+static pusher_call *call_for(pusher_subn *sn) {
+  pusher_call *call = call_new(sn->ch, sn);
+  if (call == NULL) {
+    pusher_subscription_error(sn->s, sn->ch->name, "ServerError",
+                              "out of memory", 503);
+    subn_remove(sn);
+  }
+  return call;
+}
+
 void pusher_chan_tick(pusher_app *app, int64_t now_ms) {
   pusher_chan *gone[64];
   size_t n = 0, pos = 0;
@@ -483,11 +496,8 @@ static int presence_activate(pusher_subn *sn) {
   }
   /* The list is read first; the member joins once it is known
    * (snapshot_done), and the answer adds the member itself. */
-  pusher_call *call = call_new(ch, sn);
+  pusher_call *call = call_for(sn);
   if (call == NULL) {
-    pusher_subscription_error(sn->s, ch->name, "ServerError", "out of memory",
-                              503);
-    subn_remove(sn);
     return 1;
   }
   call->token = pusher_roster_begin(&ch->roster);
@@ -547,11 +557,8 @@ static int activate(pusher_subn *sn) {
     /* A channel followed for a while may be a replica a hop behind a
      * publication acknowledged elsewhere (another loop or node): one
      * sync makes it current before its last event is read. */
-    pusher_call *call = call_new(ch, sn);
+    pusher_call *call = call_for(sn);
     if (call == NULL) {
-      pusher_subscription_error(sn->s, ch->name, "ServerError", "out of memory",
-                                503);
-      subn_remove(sn);
       return 1;
     }
     int rv =
