@@ -67,7 +67,8 @@ HERALD = None  # set by run.py
 # `--threads N` of run.py: every server that sets no "threads" of its own
 # gets it. Without it servers run on one loop, so that the plain suites
 # cover one loop and their `--threads 2` variants several; herald's own
-# default (0: one loop per CPU) is what check_default_threads covers.
+# default (0: one loop per CPU) is what threads.py's
+# test_default_one_loop_per_cpu covers (a config with "threads": None).
 THREADS = 1
 SERVERS = []  # every server started, so that a crash of the runner kills them
 
