@@ -203,6 +203,9 @@ struct herald_loop {
    * and the loop read without it. */
   pthread_mutex_t post_mu;
   post_item *posts, *posts_tail;
+  post_item *spare;         /* items run, for the next posts to reuse */
+  unsigned nspare;          /* at most POST_SPARE_MAX */
+  post_item *ran;           /* the loop's: run since it last took the lock */
   int stopping;             /* herald_loop_stop() asked */
   _Atomic int post_pending; /* posts or a stop wait: set under post_mu */
   _Atomic int asleep;       /* 0 only while a driven loop is in a pass */
