@@ -78,7 +78,8 @@ static int thr_sync(push_engine *e, const char *channel, push_engine_cb cb,
      * entry counts as used now, so thr_tick keeps it meanwhile. */
     x->idle_ms = thr_wall_ms();
     uint32_t k = thr_call_add(te, cb, ud);
-    tmsg *m = k == UINT32_MAX ? NULL : thr_msg_strs(te, M_SYNC, channel, 0, 0, 0);
+    tmsg *m =
+        k == UINT32_MAX ? NULL : thr_msg_strs(te, M_SYNC, channel, 0, 0, 0);
     if (m == NULL) {
       if (k != UINT32_MAX) {
         thr_call_take(te, k, &cb, &ud);

@@ -360,6 +360,7 @@ static void follower_loaded(thr_engine *te, const tmsg *in) {
   free(e);
   memcpy(x->epoch, in->epoch, sizeof(x->epoch));
   x->offset = in->offset;
+  x->hub_hash = push_hub_hash(hub, channel);
   x->state = F_LIVE;
   x->had_replica = 0;
   thr_wake_waiters(x, PUSH_ENGINE_OK);
@@ -391,7 +392,8 @@ static void follower_pub(thr_engine *te, const tmsg *in) {
   }
   push_ext_frame f = {in->offset,  in->time_ms,  mstr(in, 1),
                       mlen(in, 1), in->json_off, in->json_len};
-  if (push_hub_append_frame(hub, channel, in->epoch, &f) != 0) {
+  if (push_hub_append_frame_hashed(hub, channel, x->hub_hash, in->epoch, &f) !=
+      0) {
     thr_follower_resync(te, x);
     return;
   }

@@ -79,8 +79,8 @@ typedef struct tlist {
 typedef struct mailbox {
   pthread_mutex_t mu;
   tlist in;
-  tlist *back; /* per sender: its messages this loop handled, for it to
-                  take back (thr_hand_over) */
+  tlist *back;     /* per sender: its messages this loop handled, for it to
+                      take back (thr_hand_over) */
   int woken;       /* a wake-up is posted and not yet run */
   atomic_int sick; /* the loop's inner engine is not healthy (its pass) */
   herald_loop *loop;
@@ -122,6 +122,7 @@ typedef struct tentry {
    * appended, so that a PUB costs one hub lookup */
   char epoch[PUSH_EPOCH_MAX + 1];
   uint64_t offset;
+  uint32_t hub_hash; /* followed: push_hub_hash of the key, once loaded */
   size_t keylen;
   char key[];
 } tentry;
@@ -147,7 +148,7 @@ typedef struct thr_engine {
   push_engine *inner; /* the memory engine of the channels this loop owns */
   int down;
   ttable followed, relayed, occupied;
-  tlist *out; /* per destination */
+  tlist *out;  /* per destination */
   tlist *back; /* per sender: its messages handled since the last wake-up */
   size_t *back_bytes;
   tmsg *pool[THR_NCLASS]; /* messages made here, back for reuse */
