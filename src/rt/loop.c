@@ -283,7 +283,7 @@ static void on_epoll(uv_poll_t *p, int status, int events) {
     (void)herald__uring_run(loop, 0);
   } else {
     struct epoll_event evs[MAX_EVENTS];
-    int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, 0);
+    int n = herald__sys_epoll_wait(loop->epfd, evs, MAX_EVENTS, 0);
     dispatch(loop, evs, n > 0 ? n : 0);
   }
   run_posts(loop);
@@ -335,7 +335,7 @@ static int drive(herald_loop *loop) {
       uv_ready = herald__uring_run(loop, timeout); /* updates the time */
       atomic_store(&loop->asleep, 0);
     } else {
-      int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
+      int n = herald__sys_epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
       atomic_store(&loop->asleep, 0);
       uv_update_time(uv);
       uv_ready = dispatch(loop, evs, n > 0 ? n : 0);
@@ -381,7 +381,7 @@ static int drive(herald_loop *loop) {
 void herald__loop_post_ready(herald_loop *loop) {
   uint64_t count;
   /* One read empties the counter; EAGAIN: a spurious readiness. */
-  (void)!read(loop->post_io.fd, &count, sizeof(count));
+  (void)!herald__sys_read(loop->post_io.fd, &count, sizeof(count));
   atomic_store(&loop->signalled, 0);
 }
 
@@ -390,7 +390,7 @@ static void wake(herald_loop *loop, int always) {
       !atomic_exchange(&loop->signalled, 1)) {
     uint64_t one = 1;
     /* Fails only when the counter would overflow: readable already. */
-    (void)!write(loop->post_io.fd, &one, sizeof(one));
+    (void)!herald__sys_write(loop->post_io.fd, &one, sizeof(one));
   }
 }
 
