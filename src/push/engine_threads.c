@@ -78,7 +78,8 @@ static int thr_sync(push_engine *e, const char *channel, push_engine_cb cb,
      * entry counts as used now, so thr_tick keeps it meanwhile. */
     x->idle_ms = thr_wall_ms();
     uint32_t k = thr_call_add(te, cb, ud);
-    tmsg *m = k == UINT32_MAX ? NULL : thr_msg_strs(M_SYNC, channel, 0, 0, 0);
+    tmsg *m =
+        k == UINT32_MAX ? NULL : thr_msg_strs(te, M_SYNC, channel, 0, 0, 0);
     if (m == NULL) {
       if (k != UINT32_MAX) {
         thr_call_take(te, k, &cb, &ud);
@@ -138,7 +139,7 @@ static int thr_publish(push_engine *e, const char *channel,
                  p->client ? strlen(p->client) : 0,
                  p->user ? strlen(p->user) : 0,
                  p->idem ? strlen(p->idem) : 0};
-  tmsg *m = thr_msg_new(M_PUBLISH, s, n, 6);
+  tmsg *m = thr_msg_new(te, M_PUBLISH, s, n, 6);
   if (m == NULL) {
     void *u;
     push_engine_cb c;
@@ -158,7 +159,7 @@ static void thr_presence_add(push_engine *e, const char *channel,
     push_engine_presence_add(te->inner, channel, m, announce);
     return;
   }
-  tmsg *x = thr_msg_strs(M_PRES_ADD, channel, m->client, m->user, m->info);
+  tmsg *x = thr_msg_strs(te, M_PRES_ADD, channel, m->client, m->user, m->info);
   if (x) {
     x->flag = announce;
   }
@@ -174,7 +175,7 @@ static void thr_presence_remove(push_engine *e, const char *channel,
     return;
   }
   thr_send(te, owner,
-           thr_msg_strs(M_PRES_DEL, channel, m->client, m->user, NULL));
+           thr_msg_strs(te, M_PRES_DEL, channel, m->client, m->user, NULL));
 }
 
 static int thr_presence_get(push_engine *e, const char *channel, push_buf *out,
@@ -192,7 +193,7 @@ static int thr_presence_get(push_engine *e, const char *channel, push_buf *out,
   if (k == UINT32_MAX) {
     return PUSH_ENGINE_ERROR;
   }
-  tmsg *m = thr_msg_strs(M_PRES_GET, channel, 0, 0, 0);
+  tmsg *m = thr_msg_strs(te, M_PRES_GET, channel, 0, 0, 0);
   if (m == NULL) {
     void *u;
     push_engine_cb c;
@@ -227,7 +228,7 @@ static void thr_tick(push_engine *e, int64_t now_ms) {
           now_ms - x->idle_ms >= IDLE_UNFOLLOW_MS) {
         if (x->state != F_IDLE) {
           thr_send(te, thr_owner_of(te, x->key),
-                   thr_msg_strs(M_UNFOLLOW, x->key, 0, 0, 0));
+                   thr_msg_strs(te, M_UNFOLLOW, x->key, 0, 0, 0));
         }
         push_hub_drop_history(e->hub, x->key);
         thr_tt_remove(te, &te->followed, x);
@@ -302,8 +303,17 @@ static void thr_del(push_engine *e) {
   thr_tt_free(&te->occupied);
   for (int d = 0; d < te->t->n; d++) {
     thr_list_free(&te->out[d]);
+    thr_list_free(&te->back[d]);
+  }
+  for (int c = 0; c < THR_NCLASS; c++) {
+    for (tmsg *m = te->pool[c], *next; m; m = next) {
+      next = m->next;
+      free(m);
+    }
   }
   free(te->out);
+  free(te->back);
+  free(te->back_bytes);
   free(te->calls);
   push_buf_free(&te->scratch);
   free(te);
@@ -316,7 +326,7 @@ static void thr_occupancy(push_engine *e, const char *channel, int occupied) {
     thr_owner_occupancy(te, channel, occupied);
     return;
   }
-  tmsg *m = thr_msg_strs(M_OCCUPANCY, channel, 0, 0, 0);
+  tmsg *m = thr_msg_strs(te, M_OCCUPANCY, channel, 0, 0, 0);
   if (m) {
     m->flag = occupied;
   }
@@ -341,7 +351,7 @@ static int thr_user_add(push_engine *e, const char *user, const char *client,
   }
   uint32_t k = thr_call_add(te, cb, ud);
   tmsg *m =
-      k == UINT32_MAX ? NULL : thr_msg_strs(M_USER_ADD, user, client, 0, 0);
+      k == UINT32_MAX ? NULL : thr_msg_strs(te, M_USER_ADD, user, client, 0, 0);
   if (m == NULL) {
     void *u;
     push_engine_cb c;
@@ -364,7 +374,7 @@ static void thr_user_remove(push_engine *e, const char *user,
     push_engine_user_remove(te->inner, user, client);
     return;
   }
-  thr_send(te, owner, thr_msg_strs(M_USER_DEL, user, client, 0, 0));
+  thr_send(te, owner, thr_msg_strs(te, M_USER_DEL, user, client, 0, 0));
 }
 
 /* Memory entries do not expire; a shared engine's (Redis) do, and any
@@ -412,7 +422,7 @@ typedef struct held {
 static void held_done(void *ud, const push_engine_reply *rep) {
   held *h = ud;
   thr_engine *te = h->te;
-  tmsg *m = thr_msg_strs(h->kind, h->channel, 0, 0, 0);
+  tmsg *m = thr_msg_strs(te, h->kind, h->channel, 0, 0, 0);
   if (m == NULL) {
     if (rep->status == PUSH_ENGINE_OK) {
       push_engine_release(te->inner, h->channel);
@@ -427,7 +437,7 @@ static void held_done(void *ud, const push_engine_reply *rep) {
     thr_owner_unfollow(te, m);
   } else if (rep->status != PUSH_ENGINE_OK || te->down) {
     /* The follower's sync fails; it asks again while it is in use. */
-    tmsg *a = thr_msg_strs(h->kind == M_FOLLOW ? M_LOADED : M_CURRENT,
+    tmsg *a = thr_msg_strs(te, h->kind == M_FOLLOW ? M_LOADED : M_CURRENT,
                            h->channel, "", 0, 0);
     if (a) {
       a->token = h->token;
@@ -439,7 +449,7 @@ static void held_done(void *ud, const push_engine_reply *rep) {
   } else {
     thr_owner_sync(te, m);
   }
-  free(m);
+  thr_msg_free(te, m);
   int has = thr_tt_get(te, &te->relayed, h->channel) != NULL;
   /* The reference this sync took is the relay's if it made one; and a
    * relay that is gone leaves its own. */
@@ -488,7 +498,7 @@ static void thr_ev_lost(void *ud, const char *channel) {
   if (x != NULL) {
     for (int d = 0; d < te->t->n; d++) {
       if (x->follows[d / 64] >> (d % 64) & 1) {
-        thr_send(te, d, thr_msg_strs(M_LOST, channel, 0, 0, 0));
+        thr_send(te, d, thr_msg_strs(te, M_LOST, channel, 0, 0, 0));
       }
     }
     push_hub_unsubscribe(te->base.hub, x->key, x);
@@ -574,7 +584,13 @@ push_engine *push_engine_threads_new(push_threads *t, int self,
                                      herald_loop *loop, push_engine *inner,
                                      const push_engine_events *ev) {
   thr_engine *te = calloc(1, sizeof(*te));
-  if (te == NULL || (te->out = calloc((size_t)t->n, sizeof(tlist))) == NULL) {
+  if (te == NULL || (te->out = calloc((size_t)t->n, sizeof(tlist))) == NULL ||
+      (te->back = calloc((size_t)t->n, sizeof(tlist))) == NULL ||
+      (te->back_bytes = calloc((size_t)t->n, sizeof(size_t))) == NULL) {
+    if (te != NULL) {
+      free(te->out);
+      free(te->back);
+    }
     free(te);
     return NULL;
   }

@@ -112,8 +112,16 @@ static void channel_free(push_hub *hub, hub_channel *ch) {
 /* The channel, created if create is set and its namespace is configured.
  * NULL if absent, unconfigured or out of memory. */
 hub_channel *hub_channel_get(push_hub *hub, const char *name, int create) {
+  return hub_channel_get_hashed(hub, name, push_hub_hash(hub, name), create);
+}
+
+uint32_t push_hub_hash(const push_hub *hub, const char *channel) {
+  return push_hash_str(hub->key, channel, strlen(channel));
+}
+
+hub_channel *hub_channel_get_hashed(push_hub *hub, const char *name,
+                                    uint32_t hash, int create) {
   size_t n = strlen(name);
-  uint32_t hash = push_hash_str(hub->key, name, n);
   size_t at = channel_find(hub, name, hash, NULL);
   if (at != HUB_IDX_NONE) {
     return hub->chans[at];

@@ -444,7 +444,14 @@ int push_hub_append(push_hub *hub, const char *channel, const char *epoch,
 
 int push_hub_append_frame(push_hub *hub, const char *channel, const char *epoch,
                           const push_ext_frame *f) {
-  hub_channel *ch = hub_channel_get(hub, channel, 0);
+  return push_hub_append_frame_hashed(hub, channel, push_hub_hash(hub, channel),
+                                      epoch, f);
+}
+
+int push_hub_append_frame_hashed(push_hub *hub, const char *channel,
+                                 uint32_t hash, const char *epoch,
+                                 const push_ext_frame *f) {
+  hub_channel *ch = hub_channel_get_hashed(hub, channel, hash, 0);
   if (ch == NULL || ch->busy || f->json_off > f->frame_len ||
       f->json_len > f->frame_len - f->json_off) {
     return -1;

@@ -229,6 +229,9 @@ struct push_hub {
 /* The channel, created if create is set and its namespace is configured.
  * NULL if absent, unconfigured or out of memory. */
 hub_channel *hub_channel_get(push_hub *hub, const char *name, int create);
+/* The same with hash = push_hub_hash(hub, name). */
+hub_channel *hub_channel_get_hashed(push_hub *hub, const char *name,
+                                    uint32_t hash, int create);
 
 /* Hands ch's pending publications to its subscribers (see hub.c). Does
  * nothing on a busy channel. */

@@ -504,6 +504,13 @@ typedef struct push_ext_frame {
  * json_off and json_len do not lie in the frame. */
 int push_hub_append_frame(push_hub *hub, const char *channel, const char *epoch,
                           const push_ext_frame *f);
+/* The hash of a channel's name in this hub (fixed for the hub's life), and
+ * push_hub_append_frame given it: a follower keeps the hash of each channel
+ * it follows instead of hashing the name at every publication. */
+uint32_t push_hub_hash(const push_hub *hub, const char *channel);
+int push_hub_append_frame_hashed(push_hub *hub, const char *channel,
+                                 uint32_t hash, const char *epoch,
+                                 const push_ext_frame *f);
 
 /* The channel's position; -1 if the hub has no such channel. */
 int push_hub_pos(push_hub *hub, const char *channel, push_pos *pos);

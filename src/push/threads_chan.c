@@ -26,13 +26,14 @@ static void relay_deliver(void *client, push_pub *pub) {
   if (pub->frame_len < UINT32_MAX) {
     for (int d = 0; d < te->t->n; d++) {
       if (x->follows[d / 64] >> (d % 64) & 1) {
-        tmsg *m = thr_msg_new(M_PUB, s, n, 2);
+        tmsg *m = thr_msg_new(te, M_PUB, s, n, 2);
         if (m) {
           memcpy(m->epoch, x->epoch, sizeof(m->epoch));
           m->offset = pub->offset;
           m->time_ms = pub->time_ms;
           m->json_off = (uint32_t)pub->json_off;
           m->json_len = (uint32_t)pub->json_len;
+          m->hash = x->hash;
         }
         thr_send(te, d, m);
       }
@@ -48,7 +49,7 @@ static void relay_frame(void *client, const char *frame, size_t len) {
   size_t n[2] = {strlen(x->key), len};
   for (int d = 0; d < te->t->n; d++) {
     if (x->follows[d / 64] >> (d % 64) & 1) {
-      thr_send(te, d, thr_msg_new(M_FRAME, s, n, 2));
+      thr_send(te, d, thr_msg_new(te, M_FRAME, s, n, 2));
     }
   }
 }
@@ -107,7 +108,7 @@ void thr_owner_follow(thr_engine *te, const tmsg *in) {
   }
   const char *s[2] = {channel, b->p ? b->p : ""};
   size_t n[2] = {strlen(channel), b->len};
-  tmsg *m = thr_msg_new(M_LOADED, s, n, 2);
+  tmsg *m = thr_msg_new(te, M_LOADED, s, n, 2);
   if (m) {
     memcpy(m->epoch, r.pos.epoch, sizeof(m->epoch));
     m->offset = r.pos.offset;
@@ -132,7 +133,7 @@ void thr_owner_sync(thr_engine *te, const tmsg *in) {
   push_pos pos;
   memset(&pos, 0, sizeof(pos));
   push_hub_pos(te->base.hub, channel, &pos);
-  tmsg *m = thr_msg_strs(M_CURRENT, channel, 0, 0, 0);
+  tmsg *m = thr_msg_strs(te, M_CURRENT, channel, 0, 0, 0);
   if (m) {
     m->token = in->token;
     memcpy(m->epoch, pos.epoch, sizeof(m->epoch));
@@ -171,7 +172,7 @@ static void owner_publish(thr_engine *te, const tmsg *in) {
   int rv = te->down ? PUSH_ENGINE_DOWN
                     : push_engine_publish(te->inner, mstr(in, 0), &p, &pos,
                                           NULL, NULL);
-  tmsg *m = thr_msg_new(M_PUBLISHED, NULL, NULL, 0);
+  tmsg *m = thr_msg_new(te, M_PUBLISHED, NULL, NULL, 0);
   if (m) {
     m->token = in->token;
     m->status = rv;
@@ -188,7 +189,7 @@ static void presence_reply(thr_engine *te, int to, uint32_t token, int status,
                            const char *json, size_t len) {
   const char *s[1] = {json != NULL ? json : ""};
   size_t n[1] = {status == PUSH_ENGINE_OK && json != NULL ? len : 0};
-  tmsg *m = thr_msg_new(M_JSON, s, n, 1);
+  tmsg *m = thr_msg_new(te, M_JSON, s, n, 1);
   if (m) {
     m->token = token;
     m->status = status;
@@ -243,7 +244,7 @@ static void owner_user_add(thr_engine *te, const tmsg *in) {
   int allowed = 0;
   int rv = push_engine_user_add(te->inner, mstr(in, 0), mstr(in, 1), in->limit,
                                 &allowed, NULL, NULL);
-  tmsg *m = thr_msg_new(M_USER_ADDED, NULL, NULL, 0);
+  tmsg *m = thr_msg_new(te, M_USER_ADDED, NULL, NULL, 0);
   if (m) {
     m->token = in->token;
     m->status = rv;
@@ -359,6 +360,7 @@ static void follower_loaded(thr_engine *te, const tmsg *in) {
   free(e);
   memcpy(x->epoch, in->epoch, sizeof(x->epoch));
   x->offset = in->offset;
+  x->hub_hash = push_hub_hash(hub, channel);
   x->state = F_LIVE;
   x->had_replica = 0;
   thr_wake_waiters(x, PUSH_ENGINE_OK);
@@ -375,13 +377,13 @@ void thr_follower_resync(thr_engine *te, tentry *x) {
   }
   x->state = F_LOADING;
   thr_send(te, thr_owner_of(te, x->key),
-           thr_msg_strs(M_FOLLOW, x->key, 0, 0, 0));
+           thr_msg_strs(te, M_FOLLOW, x->key, 0, 0, 0));
 }
 
 static void follower_pub(thr_engine *te, const tmsg *in) {
   push_hub *hub = te->base.hub;
   const char *channel = mstr(in, 0);
-  tentry *x = thr_tt_get(te, &te->followed, channel);
+  tentry *x = thr_tt_get_hashed(&te->followed, channel, in->hash);
   if (x == NULL || x->state != F_LIVE) {
     return; /* a LOADED will bring it */
   }
@@ -390,7 +392,8 @@ static void follower_pub(thr_engine *te, const tmsg *in) {
   }
   push_ext_frame f = {in->offset,  in->time_ms,  mstr(in, 1),
                       mlen(in, 1), in->json_off, in->json_len};
-  if (push_hub_append_frame(hub, channel, in->epoch, &f) != 0) {
+  if (push_hub_append_frame_hashed(hub, channel, x->hub_hash, in->epoch, &f) !=
+      0) {
     thr_follower_resync(te, x);
     return;
   }

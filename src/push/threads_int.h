@@ -16,8 +16,9 @@ enum {
   M_FOLLOW,     /* -> owner: s0 channel */
   M_UNFOLLOW,   /* -> owner: s0 channel */
   M_LOADED,     /* owner ->: s0 channel, epoch, offset, s1 history */
-  M_PUB,        /* owner ->: s0 channel, epoch, offset, time, s1 the
-                   owner's frame with the pub at json_off, json_len */
+  M_PUB,        /* owner ->: s0 channel (thr_hash: hash), epoch, offset,
+                   time, s1 the owner's frame with the pub at json_off,
+                   json_len */
   M_FRAME,      /* owner ->: s0 channel, s1 a join/leave push */
   M_PUBLISH,    /* -> owner: s0 channel, s1 data, s2 b64, s3 client, s4
                    user, s5 idem; token */
@@ -44,10 +45,13 @@ enum {
 typedef struct tmsg {
   struct tmsg *next;
   int kind, from, status, flag;
+  int cls; /* its size class (THR_CLASS_MIN << cls bytes), or -1: larger,
+              freed by its receiver */
   uint32_t token, limit;
   uint64_t offset;
   int64_t time_ms;
   uint32_t json_off, json_len; /* M_PUB */
+  uint32_t hash;               /* M_PUB: thr_hash of the channel */
   char epoch[PUSH_EPOCH_MAX + 1];
   uint32_t off[NSTR], len[NSTR];
   char data[];
@@ -57,10 +61,26 @@ typedef struct tlist {
   tmsg *head, *tail;
 } tlist;
 
+/* Messages are recycled to the loop that made them instead of being freed
+ * by the loop that received them (memory freed by another thread than the
+ * one that allocated it is the dear case of malloc): a message of up to
+ * THR_CLASS_MIN << (THR_NCLASS - 1) bytes is allocated at the size of its
+ * class; its receiver, once it has handled it, keeps it on a list for its
+ * sender (thr_engine.back), puts that list in its own mailbox at its next
+ * wake-up (mailbox.back), and the sender takes it back the next time it
+ * hands messages to that loop, under the mutex it takes anyway. A loop
+ * keeps at most THR_POOL_BYTES of messages for reuse, and at most
+ * THR_POOL_BYTES per sender waiting to go back: beyond, they are freed. */
+#define THR_CLASS_MIN 256
+#define THR_NCLASS 5
+#define THR_POOL_BYTES (256 * 1024)
+
 /* A loop's incoming FIFO: the only structure two threads touch. */
 typedef struct mailbox {
   pthread_mutex_t mu;
   tlist in;
+  tlist *back;     /* per sender: its messages this loop handled, for it to
+                      take back (thr_hand_over) */
   int woken;       /* a wake-up is posted and not yet run */
   atomic_int sick; /* the loop's inner engine is not healthy (its pass) */
   herald_loop *loop;
@@ -72,6 +92,7 @@ struct push_threads {
   uint64_t hkey[2]; /* channel and user placement (not secret-dependent
                        for correctness: any fixed function works) */
   pthread_barrier_t ready;
+  tlist *backs; /* the mailboxes' back lists, n by n */
   mailbox box[];
 };
 
@@ -101,6 +122,7 @@ typedef struct tentry {
    * appended, so that a PUB costs one hub lookup */
   char epoch[PUSH_EPOCH_MAX + 1];
   uint64_t offset;
+  uint32_t hub_hash; /* followed: push_hub_hash of the key, once loaded */
   size_t keylen;
   char key[];
 } tentry;
@@ -126,7 +148,11 @@ typedef struct thr_engine {
   push_engine *inner; /* the memory engine of the channels this loop owns */
   int down;
   ttable followed, relayed, occupied;
-  tlist *out; /* per destination */
+  tlist *out;  /* per destination */
+  tlist *back; /* per sender: its messages handled since the last wake-up */
+  size_t *back_bytes;
+  tmsg *pool[THR_NCLASS]; /* messages made here, back for reuse */
+  size_t pool_bytes;
   pending *calls;
   uint32_t ncalls, free_call;
   push_buf scratch;
@@ -150,12 +176,16 @@ static inline size_t mlen(const tmsg *m, int i) {
 
 /* ---- threads_mail.c ---- */
 
-/* A message of kind with count strings s[i] of n[i] bytes (NULL: none).
- * Returns NULL when out of memory. */
-tmsg *thr_msg_new(int kind, const char *const *s, const size_t *n, int count);
+/* A message of kind with count strings s[i] of n[i] bytes (NULL: none),
+ * made by te's loop (from its pool when it can), to be sent by te or given
+ * back with thr_msg_free. Returns NULL when out of memory. */
+tmsg *thr_msg_new(thr_engine *te, int kind, const char *const *s,
+                  const size_t *n, int count);
 /* The same with up to four C strings (NULL allowed). */
-tmsg *thr_msg_strs(int kind, const char *a, const char *b, const char *c,
-                   const char *d);
+tmsg *thr_msg_strs(thr_engine *te, int kind, const char *a, const char *b,
+                   const char *c, const char *d);
+/* A message te made and did not send: back to its pool, or freed. */
+void thr_msg_free(thr_engine *te, tmsg *m);
 /* Queues m (taken; NULL: nothing) in the outbox to loop dst. */
 void thr_send(thr_engine *te, int dst, tmsg *m);
 void thr_list_free(tlist *l);
@@ -165,6 +195,10 @@ void thr_hand_over(thr_engine *te);
 void thr_on_wake(void *arg);
 
 tentry *thr_tt_get(thr_engine *te, ttable *t, const char *key);
+/* The same for a key whose thr_hash is known (every loop's is the same:
+ * an M_PUB carries its channel's). */
+tentry *thr_tt_get_hashed(ttable *t, const char *key, uint32_t hash);
+uint32_t thr_hash(const thr_engine *te, const char *key);
 /* The entry of key, made if missing. NULL when out of memory. */
 tentry *thr_tt_add(thr_engine *te, ttable *t, const char *key);
 void thr_tt_remove(thr_engine *te, ttable *t, tentry *x);

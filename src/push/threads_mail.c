@@ -13,18 +13,43 @@
 
 /* ---- messages ------------------------------------------------------------ */
 
-tmsg *thr_msg_new(int kind, const char *const *s, const size_t *n, int count) {
+/* The class of a message of need bytes, or -1 when it is too large. */
+static int class_of(size_t need) {
+  size_t size = THR_CLASS_MIN;
+  for (int c = 0; c < THR_NCLASS; c++, size <<= 1) {
+    if (need <= size) {
+      return c;
+    }
+  }
+  return -1;
+}
+
+static size_t class_size(int cls) {
+  return (size_t)THR_CLASS_MIN << cls;
+}
+
+tmsg *thr_msg_new(thr_engine *te, int kind, const char *const *s,
+                  const size_t *n, int count) {
   size_t total = 0;
   for (int i = 0; i < count; i++) {
     total += s[i] ? n[i] + 1 : 0;
   }
-  /* Only the fixed part is cleared: the strings are written below. */
-  tmsg *m = malloc(sizeof(*m) + total);
-  if (m == NULL) {
-    return NULL;
+  int cls = class_of(sizeof(tmsg) + total);
+  tmsg *m;
+  if (cls >= 0 && te->pool[cls] != NULL) {
+    m = te->pool[cls];
+    te->pool[cls] = m->next;
+    te->pool_bytes -= class_size(cls);
+  } else {
+    m = malloc(cls >= 0 ? class_size(cls) : sizeof(*m) + total);
+    if (m == NULL) {
+      return NULL;
+    }
   }
+  /* Only the fixed part is cleared: the strings are written below. */
   memset(m, 0, sizeof(*m));
   m->kind = kind;
+  m->cls = cls;
   size_t o = 0;
   for (int i = 0; i < NSTR; i++) {
     if (i >= count || s[i] == NULL) {
@@ -42,14 +67,53 @@ tmsg *thr_msg_new(int kind, const char *const *s, const size_t *n, int count) {
 }
 
 /* A message with C strings (NULL allowed). */
-tmsg *thr_msg_strs(int kind, const char *a, const char *b, const char *c,
-                   const char *d) {
+tmsg *thr_msg_strs(thr_engine *te, int kind, const char *a, const char *b,
+                   const char *c, const char *d) {
   const char *s[4] = {a, b, c, d};
   size_t n[4];
   for (int i = 0; i < 4; i++) {
     n[i] = s[i] ? strlen(s[i]) : 0;
   }
-  return thr_msg_new(kind, s, n, 4);
+  return thr_msg_new(te, kind, s, n, 4);
+}
+
+void thr_msg_free(thr_engine *te, tmsg *m) {
+  if (m->cls >= 0 && te->pool_bytes + class_size(m->cls) <= THR_POOL_BYTES) {
+    m->next = te->pool[m->cls];
+    te->pool[m->cls] = m;
+    te->pool_bytes += class_size(m->cls);
+  } else {
+    free(m);
+  }
+}
+
+/* A message from another loop, handled: kept to go back to its sender, or
+ * freed. */
+static void msg_done(thr_engine *te, tmsg *m) {
+  int from = m->from;
+  if (m->cls < 0 || from < 0 || from >= te->t->n || from == te->self ||
+      te->back_bytes[from] + class_size(m->cls) > THR_POOL_BYTES) {
+    free(m);
+    return;
+  }
+  m->next = NULL;
+  tlist *l = &te->back[from];
+  if (l->tail) {
+    l->tail->next = m;
+  } else {
+    l->head = m;
+  }
+  l->tail = m;
+  te->back_bytes[from] += class_size(m->cls);
+}
+
+/* Messages of this loop's that another loop handled: into the pool. */
+static void take_back(thr_engine *te, tmsg *m) {
+  while (m) {
+    tmsg *next = m->next;
+    thr_msg_free(te, m);
+    m = next;
+  }
 }
 
 void thr_send(thr_engine *te, int dst, tmsg *m) {
@@ -91,8 +155,11 @@ void thr_hand_over(thr_engine *te) {
     mb->in.tail = l->tail;
     int wake = !mb->woken;
     mb->woken = 1;
+    tmsg *back = mb->back[te->self].head;
+    mb->back[te->self].head = mb->back[te->self].tail = NULL;
     pthread_mutex_unlock(&mb->mu);
     l->head = l->tail = NULL;
+    take_back(te, back);
     if (wake && herald_loop_post(mb->loop, thr_on_wake, mb) != 0) {
       /* The loop is gone or out of memory: its mailbox is freed with the
        * node (push_threads_del). */
@@ -106,22 +173,35 @@ void thr_hand_over(thr_engine *te) {
 /* ---- tables ---------------------------------------------------------------
  */
 
-static tentry **tt_find(thr_engine *te, ttable *t, const char *key,
-                        uint32_t *hash) {
-  *hash = push_hash_str(te->t->hkey, key, strlen(key));
+static tentry **tt_find_hashed(ttable *t, const char *key, uint32_t hash) {
   if (t->nb == 0) {
     return NULL;
   }
-  tentry **pp = &t->b[*hash & (t->nb - 1)];
-  while (*pp && ((*pp)->hash != *hash || strcmp((*pp)->key, key) != 0)) {
+  tentry **pp = &t->b[hash & (t->nb - 1)];
+  while (*pp && ((*pp)->hash != hash || strcmp((*pp)->key, key) != 0)) {
     pp = &(*pp)->next;
   }
   return pp;
 }
 
+static tentry **tt_find(thr_engine *te, ttable *t, const char *key,
+                        uint32_t *hash) {
+  *hash = thr_hash(te, key);
+  return tt_find_hashed(t, key, *hash);
+}
+
+uint32_t thr_hash(const thr_engine *te, const char *key) {
+  return push_hash_str(te->t->hkey, key, strlen(key));
+}
+
 tentry *thr_tt_get(thr_engine *te, ttable *t, const char *key) {
   uint32_t h;
   tentry **pp = tt_find(te, t, key, &h);
+  return pp ? *pp : NULL;
+}
+
+tentry *thr_tt_get_hashed(ttable *t, const char *key, uint32_t hash) {
+  tentry **pp = tt_find_hashed(t, key, hash);
   return pp ? *pp : NULL;
 }
 
@@ -255,14 +335,31 @@ void thr_on_wake(void *arg) {
   tmsg *m = mb->in.head;
   mb->in.head = mb->in.tail = NULL;
   mb->woken = 0;
-  pthread_mutex_unlock(&mb->mu);
+  /* What the last wake-up handled goes where its senders take it back. */
   thr_engine *te = mb->engine;
+  for (int i = 0; te != NULL && i < te->t->n; i++) {
+    tlist *l = &te->back[i];
+    if (l->head == NULL) {
+      continue;
+    }
+    if (mb->back[i].tail) {
+      mb->back[i].tail->next = l->head;
+    } else {
+      mb->back[i].head = l->head;
+    }
+    mb->back[i].tail = l->tail;
+    l->head = l->tail = NULL;
+    te->back_bytes[i] = 0;
+  }
+  pthread_mutex_unlock(&mb->mu);
   while (m) {
     tmsg *next = m->next;
     if (te != NULL) {
       thr_handle(te, m);
+      msg_done(te, m);
+    } else {
+      free(m);
     }
-    free(m);
     m = next;
   }
 }
@@ -279,12 +376,16 @@ push_threads *push_threads_new(int n) {
     return NULL;
   }
   t->n = n;
-  if (pthread_barrier_init(&t->ready, NULL, (unsigned)n) != 0) {
+  t->backs = calloc((size_t)n * (size_t)n, sizeof(tlist));
+  if (t->backs == NULL ||
+      pthread_barrier_init(&t->ready, NULL, (unsigned)n) != 0) {
+    free(t->backs);
     free(t);
     return NULL;
   }
   for (int i = 0; i < n; i++) {
     pthread_mutex_init(&t->box[i].mu, NULL);
+    t->box[i].back = t->backs + (size_t)i * (size_t)n;
   }
   return t;
 }
@@ -295,8 +396,12 @@ void push_threads_del(push_threads *t) {
   }
   for (int i = 0; i < t->n; i++) {
     thr_list_free(&t->box[i].in);
+    for (int j = 0; j < t->n; j++) {
+      thr_list_free(&t->box[i].back[j]);
+    }
     pthread_mutex_destroy(&t->box[i].mu);
   }
+  free(t->backs);
   pthread_barrier_destroy(&t->ready);
   free(t);
 }

@@ -283,7 +283,7 @@ static void on_epoll(uv_poll_t *p, int status, int events) {
     (void)herald__uring_run(loop, 0);
   } else {
     struct epoll_event evs[MAX_EVENTS];
-    int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, 0);
+    int n = herald__sys_epoll_wait(loop->epfd, evs, MAX_EVENTS, 0);
     dispatch(loop, evs, n > 0 ? n : 0);
   }
   run_posts(loop);
@@ -335,7 +335,7 @@ static int drive(herald_loop *loop) {
       uv_ready = herald__uring_run(loop, timeout); /* updates the time */
       atomic_store(&loop->asleep, 0);
     } else {
-      int n = epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
+      int n = herald__sys_epoll_wait(loop->epfd, evs, MAX_EVENTS, timeout);
       atomic_store(&loop->asleep, 0);
       uv_update_time(uv);
       uv_ready = dispatch(loop, evs, n > 0 ? n : 0);
@@ -381,7 +381,7 @@ static int drive(herald_loop *loop) {
 void herald__loop_post_ready(herald_loop *loop) {
   uint64_t count;
   /* One read empties the counter; EAGAIN: a spurious readiness. */
-  (void)!read(loop->post_io.fd, &count, sizeof(count));
+  (void)!herald__sys_read(loop->post_io.fd, &count, sizeof(count));
   atomic_store(&loop->signalled, 0);
 }
 
@@ -390,7 +390,29 @@ static void wake(herald_loop *loop, int always) {
       !atomic_exchange(&loop->signalled, 1)) {
     uint64_t one = 1;
     /* Fails only when the counter would overflow: readable already. */
-    (void)!write(loop->post_io.fd, &one, sizeof(one));
+    (void)!herald__sys_write(loop->post_io.fd, &one, sizeof(one));
+  }
+}
+
+/* Items are not freed by the loop that ran them but kept for the posting
+ * threads to reuse (memory freed by a thread other than the one that
+ * allocated it is malloc's dear case): the items run are handed to the
+ * spare list the next time the loop takes post_mu, which posters take
+ * anyway. At most POST_SPARE_MAX are kept; the rest are freed. */
+#define POST_SPARE_MAX 64
+
+/* Under post_mu: the items of the last run_posts to the spare list. */
+static void spare_ran(herald_loop *loop) {
+  while (loop->ran) {
+    post_item *p = loop->ran;
+    loop->ran = p->next;
+    if (loop->nspare < POST_SPARE_MAX) {
+      p->next = loop->spare;
+      loop->spare = p;
+      loop->nspare++;
+    } else {
+      free(p);
+    }
   }
 }
 
@@ -405,11 +427,13 @@ static void run_posts(herald_loop *loop) {
   loop->posts = loop->posts_tail = NULL;
   int stop = loop->stopping;
   atomic_store(&loop->post_pending, 0);
+  spare_ran(loop);
   pthread_mutex_unlock(&loop->post_mu);
   while (p) {
     post_item *next = p->next;
     p->fn(p->arg);
-    free(p);
+    p->next = loop->ran;
+    loop->ran = p;
     p = next;
   }
   if (stop) {
@@ -419,14 +443,22 @@ static void run_posts(herald_loop *loop) {
 
 HERALD_API int herald_loop_post(herald_loop *loop, void (*fn)(void *arg),
                                 void *arg) {
-  post_item *p = malloc(sizeof(*p));
-  if (p == NULL) {
-    return HERALD_ERR_NOMEM;
+  pthread_mutex_lock(&loop->post_mu);
+  post_item *p = loop->spare;
+  if (p != NULL) {
+    loop->spare = p->next;
+    loop->nspare--;
+  } else {
+    pthread_mutex_unlock(&loop->post_mu);
+    p = malloc(sizeof(*p));
+    if (p == NULL) {
+      return HERALD_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&loop->post_mu);
   }
   p->fn = fn;
   p->arg = arg;
   p->next = NULL;
-  pthread_mutex_lock(&loop->post_mu);
   if (loop->posts_tail) {
     loop->posts_tail->next = p;
   } else {
@@ -664,11 +696,12 @@ HERALD_API void herald_loop_del(herald_loop *loop) {
   while (loop->handles_open > 0) {
     uv_run(loop->uv, UV_RUN_NOWAIT);
   }
-  post_item *p = loop->posts;
-  while (p) {
-    post_item *next = p->next;
-    free(p);
-    p = next;
+  post_item *lists[3] = {loop->posts, loop->spare, loop->ran};
+  for (int i = 0; i < 3; i++) {
+    for (post_item *p = lists[i], *next; p; p = next) {
+      next = p->next;
+      free(p);
+    }
   }
   herald__uring_del(loop);
   close(loop->post_io.fd);

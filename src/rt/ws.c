@@ -271,10 +271,10 @@ void herald__ws_flush(herald_ws *ws) {
        * in a message header and an iovec array. */
       ssize_t n;
       if (cnt == 1) {
-        n = send(ws->io.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+        n = herald__sys_send(ws->io.fd, iov[0].iov_base, iov[0].iov_len);
       } else {
         struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)cnt};
-        n = sendmsg(ws->io.fd, &msg, MSG_NOSIGNAL);
+        n = herald__sys_sendmsg(ws->io.fd, &msg);
       }
       if (n < 0) {
         if (errno == EINTR) {
@@ -498,7 +498,7 @@ static void ws_read(herald_ws *ws) {
   if (ws->flags & WS_SHUTDOWN) {
     /* Lingering: discard until the peer's FIN. */
     for (;;) {
-      ssize_t n = read(ws->io.fd, buf, READ_BUFFER_SIZE);
+      ssize_t n = herald__sys_read(ws->io.fd, buf, READ_BUFFER_SIZE);
       if (n > 0) {
         continue;
       }
@@ -569,8 +569,9 @@ static void ws_read(herald_ws *ws) {
                            {buf + have, READ_BUFFER_SIZE - have}};
     ssize_t n;
     do {
-      n = place != NULL ? readv(ws->io.fd, iov, 2)
-                        : read(ws->io.fd, iov[1].iov_base, iov[1].iov_len);
+      n = place != NULL
+              ? herald__sys_readv(ws->io.fd, iov, 2)
+              : herald__sys_read(ws->io.fd, iov[1].iov_base, iov[1].iov_len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
