@@ -89,8 +89,8 @@ typedef struct mailbox {
 
 struct push_threads {
   int n;
-  uint64_t hkey[2]; /* channel and user placement (not secret-dependent
-                       for correctness: any fixed function works) */
+  uint64_t hkey[2]; /* SipHash key of the loops' channel and user tables,
+                       random per process (push_threads_new) */
   pthread_barrier_t ready;
   tlist *backs; /* the mailboxes' back lists, n by n */
   mailbox box[];

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
 #include "push/threads_int.h"
@@ -377,7 +378,10 @@ push_threads *push_threads_new(int n) {
   }
   t->n = n;
   t->backs = calloc((size_t)n * (size_t)n, sizeof(tlist));
+  /* A random key, so that no client can choose channel names that pile
+   * up in one bucket of the loops' tables. */
   if (t->backs == NULL ||
+      getrandom(t->hkey, sizeof(t->hkey), 0) != (ssize_t)sizeof(t->hkey) ||
       pthread_barrier_init(&t->ready, NULL, (unsigned)n) != 0) {
     free(t->backs);
     free(t);
