@@ -42,6 +42,17 @@ static int ws_http_handler(herald_ws *ws, herald_http_fn *fn, void **ud) {
   return k && k->owner && k->owner->http && k->owner->http(ws, fn, ud);
 }
 
+/* A request was answered and the connection stays open for the next one:
+ * that one gets the whole handshake timeout (slowloris), counted from now,
+ * whether this answer came inside the handler or later. */
+static void next_request_deadline(herald_ws *ws) {
+  uint32_t t = ws->ep->limits->handshake_timeout_ms;
+  if (t && !(ws->flags & WS_DEAD) &&
+      herald_conn_state(ws->conn) == HERALD_STATE_CONNECTING) {
+    herald__wheel_set(ws, herald__now(ws->loop) + t);
+  }
+}
+
 /* Calls the handler (herald__ws_http_request made sure there is one). */
 static void ws_call_http(herald_ws *ws, const herald_request *req,
                          const uint8_t *body, size_t bodylen) {
@@ -106,12 +117,8 @@ long herald__ws_http_request(herald_ws *ws, const herald_request *req,
   }
   if (clen <= avail) {
     ws_call_http(ws, req, buf, (size_t)clen);
-    if (!(ws->flags & WS_READ_PAUSED) &&
-        herald_conn_state(ws->conn) == HERALD_STATE_CONNECTING &&
-        ws->ep->limits->handshake_timeout_ms) {
-      /* Keep-alive: the next request has the same deadline. */
-      herald__wheel_set(ws, herald__now(ws->loop) +
-                                ws->ep->limits->handshake_timeout_ms);
+    if (!(ws->flags & WS_READ_PAUSED)) {
+      next_request_deadline(ws); /* answered inside the handler */
     }
     return (long)clen;
   }
@@ -143,6 +150,9 @@ static void ws_body_complete(herald_ws *ws) {
       ev.type == HERALD_EV_REQUEST) {
     size_t head = ev.request->head_len;
     ws_call_http(ws, ev.request, body + head, total - head);
+    if (!(ws->flags & WS_READ_PAUSED)) {
+      next_request_deadline(ws);
+    }
   }
   free(body);
 }
@@ -196,6 +206,7 @@ HERALD_API int herald_http_respond(herald_http *h, int status,
   herald__mark_dirty(ws);
   if (later) {
     free(h);
+    next_request_deadline(ws);
     herald__ws_mark_resume(ws);
   } else {
     h->responded = 1;

@@ -732,6 +732,44 @@ static void test_http_async(void) {
   close(hfd);
 }
 
+/* Answers that come later on a keep-alive connection: each one gives the
+ * next request a whole handshake timeout (500 ms here). Three requests
+ * answered 250 ms after they arrive keep the connection busy past 500 ms
+ * from its start; it must not be cut then (it was: only an answer made
+ * inside the handler moved the deadline). */
+static void test_http_async_keepalive(void) {
+  int hfd = raw_connect();
+  const char *req = "GET /later HTTP/1.1\r\nHost: t\r\n\r\n";
+  char buf[2048];
+  size_t n = 0;
+  int eof = 0;
+  for (int round = 0; round < 3 && !eof; round++) {
+    raw_write(hfd, req, strlen(req));
+    usleep(250000);
+    size_t got = 0;
+    for (int attempt = 0; attempt < 20 && got == 0 && !eof; attempt++) {
+      int ws = raw_connect();
+      if (raw_handshake(ws, "/ws")) {
+        raw_frame(ws, 1, HERALD_OP_PING, "later", 5);
+      }
+      got = raw_read(hfd, (uint8_t *)buf + n, sizeof(buf) - 1 - n, 100, &eof);
+      close(ws);
+    }
+    n += got;
+  }
+  const char *last = "GET /after HTTP/1.1\r\nHost: t\r\n\r\n";
+  raw_write(hfd, last, strlen(last));
+  n += raw_read(hfd, (uint8_t *)buf + n, sizeof(buf) - 1 - n, 300, &eof);
+  buf[n] = 0;
+  int answered = 0;
+  for (const char *p = buf; (p = strstr(p, "HTTP/1.1 202 Accepted\r\n")); p++) {
+    answered++;
+  }
+  CHECK_EQ(answered, 3);
+  CHECK(strstr(buf, "GET /after 0") != NULL);
+  close(hfd);
+}
+
 /* Our own client against our server, including a 4 MiB message. */
 typedef struct client_run {
   herald_loop *loop;
@@ -1034,6 +1072,7 @@ int main(void) {
   RUN(test_http_framing);
   RUN(test_http_body_spans_reads);
   RUN(test_http_async);
+  RUN(test_http_async_keepalive);
   RUN(test_client);
   RUN(test_run_modes);
   RUN(test_shutdown);
