@@ -3,7 +3,8 @@
 // text as a string and binary as a Buffer, and ws.send() keeps the type.
 // usage: bun bun_echo.js PORT   (prints "listening on 127.0.0.1:PORT")
 // Environment: DEFLATE=1 accepts permessage-deflate with uWebSockets'
-// dedicated (context takeover) compressor and decompressor; TLS_CERT and
+// dedicated (context takeover) compressor and decompressor, and compresses
+// every echo; TLS_CERT and
 // TLS_KEY (PEM files) serve wss:// instead of ws://.
 const port = Number(process.argv[2] || 9005);
 const deflate = process.env.DEFLATE === '1'
@@ -28,7 +29,9 @@ const server = Bun.serve({
     backpressureLimit: 64 * 1024 * 1024,
     idleTimeout: 0,
     message(ws, msg) {
-      ws.send(msg);
+      // Bun compresses a message only when send() is asked to (its second
+      // argument); without it the echoes went out uncompressed.
+      ws.send(msg, deflate !== false);
     },
   },
 });
