@@ -16,7 +16,8 @@
 # ("herald echo (before)"), run like herald, for before/after in one table.
 #
 # --io-backend both runs herald twice, `herald echo --io-backend epoll` and
-# `--io-backend io_uring` (herald-uring), side by side in the same run.
+# `--io-backend io_uring` (herald-uring), side by side in the same run, and
+# adds two large-message shapes (64 KiB on 40 x 2, 200 KiB on 20 x 1).
 # Where perf can count the raw_syscalls:sys_enter tracepoint of a process,
 # each server's syscalls per message over the measured window are shown.
 #
@@ -41,7 +42,7 @@ BACKEND=""
 CASE_FILTER=""
 
 usage() {
-  sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
   cat <<'EOF'
 
   --variant V   plain (default), deflate (every peer negotiates
@@ -341,7 +342,15 @@ plain)
     "64 KiB text, 10 conns x 4|--size 64K --connections 10 --inflight 4"
     "64 KiB binary, 10 conns x 4|--size 64K --binary --connections 10 --inflight 4"
     "16 MiB binary, 2 conns x 1|--size 16M --binary --connections 2 --inflight 1"
-  ) ;;
+  )
+  if [ "$BACKEND" = both ]; then
+    # Two shapes where io_uring's receive pool (1 MiB at most) holds less
+    # than the bytes in flight: large frames arrive over several passes.
+    CASES+=(
+      "64 KiB binary, 40 conns x 2|--size 64K --binary --connections 40 --inflight 2"
+      "200 KiB binary, 20 conns x 1|--size 200K --binary --connections 20 --inflight 1"
+    )
+  fi ;;
 deflate)
   CASES=(
     "256 B text, 100 conns x 8|--size 256 --connections 100 --inflight 8"

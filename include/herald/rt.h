@@ -139,6 +139,24 @@ HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
 /* The backend a loop runs: HERALD_IO_EPOLL or HERALD_IO_URING. */
 HERALD_API herald_io_backend herald_loop_backend(const herald_loop *loop);
 
+/* What a loop's I/O backend holds and has done, for metrics. On epoll every
+ * field is 0. */
+typedef struct herald_loop_io_stats {
+  /* io_uring: bytes in the receive pool the loop's plain connections share.
+   * It starts at 64 KiB and doubles, at most once per pass, while receives
+   * find no buffer free, up to 1 MiB; it never shrinks. */
+  size_t recv_pool_bytes;
+  uint64_t recv_pool_waits; /* io_uring: receives that found no buffer free */
+  /* io_uring: receives made straight into the message buffer of a large
+   * frame being reassembled, instead of into the pool. */
+  uint64_t recv_placed;
+} herald_loop_io_stats;
+
+/* Fills *out with the loop's figures since it was made. Loop thread only
+ * (in one of its callbacks, its pass hook or a post). */
+HERALD_API void herald_loop_io_stats_get(const herald_loop *loop,
+                                         herald_loop_io_stats *out);
+
 /* Runs the loop until it has nothing left to do or herald_loop_stop().
  * Returns 0 when nothing was left, nonzero when stopped with work left.
  *

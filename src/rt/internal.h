@@ -215,6 +215,9 @@ typedef struct loop_conn_ops {
    * peer's FIN (0) or an error (-errno). data is the loop's until the call
    * returns. */
   void (*recv)(herald_ws *ws, uint8_t *data, long res);
+  /* io_uring: a receive armed at herald_conn_recv_room()'s room completed
+   * with n > 0 bytes there (its FIN and errors go to recv). */
+  void (*recv_placed)(herald_ws *ws, size_t n);
   void (*write_failed)(herald_ws *ws);        /* io_uring: a send failed */
   void (*timer)(herald_ws *ws, uint64_t now); /* its wheel deadline came */
   void (*flush)(herald_ws *ws);               /* it is on the dirty list */

@@ -35,9 +35,10 @@
 
 /* What HERALD_IO_AUTO picks when the kernel runs io_uring: 1 io_uring, 0
  * epoll (io_uring only when asked for by name). 0 for now: io_uring is not
- * yet as cheap as epoll on every shape (64 KiB echoes on 10 and 40
- * connections cost 1.2-1.4 times epoll's CPU per message, 2026-12-07;
- * docs/performance.md, "io_uring beside epoll"), so it is opt-in. */
+ * as cheap as epoll on every shape (with large frames received in place,
+ * 0.61-1.01 times epoll's CPU per message on the large shapes, but one
+ * connection of 32-byte messages 1.09-1.13, 2026-12-07; docs/performance.md,
+ * "io_uring beside epoll"), so it is opt-in. */
 #define HERALD_IO_AUTO_RESOLVES_URING 0
 
 void herald__loop_ref(herald_loop *loop, int delta) {

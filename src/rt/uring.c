@@ -4,11 +4,15 @@
  *
  * What it replaces, and what it keeps:
  *   - A plain connection receives with one multishot recv into the loop's
- *     provided buffer ring (4 MiB, shared by every connection of the loop:
- *     an idle connection holds none; consumed incrementally where the
- *     kernel can). Each completion is delivered to ws.c
- *     (loop_conn_ops.recv) and the buffer goes back to the ring as soon as
- *     the kernel is done with it. There is no read() at all.
+ *     provided buffer ring (64 KiB growing to 1 MiB, shared by every
+ *     connection of the loop: an idle connection holds none; consumed
+ *     incrementally where the kernel can). Each completion is delivered to
+ *     ws.c (loop_conn_ops.recv) and the buffer goes back to the ring as
+ *     soon as the kernel is done with it. There is no read() at all.
+ *   - While the core reassembles a large frame, the rest of it is received
+ *     with one-shot recvs straight into the message buffer
+ *     (herald_conn_recv_room; loop_conn_ops.recv_placed), as epoll's
+ *     readv does: no pool buffer holds it, nothing copies it.
  *   - Output of up to URING_SEND_MAX bytes is copied out of the core's
  *     queue into a send chunk and sent with the next submit, one send in
  *     flight per connection; larger output goes out with sendmsg() at once
@@ -94,6 +98,18 @@ _Static_assert(URING_POOL_MAX / URING_BUF_SMALL <= URING_RING &&
  * ring with the next submit; more goes out with sendmsg() at once, as with
  * epoll (a copy of a large message costs more than the call it saves). */
 #define URING_SEND_MAX (16 * 1024)
+/* A receive armed while the core reassembles a frame with at least this
+ * much of its payload still to come (herald_conn_recv_room) is a one-shot
+ * recv straight into the message buffer, not the multishot one into the
+ * pool: the rest of the frame is then neither held in pool buffers nor
+ * copied out of them. Below it the pool's copy costs less than a second
+ * kind of request would. */
+#define URING_PLACE_MIN (16 * 1024)
+/* Connections whose multishot receive ended a pass's batch mid-frame with
+ * URING_PLACE_MIN or more to come: their receive is cancelled, to be armed
+ * again in place (herald__uring_run). At most this many per pass; the
+ * others go on through the pool. */
+#define URING_PLACE_CANDIDATES 64
 
 /* user_data tags (low 3 bits). 0 is ours and carries nothing (cancels).
  * T_SEND carries a send_chunk, the others an io_item. */
@@ -101,13 +117,14 @@ enum { T_IN = 1, T_OUT = 2, T_RECV = 3, T_SEND = 4 };
 
 /* io_item.armed */
 enum {
-  A_IN = 1,           /* one-shot POLLIN in flight */
-  A_OUT = 2,          /* one-shot POLLOUT in flight */
-  A_RECV = 4,         /* multishot recv in flight */
-  A_RECV_CANCEL = 8,  /* ... and its cancel was sent */
-  A_HELD = 16,        /* reaped: freed when nothing is in flight */
-  A_EOF = 32,         /* the peer's FIN came while reading was paused */
-  A_SEND = IO_SENDING /* a send in flight (internal.h: ws.c tests it) */
+  A_IN = 1,            /* one-shot POLLIN in flight */
+  A_OUT = 2,           /* one-shot POLLOUT in flight */
+  A_RECV = 4,          /* a receive in flight (multishot or placed) */
+  A_RECV_CANCEL = 8,   /* ... and its cancel was sent */
+  A_HELD = 16,         /* reaped: freed when nothing is in flight */
+  A_EOF = 32,          /* the peer's FIN came while reading was paused */
+  A_SEND = IO_SENDING, /* a send in flight (internal.h: ws.c tests it) */
+  A_PLACE = 128        /* the receive in flight is placed (arm_recv) */
 };
 #define A_INFLIGHT (A_IN | A_OUT | A_RECV | A_SEND)
 
@@ -148,7 +165,12 @@ struct loop_uring {
   unsigned nfree;
   uint32_t off[URING_RING]; /* inc: bytes of each buffer delivered so far */
   uint64_t enobufs;         /* receives that found no buffer free */
+  uint64_t placed;          /* placed receives armed */
   uint64_t pass, grown;     /* herald__uring_run calls; the last that grew */
+  /* This pass's multishot receives of READ_PLACE_HINT or more bytes: those
+   * that end it mid-frame switch to placed receives (herald__uring_run). */
+  herald_ws *cand[URING_PLACE_CANDIDATES];
+  unsigned ncand;
 };
 
 static void release_held(herald_loop *loop, herald_ws *ws);
@@ -217,16 +239,32 @@ static void arm_poll(struct loop_uring *u, io_item *io, unsigned tag) {
   io->armed |= tag == T_OUT ? A_OUT : A_IN;
 }
 
+/* Arms the receive of a plain connection (recv_mode): multishot into the
+ * pool, or, while a large frame is being reassembled, one recv of at most
+ * the frame's rest into the core's message buffer. That buffer stays where
+ * it is until the core is told of the bytes (herald_conn_recv_placed, only
+ * from the completion) or the connection is freed, which waits for the
+ * completion (herald__uring_hold). */
 static void arm_recv(struct loop_uring *u, io_item *io) {
   struct io_uring_sqe *sqe = get_sqe(u);
   if (sqe == NULL) {
     return;
+  }
+  herald_ws *ws = (herald_ws *)io;
+  size_t room = 0;
+  uint8_t *place = NULL;
+  if (!(io->armed & A_EOF) && !(ws->flags & WS_SHUTDOWN)) {
+    place = herald_conn_recv_room(ws->conn, &room);
   }
   if (io->armed & A_EOF) {
     /* Reading resumed after the FIN came: a no-op completes as a receive
      * of 0 bytes, so ws.c sees the end in order. */
     io_uring_prep_nop(sqe);
     io->armed &= (uint8_t)~A_EOF;
+  } else if (place != NULL && room >= URING_PLACE_MIN) {
+    io_uring_prep_recv(sqe, io->fd, place, room, 0);
+    io->armed |= A_PLACE;
+    u->placed++;
   } else {
     io_uring_prep_recv_multishot(sqe, io->fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
@@ -478,6 +516,7 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
   }
   io_item *io = (io_item *)(uintptr_t)(ud & ~(uint64_t)7);
   int more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+  int placed = tag == T_RECV && (io->armed & A_PLACE);
   uint8_t *data = NULL;
   int bid = -1;
   if (cqe->flags & IORING_CQE_F_BUFFER) {
@@ -498,7 +537,7 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
   if (!more) {
     io->armed &= (uint8_t) ~(tag == T_IN    ? A_IN
                              : tag == T_OUT ? A_OUT
-                                            : A_RECV | A_RECV_CANCEL);
+                                            : A_RECV | A_RECV_CANCEL | A_PLACE);
   }
   if (io->armed & A_HELD) {
     if (bid >= 0) {
@@ -542,8 +581,14 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
     if (!(ws->flags & WS_DEAD) && res != -ENOBUFS && res != -ECANCELED) {
       if ((ws->flags & WS_READ_PAUSED) && res == 0) {
         io->armed |= A_EOF; /* delivered when reading resumes */
+      } else if (placed && res > 0) {
+        loop->conn_ops->recv_placed(ws, (size_t)res);
       } else {
         loop->conn_ops->recv(ws, data, res);
+        if (more && res >= READ_PLACE_HINT &&
+            u->ncand < URING_PLACE_CANDIDATES) {
+          u->cand[u->ncand++] = ws; /* perhaps a large frame's start */
+        }
       }
     }
     if (bid >= 0) {
@@ -574,6 +619,29 @@ static int deliver(herald_loop *loop, const struct io_uring_cqe *cqe) {
     }
   }
   return 0;
+}
+
+/* After a pass's completions: a multishot receive that left a large frame
+ * with URING_PLACE_MIN or more still to come is cancelled; its last
+ * completion arms the receive again, in place (arm_recv), with the next
+ * submit. Checked once the batch is delivered, not at each completion: the
+ * frame's rest often came in the same batch. The candidates are alive: a
+ * connection is freed only when reaped, after this. */
+static void place_candidates(struct loop_uring *u) {
+  for (unsigned i = 0; i < u->ncand; i++) {
+    herald_ws *ws = u->cand[i];
+    size_t room = 0;
+    if ((ws->io.armed & (A_RECV | A_RECV_CANCEL | A_PLACE | A_HELD)) !=
+            A_RECV ||
+        (ws->flags & (WS_DEAD | WS_SHUTDOWN | WS_READ_PAUSED)) ||
+        herald_conn_recv_room(ws->conn, &room) == NULL ||
+        room < URING_PLACE_MIN) {
+      continue;
+    }
+    cancel(u, &ws->io, T_RECV);
+    ws->io.armed |= A_RECV_CANCEL;
+  }
+  u->ncand = 0;
 }
 
 int herald__uring_run(herald_loop *loop, int timeout) {
@@ -615,11 +683,23 @@ int herald__uring_run(herald_loop *loop, int timeout) {
     n++;
     uv_ready |= deliver(loop, &c);
   }
+  place_candidates(u);
   return uv_ready;
 }
 
 void herald__uring_submit(herald_loop *loop) {
   ring_submit(loop->ur);
+}
+
+HERALD_API void herald_loop_io_stats_get(const herald_loop *loop,
+                                         herald_loop_io_stats *out) {
+  memset(out, 0, sizeof(*out));
+  const struct loop_uring *u = loop->ur;
+  if (u != NULL) {
+    out->recv_pool_bytes = u->pool_bytes;
+    out->recv_pool_waits = u->enobufs;
+    out->recv_placed = u->placed;
+  }
 }
 
 int herald__uring_fd(herald_loop *loop) {
@@ -825,12 +905,14 @@ void herald__uring_del(herald_loop *loop) {
     return;
   }
   herald__uring_settle(loop);
+  /* The ring goes first: a connection still held may have a receive in
+   * flight into its message buffer. */
+  io_uring_queue_exit(&u->ring);
   while (u->held) { /* should not happen: free them anyway */
     herald_ws *ws = u->held;
     ws->io.armed = 0;
     release_held(loop, ws);
   }
-  io_uring_queue_exit(&u->ring);
   if (u->evfd >= 0) {
     close(u->evfd);
   }

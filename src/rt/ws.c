@@ -38,6 +38,7 @@
 static void ws_finish(herald_ws *ws);
 static void ws_ready(herald_ws *ws, uint32_t events);
 static void ws_recv(herald_ws *ws, uint8_t *data, long res);
+static void ws_recv_placed(herald_ws *ws, size_t n);
 static void ws_feed(herald_ws *ws, uint8_t *data, size_t n);
 static void ws_timer(herald_ws *ws, uint64_t now);
 static void ws_resume(herald_ws *ws);
@@ -48,6 +49,7 @@ static void ws_write_failed(herald_ws *ws);
 static const loop_conn_ops ws_loop_ops = {
     .ready = ws_ready,
     .recv = ws_recv,
+    .recv_placed = ws_recv_placed,
     .write_failed = ws_write_failed,
     .timer = ws_timer,
     .flush = herald__ws_flush,
@@ -674,6 +676,29 @@ static void ws_recv(herald_ws *ws, uint8_t *data, long res) {
   }
   ws->last_rx = (uint32_t)herald__now(ws->loop);
   ws_feed(ws, data, n);
+}
+
+/* io_uring (loop_conn_ops.recv_placed): n bytes of a large frame were
+ * received straight into the room herald_conn_recv_room() gave (uring.c
+ * asks for it when a receive ends mid-frame): processed where they lie, as
+ * ws_read does after its readv. Processed even if reading was paused since
+ * the receive was armed (the core must hear of them before any other input
+ * call); only a lingering close discards them. */
+static void ws_recv_placed(herald_ws *ws, size_t n) {
+  if (ws->flags & WS_SHUTDOWN) {
+    return;
+  }
+  herald_loop *loop = ws->loop;
+  ws->last_rx = (uint32_t)herald__now(loop);
+  loop->reading = ws;
+  herald__ws_process_placed(ws, n);
+  if (!(ws->flags & WS_DEAD)) {
+    herald__ws_flush(ws);
+  }
+  loop->reading = NULL;
+  if (!(ws->flags & WS_DEAD) && herald_conn_output_own(ws->conn) != 0) {
+    herald__ws_abort(ws, "out of memory");
+  }
 }
 
 /* Processes data[0..n), which is not the read buffer's and stays valid
