@@ -167,7 +167,6 @@ HERALD_API void herald_conn_del(herald_conn *c) {
   herald__out_del(c);
   herald__hs_free(c);
   herald__mbuf_free(c);
-  herald__free(c, c->pongbuf);
   if (c->z) {
     herald__free(c, c->z->zbuf);
     herald__zstream_del(c->z->inf);
@@ -178,7 +177,8 @@ HERALD_API void herald_conn_del(herald_conn *c) {
 }
 
 HERALD_API void herald_conn_trim(herald_conn *c) {
-  if (c->o && c->o->ocount == 0) {
+  /* A held pong lives in the queue (outq.pongbuf): it stays. */
+  if (c->o && c->o->ocount == 0 && !(c->flags & F_PONG_PENDING)) {
     herald__out_del(c);
   }
   if (c->mop == 0 || (c->flags & F_MSG_DELIVERED)) {

@@ -109,7 +109,9 @@ typedef struct handshake {
 } handshake;
 
 /* The output queue, allocated with the first output and freed by
- * herald_conn_trim() once empty: an idle connection holds none. */
+ * herald_conn_trim() once empty (and no pong is held): an idle connection
+ * holds none. What only a connection with output needs lives here, not in
+ * herald_conn (the total, the held pong). */
 typedef struct outq {
   oentry *ent; /* entries [ohead, ohead + ocount) are pending */
   uint32_t ohead, ocount, ocap;
@@ -117,6 +119,8 @@ typedef struct outq {
   size_t odone;    /* bytes of ent[ohead] already written */
   uint8_t *obuf;
   size_t olen, ocap_bytes;
+  size_t ototal;    /* pending output bytes in all entries */
+  uint8_t *pongbuf; /* F_PONG_PENDING: [0] = length, then up to 125 bytes */
 } outq;
 
 /* permessage-deflate state, allocated when it is agreed. rx: the peer's
@@ -133,8 +137,9 @@ typedef struct zstate {
   uint8_t *zbuf; /* streaming: one chunk of inflated output */
 } zstate;
 
-/* Laid out to fit 120 bytes: what an idle, open connection holds is this
- * struct alone (docs/design.md, "Memory per connection"). */
+/* Laid out to fit 104 bytes, which malloc serves from a 112-byte chunk:
+ * what an idle, open connection holds is this struct alone (docs/design.md,
+ * "Memory per connection"). */
 struct herald_conn {
   const herald_config *cfg; /* its mem (or libc) allocates everything */
   uint8_t role;
@@ -158,12 +163,15 @@ struct herald_conn {
   uint8_t *mbuf; /* whole mode: reassembly buffer */
   size_t mlen, mcap;
 
-  zstate *z;        /* NULL: no permessage-deflate */
-  outq *o;          /* NULL: no output since the last trim */
-  size_t ototal;    /* pending output bytes in all entries */
-  uint8_t *pongbuf; /* [0] = length, then up to 125 payload bytes */
+  zstate *z; /* NULL: no permessage-deflate */
+  outq *o;   /* NULL: no output since the last trim (nor a held pong) */
   handshake *hs;
 };
+
+#if UINTPTR_MAX == UINT64_MAX
+/* An idle connection's cost must not grow (see above). */
+_Static_assert(sizeof(struct herald_conn) == 104, "herald_conn grew");
+#endif
 
 /* ------------------------------------------------------------------------ */
 /* Memory and randomness (conn.c)                                            */
@@ -415,7 +423,7 @@ static inline uint8_t *herald__out_append(herald_conn *c, size_t n,
         last->len += n;
         last->ends_frame = (uint8_t)ends_frame;
         o->olen += n;
-        c->ototal += n;
+        o->ototal += n;
         return p;
       }
     } else if (o->ohead < o->ocap) {
@@ -424,7 +432,7 @@ static inline uint8_t *herald__out_append(herald_conn *c, size_t n,
           (oentry){NULL, o->olen, n, NULL, NULL, (uint8_t)ends_frame, 0, 0, 0};
       o->ocount = 1;
       o->olen += n;
-      c->ototal += n;
+      o->ototal += n;
       return p;
     }
   }

@@ -142,7 +142,7 @@ uint8_t *herald__out_append_slow(herald_conn *c, size_t n, int ends_frame) {
     o->ocount++;
   }
   o->olen += n;
-  c->ototal += n;
+  o->ototal += n;
   return p;
 }
 
@@ -155,7 +155,7 @@ int herald__out_append_ext(herald_conn *c, const uint8_t *p, size_t n,
   c->o->ent[c->o->ohead + c->o->ocount] =
       (oentry){p, 0, n, release, ctx, 1, 0, 0, 0};
   c->o->ocount++;
-  c->ototal += n;
+  c->o->ototal += n;
   return 0;
 }
 
@@ -165,7 +165,7 @@ void herald__out_truncate(herald_conn *c, size_t n) {
   last->len -= n;
   last->ends_frame = 1;
   o->olen -= n;
-  c->ototal -= n;
+  o->ototal -= n;
   if (last->len == 0) {
     o->ocount--;
   }
@@ -221,7 +221,7 @@ static int queue_pong(herald_conn *c, const uint8_t *p, size_t len) {
   o->ocount++;
   o->npongs++;
   o->olen += hlen + len;
-  c->ototal += hlen + len;
+  o->ototal += hlen + len;
   return 0;
 }
 
@@ -231,15 +231,20 @@ int herald__out_pong(herald_conn *c, const uint8_t *p, size_t len) {
     return queue_pong(c, p, len);
   }
   /* max_pending_pongs wait (or did when the held pong was taken): this
-   * ping's payload replaces the held one, RFC 6455 5.5.3. */
-  if (c->pongbuf == NULL) {
-    c->pongbuf = herald__alloc(c, 126);
-    if (c->pongbuf == NULL) {
+   * ping's payload replaces the held one, RFC 6455 5.5.3. The queue exists
+   * (pongs wait in it), and herald_conn_trim() keeps it while one is held. */
+  if (out_ensure(c) != 0) {
+    return HERALD_ERR_NOMEM;
+  }
+  outq *o = c->o;
+  if (o->pongbuf == NULL) {
+    o->pongbuf = herald__alloc(c, 126);
+    if (o->pongbuf == NULL) {
       return HERALD_ERR_NOMEM;
     }
   }
-  c->pongbuf[0] = (uint8_t)len;
-  memcpy(c->pongbuf + 1, p, len);
+  o->pongbuf[0] = (uint8_t)len;
+  memcpy(o->pongbuf + 1, p, len);
   c->flags |= F_PONG_PENDING;
   return 0;
 }
@@ -249,13 +254,15 @@ int herald__out_flush_pong(herald_conn *c, int force) {
       (!force && pongs_waiting(c) >= c->cfg->max_pending_pongs)) {
     return 0;
   }
-  int rv = queue_pong(c, c->pongbuf + 1, c->pongbuf[0]);
+  /* The held payload is a block of its own: queueing it moves only the
+   * queue's entries and buffer. */
+  int rv = queue_pong(c, c->o->pongbuf + 1, c->o->pongbuf[0]);
   if (rv != 0) {
     return rv;
   }
   c->flags &= (uint16_t)~F_PONG_PENDING;
-  herald__free(c, c->pongbuf);
-  c->pongbuf = NULL;
+  herald__free(c, c->o->pongbuf);
+  c->o->pongbuf = NULL;
   return 0;
 }
 
@@ -271,7 +278,8 @@ void herald__out_del(herald_conn *c) {
       herald__free(c, o->ent[i].ctx);
     }
   }
-  c->ototal = 0;
+  c->flags &= (uint16_t)~F_PONG_PENDING;
+  herald__free(c, o->pongbuf);
   herald__free(c, o->ent);
   herald__free(c, o->obuf);
   herald__free(c, o);
@@ -334,14 +342,14 @@ HERALD_API int herald_conn_output_own(herald_conn *c) {
 }
 
 HERALD_API int herald_conn_output_consumed(herald_conn *c, size_t n) {
-  if (n > c->ototal) {
-    return HERALD_ERR_INVALID_ARG;
-  }
   outq *o = c->o;
   if (o == NULL) {
-    return 0; /* nothing was pending, and n is 0 */
+    return n == 0 ? 0 : HERALD_ERR_INVALID_ARG; /* nothing was pending */
   }
-  c->ototal -= n;
+  if (n > o->ototal) {
+    return HERALD_ERR_INVALID_ARG;
+  }
+  o->ototal -= n;
   while (n > 0) {
     oentry *e = &o->ent[o->ohead];
     size_t left = e->len - o->odone;
@@ -380,9 +388,13 @@ HERALD_API int herald_conn_output_consumed(herald_conn *c, size_t n) {
 }
 
 HERALD_API size_t herald_conn_output_size(const herald_conn *c) {
-  if (c->flags & F_PONG_PENDING) {
-    return c->ototal + 2 + (c->role == HERALD_ROLE_CLIENT ? 4 : 0) +
-           c->pongbuf[0];
+  const outq *o = c->o;
+  if (o == NULL) {
+    return 0;
   }
-  return c->ototal;
+  if (c->flags & F_PONG_PENDING) {
+    return o->ototal + 2 + (c->role == HERALD_ROLE_CLIENT ? 4 : 0) +
+           o->pongbuf[0];
+  }
+  return o->ototal;
 }

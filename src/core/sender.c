@@ -135,7 +135,7 @@ static int queue_referenced(herald_conn *c, herald_opcode wire, int fin,
   }
   outq *o = c->o;
   uint32_t save_count = o->ocount;
-  size_t save_len = o->olen, save_total = c->ototal;
+  size_t save_len = o->olen, save_total = o->ototal;
   oentry *last = o->ocount ? &o->ent[o->ohead + o->ocount - 1] : NULL;
   oentry save_last = last ? *last : (oentry){0};
   uint8_t *p = herald__out_append(c, hlen, 0);
@@ -143,7 +143,7 @@ static int queue_referenced(herald_conn *c, herald_opcode wire, int fin,
   if (herald__out_append_ext(c, data, len, release, ctx) != 0) {
     o->ocount = save_count;
     o->olen = save_len;
-    c->ototal = save_total;
+    o->ototal = save_total;
     if (last) {
       *last = save_last;
     }

@@ -175,8 +175,8 @@ typedef struct ws_cold {
 } ws_cold;
 
 /* 120 bytes, which malloc serves from a 128-byte chunk: with the core's
- * 120-byte herald_conn (another 128-byte chunk) an idle server connection
- * costs 256 bytes of heap (docs/design.md, "Memory per connection"). */
+ * 104-byte herald_conn (a 112-byte chunk) an idle server connection costs
+ * 240 bytes of heap (docs/design.md, "Memory per connection"). */
 struct herald_ws {
   io_item io;
   uint16_t flags;

@@ -15,13 +15,17 @@
  *  - writing, each record OpenSSL encrypts is appended to this connection's
  *    output buffer (out), which goes to the socket with one send() per
  *    64 KiB batch: one copy instead of two (into a memory BIO, out of it
- *    again).
+ *    again). A flush whose output fits one record sends that record
+ *    straight from OpenSSL's buffer instead (t->direct), keeping in out
+ *    only what the socket refuses.
  *
  * OpenSSL never holds ciphertext we have not given it, and everything it
  * writes is counted in herald__tls_pending(), so the runtime's
  * backpressure accounting stays whole.
  *
- * Kernel TLS (SSL_OP_ENABLE_KTLS) is not used: see docs/design.md ("TLS").
+ * Kernel TLS (SSL_OP_ENABLE_KTLS) is not used: OpenSSL enables it only
+ * through its own socket BIO's internal controls, which this BIO cannot
+ * take (docs/design.md, "TLS", says why and what it would take).
  *
  * Certificates live in a refcounted set (one SSL_CTX per certificate, the
  * first the default). Each connection holds a reference to the set it was
@@ -95,6 +99,10 @@ struct tls_state {
   int eof;              /* the peer's FIN was read */
   const char *io_error; /* a read failed, or out could not grow */
   int shutdown_sent;
+  /* Set by tls_encrypt around the SSL_write of a flush's last record while
+   * out is empty: bio_write sends it straight away and keeps only what the
+   * socket refuses (no copy, no buffer for a reply that goes out whole). */
+  int direct;
 };
 
 /* ---- errors ------------------------------------------------------------- */
@@ -319,18 +327,51 @@ static int bio_read(BIO *b, char *buf, int len) {
   return -1;
 }
 
-/* Appends a record's ciphertext to out. Returns len, or -1 (t->io_error)
- * when out cannot grow. */
-static int bio_write(BIO *b, const char *buf, int len) {
-  tls_state *t = BIO_get_data(b);
-  BIO_clear_retry_flags(b);
-  if (len <= 0) {
+/* Sends what it can of buf[0..len) (t->direct, out empty). Returns the
+ * bytes the socket took (0 when it is full), or -1 (t->io_error) when the
+ * send failed. */
+static ssize_t bio_send_direct(tls_state *t, const char *buf, size_t len) {
+  ssize_t w;
+  do {
+    w = send(t->fd, buf, len, MSG_NOSIGNAL);
+  } while (w < 0 && errno == EINTR);
+  if (w >= 0) {
+    return w;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
     return 0;
   }
+  t->io_error = "write failed";
+  return -1;
+}
+
+/* Appends a record's ciphertext to out (in direct mode: sends it, and
+ * appends what the socket did not take). Returns len, or -1
+ * (t->io_error) when out cannot grow or a direct send failed. */
+static int bio_write(BIO *b, const char *rec, int reclen) {
+  tls_state *t = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (reclen <= 0) {
+    return 0;
+  }
+  const char *buf = rec;
+  size_t len = (size_t)reclen;
   if (t->out_off == t->out_len) {
     t->out_off = t->out_len = 0;
+    if (t->direct) {
+      ssize_t w = bio_send_direct(t, buf, len);
+      if (w < 0) {
+        return -1;
+      }
+      if ((size_t)w == len) {
+        return reclen;
+      }
+      /* The rest waits in out, as if it had been batched. */
+      buf += w;
+      len -= (size_t)w;
+    }
   }
-  size_t need = t->out_len + (size_t)len;
+  size_t need = t->out_len + len;
   if (need > t->out_cap) {
     size_t cap = t->out_cap    ? t->out_cap
                  : t->out_hint ? t->out_hint
@@ -349,9 +390,9 @@ static int bio_write(BIO *b, const char *buf, int len) {
     t->out = p;
     t->out_cap = cap;
   }
-  memcpy(t->out + t->out_len, buf, (size_t)len);
-  t->out_len += (size_t)len;
-  return len;
+  memcpy(t->out + t->out_len, buf, len);
+  t->out_len += len;
+  return reclen;
 }
 
 static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
@@ -528,7 +569,7 @@ static int tls_send(herald_ws *ws, const char **error) {
 /* Frees out once all of it is sent: an idle connection keeps no buffer.
  * The next starts at the size this one reached. */
 static void tls_out_release(tls_state *t) {
-  if (t->out_off == t->out_len) {
+  if (t->out != NULL && t->out_off == t->out_len) {
     t->out_hint = t->out_cap;
     free(t->out);
     t->out = NULL;
@@ -585,8 +626,10 @@ static long tls_encrypt(herald_ws *ws, const char **error) {
   struct iovec iov[64];
   int cnt;
   long taken = 0;
+  t->fd = ws->io.fd; /* direct sends, see bio_write */
   while (herald__tls_pending(ws) < TLS_MAX_PENDING &&
          (cnt = herald_conn_output(ws->conn, iov, 64)) > 0) {
+    size_t left = herald_conn_output_size(ws->conn); /* all of it queued */
     size_t done = 0;
     for (int i = 0; i < cnt && herald__tls_pending(ws) < TLS_MAX_PENDING; i++) {
       const uint8_t *p = iov[i].iov_base;
@@ -617,7 +660,11 @@ static long tls_encrypt(herald_ws *ws, const char **error) {
         /* A piece that does not fit after others: write it alone. */
         continue;
       }
+      /* The flush's last record, nothing batched before it: one send()
+       * from OpenSSL's buffer, none from ours. */
+      t->direct = done + fill == left && herald__tls_pending(ws) == 0;
       int w = SSL_write(t->ssl, rec, (int)fill);
+      t->direct = 0;
       if (w <= 0 || (size_t)w != fill) {
         *error = tls_failure(t, w, NULL);
         return -1;
@@ -746,6 +793,13 @@ int herald__tls_decrypt(herald_ws *ws, uint8_t *out, size_t cap, size_t *n,
                         const char **error) {
   tls_state *t = ws->tls;
   *n = 0;
+  if (t->rx_dry && t->spill_off == t->spill_len && !t->eof &&
+      !SSL_has_pending(t->ssl)) {
+    /* The socket is done for the round and OpenSSL holds no byte of a
+     * record: SSL_read could only fail and SSL_get_error say "want read",
+     * which costs more than this check (one of each per round). */
+    return 0;
+  }
   int r = SSL_read(t->ssl, out, (int)(cap > INT32_MAX ? INT32_MAX : cap));
   if (r > 0) {
     *n = (size_t)r;

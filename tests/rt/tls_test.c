@@ -417,9 +417,13 @@ static void raw_close(raw_tls *c) {
 
 /* Connects to the TLS server and completes the handshake, sending in
  * slices. max_version: 0 or TLS1_2_VERSION. Returns 0 or -1. */
+static int raw_rcvbuf; /* nonzero: SO_RCVBUF set before connecting */
 static int raw_connect(raw_tls *c, int port, int max_version, size_t slice) {
   memset(c, 0, sizeof(*c));
   c->fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (raw_rcvbuf) {
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &raw_rcvbuf, sizeof(raw_rcvbuf));
+  }
   struct sockaddr_in a = {.sin_family = AF_INET,
                           .sin_port = htons((uint16_t)port)};
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
@@ -665,6 +669,31 @@ static void test_pause_with_read_ahead(void) {
   raw_close(&c);
 }
 
+/* 3,000 messages of 1,000 bytes sent one at a time while the client reads
+ * nothing, its receive buffer shrunk: each echo is a flush of one record,
+ * which the server's BIO sends at once (direct), until the socket is full
+ * and a record goes out only in part, the rest kept for EPOLLOUT. Every
+ * echo must come back whole and in order once the client reads. */
+static void test_direct_sends_fill_the_socket(void) {
+  raw_tls c;
+  raw_rcvbuf = 4096;
+  int rv = raw_connect(&c, tls_srv.port, 0, 0);
+  raw_rcvbuf = 0;
+  CHECK_EQ(rv, 0);
+  CHECK_EQ(raw_upgrade(&c, 0), 0);
+  for (int i = 0; i < 3000; i++) {
+    raw_frame16(&c, 1000, (uint8_t)i);
+    raw_send(&c, 0, 0);
+    usleep(50);
+  }
+  int ok = 0;
+  for (int i = 0; i < 3000 && raw_echoed16(&c, 1000, (uint8_t)i) == 0; i++) {
+    ok++;
+  }
+  CHECK_EQ(ok, 3000);
+  raw_close(&c);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   if (system("command -v openssl >/dev/null 2>&1") != 0) {
@@ -691,6 +720,7 @@ int main(void) {
   RUN(test_key_update);
   RUN(test_renegotiation_refused);
   RUN(test_pause_with_read_ahead);
+  RUN(test_direct_sends_fill_the_socket);
   stop(&tls_srv);
   char cmd[sizeof(dir) + 16];
   snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);

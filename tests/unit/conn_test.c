@@ -427,6 +427,27 @@ static void test_pong_limit(void) {
   free(out);
   feeder_free(&f);
   herald_conn_del(c);
+  /* The held pong lives in the output queue: trimming the connection once
+   * every queued entry is written keeps the queue, and the pong. */
+  cfg.max_pending_pongs = 1;
+  c = open_server(&cfg);
+  n = ping_burst(in, 0, 2);
+  feeder f2 = {0};
+  feed(c, in, n, 0, &f2);
+  CHECK_EQ(f2.err, 0);
+  CHECK_EQ(herald_conn_output(c, iov, 1), 1);
+  CHECK_EQ(herald_conn_output_consumed(c, 4), 0); /* the pong of p0 */
+  CHECK_EQ(herald_conn_output_size(c), 4);        /* p1's, held */
+  herald_conn_trim(c);
+  CHECK_EQ(herald_conn_output_size(c), 4);
+  out = drain(c, &olen);
+  check_pongs(out, olen, (int[]){1}, 1);
+  free(out);
+  CHECK_EQ(herald_conn_output_size(c), 0);
+  herald_conn_trim(c); /* nothing held now: the queue goes */
+  CHECK_EQ(herald_conn_output_size(c), 0);
+  feeder_free(&f2);
+  herald_conn_del(c);
   /* 0 is refused. */
   cfg.max_pending_pongs = 0;
   CHECK_EQ(herald_conn_new(&c, &cfg), HERALD_ERR_INVALID_ARG);
