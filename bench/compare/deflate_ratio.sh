@@ -81,6 +81,7 @@ for payload in abc chat; do
       [ "$payload" = chat ] && file=("$WORK/chat.json")
       line=$(node "$HERE/deflate_ratio.mjs" "${URL[$s]}" "$size" "$COUNT" "${file[@]}") || {
         echo "| $payload | $size | $s | failed | |"; continue; }
+      # shellcheck disable=SC2016 # the Python program is quoted as is
       python3 -c '
 import json, sys
 d = json.loads(sys.argv[1])
