@@ -42,11 +42,11 @@ if ! /usr/bin/chromium --version >/dev/null 2>&1; then
   /usr/bin/chromium --version >/dev/null 2>&1 || skip "Chromium is not available (apt-get install chromium failed)"
 fi
 
-if [ ! -d "$here/node_modules/playwright-core" ]; then
-  echo "installing playwright-core..."
-  (cd "$here" && npm install --no-audit --no-fund --no-package-lock >/dev/null 2>&1) ||
-    skip "npm install of playwright-core failed"
-fi
+# browser_demo and browser_demo_threads start at once (ctest -j): one
+# installs, the other waits for it.
+. "$here/../support/npm_once.sh"
+npm_install_once "$here" "playwright-core" ||
+  skip "npm install of playwright-core failed"
 
 cd "$here" || exit 1
 exec node demo.test.mjs "$herald" "$root/build/test-artifacts"

@@ -51,22 +51,9 @@ fi
 
 # Several tests may start at once (ctest -j): one installs, the others
 # wait for it.
-lock="$here/.npm-install.lock"
-if [ ! -f "$here/node_modules/.herald-installed" ]; then
-  if mkdir "$lock" 2>/dev/null; then
-    echo "installing pusher-js, pusher, laravel-echo, ws, playwright-core..."
-    (cd "$here" && npm install --no-audit --no-fund --no-package-lock >/dev/null 2>&1) &&
-      touch "$here/node_modules/.herald-installed"
-    rmdir "$lock"
-  else
-    n=0
-    while [ -d "$lock" ] && [ $n -lt 300 ]; do
-      sleep 1
-      n=$((n + 1))
-    done
-  fi
-  [ -f "$here/node_modules/.herald-installed" ] || skip "npm install of the test packages failed"
-fi
+. "$here/../support/npm_once.sh"
+npm_install_once "$here" "pusher-js, pusher, laravel-echo, ws, playwright-core" ||
+  skip "npm install of the test packages failed"
 
 cd "$here" || exit 1
 case $what in
