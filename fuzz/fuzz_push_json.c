@@ -1,6 +1,7 @@
-/* fuzz_push_json.c - libFuzzer target for the push server's JSON scanner and
- * client protocol decoder (src/push/json.c, src/push/proto.c, included here
- * so that the target needs no library beyond herald_core).
+/* fuzz_push_json.c - libFuzzer target for the push server's JSON scanner,
+ * JSON writer and client protocol decoder (src/push/json.c, buf.c and
+ * proto.c, included here so that the target needs no library beyond
+ * herald_core).
  *
  * The input is used whole, twice:
  *
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "push/buf.c"
 #include "push/json.c"
 #include "push/proto.c"
 
