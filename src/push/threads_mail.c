@@ -88,6 +88,16 @@ void thr_msg_free(thr_engine *te, tmsg *m) {
   }
 }
 
+/* Appends m, whose next is NULL, at the tail of l. */
+static void tlist_append(tlist *l, tmsg *m) {
+  if (l->tail) {
+    l->tail->next = m;
+  } else {
+    l->head = m;
+  }
+  l->tail = m;
+}
+
 /* A message from another loop, handled: kept to go back to its sender, or
  * freed. */
 static void msg_done(thr_engine *te, tmsg *m) {
@@ -98,13 +108,7 @@ static void msg_done(thr_engine *te, tmsg *m) {
     return;
   }
   m->next = NULL;
-  tlist *l = &te->back[from];
-  if (l->tail) {
-    l->tail->next = m;
-  } else {
-    l->head = m;
-  }
-  l->tail = m;
+  tlist_append(&te->back[from], m);
   te->back_bytes[from] += class_size(m->cls);
 }
 
@@ -122,13 +126,7 @@ void thr_send(thr_engine *te, int dst, tmsg *m) {
     return; /* out of memory: the call was best effort, or fails below */
   }
   m->from = te->self;
-  tlist *l = &te->out[dst];
-  if (l->tail) {
-    l->tail->next = m;
-  } else {
-    l->head = m;
-  }
-  l->tail = m;
+  tlist_append(&te->out[dst], m);
   te->sent++;
 }
 
