@@ -165,6 +165,17 @@ static void metrics_answer(push_server *real, const push_server *view,
        "Idempotency keys forgotten before their window ended to stay under "
        "idempotency_max_keys (memory engine).",
        (double)ps->fig.idem_evicted},
+      {"herald_io_recv_pool_bytes", "gauge",
+       "io_uring: bytes of the loops' receive pools (64 KiB each at first, "
+       "doubling while receives find no buffer, 1 MiB at most); 0 on epoll.",
+       (double)ps->fig.io.recv_pool_bytes},
+      {"herald_io_recv_pool_waits_total", "counter",
+       "io_uring: receives that found no pool buffer free.",
+       (double)ps->fig.io.recv_pool_waits},
+      {"herald_io_recv_placed_total", "counter",
+       "io_uring: receives made straight into a large frame's message "
+       "buffer instead of the pool.",
+       (double)ps->fig.io.recv_placed},
   };
   push_metrics_write(&b, m, sizeof(m) / sizeof(m[0]));
   write_latency(ps, &b);

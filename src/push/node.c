@@ -54,6 +54,7 @@ void push_node_figures(push_server *ps) {
   ps->fig.idem_evicted = e ? e->idem_evicted : 0;
   ps->fig.nclients = ps->nclients;
   push_engine_figures_get(e, &ps->fig.engine);
+  herald_loop_io_stats_get(ps->loop, &ps->fig.io);
 }
 
 static void add_proxy(push_proxy_stats *to, const push_proxy_stats *from) {
@@ -129,6 +130,9 @@ static void add_figures(push_server *v, const push_server *s) {
   v->fig.channels += s->fig.channels;
   v->fig.history_bytes += s->fig.history_bytes;
   v->fig.history_evictions += s->fig.history_evictions;
+  v->fig.io.recv_pool_bytes += s->fig.io.recv_pool_bytes;
+  v->fig.io.recv_pool_waits += s->fig.io.recv_pool_waits;
+  v->fig.io.recv_placed += s->fig.io.recv_placed;
   v->fig.idem_evicted += s->fig.idem_evicted;
   v->fig.nclients += s->fig.nclients;
   push_engine_figures_add(&v->fig.engine, &s->fig.engine);

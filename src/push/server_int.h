@@ -148,6 +148,7 @@ typedef struct push_figures {
   uint64_t subscriptions, channels, history_bytes, history_evictions;
   uint64_t idem_evicted, nclients;
   push_engine_figures engine; /* the engine's own (Redis: its connections') */
+  herald_loop_io_stats io;    /* the loop's I/O backend (io_uring) */
 } push_figures;
 
 struct push_server {

@@ -705,7 +705,9 @@ def test_http_api():
             "herald_drops_total", "herald_slow_consumer_disconnects_total",
             "herald_partial_message_bytes",
             "herald_partial_message_refusals_total",
-            "herald_delivery_latency_seconds_count"]
+            "herald_delivery_latency_seconds_count",
+            "herald_io_recv_pool_bytes", "herald_io_recv_pool_waits_total",
+            "herald_io_recv_placed_total"]
     check("GET /metrics: connections, subscriptions, messages, bytes, drops,"
           " slow consumers, latency histogram",
           all(k in vals for k in need) and
@@ -724,6 +726,12 @@ def test_http_api():
           "= count",
           vals.get('herald_delivery_latency_seconds_bucket{le="+Inf"}') ==
           vals.get("herald_delivery_latency_seconds_count"), short(vals))
+    # The loop's receive pool exists on io_uring only (64 KiB at least).
+    uring = os.environ.get("HERALD_IO_BACKEND") == "io_uring"
+    pool = vals.get("herald_io_recv_pool_bytes", -1)
+    check("GET /metrics: herald_io_recv_pool_bytes is %s on %s" %
+          (">= 64 KiB" if uring else "0", "io_uring" if uring else "epoll"),
+          pool >= 65536 if uring else pool == 0, short(pool))
     pub0 = vals.get("herald_publications_total", 0)
     out0 = vals.get("herald_messages_out_total", 0)
     check("metrics: counters grew since start",
