@@ -60,7 +60,10 @@ add_library(herald_core_objects OBJECT ${HERALD_CORE_SOURCES})
 target_include_directories(herald_core_objects
                            PUBLIC ${HERALD_PUBLIC_INCLUDES}
                            PRIVATE ${PROJECT_SOURCE_DIR}/src)
-target_link_libraries(herald_core_objects PRIVATE ZLIB::ZLIB)
+target_link_libraries(herald_core_objects PRIVATE ${HERALD_CORE_LIBS})
+if(HERALD_ISAL)
+  target_compile_definitions(herald_core_objects PRIVATE HERALD_HAVE_ISAL)
+endif()
 
 add_library(herald_rt_objects OBJECT ${HERALD_RT_SOURCES})
 target_include_directories(herald_rt_objects
@@ -74,11 +77,11 @@ set_target_properties(herald_core_objects herald_rt_objects PROPERTIES
   C_VISIBILITY_PRESET hidden
   VISIBILITY_INLINES_HIDDEN ON)
 
-# libherald-core: the sans-I/O core; zlib is its only dependency.
+# libherald-core: the sans-I/O core; zlib (and ISA-L) its only dependencies.
 add_library(herald_core_shared SHARED $<TARGET_OBJECTS:herald_core_objects>)
 add_library(herald_core_static STATIC $<TARGET_OBJECTS:herald_core_objects>)
-target_link_libraries(herald_core_shared PRIVATE ZLIB::ZLIB)
-target_link_libraries(herald_core_static PRIVATE ZLIB::ZLIB)
+target_link_libraries(herald_core_shared PRIVATE ${HERALD_CORE_LIBS})
+target_link_libraries(herald_core_static PRIVATE ${HERALD_CORE_LIBS})
 
 # libherald: core + runtime.
 add_library(herald_shared SHARED $<TARGET_OBJECTS:herald_core_objects>
@@ -86,7 +89,7 @@ add_library(herald_shared SHARED $<TARGET_OBJECTS:herald_core_objects>
 add_library(herald_static STATIC $<TARGET_OBJECTS:herald_core_objects>
                                  $<TARGET_OBJECTS:herald_rt_objects>)
 foreach(t herald_shared herald_static)
-  target_link_libraries(${t} PRIVATE ZLIB::ZLIB PkgConfig::LIBUV
+  target_link_libraries(${t} PRIVATE ${HERALD_CORE_LIBS} PkgConfig::LIBUV
                         PkgConfig::LIBURING OpenSSL::SSL OpenSSL::Crypto
                         Threads::Threads)
 endforeach()
@@ -161,6 +164,7 @@ install(FILES ${CMAKE_BINARY_DIR}/cmake/heraldConfig.cmake
 set(HERALD_PC_DIR ${CMAKE_BINARY_DIR}/pkgconfig)
 install(CODE "
   set(PROJECT_VERSION \"${PROJECT_VERSION}\")
+  set(HERALD_CORE_PC_REQUIRES \"${HERALD_CORE_PC_REQUIRES}\")
   set(HERALD_PC_PREFIX \"\${CMAKE_INSTALL_PREFIX}\")
   foreach(pair \"LIBDIR;${CMAKE_INSTALL_LIBDIR}\"
                \"INCLUDEDIR;${CMAKE_INSTALL_INCLUDEDIR}\")
@@ -277,7 +281,7 @@ set(CPACK_DEBIAN_PACKAGE_GENERATE_SHLIBS_POLICY ">=")
 set(CPACK_DEBIAN_LIBHERALD0_DESCRIPTION
     "WebSocket (RFC 6455) library: shared libraries
 libherald-core is the sans-I/O protocol core (frames, the opening handshake,
-UTF-8 checks, permessage-deflate), needing only zlib. libherald adds the
+UTF-8 checks, permessage-deflate), needing only zlib and ISA-L. libherald adds the
 runtime on libuv: servers and clients, TLS, timeouts and backpressure.")
 file(WRITE ${HERALD_DEB_DIR}/triggers "activate-noawait ldconfig\n")
 set(CPACK_DEBIAN_LIBHERALD0_PACKAGE_CONTROL_EXTRA ${HERALD_DEB_DIR}/triggers)
@@ -286,7 +290,7 @@ set(CPACK_DEBIAN_LIBHERALD0_PACKAGE_CONTROL_EXTRA ${HERALD_DEB_DIR}/triggers)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_NAME libherald-dev)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_LIBHERALD-DEV_PACKAGE_DEPENDS
-    "libherald0 (= ${HERALD_DEB_VERSION}), libuv1-dev, liburing-dev, libssl-dev, zlib1g-dev")
+    "libherald0 (= ${HERALD_DEB_VERSION}), libuv1-dev, liburing-dev, libssl-dev, zlib1g-dev, libisal-dev")
 set(CPACK_DEBIAN_LIBHERALD-DEV_DESCRIPTION
     "WebSocket (RFC 6455) library: development files
 Headers, static libraries, pkg-config files (herald, herald-core), the CMake

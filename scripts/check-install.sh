@@ -4,7 +4,7 @@
 #      and every version (herald --version, herald/version.h, soname,
 #      pkg-config, CMake package) is the one of project() in CMakeLists.txt;
 #   2. libherald.so and libherald-core.so export only herald_* symbols, and
-#      libherald-core needs nothing but zlib and libc;
+#      libherald-core needs nothing but zlib, ISA-L and libc;
 #   3. examples/echo_server.c and echo_client.c build out of tree against the
 #      installed library, through pkg-config and through find_package(herald),
 #      and the client talks to the server;
@@ -148,9 +148,9 @@ missing=$(comm -23 <(echo "$declared") \
   <(nm -D --defined-only "$libdir/libherald.so" | awk '{print $NF}' | sort -u))
 [ -z "$missing" ] || fail "declared but not exported: $missing"
 needed=$(readelf -d "$libdir/libherald-core.so" |
-  sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p' | grep -vE '^(libz|libc|ld-linux.*)\.so' || true)
-[ -z "$needed" ] || fail "libherald-core.so needs $needed (only zlib allowed)"
-echo "every HERALD_API function exported; libherald-core needs only zlib"
+  sed -n 's/.*NEEDED.*\[\(.*\)\]/\1/p' | grep -vE '^(libz|libisal|libc|ld-linux.*)\.so' || true)
+[ -z "$needed" ] || fail "libherald-core.so needs $needed (only zlib and ISA-L allowed)"
+echo "every HERALD_API function exported; libherald-core needs only zlib and ISA-L"
 
 # ---- 3. out-of-tree builds against the installed library -------------------
 say "out-of-tree build: pkg-config"
@@ -193,7 +193,7 @@ $cc "${cflags[@]}" "$out/core_only.c" -o "$out/pc/core_only" \
 # shellcheck disable=SC2046
 $cc "${cflags[@]}" "$out/echo_client.c" -o "$out/pc/echo_client_static" \
   $(pkg-config --cflags herald) "$libdir/libherald.a" \
-  $(pkg-config --static --libs libuv liburing openssl zlib) -pthread
+  $(pkg-config --static --libs libuv liburing openssl zlib libisal) -pthread
 for bin in echo_server echo_client core_only; do
   grep -q "$libdir/libherald" <<<"$(ldd "$out/pc/$bin")" ||
     fail "$bin is not linked with the installed library"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(
   cmake ninja-build make gcc clang clang-format libclang-rt-14-dev pkg-config
-  zlib1g-dev libuv1-dev liburing-dev libssl-dev libhiredis-dev libcjson-dev libcurl4-openssl-dev
+  zlib1g-dev libisal-dev libuv1-dev liburing-dev libssl-dev libhiredis-dev libcjson-dev libcurl4-openssl-dev
   python3 python3-websockets redis-server redis-tools openssl nodejs npm
   groff-base libedit-dev tmux lintian dpkg-dev file
 )

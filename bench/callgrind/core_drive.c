@@ -14,8 +14,9 @@
  *   connections do).
  * Environment: CORE_DRIVE_PAYLOAD=FILE: message i is SIZE bytes of FILE from
  * offset i * 102947 (mod its length) instead of `abc...z` repeated;
- * CORE_DRIVE_LEVEL and CORE_DRIVE_MEM_LEVEL set deflate.level and
- * deflate.mem_level of both sides. "out" is the bytes the measured side
+ * CORE_DRIVE_LEVEL, CORE_DRIVE_MEM_LEVEL and CORE_DRIVE_FAST_MIN set
+ * deflate.level, deflate.mem_level and deflate.fast_min_size (0: zlib
+ * only) of both sides. "out" is the bytes the measured side
  * wrote, so out / (SIZE * COUNT) is its compression ratio.
  * CORE_DRIVE_PLACED=1: read as the runtime does on epoll, the rest of a
  * large frame straight into the message buffer (herald_conn_recv_room and
@@ -153,6 +154,10 @@ int main(int argc, char **argv) {
   if (getenv("CORE_DRIVE_MEM_LEVEL")) {
     scfg.deflate.mem_level = ccfg.deflate.mem_level =
         atoi(getenv("CORE_DRIVE_MEM_LEVEL"));
+  }
+  if (getenv("CORE_DRIVE_FAST_MIN")) {
+    scfg.deflate.fast_min_size = ccfg.deflate.fast_min_size =
+        (size_t)atol(getenv("CORE_DRIVE_FAST_MIN"));
   }
   scfg.stream_messages = stream;
   scfg.budget = ccfg.budget = budget;

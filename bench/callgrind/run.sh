@@ -177,7 +177,8 @@ core_case() { # NAME SIZE COUNT CHUNK FRAGS [DEFLATE [STREAM [CLIENT [BUDGET]]]]
   if [ -z "$DRIVE" ]; then
     DRIVE=$WORK/core_drive
     ${CC:-cc} -O2 -std=c17 -I"$ROOT/include" -o "$DRIVE" \
-      "$HERE/core_drive.c" "$(dirname "$HERALD")/libherald_core.a" -lz
+      "$HERE/core_drive.c" "$(dirname "$HERALD")/libherald_core.a" -lz \
+      $(pkg-config --libs libisal 2>/dev/null)
   fi
   local line msgs
   line=$(valgrind --tool=callgrind --toggle-collect=measure \

@@ -271,7 +271,7 @@ if [ "$VARIANT" = tls ]; then
 elif [ "$VARIANT" = deflate ]; then
   export DEFLATE=1
   BENCH_OPTS=(--deflate)
-  VARIANT_NOTE="Every server accepts permessage-deflate with context takeover, window 15, zlib level 3 (herald's default; ws and Bun are set to match as far as they allow: ws threshold 64 and level 3; Bun's dedicated compressor, whose level uWebSockets fixes) and the load (herald bench --deflate, level 3) compresses too; the payload is \`abc...z\` repeated, very compressible. herald (plain) is uncompressed, in the same run."
+  VARIANT_NOTE="Every server accepts permessage-deflate with context takeover, window 15, zlib level 3 (herald's default; ws and Bun are set to match as far as they allow: ws threshold 64 and level 3; Bun's dedicated compressor, whose level uWebSockets fixes) and the load (herald bench --deflate, level 3) compresses too; herald (and its load) compress messages of 4 KiB and more with ISA-L's igzip level 2 instead of zlib (\`deflate.fast_min_size\`, its default; a herald built before 2026-12-07 has zlib only). The payload is \`abc...z\` repeated, very compressible. herald (plain) is uncompressed, in the same run."
 fi
 
 # ---- servers ---------------------------------------------------------------
@@ -355,6 +355,7 @@ deflate)
   CASES=(
     "256 B text, 100 conns x 8|--size 256 --connections 100 --inflight 8"
     "4 KiB text, 10 conns x 8|--size 4K --connections 10 --inflight 8"
+    "16 KiB text, 10 conns x 8|--size 16K --connections 10 --inflight 8"
     "64 KiB text, 1 conn x 4|--size 64K --connections 1 --inflight 4"
   ) ;;
 tls)

@@ -241,7 +241,20 @@ typedef struct herald_deflate_config {
   /* 8: zlib memLevel, 1..9: the compressor's hash table is
    * 2^(mem_level+9) bytes. */
   int mem_level;
+  /* 4096: whole messages of at least this many bytes are compressed with
+   * Intel ISA-L's igzip (level 2) instead of zlib, when herald was built
+   * with it (herald_deflate_fast_available()); 0: always zlib. From 4 KiB
+   * up igzip takes a quarter to a half of zlib level 3's CPU, for about
+   * 10 % more bytes on JSON (and fewer to 25 % more on very repetitive
+   * text); below ~1 KiB it is slower (docs/performance.md). Costs about
+   * 245 KiB more per connection once such a message is sent, kept with
+   * context takeover. Either engine continues the other's context. */
+  size_t fast_min_size;
 } herald_deflate_config;
+
+/* 1 if this build compresses large messages with ISA-L's igzip
+ * (herald_deflate_config.fast_min_size), 0 if it has zlib only. */
+HERALD_API int herald_deflate_fast_available(void);
 
 /*
  * A byte budget shared by many connections, on any threads: what they may

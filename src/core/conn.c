@@ -114,6 +114,7 @@ HERALD_API void herald_config_init(herald_config *cfg, herald_role role) {
   cfg->deflate.threshold = 64;
   cfg->deflate.level = 3;
   cfg->deflate.mem_level = 8;
+  cfg->deflate.fast_min_size = 4096;
 }
 
 HERALD_API int herald_close_code_valid(uint32_t code) {

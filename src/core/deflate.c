@@ -1,6 +1,7 @@
 /*
- * deflate.c - permessage-deflate (RFC 7692): the extension header grammar,
- * negotiation for both roles, and zlib streams allocated through herald_mem.
+ * deflate.c - permessage-deflate (RFC 7692): the extension header grammar
+ * and the negotiation for both roles. The compression streams are in
+ * zstream.c.
  *
  * Grammar (RFC 6455 9.1, RFC 7692 5 and 7.1):
  *   Sec-WebSocket-Extensions = 1#extension
@@ -20,7 +21,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-#include <zlib.h>
 
 /* ------------------------------------------------------------------------ */
 /* Header grammar                                                            */
@@ -391,155 +391,4 @@ int herald__pmd_check_response(const herald_deflate_config *cfg,
   /* 7.1.2.2 allows client_max_window_bits in a response only because we
    * always offer it. */
   return 1;
-}
-
-/* ------------------------------------------------------------------------ */
-/* zlib streams                                                              */
-/* ------------------------------------------------------------------------ */
-
-struct herald__zstream {
-  z_stream z;
-  const herald_mem *mem;
-  int deflate;
-};
-
-static voidpf z_alloc(voidpf opaque, uInt items, uInt size) {
-  const herald_mem *mem = opaque;
-  return mem->malloc((size_t)items * size, mem->user_data);
-}
-
-static void z_free(voidpf opaque, voidpf p) {
-  const herald_mem *mem = opaque;
-  mem->free(p, mem->user_data);
-}
-
-static int zstream_new(herald__zstream **pz, const herald_mem *mem, int def,
-                       int bits, int level, int mem_level) {
-  herald__zstream *z = mem->malloc(sizeof(*z), mem->user_data);
-  if (z == NULL) {
-    return HERALD_ERR_NOMEM;
-  }
-  memset(z, 0, sizeof(*z));
-  z->mem = mem;
-  z->deflate = def;
-  z->z.zalloc = z_alloc;
-  z->z.zfree = z_free;
-  z->z.opaque = (voidpf)mem;
-  /* Negative windowBits: raw deflate, no zlib header or checksum. */
-  int rv = def ? deflateInit2(&z->z, level, Z_DEFLATED, -bits, mem_level,
-                              Z_DEFAULT_STRATEGY)
-               : inflateInit2(&z->z, -bits);
-  if (rv != Z_OK) {
-    mem->free(z, mem->user_data);
-    return rv == Z_MEM_ERROR ? HERALD_ERR_NOMEM : HERALD_ERR_INTERNAL;
-  }
-  *pz = z;
-  return 0;
-}
-
-int herald__zdeflate_new(herald__zstream **pz, const herald_mem *mem, int bits,
-                         int level, int mem_level) {
-  return zstream_new(pz, mem, 1, bits < 9 ? 9 : bits, level, mem_level);
-}
-
-int herald__zinflate_new(herald__zstream **pz, const herald_mem *mem,
-                         int bits) {
-  /* Always the largest window. zlib checks a distance against its window
-   * only for bytes written before the current call, so with a smaller
-   * window a peer that overshoots the agreed one would be accepted or
-   * refused depending on how its bytes were split into reads. At 15 every
-   * distance deflate can encode that points into real history is valid. */
-  (void)bits;
-  return zstream_new(pz, mem, 0, 15, 0, 0);
-}
-
-void herald__zstream_del(herald__zstream *z) {
-  if (z == NULL) {
-    return;
-  }
-  if (z->deflate) {
-    deflateEnd(&z->z);
-  } else {
-    inflateEnd(&z->z);
-  }
-  z->mem->free(z, z->mem->user_data);
-}
-
-void herald__zstream_reset(herald__zstream *z) {
-  if (z->deflate) {
-    deflateReset(&z->z);
-  } else {
-    inflateReset(&z->z);
-  }
-}
-
-size_t herald__zdeflate_bound(herald__zstream *z, size_t len) {
-  /* deflateBound() covers one Z_FINISH; a sync flush adds an empty stored
-   * block (5 bytes) and up to 7 bits of padding. zlib's bound takes a uLong,
-   * so very long inputs use its generic formula ourselves. */
-  size_t extra = 16 + (len >> 10);
-  if (len <= 0x7fffffffu) {
-    return (size_t)deflateBound(&z->z, (uLong)len) + extra;
-  }
-  return len + (len >> 12) + (len >> 14) + (len >> 25) + 13 + extra;
-}
-
-const uint8_t herald__pmd_tail[4] = {0x00, 0x00, 0xff, 0xff};
-
-int64_t herald__zdeflate(herald__zstream *z, const uint8_t *in, size_t inlen,
-                         uint8_t *out, size_t outcap) {
-  /* zlib counts in uInt: feed at most 1 GiB per call. */
-  const uInt step = 1u << 30;
-  z->z.next_out = out;
-  size_t outleft = outcap;
-  for (;;) {
-    uInt nin = inlen > step ? step : (uInt)inlen;
-    uInt nout = outleft > step ? step : (uInt)outleft;
-    z->z.next_in = (Bytef *)(uintptr_t)in;
-    z->z.avail_in = nin;
-    z->z.avail_out = nout;
-    int last = nin == inlen;
-    int rv = deflate(&z->z, last ? Z_SYNC_FLUSH : Z_NO_FLUSH);
-    if (rv != Z_OK && rv != Z_BUF_ERROR) {
-      return HERALD_ERR_INTERNAL;
-    }
-    size_t used = nin - z->z.avail_in, made = nout - z->z.avail_out;
-    in += used;
-    inlen -= used;
-    outleft -= made;
-    if (last && inlen == 0 && z->z.avail_out > 0) {
-      break; /* the flush completed: it had room to spare */
-    }
-    if (outleft == 0) {
-      return HERALD_ERR_INTERNAL;
-    }
-  }
-  return (int64_t)(outcap - outleft);
-}
-
-int herald__zinflate(herald__zstream *z, const uint8_t **in, size_t *inlen,
-                     uint8_t *out, size_t outcap, size_t *produced) {
-  const uInt step = 1u << 30;
-  uInt nin = *inlen > step ? step : (uInt)*inlen;
-  uInt nout = outcap > step ? step : (uInt)outcap;
-  z->z.next_in = (Bytef *)(uintptr_t)*in;
-  z->z.avail_in = nin;
-  z->z.next_out = out;
-  z->z.avail_out = nout;
-  int rv = inflate(&z->z, Z_SYNC_FLUSH);
-  size_t used = nin - z->z.avail_in;
-  *in += used;
-  *inlen -= used;
-  *produced = nout - z->z.avail_out;
-  switch (rv) {
-  case Z_OK:
-  case Z_BUF_ERROR: /* no progress possible: needs input or output room */
-    return 0;
-  case Z_STREAM_END:
-    return 1;
-  case Z_MEM_ERROR:
-    return HERALD_ERR_NOMEM;
-  default: /* Z_DATA_ERROR, Z_NEED_DICT, Z_STREAM_ERROR */
-    return HERALD_ERR_INFLATE;
-  }
 }

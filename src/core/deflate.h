@@ -1,6 +1,7 @@
 /* deflate.h - permessage-deflate (RFC 7692): parsing and negotiating the
  * Sec-WebSocket-Extensions header, and the zlib streams that compress and
- * decompress messages. Internal; conn.c drives it.
+ * decompress messages (deflate.c and zstream.c). Internal; conn.c drives
+ * it.
  *
  * Ownership: every stream is allocated through the herald_mem hooks given to
  * its constructor and freed by the matching _del. No function keeps a pointer
@@ -60,16 +61,22 @@ typedef struct herald__zstream herald__zstream;
 /* Creates a raw-deflate compressor (RFC 1951, no zlib header) with a window
  * of 2^bits bytes (9..15; 8 becomes 9) or a decompressor (bits is the
  * agreed window, 8..15; it always gets a 32 KiB window, which is safe). level
- * -1..9, mem_level 1..9 (compressor only). Returns 0, HERALD_ERR_NOMEM or
+ * -1..9, mem_level 1..9: zlib's (compressor only). fast_min: messages of at
+ * least this many bytes are compressed with igzip (zstream.c) when
+ * herald__zfast_available(); 0 never. Returns 0, HERALD_ERR_NOMEM or
  * HERALD_ERR_INTERNAL. */
 int herald__zdeflate_new(herald__zstream **pz, const herald_mem *mem, int bits,
-                         int level, int mem_level);
+                         int level, int mem_level, size_t fast_min);
 int herald__zinflate_new(herald__zstream **pz, const herald_mem *mem, int bits);
+
+/* 1 if herald was built with ISA-L's igzip for large messages, else 0. */
+int herald__zfast_available(void);
 
 /* Frees z (NULL is fine). */
 void herald__zstream_del(herald__zstream *z);
 
-/* Forgets the context (the window) between messages: no context takeover. */
+/* Forgets the context (the window) between messages: no context takeover.
+ * Cheap for an engine that has not compressed since its last reset. */
 void herald__zstream_reset(herald__zstream *z);
 
 /* Upper bound of the compressed size of len bytes with one sync flush. */

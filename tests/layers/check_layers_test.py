@@ -159,6 +159,16 @@ class Planted(unittest.TestCase):
                           "src/core/b.c:1: #include <unistd.h>")
         self.assert_fails({"include/herald/core.h": "#include <uv.h>\n"},
                           "include/herald/core.h:1: #include <uv.h>")
+        # ISA-L: zstream.c only, not the rest of the core nor the header.
+        self.assert_fails({"src/core/b.c": "#include <isa-l/igzip_lib.h>\n"},
+                          "src/core/b.c:1: #include <isa-l/igzip_lib.h>",
+                          "ISA-L")
+        self.assert_fails(
+            {"include/herald/core.h": "#include <isa-l/igzip_lib.h>\n"},
+            "include/herald/core.h:1: #include <isa-l/igzip_lib.h>")
+        status, out = self.run_tree(
+            {"src/core/zstream.c": "#include <isa-l/igzip_lib.h>\n"})
+        self.assertEqual(status, 0, out)
 
     def test_core_includes_upward(self):
         self.assert_fails({"src/core/b.c": '#include "herald/rt.h"\n'},

@@ -2,7 +2,8 @@
  * negotiation in both roles, frame rules, inflate limits (a decompression
  * bomb with peak memory counted through herald_mem), corrupt data, round
  * trips for every parameter combination and window size, encode-once
- * broadcast, trimming, and a failing-allocator sweep. Compressed inputs are
+ * broadcast, zlib and igzip continuing each other's stream, trimming, and a
+ * failing-allocator sweep. Compressed inputs are
  * fed whole, one byte at a time and at every two-way split, in whole and
  * streaming delivery, and must give the same events. */
 #include <stdint.h>
@@ -1193,6 +1194,141 @@ static void test_broadcast(void) {
   free(m);
 }
 
+/* ---- two engines, one stream -------------------------------------------- */
+
+/* Reads the unmasked server frames in w[0..n): one message per frame (our
+ * sender does not fragment compressed messages). Inflates each with its own
+ * zlib call on a raw inflater limited to the agreed window (2^bits), so a
+ * reference to history further back than that, or to history the engine
+ * did not really share with the peer, fails; checks the result is want[i]. */
+static void inflate_independently(z_stream *zi, const uint8_t *w, size_t n,
+                                  const uint8_t *want, size_t wantlen,
+                                  int *compressed) {
+  CHECK(n >= 2);
+  size_t len = w[1] & 0x7f, h = 2;
+  if (len == 126) {
+    len = (size_t)w[2] << 8 | w[3];
+    h = 4;
+  } else if (len == 127) {
+    len = 0;
+    for (int i = 0; i < 8; i++) {
+      len = len << 8 | w[2 + i];
+    }
+    h = 10;
+  }
+  CHECK_EQ(h + len, n);
+  CHECK(w[0] & 0x80); /* FIN */
+  *compressed = (w[0] & 0x40) != 0;
+  if (!*compressed) {
+    CHECK_EQ(len, wantlen);
+    CHECK_MEM(w + h, want, wantlen);
+    return;
+  }
+  uint8_t *in = malloc(len + 4), *out = malloc(wantlen + 64);
+  memcpy(in, w + h, len);
+  memcpy(in + len, "\x00\x00\xff\xff", 4);
+  zi->next_in = in;
+  zi->avail_in = (uInt)(len + 4);
+  zi->next_out = out;
+  zi->avail_out = (uInt)(wantlen + 64);
+  int rv = inflate(zi, Z_SYNC_FLUSH);
+  CHECK(rv == Z_OK || rv == Z_BUF_ERROR);
+  if (rv != Z_OK && rv != Z_BUF_ERROR && zi->msg) {
+    fprintf(stderr, "zlib: %s\n", zi->msg);
+  }
+  CHECK_EQ(zi->avail_in, 0);
+  CHECK_EQ(wantlen + 64 - zi->avail_out, wantlen);
+  CHECK_MEM(out, want, wantlen);
+  free(in);
+  free(out);
+}
+
+/* Sends sizes[] from a server whose fast engine starts at fast_min and
+ * checks every message with the herald client and with a zlib inflater of
+ * the agreed window. noise: every third message is random bytes (which do
+ * not compress: sent plain without context takeover). Returns the bytes on
+ * the wire. */
+static size_t engine_run(int bits, int nct, size_t fast_min,
+                         const size_t *sizes, size_t nsizes, int noise) {
+  herald_config scfg, ccfg;
+  dconfig(&scfg, HERALD_ROLE_SERVER);
+  dconfig(&ccfg, HERALD_ROLE_CLIENT);
+  scfg.deflate.fast_min_size = fast_min;
+  ccfg.deflate.server_max_window_bits = bits;
+  ccfg.deflate.server_no_context_takeover = nct;
+  herald_conn *srv, *cli;
+  open_pair(&scfg, &ccfg, &srv, &cli);
+  z_stream zi;
+  memset(&zi, 0, sizeof(zi));
+  CHECK_EQ(inflateInit2(&zi, -bits), Z_OK);
+  size_t wire = 0;
+  for (size_t i = 0; i < nsizes; i++) {
+    int text = !noise || i % 3 != 0;
+    uint8_t *m = sample(sizes[i], (unsigned)(i % 3), 1);
+    for (size_t j = 0; !text && j < sizes[i]; j++) {
+      m[j] = (uint8_t)(rand() >> 7);
+    }
+    CHECK_EQ(herald_conn_send(srv, text ? HERALD_OP_TEXT : HERALD_OP_BINARY, m,
+                              sizes[i], 0, NULL, NULL),
+             0);
+    size_t n;
+    uint8_t *out = drain(srv, &n);
+    int compressed;
+    inflate_independently(&zi, out, n, m, sizes[i], &compressed);
+    CHECK(compressed || nct);
+    wire += n;
+    feeder f = {0};
+    feed(cli, out, n, 0 == (i % 2) ? 0 : 1500, &f);
+    tlog e = {0};
+    tlog_printf(&e, text ? "TEXT(" : "BIN(");
+    tlog_data(&e, m, sizes[i]);
+    tlog_printf(&e, ") ");
+    CHECK(f.log.s != NULL && strcmp(f.log.s, e.s) == 0);
+    free(e.s);
+    feeder_free(&f);
+    free(out);
+    free(m);
+  }
+  inflateEnd(&zi);
+  herald_conn_del(srv);
+  herald_conn_del(cli);
+  return wire;
+}
+
+/* zlib and igzip hand the window to each other in every order (small and
+ * large messages mixed, both sides of fast_min, runs of each), with every
+ * window size and with and without context takeover; the result is
+ * checked by herald's inflater and by zlib limited to the agreed window. */
+static void test_engines(void) {
+  static const size_t sizes[] = {300,   5000, 200,   20000, 20000, 100,
+                                 70000, 50,   3000,  999,   1000,  40000,
+                                 64,    1000, 33000, 33000, 10,    2000,
+                                 3000,  3000, 3000,  1500,  100,   7000};
+  size_t nsizes = sizeof(sizes) / sizeof(sizes[0]);
+  printf("fast engine (ISA-L igzip) available: %d\n",
+         herald_deflate_fast_available());
+  for (int bits = 9; bits <= 15; bits++) {
+    for (int nct = 0; nct <= 1; nct++) {
+      int before = test_failed_checks_;
+      size_t zlib_only = engine_run(bits, nct, 0, sizes, nsizes, 0);
+      size_t mixed = engine_run(bits, nct, 1000, sizes, nsizes, 0);
+      size_t fast_all = engine_run(bits, nct, 1, sizes, nsizes, 0);
+      engine_run(bits, nct, 1000, sizes, nsizes, 1);
+      if (test_failed_checks_ != before) {
+        fprintf(stderr, "engines: bits=%d no_context_takeover=%d\n", bits, nct);
+      }
+      if (herald_deflate_fast_available()) {
+        /* The engines' outputs differ: the fast one was really used. */
+        CHECK(mixed != zlib_only);
+        CHECK(fast_all != zlib_only);
+      } else {
+        CHECK_EQ(mixed, zlib_only);
+        CHECK_EQ(fast_all, zlib_only);
+      }
+    }
+  }
+}
+
 /* ---- memory ------------------------------------------------------------- */
 
 /* Live bytes of a server connection after one compressed message each way,
@@ -1356,6 +1492,7 @@ int main(void) {
   RUN(test_round_trips);
   RUN(test_stream_split);
   RUN(test_broadcast);
+  RUN(test_engines);
   RUN(test_memory);
   RUN(test_failmalloc);
   return TEST_REPORT();
