@@ -14,10 +14,11 @@
  *     (herald_conn_recv_room; loop_conn_ops.recv_placed), as epoll's
  *     readv does: no pool buffer holds it, nothing copies it.
  *   - Output of up to URING_SEND_MAX bytes is copied out of the core's
- *     queue into a send chunk and sent with the next submit, one send in
- *     flight per connection; larger output goes out with sendmsg() at once
- *     as with epoll (and a one-shot POLLOUT when the kernel is full). The
- *     core's backpressure and drain see the bytes in flight as written.
+ *     queue into a send chunk (small ones reused, not allocated per
+ *     send) and sent with the next submit, one send in flight per
+ *     connection; larger output goes out with sendmsg() at once as with
+ *     epoll (and a one-shot POLLOUT when the kernel is full). The core's
+ *     backpressure and drain see the bytes in flight as written.
  *   - Everything else that epoll watched (listeners, libuv's backend fd,
  *     TLS connections, a client's connect) gets a one-shot poll, armed
  *     again after each completion while it is still wanted: level-triggered
@@ -98,6 +99,11 @@ _Static_assert(URING_POOL_MAX / URING_BUF_SMALL <= URING_RING &&
  * ring with the next submit; more goes out with sendmsg() at once, as with
  * epoll (a copy of a large message costs more than the call it saves). */
 #define URING_SEND_MAX (16 * 1024)
+/* Send chunks for output of up to URING_CHUNK_SMALL bytes (most messages)
+ * are made that size and kept for reuse when their send completes, at most
+ * URING_CHUNK_SPARES per loop (128 KiB): no malloc/free per message. */
+#define URING_CHUNK_SMALL 2048
+#define URING_CHUNK_SPARES 64
 /* A receive armed while the core reassembles a frame with at least this
  * much of its payload still to come (herald_conn_recv_room) is a one-shot
  * recv straight into the message buffer, not the multishot one into the
@@ -130,12 +136,18 @@ enum {
 
 /* The bytes of one send in flight: the connection's output copied out of
  * the core's queue (which may move it), kept until the send completes.
- * Allocated to the size of the output: a pool of full-size chunks held up
- * to 16 KiB per connection while a thousand handshakes were in flight, and
- * malloc kept that memory afterwards. */
+ * Large ones are allocated to the size of the output: a pool of
+ * full-size chunks held up to 16 KiB per connection while a thousand
+ * handshakes were in flight, and malloc kept that memory afterwards. Small
+ * ones (URING_CHUNK_SMALL) go back to a spare list per loop, bounded by
+ * URING_CHUNK_SPARES whatever the number of connections. */
 typedef struct send_chunk {
-  herald_ws *ws;
+  union {
+    herald_ws *ws;           /* the connection, while in use */
+    struct send_chunk *next; /* the next spare, while spare */
+  };
   uint32_t len, off; /* bytes in data, bytes sent so far */
+  uint32_t cap;      /* bytes data can hold */
   uint8_t data[];
 } send_chunk;
 
@@ -171,6 +183,8 @@ struct loop_uring {
    * that end it mid-frame switch to placed receives (herald__uring_run). */
   herald_ws *cand[URING_PLACE_CANDIDATES];
   unsigned ncand;
+  send_chunk *spare; /* small send chunks for reuse (URING_CHUNK_SPARES) */
+  unsigned nspare;
 };
 
 static void release_held(herald_loop *loop, herald_ws *ws);
@@ -339,8 +353,28 @@ void herald__uring_unwatch(herald_loop *loop, io_item *io) {
 
 /* ---- sends -------------------------------------------------------------- */
 
+static send_chunk *chunk_get(struct loop_uring *u, size_t total) {
+  if (total <= URING_CHUNK_SMALL && u->spare != NULL) {
+    send_chunk *c = u->spare;
+    u->spare = c->next;
+    u->nspare--;
+    return c;
+  }
+  size_t cap = total <= URING_CHUNK_SMALL ? URING_CHUNK_SMALL : total;
+  send_chunk *c = malloc(sizeof(*c) + cap);
+  if (c != NULL) {
+    c->cap = (uint32_t)cap;
+  }
+  return c;
+}
+
 static void chunk_put(struct loop_uring *u, send_chunk *c) {
-  (void)u;
+  if (c->cap == URING_CHUNK_SMALL && u->nspare < URING_CHUNK_SPARES) {
+    c->next = u->spare;
+    u->spare = c;
+    u->nspare++;
+    return;
+  }
   free(c);
 }
 
@@ -365,7 +399,7 @@ int herald__uring_send(herald_ws *ws) {
   if (sqe == NULL) {
     return 1;
   }
-  send_chunk *c = malloc(sizeof(*c) + total);
+  send_chunk *c = chunk_get(u, total);
   if (c == NULL) {
     io_uring_prep_nop(sqe); /* the entry is taken: make it harmless */
     io_uring_sqe_set_data64(sqe, 0);
@@ -919,6 +953,11 @@ void herald__uring_del(herald_loop *loop) {
   free(u->br);
   for (unsigned i = 0; i < u->nbufs; i++) {
     free(u->buf[i]);
+  }
+  while (u->spare != NULL) {
+    send_chunk *c = u->spare;
+    u->spare = c->next;
+    free(c);
   }
   free(u);
   loop->ur = NULL;
