@@ -45,9 +45,10 @@ struct herald__zstream {
   z_stream z;
   const herald_mem *mem;
   uint8_t deflate;
-  uint8_t ctx;    /* CTX_*: the engine in step with the peer's window */
-  uint8_t zdirty; /* zlib has compressed since its last reset */
-  uint8_t bits;   /* compressor window */
+  uint8_t ctx;        /* CTX_*: the engine in step with the peer's window */
+  uint8_t zdirty;     /* zlib has compressed since its last reset */
+  uint8_t bits;       /* compressor window */
+  uint8_t no_context; /* reset after every message: no window to hand over */
   size_t fast_min;
 #ifdef HERALD_HAVE_ISAL
   struct isal_zstream *is; /* with its level buffer; on first use */
@@ -94,10 +95,12 @@ static int zstream_new(herald__zstream **pz, const herald_mem *mem, int def,
 }
 
 int herald__zdeflate_new(herald__zstream **pz, const herald_mem *mem, int bits,
-                         int level, int mem_level, size_t fast_min) {
+                         int level, int mem_level, size_t fast_min,
+                         int no_context) {
   int rv = zstream_new(pz, mem, 1, bits < 9 ? 9 : bits, level, mem_level);
   if (rv == 0) {
     (*pz)->fast_min = herald__zfast_available() ? fast_min : 0;
+    (*pz)->no_context = no_context != 0;
   }
   return rv;
 }
@@ -244,8 +247,8 @@ static int isal_ready(herald__zstream *z) {
   size_t w = (size_t)1 << z->bits;
   z->is = m->malloc(sizeof(*z->is), m->user_data);
   uint8_t *lb = m->malloc(ISAL_LEVEL_BUF, m->user_data);
-  z->hist = m->malloc(w, m->user_data);
-  if (z->is == NULL || lb == NULL || z->hist == NULL) {
+  z->hist = z->no_context ? NULL : m->malloc(w, m->user_data);
+  if (z->is == NULL || lb == NULL || (z->hist == NULL && !z->no_context)) {
     m->free(lb, m->user_data);
     m->free(z->is, m->user_data);
     m->free(z->hist, m->user_data);
@@ -312,7 +315,7 @@ static int64_t isal_deflate_msg(herald__zstream *z, const uint8_t *in,
     }
     z->hist_len = 0;
     z->hist_end = 0;
-    if (z->ctx == CTX_ZLIB) {
+    if (z->ctx == CTX_ZLIB && !z->no_context) {
       uInt n = (uInt)1 << z->bits;
       if (deflateGetDictionary(&z->z, z->hist, &n) != Z_OK) {
         return HERALD_ERR_INTERNAL;
@@ -341,7 +344,9 @@ static int64_t isal_deflate_msg(herald__zstream *z, const uint8_t *in,
       return -1;
     }
   } while (s->avail_in > 0 || s->internal_state.state != ZSTATE_NEW_HDR);
-  hist_add(z, in, inlen);
+  if (!z->no_context) {
+    hist_add(z, in, inlen);
+  }
   z->ctx = CTX_ISAL;
   return (int64_t)(cap - s->avail_out);
 }
@@ -361,7 +366,12 @@ int64_t herald__zdeflate(herald__zstream *z, const uint8_t *in, size_t inlen,
       return n;
     }
   }
-  if (from_isal || (z->ctx == CTX_NONE && z->hist_len > 0)) {
+  if (z->no_context) {
+    /* Reset after every message; if not (an error path), start afresh. */
+    if (z->ctx != CTX_NONE && z->zdirty) {
+      deflateReset(&z->z);
+    }
+  } else if (from_isal || (z->ctx == CTX_NONE && z->hist_len > 0)) {
     /* zlib takes over igzip's window (or the one igzip gave up). */
     if (z->zdirty) {
       deflateReset(&z->z);
