@@ -63,7 +63,7 @@ typedef struct herald__zstream herald__zstream;
  * agreed window, 8..15; it always gets a 32 KiB window, which is safe). level
  * -1..9, mem_level 1..9: zlib's (compressor only). fast_min: messages of at
  * least this many bytes are compressed with igzip (zstream.c) when
- * herald__zfast_available(); 0 never. no_context: the caller resets the
+ * herald_deflate_fast_available(); 0 never. no_context: the caller resets the
  * compressor after every message (no context takeover), so it keeps no
  * copy of igzip's window. Returns 0, HERALD_ERR_NOMEM or
  * HERALD_ERR_INTERNAL. */
@@ -71,9 +71,6 @@ int herald__zdeflate_new(herald__zstream **pz, const herald_mem *mem, int bits,
                          int level, int mem_level, size_t fast_min,
                          int no_context);
 int herald__zinflate_new(herald__zstream **pz, const herald_mem *mem, int bits);
-
-/* 1 if herald was built with ISA-L's igzip for large messages, else 0. */
-int herald__zfast_available(void);
 
 /* Frees z (NULL is fine). */
 void herald__zstream_del(herald__zstream *z);

@@ -14,13 +14,15 @@
  * igzip takes over, and for zlib taking over, the copy of igzip's history
  * kept in hist (the tail of what igzip compressed, on top of the dictionary
  * it started with). Both engines then refer only to bytes that are the
- * peer's most recent ones. Without context takeover conn.c resets the
- * stream after every message and neither engine keeps anything.
+ * peer's most recent ones. Without context takeover sender.c resets the
+ * stream after every message (no_context) and neither engine keeps
+ * anything.
  *
- * Why igzip: at 4 KiB and more it takes 0.05-0.3 times zlib's instructions
- * (docs/performance.md "permessage-deflate"), for 5-25 % more bytes; below
- * about 1 KiB it is slower than zlib, because it builds a Huffman code for
- * every block and every sync flush ends one. fast_min picks the size.
+ * Why igzip: a compressed echo costs 0.5-0.7 times zlib's instructions at
+ * 4 KiB and 0.2-0.4 times at 16-64 KiB, for about 10 % more bytes on JSON
+ * (docs/performance.md "Two engines"); below about 2 KiB it is slower than
+ * zlib, because it builds a Huffman code for every block and every sync
+ * flush ends one. fast_min picks the size.
  */
 #include <stdint.h>
 #include <string.h>
@@ -99,7 +101,7 @@ int herald__zdeflate_new(herald__zstream **pz, const herald_mem *mem, int bits,
                          int no_context) {
   int rv = zstream_new(pz, mem, 1, bits < 9 ? 9 : bits, level, mem_level);
   if (rv == 0) {
-    (*pz)->fast_min = herald__zfast_available() ? fast_min : 0;
+    (*pz)->fast_min = herald_deflate_fast_available() ? fast_min : 0;
     (*pz)->no_context = no_context != 0;
   }
   return rv;
@@ -116,16 +118,12 @@ int herald__zinflate_new(herald__zstream **pz, const herald_mem *mem,
   return zstream_new(pz, mem, 0, 15, 0, 0);
 }
 
-int herald__zfast_available(void) {
+HERALD_API int herald_deflate_fast_available(void) {
 #ifdef HERALD_HAVE_ISAL
   return 1;
 #else
   return 0;
 #endif
-}
-
-HERALD_API int herald_deflate_fast_available(void) {
-  return herald__zfast_available();
 }
 
 #ifdef HERALD_HAVE_ISAL
