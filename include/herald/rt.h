@@ -132,7 +132,9 @@ HERALD_API int herald_loop_new(herald_loop **ploop, void *uv_loop);
  * HERALD_ERR_NOMEM, HERALD_ERR_INVALID_ARG (not a herald_io_backend), a
  * UV_E* code, or, for HERALD_IO_URING on a kernel that cannot run it, the
  * negative errno of what failed (UV_ENOSYS, UV_EPERM when io_uring is
- * disabled, ...); HERALD_IO_AUTO never fails for that. */
+ * disabled, ...); HERALD_IO_AUTO never fails for that. On io_uring, a
+ * loop attached to uv_loop makes its ring without deferred completion
+ * work (libuv watches the ring's fd), one of its own with it. */
 HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
                                        herald_io_backend backend);
 

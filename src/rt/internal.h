@@ -310,7 +310,10 @@ void herald__loop_post_ready(herald_loop *loop);
 /* uring.c: the io_uring backend of a loop, reached only from loop.c (its
  * other half). herald__epoll_* call the herald__uring_* counterparts when
  * loop->ur is set; see uring.c for what each costs. */
-int herald__uring_new(herald_loop *loop); /* 0, or -errno: not available */
+/* 0, or -errno: not available. defer: the loop's own thread drives it
+ * (herald_loop_run on a loop of its own); 0 for a loop attached to the
+ * caller's uv_loop_t, which libuv runs (see uring.c, struct loop_uring). */
+int herald__uring_new(herald_loop *loop, int defer);
 void herald__uring_del(herald_loop *loop);
 int herald__uring_fd(herald_loop *loop);
 int herald__uring_watch(herald_loop *loop, io_item *io, uint32_t events);

@@ -571,7 +571,8 @@ HERALD_API int herald_loop_new_backend(herald_loop **ploop, void *uv_loop,
   }
   loop->rin = loop->rbuf;
   loop->rin_len = READ_BUFFER_SIZE;
-  if (backend == HERALD_IO_URING && (rv = herald__uring_new(loop)) != 0) {
+  if (backend == HERALD_IO_URING &&
+      (rv = herald__uring_new(loop, uv_loop == NULL)) != 0) {
     free(loop->rbuf);
     free(loop);
     return rv;

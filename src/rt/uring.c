@@ -156,13 +156,21 @@ struct loop_uring {
   /* The ring runs completions' work only when its thread enters the kernel
    * (IORING_SETUP_DEFER_TASKRUN, with SINGLE_ISSUER): made disabled, it is
    * enabled by the first submit, which makes that thread its only issuer
-   * (the loop's; a server makes its workers' loops on the main thread). */
+   * (the loop's; a server makes its workers' loops on the main thread).
+   * Only for a loop that herald_loop_run() drives: a loop attached to the
+   * caller's uv_loop_t sleeps in libuv's epoll_wait(), and what would wake
+   * it there for deferred work, the eventfd below, is signalled late: Linux
+   * 6.18 posts that signal after an RCU grace period, 12-17 ms after the
+   * data came (100 round trips took 1.3 s; rt_test's test_run_modes_wake).
+   * Without defer the kernel runs the work when the thread is woken, and
+   * the ring's own fd, which libuv watches then, becomes readable. */
   int defer;
   int enabled;
   pthread_t issuer;
-  /* defer: what libuv watches while it runs the loop itself (nested): the
-   * ring's fd does not become readable for deferred work, this eventfd
-   * registered with the ring does. -1 without defer. */
+  /* defer: what libuv watches while it runs a driven loop itself (a nested
+   * uv_run()): the ring's fd does not become readable for deferred work,
+   * this eventfd registered with the ring does (late, above). -1 without
+   * defer. */
   int evfd;
   struct io_uring_buf_ring *br;
   uint8_t *buf[URING_RING]; /* by buffer id; NULL past nbufs */
@@ -847,7 +855,7 @@ int herald__uring_available(void) {
   return probe_result;
 }
 
-int herald__uring_new(herald_loop *loop) {
+int herald__uring_new(herald_loop *loop, int defer) {
   int rv = herald__uring_available();
   if (rv != 0) {
     return rv;
@@ -856,7 +864,7 @@ int herald__uring_new(herald_loop *loop) {
   if (u == NULL) {
     return HERALD_ERR_NOMEM;
   }
-  u->defer = 1;
+  u->defer = defer;
   u->evfd = -1;
   rv = ring_init(&u->ring, &u->defer);
   if (rv != 0) {

@@ -970,16 +970,39 @@ static void mode_pass(herald_loop *loop, void *ud) {
   }
 }
 
+/* A loop of its own, or one attached to *uv (initialised here). */
+static herald_loop *mode_loop_new(int attached, uv_loop_t *uv) {
+  herald_loop *loop;
+  if (attached) {
+    CHECK_EQ(uv_loop_init(uv), 0);
+  }
+  CHECK_EQ(herald_loop_new(&loop, attached ? uv : NULL), 0);
+  return loop;
+}
+
+/* Runs it the mode's way: herald_loop_run(), or the caller's uv_run(). */
+static void mode_loop_run(herald_loop *loop, int attached, uv_loop_t *uv) {
+  if (attached) {
+    CHECK_EQ(uv_run(uv, UV_RUN_DEFAULT), 0);
+  } else {
+    CHECK_EQ(herald_loop_run(loop), 0);
+  }
+}
+
+static void mode_loop_del(herald_loop *loop, int attached, uv_loop_t *uv) {
+  herald_loop_del(loop);
+  if (attached) {
+    CHECK_EQ(uv_loop_close(uv), 0);
+  }
+}
+
 static void run_mode(int attached) {
   char url[64];
   snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", ts.port);
   mode_run m;
   memset(&m, 0, sizeof(m));
   uv_loop_t uv;
-  if (attached) {
-    CHECK_EQ(uv_loop_init(&uv), 0);
-  }
-  CHECK_EQ(herald_loop_new(&m.r.loop, attached ? &uv : NULL), 0);
+  m.r.loop = mode_loop_new(attached, &uv);
   herald_loop_on_pass(m.r.loop, mode_pass, &m);
   uv_timer_t timer;
   uv_timer_init(herald_loop_uv(m.r.loop), &timer);
@@ -987,11 +1010,7 @@ static void run_mode(int attached) {
   uv_timer_start(&timer, mode_timer, 20, 0);
   CHECK_EQ(herald_loop_post(m.r.loop, mode_post, &m), 0);
   connect_client(url, &m.r);
-  if (attached) {
-    CHECK_EQ(uv_run(&uv, UV_RUN_DEFAULT), 0);
-  } else {
-    CHECK_EQ(herald_loop_run(m.r.loop), 0);
-  }
+  mode_loop_run(m.r.loop, attached, &uv);
   CHECK(m.r.opened);
   CHECK_EQ(m.r.got, 2);
   CHECK_EQ(m.r.biggest, 4 << 20);
@@ -1006,15 +1025,82 @@ static void run_mode(int attached) {
    * attached, uv_run() returns as soon as nothing holds the loop, and
    * herald_loop_del() does that pass's flushing. */
   CHECK(attached || m.passes_at_close > 0);
-  herald_loop_del(m.r.loop);
-  if (attached) {
-    CHECK_EQ(uv_loop_close(&uv), 0);
-  }
+  mode_loop_del(m.r.loop, attached, &uv);
 }
 
 static void test_run_modes(void) {
   run_mode(0);
   run_mode(1);
+}
+
+/* Round trips, one message in flight, in both run modes: each waits for the
+ * loop to wake for the echo. A wake-up the kernel delays (a ring whose
+ * deferred work signals its eventfd only after an RCU grace period, 12-17
+ * ms on Linux 6.18) makes 100 of them take well over a second; prompt
+ * ones take a few milliseconds, tens under sanitizers on a loaded
+ * machine. */
+#define PINGS 100
+typedef struct ping_run {
+  herald_loop *loop;
+  int opened, got, closed;
+  uint16_t code;
+} ping_run;
+
+static void p_open(herald_ws *ws, void *ud) {
+  ((ping_run *)ud)->opened = 1;
+  herald_ws_send(ws, HERALD_OP_TEXT, "ping", 4);
+}
+
+static void p_message(herald_ws *ws, herald_opcode op, uint8_t *data,
+                      size_t len, void *ud) {
+  ping_run *r = ud;
+  CHECK(op == HERALD_OP_TEXT && len == 4 && memcmp(data, "ping", 4) == 0);
+  if (++r->got < PINGS) {
+    herald_ws_send(ws, HERALD_OP_TEXT, "ping", 4);
+  } else {
+    herald_ws_close(ws, 1000, NULL, 0);
+  }
+}
+
+static void p_close(herald_ws *ws, const herald_close_info *info, void *ud) {
+  ping_run *r = ud;
+  (void)ws;
+  r->closed = 1;
+  r->code = info->code;
+}
+
+static void run_pings(int attached) {
+  char url[64];
+  snprintf(url, sizeof(url), "ws://127.0.0.1:%d/ws", ts.port);
+  ping_run r;
+  memset(&r, 0, sizeof(r));
+  uv_loop_t uv;
+  r.loop = mode_loop_new(attached, &uv);
+  herald_client_config cfg;
+  herald_client_config_init(&cfg);
+  cfg.url = url;
+  cfg.connect_timeout_ms = 2000;
+  herald_ws_callbacks cb = {
+      .on_open = p_open, .on_message = p_message, .on_close = p_close};
+  CHECK_EQ(herald_connect(r.loop, &cfg, &cb, &r, NULL), 0);
+  uint64_t start = uv_hrtime();
+  mode_loop_run(r.loop, attached, &uv);
+  uint64_t ms = (uv_hrtime() - start) / 1000000;
+  CHECK(r.opened);
+  CHECK_EQ(r.got, PINGS);
+  CHECK(r.closed);
+  CHECK_EQ(r.code, 1000);
+  if (ms >= 700) {
+    fprintf(stderr, "%d round trips took %llu ms (%s)\n", PINGS,
+            (unsigned long long)ms, attached ? "attached" : "driven");
+  }
+  CHECK(ms < 700);
+  mode_loop_del(r.loop, attached, &uv);
+}
+
+static void test_run_modes_wake(void) {
+  run_pings(0);
+  run_pings(1);
 }
 
 /* Graceful shutdown: open connections get 1001 and run() returns 0. */
@@ -1157,6 +1243,7 @@ int main(void) {
   RUN(test_http_async_keepalive);
   RUN(test_client);
   RUN(test_run_modes);
+  RUN(test_run_modes_wake);
   RUN(test_shutdown);
   return TEST_REPORT();
 }
