@@ -4,7 +4,8 @@
  * Byte 0 selects: bit 0 streaming delivery, bit 1 small limits (max message
  * 4 KiB, so the bomb checks fire often), bit 2 no context takeover for the
  * client's messages, bits 3-5 the client's window (8..15), bit 6 round-trip
- * mode, bit 7 chunked second run.
+ * mode, bit 7 chunked second run. In round-trip mode an odd input length
+ * limits the client's compression budget to its zlib streams.
  *
  * Frame mode: the rest is a list of records [flags, len, len bytes]; each
  * becomes one masked client frame (flags: bits 0-1 opcode text, binary,
@@ -223,8 +224,31 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
 
   if (sel & 0x40) {
-    /* Round trip: what the client compresses, the server restores. */
+    /* Round trip: what the client compresses, the server restores. The
+     * client draws its compression state on a budget; with an odd input
+     * length that budget has room for its zlib streams only (measured on a
+     * first pair), so igzip is refused and zlib takes every message. */
+    herald_budget *zb;
+    uint64_t limit = 0;
     herald_conn *srv, *cli;
+    if (size & 1) {
+      if (herald_budget_new(&zb, 0, NULL) != 0) {
+        abort();
+      }
+      ccfg.deflate.budget = zb;
+      if (herald_conn_new(&srv, &scfg) != 0 || herald_conn_new(&cli, &ccfg)) {
+        abort();
+      }
+      open_pair(srv, cli);
+      limit = herald_budget_used(zb);
+      herald_conn_del(srv);
+      herald_conn_del(cli);
+      herald_budget_del(zb);
+    }
+    if (herald_budget_new(&zb, limit, NULL) != 0) {
+      abort();
+    }
+    ccfg.deflate.budget = zb;
     if (herald_conn_new(&srv, &scfg) != 0 || herald_conn_new(&cli, &ccfg)) {
       abort();
     }
@@ -269,9 +293,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (!done) {
         break;
       }
+      if (limit != 0 && herald_budget_used(zb) != limit) {
+        abort(); /* igzip drew nothing past the limit */
+      }
     }
     herald_conn_del(srv);
     herald_conn_del(cli);
+    if (herald_budget_used(zb) != 0) {
+      abort(); /* every byte drawn came back */
+    }
+    herald_budget_del(zb);
     return 0;
   }
 

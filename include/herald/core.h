@@ -202,6 +202,9 @@ typedef enum herald_role {
  * success, nonzero on failure. */
 typedef int (*herald_random_fn)(void *buf, size_t len, void *user_data);
 
+/* A byte budget shared by connections (below, "A byte budget"). */
+typedef struct herald_budget herald_budget;
+
 /*
  * permessage-deflate (RFC 7692) policy. Off by default. The four window and
  * context fields are what a client offers and what a server accepts; the
@@ -250,6 +253,20 @@ typedef struct herald_deflate_config {
    * 245 KiB more per connection once such a message is sent, kept with
    * context takeover. Either engine continues the other's context. */
   size_t fast_min_size;
+  /* NULL (default): none. A budget (herald_budget_new) shared with other
+   * connections for their compression state, counted at its largest for
+   * the agreed parameters: zlib's compressor, 2^(bits+2) + 2^(mem_level+9)
+   * + 6 KiB when we compress, and its decompressor, 32 KiB + 7 KiB, drawn
+   * when permessage-deflate would be agreed; igzip's, about 215 KiB plus
+   * 2^bits with context takeover, drawn when a message first needs it.
+   * Refused, the extension is not agreed (server: the 101 answers without
+   * it; client: it is not offered) and the connection goes on without
+   * compression; igzip refused, the connection compresses with zlib. Each
+   * refusal counts in herald_budget_refused(). Drawn bytes are given back
+   * when the connection is deleted (igzip's when its compressor is freed:
+   * herald_conn_trim() without context takeover). The budget must outlive
+   * every connection that uses it. */
+  herald_budget *budget;
 } herald_deflate_config;
 
 /* 1 if this build compresses large messages with ISA-L's igzip
@@ -258,7 +275,9 @@ HERALD_API int herald_deflate_fast_available(void);
 
 /*
  * A byte budget shared by many connections, on any threads: what they may
- * hold together for messages that have not finished arriving.
+ * hold together of one kind of memory. One kind is compression state
+ * (herald_deflate_config.budget, above); the other, described here, is
+ * messages that have not finished arriving (herald_config.budget).
  *
  * A message that is not delivered in place (whole in one read) nor in chunks
  * (streaming) is reassembled in its connection's message buffer, which grows
@@ -273,8 +292,6 @@ HERALD_API int herald_deflate_fast_available(void);
  * again later) and gives its bytes back at once; no other connection is
  * touched. Thread-safe (one atomic counter).
  */
-typedef struct herald_budget herald_budget;
-
 /* Creates a budget of limit bytes (0: no limit, counting only), allocated
  * through mem (NULL: malloc). Returns 0 and sets *pbudget, or
  * HERALD_ERR_INVALID_ARG / HERALD_ERR_NOMEM. */
@@ -288,7 +305,8 @@ HERALD_API void herald_budget_del(herald_budget *budget);
 /* Bytes drawn now, across all its connections. Thread-safe. */
 HERALD_API uint64_t herald_budget_used(const herald_budget *budget);
 
-/* Draws refused so far: connections failed with HERALD_ERR_BUSY.
+/* Draws refused so far: connections failed with HERALD_ERR_BUSY (or, for
+ * a compression budget, compression not agreed or igzip not used).
  * Thread-safe. */
 HERALD_API uint64_t herald_budget_refused(const herald_budget *budget);
 

@@ -419,6 +419,16 @@ typedef struct herald_server_config {
    * core.budget is set: that budget, the caller's (it may be shared with
    * other servers and clients), is drawn on instead. */
   uint64_t max_partial_bytes;
+  /* 1 GiB: bytes of compression state (permessage-deflate) all connections
+   * of the server, on all its threads, may hold together, each counted at
+   * its largest for its agreed parameters (about 300 KiB at the default
+   * window 15 and mem_level 8, 550 KiB once it compresses a message of
+   * fast_min_size or more with context takeover; see
+   * herald_deflate_config.budget). A connection that would go past it is
+   * accepted without permessage-deflate, and a large message whose igzip
+   * state would is compressed with zlib; no connection is closed for it.
+   * 0: no limit (still counted). Unused when core.deflate.budget is set. */
+  uint64_t max_deflate_bytes;
   herald_rt_limits limits;
   herald_http_fn on_http; /* NULL: plain requests get 426 */
   void *http_user_data;
@@ -477,6 +487,14 @@ HERALD_API int herald_server_port(const herald_server *srv);
  * is the bytes held now, herald_budget_refused() the connections closed
  * with 1013 for it; both thread-safe. Valid until herald_server_del(). */
 HERALD_API const herald_budget *herald_server_budget(const herald_server *srv);
+
+/* The budget the server's connections draw on for compression state: its
+ * own (max_deflate_bytes) or core.deflate.budget. herald_budget_used() on
+ * it is the bytes drawn now, herald_budget_refused() the connections that
+ * went without compression (or without igzip) for it; both thread-safe.
+ * Valid until herald_server_del(). */
+HERALD_API const herald_budget *
+herald_server_deflate_budget(const herald_server *srv);
 
 /* Called on each worker loop when it starts, before it accepts; lets the
  * application keep per-thread state. Set before herald_server_run(). */

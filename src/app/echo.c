@@ -27,6 +27,12 @@ static void echo_usage(FILE *out) {
           "go past it\n"
           "                       is closed with 1013 (default 256M, 0: no "
           "limit)\n"
+          "  --max-deflate SIZE   bytes of compression state all "
+          "connections may hold\n"
+          "                       together (about 300K-550K each); past it "
+          "an offer of\n"
+          "                       permessage-deflate is declined (default 1G, "
+          "0: no limit)\n"
           "  --idle-timeout SECS  close a connection that sent nothing for "
           "SECS seconds,\n"
           "                       with 1001 (default 60, 0: never)\n"
@@ -78,6 +84,7 @@ int herald_cmd_echo(int argc, char **argv) {
   size_t nlisten = 0;
   uint64_t max_message = 64u << 20;
   uint64_t max_partial = cfg.max_partial_bytes;
+  uint64_t max_deflate = cfg.max_deflate_bytes;
   uint64_t idle_secs = 60;
   int deflate = 1;
   herald_tls_cert certs[8];
@@ -152,6 +159,14 @@ int herald_cmd_echo(int argc, char **argv) {
       }
       continue;
     }
+    if ((r = cli_option(argc, argv, &i, "--max-deflate", &v)) != 0) {
+      if (r < 0 || cli_parse_size(v, &max_deflate) != 0) {
+        fprintf(stderr, "herald echo: --max-deflate takes a size (1G), or 0 "
+                        "for no limit\n");
+        return 2;
+      }
+      continue;
+    }
     if ((r = cli_option(argc, argv, &i, "--idle-timeout", &v)) != 0) {
       if (r < 0 || cli_parse_uint(v, 86400, &idle_secs) != 0) {
         fprintf(stderr, "herald echo: --idle-timeout takes seconds, 0..86400 "
@@ -193,6 +208,7 @@ int herald_cmd_echo(int argc, char **argv) {
   /* Unfinished messages (a compressed one can inflate to max_message from
    * a few KB) are bounded together; silent connections do not stay. */
   cfg.max_partial_bytes = max_partial;
+  cfg.max_deflate_bytes = max_deflate;
   cfg.limits.idle_timeout_ms = (uint32_t)(idle_secs * 1000);
   herald_server *srv;
   int rv = herald_server_new(&srv, &cfg);

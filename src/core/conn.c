@@ -172,6 +172,9 @@ HERALD_API void herald_conn_del(herald_conn *c) {
     herald__free(c, c->z->zbuf);
     herald__zstream_del(c->z->inf);
     herald__zstream_del(c->z->def);
+    if (c->z->charge) {
+      herald__budget_give(c->cfg->deflate.budget, c->z->charge);
+    }
     herald__free(c, c->z);
   }
   herald__free(c, c);

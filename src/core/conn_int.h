@@ -105,6 +105,8 @@ typedef struct handshake {
   char key[25];   /* client: the Sec-WebSocket-Key we sent */
   char **offered; /* client: copies of the offered subprotocols */
   size_t noffered;
+  uint64_t zcharge;    /* client: drawn on cfg->deflate.budget for the offer */
+  uint8_t pmd_offered; /* client: permessage-deflate was offered */
   herald_header headers[]; /* cfg->max_headers entries */
 } handshake;
 
@@ -134,7 +136,8 @@ typedef struct zstate {
   uint8_t ztail;   /* bytes of the 00 00 FF FF tail fed to the inflater */
   uint64_t mwire;  /* compressed bytes of the message so far */
   herald__zstream *inf, *def;
-  uint8_t *zbuf; /* streaming: one chunk of inflated output */
+  uint8_t *zbuf;   /* streaming: one chunk of inflated output */
+  uint64_t charge; /* drawn on cfg->deflate.budget for the zlib streams */
 } zstate;
 
 /* Laid out to fit 104 bytes, which malloc serves from a 112-byte chunk:

@@ -65,12 +65,19 @@ typedef struct herald__zstream herald__zstream;
  * least this many bytes are compressed with igzip (zstream.c) when
  * herald_deflate_fast_available(); 0 never. no_context: the caller resets the
  * compressor after every message (no context takeover), so it keeps no
- * copy of igzip's window. Returns 0, HERALD_ERR_NOMEM or
+ * copy of igzip's window. budget (may be NULL): igzip's state is drawn on
+ * it when a message first needs it; refused, the stream compresses
+ * everything with zlib. Returns 0, HERALD_ERR_NOMEM or
  * HERALD_ERR_INTERNAL. */
 int herald__zdeflate_new(herald__zstream **pz, const herald_mem *mem, int bits,
                          int level, int mem_level, size_t fast_min,
-                         int no_context);
+                         int no_context, herald_budget *budget);
 int herald__zinflate_new(herald__zstream **pz, const herald_mem *mem, int bits);
+
+/* The most memory zlib's compressor (deflate 1) with a 2^bits window and
+ * mem_level, or the decompressor (deflate 0), holds: what a connection
+ * draws on herald_deflate_config.budget for it. */
+uint64_t herald__zstream_charge(int deflate, int bits, int mem_level);
 
 /* Frees z (NULL is fine). */
 void herald__zstream_del(herald__zstream *z);

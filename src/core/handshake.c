@@ -37,6 +37,9 @@ void herald__hs_free(herald_conn *c) {
   if (c->hs == NULL) {
     return;
   }
+  if (c->hs->zcharge) { /* offered, not agreed (agreed, z holds it) */
+    herald__budget_give(c->cfg->deflate.budget, c->hs->zcharge);
+  }
   for (size_t i = 0; i < c->hs->noffered; i++) {
     herald__free(c, c->hs->offered[i]);
   }
@@ -165,10 +168,10 @@ int herald__hs_read_response(herald_conn *c, uint8_t *in, size_t inlen,
   const herald_deflate_config *dc = &c->cfg->deflate;
   if (herald__hs_check_response(&hs->resp, hs->key,
                                 (const char *const *)hs->offered, hs->noffered,
-                                dc->enabled, &why) != 0) {
+                                hs->pmd_offered, &why) != 0) {
     return herald__fail(c, HERALD_ERR_HANDSHAKE, why);
   }
-  if (dc->enabled) {
+  if (hs->pmd_offered) {
     herald__pmd agreed;
     int pmd = herald__pmd_check_response(dc, hs->resp.headers,
                                          hs->resp.nheaders, &agreed, &why);
@@ -177,6 +180,10 @@ int herald__hs_read_response(herald_conn *c, uint8_t *in, size_t inlen,
     }
     if (pmd && pmd_agree(c, &agreed) != 0) {
       return herald__fail(c, HERALD_ERR_NOMEM, "out of memory");
+    }
+    if (pmd) { /* the offer's draw now covers the streams */
+      c->z->charge = hs->zcharge;
+      hs->zcharge = 0;
     }
   }
   ev->type = HERALD_EV_OPEN;
@@ -373,13 +380,30 @@ int herald__hs_accept(herald_conn *c, const herald_accept *opts) {
   char ext[HERALD__PMD_TEXT_MAX];
   answer101 a = {accept, opts, ext, 0};
   herald__pmd agreed;
-  int pmd = c->cfg->deflate.enabled && !(opts && opts->no_deflate) &&
-            herald__pmd_accept(&c->cfg->deflate, req->headers, req->nheaders,
-                               &agreed, ext, &a.extlen);
+  const herald_deflate_config *dc = &c->cfg->deflate;
+  int pmd = dc->enabled && !(opts && opts->no_deflate) &&
+            herald__pmd_accept(dc, req->headers, req->nheaders, &agreed, ext,
+                               &a.extlen);
   if (pmd && pmd_agree(c, &agreed) != 0) {
     return HERALD_ERR_NOMEM;
   }
+  if (pmd && dc->budget != NULL) {
+    /* Over the budget for compression state: answer without the
+     * extension (RFC 7692 5: a server may decline every offer). */
+    uint64_t charge = herald__zstream_charge(1, c->z->tx_bits, dc->mem_level) +
+                      herald__zstream_charge(0, 15, 0);
+    if (herald__budget_take(dc->budget, charge)) {
+      c->z->charge = charge;
+    } else {
+      herald__free(c, c->z);
+      c->z = NULL;
+      a.extlen = 0;
+    }
+  }
   if (text_queue(c, build_101, &a, 0, NULL) == NULL) {
+    if (c->z && c->z->charge) {
+      herald__budget_give(dc->budget, c->z->charge);
+    }
     herald__free(c, c->z);
     c->z = NULL;
     return HERALD_ERR_NOMEM;
@@ -539,10 +563,27 @@ int herald__hs_request(herald_conn *c, const herald_client_opts *o) {
                        sizeof(nonce));
   hs->key[24] = 0;
   char ext[HERALD__PMD_TEXT_MAX + 1];
-  if (c->cfg->deflate.enabled) {
-    ext[herald__pmd_offer(&c->cfg->deflate, ext)] = 0;
+  const herald_deflate_config *dc = &c->cfg->deflate;
+  hs->pmd_offered = (uint8_t)(dc->enabled != 0);
+  if (hs->pmd_offered && dc->budget != NULL) {
+    /* The most the answer can make us hold: our compressor at the window
+     * we offer (none below 9 bits: we would send uncompressed), the
+     * decompressor. Over the budget: no offer. */
+    uint64_t charge = herald__zstream_charge(0, 15, 0);
+    if (dc->client_max_window_bits >= 9) {
+      charge +=
+          herald__zstream_charge(1, dc->client_max_window_bits, dc->mem_level);
+    }
+    if (herald__budget_take(dc->budget, charge)) {
+      hs->zcharge = charge;
+    } else {
+      hs->pmd_offered = 0;
+    }
   }
-  request r = {o, hs->key, c->cfg->deflate.enabled ? ext : NULL};
+  if (hs->pmd_offered) {
+    ext[herald__pmd_offer(dc, ext)] = 0;
+  }
+  request r = {o, hs->key, hs->pmd_offered ? ext : NULL};
   if (text_queue(c, build_request, &r, 0, NULL) == NULL) {
     herald__hs_free(c);
     return HERALD_ERR_NOMEM;

@@ -74,7 +74,7 @@ static int queue_deflated(herald_conn *c, herald_opcode op, const void *data,
   if (c->z->def == NULL) {
     int rv = herald__zdeflate_new(&c->z->def, herald__mem(c), c->z->tx_bits,
                                   dc->level, dc->mem_level, dc->fast_min_size,
-                                  c->z->tx_reset);
+                                  c->z->tx_reset, dc->budget);
     if (rv != 0) {
       return rv;
     }
@@ -341,7 +341,7 @@ HERALD_API int herald_frame_prepare(herald_opcode op, const void *data,
     /* A fresh stream per message: no context, so any connection whose
      * agreed window is at least window_bits can take it (RFC 7692 7.1.1). */
     herald__zstream *z;
-    int rv = herald__zdeflate_new(&z, mem, window_bits, level, 8, 0, 1);
+    int rv = herald__zdeflate_new(&z, mem, window_bits, level, 8, 0, 1, NULL);
     if (rv != 0) {
       return rv;
     }

@@ -28,6 +28,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "core/conn_int.h" /* herald__budget_take/give */
 #include "core/deflate.h"
 
 #ifdef HERALD_HAVE_ISAL
@@ -52,8 +53,10 @@ struct herald__zstream {
   uint8_t bits;       /* compressor window */
   uint8_t no_context; /* reset after every message: no window to hand over */
   size_t fast_min;
+  herald_budget *budget; /* igzip's state is drawn on it (isal_ready) */
 #ifdef HERALD_HAVE_ISAL
   struct isal_zstream *is; /* with its level buffer; on first use */
+  size_t charge;           /* drawn on budget for is, its buffer, hist */
   uint8_t *hist;           /* a ring of 2^bits bytes: igzip's window */
   size_t hist_len;         /* bytes in it, at most 2^bits */
   size_t hist_end;         /* where the next byte goes */
@@ -98,13 +101,30 @@ static int zstream_new(herald__zstream **pz, const herald_mem *mem, int def,
 
 int herald__zdeflate_new(herald__zstream **pz, const herald_mem *mem, int bits,
                          int level, int mem_level, size_t fast_min,
-                         int no_context) {
+                         int no_context, herald_budget *budget) {
   int rv = zstream_new(pz, mem, 1, bits < 9 ? 9 : bits, level, mem_level);
   if (rv == 0) {
     (*pz)->fast_min = herald_deflate_fast_available() ? fast_min : 0;
     (*pz)->no_context = no_context != 0;
+    (*pz)->budget = budget;
   }
   return rv;
+}
+
+/* zlib's own figures (zconf.h): a compressor holds 2^(bits+2) +
+ * 2^(mem_level+9) bytes of window, hash and pending buffers, a
+ * decompressor a 2^bits window (ours are always 15, see
+ * herald__zinflate_new); each also holds its state struct (5.9 and 7.1 KB
+ * on x86-64, rounded up here) and our herald__zstream. deflate_test's
+ * test_memory holds the total to what the streams really hold. */
+uint64_t herald__zstream_charge(int deflate, int bits, int mem_level) {
+  uint64_t own = sizeof(herald__zstream);
+  if (!deflate) {
+    return ((uint64_t)1 << 15) + 7 * 1024 + own;
+  }
+  bits = bits < 9 ? 9 : bits;
+  return ((uint64_t)1 << (bits + 2)) + ((uint64_t)1 << (mem_level + 9)) +
+         6 * 1024 + own;
 }
 
 int herald__zinflate_new(herald__zstream **pz, const herald_mem *mem,
@@ -135,6 +155,10 @@ static void isal_free(herald__zstream *z) {
   }
   z->mem->free(z->hist, z->mem->user_data);
   z->hist = NULL;
+  if (z->charge) {
+    herald__budget_give(z->budget, z->charge);
+    z->charge = 0;
+  }
 }
 #endif
 
@@ -237,12 +261,21 @@ static int64_t zlib_deflate(herald__zstream *z, const uint8_t *in, size_t inlen,
 }
 
 #ifdef HERALD_HAVE_ISAL
+/* Allocates igzip's state on first use. Returns 0, 1 when the budget
+ * refuses it (the stream then stays on zlib: fast_min is cleared), or
+ * HERALD_ERR_NOMEM. */
 static int isal_ready(herald__zstream *z) {
   if (z->is != NULL) {
     return 0;
   }
   const herald_mem *m = z->mem;
   size_t w = (size_t)1 << z->bits;
+  size_t charge = sizeof(*z->is) + ISAL_LEVEL_BUF + (z->no_context ? 0 : w);
+  if (z->budget != NULL && !herald__budget_take(z->budget, charge)) {
+    z->fast_min = 0;
+    return 1;
+  }
+  z->charge = z->budget != NULL ? charge : 0;
   z->is = m->malloc(sizeof(*z->is), m->user_data);
   uint8_t *lb = m->malloc(ISAL_LEVEL_BUF, m->user_data);
   z->hist = z->no_context ? NULL : m->malloc(w, m->user_data);
@@ -252,6 +285,10 @@ static int isal_ready(herald__zstream *z) {
     m->free(z->hist, m->user_data);
     z->is = NULL;
     z->hist = NULL;
+    if (z->charge) {
+      herald__budget_give(z->budget, z->charge);
+      z->charge = 0;
+    }
     return HERALD_ERR_NOMEM;
   }
   isal_deflate_init(z->is);
@@ -356,10 +393,10 @@ int64_t herald__zdeflate(herald__zstream *z, const uint8_t *in, size_t inlen,
   int from_isal = z->ctx == CTX_ISAL;
   if (use_fast(z, inlen)) {
     int rv = isal_ready(z);
-    if (rv != 0) {
+    if (rv < 0) {
       return rv;
     }
-    int64_t n = isal_deflate_msg(z, in, inlen, out, outcap);
+    int64_t n = rv == 0 ? isal_deflate_msg(z, in, inlen, out, outcap) : -1;
     if (n != -1) {
       return n;
     }

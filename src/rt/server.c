@@ -65,7 +65,9 @@ struct herald_server {
   void *on_loop_start_ud;
   pthread_mutex_t tls_mu; /* guards tls: swapped by reloads */
   herald_tls_set *tls;
-  herald_budget *budget; /* our own, when cfg.core.budget is NULL */
+  herald_budget *budget;         /* our own, when cfg.core.budget is NULL */
+  herald_budget *deflate_budget; /* our own, when cfg.core.deflate.budget
+                                    is NULL */
 };
 
 /* ---- configuration ------------------------------------------------------ */
@@ -77,6 +79,7 @@ HERALD_API void herald_server_config_init(herald_server_config *cfg) {
   cfg->shutdown_grace_ms = 5000;
   cfg->backlog = 1024;
   cfg->max_partial_bytes = (uint64_t)256 << 20;
+  cfg->max_deflate_bytes = (uint64_t)1 << 30;
   herald_config_init(&cfg->core, HERALD_ROLE_SERVER);
   herald_rt_limits_init(&cfg->limits);
 }
@@ -157,6 +160,18 @@ HERALD_API int herald_server_new(herald_server **psrv,
       return rv;
     }
     srv->core.budget = srv->budget;
+  }
+  if (srv->core.deflate.budget == NULL) {
+    int rv =
+        herald_budget_new(&srv->deflate_budget, cfg->max_deflate_bytes, NULL);
+    if (rv != 0) {
+      herald_budget_del(srv->budget);
+      herald__tls_set_unref(srv->tls);
+      pthread_mutex_destroy(&srv->tls_mu);
+      free(srv);
+      return rv;
+    }
+    srv->core.deflate.budget = srv->deflate_budget;
   }
   srv->nworkers =
       cfg->threads > 0 ? cfg->threads : (int)uv_available_parallelism();
@@ -587,11 +602,17 @@ HERALD_API const herald_budget *herald_server_budget(const herald_server *srv) {
   return srv->core.budget;
 }
 
+HERALD_API const herald_budget *
+herald_server_deflate_budget(const herald_server *srv) {
+  return srv->core.deflate.budget;
+}
+
 HERALD_API void herald_server_del(herald_server *srv) {
   if (srv == NULL) {
     return;
   }
   herald_budget_del(srv->budget);
+  herald_budget_del(srv->deflate_budget);
   herald__tls_set_unref(srv->tls);
   pthread_mutex_destroy(&srv->tls_mu);
   while (srv->routes) {

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Black-box tests of the limits of `herald echo` that no peer library can
-provoke: --idle-timeout (a silent connection is closed with 1001) and
+provoke: --idle-timeout (a silent connection is closed with 1001),
 --max-partial (the bytes all connections hold for unfinished messages; the
-connection that would go past is closed with 1013 and no other is touched).
+connection that would go past is closed with 1013 and no other is touched)
+and --max-deflate (the compression state they hold; an offer past it is
+declined).
 
 usage: run.py path/to/herald
 
@@ -150,8 +152,11 @@ def test_usage():
           "(default 256M)",
           "--idle-timeout SECS" in out and "default 60" in out and
           "--max-partial SIZE" in out and "default 256M" in out, out)
+    check("--help documents --max-deflate (default 1G)",
+          "--max-deflate SIZE" in out and "default 1G" in out, out)
     for args in (["--idle-timeout", "x"], ["--idle-timeout", "86401"],
-                 ["--idle-timeout", "-1"], ["--max-partial", "lots"]):
+                 ["--idle-timeout", "-1"], ["--max-partial", "lots"],
+                 ["--max-deflate", "lots"]):
         p = subprocess.run([HERALD, "echo", "--listen", "127.0.0.1:0", *args],
                            capture_output=True, text=True, timeout=10)
         check("herald echo %s: usage error (exit 2)" % " ".join(args),
@@ -243,6 +248,40 @@ def test_max_partial():
         e.stop()
 
 
+def test_max_deflate():
+    """--max-deflate: room for one connection's compression state (about
+    300 KiB): the second offer is declined and that connection is echoed
+    uncompressed; when the first ends its room comes back."""
+    e = Echo("--max-deflate", "400K")
+    try:
+        a = Conn(e.port, deflate=True)
+        b = Conn(e.port, deflate=True)
+        check("--max-deflate 400K: the first offer is accepted, the second "
+              "declined", a.deflate and not b.deflate, (a.deflate, b.deflate))
+        b.send(wire.OP_TEXT, b"plain " * 50)
+        check("--max-deflate 400K: the connection without compression is "
+              "echoed", b.echo_of() == b"plain " * 50)
+        if a.deflate:
+            a.send(wire.OP_TEXT, compressed(b"packed " * 100), rsv=4)
+            check("--max-deflate 400K: the compressed connection is echoed",
+                  a.echo_of() == b"packed " * 100)
+        a.close()
+        c = None
+        for _ in range(50):  # the server frees A's state once it has closed
+            c = Conn(e.port, deflate=True)
+            if c.deflate:
+                break
+            c.close()
+            time.sleep(0.1)
+        check("--max-deflate 400K: the room comes back when a connection "
+              "ends", c is not None and c.deflate)
+        for x in (b, c):
+            if x is not None:
+                x.close()
+    finally:
+        e.stop()
+
+
 def test_many_bytes_in_flight():
     """More bytes in flight at once than the io_uring backend's receive pool
     may hold (1 MiB; it starts at 64 KiB and doubles when a receive finds
@@ -288,7 +327,7 @@ def main():
         return 2
     HERALD = sys.argv[1]
     for t in (test_usage, test_idle_timeout, test_max_partial,
-              test_many_bytes_in_flight):
+              test_max_deflate, test_many_bytes_in_flight):
         try:
             t()
         except Exception as ex:  # report and go on with the next group

@@ -270,19 +270,22 @@ static size_t raw_read(int fd, uint8_t *buf, size_t cap, int ms, int *eof) {
   return n;
 }
 
-/* Reads the 101 response; returns 1 if it came. */
-static int raw_handshake(int fd, const char *path) {
-  char req[512];
+/* Sends an upgrade request for path with the extra header lines (each
+ * ending in CRLF) and reads the response head into resp. Returns 1 if it
+ * is a 101. */
+static int raw_upgrade(int fd, const char *path, const char *extra, char *resp,
+                       size_t cap) {
+  char req[768];
   int n = snprintf(req, sizeof(req),
                    "GET %s HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: "
                    "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: "
-                   "13\r\n\r\n",
-                   path);
+                   "13\r\n%s\r\n",
+                   path, extra);
   raw_write(fd, req, (size_t)n);
-  char resp[1024];
   size_t got = 0;
-  while (got < sizeof(resp) - 1) {
+  resp[0] = 0;
+  while (got < cap - 1) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     if (poll(&p, 1, 2000) <= 0) {
       return 0;
@@ -298,6 +301,12 @@ static int raw_handshake(int fd, const char *path) {
     }
   }
   return 0;
+}
+
+/* Upgrades fd to a WebSocket at path; returns 1 if the 101 came. */
+static int raw_handshake(int fd, const char *path) {
+  char resp[1024];
+  return raw_upgrade(fd, path, "", resp, sizeof(resp));
 }
 
 static void raw_frame(int fd, int fin, unsigned op, const void *p, size_t n) {
@@ -1151,28 +1160,46 @@ static void echo_message(herald_ws *ws, herald_opcode op, uint8_t *data,
   herald_ws_send(ws, op, data, len);
 }
 
+/* The budget tests' server config: two loops on 127.0.0.1, port 0. */
+static void budget_config(herald_server_config *cfg) {
+  static const char *listen[] = {"127.0.0.1:0"};
+  cfg->listen = listen;
+  cfg->nlisten = 1;
+  cfg->handle_signals = 0;
+  cfg->threads = 2;
+  cfg->shutdown_grace_ms = 500;
+}
+
+/* Starts an echo server from cfg on a thread; returns its port. */
+static int start_echo(test_server *t, const herald_server_config *cfg) {
+  CHECK_EQ(herald_server_new(&t->srv, cfg), 0);
+  herald_ws_callbacks cb = {.on_message = echo_message};
+  CHECK_EQ(herald_server_route(t->srv, "*", &cb, NULL), 0);
+  pthread_create(&t->thread, NULL, server_thread, t);
+  for (int i = 0; i < 200 && herald_server_port(t->srv) == 0; i++) {
+    usleep(10000);
+  }
+  return herald_server_port(t->srv);
+}
+
+/* Stops it; it must have run to a clean end. */
+static void stop_echo(test_server *t) {
+  herald_server_stop(t->srv);
+  pthread_join(t->thread, NULL);
+  CHECK_EQ(t->run_result, 0);
+  herald_server_del(t->srv);
+}
+
 static void test_partial_budget(void) {
   herald_server_config cfg;
   herald_server_config_init(&cfg);
   CHECK_EQ(cfg.max_partial_bytes, (uint64_t)256 << 20);
-  static const char *listen[] = {"127.0.0.1:0"};
-  cfg.listen = listen;
-  cfg.nlisten = 1;
-  cfg.handle_signals = 0;
-  cfg.threads = 2;
-  cfg.shutdown_grace_ms = 500;
+  budget_config(&cfg);
   cfg.max_partial_bytes = 64 * 1024;
   test_server t = {0};
-  CHECK_EQ(herald_server_new(&t.srv, &cfg), 0);
+  int port = start_echo(&t, &cfg);
   const herald_budget *b = herald_server_budget(t.srv);
   CHECK(b != NULL);
-  herald_ws_callbacks cb = {.on_message = echo_message};
-  CHECK_EQ(herald_server_route(t.srv, "*", &cb, NULL), 0);
-  pthread_create(&t.thread, NULL, server_thread, &t);
-  for (int i = 0; i < 200 && herald_server_port(t.srv) == 0; i++) {
-    usleep(10000);
-  }
-  int port = herald_server_port(t.srv);
   static uint8_t p[40001];
   memset(p, 'a', sizeof(p));
 
@@ -1206,10 +1233,7 @@ static void test_partial_budget(void) {
   CHECK_EQ(herald_budget_used(b), 0);
   close(a);
   close(z);
-  herald_server_stop(t.srv);
-  pthread_join(t.thread, NULL);
-  CHECK_EQ(t.run_result, 0);
-  herald_server_del(t.srv);
+  stop_echo(&t);
 
   herald_budget *mine;
   CHECK_EQ(herald_budget_new(&mine, 1000, NULL), 0);
@@ -1220,10 +1244,69 @@ static void test_partial_budget(void) {
   herald_budget_del(mine);
 }
 
+/* The server's budget for compression state (max_deflate_bytes): room
+ * for one connection's streams, so the second offer is declined and that
+ * connection goes on uncompressed; the room comes back when the first
+ * ends. A budget of the caller's (core.deflate.budget) takes its place. */
+static void test_deflate_budget(void) {
+  herald_server_config cfg;
+  herald_server_config_init(&cfg);
+  CHECK_EQ(cfg.max_deflate_bytes, (uint64_t)1 << 30);
+  budget_config(&cfg);
+  cfg.core.deflate.enabled = 1;
+  cfg.max_deflate_bytes = 400 * 1024; /* one connection: about 301 KiB */
+  test_server t = {0};
+  int port = start_echo(&t, &cfg);
+  const herald_budget *b = herald_server_deflate_budget(t.srv);
+  CHECK(b != NULL && b != herald_server_budget(t.srv));
+  const char *offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+  char resp[1024];
+  int a = raw_connect_to(port);
+  CHECK(raw_upgrade(a, "/", offer, resp, sizeof(resp)));
+  CHECK(strstr(resp, "permessage-deflate") != NULL);
+  uint64_t one = herald_budget_used(b);
+  CHECK(one > 200 * 1024 && one <= 400 * 1024);
+  int z = raw_connect_to(port);
+  CHECK(raw_upgrade(z, "/", offer, resp, sizeof(resp)));
+  CHECK(strstr(resp, "permessage-deflate") == NULL);
+  CHECK_EQ(herald_budget_refused(b), 1);
+  CHECK_EQ(herald_budget_used(b), one);
+  /* Z goes on without compression: its echo has RSV1 clear. */
+  raw_frame(z, 1, HERALD_OP_TEXT, "plain", 5);
+  uint8_t buf[16];
+  int eof;
+  CHECK_EQ(raw_read(z, buf, 7, 2000, &eof), 7);
+  CHECK(buf[0] == 0x81 && buf[1] == 5 && memcmp(buf + 2, "plain", 5) == 0);
+  /* A ends: its room comes back, and a new offer is accepted. */
+  raw_frame(a, 1, HERALD_OP_CLOSE, "\x03\xe8", 2);
+  CHECK_EQ(raw_until_close(a, 2000), 1000);
+  close(a);
+  for (int i = 0; i < 200 && herald_budget_used(b) != 0; i++) {
+    usleep(10000);
+  }
+  CHECK_EQ(herald_budget_used(b), 0);
+  int c = raw_connect_to(port);
+  CHECK(raw_upgrade(c, "/", offer, resp, sizeof(resp)));
+  CHECK(strstr(resp, "permessage-deflate") != NULL);
+  CHECK_EQ(herald_budget_used(b), one);
+  close(c);
+  close(z);
+  stop_echo(&t);
+
+  herald_budget *mine;
+  CHECK_EQ(herald_budget_new(&mine, 1000, NULL), 0);
+  cfg.core.deflate.budget = mine;
+  CHECK_EQ(herald_server_new(&t.srv, &cfg), 0);
+  CHECK(herald_server_deflate_budget(t.srv) == mine);
+  herald_server_del(t.srv);
+  herald_budget_del(mine);
+}
+
 int main(void) {
   setvbuf(stdout, NULL, _IONBF, 0);
   RUN(test_config_errors);
   RUN(test_partial_budget);
+  RUN(test_deflate_budget);
   start_server();
   RUN(test_echo_raw);
   RUN(test_pause_resume);

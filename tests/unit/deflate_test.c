@@ -1042,6 +1042,99 @@ static void test_round_trips(void) {
 }
 
 /* A message larger than one streaming chunk, in every split. */
+/* A budget for compression state (herald_deflate_config.budget): a server
+ * over it answers without the extension, a client over it does not offer
+ * it; igzip's state is drawn when a large message first needs it and,
+ * refused, the message goes through zlib. Everything drawn comes back. */
+static void test_budget_deflate(void) {
+  static const size_t big[] = {20000, 30000}, small[] = {100};
+  herald_budget *probe;
+  CHECK_EQ(herald_budget_new(&probe, 0, NULL), 0);
+  herald_config scfg, ccfg;
+  dconfig(&scfg, HERALD_ROLE_SERVER);
+  dconfig(&ccfg, HERALD_ROLE_CLIENT);
+  scfg.deflate.budget = probe;
+  herald_conn *srv, *cli;
+  open_pair(&scfg, &ccfg, &srv, &cli);
+  CHECK_EQ(herald_conn_deflate(srv, NULL), 1);
+  uint64_t base = herald_budget_used(probe); /* zlib's two streams */
+  CHECK(base > (1u << 17));
+  trip(srv, cli, 0, big, 2, 1);
+  uint64_t with_fast = herald_budget_used(probe);
+  CHECK_EQ(with_fast > base, herald_deflate_fast_available());
+  herald_conn_del(srv);
+  herald_conn_del(cli);
+  CHECK_EQ(herald_budget_used(probe), 0);
+  CHECK_EQ(herald_budget_refused(probe), 0);
+  herald_budget_del(probe);
+
+  /* Room for one connection's zlib streams and nothing more. */
+  herald_budget *b;
+  CHECK_EQ(herald_budget_new(&b, base, NULL), 0);
+  scfg.deflate.budget = b;
+  herald_conn *s1, *c1, *s2, *c2, *s3, *c3;
+  open_pair(&scfg, &ccfg, &s1, &c1);
+  CHECK_EQ(herald_conn_deflate(s1, NULL), 1);
+  CHECK_EQ(herald_budget_used(b), base);
+  open_pair(&scfg, &ccfg, &s2, &c2); /* opens, uncompressed */
+  CHECK_EQ(herald_conn_deflate(s2, NULL), 0);
+  CHECK_EQ(herald_conn_deflate(c2, NULL), 0);
+  CHECK_EQ(herald_budget_refused(b), 1);
+  trip(s2, c2, 0, small, 1, 2);
+  trip(c2, s2, 0, small, 1, 3);
+  /* igzip refused: the large messages go through zlib, intact. */
+  trip(s1, c1, 0, big, 2, 4);
+  trip(c1, s1, 0, big, 2, 5);
+  CHECK_EQ(herald_budget_used(b), base);
+  CHECK_EQ(herald_budget_refused(b),
+           1 + (uint64_t)herald_deflate_fast_available());
+  herald_conn_del(s1);
+  herald_conn_del(c1);
+  CHECK_EQ(herald_budget_used(b), 0);
+  open_pair(&scfg, &ccfg, &s3, &c3); /* the room is back */
+  CHECK_EQ(herald_conn_deflate(s3, NULL), 1);
+  herald_conn_del(s3);
+  herald_conn_del(c3);
+  herald_conn_del(s2);
+  herald_conn_del(c2);
+  CHECK_EQ(herald_budget_used(b), 0);
+  herald_budget_del(b);
+
+  /* Client: over the budget it does not offer, so a server that answers
+   * with the extension anyway is refused (RFC 6455 4.1); within it, what
+   * an answer without the extension leaves unused comes back at once. */
+  herald_budget *cb;
+  CHECK_EQ(herald_budget_new(&cb, 1000, NULL), 0);
+  herald_config cc;
+  dconfig(&cc, HERALD_ROLE_CLIENT);
+  cc.deflate.budget = cb;
+  char offer[256];
+  herald_deflate_params p;
+  CHECK_EQ(client_gets(&cc, "", offer, sizeof(offer), &p), 0);
+  CHECK_EQ(offer[0], 0);
+  CHECK(client_gets(&cc, EXT PMD "\r\n", NULL, 0, &p) < 0);
+  CHECK_EQ(herald_budget_refused(cb), 2);
+  CHECK_EQ(herald_budget_used(cb), 0);
+  herald_budget_del(cb);
+  CHECK_EQ(herald_budget_new(&cb, 0, NULL), 0);
+  cc.deflate.budget = cb;
+  CHECK_EQ(client_gets(&cc, "", offer, sizeof(offer), &p), 0);
+  CHECK(strstr(offer, PMD) != NULL);
+  CHECK_EQ(client_gets(&cc, EXT PMD "\r\n", NULL, 0, &p), 0);
+  CHECK_EQ(herald_budget_used(cb), 0);
+  CHECK_EQ(herald_budget_refused(cb), 0);
+  /* Held while the connection lives. */
+  herald_config sc;
+  dconfig(&sc, HERALD_ROLE_SERVER);
+  open_pair(&sc, &cc, &srv, &cli);
+  CHECK_EQ(herald_conn_deflate(cli, NULL), 1);
+  CHECK(herald_budget_used(cb) > 0);
+  herald_conn_del(cli);
+  CHECK_EQ(herald_budget_used(cb), 0);
+  herald_conn_del(srv);
+  herald_budget_del(cb);
+}
+
 static void test_stream_split(void) {
   size_t n = 40000;
   uint8_t *m = malloc(n);
@@ -1353,10 +1446,14 @@ static void test_memory(void) {
         scfg.deflate.mem_level = mems[mi];
         scfg.deflate.server_no_context_takeover = nct;
         scfg.deflate.client_no_context_takeover = nct;
+        herald_budget *b; /* what the server draws for its streams */
+        CHECK_EQ(herald_budget_new(&b, 0, NULL), 0);
+        scfg.deflate.budget = b;
         herald_conn *srv, *cli;
         open_pair(&scfg, &ccfg, &srv, &cli);
         herald_conn_trim(srv);
         size_t idle0 = k.live;
+        uint64_t base = herald_budget_used(b);
         CHECK_EQ(herald_conn_send(cli, HERALD_OP_TEXT, m, n, 0, NULL, NULL), 0);
         size_t on;
         uint8_t *out = drain(cli, &on);
@@ -1374,17 +1471,25 @@ static void test_memory(void) {
         size_t after = k.live;
         if (getenv("HERALD_MEMORY_REPORT")) {
           printf("memory: window=%d mem_level=%d no_context_takeover=%d "
-                 "idle=%zu after_trim=%zu peak=%zu\n",
-                 windows[wi], mems[mi], nct, idle0, after, k.peak);
+                 "idle=%zu after_trim=%zu peak=%zu drawn=%llu (zlib %llu)\n",
+                 windows[wi], mems[mi], nct, idle0, after, k.peak,
+                 (unsigned long long)herald_budget_used(b),
+                 (unsigned long long)base);
         }
         if (nct) {
           CHECK_EQ(after, idle0); /* trim releases both streams */
+          CHECK_EQ(herald_budget_used(b), base); /* and igzip's draw */
         } else {
           CHECK(after > idle0 + (1u << windows[wi]));
+          /* What the streams hold is drawn, and not much more. */
+          CHECK(after - idle0 <= herald_budget_used(b));
+          CHECK(herald_budget_used(b) - (after - idle0) < 4096);
         }
         herald_conn_del(srv);
         herald_conn_del(cli);
         CHECK_EQ(k.live, 0);
+        CHECK_EQ(herald_budget_used(b), 0);
+        herald_budget_del(b);
       }
     }
   }
@@ -1488,6 +1593,7 @@ int main(void) {
   RUN(test_utf8_fail_fast);
   RUN(test_bomb);
   RUN(test_budget_unfinished);
+  RUN(test_budget_deflate);
   RUN(test_limits);
   RUN(test_round_trips);
   RUN(test_stream_split);
