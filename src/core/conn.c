@@ -168,16 +168,22 @@ HERALD_API void herald_conn_del(herald_conn *c) {
   herald__out_del(c);
   herald__hs_free(c);
   herald__mbuf_free(c);
-  if (c->z) {
-    herald__free(c, c->z->zbuf);
-    herald__zstream_del(c->z->inf);
-    herald__zstream_del(c->z->def);
-    if (c->z->charge) {
-      herald__budget_give(c->cfg->deflate.budget, c->z->charge);
-    }
-    herald__free(c, c->z);
-  }
+  herald__z_free(c);
   herald__free(c, c);
+}
+
+void herald__z_free(herald_conn *c) {
+  if (c->z == NULL) {
+    return;
+  }
+  herald__free(c, c->z->zbuf);
+  herald__zstream_del(c->z->inf);
+  herald__zstream_del(c->z->def);
+  if (c->z->charge) {
+    herald__budget_give(c->cfg->deflate.budget, c->z->charge);
+  }
+  herald__free(c, c->z);
+  c->z = NULL;
 }
 
 HERALD_API void herald_conn_trim(herald_conn *c) {

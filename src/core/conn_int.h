@@ -140,6 +140,10 @@ typedef struct zstate {
   uint64_t charge; /* drawn on cfg->deflate.budget for the zlib streams */
 } zstate;
 
+/* Frees c->z with its streams and gives back what it drew on
+ * cfg->deflate.budget (conn.c). NULL is fine; c->z is NULL after. */
+void herald__z_free(herald_conn *c);
+
 /* Laid out to fit 104 bytes, which malloc serves from a 112-byte chunk:
  * what an idle, open connection holds is this struct alone (docs/design.md,
  * "Memory per connection"). */

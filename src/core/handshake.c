@@ -74,6 +74,17 @@ static int pmd_agree(herald_conn *c, const herald__pmd *r) {
   return 0;
 }
 
+/* What a connection draws on cfg->deflate.budget for its zlib streams:
+ * the decompressor, and the compressor when it compresses (a window of 9
+ * bits or more; below, it sends uncompressed). */
+static uint64_t pmd_charge(const herald_deflate_config *dc, int tx_bits) {
+  uint64_t n = herald__zstream_charge(0, 15, 0);
+  if (tx_bits >= 9) {
+    n += herald__zstream_charge(1, tx_bits, dc->mem_level);
+  }
+  return n;
+}
+
 HERALD_API int herald_conn_deflate(const herald_conn *c,
                                    herald_deflate_params *out) {
   if (c->z == NULL) {
@@ -390,22 +401,16 @@ int herald__hs_accept(herald_conn *c, const herald_accept *opts) {
   if (pmd && dc->budget != NULL) {
     /* Over the budget for compression state: answer without the
      * extension (RFC 7692 5: a server may decline every offer). */
-    uint64_t charge = herald__zstream_charge(1, c->z->tx_bits, dc->mem_level) +
-                      herald__zstream_charge(0, 15, 0);
+    uint64_t charge = pmd_charge(dc, c->z->tx_bits);
     if (herald__budget_take(dc->budget, charge)) {
       c->z->charge = charge;
     } else {
-      herald__free(c, c->z);
-      c->z = NULL;
+      herald__z_free(c);
       a.extlen = 0;
     }
   }
   if (text_queue(c, build_101, &a, 0, NULL) == NULL) {
-    if (c->z && c->z->charge) {
-      herald__budget_give(dc->budget, c->z->charge);
-    }
-    herald__free(c, c->z);
-    c->z = NULL;
+    herald__z_free(c);
     return HERALD_ERR_NOMEM;
   }
   return 0;
@@ -567,13 +572,9 @@ int herald__hs_request(herald_conn *c, const herald_client_opts *o) {
   hs->pmd_offered = (uint8_t)(dc->enabled != 0);
   if (hs->pmd_offered && dc->budget != NULL) {
     /* The most the answer can make us hold: our compressor at the window
-     * we offer (none below 9 bits: we would send uncompressed), the
-     * decompressor. Over the budget: no offer. */
-    uint64_t charge = herald__zstream_charge(0, 15, 0);
-    if (dc->client_max_window_bits >= 9) {
-      charge +=
-          herald__zstream_charge(1, dc->client_max_window_bits, dc->mem_level);
-    }
+     * we offer (the answer may only narrow it). Over the budget: no
+     * offer. */
+    uint64_t charge = pmd_charge(dc, dc->client_max_window_bits);
     if (herald__budget_take(dc->budget, charge)) {
       hs->zcharge = charge;
     } else {

@@ -147,6 +147,14 @@ HERALD_API int herald_deflate_fast_available(void) {
 }
 
 #ifdef HERALD_HAVE_ISAL
+/* Gives back what igzip's state drew on the budget. */
+static void isal_uncharge(herald__zstream *z) {
+  if (z->charge) {
+    herald__budget_give(z->budget, z->charge);
+    z->charge = 0;
+  }
+}
+
 static void isal_free(herald__zstream *z) {
   if (z->is != NULL) {
     z->mem->free(z->is->level_buf, z->mem->user_data);
@@ -155,10 +163,7 @@ static void isal_free(herald__zstream *z) {
   }
   z->mem->free(z->hist, z->mem->user_data);
   z->hist = NULL;
-  if (z->charge) {
-    herald__budget_give(z->budget, z->charge);
-    z->charge = 0;
-  }
+  isal_uncharge(z);
 }
 #endif
 
@@ -285,10 +290,7 @@ static int isal_ready(herald__zstream *z) {
     m->free(z->hist, m->user_data);
     z->is = NULL;
     z->hist = NULL;
-    if (z->charge) {
-      herald__budget_give(z->budget, z->charge);
-      z->charge = 0;
-    }
+    isal_uncharge(z);
     return HERALD_ERR_NOMEM;
   }
   isal_deflate_init(z->is);

@@ -141,8 +141,7 @@ HERALD_API int herald_server_new(herald_server **psrv,
     const char *why;
     int rv = herald__tls_set_new(&cfg->tls, &srv->tls, &why);
     if (rv != 0) {
-      pthread_mutex_destroy(&srv->tls_mu);
-      free(srv);
+      herald_server_del(srv); /* frees what is made so far */
       return rv;
     }
   }
@@ -154,9 +153,7 @@ HERALD_API int herald_server_new(herald_server **psrv,
   if (srv->core.budget == NULL) {
     int rv = herald_budget_new(&srv->budget, cfg->max_partial_bytes, NULL);
     if (rv != 0) {
-      herald__tls_set_unref(srv->tls);
-      pthread_mutex_destroy(&srv->tls_mu);
-      free(srv);
+      herald_server_del(srv);
       return rv;
     }
     srv->core.budget = srv->budget;
@@ -165,10 +162,7 @@ HERALD_API int herald_server_new(herald_server **psrv,
     int rv =
         herald_budget_new(&srv->deflate_budget, cfg->max_deflate_bytes, NULL);
     if (rv != 0) {
-      herald_budget_del(srv->budget);
-      herald__tls_set_unref(srv->tls);
-      pthread_mutex_destroy(&srv->tls_mu);
-      free(srv);
+      herald_server_del(srv);
       return rv;
     }
     srv->core.deflate.budget = srv->deflate_budget;

@@ -901,14 +901,20 @@ static void c_close(herald_ws *ws, const herald_close_info *info, void *ud) {
 }
 
 /* Starts the client exchange of c_open/c_message on r->loop. */
-static void connect_client(const char *url, client_run *r) {
+/* Starts a client on loop to url with the callbacks cb and their ud. */
+static void connect_with(herald_loop *loop, const char *url,
+                         const herald_ws_callbacks *cb, void *ud) {
   herald_client_config cfg;
   herald_client_config_init(&cfg);
   cfg.url = url;
   cfg.connect_timeout_ms = 2000;
+  CHECK_EQ(herald_connect(loop, &cfg, cb, ud, NULL), 0);
+}
+
+static void connect_client(const char *url, client_run *r) {
   herald_ws_callbacks cb = {
       .on_open = c_open, .on_message = c_message, .on_close = c_close};
-  CHECK_EQ(herald_connect(r->loop, &cfg, &cb, r, NULL), 0);
+  connect_with(r->loop, url, &cb, r);
 }
 
 static void run_client(const char *url, client_run *r) {
@@ -1085,13 +1091,9 @@ static void run_pings(int attached) {
   memset(&r, 0, sizeof(r));
   uv_loop_t uv;
   r.loop = mode_loop_new(attached, &uv);
-  herald_client_config cfg;
-  herald_client_config_init(&cfg);
-  cfg.url = url;
-  cfg.connect_timeout_ms = 2000;
   herald_ws_callbacks cb = {
       .on_open = p_open, .on_message = p_message, .on_close = p_close};
-  CHECK_EQ(herald_connect(r.loop, &cfg, &cb, &r, NULL), 0);
+  connect_with(r.loop, url, &cb, &r);
   uint64_t start = uv_hrtime();
   mode_loop_run(r.loop, attached, &uv);
   uint64_t ms = (uv_hrtime() - start) / 1000000;

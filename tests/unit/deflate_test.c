@@ -1500,11 +1500,12 @@ static void test_memory(void) {
 
 /* One conversation with compression both ways; returns 0 if it ran to the
  * end, -1 if an allocation failure stopped it (which must be clean). */
-static int conversation(const herald_mem *mem, int stream) {
+static int conversation(const herald_mem *mem, int stream, herald_budget *b) {
   herald_config scfg, ccfg;
   dconfig(&scfg, HERALD_ROLE_SERVER);
   dconfig(&ccfg, HERALD_ROLE_CLIENT);
   scfg.mem = ccfg.mem = mem;
+  scfg.deflate.budget = ccfg.deflate.budget = b;
   scfg.stream_messages = ccfg.stream_messages = stream;
   ccfg.deflate.client_no_context_takeover = 1;
   herald_conn *srv = NULL, *cli = NULL;
@@ -1557,31 +1558,38 @@ out:
 }
 
 static void test_failmalloc(void) {
+  /* Both sides draw their compression state on b: whatever allocation
+   * fails, every byte drawn comes back. */
+  herald_budget *b;
+  CHECK_EQ(herald_budget_new(&b, 0, NULL), 0);
   for (int stream = 0; stream <= 1; stream++) {
     counter k = {0};
     herald_mem mem = {cnt_malloc, cnt_realloc, cnt_free, &k};
     k.fail_at = 0;
-    CHECK_EQ(conversation(&mem, stream), 0);
+    CHECK_EQ(conversation(&mem, stream, b), 0);
     CHECK_EQ(k.live, 0);
+    CHECK_EQ(herald_budget_used(b), 0);
     /* Count the allocations of a clean run, then fail each in turn. */
     counter probe = {0};
     probe.fail_at = -1; /* count, never fail */
     herald_mem pm = {cnt_malloc, cnt_realloc, cnt_free, &probe};
-    conversation(&pm, stream);
+    conversation(&pm, stream, b);
     long total = probe.allocs;
     CHECK(total > 10);
     for (long i = 1; i <= total; i++) {
       counter kk = {0};
       kk.fail_at = i;
       herald_mem fm = {cnt_malloc, cnt_realloc, cnt_free, &kk};
-      (void)conversation(&fm, stream);
-      if (kk.live != 0) {
-        fprintf(stderr, "failmalloc: leak of %zu bytes failing #%ld\n", kk.live,
-                i);
+      (void)conversation(&fm, stream, b);
+      if (kk.live != 0 || herald_budget_used(b) != 0) {
+        fprintf(stderr,
+                "failmalloc: leak of %zu bytes (%llu drawn) failing #%ld\n",
+                kk.live, (unsigned long long)herald_budget_used(b), i);
         CHECK(0);
       }
     }
   }
+  herald_budget_del(b);
 }
 
 int main(void) {
